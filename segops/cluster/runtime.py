@@ -1,0 +1,54 @@
+"""Starting or attaching to Ray, quietly."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from segops.config.schema import ClusterSpec
+
+log = logging.getLogger(__name__)
+
+_NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+
+
+def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
+    """Attach to ``RAY_ADDRESS`` / ``cluster.address``, or start a local Ray; return its resources.
+
+    Reuses an already-initialised Ray session (tests share one per module). Ray's own INFO
+    logging and progress bars are kept out of the user's terminal; set
+    ``SEGOPS_RAY_VERBOSE=1`` to see them.
+    """
+    import ray
+
+    verbose = os.environ.get("SEGOPS_RAY_VERBOSE") == "1"
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS") or cluster.address
+        if address is None:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local only: no token warning
+        ray.init(
+            address=address,
+            num_cpus=cluster.num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=verbose,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            configure_logging=True,
+        )
+        log.debug("Ray %s: %s", "attached to " + address if address else "local", ray.cluster_resources())
+    quiet_ray(verbose)
+    return dict(ray.cluster_resources())
+
+
+def quiet_ray(verbose: bool = False) -> None:
+    """Silence Ray Data's progress bars and INFO chatter unless ``verbose``."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.enable_operator_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    if not verbose:
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        # "Progress bars disabled" is a warning Ray Data prints because we disabled them
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -1,0 +1,186 @@
+"""Distributed training with Ray Train's ``TorchTrainer`` (DDP; GPU when present, CPU here).
+
+The per-worker loop only glues Ray to :mod:`segops.engine.train`: it pulls its dataset
+shard, builds augmented batches, steps the optimiser, all-reduces loss/Dice, and reports a
+checkpoint every epoch. It never talks to MLflow; the driver logs the returned history.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from segops.config.schema import TrainStep
+from segops.engine.checkpoint import LoadedModel, save_checkpoint
+from segops.engine.train import train_steps, training_batch, validation_dice
+from segops.errors import StepError
+from segops.losses import build_loss
+from segops.models import build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What the driver gets back: the best checkpoint (copied to ``checkpoint_dir``) and history."""
+
+    checkpoint_dir: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_dice: float
+    used_gpu: bool
+
+
+def resolve_use_gpu(use_gpu: bool | str, resources: dict[str, float]) -> bool:
+    """``auto`` → True iff the cluster has at least one GPU."""
+    if use_gpu == "auto":
+        return resources.get("GPU", 0.0) >= 1.0
+    return bool(use_gpu)
+
+
+def worker_cpus(workers: int, requested: float | None, resources: dict[str, float]) -> float:
+    """CPUs per training worker.
+
+    With ``requested`` unset, the workers share the cluster's CPUs minus a reserve for Ray
+    Data's read/split tasks. Taking every CPU (e.g. 2 workers × 1 CPU on a 2-CPU node)
+    starves the data pipeline and training never starts (see field notes).
+    """
+    if requested is not None:
+        return requested
+    total = resources.get("CPU", 1.0)
+    reserve = max(1.0, 0.1 * total)
+    share = (total - reserve) / workers
+    if share >= 1.0:
+        return float(math.floor(share))
+    return max(0.25, math.floor(share * 4) / 4)
+
+
+def train_model(
+    step: TrainStep,
+    train_ds: ray.data.Dataset,
+    val_ds: ray.data.Dataset,
+    storage_dir: Path,
+    checkpoint_dir: Path,
+    seed: int,
+    resources: dict[str, float],
+) -> TrainOutcome:
+    """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
+
+    Checkpoints of every epoch go to ``storage_dir`` (the two best by val Dice are kept);
+    the best is copied to ``checkpoint_dir``.
+    """
+    use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
+    cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
+    resources_per_worker = {"CPU": cpus} | ({"GPU": 1.0} if use_gpu else {})
+    log.info("training on %d worker(s) x %s CPU%s", step.scaling.workers, cpus, " + 1 GPU" if use_gpu else "")
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"step": step.model_dump(mode="json"), "seed": seed, "threads": max(1, int(cpus))},
+        scaling_config=ScalingConfig(
+            num_workers=step.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
+        ),
+        datasets={"train": train_ds, "val": val_ds},
+        dataset_config=DataConfig(datasets_to_split="all"),
+        run_config=RunConfig(
+            name="train",
+            storage_path=str(storage_dir.resolve()),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_dice", checkpoint_score_order="max"
+            ),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise StepError(f"training failed: {result.error}") from result.error
+    history: list[dict[str, float]] = result.return_value or []
+    best = result.get_best_checkpoint(metric="val_dice", mode="max") or result.checkpoint
+    if best is None or not history:
+        raise StepError("training finished without reporting a checkpoint")
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    with best.as_directory() as local:
+        shutil.copytree(local, checkpoint_dir)
+    best_row = max(history, key=lambda row: row["val_dice"])
+    return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_dice"]), use_gpu)
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
+    step = TrainStep.model_validate(config["step"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(config["seed"])  # same init on every rank (DDP also broadcasts)
+    rng = np.random.default_rng([config["seed"], rank])
+    device = ray.train.torch.get_device()
+
+    net = build_model(step.model)
+    model = ray.train.torch.prepare_model(net)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=step.learning_rate, weight_decay=step.weight_decay)
+    # nnU-Net's polynomial decay: lr * (1 - epoch / epochs) ** 0.9
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1 - e / step.epochs) ** 0.9)
+    loss_fn = build_loss(step.loss)
+    evaluator = LoadedModel(model=net, model_spec=step.model, preprocess=step.preprocess, meta={})
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+
+    history: list[dict[str, float]] = []
+    for epoch in range(step.epochs):
+        batches = (
+            training_batch(pairs, step.preprocess, step.model.in_channels, rng, step.patches_per_image)
+            for pairs in _pairs(train_shard, step.batch_size)
+        )
+        loss_sum, n_samples = train_steps(model, batches, loss_fn, optimizer, device)
+        dice_sum, n_val = validation_dice(evaluator, (p for chunk in _pairs(val_shard, 8) for p in chunk), device)
+        loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(n_samples, 1),
+            "val_dice": dice_sum / n_val if n_val else float("nan"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_samples": n_samples,
+            "val_cases": n_val,
+        }
+        scheduler.step()
+        history.append(metrics)
+        _report(metrics, net, step, rank)
+    return history
+
+
+def _pairs(shard: Any, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """Lists of (image, label) arrays from a dataset shard."""
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+        yield list(zip(batch["image"], batch["label"]))
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _report(metrics: dict[str, float], net: torch.nn.Module, step: TrainStep, rank: int) -> None:
+    """Rank 0 attaches a checkpoint; every rank must call report each epoch."""
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(tmp, net, step.model, step.preprocess, extra={"epoch": metrics["epoch"], "val_dice": metrics["val_dice"]})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

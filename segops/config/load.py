@@ -1,0 +1,144 @@
+"""YAML → :class:`WorkflowSpec`, reporting every problem at once by dotted path.
+
+Three layers of checks, all collected before anything is raised:
+1. YAML syntax (with line/column),
+2. structure and types (pydantic), rewritten into ``steps[1].model.arch: ...`` messages,
+3. cross-step semantics (e.g. a ``train`` step with no ``ingest`` before it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from segops.config.schema import IngestStep, SegmentStep, TrainStep, WorkflowSpec
+from segops.errors import WorkflowSpecError
+
+
+def load_workflow(path: str | Path) -> WorkflowSpec:
+    """Read and validate a workflow file.
+
+    Raises:
+        WorkflowSpecError: listing every problem found, each as ``dotted.path: message``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowSpecError(str(path), [f"<file>: cannot read workflow file ({exc.strerror})"]) from exc
+    return validate_workflow_text(text, source=str(path))
+
+
+def validate_workflow_text(text: str, source: str = "<string>") -> WorkflowSpec:
+    """Validate workflow YAML given as text. See :func:`load_workflow`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise WorkflowSpecError(source, [f"<yaml>: invalid YAML at {where}: {problem}"]) from exc
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "an empty file"
+        raise WorkflowSpecError(source, [f"<root>: expected a mapping with name and steps, got {kind}"])
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise WorkflowSpecError(source, [_format_error(err, data) for err in exc.errors()]) from exc
+    problems = _semantic_problems(spec)
+    if problems:
+        raise WorkflowSpecError(source, problems)
+    return spec
+
+
+def spec_hash(spec: WorkflowSpec) -> str:
+    """Stable sha256 of the validated spec (defaults filled in), independent of YAML layout."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _dotted_path(loc: tuple[Any, ...], data: Any) -> str:
+    """Turn a pydantic error location into ``steps[1].model.arch``.
+
+    Discriminated unions insert the tag (e.g. ``'train'``) into ``loc``; such elements are not
+    keys of the input, so walking the input alongside ``loc`` tells them apart from real keys.
+    """
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, int) and isinstance(node, list):
+            parts.append(f"[{item}]")
+            node = node[item] if 0 <= item < len(node) else None
+        elif isinstance(node, dict) and item in node:
+            parts.append(f".{item}" if parts else str(item))
+            node = node[item]
+        elif isinstance(node, dict) and isinstance(item, str) and not _is_tag_of(node, item):
+            # a missing or unknown key: still part of the path
+            parts.append(f".{item}" if parts else str(item))
+            node = None
+        # else: a union tag inserted by pydantic, not a key in the file
+    return "".join(parts) or "<root>"
+
+
+def _is_tag_of(node: dict, item: str) -> bool:
+    """True if ``item`` is the value of one of the discriminator keys in ``node``."""
+    return any(node.get(key) == item for key in ("step", "kind", "arch"))
+
+
+def _format_error(err: dict[str, Any], data: Any) -> str:
+    loc = tuple(err["loc"])
+    etype = err["type"]
+    ctx = err.get("ctx") or {}
+    if etype == "union_tag_invalid":
+        tag_key = ctx.get("discriminator", "").strip("'")
+        expected = ctx.get("expected_tags", "").replace("'", "")
+        path = _dotted_path(loc + (tag_key,), data)
+        return f"{path}: {ctx.get('tag')!r} is not one of {expected}"
+    if etype == "union_tag_not_found":
+        tag_key = ctx.get("discriminator", "").strip("'")
+        return f"{_dotted_path(loc + (tag_key,), data)}: required (it selects the kind of this entry)"
+    path = _dotted_path(loc, data)
+    if etype == "extra_forbidden":
+        return f"{path}: unknown field (check the spelling; see the workflow reference in README.md)"
+    if etype == "missing":
+        return f"{path}: required field is missing"
+    if etype == "literal_error":
+        return f"{path}: {err.get('input')!r} is not one of {ctx.get('expected', '').replace(chr(39), '')}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    given = err.get("input")
+    if etype not in ("value_error", "assertion_error") and not isinstance(given, (dict, list)):
+        msg = f"{msg} (got {given!r})"
+    return f"{path}: {msg}"
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def _semantic_problems(spec: WorkflowSpec) -> list[str]:
+    """Checks that need more than one step in view."""
+    problems: list[str] = []
+    seen_ingest = seen_train = False
+    for i, step in enumerate(spec.steps):
+        if isinstance(step, TrainStep) and not seen_ingest:
+            problems.append(f"steps[{i}]: a train step needs an ingest step before it (it trains on its dataset)")
+        if isinstance(step, SegmentStep):
+            if step.model is None and not seen_train:
+                problems.append(
+                    f"steps[{i}].model: required when no train step comes before this segment step "
+                    "(give a checkpoint directory or models:/name@alias)"
+                )
+            if step.source is None and not seen_ingest:
+                problems.append(f"steps[{i}].source: required when no ingest step comes before this segment step")
+        seen_ingest |= isinstance(step, IngestStep)
+        seen_train |= isinstance(step, TrainStep)
+    return problems

@@ -1,0 +1,268 @@
+"""Workflow specs: pydantic v2 models, frozen, unknown keys rejected.
+
+A workflow is a name, tracking and cluster settings, and an ordered list of steps. Every
+polymorphic part (step, source, labels, model, intensity) is a discriminated union on a
+literal tag, so an unknown tag is reported as ``'<tag>' is not one of <known tags>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Spec(BaseModel):
+    """Base for all specs: immutable, and unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- tracking / cluster
+
+
+class TrackingSpec(Spec):
+    """Where MLflow records the run. Any MLflow tracking URI works (sqlite file, http server)."""
+
+    uri: str = "sqlite:///mlruns.db"
+    experiment: str = "segops"
+    artifact_location: str | None = Field(
+        default=None,
+        description="Artifact root for a new experiment; default: 'mlartifacts' beside a sqlite file.",
+    )
+    registered_model: str | None = Field(
+        default=None, description="Registry name for trained models; default: '<workflow name>-<arch>'."
+    )
+
+
+class ClusterSpec(Spec):
+    """Which Ray cluster runs the work. ``RAY_ADDRESS`` in the environment wins over ``address``."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1, description="Local cluster only.")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class MaskPngLabels(Spec):
+    """One mask image per input, found by the input's relative path.
+
+    ``pattern`` is formatted with ``rel_dir``, ``stem`` and ``rel_stem`` (relative path without
+    suffix) of the input, e.g. ``{rel_stem}.png`` or ``{rel_dir}/{stem}_mask.png``.
+    Pixel values are class indices; a binary mask stored as 0/255 is read as 0/1.
+    """
+
+    kind: Literal["mask-png"]
+    path: Path
+    pattern: str = "{rel_stem}.png"
+
+
+LabelsSpec = Annotated[Union[MaskPngLabels], Field(discriminator="kind")]
+
+
+class DicomSource(Spec):
+    """A folder of DICOM files (any depth). Files need not end in ``.dcm``."""
+
+    kind: Literal["dicom"]
+    path: Path
+    labels: LabelsSpec | None = None
+    extensions: tuple[str, ...] = (".dcm", "")
+
+
+class ImageSource(Spec):
+    """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth."""
+
+    kind: Literal["images"]
+    path: Path
+    labels: LabelsSpec | None = None
+    extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+SourceSpec = Annotated[Union[DicomSource, ImageSource], Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class UNetSpec(Spec):
+    """MONAI ``UNet`` for 2D semantic segmentation. ``classes`` counts background."""
+
+    arch: Literal["unet"]
+    in_channels: int = Field(default=1, ge=1, le=4)
+    classes: int = Field(default=2, ge=2)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = Field(default=2, ge=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _strides_fit_channels(self) -> UNetSpec:
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"strides has {len(self.strides)} entries but channels has {len(self.channels)}; "
+                "UNet needs len(strides) == len(channels) - 1"
+            )
+        return self
+
+    @property
+    def size_divisor(self) -> int:
+        """Input height and width must be multiples of this."""
+        d = 1
+        for s in self.strides:
+            d *= s
+        return d
+
+
+ModelSpec = Annotated[Union[UNetSpec], Field(discriminator="arch")]
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+class WindowIntensity(Spec):
+    """Clip to [lower, upper] (e.g. a CT window in HU) and scale to [0, 1]."""
+
+    kind: Literal["window"]
+    lower: float
+    upper: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowIntensity:
+        if self.upper <= self.lower:
+            raise ValueError(f"upper ({self.upper}) must be greater than lower ({self.lower})")
+        return self
+
+
+class PercentileIntensity(Spec):
+    """Per image: clip to the given percentiles and scale to [0, 1] (robust for photos, MR)."""
+
+    kind: Literal["percentile"]
+    lower: float = Field(default=0.5, ge=0, le=100)
+    upper: float = Field(default=99.5, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PercentileIntensity:
+        if self.upper <= self.lower:
+            raise ValueError(f"upper ({self.upper}) must be greater than lower ({self.lower})")
+        return self
+
+
+class ZScoreIntensity(Spec):
+    """Per image: subtract the mean and divide by the standard deviation."""
+
+    kind: Literal["zscore"]
+
+
+IntensitySpec = Annotated[
+    Union[WindowIntensity, PercentileIntensity, ZScoreIntensity], Field(discriminator="kind")
+]
+
+
+class PreprocessSpec(Spec):
+    """How records become network input. Stored with the checkpoint so inference matches."""
+
+    intensity: IntensitySpec = Field(default_factory=lambda: PercentileIntensity(kind="percentile"))
+    patch_size: tuple[int, int] = (96, 96)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+class ScalingSpec(Spec):
+    """Ray Train workers. ``use_gpu: auto`` uses GPUs when the cluster has them."""
+
+    workers: int = Field(default=2, ge=1)
+    use_gpu: bool | Literal["auto"] = "auto"
+    cpus_per_worker: float | None = Field(
+        default=None, gt=0, description="Default: sized from the cluster, leaving a CPU for Ray Data."
+    )
+
+
+class SplitSpec(Spec):
+    """Train/validation split by group (DICOM series, or image file), deterministic by seed."""
+
+    val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class IngestStep(Spec):
+    """Decode a source into an Arrow/Parquet dataset of records, with a quarantine table."""
+
+    step: Literal["ingest"]
+    source: SourceSpec
+
+
+class TrainStep(Spec):
+    """Train a model on the dataset of the nearest ingest step before it, with Ray Train."""
+
+    step: Literal["train"]
+    model: ModelSpec
+    loss: Literal["dice_ce", "dice"] = "dice_ce"
+    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    patches_per_image: int = Field(default=1, ge=1, le=64, description="Random patches per image per epoch.")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    register_model: bool = Field(default=True, description="Log and register the model in MLflow.")
+
+    @model_validator(mode="after")
+    def _patch_fits_model(self) -> TrainStep:
+        div = self.model.size_divisor
+        bad = [s for s in self.preprocess.patch_size if s % div]
+        if bad:
+            raise ValueError(
+                f"preprocess.patch_size {list(self.preprocess.patch_size)} must be multiples of "
+                f"{div} (the product of model.strides)"
+            )
+        return self
+
+
+class ActorPoolSpec(Spec):
+    """Inference actor pool. ``None`` values are sized from the cluster's resources."""
+
+    min_actors: int | None = Field(default=None, ge=1)
+    max_actors: int | None = Field(default=None, ge=1)
+    cpus_per_actor: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActorPoolSpec:
+        if self.min_actors and self.max_actors and self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+        return self
+
+
+class SegmentStep(Spec):
+    """Batch inference on an actor pool: one mask per input and a per-case Dice/IoU report.
+
+    ``model`` is a checkpoint directory or an MLflow model URI (``models:/name@alias``); when
+    omitted, the model of the nearest train step before this one is used. ``source`` defaults
+    to the dataset of the nearest ingest step before this one.
+    """
+
+    step: Literal["segment"]
+    model: str | None = None
+    source: SourceSpec | None = None
+    outputs: tuple[Literal["png"], ...] = ("png",)
+    batch_size: int = Field(default=8, ge=1)
+    actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
+    overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
+
+
+StepSpec = Annotated[Union[IngestStep, TrainStep, SegmentStep], Field(discriminator="step")]
+
+
+class WorkflowSpec(Spec):
+    """A whole workflow file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    output_dir: Path = Path("runs")
+    seed: int = 0
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
+    steps: list[StepSpec] = Field(min_length=1)

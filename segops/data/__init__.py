@@ -1,0 +1,1 @@
+"""Pure data layer: decode files into records, read labels, transforms, synthetic archives."""

@@ -1,0 +1,138 @@
+"""One source file → rows: decoded records, or a quarantine/skip row that says why not.
+
+Pure (no Ray): the Ray datasource in :mod:`segops.cluster.datasets` maps this over file
+listings; tests call it directly. Nothing here raises for a bad input file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segops.config.schema import DicomSource, ImageSource
+from segops.data.dicom import read_dicom
+from segops.data.images import read_image
+from segops.data.labels import mask_png_path, read_mask_png
+from segops.data.records import (
+    STATUS_OK,
+    STATUS_QUARANTINED,
+    STATUS_SKIPPED,
+    ImageRecord,
+    path_case_id,
+)
+from segops.errors import LabelError, NoPixelDataError
+
+log = logging.getLogger(__name__)
+
+EMPTY_IMAGE = np.zeros((0, 0, 0), dtype=np.float32)
+EMPTY_LABEL = np.zeros((0, 0), dtype=np.uint8)
+
+
+def list_source_files(source: DicomSource | ImageSource) -> list[dict[str, str]]:
+    """Every candidate file under the source root, sorted, as ``{"path", "rel_path"}``.
+
+    Hidden files and folders (``.name``) are ignored. For DICOM, ``""`` in ``extensions``
+    admits files without a suffix (common in PACS exports).
+    """
+    root = Path(source.path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"source folder {root} does not exist or is not a folder")
+    wanted = {e.lower() for e in source.extensions}
+    files = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        if path.suffix.lower() in wanted:
+            files.append({"path": str(path), "rel_path": rel.as_posix()})
+    return files
+
+
+def decode_file(path: str, rel_path: str, source: DicomSource | ImageSource) -> list[dict[str, Any]]:
+    """Decode one file (and its label) into rows; failures become one quarantine/skip row."""
+    reader = read_dicom if isinstance(source, DicomSource) else read_image
+    try:
+        records = reader(path, rel_path)
+    except NoPixelDataError as exc:
+        return [_problem_row(path, rel_path, STATUS_SKIPPED, "read", exc)]
+    except Exception as exc:  # any decoder failure is quarantined, never raised
+        log.debug("quarantined %s: %s", path, exc)
+        return [_problem_row(path, rel_path, STATUS_QUARANTINED, "read", exc)]
+    rows = []
+    for record in records:
+        try:
+            _attach_label(record, source)
+        except LabelError as exc:
+            rows.append(_problem_row(path, rel_path, STATUS_QUARANTINED, "label", exc, record.case_id))
+            continue
+        rows.append(record_row(record))
+    return rows
+
+
+def _attach_label(record: ImageRecord, source: DicomSource | ImageSource) -> None:
+    if source.labels is None:
+        return
+    label_path = mask_png_path(source.labels.path, source.labels.pattern, record.rel_path)
+    if not label_path.is_file():
+        return  # unlabelled: counted, not an error
+    record.label = read_mask_png(label_path, record.image.shape[1:])
+    record.label_uri = str(label_path.resolve())
+
+
+def record_row(record: ImageRecord) -> dict[str, Any]:
+    """An ``ok`` row with pixels, in the layout of :data:`segops.data.records.META_COLUMNS`."""
+    c, h, w = record.image.shape
+    return {
+        "case_id": record.case_id,
+        "group_id": record.group_id,
+        "source_uri": record.source_uri,
+        "rel_path": record.rel_path,
+        "frame": record.frame,
+        "modality": record.modality,
+        "spacing_y": float(record.spacing[0]),
+        "spacing_x": float(record.spacing[1]),
+        "height": h,
+        "width": w,
+        "channels": c,
+        "transfer_syntax": record.transfer_syntax,
+        "photometric": record.photometric,
+        "has_label": record.label is not None,
+        "label_uri": record.label_uri,
+        "status": STATUS_OK,
+        "stage": "",
+        "error_type": "",
+        "error": "",
+        "image": record.image.astype(np.float32, copy=False),
+        "label": record.label if record.label is not None else EMPTY_LABEL,
+    }
+
+
+def _problem_row(
+    path: str, rel_path: str, status: str, stage: str, exc: BaseException, case_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "case_id": case_id or path_case_id(rel_path),
+        "group_id": "",
+        "source_uri": str(Path(path).resolve()),
+        "rel_path": rel_path,
+        "frame": 0,
+        "modality": "",
+        "spacing_y": 0.0,
+        "spacing_x": 0.0,
+        "height": 0,
+        "width": 0,
+        "channels": 0,
+        "transfer_syntax": "",
+        "photometric": "",
+        "has_label": False,
+        "label_uri": "",
+        "status": status,
+        "stage": stage,
+        "error_type": type(exc).__name__,
+        "error": str(exc)[:2000],
+        "image": EMPTY_IMAGE,
+        "label": EMPTY_LABEL,
+    }

@@ -1,0 +1,72 @@
+"""The record: one 2D image with the metadata every later step needs.
+
+Records travel through Ray Data as Arrow batches (one row per record, pixels in tensor
+columns); this module defines the row layout so readers, writers and tests agree on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Row status values. Only ``ok`` rows carry pixels.
+STATUS_OK = "ok"
+STATUS_QUARANTINED = "quarantined"
+STATUS_SKIPPED = "skipped"
+
+#: Columns without pixels, in the order they are written.
+META_COLUMNS = (
+    "case_id",
+    "group_id",
+    "source_uri",
+    "rel_path",
+    "frame",
+    "modality",
+    "spacing_y",
+    "spacing_x",
+    "height",
+    "width",
+    "channels",
+    "transfer_syntax",
+    "photometric",
+    "has_label",
+    "label_uri",
+    "status",
+    "stage",
+    "error_type",
+    "error",
+)
+
+
+@dataclass
+class ImageRecord:
+    """One decoded 2D image.
+
+    Attributes:
+        image: (C, H, W) float32, intensities after the modality LUT (HU for CT).
+        case_id: stable id: SOPInstanceUID (+ frame) for DICOM, relative-path hash for files.
+        group_id: cases that must stay on the same side of a train/val split
+            (SeriesInstanceUID for DICOM; the file itself for inspection images).
+        spacing: (row, column) pixel spacing in mm; (1, 1) when unknown.
+    """
+
+    image: np.ndarray
+    case_id: str
+    group_id: str
+    source_uri: str
+    rel_path: str
+    modality: str
+    frame: int = 0
+    spacing: tuple[float, float] = (1.0, 1.0)
+    transfer_syntax: str = ""
+    photometric: str = ""
+    label: np.ndarray | None = None
+    label_uri: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def path_case_id(rel_path: str) -> str:
+    """Stable id for a file without intrinsic identity: sha1 of its relative path (16 hex)."""
+    return hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Plain torch training and prediction loops; used by Ray workers and by tests directly."""

@@ -1,0 +1,41 @@
+"""Exception classes users see. Each message says what was given and what was expected."""
+
+from __future__ import annotations
+
+
+class SegopsError(Exception):
+    """Base class for every error segops raises on purpose."""
+
+
+class WorkflowSpecError(SegopsError):
+    """A workflow file is malformed. ``problems`` lists every issue as ``dotted.path: message``."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in workflow file:\n{lines}")
+
+
+class DecodeError(SegopsError):
+    """An input file could not be read or decoded into pixels."""
+
+
+class NoPixelDataError(DecodeError):
+    """A DICOM object carries no image (SR, KOS, RT plan, presentation state...)."""
+
+
+class LabelError(SegopsError):
+    """A label file is missing, unreadable, or does not fit its image."""
+
+
+class ShapeError(SegopsError):
+    """An array has a shape other than the one expected."""
+
+
+class CheckpointError(SegopsError):
+    """A model checkpoint is missing or does not match the model it should rebuild."""
+
+
+class StepError(SegopsError):
+    """A workflow step cannot run with what earlier steps produced."""

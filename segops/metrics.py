@@ -1,0 +1,72 @@
+"""Per-case overlap metrics and their aggregation (pure numpy).
+
+Empty-mask conventions (as in nnU-Net's evaluation, and MONAI's ``ignore_empty=False``):
+- truth and prediction both empty for a class → Dice = IoU = 1.0 (perfect agreement);
+- exactly one of them empty → Dice = IoU = 0.0.
+A case's Dice/IoU is the mean over foreground classes 1..K-1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segops.errors import ShapeError
+
+
+def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice = 2|P∩T| / (|P|+|T|) of two boolean masks of equal shape."""
+    _check_same_shape(pred, truth)
+    p, t = pred.astype(bool), truth.astype(bool)
+    denom = int(p.sum()) + int(t.sum())
+    if denom == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(p, t).sum()) / denom
+
+
+def iou_score(pred: np.ndarray, truth: np.ndarray) -> float:
+    """IoU (Jaccard) = |P∩T| / |P∪T| of two boolean masks of equal shape."""
+    _check_same_shape(pred, truth)
+    p, t = pred.astype(bool), truth.astype(bool)
+    union = int(np.logical_or(p, t).sum())
+    if union == 0:
+        return 1.0
+    return int(np.logical_and(p, t).sum()) / union
+
+
+def case_scores(pred: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, float]:
+    """Dice and IoU per foreground class and their means for one case.
+
+    Args:
+        pred, truth: (H, W) integer class maps, 0 = background.
+        classes: number of classes including background.
+
+    Returns:
+        ``{"dice": mean, "iou": mean, "dice_1": ..., "iou_1": ..., ...}``.
+    """
+    _check_same_shape(pred, truth)
+    scores: dict[str, float] = {}
+    for c in range(1, classes):
+        scores[f"dice_{c}"] = dice_score(pred == c, truth == c)
+        scores[f"iou_{c}"] = iou_score(pred == c, truth == c)
+    fg = range(1, classes)
+    scores["dice"] = float(np.mean([scores[f"dice_{c}"] for c in fg]))
+    scores["iou"] = float(np.mean([scores[f"iou_{c}"] for c in fg]))
+    return scores
+
+
+def summarize(values: np.ndarray | list[float], prefix: str) -> dict[str, float]:
+    """Mean, median and 5th percentile of finite values, keyed ``<prefix>_mean`` etc."""
+    arr = np.asarray(values, dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return {}
+    return {
+        f"{prefix}_mean": float(arr.mean()),
+        f"{prefix}_median": float(np.median(arr)),
+        f"{prefix}_p5": float(np.percentile(arr, 5)),
+    }
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ShapeError(f"prediction shape {a.shape} differs from ground truth shape {b.shape}")

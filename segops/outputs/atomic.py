@@ -1,0 +1,54 @@
+"""Atomic file writes: write to a temp file in the same folder, fsync, then rename.
+
+A reader (or a rerun after a crash) therefore sees either the old file or the complete new
+one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from segops.errors import SegopsError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically write UTF-8 ``text`` to ``path``."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def safe_join(root: str | Path, relative: str) -> Path:
+    """``root / relative``, refusing anything that would land outside ``root``.
+
+    Raises:
+        SegopsError: ``relative`` is absolute or climbs out with ``..``.
+    """
+    rel = PurePosixPath(relative.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise SegopsError(f"refusing output path {relative!r}: it must be relative and stay inside {root}")
+    return Path(root).joinpath(*rel.parts)

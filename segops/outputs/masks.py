@@ -1,0 +1,36 @@
+"""Mask PNG files: where they go and how class indices are stored."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+
+from segops.outputs.atomic import atomic_write_bytes, safe_join
+
+
+def mask_relpath(rel_path: str, frame: int, n_frames_hint: bool = False) -> str:
+    """Output path of an input's mask, mirroring its relative path: ``a/b.dcm`` → ``a/b.png``.
+
+    Frames of a multi-frame file get ``.fNNNN`` before the suffix.
+    """
+    stem = PurePosixPath(rel_path).with_suffix("")
+    return f"{stem}.f{frame:04d}.png" if (frame or n_frames_hint) else f"{stem}.png"
+
+
+def encode_mask_png(mask: np.ndarray, classes: int) -> bytes:
+    """PNG bytes of an (H, W) class map; binary masks are stored as 0/255 so they are visible.
+
+    :func:`segops.data.labels.read_mask_png` reads either form back to class indices.
+    """
+    values = mask.astype(np.uint8) * 255 if classes == 2 else mask.astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_mask_png(out_root: str | Path, rel: str, mask: np.ndarray, classes: int) -> Path:
+    """Atomically write a mask under ``out_root``; returns its path."""
+    return atomic_write_bytes(safe_join(out_root, rel), encode_mask_png(mask, classes))
