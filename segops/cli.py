@@ -19,8 +19,8 @@ app = typer.Typer(
 )
 synth_app = typer.Typer(no_args_is_help=True, help="Write deterministic synthetic archives (for demos and tests).")
 app.add_typer(synth_app, name="synth")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_SPEC_ERROR = 2
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import mlflow
 import numpy as np
 from mlflow.entities import Metric, Param
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 
 from segops.config.schema import TrackingSpec
@@ -167,10 +167,10 @@ def download_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> Path:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except Exception as exc:
         raise CheckpointError(f"cannot download model {model_uri!r} from {tracking_uri}: {exc}") from exc
-    checkpoint = local / "artifacts" / CHECKPOINT_ARTIFACT
-    if not checkpoint.is_dir():
-        raise CheckpointError(f"model {model_uri!r} has no segops checkpoint at artifacts/{CHECKPOINT_ARTIFACT}")
-    return checkpoint
+    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
+    if CHECKPOINT_ARTIFACT not in artifacts or not (local / artifacts[CHECKPOINT_ARTIFACT]["path"]).is_dir():
+        raise CheckpointError(f"model {model_uri!r} is not a segops model: it has no {CHECKPOINT_ARTIFACT!r} artifact")
+    return local / artifacts[CHECKPOINT_ARTIFACT]["path"]
 
 
 def is_model_uri(value: str) -> bool:

@@ -111,7 +111,8 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
     if etype == "missing":
         return f"{path}: required field is missing"
     if etype == "literal_error":
-        return f"{path}: {err.get('input')!r} is not one of {ctx.get('expected', '').replace(chr(39), '')}"
+        expected = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+        return f"{path}: {err.get('input')!r} is not one of {expected}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]

@@ -10,6 +10,7 @@ import pandas as pd
 from segops.metrics import summarize
 from segops.outputs.atomic import atomic_write, atomic_write_bytes
 
+#: One row per labelled input.
 REPORT_COLUMNS = (
     "case_id",
     "split",
@@ -17,13 +18,14 @@ REPORT_COLUMNS = (
     "rel_path",
     "frame",
     "modality",
-    "has_label",
     "dice",
     "iou",
     "fg_fraction",
     "label_fg_fraction",
     "mask_path",
 )
+#: One row per input that got a mask, labelled or not.
+OUTPUT_COLUMNS = ("case_id", "source_uri", "rel_path", "frame", "has_label", "fg_fraction", "mask_path")
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
@@ -35,9 +37,14 @@ def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
     return parquet, csv
 
 
+def build_outputs(results: pd.DataFrame) -> pd.DataFrame:
+    """The outputs table: which mask was written for which input."""
+    return results[list(OUTPUT_COLUMNS)].sort_values(["rel_path", "frame"]).reset_index(drop=True)
+
+
 def build_report(results: pd.DataFrame, val_groups: set[str] | None) -> pd.DataFrame:
-    """Order columns, mark each case ``train``/``val`` (or ``-`` when no split is known)."""
-    df = results.copy()
+    """Labelled cases only, each marked ``train``/``val`` (``-`` when no split is known)."""
+    df = results[results["has_label"].astype(bool)].copy()
     if val_groups is None:
         df["split"] = "-"
     else:
@@ -46,16 +53,15 @@ def build_report(results: pd.DataFrame, val_groups: set[str] | None) -> pd.DataF
 
 
 def report_metrics(report: pd.DataFrame) -> dict[str, float]:
-    """Aggregate Dice/IoU over labelled cases, overall and on the held-out (``val``) split.
+    """Aggregate Dice/IoU of a report, overall and on the held-out (``val``) split.
 
     Keys: ``dice_mean``/``_median``/``_p5`` (all labelled), ``heldout_dice_mean`` … (val only),
     ``heldout_fg_dice_mean`` (val cases whose ground truth is not empty), the same for IoU,
     and counts.
     """
-    labelled = report[report["has_label"]]
+    labelled = report
     heldout = labelled[labelled["split"] == "val"]
     metrics: dict[str, float] = {
-        "cases": float(len(report)),
         "labelled_cases": float(len(labelled)),
         "heldout_cases": float(len(heldout)),
     }

@@ -19,7 +19,7 @@ from segops.engine.checkpoint import load_checkpoint
 from segops.data.labels import read_mask_png
 from segops.outputs.atomic import atomic_write
 from segops.outputs.overlays import overlay_rgb
-from segops.outputs.reports import build_report, report_metrics, write_table
+from segops.outputs.reports import build_outputs, build_report, report_metrics, write_table
 from segops.steps.context import RunContext
 from segops.steps.ingest import QUARANTINE_COLUMNS, dataset_meta
 from segops.tracking import download_checkpoint, is_model_uri
@@ -49,10 +49,16 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     results = segment_dataset(ds, checkpoint, ctx.run_dir / "masks", pool, step.batch_size, total)
 
     ok = results[results["status"] == STATUS_OK]
+    outputs_path, outputs_csv = write_table(build_outputs(ok), ctx.run_dir / "outputs")
     report = build_report(ok, ctx.state.get("val_groups"))
     report_path, csv_path = write_table(report, ctx.run_dir / "report")
-    metrics = {f"segment_{k}": v for k, v in report_metrics(report).items()}
-    outputs: dict[str, Any] = {"masks": str(ctx.run_dir / "masks"), "report": str(report_path), **metrics}
+    metrics = {"segment_masks": float(len(ok))} | {f"segment_{k}": v for k, v in report_metrics(report).items()}
+    outputs: dict[str, Any] = {
+        "masks": str(ctx.run_dir / "masks"),
+        "outputs": str(outputs_path),
+        "report": str(report_path),
+        **metrics,
+    }
     bad = results[results["status"] != STATUS_OK]
     if len(bad):
         qpath, _ = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), ctx.run_dir / "segment-quarantine")
@@ -61,6 +67,7 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_artifact(qpath.with_suffix(".csv"), "segment")
     ctx.tracker.log_metrics(metrics)
     ctx.tracker.log_artifact(csv_path, "segment")
+    ctx.tracker.log_artifact(outputs_csv, "segment")
     ctx.tracker.log_artifact(report_path, "segment")
     overlay_dir = write_overlays(report, source, loaded, ctx.run_dir / "overlays", step.overlays)
     if overlay_dir is not None:
@@ -71,7 +78,7 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
 
 def write_overlays(report: pd.DataFrame, source: Any, loaded: Any, out_dir: Path, n: int) -> Path | None:
     """Overlay PNGs of the worst and best labelled cases (held-out ones when there is a split)."""
-    labelled = report[report["has_label"]]
+    labelled = report
     if n == 0 or labelled.empty:
         return None
     pool = labelled[labelled["split"] == "val"] if (labelled["split"] == "val").any() else labelled
@@ -86,7 +93,7 @@ def write_overlays(report: pd.DataFrame, source: Any, loaded: Any, out_dir: Path
         image = prepare_image(record["image"], loaded.preprocess.intensity, 1)[0]
         image01 = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
         pred = read_mask_png(row["mask_path"], image.shape)
-        rgb = overlay_rgb(image01, pred, record["label"] if record["has_label"] else None)
+        rgb = overlay_rgb(image01, pred, record["label"])
         name = f"dice{row['dice']:.3f}_{Path(row['rel_path']).stem}_{row['case_id'][-8:]}.png"
         atomic_write(out_dir / name, lambda tmp: _save_png(rgb, tmp))
     return out_dir

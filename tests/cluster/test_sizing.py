@@ -1,0 +1,35 @@
+"""Resource sizing is pure arithmetic; the 2-CPU cases are the ones that deadlock if wrong."""
+
+import pytest
+
+from segops.cluster.infer import size_actor_pool
+from segops.cluster.train import resolve_use_gpu, worker_cpus
+from segops.config.schema import ActorPoolSpec
+
+
+def test_two_cpu_node_leaves_a_cpu_for_reading() -> None:
+    pool = size_actor_pool(ActorPoolSpec(), {"CPU": 2.0})
+    assert pool.cpus_per_actor * pool.max_actors <= 1.0
+    assert pool.max_actors == 2 and pool.gpus_per_actor == 0
+    assert worker_cpus(2, None, {"CPU": 2.0}) * 2 <= 1.0
+
+
+def test_big_node_and_gpus() -> None:
+    pool = size_actor_pool(ActorPoolSpec(), {"CPU": 32.0})
+    assert pool.cpus_per_actor == 1.0 and pool.max_actors == 28
+    gpu = size_actor_pool(ActorPoolSpec(), {"CPU": 16.0, "GPU": 4.0})
+    assert gpu.gpus_per_actor == 1.0 and gpu.max_actors == 4
+    assert worker_cpus(2, None, {"CPU": 16.0}) == 7.0
+    assert worker_cpus(2, 3.0, {"CPU": 16.0}) == 3.0
+
+
+def test_explicit_pool_settings_win() -> None:
+    pool = size_actor_pool(ActorPoolSpec(min_actors=2, max_actors=3, cpus_per_actor=0.25), {"CPU": 2.0})
+    assert (pool.min_actors, pool.max_actors, pool.cpus_per_actor) == (2, 3, 0.25)
+
+
+@pytest.mark.parametrize(("flag", "resources", "expected"), [
+    ("auto", {"CPU": 2.0}, False), ("auto", {"GPU": 1.0}, True), (False, {"GPU": 8.0}, False), (True, {}, True),
+])
+def test_use_gpu_resolution(flag, resources, expected) -> None:
+    assert resolve_use_gpu(flag, resources) is expected

@@ -1,0 +1,147 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segops.config import load_workflow, spec_hash, validate_workflow_text
+from segops.config.schema import IngestStep, SegmentStep, TrainStep, UNetSpec
+from segops.errors import WorkflowSpecError
+
+REPO = Path(__file__).resolve().parents[2]
+
+VALID = {
+    "name": "wf",
+    "steps": [
+        {"step": "ingest", "source": {"kind": "dicom", "path": "/data/ct", "labels": {"kind": "mask-png", "path": "/data/lbl"}}},
+        {"step": "train", "model": {"arch": "unet"}, "preprocess": {"patch_size": [64, 64]}},
+        {"step": "segment"},
+    ],
+}
+
+
+def _problems(data) -> list[str]:
+    with pytest.raises(WorkflowSpecError) as info:
+        validate_workflow_text(yaml.safe_dump(data))
+    return info.value.problems
+
+
+def _variant(path: list, value) -> dict:
+    """A deep copy of VALID with ``value`` set at ``path`` (None deletes the key)."""
+    import copy
+
+    data = copy.deepcopy(VALID)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "workflows").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_workflows_are_valid(path: Path) -> None:
+    spec = load_workflow(path)
+    assert spec.steps
+
+
+def test_valid_spec_has_typed_steps_and_defaults() -> None:
+    spec = validate_workflow_text(yaml.safe_dump(VALID))
+    ingest, train, segment = spec.steps
+    assert isinstance(ingest, IngestStep) and isinstance(train, TrainStep) and isinstance(segment, SegmentStep)
+    assert isinstance(train.model, UNetSpec) and train.model.classes == 2
+    assert spec.tracking.uri == "sqlite:///mlruns.db"
+
+
+INVALID = [
+    (["steps", 1, "model", "arch"], "unett", "steps[1].model.arch: 'unett' is not one of unet"),
+    (["steps", 0, "step"], "ingset", "steps[0].step: 'ingset' is not one of ingest, train, segment"),
+    (["steps", 0, "source", "kind"], "nifti", "steps[0].source.kind: 'nifti' is not one of dicom, images"),
+    (["steps", 0, "source", "labels", "kind"], "seg", "steps[0].source.labels.kind: 'seg' is not one of mask-png"),
+    (["steps", 1, "epochs"], 0, "steps[1].epochs: Input should be greater than or equal to 1"),
+    (["steps", 1, "model", "classes"], 1, "steps[1].model.classes: Input should be greater than or equal to 2"),
+    (["steps", 1, "learning_rate"], "fast", "steps[1].learning_rate: Input should be a valid number"),
+    (["steps", 1, "loss"], "focal", "steps[1].loss: 'focal' is not one of dice_ce, dice"),
+    (["steps", 1, "scaling"], {"workers": 0}, "steps[1].scaling.workers: Input should be greater than or equal to 1"),
+    (["steps", 1, "scaling"], {"use_gpu": "maybe"}, "steps[1].scaling.use_gpu"),
+    (["steps", 1, "model"], {"arch": "unet", "bogus": 1}, "steps[1].model.bogus: unknown field"),
+    (["steps", 2, "outputs"], ["png", "nii"], "steps[2].outputs[1]: 'nii' is not one of png"),
+    (["steps", 2, "actors"], {"min_actors": 3, "max_actors": 1}, "steps[2].actors: min_actors (3) > max_actors (1)"),
+    (["steps", 0, "source", "path"], None, "steps[0].source.path: required field is missing"),
+    (["name"], "has space", "name: String should match pattern"),
+    (["steps"], [], "steps: List should have at least 1 item"),
+    (
+        ["steps", 1, "preprocess"],
+        {"patch_size": [100, 96]},
+        "steps[1]: preprocess.patch_size [100, 96] must be multiples of 8",
+    ),
+    (
+        ["steps", 1, "preprocess"],
+        {"intensity": {"kind": "window", "lower": 10, "upper": -10}},
+        "steps[1].preprocess.intensity: upper (-10.0) must be greater than lower (10.0)",
+    ),
+    (
+        ["steps", 1, "model"],
+        {"arch": "unet", "channels": [8, 16, 32], "strides": [2]},
+        "steps[1].model: strides has 1 entries but channels has 3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), INVALID, ids=[e[2][:40] for e in INVALID])
+def test_invalid_variant_is_reported_by_dotted_path(path, value, expected) -> None:
+    problems = _problems(_variant(path, value))
+    assert any(expected in p for p in problems), problems
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    data = _variant(["steps", 1, "model", "arch"], "unett")
+    data["steps"][0]["source"]["kind"] = "nifti"
+    data["steps"][2]["bogus"] = True
+    data["tracking"] = {"uri": "sqlite:///x.db", "experimnt": "typo"}
+    problems = _problems(data)
+    assert len(problems) == 4
+    assert {p.split(":")[0] for p in problems} == {
+        "steps[1].model.arch",
+        "steps[0].source.kind",
+        "steps[2].bogus",
+        "tracking.experimnt",
+    }
+
+
+def test_cross_step_problems() -> None:
+    data = {"name": "wf", "steps": [{"step": "train", "model": {"arch": "unet"}}, {"step": "segment"}]}
+    problems = _problems(data)
+    assert "steps[0]: a train step needs an ingest step before it (it trains on its dataset)" in problems
+    assert any(p.startswith("steps[1].source: required when no ingest step") for p in problems)
+
+
+def test_segment_without_model_or_train_is_rejected() -> None:
+    data = {"name": "wf", "steps": [VALID["steps"][0], {"step": "segment"}]}
+    assert any(p.startswith("steps[1].model: required") for p in _problems(data))
+
+
+def test_yaml_syntax_error_has_position() -> None:
+    with pytest.raises(WorkflowSpecError, match=r"<yaml>: invalid YAML at line 2, column 9"):
+        validate_workflow_text("name: x\nsteps: [}\n")
+
+
+def test_non_mapping_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowSpecError, match="expected a mapping"):
+        validate_workflow_text("- just\n- a list\n")
+    with pytest.raises(WorkflowSpecError, match="cannot read workflow file"):
+        load_workflow(tmp_path / "missing.yaml")
+
+
+def test_spec_hash_ignores_layout_but_not_content() -> None:
+    a = validate_workflow_text(yaml.safe_dump(VALID))
+    b = validate_workflow_text(yaml.safe_dump(VALID, default_flow_style=True))
+    c = validate_workflow_text(yaml.safe_dump(_variant(["steps", 1, "epochs"], 3)))
+    assert spec_hash(a) == spec_hash(b) != spec_hash(c)
+
+
+def test_specs_are_frozen() -> None:
+    spec = validate_workflow_text(yaml.safe_dump(VALID))
+    with pytest.raises(Exception, match="frozen"):
+        spec.name = "other"  # type: ignore[misc]

@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests make their own small data; nothing here reads ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _has_cuda():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ct_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic CT archive: 3 series × 6 slices with masks."""
+    from segops.data.synth import make_ct_archive
+
+    out = tmp_path_factory.mktemp("ct")
+    make_ct_archive(out, series=3, slices=6, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def inspection_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segops.data.synth import make_inspection_archive
+
+    out = tmp_path_factory.mktemp("inspection")
+    make_inspection_archive(out, count=8, seed=5)
+    return out

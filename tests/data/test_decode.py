@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from segops.config.schema import DicomSource, ImageSource, MaskPngLabels
+from segops.data.decode import decode_file, list_source_files
+from segops.data.records import META_COLUMNS
+
+
+def _dicom_source(root: Path, labels: Path | None = None) -> DicomSource:
+    lbl = MaskPngLabels(kind="mask-png", path=labels) if labels else None
+    return DicomSource(kind="dicom", path=root, labels=lbl)
+
+
+def test_rows_have_the_documented_layout(ct_archive: Path) -> None:
+    source = _dicom_source(ct_archive / "images", ct_archive / "labels")
+    files = list_source_files(source)
+    assert len(files) == 18 and files[0]["rel_path"] == "series-000/slice-0000.dcm"
+    (row,) = decode_file(files[0]["path"], files[0]["rel_path"], source)
+    assert set(row) == set(META_COLUMNS) | {"image", "label"}
+    assert row["status"] == "ok" and row["has_label"]
+    assert row["label"].shape == row["image"].shape[1:] and row["label"].max() <= 1
+
+
+def test_missing_label_means_unlabelled_not_error(ct_archive: Path, tmp_path: Path) -> None:
+    source = _dicom_source(ct_archive / "images", tmp_path)  # empty label folder
+    path = next((ct_archive / "images").rglob("*.dcm"))
+    (row,) = decode_file(str(path), "series-000/slice-0000.dcm", source)
+    assert row["status"] == "ok" and not row["has_label"] and row["label"].size == 0
+
+
+def test_bad_files_become_quarantine_or_skip_rows(tmp_path: Path) -> None:
+    source = _dicom_source(tmp_path)
+    (garbage,) = decode_file(str(_write(tmp_path / "x.dcm", b"not dicom at all")), "x.dcm", source)
+    assert garbage["status"] == "quarantined" and garbage["stage"] == "read"
+    assert garbage["error_type"] == "DecodeError" and "not a DICOM file" in garbage["error"]
+    (truncated,) = decode_file(get_testdata_file("MR_truncated.dcm"), "MR_truncated.dcm", source)
+    assert truncated["status"] == "quarantined" and "cannot decode pixel data" in truncated["error"]
+    (plan,) = decode_file(get_testdata_file("rtplan.dcm"), "rtplan.dcm", source)
+    assert plan["status"] == "skipped" and plan["error_type"] == "NoPixelDataError"
+
+
+def test_label_of_wrong_size_quarantines_at_label_stage(tmp_path: Path) -> None:
+    images, labels = tmp_path / "img", tmp_path / "lbl"
+    images.mkdir()
+    labels.mkdir()
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(images / "a.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(labels / "a.png")
+    source = ImageSource(kind="images", path=images, labels=MaskPngLabels(kind="mask-png", path=labels))
+    (row,) = decode_file(str(images / "a.png"), "a.png", source)
+    assert row["status"] == "quarantined" and row["stage"] == "label"
+    assert "is 10x10 but its image is 30x20" in row["error"]
+
+
+def test_inspection_png_gray_and_rgb(inspection_archive: Path) -> None:
+    source = ImageSource(kind="images", path=inspection_archive / "images",
+                         labels=MaskPngLabels(kind="mask-png", path=inspection_archive / "labels"))
+    channels = set()
+    for f in list_source_files(source):
+        (row,) = decode_file(f["path"], f["rel_path"], source)
+        assert row["status"] == "ok" and row["has_label"]
+        channels.add(row["channels"])
+    assert channels == {1, 3}
+
+
+def test_hidden_files_and_other_suffixes_are_not_listed(tmp_path: Path) -> None:
+    (tmp_path / ".hidden").mkdir()
+    _write(tmp_path / ".hidden" / "a.png", b"x")
+    _write(tmp_path / "notes.txt", b"x")
+    _write(tmp_path / "b.png", b"x")
+    source = ImageSource(kind="images", path=tmp_path)
+    assert [f["rel_path"] for f in list_source_files(source)] == ["b.png"]
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

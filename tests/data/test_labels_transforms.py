@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from segops.config.schema import PercentileIntensity, WindowIntensity, ZScoreIntensity
+from segops.data.labels import mask_png_path, read_mask_png
+from segops.data.transforms import match_channels, normalize_intensity, pad_to_multiple, random_flip_rotate, random_patch
+from segops.errors import LabelError, ShapeError
+
+
+def test_mask_path_patterns(tmp_path) -> None:
+    assert mask_png_path(tmp_path, "{rel_stem}.png", "s1/a.dcm") == tmp_path / "s1/a.png"
+    assert mask_png_path(tmp_path, "{rel_dir}/{stem}_mask.png", "s1/a.dcm") == tmp_path / "s1/a_mask.png"
+    assert mask_png_path(tmp_path, "{stem}.png", "deep/er/b.tif") == tmp_path / "b.png"
+
+
+def test_binary_255_masks_become_0_1_and_indices_are_kept(tmp_path) -> None:
+    Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)).save(tmp_path / "bin.png")
+    Image.fromarray(np.array([[0, 1], [2, 3]], np.uint8)).save(tmp_path / "multi.png")
+    np.testing.assert_array_equal(read_mask_png(tmp_path / "bin.png", (2, 2)), [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(read_mask_png(tmp_path / "multi.png", (2, 2)), [[0, 1], [2, 3]])
+    with pytest.raises(LabelError, match="is 2x2 but its image is 3x2"):
+        read_mask_png(tmp_path / "bin.png", (2, 3))
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(LabelError, match=r"expected a single-channel \(H, W\) image"):
+        read_mask_png(tmp_path / "rgb.png", (2, 2))
+
+
+def test_intensity_normalisations() -> None:
+    image = np.array([[[-1000.0, -160.0, 40.0, 240.0, 1000.0]]], np.float32)
+    window = normalize_intensity(image, WindowIntensity(kind="window", lower=-160, upper=240))
+    np.testing.assert_allclose(window[0, 0], [0, 0, 0.5, 1, 1])
+    pct = normalize_intensity(image, PercentileIntensity(kind="percentile", lower=0, upper=100))
+    assert pct.min() == 0 and pct.max() == 1
+    z = normalize_intensity(image, ZScoreIntensity(kind="zscore"))
+    assert abs(z.mean()) < 1e-5 and abs(z.std() - 1) < 1e-3
+
+
+def test_channel_matching() -> None:
+    rgb = np.stack([np.full((2, 2), v, np.float32) for v in (100, 50, 10)])
+    gray = match_channels(rgb, 1)
+    assert gray.shape == (1, 2, 2) and np.allclose(gray, 0.299 * 100 + 0.587 * 50 + 0.114 * 10)
+    assert match_channels(gray, 3).shape == (3, 2, 2)
+    with pytest.raises(ShapeError, match="has 2 channel"):
+        match_channels(np.zeros((2, 4, 4), np.float32), 3)
+
+
+def test_pad_patch_and_flip_keep_image_and_label_aligned() -> None:
+    rng = np.random.default_rng(0)
+    image = np.arange(50 * 70, dtype=np.float32).reshape(1, 50, 70)
+    assert pad_to_multiple(image, 16).shape == (1, 64, 80)
+    label = (image[0] % 7 == 0).astype(np.uint8)
+    for _ in range(20):
+        x, y = random_patch(image, label, (32, 32), rng)
+        x, y = random_flip_rotate(x, y, rng)
+        assert x.shape == (1, 32, 32) and y.shape == (32, 32)
+        np.testing.assert_array_equal(y, (x[0] % 7 == 0).astype(np.uint8))
+
+
+def test_patch_larger_than_image_pads() -> None:
+    x, y = random_patch(np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (16, 16), np.random.default_rng(1))
+    assert x.shape == (1, 16, 16) and y.sum() == 120

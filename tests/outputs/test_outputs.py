@@ -1,0 +1,102 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segops.data.labels import read_mask_png
+from segops.errors import SegopsError
+from segops.outputs.atomic import atomic_write, atomic_write_text, safe_join
+from segops.outputs.manifest import RunManifest, StepState, load_manifest
+from segops.outputs.masks import mask_relpath, write_mask_png
+from segops.outputs.overlays import overlay_rgb
+from segops.outputs.reports import build_report, report_metrics, write_table
+
+
+def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write_text(target, "old")
+
+    def explode(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, explode)
+    assert target.read_text() == "old"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+@pytest.mark.parametrize("bad", ["../x.png", "a/../../x.png", "/etc/passwd", ""])
+def test_safe_join_refuses_escapes(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(SegopsError, match="must be relative and stay inside"):
+        safe_join(tmp_path, bad)
+
+
+def test_mask_png_round_trip_and_paths(tmp_path: Path) -> None:
+    assert mask_relpath("s1/slice-0001.dcm", 0) == "s1/slice-0001.png"
+    assert mask_relpath("s1/multi.dcm", 3) == "s1/multi.f0003.png"
+    mask = np.zeros((5, 7), np.uint8)
+    mask[1:3, 2:5] = 1
+    path = write_mask_png(tmp_path, "a/b.png", mask, classes=2)
+    assert path == tmp_path / "a" / "b.png"
+    np.testing.assert_array_equal(read_mask_png(path, (5, 7)), mask)
+    multi = np.arange(35, dtype=np.uint8).reshape(5, 7) % 3
+    np.testing.assert_array_equal(read_mask_png(write_mask_png(tmp_path, "m.png", multi, 3), (5, 7)), multi)
+
+
+def test_report_keeps_labelled_cases_and_summarises_heldout(tmp_path: Path) -> None:
+    results = pd.DataFrame(
+        {
+            "case_id": list("abcd"),
+            "group_id": ["g1", "g1", "g2", "g3"],
+            "source_uri": list("abcd"),
+            "rel_path": list("abcd"),
+            "frame": [0] * 4,
+            "modality": ["CT"] * 4,
+            "has_label": [True, True, True, False],
+            "dice": [0.5, 1.0, 0.8, np.nan],
+            "iou": [0.4, 1.0, 0.6, np.nan],
+            "fg_fraction": [0.1, 0.0, 0.2, 0.3],
+            "label_fg_fraction": [0.1, 0.0, 0.2, np.nan],
+            "mask_path": list("abcd"),
+        }
+    )
+    report = build_report(results, val_groups={"g1"})
+    assert list(report["case_id"]) == ["a", "b", "c"]
+    assert list(report["split"]) == ["val", "val", "train"]
+    metrics = report_metrics(report)
+    assert metrics["labelled_cases"] == 3 and metrics["heldout_cases"] == 2
+    assert metrics["dice_mean"] == pytest.approx((0.5 + 1.0 + 0.8) / 3)
+    assert metrics["heldout_dice_mean"] == pytest.approx(0.75)
+    assert metrics["heldout_fg_dice_mean"] == pytest.approx(0.5)  # only case a has foreground
+    parquet, csv = write_table(report, tmp_path / "report")
+    pd.testing.assert_frame_equal(pd.read_parquet(parquet), report)
+    assert pd.read_csv(csv).shape == report.shape
+
+
+def test_manifest_tracks_step_states(tmp_path: Path) -> None:
+    manifest = RunManifest("r1", "wf", "abc", str(tmp_path), "mlflow-id", steps=[StepState(0, "ingest"), StepState(1, "train")])
+    manifest.save()
+    manifest.step_started(0)
+    manifest.step_done(0, {"dataset": "x"})
+    manifest.step_started(1)
+    manifest.step_failed(1, ValueError("boom"))
+    data = load_manifest(tmp_path)
+    assert [s["state"] for s in data["steps"]] == ["done", "failed"]
+    assert data["steps"][1]["error"] == "ValueError: boom" and data["state"] == "failed"
+    assert json.loads((tmp_path / "manifest.json").read_text())["spec_hash"] == "abc"
+
+
+def test_overlay_marks_prediction_and_truth_outline() -> None:
+    image = np.full((6, 6), 0.5)
+    pred = np.zeros((6, 6), np.uint8)
+    pred[1:3, 1:3] = 1
+    truth = np.zeros((6, 6), np.uint8)
+    truth[2:5, 2:5] = 1
+    rgb = overlay_rgb(image, pred, truth)
+    assert rgb.shape == (6, 6, 3) and rgb.dtype == np.uint8
+    assert rgb[1, 1, 0] > rgb[1, 1, 1]  # red tint on prediction
+    assert tuple(rgb[4, 4]) == (26, 255, 26)  # truth edge in green
+    assert tuple(rgb[0, 5]) == (128, 128, 128)  # untouched

@@ -1,0 +1,61 @@
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from segops.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+BAD = """
+name: bad
+steps:
+  - step: ingest
+    source: {kind: dicom, path: /nowhere}
+  - step: train
+    model: {arch: unett}
+    epochs: -1
+"""
+
+
+def test_validate_ok() -> None:
+    result = runner.invoke(app, ["validate", str(REPO / "workflows" / "quickstart.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output and "ingest, train, segment" in result.output
+
+
+def test_validate_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    wf = tmp_path / "bad.yaml"
+    wf.write_text(BAD)
+    result = runner.invoke(app, ["validate", str(wf)])
+    assert result.exit_code == 2
+    assert "2 problem(s)" in result.output
+    assert "steps[1].model.arch: 'unett' is not one of unet" in result.output
+    assert "steps[1].epochs: Input should be greater than or equal to 1" in result.output
+
+
+def test_run_rejects_bad_file_before_importing_ray_or_torch(tmp_path: Path) -> None:
+    wf = tmp_path / "bad.yaml"
+    wf.write_text(BAD)
+    code = (
+        "import sys\n"
+        "from segops.cli import app\n"
+        "try:\n"
+        f"    app([{'run'!r}, {str(wf)!r}])\n"
+        "except SystemExit as exc:\n"
+        "    print('EXIT', exc.code, 'ray' in sys.modules, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "EXIT 2 False False" in proc.stdout, proc.stdout + proc.stderr
+    assert "steps[1].model.arch" in proc.stderr
+
+
+def test_synth_commands(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", "ct", str(tmp_path / "ct"), "--series", "1", "--slices", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "ct" / "images").rglob("*.dcm"))) == 2
+    result = runner.invoke(app, ["synth", "inspection", str(tmp_path / "insp"), "--count", "3"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "insp" / "labels").glob("*.png"))) == 3

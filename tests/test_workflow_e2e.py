@@ -1,0 +1,189 @@
+"""End to end on real Ray (2 CPUs), real MLflow (sqlite), real DICOM files: one small run.
+
+The run is done once per module (it trains with Ray Train, ~30 s) and every test inspects it.
+Its defaults for actors and training workers are the ones users get on a 2-CPU machine, so
+this also guards against the actor-pool / read-task deadlock noted in field-notes.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import yaml
+from PIL import Image
+from mlflow.tracking import MlflowClient
+
+from segops.config import validate_workflow_text
+from segops.data.labels import read_mask_png
+from segops.engine.checkpoint import load_checkpoint
+from segops.engine.predict import predict_masks
+from segops.outputs.manifest import load_manifest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+MODEL_NAME = "e2e-unet"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from segops.cluster.runtime import ensure_ray
+    from segops.config.schema import ClusterSpec
+
+    ensure_ray(ClusterSpec(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, ct_archive: Path) -> dict:
+    root = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(ct_archive, root / "ct")
+    images, labels = root / "ct" / "images", root / "ct" / "labels"
+    (images / "series-000" / "zz-garbage.dcm").write_bytes(b"this is not a DICOM file" * 20)
+    real = next((images / "series-001").glob("*.dcm")).read_bytes()
+    (images / "series-001" / "zz-truncated.dcm").write_bytes(real[: len(real) // 3])
+    unlabelled = sorted((labels / "series-002").glob("*.png"))[:2]
+    for p in unlabelled:
+        p.unlink()
+    return {"root": root, "images": images, "labels": labels, "n_ok": 18, "n_unlabelled": 2, "n_bad": 2}
+
+
+def _workflow(archive: dict, steps: list[dict], name: str) -> str:
+    root = archive["root"]
+    return yaml.safe_dump(
+        {
+            "name": name,
+            "output_dir": str(root / "runs"),
+            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "e2e", "registered_model": MODEL_NAME},
+            "cluster": {"num_cpus": 2},
+            "steps": steps,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, archive: dict):
+    from segops.workflows import run_workflow
+
+    text = _workflow(
+        archive,
+        [
+            {"step": "ingest", "source": {"kind": "dicom", "path": str(archive["images"]),
+                                          "labels": {"kind": "mask-png", "path": str(archive["labels"])}}},
+            {"step": "train", "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+             "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
+             "split": {"val_fraction": 0.34}, "epochs": 2, "batch_size": 4},
+            {"step": "segment", "overlays": 2},
+        ],
+        "e2e",
+    )
+    return run_workflow(validate_workflow_text(text), text)
+
+
+def test_every_readable_input_has_exactly_one_mask(run, archive: dict) -> None:
+    masks = sorted(p.relative_to(run.run_dir / "masks").as_posix() for p in (run.run_dir / "masks").rglob("*"))
+    masks = [m for m in masks if m.endswith(".png")]
+    inputs = sorted(
+        p.relative_to(archive["images"]).with_suffix(".png").as_posix()
+        for p in archive["images"].rglob("*.dcm")
+        if not p.name.startswith("zz-")
+    )
+    assert masks == inputs and len(masks) == archive["n_ok"]
+    assert not list((run.run_dir / "masks").rglob("*.tmp")) and not list((run.run_dir / "masks").rglob(".*"))
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    assert len(outputs) == archive["n_ok"] and outputs["case_id"].is_unique
+    first = outputs.iloc[0]
+    ds = pydicom.dcmread(first["source_uri"])
+    assert first["case_id"] == ds.SOPInstanceUID
+    assert read_mask_png(first["mask_path"], ds.pixel_array.shape).shape == ds.pixel_array.shape
+
+
+def test_report_has_one_row_per_labelled_input(run, archive: dict) -> None:
+    report = pd.read_parquet(run.run_dir / "report.parquet")
+    csv = pd.read_csv(run.run_dir / "report.csv")
+    assert len(report) == len(csv) == archive["n_ok"] - archive["n_unlabelled"]
+    assert report["dice"].between(0, 1).all() and report["iou"].between(0, 1).all()
+    assert (report["iou"] <= report["dice"] + 1e-9).all()  # IoU never exceeds Dice
+    assert set(report["split"]) == {"train", "val"}
+    # report Dice is recomputed independently from the written masks and the label files
+    for _, row in report.head(4).iterrows():
+        label_path = archive["labels"] / Path(row["rel_path"]).with_suffix(".png")
+        truth = np.asarray(Image.open(label_path)) // 255
+        pred = read_mask_png(row["mask_path"], truth.shape)
+        denom = pred.sum() + truth.sum()
+        expected = 1.0 if denom == 0 else 2 * np.logical_and(pred, truth).sum() / denom
+        assert row["dice"] == pytest.approx(expected)
+
+
+def test_corrupt_files_are_quarantined_and_run_completes(run, archive: dict) -> None:
+    quarantine = pd.read_parquet(run.run_dir / "quarantine.parquet")
+    assert sorted(Path(p).name for p in quarantine["source_uri"]) == ["zz-garbage.dcm", "zz-truncated.dcm"]
+    assert (quarantine["status"] == "quarantined").all() and quarantine["error"].str.len().gt(10).all()
+    manifest = load_manifest(run.run_dir)
+    assert manifest["state"] == "done" and [s["state"] for s in manifest["steps"]] == ["done"] * 3
+    assert manifest["steps"][0]["outputs"]["ingest_quarantined"] == archive["n_bad"]
+
+
+def test_one_mlflow_run_with_params_metrics_and_artifacts(run) -> None:
+    client = MlflowClient(run.tracking_uri)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`segops.run_id` = '%s'" % run.run_id)
+    assert [r.info.run_id for r in runs] == [run.mlflow_run_id]
+    data = runs[0].data
+    assert runs[0].info.status == "FINISHED"
+    assert data.params["model.arch"] == "unet" and data.params["workflow.spec_hash"] == load_manifest(run.run_dir)["spec_hash"]
+    assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "train_loss")] == [0, 1]
+    report = pd.read_parquet(run.run_dir / "report.parquet")
+    assert data.metrics["segment_dice_mean"] == pytest.approx(report["dice"].mean())
+    assert data.metrics["segment_dice_median"] == pytest.approx(report["dice"].median())
+    assert data.metrics["ingest_quarantined"] == 2
+    artifacts = {a.path for a in client.list_artifacts(run.mlflow_run_id, "segment")}
+    assert {"segment/report.csv", "segment/report.parquet", "segment/outputs.csv", "segment/overlays"} <= artifacts
+    assert len(client.list_artifacts(run.mlflow_run_id, "segment/overlays")) == 2
+    assert {a.path for a in client.list_artifacts(run.mlflow_run_id, "workflow")} >= {"workflow/workflow.yaml"}
+
+
+def test_registered_model_loads_and_predicts_like_the_checkpoint(run, archive: dict) -> None:
+    client = MlflowClient(run.tracking_uri, registry_uri=run.tracking_uri)
+    version = client.get_model_version(MODEL_NAME, "1")
+    assert version.tags["segops.run_id"] == run.mlflow_run_id
+    mlflow.set_tracking_uri(run.tracking_uri)
+    mlflow.set_registry_uri(run.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1")
+    ds = pydicom.dcmread(next((archive["images"] / "series-000").glob("slice-*.dcm")))
+    hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.float32)
+    masks = model.predict(hu[None, None])
+    expected = predict_masks(load_checkpoint(run.state["checkpoint"]), [hu[None]])[0]
+    assert masks.shape == (1, *hu.shape) and masks.dtype == np.uint8
+    np.testing.assert_array_equal(masks[0], expected)
+
+
+def test_segment_only_workflow_with_registered_model_and_own_source(run, archive: dict, tmp_path: Path) -> None:
+    from segops.workflows import run_workflow
+
+    text = _workflow(
+        archive,
+        [{"step": "segment", "model": f"models:/{MODEL_NAME}/1",
+          "source": {"kind": "dicom", "path": str(archive["images"] / "series-000")}}],
+        "e2e-segment",
+    )
+    second = run_workflow(validate_workflow_text(text), text)
+    outputs = pd.read_parquet(second.run_dir / "outputs.parquet")
+    assert len(outputs) == 6
+    bad = pd.read_parquet(second.run_dir / "segment-quarantine.parquet")
+    assert [Path(p).name for p in bad["source_uri"]] == ["zz-garbage.dcm"]
+    assert len(pd.read_parquet(second.run_dir / "report.parquet")) == 0  # no labels given
+    # same model, same pixels → same masks as the first run
+    first = pd.read_parquet(run.run_dir / "outputs.parquet").set_index("rel_path")
+    for _, row in outputs.iterrows():
+        a = Path(row["mask_path"]).read_bytes()
+        b = Path(first.loc["series-000/" + row["rel_path"], "mask_path"]).read_bytes()
+        assert a == b
