@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`  (both create .venv first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.segops-installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+# torch/torchvision are pinned in pyproject.toml; pip takes them from the machine's local wheels.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing segops and its dependencies into $(VENV) (first time: a few minutes, ~6.5 GB)..."
+	@$(PY) -m pip install -q --upgrade pip > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	@$(PY) -m pip install -q -e ".[dev]" >> $(VENV)/pip.log 2>&1 || (grep -v "is ignored" $(VENV)/pip.log; exit 1)
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segops synth ct data/quickstart-ct --seed 0
+	$(VENV)/bin/segops run workflows/quickstart.yaml
+
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf runs data mlruns.db mlartifacts .pytest_cache
