@@ -77,6 +77,8 @@ def run(
 
 def _print_summary(result) -> None:
     table = Table(title=f"run {result.run_id}", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     table.add_row("run folder", str(result.run_dir))
     state = result.state
     if "checkpoint" in state:

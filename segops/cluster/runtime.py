@@ -23,6 +23,10 @@ def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
 
     verbose = os.environ.get("SEGOPS_RAY_VERBOSE") == "1"
     if not ray.is_initialized():
+        if not verbose:
+            # Ray's C++ core logs a benign ERROR line for every Ray Data actor pool (constructor
+            # args live in the object store); real failures still surface as Python exceptions.
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         address = os.environ.get("RAY_ADDRESS") or cluster.address
         if address is None:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local only: no token warning
