@@ -7,7 +7,6 @@ quarantine row rather than an exception, so one bad file never fails a block.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from ray.data.expressions import col
 from ray.data.extensions import ArrowVariableShapedTensorArray
 
 from segops.config.schema import DicomSource, ImageSource
-from segops.data.decode import decode_file, list_source_files
+from segops.data.decode import decode_file, iter_files, listing_entries
+from segops.data.labels import LabelResolver, build_resolver
 from segops.data.records import META_COLUMNS, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -27,18 +27,39 @@ log = logging.getLogger(__name__)
 FILES_PER_BLOCK = 16
 
 
-def _decode_batch(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> pa.Table:
+def _list_files(entry: dict[str, Any], source: DicomSource | ImageSource) -> list[dict[str, str]]:
+    """Ray Data UDF: one listing entry → the files in it."""
+    return list(iter_files(source, entry["dir"], entry["recursive"]))
+
+
+def _decode_batch(
+    batch: dict[str, np.ndarray], source: DicomSource | ImageSource, labels: LabelResolver | None
+) -> pa.Table:
     """Ray Data UDF: a batch of ``{path, rel_path}`` → an Arrow table of rows."""
     rows: list[dict[str, Any]] = []
     for path, rel in zip(batch["path"], batch["rel_path"]):
-        rows.extend(decode_file(str(path), str(rel), source))
+        rows.extend(decode_file(str(path), str(rel), source, labels))
     return rows_to_table(rows)
+
+
+#: Explicit types, so that every block has the same schema (an all-empty list column would
+#: otherwise be inferred as list<null> in one block and list<double> in another).
+META_SCHEMA = pa.schema(
+    [
+        (name, pa.list_(pa.float64()) if name in ("position", "orientation")
+         else pa.int64() if name in ("frame", "height", "width", "channels", "instance_number")
+         else pa.float64() if name.startswith("spacing_")
+         else pa.bool_() if name == "has_label"
+         else pa.string())
+        for name in META_COLUMNS
+    ]
+)  # fmt: skip
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Rows from :func:`segops.data.decode.decode_file` → Arrow, pixels as variable-shape tensors."""
     columns: dict[str, Any] = {name: [r[name] for r in rows] for name in META_COLUMNS}
-    table = pa.table(columns)
+    table = pa.table(columns, schema=META_SCHEMA)
     table = table.append_column("image", ArrowVariableShapedTensorArray.from_numpy([r["image"] for r in rows]))
     return table.append_column("label", ArrowVariableShapedTensorArray.from_numpy([r["label"] for r in rows]))
 
@@ -46,19 +67,26 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
 def read_source(source: DicomSource | ImageSource) -> ray.data.Dataset:
     """A lazy dataset of decoded rows (``ok``, ``quarantined`` and ``skipped`` alike).
 
+    Listing runs in tasks (one per top-level folder), then the file rows are cut into blocks of
+    :data:`FILES_PER_BLOCK` and decoded in parallel tasks; nothing holds the whole archive.
+    Labels are indexed once here (SEG headers, COCO file) and shipped to the tasks.
+
     Raises:
         FileNotFoundError: the source folder does not exist.
     """
-    files = list_source_files(source)
-    if not files:
-        raise FileNotFoundError(f"no input files with extensions {list(source.extensions)} under {source.path}")
-    blocks = max(1, math.ceil(len(files) / FILES_PER_BLOCK))
-    log.info("%d candidate files under %s in %d blocks", len(files), source.path, blocks)
-    return ray.data.from_items(files, override_num_blocks=blocks).map_batches(
-        _decode_batch,
-        fn_kwargs={"source": source},
-        batch_size=FILES_PER_BLOCK,
-        batch_format="numpy",
+    entries = listing_entries(source)
+    labels = build_resolver(source.labels) if source.labels is not None else None
+    log.info("reading %s (%d listing tasks)", source.path, len(entries))
+    return (
+        ray.data.from_items(entries, override_num_blocks=len(entries))
+        .flat_map(_list_files, fn_kwargs={"source": source})
+        .repartition(target_num_rows_per_block=FILES_PER_BLOCK)
+        .map_batches(
+            _decode_batch,
+            fn_kwargs={"source": source, "labels": labels},
+            batch_size=FILES_PER_BLOCK,
+            batch_format="numpy",
+        )
     )
 
 

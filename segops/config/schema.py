@@ -59,7 +59,30 @@ class MaskPngLabels(Spec):
     pattern: str = "{rel_stem}.png"
 
 
-LabelsSpec = Annotated[Union[MaskPngLabels], Field(discriminator="kind")]
+class DicomSegLabels(Spec):
+    """A folder of DICOM SEG objects; frames are matched to images by referenced SOP Instance UID.
+
+    The label value of a pixel is its segment number (1..S), or ``segments[number]`` if given.
+    """
+
+    kind: Literal["dicom-seg"]
+    path: Path
+    segments: dict[int, int] | None = None
+
+
+class CocoLabels(Spec):
+    """A COCO JSON file of instance annotations (polygons or RLE), rasterised to class maps.
+
+    Images are matched by ``file_name`` (relative path, else base name). The label value is
+    ``categories[category_id]``, by default the category's rank among the file's categories (1..K).
+    """
+
+    kind: Literal["coco"]
+    path: Path
+    categories: dict[int, int] | None = None
+
+
+LabelsSpec = Annotated[Union[MaskPngLabels, DicomSegLabels, CocoLabels], Field(discriminator="kind")]
 
 
 class DicomSource(Spec):

@@ -7,6 +7,8 @@ listings; tests call it directly. Nothing here raises for a bad input file.
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 from segops.config.schema import DicomSource, ImageSource
 from segops.data.dicom import read_dicom
 from segops.data.images import read_image
-from segops.data.labels import mask_png_path, read_mask_png
+from segops.data.labels import LabelResolver, build_resolver
 from segops.data.records import (
     STATUS_OK,
     STATUS_QUARANTINED,
@@ -37,25 +39,54 @@ def list_source_files(source: DicomSource | ImageSource) -> list[dict[str, str]]
     Hidden files and folders (``.name``) are ignored. For DICOM, ``""`` in ``extensions``
     admits files without a suffix (common in PACS exports).
     """
+    files = []
+    for entry in listing_entries(source):
+        files.extend(iter_files(source, entry["dir"], entry["recursive"]))
+    return sorted(files, key=lambda f: f["rel_path"])
+
+
+def listing_entries(source: DicomSource | ImageSource) -> list[dict[str, Any]]:
+    """Units of listing work: the root's own files, then each top-level folder recursively.
+
+    Listing them in separate tasks keeps the driver from holding a huge archive's file list.
+    """
     root = Path(source.path)
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist or is not a folder")
+    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [{"dir": "", "recursive": False}] + [{"dir": name, "recursive": True} for name in subdirs]
+
+
+def iter_files(source: DicomSource | ImageSource, rel_dir: str, recursive: bool) -> Iterator[dict[str, str]]:
+    """Candidate files in ``rel_dir`` under the source root (sorted per folder)."""
+    root = Path(source.path)
     wanted = {e.lower() for e in source.extensions}
-    files = []
-    for path in sorted(root.rglob("*")):
+    start = root / rel_dir
+    paths = start.rglob("*") if recursive else start.iterdir()
+    for path in sorted(paths):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
         if path.suffix.lower() in wanted:
-            files.append({"path": str(path), "rel_path": rel.as_posix()})
-    return files
+            yield {"path": str(path), "rel_path": rel.as_posix()}
 
 
-def decode_file(path: str, rel_path: str, source: DicomSource | ImageSource) -> list[dict[str, Any]]:
-    """Decode one file (and its label) into rows; failures become one quarantine/skip row."""
+def decode_file(
+    path: str, rel_path: str, source: DicomSource | ImageSource, labels: LabelResolver | None = None
+) -> list[dict[str, Any]]:
+    """Decode one file (and its label) into rows; failures become one quarantine/skip row.
+
+    Args:
+        labels: built by :func:`segops.data.labels.build_resolver` from ``source.labels``;
+            built here when omitted (fine for one file, wasteful for many).
+    """
+    if labels is None and source.labels is not None:
+        labels = build_resolver(source.labels)
     reader = read_dicom if isinstance(source, DicomSource) else read_image
     try:
-        records = reader(path, rel_path)
+        with warnings.catch_warnings():  # pydicom warns on every malformed element; the row says why
+            warnings.simplefilter("ignore")
+            records = reader(path, rel_path)
     except NoPixelDataError as exc:
         return [_problem_row(path, rel_path, STATUS_SKIPPED, "read", exc)]
     except Exception as exc:  # any decoder failure is quarantined, never raised
@@ -64,22 +95,14 @@ def decode_file(path: str, rel_path: str, source: DicomSource | ImageSource) -> 
     rows = []
     for record in records:
         try:
-            _attach_label(record, source)
+            found = labels.label_for(record) if labels is not None else None
         except LabelError as exc:
             rows.append(_problem_row(path, rel_path, STATUS_QUARANTINED, "label", exc, record.case_id))
             continue
+        if found is not None:  # no label: the record is unlabelled, counted, not an error
+            record.label, record.label_uri = found
         rows.append(record_row(record))
     return rows
-
-
-def _attach_label(record: ImageRecord, source: DicomSource | ImageSource) -> None:
-    if source.labels is None:
-        return
-    label_path = mask_png_path(source.labels.path, source.labels.pattern, record.rel_path)
-    if not label_path.is_file():
-        return  # unlabelled: counted, not an error
-    record.label = read_mask_png(label_path, record.image.shape[1:])
-    record.label_uri = str(label_path.resolve())
 
 
 def record_row(record: ImageRecord) -> dict[str, Any]:
@@ -99,6 +122,9 @@ def record_row(record: ImageRecord) -> dict[str, Any]:
         "channels": c,
         "transfer_syntax": record.transfer_syntax,
         "photometric": record.photometric,
+        "position": [float(v) for v in record.position],
+        "orientation": [float(v) for v in record.orientation],
+        "instance_number": int(record.instance_number),
         "has_label": record.label is not None,
         "label_uri": record.label_uri,
         "status": STATUS_OK,
@@ -127,6 +153,9 @@ def _problem_row(
         "channels": 0,
         "transfer_syntax": "",
         "photometric": "",
+        "position": [],
+        "orientation": [],
+        "instance_number": -1,
         "has_label": False,
         "label_uri": "",
         "status": status,

@@ -1,46 +1,56 @@
-"""Decode inspection images (PNG, TIFF, JPEG, BMP) into :class:`ImageRecord` s."""
+"""Decode inspection images (PNG 8/16-bit, TIFF incl. 16-bit and multi-page, JPEG, BMP)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from segops.data.records import ImageRecord, path_case_id
 from segops.errors import DecodeError
 
+_GRAY_MODES = ("L", "I", "I;16", "I;16B", "I;16L", "I;16S", "F", "1")
+_COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LA")
+
 
 def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
-    """Read an image file as one (C, H, W) float32 record: C = 1 (gray) or 3 (RGB).
+    """Read an image file as (C, H, W) float32 records, C = 1 (gray) or 3 (RGB).
+
+    A multi-page TIFF gives one record per page (``frame``); 16-bit values are kept as is
+    (no rescaling to 8 bits), so intensity normalisation sees the real dynamic range.
 
     Raises:
         DecodeError: unreadable, truncated, or not an image.
     """
     try:
         with Image.open(path) as img:
-            img.load()
-            array = _to_array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            fmt = img.format or ""
+            pages = [_to_array(page) for page in ImageSequence.Iterator(img)]
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
-    case_id = path_case_id(rel_path)
+    base_id = path_case_id(rel_path)
     return [
         ImageRecord(
             image=array,
-            case_id=case_id,
-            group_id=case_id,
+            case_id=base_id if len(pages) == 1 else f"{base_id}.{index}",
+            group_id=base_id,
             source_uri=str(Path(path).resolve()),
             rel_path=rel_path,
+            frame=index,
             modality="XC",  # DICOM's "external-camera photography"
+            transfer_syntax=fmt,
             photometric="RGB" if array.shape[0] == 3 else "MONOCHROME2",
         )
+        for index, array in enumerate(pages)
     ]
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
-    if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA"):
+    img.load()
+    if img.mode in _COLOUR_MODES:
         array = np.asarray(img.convert("RGB"), dtype=np.float32)
         return np.ascontiguousarray(np.moveaxis(array, -1, 0))
-    if img.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F", "1"):
+    if img.mode in _GRAY_MODES:
         return np.asarray(img, dtype=np.float32)[None]
     raise DecodeError(f"unsupported image mode {img.mode!r}")

@@ -7,7 +7,7 @@ columns); this module defines the row layout so readers, writers and tests agree
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +31,9 @@ META_COLUMNS = (
     "channels",
     "transfer_syntax",
     "photometric",
+    "position",
+    "orientation",
+    "instance_number",
     "has_label",
     "label_uri",
     "status",
@@ -64,7 +67,11 @@ class ImageRecord:
     photometric: str = ""
     label: np.ndarray | None = None
     label_uri: str = ""
-    extra: dict = field(default_factory=dict)
+    position: tuple[float, ...] = ()  # ImagePositionPatient (x, y, z) in mm, () if unknown
+    orientation: tuple[float, ...] = ()  # ImageOrientationPatient (row xyz, column xyz)
+    instance_number: int = -1
+    instance_uid: str = ""  # SOPInstanceUID of the file (DICOM only)
+    n_frames: int = 1
 
 
 def path_case_id(rel_path: str) -> str:
