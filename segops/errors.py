@@ -18,7 +18,15 @@ class WorkflowSpecError(SegopsError):
 
 
 class DecodeError(SegopsError):
-    """An input file could not be read or decoded into pixels."""
+    """An input file could not be read or decoded into pixels.
+
+    ``transfer_syntax`` is set when the header was readable, so quarantine rows can say which
+    codec failed.
+    """
+
+    def __init__(self, message: str, transfer_syntax: str = ""):
+        super().__init__(message)
+        self.transfer_syntax = transfer_syntax
 
 
 class NoPixelDataError(DecodeError):

@@ -111,3 +111,35 @@ def read_dataset(
     if groups is not None:
         expr = expr & col("group_id").is_in(list(groups))
     return ray.data.read_parquet(str(path), columns=columns).filter(expr=expr)
+
+
+def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], spacing: dict[str, float]) -> pa.Table:
+    """Ray Data UDF (map_groups): all slices of one series → one (C, Z, H, W) volume row."""
+    uid = str(batch["group_id"][0])
+    index = {str(cid): i for i, cid in enumerate(batch["case_id"])}
+    rows = [index[cid] for cid in order[uid]]
+    image = np.stack([batch["image"][i] for i in rows], axis=1)
+    labelled = all(bool(batch["has_label"][i]) for i in rows)
+    label = np.stack([batch["label"][i] for i in rows]) if labelled else np.zeros((0, 0, 0), np.uint8)
+    table = pa.table(
+        {
+            "series_uid": [uid],
+            "slices": [len(rows)],
+            "case_ids": [list(order[uid])],
+            "modality": [str(batch["modality"][rows[0]])],
+            "spacing_z": [float(spacing[uid])],
+            "has_label": [labelled],
+        }
+    )
+    table = table.append_column("image", ArrowVariableShapedTensorArray.from_numpy([image]))
+    return table.append_column("label", ArrowVariableShapedTensorArray.from_numpy([label]))
+
+
+def write_volumes(dataset: str | Path, order: dict[str, list[str]], spacing: dict[str, float], path: str | Path) -> None:
+    """Write one volume record per series in ``order`` (series UID → case ids, in slice order)."""
+    columns = ["case_id", "group_id", "modality", "has_label", "image", "label", "status"]
+    ds = read_dataset(dataset, groups=list(order), columns=columns)
+    volumes = ds.groupby("group_id").map_groups(
+        _stack_group, fn_kwargs={"order": order, "spacing": spacing}, batch_format="numpy"
+    )
+    volumes.write_parquet(str(path))

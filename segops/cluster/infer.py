@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _PASSTHROUGH = (
     "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "has_label", "label_uri",
-    "status", "stage", "error_type", "error",
+    "status", "stage", "error_type", "error", "transfer_syntax",
 )  # fmt: skip
 
 

@@ -211,10 +211,16 @@ class SplitSpec(Spec):
 
 
 class IngestStep(Spec):
-    """Decode a source into an Arrow/Parquet dataset of records, with a quarantine table."""
+    """Decode a source into an Arrow/Parquet dataset of records, with a quarantine table.
+
+    ``volumes: true`` also writes a dataset of 3D volume records, one per DICOM series whose
+    geometry is regular (ordered along the slice normal, no gaps); 2D slice records are always
+    written, and the train and segment steps use them.
+    """
 
     step: Literal["ingest"]
     source: SourceSpec
+    volumes: bool = False
 
 
 class TrainStep(Spec):

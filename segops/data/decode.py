@@ -151,7 +151,7 @@ def _problem_row(
         "height": 0,
         "width": 0,
         "channels": 0,
-        "transfer_syntax": "",
+        "transfer_syntax": getattr(exc, "transfer_syntax", ""),
         "photometric": "",
         "position": [],
         "orientation": [],

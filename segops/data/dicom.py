@@ -47,7 +47,7 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise DecodeError(f"cannot decode pixel data ({_ts_name(ts)}): {type(exc).__name__}: {exc}") from exc
+        raise DecodeError(f"cannot decode pixel data ({_ts_name(ts)}): {type(exc).__name__}: {exc}", ts) from exc
 
     frames = _as_frames(pixels, ds)
     sop_uid = str(getattr(ds, "SOPInstanceUID", "") or path_case_id(rel_path))

@@ -1,33 +1,66 @@
-"""``ingest``: decode a source into a Parquet dataset of records, plus quarantine and census."""
+"""``ingest``: decode a source into a Parquet dataset of records, plus quarantine and census.
+
+Also writes, for DICOM, a per-series geometry report (and volume records on request), and a
+table of labels that matched no image, so every file and every label is accounted for.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as pads
 
-from segops.cluster.datasets import read_source, write_dataset
-from segops.config.schema import IngestStep
+from segops.cluster.datasets import read_source, write_dataset, write_volumes
+from segops.config.schema import DicomSource, IngestStep
+from segops.data.labels import build_resolver
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
+from segops.data.series import assemble_series, series_table
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_COLUMNS = ["source_uri", "rel_path", "case_id", "status", "stage", "error_type", "error"]
+QUARANTINE_COLUMNS = ["source_uri", "rel_path", "case_id", "status", "stage", "error_type", "error", "transfer_syntax"]
+CENSUS_KEYS = ["modality", "transfer_syntax", "photometric", "channels", "height", "width"]
 
 
 def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
     dataset_dir = ctx.run_dir / "dataset"
     write_dataset(read_source(step.source), dataset_dir)
     meta = dataset_meta(dataset_dir)
-    quarantine = meta[meta["status"] != STATUS_OK][QUARANTINE_COLUMNS].reset_index(drop=True)
-    quarantine_path, _ = write_table(quarantine, ctx.run_dir / "quarantine")
-    census = census_table(meta[meta["status"] == STATUS_OK])
-    census_path, _ = write_table(census, ctx.run_dir / "census")
+    ok = meta[meta["status"] == STATUS_OK]
+    tables = {
+        "quarantine": meta[meta["status"] != STATUS_OK][QUARANTINE_COLUMNS].reset_index(drop=True),
+        "census": census_table(ok),
+    }
+    if step.source.labels is not None:
+        tables["unmatched-labels"] = unmatched_labels(step, ok)
+    outputs: dict[str, Any] = {"dataset": str(dataset_dir)}
+    if isinstance(step.source, DicomSource) and not ok.empty:
+        series = assemble_series(ok)
+        tables["series"] = series_table(series)
+        if step.volumes:
+            regular = [s for s in series if s.is_volume]
+            write_volumes(dataset_dir, {s.series_uid: s.case_ids for s in regular},
+                          {s.series_uid: s.spacing for s in regular}, ctx.run_dir / "volumes")  # fmt: skip
+            outputs["volumes"] = str(ctx.run_dir / "volumes")
+    for name, table in tables.items():
+        parquet, csv = write_table(table, ctx.run_dir / name)
+        outputs[name] = str(parquet)
+        ctx.tracker.log_artifact(csv, "ingest")
 
+    metrics = ingest_metrics(meta, tables)
+    ctx.tracker.log_metrics(metrics)
+    if len(tables["quarantine"]):
+        log.warning("%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), outputs["quarantine"])
+    ctx.state |= {"source": step.source, "dataset": dataset_dir, "census": tables["census"]}
+    return outputs | metrics
+
+
+def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     ok = meta[meta["status"] == STATUS_OK]
     metrics = {
         "ingest_files": float(meta["source_uri"].nunique()),
@@ -37,27 +70,34 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
         "ingest_quarantined": float((meta["status"] == STATUS_QUARANTINED).sum()),
         "ingest_skipped_no_pixels": float((meta["status"] == STATUS_SKIPPED).sum()),
     }
-    ctx.tracker.log_metrics(metrics)
-    ctx.tracker.log_artifact(quarantine_path.with_suffix(".csv"), "ingest")
-    ctx.tracker.log_artifact(census_path.with_suffix(".csv"), "ingest")
-    if len(quarantine):
-        log.warning("%d file(s) quarantined; see %s", len(quarantine), quarantine_path)
-    ctx.state |= {"source": step.source, "dataset": dataset_dir}
-    return {"dataset": str(dataset_dir), "quarantine": str(quarantine_path), "census": str(census_path), **metrics}
+    if "unmatched-labels" in tables:
+        metrics["ingest_unmatched_labels"] = float(len(tables["unmatched-labels"]))
+    if "series" in tables:
+        metrics["ingest_series"] = float(len(tables["series"]))
+        metrics["ingest_series_with_problems"] = float((~tables["series"]["is_volume"]).sum())
+    return metrics
 
 
-def dataset_meta(dataset_dir) -> pd.DataFrame:
+def dataset_meta(dataset_dir: str | Path) -> pd.DataFrame:
     """All rows of a written dataset without pixel columns (cheap: a column projection)."""
     columns = [
         "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "height", "width",
-        "channels", "transfer_syntax", "photometric", "has_label", "status", "stage", "error_type", "error",
+        "channels", "transfer_syntax", "photometric", "position", "orientation", "instance_number",
+        "has_label", "label_uri", "status", "stage", "error_type", "error",
     ]  # fmt: skip
     return pads.dataset(str(dataset_dir), format="parquet").to_table(columns=columns).to_pandas()
 
 
 def census_table(ok: pd.DataFrame) -> pd.DataFrame:
-    """Counts per modality × transfer syntax × photometric × shape."""
-    keys = ["modality", "transfer_syntax", "photometric", "channels", "height", "width"]
+    """Counts per modality × transfer syntax (file format for images) × photometric × shape."""
     if ok.empty:
-        return pd.DataFrame(columns=[*keys, "records"])
-    return ok.groupby(keys, dropna=False).size().reset_index(name="records").sort_values("records", ascending=False)
+        return pd.DataFrame(columns=[*CENSUS_KEYS, "records"])
+    counts = ok.groupby(CENSUS_KEYS, dropna=False).size().reset_index(name="records")
+    return counts.sort_values(["records", *CENSUS_KEYS], ascending=[False] + [True] * len(CENSUS_KEYS)).reset_index(drop=True)
+
+
+def unmatched_labels(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
+    """Labels that matched no decoded image (a typo in a pattern shows up here, not silently)."""
+    known = build_resolver(step.source.labels).all_label_keys()
+    unmatched = sorted(known - set(ok["label_uri"]))
+    return pd.DataFrame({"label_uri": unmatched})
