@@ -20,7 +20,8 @@ app = typer.Typer(
 synth_app = typer.Typer(no_args_is_help=True, help="Write deterministic synthetic archives (for demos and tests).")
 app.add_typer(synth_app, name="synth")
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# when piped (CI logs, `| tee`), rich would assume 80 columns and fold tables into ribbons
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 EXIT_SPEC_ERROR = 2
 
@@ -76,6 +77,8 @@ def run(
 
 
 def _print_summary(result) -> None:
+    if "census" in result.state:
+        out.print(census_rich_table(result.state["census"], "census of ingested records"))
     table = Table(title=f"run {result.run_id}", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
@@ -96,6 +99,48 @@ def _print_summary(result) -> None:
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+
+
+@app.command()
+def census(
+    folder: Path = typer.Argument(..., help="Archive folder."),
+    kind: str = typer.Option("dicom", help="dicom or images"),
+    num_cpus: int = typer.Option(None, help="CPUs for a local Ray (default: all)."),
+) -> None:
+    """Count files per modality x transfer syntax x photometric x shape, reading headers only."""
+    _setup_logging(False)
+    if kind not in ("dicom", "images"):
+        console.print(f"[red]--kind must be dicom or images, got {kind!r}[/]")
+        raise typer.Exit(EXIT_SPEC_ERROR)
+    from segops.cluster.datasets import census_rows
+    from segops.cluster.runtime import ensure_ray
+    from segops.config.schema import ClusterSpec, DicomSource, ImageSource
+
+    source = DicomSource(kind="dicom", path=folder) if kind == "dicom" else ImageSource(kind="images", path=folder)
+    ensure_ray(ClusterSpec(num_cpus=num_cpus))
+    rows = census_rows(source)
+    if rows.empty:
+        out.print(f"no {kind} files under {folder}")
+        return
+    keys = ["status", "modality", "transfer_syntax", "photometric", "channels", "height", "width"]
+    counts = rows.groupby(keys).agg(files=("rel_path", "size"), frames=("frames", "sum")).reset_index()
+    out.print(census_rich_table(counts.sort_values("files", ascending=False), f"census of {folder}"))
+
+
+def census_rich_table(df, title: str) -> Table:
+    """A pandas census as a rich table, transfer syntax UIDs shown with their names."""
+    table = Table(title=title)
+    for column in df.columns:
+        table.add_column(column, overflow="fold", justify="right" if df[column].dtype.kind in "iuf" else "left")
+    for _, row in df.iterrows():
+        table.add_row(*[_ts_label(v) if c == "transfer_syntax" else str(v) for c, v in row.items()])
+    return table
+
+
+def _ts_label(uid: str) -> str:
+    from pydicom.uid import UID
+
+    return UID(uid).name if uid and uid[0].isdigit() else str(uid)
 
 
 @synth_app.command("ct")

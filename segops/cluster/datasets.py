@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import ray
 from ray.data.expressions import col
 from ray.data.extensions import ArrowVariableShapedTensorArray
 
 from segops.config.schema import DicomSource, ImageSource
+from segops.data.census import header_row
 from segops.data.decode import decode_file, iter_files, listing_entries
 from segops.data.labels import LabelResolver, build_resolver
 from segops.data.records import META_COLUMNS, STATUS_OK
@@ -143,3 +145,19 @@ def write_volumes(dataset: str | Path, order: dict[str, list[str]], spacing: dic
         _stack_group, fn_kwargs={"order": order, "spacing": spacing}, batch_format="numpy"
     )
     volumes.write_parquet(str(path))
+
+
+def _header_batch(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> pd.DataFrame:
+    return pd.DataFrame([header_row(str(p), str(r), source) for p, r in zip(batch["path"], batch["rel_path"])])
+
+
+def census_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
+    """One header row per file of ``source`` (no pixels decoded), listed and read in Ray tasks."""
+    entries = listing_entries(source)
+    ds = (
+        ray.data.from_items(entries, override_num_blocks=len(entries))
+        .flat_map(_list_files, fn_kwargs={"source": source})
+        .repartition(target_num_rows_per_block=256)
+        .map_batches(_header_batch, fn_kwargs={"source": source}, batch_size=256, batch_format="numpy")
+    )
+    return ds.to_pandas()

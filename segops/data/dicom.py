@@ -41,7 +41,11 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
     ds = _read_dataset(path)
     if "PixelData" not in ds:
         sop = getattr(ds, "SOPClassUID", None)
-        raise NoPixelDataError(f"no pixel data (SOP class {getattr(sop, 'name', sop) or 'unknown'})")
+        sop_name = str(getattr(sop, "name", sop) or "unknown")
+        if "Image Storage" in sop_name or "Rows" in ds:
+            # an image object without its pixels: a truncated transfer, not an SR or RT object
+            raise DecodeError(f"{sop_name} without Pixel Data: file truncated or incomplete")
+        raise NoPixelDataError(f"no pixel data (SOP class {sop_name})")
     ts = _ensure_transfer_syntax(ds)
     photometric = str(getattr(ds, "PhotometricInterpretation", ""))
     try:

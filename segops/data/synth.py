@@ -127,7 +127,10 @@ def _ct_dataset(
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop_uid
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
     ds.PatientID, ds.PatientName = f"SYNTH{seed:02d}{s:03d}", f"Synthetic^Patient{s}"
+    ds.PatientBirthDate, ds.PatientSex = "", "O"  # type 2: present, may be empty
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20260101"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
     ds.Modality, ds.Manufacturer = "CT", "segops synth"
     ds.SeriesNumber, ds.InstanceNumber = s + 1, k + 1
     ds.ImagePositionPatient = [0.0, 0.0, round(k * _SLICE_THICKNESS_MM, 3)]
