@@ -39,36 +39,60 @@ def list_source_files(source: DicomSource | ImageSource) -> list[dict[str, str]]
     Hidden files and folders (``.name``) are ignored. For DICOM, ``""`` in ``extensions``
     admits files without a suffix (common in PACS exports).
     """
-    files = []
-    for entry in listing_entries(source):
-        files.extend(iter_files(source, entry["dir"], entry["recursive"]))
+    files = [f for entry in listing_entries(source) for f in entry_files(source, entry)]
     return sorted(files, key=lambda f: f["rel_path"])
 
 
-def listing_entries(source: DicomSource | ImageSource) -> list[dict[str, Any]]:
-    """Units of listing work: the root's own files, then each top-level folder recursively.
+def listing_entries(
+    source: DicomSource | ImageSource, min_entries: int = 64, chunk: int = 64, max_depth: int = 4
+) -> list[dict[str, Any]]:
+    """Units of work for reading an archive: ``{"dir": rel_dir, "files": [rel_path, ...]}``.
 
-    Listing them in separate tasks keeps the driver from holding a huge archive's file list.
+    The folder tree is walked breadth first, only until there are about ``min_entries`` units:
+    loose files met on the way become chunks of ``chunk`` files (``dir`` empty), and the
+    folders not yet opened become whole-subtree units (``files`` empty) that a worker lists
+    itself. So the driver never lists a whole large archive, and a PACS-style tree
+    (patient/study/series/files) still splits into many parallel units.
+
+    Raises:
+        FileNotFoundError: the source folder does not exist.
     """
     root = Path(source.path)
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist or is not a folder")
-    subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [{"dir": "", "recursive": False}] + [{"dir": name, "recursive": True} for name in subdirs]
+    entries: list[dict[str, Any]] = []
+    level = [root]
+    for depth in range(max_depth + 1):
+        next_level: list[Path] = []
+        for folder in level:
+            children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+            files = [p.relative_to(root).as_posix() for p in children if p.is_file() and _wanted(p, source)]
+            entries += [{"dir": "", "files": files[i : i + chunk]} for i in range(0, len(files), chunk)]
+            next_level += [p for p in children if p.is_dir()]
+        if not next_level:
+            break
+        if len(entries) + len(next_level) >= min_entries or depth == max_depth:
+            entries += [{"dir": p.relative_to(root).as_posix(), "files": []} for p in next_level]
+            break
+        level = next_level
+    return entries
 
 
-def iter_files(source: DicomSource | ImageSource, rel_dir: str, recursive: bool) -> Iterator[dict[str, str]]:
-    """Candidate files in ``rel_dir`` under the source root (sorted per folder)."""
+def entry_files(source: DicomSource | ImageSource, entry: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """The files of one listing entry, as ``{"path", "rel_path"}`` (subtrees listed lazily)."""
     root = Path(source.path)
-    wanted = {e.lower() for e in source.extensions}
-    start = root / rel_dir
-    paths = start.rglob("*") if recursive else start.iterdir()
-    for path in sorted(paths):
+    if len(entry["files"]):
+        for rel in entry["files"]:
+            yield {"path": str(root / rel), "rel_path": str(rel)}
+        return
+    for path in sorted((root / entry["dir"]).rglob("*")):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if path.suffix.lower() in wanted:
+        if not any(part.startswith(".") for part in rel.parts) and path.is_file() and _wanted(path, source):
             yield {"path": str(path), "rel_path": rel.as_posix()}
+
+
+def _wanted(path: Path, source: DicomSource | ImageSource) -> bool:
+    return path.suffix.lower() in {e.lower() for e in source.extensions}
 
 
 def decode_file(

@@ -77,3 +77,27 @@ def test_hidden_files_and_other_suffixes_are_not_listed(tmp_path: Path) -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def test_listing_entries_split_the_tree_without_listing_it_all(tmp_path: Path) -> None:
+    from segops.data.decode import entry_files, listing_entries
+
+    for i in range(130):
+        _write(tmp_path / f"loose-{i:03d}.png", b"x")
+    for p in range(3):
+        for s in range(2):
+            folder = tmp_path / f"patient{p}" / f"study{s}"
+            folder.mkdir(parents=True)
+            for k in range(5):
+                _write(folder / f"img{k}.png", b"x")
+    source = ImageSource(kind="images", path=tmp_path)
+    entries = listing_entries(source, min_entries=4, chunk=64)
+    loose = [e for e in entries if e["files"]]
+    subtrees = [e["dir"] for e in entries if not e["files"]]
+    assert [len(e["files"]) for e in loose] == [64, 64, 2]
+    assert subtrees == ["patient0", "patient1", "patient2"]  # enough units: not opened further
+    listed = sorted(f["rel_path"] for e in entries for f in entry_files(source, e))
+    assert listed == sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    deeper = listing_entries(source, min_entries=1000, chunk=64)
+    assert sorted(e["dir"] for e in deeper if not e["files"]) == []  # whole tree opened: only file chunks
+    assert sum(len(e["files"]) for e in deeper) == 130 + 30
