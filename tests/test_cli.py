@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,16 @@ def test_synth_commands(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", "inspection", str(tmp_path / "insp"), "--count", "3"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "insp" / "labels").glob("*.png"))) == 3
+
+
+def test_census_command_counts_pydicom_files() -> None:
+    import pydicom
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    proc = subprocess.run(
+        [sys.executable, "-m", "segops.cli", "census", str(folder), "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "census of" in proc.stdout and "JPEG Baseline (Process 1)" in proc.stdout
+    assert "RT Plan" not in proc.stdout and "skipped" in proc.stdout
