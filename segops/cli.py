@@ -61,15 +61,19 @@ def validate(workflow: Path = typer.Argument(..., help="Workflow YAML file.")) -
 def run(
     workflow: Path = typer.Argument(..., help="Workflow YAML file."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show INFO logs of every library."),
+    new: bool = typer.Option(False, "--new", help="Start a fresh run even if this workflow ran (or half ran) before."),
 ) -> None:
-    """Validate, then run a workflow end to end on local Ray (or RAY_ADDRESS) with MLflow tracking."""
+    """Validate, then run a workflow end to end on local Ray (or RAY_ADDRESS) with MLflow tracking.
+
+    Running the same workflow again resumes it: finished steps and written outputs are skipped.
+    """
     _setup_logging(verbose)
     spec = _load(workflow)  # exits 2 before Ray starts if the file is invalid
     from segops.errors import SegopsError
     from segops.workflows import run_workflow
 
     try:
-        result = run_workflow(spec, workflow.read_text(encoding="utf-8"))
+        result = run_workflow(spec, workflow.read_text(encoding="utf-8"), new_run=new)
     except (SegopsError, FileNotFoundError) as exc:
         console.print(f"[bold red]run failed:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -79,7 +83,8 @@ def run(
 def _print_summary(result) -> None:
     if "census" in result.state:
         out.print(census_rich_table(result.state["census"], "census of ingested records"))
-    table = Table(title=f"run {result.run_id}", show_header=False)
+    title = f"run {result.run_id}" + (" (resumed)" if result.resumed else "")
+    table = Table(title=title, show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("run folder", str(result.run_dir))
@@ -89,11 +94,14 @@ def _print_summary(result) -> None:
     if "model_uri" in state:
         table.add_row("registered model", state["model_uri"])
     if "report" in state:
-        table.add_row("masks", str(result.run_dir / "masks"))
+        for folder in ("masks", "segs"):
+            if (result.run_dir / folder).is_dir():
+                table.add_row(folder, str(result.run_dir / folder))
         table.add_row("report", str(state["report"]))
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})
-    for key in ("segment_heldout_dice_mean", "segment_heldout_fg_dice_mean", "segment_heldout_iou_mean", "segment_dice_mean"):
+    for key in ("segment_heldout_dice_mean", "segment_heldout_fg_dice_mean", "segment_heldout_iou_mean",
+                "segment_dice_mean", "segment_outputs", "segment_failed", "segment_images_per_s"):  # fmt: skip
         if key in metrics:
             table.add_row(key.removeprefix("segment_"), f"{metrics[key]:.4f}")
     out.print(table)

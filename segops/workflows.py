@@ -1,4 +1,10 @@
-"""Step registry and the runner: steps in order, one MLflow run, a manifest on disk."""
+"""Step registry and the runner: steps in order, one MLflow run, a manifest on disk, resume.
+
+A run's identity is its workflow name plus the hash of its validated spec: running the same
+workflow again continues the same run folder and the same MLflow run, skipping the steps the
+manifest records as done (and, inside a segment step, the cases already written). A changed
+spec or model is another hash, hence a new run. ``new_run=True`` forces a fresh run.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +18,27 @@ from typing import Any
 from segops.config.load import spec_hash
 from segops.config.schema import WorkflowSpec
 from segops.outputs.atomic import atomic_write_text
-from segops.outputs.manifest import RunManifest, StepState
+from segops.outputs.manifest import RunManifest, StepState, read_manifest
 
 log = logging.getLogger(__name__)
 
 
-def _step_registry() -> dict[str, Callable[[Any, Any], dict[str, Any]]]:
+@dataclass(frozen=True)
+class StepImpl:
+    run: Callable[[Any, Any], dict[str, Any]]
+    restore: Callable[[Any, dict[str, Any], Any], None]  # put a finished step's outputs back in ctx.state
+
+
+def _step_registry() -> dict[str, StepImpl]:
     # imported here: step modules pull in Ray, torch and MLflow (seconds), the CLI must not
     from segops.steps import ingest, segment, train
 
-    return {"ingest": ingest.run, "train": train.run, "segment": segment.run}
+    return {name: StepImpl(m.run, m.restore) for name, m in (("ingest", ingest), ("train", train), ("segment", segment))}
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a finished run put things."""
+    """Where a run put things."""
 
     run_id: str
     run_dir: Path
@@ -34,10 +46,17 @@ class RunResult:
     tracking_uri: str
     outputs: list[dict[str, Any]]
     state: dict[str, Any]
+    resumed: bool = False
 
 
-def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None) -> RunResult:
-    """Execute every step of ``spec`` in order.
+def run_id_for(spec: WorkflowSpec, new_run: bool = False) -> str:
+    """``<name>-<12 hex of the spec hash>``, plus a UTC timestamp when a fresh run is forced."""
+    base = f"{spec.name}-{spec_hash(spec)[:12]}"
+    return f"{base}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" if new_run else base
+
+
+def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: bool = False) -> RunResult:
+    """Execute (or resume) every step of ``spec`` in order.
 
     Creates ``<output_dir>/<run-id>/`` with ``manifest.json`` and the step outputs, and one
     MLflow run holding params, metrics, artifacts and the registered model.
@@ -47,38 +66,56 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None) -> RunRes
     from segops.tracking import RunTracker
 
     digest = spec_hash(spec)
-    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{digest[:8]}"
+    run_id = run_id_for(spec, new_run)
     run_dir = (Path(spec.output_dir) / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=False)
-    spec_file = atomic_write_text(run_dir / "workflow.yaml", workflow_text or spec.model_dump_json(indent=2))
-
+    manifest = read_manifest(run_dir)
     resources = ensure_ray(spec.cluster)
     tracker = RunTracker(spec.tracking)
-    mlflow_run_id = tracker.start(
-        run_name=f"{spec.name}-{run_id}",
-        tags={"segops.workflow": spec.name, "segops.spec_hash": digest, "segops.run_id": run_id},
-    )
-    tracker.log_params({"workflow.name": spec.name, "workflow.spec_hash": digest, "workflow.seed": spec.seed})
-    tracker.log_artifact(spec_file, "workflow")
-    manifest = RunManifest(run_id, spec.name, digest, str(run_dir), mlflow_run_id)
-    manifest.steps = [StepState(i, s.step) for i, s in enumerate(spec.steps)]
-    manifest.save()
+    if manifest is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec_file = atomic_write_text(run_dir / "workflow.yaml", workflow_text or spec.model_dump_json(indent=2))
+        mlflow_run_id = tracker.start(
+            run_name=run_id,
+            tags={"segops.workflow": spec.name, "segops.spec_hash": digest, "segops.run_id": run_id},
+        )
+        tracker.log_params({"workflow.name": spec.name, "workflow.spec_hash": digest, "workflow.seed": spec.seed})
+        tracker.log_artifact(spec_file, "workflow")
+        manifest = RunManifest(run_id, spec.name, digest, str(run_dir), mlflow_run_id)
+        manifest.steps = [StepState(i, s.step) for i, s in enumerate(spec.steps)]
+        manifest.save()
+        resumed = False
+    else:
+        resumed = True
+        done = manifest.state == "done"
+        log.info("%s run %s (%s)", "found finished" if done else "resuming", run_id, run_dir)
+        if not done:
+            tracker.start(run_name=run_id, tags={}, run_id=manifest.mlflow_run_id)
+            manifest.run_resumed()
+        else:
+            tracker.run_id = manifest.mlflow_run_id
 
     ctx = RunContext(spec, digest, run_id, run_dir, tracker, resources)
     registry = _step_registry()
     outputs = []
     for index, step in enumerate(spec.steps):
+        impl, state = registry[step.step], manifest.steps[index]
+        if state.state == "done":
+            log.info("step %d/%d: %s already done", index + 1, len(spec.steps), step.step)
+            impl.restore(step, state.outputs, ctx)
+            outputs.append(state.outputs)
+            continue
         log.info("step %d/%d: %s", index + 1, len(spec.steps), step.step)
         manifest.step_started(index)
         try:
-            result = registry[step.step](step, ctx)
+            result = impl.run(step, ctx)
         except BaseException as exc:
             manifest.step_failed(index, exc)
             tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         manifest.step_done(index, result)
         outputs.append(result)
-    manifest.run_done()
-    tracker.log_artifact(run_dir / "manifest.json", "workflow")
-    tracker.end("FINISHED")
-    return RunResult(run_id, run_dir, mlflow_run_id, spec.tracking.uri, outputs, ctx.state)
+    if manifest.state != "done":
+        manifest.run_done()
+        tracker.log_artifact(run_dir / "manifest.json", "workflow")
+        tracker.end("FINISHED")
+    return RunResult(run_id, run_dir, manifest.mlflow_run_id or "", spec.tracking.uri, outputs, ctx.state, resumed)

@@ -167,3 +167,9 @@ def census_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
         _header_entries, fn_kwargs={"source": source}, batch_size=None, batch_format="numpy"
     )
     return ds.to_pandas()
+
+
+def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:
+    """The full rows (pixels included) of a few cases of a written dataset."""
+    ds = ray.data.read_parquet(str(path)).filter(expr=col("case_id").is_in(list(case_ids)))
+    return [dict(row) for row in ds.take_all()]

@@ -1,29 +1,37 @@
 """Batch inference on a Ray Data actor pool: the model is loaded once per actor.
 
-Each actor segments a batch, writes one mask PNG per input (atomically) and returns
-per-case rows without pixels; the driver gathers those rows into the report.
+Each actor segments a batch, writes each case's outputs atomically, then records the batch's
+result rows in a "part" file named after the batch's case ids. A case counts as done only
+once its part is written, so a crash (of an actor, or of the whole driver) loses at most the
+batches in flight; a rerun skips every case found in the parts and rewrites the rest, never
+duplicating an output (same case → same path, written by rename).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as pads
 import ray
 import torch
+from ray.data.expressions import col
 from tqdm.auto import tqdm
 
-from segops.config.schema import ActorPoolSpec
+from segops.config.schema import ActorPoolSpec, SlidingWindowSpec
 from segops.data.records import STATUS_OK
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.metrics import case_scores
-from segops.outputs.masks import mask_relpath, write_mask_png
+from segops.outputs.atomic import atomic_write
+from segops.outputs.case_outputs import OutputConfig, write_case_outputs
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,8 @@ _PASSTHROUGH = (
     "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "has_label", "label_uri",
     "status", "stage", "error_type", "error", "transfer_syntax",
 )  # fmt: skip
+RESULT_COLUMNS = (*_PASSTHROUGH, "mask_path", "seg_path", "fg_fraction", "label_fg_fraction", "dice", "iou")
+STATUS_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -67,63 +77,118 @@ def size_actor_pool(spec: ActorPoolSpec, resources: dict[str, float]) -> PoolSiz
 class _Segmenter:
     """Actor: holds one model; called once per batch of records."""
 
-    def __init__(self, checkpoint_dir: str, mask_root: str, torch_threads: int, amp: bool):
-        torch.set_num_threads(torch_threads)
+    def __init__(self, checkpoint_dir: str, outputs: OutputConfig, parts_dir: str, options: dict[str, Any]):
+        torch.set_num_threads(options["torch_threads"])
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.loaded = load_checkpoint(checkpoint_dir, self.device)
-        self.mask_root = mask_root
-        self.amp = amp
+        self.outputs, self.parts_dir = outputs, Path(parts_dir)
+        self.amp, self.sliding = options["amp"], SlidingWindowSpec.model_validate(options["sliding"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = [i for i, status in enumerate(batch["status"]) if status == STATUS_OK]
-        masks = dict(zip(ok, predict_masks(self.loaded, [batch["image"][i] for i in ok], self.device, amp=self.amp)))
-        classes = self.loaded.model_spec.classes
-        out: dict[str, list[Any]] = {k: list(batch[k]) for k in _PASSTHROUGH}
-        out |= {"mask_path": [], "fg_fraction": [], "label_fg_fraction": [], "dice": [], "iou": []}
-        for i in range(len(batch["status"])):
-            if i not in masks:  # a quarantined/skipped row from a source read in this pipeline
-                for key in ("mask_path", "fg_fraction", "label_fg_fraction", "dice", "iou"):
-                    out[key].append("" if key == "mask_path" else np.nan)
-                continue
-            mask = masks[i]
-            rel = mask_relpath(str(batch["rel_path"][i]), int(batch["frame"][i]))
-            out["mask_path"].append(str(write_mask_png(self.mask_root, rel, mask, classes)))
-            out["fg_fraction"].append(float((mask > 0).mean()))
-            if bool(batch["has_label"][i]):
-                label = batch["label"][i]
-                scores = case_scores(mask, label, classes)
-                out["label_fg_fraction"].append(float((label > 0).mean()))
-                out["dice"].append(scores["dice"])
-                out["iou"].append(scores["iou"])
-            else:
-                out["label_fg_fraction"].append(np.nan)
-                out["dice"].append(np.nan)
-                out["iou"].append(np.nan)
-        return {k: np.asarray(v) for k, v in out.items()}
+        start = time.perf_counter()
+        n = len(batch["case_id"])
+        rows = [{k: batch[k][i] for k in _PASSTHROUGH} for i in range(n)]
+        ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
+        masks = self._predict(batch, ok, rows)
+        for i, row in enumerate(rows):
+            row |= {"mask_path": "", "seg_path": "", "fg_fraction": np.nan, "label_fg_fraction": np.nan,
+                    "dice": np.nan, "iou": np.nan}  # fmt: skip
+            if i in masks:
+                self._finish_case(row, masks[i], batch["label"][i])
+        table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        write_part(self.parts_dir, table)
+        table["infer_seconds"] = (time.perf_counter() - start) / max(n, 1)
+        return {k: table[k].to_numpy() for k in table.columns}
+
+    def _predict(self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]) -> dict[int, np.ndarray]:
+        """Masks for the ``ok`` rows; a case that fails on its own is marked failed, not fatal."""
+        try:
+            images = [batch["image"][i] for i in ok]
+            return dict(zip(ok, predict_masks(self.loaded, images, self.device, self.amp, self.sliding)))
+        except Exception:  # find the culprit(s): retry one by one
+            masks = {}
+            for i in ok:
+                try:
+                    (masks[i],) = predict_masks(self.loaded, [batch["image"][i]], self.device, self.amp, self.sliding)
+                except Exception as exc:
+                    rows[i] |= {"status": STATUS_FAILED, "stage": "segment", "error_type": type(exc).__name__,
+                                "error": str(exc)[:2000]}  # fmt: skip
+            return masks
+
+    def _finish_case(self, row: dict[str, Any], mask: np.ndarray, label: np.ndarray) -> None:
+        try:
+            row |= write_case_outputs(self.outputs, row, mask)
+        except Exception as exc:  # e.g. a SEG highdicom refuses: the case is failed, the batch goes on
+            row |= {"status": STATUS_FAILED, "stage": "write", "error_type": type(exc).__name__, "error": str(exc)[:2000]}
+            return
+        row["fg_fraction"] = float((mask > 0).mean())
+        if bool(row["has_label"]):
+            scores = case_scores(mask, label, self.outputs.classes)
+            row |= {"label_fg_fraction": float((label > 0).mean()), "dice": scores["dice"], "iou": scores["iou"]}
+
+
+def write_part(parts_dir: Path, table: pd.DataFrame) -> Path:
+    """Atomically write a batch's result rows; the name depends only on the batch's cases."""
+    digest = hashlib.sha1("\n".join(sorted(map(str, table["case_id"]))).encode()).hexdigest()[:20]
+    return atomic_write(parts_dir / f"part-{digest}.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+
+
+def read_parts(parts_dir: Path) -> pd.DataFrame:
+    """Every result row recorded so far, one per case (a case re-done after a crash counts once)."""
+    files = sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []
+    if not files:
+        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+    table = pads.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+    return table.drop_duplicates("case_id", keep="last").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    """What one call of :func:`segment_dataset` did."""
+
+    results: pd.DataFrame  # all rows, this call's and earlier attempts'
+    processed: int  # rows processed by this call
+    skipped: int  # rows already done before this call
+    seconds: float
+    actor_seconds: float  # summed time actors spent on batches
 
 
 def segment_dataset(
     ds: ray.data.Dataset,
     checkpoint_dir: Path,
-    mask_root: Path,
+    outputs: OutputConfig,
+    parts_dir: Path,
     pool: PoolSize,
     batch_size: int,
+    options: dict[str, Any],
     total: int | None = None,
-) -> pd.DataFrame:
-    """Segment every row of ``ds`` and return one result row per input (no pixels)."""
-    amp = pool.gpus_per_actor > 0
+) -> SegmentRun:
+    """Segment every row of ``ds`` not already recorded in ``parts_dir``.
+
+    ``options``: ``amp`` (bool) and ``sliding`` (a SlidingWindowSpec as dict).
+    """
+    done = read_parts(parts_dir)
+    if len(done):
+        log.info("resuming: %d case(s) already segmented, skipping them", len(done))
+        ds = ds.filter(expr=~col("case_id").is_in(done["case_id"].tolist()))
     results = ds.map_batches(
         _Segmenter,
-        fn_constructor_args=(str(checkpoint_dir), str(mask_root), pool.torch_threads, amp),
+        fn_constructor_args=(str(checkpoint_dir), outputs, str(parts_dir), options | {"torch_threads": pool.torch_threads}),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor or None,
+        max_restarts=-1,  # an actor that dies is restarted; its batch is retried
+        max_task_retries=-1,
     )
-    frames = []
-    with tqdm(total=total, desc="segment", unit="img", dynamic_ncols=True) as bar:
+    processed, actor_seconds = 0, 0.0
+    start = time.perf_counter()
+    remaining = None if total is None else max(total - len(done), 0)
+    with tqdm(total=remaining, desc="segment", unit="img", dynamic_ncols=True, mininterval=1.0) as bar:
         for batch in results.iter_batches(batch_format="pandas", batch_size=None):
-            frames.append(batch)
+            processed += len(batch)
+            actor_seconds += float(batch["infer_seconds"].sum())
             bar.update(len(batch))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*_PASSTHROUGH, "mask_path"])
+    seconds = time.perf_counter() - start
+    return SegmentRun(read_parts(parts_dir), processed, len(done), seconds, actor_seconds)

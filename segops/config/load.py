@@ -140,6 +140,8 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
                 )
             if step.source is None and not seen_ingest:
                 problems.append(f"steps[{i}].source: required when no ingest step comes before this segment step")
+            if 0 in step.segments:
+                problems.append(f"steps[{i}].segments: class 0 is background and cannot be a segment")
         seen_ingest |= isinstance(step, IngestStep)
         seen_train |= isinstance(step, TrainStep)
     return problems

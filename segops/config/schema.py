@@ -103,7 +103,15 @@ class ImageSource(Spec):
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
+class DatasetSource(Spec):
+    """The Parquet dataset an ingest step wrote (``runs/<run>/dataset``): decoded once, read many times."""
+
+    kind: Literal["dataset"]
+    path: Path
+
+
 SourceSpec = Annotated[Union[DicomSource, ImageSource], Field(discriminator="kind")]
+SegmentSourceSpec = Annotated[Union[DicomSource, ImageSource, DatasetSource], Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- models
@@ -265,6 +273,21 @@ class ActorPoolSpec(Spec):
         return self
 
 
+class SlidingWindowSpec(Spec):
+    """MONAI sliding-window inference for images larger than ``max_pixels``.
+
+    Tiles of ``roi_size`` (default: the training patch size) overlap by ``overlap`` and are
+    blended with Gaussian weights; ``tile_batch`` tiles go through the network at once, which
+    bounds an actor's memory whatever the image size.
+    """
+
+    max_pixels: int = Field(default=1024 * 1024, ge=1, description="Whole-image inference up to this many pixels.")
+    roi_size: tuple[int, int] | None = None
+    overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    mode: Literal["gaussian", "constant"] = "gaussian"
+    tile_batch: int = Field(default=4, ge=1)
+
+
 class SegmentStep(Spec):
     """Batch inference on an actor pool: one mask per input and a per-case Dice/IoU report.
 
@@ -275,10 +298,17 @@ class SegmentStep(Spec):
 
     step: Literal["segment"]
     model: str | None = None
-    source: SourceSpec | None = None
-    outputs: tuple[Literal["png"], ...] = ("png",)
+    source: SegmentSourceSpec | None = None
+    outputs: tuple[Literal["png", "dicom-seg"], ...] = ("png",)
+    layout: Literal["mirror", "dicom-tags"] = Field(
+        default="mirror",
+        description="mirror: outputs mirror input paths; dicom-tags: <PatientID>/<StudyUID>/<SeriesUID>/<SOPUID> (sanitised).",
+    )
+    segments: dict[int, str] = Field(default_factory=lambda: {1: "foreground"}, description="Class → DICOM SEG label.")
     batch_size: int = Field(default=8, ge=1)
     actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
+    sliding_window: SlidingWindowSpec = Field(default_factory=lambda: SlidingWindowSpec())
+    amp: bool = Field(default=True, description="bfloat16 autocast on GPU (no effect on CPU).")
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
 
 

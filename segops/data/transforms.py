@@ -44,6 +44,8 @@ def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int)
     """Record pixels → normalised (in_channels, H, W) float32 network input."""
     if image.ndim != 3:
         raise ShapeError(f"expected an image of shape (C, H, W), got {image.shape}")
+    if not image.flags.writeable:  # Ray hands out read-only views; torch warns on those
+        image = image.copy()
     return normalize_intensity(match_channels(image, in_channels), intensity)
 
 

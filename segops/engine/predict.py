@@ -1,4 +1,4 @@
-"""Whole-image inference for 2D semantic segmentation (plain torch)."""
+"""Inference for 2D semantic segmentation (plain torch + MONAI sliding window)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
 
+from segops.config.schema import SlidingWindowSpec
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
 
@@ -17,8 +19,13 @@ def predict_masks(
     images: list[np.ndarray],
     device: str | torch.device = "cpu",
     amp: bool = False,
+    sliding: SlidingWindowSpec | None = None,
 ) -> list[np.ndarray]:
     """Segment raw record images.
+
+    Images up to ``sliding.max_pixels`` go through the network whole (padded to the model's
+    size divisor, equal shapes batched together); larger ones are tiled with MONAI's
+    ``sliding_window_inference`` so memory stays bounded by ``tile_batch`` tiles.
 
     Args:
         images: each (C, H, W) float32 as decoded (before intensity normalisation).
@@ -27,18 +34,42 @@ def predict_masks(
     Returns:
         One (H, W) uint8 class map per image, same order and size as the inputs.
     """
+    sliding = sliding or SlidingWindowSpec()
     spec, pre = loaded.model_spec, loaded.preprocess
-    prepared = [pad_to_multiple(prepare_image(img, pre.intensity, spec.in_channels), spec.size_divisor) for img in images]
-    by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, arr in enumerate(prepared):
-        by_shape[arr.shape].append(i)  # batch only equal shapes together
+    prepared = [prepare_image(img, pre.intensity, spec.in_channels) for img in images]
     masks: list[np.ndarray | None] = [None] * len(images)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp and torch.device(device).type == "cuda" else nullcontext()
-    with torch.inference_mode(), autocast:
-        for indices in by_shape.values():
-            batch = torch.from_numpy(np.stack([prepared[i] for i in indices])).to(device)
-            labels = loaded.model(batch).argmax(dim=1).to(torch.uint8).cpu().numpy()
+    whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    dev = torch.device(device)
+    with torch.inference_mode(), _autocast(dev, amp):
+        for i, arr in enumerate(prepared):
+            if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
+                masks[i] = _sliding(loaded, arr, sliding, dev)
+            else:
+                whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
+        for indices in whole.values():  # batch only equal shapes together
+            batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
+            labels = loaded.model(batch.to(dev)).argmax(dim=1).to(torch.uint8).cpu().numpy()
             for i, label in zip(indices, labels):
                 h, w = images[i].shape[1:]
                 masks[i] = label[:h, :w]
     return masks  # type: ignore[return-value]
+
+
+def _sliding(loaded: LoadedModel, image: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
+    roi = sliding.roi_size or loaded.preprocess.patch_size
+    logits = sliding_window_inference(
+        torch.from_numpy(image)[None].to(device),
+        roi_size=roi,
+        sw_batch_size=sliding.tile_batch,
+        predictor=loaded.model,
+        overlap=sliding.overlap,
+        mode=sliding.mode,
+        padding_mode="constant",
+    )
+    return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()

@@ -29,6 +29,7 @@ def build_seg(
         labels: class index → segment label (e.g. ``{1: "lesion"}``); class 0 is background.
         series_uid, sop_uid: pass fixed UIDs to make the output reproducible.
     """
+    sources = [_with_type2_attributes(ds) for ds in sources]
     classes = sorted(labels)
     # highdicom wants (frames, H, W, segments) for several segments
     stack = np.stack([(masks == c) for c in classes], axis=-1).astype(np.uint8)
@@ -61,6 +62,22 @@ def build_seg(
         device_serial_number="0",
         omit_empty_frames=False,
     )
+
+
+#: Type 2 attributes highdicom copies from the source: present in a valid file, but often
+#: missing in real archives. Missing ones are added empty (the standard allows empty Type 2).
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
+
+
+def _with_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:
+    missing = [k for k in _TYPE2 if k not in ds]
+    if not missing:
+        return ds
+    ds = ds.copy()
+    for keyword in missing:
+        setattr(ds, keyword, "")
+    return ds
 
 
 def write_seg(path: str | Path, seg: hd.seg.Segmentation) -> Path:

@@ -62,9 +62,26 @@ class RunManifest:
         self.state, self.finished = "failed", utc_now()
         self.save()
 
+    def run_resumed(self) -> None:
+        self.state, self.finished = "running", None
+        for step in self.steps:
+            if step.state != "done":
+                step.state, step.error = "pending", None
+        self.save()
+
     def run_done(self) -> None:
         self.state, self.finished = "done", utc_now()
         self.save()
+
+
+def read_manifest(run_dir: str | Path) -> RunManifest | None:
+    """The manifest of an earlier attempt at this run, or None if there is none."""
+    path = Path(run_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    steps = [StepState(**s) for s in data.pop("steps")]
+    return RunManifest(**data, steps=steps)
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:

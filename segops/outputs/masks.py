@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from segops.outputs.atomic import atomic_write_bytes, safe_join
+from segops.outputs.layout import mirror_stem
 
 
-def mask_relpath(rel_path: str, frame: int, n_frames_hint: bool = False) -> str:
+def mask_relpath(rel_path: str, frame: int) -> str:
     """Output path of an input's mask, mirroring its relative path: ``a/b.dcm`` → ``a/b.png``.
 
     Frames of a multi-frame file get ``.fNNNN`` before the suffix.
     """
-    stem = PurePosixPath(rel_path).with_suffix("")
-    return f"{stem}.f{frame:04d}.png" if (frame or n_frames_hint) else f"{stem}.png"
+    return f"{mirror_stem(rel_path, frame)}.png"
 
 
 def encode_mask_png(mask: np.ndarray, classes: int) -> bytes:

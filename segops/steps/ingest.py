@@ -101,3 +101,12 @@ def unmatched_labels(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
     known = build_resolver(step.source.labels).all_label_keys()
     unmatched = sorted(known - set(ok["label_uri"]))
     return pd.DataFrame({"label_uri": unmatched})
+
+
+def restore(step: IngestStep, outputs: dict[str, Any], ctx: RunContext) -> None:
+    """Put a finished ingest's dataset back in the run context (resume)."""
+    ctx.state |= {
+        "source": step.source,
+        "dataset": Path(outputs["dataset"]),
+        "census": pd.read_parquet(outputs["census"]),
+    }

@@ -1,7 +1,8 @@
-"""``segment``: actor-pool inference → one mask per input, per-case report, overlays."""
+"""``segment``: streaming actor-pool inference → outputs per case, report, overlays; resumable."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,15 +10,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segops.cluster.datasets import read_dataset, read_source
-from segops.cluster.infer import segment_dataset, size_actor_pool
-from segops.config.schema import SegmentStep
+from segops.cluster.datasets import read_dataset, read_source, take_records
+from segops.cluster.infer import STATUS_FAILED, segment_dataset, size_actor_pool
+from segops.config.schema import DatasetSource, SegmentStep
 from segops.data.decode import decode_file
+from segops.data.labels import read_mask_png
 from segops.data.records import STATUS_OK
 from segops.data.transforms import prepare_image
-from segops.engine.checkpoint import load_checkpoint
-from segops.data.labels import read_mask_png
+from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
 from segops.outputs.atomic import atomic_write
+from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, write_table
 from segops.steps.context import RunContext
@@ -28,7 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(step: SegmentStep, ctx: RunContext) -> Path:
-    """The checkpoint directory to segment with: the step's ``model`` or the train step's."""
+    """The checkpoint directory to segment with: the step's ``model`` or the train step's.
+
+    ``models:/name/3``, ``models:/name@champion`` and ``runs:/id/model`` are downloaded from
+    the workflow's tracking server; anything else is a local checkpoint folder.
+    """
     if step.model is None:
         return Path(ctx.state["checkpoint"])
     if is_model_uri(step.model):
@@ -36,67 +42,101 @@ def resolve_checkpoint(step: SegmentStep, ctx: RunContext) -> Path:
     return Path(step.model)
 
 
+def checkpoint_digest(checkpoint: Path) -> str:
+    """Content hash of the weights: identifies the model in outputs and the manifest."""
+    return hashlib.sha256((checkpoint / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+
+
 def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     checkpoint = resolve_checkpoint(step, ctx)
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
-    if step.source is not None:
-        source, ds, total = step.source, read_source(step.source), None
-    else:
-        source, dataset = ctx.state["source"], ctx.state["dataset"]
-        ds, total = read_dataset(dataset), int((dataset_meta(dataset)["status"] == STATUS_OK).sum())
+    digest = checkpoint_digest(checkpoint)
+    ds, total = _input_dataset(step, ctx)
     pool = size_actor_pool(step.actors, ctx.resources)
-    log.info("segmenting with %d-%d actor(s) x %s CPU", pool.min_actors, pool.max_actors, pool.cpus_per_actor)
-    results = segment_dataset(ds, checkpoint, ctx.run_dir / "masks", pool, step.batch_size, total)
+    log.info("segmenting with %d-%d actor(s) x %s CPU%s", pool.min_actors, pool.max_actors,
+             pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
+    config = OutputConfig(str(ctx.run_dir), tuple(step.outputs), step.layout, dict(step.segments),
+                          loaded.model_spec.classes, digest)  # fmt: skip
+    options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json")}
+    run_ = segment_dataset(ds, checkpoint, config, ctx.run_dir / "segment-parts", pool, step.batch_size, options, total)
 
+    results = run_.results
     ok = results[results["status"] == STATUS_OK]
     outputs_path, outputs_csv = write_table(build_outputs(ok), ctx.run_dir / "outputs")
     report = build_report(ok, ctx.state.get("val_groups"))
-    report_path, csv_path = write_table(report, ctx.run_dir / "report")
-    metrics = {"segment_masks": float(len(ok))} | {f"segment_{k}": v for k, v in report_metrics(report).items()}
-    outputs: dict[str, Any] = {
-        "masks": str(ctx.run_dir / "masks"),
-        "outputs": str(outputs_path),
-        "report": str(report_path),
-        **metrics,
-    }
+    report_path, report_csv = write_table(report, ctx.run_dir / "report")
+    metrics = {
+        "segment_outputs": float(len(ok)),
+        "segment_failed": float((results["status"] == STATUS_FAILED).sum()),
+        "segment_skipped_done": float(run_.skipped),
+        "segment_images_per_s": run_.processed / run_.seconds if run_.seconds > 0 and run_.processed else float("nan"),
+        "segment_actor_utilisation": run_.actor_seconds / (run_.seconds * pool.max_actors) if run_.seconds > 0 else float("nan"),
+    } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
+    outputs: dict[str, Any] = {"outputs": str(outputs_path), "report": str(report_path), "model_digest": digest}
     bad = results[results["status"] != STATUS_OK]
     if len(bad):
-        qpath, _ = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), ctx.run_dir / "segment-quarantine")
-        metrics["segment_quarantined"] = float(len(bad))
+        qpath, qcsv = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), ctx.run_dir / "segment-quarantine")
         outputs["quarantine"] = str(qpath)
-        ctx.tracker.log_artifact(qpath.with_suffix(".csv"), "segment")
+        ctx.tracker.log_artifact(qcsv, "segment")
     ctx.tracker.log_metrics(metrics)
-    ctx.tracker.log_artifact(csv_path, "segment")
-    ctx.tracker.log_artifact(outputs_csv, "segment")
-    ctx.tracker.log_artifact(report_path, "segment")
-    overlay_dir = write_overlays(report, source, loaded, ctx.run_dir / "overlays", step.overlays)
+    for path in (report_csv, report_path, outputs_csv):
+        ctx.tracker.log_artifact(path, "segment")
+    overlay_dir = write_overlays(report, step, ctx, loaded, ctx.run_dir / "overlays", step.overlays)
     if overlay_dir is not None:
         ctx.tracker.log_artifact(overlay_dir, "segment/overlays")
     ctx.state |= {"report": report_path, "metrics": metrics}
-    return outputs
+    return outputs | metrics
 
 
-def write_overlays(report: pd.DataFrame, source: Any, loaded: Any, out_dir: Path, n: int) -> Path | None:
+def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None:
+    """Put a finished segment step's report and metrics back in the run context (resume)."""
+    metrics = {k: v for k, v in outputs.items() if k.startswith("segment_")}
+    ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics}
+
+
+def _input_dataset(step: SegmentStep, ctx: RunContext):
+    """(dataset, expected row count or None) for the step's source."""
+    if isinstance(step.source, DatasetSource):
+        meta = dataset_meta(step.source.path)
+        return read_dataset(step.source.path), int((meta["status"] == STATUS_OK).sum())
+    if step.source is not None:
+        return read_source(step.source), None  # decoded in the stream; bad files become rows
+    dataset = ctx.state["dataset"]
+    return read_dataset(dataset), int((dataset_meta(dataset)["status"] == STATUS_OK).sum())
+
+
+def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int) -> Path | None:
     """Overlay PNGs of the worst and best labelled cases (held-out ones when there is a split)."""
-    labelled = report
-    if n == 0 or labelled.empty:
+    if n == 0 or report.empty or not (report["mask_path"].str.len() > 0).all():
         return None
-    pool = labelled[labelled["split"] == "val"] if (labelled["split"] == "val").any() else labelled
+    pool = report[report["split"] == "val"] if (report["split"] == "val").any() else report
     ranked = pool.sort_values("dice")
     best = ranked[ranked["label_fg_fraction"] > 0].tail(n // 2)  # an empty slice scored 1.0 shows nothing
     picks = pd.concat([ranked.head(n - len(best)), best]).drop_duplicates("case_id")
-    for _, row in picks.iterrows():
-        records = decode_file(row["source_uri"], row["rel_path"], source)
-        record = next((r for r in records if r["case_id"] == row["case_id"]), None)
-        if record is None or record["status"] != STATUS_OK:
+    for row, record in zip(picks.to_dict("records"), _records(picks, step, ctx)):
+        if record is None:
             continue
         image = prepare_image(record["image"], loaded.preprocess.intensity, 1)[0]
         image01 = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
         pred = read_mask_png(row["mask_path"], image.shape)
         rgb = overlay_rgb(image01, pred, record["label"])
-        name = f"dice{row['dice']:.3f}_{Path(row['rel_path']).stem}_{row['case_id'][-8:]}.png"
-        atomic_write(out_dir / name, lambda tmp: _save_png(rgb, tmp))
+        name = f"dice{row['dice']:.3f}_{Path(row['rel_path']).stem}_{str(row['case_id'])[-8:]}.png"
+        atomic_write(out_dir / name, lambda tmp, rgb=rgb: _save_png(rgb, tmp))
     return out_dir
+
+
+def _records(picks: pd.DataFrame, step: SegmentStep, ctx: RunContext) -> list[dict[str, Any] | None]:
+    """Pixels and labels of a few cases: re-read from the dataset, or re-decoded from the source."""
+    source = step.source if step.source is not None else None
+    if source is None or isinstance(source, DatasetSource):
+        dataset = source.path if source is not None else ctx.state["dataset"]
+        found = {r["case_id"]: r for r in take_records(dataset, picks["case_id"].tolist())}
+        return [found.get(cid) for cid in picks["case_id"]]
+    out = []
+    for row in picks.to_dict("records"):
+        rows = decode_file(row["source_uri"], row["rel_path"], source)
+        out.append(next((r for r in rows if r["case_id"] == row["case_id"] and r["status"] == STATUS_OK), None))
+    return out
 
 
 def _save_png(rgb: np.ndarray, path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,11 @@ def _flat_params(step: TrainStep) -> dict[str, Any]:
 
     walk("", step.model_dump(mode="json", exclude={"step"}))
     return flat
+
+
+def restore(step: TrainStep, outputs: dict[str, Any], ctx: RunContext) -> None:
+    """Put a finished training's checkpoint, split and model URI back in the run context (resume)."""
+    split = json.loads((ctx.run_dir / "split.json").read_text())
+    ctx.state |= {"checkpoint": Path(outputs["checkpoint"]), "val_groups": set(split["val"])}
+    if "model_uri" in outputs:
+        ctx.state["model_uri"] = outputs["model_uri"]

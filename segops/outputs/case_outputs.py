@@ -1,0 +1,65 @@
+"""All outputs of one segmented case: mask PNG and/or DICOM SEG, at paths that never escape the root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+from segops.outputs.atomic import safe_join
+from segops.outputs.dicom_seg import build_seg, write_seg
+from segops.outputs.layout import dicom_tag_stem, mirror_stem
+from segops.outputs.masks import write_mask_png
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """What to write and where (picklable: shipped to inference actors)."""
+
+    root: str
+    formats: tuple[str, ...]
+    layout: str  # "mirror" | "dicom-tags"
+    segments: dict[int, str]
+    classes: int
+    model_digest: str  # makes SEG UIDs reproducible per (source, model)
+
+
+def is_dicom_record(meta: dict[str, Any]) -> bool:
+    """DICOM records carry a transfer syntax UID (digits); image files carry their format name."""
+    return str(meta.get("transfer_syntax", ""))[:1].isdigit()
+
+
+def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
+    """Write the requested outputs for one case; returns ``{"mask_path": ..., "seg_path": ...}``.
+
+    Args:
+        meta: the record's columns (``rel_path``, ``frame``, ``source_uri``, ``transfer_syntax``...).
+        mask: (H, W) class map.
+    """
+    header = None
+    if is_dicom_record(meta) and (cfg.layout == "dicom-tags" or "dicom-seg" in cfg.formats):
+        header = pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
+    frame = int(meta["frame"])
+    if cfg.layout == "dicom-tags" and header is not None:
+        stem = dicom_tag_stem(header.get("PatientID"), header.get("StudyInstanceUID"),
+                              header.get("SeriesInstanceUID"), header.get("SOPInstanceUID"), frame)  # fmt: skip
+    else:
+        stem = mirror_stem(str(meta["rel_path"]), frame)
+    written: dict[str, str] = {"mask_path": "", "seg_path": ""}
+    if "png" in cfg.formats:
+        written["mask_path"] = str(write_mask_png(Path(cfg.root) / "masks", f"{stem}.png", mask, cfg.classes))
+    if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
+        sop, series = str(header.SOPInstanceUID), str(header.SeriesInstanceUID)
+        seg = build_seg(
+            [header],
+            mask[None],
+            {c: cfg.segments.get(c, f"class {c}") for c in range(1, cfg.classes)},
+            series_uid=generate_uid(entropy_srcs=["segops-seg-series", series, cfg.model_digest]),
+            sop_uid=generate_uid(entropy_srcs=["segops-seg", sop, cfg.model_digest]),
+        )
+        written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
+    return written

@@ -1,0 +1,33 @@
+"""Where an input's outputs go. Paths built from DICOM tags are sanitised component by component."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_COMPONENT = 64
+
+
+def sanitize_component(value: object, fallback: str = "unknown") -> str:
+    """One safe path component from an untrusted string (a PatientID, a UID...).
+
+    Keeps letters, digits, ``.``, ``_`` and ``-``; everything else (``/``, ``\\``, spaces,
+    control characters) becomes ``_``; leading dots are dropped so ``..`` and hidden names
+    cannot occur; the result is cut to 64 characters. Empty results become ``fallback``.
+    """
+    text = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:MAX_COMPONENT]
+    return text or fallback
+
+
+def mirror_stem(rel_path: str, frame: int, n_frames: int = 1) -> str:
+    """``a/b.dcm`` → ``a/b``; frames of a multi-frame input get ``.fNNNN``."""
+    stem = str(PurePosixPath(rel_path).with_suffix(""))
+    return f"{stem}.f{frame:04d}" if (frame or n_frames > 1) else stem
+
+
+def dicom_tag_stem(patient_id: object, study_uid: object, series_uid: object, instance: object, frame: int = 0) -> str:
+    """``<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>`` (each sanitised)."""
+    parts = [sanitize_component(v) for v in (patient_id, study_uid, series_uid, instance)]
+    stem = "/".join(parts)
+    return f"{stem}.f{frame:04d}" if frame else stem
