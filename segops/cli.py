@@ -103,7 +103,8 @@ def _print_summary(result) -> None:
     for key in ("segment_heldout_dice_mean", "segment_heldout_fg_dice_mean", "segment_heldout_iou_mean",
                 "segment_dice_mean", "segment_outputs", "segment_failed", "segment_images_per_s"):  # fmt: skip
         if key in metrics:
-            table.add_row(key.removeprefix("segment_"), f"{metrics[key]:.4f}")
+            value = metrics[key]
+            table.add_row(key.removeprefix("segment_"), f"{value:.0f}" if key in ("segment_outputs", "segment_failed") else f"{value:.4f}")
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")

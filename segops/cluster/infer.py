@@ -179,9 +179,7 @@ def segment_dataset(
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor or None,
-        max_restarts=-1,  # an actor that dies is restarted; its batch is retried
-        max_task_retries=-1,
-    )
+    )  # Ray Data's actor pools restart dead actors and retry their batches (max_restarts=-1)
     processed, actor_seconds = 0, 0.0
     start = time.perf_counter()
     remaining = None if total is None else max(total - len(done), 0)

@@ -32,6 +32,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def remove_stale_temps(root: str | Path) -> int:
+    """Delete temp files that writers killed mid-write left under ``root``; returns how many.
+
+    Call only when no writer is active (e.g. after a step's actors are done): a temp file is
+    never an output, since outputs appear only by rename.
+    """
+    root = Path(root)
+    stale = [p for p in root.rglob(".*.tmp") if p.is_file()] if root.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically write ``data`` to ``path``."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))

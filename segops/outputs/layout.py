@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
 MAX_COMPONENT = 64
 
 
@@ -13,8 +13,9 @@ def sanitize_component(value: object, fallback: str = "unknown") -> str:
     """One safe path component from an untrusted string (a PatientID, a UID...).
 
     Keeps letters, digits, ``.``, ``_`` and ``-``; everything else (``/``, ``\\``, spaces,
-    control characters) becomes ``_``; leading dots are dropped so ``..`` and hidden names
-    cannot occur; the result is cut to 64 characters. Empty results become ``fallback``.
+    control characters) and every run of two or more dots becomes ``_``; leading dots are
+    dropped, so ``..`` and hidden names cannot occur; the result is cut to 64 characters.
+    Empty results become ``fallback``.
     """
     text = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:MAX_COMPONENT]
     return text or fallback

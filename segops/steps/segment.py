@@ -18,7 +18,7 @@ from segops.data.labels import read_mask_png
 from segops.data.records import STATUS_OK
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
-from segops.outputs.atomic import atomic_write
+from segops.outputs.atomic import atomic_write, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, write_table
@@ -59,6 +59,9 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
                           loaded.model_spec.classes, digest)  # fmt: skip
     options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json")}
     run_ = segment_dataset(ds, checkpoint, config, ctx.run_dir / "segment-parts", pool, step.batch_size, options, total)
+    stale = sum(remove_stale_temps(ctx.run_dir / d) for d in ("masks", "segs", "segment-parts"))
+    if stale:
+        log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
 
     results = run_.results
     ok = results[results["status"] == STATUS_OK]

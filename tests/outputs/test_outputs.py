@@ -100,3 +100,25 @@ def test_overlay_marks_prediction_and_truth_outline() -> None:
     assert rgb[1, 1, 0] > rgb[1, 1, 1]  # red tint on prediction
     assert tuple(rgb[4, 4]) == (26, 255, 26)  # truth edge in green
     assert tuple(rgb[0, 5]) == (128, 128, 128)  # untouched
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("../../escape", "____escape"), ("..", "_"), (".hidden", "hidden"), ("a/b\\c", "a_b_c"), ("", "unknown"),
+     (None, "unknown"), ("1.2.840.113619", "1.2.840.113619"), ("x" * 100, "x" * 64), ("a..b", "a_b"), ("na me", "na_me")],
+)  # fmt: skip
+def test_sanitize_component(value, expected) -> None:
+    from segops.outputs.layout import dicom_tag_stem, sanitize_component
+
+    assert sanitize_component(value) == expected
+    assert ".." not in dicom_tag_stem(value, "1.2", "../3", "4", frame=0).split("/")
+
+
+def test_stale_temps_are_removed_and_outputs_kept(tmp_path: Path) -> None:
+    from segops.outputs.atomic import remove_stale_temps
+
+    atomic_write_text(tmp_path / "a" / "m.png", "done")
+    (tmp_path / "a" / ".m2.png.x1y2.tmp").write_text("half")  # what a SIGKILLed writer leaves
+    assert remove_stale_temps(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["m.png"]
+    assert remove_stale_temps(tmp_path / "missing") == 0

@@ -1,0 +1,189 @@
+"""The segment step on real Ray: outputs, DICOM SEG, sanitised paths, actor crashes, resume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pandas as pd
+import psutil
+import pydicom
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from segops.config import validate_workflow_text
+from segops.config.schema import PreprocessSpec, UNetSpec, WindowIntensity
+from segops.data.labels import read_mask_png
+from segops.data.synth import make_ct_archive
+from segops.engine.checkpoint import save_checkpoint
+from segops.models import build_model
+from segops.outputs.manifest import load_manifest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from segops.cluster.runtime import ensure_ray
+    from segops.config.schema import ClusterSpec
+
+    ensure_ray(ClusterSpec(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained U-Net: outputs need not be good, only deterministic."""
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", channels=(4, 8, 16), strides=(2, 2), num_res_units=0)
+    pre = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=-160, upper=240), patch_size=(32, 32))
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model", build_model(spec), spec, pre)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("archive")
+    make_ct_archive(root, series=2, slices=5, seed=11)
+    hostile = sorted((root / "images" / "series-001").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(hostile)
+    ds.PatientID = "../../escape"  # a tag that must never become a path
+    ds.save_as(hostile)
+    (root / "images" / "series-000" / "zz-broken.dcm").write_bytes(b"\x00" * 300)
+    return root
+
+
+def _workflow(root: Path, out: Path, checkpoint: Path, **segment) -> str:
+    step = {"step": "segment", "model": str(checkpoint),
+            "source": {"kind": "dicom", "path": str(root / "images"), "labels": {"kind": "mask-png", "path": str(root / "labels")}},
+            "batch_size": 2, "overlays": 0} | segment  # fmt: skip
+    return yaml.safe_dump({"name": "seg", "output_dir": str(out), "cluster": {"num_cpus": 2},
+                           "tracking": {"uri": f"sqlite:///{out}/mlflow.db", "experiment": "seg"}, "steps": [step]})  # fmt: skip
+
+
+def _run(text: str):
+    from segops.workflows import run_workflow
+
+    return run_workflow(validate_workflow_text(text), text)
+
+
+def test_dicom_seg_outputs_reference_their_sources_and_tag_paths_are_sanitised(ray_session, archive, checkpoint, tmp_path) -> None:
+    run = _run(_workflow(archive, tmp_path, checkpoint, outputs=["png", "dicom-seg"], layout="dicom-tags", segments={1: "lesion"}))
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    assert len(outputs) == 10 and outputs["seg_path"].str.len().gt(0).all()
+    for path in [*outputs["mask_path"], *outputs["seg_path"]]:
+        assert Path(path).resolve().is_relative_to(run.run_dir), path
+    assert not (tmp_path.parent / "escape").exists()
+    assert any("/____escape/" in p and ".." not in p for p in outputs["mask_path"])
+    for row in outputs.head(3).itertuples():
+        source = pydicom.dcmread(row.source_uri)
+        seg = hd.seg.segread(row.seg_path)
+        assert seg.Modality == "SEG" and seg.SegmentSequence[0].SegmentLabel == "lesion"
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+        pixels = seg.get_pixels_by_source_instance([source.SOPInstanceUID], combine_segments=True)[0]
+        np.testing.assert_array_equal(pixels, read_mask_png(row.mask_path, pixels.shape))
+    quarantine = pd.read_parquet(run.run_dir / "segment-quarantine.parquet")
+    assert [Path(p).name for p in quarantine["source_uri"]] == ["zz-broken.dcm"]
+
+
+def test_killing_an_actor_mid_run_loses_nothing(ray_session, archive, checkpoint, tmp_path) -> None:
+    big = tmp_path / "big"
+    make_ct_archive(big, series=6, slices=20, seed=12)
+    text = _workflow(big, tmp_path / "out", checkpoint, batch_size=1)
+    killed: list[int] = []
+
+    def kill_one_actor() -> None:
+        deadline = time.time() + 120
+        parts = tmp_path / "out"
+        while time.time() < deadline and not killed:
+            if len(list(parts.rglob("segment-parts/part-*.parquet"))) >= 5:
+                for proc in psutil.process_iter(["pid", "cmdline"]):
+                    if any("_Segmenter" in part for part in proc.info["cmdline"] or []):
+                        os.kill(proc.info["pid"], signal.SIGKILL)
+                        killed.append(proc.info["pid"])
+                        return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_actor)
+    killer.start()
+    run = _run(text)
+    killer.join()
+    assert killed, "no inference actor was found to kill"
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    assert len(outputs) == 120 and outputs["case_id"].is_unique
+    masks = list((run.run_dir / "masks").rglob("*.png"))
+    assert len(masks) == 120 and not list((run.run_dir / "masks").rglob(".*.tmp"))
+
+
+def _subprocess_run(workflow: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-m", "segops.cli", "run", str(workflow)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process of its session (its local Ray cluster included)."""
+    members = [p for p in psutil.process_iter(["pid"]) if _sid(p.pid) == proc.pid]
+    for p in members:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(timeout=30)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def test_sigkilled_run_resumes_to_identical_outputs_in_the_same_mlflow_run(archive, checkpoint, tmp_path) -> None:
+    big = tmp_path / "big"
+    make_ct_archive(big, series=6, slices=20, seed=13)
+    wf_resumed, wf_clean = tmp_path / "resumed.yaml", tmp_path / "clean.yaml"
+    wf_resumed.write_text(_workflow(big, tmp_path / "resumed", checkpoint, batch_size=1))
+    wf_clean.write_text(_workflow(big, tmp_path / "clean", checkpoint, batch_size=1))
+
+    first = _subprocess_run(wf_resumed)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((tmp_path / "resumed").rglob("segment-parts/part-*.parquet"))) < 10:
+        assert first.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.05)
+    _kill_session(first)
+    (run_dir,) = [p.parent for p in (tmp_path / "resumed").glob("*/manifest.json")]
+    interrupted = load_manifest(run_dir)
+    assert interrupted["steps"][0]["state"] == "running"
+    n_before = len(list((run_dir / "masks").rglob("*.png")))
+    assert 10 <= n_before < 120
+
+    for wf in (wf_resumed, wf_clean):
+        proc = _subprocess_run(wf)
+        assert proc.wait(timeout=300) == 0
+    resumed = load_manifest(run_dir)
+    assert resumed["state"] == "done" and resumed["mlflow_run_id"] == interrupted["mlflow_run_id"]
+    assert resumed["steps"][0]["outputs"]["segment_skipped_done"] >= 10
+    (clean_dir,) = [p.parent for p in (tmp_path / "clean").glob("*/manifest.json")]
+    resumed_masks = {p.relative_to(run_dir / "masks"): p.read_bytes() for p in (run_dir / "masks").rglob("*.png")}
+    clean_masks = {p.relative_to(clean_dir / "masks"): p.read_bytes() for p in (clean_dir / "masks").rglob("*.png")}
+    assert len(resumed_masks) == 120 and resumed_masks == clean_masks
+    assert not [p for p in (run_dir / "masks").rglob("*") if p.name.startswith(".")]
+    outputs = pd.read_parquet(run_dir / "outputs.parquet")
+    assert len(outputs) == 120 and outputs["case_id"].is_unique
+    client = MlflowClient(f"sqlite:///{tmp_path / 'resumed'}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("seg").experiment_id])
+    assert [r.info.run_id for r in runs] == [interrupted["mlflow_run_id"]]
+    assert runs[0].info.status == "FINISHED"
