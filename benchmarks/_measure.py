@@ -10,9 +10,13 @@ import psutil
 
 
 class PeakRSS:
-    """Samples the summed RSS of this process and all its descendants (Ray workers included)."""
+    """Samples the memory of this process and all its descendants (Ray workers included).
 
-    def __init__(self, interval: float = 0.1):
+    Summed PSS (proportional set size) where the OS reports it: Ray workers map the same
+    shared-memory object store, and summing plain RSS would count those pages once per process.
+    """
+
+    def __init__(self, interval: float = 0.2):
         self.interval = interval
         self.peak = 0
         self._stop = threading.Event()
@@ -23,8 +27,9 @@ class PeakRSS:
         total = 0
         for proc in [me, *me.children(recursive=True)]:
             try:
-                total += proc.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
         return total
 

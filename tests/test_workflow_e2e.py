@@ -166,12 +166,13 @@ def test_registered_model_loads_and_predicts_like_the_checkpoint(run, archive: d
     np.testing.assert_array_equal(masks[0], expected)
 
 
-def test_segment_only_workflow_with_registered_model_and_own_source(run, archive: dict, tmp_path: Path) -> None:
+def test_segment_only_workflow_with_model_alias_and_own_source(run, archive: dict, tmp_path: Path) -> None:
     from segops.workflows import run_workflow
 
+    MlflowClient(run.tracking_uri, registry_uri=run.tracking_uri).set_registered_model_alias(MODEL_NAME, "champion", "1")
     text = _workflow(
         archive,
-        [{"step": "segment", "model": f"models:/{MODEL_NAME}/1",
+        [{"step": "segment", "model": f"models:/{MODEL_NAME}@champion",
           "source": {"kind": "dicom", "path": str(archive["images"] / "series-000")}}],
         "e2e-segment",
     )

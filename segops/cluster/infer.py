@@ -39,7 +39,9 @@ _PASSTHROUGH = (
     "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "has_label", "label_uri",
     "status", "stage", "error_type", "error", "transfer_syntax",
 )  # fmt: skip
-RESULT_COLUMNS = (*_PASSTHROUGH, "mask_path", "seg_path", "fg_fraction", "label_fg_fraction", "dice", "iou")
+RESULT_COLUMNS = (
+    *_PASSTHROUGH, "mask_path", "seg_path", "mask_sha256", "model", "fg_fraction", "label_fg_fraction", "dice", "iou",
+)  # fmt: skip
 STATUS_FAILED = "failed"
 
 
@@ -91,8 +93,8 @@ class _Segmenter:
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         masks = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
-            row |= {"mask_path": "", "seg_path": "", "fg_fraction": np.nan, "label_fg_fraction": np.nan,
-                    "dice": np.nan, "iou": np.nan}  # fmt: skip
+            row |= {"mask_path": "", "seg_path": "", "mask_sha256": "", "model": self.outputs.model_digest,
+                    "fg_fraction": np.nan, "label_fg_fraction": np.nan, "dice": np.nan, "iou": np.nan}  # fmt: skip
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
         table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))

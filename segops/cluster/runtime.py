@@ -40,7 +40,23 @@ def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
         )
         log.debug("Ray %s: %s", "attached to " + address if address else "local", ray.cluster_resources())
     quiet_ray(verbose)
+    limit_data_memory(cluster.data_memory_gb)
     return dict(ray.cluster_resources())
+
+
+def limit_data_memory(gb: float | None) -> None:
+    """Cap the object-store memory Ray Data pipelines of this driver keep in flight.
+
+    Without a cap, a fast decode stage feeding slower inference actors fills up to Ray's default
+    budget (a share of the whole object store), so memory grows with the archive's length
+    instead of staying flat. Backpressure then holds decode at the cap.
+    """
+    from ray.data import DataContext
+
+    if gb is None:
+        return
+    options = DataContext.get_current().execution_options
+    options.resource_limits = options.resource_limits.copy(object_store_memory=gb * 2**30)
 
 
 def quiet_ray(verbose: bool = False) -> None:

@@ -41,6 +41,11 @@ class ClusterSpec(Spec):
 
     address: str | None = None
     num_cpus: int | None = Field(default=None, ge=1, description="Local cluster only.")
+    data_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Object-store budget of Ray Data pipelines in this driver (blocks in flight); null: Ray's default.",
+    )
 
 
 # --------------------------------------------------------------------------- sources

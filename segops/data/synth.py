@@ -39,27 +39,31 @@ class ArchiveSummary:
 # --------------------------------------------------------------------------- CT / DICOM
 
 
-def make_ct_archive(out: str | Path, series: int = 6, slices: int = 20, seed: int = 0) -> ArchiveSummary:
+def make_ct_archive(
+    out: str | Path, series: int = 6, slices: int = 20, seed: int = 0, size: int | None = None
+) -> ArchiveSummary:
     """Write ``series`` CT series of ``slices`` slices under ``out/images`` and masks under ``out/labels``.
 
     Layout: ``images/series-NNN/slice-NNNN.dcm`` and ``labels/series-NNN/slice-NNNN.png``
-    (0 = background, 255 = lesion). Image sizes, body shape, lesion count/size/contrast and
-    the stored-value encoding (intercept -1024 or 0) vary per series.
+    (0 = background, 255 = lesion). Image sizes (80/96/112 px unless ``size`` is given), body
+    shape, lesion count/size/contrast and the stored-value encoding (intercept -1024 or 0)
+    vary per series.
     """
     out = Path(out)
     images, labels = out / "images", out / "labels"
     n_fg = 0
     for s in range(series):
         rng = np.random.default_rng([seed, s])
-        volume_hu, lesion = _ct_volume(rng, slices)
+        volume_hu, lesion = _ct_volume(rng, slices, size)
         n_fg += _write_series(images / f"series-{s:03d}", labels / f"series-{s:03d}", volume_hu, lesion, seed, s, rng)
     log.info("wrote %d CT series (%d slices) to %s", series, series * slices, out)
     return ArchiveSummary(images, labels, series * slices, n_fg)
 
 
-def _ct_volume(rng: np.random.Generator, slices: int) -> tuple[np.ndarray, np.ndarray]:
+def _ct_volume(rng: np.random.Generator, slices: int, size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """(Z, H, W) HU volume and its lesion mask."""
-    size = int(rng.choice([80, 96, 112]))
+    chosen = int(rng.choice([80, 96, 112]))  # drawn even when ``size`` is given: same stream either way
+    size = size or chosen
     z, y, x = np.mgrid[0:slices, 0:size, 0:size].astype(np.float32)
     c = size / 2
     ay, ax = rng.uniform(0.30, 0.42) * size, rng.uniform(0.36, 0.46) * size

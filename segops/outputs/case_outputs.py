@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,11 @@ def is_dicom_record(meta: dict[str, Any]) -> bool:
 
 
 def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
-    """Write the requested outputs for one case; returns ``{"mask_path": ..., "seg_path": ...}``.
+    """Write the requested outputs for one case.
+
+    Returns:
+        ``mask_path``, ``seg_path`` ("" when not written), ``mask_sha256`` (of the mask's class
+        map, so reruns and audits can compare outputs without reading PNGs) and ``model``.
 
     Args:
         meta: the record's columns (``rel_path``, ``frame``, ``source_uri``, ``transfer_syntax``...).
@@ -49,7 +54,12 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
                               header.get("SeriesInstanceUID"), header.get("SOPInstanceUID"), frame)  # fmt: skip
     else:
         stem = mirror_stem(str(meta["rel_path"]), frame)
-    written: dict[str, str] = {"mask_path": "", "seg_path": ""}
+    written: dict[str, str] = {
+        "mask_path": "",
+        "seg_path": "",
+        "mask_sha256": hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest(),
+        "model": cfg.model_digest,
+    }
     if "png" in cfg.formats:
         written["mask_path"] = str(write_mask_png(Path(cfg.root) / "masks", f"{stem}.png", mask, cfg.classes))
     if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:

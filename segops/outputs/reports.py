@@ -25,7 +25,9 @@ REPORT_COLUMNS = (
     "mask_path",
 )
 #: One row per input that got a mask, labelled or not.
-OUTPUT_COLUMNS = ("case_id", "source_uri", "rel_path", "frame", "has_label", "fg_fraction", "mask_path", "seg_path")
+OUTPUT_COLUMNS = (
+    "case_id", "source_uri", "rel_path", "frame", "has_label", "fg_fraction", "mask_path", "seg_path", "mask_sha256", "model",
+)  # fmt: skip
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:

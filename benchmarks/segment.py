@@ -1,0 +1,114 @@
+"""Archive segmentation throughput and memory: segops vs a plain single-process loop.
+
+Both sides decode the same DICOM files, run the same U-Net (the quickstart architecture;
+weights do not change the cost) and write the same mask PNGs. segops streams Ray Data decode
+tasks into an actor pool; the baseline uses every core through torch's own threads.
+
+    .venv/bin/python benchmarks/segment.py --slices 600 --scale 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _measure import PeakRSS, gib, stopwatch  # noqa: E402
+
+from segops.cluster.datasets import read_source  # noqa: E402
+from segops.cluster.infer import segment_dataset, size_actor_pool  # noqa: E402
+from segops.cluster.runtime import ensure_ray  # noqa: E402
+from segops.config.schema import ActorPoolSpec, ClusterSpec, DicomSource, PreprocessSpec, SlidingWindowSpec, UNetSpec, WindowIntensity  # noqa: E402
+from segops.data.decode import decode_file, list_source_files  # noqa: E402
+from segops.data.synth import make_ct_archive  # noqa: E402
+from segops.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from segops.engine.predict import predict_masks  # noqa: E402
+from segops.models import build_model  # noqa: E402
+from segops.outputs.case_outputs import OutputConfig  # noqa: E402
+from segops.outputs.masks import mask_relpath, write_mask_png  # noqa: E402
+
+OUT = Path(__file__).parent / "out" / "segment"
+BATCH = 16
+SIZE = 256  # px; CT is usually 512, inspection photos larger still
+
+
+def make_inputs(slices: int, seed: int) -> DicomSource:
+    root = OUT / f"archive-{slices}-{SIZE}px"
+    if not (root / "images").is_dir():
+        make_ct_archive(root, series=max(1, slices // 20), slices=min(20, slices), seed=seed, size=SIZE)
+    return DicomSource(kind="dicom", path=root / "images")
+
+
+def make_checkpoint() -> Path:
+    spec = UNetSpec(arch="unet", in_channels=1, classes=2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    pre = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=-160, upper=240), patch_size=(96, 96))
+    torch.manual_seed(0)
+    return save_checkpoint(OUT / "model", build_model(spec), spec, pre)
+
+
+def plain_loop(source: DicomSource, checkpoint: Path, out: Path) -> int:
+    """Decode → model → PNG, one process, batches of BATCH, torch using every core."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    loaded = load_checkpoint(checkpoint)
+    n, batch = 0, []
+    files = list_source_files(source)
+    for i, f in enumerate(files):
+        batch.extend(r for r in decode_file(f["path"], f["rel_path"], source) if r["status"] == "ok")
+        if len(batch) >= BATCH or i == len(files) - 1:
+            for row, mask in zip(batch, predict_masks(loaded, [r["image"] for r in batch])):
+                write_mask_png(out, mask_relpath(row["rel_path"], row["frame"]), mask, 2)
+            n, batch = n + len(batch), []
+    return n
+
+
+def segops_segment(source: DicomSource, checkpoint: Path, out: Path, resources: dict) -> int:
+    pool = size_actor_pool(ActorPoolSpec(), resources)
+    config = OutputConfig(str(out), ("png",), "mirror", {1: "lesion"}, 2, "bench")
+    options = {"amp": True, "sliding": SlidingWindowSpec().model_dump(mode="json")}
+    run = segment_dataset(read_source(source), checkpoint, config, out / "parts", pool, BATCH, options)
+    return run.processed
+
+
+def _rate(label: str, job) -> float:
+    with stopwatch() as elapsed:
+        n = job()
+    rate = n / elapsed()
+    print(f"{label:36s}: {n:6d} images in {elapsed():6.1f} s = {rate:6.1f} img/s")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=600)
+    parser.add_argument("--scale", type=int, default=10, help="the large archive is this many times bigger (0: skip)")
+    parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--data-memory-gb", type=float, default=None, help="cap Ray Data's object-store budget (cluster.data_memory_gb)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    shutil.rmtree(OUT / "results", ignore_errors=True)
+    checkpoint = make_checkpoint()
+    small = make_inputs(args.slices, seed=0)
+    resources = ensure_ray(ClusterSpec(num_cpus=args.num_cpus, data_memory_gb=args.data_memory_gb))
+    print(f"{resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs; torch threads in the plain loop: {torch.get_num_threads()}")
+
+    plain = _rate("plain loop, 1x", lambda: plain_loop(small, checkpoint, OUT / "results" / "plain"))
+    with PeakRSS() as rss_small:
+        cold = _rate("segops 1x (actor start-up included)", lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources))
+    print(f"throughput ratio segops / plain, 1x: {cold / plain:.2f}  (goal >= 1.3)")
+    print(f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)}")
+    if args.scale:
+        big = make_inputs(args.slices * args.scale, seed=1)
+        big_plain = _rate(f"plain loop, {args.scale}x", lambda: plain_loop(big, checkpoint, OUT / "results" / "plain-big"))
+        with PeakRSS() as rss_big:
+            big_rate = _rate(f"segops {args.scale}x", lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources))
+        print(f"throughput ratio segops / plain, {args.scale}x: {big_rate / big_plain:.2f}  (goal >= 1.3)")
+        print(f"peak memory, {args.scale}x: {gib(rss_big.peak)}; growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

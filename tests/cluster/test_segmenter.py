@@ -1,0 +1,47 @@
+"""The inference actor class, called directly (no Ray): per-case failure isolation and parts."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from segops.cluster.infer import RESULT_COLUMNS, _Segmenter, read_parts
+from segops.config.schema import PreprocessSpec, SlidingWindowSpec, UNetSpec, ZScoreIntensity
+from segops.engine.checkpoint import save_checkpoint
+from segops.models import build_model
+from segops.outputs.case_outputs import OutputConfig
+
+
+def _batch(images: list[np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(images)
+    column = lambda v: np.array([v] * n, dtype=object)  # noqa: E731
+    return {
+        "case_id": np.array([f"c{i}" for i in range(n)], dtype=object), "group_id": column("g"),
+        "source_uri": column("/x"), "rel_path": np.array([f"img{i}.png" for i in range(n)], dtype=object),
+        "frame": np.zeros(n, int), "modality": column("XC"), "has_label": np.array([True] * n),
+        "label_uri": column(""), "status": column("ok"), "stage": column(""), "error_type": column(""),
+        "error": column(""), "transfer_syntax": column("PNG"),
+        "image": np.array(images + [None], dtype=object)[:-1],
+        "label": np.array([np.ones(img.shape[1:], np.uint8) for img in images] + [None], dtype=object)[:-1],
+    }  # fmt: skip
+
+
+def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", in_channels=1, channels=(4, 8), strides=(2,), num_res_units=0)
+    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16)))
+    config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
+    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"),
+                       {"torch_threads": 1, "amp": False, "sliding": SlidingWindowSpec().model_dump()})  # fmt: skip
+    good = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
+    bad = np.zeros((2, 12, 12), np.float32)  # two channels: the model takes one, no conversion exists
+    out = actor(_batch([good, bad, good.copy()]))
+    assert list(out["status"]) == ["ok", "failed", "ok"]
+    assert out["error_type"][1] == "ShapeError" and "2 channel" in out["error"][1]
+    assert out["mask_path"][1] == "" and Path(out["mask_path"][0]).is_file()
+    assert out["mask_sha256"][0] == out["mask_sha256"][2] and len(out["mask_sha256"][0]) == 64
+    assert set(out["model"]) == {"digest"} and 0 <= out["dice"][0] <= 1
+    parts = read_parts(tmp_path / "parts")
+    assert list(parts.columns) == list(RESULT_COLUMNS) and sorted(parts["case_id"]) == ["c0", "c1", "c2"]
+    actor(_batch([good]))  # the same case again (a retried batch) is recorded once
+    assert len(read_parts(tmp_path / "parts")) == 3
