@@ -60,3 +60,12 @@ def stopwatch():
 
 def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
+
+
+def rate(label: str, job) -> float:
+    """Run ``job()`` (returns an image count), print and return images per second."""
+    with stopwatch() as elapsed:
+        n = job()
+    per_s = n / elapsed()
+    print(f"{label:40s}: {n:6d} images in {elapsed():6.1f} s = {per_s:7.1f} img/s")
+    return per_s

@@ -20,7 +20,7 @@ import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import PeakRSS, gib, stopwatch  # noqa: E402
+from _measure import PeakRSS, gib, rate, stopwatch  # noqa: E402
 
 from segops.cluster.datasets import FILES_PER_BLOCK, read_source, rows_to_table, write_dataset  # noqa: E402
 from segops.cluster.runtime import ensure_ray  # noqa: E402
@@ -83,28 +83,22 @@ def main() -> None:
         resources = ensure_ray(ClusterSpec(num_cpus=args.num_cpus))
     print(f"Ray start-up: {t_init():.1f} s, {resources.get('CPU', 0):.0f} CPUs")
 
-    plain_rate = _rate("plain loop, 1x", lambda: plain_loop(small, OUT / "results" / "plain"))
+    plain_rate = rate("plain loop, 1x", lambda: plain_loop(small, OUT / "results" / "plain"))
     with PeakRSS() as rss_small:
-        cold = _rate("segops 1x, cold (Ray workers start)", lambda: segops_ingest(small, OUT / "results" / "segops"))
-    warm = _rate("segops 1x, warm", lambda: segops_ingest(small, OUT / "results" / "segops-warm"))
+        cold = rate("segops 1x, cold (Ray workers start)", lambda: segops_ingest(small, OUT / "results" / "segops"))
+    warm = rate("segops 1x, warm", lambda: segops_ingest(small, OUT / "results" / "segops-warm"))
     print(f"throughput ratio segops / plain, 1x: cold {cold / plain_rate:.2f}, warm {warm / plain_rate:.2f}  (goal >= 1.8)")
     print(f"peak memory (PSS, driver + Ray workers), 1x archive: {gib(rss_small.peak)}")
 
     if args.scale:
         big = make_archive(OUT / f"archive-{args.slices * args.scale}", args.slices * args.scale, seed=1)
-        big_plain = _rate(f"plain loop, {args.scale}x", lambda: plain_loop(big, OUT / "results" / "plain-big"))
+        big_plain = rate(f"plain loop, {args.scale}x", lambda: plain_loop(big, OUT / "results" / "plain-big"))
         with PeakRSS() as rss_big:
-            big_segops = _rate(f"segops {args.scale}x", lambda: segops_ingest(big, OUT / "results" / "segops-big"))
+            big_segops = rate(f"segops {args.scale}x", lambda: segops_ingest(big, OUT / "results" / "segops-big"))
         print(f"throughput ratio segops / plain, {args.scale}x: {big_segops / big_plain:.2f}  (goal >= 1.8)")
         print(f"peak memory, {args.scale}x archive: {gib(rss_big.peak)}; growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)")
 
 
-def _rate(label: str, job) -> float:
-    with stopwatch() as elapsed:
-        n = job()
-    rate = n / elapsed()
-    print(f"{label:40s}: {n:6d} images in {elapsed():6.1f} s = {rate:6.0f} img/s")
-    return rate
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _measure import PeakRSS, gib, stopwatch  # noqa: E402
+from _measure import PeakRSS, gib, rate  # noqa: E402
 
 from segops.cluster.datasets import read_source  # noqa: E402
 from segops.cluster.infer import segment_dataset, size_actor_pool  # noqa: E402
@@ -74,12 +74,6 @@ def segops_segment(source: DicomSource, checkpoint: Path, out: Path, resources: 
     return run.processed
 
 
-def _rate(label: str, job) -> float:
-    with stopwatch() as elapsed:
-        n = job()
-    rate = n / elapsed()
-    print(f"{label:36s}: {n:6d} images in {elapsed():6.1f} s = {rate:6.1f} img/s")
-    return rate
 
 
 def main() -> None:
@@ -96,16 +90,16 @@ def main() -> None:
     resources = ensure_ray(ClusterSpec(num_cpus=args.num_cpus, data_memory_gb=args.data_memory_gb))
     print(f"{resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs; torch threads in the plain loop: {torch.get_num_threads()}")
 
-    plain = _rate("plain loop, 1x", lambda: plain_loop(small, checkpoint, OUT / "results" / "plain"))
+    plain = rate("plain loop, 1x", lambda: plain_loop(small, checkpoint, OUT / "results" / "plain"))
     with PeakRSS() as rss_small:
-        cold = _rate("segops 1x (actor start-up included)", lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources))
+        cold = rate("segops 1x (actor start-up included)", lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources))
     print(f"throughput ratio segops / plain, 1x: {cold / plain:.2f}  (goal >= 1.3)")
     print(f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)}")
     if args.scale:
         big = make_inputs(args.slices * args.scale, seed=1)
-        big_plain = _rate(f"plain loop, {args.scale}x", lambda: plain_loop(big, checkpoint, OUT / "results" / "plain-big"))
+        big_plain = rate(f"plain loop, {args.scale}x", lambda: plain_loop(big, checkpoint, OUT / "results" / "plain-big"))
         with PeakRSS() as rss_big:
-            big_rate = _rate(f"segops {args.scale}x", lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources))
+            big_rate = rate(f"segops {args.scale}x", lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources))
         print(f"throughput ratio segops / plain, {args.scale}x: {big_rate / big_plain:.2f}  (goal >= 1.3)")
         print(f"peak memory, {args.scale}x: {gib(rss_big.peak)}; growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)")
 

@@ -48,3 +48,16 @@ def inspection_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("inspection")
     make_inspection_archive(out, count=8, seed=5)
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local 2-CPU Ray per test module (Ray start-up costs seconds; tests share it)."""
+    import ray
+
+    from segops.cluster.runtime import ensure_ray
+    from segops.config.schema import ClusterSpec
+
+    ensure_ray(ClusterSpec(num_cpus=2))
+    yield
+    ray.shutdown()

@@ -30,16 +30,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 MODEL_NAME = "e2e-unet"
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from segops.cluster.runtime import ensure_ray
-    from segops.config.schema import ClusterSpec
-
-    ensure_ray(ClusterSpec(num_cpus=2))
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

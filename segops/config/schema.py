@@ -157,32 +157,31 @@ ModelSpec = Annotated[Union[UNetSpec], Field(discriminator="arch")]
 # --------------------------------------------------------------------------- preprocessing
 
 
-class WindowIntensity(Spec):
-    """Clip to [lower, upper] (e.g. a CT window in HU) and scale to [0, 1]."""
+class _Range(Spec):
+    """A [lower, upper] intensity range; upper must exceed lower."""
 
-    kind: Literal["window"]
     lower: float
     upper: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> WindowIntensity:
+    def _ordered(self) -> _Range:
         if self.upper <= self.lower:
             raise ValueError(f"upper ({self.upper}) must be greater than lower ({self.lower})")
         return self
 
 
-class PercentileIntensity(Spec):
+class WindowIntensity(_Range):
+    """Clip to [lower, upper] (e.g. a CT window in HU) and scale to [0, 1]."""
+
+    kind: Literal["window"]
+
+
+class PercentileIntensity(_Range):
     """Per image: clip to the given percentiles and scale to [0, 1] (robust for photos, MR)."""
 
     kind: Literal["percentile"]
     lower: float = Field(default=0.5, ge=0, le=100)
     upper: float = Field(default=99.5, ge=0, le=100)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PercentileIntensity:
-        if self.upper <= self.lower:
-            raise ValueError(f"upper ({self.upper}) must be greater than lower ({self.lower})")
-        return self
 
 
 class ZScoreIntensity(Spec):

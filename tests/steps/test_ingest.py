@@ -19,19 +19,9 @@ from segops.outputs.dicom_seg import build_seg, write_seg
 
 from ..data.corrupt import make_corrupt_corpus
 
-pytestmark = [pytest.mark.ray]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_session():
-    import ray
-
-    from segops.cluster.runtime import ensure_ray
-    from segops.config.schema import ClusterSpec
-
-    ensure_ray(ClusterSpec(num_cpus=2))
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,16 +31,6 @@ from segops.outputs.manifest import load_manifest
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    from segops.cluster.runtime import ensure_ray
-    from segops.config.schema import ClusterSpec
-
-    ensure_ray(ClusterSpec(num_cpus=2))
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

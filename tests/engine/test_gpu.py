@@ -1,0 +1,31 @@
+"""GPU paths: run only where CUDA exists (skipped cleanly elsewhere by conftest)."""
+
+import numpy as np
+import pytest
+import torch
+
+from segops.config.schema import PreprocessSpec, UNetSpec, ZScoreIntensity
+from segops.engine.checkpoint import LoadedModel
+from segops.engine.predict import predict_masks
+from segops.models import build_model
+
+pytestmark = pytest.mark.gpu
+
+
+def test_bf16_autocast_inference_on_cuda_matches_fp32_closely() -> None:
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    pre = PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(32, 32))
+    model = build_model(spec).eval().to("cuda")
+    loaded = LoadedModel(model, spec, pre, {})
+    images = [np.random.default_rng(i).normal(size=(1, 64, 80)).astype(np.float32) for i in range(4)]
+    fp32 = predict_masks(loaded, images, "cuda", amp=False)
+    bf16 = predict_masks(loaded, images, "cuda", amp=True)
+    agreement = np.mean([(a == b).mean() for a, b in zip(fp32, bf16)])
+    assert agreement > 0.95
+
+
+def test_training_workers_pick_the_gpu_when_auto() -> None:
+    from segops.cluster.train import resolve_use_gpu
+
+    assert resolve_use_gpu("auto", {"GPU": float(torch.cuda.device_count())}) is True
