@@ -94,9 +94,10 @@ def _print_summary(result) -> None:
     if "model_uri" in state:
         table.add_row("registered model", state["model_uri"])
     if "report" in state:
+        root = Path(state["report"]).parent
         for folder in ("masks", "segs"):
-            if (result.run_dir / folder).is_dir():
-                table.add_row(folder, str(result.run_dir / folder))
+            if (root / folder).is_dir():
+                table.add_row(folder, str(root / folder))
         table.add_row("report", str(state["report"]))
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})

@@ -123,50 +123,54 @@ def read_dataset(
     return ray.data.read_parquet(str(path), columns=columns).filter(expr=expr)
 
 
-def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], spacing: dict[str, float]) -> pa.Table:
-    """Ray Data UDF (map_groups): all slices of one series → one (C, Z, H, W) volume row."""
+def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geometry: dict[str, dict]) -> pa.Table:
+    """Ray Data UDF (map_groups): all slices of one series → one (C, Z, H, W) volume row.
+
+    The row keeps the slice-record layout (``case_id`` is the SeriesInstanceUID, ``rel_path``
+    the series' folder) plus ``source_uris`` (slices in order), ``affine`` and ``spacing_z``.
+    """
     uid = str(batch["group_id"][0])
     index = {str(cid): i for i, cid in enumerate(batch["case_id"])}
     rows = [index[cid] for cid in order[uid]]
-    image = np.stack([batch["image"][i] for i in rows], axis=1)
+    first = rows[0]
     labelled = all(bool(batch["has_label"][i]) for i in rows)
+    image = np.stack([batch["image"][i] for i in rows], axis=1)
     label = np.stack([batch["label"][i] for i in rows]) if labelled else np.zeros((0, 0, 0), np.uint8)
-    table = pa.table(
-        {
-            "series_uid": [uid],
-            "slices": [len(rows)],
-            "case_ids": [list(order[uid])],
-            "modality": [str(batch["modality"][rows[0]])],
-            "spacing_z": [float(spacing[uid])],
-            "has_label": [labelled],
-        }
-    )
-    table = table.append_column("image", ArrowVariableShapedTensorArray.from_numpy([image]))
-    return table.append_column("label", ArrowVariableShapedTensorArray.from_numpy([label]))
+    rel_dir = str(Path(str(batch["rel_path"][first])).parent)
+    row = {name: None for name in META_COLUMNS} | {
+        "case_id": uid, "group_id": uid, "source_uri": str(batch["source_uri"][first]),
+        "rel_path": f"{rel_dir}/{uid}" if rel_dir != "." else uid, "frame": 0,
+        "modality": str(batch["modality"][first]), "spacing_y": float(batch["spacing_y"][first]),
+        "spacing_x": float(batch["spacing_x"][first]), "height": image.shape[2], "width": image.shape[3],
+        "channels": image.shape[0], "transfer_syntax": str(batch["transfer_syntax"][first]),
+        "photometric": str(batch["photometric"][first]), "position": [], "orientation": [],
+        "instance_number": -1, "has_label": labelled, "label_uri": "", "status": STATUS_OK, "stage": "",
+        "error_type": "", "error": "",
+    }  # fmt: skip
+    table = pa.table({name: [row[name]] for name in META_COLUMNS}, schema=META_SCHEMA)
+    extra = {
+        "slices": pa.array([len(rows)], pa.int64()),
+        "spacing_z": pa.array([float(geometry[uid]["spacing_z"])], pa.float64()),
+        "affine": pa.array([list(map(float, geometry[uid]["affine"]))], pa.list_(pa.float64())),
+        "source_uris": pa.array([[str(batch["source_uri"][i]) for i in rows]], pa.list_(pa.string())),
+        "image": ArrowVariableShapedTensorArray.from_numpy([image]),
+        "label": ArrowVariableShapedTensorArray.from_numpy([label]),
+    }
+    for name, column in extra.items():
+        table = table.append_column(name, column)
+    return table
 
 
-def write_volumes(dataset: str | Path, order: dict[str, list[str]], spacing: dict[str, float], path: str | Path) -> None:
-    """Write one volume record per series in ``order`` (series UID → case ids, in slice order)."""
-    columns = ["case_id", "group_id", "modality", "has_label", "image", "label", "status"]
-    ds = read_dataset(dataset, groups=list(order), columns=columns)
+def write_volumes(dataset: str | Path, order: dict[str, list[str]], geometry: dict[str, dict], path: str | Path) -> None:
+    """Write one volume record per series in ``order`` (series UID → case ids, in slice order).
+
+    ``geometry``: series UID → ``{"spacing_z": mm, "affine": 16 floats}``.
+    """
+    ds = read_dataset(dataset, groups=list(order))
     volumes = ds.groupby("group_id").map_groups(
-        _stack_group, fn_kwargs={"order": order, "spacing": spacing}, batch_format="numpy"
+        _stack_group, fn_kwargs={"order": order, "geometry": geometry}, batch_format="numpy"
     )
     volumes.write_parquet(str(path))
-
-
-def _header_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> Iterator[pd.DataFrame]:
-    for chunk in _entry_chunks(batch, source):
-        yield pd.DataFrame([header_row(f["path"], f["rel_path"], source) for f in chunk])
-
-
-def census_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
-    """One header row per file of ``source`` (no pixels decoded), listed and read in Ray tasks."""
-    entries = listing_entries(source, chunk=FILES_PER_BLOCK)
-    ds = _entries_dataset(entries).map_batches(
-        _header_entries, fn_kwargs={"source": source}, batch_size=None, batch_format="numpy"
-    )
-    return ds.to_pandas()
 
 
 def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:

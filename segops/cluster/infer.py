@@ -31,7 +31,7 @@ from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.metrics import case_scores
 from segops.outputs.atomic import atomic_write
-from segops.outputs.case_outputs import OutputConfig, write_case_outputs
+from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_volume_outputs
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ class _Segmenter:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         n = len(batch["case_id"])
-        rows = [{k: batch[k][i] for k in _PASSTHROUGH} for i in range(n)]
+        extra = [k for k in ("affine", "source_uris") if k in batch]  # volume records
+        rows = [{k: batch[k][i] for k in (*_PASSTHROUGH, *extra)} for i in range(n)]
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         masks = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
@@ -97,7 +98,7 @@ class _Segmenter:
                     "fg_fraction": np.nan, "label_fg_fraction": np.nan, "dice": np.nan, "iou": np.nan}  # fmt: skip
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
-        table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
         write_part(self.parts_dir, table)
         table["infer_seconds"] = (time.perf_counter() - start) / max(n, 1)
         return {k: table[k].to_numpy() for k in table.columns}
@@ -105,21 +106,28 @@ class _Segmenter:
     def _predict(self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]) -> dict[int, np.ndarray]:
         """Masks for the ``ok`` rows; a case that fails on its own is marked failed, not fatal."""
         try:
-            images = [batch["image"][i] for i in ok]
-            return dict(zip(ok, predict_masks(self.loaded, images, self.device, self.amp, self.sliding)))
+            return {i: mask for i, mask in zip(ok, self._masks([batch["image"][i] for i in ok]))}
         except Exception:  # find the culprit(s): retry one by one
             masks = {}
             for i in ok:
                 try:
-                    (masks[i],) = predict_masks(self.loaded, [batch["image"][i]], self.device, self.amp, self.sliding)
+                    (masks[i],) = self._masks([batch["image"][i]])
                 except Exception as exc:
                     rows[i] |= {"status": STATUS_FAILED, "stage": "segment", "error_type": type(exc).__name__,
                                 "error": str(exc)[:2000]}  # fmt: skip
             return masks
 
+    def _masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """(C, H, W) images → (H, W) masks; (C, Z, H, W) volumes → (Z, H, W), slice by slice."""
+        if not images or images[0].ndim == 3:
+            return predict_masks(self.loaded, images, self.device, self.amp, self.sliding)
+        return [np.stack(predict_masks(self.loaded, [v[:, z] for z in range(v.shape[1])], self.device, self.amp, self.sliding))
+                for v in images]  # fmt: skip
+
     def _finish_case(self, row: dict[str, Any], mask: np.ndarray, label: np.ndarray) -> None:
         try:
-            row |= write_case_outputs(self.outputs, row, mask)
+            write = write_volume_outputs if mask.ndim == 3 else write_case_outputs
+            row |= write(self.outputs, row, mask)
         except Exception as exc:  # e.g. a SEG highdicom refuses: the case is failed, the batch goes on
             row |= {"status": STATUS_FAILED, "stage": "write", "error_type": type(exc).__name__, "error": str(exc)[:2000]}
             return

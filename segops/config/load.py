@@ -128,7 +128,7 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
 def _semantic_problems(spec: WorkflowSpec) -> list[str]:
     """Checks that need more than one step in view."""
     problems: list[str] = []
-    seen_ingest = seen_train = False
+    seen_ingest = seen_train = seen_volumes = False
     for i, step in enumerate(spec.steps):
         if isinstance(step, TrainStep) and not seen_ingest:
             problems.append(f"steps[{i}]: a train step needs an ingest step before it (it trains on its dataset)")
@@ -140,8 +140,16 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
                 )
             if step.source is None and not seen_ingest:
                 problems.append(f"steps[{i}].source: required when no ingest step comes before this segment step")
+            if step.records == "volumes" and step.source is None and not seen_volumes:
+                problems.append(
+                    f"steps[{i}].records: 'volumes' needs an ingest step with volumes: true before it "
+                    "(or a source of kind dataset pointing at a volumes folder)"
+                )
+            if step.records == "volumes" and step.source is not None and step.source.kind != "dataset":
+                problems.append(f"steps[{i}].records: 'volumes' reads volume records: source must be of kind dataset")
             if 0 in step.segments:
                 problems.append(f"steps[{i}].segments: class 0 is background and cannot be a segment")
         seen_ingest |= isinstance(step, IngestStep)
+        seen_volumes |= isinstance(step, IngestStep) and step.volumes
         seen_train |= isinstance(step, TrainStep)
     return problems

@@ -303,6 +303,11 @@ class SegmentStep(Spec):
     step: Literal["segment"]
     model: str | None = None
     source: SegmentSourceSpec | None = None
+    records: Literal["slices", "volumes"] = Field(
+        default="slices",
+        description="volumes: segment the ingest step's volume records slice by slice; one NIfTI "
+        "(and one multi-frame DICOM SEG) per series.",
+    )
     outputs: tuple[Literal["png", "dicom-seg"], ...] = ("png",)
     layout: Literal["mirror", "dicom-tags"] = Field(
         default="mirror",

@@ -102,3 +102,20 @@ def series_table(series: list[SeriesGeometry]) -> pd.DataFrame:
 def stack_volume(series: SeriesGeometry, slices: dict[str, np.ndarray]) -> np.ndarray:
     """Stack (C, H, W) slices in series order into a (C, Z, H, W) volume."""
     return np.stack([slices[cid] for cid in series.case_ids], axis=1)
+
+
+def volume_affine(
+    orientation: tuple[float, ...] | list[float], first_position: tuple[float, ...] | list[float],
+    pixel_spacing: tuple[float, float], slice_spacing: float,
+) -> np.ndarray:
+    """4x4 voxel → RAS affine (NIfTI convention) for a volume indexed (column, row, slice).
+
+    DICOM positions are in LPS; the first two axes are negated to give RAS.
+    """
+    row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * pixel_spacing[1]  # moving along a row = next column
+    lps[:3, 1] = col_dir * pixel_spacing[0]
+    lps[:3, 2] = slice_normal(orientation) * slice_spacing
+    lps[:3, 3] = np.asarray(first_position, float)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps

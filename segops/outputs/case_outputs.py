@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,9 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
-from segops.outputs.atomic import safe_join
+from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
-from segops.outputs.layout import dicom_tag_stem, mirror_stem
+from segops.outputs.layout import dicom_tag_stem, mirror_stem, sanitize_component
 from segops.outputs.masks import write_mask_png
 
 
@@ -70,6 +71,38 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
             {c: cfg.segments.get(c, f"class {c}") for c in range(1, cfg.classes)},
             series_uid=generate_uid(entropy_srcs=["segops-seg-series", series, cfg.model_digest]),
             sop_uid=generate_uid(entropy_srcs=["segops-seg", sop, cfg.model_digest]),
+        )
+        written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
+    return written
+
+
+def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
+    """Outputs of one segmented series: a NIfTI label volume and/or a multi-frame DICOM SEG.
+
+    Args:
+        meta: the volume record's columns (``case_id`` = SeriesInstanceUID, ``affine``,
+            ``source_uris`` in slice order...).
+        mask: (Z, H, W) class map, slices in ``source_uris`` order.
+    """
+    import nibabel as nib
+
+    stem = f"volumes/{sanitize_component(meta['case_id'])}"
+    written = {"mask_path": "", "seg_path": "", "model": cfg.model_digest,
+               "mask_sha256": hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest()}  # fmt: skip
+    if "png" in cfg.formats or "nifti" in cfg.formats:  # a volume's mask is a NIfTI file
+        affine = np.asarray(meta["affine"], float).reshape(4, 4)
+        image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))).astype(np.uint8), affine)
+        data = gzip.compress(image.to_bytes(), mtime=0)  # mtime=0: same mask, same bytes
+        written["mask_path"] = str(atomic_write_bytes(safe_join(Path(cfg.root) / "masks", f"{stem}.nii.gz"), data))
+    if "dicom-seg" in cfg.formats and is_dicom_record(meta):
+        sources = [pydicom.dcmread(uri, stop_before_pixels=True) for uri in meta["source_uris"]]
+        series = str(meta["case_id"])
+        seg = build_seg(
+            sources,
+            mask,
+            {c: cfg.segments.get(c, f"class {c}") for c in range(1, cfg.classes)},
+            series_uid=generate_uid(entropy_srcs=["segops-seg-series", series, cfg.model_digest]),
+            sop_uid=generate_uid(entropy_srcs=["segops-seg-volume", series, cfg.model_digest]),
         )
         written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
     return written

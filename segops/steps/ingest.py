@@ -17,7 +17,7 @@ from segops.cluster.datasets import read_source, write_dataset, write_volumes
 from segops.config.schema import DicomSource, IngestStep
 from segops.data.labels import build_resolver
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
-from segops.data.series import assemble_series, series_table
+from segops.data.series import assemble_series, series_table, volume_affine
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
 
@@ -42,11 +42,17 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
     if isinstance(step.source, DicomSource) and not ok.empty:
         series = assemble_series(ok)
         tables["series"] = series_table(series)
-        if step.volumes:
-            regular = [s for s in series if s.is_volume]
-            write_volumes(dataset_dir, {s.series_uid: s.case_ids for s in regular},
-                          {s.series_uid: s.spacing for s in regular}, ctx.run_dir / "volumes")  # fmt: skip
+        regular = [s for s in series if s.is_volume]
+        if step.volumes and regular:
+            by_case = ok.set_index("case_id")
+            geometry = {}
+            for s in regular:
+                first = by_case.loc[s.case_ids[0]]
+                affine = volume_affine(first["orientation"], first["position"], (first["spacing_y"], first["spacing_x"]), s.spacing)
+                geometry[s.series_uid] = {"spacing_z": s.spacing, "affine": affine.ravel().tolist()}
+            write_volumes(dataset_dir, {s.series_uid: s.case_ids for s in regular}, geometry, ctx.run_dir / "volumes")
             outputs["volumes"] = str(ctx.run_dir / "volumes")
+            ctx.state["volumes"] = ctx.run_dir / "volumes"
     for name, table in tables.items():
         parquet, csv = write_table(table, ctx.run_dir / name)
         outputs[name] = str(parquet)
@@ -81,7 +87,7 @@ def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[
 def dataset_meta(dataset_dir: str | Path) -> pd.DataFrame:
     """All rows of a written dataset without pixel columns (cheap: a column projection)."""
     columns = [
-        "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "height", "width",
+        "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "spacing_y", "spacing_x", "height", "width",
         "channels", "transfer_syntax", "photometric", "position", "orientation", "instance_number",
         "has_label", "label_uri", "status", "stage", "error_type", "error",
     ]  # fmt: skip
@@ -110,3 +116,5 @@ def restore(step: IngestStep, outputs: dict[str, Any], ctx: RunContext) -> None:
         "dataset": Path(outputs["dataset"]),
         "census": pd.read_parquet(outputs["census"]),
     }
+    if "volumes" in outputs:
+        ctx.state["volumes"] = Path(outputs["volumes"])

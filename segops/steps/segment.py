@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from segops.cluster.datasets import read_dataset, read_source, take_records
 from segops.cluster.infer import STATUS_FAILED, segment_dataset, size_actor_pool
@@ -18,6 +19,7 @@ from segops.data.labels import read_mask_png
 from segops.data.records import STATUS_OK
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
+from segops.errors import StepError
 from segops.outputs.atomic import atomic_write, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb
@@ -48,6 +50,11 @@ def checkpoint_digest(checkpoint: Path) -> str:
 
 
 def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
+    # the first segment step writes into the run folder; a k-th one into segment-<k>/, and its
+    # MLflow metrics and artifacts are named segment<k>, so no step overwrites another's
+    index = ctx.state.get("segments_done", 0)
+    root = ctx.run_dir if index == 0 else ctx.run_dir / f"segment-{index}"
+    artifact_dir = "segment" if index == 0 else f"segment{index}"
     checkpoint = resolve_checkpoint(step, ctx)
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
     digest = checkpoint_digest(checkpoint)
@@ -55,19 +62,19 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     pool = size_actor_pool(step.actors, ctx.resources)
     log.info("segmenting with %d-%d actor(s) x %s CPU%s", pool.min_actors, pool.max_actors,
              pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
-    config = OutputConfig(str(ctx.run_dir), tuple(step.outputs), step.layout, dict(step.segments),
+    config = OutputConfig(str(root), tuple(step.outputs), step.layout, dict(step.segments),
                           loaded.model_spec.classes, digest)  # fmt: skip
     options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json")}
-    run_ = segment_dataset(ds, checkpoint, config, ctx.run_dir / "segment-parts", pool, step.batch_size, options, total)
-    stale = sum(remove_stale_temps(ctx.run_dir / d) for d in ("masks", "segs", "segment-parts"))
+    run_ = segment_dataset(ds, checkpoint, config, root / "segment-parts", pool, step.batch_size, options, total)
+    stale = sum(remove_stale_temps(root / d) for d in ("masks", "segs", "segment-parts"))
     if stale:
         log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
 
     results = run_.results
     ok = results[results["status"] == STATUS_OK]
-    outputs_path, outputs_csv = write_table(build_outputs(ok), ctx.run_dir / "outputs")
+    outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
     report = build_report(ok, ctx.state.get("val_groups"))
-    report_path, report_csv = write_table(report, ctx.run_dir / "report")
+    report_path, report_csv = write_table(report, root / "report")
     metrics = {
         "segment_outputs": float(len(ok)),
         "segment_failed": float((results["status"] == STATUS_FAILED).sum()),
@@ -78,27 +85,32 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     outputs: dict[str, Any] = {"outputs": str(outputs_path), "report": str(report_path), "model_digest": digest}
     bad = results[results["status"] != STATUS_OK]
     if len(bad):
-        qpath, qcsv = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), ctx.run_dir / "segment-quarantine")
+        qpath, qcsv = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), root / "segment-quarantine")
         outputs["quarantine"] = str(qpath)
-        ctx.tracker.log_artifact(qcsv, "segment")
-    ctx.tracker.log_metrics(metrics)
+        ctx.tracker.log_artifact(qcsv, artifact_dir)
+    ctx.tracker.log_metrics({key.replace("segment_", f"{artifact_dir}_", 1): v for key, v in metrics.items()})
     for path in (report_csv, report_path, outputs_csv):
-        ctx.tracker.log_artifact(path, "segment")
-    overlay_dir = write_overlays(report, step, ctx, loaded, ctx.run_dir / "overlays", step.overlays)
+        ctx.tracker.log_artifact(path, artifact_dir)
+    overlay_dir = write_overlays(report, step, ctx, loaded, root / "overlays", step.overlays)
     if overlay_dir is not None:
-        ctx.tracker.log_artifact(overlay_dir, "segment/overlays")
-    ctx.state |= {"report": report_path, "metrics": metrics}
-    return outputs | metrics
+        ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
+    ctx.state |= {"report": report_path, "metrics": metrics, "segments_done": index + 1}
+    return outputs | {"root": str(root)} | metrics
 
 
 def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None:
     """Put a finished segment step's report and metrics back in the run context (resume)."""
     metrics = {k: v for k, v in outputs.items() if k.startswith("segment_")}
-    ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics}
+    ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics, "segments_done": ctx.state.get("segments_done", 0) + 1}
 
 
 def _input_dataset(step: SegmentStep, ctx: RunContext):
     """(dataset, expected row count or None) for the step's source."""
+    if step.records == "volumes" and step.source is None:
+        if "volumes" not in ctx.state:
+            raise StepError("records: volumes, but the ingest step found no series with regular geometry")
+        volumes = ctx.state["volumes"]
+        return read_dataset(volumes), int(pq.ParquetDataset(str(volumes)).read(columns=["case_id"]).num_rows)
     if isinstance(step.source, DatasetSource):
         meta = dataset_meta(step.source.path)
         return read_dataset(step.source.path), int((meta["status"] == STATUS_OK).sum())
@@ -110,8 +122,8 @@ def _input_dataset(step: SegmentStep, ctx: RunContext):
 
 def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int) -> Path | None:
     """Overlay PNGs of the worst and best labelled cases (held-out ones when there is a split)."""
-    if n == 0 or report.empty or not (report["mask_path"].str.len() > 0).all():
-        return None
+    if n == 0 or report.empty or not report["mask_path"].str.endswith(".png").all():
+        return None  # overlays are 2D pictures: not for volumes
     pool = report[report["split"] == "val"] if (report["split"] == "val").any() else report
     ranked = pool.sort_values("dice")
     best = ranked[ranked["label_fg_fraction"] > 0].tail(n // 2)  # an empty slice scored 1.0 shows nothing

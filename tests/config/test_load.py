@@ -145,3 +145,10 @@ def test_specs_are_frozen() -> None:
     spec = validate_workflow_text(yaml.safe_dump(VALID))
     with pytest.raises(Exception, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
+
+
+def test_volume_records_need_an_ingest_with_volumes() -> None:
+    data = _variant(["steps", 2, "records"], "volumes")
+    assert any(p.startswith("steps[2].records: 'volumes' needs an ingest step with volumes: true") for p in _problems(data))
+    data["steps"][0]["volumes"] = True
+    assert validate_workflow_text(yaml.safe_dump(data)).steps[2].records == "volumes"

@@ -176,3 +176,41 @@ def test_sigkilled_run_resumes_to_identical_outputs_in_the_same_mlflow_run(archi
     runs = client.search_runs([client.get_experiment_by_name("seg").experiment_id])
     assert [r.info.run_id for r in runs] == [interrupted["mlflow_run_id"]]
     assert runs[0].info.status == "FINISHED"
+
+
+def test_volume_records_give_one_nifti_and_one_seg_per_series(ray_session, archive, checkpoint, tmp_path) -> None:
+    import nibabel as nib
+
+    from segops.workflows import run_workflow
+
+    images = archive / "images"
+    text = yaml.safe_dump({
+        "name": "vol", "output_dir": str(tmp_path), "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol"},
+        "steps": [
+            {"step": "ingest", "volumes": True, "source": {"kind": "dicom", "path": str(images), "labels": {"kind": "mask-png", "path": str(archive / "labels")}}},
+            {"step": "segment", "model": str(checkpoint), "records": "volumes", "outputs": ["png", "dicom-seg"], "overlays": 2},
+            {"step": "segment", "model": str(checkpoint), "outputs": ["png"], "overlays": 0},
+        ],
+    })  # fmt: skip
+    run = run_workflow(validate_workflow_text(text), text)
+    volumes = pd.read_parquet(run.run_dir / "volumes", columns=["case_id", "source_uris", "slices"])
+    assert len(volumes) == 2 and (volumes["slices"] == 5).all()
+    report = pd.read_parquet(run.outputs[1]["report"])
+    assert len(report) == 2 and report["dice"].between(0, 1).all()  # one 3D Dice per labelled series
+    outputs = pd.read_parquet(run.outputs[1]["outputs"]).set_index("case_id")
+    slices = pd.read_parquet(run.outputs[2]["outputs"]).set_index("source_uri")
+    for series_uid, row in volumes.set_index("case_id").iterrows():
+        nifti = nib.load(outputs.loc[series_uid, "mask_path"])
+        mask = np.transpose(np.asarray(nifti.dataobj), (2, 1, 0))  # (x, y, z) → (z, y, x)
+        per_slice = np.stack([read_mask_png(slices.loc[uri, "mask_path"], mask.shape[1:]) for uri in row["source_uris"]])
+        np.testing.assert_array_equal(mask, per_slice)  # slice-wise 2D inference, in slice order
+        first = pydicom.dcmread(row["source_uris"][0])
+        assert np.allclose(np.abs(np.diag(nifti.affine))[:3], [*map(float, first.PixelSpacing[::-1]), 2.5])
+        seg = hd.seg.segread(outputs.loc[series_uid, "seg_path"])
+        for z, uri in enumerate(row["source_uris"]):
+            sop = pydicom.dcmread(uri, stop_before_pixels=True).SOPInstanceUID
+            np.testing.assert_array_equal(seg.get_pixels_by_source_instance([sop], combine_segments=True)[0], mask[z])
+    client = MlflowClient(run.tracking_uri)
+    metrics = client.get_run(run.mlflow_run_id).data.metrics
+    assert metrics["segment_outputs"] == 2 and metrics["segment1_outputs"] == 10  # two steps, two names
+    assert (run.run_dir / "segment-1" / "masks").is_dir()
