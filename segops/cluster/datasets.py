@@ -173,6 +173,20 @@ def write_volumes(dataset: str | Path, order: dict[str, list[str]], geometry: di
     volumes.write_parquet(str(path))
 
 
+def _header_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> Iterator[pd.DataFrame]:
+    for chunk in _entry_chunks(batch, source):
+        yield pd.DataFrame([header_row(f["path"], f["rel_path"], source) for f in chunk])
+
+
+def census_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
+    """One header row per file of ``source`` (no pixels decoded), listed and read in Ray tasks."""
+    entries = listing_entries(source, chunk=FILES_PER_BLOCK)
+    ds = _entries_dataset(entries).map_batches(
+        _header_entries, fn_kwargs={"source": source}, batch_size=None, batch_format="numpy"
+    )
+    return ds.to_pandas()
+
+
 def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:
     """The full rows (pixels included) of a few cases of a written dataset."""
     ds = ray.data.read_parquet(str(path)).filter(expr=col("case_id").is_in(list(case_ids)))

@@ -87,7 +87,7 @@ def test_census_and_unmatched_labels(mask_run, archive: Path) -> None:
 def test_volumes_are_stacked_along_the_slice_normal(mask_run, archive: Path) -> None:
     volumes = pd.read_parquet(mask_run.run_dir / "volumes")
     assert len(volumes) == 3 and (volumes["slices"] == 6).all() and np.allclose(volumes["spacing_z"], 2.5)
-    row = volumes.set_index("series_uid").loc[pydicom.dcmread(next((archive / "ct/images/series-000").glob("*.dcm"))).SeriesInstanceUID]
+    row = volumes.set_index("case_id").loc[pydicom.dcmread(next((archive / "ct/images/series-000").glob("*.dcm"))).SeriesInstanceUID]
     files = sorted((archive / "ct/images/series-000").glob("*.dcm"))  # synth writes slice k at z = 2.5 k
     expected_masks = np.stack([np.asarray(Image.open(archive / "ct/labels/series-000" / f.with_suffix(".png").name)) // 255 for f in files])
     assert row["has_label"]
