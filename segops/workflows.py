@@ -69,7 +69,8 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
     run_id = run_id_for(spec, new_run)
     run_dir = (Path(spec.output_dir) / run_id).resolve()
     manifest = read_manifest(run_dir)
-    resources = ensure_ray(spec.cluster)
+    finished = manifest is not None and manifest.state == "done"
+    resources = {} if finished else ensure_ray(spec.cluster)  # a finished run needs no cluster
     tracker = RunTracker(spec.tracking)
     if manifest is None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -86,9 +87,8 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
         resumed = False
     else:
         resumed = True
-        done = manifest.state == "done"
-        log.info("%s run %s (%s)", "found finished" if done else "resuming", run_id, run_dir)
-        if not done:
+        log.info("%s run %s (%s)", "found finished" if finished else "resuming", run_id, run_dir)
+        if not finished:
             tracker.start(run_name=run_id, tags={}, run_id=manifest.mlflow_run_id)
             manifest.run_resumed()
         else:

@@ -59,11 +59,8 @@ def _workflow(archive: dict, steps: list[dict], name: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def run(ray_session, archive: dict):
-    from segops.workflows import run_workflow
-
-    text = _workflow(
+def _e2e_text(archive: dict) -> str:
+    return _workflow(
         archive,
         [
             {"step": "ingest", "source": {"kind": "dicom", "path": str(archive["images"]),
@@ -75,7 +72,27 @@ def run(ray_session, archive: dict):
         ],
         "e2e",
     )
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, archive: dict):
+    from segops.workflows import run_workflow
+
+    text = _e2e_text(archive)
     return run_workflow(validate_workflow_text(text), text)
+
+
+def test_rerunning_a_finished_workflow_changes_nothing(run, archive: dict) -> None:
+    from segops.workflows import run_workflow
+
+    before = {p: p.stat().st_mtime_ns for p in (run.run_dir / "masks").rglob("*.png")}
+    again = run_workflow(validate_workflow_text(_e2e_text(archive)))
+    assert again.resumed and again.run_dir == run.run_dir and again.mlflow_run_id == run.mlflow_run_id
+    assert {p: p.stat().st_mtime_ns for p in (run.run_dir / "masks").rglob("*.png")} == before
+    assert again.state["model_uri"] == run.state["model_uri"] and again.state["report"] == run.state["report"]
+    client = MlflowClient(run.tracking_uri)
+    assert len(client.search_runs([client.get_experiment_by_name("e2e").experiment_id],
+                                  filter_string="tags.`segops.workflow` = 'e2e'")) == 1  # fmt: skip
 
 
 def test_every_readable_input_has_exactly_one_mask(run, archive: dict) -> None:
