@@ -19,13 +19,16 @@ class PeakRSS:
     def __init__(self, interval: float = 0.2):
         self.interval = interval
         self.peak = 0
+        self.peak_processes = 0  # how many processes (driver + Ray) existed at most
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _tree_rss(self) -> int:
         me = psutil.Process()
         total = 0
-        for proc in [me, *me.children(recursive=True)]:
+        procs = [me, *me.children(recursive=True)]
+        self.peak_processes = max(self.peak_processes, len(procs))
+        for proc in procs:
             try:
                 info = proc.memory_full_info()
                 total += getattr(info, "pss", info.rss)
