@@ -26,7 +26,7 @@ from ray.data.expressions import col
 from tqdm.auto import tqdm
 
 from segops.config.schema import ActorPoolSpec, SlidingWindowSpec
-from segops.data.records import STATUS_OK
+from segops.data.records import STATUS_FAILED, STATUS_OK
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.metrics import case_scores
@@ -42,7 +42,6 @@ _PASSTHROUGH = (
 RESULT_COLUMNS = (
     *_PASSTHROUGH, "mask_path", "seg_path", "mask_sha256", "model", "fg_fraction", "label_fg_fraction", "dice", "iou",
 )  # fmt: skip
-STATUS_FAILED = "failed"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 STATUS_OK = "ok"
 STATUS_QUARANTINED = "quarantined"
 STATUS_SKIPPED = "skipped"
+STATUS_FAILED = "failed"  # decoded, but segmenting or writing this one case failed
 
 #: Columns without pixels, in the order they are written.
 META_COLUMNS = (

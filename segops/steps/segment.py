@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from segops.cluster.datasets import read_dataset, read_source, take_records
-from segops.cluster.infer import STATUS_FAILED, segment_dataset, size_actor_pool
+from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.config.schema import DatasetSource, SegmentStep
 from segops.data.decode import decode_file
 from segops.data.labels import read_mask_png
-from segops.data.records import STATUS_OK
+from segops.data.records import STATUS_FAILED, STATUS_OK
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
 from segops.errors import StepError
