@@ -55,23 +55,11 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
                               header.get("SeriesInstanceUID"), header.get("SOPInstanceUID"), frame)  # fmt: skip
     else:
         stem = mirror_stem(str(meta["rel_path"]), frame)
-    written: dict[str, str] = {
-        "mask_path": "",
-        "seg_path": "",
-        "mask_sha256": hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest(),
-        "model": cfg.model_digest,
-    }
+    written = _provenance(cfg, mask)
     if "png" in cfg.formats:
         written["mask_path"] = str(write_mask_png(Path(cfg.root) / "masks", f"{stem}.png", mask, cfg.classes))
     if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
-        sop, series = str(header.SOPInstanceUID), str(header.SeriesInstanceUID)
-        seg = build_seg(
-            [header],
-            mask[None],
-            {c: cfg.segments.get(c, f"class {c}") for c in range(1, cfg.classes)},
-            series_uid=generate_uid(entropy_srcs=["segops-seg-series", series, cfg.model_digest]),
-            sop_uid=generate_uid(entropy_srcs=["segops-seg", sop, cfg.model_digest]),
-        )
+        seg = _seg(cfg, [header], mask[None], str(header.SeriesInstanceUID), ["segops-seg", str(header.SOPInstanceUID)])
         written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
     return written
 
@@ -87,9 +75,8 @@ def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarr
     import nibabel as nib
 
     stem = f"volumes/{sanitize_component(meta['case_id'])}"
-    written = {"mask_path": "", "seg_path": "", "model": cfg.model_digest,
-               "mask_sha256": hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest()}  # fmt: skip
-    if "png" in cfg.formats or "nifti" in cfg.formats:  # a volume's mask is a NIfTI file
+    written = _provenance(cfg, mask)
+    if "png" in cfg.formats:  # a volume's mask is a NIfTI file
         affine = np.asarray(meta["affine"], float).reshape(4, 4)
         image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))).astype(np.uint8), affine)
         data = gzip.compress(image.to_bytes(), mtime=0)  # mtime=0: same mask, same bytes
@@ -97,12 +84,27 @@ def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarr
     if "dicom-seg" in cfg.formats and is_dicom_record(meta):
         sources = [pydicom.dcmread(uri, stop_before_pixels=True) for uri in meta["source_uris"]]
         series = str(meta["case_id"])
-        seg = build_seg(
-            sources,
-            mask,
-            {c: cfg.segments.get(c, f"class {c}") for c in range(1, cfg.classes)},
-            series_uid=generate_uid(entropy_srcs=["segops-seg-series", series, cfg.model_digest]),
-            sop_uid=generate_uid(entropy_srcs=["segops-seg-volume", series, cfg.model_digest]),
-        )
+        seg = _seg(cfg, sources, mask, series, ["segops-seg-volume", series])
         written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
     return written
+
+
+def _provenance(cfg: OutputConfig, mask: np.ndarray) -> dict[str, str]:
+    """The fields every case's result carries before anything is written."""
+    return {
+        "mask_path": "",
+        "seg_path": "",
+        "mask_sha256": hashlib.sha256(np.ascontiguousarray(mask, dtype=np.uint8).tobytes()).hexdigest(),
+        "model": cfg.model_digest,
+    }
+
+
+def _seg(cfg: OutputConfig, sources: list, masks: np.ndarray, series_uid: str, sop_key: list[str]) -> Any:
+    """A SEG with UIDs derived from (source, model), so a rerun reproduces them."""
+    return build_seg(
+        sources,
+        masks,
+        {c: cfg.segments.get(c, f"class {c}") for c in range(1, cfg.classes)},
+        series_uid=generate_uid(entropy_srcs=["segops-seg-series", series_uid, cfg.model_digest]),
+        sop_uid=generate_uid(entropy_srcs=[*sop_key, cfg.model_digest]),
+    )

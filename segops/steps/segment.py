@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow.dataset as pads
 
 from segops.cluster.datasets import read_dataset, read_source, take_records
 from segops.cluster.infer import segment_dataset, size_actor_pool
@@ -25,7 +25,7 @@ from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, write_table
 from segops.steps.context import RunContext
-from segops.steps.ingest import QUARANTINE_COLUMNS, dataset_meta
+from segops.steps.ingest import QUARANTINE_COLUMNS
 from segops.tracking import download_checkpoint, is_model_uri
 
 log = logging.getLogger(__name__)
@@ -109,15 +109,15 @@ def _input_dataset(step: SegmentStep, ctx: RunContext):
     if step.records == "volumes" and step.source is None:
         if "volumes" not in ctx.state:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
-        volumes = ctx.state["volumes"]
-        return read_dataset(volumes), int(pq.ParquetDataset(str(volumes)).read(columns=["case_id"]).num_rows)
-    if isinstance(step.source, DatasetSource):
-        meta = dataset_meta(step.source.path)
-        return read_dataset(step.source.path), int((meta["status"] == STATUS_OK).sum())
-    if step.source is not None:
+        path = ctx.state["volumes"]
+    elif isinstance(step.source, DatasetSource):
+        path = step.source.path
+    elif step.source is not None:
         return read_source(step.source), None  # decoded in the stream; bad files become rows
-    dataset = ctx.state["dataset"]
-    return read_dataset(dataset), int((dataset_meta(dataset)["status"] == STATUS_OK).sum())
+    else:
+        path = ctx.state["dataset"]
+    status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
+    return read_dataset(path), sum(1 for s in status.to_pylist() if s == STATUS_OK)
 
 
 def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int) -> Path | None:
@@ -142,7 +142,7 @@ def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loa
 
 def _records(picks: pd.DataFrame, step: SegmentStep, ctx: RunContext) -> list[dict[str, Any] | None]:
     """Pixels and labels of a few cases: re-read from the dataset, or re-decoded from the source."""
-    source = step.source if step.source is not None else None
+    source = step.source
     if source is None or isinstance(source, DatasetSource):
         dataset = source.path if source is not None else ctx.state["dataset"]
         found = {r["case_id"]: r for r in take_records(dataset, picks["case_id"].tolist())}
