@@ -145,8 +145,10 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
             training_batch(pairs, step.preprocess, step.model.in_channels, rng, step.patches_per_image)
             for pairs in _pairs(train_shard, step.batch_size)
         )
-        loss_sum, n_samples = train_steps(model, batches, loss_fn, optimizer, device)
-        dice_sum, n_val = validation_dice(evaluator, (p for chunk in _pairs(val_shard, 8) for p in chunk), device)
+        loss_sum, n_samples = train_steps(model, batches, loss_fn, optimizer, device, step.amp)
+        dice_sum, n_val = validation_dice(
+            evaluator, (p for chunk in _pairs(val_shard, 8) for p in chunk), device, step.amp
+        )
         loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
         metrics = {
             "epoch": epoch,

@@ -249,6 +249,7 @@ class TrainStep(Spec):
     weight_decay: float = Field(default=1e-5, ge=0)
     patches_per_image: int = Field(default=1, ge=1, le=64, description="Random patches per image per epoch.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    amp: bool = Field(default=True, description="bfloat16 autocast on GPU workers (no effect on CPU).")
     register_model: bool = Field(default=True, description="Log and register the model in MLflow.")
 
     @model_validator(mode="after")

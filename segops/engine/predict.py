@@ -40,7 +40,7 @@ def predict_masks(
     masks: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
     dev = torch.device(device)
-    with torch.inference_mode(), _autocast(dev, amp):
+    with torch.inference_mode(), autocast(dev, amp):
         for i, arr in enumerate(prepared):
             if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
                 masks[i] = _sliding(loaded, arr, sliding, dev)
@@ -69,7 +69,11 @@ def _sliding(loaded: LoadedModel, image: np.ndarray, sliding: SlidingWindowSpec,
     return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast(device: torch.device, amp: bool):
+    """bfloat16 autocast on CUDA when ``amp``; a no-op context elsewhere.
+
+    bf16 keeps fp32's exponent range, so training needs no GradScaler (unlike fp16).
+    """
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()

@@ -15,7 +15,7 @@ from torch import nn
 from segops.config.schema import PreprocessSpec
 from segops.data.transforms import prepare_image, random_flip_rotate, random_patch
 from segops.engine.checkpoint import LoadedModel
-from segops.engine.predict import predict_masks
+from segops.engine.predict import autocast, predict_masks
 from segops.metrics import case_scores
 
 
@@ -48,8 +48,9 @@ def train_steps(
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
+    amp: bool = False,
 ) -> tuple[float, int]:
-    """Run one optimisation step per batch.
+    """Run one optimisation step per batch (forward and loss under bf16 autocast when ``amp`` on CUDA).
 
     Returns:
         (sum of per-sample loss, number of samples), so callers can average across workers.
@@ -59,7 +60,8 @@ def train_steps(
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with autocast(device, amp):
+            loss = loss_fn(model(x), y)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(x)
@@ -68,7 +70,10 @@ def train_steps(
 
 
 def validation_dice(
-    loaded: LoadedModel, pairs: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device
+    loaded: LoadedModel,
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    device: torch.device,
+    amp: bool = False,
 ) -> tuple[float, int]:
     """Whole-image Dice on validation cases, exactly as the segment step computes it.
 
@@ -78,7 +83,7 @@ def validation_dice(
     loaded.model.eval()
     total, count = 0.0, 0
     for image, label in pairs:
-        (pred,) = predict_masks(loaded, [image], device)
+        (pred,) = predict_masks(loaded, [image], device, amp)
         total += case_scores(pred, label, loaded.model_spec.classes)["dice"]
         count += 1
     return total, count

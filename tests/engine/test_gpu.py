@@ -29,3 +29,22 @@ def test_training_workers_pick_the_gpu_when_auto() -> None:
     from segops.cluster.train import resolve_use_gpu
 
     assert resolve_use_gpu("auto", {"GPU": float(torch.cuda.device_count())}) is True
+
+
+def test_bf16_autocast_training_on_cuda_learns_and_keeps_fp32_weights() -> None:
+    from segops.engine.train import train_steps
+    from segops.losses import build_loss
+
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    model = build_model(spec).to("cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    y = (rng.random((8, 1, 32, 32)) > 0.7).astype(np.int64)
+    x = (y + rng.normal(scale=0.3, size=y.shape)).astype(np.float32)
+    batches = [(torch.from_numpy(x), torch.from_numpy(y))] * 30
+    first, n = train_steps(model, batches[:1], build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
+    train_steps(model, batches, build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
+    last, _ = train_steps(model, batches[:1], build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
+    assert np.isfinite(last) and last < first
+    assert all(p.dtype == torch.float32 for p in model.parameters())
