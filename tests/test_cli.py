@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -60,6 +61,19 @@ def test_synth_commands(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", "inspection", str(tmp_path / "insp"), "--count", "3"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "insp" / "labels").glob("*.png"))) == 3
+
+
+def test_synth_instances_command(tmp_path: Path) -> None:
+    args = ["synth", "instances", str(tmp_path / "inst"), "--count", "2", "--size", "64", "--seed", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 images with" in result.output and "(cell, rod)" in result.output
+    for folder in ("images", "instances", "classes"):
+        assert sorted(p.name for p in (tmp_path / "inst" / folder).iterdir()) == ["scene-0000.png", "scene-0001.png"]
+    coco = json.loads((tmp_path / "inst" / "annotations.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["scene-0000.png", "scene-0001.png"]
+    result = runner.invoke(app, ["synth", "instances", str(tmp_path / "x"), "--classes", "4"])
+    assert result.exit_code == 2 and not (tmp_path / "x").exists()
 
 
 def test_census_command_counts_pydicom_files() -> None:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from segops.config.schema import IngestStep, SegmentStep, TrainStep, WorkflowSpec
+from segops.data.instances import is_instance_labels
 from segops.errors import WorkflowSpecError
 
 
@@ -129,10 +130,17 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
     """Checks that need more than one step in view."""
     problems: list[str] = []
     seen_ingest = seen_train = seen_volumes = False
+    last_ingest: IngestStep | None = None
+    last_train: TrainStep | None = None
     for i, step in enumerate(spec.steps):
         if isinstance(step, TrainStep) and not seen_ingest:
             problems.append(f"steps[{i}]: a train step needs an ingest step before it (it trains on its dataset)")
+        if isinstance(step, TrainStep) and last_ingest is not None:
+            problems += _label_kind_problems(i, step, last_ingest)
         if isinstance(step, SegmentStep):
+            if step.model is None and last_train is not None and last_train.model.task != "instance":
+                if "coco-rle" in step.outputs:
+                    problems.append(f"steps[{i}].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)")
             if step.model is None and not seen_train:
                 problems.append(
                     f"steps[{i}].model: required when no train step comes before this segment step "
@@ -149,7 +157,30 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
                 problems.append(f"steps[{i}].records: 'volumes' reads volume records: source must be of kind dataset")
             if 0 in step.segments:
                 problems.append(f"steps[{i}].segments: class 0 is background and cannot be a segment")
+        if isinstance(step, IngestStep):
+            last_ingest = step
+        if isinstance(step, TrainStep):
+            last_train = step
         seen_ingest |= isinstance(step, IngestStep)
         seen_volumes |= isinstance(step, IngestStep) and step.volumes
         seen_train |= isinstance(step, TrainStep)
     return problems
+
+
+def _label_kind_problems(i: int, step: TrainStep, ingest: IngestStep) -> list[str]:
+    """An instance model trains on instance labels, a semantic one on class maps."""
+    labels = ingest.source.labels
+    if labels is None:
+        return [f"steps[{i}]: the ingest step before this train step has no labels (source.labels)"]
+    instance_labels = is_instance_labels(labels)
+    if step.model.task == "instance" and not instance_labels:
+        return [
+            f"steps[{i}].model.arch: {step.model.arch!r} trains on instance labels; the ingest source's labels "
+            "must be kind instance-png, or kind coco with instances: true"
+        ]
+    if step.model.task == "semantic" and instance_labels:
+        return [
+            f"steps[{i}].model.arch: {step.model.arch!r} trains on class maps; the ingest source's labels are "
+            "instance labels (use arch: maskrcnn, or labels that are class maps)"
+        ]
+    return []

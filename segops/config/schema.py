@@ -76,18 +76,37 @@ class DicomSegLabels(Spec):
 
 
 class CocoLabels(Spec):
-    """A COCO JSON file of instance annotations (polygons or RLE), rasterised to class maps.
+    """A COCO JSON file of instance annotations (polygons or RLE).
 
-    Images are matched by ``file_name`` (relative path, else base name). The label value is
-    ``categories[category_id]``, by default the category's rank among the file's categories (1..K).
+    Images are matched by ``file_name`` (relative path, else base name). The class of an
+    annotation is ``categories[category_id]``, by default the category's rank among the file's
+    categories (1..K). Rasterised to a class map, or with ``instances: true`` to an instance
+    label map (see :mod:`segops.data.instances`) for instance models.
     """
 
     kind: Literal["coco"]
     path: Path
-    categories: dict[int, int] | None = None
+    categories: dict[int, Annotated[int, Field(ge=0, le=255)]] | None = None
+    instances: bool = Field(default=False, description="Keep instances apart (for arch: maskrcnn).")
 
 
-LabelsSpec = Annotated[Union[MaskPngLabels, DicomSegLabels, CocoLabels], Field(discriminator="kind")]
+class InstancePngLabels(Spec):
+    """Instance-id mask images (0 = background, k = instance k), found by ``pattern`` as in mask-png.
+
+    Every instance has class ``class_id``; with ``classes_pattern``, a class-index mask found
+    by that pattern gives each instance the most frequent class under its pixels.
+    """
+
+    kind: Literal["instance-png"]
+    path: Path
+    pattern: str = "{rel_stem}.png"
+    classes_pattern: str | None = None
+    class_id: int = Field(default=1, ge=1, le=255)
+
+
+LabelsSpec = Annotated[
+    Union[MaskPngLabels, DicomSegLabels, CocoLabels, InstancePngLabels], Field(discriminator="kind")
+]
 
 
 class DicomSource(Spec):
@@ -150,8 +169,65 @@ class UNetSpec(Spec):
             d *= s
         return d
 
+    @property
+    def task(self) -> Literal["semantic", "instance"]:
+        return "semantic"
 
-ModelSpec = Annotated[Union[UNetSpec], Field(discriminator="arch")]
+
+class MaskRCNNSpec(Spec):
+    """torchvision Mask R-CNN for instance segmentation, built with ``weights=None``.
+
+    ``classes`` counts background (torchvision's ``num_classes``). Grayscale inputs are
+    repeated to the 3 channels the backbone expects. ``resnet18_fpn`` trains on a CPU; the
+    ResNet-50 variants are torchvision's ``maskrcnn_resnet50_fpn`` / ``_v2``. Images are resized
+    so the short side is ``min_size`` (long side at most ``max_size``). ``mask_dice_weight``
+    adds a soft Dice term on positive RoIs' masks to the BCE mask loss (0: torchvision's loss).
+    """
+
+    arch: Literal["maskrcnn"]
+    backbone: Literal["resnet18_fpn", "resnet50_fpn", "resnet50_fpn_v2"] = "resnet18_fpn"
+    in_channels: int = Field(default=1, ge=1, le=3)
+    classes: int = Field(default=2, ge=2)
+    min_size: int = Field(default=256, ge=32)
+    max_size: int = Field(default=512, ge=32)
+    anchor_sizes: tuple[int, int, int, int, int] = Field(
+        default=(16, 32, 64, 128, 256), description="One anchor size per FPN level (5 levels)."
+    )
+    aspect_ratios: tuple[float, ...] = Field(default=(0.5, 1.0, 2.0), min_length=1)
+    box_batch_size_per_image: int = Field(
+        default=512,
+        ge=16,
+        description="RoIs sampled per image for the box and mask heads in training (torchvision: 512); "
+        "fewer is much cheaper on a CPU when images hold few objects.",
+    )
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Detections below are dropped.")
+    mask_threshold: float = Field(default=0.5, gt=0.0, lt=1.0, description="Mask probability → binary mask.")
+    mask_nms_threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Class-agnostic NMS on masks after torchvision's per-class box NMS: a detection "
+        "whose mask has IoU above this with a higher-scoring one is dropped (1: off).",
+    )
+    detections_per_image: int = Field(default=100, ge=1)
+    mask_dice_weight: float = Field(default=1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> MaskRCNNSpec:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) must be at least min_size ({self.min_size})")
+        return self
+
+    @property
+    def size_divisor(self) -> int:
+        return 1  # torchvision pads batches to its own divisor
+
+    @property
+    def task(self) -> Literal["semantic", "instance"]:
+        return "instance"
+
+
+ModelSpec = Annotated[Union[UNetSpec, MaskRCNNSpec], Field(discriminator="arch")]
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -309,7 +385,11 @@ class SegmentStep(Spec):
         description="volumes: segment the ingest step's volume records slice by slice; one NIfTI "
         "(and one multi-frame DICOM SEG) per series.",
     )
-    outputs: tuple[Literal["png", "dicom-seg"], ...] = ("png",)
+    outputs: tuple[Literal["png", "dicom-seg", "coco-rle"], ...] = Field(
+        default=("png",),
+        description="png: class mask (and, for instance models, an instance-id map); dicom-seg: for "
+        "DICOM inputs; coco-rle: per image COCO results with RLE masks (instance models).",
+    )
     layout: Literal["mirror", "dicom-tags"] = Field(
         default="mirror",
         description="mirror: outputs mirror input paths; dicom-tags: <PatientID>/<StudyUID>/<SeriesUID>/<SOPUID> (sanitised).",

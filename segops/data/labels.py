@@ -1,15 +1,20 @@
-"""Label readers. Labels are (H, W) uint8 class-index maps aligned with their image.
+"""Label readers: each label is an (H, W) array aligned with its image.
 
-Three sources, one interface (:class:`LabelResolver`): mask images found by path pattern,
-DICOM SEG objects matched by referenced SOP Instance UID, and COCO JSON annotations matched
-by file name. A resolver is built once on the driver (it indexes SEG headers / the COCO file)
-and shipped to decode tasks; it also reports labels that matched no image.
+Semantic sources give uint8 class-index maps: mask images found by path pattern, DICOM SEG
+objects matched by referenced SOP Instance UID, and COCO JSON annotations matched by file
+name. Instance sources (instance-id images, COCO with ``instances: true``) give int32
+instance label maps (``class * 1000 + k``, see :mod:`segops.data.instances`). One interface
+(:class:`LabelResolver`) serves all: a resolver is built once on the driver (it indexes SEG
+headers / the COCO file) and shipped to decode tasks; it also reports labels that matched no
+image.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import string
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,7 +24,8 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
-from segops.config.schema import CocoLabels, DicomSegLabels, MaskPngLabels
+from segops.config.schema import CocoLabels, DicomSegLabels, InstancePngLabels, LabelsSpec, MaskPngLabels
+from segops.data.instances import encode_instances, stack_instances
 from segops.data.records import ImageRecord
 from segops.errors import LabelError
 
@@ -45,22 +51,50 @@ def read_mask_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np
     Raises:
         LabelError: unreadable, not single-channel, missing page, or of another size than the image.
     """
+    return _checked(_read_page(path, page, "mask"), shape, str(path))
+
+
+def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
+    """Read an instance-id image (8/16-bit PNG/TIFF, single channel): (H, W) int64, 0 = background.
+
+    Ids are kept as stored: no {0, 255} → {0, 1} rescaling, no cast to 8 bits.
+
+    Raises:
+        LabelError: unreadable, not single-channel, missing page, non-integer or negative ids,
+            or of another size than the image.
+    """
+    ids = _read_page(path, page, "instance-id image")
+    _check_size(ids, shape, f"instance-id image {path}")
+    if ids.dtype.kind not in "biu":
+        raise LabelError(f"instance-id image {path} has {ids.dtype} pixels; expected integer instance ids")
+    ids = ids.astype(np.int64)
+    if ids.min(initial=0) < 0:
+        raise LabelError(f"instance-id image {path} has negative id {ids.min()}; expected 0 (background) or k >= 1")
+    return ids
+
+
+def _read_page(path: str | Path, page: int, what: str) -> np.ndarray:
+    """Page ``page`` of a single-channel image file, as stored."""
     try:
         with Image.open(path) as img:
             frames = [np.asarray(p) for p in ImageSequence.Iterator(img)]
     except (UnidentifiedImageError, OSError) as exc:
-        raise LabelError(f"cannot read mask {path}: {exc}") from exc
+        raise LabelError(f"cannot read {what} {path}: {exc}") from exc
     if page >= len(frames):
-        raise LabelError(f"mask {path} has {len(frames)} page(s); page {page} was asked for")
-    mask = frames[page]
-    if mask.ndim != 2:
-        raise LabelError(f"mask {path} has shape {mask.shape}; expected a single-channel (H, W) image")
-    return _checked(mask, shape, str(path))
+        raise LabelError(f"{what} {path} has {len(frames)} page(s); page {page} was asked for")
+    array = frames[page]
+    if array.ndim != 2:
+        raise LabelError(f"{what} {path} has shape {array.shape}; expected a single-channel (H, W) image")
+    return array
+
+
+def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
+    if array.shape != tuple(shape):
+        raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
 
 
 def _checked(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray:
-    if mask.shape != tuple(shape):
-        raise LabelError(f"mask {where} is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
+    _check_size(mask, shape, f"mask {where}")
     values = np.unique(mask)
     if values.max(initial=0) == 255 and set(values.tolist()) <= {0, 255}:
         mask = mask // 255
@@ -76,13 +110,15 @@ def _checked(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray
 class LabelResolver:
     """Finds the label of a record. Build with :func:`build_resolver`; picklable."""
 
-    spec: MaskPngLabels | DicomSegLabels | CocoLabels
+    spec: LabelsSpec
     seg_index: dict[str, str] = field(default_factory=dict)  # SOPInstanceUID → SEG path
     coco_images: dict[str, dict[str, Any]] = field(default_factory=dict)  # file_name → image + anns
     coco_classes: dict[int, int] = field(default_factory=dict)
 
     def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
         """(label, uri) for ``record``, or None if it has no label.
+
+        The label is (H, W) uint8 for semantic sources, int32 for instance sources.
 
         Raises:
             LabelError: a label exists but cannot be read or does not fit the image.
@@ -92,8 +128,12 @@ class LabelResolver:
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
                 return None
-            page = record.frame if "{frame}" not in self.spec.pattern else 0
-            return read_mask_png(path, shape, page), str(path.resolve())
+            return read_mask_png(path, shape, _page(self.spec.pattern, record)), str(path.resolve())
+        if isinstance(self.spec, InstancePngLabels):
+            path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
+            if not path.is_file():
+                return None
+            return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
         if isinstance(self.spec, DicomSegLabels):
             seg_path = self.seg_index.get(record.instance_uid)
             if seg_path is None:
@@ -103,19 +143,22 @@ class LabelResolver:
         entry = self.coco_images.get(record.rel_path) or self.coco_images.get(PurePosixPath(record.rel_path).name)
         if entry is None:
             return None
-        return _coco_label(entry, shape, self.coco_classes), f"{self.spec.path}#image={entry['id']}"
+        read = _coco_instances if self.spec.instances else _coco_label
+        return read(entry, shape, self.coco_classes), f"{self.spec.path}#image={entry['id']}"
 
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
         if isinstance(self.spec, MaskPngLabels):
             root = Path(self.spec.path)
             return {str(p.resolve()) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+        if isinstance(self.spec, InstancePngLabels):
+            return _instance_png_keys(self.spec)
         if isinstance(self.spec, DicomSegLabels):
             return set(self.seg_index.values())
         return {f"{self.spec.path}#image={e['id']}" for e in self.coco_images.values()}
 
 
-def build_resolver(spec: MaskPngLabels | DicomSegLabels | CocoLabels) -> LabelResolver:
+def build_resolver(spec: LabelsSpec) -> LabelResolver:
     """Index the labels once (SEG headers, COCO file) so decode tasks can look them up."""
     if isinstance(spec, DicomSegLabels):
         return LabelResolver(spec, seg_index=_index_segs(Path(spec.path)))
@@ -125,6 +168,103 @@ def build_resolver(spec: MaskPngLabels | DicomSegLabels | CocoLabels) -> LabelRe
     if not Path(spec.path).is_dir():
         raise LabelError(f"label folder {spec.path} does not exist")
     return LabelResolver(spec)
+
+
+def _page(pattern: str, record: ImageRecord) -> int:
+    """Page of a multi-page label file for this record: its frame, unless the pattern names one file per frame."""
+    return record.frame if "{frame}" not in pattern else 0
+
+
+# --------------------------------------------------------------------------- instance-id images
+
+
+def _instance_png_label(spec: InstancePngLabels, path: Path, record: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
+    """Instance-id image (+ class mask) of one record → (H, W) int32 instance label map."""
+    ids = read_instance_png(path, shape, _page(spec.pattern, record))
+    if spec.classes_pattern is None:
+        classes = {int(i): spec.class_id for i in np.unique(ids) if i != 0}
+    else:
+        class_path = mask_png_path(spec.path, spec.classes_pattern, record.rel_path, record.frame)
+        if not class_path.is_file():
+            raise LabelError(f"instance-id image {path} has no class mask: {class_path} does not exist")
+        class_mask = read_mask_png(class_path, shape, _page(spec.classes_pattern, record))
+        classes = _majority_classes(ids, class_mask, where=f"instance-id image {path} (classes {class_path})")
+    try:
+        return encode_instances(ids, classes)
+    except LabelError as exc:
+        raise LabelError(f"instance-id image {path}: {exc}") from exc
+
+
+def _majority_classes(ids: np.ndarray, class_mask: np.ndarray, where: str) -> dict[int, int]:
+    """Each instance's most frequent nonzero class under its pixels (ties: the lower class).
+
+    Args:
+        ids: (H, W) int64 instance ids, 0 = background.
+        class_mask: (H, W) uint8 class indices, 0 = background.
+        where: names the label files in error messages.
+
+    Raises:
+        LabelError: an instance lies on class 0 only.
+    """
+    fg = ids != 0
+    keys, counts = np.unique(ids[fg] * 256 + class_mask[fg], return_counts=True)
+    key_ids, key_classes = keys // 256, keys % 256
+    keep = key_classes != 0
+    key_ids, key_classes, counts = key_ids[keep], key_classes[keep], counts[keep]
+    order = np.lexsort((key_classes, -counts, key_ids))  # by instance, then most pixels first, then lower class
+    classes: dict[int, int] = {}
+    for inst, cls in zip(key_ids[order].tolist(), key_classes[order].tolist()):
+        classes.setdefault(inst, cls)
+    missing = sorted(set(np.unique(ids[fg]).tolist()) - classes.keys())
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise LabelError(f"{where}: instance {missing[0]}{more} lies only on class 0 (background) in the class mask")
+    return classes
+
+
+def _instance_png_keys(spec: InstancePngLabels) -> set[str]:
+    """Files under the root that ``pattern`` can name, less the class masks ``classes_pattern`` names for them.
+
+    The class masks may sit beside the instance-id images (e.g. ``{rel_stem}.png`` and
+    ``{rel_stem}_class.png``), so matching the pattern alone would count them as labels.
+    """
+    root = Path(spec.path)
+    regex = _pattern_regex(spec.pattern)
+    files = {}
+    for p in root.rglob("*"):
+        match = regex.fullmatch(p.relative_to(root).as_posix())
+        if match and p.is_file() and not p.name.startswith("."):
+            files[p.resolve()] = match.groupdict()
+    if spec.classes_pattern is not None:
+        for fields in list(files.values()):
+            rel_stem = fields.get("rel_stem") or "/".join(v for v in (fields.get("rel_dir"), fields.get("stem")) if v)
+            if "rel_stem" in fields or "stem" in fields:
+                class_path = mask_png_path(root, spec.classes_pattern, rel_stem + ".x", int(fields.get("frame") or 0))
+                files.pop(class_path.resolve(), None)
+    return {str(p) for p in files}
+
+
+_FIELD_REGEX = {"rel_dir": ".+", "stem": "[^/]+", "rel_stem": ".+", "frame": "[0-9]+"}
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Regex that matches the relative paths a label pattern (see ``MaskPngLabels``) produces.
+
+    Fields become named groups; ``{rel_dir}/`` is optional, as an input at the top level has
+    an empty ``rel_dir``.
+    """
+    parts: list[str] = []
+    seen: set[str] = set()
+    after_dir = False
+    for literal, name, _spec, _conv in string.Formatter().parse(pattern.lstrip("/")):
+        if after_dir and literal.startswith("/"):
+            parts[-1], literal = f"(?:{parts[-1]}/)?", literal[1:]
+        parts.append(re.escape(literal))
+        after_dir = name == "rel_dir"
+        if name is not None:
+            parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{_FIELD_REGEX.get(name, '.*')})")
+            seen.add(name)
+    return re.compile("".join(parts))
 
 
 # --------------------------------------------------------------------------- DICOM SEG
@@ -221,14 +361,63 @@ def _index_coco(path: Path, categories: dict[int, int] | None) -> tuple[dict[str
 
 
 def _coco_label(entry: dict[str, Any], shape: tuple[int, int], classes: dict[int, int]) -> np.ndarray:
+    """All annotations of one COCO image → (H, W) uint8 class map (later annotations on top)."""
+    h, w = _coco_shape(entry, shape)
+    label = np.zeros((h, w), dtype=np.uint8)
+    for ann in entry["annotations"]:
+        label[_annotation_mask(ann, entry, h, w)] = classes.get(ann["category_id"], 0)
+    return label
+
+
+def _coco_instances(entry: dict[str, Any], shape: tuple[int, int], classes: dict[int, int]) -> np.ndarray:
+    """Annotations of one COCO image → (H, W) int32 instance label map, in file order (later on top).
+
+    Crowd annotations (``iscrowd: 1``) are left out: COCO marks a crowd region as one to
+    ignore, not as an instance, and a crowd drawn as one instance would teach a detector that
+    a group of objects is one object. Categories mapped to class 0 are left out too.
+
+    Raises:
+        LabelError: sizes differ, an annotation has no usable mask, or its category has no class.
+    """
+    h, w = _coco_shape(entry, shape)
+    masks, instance_classes = [], []
+    for ann in entry["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        cls = classes.get(ann["category_id"])
+        if cls is None:
+            raise LabelError(
+                f"COCO annotation {ann.get('id')} of image {entry['id']} has category_id {ann['category_id']}, "
+                f"which has no class in categories {classes}; map it to 0 to leave it out"
+            )
+        if cls > 0:
+            masks.append(_annotation_mask(ann, entry, h, w))
+            instance_classes.append(cls)
+    try:
+        return stack_instances(masks, instance_classes, (h, w))
+    except LabelError as exc:
+        raise LabelError(f"COCO image {entry['id']}: {exc}") from exc
+
+
+def _coco_shape(entry: dict[str, Any], shape: tuple[int, int]) -> tuple[int, int]:
     h, w = shape
     if entry["height"] not in (None, h) or entry["width"] not in (None, w):
         raise LabelError(f"COCO image {entry['id']} is {entry['width']}x{entry['height']} but its image is {w}x{h}")
-    label = np.zeros((h, w), dtype=np.uint8)
-    for ann in entry["annotations"]:
+    return h, w
+
+
+def _annotation_mask(ann: dict[str, Any], entry: dict[str, Any], h: int, w: int) -> np.ndarray:
+    """One annotation's (H, W) bool mask; anything unusable is a LabelError that names it."""
+    where = f"COCO annotation {ann.get('id')} of image {entry['id']}"
+    if not ann.get("segmentation"):
+        raise LabelError(f"{where} has no segmentation (a box alone is not a mask)")
+    try:
         mask = coco_segmentation_mask(ann["segmentation"], h, w)
-        label[mask] = classes.get(ann["category_id"], 0)
-    return label
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise LabelError(f"{where}: cannot read its segmentation: {type(exc).__name__}: {exc}") from exc
+    if mask.shape != (h, w):
+        raise LabelError(f"{where}: RLE is {mask.shape[1]}x{mask.shape[0]} but its image is {w}x{h}")
+    return mask
 
 
 def coco_segmentation_mask(segmentation: Any, h: int, w: int) -> np.ndarray:

@@ -86,6 +86,19 @@ INVALID = [
         {"arch": "unet", "channels": [8, 16, 32], "strides": [2]},
         "steps[1].model: strides has 1 entries but channels has 3",
     ),
+    (["steps", 1, "model"], {"arch": "maskrcnn", "min_size": 512, "max_size": 256},
+     "steps[1].model: max_size (256) must be at least min_size (512)"),
+    (["steps", 1, "model"], {"arch": "maskrcnn", "anchor_sizes": [8, 16]}, "steps[1].model.anchor_sizes"),
+    (["steps", 1, "model"], {"arch": "maskrcnn", "backbone": "vgg"},
+     "steps[1].model.backbone: 'vgg' is not one of resnet18_fpn, resnet50_fpn, resnet50_fpn_v2"),
+    (["steps", 1, "model"], {"arch": "maskrcnn", "aspect_ratios": []}, "steps[1].model.aspect_ratios"),
+    (["steps", 1, "model"], {"arch": "maskrcnn"},
+     "steps[1].model.arch: 'maskrcnn' trains on instance labels; the ingest source's labels must be kind instance-png"),
+    (["steps", 0, "source", "labels"], {"kind": "instance-png", "path": "/data/ids"},
+     "steps[1].model.arch: 'unet' trains on class maps; the ingest source's labels are instance labels"),
+    (["steps", 2, "outputs"], ["png", "coco-rle"], "steps[2].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)"),
+    (["steps", 0, "source", "labels"], {"kind": "coco", "path": "/a.json", "categories": {"7": 300}},
+     "steps[0].source.labels.categories.7: Input should be less than or equal to 255"),
 ]
 
 
@@ -108,6 +121,14 @@ def test_all_problems_are_reported_at_once() -> None:
         "steps[2].bogus",
         "tracking.experimnt",
     }
+
+
+def test_maskrcnn_on_instance_labels_is_valid() -> None:
+    data = _variant(["steps", 1, "model"], {"arch": "maskrcnn", "classes": 3})
+    data["steps"][0]["source"]["labels"] = {"kind": "coco", "path": "/a.json", "instances": True}
+    data["steps"][2]["outputs"] = ["png", "coco-rle"]
+    train = validate_workflow_text(yaml.safe_dump(data)).steps[1]
+    assert train.model.task == "instance" and train.model.backbone == "resnet18_fpn"
 
 
 def test_cross_step_problems() -> None:

@@ -1,4 +1,4 @@
-"""DICOM SEG and COCO label sources, and image formats (16-bit, multi-page TIFF, JPEG, BMP)."""
+"""DICOM SEG, COCO and instance-id label sources, and image formats (16-bit, multi-page TIFF, JPEG, BMP)."""
 
 import json
 from pathlib import Path
@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segops.config.schema import CocoLabels, DicomSegLabels, ImageSource
+from segops.config.schema import CocoLabels, DicomSegLabels, ImageSource, InstancePngLabels
 from segops.data.decode import decode_file
 from segops.data.dicom import read_dicom
 from segops.data.images import read_image
-from segops.data.labels import build_resolver
+from segops.data.instances import split_instances
+from segops.data.labels import build_resolver, coco_segmentation_mask, read_instance_png
 from segops.errors import LabelError
 from segops.outputs.dicom_seg import build_seg, write_seg
 
@@ -21,7 +22,12 @@ from segops.outputs.dicom_seg import build_seg, write_seg
 def test_dicom_seg_round_trip(ct_archive: Path, tmp_path: Path) -> None:
     series = sorted((ct_archive / "images" / "series-001").glob("*.dcm"))
     sources = [pydicom.dcmread(p) for p in series]
-    masks = np.stack([np.asarray(Image.open(ct_archive / "labels" / "series-001" / p.with_suffix(".png").name)) // 255 for p in series])
+    masks = np.stack(
+        [
+            np.asarray(Image.open(ct_archive / "labels" / "series-001" / p.with_suffix(".png").name)) // 255
+            for p in series
+        ]
+    )
     assert masks.any()
     seg_path = write_seg(tmp_path / "segs" / "s1.dcm", build_seg(sources, masks, {1: "lesion"}))
     reread = pydicom.dcmread(seg_path)
@@ -103,3 +109,187 @@ def test_image_formats(tmp_path: Path) -> None:
     (bmp,) = read_image(tmp_path / "g.bmp", "g.bmp")
     assert jpg.image.shape == (3, 48, 64) and bmp.image.shape == (1, 48, 64)
     assert (jpg.transfer_syntax, bmp.transfer_syntax) == ("JPEG", "BMP")
+
+
+# --------------------------------------------------------------------------- instance labels
+
+
+def _gray(path: Path, h: int = 24, w: int = 32) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w), 90, np.uint8)).save(path)
+
+
+def test_instance_png_ids_become_int32_instance_label_maps(tmp_path: Path) -> None:
+    images, labels = tmp_path / "img", tmp_path / "lbl"
+    for rel in ("a.png", "sub/b.png", "c.png"):
+        _gray(images / rel)
+    ids = np.zeros((24, 32), np.uint16)
+    ids[2:8, 2:10], ids[10:20, 5:9], ids[12:14, 20:30] = 300, 3, 65535  # sparse 16-bit ids
+    (labels / "sub").mkdir(parents=True)
+    Image.fromarray(ids).save(labels / "a.png")
+    binary = np.zeros((24, 32), np.uint8)
+    binary[4:9, 4:9] = 255  # one instance with id 255: not a 0/255 mask to rescale
+    Image.fromarray(binary).save(labels / "sub" / "b.png")
+    Image.fromarray(ids).save(labels / "extra.png")  # matches no image
+    spec = InstancePngLabels(kind="instance-png", path=labels, class_id=2)
+    source = ImageSource(kind="images", path=images, labels=spec)
+    resolver = build_resolver(spec)
+
+    (a,) = decode_file(str(images / "a.png"), "a.png", source, resolver)
+    assert a["status"] == "ok" and a["has_label"] and a["label"].dtype == np.int32
+    assert a["label_uri"] == str((labels / "a.png").resolve())
+    assert (a["label"][15, 6], a["label"][3, 3], a["label"][13, 25], a["label"][0, 0]) == (2001, 2002, 2003, 0)
+    (b,) = decode_file(str(images / "sub/b.png"), "sub/b.png", source, resolver)
+    np.testing.assert_array_equal(b["label"], np.where(binary == 255, 2001, 0))
+    (c,) = decode_file(str(images / "c.png"), "c.png", source, resolver)
+    assert not c["has_label"]
+    assert resolver.all_label_keys() - {a["label_uri"], b["label_uri"]} == {str((labels / "extra.png").resolve())}
+
+
+def test_instance_tiff_and_instance_png_errors(tmp_path: Path) -> None:
+    ids = np.zeros((24, 32), np.uint16)
+    ids[1:5, 1:5] = 4000
+    Image.fromarray(ids).save(tmp_path / "ids.tif")
+    np.testing.assert_array_equal(read_instance_png(tmp_path / "ids.tif", (24, 32)), ids)
+    with pytest.raises(LabelError, match=r"instance-id image .*ids\.tif is 32x24 but its image is 30x20"):
+        read_instance_png(tmp_path / "ids.tif", (20, 30))
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "rgb.png")
+    with pytest.raises(LabelError, match=r"rgb\.png has shape \(24, 32, 3\); expected a single-channel"):
+        read_instance_png(tmp_path / "rgb.png", (24, 32))
+    Image.fromarray(np.zeros((24, 32), np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(LabelError, match=r"float\.tif has float32 pixels; expected integer instance ids"):
+        read_instance_png(tmp_path / "float.tif", (24, 32))
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(LabelError, match=r"cannot read instance-id image .*junk\.png"):
+        read_instance_png(tmp_path / "junk.png", (24, 32))
+
+
+def test_instance_classes_are_the_majority_class_under_each_instance(tmp_path: Path) -> None:
+    images, root = tmp_path / "img", tmp_path / "archive"
+    _gray(images / "x.png")
+    ids = np.zeros((24, 32), np.uint16)
+    classes = np.zeros((24, 32), np.uint8)
+    ids[0:4, 0:10], classes[0:4, 0:10], classes[0, 0:3] = 1, 2, 1  # mostly class 2
+    ids[10:14, 0:10], classes[10:14, 2:10] = 7, 1  # class 1, with background pixels under it
+    ids[20:22, 0:10], classes[20, 0:10], classes[21, 0:10] = 9, 3, 1  # a tie: the lower class wins
+    for folder, array in (("instances", ids), ("classes", classes)):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(array).save(root / folder / "x.png")
+    spec = InstancePngLabels(
+        kind="instance-png", path=root, pattern="instances/{rel_stem}.png", classes_pattern="classes/{rel_stem}.png"
+    )
+    resolver = build_resolver(spec)
+    (record,) = read_image(images / "x.png", "x.png")
+    label, uri = resolver.label_for(record)
+    assert (label[1, 5], label[11, 5], label[20, 5]) == (2001, 1002, 1003)
+    assert resolver.all_label_keys() == {uri} == {str((root / "instances" / "x.png").resolve())}
+
+    classes[10:14, :] = 0  # instance 7 now lies on background only
+    Image.fromarray(classes).save(root / "classes" / "x.png")
+    with pytest.raises(LabelError, match=r"instances/x\.png .*: instance 7 lies only on class 0"):
+        resolver.label_for(record)
+    source = ImageSource(kind="images", path=images, labels=spec)
+    (row,) = decode_file(str(images / "x.png"), "x.png", source, resolver)
+    assert (row["status"], row["stage"], row["error_type"]) == ("quarantined", "label", "LabelError")
+    (root / "classes" / "x.png").unlink()
+    with pytest.raises(LabelError, match=r"instances/x\.png has no class mask: .*classes/x\.png does not exist"):
+        resolver.label_for(record)
+
+
+def test_instance_label_keys_leave_out_class_masks_beside_them(tmp_path: Path) -> None:
+    for name in ("a.png", "sub/b.png", "sub/b_class.png", "a_class.png", "sub/orphan.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name)
+    spec = InstancePngLabels(
+        kind="instance-png", path=tmp_path, pattern="{rel_dir}/{stem}.png", classes_pattern="{rel_stem}_class.png"
+    )
+    keys = build_resolver(spec).all_label_keys()
+    assert keys == {str((tmp_path / n).resolve()) for n in ("a.png", "sub/b.png", "sub/orphan.png")}
+
+
+def _coco_overlapping(tmp_path: Path, rle_size: tuple[int, int] = (30, 40)) -> Path:
+    """One 40x30 image: a polygon (category 9), an uncompressed RLE on top of it and a
+    compressed RLE (category 7), and a crowd region (category 9)."""
+    images = tmp_path / "img"
+    _gray(images / "o.png", 30, 40)
+    second = np.zeros((30, 40), np.uint8)
+    second[10:25, 12:30] = 1
+    third = np.zeros(rle_size, np.uint8)
+    third[0:3, 0:3] = 1
+    third_rle = mask_utils.encode(np.asfortranarray(third))
+    third_rle["counts"] = third_rle["counts"].decode()
+    crowd = np.zeros((30, 40), np.uint8)
+    crowd[26:30, :] = 1
+    crowd_rle = mask_utils.encode(np.asfortranarray(crowd))
+    crowd_rle["counts"] = crowd_rle["counts"].decode()
+    data = {
+        "images": [{"id": 1, "file_name": "o.png", "height": 30, "width": 40}],
+        "categories": [{"id": 7, "name": "rod"}, {"id": 9, "name": "cell"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 9, "segmentation": [[5, 5, 20, 5, 20, 20, 5, 20]], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 7, "segmentation": _uncompressed_rle(second), "iscrowd": 0},
+            {"id": 3, "image_id": 1, "category_id": 7, "segmentation": third_rle},
+            {"id": 4, "image_id": 1, "category_id": 9, "segmentation": crowd_rle, "iscrowd": 1},
+        ],
+    }  # fmt: skip
+    (tmp_path / "coco.json").write_text(json.dumps(data))
+    return images
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    flat = mask.flatten(order="F")
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    counts = np.diff(np.concatenate([[0], changes])).tolist()
+    return {"size": list(mask.shape), "counts": counts}
+
+
+def test_coco_instances_stack_in_file_order_and_skip_crowds(tmp_path: Path) -> None:
+    images = _coco_overlapping(tmp_path)
+    spec = CocoLabels(kind="coco", path=tmp_path / "coco.json", instances=True)
+    source = ImageSource(kind="images", path=images, labels=spec)
+    (row,) = decode_file(str(images / "o.png"), "o.png", source, build_resolver(spec))
+    label = row["label"]
+    assert row["status"] == "ok" and label.dtype == np.int32
+    first = coco_segmentation_mask([[5, 5, 20, 5, 20, 20, 5, 20]], 30, 40)
+    second = np.zeros((30, 40), bool)
+    second[10:25, 12:30] = True
+    third = np.zeros((30, 40), bool)
+    third[0:3, 0:3] = True
+    np.testing.assert_array_equal(label == 2001, first & ~second)  # category 9 → class 2 (rank), under #2
+    np.testing.assert_array_equal(label == 1002, second)  # category 7 → class 1, drawn later: on top
+    np.testing.assert_array_equal(label == 1003, third)
+    assert not label[26:30].any()  # the crowd region is no instance
+    masks, classes = split_instances(label)
+    assert masks.shape == (3, 30, 40) and classes.tolist() == [2, 1, 1]  # in annotation (instance) order
+    np.testing.assert_array_equal(masks[1], second)
+
+    semantic = CocoLabels(kind="coco", path=tmp_path / "coco.json")
+    (plain,) = decode_file(str(images / "o.png"), "o.png", source.model_copy(update={"labels": semantic}))
+    assert plain["label"].dtype == np.uint8 and plain["label"][12, 15] == 1 and plain["label"][6, 6] == 2
+
+
+def test_coco_instances_class_mapping_and_errors(tmp_path: Path) -> None:
+    images = _coco_overlapping(tmp_path)
+    (record,) = read_image(images / "o.png", "o.png")
+
+    def label_with(categories: dict[int, int] | None) -> np.ndarray:
+        spec = CocoLabels(kind="coco", path=tmp_path / "coco.json", instances=True, categories=categories)
+        return build_resolver(spec).label_for(record)[0]
+
+    mapped = label_with({7: 3, 9: 1})
+    assert (mapped[6, 6], mapped[12, 15], mapped[1, 1]) == (1001, 3002, 3003)
+    dropped = label_with({7: 1, 9: 0})  # class 0: left out
+    assert set(np.unique(dropped).tolist()) == {0, 1001, 1002}
+    with pytest.raises(LabelError, match=r"COCO annotation 1 of image 1 has category_id 9, which has no class"):
+        label_with({7: 1})
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _coco_overlapping(bad, rle_size=(10, 10))
+    spec = CocoLabels(kind="coco", path=bad / "coco.json", instances=True)
+    with pytest.raises(LabelError, match=r"COCO annotation 3 of image 1: RLE is 10x10 but its image is 40x30"):
+        build_resolver(spec).label_for(record)
+    _gray(tmp_path / "small.png", 20, 30)
+    (small,) = read_image(tmp_path / "small.png", "o.png")
+    with pytest.raises(LabelError, match=r"COCO image 1 is 40x30 but its image is 30x20"):
+        build_resolver(spec).label_for(small)

@@ -1,0 +1,84 @@
+"""Instance label maps: one (H, W) int32 array that carries both instance and class.
+
+A pixel's value is ``class * INSTANCE_STRIDE + k`` for the k-th instance (k = 1..999), 0 for
+background: the Cityscapes ``instanceIds`` convention. One array keeps the record layout of
+semantic labels (one ``label`` tensor column), so ingest, datasets and splits need no second
+column; :func:`split_instances` turns it into the per-instance masks and classes that Mask
+R-CNN targets, COCO annotations and instance metrics use. Instances do not overlap in a label
+map; where annotations overlap, the later one is on top (what an instance-id PNG stores).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segops.errors import LabelError
+
+#: label value = class * INSTANCE_STRIDE + instance index (1..INSTANCE_STRIDE - 1)
+INSTANCE_STRIDE = 1000
+
+
+def is_instance_labels(labels: object) -> bool:
+    """True for label specs that yield instance label maps (instance-png; coco with instances)."""
+    kind = getattr(labels, "kind", None)
+    return kind == "instance-png" or (kind == "coco" and bool(getattr(labels, "instances", False)))
+
+
+def label_dtype(labels: object) -> np.dtype:
+    """The dtype of every label of a source: int32 instance maps, else uint8 class maps.
+
+    One dtype per source keeps every Arrow block of a dataset on the same schema, including
+    blocks with only unlabelled or quarantined rows.
+    """
+    return np.dtype(np.int32) if is_instance_labels(labels) else np.dtype(np.uint8)
+
+
+def encode_instances(instance_ids: np.ndarray, classes: dict[int, int]) -> np.ndarray:
+    """Instance-id map (0 = background, k = instance k) + class of each id → instance label map.
+
+    Ids are renumbered 1..N in increasing order, so sparse ids (e.g. 3, 17, 250) are fine.
+
+    Raises:
+        LabelError: an id has no class, a class is < 1, or there are too many instances.
+    """
+    ids = [int(i) for i in np.unique(instance_ids) if i != 0]
+    if len(ids) >= INSTANCE_STRIDE:
+        raise LabelError(f"{len(ids)} instances in one image; at most {INSTANCE_STRIDE - 1} are supported")
+    out = np.zeros(instance_ids.shape, dtype=np.int32)
+    for k, inst in enumerate(ids, start=1):
+        cls = classes.get(inst)
+        if cls is None or cls < 1:
+            raise LabelError(f"instance {inst} has no foreground class (got {cls!r})")
+        out[instance_ids == inst] = cls * INSTANCE_STRIDE + k
+    return out
+
+
+def stack_instances(masks: list[np.ndarray], classes: list[int], shape: tuple[int, int]) -> np.ndarray:
+    """Per-instance boolean masks (later ones on top) + their classes → instance label map."""
+    ids = np.zeros(shape, dtype=np.int32)
+    for k, mask in enumerate(masks, start=1):
+        ids[np.asarray(mask, dtype=bool)] = k
+    return encode_instances(ids, {k: c for k, c in enumerate(classes, start=1)})
+
+
+def split_instances(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Instance label map → (masks (N, H, W) bool, classes (N,) int64), in instance-index order.
+
+    Instances hidden completely by others (no pixels left) are absent.
+    """
+    values = sorted((int(v) for v in np.unique(label) if v > 0), key=lambda v: v % INSTANCE_STRIDE)
+    if not values:
+        return np.zeros((0, *label.shape), dtype=bool), np.zeros((0,), dtype=np.int64)
+    masks = np.stack([label == v for v in values])
+    classes = np.array([v // INSTANCE_STRIDE for v in values], dtype=np.int64)
+    return masks, classes
+
+
+def class_map(label: np.ndarray) -> np.ndarray:
+    """Instance label map → (H, W) uint8 class-index map (the semantic view of the same label)."""
+    return (np.asarray(label) // INSTANCE_STRIDE).astype(np.uint8)
+
+
+def instance_id_map(label: np.ndarray) -> np.ndarray:
+    """Instance label map → (H, W) uint16 instance indices k (0 = background), classes dropped."""
+    return (np.asarray(label) % INSTANCE_STRIDE).astype(np.uint16)
