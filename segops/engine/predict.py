@@ -55,6 +55,23 @@ def predict_masks(
     return masks  # type: ignore[return-value]
 
 
+def predict_label_maps(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    sliding: SlidingWindowSpec | None = None,
+) -> list[np.ndarray]:
+    """Any model's label maps: (H, W) uint8 class maps from semantic models, (H, W) int32
+    instance label maps (:mod:`segops.data.instances`) from instance models."""
+    if loaded.model_spec.task == "instance":
+        from segops.engine.detect import instance_label_map, predict_instances
+
+        preds = predict_instances(loaded, images, device, amp)
+        return [instance_label_map(pred, image.shape[-2:]) for pred, image in zip(preds, images)]
+    return predict_masks(loaded, images, device, amp, sliding)
+
+
 def _sliding(loaded: LoadedModel, image: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
     roi = sliding.roi_size or loaded.preprocess.patch_size
     logits = sliding_window_inference(

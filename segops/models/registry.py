@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from torch import nn
 
-from segops.config.schema import UNetSpec
+from segops.config.schema import MaskRCNNSpec, UNetSpec
+from segops.models.maskrcnn import build_maskrcnn
 from segops.models.unet import build_unet
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "unet": build_unet,
+    "maskrcnn": build_maskrcnn,
 }
 
 
@@ -19,6 +21,6 @@ def known_archs() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(spec: UNetSpec) -> nn.Module:
+def build_model(spec: UNetSpec | MaskRCNNSpec) -> nn.Module:
     """Build an untrained model from its spec (weights are never downloaded)."""
     return _BUILDERS[spec.arch](spec)

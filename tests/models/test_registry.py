@@ -11,4 +11,4 @@ def test_unet_shapes_follow_spec() -> None:
         out = model(torch.zeros(2, 3, 40, 24))
     assert out.shape == (2, 4, 40, 24)
     assert spec.size_divisor == 4
-    assert known_archs() == ["unet"]
+    assert known_archs() == ["maskrcnn", "unet"]
