@@ -124,10 +124,10 @@ class RunTracker:
             example: (N, C, H, W) float32 raw images used for the signature and input example.
         """
         from segops.engine.checkpoint import load_checkpoint
-        from segops.engine.predict import predict_masks
+        from segops.engine.predict import predict_label_maps
 
         loaded = load_checkpoint(checkpoint_dir)
-        output = np.stack(predict_masks(loaded, list(example)))
+        output = np.stack(predict_label_maps(loaded, list(example)))
         signature = infer_signature(example, output)
         mlflow.set_tracking_uri(self.spec.uri)
         mlflow.set_registry_uri(self.spec.uri)
@@ -192,7 +192,8 @@ def _pip_requirements() -> list[str]:
 
 
 class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: (N, C, H, W) float32 raw images → (N, H, W) uint8 class maps."""
+    """pyfunc wrapper: (N, C, H, W) float32 raw images → (N, H, W) uint8 class maps (semantic
+    models) or int32 instance label maps, class * 1000 + instance (instance models)."""
 
     def load_context(self, context: Any) -> None:
         import torch
@@ -203,12 +204,12 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
         self._loaded = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT], self._device)
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        from segops.engine.predict import predict_masks
+        from segops.engine.predict import predict_label_maps
 
         images = np.asarray(model_input, dtype=np.float32)
         if images.ndim == 3:  # (N, H, W) gray
             images = images[:, None]
-        return np.stack(predict_masks(self._loaded, list(images), self._device))
+        return np.stack(predict_label_maps(self._loaded, list(images), self._device))
 
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

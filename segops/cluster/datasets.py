@@ -21,6 +21,7 @@ from ray.data.extensions import ArrowVariableShapedTensorArray
 from segops.config.schema import DicomSource, ImageSource
 from segops.data.census import header_row
 from segops.data.decode import decode_file, entry_files, listing_entries
+from segops.data.instances import label_dtype
 from segops.data.labels import LabelResolver, build_resolver
 from segops.data.records import META_COLUMNS, STATUS_OK
 
@@ -50,7 +51,7 @@ def _decode_entries(
     """Ray Data UDF: listing entries → decoded rows, one output block per ``FILES_PER_BLOCK`` files."""
     for chunk in _entry_chunks(batch, source):
         rows = [row for f in chunk for row in decode_file(f["path"], f["rel_path"], source, labels)]
-        yield rows_to_table(rows)
+        yield rows_to_table(rows, label_dtype(source.labels))
 
 
 #: Explicit types, so that every block has the same schema (an all-empty list column would
@@ -67,12 +68,16 @@ META_SCHEMA = pa.schema(
 )  # fmt: skip
 
 
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows from :func:`segops.data.decode.decode_file` → Arrow, pixels as variable-shape tensors."""
+def rows_to_table(rows: list[dict[str, Any]], labels_as: np.dtype = np.dtype(np.uint8)) -> pa.Table:
+    """Rows from :func:`segops.data.decode.decode_file` → Arrow, pixels as variable-shape tensors.
+
+    ``labels_as``: the source's label dtype (:func:`segops.data.instances.label_dtype`).
+    """
     columns: dict[str, Any] = {name: [r[name] for r in rows] for name in META_COLUMNS}
     table = pa.table(columns, schema=META_SCHEMA)
     table = table.append_column("image", ArrowVariableShapedTensorArray.from_numpy([r["image"] for r in rows]))
-    return table.append_column("label", ArrowVariableShapedTensorArray.from_numpy([r["label"] for r in rows]))
+    labels = [np.asarray(r["label"]).astype(labels_as, copy=False) for r in rows]
+    return table.append_column("label", ArrowVariableShapedTensorArray.from_numpy(labels))
 
 
 def read_source(source: DicomSource | ImageSource) -> ray.data.Dataset:

@@ -10,6 +10,7 @@ duplicating an output (same case → same path, written by rename).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -26,12 +27,16 @@ from ray.data.expressions import col
 from tqdm.auto import tqdm
 
 from segops.config.schema import ActorPoolSpec, SlidingWindowSpec
+from segops.data.instances import class_map
 from segops.data.records import STATUS_FAILED, STATUS_OK
 from segops.engine.checkpoint import load_checkpoint
+from segops.engine.detect import instance_label_map, predict_instances
+from segops.engine.instance_eval import case_instance_scores, eval_entry
 from segops.engine.predict import predict_masks
+from segops.instance_metrics import coco_results
 from segops.metrics import case_scores
 from segops.outputs.atomic import atomic_write
-from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_volume_outputs
+from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_instance_outputs, write_volume_outputs
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +44,12 @@ _PASSTHROUGH = (
     "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "has_label", "label_uri",
     "status", "stage", "error_type", "error", "transfer_syntax",
 )  # fmt: skip
+#: Per-image matched-instance scores (instance models; NaN for semantic ones).
+INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 RESULT_COLUMNS = (
-    *_PASSTHROUGH, "mask_path", "seg_path", "mask_sha256", "model", "fg_fraction", "label_fg_fraction", "dice", "iou",
+    *_PASSTHROUGH, "mask_path", "seg_path", "instance_path", "coco_path", "mask_sha256", "model",
+    "fg_fraction", "label_fg_fraction", "dice", "iou", *INSTANCE_COLUMNS,
+    "eval_json",  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
 )  # fmt: skip
 
 
@@ -84,6 +93,7 @@ class _Segmenter:
         self.loaded = load_checkpoint(checkpoint_dir, self.device)
         self.outputs, self.parts_dir = outputs, Path(parts_dir)
         self.amp, self.sliding = options["amp"], SlidingWindowSpec.model_validate(options["sliding"])
+        self.instance = self.loaded.model_spec.task == "instance"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -93,8 +103,9 @@ class _Segmenter:
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         masks = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
-            row |= {"mask_path": "", "seg_path": "", "mask_sha256": "", "model": self.outputs.model_digest,
-                    "fg_fraction": np.nan, "label_fg_fraction": np.nan, "dice": np.nan, "iou": np.nan}  # fmt: skip
+            row |= {"mask_path": "", "seg_path": "", "instance_path": "", "coco_path": "", "mask_sha256": "",
+                    "model": self.outputs.model_digest, "fg_fraction": np.nan, "label_fg_fraction": np.nan,
+                    "dice": np.nan, "iou": np.nan, "eval_json": ""} | dict.fromkeys(INSTANCE_COLUMNS, np.nan)  # fmt: skip
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
@@ -102,8 +113,8 @@ class _Segmenter:
         table["infer_seconds"] = (time.perf_counter() - start) / max(n, 1)
         return {k: table[k].to_numpy() for k in table.columns}
 
-    def _predict(self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]) -> dict[int, np.ndarray]:
-        """Masks for the ``ok`` rows; a case that fails on its own is marked failed, not fatal."""
+    def _predict(self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]) -> dict[int, Any]:
+        """Predictions for the ``ok`` rows; a case that fails on its own is marked failed, not fatal."""
         try:
             return {i: mask for i, mask in zip(ok, self._masks([batch["image"][i] for i in ok]))}
         except Exception:  # find the culprit(s): retry one by one
@@ -116,24 +127,45 @@ class _Segmenter:
                                 "error": str(exc)[:2000]}  # fmt: skip
             return masks
 
-    def _masks(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """(C, H, W) images → (H, W) masks; (C, Z, H, W) volumes → (Z, H, W), slice by slice."""
+    def _masks(self, images: list[np.ndarray]) -> list[Any]:
+        """(C, H, W) images → (H, W) masks (or InstancePredictions); (C, Z, H, W) volumes → (Z, H, W)."""
+        if self.instance:
+            return predict_instances(self.loaded, images, self.device, self.amp)
         if not images or images[0].ndim == 3:
             return predict_masks(self.loaded, images, self.device, self.amp, self.sliding)
         return [np.stack(predict_masks(self.loaded, [v[:, z] for z in range(v.shape[1])], self.device, self.amp, self.sliding))
                 for v in images]  # fmt: skip
 
-    def _finish_case(self, row: dict[str, Any], mask: np.ndarray, label: np.ndarray) -> None:
+    def _finish_case(self, row: dict[str, Any], pred: Any, label: np.ndarray) -> None:
         try:
-            write = write_volume_outputs if mask.ndim == 3 else write_case_outputs
-            row |= write(self.outputs, row, mask)
+            if self.instance:
+                mask = self._write_instances(row, pred)
+            else:
+                mask = pred
+                row |= (write_volume_outputs if mask.ndim == 3 else write_case_outputs)(self.outputs, row, mask)
         except Exception as exc:  # e.g. a SEG highdicom refuses: the case is failed, the batch goes on
             row |= {"status": STATUS_FAILED, "stage": "write", "error_type": type(exc).__name__, "error": str(exc)[:2000]}
             return
         row["fg_fraction"] = float((mask > 0).mean())
-        if bool(row["has_label"]):
-            scores = case_scores(mask, label, self.outputs.classes)
-            row |= {"label_fg_fraction": float((label > 0).mean()), "dice": scores["dice"], "iou": scores["iou"]}
+        if not bool(row["has_label"]):
+            return
+        truth = class_map(label) if self.instance else label
+        scores = case_scores(mask, truth, self.outputs.classes)
+        row |= {"label_fg_fraction": float((truth > 0).mean()), "dice": scores["dice"], "iou": scores["iou"]}
+        if self.instance:
+            matched = case_instance_scores(pred.masks, pred.classes, label)
+            row |= {k: float(matched[k]) for k in INSTANCE_COLUMNS if k in matched}
+            entry = eval_entry(0, pred.masks, pred.scores, pred.classes, label)  # image id given by the driver
+            row["eval_json"] = json.dumps(entry, separators=(",", ":"))
+
+    def _write_instances(self, row: dict[str, Any], pred: Any) -> np.ndarray:
+        """Write an instance case's outputs; returns its class map (for the semantic scores)."""
+        label_map = instance_label_map(pred, pred.masks.shape[-2:])  # masks are (N, H, W), N may be 0
+        results = [{k: v for k, v in r.items() if k != "image_id"}
+                   for r in coco_results(0, pred.masks, pred.scores, pred.classes)]  # fmt: skip
+        row |= write_instance_outputs(self.outputs, row, label_map, results)
+        row["n_instances"] = float(len(pred.scores))
+        return class_map(label_map)
 
 
 def write_part(parts_dir: Path, table: pd.DataFrame) -> Path:

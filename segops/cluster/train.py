@@ -7,11 +7,14 @@ checkpoint every epoch. It never talks to MLflow; the driver logs the returned h
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,12 @@ import torch
 import torch.distributed as dist
 from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from tqdm.auto import tqdm
 
 from segops.config.schema import TrainStep
 from segops.engine.checkpoint import LoadedModel, save_checkpoint
+from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
+from segops.engine.instance_eval import entries_ap, eval_entry
 from segops.engine.train import train_steps, training_batch, validation_dice
 from segops.errors import StepError
 from segops.losses import build_loss
@@ -41,7 +47,7 @@ class TrainOutcome:
     checkpoint_dir: Path
     history: list[dict[str, float]]
     best_epoch: int
-    best_val_dice: float
+    best_score: float  # the best epoch's val_score: val_dice (semantic) or val_mask_ap (instance)
     used_gpu: bool
 
 
@@ -80,13 +86,17 @@ def train_model(
 ) -> TrainOutcome:
     """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
 
-    Checkpoints of every epoch go to ``storage_dir`` (the two best by val Dice are kept);
-    the best is copied to ``checkpoint_dir``.
+    Checkpoints of every epoch go to ``storage_dir`` (the two best by validation score are
+    kept: Dice for semantic models, mask AP for instance models); the best is copied to
+    ``checkpoint_dir``.
     """
     use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
     resources_per_worker = {"CPU": cpus} | ({"GPU": 1.0} if use_gpu else {})
     log.info("training on %d worker(s) x %s CPU%s", step.scaling.workers, cpus, " + 1 GPU" if use_gpu else "")
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    progress = storage_dir / "progress.jsonl"
+    progress.unlink(missing_ok=True)
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"step": step.model_dump(mode="json"), "seed": seed, "threads": max(1, int(cpus))},
@@ -99,23 +109,67 @@ def train_model(
             name="train",
             storage_path=str(storage_dir.resolve()),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute="val_dice", checkpoint_score_order="max"
+                num_to_keep=2, checkpoint_score_attribute="val_score", checkpoint_score_order="max"
             ),
+            callbacks=[_EpochLog(str(progress.resolve()))],
         ),
     )
-    result = trainer.fit()
+    result = _fit_with_progress(trainer, progress, step.epochs)
     if result.error is not None:
         raise StepError(f"training failed: {result.error}") from result.error
     history: list[dict[str, float]] = result.return_value or []
-    best = result.get_best_checkpoint(metric="val_dice", mode="max") or result.checkpoint
+    best = result.get_best_checkpoint(metric="val_score", mode="max") or result.checkpoint
     if best is None or not history:
         raise StepError("training finished without reporting a checkpoint")
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     with best.as_directory() as local:
         shutil.copytree(local, checkpoint_dir)
-    best_row = max(history, key=lambda row: row["val_dice"])
-    return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_dice"]), use_gpu)
+    best_row = max(history, key=lambda row: _finite(row["val_score"]))
+    return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
+
+
+class _EpochLog(ray.train.UserCallback):
+    """Runs in Ray Train's controller: appends each epoch's metrics (rank 0's, already reduced
+    over all ranks) to a JSON-lines file, which the driver tails for its progress bar."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics[0]) + "\n")
+
+
+def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int) -> Any:
+    """``trainer.fit()`` in a thread while the driver shows epochs done, loss and validation score."""
+    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=epochs, desc="train", unit="epoch") as bar:
+        future = pool.submit(trainer.fit)
+        shown = 0
+        while True:
+            try:
+                future.exception(timeout=1.0)  # returns once fit() has ended, either way
+                finished = True
+            except FutureTimeout:
+                finished = False
+            lines = progress.read_text(encoding="utf-8").splitlines() if progress.exists() else []
+            for line in lines[shown:]:
+                row = json.loads(line)
+                log.info("epoch %d/%d: %s", row["epoch"] + 1, epochs, _epoch_summary(row))
+                bar.set_postfix_str(_epoch_summary(row), refresh=False)
+                bar.update(1)
+            shown = max(shown, len(lines))
+            if finished:
+                return future.result()
+
+
+def _epoch_summary(row: dict[str, Any]) -> str:
+    keys = ("train_loss", "val_dice", "val_mask_ap", "val_mask_ap50")
+    return " ".join(f"{k} {row[k]:.4f}" for k in keys if isinstance(row.get(k), float))
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
 
 
 # --------------------------------------------------------------------------- worker side
@@ -131,37 +185,84 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     device = ray.train.torch.get_device()
 
     net = build_model(step.model)
-    model = ray.train.torch.prepare_model(net)
+    instance = step.model.task == "instance"
+    # Mask R-CNN leaves its mask head unused on a batch without instances: DDP must allow that
+    ddp = {"find_unused_parameters": True} if instance else {}
+    model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=ddp)
     optimizer = torch.optim.AdamW(model.parameters(), lr=step.learning_rate, weight_decay=step.weight_decay)
     # nnU-Net's polynomial decay: lr * (1 - epoch / epochs) ** 0.9
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1 - e / step.epochs) ** 0.9)
-    loss_fn = build_loss(step.loss)
     evaluator = LoadedModel(model=net, model_spec=step.model, preprocess=step.preprocess, meta={})
-    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    shards = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+    run_epoch = _instance_epoch if instance else _semantic_epoch
 
     history: list[dict[str, float]] = []
     for epoch in range(step.epochs):
-        batches = (
-            training_batch(pairs, step.preprocess, step.model.in_channels, rng, step.patches_per_image)
-            for pairs in _pairs(train_shard, step.batch_size)
-        )
-        loss_sum, n_samples = train_steps(model, batches, loss_fn, optimizer, device, step.amp)
-        dice_sum, n_val = validation_dice(
-            evaluator, (p for chunk in _pairs(val_shard, 8) for p in chunk), device, step.amp
-        )
-        loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
-        metrics = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(n_samples, 1),
-            "val_dice": dice_sum / n_val if n_val else float("nan"),
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_samples": n_samples,
-            "val_cases": n_val,
-        }
+        metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= run_epoch(step, model, evaluator, optimizer, shards, rng, device, rank)
         scheduler.step()
         history.append(metrics)
         _report(metrics, net, step, rank)
     return history
+
+
+def _semantic_epoch(
+    step: TrainStep,
+    model: torch.nn.Module,
+    evaluator: LoadedModel,
+    optimizer: torch.optim.Optimizer,
+    shards: tuple[Any, Any],
+    rng: np.random.Generator,
+    device: torch.device,
+    rank: int,
+) -> dict[str, float]:
+    """U-Net: DiceCE on random patches; whole-image validation Dice (the selection score)."""
+    train_shard, val_shard = shards
+    batches = (
+        training_batch(pairs, step.preprocess, step.model.in_channels, rng, step.patches_per_image)
+        for pairs in _pairs(train_shard, step.batch_size)
+    )
+    loss_sum, n_samples = train_steps(model, batches, build_loss(step.loss), optimizer, device, step.amp)
+    dice_sum, n_val = validation_dice(
+        evaluator, (p for chunk in _pairs(val_shard, 8) for p in chunk), device, step.amp
+    )
+    loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
+    val_dice = dice_sum / n_val if n_val else float("nan")
+    return {"train_loss": loss_sum / max(n_samples, 1), "val_dice": val_dice, "val_score": val_dice,
+            "train_samples": n_samples, "val_cases": n_val}  # fmt: skip
+
+
+def _instance_epoch(
+    step: TrainStep,
+    model: torch.nn.Module,
+    evaluator: LoadedModel,
+    optimizer: torch.optim.Optimizer,
+    shards: tuple[Any, Any],
+    rng: np.random.Generator,
+    device: torch.device,
+    rank: int,
+) -> dict[str, float]:
+    """Mask R-CNN: whole images, loss components averaged over all ranks; validation mask AP
+    over every rank's predictions together (AP is a property of the set; the selection score)."""
+    train_shard, val_shard = shards
+    batches = (
+        detection_batch(pairs, step.preprocess, step.model.in_channels, rng)
+        for pairs in _pairs(train_shard, step.batch_size)
+    )
+    sums = detection_train_steps(model, batches, optimizer, device, step.amp)
+    names = sorted(k for k in sums if k != "images")
+    reduced = _all_reduce([sums[k] for k in names] + [sums["images"]])
+    n_images = reduced[-1]
+    metrics = {f"train_{k}": v / max(n_images, 1) for k, v in zip(names, reduced)}
+    entries, offset = [], rank * 1_000_000  # image ids unique across ranks
+    for pairs in _pairs(val_shard, 4):
+        preds = predict_instances(evaluator, [image for image, _ in pairs], device, step.amp)
+        for (_, label), pred in zip(pairs, preds):
+            entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
+    entries = _all_gather(entries)
+    ap = entries_ap(entries, step.model.classes)
+    return metrics | {"train_images": n_images, "val_cases": len(entries), "val_mask_ap": ap["ap"],
+                      "val_mask_ap50": ap["ap50"], "val_mask_ap75": ap["ap75"], "val_score": ap["ap"]}  # fmt: skip
 
 
 def _pairs(shard: Any, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
@@ -178,11 +279,19 @@ def _all_reduce(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
+def _all_gather(items: list[Any]) -> list[Any]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return items
+    gathered: list[list[Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in (part or [])]
+
+
 def _report(metrics: dict[str, float], net: torch.nn.Module, step: TrainStep, rank: int) -> None:
     """Rank 0 attaches a checkpoint; every rank must call report each epoch."""
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(tmp, net, step.model, step.preprocess, extra={"epoch": metrics["epoch"], "val_dice": metrics["val_dice"]})
+        save_checkpoint(tmp, net, step.model, step.preprocess, extra={"epoch": metrics["epoch"], "val_score": metrics["val_score"]})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -1,9 +1,11 @@
-"""All outputs of one segmented case: mask PNG and/or DICOM SEG, at paths that never escape the root."""
+"""All outputs of one segmented case: mask PNG and/or DICOM SEG (and, for instance models, an
+instance-id PNG and COCO RLE results), at paths that never escape the root."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,11 @@ import numpy as np
 import pydicom
 from pydicom.uid import generate_uid
 
+from segops.data.instances import class_map, instance_id_map
 from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
 from segops.outputs.layout import dicom_tag_stem, mirror_stem, sanitize_component
-from segops.outputs.masks import write_mask_png
+from segops.outputs.masks import encode_instance_png, write_mask_png
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,48 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
         meta: the record's columns (``rel_path``, ``frame``, ``source_uri``, ``transfer_syntax``...).
         mask: (H, W) class map.
     """
+    stem, header = _case_stem(cfg, meta)
+    written = _provenance(cfg, mask)
+    if "png" in cfg.formats:
+        written["mask_path"] = str(write_mask_png(Path(cfg.root) / "masks", f"{stem}.png", mask, cfg.classes))
+    if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
+        seg = _seg(cfg, [header], mask[None], str(header.SeriesInstanceUID), ["segops-seg", str(header.SOPInstanceUID)])
+        written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
+    return written
+
+
+def write_instance_outputs(
+    cfg: OutputConfig, meta: dict[str, Any], label_map: np.ndarray, results: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Outputs of one instance-segmented case: the class-map PNG/SEG of :func:`write_case_outputs`,
+    a 16-bit instance-id PNG (``png``) and the case's COCO results with RLE masks (``coco-rle``).
+
+    Args:
+        label_map: (H, W) instance label map (class * 1000 + k, see :mod:`segops.data.instances`).
+        results: COCO result dicts of the case's detections (without ``image_id``).
+
+    Returns:
+        :func:`write_case_outputs`' fields with ``mask_sha256`` taken over the instance label
+        map, plus ``instance_path`` and ``coco_path`` ("" when not written).
+    """
+    written = write_case_outputs(cfg, meta, class_map(label_map))
+    written |= {"mask_sha256": hashlib.sha256(np.ascontiguousarray(label_map, np.int32).tobytes()).hexdigest(),
+                "instance_path": "", "coco_path": ""}  # fmt: skip
+    stem, _ = _case_stem(cfg, meta)
+    if "png" in cfg.formats:
+        data = encode_instance_png(instance_id_map(label_map))
+        written["instance_path"] = str(atomic_write_bytes(safe_join(Path(cfg.root) / "instances", f"{stem}.png"), data))
+    if "coco-rle" in cfg.formats:
+        h, w = label_map.shape
+        doc = {"case_id": str(meta["case_id"]), "rel_path": str(meta["rel_path"]), "frame": int(meta["frame"]),
+               "height": int(h), "width": int(w), "results": results}  # fmt: skip
+        data = json.dumps(doc, separators=(",", ":")).encode()
+        written["coco_path"] = str(atomic_write_bytes(safe_join(Path(cfg.root) / "coco", f"{stem}.json"), data))
+    return written
+
+
+def _case_stem(cfg: OutputConfig, meta: dict[str, Any]) -> tuple[str, pydicom.Dataset | None]:
+    """(output stem, DICOM header or None): mirrored input path, or sanitised DICOM tags."""
     header = None
     if is_dicom_record(meta) and (cfg.layout == "dicom-tags" or "dicom-seg" in cfg.formats):
         header = pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
@@ -55,13 +100,7 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
                               header.get("SeriesInstanceUID"), header.get("SOPInstanceUID"), frame)  # fmt: skip
     else:
         stem = mirror_stem(str(meta["rel_path"]), frame)
-    written = _provenance(cfg, mask)
-    if "png" in cfg.formats:
-        written["mask_path"] = str(write_mask_png(Path(cfg.root) / "masks", f"{stem}.png", mask, cfg.classes))
-    if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
-        seg = _seg(cfg, [header], mask[None], str(header.SeriesInstanceUID), ["segops-seg", str(header.SOPInstanceUID)])
-        written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
-    return written
+    return stem, header
 
 
 def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:

@@ -34,3 +34,12 @@ def encode_mask_png(mask: np.ndarray, classes: int) -> bytes:
 def write_mask_png(out_root: str | Path, rel: str, mask: np.ndarray, classes: int) -> Path:
     """Atomically write a mask under ``out_root``; returns its path."""
     return atomic_write_bytes(safe_join(out_root, rel), encode_mask_png(mask, classes))
+
+
+def encode_instance_png(instance_ids: np.ndarray) -> bytes:
+    """16-bit PNG bytes of an (H, W) instance-id map (0 = background, k = instance k)."""
+    if instance_ids.size and int(instance_ids.max()) > 65535:
+        raise ValueError(f"instance id {int(instance_ids.max())} does not fit a 16-bit PNG")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(instance_ids, dtype=np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()

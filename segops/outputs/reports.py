@@ -24,9 +24,12 @@ REPORT_COLUMNS = (
     "label_fg_fraction",
     "mask_path",
 )
+#: Added to the report for instance models: per-image matching at IoU ≥ 0.5.
+INSTANCE_REPORT_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 #: One row per input that got a mask, labelled or not.
 OUTPUT_COLUMNS = (
-    "case_id", "source_uri", "rel_path", "frame", "has_label", "fg_fraction", "mask_path", "seg_path", "mask_sha256", "model",
+    "case_id", "source_uri", "rel_path", "frame", "has_label", "fg_fraction", "mask_path", "seg_path",
+    "instance_path", "coco_path", "mask_sha256", "model",
 )  # fmt: skip
 
 
@@ -44,14 +47,22 @@ def build_outputs(results: pd.DataFrame) -> pd.DataFrame:
     return results[list(OUTPUT_COLUMNS)].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 
 
-def build_report(results: pd.DataFrame, val_groups: set[str] | None) -> pd.DataFrame:
-    """Labelled cases only, each marked ``train``/``val`` (``-`` when no split is known)."""
+def build_report(results: pd.DataFrame, val_groups: set[str] | None, instances: bool = False) -> pd.DataFrame:
+    """Labelled cases only, each marked ``train``/``val`` (``-`` when no split is known).
+
+    ``instances``: add the matched-instance columns (instance models).
+    """
     df = results[results["has_label"].astype(bool)].copy()
+    df["split"] = split_column(df, val_groups)
+    columns = list(REPORT_COLUMNS) + (list(INSTANCE_REPORT_COLUMNS) if instances else [])
+    return df[columns].sort_values(["rel_path", "frame"]).reset_index(drop=True)
+
+
+def split_column(df: pd.DataFrame, val_groups: set[str] | None) -> list[str]:
+    """``val``/``train`` per row by its group, or ``-`` for every row when no split is known."""
     if val_groups is None:
-        df["split"] = "-"
-    else:
-        df["split"] = ["val" if g in val_groups else "train" for g in df["group_id"]]
-    return df[list(REPORT_COLUMNS)].sort_values(["rel_path", "frame"]).reset_index(drop=True)
+        return ["-"] * len(df)
+    return ["val" if g in val_groups else "train" for g in df["group_id"]]
 
 
 def report_metrics(report: pd.DataFrame) -> dict[str, float]:
@@ -70,4 +81,17 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
     for name, part in (("", labelled), ("heldout_", heldout)):
         metrics |= summarize(part["dice"], f"{name}dice") | summarize(part["iou"], f"{name}iou")
     metrics |= summarize(heldout[heldout["label_fg_fraction"] > 0]["dice"], "heldout_fg_dice")
+    if "matched_dice" in report.columns:
+        for name, part in (("", labelled), ("heldout_", heldout)):
+            metrics |= summarize(part["matched_dice"], f"{name}matched_dice") | _detection_counts(part, name)
     return metrics
+
+
+def _detection_counts(part: pd.DataFrame, prefix: str) -> dict[str, float]:
+    """Instance TP/FP/FN summed over cases, and the precision/recall/F1 they give."""
+    tp, fp, fn = (float(part[c].sum()) for c in ("tp", "fp", "fn"))
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return {f"{prefix}instances_tp": tp, f"{prefix}instances_fp": fp, f"{prefix}instances_fn": fn,
+            f"{prefix}instance_precision": precision, f"{prefix}instance_recall": recall, f"{prefix}instance_f1": f1}  # fmt: skip

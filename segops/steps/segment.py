@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from segops.data.records import STATUS_FAILED, STATUS_OK
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
 from segops.errors import StepError
-from segops.outputs.atomic import atomic_write, remove_stale_temps
+from segops.engine.instance_eval import entries_ap
+from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb
-from segops.outputs.reports import build_outputs, build_report, report_metrics, write_table
+from segops.outputs.reports import build_outputs, build_report, report_metrics, split_column, write_table
 from segops.steps.context import RunContext
 from segops.steps.ingest import QUARANTINE_COLUMNS
 from segops.tracking import download_checkpoint, is_model_uri
@@ -57,6 +59,8 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     artifact_dir = "segment" if index == 0 else f"segment{index}"
     checkpoint = resolve_checkpoint(step, ctx)
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
+    instance = loaded.model_spec.task == "instance"
+    _check_model_fits_step(step, loaded)
     digest = checkpoint_digest(checkpoint)
     ds, total = _input_dataset(step, ctx)
     pool = size_actor_pool(step.actors, ctx.resources)
@@ -66,14 +70,14 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
                           loaded.model_spec.classes, digest)  # fmt: skip
     options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json")}
     run_ = segment_dataset(ds, checkpoint, config, root / "segment-parts", pool, step.batch_size, options, total)
-    stale = sum(remove_stale_temps(root / d) for d in ("masks", "segs", "segment-parts"))
+    stale = sum(remove_stale_temps(root / d) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
     if stale:
         log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
 
     results = run_.results
     ok = results[results["status"] == STATUS_OK]
     outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
-    report = build_report(ok, ctx.state.get("val_groups"))
+    report = build_report(ok, ctx.state.get("val_groups"), instances=instance)
     report_path, report_csv = write_table(report, root / "report")
     metrics = {
         "segment_outputs": float(len(ok)),
@@ -82,7 +86,13 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         "segment_images_per_s": run_.processed / run_.seconds if run_.seconds > 0 and run_.processed else float("nan"),
         "segment_actor_utilisation": run_.actor_seconds / (run_.seconds * pool.max_actors) if run_.seconds > 0 else float("nan"),
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
+    if instance:
+        metrics |= {f"segment_{k}": v for k, v in mask_ap_metrics(ok, ctx.state.get("val_groups"), loaded.model_spec.classes).items()}
     outputs: dict[str, Any] = {"outputs": str(outputs_path), "report": str(report_path), "model_digest": digest}
+    if "coco-rle" in step.outputs:
+        coco_path = write_coco_results(ok, step.segments, loaded.model_spec.classes, root / "coco_results.json")
+        outputs["coco_results"] = str(coco_path)
+        ctx.tracker.log_artifact(coco_path, artifact_dir)
     bad = results[results["status"] != STATUS_OK]
     if len(bad):
         qpath, qcsv = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), root / "segment-quarantine")
@@ -96,6 +106,49 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
     ctx.state |= {"report": report_path, "metrics": metrics, "segments_done": index + 1}
     return outputs | {"root": str(root)} | metrics
+
+
+def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
+    task = loaded.model_spec.task
+    if task == "instance" and step.records == "volumes":
+        raise StepError("records: volumes needs a semantic model; Mask R-CNN segments 2D images (use records: slices)")
+    if task != "instance" and "coco-rle" in step.outputs:
+        raise StepError(f"outputs: coco-rle needs an instance model (arch: maskrcnn); this model is {loaded.model_spec.arch!r}")
+
+
+def mask_ap_metrics(results: pd.DataFrame, val_groups: set[str] | None, classes: int) -> dict[str, float]:
+    """Mask AP / AP50 / AP75 over all labelled cases, and over the held-out ones when split."""
+    labelled = results[results["eval_json"].astype(str) != ""]
+    split = pd.Series(split_column(labelled, val_groups), index=labelled.index)
+    metrics: dict[str, float] = {}
+    for prefix, part in (("", labelled), ("heldout_", labelled[split == "val"])):
+        if part.empty:
+            continue
+        entries = [json.loads(text) for text in part["eval_json"]]
+        for image_id, entry in enumerate(entries, start=1):
+            entry["image"]["id"] = image_id
+            for ann in entry["gt"] + entry["dt"]:
+                ann["image_id"] = image_id
+        ap = entries_ap(entries, classes)
+        metrics |= {f"{prefix}mask_ap": ap["ap"], f"{prefix}mask_ap50": ap["ap50"], f"{prefix}mask_ap75": ap["ap75"]}
+    return metrics
+
+
+def write_coco_results(results: pd.DataFrame, segments: dict[int, str], classes: int, path: Path) -> Path:
+    """One COCO-format file of every case's detections (``images``, ``categories``, ``annotations``
+    with RLE masks and scores), loadable with ``pycocotools.coco.COCO``; built from the per-case
+    files, so it is complete after a resumed run too."""
+    rows = results[results["coco_path"].astype(str) != ""].sort_values(["rel_path", "frame"])
+    images, annotations = [], []
+    for image_id, coco_file in enumerate(rows["coco_path"], start=1):
+        doc = json.loads(Path(coco_file).read_text())
+        images.append({"id": image_id, "file_name": doc["rel_path"], "frame": doc["frame"], "case_id": doc["case_id"],
+                       "height": doc["height"], "width": doc["width"]})  # fmt: skip
+        for result in doc["results"]:
+            annotations.append(result | {"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0})
+    categories = [{"id": c, "name": segments.get(c, f"class {c}")} for c in range(1, classes)]
+    text = json.dumps({"images": images, "categories": categories, "annotations": annotations})
+    return atomic_write_text(path, text)
 
 
 def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None:

@@ -61,15 +61,17 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
 
     tracker = ctx.tracker
     tracker.log_params(_flat_params(step) | {"train.cases": n_train, "val.cases": n_val, "train.used_gpu": outcome.used_gpu})
+    score_name = "val_mask_ap" if step.model.task == "instance" else "val_dice"
     for row in outcome.history:
-        tracker.log_metrics({k: row[k] for k in ("train_loss", "val_dice", "lr")}, step=int(row["epoch"]))
-    tracker.log_metrics({"best_val_dice": outcome.best_val_dice, "best_epoch": outcome.best_epoch})
+        per_epoch = {k: v for k, v in row.items() if k not in ("epoch", "val_score", "train_samples", "val_cases")}
+        tracker.log_metrics(per_epoch, step=int(row["epoch"]))
+    tracker.log_metrics({f"best_{score_name}": outcome.best_score, "best_epoch": outcome.best_epoch})
     tracker.log_artifact(split_file, "train")
     ctx.state |= {"checkpoint": outcome.checkpoint_dir, "val_groups": set(val_groups)}
     outputs: dict[str, Any] = {
         "checkpoint": str(outcome.checkpoint_dir),
         "best_epoch": outcome.best_epoch,
-        "best_val_dice": outcome.best_val_dice,
+        f"best_{score_name}": outcome.best_score,
     }
     if step.register_model:
         name = ctx.spec.tracking.registered_model or f"{ctx.spec.name}-{step.model.arch}"

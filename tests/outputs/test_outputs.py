@@ -122,3 +122,32 @@ def test_stale_temps_are_removed_and_outputs_kept(tmp_path: Path) -> None:
     assert remove_stale_temps(tmp_path) == 1
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["m.png"]
     assert remove_stale_temps(tmp_path / "missing") == 0
+
+
+def test_instance_outputs_write_class_png_instance_png_and_coco_json(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from segops.data.instances import stack_instances
+    from segops.instance_metrics import coco_results, decode_rle
+    from segops.outputs.case_outputs import OutputConfig, write_instance_outputs
+
+    a, b = np.zeros((6, 8), bool), np.zeros((6, 8), bool)
+    a[1:3, 1:4], b[2:5, 3:7] = True, True  # b overlaps a and is on top
+    label_map = stack_instances([a, b], [2, 1], (6, 8))
+    results = [{k: v for k, v in r.items() if k != "image_id"}
+               for r in coco_results(0, np.stack([a, b]), np.array([0.6, 0.9]), np.array([2, 1]))]  # fmt: skip
+    cfg = OutputConfig(str(tmp_path), ("png", "coco-rle"), "mirror", {1: "cell", 2: "rod"}, 3, "digest")
+    meta = {"case_id": "c1", "rel_path": "plate/img.png", "frame": 0, "source_uri": "/x/plate/img.png", "transfer_syntax": "PNG"}
+    written = write_instance_outputs(cfg, meta, label_map, results)
+
+    assert written["mask_path"] == str(tmp_path / "masks" / "plate" / "img.png")
+    assert written["instance_path"] == str(tmp_path / "instances" / "plate" / "img.png")
+    np.testing.assert_array_equal(read_mask_png(written["mask_path"], (6, 8)), label_map // 1000)
+    with Image.open(written["instance_path"]) as img:
+        ids = np.asarray(img)
+    assert ids.dtype == np.uint16 and set(np.unique(ids)) == {0, 1, 2}
+    assert np.array_equal(ids == 2, b) and np.array_equal(ids == 1, a & ~b)
+    doc = json.loads(Path(written["coco_path"]).read_text())
+    assert doc["case_id"] == "c1" and [r["score"] for r in doc["results"]] == [0.6, 0.9]
+    assert np.array_equal(decode_rle(doc["results"][1]["segmentation"]), b)
+    assert len(written["mask_sha256"]) == 64
