@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 # Mask R-CNN on synthetic instances (touching/overlapping cells and rods): instance PNGs, COCO RLE, mask AP.
 demo-instances: $(STAMP)
-	$(VENV)/bin/segops synth instances data/instances --seed 0
+	$(VENV)/bin/segops synth instances data/instances --count 100 --seed 0
 	$(VENV)/bin/segops run workflows/instances-quickstart.yaml
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.

@@ -60,6 +60,38 @@ def train_rate(device: str, amp: bool, steps: int, batch: int, patch: int) -> fl
     return steps * batch / (time.perf_counter() - t0)
 
 
+def maskrcnn_rates(device: str, amp: bool, size: int, images: int) -> tuple[float, float]:
+    """(training images/s, inference images/s) of the ResNet-50 FPN v2 Mask R-CNN at size×size."""
+    from segops.config.schema import MaskRCNNSpec
+    from segops.data.instances import INSTANCE_STRIDE
+    from segops.engine.detect import detection_target, detection_train_steps, predict_instances
+
+    torch.manual_seed(0)
+    spec = MaskRCNNSpec(arch="maskrcnn", backbone="resnet50_fpn_v2", classes=3, min_size=size, max_size=size)
+    model = build_model(spec).to(device)
+    label = np.zeros((size, size), np.int32)
+    for k in range(8):  # 8 squares of two classes
+        y, x = divmod(k, 4)
+        label[40 + y * 200 : 140 + y * 200, 20 + x * 120 : 100 + x * 120] = (1 + k % 2) * INSTANCE_STRIDE + k + 1
+    image = torch.from_numpy((label > 0).astype(np.float32)[None] + 0.1)
+    batch = ([image] * 4, [detection_target(label)] * 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    detection_train_steps(model, [batch] * 2, opt, torch.device(device), amp)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    detection_train_steps(model, [batch] * (images // 4), opt, torch.device(device), amp)
+    _sync(device)
+    train = images / (time.perf_counter() - t0)
+    loaded = LoadedModel(model, spec, PRE, {})
+    predict_instances(loaded, [image.numpy()] * 4, device, amp)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(images // 4):
+        predict_instances(loaded, [image.numpy()] * 4, device, amp)
+    _sync(device)
+    return train, images / (time.perf_counter() - t0)
+
+
 def sliding_peak(loaded: LoadedModel, side: int, tile_batch: int, amp: bool) -> tuple[float, float]:
     """(seconds, peak GiB of CUDA memory) for one side×side image tiled by MONAI's sliding window."""
     image = np.random.default_rng(1).normal(size=(1, side, side)).astype(np.float32)
@@ -109,6 +141,13 @@ def main() -> None:
     print(f"  CPU fp32   {t_cpu:9.1f}")
     print(f"  CUDA fp32  {t32:9.1f}   ÷ CPU = {t32 / t_cpu:6.1f}")
     print(f"  CUDA bf16  {t16:9.1f}   ÷ CPU = {t16 / t_cpu:6.1f}   ÷ CUDA fp32 = {t16 / t32:4.2f}")
+
+    print("\nMask R-CNN ResNet-50 FPN v2, 512x512, batch 4 (images/s: training, inference)")
+    cpu_t, cpu_i = maskrcnn_rates("cpu", False, 512, 8)
+    print(f"  CPU fp32   {cpu_t:7.2f} {cpu_i:7.2f}")
+    for amp in (False, True):
+        t, i = maskrcnn_rates("cuda", amp, 512, 64)
+        print(f"  CUDA {'bf16' if amp else 'fp32'}  {t:7.2f} {i:7.2f}   ÷ CPU = {t / cpu_t:5.1f}, {i / cpu_i:5.1f}")
 
     print("\nsliding window, one 8192x8192 image, 512 tiles, overlap 0.25, Gaussian (s, peak GiB)")
     for tile_batch in (4, 32):

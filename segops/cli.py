@@ -102,6 +102,7 @@ def _print_summary(result) -> None:
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})
     for key in ("segment_heldout_dice_mean", "segment_heldout_fg_dice_mean", "segment_heldout_iou_mean",
+                "segment_heldout_mask_ap", "segment_heldout_mask_ap50", "segment_heldout_instance_f1",
                 "segment_dice_mean", "segment_outputs", "segment_failed", "segment_images_per_s"):  # fmt: skip
         if key in metrics:
             value = metrics[key]

@@ -155,7 +155,8 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int) -> An
             lines = progress.read_text(encoding="utf-8").splitlines() if progress.exists() else []
             for line in lines[shown:]:
                 row = json.loads(line)
-                log.info("epoch %d/%d: %s", row["epoch"] + 1, epochs, _epoch_summary(row))
+                # DEBUG, not INFO: a log line printed under a live bar splits it; the bar shows the same
+                log.debug("epoch %d/%d: %s", row["epoch"] + 1, epochs, _epoch_summary(row))
                 bar.set_postfix_str(_epoch_summary(row), refresh=False)
                 bar.update(1)
             shown = max(shown, len(lines))

@@ -43,8 +43,31 @@ def test_bf16_autocast_training_on_cuda_learns_and_keeps_fp32_weights() -> None:
     y = (rng.random((8, 1, 32, 32)) > 0.7).astype(np.int64)
     x = (y + rng.normal(scale=0.3, size=y.shape)).astype(np.float32)
     batches = [(torch.from_numpy(x), torch.from_numpy(y))] * 30
-    first, n = train_steps(model, batches[:1], build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
+    first, _ = train_steps(model, batches[:1], build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
     train_steps(model, batches, build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
     last, _ = train_steps(model, batches[:1], build_loss("dice_ce"), optimizer, torch.device("cuda"), amp=True)
     assert np.isfinite(last) and last < first
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_maskrcnn_bf16_training_learns_and_predicts_on_cuda() -> None:
+    from segops.config.schema import MaskRCNNSpec
+    from segops.data.instances import INSTANCE_STRIDE
+    from segops.engine.detect import detection_target, detection_train_steps, predict_instances
+
+    torch.manual_seed(0)
+    spec = MaskRCNNSpec(arch="maskrcnn", classes=2, min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 64, 128))
+    model = build_model(spec).to("cuda")
+    label = np.zeros((64, 64), np.int32)
+    label[10:30, 8:28], label[36:56, 34:60] = INSTANCE_STRIDE + 1, INSTANCE_STRIDE + 2
+    image = torch.from_numpy((label > 0).astype(np.float32)[None] + 0.1 * np.random.default_rng(0).normal(size=(1, 64, 64)).astype(np.float32))
+    batches = [([image, image.flip(-1)], [detection_target(label), detection_target(label[:, ::-1].copy())])] * 25
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    first = detection_train_steps(model, batches[:1], optimizer, torch.device("cuda"), amp=True)
+    detection_train_steps(model, batches, optimizer, torch.device("cuda"), amp=True)
+    last = detection_train_steps(model, batches[:1], optimizer, torch.device("cuda"), amp=True)
+    assert np.isfinite(last["loss"]) and last["loss"] < first["loss"] and "loss_mask_dice" in last
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    loaded = LoadedModel(model, spec, PreprocessSpec(intensity=ZScoreIntensity(kind="zscore")), {})
+    (pred,) = predict_instances(loaded, [image.numpy()], "cuda", amp=True)
+    assert pred.masks.shape[1:] == (64, 64) and pred.masks.dtype == bool
