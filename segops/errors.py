@@ -47,3 +47,11 @@ class CheckpointError(SegopsError):
 
 class StepError(SegopsError):
     """A workflow step cannot run with what earlier steps produced."""
+
+
+class AuditLookupError(SegopsError):
+    """A tracking store, run, model version or alias named for an audit does not exist."""
+
+
+class AuditError(SegopsError):
+    """A per-case table an audit needs lacks required columns, or cannot be read."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ class StepImpl:
 
 def _step_registry() -> dict[str, StepImpl]:
     # imported here: step modules pull in Ray, torch and MLflow (seconds), the CLI must not
-    from segops.steps import ingest, segment, train
+    from segops.steps import evaluate, ingest, promote, segment, train
 
-    return {name: StepImpl(m.run, m.restore) for name, m in (("ingest", ingest), ("train", train), ("segment", segment))}
+    modules = {"ingest": ingest, "train": train, "segment": segment, "evaluate": evaluate, "promote": promote}
+    return {name: StepImpl(m.run, m.restore) for name, m in modules.items()}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class RunResult:
 def run_id_for(spec: WorkflowSpec, new_run: bool = False) -> str:
     """``<name>-<12 hex of the spec hash>``, plus a UTC timestamp when a fresh run is forced."""
     base = f"{spec.name}-{spec_hash(spec)[:12]}"
-    return f"{base}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}" if new_run else base
+    return f"{base}-{datetime.now(UTC):%Y%m%d-%H%M%S}" if new_run else base
 
 
 def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: bool = False) -> RunResult:
@@ -63,7 +64,7 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
     """
     from segops.cluster.runtime import ensure_ray
     from segops.steps.context import RunContext
-    from segops.tracking import RunTracker
+    from segops.tracking import RunTracker, lineage_tags
 
     digest = spec_hash(spec)
     run_id = run_id_for(spec, new_run)
@@ -77,7 +78,7 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
         spec_file = atomic_write_text(run_dir / "workflow.yaml", workflow_text or spec.model_dump_json(indent=2))
         mlflow_run_id = tracker.start(
             run_name=run_id,
-            tags={"segops.workflow": spec.name, "segops.spec_hash": digest, "segops.run_id": run_id},
+            tags={"segops.workflow": spec.name, "segops.spec_hash": digest, "segops.run_id": run_id} | lineage_tags(),
         )
         tracker.log_params({"workflow.name": spec.name, "workflow.spec_hash": digest, "workflow.seed": spec.seed})
         tracker.log_artifact(spec_file, "workflow")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import ray
 from ray.data.expressions import col
 from ray.data.extensions import ArrowVariableShapedTensorArray
@@ -115,6 +116,7 @@ def read_dataset(
     labelled_only: bool = False,
     groups: list[str] | None = None,
     columns: list[str] | None = None,
+    exclude_cases: list[str] | None = None,
 ) -> ray.data.Dataset:
     """``ok`` rows of a dataset written by :func:`write_dataset`, optionally filtered.
 
@@ -125,7 +127,29 @@ def read_dataset(
         expr = expr & (col("has_label") == True)  # noqa: E712  (a column expression, not a Python bool)
     if groups is not None:
         expr = expr & col("group_id").is_in(list(groups))
+    if exclude_cases:
+        expr = expr & ~col("case_id").is_in(list(exclude_cases))
     return ray.data.read_parquet(str(path), columns=columns).filter(expr=expr)
+
+
+def dataset_digest(path: str | Path, case_ids: set[str] | None = None) -> str:
+    """Content digest of a dataset's ``ok`` rows (or of ``case_ids`` among them): sha256 over the
+    sorted per-row sha1 of (case id, image bytes, label bytes), so it changes when any pixel or
+    label changes and not when rows are stored in another order or in other files."""
+    import hashlib
+
+    rows = []
+    scan = pads.dataset(str(path), format="parquet").to_batches(columns=["case_id", "status", "image", "label"], batch_size=64)
+    for batch in scan:
+        images, labels = batch.column("image").to_numpy(), batch.column("label").to_numpy()
+        for cid, status, image, label in zip(batch.column("case_id").to_pylist(), batch.column("status").to_pylist(), images, labels):
+            if status != STATUS_OK or (case_ids is not None and cid not in case_ids):
+                continue
+            h = hashlib.sha1(cid.encode())
+            h.update(np.ascontiguousarray(image).tobytes())
+            h.update(np.ascontiguousarray(label).tobytes())
+            rows.append(h.hexdigest())
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
 
 
 def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geometry: dict[str, dict]) -> pa.Table:

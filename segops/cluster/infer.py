@@ -48,7 +48,7 @@ _PASSTHROUGH = (
 INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 RESULT_COLUMNS = (
     *_PASSTHROUGH, "mask_path", "seg_path", "instance_path", "coco_path", "mask_sha256", "model",
-    "fg_fraction", "label_fg_fraction", "dice", "iou", *INSTANCE_COLUMNS,
+    "fg_fraction", "label_fg_fraction", "dice", "iou", "dice_per_class", *INSTANCE_COLUMNS,
     "eval_json",  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
 )  # fmt: skip
 
@@ -103,9 +103,10 @@ class _Segmenter:
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         masks = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
-            row |= {"mask_path": "", "seg_path": "", "instance_path": "", "coco_path": "", "mask_sha256": "",
+            row |= ({"mask_path": "", "seg_path": "", "instance_path": "", "coco_path": "", "mask_sha256": "",
                     "model": self.outputs.model_digest, "fg_fraction": np.nan, "label_fg_fraction": np.nan,
-                    "dice": np.nan, "iou": np.nan, "eval_json": ""} | dict.fromkeys(INSTANCE_COLUMNS, np.nan)  # fmt: skip
+                    "dice": np.nan, "iou": np.nan, "dice_per_class": "", "eval_json": ""}
+                   | dict.fromkeys(INSTANCE_COLUMNS, np.nan))  # fmt: skip
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
@@ -151,7 +152,8 @@ class _Segmenter:
             return
         truth = class_map(label) if self.instance else label
         scores = case_scores(mask, truth, self.outputs.classes)
-        row |= {"label_fg_fraction": float((truth > 0).mean()), "dice": scores["dice"], "iou": scores["iou"]}
+        row |= {"label_fg_fraction": float((truth > 0).mean()), "dice": scores["dice"], "iou": scores["iou"],
+                "dice_per_class": json.dumps({c: scores[f"dice_{c}"] for c in range(1, self.outputs.classes)})}  # fmt: skip
         if self.instance:
             matched = case_instance_scores(pred.masks, pred.classes, label)
             row |= {k: float(matched[k]) for k in INSTANCE_COLUMNS if k in matched}

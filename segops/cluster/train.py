@@ -24,12 +24,12 @@ import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
 from segops.config.schema import TrainStep
-from segops.engine.checkpoint import LoadedModel, save_checkpoint
+from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
 from segops.engine.train import train_steps, training_batch, validation_dice
@@ -38,6 +38,9 @@ from segops.losses import build_loss
 from segops.models import build_model
 
 log = logging.getLogger(__name__)
+
+#: Optimizer/scheduler state and history inside each Ray Train checkpoint (not in the model folder).
+TRAIN_STATE_FILE = "train_state.pt"
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,16 @@ def train_model(
     checkpoint_dir: Path,
     seed: int,
     resources: dict[str, float],
+    init_checkpoint: Path | None = None,
 ) -> TrainOutcome:
     """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
 
     Checkpoints of every epoch go to ``storage_dir`` (the two best by validation score are
-    kept: Dice for semantic models, mask AP for instance models); the best is copied to
-    ``checkpoint_dir``.
+    kept, Dice for semantic models, mask AP for instance models, and always the latest); the
+    best is copied to ``checkpoint_dir``. Each checkpoint also holds the optimizer and scheduler
+    state and the history, so calling this again with the same ``storage_dir`` after an
+    interruption (even ``kill -9`` of the driver) continues from the last epoch reached.
+    ``init_checkpoint``: warm start from these weights (same architecture).
     """
     use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
@@ -96,10 +103,16 @@ def train_model(
     log.info("training on %d worker(s) x %s CPU%s", step.scaling.workers, cpus, " + 1 GPU" if use_gpu else "")
     storage_dir.mkdir(parents=True, exist_ok=True)
     progress = storage_dir / "progress.jsonl"
-    progress.unlink(missing_ok=True)
+    resuming = (storage_dir / "train" / "checkpoint_manager_snapshot.json").exists()
+    if resuming:
+        log.info("resuming training from the last checkpoint in %s", storage_dir / "train")
+    else:
+        progress.unlink(missing_ok=True)
+    config = {"step": step.model_dump(mode="json"), "seed": seed, "threads": max(1, int(cpus)),
+              "init_checkpoint": str(init_checkpoint.resolve()) if init_checkpoint else None}  # fmt: skip
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"step": step.model_dump(mode="json"), "seed": seed, "threads": max(1, int(cpus))},
+        train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=step.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
         ),
@@ -112,6 +125,7 @@ def train_model(
                 num_to_keep=2, checkpoint_score_attribute="val_score", checkpoint_score_order="max"
             ),
             callbacks=[_EpochLog(str(progress.resolve()))],
+            failure_config=FailureConfig(max_failures=step.max_failures),
         ),
     )
     result = _fit_with_progress(trainer, progress, step.epochs)
@@ -124,7 +138,7 @@ def train_model(
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     with best.as_directory() as local:
-        shutil.copytree(local, checkpoint_dir)
+        shutil.copytree(local, checkpoint_dir, ignore=shutil.ignore_patterns(TRAIN_STATE_FILE))
     best_row = max(history, key=lambda row: _finite(row["val_score"]))
     return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
 
@@ -186,6 +200,10 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     device = ray.train.torch.get_device()
 
     net = build_model(step.model)
+    resumed = ray.train.get_checkpoint()  # Ray Train's latest, when this run was interrupted
+    state = _load_resume_state(resumed, net) if resumed is not None else None
+    if state is None and config.get("init_checkpoint"):
+        net.load_state_dict(load_checkpoint(config["init_checkpoint"]).model.state_dict())  # warm start
     instance = step.model.task == "instance"
     # Mask R-CNN leaves its mask head unused on a batch without instances: DDP must allow that
     ddp = {"find_unused_parameters": True} if instance else {}
@@ -198,13 +216,25 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     run_epoch = _instance_epoch if instance else _semantic_epoch
 
     history: list[dict[str, float]] = []
-    for epoch in range(step.epochs):
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = list(state["history"])
+        rng = np.random.default_rng([config["seed"], rank, len(history)])  # fresh stream, not a replay
+    for epoch in range(len(history), step.epochs):
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         metrics |= run_epoch(step, model, evaluator, optimizer, shards, rng, device, rank)
         scheduler.step()
         history.append(metrics)
-        _report(metrics, net, step, rank)
+        _report(history, net, optimizer, scheduler, step, rank)
     return history
+
+
+def _load_resume_state(checkpoint: ray.train.Checkpoint, net: torch.nn.Module) -> dict[str, Any]:
+    """Weights into ``net``; returns optimizer and scheduler state and the epochs done so far."""
+    with checkpoint.as_directory() as local:
+        net.load_state_dict(load_checkpoint(local).model.state_dict())
+        return torch.load(Path(local) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def _semantic_epoch(
@@ -288,11 +318,21 @@ def _all_gather(items: list[Any]) -> list[Any]:
     return [item for part in gathered for item in (part or [])]
 
 
-def _report(metrics: dict[str, float], net: torch.nn.Module, step: TrainStep, rank: int) -> None:
-    """Rank 0 attaches a checkpoint; every rank must call report each epoch."""
+def _report(
+    history: list[dict[str, float]],
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: TrainStep,
+    rank: int,
+) -> None:
+    """Rank 0 attaches a checkpoint (weights + what a resumed run needs); every rank must report."""
+    metrics = history[-1]
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(tmp, net, step.model, step.preprocess, extra={"epoch": metrics["epoch"], "val_score": metrics["val_score"]})
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history}
+        torch.save(state, Path(tmp) / TRAIN_STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from segops.config.schema import IngestStep, SegmentStep, TrainStep, WorkflowSpec
+from segops.config.schema import EvaluateStep, IngestStep, PromoteStep, SegmentStep, TrainStep, WorkflowSpec
 from segops.data.instances import is_instance_labels
 from segops.errors import WorkflowSpecError
 
@@ -115,8 +115,7 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
         expected = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
         return f"{path}: {err.get('input')!r} is not one of {expected}"
     msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
+    msg = msg.removeprefix("Value error, ")
     given = err.get("input")
     if etype not in ("value_error", "assertion_error") and not isinstance(given, (dict, list)):
         msg = f"{msg} (got {given!r})"
@@ -138,9 +137,9 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
         if isinstance(step, TrainStep) and last_ingest is not None:
             problems += _label_kind_problems(i, step, last_ingest)
         if isinstance(step, SegmentStep):
-            if step.model is None and last_train is not None and last_train.model.task != "instance":
-                if "coco-rle" in step.outputs:
-                    problems.append(f"steps[{i}].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)")
+            semantic_model = step.model is None and last_train is not None and last_train.model.task != "instance"
+            if semantic_model and "coco-rle" in step.outputs:
+                problems.append(f"steps[{i}].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)")
             if step.model is None and not seen_train:
                 problems.append(
                     f"steps[{i}].model: required when no train step comes before this segment step "
@@ -157,6 +156,10 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
                 problems.append(f"steps[{i}].records: 'volumes' reads volume records: source must be of kind dataset")
             if 0 in step.segments:
                 problems.append(f"steps[{i}].segments: class 0 is background and cannot be a segment")
+        if isinstance(step, EvaluateStep) and step.challenger is None and not seen_train:
+            problems.append(f"steps[{i}].challenger: required when no train step comes before this evaluate step")
+        if isinstance(step, PromoteStep) and not any(isinstance(s, EvaluateStep) for s in spec.steps[:i]):
+            problems.append(f"steps[{i}]: a promote step needs an evaluate step before it (it applies its gate to that comparison)")
         if isinstance(step, IngestStep):
             last_ingest = step
         if isinstance(step, TrainStep):

@@ -8,7 +8,7 @@ literal tag, so an unknown tag is reported as ``'<tag>' is not one of <known tag
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -105,7 +105,7 @@ class InstancePngLabels(Spec):
 
 
 LabelsSpec = Annotated[
-    Union[MaskPngLabels, DicomSegLabels, CocoLabels, InstancePngLabels], Field(discriminator="kind")
+    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels, Field(discriminator="kind")
 ]
 
 
@@ -134,8 +134,8 @@ class DatasetSource(Spec):
     path: Path
 
 
-SourceSpec = Annotated[Union[DicomSource, ImageSource], Field(discriminator="kind")]
-SegmentSourceSpec = Annotated[Union[DicomSource, ImageSource, DatasetSource], Field(discriminator="kind")]
+SourceSpec = Annotated[DicomSource | ImageSource, Field(discriminator="kind")]
+SegmentSourceSpec = Annotated[DicomSource | ImageSource | DatasetSource, Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- models
@@ -227,7 +227,7 @@ class MaskRCNNSpec(Spec):
         return "instance"
 
 
-ModelSpec = Annotated[Union[UNetSpec, MaskRCNNSpec], Field(discriminator="arch")]
+ModelSpec = Annotated[UNetSpec | MaskRCNNSpec, Field(discriminator="arch")]
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -267,7 +267,7 @@ class ZScoreIntensity(Spec):
 
 
 IntensitySpec = Annotated[
-    Union[WindowIntensity, PercentileIntensity, ZScoreIntensity], Field(discriminator="kind")
+    WindowIntensity | PercentileIntensity | ZScoreIntensity, Field(discriminator="kind")
 ]
 
 
@@ -326,6 +326,14 @@ class TrainStep(Spec):
     patches_per_image: int = Field(default=1, ge=1, le=64, description="Random patches per image per epoch.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     amp: bool = Field(default=True, description="bfloat16 autocast on GPU workers (no effect on CPU).")
+    init_from: str | None = Field(
+        default=None,
+        description="Warm start: a model URI (models:/name@champion) or checkpoint folder of the same architecture.",
+    )
+    extra_datasets: tuple[Path, ...] = Field(
+        default=(), description="Parquet datasets of earlier ingests (old labels) trained on with this run's."
+    )
+    max_failures: int = Field(default=1, ge=0, description="Ray Train restarts after a worker failure.")
     register_model: bool = Field(default=True, description="Log and register the model in MLflow.")
 
     @model_validator(mode="after")
@@ -402,7 +410,60 @@ class SegmentStep(Spec):
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
 
 
-StepSpec = Annotated[Union[IngestStep, TrainStep, SegmentStep], Field(discriminator="step")]
+class EvaluateStep(Spec):
+    """Champion vs challenger on the same frozen held-out cases, in this run.
+
+    ``source`` is the held-out set: labelled, never trained on (a fixed folder or Parquet
+    dataset; its content digest is logged). ``challenger`` defaults to the model of the train
+    step before this one; ``champion`` to the registered model's ``champion`` alias (none yet:
+    the challenger is evaluated alone and the promote step's gate passes on "no champion").
+    """
+
+    step: Literal["evaluate"]
+    source: SegmentSourceSpec
+    champion: str | None = Field(default=None, description="Model URI or checkpoint; default models:/<registered>@champion.")
+    challenger: str | None = Field(default=None, description="Model URI or checkpoint; default: the train step's model.")
+    subgroups: tuple[str, ...] = Field(default=("modality",), description="Case columns to break deltas down by.")
+    bootstrap: int = Field(default=2000, ge=100, description="Paired bootstrap resamples for the CI of the mean difference.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    batch_size: int = Field(default=8, ge=1)
+    actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
+
+
+class CaseRegression(Spec):
+    """At most ``fraction`` of cases may lose more than ``dice_drop`` Dice."""
+
+    dice_drop: float = Field(default=0.05, ge=0.0, le=1.0)
+    fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class PromotionGate(Spec):
+    """What a challenger must show on the held-out set to replace the champion."""
+
+    min_mean_dice_gain: float = Field(default=0.0, description="Challenger mean Dice − champion mean Dice must be ≥ this.")
+    require_ci_above: float | None = Field(
+        default=None, description="If set, the lower end of the bootstrap CI of the gain must exceed this."
+    )
+    max_case_regression: CaseRegression = Field(default_factory=CaseRegression)
+    per_class_max_drop: float | None = Field(
+        default=0.0, ge=0.0, description="No class's mean Dice may drop by more than this (null: not checked)."
+    )
+
+
+class PromoteStep(Spec):
+    """Apply the gate to the evaluate step's comparison; on pass move ``alias`` to the challenger
+    and ``previous_alias`` to the old champion; on failure tag the challenger ``rejected`` with
+    the reasons. The decision and its evidence are logged either way."""
+
+    step: Literal["promote"]
+    gate: PromotionGate = Field(default_factory=PromotionGate)
+    alias: str = Field(default="champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    previous_alias: str = Field(default="previous", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+StepSpec = Annotated[
+    IngestStep | TrainStep | SegmentStep | EvaluateStep | PromoteStep, Field(discriminator="step")
+]
 
 
 class WorkflowSpec(Spec):

@@ -20,8 +20,8 @@ from segops.data.labels import read_mask_png
 from segops.data.records import STATUS_FAILED, STATUS_OK
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
-from segops.errors import StepError
 from segops.engine.instance_eval import entries_ap
+from segops.errors import StepError
 from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb

@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from segops.cluster.datasets import read_dataset
+from segops.cluster.datasets import dataset_digest, read_dataset
 from segops.cluster.train import train_model
 from segops.config.schema import SplitSpec, TrainStep
+from segops.engine.checkpoint import load_checkpoint
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
 from segops.steps.context import RunContext
 from segops.steps.ingest import dataset_meta
+from segops.steps.model_refs import checkpoint_for, pin
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,8 @@ def split_groups(groups: list[str], split: SplitSpec) -> tuple[list[str], list[s
 
 
 def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
-    dataset = ctx.state["dataset"]
-    meta = dataset_meta(dataset)
-    labelled = meta[(meta["status"] == "ok") & meta["has_label"]]
+    datasets = [Path(ctx.state["dataset"]), *(Path(p) for p in step.extra_datasets)]
+    labelled, excluded = _labelled_cases(datasets)
     _check_channels(set(labelled["channels"]), step.model.in_channels)
     train_groups, val_groups = split_groups(labelled["group_id"].tolist(), step.split)
     n_train = int(labelled["group_id"].isin(train_groups).sum())
@@ -51,16 +53,21 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     split_file = atomic_write_text(
         ctx.run_dir / "split.json", json.dumps({"train": train_groups, "val": val_groups}, indent=2)
     )
+    parent, init_checkpoint = _warm_start(step, ctx)
 
     columns = ["image", "label"]
-    train_ds = read_dataset(dataset, labelled_only=True, groups=train_groups, columns=columns).materialize()
-    val_ds = read_dataset(dataset, labelled_only=True, groups=val_groups, columns=columns).materialize()
+    train_ds = _union(datasets, excluded, train_groups, columns)
+    val_ds = _union(datasets, excluded, val_groups, columns)
     outcome = train_model(
-        step, train_ds, val_ds, ctx.run_dir / "ray-train", ctx.run_dir / "model", ctx.spec.seed, ctx.resources
-    )
+        step, train_ds, val_ds, ctx.run_dir / "ray-train", ctx.run_dir / "model", ctx.spec.seed, ctx.resources,
+        init_checkpoint,
+    )  # fmt: skip
 
     tracker = ctx.tracker
-    tracker.log_params(_flat_params(step) | {"train.cases": n_train, "val.cases": n_val, "train.used_gpu": outcome.used_gpu})
+    tracker.log_params(_flat_params(step) | {"train.cases": n_train, "val.cases": n_val, "train.used_gpu": outcome.used_gpu,
+                                             "train.parent_model": parent or "none",
+                                             "train.datasets": ",".join(str(d) for d in datasets)})  # fmt: skip
+    _log_datasets(tracker, datasets, labelled, set(train_groups))
     score_name = "val_mask_ap" if step.model.task == "instance" else "val_dice"
     for row in outcome.history:
         per_epoch = {k: v for k, v in row.items() if k not in ("epoch", "val_score", "train_samples", "val_cases")}
@@ -73,14 +80,76 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
         "checkpoint": str(outcome.checkpoint_dir),
         "best_epoch": outcome.best_epoch,
         f"best_{score_name}": outcome.best_score,
+        "parent_model": parent,
     }
     if step.register_model:
-        name = ctx.spec.tracking.registered_model or f"{ctx.spec.name}-{step.model.arch}"
+        name = registered_name(ctx, step)
         example = val_ds.take(1)[0]["image"][None].astype(np.float32)
-        registered = tracker.log_model(outcome.checkpoint_dir, name, example)
-        ctx.state["model_uri"] = registered.model_uri
-        outputs |= {"model_uri": registered.model_uri}
+        tags = {"segops.parent_model": parent or "none", "segops.spec_hash": ctx.spec_hash, "segops.workflow": ctx.spec.name}
+        registered = tracker.log_model(outcome.checkpoint_dir, name, example, version_tags=tags)
+        ctx.state |= {"model_uri": registered.model_uri, "registered": (registered.name, registered.version)}
+        outputs |= {"model_uri": registered.model_uri, "registered_name": registered.name, "registered_version": registered.version}
     return outputs
+
+
+def registered_name(ctx: RunContext, step: TrainStep) -> str:
+    """The registry name a train step registers under: ``tracking.registered_model`` or ``<workflow>-<arch>``."""
+    return ctx.spec.tracking.registered_model or f"{ctx.spec.name}-{step.model.arch}"
+
+
+def _labelled_cases(datasets: list[Path]) -> tuple[pd.DataFrame, list[list[str]]]:
+    """Labelled ``ok`` cases of every dataset (column ``dataset``); a case in more than one keeps
+    the label of the first (this run's ingest: the newest labels). Returns, per dataset, the case
+    ids it must not contribute because an earlier dataset has them."""
+    parts, excluded, seen = [], [], set()
+    for path in datasets:
+        meta = dataset_meta(path)
+        labelled = meta[(meta["status"] == "ok") & meta["has_label"]]
+        dup = labelled["case_id"].isin(seen)
+        excluded.append(labelled.loc[dup, "case_id"].tolist())
+        parts.append(labelled[~dup].assign(dataset=str(path)))
+        seen |= set(labelled["case_id"])
+    relabelled = sum(map(len, excluded))
+    if relabelled:
+        log.info("%d case(s) of older datasets are relabelled in this run's ingest: the new labels are used", relabelled)
+    return pd.concat(parts, ignore_index=True), excluded
+
+
+def _union(datasets: list[Path], excluded: list[list[str]], groups: list[str], columns: list[str]) -> Any:
+    parts = [read_dataset(d, labelled_only=True, groups=groups, columns=columns, exclude_cases=ex)
+             for d, ex in zip(datasets, excluded)]  # fmt: skip
+    union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return union.materialize()
+
+
+def _warm_start(step: TrainStep, ctx: RunContext) -> tuple[str | None, Path | None]:
+    """(pinned parent model reference for lineage, its checkpoint folder) for ``init_from``, or
+    (None, None). An alias that does not exist yet (no champion) means training from scratch."""
+    if step.init_from is None:
+        return None, None
+    if pin(step.init_from, ctx) is None:
+        log.warning("%s does not exist yet: training from scratch", step.init_from)
+        return None, None
+    path, identity = checkpoint_for(step.init_from, ctx, "parent-model")
+    parent_spec = load_checkpoint(path).model_spec
+    if parent_spec.model_dump() != step.model.model_dump():
+        raise StepError(
+            f"init_from {step.init_from}: its model spec {parent_spec.model_dump(mode='json')} differs from this "
+            f"step's {step.model.model_dump(mode='json')}; warm start needs the same architecture"
+        )
+    log.info("warm start from %s", identity["uri"])
+    return identity["uri"], path
+
+
+def _log_datasets(tracker: Any, datasets: list[Path], labelled: pd.DataFrame, train_groups: set[str]) -> None:
+    """Each training dataset as an MLflow dataset input: source, case counts, content digest."""
+    for path in datasets:
+        cases = labelled[labelled["dataset"] == str(path)]
+        profile = cases[["case_id", "group_id", "modality", "rel_path"]].assign(
+            split=["train" if g in train_groups else "val" for g in cases["group_id"]]
+        )
+        digest = dataset_digest(path, set(cases["case_id"]))
+        tracker.log_dataset(path.parent.name + "/" + path.name, str(path.resolve()), profile.reset_index(drop=True), digest, "training")
 
 
 def _check_channels(found: set[int], in_channels: int) -> None:
@@ -111,3 +180,5 @@ def restore(step: TrainStep, outputs: dict[str, Any], ctx: RunContext) -> None:
     ctx.state |= {"checkpoint": Path(outputs["checkpoint"]), "val_groups": set(split["val"])}
     if "model_uri" in outputs:
         ctx.state["model_uri"] = outputs["model_uri"]
+    if "registered_name" in outputs:
+        ctx.state["registered"] = (outputs["registered_name"], outputs["registered_version"])

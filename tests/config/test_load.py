@@ -173,3 +173,18 @@ def test_volume_records_need_an_ingest_with_volumes() -> None:
     assert any(p.startswith("steps[2].records: 'volumes' needs an ingest step with volumes: true") for p in _problems(data))
     data["steps"][0]["volumes"] = True
     assert validate_workflow_text(yaml.safe_dump(data)).steps[2].records == "volumes"
+
+
+def test_lifecycle_steps_need_their_predecessors() -> None:
+    heldout = {"kind": "dicom", "path": "/data/heldout", "labels": {"kind": "mask-png", "path": "/data/hl"}}
+    data = {"name": "wf", "steps": [{"step": "evaluate", "source": heldout}, {"step": "promote", "gate": {"min_mean_dice_gain": 0.01}}]}
+    assert _problems(data) == ["steps[0].challenger: required when no train step comes before this evaluate step"]
+    data = {"name": "wf", "steps": [*VALID["steps"][:2], {"step": "promote"}]}
+    assert _problems(data) == [
+        "steps[2]: a promote step needs an evaluate step before it (it applies its gate to that comparison)"
+    ]
+    data = {"name": "wf", "steps": [*VALID["steps"][:2], {"step": "evaluate", "source": heldout},
+                                    {"step": "promote", "gate": {"max_case_regression": {"fraction": 2}}, "alias": "9x"}]}  # fmt: skip
+    problems = _problems(data)
+    assert any(p.startswith("steps[3].gate.max_case_regression.fraction: Input should be less than or equal to 1") for p in problems)
+    assert any(p.startswith("steps[3].alias: String should match pattern") for p in problems)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ from segops.data.synth import make_ct_archive
 from segops.engine.checkpoint import save_checkpoint
 from segops.models import build_model
 from segops.outputs.manifest import load_manifest
+
+from ..processes import kill_session, subprocess_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -116,30 +116,6 @@ def test_killing_an_actor_mid_run_loses_nothing(ray_session, archive, checkpoint
     assert len(masks) == 120 and not list((run.run_dir / "masks").rglob(".*.tmp"))
 
 
-def _subprocess_run(workflow: Path) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "segops.cli", "run", str(workflow)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver and every process of its session (its local Ray cluster included)."""
-    members = [p for p in psutil.process_iter(["pid"]) if _sid(p.pid) == proc.pid]
-    for p in members:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait(timeout=30)
-
-
-def _sid(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return None
-
-
 def test_sigkilled_run_resumes_to_identical_outputs_in_the_same_mlflow_run(archive, checkpoint, tmp_path) -> None:
     big = tmp_path / "big"
     make_ct_archive(big, series=6, slices=20, seed=13)
@@ -147,12 +123,12 @@ def test_sigkilled_run_resumes_to_identical_outputs_in_the_same_mlflow_run(archi
     wf_resumed.write_text(_workflow(big, tmp_path / "resumed", checkpoint, batch_size=1))
     wf_clean.write_text(_workflow(big, tmp_path / "clean", checkpoint, batch_size=1))
 
-    first = _subprocess_run(wf_resumed)
+    first = subprocess_run(wf_resumed)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((tmp_path / "resumed").rglob("segment-parts/part-*.parquet"))) < 10:
         assert first.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.05)
-    _kill_session(first)
+    kill_session(first)
     (run_dir,) = [p.parent for p in (tmp_path / "resumed").glob("*/manifest.json")]
     interrupted = load_manifest(run_dir)
     assert interrupted["steps"][0]["state"] == "running"
@@ -160,7 +136,7 @@ def test_sigkilled_run_resumes_to_identical_outputs_in_the_same_mlflow_run(archi
     assert 10 <= n_before < 120
 
     for wf in (wf_resumed, wf_clean):
-        proc = _subprocess_run(wf)
+        proc = subprocess_run(wf)
         assert proc.wait(timeout=300) == 0
     resumed = load_manifest(run_dir)
     assert resumed["state"] == "done" and resumed["mlflow_run_id"] == interrupted["mlflow_run_id"]

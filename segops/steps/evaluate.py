@@ -1,0 +1,154 @@
+"""``evaluate``: champion and challenger on the same frozen held-out cases, compared in one run.
+
+Both models go through the segment step's actor-pool inference (same preprocessing, same
+metrics) on the held-out source; per-case tables for both are logged, and the paired comparison
+(mean Dice difference with a bootstrap CI, per-class and per-subgroup deltas) is kept for the
+promote step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from segops.cluster.datasets import read_dataset, read_source
+from segops.cluster.infer import segment_dataset, size_actor_pool
+from segops.compare import Comparison, compare
+from segops.config.schema import DatasetSource, EvaluateStep
+from segops.data.records import STATUS_OK
+from segops.engine.checkpoint import load_checkpoint
+from segops.errors import StepError
+from segops.outputs.atomic import atomic_write_text
+from segops.outputs.case_outputs import OutputConfig
+from segops.outputs.reports import write_table
+from segops.steps.context import RunContext
+from segops.steps.model_refs import checkpoint_for
+from segops.steps.segment import checkpoint_digest
+
+log = logging.getLogger(__name__)
+
+#: Per-case columns kept in the evaluation tables.
+CASE_COLUMNS = ("case_id", "group_id", "rel_path", "frame", "source_uri", "modality", "dice", "iou", "dice_per_class", "mask_path")
+
+
+def _champion_ref(step: EvaluateStep, ctx: RunContext) -> str | None:
+    if step.champion is not None:
+        return step.champion
+    name = ctx.state.get("registered", (ctx.spec.tracking.registered_model, None))[0]
+    if name is None:
+        return None
+    return f"models:/{name}@champion" if ctx.tracker.alias_version(name, "champion") else None
+
+
+def _challenger(step: EvaluateStep, ctx: RunContext) -> tuple[Path, dict[str, str]]:
+    if step.challenger is not None:
+        return checkpoint_for(step.challenger, ctx, "challenger-model")
+    if "checkpoint" not in ctx.state:
+        raise StepError("evaluate: no challenger given and no train step before this one")
+    identity = {"ref": str(ctx.state["checkpoint"])}
+    if "registered" in ctx.state:
+        name, version = ctx.state["registered"]
+        identity |= {"name": name, "version": str(version), "uri": f"models:/{name}/{version}"}
+    return Path(ctx.state["checkpoint"]), identity
+
+
+def _held_out(step: EvaluateStep):
+    if isinstance(step.source, DatasetSource):
+        return read_dataset(step.source.path)
+    return read_source(step.source)
+
+
+def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Path) -> pd.DataFrame:
+    """Segment the held-out set with one model; its per-case table (labelled ``ok`` cases)."""
+    loaded = load_checkpoint(checkpoint)
+    root = ctx.run_dir / "evaluate" / role
+    config = OutputConfig(str(root), ("png",), "mirror", {}, loaded.model_spec.classes, checkpoint_digest(checkpoint))
+    pool = size_actor_pool(step.actors, ctx.resources)
+    options = {"amp": True, "sliding": {}}
+    log.info("evaluating the %s on the held-out set", role)
+    run_ = segment_dataset(_held_out(step), checkpoint, config, root / "parts", pool, step.batch_size, options)
+    results = run_.results
+    cases = results[(results["status"] == STATUS_OK) & results["has_label"].astype(bool)]
+    if cases.empty:
+        raise StepError(f"evaluate: the held-out source {step.source.path} has no labelled cases the {role} could segment")
+    return cases[list(CASE_COLUMNS)].sort_values("case_id").reset_index(drop=True)
+
+
+def _check_no_leakage(cases: pd.DataFrame, ctx: RunContext) -> None:
+    split = ctx.run_dir / "split.json"
+    if not split.exists():
+        return
+    trained = set(json.loads(split.read_text())["train"])
+    leaked = sorted(set(cases["group_id"]) & trained)
+    if leaked:
+        raise StepError(
+            f"evaluate: {len(leaked)} held-out group(s) were trained on in this run (e.g. {leaked[:3]}); "
+            "the held-out set must be disjoint from the training data"
+        )
+
+
+def run(step: EvaluateStep, ctx: RunContext) -> dict[str, Any]:
+    out_dir = ctx.run_dir / "evaluate"
+    challenger_path, challenger_id = _challenger(step, ctx)
+    champion_ref = _champion_ref(step, ctx)
+    tables = {"challenger": _evaluate_one(step, ctx, "challenger", challenger_path)}
+    _check_no_leakage(tables["challenger"], ctx)
+    champion_id = None
+    if champion_ref is not None:
+        champion_path, champion_id = checkpoint_for(champion_ref, ctx, "champion-model")
+        if champion_id.get("uri") and champion_id.get("uri") == challenger_id.get("uri"):
+            raise StepError(f"evaluate: champion and challenger are the same model ({champion_id['uri']})")
+        tables["champion"] = _evaluate_one(step, ctx, "champion", champion_path)
+    else:
+        log.info("no champion yet: evaluating the challenger alone")
+    for role, table in tables.items():
+        _, csv = write_table(table, out_dir / f"{role}_cases")
+        ctx.tracker.log_artifact(csv, "evaluate")
+        ctx.tracker.log_artifact(out_dir / f"{role}_cases.parquet", "evaluate")
+    evaluation = {"champion": champion_id, "challenger": challenger_id, "held_out": str(step.source.path)}
+    comparison = _compare(step, ctx, tables, evaluation)
+    return {"evaluation": evaluation, "cases": len(tables["challenger"])} | _metrics(tables, comparison)
+
+
+def _compare(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame], evaluation: dict) -> Comparison | None:
+    """Compare (when there is a champion), write and log the evidence, keep it for promote."""
+    out_dir = ctx.run_dir / "evaluate"
+    comparison = None
+    summary: dict[str, Any] = {"evaluation": evaluation}
+    if "champion" in tables:
+        comparison = compare(tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed)
+        summary |= comparison.to_dict()
+        for name, frame in (("paired", comparison.paired), ("classes", comparison.classes), ("subgroups", comparison.subgroups)):
+            _, csv = write_table(frame.reset_index(drop=True), out_dir / name)
+            ctx.tracker.log_artifact(csv, "evaluate")
+    path = atomic_write_text(out_dir / "comparison.json", json.dumps(summary, indent=2, default=str))
+    ctx.tracker.log_artifact(path, "evaluate")
+    metrics = _metrics(tables, comparison)
+    ctx.tracker.log_metrics(metrics)
+    ctx.state |= {"evaluation": evaluation, "comparison": comparison}
+    return comparison
+
+
+def _metrics(tables: dict[str, pd.DataFrame], comparison: Comparison | None) -> dict[str, float]:
+    metrics = {f"evaluate_{role}_dice_mean": float(t["dice"].mean()) for role, t in tables.items()}
+    metrics |= {f"evaluate_{role}_iou_mean": float(t["iou"].mean()) for role, t in tables.items()}
+    metrics["evaluate_cases"] = float(len(tables["challenger"]))
+    if comparison is not None:
+        metrics |= {"evaluate_dice_gain": comparison.mean_diff, "evaluate_dice_gain_ci_low": comparison.ci_low,
+                    "evaluate_dice_gain_ci_high": comparison.ci_high}  # fmt: skip
+    return metrics
+
+
+def restore(step: EvaluateStep, outputs: dict[str, Any], ctx: RunContext) -> None:
+    """Rebuild the comparison from the stored per-case tables (same seed: same numbers)."""
+    out_dir = ctx.run_dir / "evaluate"
+    tables = {role: pd.read_parquet(out_dir / f"{role}_cases.parquet")
+              for role in ("champion", "challenger") if (out_dir / f"{role}_cases.parquet").exists()}  # fmt: skip
+    comparison = None
+    if "champion" in tables:
+        comparison = compare(tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed)
+    ctx.state |= {"evaluation": outputs["evaluation"], "comparison": comparison}
