@@ -211,19 +211,27 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=step.learning_rate, weight_decay=step.weight_decay)
     # nnU-Net's polynomial decay: lr * (1 - epoch / epochs) ** 0.9
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1 - e / step.epochs) ** 0.9)
-    evaluator = LoadedModel(model=net, model_spec=step.model, preprocess=step.preprocess, meta={})
-    shards = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
-    run_epoch = _instance_epoch if instance else _semantic_epoch
-
     history: list[dict[str, float]] = []
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = list(state["history"])
         rng = np.random.default_rng([config["seed"], rank, len(history)])  # fresh stream, not a replay
+    worker = _Worker(
+        step=step,
+        model=model,
+        evaluator=LoadedModel(model=net, model_spec=step.model, preprocess=step.preprocess, meta={}),
+        optimizer=optimizer,
+        train_shard=ray.train.get_dataset_shard("train"),
+        val_shard=ray.train.get_dataset_shard("val"),
+        rng=rng,
+        device=device,
+        rank=rank,
+    )
+    run_epoch = _instance_epoch if instance else _semantic_epoch
     for epoch in range(len(history), step.epochs):
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        metrics |= run_epoch(step, model, evaluator, optimizer, shards, rng, device, rank)
+        metrics |= run_epoch(worker)
         scheduler.step()
         history.append(metrics)
         _report(history, net, optimizer, scheduler, step, rank)
@@ -237,25 +245,31 @@ def _load_resume_state(checkpoint: ray.train.Checkpoint, net: torch.nn.Module) -
         return torch.load(Path(local) / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def _semantic_epoch(
-    step: TrainStep,
-    model: torch.nn.Module,
-    evaluator: LoadedModel,
-    optimizer: torch.optim.Optimizer,
-    shards: tuple[Any, Any],
-    rng: np.random.Generator,
-    device: torch.device,
-    rank: int,
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class _Worker:
+    """What one training worker's epochs work with (the same for semantic and instance models)."""
+
+    step: TrainStep
+    model: torch.nn.Module  # DDP-wrapped
+    evaluator: LoadedModel  # the unwrapped network, for validation
+    optimizer: torch.optim.Optimizer
+    train_shard: Any
+    val_shard: Any
+    rng: np.random.Generator
+    device: torch.device
+    rank: int
+
+
+def _semantic_epoch(w: _Worker) -> dict[str, float]:
     """U-Net: DiceCE on random patches; whole-image validation Dice (the selection score)."""
-    train_shard, val_shard = shards
+    step = w.step
     batches = (
-        training_batch(pairs, step.preprocess, step.model.in_channels, rng, step.patches_per_image)
-        for pairs in _pairs(train_shard, step.batch_size)
+        training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image)
+        for pairs in _pairs(w.train_shard, step.batch_size)
     )
-    loss_sum, n_samples = train_steps(model, batches, build_loss(step.loss), optimizer, device, step.amp)
+    loss_sum, n_samples = train_steps(w.model, batches, build_loss(step.loss), w.optimizer, w.device, step.amp)
     dice_sum, n_val = validation_dice(
-        evaluator, (p for chunk in _pairs(val_shard, 8) for p in chunk), device, step.amp
+        w.evaluator, (p for chunk in _pairs(w.val_shard, 8) for p in chunk), w.device, step.amp
     )
     loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
     val_dice = dice_sum / n_val if n_val else float("nan")
@@ -263,31 +277,22 @@ def _semantic_epoch(
             "train_samples": n_samples, "val_cases": n_val}  # fmt: skip
 
 
-def _instance_epoch(
-    step: TrainStep,
-    model: torch.nn.Module,
-    evaluator: LoadedModel,
-    optimizer: torch.optim.Optimizer,
-    shards: tuple[Any, Any],
-    rng: np.random.Generator,
-    device: torch.device,
-    rank: int,
-) -> dict[str, float]:
+def _instance_epoch(w: _Worker) -> dict[str, float]:
     """Mask R-CNN: whole images, loss components averaged over all ranks; validation mask AP
     over every rank's predictions together (AP is a property of the set; the selection score)."""
-    train_shard, val_shard = shards
+    step = w.step
     batches = (
-        detection_batch(pairs, step.preprocess, step.model.in_channels, rng)
-        for pairs in _pairs(train_shard, step.batch_size)
+        detection_batch(pairs, step.preprocess, step.model.in_channels, w.rng)
+        for pairs in _pairs(w.train_shard, step.batch_size)
     )
-    sums = detection_train_steps(model, batches, optimizer, device, step.amp)
+    sums = detection_train_steps(w.model, batches, w.optimizer, w.device, step.amp)
     names = sorted(k for k in sums if k != "images")
     reduced = _all_reduce([sums[k] for k in names] + [sums["images"]])
     n_images = reduced[-1]
     metrics = {f"train_{k}": v / max(n_images, 1) for k, v in zip(names, reduced)}
-    entries, offset = [], rank * 1_000_000  # image ids unique across ranks
-    for pairs in _pairs(val_shard, 4):
-        preds = predict_instances(evaluator, [image for image, _ in pairs], device, step.amp)
+    entries, offset = [], w.rank * 1_000_000  # image ids unique across ranks
+    for pairs in _pairs(w.val_shard, 4):
+        preds = predict_instances(w.evaluator, [image for image, _ in pairs], w.device, step.amp)
         for (_, label), pred in zip(pairs, preds):
             entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
     entries = _all_gather(entries)

@@ -38,11 +38,9 @@ def case_instance_scores(masks: np.ndarray, classes: np.ndarray, label: np.ndarr
 
 
 def entries_ap(entries: list[dict[str, Any]], classes: int) -> dict[str, float]:
-    """Mask AP / AP50 / AP75 over every entry (annotation ids renumbered to be unique)."""
-    images, annotations, results = [], [], []
-    for entry in entries:
-        images.append(entry["image"])
-        results += entry["dt"]
-        for ann in entry["gt"]:
-            annotations.append(ann | {"id": len(annotations) + 1})
+    """Mask AP / AP50 / AP75 over every entry (image ids must be unique; ``mask_ap`` renumbers
+    annotation ids itself)."""
+    images = [entry["image"] for entry in entries]
+    annotations = [ann for entry in entries for ann in entry["gt"]]
+    results = [res for entry in entries for res in entry["dt"]]
     return mask_ap(images, annotations, results, list(range(1, classes)))

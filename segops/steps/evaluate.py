@@ -110,17 +110,17 @@ def run(step: EvaluateStep, ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_artifact(csv, "evaluate")
         ctx.tracker.log_artifact(out_dir / f"{role}_cases.parquet", "evaluate")
     evaluation = {"champion": champion_id, "challenger": challenger_id, "held_out": str(step.source.path)}
-    comparison = _compare(step, ctx, tables, evaluation)
-    return {"evaluation": evaluation, "cases": len(tables["challenger"])} | _metrics(tables, comparison)
+    metrics = _compare(step, ctx, tables, evaluation)
+    return {"evaluation": evaluation, "cases": len(tables["challenger"])} | metrics
 
 
-def _compare(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame], evaluation: dict) -> Comparison | None:
-    """Compare (when there is a champion), write and log the evidence, keep it for promote."""
+def _compare(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame], evaluation: dict) -> dict[str, float]:
+    """Compare (when there is a champion), write and log the evidence, keep it for promote;
+    returns the metrics logged."""
     out_dir = ctx.run_dir / "evaluate"
-    comparison = None
+    comparison = _comparison(step, ctx, tables)
     summary: dict[str, Any] = {"evaluation": evaluation}
-    if "champion" in tables:
-        comparison = compare(tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed)
+    if comparison is not None:
         summary |= comparison.to_dict()
         for name, frame in (("paired", comparison.paired), ("classes", comparison.classes), ("subgroups", comparison.subgroups)):
             _, csv = write_table(frame.reset_index(drop=True), out_dir / name)
@@ -130,7 +130,14 @@ def _compare(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame
     metrics = _metrics(tables, comparison)
     ctx.tracker.log_metrics(metrics)
     ctx.state |= {"evaluation": evaluation, "comparison": comparison}
-    return comparison
+    return metrics
+
+
+def _comparison(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame]) -> Comparison | None:
+    """The paired comparison (seeded: a resumed run rebuilds the same numbers); None without a champion."""
+    if "champion" not in tables:
+        return None
+    return compare(tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed)
 
 
 def _metrics(tables: dict[str, pd.DataFrame], comparison: Comparison | None) -> dict[str, float]:
@@ -148,7 +155,4 @@ def restore(step: EvaluateStep, outputs: dict[str, Any], ctx: RunContext) -> Non
     out_dir = ctx.run_dir / "evaluate"
     tables = {role: pd.read_parquet(out_dir / f"{role}_cases.parquet")
               for role in ("champion", "challenger") if (out_dir / f"{role}_cases.parquet").exists()}  # fmt: skip
-    comparison = None
-    if "champion" in tables:
-        comparison = compare(tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed)
-    ctx.state |= {"evaluation": outputs["evaluation"], "comparison": comparison}
+    ctx.state |= {"evaluation": outputs["evaluation"], "comparison": _comparison(step, ctx, tables)}
