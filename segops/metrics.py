@@ -4,6 +4,10 @@ Empty-mask conventions (as in nnU-Net's evaluation, and MONAI's ``ignore_empty=F
 - truth and prediction both empty for a class → Dice = IoU = 1.0 (perfect agreement);
 - exactly one of them empty → Dice = IoU = 0.0.
 A case's Dice/IoU is the mean over foreground classes 1..K-1.
+
+For the ISBI 2012 challenge's error measures (as reported in the U-Net paper) see
+:func:`pixel_error` and :func:`rand_error`; both take the hard (argmax) segmentation, where
+the challenge took the best over thresholds of a probability map.
 """
 
 from __future__ import annotations
@@ -51,7 +55,36 @@ def case_scores(pred: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, 
     fg = range(1, classes)
     scores["dice"] = float(np.mean([scores[f"dice_{c}"] for c in fg]))
     scores["iou"] = float(np.mean([scores[f"iou_{c}"] for c in fg]))
+    scores["pixel_error"] = pixel_error(pred, truth)
     return scores
+
+
+def pixel_error(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of pixels whose class differs: 1 − pixel accuracy (ISBI 2012's pixel error)."""
+    _check_same_shape(pred, truth)
+    return float(np.mean(pred != truth)) if pred.size else 0.0
+
+
+def rand_error(pred: np.ndarray, truth: np.ndarray, boundary_class: int) -> float:
+    """ISBI 2012 foreground-restricted Rand error of a boundary segmentation.
+
+    Regions are the 4-connected components of the pixels that are not ``boundary_class``
+    (cells separated by membranes), in the truth and in the prediction. The error is
+    1 − the Rand F-score of the two region maps, counting only pixels inside a true region
+    (true boundary pixels are ignored; pixels predicted as boundary count as one more region):
+    scikit-image's ``adapted_rand_error``, the foreground-restricted Rand scoring the challenge
+    adopted (Arganda-Carreras et al. 2015). 0 is perfect.
+    """
+    from skimage.measure import label as connected_regions
+    from skimage.metrics import adapted_rand_error
+
+    _check_same_shape(pred, truth)
+    true_regions = connected_regions(truth != boundary_class, connectivity=1)
+    pred_regions = connected_regions(pred != boundary_class, connectivity=1)
+    if not true_regions.any():
+        return float("nan")  # nothing to score: every true pixel is boundary
+    error, _, _ = adapted_rand_error(true_regions, pred_regions)
+    return float(error)
 
 
 def summarize(values: np.ndarray | list[float], prefix: str) -> dict[str, float]:

@@ -4,7 +4,7 @@ import torch
 from monai.metrics import compute_dice, compute_iou
 
 from segops.errors import ShapeError
-from segops.metrics import case_scores, dice_score, iou_score, summarize
+from segops.metrics import case_scores, dice_score, iou_score, pixel_error, rand_error, summarize
 
 
 def test_hand_computed_overlap() -> None:
@@ -48,3 +48,43 @@ def test_summarize_skips_nan() -> None:
     assert stats["dice_mean"] == pytest.approx(0.5) and stats["dice_median"] == pytest.approx(0.5)
     assert stats["dice_p5"] == pytest.approx(0.05)
     assert summarize([float("nan")], "x") == {}
+
+
+def test_pixel_error_is_one_minus_accuracy() -> None:
+    truth = np.zeros((4, 5), np.uint8)
+    truth[1, :] = 1
+    pred = truth.copy()
+    pred[0, 0], pred[1, 4] = 1, 0  # 2 of 20 pixels wrong
+    assert pixel_error(pred, truth) == pytest.approx(0.1)
+    assert case_scores(pred, truth, 2)["pixel_error"] == pytest.approx(0.1)
+    assert pixel_error(truth, truth) == 0.0
+
+
+def test_rand_error_of_a_merge_by_hand() -> None:
+    """Two cells split by a membrane column (class 1); the prediction misses the membrane.
+
+    ISBI's foreground-restricted Rand: true membrane pixels are ignored, so n = 90 pixels
+    (cells of 50 and 40). Pairs counted without self-pairs: precision = Σp_ij(p_ij−1) /
+    Σb_j(b_j−1) = (50·49 + 40·39) / (90·89), recall = 1, error = 1 − F.
+    """
+    truth = np.zeros((10, 10), np.uint8)
+    truth[:, 5] = 1
+    merged = np.zeros_like(truth)
+    precision = (50 * 49 + 40 * 39) / (90 * 89)
+    assert rand_error(merged, truth, boundary_class=1) == pytest.approx(1 - 2 * precision / (precision + 1))
+    assert rand_error(truth, truth, boundary_class=1) == 0.0
+    # a thicker predicted membrane keeps the two cells apart: a small error (the true-cell pixels
+    # predicted as membrane form one more region, as in scikit-image), far below the merge's
+    thick = truth.copy()
+    thick[:, 4] = 1
+    assert pixel_error(thick, truth) == pytest.approx(0.1)
+    assert 0.0 < rand_error(thick, truth, boundary_class=1) < rand_error(merged, truth, boundary_class=1) / 2
+
+
+def test_rand_error_of_a_split_and_of_no_regions() -> None:
+    truth = np.zeros((8, 8), np.uint8)
+    split = truth.copy()
+    split[4, :] = 1  # a spurious membrane cuts the one true cell in two
+    error = rand_error(split, truth, boundary_class=1)
+    assert 0.0 < error < 1.0
+    assert np.isnan(rand_error(truth, np.ones_like(truth), boundary_class=1))  # all boundary: nothing to score

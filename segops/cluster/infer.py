@@ -34,7 +34,7 @@ from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.instance_eval import case_instance_scores, eval_entry
 from segops.engine.predict import predict_masks
 from segops.instance_metrics import coco_results
-from segops.metrics import case_scores
+from segops.metrics import case_scores, rand_error
 from segops.outputs.atomic import atomic_write
 from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_instance_outputs, write_volume_outputs
 
@@ -48,7 +48,7 @@ _PASSTHROUGH = (
 INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 RESULT_COLUMNS = (
     *_PASSTHROUGH, "mask_path", "seg_path", "instance_path", "coco_path", "mask_sha256", "model",
-    "fg_fraction", "label_fg_fraction", "dice", "iou", "dice_per_class", *INSTANCE_COLUMNS,
+    "fg_fraction", "label_fg_fraction", "dice", "iou", "dice_per_class", "pixel_error", "rand_error", *INSTANCE_COLUMNS,
     "eval_json",  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
 )  # fmt: skip
 
@@ -94,6 +94,7 @@ class _Segmenter:
         self.outputs, self.parts_dir = outputs, Path(parts_dir)
         self.amp, self.sliding = options["amp"], SlidingWindowSpec.model_validate(options["sliding"])
         self.instance = self.loaded.model_spec.task == "instance"
+        self.boundary_class: int | None = options.get("boundary_class")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -105,7 +106,8 @@ class _Segmenter:
         for i, row in enumerate(rows):
             row |= ({"mask_path": "", "seg_path": "", "instance_path": "", "coco_path": "", "mask_sha256": "",
                     "model": self.outputs.model_digest, "fg_fraction": np.nan, "label_fg_fraction": np.nan,
-                    "dice": np.nan, "iou": np.nan, "dice_per_class": "", "eval_json": ""}
+                    "dice": np.nan, "iou": np.nan, "dice_per_class": "", "pixel_error": np.nan,
+                    "rand_error": np.nan, "eval_json": ""}
                    | dict.fromkeys(INSTANCE_COLUMNS, np.nan))  # fmt: skip
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
@@ -153,7 +155,10 @@ class _Segmenter:
         truth = class_map(label) if self.instance else label
         scores = case_scores(mask, truth, self.outputs.classes)
         row |= {"label_fg_fraction": float((truth > 0).mean()), "dice": scores["dice"], "iou": scores["iou"],
-                "dice_per_class": json.dumps({c: scores[f"dice_{c}"] for c in range(1, self.outputs.classes)})}  # fmt: skip
+                "dice_per_class": json.dumps({c: scores[f"dice_{c}"] for c in range(1, self.outputs.classes)}),
+                "pixel_error": scores["pixel_error"]}  # fmt: skip
+        if self.boundary_class is not None:
+            row["rand_error"] = rand_error(mask, truth, self.boundary_class)
         if self.instance:
             matched = case_instance_scores(pred.masks, pred.classes, label)
             row |= {k: float(matched[k]) for k in INSTANCE_COLUMNS if k in matched}

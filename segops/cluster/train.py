@@ -29,6 +29,7 @@ from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
 from segops.config.schema import TrainStep
+from segops.data.augment import Augmenter
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
@@ -92,7 +93,8 @@ def train_model(
 
     Checkpoints of every epoch go to ``storage_dir`` (the two best by validation score are
     kept, Dice for semantic models, mask AP for instance models, and always the latest); the
-    best is copied to ``checkpoint_dir``. Each checkpoint also holds the optimizer and scheduler
+    best (with ``step.select == "last"``: the latest) is copied to ``checkpoint_dir``. Each
+    checkpoint also holds the optimizer and scheduler
     state and the history, so calling this again with the same ``storage_dir`` after an
     interruption (even ``kill -9`` of the driver) continues from the last epoch reached.
     ``init_checkpoint``: warm start from these weights (same architecture).
@@ -132,14 +134,17 @@ def train_model(
     if result.error is not None:
         raise StepError(f"training failed: {result.error}") from result.error
     history: list[dict[str, float]] = result.return_value or []
-    best = result.get_best_checkpoint(metric="val_score", mode="max") or result.checkpoint
+    if step.select == "last":
+        best = result.checkpoint
+    else:
+        best = result.get_best_checkpoint(metric="val_score", mode="max") or result.checkpoint
     if best is None or not history:
         raise StepError("training finished without reporting a checkpoint")
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     with best.as_directory() as local:
         shutil.copytree(local, checkpoint_dir, ignore=shutil.ignore_patterns(TRAIN_STATE_FILE))
-    best_row = max(history, key=lambda row: _finite(row["val_score"]))
+    best_row = history[-1] if step.select == "last" else max(history, key=lambda row: _finite(row["val_score"]))
     return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
 
 
@@ -225,6 +230,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         train_shard=ray.train.get_dataset_shard("train"),
         val_shard=ray.train.get_dataset_shard("val"),
         rng=rng,
+        augmenter=Augmenter(step.augment, int(rng.integers(2**31))),
         device=device,
         rank=rank,
     )
@@ -256,6 +262,7 @@ class _Worker:
     train_shard: Any
     val_shard: Any
     rng: np.random.Generator
+    augmenter: Augmenter  # seeded from ``rng``: reproducible per (seed, rank, epochs done)
     device: torch.device
     rank: int
 
@@ -264,7 +271,7 @@ def _semantic_epoch(w: _Worker) -> dict[str, float]:
     """U-Net: DiceCE on random patches; whole-image validation Dice (the selection score)."""
     step = w.step
     batches = (
-        training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image)
+        training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image, w.augmenter)
         for pairs in _pairs(w.train_shard, step.batch_size)
     )
     loss_sum, n_samples = train_steps(w.model, batches, build_loss(step.loss), w.optimizer, w.device, step.amp)

@@ -56,12 +56,15 @@ class MaskPngLabels(Spec):
 
     ``pattern`` is formatted with ``rel_dir``, ``stem`` and ``rel_stem`` (relative path without
     suffix) of the input, e.g. ``{rel_stem}.png`` or ``{rel_dir}/{stem}_mask.png``.
-    Pixel values are class indices; a binary mask stored as 0/255 is read as 0/1.
+    Pixel values are class indices; a binary mask stored as 0/255 is read as 0/1. ``values``
+    maps stored values to classes instead, e.g. ``{0: 1, 255: 0}`` where black marks the
+    structure (ISBI 2012 membranes); then every stored value must be listed.
     """
 
     kind: Literal["mask-png"]
     path: Path
     pattern: str = "{rel_stem}.png"
+    values: dict[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=255)]] | None = None
 
 
 class DicomSegLabels(Spec):
@@ -278,6 +281,63 @@ class PreprocessSpec(Spec):
     patch_size: tuple[int, int] = (96, 96)
 
 
+class RotateAugment(Spec):
+    """Rotation by a random angle in [-degrees, degrees] (bilinear image, nearest label, reflected borders)."""
+
+    prob: float = Field(default=0.5, ge=0.0, le=1.0)
+    degrees: float = Field(default=180.0, gt=0.0, le=180.0)
+
+
+class ElasticAugment(Spec):
+    """Elastic deformation as in the U-Net paper: random displacements on a coarse grid of
+    control points (``spacing`` px apart, Gaussian with a standard deviation drawn from
+    ``magnitude`` px), interpolated bicubically to a smooth per-pixel field."""
+
+    prob: float = Field(default=0.5, ge=0.0, le=1.0)
+    spacing: int = Field(default=96, ge=4, description="Distance between control points, px.")
+    magnitude: tuple[float, float] = Field(default=(0.0, 10.0), description="Range of the displacement std, px.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ElasticAugment:
+        low, high = self.magnitude
+        if not 0 <= low <= high:
+            raise ValueError(f"magnitude must be [low, high] with 0 <= low <= high, got {list(self.magnitude)}")
+        return self
+
+
+class IntensityAugment(Spec):
+    """Intensity jitter on the normalised image: x·(1+s), x+o and gamma, each with ``prob``."""
+
+    prob: float = Field(default=0.5, ge=0.0, le=1.0)
+    scale: float = Field(default=0.1, ge=0.0, lt=1.0, description="s ~ U(-scale, scale).")
+    shift: float = Field(default=0.1, ge=0.0, description="o ~ U(-shift, shift).")
+    gamma: tuple[float, float] = Field(default=(0.8, 1.25), description="Contrast gamma range (1 = off).")
+    noise_std: float = Field(default=0.0, ge=0.0, description="Gaussian noise std (0 = off).")
+
+    @model_validator(mode="after")
+    def _gamma_ordered(self) -> IntensityAugment:
+        low, high = self.gamma
+        if not 0 < low <= high:
+            raise ValueError(f"gamma must be [low, high] with 0 < low <= high, got {list(self.gamma)}")
+        return self
+
+
+class AugmentSpec(Spec):
+    """Random augmentation of U-Net training patches.
+
+    MONAI dictionary transforms, so image and label move together; applied in the Ray Train
+    workers after patch sampling and seeded from the workflow seed and the worker's rank.
+    ``flip`` and ``rotate90`` are on by default (lossless); ``rotate``, ``elastic`` and
+    ``intensity`` are off unless given (e.g. ``elastic: {}`` for the defaults).
+    """
+
+    flip: float = Field(default=0.5, ge=0.0, le=1.0, description="Probability of a flip, per axis.")
+    rotate90: float = Field(default=0.75, ge=0.0, le=1.0, description="Probability of a 90/180/270° rotation.")
+    rotate: RotateAugment | None = None
+    elastic: ElasticAugment | None = None
+    intensity: IntensityAugment | None = None
+
+
 # --------------------------------------------------------------------------- steps
 
 
@@ -324,6 +384,12 @@ class TrainStep(Spec):
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     patches_per_image: int = Field(default=1, ge=1, le=64, description="Random patches per image per epoch.")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    select: Literal["best", "last"] = Field(
+        default="best",
+        description="Which epoch's model is kept: best by validation score, or the last one (then the "
+        "validation cases play no part in choosing the model and are a true held-out set).",
+    )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     amp: bool = Field(default=True, description="bfloat16 autocast on GPU workers (no effect on CPU).")
     init_from: str | None = Field(
@@ -335,6 +401,13 @@ class TrainStep(Spec):
     )
     max_failures: int = Field(default=1, ge=0, description="Ray Train restarts after a worker failure.")
     register_model: bool = Field(default=True, description="Log and register the model in MLflow.")
+
+    @model_validator(mode="after")
+    def _augment_fits_model(self) -> TrainStep:
+        aug = self.augment
+        if self.model.task == "instance" and (aug.rotate or aug.elastic or aug.intensity):
+            raise ValueError("augment.rotate/elastic/intensity apply to U-Net patches; Mask R-CNN trains on flipped whole images")
+        return self
 
     @model_validator(mode="after")
     def _patch_fits_model(self) -> TrainStep:
@@ -408,6 +481,12 @@ class SegmentStep(Spec):
     sliding_window: SlidingWindowSpec = Field(default_factory=lambda: SlidingWindowSpec())
     amp: bool = Field(default=True, description="bfloat16 autocast on GPU (no effect on CPU).")
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
+    boundary_class: int | None = Field(
+        default=None,
+        ge=1,
+        description="Class index of boundaries (e.g. cell membranes): adds the ISBI 2012 Rand error per "
+        "case, over the regions that boundaries separate (see segops.metrics.rand_error).",
+    )
 
 
 class EvaluateStep(Spec):

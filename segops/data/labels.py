@@ -40,18 +40,32 @@ def mask_png_path(root: str | Path, pattern: str, rel_path: str, frame: int = 0)
     return Path(root) / name.lstrip("/")
 
 
-def read_mask_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
+def read_mask_png(
+    path: str | Path, shape: tuple[int, int], page: int = 0, values: dict[int, int] | None = None
+) -> np.ndarray:
     """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
 
-    A binary mask stored as {0, 255} becomes {0, 1}.
+    A binary mask stored as {0, 255} becomes {0, 1}, unless ``values`` (stored value → class)
+    says otherwise.
 
     Args:
         shape: (H, W) of the image the mask belongs to.
 
     Raises:
-        LabelError: unreadable, not single-channel, missing page, or of another size than the image.
+        LabelError: unreadable, not single-channel, missing page, of another size than the
+            image, or with a value ``values`` does not list.
     """
-    return _checked(_read_page(path, page, "mask"), shape, str(path))
+    mask = _read_page(path, page, "mask")
+    if values is None:
+        return _checked(mask, shape, str(path))
+    _check_size(mask, shape, f"mask {path}")
+    unlisted = sorted(set(np.unique(mask).tolist()) - set(values))
+    if unlisted:
+        raise LabelError(f"mask {path} has value(s) {unlisted[:10]} that labels.values does not map to a class")
+    lut = np.zeros(int(max(values)) + 1, dtype=np.uint8)
+    for stored, cls in values.items():
+        lut[stored] = cls
+    return lut[mask]
 
 
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
@@ -128,7 +142,8 @@ class LabelResolver:
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
                 return None
-            return read_mask_png(path, shape, _page(self.spec.pattern, record)), str(path.resolve())
+            label = read_mask_png(path, shape, _page(self.spec.pattern, record), self.spec.values)
+            return label, str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():

@@ -86,14 +86,3 @@ def random_patch(
         top = int(rng.integers(0, h - ph + 1))
         left = int(rng.integers(0, w - pw + 1))
     return image[:, top : top + ph, left : left + pw], label[top : top + ph, left : left + pw]
-
-
-def random_flip_rotate(
-    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random flips and 90° rotations (the dihedral group), applied to image and label alike."""
-    k = int(rng.integers(4))
-    image, label = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k)
-    if rng.random() < 0.5:
-        image, label = image[:, :, ::-1], label[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(label)

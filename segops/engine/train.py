@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from segops.config.schema import PreprocessSpec
-from segops.data.transforms import prepare_image, random_flip_rotate, random_patch
+from segops.config.schema import AugmentSpec, PreprocessSpec
+from segops.data.augment import Augmenter
+from segops.data.transforms import prepare_image, random_patch
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.predict import autocast, predict_masks
 from segops.metrics import case_scores
@@ -25,18 +26,23 @@ def training_batch(
     in_channels: int,
     rng: np.random.Generator,
     patches_per_image: int = 1,
+    augmenter: Augmenter | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(image, label) pairs → augmented patch tensors.
+
+    Patches are sampled with ``rng``, then augmented by ``augmenter`` (default: random flips
+    and 90° rotations, seeded from ``rng``).
 
     Returns:
         x: (N, in_channels, ph, pw) float32; y: (N, 1, ph, pw) int64 class indices.
     """
+    if augmenter is None:
+        augmenter = Augmenter(AugmentSpec(), int(rng.integers(2**31)))
     xs, ys = [], []
     for image, label in pairs:
         prepared = prepare_image(image, preprocess.intensity, in_channels)
         for _ in range(patches_per_image):
-            x, y = random_patch(prepared, label, preprocess.patch_size, rng)
-            x, y = random_flip_rotate(x, y, rng)
+            x, y = augmenter(*random_patch(prepared, label, preprocess.patch_size, rng))
             xs.append(x)
             ys.append(y)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)[:, None].astype(np.int64))

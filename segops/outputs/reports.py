@@ -20,6 +20,8 @@ REPORT_COLUMNS = (
     "modality",
     "dice",
     "iou",
+    "pixel_error",
+    "rand_error",
     "fg_fraction",
     "label_fg_fraction",
     "mask_path",
@@ -70,7 +72,7 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
 
     Keys: ``dice_mean``/``_median``/``_p5`` (all labelled), ``heldout_dice_mean`` … (val only),
     ``heldout_fg_dice_mean`` (val cases whose ground truth is not empty), the same for IoU,
-    and counts.
+    pixel error and (where scored) Rand error, and counts.
     """
     labelled = report
     heldout = labelled[labelled["split"] == "val"]
@@ -80,6 +82,8 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
     }
     for name, part in (("", labelled), ("heldout_", heldout)):
         metrics |= summarize(part["dice"], f"{name}dice") | summarize(part["iou"], f"{name}iou")
+        metrics |= summarize(part["pixel_error"], f"{name}pixel_error")
+        metrics |= summarize(part["rand_error"], f"{name}rand_error")  # NaN unless boundary_class is set
     metrics |= summarize(heldout[heldout["label_fg_fraction"] > 0]["dice"], "heldout_fg_dice")
     if "matched_dice" in report.columns:
         for name, part in (("", labelled), ("heldout_", heldout)):

@@ -68,7 +68,8 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
              pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
     config = OutputConfig(str(root), tuple(step.outputs), step.layout, dict(step.segments),
                           loaded.model_spec.classes, digest)  # fmt: skip
-    options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json")}
+    options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json"),
+               "boundary_class": step.boundary_class}  # fmt: skip
     run_ = segment_dataset(ds, checkpoint, config, root / "segment-parts", pool, step.batch_size, options, total)
     stale = sum(remove_stale_temps(root / d) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
     if stale:
@@ -114,6 +115,8 @@ def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
         raise StepError("records: volumes needs a semantic model; Mask R-CNN segments 2D images (use records: slices)")
     if task != "instance" and "coco-rle" in step.outputs:
         raise StepError(f"outputs: coco-rle needs an instance model (arch: maskrcnn); this model is {loaded.model_spec.arch!r}")
+    if step.boundary_class is not None and step.boundary_class >= loaded.model_spec.classes:
+        raise StepError(f"boundary_class {step.boundary_class} is not a class of this model (classes 0..{loaded.model_spec.classes - 1})")
 
 
 def mask_ap_metrics(results: pd.DataFrame, val_groups: set[str] | None, classes: int) -> dict[str, float]:

@@ -73,7 +73,7 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
         per_epoch = {k: v for k, v in row.items() if k not in ("epoch", "val_score", "train_samples", "val_cases")}
         tracker.log_metrics(per_epoch, step=int(row["epoch"]))
     tracker.log_metrics({f"best_{score_name}": outcome.best_score, "best_epoch": outcome.best_epoch})
-    log.info("best epoch %d of %d: %s %.4f", outcome.best_epoch + 1, step.epochs, score_name, outcome.best_score)
+    log.info("kept epoch %d of %d (%s): %s %.4f", outcome.best_epoch + 1, step.epochs, step.select, score_name, outcome.best_score)
     tracker.log_artifact(split_file, "train")
     ctx.state |= {"checkpoint": outcome.checkpoint_dir, "val_groups": set(val_groups)}
     outputs: dict[str, Any] = {

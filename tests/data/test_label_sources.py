@@ -9,12 +9,12 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segops.config.schema import CocoLabels, DicomSegLabels, ImageSource, InstancePngLabels
+from segops.config.schema import CocoLabels, DicomSegLabels, ImageSource, InstancePngLabels, MaskPngLabels
 from segops.data.decode import decode_file
 from segops.data.dicom import read_dicom
 from segops.data.images import read_image
 from segops.data.instances import split_instances
-from segops.data.labels import build_resolver, coco_segmentation_mask, read_instance_png
+from segops.data.labels import build_resolver, coco_segmentation_mask, read_instance_png, read_mask_png
 from segops.errors import LabelError
 from segops.outputs.dicom_seg import build_seg, write_seg
 
@@ -293,3 +293,31 @@ def test_coco_instances_class_mapping_and_errors(tmp_path: Path) -> None:
     (small,) = read_image(tmp_path / "small.png", "o.png")
     with pytest.raises(LabelError, match=r"COCO image 1 is 40x30 but its image is 30x20"):
         build_resolver(spec).label_for(small)
+
+
+# --------------------------------------------------------------------------- mapped mask values
+
+
+def test_mask_png_values_map_stored_values_to_classes(tmp_path: Path) -> None:
+    """ISBI 2012 style: black (0) is the membrane class, white (255) the background."""
+    _gray(tmp_path / "images" / "0.png")
+    stored = np.full((24, 32), 255, np.uint8)
+    stored[:, 10:12] = 0
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(stored).save(tmp_path / "labels" / "0.png")
+    spec = MaskPngLabels(kind="mask-png", path=tmp_path / "labels", values={0: 1, 255: 0})
+    (record,) = read_image(tmp_path / "images" / "0.png", "0.png")
+    label, uri = build_resolver(spec).label_for(record)
+    assert label.dtype == np.uint8 and uri.endswith("0.png")
+    np.testing.assert_array_equal(label, (stored == 0).astype(np.uint8))
+    # without the mapping the same file reads as 0/255 → 0/1, the other way round
+    plain, _ = build_resolver(MaskPngLabels(kind="mask-png", path=tmp_path / "labels")).label_for(record)
+    np.testing.assert_array_equal(plain, (stored == 255).astype(np.uint8))
+
+
+def test_mask_png_values_reject_unmapped_values(tmp_path: Path) -> None:
+    stored = np.full((24, 32), 255, np.uint8)
+    stored[0, 0] = 128
+    Image.fromarray(stored).save(tmp_path / "m.png")
+    with pytest.raises(LabelError, match=r"value\(s\) \[128\]"):
+        read_mask_png(tmp_path / "m.png", (24, 32), values={0: 1, 255: 0})
