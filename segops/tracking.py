@@ -125,7 +125,8 @@ class RunTracker:
         """Log a checkpoint as a pyfunc model and register a new version of ``registered_name``.
 
         Args:
-            example: (N, C, H, W) float32 raw images used for the signature and input example.
+            example: (N, C, H, W) float32 raw images used for the signature and input example;
+                (N, C, Z, H, W) volumes for a 3D model.
         """
         from mlflow.models.signature import ModelSignature
         from mlflow.types.schema import Schema, TensorSpec
@@ -136,9 +137,10 @@ class RunTracker:
         loaded = load_checkpoint(checkpoint_dir)
         output = np.stack(predict_label_maps(loaded, list(example)))
         # any batch size and image size (infer_signature would pin them to the example's)
+        spatial = (-1,) * (example.ndim - 2)
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1], -1, -1))]),
-            outputs=Schema([TensorSpec(output.dtype, (-1, -1, -1))]),
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1], *spatial))]),
+            outputs=Schema([TensorSpec(output.dtype, (-1, *spatial))]),
         )
         mlflow.set_tracking_uri(self.spec.uri)
         mlflow.set_registry_uri(self.spec.uri)
@@ -268,7 +270,8 @@ def _pip_requirements() -> list[str]:
 
 class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: (N, C, H, W) float32 raw images → (N, H, W) uint8 class maps (semantic
-    models) or int32 instance label maps, class * 1000 + instance (instance models)."""
+    models) or int32 instance label maps, class * 1000 + instance (instance models); for a 3D
+    model (N, C, Z, H, W) volumes → (N, Z, H, W) class maps."""
 
     def load_context(self, context: Any) -> None:
         import torch
@@ -282,7 +285,7 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
         from segops.engine.predict import predict_label_maps
 
         images = np.asarray(model_input, dtype=np.float32)
-        if images.ndim == 3:  # (N, H, W) gray
+        if images.ndim == self._loaded.model_spec.spatial_dims + 1:  # (N, H, W) or (N, Z, H, W) gray
             images = images[:, None]
         return np.stack(predict_label_maps(self._loaded, list(images), self._device))
 

@@ -131,10 +131,11 @@ class _Segmenter:
             return masks
 
     def _masks(self, images: list[np.ndarray]) -> list[Any]:
-        """(C, H, W) images → (H, W) masks (or InstancePredictions); (C, Z, H, W) volumes → (Z, H, W)."""
+        """(C, H, W) images → (H, W) masks (or InstancePredictions); (C, Z, H, W) volumes → (Z, H, W):
+        whole, through the 3D sliding window, with a 3D model; slice by slice with a 2D one."""
         if self.instance:
             return predict_instances(self.loaded, images, self.device, self.amp)
-        if not images or images[0].ndim == 3:
+        if not images or images[0].ndim == 3 or self.loaded.model_spec.spatial_dims == 3:
             return predict_masks(self.loaded, images, self.device, self.amp, self.sliding)
         return [np.stack(predict_masks(self.loaded, [v[:, z] for z in range(v.shape[1])], self.device, self.amp, self.sliding))
                 for v in images]  # fmt: skip

@@ -12,6 +12,7 @@ import logging
 import math
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -119,7 +120,9 @@ def train_model(
             num_workers=step.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
         ),
         datasets={"train": train_ds, "val": val_ds},
-        dataset_config=DataConfig(datasets_to_split="all"),
+        # Ray splits equally and drops the remainder (5 validation cases over 2 workers: 2 each, one
+        # never scored; 1 volume: none), so every worker reads all validation cases and scores its own
+        dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name="train",
             storage_path=str(storage_dir.resolve()),
@@ -230,9 +233,10 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         train_shard=ray.train.get_dataset_shard("train"),
         val_shard=ray.train.get_dataset_shard("val"),
         rng=rng,
-        augmenter=Augmenter(step.augment, int(rng.integers(2**31))),
+        augmenter=Augmenter(step.augment, int(rng.integers(2**31)), step.model.spatial_dims),
         device=device,
         rank=rank,
+        world=ctx.get_world_size(),
     )
     run_epoch = _instance_epoch if instance else _semantic_epoch
     for epoch in range(len(history), step.epochs):
@@ -265,19 +269,19 @@ class _Worker:
     augmenter: Augmenter  # seeded from ``rng``: reproducible per (seed, rank, epochs done)
     device: torch.device
     rank: int
+    world: int
 
 
 def _semantic_epoch(w: _Worker) -> dict[str, float]:
-    """U-Net: DiceCE on random patches; whole-image validation Dice (the selection score)."""
+    """U-Net: DiceCE on random patches; whole-image (3D: whole-volume) validation Dice (the selection score)."""
     step = w.step
     batches = (
         training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image, w.augmenter)
         for pairs in _pairs(w.train_shard, step.batch_size)
     )
     loss_sum, n_samples = train_steps(w.model, batches, build_loss(step.loss), w.optimizer, w.device, step.amp)
-    dice_sum, n_val = validation_dice(
-        w.evaluator, (p for chunk in _pairs(w.val_shard, 8) for p in chunk), w.device, step.amp
-    )
+    val_pairs = ((image, label) for _, image, label in _own_cases(w.val_shard, w.rank, w.world))
+    dice_sum, n_val = validation_dice(w.evaluator, val_pairs, w.device, step.amp)
     loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
     val_dice = dice_sum / n_val if n_val else float("nan")
     return {"train_loss": loss_sum / max(n_samples, 1), "val_dice": val_dice, "val_score": val_dice,
@@ -298,10 +302,9 @@ def _instance_epoch(w: _Worker) -> dict[str, float]:
     n_images = reduced[-1]
     metrics = {f"train_{k}": v / max(n_images, 1) for k, v in zip(names, reduced)}
     entries, offset = [], w.rank * 1_000_000  # image ids unique across ranks
-    for pairs in _pairs(w.val_shard, 4):
-        preds = predict_instances(w.evaluator, [image for image, _ in pairs], w.device, step.amp)
-        for (_, label), pred in zip(pairs, preds):
-            entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
+    for _, image, label in _own_cases(w.val_shard, w.rank, w.world):
+        (pred,) = predict_instances(w.evaluator, [image], w.device, step.amp)
+        entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
     entries = _all_gather(entries)
     ap = entries_ap(entries, step.model.classes)
     return metrics | {"train_images": n_images, "val_cases": len(entries), "val_mask_ap": ap["ap"],
@@ -312,6 +315,15 @@ def _pairs(shard: Any, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.nd
     """Lists of (image, label) arrays from a dataset shard."""
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
         yield list(zip(batch["image"], batch["label"]))
+
+
+def _own_cases(shard: Any, rank: int, world: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """This rank's share of an unsplit dataset: each case goes to exactly one rank, chosen by a
+    hash of its case id, so the shares do not depend on the order ranks read rows in."""
+    for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
+        for case_id, image, label in zip(batch["case_id"], batch["image"], batch["label"]):
+            if zlib.crc32(str(case_id).encode()) % world == rank:
+                yield str(case_id), image, label
 
 
 def _all_reduce(values: list[float]) -> list[float]:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
@@ -19,6 +22,10 @@ from pydantic import ValidationError
 from segops.config.schema import EvaluateStep, IngestStep, PromoteStep, SegmentStep, TrainStep, WorkflowSpec
 from segops.data.instances import is_instance_labels
 from segops.errors import WorkflowSpecError
+
+log = logging.getLogger(__name__)
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 def load_workflow(path: str | Path) -> WorkflowSpec:
@@ -61,6 +68,34 @@ def spec_hash(spec: WorkflowSpec) -> str:
     """Stable sha256 of the validated spec (defaults filled in), independent of YAML layout."""
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def apply_tracking_env(spec: WorkflowSpec) -> WorkflowSpec:
+    """The spec with ``MLFLOW_TRACKING_URI`` from the environment, when set, as ``tracking.uri``.
+
+    Like ``RAY_ADDRESS`` over ``cluster.address``: the environment wins over the workflow file.
+    Unlike the Ray address, the tracking URI is part of the run's identity (spec hash): the
+    manifest's MLflow run lives on one server, so another server means another run.
+    """
+    env_uri = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if not env_uri:
+        log.info("MLflow tracking URI %s (tracking.uri of the workflow)", _redacted(spec.tracking.uri))
+        return spec
+    if env_uri != spec.tracking.uri:
+        log.info("MLflow tracking URI %s from the environment (%s), not tracking.uri %s of the workflow",
+                 _redacted(env_uri), TRACKING_URI_ENV, _redacted(spec.tracking.uri))  # fmt: skip
+    else:
+        log.info("MLflow tracking URI %s from the environment (%s)", _redacted(env_uri), TRACKING_URI_ENV)
+    return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": env_uri})})
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` with any password replaced by ``***`` (URIs end up in logs)."""
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 # --------------------------------------------------------------------------- formatting
@@ -167,7 +202,7 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
         seen_ingest |= isinstance(step, IngestStep)
         seen_volumes |= isinstance(step, IngestStep) and step.volumes
         seen_train |= isinstance(step, TrainStep)
-    return problems
+    return problems + _spatial_dims_problems(spec)
 
 
 def _label_kind_problems(i: int, step: TrainStep, ingest: IngestStep) -> list[str]:
@@ -187,3 +222,28 @@ def _label_kind_problems(i: int, step: TrainStep, ingest: IngestStep) -> list[st
             "instance labels (use arch: maskrcnn, or labels that are class maps)"
         ]
     return []
+
+
+def _spatial_dims_problems(spec: WorkflowSpec) -> list[str]:
+    """A 3D model trains on the volume records of the ingest step before it, and the segment
+    steps that use it (no model of their own) must segment volume records."""
+    problems: list[str] = []
+    last_ingest: IngestStep | None = None
+    last_train: TrainStep | None = None
+    for i, step in enumerate(spec.steps):
+        if isinstance(step, IngestStep):
+            last_ingest = step
+        if isinstance(step, TrainStep):
+            last_train = step
+            if step.model.spatial_dims == 3 and last_ingest is not None and not last_ingest.volumes:
+                problems.append(
+                    f"steps[{i}].model.spatial_dims: a 3D model trains on volume records; "
+                    "the ingest step before it needs volumes: true"
+                )
+        trained_3d = last_train is not None and last_train.model.spatial_dims == 3
+        if isinstance(step, SegmentStep) and step.model is None and trained_3d and step.records != "volumes":
+            problems.append(
+                f"steps[{i}].records: the train step's model is 3D (spatial_dims: 3) and segments volume "
+                f"records: set records: volumes (got {step.records!r})"
+            )
+    return problems

@@ -25,7 +25,7 @@ class Spec(BaseModel):
 class TrackingSpec(Spec):
     """Where MLflow records the run. Any MLflow tracking URI works (sqlite file, http server)."""
 
-    uri: str = "sqlite:///mlruns.db"
+    uri: str = Field(default="sqlite:///mlruns.db", description="MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins over it.")
     experiment: str = "segops"
     artifact_location: str | None = Field(
         default=None,
@@ -145,9 +145,15 @@ SegmentSourceSpec = Annotated[DicomSource | ImageSource | DatasetSource, Field(d
 
 
 class UNetSpec(Spec):
-    """MONAI ``UNet`` for 2D semantic segmentation. ``classes`` counts background."""
+    """MONAI ``UNet`` for semantic segmentation. ``classes`` counts background.
+
+    ``spatial_dims: 3`` builds a 3D U-Net that trains on random (Z, H, W) patches of the
+    ingest step's volume records and segments whole volumes with a 3D sliding window.
+    Checkpoints written before this field existed load as 2D.
+    """
 
     arch: Literal["unet"]
+    spatial_dims: Literal[2, 3] = Field(default=2, description="2: slices/images; 3: volumes (C, Z, H, W).")
     in_channels: int = Field(default=1, ge=1, le=4)
     classes: int = Field(default=2, ge=2)
     channels: tuple[int, ...] = (16, 32, 64, 128)
@@ -166,7 +172,7 @@ class UNetSpec(Spec):
 
     @property
     def size_divisor(self) -> int:
-        """Input height and width must be multiples of this."""
+        """Every spatial input size (height, width; depth in 3D) must be a multiple of this."""
         d = 1
         for s in self.strides:
             d *= s
@@ -226,6 +232,10 @@ class MaskRCNNSpec(Spec):
         return 1  # torchvision pads batches to its own divisor
 
     @property
+    def spatial_dims(self) -> Literal[2]:
+        return 2
+
+    @property
     def task(self) -> Literal["semantic", "instance"]:
         return "instance"
 
@@ -278,7 +288,9 @@ class PreprocessSpec(Spec):
     """How records become network input. Stored with the checkpoint so inference matches."""
 
     intensity: IntensitySpec = Field(default_factory=lambda: PercentileIntensity(kind="percentile"))
-    patch_size: tuple[int, int] = (96, 96)
+    patch_size: tuple[Annotated[int, Field(ge=1)], ...] = Field(
+        default=(96, 96), min_length=2, max_length=3, description="(H, W) for 2D models, (Z, H, W) for 3D ones."
+    )
 
 
 class RotateAugment(Spec):
@@ -363,7 +375,7 @@ class IngestStep(Spec):
 
     ``volumes: true`` also writes a dataset of 3D volume records, one per DICOM series whose
     geometry is regular (ordered along the slice normal, no gaps); 2D slice records are always
-    written, and the train and segment steps use them.
+    written. 2D models train on the slice records, 3D models (``spatial_dims: 3``) on the volumes.
     """
 
     step: Literal["ingest"]
@@ -372,7 +384,11 @@ class IngestStep(Spec):
 
 
 class TrainStep(Spec):
-    """Train a model on the dataset of the nearest ingest step before it, with Ray Train."""
+    """Train a model on the dataset of the nearest ingest step before it, with Ray Train.
+
+    A 3D model (``model.spatial_dims: 3``) trains on that step's volume records (it needs
+    ``volumes: true``); ``batch_size`` then counts volumes, each giving ``patches_per_image`` patches.
+    """
 
     step: Literal["train"]
     model: ModelSpec
@@ -407,10 +423,22 @@ class TrainStep(Spec):
         aug = self.augment
         if self.model.task == "instance" and (aug.rotate or aug.elastic or aug.intensity):
             raise ValueError("augment.rotate/elastic/intensity apply to U-Net patches; Mask R-CNN trains on flipped whole images")
+        if self.model.spatial_dims == 3 and aug.elastic is not None:
+            raise ValueError(
+                "augment.elastic deforms 2D images (a control-point grid in the image plane); it is not "
+                "available for model.spatial_dims: 3 (remove it; flip, rotate90, rotate and intensity are)"
+            )
         return self
 
     @model_validator(mode="after")
     def _patch_fits_model(self) -> TrainStep:
+        dims = self.model.spatial_dims
+        if len(self.preprocess.patch_size) != dims:
+            axes = "(H, W)" if dims == 2 else "(Z, H, W)"
+            raise ValueError(
+                f"preprocess.patch_size {list(self.preprocess.patch_size)} has {len(self.preprocess.patch_size)} "
+                f"sizes but model.spatial_dims is {dims}: give {dims} sizes {axes}"
+            )
         div = self.model.size_divisor
         bad = [s for s in self.preprocess.patch_size if s % div]
         if bad:
@@ -436,15 +464,16 @@ class ActorPoolSpec(Spec):
 
 
 class SlidingWindowSpec(Spec):
-    """MONAI sliding-window inference for images larger than ``max_pixels``.
+    """MONAI sliding-window inference for images larger than ``max_pixels``, and for every
+    volume a 3D model segments.
 
-    Tiles of ``roi_size`` (default: the training patch size) overlap by ``overlap`` and are
-    blended with Gaussian weights; ``tile_batch`` tiles go through the network at once, which
-    bounds an actor's memory whatever the image size.
+    Tiles of ``roi_size`` (default: the training patch size; 2 sizes for 2D models, 3 for 3D
+    ones) overlap by ``overlap`` and are blended with Gaussian weights; ``tile_batch`` tiles go
+    through the network at once, which bounds an actor's memory whatever the image size.
     """
 
-    max_pixels: int = Field(default=1024 * 1024, ge=1, description="Whole-image inference up to this many pixels.")
-    roi_size: tuple[int, int] | None = None
+    max_pixels: int = Field(default=1024 * 1024, ge=1, description="Whole-image inference up to this many pixels (2D models).")
+    roi_size: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(default=None, min_length=2, max_length=3)
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
     mode: Literal["gaussian", "constant"] = "gaussian"
     tile_batch: int = Field(default=4, ge=1)
@@ -463,8 +492,8 @@ class SegmentStep(Spec):
     source: SegmentSourceSpec | None = None
     records: Literal["slices", "volumes"] = Field(
         default="slices",
-        description="volumes: segment the ingest step's volume records slice by slice; one NIfTI "
-        "(and one multi-frame DICOM SEG) per series.",
+        description="volumes: segment the ingest step's volume records (slice by slice with a 2D model, "
+        "with a 3D sliding window with a 3D one); one NIfTI (and one multi-frame DICOM SEG) per series.",
     )
     outputs: tuple[Literal["png", "dicom-seg", "coco-rle"], ...] = Field(
         default=("png",),

@@ -1,8 +1,10 @@
 """Training-patch augmentation from an :class:`~segops.config.schema.AugmentSpec` (MONAI).
 
-Dictionary transforms act on ``{"image": (C, H, W) float32, "label": (1, H, W)}`` so that
-image and label are flipped, rotated and deformed together (label by nearest neighbour);
-intensity jitter touches the image only. One :class:`Augmenter` per training worker, seeded
+Dictionary transforms act on ``{"image": (C, H, W) float32, "label": (1, H, W)}`` (or
+(C, Z, H, W) and (1, Z, H, W) patches of volumes) so that image and label are flipped, rotated
+and deformed together (label by nearest neighbour); intensity jitter touches the image only.
+In 3D, flips act on all three axes and rotations turn the H-W plane (about the slice normal:
+CT voxels are rarely isotropic, so turning Z into H would mix spacings). One :class:`Augmenter` per training worker, seeded
 once, gives a reproducible stream of augmentations for that worker.
 """
 
@@ -24,17 +26,22 @@ from monai.transforms import (
 )
 
 from segops.config.schema import AugmentSpec
+from segops.errors import ShapeError
 
 _KEYS = ("image", "label")
 
 
-def build_transforms(spec: AugmentSpec) -> list:
-    """The MONAI dictionary transforms ``spec`` asks for, in the order they are applied."""
-    transforms: list = [
-        RandFlipd(_KEYS, prob=spec.flip, spatial_axis=0),
-        RandFlipd(_KEYS, prob=spec.flip, spatial_axis=1),
-        RandRotate90d(_KEYS, prob=spec.rotate90, max_k=3),
-    ]
+def build_transforms(spec: AugmentSpec, spatial_dims: int = 2) -> list:
+    """The MONAI dictionary transforms ``spec`` asks for, in the order they are applied.
+
+    Raises:
+        ShapeError: ``spec.elastic`` with ``spatial_dims=3`` (2D only; TrainStep rejects it too).
+    """
+    if spatial_dims == 3 and spec.elastic is not None:
+        raise ShapeError("elastic augmentation is 2D only; remove augment.elastic for a 3D model")
+    transforms: list = [RandFlipd(_KEYS, prob=spec.flip, spatial_axis=axis) for axis in range(spatial_dims)]
+    # (0, 1) is (H, W) in 2D; in 3D (1, 2) is (H, W), and range_x below turns that plane too
+    transforms.append(RandRotate90d(_KEYS, prob=spec.rotate90, max_k=3, spatial_axes=(spatial_dims - 2, spatial_dims - 1)))
     if spec.rotate is not None:
         rotate = RandRotated(_KEYS, range_x=math.radians(spec.rotate.degrees), prob=spec.rotate.prob,
                              mode=("bilinear", "nearest"), padding_mode="reflection", keep_size=True)  # fmt: skip
@@ -60,12 +67,13 @@ def build_transforms(spec: AugmentSpec) -> list:
 class Augmenter:
     """Applies ``spec`` to (image, label) patches; same seed → same sequence of outputs."""
 
-    def __init__(self, spec: AugmentSpec, seed: int):
-        self.compose = Compose(build_transforms(spec), lazy=False)
+    def __init__(self, spec: AugmentSpec, seed: int, spatial_dims: int = 2):
+        self.compose = Compose(build_transforms(spec, spatial_dims), lazy=False)
         self.compose.set_random_state(seed=seed % 2**32)
 
     def __call__(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Args: image (C, H, W) float32, label (H, W) integer. Returns both augmented, same shapes/dtypes."""
+        """Args: image (C, H, W) float32, label (H, W) integer (or (C, Z, H, W), (Z, H, W)).
+        Returns both augmented, same dtypes; same shapes when H == W (a 90° turn swaps them)."""
         out = self.compose({"image": image, "label": label[None]})
         x = np.ascontiguousarray(np.asarray(out["image"], dtype=np.float32))
         y = np.ascontiguousarray(np.asarray(out["label"])[0]).astype(label.dtype, copy=False)

@@ -1,6 +1,7 @@
 """Array transforms from record pixels to network input (MONAI intensity transforms).
 
-Everything here works on one image: ``image`` is (C, H, W) float32, ``label`` is (H, W) uint8.
+Everything here works on one image: ``image`` is (C, H, W) float32, ``label`` is (H, W) uint8,
+or on one volume: ``image`` (C, Z, H, W), ``label`` (Z, H, W).
 """
 
 from __future__ import annotations
@@ -40,9 +41,15 @@ def match_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
     )
 
 
-def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int) -> np.ndarray:
-    """Record pixels → normalised (in_channels, H, W) float32 network input."""
-    if image.ndim != 3:
+def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int, spatial_dims: int = 2) -> np.ndarray:
+    """Record pixels → normalised (in_channels, H, W) float32 network input ((in_channels, Z, H, W)
+    with ``spatial_dims=3``)."""
+    if image.ndim != spatial_dims + 1:
+        if spatial_dims == 3:
+            raise ShapeError(
+                f"a 3D model takes volumes of shape (C, Z, H, W), got {image.shape}; "
+                "segment volume records (records: volumes) or use a 2D model"
+            )
         raise ShapeError(f"expected an image of shape (C, H, W), got {image.shape}")
     if not image.flags.writeable:  # Ray hands out read-only views; torch warns on those
         image = image.copy()
@@ -50,39 +57,40 @@ def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int)
 
 
 def pad_to_multiple(image: np.ndarray, divisor: int) -> np.ndarray:
-    """Zero-pad (C, H, W) at the bottom/right so H and W are multiples of ``divisor``."""
-    _, h, w = image.shape
-    ph, pw = -h % divisor, -w % divisor
-    if ph == 0 and pw == 0:
+    """Zero-pad (C, H, W) or (C, Z, H, W) at the end of each spatial axis to multiples of ``divisor``."""
+    pads = [-n % divisor for n in image.shape[1:]]
+    if not any(pads):
         return image
-    return np.pad(image, ((0, 0), (0, ph), (0, pw)))
+    return np.pad(image, ((0, 0), *((0, p) for p in pads)))
 
 
 def random_patch(
     image: np.ndarray,
     label: np.ndarray,
-    patch_size: tuple[int, int],
+    patch_size: tuple[int, ...],
     rng: np.random.Generator,
     foreground_prob: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Crop a (patch_h, patch_w) patch, padding first if the image is smaller.
+    """Crop a patch of ``patch_size`` ((H, W), or (Z, H, W) from a volume), padding first
+    where the image is smaller.
 
     With probability ``foreground_prob`` the patch is centred on a random foreground pixel
     (nnU-Net's oversampling), so small structures are seen often enough to be learnt.
+
+    Args:
+        image: (C, *spatial); label: (*spatial), with ``len(spatial) == len(patch_size)``.
     """
-    ph, pw = patch_size
-    _, h, w = image.shape
-    pad_h, pad_w = max(ph - h, 0), max(pw - w, 0)
-    if pad_h or pad_w:
-        image = np.pad(image, ((0, 0), (0, pad_h), (0, pad_w)))
-        label = np.pad(label, ((0, pad_h), (0, pad_w)))
-        h, w = label.shape
-    fg = np.argwhere(label > 0) if rng.random() < foreground_prob else np.empty((0, 2))
+    if label.ndim != len(patch_size) or image.shape[1:] != label.shape:
+        raise ShapeError(f"patch_size {list(patch_size)} does not fit image {image.shape} and label {label.shape}")
+    pads = [max(p - n, 0) for p, n in zip(patch_size, label.shape)]
+    if any(pads):
+        image = np.pad(image, ((0, 0), *((0, p) for p in pads)))
+        label = np.pad(label, [(0, p) for p in pads])
+    fg = np.argwhere(label > 0) if rng.random() < foreground_prob else np.empty((0, label.ndim))
     if len(fg):
-        cy, cx = fg[rng.integers(len(fg))]
-        top = int(np.clip(cy - ph // 2, 0, h - ph))
-        left = int(np.clip(cx - pw // 2, 0, w - pw))
+        centre = fg[rng.integers(len(fg))]
+        starts = [int(np.clip(c - p // 2, 0, n - p)) for c, p, n in zip(centre, patch_size, label.shape)]
     else:
-        top = int(rng.integers(0, h - ph + 1))
-        left = int(rng.integers(0, w - pw + 1))
-    return image[:, top : top + ph, left : left + pw], label[top : top + ph, left : left + pw]
+        starts = [int(rng.integers(0, n - p + 1)) for p, n in zip(patch_size, label.shape)]
+    window = tuple(slice(s, s + p) for s, p in zip(starts, patch_size))
+    return image[(slice(None), *window)], label[window]

@@ -1,4 +1,4 @@
-"""Inference for 2D semantic segmentation (plain torch + MONAI sliding window)."""
+"""Inference for 2D and 3D semantic segmentation (plain torch + MONAI sliding window)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from monai.inferers import sliding_window_inference
 from segops.config.schema import SlidingWindowSpec
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
+from segops.errors import ShapeError
 
 
 def predict_masks(
@@ -21,21 +22,25 @@ def predict_masks(
     amp: bool = False,
     sliding: SlidingWindowSpec | None = None,
 ) -> list[np.ndarray]:
-    """Segment raw record images.
+    """Segment raw record images (2D models) or volumes (3D models).
 
-    Images up to ``sliding.max_pixels`` go through the network whole (padded to the model's
-    size divisor, equal shapes batched together); larger ones are tiled with MONAI's
+    2D: images up to ``sliding.max_pixels`` go through the network whole (padded to the
+    model's size divisor, equal shapes batched together); larger ones are tiled with MONAI's
     ``sliding_window_inference`` so memory stays bounded by ``tile_batch`` tiles.
+    3D: every volume is tiled (see :func:`_sliding_volume`), whatever its size.
 
     Args:
-        images: each (C, H, W) float32 as decoded (before intensity normalisation).
+        images: each (C, H, W) float32 as decoded (before intensity normalisation); for a
+            3D model each (C, Z, H, W).
         amp: autocast to bfloat16 on CUDA (ignored on CPU).
 
     Returns:
-        One (H, W) uint8 class map per image, same order and size as the inputs.
+        One (H, W) uint8 class map per image ((Z, H, W) per volume), same order and size as the inputs.
     """
     sliding = sliding or SlidingWindowSpec()
     spec, pre = loaded.model_spec, loaded.preprocess
+    if spec.spatial_dims == 3:
+        return _predict_volumes(loaded, images, torch.device(device), amp, sliding)
     prepared = [prepare_image(img, pre.intensity, spec.in_channels) for img in images]
     masks: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -72,8 +77,47 @@ def predict_label_maps(
     return predict_masks(loaded, images, device, amp, sliding)
 
 
+def _predict_volumes(
+    loaded: LoadedModel, volumes: list[np.ndarray], device: torch.device, amp: bool, sliding: SlidingWindowSpec
+) -> list[np.ndarray]:
+    spec, pre = loaded.model_spec, loaded.preprocess
+    prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in volumes]
+    with torch.inference_mode(), autocast(device, amp):
+        return [_sliding_volume(loaded, v, sliding, device) for v in prepared]
+
+
+def _sliding_volume(loaded: LoadedModel, volume: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
+    """(C, Z, H, W) normalised volume → (Z, H, W) uint8 class map, tile by tile.
+
+    The volume and the blended logits stay in host memory; only ``tile_batch`` tiles at a
+    time go to ``device`` (MONAI's ``sw_device``), so accelerator memory is bounded by the
+    tile batch, not by the volume. A roi larger than the volume (e.g. a 16-slice patch on an
+    8-slice series) is cut to the volume rounded up to the model's size divisor, so no
+    compute goes to padding.
+    """
+    roi = sliding.roi_size or loaded.preprocess.patch_size
+    if len(roi) != 3:
+        raise ShapeError(f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; a 3D model needs 3 (Z, H, W)")
+    div = loaded.model_spec.size_divisor
+    roi = tuple(min(r, -(-n // div) * div) for r, n in zip(roi, volume.shape[1:]))
+    logits = sliding_window_inference(
+        torch.from_numpy(volume)[None],
+        roi_size=roi,
+        sw_batch_size=sliding.tile_batch,
+        predictor=loaded.model,
+        overlap=sliding.overlap,
+        mode=sliding.mode,
+        padding_mode="constant",
+        sw_device=device,
+        device=torch.device("cpu"),
+    )
+    return logits.argmax(dim=1)[0].to(torch.uint8).numpy()
+
+
 def _sliding(loaded: LoadedModel, image: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
     roi = sliding.roi_size or loaded.preprocess.patch_size
+    if len(roi) != 2:
+        raise ShapeError(f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; a 2D model needs 2 (H, W)")
     logits = sliding_window_inference(
         torch.from_numpy(image)[None].to(device),
         roi_size=roi,

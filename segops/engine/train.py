@@ -31,16 +31,18 @@ def training_batch(
     """(image, label) pairs → augmented patch tensors.
 
     Patches are sampled with ``rng``, then augmented by ``augmenter`` (default: random flips
-    and 90° rotations, seeded from ``rng``).
+    and 90° rotations, seeded from ``rng``). A 3-size ``preprocess.patch_size`` means pairs
+    of (C, Z, H, W) volumes and (Z, H, W) labels, and 3D patches.
 
     Returns:
-        x: (N, in_channels, ph, pw) float32; y: (N, 1, ph, pw) int64 class indices.
+        x: (N, in_channels, *patch_size) float32; y: (N, 1, *patch_size) int64 class indices.
     """
+    dims = len(preprocess.patch_size)
     if augmenter is None:
-        augmenter = Augmenter(AugmentSpec(), int(rng.integers(2**31)))
+        augmenter = Augmenter(AugmentSpec(), int(rng.integers(2**31)), spatial_dims=dims)
     xs, ys = [], []
     for image, label in pairs:
-        prepared = prepare_image(image, preprocess.intensity, in_channels)
+        prepared = prepare_image(image, preprocess.intensity, in_channels, spatial_dims=dims)
         for _ in range(patches_per_image):
             x, y = augmenter(*random_patch(prepared, label, preprocess.patch_size, rng))
             xs.append(x)
@@ -81,7 +83,8 @@ def validation_dice(
     device: torch.device,
     amp: bool = False,
 ) -> tuple[float, int]:
-    """Whole-image Dice on validation cases, exactly as the segment step computes it.
+    """Whole-image Dice on validation cases (per volume for a 3D model, through the 3D sliding
+    window), exactly as the segment step computes it.
 
     Returns:
         (sum of per-case Dice, number of cases).

@@ -1,4 +1,4 @@
-"""MONAI U-Net for 2D semantic segmentation."""
+"""MONAI U-Net for 2D and 3D semantic segmentation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from segops.config.schema import UNetSpec
 
 
 def build_unet(spec: UNetSpec) -> nn.Module:
-    """Residual U-Net (Kerfoot et al.) with instance norm; outputs (N, classes, H, W) logits."""
+    """Residual U-Net (Kerfoot et al.) with instance norm; outputs (N, classes, H, W) logits,
+    or (N, classes, Z, H, W) with ``spec.spatial_dims == 3``."""
     return UNet(
-        spatial_dims=2,
+        spatial_dims=spec.spatial_dims,
         in_channels=spec.in_channels,
         out_channels=spec.classes,
         channels=spec.channels,

@@ -110,9 +110,17 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
 
 
 def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
-    task = loaded.model_spec.task
+    task, dims = loaded.model_spec.task, loaded.model_spec.spatial_dims
     if task == "instance" and step.records == "volumes":
         raise StepError("records: volumes needs a semantic model; Mask R-CNN segments 2D images (use records: slices)")
+    if dims == 3 and step.records != "volumes":
+        raise StepError(
+            f"this model is a 3D U-Net (model.spatial_dims: 3): it segments volume records, not {step.records!r}; "
+            "set records: volumes (with an ingest step with volumes: true, or a source of kind dataset that is a volumes folder)"
+        )
+    roi = step.sliding_window.roi_size
+    if roi is not None and len(roi) != dims:
+        raise StepError(f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; this {dims}D model needs {dims}")
     if task != "instance" and "coco-rle" in step.outputs:
         raise StepError(f"outputs: coco-rle needs an instance model (arch: maskrcnn); this model is {loaded.model_spec.arch!r}")
     if step.boundary_class is not None and step.boundary_class >= loaded.model_spec.classes:

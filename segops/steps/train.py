@@ -43,19 +43,21 @@ def split_groups(groups: list[str], split: SplitSpec) -> tuple[list[str], list[s
 
 
 def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
-    datasets = [Path(ctx.state["dataset"]), *(Path(p) for p in step.extra_datasets)]
+    datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
     _check_channels(set(labelled["channels"]), step.model.in_channels)
     train_groups, val_groups = split_groups(labelled["group_id"].tolist(), step.split)
     n_train = int(labelled["group_id"].isin(train_groups).sum())
     n_val = len(labelled) - n_train
+    if n_train < step.scaling.workers:  # Ray splits training data equally: a worker would get nothing
+        raise StepError(f"{n_train} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {n_train}")
     log.info("training on %d cases (%d groups), validating on %d (%d groups)", n_train, len(train_groups), n_val, len(val_groups))
     split_file = atomic_write_text(
         ctx.run_dir / "split.json", json.dumps({"train": train_groups, "val": val_groups}, indent=2)
     )
     parent, init_checkpoint = _warm_start(step, ctx)
 
-    columns = ["image", "label"]
+    columns = ["case_id", "image", "label"]
     train_ds = _union(datasets, excluded, train_groups, columns)
     val_ds = _union(datasets, excluded, val_groups, columns)
     outcome = train_model(
@@ -84,12 +86,30 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     }
     if step.register_model:
         name = registered_name(ctx, step)
-        example = val_ds.take(1)[0]["image"][None].astype(np.float32)
+        example = _model_example(val_ds.take(1)[0]["image"], step)
         tags = {"segops.parent_model": parent or "none", "segops.spec_hash": ctx.spec_hash, "segops.workflow": ctx.spec.name}
         registered = tracker.log_model(outcome.checkpoint_dir, name, example, version_tags=tags)
         ctx.state |= {"model_uri": registered.model_uri, "registered": (registered.name, registered.version)}
         outputs |= {"model_uri": registered.model_uri, "registered_name": registered.name, "registered_version": registered.version}
     return outputs
+
+
+def _ingested(step: TrainStep, ctx: RunContext) -> Path:
+    """The ingest step's slice dataset, or for a 3D model its volume dataset."""
+    if step.model.spatial_dims == 2:
+        return Path(ctx.state["dataset"])
+    if "volumes" not in ctx.state:
+        raise StepError("model.spatial_dims: 3 trains on volume records, but the ingest step wrote none "
+                        "(no DICOM series with regular geometry: see its series table)")  # fmt: skip
+    return Path(ctx.state["volumes"])
+
+
+def _model_example(image: np.ndarray, step: TrainStep) -> np.ndarray:
+    """A (1, C, H, W) input example for the registered model; a 3D model's (1, C, Z, H, W) is cut to
+    the training patch, as MLflow stores the example as JSON (a whole CT would be hundreds of MB)."""
+    if step.model.spatial_dims == 3:
+        image = image[(slice(None), *(slice(0, p) for p in step.preprocess.patch_size))]
+    return np.ascontiguousarray(image[None], dtype=np.float32)
 
 
 def registered_name(ctx: RunContext, step: TrainStep) -> str:

@@ -45,3 +45,22 @@ def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path
     assert list(parts.columns) == list(RESULT_COLUMNS) and sorted(parts["case_id"]) == ["c0", "c1", "c2"]
     actor(_batch([good]))  # the same case again (a retried batch) is recorded once
     assert len(read_parts(tmp_path / "parts")) == 3
+
+
+def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", spatial_dims=3, channels=(4, 8), strides=(2,), num_res_units=0)
+    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(4, 16, 16)))
+    config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
+    sliding = SlidingWindowSpec(tile_batch=2).model_dump()
+    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), {"torch_threads": 1, "amp": False, "sliding": sliding})
+    volume = np.random.default_rng(0).normal(size=(1, 6, 20, 24)).astype(np.float32)
+    batch = _batch([volume]) | {"affine": np.array([np.eye(4).ravel()], dtype=object), "source_uris": np.array([[]], dtype=object)}
+    out = actor(batch)
+    assert list(out["status"]) == ["ok"] and 0 <= out["dice"][0] <= 1  # one 3D Dice for the volume
+    nifti = nib.load(out["mask_path"][0])
+    assert out["mask_path"][0].endswith(".nii.gz") and nifti.shape == (24, 20, 6)  # (x, y, z) of a (Z, H, W) mask
+    out = actor(_batch([volume[:, 0]]))  # a slice record: the segment step refuses this up front
+    assert list(out["status"]) == ["failed"] and "takes volumes of shape (C, Z, H, W)" in out["error"][0]

@@ -188,3 +188,50 @@ def test_lifecycle_steps_need_their_predecessors() -> None:
     problems = _problems(data)
     assert any(p.startswith("steps[3].gate.max_case_regression.fraction: Input should be less than or equal to 1") for p in problems)
     assert any(p.startswith("steps[3].alias: String should match pattern") for p in problems)
+
+
+def _volumes_3d() -> dict:
+    """VALID with a 3D model trained on volume records and segmenting them."""
+    import copy
+
+    data = copy.deepcopy(VALID)
+    data["steps"][0]["volumes"] = True
+    data["steps"][1]["model"] = {"arch": "unet", "spatial_dims": 3, "channels": [8, 16, 32], "strides": [2, 2]}
+    data["steps"][1]["preprocess"] = {"patch_size": [16, 64, 64]}
+    data["steps"][2] |= {"records": "volumes", "sliding_window": {"roi_size": [16, 64, 64], "tile_batch": 2}}
+    return data
+
+
+def test_a_3d_workflow_is_valid() -> None:
+    train, segment = validate_workflow_text(yaml.safe_dump(_volumes_3d())).steps[1:]
+    assert train.model.spatial_dims == 3 and train.preprocess.patch_size == (16, 64, 64)
+    assert segment.sliding_window.roi_size == (16, 64, 64)
+    assert validate_workflow_text(yaml.safe_dump(VALID)).steps[1].model.spatial_dims == 2  # the default
+
+
+def test_patch_size_must_have_one_size_per_spatial_dim() -> None:
+    data = _volumes_3d()
+    data["steps"][1]["preprocess"]["patch_size"] = [64, 64]
+    assert "steps[1]: preprocess.patch_size [64, 64] has 2 sizes but model.spatial_dims is 3: give 3 sizes (Z, H, W)" in _problems(data)
+    data = _variant(["steps", 1, "preprocess"], {"patch_size": [16, 64, 64]})
+    assert "steps[1]: preprocess.patch_size [16, 64, 64] has 3 sizes but model.spatial_dims is 2: give 2 sizes (H, W)" in _problems(data)
+    data["steps"][1]["preprocess"]["patch_size"] = [8, 8, 8, 8]
+    assert any(p.startswith("steps[1].preprocess.patch_size: Tuple should have at most 3 items") for p in _problems(data))
+    data = _volumes_3d()
+    data["steps"][1]["preprocess"]["patch_size"] = [10, 64, 64]
+    assert "steps[1]: preprocess.patch_size [10, 64, 64] must be multiples of 4 (the product of model.strides)" in _problems(data)
+    data["steps"][1]["model"]["spatial_dims"] = 4
+    assert any(p.startswith("steps[1].model.spatial_dims: 4 is not one of 2, 3") for p in _problems(data))
+
+
+def test_a_3d_model_needs_ingest_volumes_and_volume_records() -> None:
+    data = _volumes_3d()
+    data["steps"][0]["volumes"] = False
+    data["steps"][2]["records"] = "slices"
+    assert _problems(data) == [
+        "steps[1].model.spatial_dims: a 3D model trains on volume records; the ingest step before it needs volumes: true",
+        "steps[2].records: the train step's model is 3D (spatial_dims: 3) and segments volume records: set records: volumes (got 'slices')",
+    ]
+    data = _volumes_3d()
+    data["steps"][2] |= {"records": "slices", "model": "/models/some-2d-checkpoint"}  # its own model: checked when loaded
+    assert validate_workflow_text(yaml.safe_dump(data)).steps[2].records == "slices"

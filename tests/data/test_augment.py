@@ -88,3 +88,48 @@ def test_spec_validation() -> None:
         AugmentSpec.model_validate({"intensity": {"gamma": [0, 1]}})
     with pytest.raises(ValidationError, match="Mask R-CNN"):
         TrainStep.model_validate({"step": "train", "model": {"arch": "maskrcnn"}, "augment": {"elastic": {}}})
+
+
+def _pattern_3d(depth: int = 8, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A volume of 2D patterns whose foreground differs per slice (so a Z flip or a Z-mixing rotation shows)."""
+    _, base = _pattern(size)
+    label = np.stack([np.roll(base, 3 * z, axis=1) * (z % 3 != 0) for z in range(depth)]).astype(np.uint8)
+    return label[None].astype(np.float32), label
+
+
+def test_3d_augmentation_moves_volume_and_label_together() -> None:
+    spec = AugmentSpec.model_validate({"flip": 0.5, "rotate90": 0.75, "rotate": {"prob": 1.0}, "intensity": {"prob": 1.0, "scale": 0.0, "shift": 0.0}})
+    names = [type(t).__name__ for t in build_transforms(spec, spatial_dims=3)]
+    assert names[:4] == ["RandFlipd", "RandFlipd", "RandFlipd", "RandRotate90d"]  # flips on Z, H and W
+    image, label = _pattern_3d()
+    aug = Augmenter(spec, 0, spatial_dims=3)
+    for _ in range(6):
+        x, y = aug(image, label)
+        assert x.shape == image.shape and x.dtype == np.float32 and y.shape == label.shape and y.dtype == label.dtype
+        assert set(np.unique(y).tolist()) <= {0, 1}
+        assert not np.array_equal(y, label)
+        agreement = np.mean((x[0] > 0.5) == (y == 1))  # gamma keeps 0 and 1: the image still marks the label
+        assert agreement > 0.97, agreement
+
+
+def test_3d_rotations_turn_the_slice_plane_only() -> None:
+    spec = AugmentSpec.model_validate({"flip": 0.0, "rotate90": 1.0, "rotate": {"prob": 1.0, "degrees": 40}})
+    _, base = _pattern(48)
+    label = np.stack([base * (z % 3 != 0) for z in range(8)]).astype(np.uint8)  # equal slices, and empty ones
+    aug = Augmenter(spec, 1, spatial_dims=3)
+    for _ in range(4):
+        _, y = aug(label[None].astype(np.float32), label)
+        # a turn about the slice normal maps equal slices to equal slices and keeps empty ones empty
+        assert not np.array_equal(y[1], base)
+        for z in range(8):
+            np.testing.assert_array_equal(y[z], y[1] if z % 3 else 0)
+
+
+def test_elastic_is_rejected_for_3d() -> None:
+    from segops.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="elastic augmentation is 2D only"):
+        build_transforms(AugmentSpec.model_validate({"elastic": {}}), spatial_dims=3)
+    with pytest.raises(ValidationError, match="augment.elastic deforms 2D images"):
+        TrainStep.model_validate({"step": "train", "model": {"arch": "unet", "spatial_dims": 3},
+                                  "preprocess": {"patch_size": [16, 64, 64]}, "augment": {"elastic": {}}})  # fmt: skip

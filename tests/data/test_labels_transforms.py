@@ -59,3 +59,25 @@ def test_pad_and_patch_keep_image_and_label_aligned() -> None:
 def test_patch_larger_than_image_pads() -> None:
     x, y = random_patch(np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (16, 16), np.random.default_rng(1))
     assert x.shape == (1, 16, 16) and y.sum() == 120
+
+
+def test_3d_patches_keep_volume_and_label_aligned_and_find_foreground() -> None:
+    rng = np.random.default_rng(0)
+    volume = np.arange(10 * 30 * 26, dtype=np.float32).reshape(1, 10, 30, 26)
+    label = (volume[0] % 11 == 0).astype(np.uint8)
+    for _ in range(20):
+        x, y = random_patch(volume, label, (8, 16, 16), rng)
+        assert x.shape == (1, 8, 16, 16) and y.shape == (8, 16, 16)
+        np.testing.assert_array_equal(y, (x[0] % 11 == 0).astype(np.uint8))
+    sparse = np.zeros((10, 30, 26), np.uint8)
+    sparse[9, 29, 25] = 1  # one voxel in a far corner: foreground-centred patches must reach it
+    hits = [random_patch(volume, sparse, (4, 8, 8), rng, foreground_prob=1.0)[1].sum() for _ in range(5)]
+    assert hits == [1] * 5
+
+
+def test_3d_patch_larger_than_volume_pads_and_wrong_rank_is_named() -> None:
+    x, y = random_patch(np.ones((1, 5, 10, 12), np.float32), np.ones((5, 10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1))
+    assert x.shape == (1, 8, 16, 16) and y.sum() == 600
+    assert pad_to_multiple(np.ones((1, 5, 10, 12), np.float32), 4).shape == (1, 8, 12, 12)
+    with pytest.raises(ShapeError, match=r"patch_size \[8, 16, 16\] does not fit image \(1, 10, 12\)"):
+        random_patch(np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1))
