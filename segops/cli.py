@@ -223,7 +223,7 @@ audit_app = typer.Typer(
     help="Show an auditor which model segmented which case, trained on what, and why it replaced another.",
 )
 app.add_typer(audit_app, name="audit")
-_TRACKING_URI = typer.Option("sqlite:///mlruns.db", "--tracking-uri", help="MLflow tracking URI.")
+_TRACKING_URI = typer.Option("sqlite:///mlruns.db", "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
 _OUT = typer.Option(None, "--out", help="Report folder (default: audit/<name>/).")
 _NO_LOG = typer.Option(False, "--no-log", help="Do not log the report to MLflow (experiment segops-audit).")
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from segops.config.load import spec_hash
+from segops.config.load import apply_tracking_env, spec_hash
 from segops.config.schema import WorkflowSpec
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.manifest import RunManifest, StepState, read_manifest
@@ -60,12 +60,14 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
     """Execute (or resume) every step of ``spec`` in order.
 
     Creates ``<output_dir>/<run-id>/`` with ``manifest.json`` and the step outputs, and one
-    MLflow run holding params, metrics, artifacts and the registered model.
+    MLflow run holding params, metrics, artifacts and the registered model. ``MLFLOW_TRACKING_URI``
+    in the environment wins over ``tracking.uri`` (see :func:`apply_tracking_env`).
     """
     from segops.cluster.runtime import ensure_ray
     from segops.steps.context import RunContext
     from segops.tracking import RunTracker, lineage_tags
 
+    spec = apply_tracking_env(spec)  # before hashing: the tracking server is part of the run's identity
     digest = spec_hash(spec)
     run_id = run_id_for(spec, new_run)
     run_dir = (Path(spec.output_dir) / run_id).resolve()

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -30,44 +26,20 @@ from PIL import Image
 
 from segops.config import validate_workflow_text
 
-from .processes import kill_session, subprocess_run
+from .processes import kill_session, start_mlflow_server, stop_group, subprocess_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 MODEL = "lifecycle-unet"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """``mlflow server`` on loopback; yields its http:// URI."""
+    """``mlflow server`` on loopback (sqlite backend, artifacts served from a folder); yields its http:// URI."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
-           "--serve-artifacts"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("wb"))
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    proc, uri = start_mlflow_server(f"sqlite:///{root}/mlflow.db", str(root / "artifacts"), root / "server.log")
     yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop_group(proc)
 
 
 @pytest.fixture(scope="module")
