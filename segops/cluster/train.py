@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import zlib
@@ -19,8 +20,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import torch
@@ -89,6 +92,7 @@ def train_model(
     seed: int,
     resources: dict[str, float],
     init_checkpoint: Path | None = None,
+    storage: str | None = None,
 ) -> TrainOutcome:
     """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
 
@@ -98,17 +102,20 @@ def train_model(
     checkpoint also holds the optimizer and scheduler
     state and the history, so calling this again with the same ``storage_dir`` after an
     interruption (even ``kill -9`` of the driver) continues from the last epoch reached.
-    ``init_checkpoint``: warm start from these weights (same architecture).
+    ``init_checkpoint``: warm start from these weights (same architecture). ``storage``: a path
+    or URI (``s3://…``) for the checkpoints instead of ``storage_dir`` (see ``ClusterSpec.storage``);
+    the progress feed stays in ``storage_dir``.
     """
     use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
     resources_per_worker = {"CPU": cpus} | ({"GPU": 1.0} if use_gpu else {})
     log.info("training on %d worker(s) x %s CPU%s", step.scaling.workers, cpus, " + 1 GPU" if use_gpu else "")
     storage_dir.mkdir(parents=True, exist_ok=True)
-    progress = storage_dir / "progress.jsonl"
-    resuming = (storage_dir / "train" / "checkpoint_manager_snapshot.json").exists()
+    progress = storage_dir / "progress.jsonl"  # driver side: the epoch bar's feed
+    filesystem, storage_path = open_storage(storage or str(storage_dir))
+    resuming = _exists(filesystem, f"{storage_path}/train/checkpoint_manager_snapshot.json")
     if resuming:
-        log.info("resuming training from the last checkpoint in %s", storage_dir / "train")
+        log.info("resuming training from the last checkpoint in %s", storage or storage_dir)
     else:
         progress.unlink(missing_ok=True)
     config = {"step": step.model_dump(mode="json"), "seed": seed, "threads": max(1, int(cpus)),
@@ -125,7 +132,8 @@ def train_model(
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name="train",
-            storage_path=str(storage_dir.resolve()),
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_score", checkpoint_score_order="max"
             ),
@@ -149,6 +157,34 @@ def train_model(
         shutil.copytree(local, checkpoint_dir, ignore=shutil.ignore_patterns(TRAIN_STATE_FILE))
     best_row = history[-1] if step.select == "last" else max(history, key=lambda row: _finite(row["val_score"]))
     return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
+
+
+def open_storage(location: str) -> tuple[pafs.FileSystem, str]:
+    """A local path or a pyarrow.fs URI → (filesystem, path in it) for Ray Train's ``RunConfig``.
+
+    For S3, credentials given in the environment (``AWS_ACCESS_KEY_ID``…) are put into the
+    filesystem object, which Ray ships to the training workers: they upload the checkpoints,
+    and a worker process need not have the driver's environment.
+    """
+    if "://" not in location:
+        path = Path(location).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return pafs.LocalFileSystem(), str(path)
+    filesystem, path = pafs.FileSystem.from_uri(location)
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if isinstance(filesystem, pafs.S3FileSystem) and key and secret:
+        parts = urlsplit(location)
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        filesystem = pafs.S3FileSystem(
+            access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"),
+            region=options.get("region", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+            endpoint_override=options.get("endpoint_override"), scheme=options.get("scheme", "https"),
+        )  # fmt: skip
+    return filesystem, path.rstrip("/")
+
+
+def _exists(filesystem: pafs.FileSystem, path: str) -> bool:
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
 class _EpochLog(ray.train.UserCallback):

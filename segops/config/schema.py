@@ -46,6 +46,13 @@ class ClusterSpec(Spec):
         gt=0,
         description="Object-store budget of Ray Data pipelines in this driver (blocks in flight); null: Ray's default.",
     )
+    storage: str | None = Field(
+        default=None,
+        description="Where Ray Train keeps each run's checkpoints: a path every node sees (NFS) or a URI "
+        "pyarrow.fs opens (s3://bucket/prefix, with ?endpoint_override=host:port&scheme=http for S3-compatible "
+        "stores; credentials from the AWS_* environment). Default: <run folder>/ray-train. A multi-node "
+        "cluster needs shared storage here.",
+    )
 
 
 # --------------------------------------------------------------------------- sources

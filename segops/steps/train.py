@@ -62,7 +62,7 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     val_ds = _union(datasets, excluded, val_groups, columns)
     outcome = train_model(
         step, train_ds, val_ds, ctx.run_dir / "ray-train", ctx.run_dir / "model", ctx.spec.seed, ctx.resources,
-        init_checkpoint,
+        init_checkpoint, checkpoint_storage(ctx.spec.cluster.storage, ctx.run_id),
     )  # fmt: skip
 
     tracker = ctx.tracker
@@ -177,6 +177,14 @@ def _check_channels(found: set[int], in_channels: int) -> None:
     bad = sorted(int(c) for c in found - convertible)
     if bad:
         raise StepError(f"dataset has images with {bad} channel(s); model.in_channels={in_channels} cannot take them")
+
+
+def checkpoint_storage(storage: str | None, run_id: str) -> str | None:
+    """This run's checkpoint location under ``cluster.storage`` (``<storage>/<run-id>``, query kept)."""
+    if storage is None:
+        return None
+    base, sep, query = storage.partition("?")
+    return f"{base.rstrip('/')}/{run_id}{sep}{query}"
 
 
 def _flat_params(step: TrainStep) -> dict[str, Any]:

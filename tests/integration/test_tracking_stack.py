@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.ray]
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET, PREFIX = "segops-artifacts", "mlflow"
+CHECKPOINTS = "segops-checkpoints"  # Ray Train checkpoints (cluster.storage)
 EXPERIMENT, MODEL = "integration", "integration-ct-unet"
 
 
@@ -47,7 +48,7 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory):
-    with s3_server(tmp_path_factory.mktemp("s3") / "moto.log", buckets=(BUCKET,)) as server:
+    with s3_server(tmp_path_factory.mktemp("s3") / "moto.log", buckets=(BUCKET, CHECKPOINTS)) as server:
         yield server
 
 
@@ -65,13 +66,15 @@ def _without_storage_credentials(env) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("AWS_") and k != "MLFLOW_S3_ENDPOINT_URL"}
 
 
-def _workflow() -> dict:
-    """workflows/quickstart.yaml, made small: same steps and shape, fewer epochs and channels."""
+def _workflow(s3) -> dict:
+    """workflows/quickstart.yaml, made small: same steps and shape, fewer epochs and channels;
+    Ray Train checkpoints go to the S3 store (``cluster.storage``)."""
     wf = yaml.safe_load((REPO / "workflows" / "quickstart.yaml").read_text())
     assert wf["tracking"]["uri"] == "sqlite:///mlruns.db"  # left in: the environment must win over it
     wf["name"] = "integration-ct"
     wf["tracking"] |= {"experiment": EXPERIMENT, "registered_model": MODEL}
-    wf["cluster"] = {"num_cpus": 2}
+    endpoint = s3.endpoint.removeprefix("http://")
+    wf["cluster"] = {"num_cpus": 2, "storage": f"s3://{CHECKPOINTS}/ray?endpoint_override={endpoint}&scheme=http"}
     ingest, train, segment = wf["steps"]
     train |= {"model": {"arch": "unet", "in_channels": 1, "classes": 2, "channels": [8, 16, 32],
                         "strides": [2, 2], "num_res_units": 1},
@@ -82,14 +85,16 @@ def _workflow() -> dict:
 
 
 @pytest.fixture(scope="module")
-def run(tracking_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def run(tracking_server: str, s3, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``segops run`` of the small quickstart, from a folder laid out like the repo's (data/, runs/)."""
     from segops.data.synth import make_ct_archive
 
     cwd = tmp_path_factory.mktemp("quickstart")
     make_ct_archive(cwd / "data" / "quickstart-ct", series=3, slices=4, seed=0)
-    (cwd / "quickstart.yaml").write_text(yaml.safe_dump(_workflow(), sort_keys=False))
-    env = _without_storage_credentials(os.environ) | {"MLFLOW_TRACKING_URI": tracking_server, "RAY_AUTH_MODE": "disabled"}
+    (cwd / "quickstart.yaml").write_text(yaml.safe_dump(_workflow(s3), sort_keys=False))
+    # AWS credentials for the checkpoint store only: MLflow artifacts still go through the server
+    credentials = {k: v for k, v in s3.env.items() if k.startswith("AWS_")}
+    env = _without_storage_credentials(os.environ) | credentials | {"MLFLOW_TRACKING_URI": tracking_server, "RAY_AUTH_MODE": "disabled"}
     log = cwd / "segops-run.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "segops.cli", "run", "quickstart.yaml"], cwd=cwd, env=env,
@@ -137,6 +142,22 @@ def test_artifacts_are_in_the_bucket(run: dict, s3) -> None:
     # the logged model (MLflow 3 keeps it under the experiment's models/, not the run's folder)
     model_files = {k.rsplit("/", 1)[-1] for k in keys if "/models/" in k}
     assert {"MLmodel", "model.pt", "segops.json"} <= model_files, sorted(model_files)
+
+
+def test_training_checkpoints_are_in_the_checkpoint_store(run: dict, s3) -> None:
+    """``cluster.storage`` on S3: Ray Train's checkpoints (weights + optimizer state) are objects
+    under ``<storage>/<run-id>/train/``, none on the local disk, and the best was brought back
+    into the run folder for registration and inference."""
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=CHECKPOINTS, Prefix=f"ray/{run['manifest']['run_id']}/train/")
+    keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    checkpoints = {k.split("/")[3] for k in keys if k.split("/")[3].startswith("checkpoint_")}
+    assert checkpoints, keys
+    for checkpoint in checkpoints:
+        files = {k.rsplit("/", 1)[-1] for k in keys if f"/{checkpoint}/" in k}
+        assert {"model.pt", "train_state.pt", "segops.json"} <= files, files
+    run_dir = run["cwd"] / "runs" / run["manifest"]["run_id"]
+    assert not list(run_dir.glob("ray-train/train/checkpoint_*"))
+    assert (run_dir / "model" / "model.pt").is_file()
 
 
 def test_rows_are_in_postgres(run: dict, postgres) -> None:
