@@ -61,7 +61,7 @@ def main() -> None:
         ("IoU, membrane class", held["iou"].mean(), float("nan")),
     ]
     def fmt(v: float) -> str:
-        return "-" if pd.isna(v) else f"{v:.4f}"
+        return "-" if pd.isna(v) else f"{v:.4f}" if v >= 0.001 else f"{v:.6f}"
 
     width = max(len(r[0]) for r in rows)
     lines = [

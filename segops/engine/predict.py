@@ -27,7 +27,7 @@ def predict_masks(
     2D: images up to ``sliding.max_pixels`` go through the network whole (padded to the
     model's size divisor, equal shapes batched together); larger ones are tiled with MONAI's
     ``sliding_window_inference`` so memory stays bounded by ``tile_batch`` tiles.
-    3D: every volume is tiled (see :func:`_sliding_volume`), whatever its size.
+    3D: every volume is tiled (see :func:`_sliding`), whatever its size.
 
     Args:
         images: each (C, H, W) float32 as decoded (before intensity normalisation); for a
@@ -83,50 +83,34 @@ def _predict_volumes(
     spec, pre = loaded.model_spec, loaded.preprocess
     prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in volumes]
     with torch.inference_mode(), autocast(device, amp):
-        return [_sliding_volume(loaded, v, sliding, device) for v in prepared]
+        return [_sliding(loaded, v, sliding, device) for v in prepared]
 
 
-def _sliding_volume(loaded: LoadedModel, volume: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
-    """(C, Z, H, W) normalised volume → (Z, H, W) uint8 class map, tile by tile.
+def _sliding(loaded: LoadedModel, array: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
+    """(C, H, W) image or (C, Z, H, W) volume, normalised → uint8 class map, tile by tile.
 
-    The volume and the blended logits stay in host memory; only ``tile_batch`` tiles at a
-    time go to ``device`` (MONAI's ``sw_device``), so accelerator memory is bounded by the
-    tile batch, not by the volume. A roi larger than the volume (e.g. a 16-slice patch on an
-    8-slice series) is cut to the volume rounded up to the model's size divisor, so no
-    compute goes to padding.
+    ``tile_batch`` tiles go through the network at a time. A volume and its blended logits
+    stay in host memory with only the tiles on ``device`` (MONAI's ``sw_device``), so
+    accelerator memory is bounded by the tile batch, not by the volume; and a roi larger than
+    the volume (a 16-slice patch on an 8-slice series) is cut to the volume rounded up to the
+    model's size divisor, so no compute goes to padding.
     """
-    roi = sliding.roi_size or loaded.preprocess.patch_size
-    if len(roi) != 3:
-        raise ShapeError(f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; a 3D model needs 3 (Z, H, W)")
-    div = loaded.model_spec.size_divisor
-    roi = tuple(min(r, -(-n // div) * div) for r, n in zip(roi, volume.shape[1:]))
-    logits = sliding_window_inference(
-        torch.from_numpy(volume)[None],
-        roi_size=roi,
-        sw_batch_size=sliding.tile_batch,
-        predictor=loaded.model,
-        overlap=sliding.overlap,
-        mode=sliding.mode,
-        padding_mode="constant",
-        sw_device=device,
-        device=torch.device("cpu"),
-    )
-    return logits.argmax(dim=1)[0].to(torch.uint8).numpy()
-
-
-def _sliding(loaded: LoadedModel, image: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
-    roi = sliding.roi_size or loaded.preprocess.patch_size
-    if len(roi) != 2:
-        raise ShapeError(f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; a 2D model needs 2 (H, W)")
-    logits = sliding_window_inference(
-        torch.from_numpy(image)[None].to(device),
-        roi_size=roi,
-        sw_batch_size=sliding.tile_batch,
-        predictor=loaded.model,
-        overlap=sliding.overlap,
-        mode=sliding.mode,
-        padding_mode="constant",
-    )
+    dims = array.ndim - 1
+    roi = tuple(sliding.roi_size or loaded.preprocess.patch_size)
+    if len(roi) != dims:
+        raise ShapeError(
+            f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; a {dims}D model needs {dims} "
+            f"({'Z, H, W' if dims == 3 else 'H, W'})"
+        )
+    tensor = torch.from_numpy(array)[None]
+    if dims == 3:
+        div = loaded.model_spec.size_divisor
+        roi = tuple(min(r, -(-n // div) * div) for r, n in zip(roi, array.shape[1:]))
+        placement = {"sw_device": device, "device": torch.device("cpu")}
+    else:
+        tensor, placement = tensor.to(device), {}
+    logits = sliding_window_inference(tensor, roi_size=roi, sw_batch_size=sliding.tile_batch, predictor=loaded.model,
+                                      overlap=sliding.overlap, mode=sliding.mode, padding_mode="constant", **placement)  # fmt: skip
     return logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
 
 
