@@ -150,11 +150,14 @@ def test_training_checkpoints_are_in_the_checkpoint_store(run: dict, s3) -> None
     into the run folder for registration and inference."""
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=CHECKPOINTS, Prefix=f"ray/{run['manifest']['run_id']}/train/")
     keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-    checkpoints = {k.split("/")[3] for k in keys if k.split("/")[3].startswith("checkpoint_")}
-    assert checkpoints, keys
-    for checkpoint in checkpoints:
-        files = {k.rsplit("/", 1)[-1] for k in keys if f"/{checkpoint}/" in k}
-        assert {"model.pt", "train_state.pt", "segops.json"} <= files, files
+    files: dict[str, set[str]] = {}  # checkpoint → its files (pyarrow also leaves "dir/" marker objects)
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) == 5 and parts[3].startswith("checkpoint_") and parts[4]:
+            files.setdefault(parts[3], set()).add(parts[4])
+    assert files, keys
+    for checkpoint, names in files.items():
+        assert {"model.pt", "train_state.pt", "segops.json"} <= names, (checkpoint, names)
     run_dir = run["cwd"] / "runs" / run["manifest"]["run_id"]
     assert not list(run_dir.glob("ray-train/train/checkpoint_*"))
     assert (run_dir / "model" / "model.pt").is_file()
