@@ -142,8 +142,7 @@ class RunTracker:
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1], *spatial))]),
             outputs=Schema([TensorSpec(output.dtype, (-1, *spatial))]),
         )
-        mlflow.set_tracking_uri(self.spec.uri)
-        mlflow.set_registry_uri(self.spec.uri)
+        use_tracking_uri(self.spec.uri)
         with mlflow.start_run(run_id=self._run):
             info = mlflow.pyfunc.log_model(
                 name="model",
@@ -207,6 +206,24 @@ class RunTracker:
         return self.run_id
 
 
+def use_tracking_uri(uri: str) -> None:
+    """Point MLflow's fluent API (tracking and registry) at ``uri`` in this process only.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry variable)
+    into the environment, and segops reads that variable as the user's override of a
+    workflow's ``tracking.uri``: left there, one workflow's URI would silently redirect the
+    next workflow run in the same process. The environment is put back as it was.
+    """
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def download_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> Path:
     """Fetch the segops checkpoint inside a logged model (``models:/…`` or ``runs:/…``).
 
@@ -214,8 +231,7 @@ def download_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> Path:
         CheckpointError: the URI does not resolve, or the model holds no segops checkpoint.
     """
     _quiet_mlflow()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    use_tracking_uri(tracking_uri)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     except Exception as exc:

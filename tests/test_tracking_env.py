@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,19 @@ def test_run_workflow_hands_the_environment_uri_to_the_tracker(monkeypatch, tmp_
     with pytest.raises(Stop):
         run_workflow(spec)
     assert seen == ["http://127.0.0.1:5999"]
+
+
+def test_pointing_mlflow_at_a_store_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """``mlflow.set_tracking_uri`` writes MLFLOW_TRACKING_URI; segops must not leave it there,
+    or one workflow's store would override the next workflow's tracking.uri in this process."""
+    import mlflow
+
+    from segops.tracking import use_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    use_tracking_uri(f"sqlite:///{tmp_path}/a.db")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/a.db" == mlflow.get_registry_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://user-choice:5000")
+    use_tracking_uri(f"sqlite:///{tmp_path}/b.db")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://user-choice:5000"

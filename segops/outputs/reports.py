@@ -26,6 +26,8 @@ REPORT_COLUMNS = (
     "label_fg_fraction",
     "mask_path",
 )
+#: Scores added after the first release: NaN where a resumed run's earlier parts lack them.
+OPTIONAL_SCORES = ("pixel_error", "rand_error")
 #: Added to the report for instance models: per-image matching at IoU ≥ 0.5.
 INSTANCE_REPORT_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 #: One row per input that got a mask, labelled or not.
@@ -56,6 +58,9 @@ def build_report(results: pd.DataFrame, val_groups: set[str] | None, instances: 
     """
     df = results[results["has_label"].astype(bool)].copy()
     df["split"] = split_column(df, val_groups)
+    for column in OPTIONAL_SCORES:  # absent from result parts written by an older segops (resumed runs)
+        if column not in df.columns:
+            df[column] = float("nan")
     columns = list(REPORT_COLUMNS) + (list(INSTANCE_REPORT_COLUMNS) if instances else [])
     return df[columns].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 

@@ -71,9 +71,12 @@ def test_report_keeps_labelled_cases_and_summarises_heldout(tmp_path: Path) -> N
     assert metrics["dice_mean"] == pytest.approx((0.5 + 1.0 + 0.8) / 3)
     assert metrics["heldout_dice_mean"] == pytest.approx(0.75)
     assert metrics["heldout_fg_dice_mean"] == pytest.approx(0.5)  # only case a has foreground
+    assert report["pixel_error"].isna().all() and "heldout_pixel_error_mean" not in metrics  # parts of an older run
     parquet, csv = write_table(report, tmp_path / "report")
     pd.testing.assert_frame_equal(pd.read_parquet(parquet), report)
     assert pd.read_csv(csv).shape == report.shape
+    scored = report_metrics(build_report(results.assign(pixel_error=[0.1, 0.0, 0.2, np.nan]), val_groups={"g1"}))
+    assert scored["heldout_pixel_error_mean"] == pytest.approx(0.05) and scored["pixel_error_mean"] == pytest.approx(0.1)
 
 
 def test_manifest_tracks_step_states(tmp_path: Path) -> None:
