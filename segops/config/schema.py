@@ -453,6 +453,12 @@ class TrainStep(Spec):
                 f"preprocess.patch_size {list(self.preprocess.patch_size)} must be multiples of "
                 f"{div} (the product of model.strides)"
             )
+        height, width = self.preprocess.patch_size[-2:]
+        if self.model.task != "instance" and self.augment.rotate90 > 0 and height != width:
+            raise ValueError(
+                f"augment.rotate90 turns patches by 90° and needs square ones (patch_size {list(self.preprocess.patch_size)}); "
+                "use a square patch or set augment.rotate90: 0"
+            )
         return self
 
 

@@ -86,6 +86,10 @@ def test_spec_validation() -> None:
         AugmentSpec.model_validate({"elastic": {"magnitude": [5, 1]}})
     with pytest.raises(ValidationError, match="gamma"):
         AugmentSpec.model_validate({"intensity": {"gamma": [0, 1]}})
+    with pytest.raises(ValidationError, match="rotate90 turns patches by 90° and needs square ones"):
+        TrainStep.model_validate({"step": "train", "model": {"arch": "unet"}, "preprocess": {"patch_size": [96, 64]}})
+    assert TrainStep.model_validate({"step": "train", "model": {"arch": "unet"}, "preprocess": {"patch_size": [96, 64]},
+                                     "augment": {"rotate90": 0}}).augment.rotate90 == 0  # fmt: skip
     with pytest.raises(ValidationError, match="Mask R-CNN"):
         TrainStep.model_validate({"step": "train", "model": {"arch": "maskrcnn"}, "augment": {"elastic": {}}})
 
