@@ -146,16 +146,16 @@ def train_model(
         raise StepError(f"training failed: {result.error}") from result.error
     history: list[dict[str, float]] = result.return_value or []
     if step.select == "last":
-        best = result.checkpoint
+        best, best_row = result.checkpoint, (history[-1] if history else None)
     else:
         best = result.get_best_checkpoint(metric="val_score", mode="max") or result.checkpoint
-    if best is None or not history:
+        best_row = max(history, key=lambda row: _finite(row["val_score"]), default=None)
+    if best is None or best_row is None:
         raise StepError("training finished without reporting a checkpoint")
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     with best.as_directory() as local:
         shutil.copytree(local, checkpoint_dir, ignore=shutil.ignore_patterns(TRAIN_STATE_FILE))
-    best_row = history[-1] if step.select == "last" else max(history, key=lambda row: _finite(row["val_score"]))
     return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
 
 

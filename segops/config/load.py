@@ -171,10 +171,21 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
             problems.append(f"steps[{i}]: a train step needs an ingest step before it (it trains on its dataset)")
         if isinstance(step, TrainStep) and last_ingest is not None:
             problems += _label_kind_problems(i, step, last_ingest)
+            if step.model.spatial_dims == 3 and not last_ingest.volumes:
+                problems.append(
+                    f"steps[{i}].model.spatial_dims: a 3D model trains on volume records; "
+                    "the ingest step before it needs volumes: true"
+                )
         if isinstance(step, SegmentStep):
             semantic_model = step.model is None and last_train is not None and last_train.model.task != "instance"
             if semantic_model and "coco-rle" in step.outputs:
                 problems.append(f"steps[{i}].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)")
+            trained_3d = step.model is None and last_train is not None and last_train.model.spatial_dims == 3
+            if trained_3d and step.records != "volumes":
+                problems.append(
+                    f"steps[{i}].records: the train step's model is 3D (spatial_dims: 3) and segments volume "
+                    f"records: set records: volumes (got {step.records!r})"
+                )
             if step.model is None and not seen_train:
                 problems.append(
                     f"steps[{i}].model: required when no train step comes before this segment step "
@@ -202,7 +213,7 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
         seen_ingest |= isinstance(step, IngestStep)
         seen_volumes |= isinstance(step, IngestStep) and step.volumes
         seen_train |= isinstance(step, TrainStep)
-    return problems + _spatial_dims_problems(spec)
+    return problems
 
 
 def _label_kind_problems(i: int, step: TrainStep, ingest: IngestStep) -> list[str]:
@@ -222,28 +233,3 @@ def _label_kind_problems(i: int, step: TrainStep, ingest: IngestStep) -> list[st
             "instance labels (use arch: maskrcnn, or labels that are class maps)"
         ]
     return []
-
-
-def _spatial_dims_problems(spec: WorkflowSpec) -> list[str]:
-    """A 3D model trains on the volume records of the ingest step before it, and the segment
-    steps that use it (no model of their own) must segment volume records."""
-    problems: list[str] = []
-    last_ingest: IngestStep | None = None
-    last_train: TrainStep | None = None
-    for i, step in enumerate(spec.steps):
-        if isinstance(step, IngestStep):
-            last_ingest = step
-        if isinstance(step, TrainStep):
-            last_train = step
-            if step.model.spatial_dims == 3 and last_ingest is not None and not last_ingest.volumes:
-                problems.append(
-                    f"steps[{i}].model.spatial_dims: a 3D model trains on volume records; "
-                    "the ingest step before it needs volumes: true"
-                )
-        trained_3d = last_train is not None and last_train.model.spatial_dims == 3
-        if isinstance(step, SegmentStep) and step.model is None and trained_3d and step.records != "volumes":
-            problems.append(
-                f"steps[{i}].records: the train step's model is 3D (spatial_dims: 3) and segments volume "
-                f"records: set records: volumes (got {step.records!r})"
-            )
-    return problems

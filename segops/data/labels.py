@@ -55,17 +55,7 @@ def read_mask_png(
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
-    mask = _read_page(path, page, "mask")
-    if values is None:
-        return _checked(mask, shape, str(path))
-    _check_size(mask, shape, f"mask {path}")
-    unlisted = sorted(set(np.unique(mask).tolist()) - set(values))
-    if unlisted:
-        raise LabelError(f"mask {path} has value(s) {unlisted[:10]} that labels.values does not map to a class")
-    lut = np.zeros(int(max(values)) + 1, dtype=np.uint8)
-    for stored, cls in values.items():
-        lut[stored] = cls
-    return lut[mask]
+    return _checked(_read_page(path, page, "mask"), shape, str(path), values)
 
 
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
@@ -107,9 +97,19 @@ def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
         raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
 
 
-def _checked(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray:
+def _checked(mask: np.ndarray, shape: tuple[int, int], where: str, mapping: dict[int, int] | None = None) -> np.ndarray:
+    """A stored mask → (H, W) uint8 class map: through ``mapping`` (stored value → class; every
+    stored value must be listed), else as class indices with {0, 255} read as {0, 1}."""
     _check_size(mask, shape, f"mask {where}")
     values = np.unique(mask)
+    if mapping is not None:
+        unlisted = sorted(set(values.tolist()) - set(mapping))
+        if unlisted:
+            raise LabelError(f"mask {where} has value(s) {unlisted[:10]} that labels.values does not map to a class")
+        lut = np.zeros(int(max(mapping)) + 1, dtype=np.uint8)
+        for stored, cls in mapping.items():
+            lut[stored] = cls
+        return lut[mask]
     if values.max(initial=0) == 255 and set(values.tolist()) <= {0, 255}:
         mask = mask // 255
     if values.max(initial=0) > 255:
