@@ -3,48 +3,40 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
+from segops.cluster.local_cluster import free_port, session_pids
 
 
-def subprocess_run(workflow: Path) -> subprocess.Popen:
-    """``segops run WORKFLOW`` in a new session (so its local Ray cluster can be killed with it)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "segops.cli", "run", str(workflow)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+def subprocess_run(workflow: Path, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """``segops run WORKFLOW`` in a new session (so its local Ray cluster can be killed with it).
+
+    ``env``: default this process's environment; ``log``: stdout and stderr to this file (else discarded).
+    """
+    env = env if env is not None else {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child holds it)
+    try:
+        return subprocess.Popen([sys.executable, "-m", "segops.cli", "run", str(workflow)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    finally:
+        if log is not None:
+            out.close()
 
 
 def kill_session(proc: subprocess.Popen) -> None:
     """SIGKILL the driver and every process of its session (its local Ray cluster included)."""
-    members = [p for p in psutil.process_iter(["pid"]) if _sid(p.pid) == proc.pid]
-    for p in members:
+    for pid in session_pids(proc.pid):
         try:
-            p.kill()
-        except psutil.NoSuchProcess:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
     proc.wait(timeout=30)
 
 
-def _sid(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return None
-
-
 # --------------------------------------------------------------------------- services on loopback
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the service binds it right after)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_ok(url: str) -> bool:
@@ -111,13 +103,6 @@ def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log:
     uri = f"http://127.0.0.1:{port}"
     wait_until(lambda: http_ok(f"{uri}/health"), proc, "mlflow server", log, timeout=180)
     return proc, uri
-
-
-def workflow_process(workflow: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """``segops run WORKFLOW`` with ``env`` (e.g. ``RAY_ADDRESS`` of a test cluster), output to ``log``."""
-    with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "segops.cli", "run", str(workflow)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
 
 class ActorWatch:

@@ -30,7 +30,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from segops.cluster.local_cluster import LocalCluster
-from tests.processes import ActorWatch, workflow_process
+from tests.processes import ActorWatch, subprocess_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -107,7 +107,7 @@ def test_quickstart_trains_on_both_nodes_and_segments_every_input(cluster, archi
                    {"actors": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 0.5}})  # fmt: skip
     log = tmp_path / "run.log"
     with ActorWatch(cluster.nodes) as watch:
-        _finish(workflow_process(wf, cluster.driver_env(), log), log, timeout=150)
+        _finish(subprocess_run(wf, cluster.driver_env(), log), log, timeout=150)
 
     assert watch.pids("head", TRAIN_WORKER) and watch.pids("worker1", TRAIN_WORKER), watch.seen
     assert len(watch.pids("head", TRAIN_WORKER) | watch.pids("worker1", TRAIN_WORKER)) == 2
@@ -138,7 +138,7 @@ def test_losing_the_worker_node_mid_training_resumes_from_the_last_checkpoint(ar
     log = tmp_path / "run.log"
     with LocalCluster(cpus=(2, 1)) as cluster:
         hold = cluster.hold_cpus(cluster.head, 1.5)
-        proc = workflow_process(wf, cluster.driver_env(), log)
+        proc = subprocess_run(wf, cluster.driver_env(), log)
         with ActorWatch(cluster.nodes) as watch:
             deadline = time.monotonic() + 120
             while not (tmp_path / "runs").is_dir() or not _epochs(_run_dir(tmp_path)):
