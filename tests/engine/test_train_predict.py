@@ -8,7 +8,7 @@ import torch
 
 from segops.config.schema import PreprocessSpec, UNetSpec, WindowIntensity
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from segops.engine.predict import predict_masks
+from segops.engine.predict import class_indices, predict_masks
 from segops.engine.train import train_steps, training_batch, validation_dice
 from segops.errors import CheckpointError
 from segops.losses import build_loss
@@ -58,6 +58,17 @@ def test_training_learns_and_checkpoint_round_trips(tmp_path: Path) -> None:
     for a, b in zip(before, after):
         assert a.shape == (36, 44) and a.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_class_indices_equal_argmax_ties_included(classes: int) -> None:
+    gen = torch.Generator().manual_seed(classes)
+    logits = torch.randint(-2, 3, (3, classes, 7, 6), generator=gen).float()  # small integers: many ties
+    assert (logits[:, 0] == logits[:, 1]).any()
+    expected = logits.argmax(dim=1).to(torch.uint8)
+    np.testing.assert_array_equal(class_indices(logits).numpy(), expected.numpy())
+    volume = logits[:, :, None].expand(-1, -1, 4, -1, -1)  # (N, C, Z, H, W), non-contiguous
+    np.testing.assert_array_equal(class_indices(volume).numpy(), volume.argmax(dim=1).to(torch.uint8).numpy())
 
 
 def test_predict_handles_mixed_sizes_and_rgb() -> None:
