@@ -53,6 +53,17 @@ RESULT_COLUMNS = (
 )  # fmt: skip
 
 
+#: Decoded bytes a segment pipeline keeps in the object store per inference actor (at least
+#: :data:`MIN_IN_FLIGHT`) unless ``cluster.data_memory_gb`` sets a budget: a few batches
+#: each, so actors never wait on decode. Ray Data's own default is a share of the whole object
+#: store (0.87 GiB on the 2-CPU, 24 GiB machine; more on bigger nodes): decode, ten times
+#: faster than inference, runs ahead until that share is full, so a run's peak memory grew
+#: with the archive's length (``benchmarks/segment.py``: 1.2× from 600 to 6,000 slices with
+#: this bound's absence, 1.07× with it, at the same images/s).
+IN_FLIGHT_PER_ACTOR = 2**28  # 256 MiB
+MIN_IN_FLIGHT = 2**29  # 512 MiB
+
+
 @dataclass(frozen=True)
 class PoolSize:
     """Resolved actor-pool shape."""
@@ -62,6 +73,17 @@ class PoolSize:
     cpus_per_actor: float
     gpus_per_actor: float
     torch_threads: int
+
+    @property
+    def read_cpus(self) -> float:
+        """CPUs each read / decode task of the pipeline asks for: at most an actor's share.
+
+        Ray Data spreads actors over nodes. Two 0.5-CPU actors on two 1-CPU nodes leave 0.5 CPU
+        on each, and read tasks asking Ray's default 1 CPU could never be placed: the actors
+        waited forever for their first batch. A read task that asks no more than an actor
+        fits wherever an actor's share is free.
+        """
+        return min(1.0, self.cpus_per_actor)
 
 
 def size_actor_pool(spec: ActorPoolSpec, resources: dict[str, float]) -> PoolSize:
@@ -176,6 +198,16 @@ class _Segmenter:
         return class_map(label_map)
 
 
+def bound_in_flight(ds: ray.data.Dataset, pool: PoolSize) -> None:
+    """Give ``ds`` (its own copy of the DataContext) an object-store budget of
+    :data:`IN_FLIGHT_PER_ACTOR` per actor, unless the driver set one (``cluster.data_memory_gb``)."""
+    options = ds.context.execution_options
+    if math.isinf(options.resource_limits.object_store_memory):
+        budget = max(MIN_IN_FLIGHT, IN_FLIGHT_PER_ACTOR * pool.max_actors)
+        options.resource_limits = options.resource_limits.copy(object_store_memory=budget)
+        log.debug("segment pipeline: at most %.2f GiB of decoded blocks in flight", budget / 2**30)
+
+
 def write_part(parts_dir: Path, table: pd.DataFrame) -> Path:
     """Atomically write a batch's result rows; the name depends only on the batch's cases."""
     digest = hashlib.sha1("\n".join(sorted(map(str, table["case_id"]))).encode()).hexdigest()[:20]
@@ -219,7 +251,7 @@ def segment_dataset(
     done = read_parts(parts_dir)
     if len(done):
         log.info("resuming: %d case(s) already segmented, skipping them", len(done))
-        ds = ds.filter(expr=~col("case_id").is_in(done["case_id"].tolist()))
+        ds = ds.filter(expr=~col("case_id").is_in(done["case_id"].tolist()), num_cpus=pool.read_cpus)
     results = ds.map_batches(
         _Segmenter,
         fn_constructor_args=(str(checkpoint_dir), outputs, str(parts_dir), options | {"torch_threads": pool.torch_threads}),
@@ -228,7 +260,9 @@ def segment_dataset(
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor or None,
+        scheduling_strategy="SPREAD",  # one actor per node first: each node's cores and memory work
     )  # Ray Data's actor pools restart dead actors and retry their batches (max_restarts=-1)
+    bound_in_flight(results, pool)
     processed, actor_seconds = 0, 0.0
     start = time.perf_counter()
     remaining = None if total is None else max(total - len(done), 0)

@@ -44,7 +44,8 @@ class ClusterSpec(Spec):
     data_memory_gb: float | None = Field(
         default=None,
         gt=0,
-        description="Object-store budget of Ray Data pipelines in this driver (blocks in flight); null: Ray's default.",
+        description="Object-store budget of Ray Data pipelines in this driver (blocks in flight); null: segment "
+        "pipelines keep 0.25 GiB per inference actor (at least 0.5 GiB), others use Ray's default.",
     )
     storage: str | None = Field(
         default=None,

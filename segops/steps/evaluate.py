@@ -56,10 +56,10 @@ def _challenger(step: EvaluateStep, ctx: RunContext) -> tuple[Path, dict[str, st
     return Path(ctx.state["checkpoint"]), identity
 
 
-def _held_out(step: EvaluateStep):
+def _held_out(step: EvaluateStep, read_cpus: float):
     if isinstance(step.source, DatasetSource):
-        return read_dataset(step.source.path)
-    return read_source(step.source)
+        return read_dataset(step.source.path, num_cpus=read_cpus)
+    return read_source(step.source, streaming=True, num_cpus=read_cpus)
 
 
 def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Path) -> pd.DataFrame:
@@ -70,7 +70,7 @@ def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Pa
     pool = size_actor_pool(step.actors, ctx.resources)
     options = {"amp": True, "sliding": {}}
     log.info("evaluating the %s on the held-out set", role)
-    run_ = segment_dataset(_held_out(step), checkpoint, config, root / "parts", pool, step.batch_size, options)
+    run_ = segment_dataset(_held_out(step, pool.read_cpus), checkpoint, config, root / "parts", pool, step.batch_size, options)
     results = run_.results
     cases = results[(results["status"] == STATUS_OK) & results["has_label"].astype(bool)]
     if cases.empty:

@@ -62,8 +62,8 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     instance = loaded.model_spec.task == "instance"
     _check_model_fits_step(step, loaded)
     digest = checkpoint_digest(checkpoint)
-    ds, total = _input_dataset(step, ctx)
     pool = size_actor_pool(step.actors, ctx.resources)
+    ds, total = _input_dataset(step, ctx, pool.read_cpus)
     log.info("segmenting with %d-%d actor(s) x %s CPU%s", pool.min_actors, pool.max_actors,
              pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
     config = OutputConfig(str(root), tuple(step.outputs), step.layout, dict(step.segments),
@@ -168,8 +168,8 @@ def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None
     ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics, "segments_done": ctx.state.get("segments_done", 0) + 1}
 
 
-def _input_dataset(step: SegmentStep, ctx: RunContext):
-    """(dataset, expected row count or None) for the step's source."""
+def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float):
+    """(dataset, expected row count or None) for the step's source; read tasks ask ``read_cpus``."""
     if step.records == "volumes" and step.source is None:
         if "volumes" not in ctx.state:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
@@ -177,11 +177,11 @@ def _input_dataset(step: SegmentStep, ctx: RunContext):
     elif isinstance(step.source, DatasetSource):
         path = step.source.path
     elif step.source is not None:
-        return read_source(step.source), None  # decoded in the stream; bad files become rows
+        return read_source(step.source, streaming=True, num_cpus=read_cpus), None  # bad files become rows
     else:
         path = ctx.state["dataset"]
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
-    return read_dataset(path), sum(1 for s in status.to_pylist() if s == STATUS_OK)
+    return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK)
 
 
 def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int) -> Path | None:

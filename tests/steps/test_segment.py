@@ -87,6 +87,42 @@ def test_dicom_seg_outputs_reference_their_sources_and_tag_paths_are_sanitised(r
     assert [Path(p).name for p in quarantine["source_uri"]] == ["zz-broken.dcm"]
 
 
+def test_streaming_reads_decode_one_unit_per_task_and_keep_a_bounded_budget(ray_session, tmp_path) -> None:
+    import math
+
+    from ray.data import DataContext
+
+    from segops.cluster.datasets import read_source
+    from segops.cluster.infer import IN_FLIGHT_PER_ACTOR, MIN_IN_FLIGHT, PoolSize, bound_in_flight
+    from segops.cluster.runtime import limit_data_memory
+    from segops.config.schema import DicomSource
+
+    make_ct_archive(tmp_path, series=12, slices=2, seed=14)  # 12 listing units, more than 4 per CPU
+    source = DicomSource(kind="dicom", path=tmp_path / "images")
+    streamed, coarse = read_source(source, streaming=True).materialize(), read_source(source).materialize()
+    assert streamed.num_blocks() == 12 and coarse.num_blocks() == 8
+    ids = lambda ds: sorted(ds.to_pandas()["case_id"])  # noqa: E731
+    assert len(ids(streamed)) == 24 and ids(streamed) == ids(coarse)
+
+    pool = PoolSize(min_actors=1, max_actors=4, cpus_per_actor=0.5, gpus_per_actor=0.0, torch_threads=1)
+    budget = lambda ds: ds.context.execution_options.resource_limits.object_store_memory  # noqa: E731
+    ds = read_source(source, streaming=True)
+    bound_in_flight(ds, pool)
+    assert budget(ds) == 4 * IN_FLIGHT_PER_ACTOR > MIN_IN_FLIGHT
+    ds = read_source(source, streaming=True)
+    bound_in_flight(ds, PoolSize(1, 1, 0.5, 0.0, 1))
+    assert budget(ds) == MIN_IN_FLIGHT
+    assert math.isinf(DataContext.get_current().execution_options.resource_limits.object_store_memory)
+    try:
+        limit_data_memory(0.125)  # cluster.data_memory_gb: the driver's budget wins
+        ds = read_source(source, streaming=True)
+        bound_in_flight(ds, pool)
+        assert budget(ds) == 0.125 * 2**30
+    finally:
+        options = DataContext.get_current().execution_options
+        options.resource_limits = options.resource_limits.copy(object_store_memory=math.inf)
+
+
 def test_killing_an_actor_mid_run_loses_nothing(ray_session, archive, checkpoint, tmp_path) -> None:
     big = tmp_path / "big"
     make_ct_archive(big, series=6, slices=20, seed=12)
