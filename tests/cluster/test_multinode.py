@@ -7,10 +7,10 @@ dashboard, which ``ray[data,train]`` does not install.)
 
 What 1-CPU nodes allow (Ray 2.60, observed on this 2-core machine):
 
-- Two inference actors (``min_actors: 2``, 0.5 CPU each; Ray Data spreads them, one per node)
-  never get a batch: the segment step hangs (2 runs, 0.5 and 0.75 CPU per actor, 150-180 s).
-  Giving the read and filter tasks 0.25 CPU instead of 1 (a monkeypatch, 2 runs) did not
-  help, so the cause is not only Ray Data's 1-CPU read tasks. This test runs one actor; see the report of issue 9.
+- Two inference actors (0.5 CPU each; Ray Data spreads them, one per node) leave 0.5 CPU per
+  node. Read tasks asking Ray's default 1 CPU could then never run and the segment step hung;
+  read tasks now ask at most an actor's share (``PoolSize.read_cpus``), and the first test
+  runs one actor on each node.
 - Killing the worker node while the 0.5-CPU training workers sat on the 1-CPU head hung training
   (no error) for as long as we waited (140 s): the raylet logs "Object neither in memory nor
   external storage": probably dataset blocks that lived on the dead node must be rebuilt, and their
@@ -101,17 +101,17 @@ def _mlflow_run(root: Path):
 
 
 def test_quickstart_trains_on_both_nodes_and_segments_every_input(cluster, archive, tmp_path) -> None:
-    # 2 x 0.75 CPU cannot fit on one 1-CPU node: the placement group must use both nodes.
-    # One actor (see the module docstring: two spread actors starve Ray Data's reads).
+    # 2 x 0.75 CPU cannot fit on one 1-CPU node: the placement group must use both nodes. The
+    # segment step's default pool on 2 CPUs is two 0.5-CPU actors, which Ray Data spreads.
     wf = _workflow(tmp_path, archive, "multinode", {"epochs": 3, "scaling": {"workers": 2, "cpus_per_worker": 0.75}},
-                   {"actors": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 0.5}})  # fmt: skip
+                   {"actors": {"min_actors": 2, "max_actors": 2}})  # fmt: skip
     log = tmp_path / "run.log"
     with ActorWatch(cluster.nodes) as watch:
         _finish(subprocess_run(wf, cluster.driver_env(), log), log, timeout=150)
 
     assert watch.pids("head", TRAIN_WORKER) and watch.pids("worker1", TRAIN_WORKER), watch.seen
     assert len(watch.pids("head", TRAIN_WORKER) | watch.pids("worker1", TRAIN_WORKER)) == 2
-    assert len(watch.pids("head", SEGMENTER) | watch.pids("worker1", SEGMENTER)) == 1, watch.seen
+    assert watch.pids("head", SEGMENTER) and watch.pids("worker1", SEGMENTER), watch.seen  # an actor on each node
 
     run_dir = _run_dir(tmp_path)
     masks = sorted(p.relative_to(run_dir / "masks").as_posix() for p in (run_dir / "masks").rglob("*.png"))
