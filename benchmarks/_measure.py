@@ -14,10 +14,16 @@ class PeakRSS:
 
     Summed PSS (proportional set size) where the OS reports it: Ray workers map the same
     shared-memory object store, and summing plain RSS would count those pages once per process.
+
+    Reading PSS is not free: the kernel walks every mapping (the object store's included), about
+    20 ms per Ray process here, so one sample of a Ray run costs 0.1-0.2 s of CPU. Sampling every
+    0.2 s took half a core from the run being measured. The pause after each sample is therefore
+    ``overhead`` times the sample's own cost (at least ``interval``), which keeps the sampler under
+    ``1/overhead`` of one core.
     """
 
-    def __init__(self, interval: float = 0.2):
-        self.interval = interval
+    def __init__(self, interval: float = 0.5, overhead: float = 20.0):
+        self.interval, self.overhead = interval, overhead
         self.peak = 0
         self.peak_processes = 0  # how many processes (driver + Ray) existed at most
         self._stop = threading.Event()
@@ -38,8 +44,10 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            start = time.thread_time()
             self.peak = max(self.peak, self._tree_rss())
-            time.sleep(self.interval)
+            cost = time.thread_time() - start  # this thread's CPU time, kernel time included
+            self._stop.wait(max(self.interval, self.overhead * cost))
 
     def __enter__(self) -> PeakRSS:
         self.peak = self._tree_rss()
