@@ -98,6 +98,8 @@ def _print_summary(result) -> None:
         for folder in ("masks", "segs"):
             if (root / folder).is_dir():
                 table.add_row(folder, str(root / folder))
+        if "://" in state.get("outputs_root", ""):
+            table.add_row("outputs (masks, SEGs)", state["outputs_root"])
         table.add_row("report", str(state["report"]))
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})

@@ -37,6 +37,7 @@ from segops.instance_metrics import coco_results
 from segops.metrics import case_scores, rand_error
 from segops.outputs.atomic import atomic_write
 from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_instance_outputs, write_volume_outputs
+from segops.outputs.storage import is_uri, join, list_files, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,17 @@ class PoolSize:
 
     @property
     def read_cpus(self) -> float:
-        """CPUs each read / decode task of the pipeline asks for: at most an actor's share.
+        """CPUs each read / decode task of the pipeline asks for.
 
-        Ray Data spreads actors over nodes. Two 0.5-CPU actors on two 1-CPU nodes leave 0.5 CPU
-        on each, and read tasks asking Ray's default 1 CPU could never be placed: the actors
-        waited forever for their first batch. A read task that asks no more than an actor
-        fits wherever an actor's share is free.
+        Ray Data spreads actors over nodes. On small nodes, where actors take a fraction of a
+        CPU, what an actor leaves free on its node may be less than a whole CPU (two 0.5-CPU
+        actors on two 1-CPU nodes leave 0.5 on each; 0.75-CPU actors leave 0.25), and read
+        tasks asking Ray's default 1 CPU could never be placed: the actors waited for ever for
+        their first batch. There, read tasks ask 0.25 CPU, which fits beside any such actor;
+        decoding is a small share of the work (about 1 ms of a U-Net's 20 ms per slice).
+        Whole-CPU actors (the default from 5 CPUs in all) leave whole CPUs, and reads ask 1.
         """
-        return min(1.0, self.cpus_per_actor)
+        return 1.0 if self.cpus_per_actor >= 1 else 0.25
 
 
 def size_actor_pool(spec: ActorPoolSpec, resources: dict[str, float]) -> PoolSize:
@@ -113,7 +117,7 @@ class _Segmenter:
         torch.set_num_threads(options["torch_threads"])
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.loaded = load_checkpoint(checkpoint_dir, self.device)
-        self.outputs, self.parts_dir = outputs, Path(parts_dir)
+        self.outputs, self.parts_dir = outputs, parts_dir
         self.amp, self.sliding = options["amp"], SlidingWindowSpec.model_validate(options["sliding"])
         self.instance = self.loaded.model_spec.task == "instance"
         self.boundary_class: int | None = options.get("boundary_class")
@@ -208,19 +212,26 @@ def bound_in_flight(ds: ray.data.Dataset, pool: PoolSize) -> None:
         log.debug("segment pipeline: at most %.2f GiB of decoded blocks in flight", budget / 2**30)
 
 
-def write_part(parts_dir: Path, table: pd.DataFrame) -> Path:
+def write_part(parts_dir: str | Path, table: pd.DataFrame) -> Path | str:
     """Atomically write a batch's result rows; the name depends only on the batch's cases."""
     digest = hashlib.sha1("\n".join(sorted(map(str, table["case_id"]))).encode()).hexdigest()[:20]
-    return atomic_write(parts_dir / f"part-{digest}.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    return atomic_write(join(parts_dir, f"part-{digest}.parquet"), lambda tmp: table.to_parquet(tmp, index=False))
 
 
-def read_parts(parts_dir: Path) -> pd.DataFrame:
-    """Every result row recorded so far, one per case (a case re-done after a crash counts once)."""
-    files = sorted(parts_dir.glob("part-*.parquet")) if parts_dir.is_dir() else []
+def read_parts(parts_dir: str | Path) -> pd.DataFrame:
+    """Every result row recorded so far, one per case (a case re-done after a crash counts once).
+
+    ``parts_dir``: a folder or a URI (:mod:`segops.outputs.storage`).
+    """
+    files = list_files(parts_dir, prefix="part-", suffix=".parquet")
     if not files:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))
-    table = pads.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
-    return table.drop_duplicates("case_id", keep="last").reset_index(drop=True)
+    if is_uri(parts_dir):
+        fs, _ = open_storage(str(parts_dir))
+        dataset = pads.dataset([open_storage(f)[1] for f in files], format="parquet", filesystem=fs)
+    else:
+        dataset = pads.dataset(files, format="parquet")
+    return dataset.to_table().to_pandas().drop_duplicates("case_id", keep="last").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -238,7 +249,7 @@ def segment_dataset(
     ds: ray.data.Dataset,
     checkpoint_dir: Path,
     outputs: OutputConfig,
-    parts_dir: Path,
+    parts_dir: str | Path,
     pool: PoolSize,
     batch_size: int,
     options: dict[str, Any],
@@ -260,7 +271,6 @@ def segment_dataset(
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor or None,
-        scheduling_strategy="SPREAD",  # one actor per node first: each node's cores and memory work
     )  # Ray Data's actor pools restart dead actors and retry their batches (max_restarts=-1)
     bound_in_flight(results, pool)
     processed, actor_seconds = 0, 0.0

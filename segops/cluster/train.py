@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 import zlib
@@ -20,7 +19,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -38,6 +36,7 @@ from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoi
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
 from segops.engine.train import train_steps, training_batch, validation_dice
+from segops.outputs.storage import open_storage
 from segops.errors import StepError
 from segops.losses import build_loss
 from segops.models import build_model
@@ -157,30 +156,6 @@ def train_model(
     with best.as_directory() as local:
         shutil.copytree(local, checkpoint_dir, ignore=shutil.ignore_patterns(TRAIN_STATE_FILE))
     return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
-
-
-def open_storage(location: str) -> tuple[pafs.FileSystem, str]:
-    """A local path or a pyarrow.fs URI → (filesystem, path in it) for Ray Train's ``RunConfig``.
-
-    For S3, credentials given in the environment (``AWS_ACCESS_KEY_ID``…) are put into the
-    filesystem object, which Ray ships to the training workers: they upload the checkpoints,
-    and a worker process need not have the driver's environment.
-    """
-    if "://" not in location:
-        path = Path(location).resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return pafs.LocalFileSystem(), str(path)
-    filesystem, path = pafs.FileSystem.from_uri(location)
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if isinstance(filesystem, pafs.S3FileSystem) and key and secret:
-        parts = urlsplit(location)
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        filesystem = pafs.S3FileSystem(
-            access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"),
-            region=options.get("region", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-            endpoint_override=options.get("endpoint_override"), scheme=options.get("scheme", "https"),
-        )  # fmt: skip
-    return filesystem, path.rstrip("/")
 
 
 def _exists(filesystem: pafs.FileSystem, path: str) -> bool:

@@ -49,10 +49,11 @@ class ClusterSpec(Spec):
     )
     storage: str | None = Field(
         default=None,
-        description="Where Ray Train keeps each run's checkpoints: a path every node sees (NFS) or a URI "
-        "pyarrow.fs opens (s3://bucket/prefix, with ?endpoint_override=host:port&scheme=http for S3-compatible "
-        "stores; credentials from the AWS_* environment). Default: <run folder>/ray-train. A multi-node "
-        "cluster needs shared storage here.",
+        description="Where the nodes write, under <storage>/<run-id>/: Ray Train checkpoints, and segment steps' "
+        "masks, DICOM SEGs, NIfTI, COCO files and result parts. A path every node sees (NFS) or a URI pyarrow.fs "
+        "opens (s3://bucket/prefix, with ?endpoint_override=host:port&scheme=http for S3-compatible stores; "
+        "credentials from the AWS_* environment). Default: the run folder. A multi-node cluster needs shared "
+        "storage here.",
     )
 
 

@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
 from segops.outputs.layout import dicom_tag_stem, mirror_stem, sanitize_component
 from segops.outputs.masks import encode_instance_png, write_mask_png
+from segops.outputs.storage import join
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,10 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
     stem, header = _case_stem(cfg, meta)
     written = _provenance(cfg, mask)
     if "png" in cfg.formats:
-        written["mask_path"] = str(write_mask_png(Path(cfg.root) / "masks", f"{stem}.png", mask, cfg.classes))
+        written["mask_path"] = str(write_mask_png(join(cfg.root, "masks"), f"{stem}.png", mask, cfg.classes))
     if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
         seg = _seg(cfg, [header], mask[None], str(header.SeriesInstanceUID), ["segops-seg", str(header.SOPInstanceUID)])
-        written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
+        written["seg_path"] = str(write_seg(safe_join(join(cfg.root, "segs"), f"{stem}.seg.dcm"), seg))
     return written
 
 
@@ -79,13 +79,13 @@ def write_instance_outputs(
     stem, _ = _case_stem(cfg, meta)
     if "png" in cfg.formats:
         data = encode_instance_png(instance_id_map(label_map))
-        written["instance_path"] = str(atomic_write_bytes(safe_join(Path(cfg.root) / "instances", f"{stem}.png"), data))
+        written["instance_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "instances"), f"{stem}.png"), data))
     if "coco-rle" in cfg.formats:
         h, w = label_map.shape
         doc = {"case_id": str(meta["case_id"]), "rel_path": str(meta["rel_path"]), "frame": int(meta["frame"]),
                "height": int(h), "width": int(w), "results": results}  # fmt: skip
         data = json.dumps(doc, separators=(",", ":")).encode()
-        written["coco_path"] = str(atomic_write_bytes(safe_join(Path(cfg.root) / "coco", f"{stem}.json"), data))
+        written["coco_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "coco"), f"{stem}.json"), data))
     return written
 
 
@@ -119,12 +119,12 @@ def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarr
         affine = np.asarray(meta["affine"], float).reshape(4, 4)
         image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))).astype(np.uint8), affine)
         data = gzip.compress(image.to_bytes(), mtime=0)  # mtime=0: same mask, same bytes
-        written["mask_path"] = str(atomic_write_bytes(safe_join(Path(cfg.root) / "masks", f"{stem}.nii.gz"), data))
+        written["mask_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "masks"), f"{stem}.nii.gz"), data))
     if "dicom-seg" in cfg.formats and is_dicom_record(meta):
         sources = [pydicom.dcmread(uri, stop_before_pixels=True) for uri in meta["source_uris"]]
         series = str(meta["case_id"])
         seg = _seg(cfg, sources, mask, series, ["segops-seg-volume", series])
-        written["seg_path"] = str(write_seg(safe_join(Path(cfg.root) / "segs", f"{stem}.seg.dcm"), seg))
+        written["seg_path"] = str(write_seg(safe_join(join(cfg.root, "segs"), f"{stem}.seg.dcm"), seg))
     return written
 
 

@@ -80,6 +80,6 @@ def _with_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:
     return ds
 
 
-def write_seg(path: str | Path, seg: hd.seg.Segmentation) -> Path:
+def write_seg(path: str | Path, seg: hd.seg.Segmentation) -> Path | str:
     """Atomically write a SEG object."""
     return atomic_write(path, lambda tmp: seg.save_as(tmp))

@@ -31,7 +31,7 @@ def encode_mask_png(mask: np.ndarray, classes: int) -> bytes:
     return buf.getvalue()
 
 
-def write_mask_png(out_root: str | Path, rel: str, mask: np.ndarray, classes: int) -> Path:
+def write_mask_png(out_root: str | Path, rel: str, mask: np.ndarray, classes: int) -> Path | str:
     """Atomically write a mask under ``out_root``; returns its path."""
     return atomic_write_bytes(safe_join(out_root, rel), encode_mask_png(mask, classes))
 

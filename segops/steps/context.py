@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from segops.config.schema import WorkflowSpec
+from segops.outputs.storage import join
 from segops.tracking import RunTracker
 
 
@@ -25,3 +26,10 @@ class RunContext:
     tracker: RunTracker
     resources: dict[str, float]
     state: dict[str, Any] = field(default_factory=dict)
+
+    def node_dir(self, *parts: str) -> str | Path:
+        """Where inference actors write (case outputs and result parts): ``<cluster.storage>/
+        <run-id>/…`` when storage is set (a shared path or a URI every node reaches), else
+        ``<run folder>/…``. Tables, reports and the manifest stay in the run folder."""
+        storage = self.spec.cluster.storage
+        return self.run_dir.joinpath(*parts) if storage is None else join(storage, self.run_id, *parts)

@@ -25,6 +25,7 @@ from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.reports import write_table
+from segops.outputs.storage import join
 from segops.steps.context import RunContext
 from segops.steps.model_refs import checkpoint_for
 from segops.steps.segment import checkpoint_digest
@@ -65,12 +66,12 @@ def _held_out(step: EvaluateStep, read_cpus: float):
 def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Path) -> pd.DataFrame:
     """Segment the held-out set with one model; its per-case table (labelled ``ok`` cases)."""
     loaded = load_checkpoint(checkpoint)
-    root = ctx.run_dir / "evaluate" / role
+    root = ctx.node_dir("evaluate", role)
     config = OutputConfig(str(root), ("png",), "mirror", {}, loaded.model_spec.classes, checkpoint_digest(checkpoint))
     pool = size_actor_pool(step.actors, ctx.resources)
     options = {"amp": True, "sliding": {}}
     log.info("evaluating the %s on the held-out set", role)
-    run_ = segment_dataset(_held_out(step, pool.read_cpus), checkpoint, config, root / "parts", pool, step.batch_size, options)
+    run_ = segment_dataset(_held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, options)
     results = run_.results
     cases = results[(results["status"] == STATUS_OK) & results["has_label"].astype(bool)]
     if cases.empty:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -26,6 +27,7 @@ from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_
 from segops.outputs.case_outputs import OutputConfig
 from segops.outputs.overlays import overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, split_column, write_table
+from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
 from segops.steps.ingest import QUARANTINE_COLUMNS
 from segops.tracking import download_checkpoint, is_model_uri
@@ -55,7 +57,8 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     # the first segment step writes into the run folder; a k-th one into segment-<k>/, and its
     # MLflow metrics and artifacts are named segment<k>, so no step overwrites another's
     index = ctx.state.get("segments_done", 0)
-    root = ctx.run_dir if index == 0 else ctx.run_dir / f"segment-{index}"
+    sub = () if index == 0 else (f"segment-{index}",)
+    root, node_root = ctx.run_dir.joinpath(*sub), ctx.node_dir(*sub)  # tables here; actors write there
     artifact_dir = "segment" if index == 0 else f"segment{index}"
     checkpoint = resolve_checkpoint(step, ctx)
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
@@ -66,12 +69,12 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     ds, total = _input_dataset(step, ctx, pool.read_cpus)
     log.info("segmenting with %d-%d actor(s) x %s CPU%s", pool.min_actors, pool.max_actors,
              pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
-    config = OutputConfig(str(root), tuple(step.outputs), step.layout, dict(step.segments),
+    config = OutputConfig(str(node_root), tuple(step.outputs), step.layout, dict(step.segments),
                           loaded.model_spec.classes, digest)  # fmt: skip
     options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json"),
                "boundary_class": step.boundary_class}  # fmt: skip
-    run_ = segment_dataset(ds, checkpoint, config, root / "segment-parts", pool, step.batch_size, options, total)
-    stale = sum(remove_stale_temps(root / d) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
+    run_ = segment_dataset(ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, options, total)
+    stale = sum(remove_stale_temps(join(node_root, d)) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
     if stale:
         log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
 
@@ -105,8 +108,8 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     overlay_dir = write_overlays(report, step, ctx, loaded, root / "overlays", step.overlays)
     if overlay_dir is not None:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
-    ctx.state |= {"report": report_path, "metrics": metrics, "segments_done": index + 1}
-    return outputs | {"root": str(root)} | metrics
+    ctx.state |= {"report": report_path, "metrics": metrics, "segments_done": index + 1, "outputs_root": str(node_root)}
+    return outputs | {"root": str(root), "outputs_root": str(node_root)} | metrics
 
 
 def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
@@ -197,7 +200,9 @@ def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loa
             continue
         image = prepare_image(record["image"], loaded.preprocess.intensity, 1)[0]
         image01 = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
-        pred = read_mask_png(row["mask_path"], image.shape)
+        mask = row["mask_path"]
+        mask_file = io.BytesIO(read_bytes(with_options(mask, ctx.spec.cluster.storage))) if is_uri(mask) else mask
+        pred = read_mask_png(mask_file, image.shape)
         rgb = overlay_rgb(image01, pred, record["label"])
         name = f"dice{row['dice']:.3f}_{Path(row['rel_path']).stem}_{str(row['case_id'])[-8:]}.png"
         atomic_write(out_dir / name, lambda tmp, rgb=rgb: _save_png(rgb, tmp))

@@ -16,6 +16,7 @@ from segops.config.schema import SplitSpec, TrainStep
 from segops.engine.checkpoint import load_checkpoint
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
+from segops.outputs.storage import join
 from segops.steps.context import RunContext
 from segops.steps.ingest import dataset_meta
 from segops.steps.model_refs import checkpoint_for, pin
@@ -181,10 +182,7 @@ def _check_channels(found: set[int], in_channels: int) -> None:
 
 def checkpoint_storage(storage: str | None, run_id: str) -> str | None:
     """This run's checkpoint location under ``cluster.storage`` (``<storage>/<run-id>``, query kept)."""
-    if storage is None:
-        return None
-    base, sep, query = storage.partition("?")
-    return f"{base.rstrip('/')}/{run_id}{sep}{query}"
+    return None if storage is None else join(storage, run_id)
 
 
 def _flat_params(step: TrainStep) -> dict[str, Any]:

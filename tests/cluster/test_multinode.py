@@ -7,10 +7,11 @@ dashboard, which ``ray[data,train]`` does not install.)
 
 What 1-CPU nodes allow (Ray 2.60, observed on this 2-core machine):
 
-- Two inference actors (0.5 CPU each; Ray Data spreads them, one per node) leave 0.5 CPU per
-  node. Read tasks asking Ray's default 1 CPU could then never run and the segment step hung;
-  read tasks now ask at most an actor's share (``PoolSize.read_cpus``), and the first test
-  runs one actor on each node.
+- Two inference actors spread one per node leave part of a CPU on each (0.5 CPU actors leave
+  0.5). Read tasks asking Ray's default 1 CPU could then never run and the segment step hung;
+  with fractional actors, read tasks now ask 0.25 CPU (``PoolSize.read_cpus``). The first
+  test gives each actor 0.75 CPU, so two cannot share a node: one runs on each, and the
+  reads fit in the 0.25 CPU each leaves.
 - Killing the worker node while the 0.5-CPU training workers sat on the 1-CPU head hung training
   (no error) for as long as we waited (140 s): the raylet logs "Object neither in memory nor
   external storage": probably dataset blocks that lived on the dead node must be rebuilt, and their
@@ -101,10 +102,10 @@ def _mlflow_run(root: Path):
 
 
 def test_quickstart_trains_on_both_nodes_and_segments_every_input(cluster, archive, tmp_path) -> None:
-    # 2 x 0.75 CPU cannot fit on one 1-CPU node: the placement group must use both nodes. The
-    # segment step's default pool on 2 CPUs is two 0.5-CPU actors, which Ray Data spreads.
+    # 2 x 0.75 CPU cannot fit on one 1-CPU node: the training placement group and the two
+    # inference actors must use both nodes.
     wf = _workflow(tmp_path, archive, "multinode", {"epochs": 3, "scaling": {"workers": 2, "cpus_per_worker": 0.75}},
-                   {"actors": {"min_actors": 2, "max_actors": 2}})  # fmt: skip
+                   {"actors": {"min_actors": 2, "max_actors": 2, "cpus_per_actor": 0.75}})  # fmt: skip
     log = tmp_path / "run.log"
     with ActorWatch(cluster.nodes) as watch:
         _finish(subprocess_run(wf, cluster.driver_env(), log), log, timeout=150)

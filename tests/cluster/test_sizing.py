@@ -11,12 +11,13 @@ def test_two_cpu_node_leaves_a_cpu_for_reading() -> None:
     pool = size_actor_pool(ActorPoolSpec(), {"CPU": 2.0})
     assert pool.cpus_per_actor * pool.max_actors <= 1.0
     assert pool.max_actors == 2 and pool.gpus_per_actor == 0
+    assert pool.read_cpus == 0.25  # fits beside a fractional actor on any node
     assert worker_cpus(2, None, {"CPU": 2.0}) * 2 <= 1.0
 
 
 def test_big_node_and_gpus() -> None:
     pool = size_actor_pool(ActorPoolSpec(), {"CPU": 32.0})
-    assert pool.cpus_per_actor == 1.0 and pool.max_actors == 28
+    assert pool.cpus_per_actor == 1.0 and pool.max_actors == 28 and pool.read_cpus == 1.0
     gpu = size_actor_pool(ActorPoolSpec(), {"CPU": 16.0, "GPU": 4.0})
     assert gpu.gpus_per_actor == 1.0 and gpu.max_actors == 4
     assert worker_cpus(2, None, {"CPU": 16.0}) == 7.0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from segops.cluster.train import open_storage
+from segops.outputs.storage import open_storage
 from segops.steps.train import checkpoint_storage
 
 

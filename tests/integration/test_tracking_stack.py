@@ -16,6 +16,8 @@ server binaries (see ``services.py``); ~1-2 min on 2 CPUs.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import subprocess
@@ -161,6 +163,37 @@ def test_training_checkpoints_are_in_the_checkpoint_store(run: dict, s3) -> None
     run_dir = run["cwd"] / "runs" / run["manifest"]["run_id"]
     assert not list(run_dir.glob("ray-train/train/checkpoint_*"))
     assert (run_dir / "model" / "model.pt").is_file()
+
+
+def test_segment_outputs_and_parts_are_in_the_store(run: dict, s3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``cluster.storage`` set, inference actors write the masks and their result parts
+    under ``<storage>/<run-id>/``; the run folder keeps the tables, whose paths are URIs."""
+    import numpy as np
+    import pandas as pd
+
+    from PIL import Image
+
+    from segops.outputs.storage import read_bytes, with_options
+
+    run_id = run["manifest"]["run_id"]
+    storage = _workflow(s3)["cluster"]["storage"]
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=CHECKPOINTS, Prefix=f"ray/{run_id}/")
+    keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    masks = sorted(k.split("/masks/", 1)[1] for k in keys if "/masks/" in k and k.endswith(".png"))
+    inputs = sorted(p.relative_to(run["cwd"] / "data" / "quickstart-ct" / "images").with_suffix(".png").as_posix()
+                    for p in (run["cwd"] / "data" / "quickstart-ct" / "images").rglob("*.dcm"))  # fmt: skip
+    assert masks == inputs and len(masks) == 12
+    assert any(k.startswith(f"ray/{run_id}/segment-parts/part-") for k in keys)
+    assert not any(k.endswith(".tmp") for k in keys)
+    run_dir = run["cwd"] / "runs" / run_id
+    assert not (run_dir / "masks").exists()
+    outputs = pd.read_parquet(run_dir / "outputs.parquet")
+    assert len(outputs) == 12 and outputs["mask_path"].str.match(rf"s3://{CHECKPOINTS}/ray/{run_id}/masks/.+\.png$").all()
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the test reads as a node would
+        monkeypatch.setenv(key, s3.env[key])
+    for row in outputs.head(3).itertuples():
+        stored = np.asarray(Image.open(io.BytesIO(read_bytes(with_options(row.mask_path, storage)))))  # 0/255
+        assert hashlib.sha256((stored // 255).astype(np.uint8).tobytes()).hexdigest() == row.mask_sha256
 
 
 def test_rows_are_in_postgres(run: dict, postgres) -> None:
