@@ -154,12 +154,14 @@ def read_dataset(
     if exclude_cases:
         expr = expr & ~col("case_id").is_in(list(exclude_cases))
     context = ray.data.DataContext.get_current()
-    v2 = context.use_datasource_v2
-    context.use_datasource_v2 = v2 and (num_cpus is None or num_cpus >= 1)  # read_parquet picks its reader now
+    v2 = getattr(context, "use_datasource_v2", None)  # a Ray without the flag has one reader
+    if v2 is not None:
+        context.use_datasource_v2 = v2 and (num_cpus is None or num_cpus >= 1)  # read_parquet picks its reader now
     try:
         ds = ray.data.read_parquet(str(path), columns=columns, num_cpus=num_cpus)
     finally:
-        context.use_datasource_v2 = v2
+        if v2 is not None:
+            context.use_datasource_v2 = v2
     return ds.filter(expr=expr, num_cpus=num_cpus)
 
 
