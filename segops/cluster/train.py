@@ -36,10 +36,10 @@ from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoi
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
 from segops.engine.train import train_steps, training_batch, validation_dice
-from segops.outputs.storage import open_storage
 from segops.errors import StepError
 from segops.losses import build_loss
 from segops.models import build_model
+from segops.outputs.storage import open_storage
 
 log = logging.getLogger(__name__)
 

@@ -168,7 +168,8 @@ def write_coco_results(results: pd.DataFrame, segments: dict[int, str], classes:
 def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None:
     """Put a finished segment step's report and metrics back in the run context (resume)."""
     metrics = {k: v for k, v in outputs.items() if k.startswith("segment_")}
-    ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics, "segments_done": ctx.state.get("segments_done", 0) + 1}
+    ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics, "segments_done": ctx.state.get("segments_done", 0) + 1,
+                  "outputs_root": outputs.get("outputs_root", outputs.get("root", ""))}  # fmt: skip
 
 
 def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float):
