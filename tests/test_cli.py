@@ -22,10 +22,56 @@ steps:
 """
 
 
-def test_validate_ok() -> None:
+def test_validate_ok(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # quickstart.yaml reads data/quickstart-ct/..., which `segops synth ct` writes
+    for folder in ("images", "labels"):
+        (tmp_path / "data" / "quickstart-ct" / folder).mkdir(parents=True)
     result = runner.invoke(app, ["validate", str(REPO / "workflows" / "quickstart.yaml")])
     assert result.exit_code == 0, result.output
     assert "ok" in result.output and "ingest, train, segment" in result.output
+
+
+def test_validate_names_paths_that_do_not_exist(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["validate", str(REPO / "workflows" / "quickstart.yaml")])
+    assert result.exit_code == 2
+    note = f"does not exist (relative paths are resolved from the current folder, {tmp_path})"
+    assert "2 problem(s)" in result.output
+    assert f"steps[0].source.path: data/quickstart-ct/images {note}" in result.output
+    assert f"steps[0].source.labels.path: data/quickstart-ct/labels {note}" in result.output
+
+
+def test_validate_reports_duplicate_keys_with_lines(tmp_path: Path) -> None:
+    wf = tmp_path / "dup.yaml"
+    wf.write_text(BAD.replace("epochs: -1", "epochs: -1\n    model: {arch: unet}"))
+    result = runner.invoke(app, ["validate", str(wf)])
+    assert result.exit_code == 2
+    assert "steps[1].model: duplicate key (lines 7 and 9); keep one" in result.output
+    assert "steps[1].epochs: Input should be greater than or equal to 1" in result.output
+
+
+def test_files_that_are_not_workflow_text_exit_2_with_one_problem(tmp_path: Path) -> None:
+    from PIL import Image
+
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"name: caf\xe9\n")
+    png = tmp_path / "mask.png"
+    Image.new("L", (8, 8)).save(png)
+    expected = {
+        latin1: "is not UTF-8 text (byte 0xe9 at offset 9, line 1); save it as UTF-8",
+        png: "is a PNG image (NUL byte at offset 8), not YAML text; pass the workflow's .yaml file",
+        tmp_path: "is a folder; pass the workflow's .yaml file",
+        tmp_path / "nope.yaml": "does not exist",
+    }
+    for path, problem in expected.items():
+        result = runner.invoke(app, ["validate", str(path)])
+        assert result.exit_code == 2, (path, result.output)
+        assert f"invalid workflow {path}: 1 problem(s)" in result.output
+        assert f"<file>: cannot read workflow file: {path} {problem}" in result.output
+    # `run` reads the file once, through the same check (in a subprocess: it sets up logging)
+    proc = subprocess.run([sys.executable, "-m", "segops.cli", "run", str(latin1)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{latin1} {expected[latin1]}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_validate_lists_every_problem_and_exits_2(tmp_path: Path) -> None:

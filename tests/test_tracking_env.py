@@ -17,12 +17,12 @@ tracking: {uri: "sqlite:///from-the-file.db", experiment: env}
 steps:
   - step: ingest
     source: {kind: dicom, path: data/none}
-"""
+"""  # data/none is never read: these tests validate with check_paths=False
 
 
 def test_without_the_variable_the_workflow_uri_is_used(monkeypatch, caplog) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    spec = validate_workflow_text(WORKFLOW)
+    spec = validate_workflow_text(WORKFLOW, check_paths=False)
     with caplog.at_level(logging.INFO, logger="segops"):
         assert apply_tracking_env(spec) is spec
     assert "sqlite:///from-the-file.db (tracking.uri of the workflow)" in caplog.text
@@ -30,7 +30,7 @@ def test_without_the_variable_the_workflow_uri_is_used(monkeypatch, caplog) -> N
 
 def test_the_variable_wins_and_the_log_says_where_it_came_from(monkeypatch, caplog) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    spec = validate_workflow_text(WORKFLOW)
+    spec = validate_workflow_text(WORKFLOW, check_paths=False)
     with caplog.at_level(logging.INFO, logger="segops"):
         resolved = apply_tracking_env(spec)
     assert resolved.tracking.uri == "http://127.0.0.1:5999"
@@ -43,19 +43,19 @@ def test_the_variable_wins_and_the_log_says_where_it_came_from(monkeypatch, capl
 def test_a_password_in_the_uri_is_not_logged(monkeypatch, caplog) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:s3cret@tracking.example:5000")
     with caplog.at_level(logging.INFO, logger="segops"):
-        resolved = apply_tracking_env(validate_workflow_text(WORKFLOW))
+        resolved = apply_tracking_env(validate_workflow_text(WORKFLOW, check_paths=False))
     assert resolved.tracking.uri == "http://alice:s3cret@tracking.example:5000"
     assert "s3cret" not in caplog.text and "http://alice:***@tracking.example:5000" in caplog.text
 
 
 def test_an_empty_variable_is_ignored(monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "  ")
-    spec = validate_workflow_text(WORKFLOW)
+    spec = validate_workflow_text(WORKFLOW, check_paths=False)
     assert apply_tracking_env(spec).tracking.uri == "sqlite:///from-the-file.db"
 
 
 def test_the_tracking_server_is_part_of_the_run_identity(monkeypatch) -> None:
-    spec = validate_workflow_text(WORKFLOW)
+    spec = validate_workflow_text(WORKFLOW, check_paths=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert spec_hash(apply_tracking_env(spec)) != spec_hash(spec)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-the-file.db")
@@ -78,7 +78,7 @@ def test_run_workflow_hands_the_environment_uri_to_the_tracker(monkeypatch, tmp_
     monkeypatch.setattr("segops.cluster.runtime.ensure_ray", lambda cluster: {})
     monkeypatch.setattr("segops.tracking.RunTracker", tracker)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    spec = validate_workflow_text(WORKFLOW.replace("steps:", f"output_dir: {tmp_path}\nsteps:"))
+    spec = validate_workflow_text(WORKFLOW.replace("steps:", f"output_dir: {tmp_path}\nsteps:"), check_paths=False)
     with pytest.raises(Stop):
         run_workflow(spec)
     assert seen == ["http://127.0.0.1:5999"]
