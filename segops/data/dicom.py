@@ -15,9 +15,16 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
+from segops.data.dicom_integrity import pixel_data_problem, stream_problem
 from segops.data.records import ImageRecord, path_case_id
+from segops.data.sop_classes import is_non_image_class
 from segops.errors import DecodeError, NoPixelDataError
 
 log = logging.getLogger(__name__)
@@ -35,18 +42,14 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
     pydicom), converts YBR to RGB, and inverts MONOCHROME1 so higher is always brighter.
 
     Raises:
-        NoPixelDataError: the object has no Pixel Data (SR, KOS, RT structure set...).
-        DecodeError: the file is not DICOM or its pixels cannot be decoded.
+        NoPixelDataError: an intact object of a class that carries no image (SR, KOS, RT plan...,
+            see :mod:`segops.data.sop_classes`).
+        DecodeError: the file is not DICOM, is damaged, or is an image object (any class not on
+            that list, or of unknown class) without complete Pixel Data, or its pixels cannot be
+            decoded.
     """
     ds = _read_dataset(path)
-    if "PixelData" not in ds:
-        sop = getattr(ds, "SOPClassUID", None)
-        sop_name = str(getattr(sop, "name", sop) or "unknown")
-        if "Image Storage" in sop_name or "Rows" in ds:
-            # an image object without its pixels: a truncated transfer, not an SR or RT object
-            raise DecodeError(f"{sop_name} without Pixel Data: file truncated or incomplete")
-        raise NoPixelDataError(f"no pixel data (SOP class {sop_name})")
-    ts = _ensure_transfer_syntax(ds)
+    ts = _complete_image(path, ds)
     photometric = str(getattr(ds, "PhotometricInterpretation", ""))
     try:
         pixels = ds.pixel_array
@@ -80,6 +83,58 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
         )
         for index, frame in enumerate(frames)
     ]
+
+
+def _complete_image(path: str | Path, ds: pydicom.Dataset) -> str:
+    """The transfer syntax of ``ds``, once it is known to be an image object with complete Pixel Data.
+
+    Raises:
+        NoPixelDataError: an intact object of a non-image class.
+        DecodeError: a damaged non-image object, or an image object (or one of unknown class)
+            without complete Pixel Data.
+    """
+    sop_name = sop_class_name(ds)
+    if is_non_image_class(sop_class_uid(ds)):
+        problem = non_image_problem(path, ds)
+        ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+        if problem:
+            raise DecodeError(f"{sop_name} object damaged: {problem}", ts)
+        raise NoPixelDataError(f"no image: {sop_name} objects carry no pixel data", ts)
+    if "PixelData" not in ds:
+        raise DecodeError(f"{sop_name} without complete Pixel Data: no Pixel Data element (truncated or damaged?)")
+    ts = _ensure_transfer_syntax(ds)
+    problem = pixel_data_problem(ds, ts, len(ds.PixelData or b""))
+    if problem:
+        raise DecodeError(f"{sop_name} without complete Pixel Data: {problem}", ts)
+    return ts
+
+
+def sop_class_uid(ds: pydicom.Dataset) -> str:
+    """The SOP Class UID, or "" when absent or unreadable."""
+    try:
+        return str(ds.get("SOPClassUID", "") or "").strip()
+    except Exception:  # a garbled value: pydicom converts lazily and may fail here
+        return ""
+
+
+def sop_class_name(ds: pydicom.Dataset) -> str:
+    """The SOP class for messages: its registry name, the bare UID, or "object of unknown SOP class"."""
+    uid = sop_class_uid(ds)
+    if not uid:
+        return "object of unknown SOP class (no readable SOP Class UID)"
+    return str(pydicom.uid.UID(uid).name or uid)
+
+
+def non_image_problem(path: str | Path, ds: pydicom.Dataset) -> str | None:
+    """Why the file of a non-image object (read as ``ds``) is damaged, or None when it is whole.
+
+    A whole non-image object is ``skipped``; a damaged one is quarantined like any damaged file.
+    """
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or ts == DeflatedExplicitVRLittleEndian:  # deflated: the stream is compressed
+        return None
+    return stream_problem(Path(path).read_bytes(), implicit, little)
 
 
 def _read_dataset(path: str | Path) -> pydicom.Dataset:

@@ -48,3 +48,30 @@ def make_corrupt_corpus(good: Path, out: Path, seed: int = 0) -> list[Path]:
         wrong.save_as(out / f"wrong-size-{i:02d}.dcm")
         written.append(out / f"wrong-size-{i:02d}.dcm")
     return written
+
+
+def make_fuzzed_copies(originals: list[Path], out: Path, count: int = 60, seed: int = 0) -> dict[Path, Path]:
+    """``count`` damaged copies of randomly chosen ``originals``: damaged copy → its original.
+
+    Half are truncated at a random byte; half have 1–4 random bytes overwritten in the header
+    (before the Pixel Data element, or anywhere in a file without one).
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for i in range(count):
+        original = originals[int(rng.integers(len(originals)))]
+        data = bytearray(original.read_bytes())
+        if i % 2 == 0:
+            damaged, kind = bytes(data[: int(rng.integers(1, len(data)))]), "truncated"
+        else:
+            header_end = data.rfind(b"\xe0\x7f\x10\x00")
+            header_end = header_end if header_end > 132 else len(data)
+            start = 132 if data[128:132] == b"DICM" else 0  # the preamble is free text: damage after it
+            for at in rng.integers(start, header_end, size=int(rng.integers(1, 5))):
+                data[int(at)] = int(rng.integers(256))
+            damaged, kind = bytes(data), "flipped"
+        path = out / f"{i:03d}-{kind}-{original.name}"
+        path.write_bytes(damaged)
+        copies[path] = original
+    return copies

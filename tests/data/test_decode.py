@@ -37,7 +37,7 @@ def test_bad_files_become_quarantine_or_skip_rows(tmp_path: Path) -> None:
     assert garbage["status"] == "quarantined" and garbage["stage"] == "read"
     assert garbage["error_type"] == "DecodeError" and "not a DICOM file" in garbage["error"]
     (truncated,) = decode_file(get_testdata_file("MR_truncated.dcm"), "MR_truncated.dcm", source)
-    assert truncated["status"] == "quarantined" and "cannot decode pixel data" in truncated["error"]
+    assert truncated["status"] == "quarantined" and "without complete Pixel Data: truncated" in truncated["error"]
     (plan,) = decode_file(get_testdata_file("rtplan.dcm"), "rtplan.dcm", source)
     assert plan["status"] == "skipped" and plan["error_type"] == "NoPixelDataError"
 
