@@ -37,6 +37,10 @@ class LabelError(SegopsError):
     """A label file is missing, unreadable, or does not fit its image."""
 
 
+class LabelValueError(LabelError):
+    """Label values are not classes of the model that is to train on them or be scored against them."""
+
+
 class ShapeError(SegopsError):
     """An array has a shape other than the one expected."""
 
@@ -55,3 +59,7 @@ class AuditLookupError(SegopsError):
 
 class AuditError(SegopsError):
     """A per-case table an audit needs lacks required columns, or cannot be read."""
+
+
+class PlanError(SegopsError):
+    """``segops plan`` cannot tell the images, their masks or the task from the files; an option can."""

@@ -23,6 +23,7 @@ from segops.config.schema import DicomSource, ImageSource
 from segops.data.census import header_row
 from segops.data.decode import decode_file, entry_files, listing_entries
 from segops.data.instances import label_dtype
+from segops.data.label_census import label_counts
 from segops.data.labels import LabelResolver, build_resolver
 from segops.data.records import META_COLUMNS, STATUS_OK
 
@@ -60,6 +61,7 @@ def _decode_entries(
 META_SCHEMA = pa.schema(
     [
         (name, pa.list_(pa.float64()) if name in ("position", "orientation")
+         else pa.list_(pa.int64()) if name in ("label_values", "label_pixels")
          else pa.int64() if name in ("frame", "height", "width", "channels", "instance_number")
          else pa.float64() if name.startswith("spacing_")
          else pa.bool_() if name == "has_label"
@@ -198,6 +200,7 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
     labelled = all(bool(batch["has_label"][i]) for i in rows)
     image = np.stack([batch["image"][i] for i in rows], axis=1)
     label = np.stack([batch["label"][i] for i in rows]) if labelled else np.zeros((0, 0, 0), np.uint8)
+    label_values, label_pixels = label_counts(label)
     rel_dir = str(Path(str(batch["rel_path"][first])).parent)
     row = {name: None for name in META_COLUMNS} | {
         "case_id": uid, "group_id": uid, "source_uri": str(batch["source_uri"][first]),
@@ -206,7 +209,8 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
         "spacing_x": float(batch["spacing_x"][first]), "height": image.shape[2], "width": image.shape[3],
         "channels": image.shape[0], "transfer_syntax": str(batch["transfer_syntax"][first]),
         "photometric": str(batch["photometric"][first]), "position": [], "orientation": [],
-        "instance_number": -1, "has_label": labelled, "label_uri": "", "status": STATUS_OK, "stage": "",
+        "instance_number": -1, "has_label": labelled, "label_uri": "", "label_values": label_values,
+        "label_pixels": label_pixels, "status": STATUS_OK, "stage": "",
         "error_type": "", "error": "",
     }  # fmt: skip
     table = pa.table({name: [row[name]] for name in META_COLUMNS}, schema=META_SCHEMA)

@@ -67,13 +67,27 @@ class MaskPngLabels(Spec):
     suffix) of the input, e.g. ``{rel_stem}.png`` or ``{rel_dir}/{stem}_mask.png``.
     Pixel values are class indices; a binary mask stored as 0/255 is read as 0/1. ``values``
     maps stored values to classes instead, e.g. ``{0: 1, 255: 0}`` where black marks the
-    structure (ISBI 2012 membranes); then every stored value must be listed.
+    structure (ISBI 2012 membranes); then every stored value must be listed. ``threshold: T``
+    binarises instead: stored value >= T is foreground (1), else 0, for anti-aliased, resized
+    or JPEG-compressed masks whose edges hold values between 0 and 255.
     """
 
     kind: Literal["mask-png"]
     path: Path
     pattern: str = "{rel_stem}.png"
     values: dict[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=255)]] | None = None
+    threshold: int | None = Field(
+        default=None, ge=1, le=65535, description="Stored value >= threshold is class 1, else 0 (e.g. 128)."
+    )
+
+    @model_validator(mode="after")
+    def _threshold_or_values(self) -> MaskPngLabels:
+        if self.threshold is not None and self.values is not None:
+            raise ValueError(
+                f"threshold ({self.threshold}) and values ({self.values}) are both given; threshold binarises "
+                "(stored >= threshold → 1) and values maps each stored value: keep one of them"
+            )
+        return self
 
 
 class DicomSegLabels(Spec):
@@ -121,22 +135,63 @@ LabelsSpec = Annotated[
 ]
 
 
+_INCLUDE_HELP = (
+    "Glob patterns on the path relative to the source folder (POSIX; '*' and '?' within one folder name, "
+    "'**' for any number of folders, e.g. 'good/**', '**/*.jpg'); when given, only matching files are read."
+)
+_EXCLUDE_HELP = "Glob patterns as for include; a matching file is never read (e.g. '**/README*', '**/DICOMDIR')."
+
+
+def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    for name, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if not pattern or pattern.startswith("/") or "\\" in pattern:
+                raise ValueError(
+                    f"{name} pattern {pattern!r} is not a relative POSIX glob; patterns match paths relative to the "
+                    "source folder with '/' between folders, e.g. 'good/**' or '**/README*'"
+                )
+
+
 class DicomSource(Spec):
-    """A folder of DICOM files (any depth). Files need not end in ``.dcm``."""
+    """A folder of DICOM files (any depth). Files need not end in ``.dcm``.
+
+    A file is read when its suffix is in ``extensions``, it matches an ``include`` pattern (when
+    any are given) and no ``exclude`` pattern; hidden files and folders are never read.
+    """
 
     kind: Literal["dicom"]
     path: Path
     labels: LabelsSpec | None = None
     extensions: tuple[str, ...] = (".dcm", "")
+    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
+    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
+
+    @model_validator(mode="after")
+    def _globs_relative(self) -> DicomSource:
+        _check_globs(self.include, self.exclude)
+        return self
 
 
 class ImageSource(Spec):
-    """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth."""
+    """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth.
+
+    Files are selected as for :class:`DicomSource`. Mask images stored beside their images
+    (``labels`` of kind mask-png / instance-png whose folder is the source folder or inside it)
+    are never read as images: a file that ``labels.pattern`` names for another listed image is
+    left out of the listing.
+    """
 
     kind: Literal["images"]
     path: Path
     labels: LabelsSpec | None = None
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
+    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
+
+    @model_validator(mode="after")
+    def _globs_relative(self) -> ImageSource:
+        _check_globs(self.include, self.exclude)
+        return self
 
 
 class DatasetSource(Spec):
@@ -409,11 +464,31 @@ class TrainStep(Spec):
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     patches_per_image: int = Field(default=1, ge=1, le=64, description="Random patches per image per epoch.")
+    foreground_oversample: float = Field(
+        default=0.33,
+        ge=0.0,
+        le=1.0,
+        description="At least this share of each batch's patches is centred on a foreground pixel, drawn from "
+        "foreground-bearing images (recent ones kept by the worker when the batch has none), as nnU-Net's "
+        "oversample_foreground_percent. 0 disables it.",
+    )
+    batch_dice: bool = Field(
+        default=False,
+        description="One soft Dice over the whole batch (nnU-Net's batch_dice) instead of one per patch. Per "
+        "patch, patches without foreground add a constant and dilute the Dice gradient of the others; on "
+        "rare-defect photos it nevertheless raised false positives (README), so it is off by default.",
+    )
+    dice_include_background: bool = Field(
+        default=True,
+        description="Average the background channel's Dice into the loss too (nnU-Net: do_bg=False). Off "
+        "strengthens the foreground gradient; on rare-defect photos it raised false positives.",
+    )
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     select: Literal["best", "last"] = Field(
         default="best",
-        description="Which epoch's model is kept: best by validation score, or the last one (then the "
-        "validation cases play no part in choosing the model and are a true held-out set).",
+        description="Which epoch's model is kept: best by validation score (U-Net: foreground-case Dice when "
+        "more than half the validation cases are empty, else Dice; Mask R-CNN: mask AP), or the last one "
+        "(then the validation cases play no part in choosing the model and are a true held-out set).",
     )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
     amp: bool = Field(default=True, description="bfloat16 autocast on GPU workers (no effect on CPU).")

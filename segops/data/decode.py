@@ -7,17 +7,21 @@ listings; tests call it directly. Nothing here raises for a bad input file.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from segops.config.schema import DicomSource, ImageSource
+from segops.config.schema import DicomSource, ImageSource, InstancePngLabels, MaskPngLabels
 from segops.data.dicom import read_dicom
+from segops.data.globs import path_selected
 from segops.data.images import read_image
-from segops.data.labels import LabelResolver, build_resolver
+from segops.data.label_census import label_counts
+from segops.data.labels import LabelResolver, _pattern_regex, build_resolver
 from segops.data.records import (
     STATUS_OK,
     STATUS_QUARANTINED,
@@ -66,7 +70,8 @@ def listing_entries(
         next_level: list[Path] = []
         for folder in level:
             children = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-            files = [p.relative_to(root).as_posix() for p in children if p.is_file() and _wanted(p, source)]
+            rels = [p.relative_to(root).as_posix() for p in children if p.is_file()]
+            files = [rel for rel in rels if _wanted(root, rel, source)]
             entries += [{"dir": "", "files": files[i : i + chunk]} for i in range(0, len(files), chunk)]
             next_level += [p for p in children if p.is_dir()]
         if not next_level:
@@ -86,13 +91,75 @@ def entry_files(source: DicomSource | ImageSource, entry: dict[str, Any]) -> Ite
             yield {"path": str(root / rel), "rel_path": str(rel)}
         return
     for path in sorted((root / entry["dir"]).rglob("*")):
-        rel = path.relative_to(root)
-        if not any(part.startswith(".") for part in rel.parts) and path.is_file() and _wanted(path, source):
-            yield {"path": str(path), "rel_path": rel.as_posix()}
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and _wanted(root, rel, source):
+            yield {"path": str(path), "rel_path": rel}
 
 
-def _wanted(path: Path, source: DicomSource | ImageSource) -> bool:
-    return path.suffix.lower() in {e.lower() for e in source.extensions}
+def _wanted(root: Path, rel: str, source: DicomSource | ImageSource) -> bool:
+    """Whether the file ``root / rel`` is an input of ``source``: see :func:`_selected`, and not
+    a mask stored beside its image."""
+    return _selected(rel, source) and not _beside_label(root, rel, source)
+
+
+def _selected(rel: str, source: DicomSource | ImageSource) -> bool:
+    """Not hidden, suffix in ``extensions``, matches ``include`` (if any) and no ``exclude``."""
+    if any(part.startswith(".") for part in rel.split("/")):
+        return False
+    if PurePosixPath(rel).suffix.lower() not in {e.lower() for e in source.extensions}:
+        return False
+    return path_selected(rel, source.include, source.exclude)
+
+
+def _beside_label(root: Path, rel: str, source: DicomSource | ImageSource) -> bool:
+    """Whether ``rel`` is the mask (or class mask) that the label pattern names for another input.
+
+    Only where mask files share the source tree (label folder = source folder, or inside it).
+    Decided from this file's name and a look for its image(s) on disk, so listing stays lazy:
+    ``x.png`` beside ``x.jpg`` with pattern ``{rel_stem}.png`` is a mask, ``README.png`` alone is not.
+    """
+    prefix = _label_prefix(root, source)
+    if prefix is None or not rel.startswith(prefix):
+        return False
+    label_rel = rel[len(prefix) :]
+    for pattern in _label_patterns(source.labels):
+        match = _label_regex(pattern).fullmatch(label_rel)
+        if match is None:
+            continue
+        fields = match.groupdict()
+        rel_stem = fields.get("rel_stem") or "/".join(v for v in (fields.get("rel_dir"), fields.get("stem")) if v)
+        for ext in {e.lower() for e in source.extensions} - {""}:
+            for image in {rel_stem + ext, rel_stem + ext.upper()}:
+                if image != rel and _selected(image, source) and (root / image).is_file():
+                    return True
+    return False
+
+
+def _label_prefix(root: Path, source: DicomSource | ImageSource) -> str | None:
+    """``""`` or ``"dir/"`` when mask labels live in (a folder of) the source tree, else None."""
+    labels = source.labels
+    if not isinstance(labels, MaskPngLabels | InstancePngLabels):
+        return None
+    return _folder_prefix(str(root), str(labels.path))
+
+
+@lru_cache(maxsize=64)
+def _folder_prefix(root: str, folder: str) -> str | None:
+    try:
+        inside = Path(folder).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return None
+    return "" if inside == "." else inside + "/"
+
+
+def _label_patterns(labels: MaskPngLabels | InstancePngLabels) -> list[str]:
+    classes = getattr(labels, "classes_pattern", None)
+    return [labels.pattern] + ([classes] if classes else [])
+
+
+@lru_cache(maxsize=64)
+def _label_regex(pattern: str) -> re.Pattern[str]:
+    return _pattern_regex(pattern)
 
 
 def decode_file(
@@ -132,6 +199,7 @@ def decode_file(
 def record_row(record: ImageRecord) -> dict[str, Any]:
     """An ``ok`` row with pixels, in the layout of :data:`segops.data.records.META_COLUMNS`."""
     c, h, w = record.image.shape
+    label_values, label_pixels = label_counts(record.label) if record.label is not None else ([], [])
     return {
         "case_id": record.case_id,
         "group_id": record.group_id,
@@ -151,6 +219,8 @@ def record_row(record: ImageRecord) -> dict[str, Any]:
         "instance_number": int(record.instance_number),
         "has_label": record.label is not None,
         "label_uri": record.label_uri,
+        "label_values": label_values,
+        "label_pixels": label_pixels,
         "status": STATUS_OK,
         "stage": "",
         "error_type": "",
@@ -182,6 +252,8 @@ def _problem_row(
         "instance_number": -1,
         "has_label": False,
         "label_uri": "",
+        "label_values": [],
+        "label_pixels": [],
         "status": status,
         "stage": stage,
         "error_type": type(exc).__name__,

@@ -41,12 +41,16 @@ def mask_png_path(root: str | Path, pattern: str, rel_path: str, frame: int = 0)
 
 
 def read_mask_png(
-    path: str | Path, shape: tuple[int, int], page: int = 0, values: dict[int, int] | None = None
+    path: str | Path,
+    shape: tuple[int, int],
+    page: int = 0,
+    values: dict[int, int] | None = None,
+    threshold: int | None = None,
 ) -> np.ndarray:
     """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
 
     A binary mask stored as {0, 255} becomes {0, 1}, unless ``values`` (stored value → class)
-    says otherwise.
+    says otherwise; with ``threshold``, stored value >= threshold is 1, else 0.
 
     Args:
         shape: (H, W) of the image the mask belongs to.
@@ -55,7 +59,7 @@ def read_mask_png(
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
-    return _checked(_read_page(path, page, "mask"), shape, str(path), values)
+    return _checked(_read_page(path, page, "mask"), shape, str(path), values, threshold)
 
 
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
@@ -97,10 +101,19 @@ def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
         raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
 
 
-def _checked(mask: np.ndarray, shape: tuple[int, int], where: str, mapping: dict[int, int] | None = None) -> np.ndarray:
-    """A stored mask → (H, W) uint8 class map: through ``mapping`` (stored value → class; every
-    stored value must be listed), else as class indices with {0, 255} read as {0, 1}."""
+def _checked(
+    mask: np.ndarray,
+    shape: tuple[int, int],
+    where: str,
+    mapping: dict[int, int] | None = None,
+    threshold: int | None = None,
+) -> np.ndarray:
+    """A stored mask → (H, W) uint8 class map: binarised at ``threshold`` (stored >= threshold → 1),
+    or through ``mapping`` (stored value → class; every stored value must be listed), else as
+    class indices with {0, 255} read as {0, 1}."""
     _check_size(mask, shape, f"mask {where}")
+    if threshold is not None:
+        return (mask >= threshold).astype(np.uint8)
     values = np.unique(mask)
     if mapping is not None:
         unlisted = sorted(set(values.tolist()) - set(mapping))
@@ -142,7 +155,8 @@ class LabelResolver:
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
                 return None
-            label = read_mask_png(path, shape, _page(self.spec.pattern, record), self.spec.values)
+            page = _page(self.spec.pattern, record)
+            label = read_mask_png(path, shape, page, self.spec.values, self.spec.threshold)
             return label, str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
@@ -164,8 +178,13 @@ class LabelResolver:
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
         if isinstance(self.spec, MaskPngLabels):
-            root = Path(self.spec.path)
-            return {str(p.resolve()) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+            # only files the pattern can name: masks may sit beside their images (x.jpg + x.png)
+            root, regex = Path(self.spec.path), _pattern_regex(self.spec.pattern)
+            return {
+                str(p.resolve())
+                for p in root.rglob("*")
+                if regex.fullmatch(p.relative_to(root).as_posix()) and p.is_file() and not p.name.startswith(".")
+            }
         if isinstance(self.spec, InstancePngLabels):
             return _instance_png_keys(self.spec)
         if isinstance(self.spec, DicomSegLabels):

@@ -37,6 +37,8 @@ META_COLUMNS = (
     "instance_number",
     "has_label",
     "label_uri",
+    "label_values",  # distinct values of the label as stored (after values/threshold), ascending
+    "label_pixels",  # pixels of each of them: the label census without re-reading labels
     "status",
     "stage",
     "error_type",

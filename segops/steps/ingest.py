@@ -1,7 +1,9 @@
 """``ingest``: decode a source into a Parquet dataset of records, plus quarantine and census.
 
-Also writes, for DICOM, a per-series geometry report (and volume records on request), and a
-table of labels that matched no image, so every file and every label is accounted for.
+Also writes, for DICOM, a per-series geometry report (and volume records on request), a table
+of labels that matched no image, so every file and every label is accounted for, and the label
+census (files and pixels per label value). Train and segment steps check label values against
+their model here (:func:`check_labels_fit`) before any worker starts.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
 from segops.cluster.datasets import read_source, write_dataset, write_volumes
 from segops.config.schema import DicomSource, IngestStep
+from segops.data.instances import is_instance_labels
+from segops.data.label_census import check_label_values, label_census, label_counts, unusual_labels_warning
 from segops.data.labels import build_resolver
-from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
+from segops.data.records import META_COLUMNS, STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
 from segops.data.series import assemble_series, series_table, volume_affine
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
@@ -38,6 +43,7 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
     }
     if step.source.labels is not None:
         tables["unmatched-labels"] = unmatched_labels(step, ok)
+        tables["labels"] = labels_table(step, ok)
     outputs: dict[str, Any] = {"dataset": str(dataset_dir)}
     if isinstance(step.source, DicomSource) and not ok.empty:
         series = assemble_series(ok)
@@ -85,13 +91,71 @@ def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[
 
 
 def dataset_meta(dataset_dir: str | Path) -> pd.DataFrame:
-    """All rows of a written dataset without pixel columns (cheap: a column projection)."""
-    columns = [
-        "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "spacing_y", "spacing_x", "height", "width",
-        "channels", "transfer_syntax", "photometric", "position", "orientation", "instance_number",
-        "has_label", "label_uri", "status", "stage", "error_type", "error",
-    ]  # fmt: skip
-    return pads.dataset(str(dataset_dir), format="parquet").to_table(columns=columns).to_pandas()
+    """All rows of a written dataset without pixel columns (cheap: a column projection).
+
+    A dataset written by an older segops lacks the newer columns (``label_values``, …): they
+    are left out, not an error.
+    """
+    dataset = pads.dataset(str(dataset_dir), format="parquet")
+    columns = [c for c in META_COLUMNS if c in dataset.schema.names]
+    return dataset.to_table(columns=columns).to_pandas()
+
+
+def labels_table(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
+    """The label census of an ingest; logs one warning when class-map labels look anti-aliased."""
+    labelled = ok[ok["has_label"]]
+    if not is_instance_labels(step.source.labels):
+        warning = unusual_labels_warning(labelled)
+        if warning:
+            log.warning("%s", warning)
+    return label_census(labelled, instance=is_instance_labels(step.source.labels))
+
+
+def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool) -> None:
+    """Fail, on the driver and in seconds, when a label value is not a class of the model.
+
+    Args:
+        labelled: labelled ``ok`` rows from :func:`dataset_meta` of one or more datasets, with a
+            ``dataset`` column (their folder). Rows of datasets written before the census
+            columns existed get them by scanning those datasets' label column in batches.
+        classes: the model's ``classes``.
+        instance: labels are instance label maps (``class * 1000 + k``).
+
+    Raises:
+        LabelValueError: see :func:`segops.data.label_census.check_label_values`.
+    """
+    rows = labelled.reset_index(drop=True)
+    if "label_values" not in rows:
+        rows["label_values"] = rows["label_pixels"] = None
+    filled: dict[int, tuple[list[int], list[int]]] = {}
+    for dataset, part in rows[rows["label_values"].isna()].groupby("dataset"):
+        counts = _scan_label_counts(Path(dataset), set(part["case_id"]))
+        filled |= {i: counts.get(cid, ([], [])) for i, cid in zip(part.index, part["case_id"])}
+    for k, column in enumerate(("label_values", "label_pixels")):
+        rows[column] = [filled[i][k] if i in filled else v for i, v in zip(rows.index, rows[column])]
+    uri = rows["label_uri"].astype(str)
+    rows["label_uri"] = uri.where(uri != "", rows["dataset"].astype(str) + ":" + rows["rel_path"].astype(str))  # volumes
+    check_label_values(rows, classes, instance)
+
+
+def check_dataset_labels(dataset_dir: str | Path, classes: int, instance: bool) -> None:
+    """:func:`check_labels_fit` for every labelled record of one dataset (nothing if it has no labels)."""
+    meta = dataset_meta(dataset_dir)
+    labelled = meta[(meta["status"] == STATUS_OK) & meta["has_label"]]
+    if not labelled.empty:
+        check_labels_fit(labelled.assign(dataset=str(dataset_dir)), classes, instance)
+
+
+def _scan_label_counts(dataset: Path, case_ids: set[str]) -> dict[str, tuple[list[int], list[int]]]:
+    """Census columns of ``case_ids`` from the label tensors of a dataset without them, 64 rows at a time."""
+    log.info("%s has no label census columns (written by an older segops): scanning its labels", dataset)
+    counts = {}
+    scan = pads.dataset(str(dataset), format="parquet").to_batches(columns=["case_id", "label"], batch_size=64)
+    for batch in scan:
+        for cid, label in zip(batch.column("case_id").to_pylist(), batch.column("label").to_numpy()):
+            if cid in case_ids:
+                counts[cid] = label_counts(np.asarray(label))
+    return counts
 
 
 def census_table(ok: pd.DataFrame) -> pd.DataFrame:

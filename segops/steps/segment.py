@@ -29,7 +29,7 @@ from segops.outputs.overlays import overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, split_column, write_table
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
-from segops.steps.ingest import QUARANTINE_COLUMNS
+from segops.steps.ingest import QUARANTINE_COLUMNS, check_dataset_labels
 from segops.tracking import download_checkpoint, is_model_uri
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     _check_model_fits_step(step, loaded)
     digest = checkpoint_digest(checkpoint)
     pool = size_actor_pool(step.actors, ctx.resources)
-    ds, total = _input_dataset(step, ctx, pool.read_cpus)
+    ds, total = _input_dataset(step, ctx, pool.read_cpus, loaded.model_spec)
     log.info("segmenting with %d-%d actor(s) x %s CPU%s", pool.min_actors, pool.max_actors,
              pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
     config = OutputConfig(str(node_root), tuple(step.outputs), step.layout, dict(step.segments),
@@ -89,7 +89,11 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         "segment_skipped_done": float(run_.skipped),
         "segment_images_per_s": run_.processed / run_.seconds if run_.seconds > 0 and run_.processed else float("nan"),
         "segment_actor_utilisation": run_.actor_seconds / (run_.seconds * pool.max_actors) if run_.seconds > 0 else float("nan"),
+        "segment_empty_prediction_fraction": empty_prediction_fraction(ok["fg_fraction"]),
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
+    if metrics["segment_empty_prediction_fraction"] == 1.0:
+        log.warning("the model predicted no foreground on any of the %d segmented images: it has most likely "
+                    "learnt to predict background only (see val_fg_dice in the training history)", len(ok))  # fmt: skip
     if instance:
         metrics |= {f"segment_{k}": v for k, v in mask_ap_metrics(ok, ctx.state.get("val_groups"), loaded.model_spec.classes).items()}
     outputs: dict[str, Any] = {"outputs": str(outputs_path), "report": str(report_path), "model_digest": digest}
@@ -110,6 +114,12 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
     ctx.state |= {"report": report_path, "metrics": metrics, "segments_done": index + 1, "outputs_root": str(node_root)}
     return outputs | {"root": str(root), "outputs_root": str(node_root)} | metrics
+
+
+def empty_prediction_fraction(fg_fractions: pd.Series) -> float:
+    """Share of segmented images with no predicted foreground pixel (NaN when none was segmented).
+    1.0 means the model predicts background everywhere: a collapsed training."""
+    return float((fg_fractions == 0).mean()) if len(fg_fractions) else float("nan")
 
 
 def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
@@ -172,8 +182,11 @@ def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None
                   "outputs_root": outputs.get("outputs_root", outputs.get("root", ""))}  # fmt: skip
 
 
-def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float):
-    """(dataset, expected row count or None) for the step's source; read tasks ask ``read_cpus``."""
+def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_spec: Any):
+    """(dataset, expected row count or None) for the step's source; read tasks ask ``read_cpus``.
+
+    A dataset's label values are checked against ``model_spec.classes`` first (labels of a
+    source decoded while segmenting are not: that would read every label twice)."""
     if step.records == "volumes" and step.source is None:
         if "volumes" not in ctx.state:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
@@ -184,6 +197,7 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float):
         return read_source(step.source, streaming=True, num_cpus=read_cpus), None  # bad files become rows
     else:
         path = ctx.state["dataset"]
+    check_dataset_labels(path, model_spec.classes, model_spec.task == "instance")  # before any actor starts
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
     return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK)
 
