@@ -148,6 +148,8 @@ def test_one_mlflow_run_with_params_metrics_and_artifacts(run) -> None:
     assert runs[0].info.status == "FINISHED"
     assert data.params["model.arch"] == "unet" and data.params["workflow.spec_hash"] == load_manifest(run.run_dir)["spec_hash"]
     assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "train_loss")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "val_fg_dice")] == [0, 1]
+    assert data.params["train.select_metric"] in ("val_dice", "val_fg_dice") and "best_val_fg_dice" in data.metrics
     report = pd.read_parquet(run.run_dir / "report.parquet")
     assert data.metrics["segment_dice_mean"] == pytest.approx(report["dice"].mean())
     assert data.metrics["segment_dice_median"] == pytest.approx(report["dice"].median())

@@ -35,7 +35,7 @@ from segops.data.augment import Augmenter
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
-from segops.engine.train import train_steps, training_batch, validation_dice
+from segops.engine.train import ForegroundReservoir, select_metric, train_steps, training_batch, validation_sums
 from segops.errors import StepError
 from segops.losses import build_loss
 from segops.models import build_model
@@ -54,7 +54,7 @@ class TrainOutcome:
     checkpoint_dir: Path
     history: list[dict[str, float]]
     best_epoch: int
-    best_score: float  # the best epoch's val_score: val_dice (semantic) or val_mask_ap (instance)
+    best_score: float  # the best epoch's val_score: val_dice or val_fg_dice (semantic, see select_metric) or val_mask_ap
     used_gpu: bool
 
 
@@ -96,7 +96,8 @@ def train_model(
     """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
 
     Checkpoints of every epoch go to ``storage_dir`` (the two best by validation score are
-    kept, Dice for semantic models, mask AP for instance models, and always the latest); the
+    kept: Dice for semantic models, over foreground cases when most validation cases are empty,
+    mask AP for instance models; and always the latest); the
     best (with ``step.select == "last"``: the latest) is copied to ``checkpoint_dir``. Each
     checkpoint also holds the optimizer and scheduler
     state and the history, so calling this again with the same ``storage_dir`` after an
@@ -198,7 +199,7 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int) -> An
 
 
 def _epoch_summary(row: dict[str, Any]) -> str:
-    keys = ("train_loss", "val_dice", "val_mask_ap", "val_mask_ap50")
+    keys = ("train_loss", "val_dice", "val_fg_dice", "val_mask_ap", "val_mask_ap50")
     return " ".join(f"{k} {row[k]:.4f}" for k in keys if isinstance(row.get(k), float))
 
 
@@ -245,6 +246,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         val_shard=ray.train.get_dataset_shard("val"),
         rng=rng,
         augmenter=Augmenter(step.augment, int(rng.integers(2**31)), step.model.spatial_dims),
+        reservoir=ForegroundReservoir(),
         device=device,
         rank=rank,
         world=ctx.get_world_size(),
@@ -278,25 +280,32 @@ class _Worker:
     val_shard: Any
     rng: np.random.Generator
     augmenter: Augmenter  # seeded from ``rng``: reproducible per (seed, rank, epochs done)
+    reservoir: ForegroundReservoir  # recent foreground-bearing training pairs, for foreground oversampling
     device: torch.device
     rank: int
     world: int
 
 
 def _semantic_epoch(w: _Worker) -> dict[str, float]:
-    """U-Net: DiceCE on random patches; whole-image (3D: whole-volume) validation Dice (the selection score)."""
+    """U-Net: Dice+CE on random patches (with foreground oversampling); whole-image (3D:
+    whole-volume) validation Dice over all cases and over foreground cases. The selection score
+    is the foreground Dice when most validation cases are empty (:func:`select_metric`)."""
     step = w.step
+    loss_fn = build_loss(step.loss, batch_dice=step.batch_dice, include_background=step.dice_include_background)
     batches = (
-        training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image, w.augmenter)
+        training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image, w.augmenter,
+                       step.foreground_oversample, w.reservoir)  # fmt: skip
         for pairs in _pairs(w.train_shard, step.batch_size)
     )
-    loss_sum, n_samples = train_steps(w.model, batches, build_loss(step.loss), w.optimizer, w.device, step.amp)
+    loss_sum, n_samples = train_steps(w.model, batches, loss_fn, w.optimizer, w.device, step.amp)
     val_pairs = ((image, label) for _, image, label in _own_cases(w.val_shard, w.rank, w.world))
-    dice_sum, n_val = validation_dice(w.evaluator, val_pairs, w.device, step.amp)
-    loss_sum, n_samples, dice_sum, n_val = _all_reduce([loss_sum, n_samples, dice_sum, n_val])
-    val_dice = dice_sum / n_val if n_val else float("nan")
-    return {"train_loss": loss_sum / max(n_samples, 1), "val_dice": val_dice, "val_score": val_dice,
-            "train_samples": n_samples, "val_cases": n_val}  # fmt: skip
+    v = validation_sums(w.evaluator, val_pairs, w.device, step.amp)
+    reduced = _all_reduce([loss_sum, n_samples, v.dice_sum, v.cases, v.fg_dice_sum, v.fg_cases])
+    loss_sum, n_samples, dice_sum, n_val, fg_sum, n_fg = reduced
+    metrics = {"train_loss": loss_sum / max(n_samples, 1), "val_dice": dice_sum / n_val if n_val else float("nan"),
+               "val_fg_dice": fg_sum / n_fg if n_fg else float("nan"), "train_samples": n_samples,
+               "val_cases": n_val, "val_fg_cases": n_fg}  # fmt: skip
+    return metrics | {"val_score": metrics[select_metric(int(n_val), int(n_fg))]}
 
 
 def _instance_epoch(w: _Worker) -> dict[str, float]:

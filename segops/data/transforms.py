@@ -57,11 +57,17 @@ def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int,
 
 
 def pad_to_multiple(image: np.ndarray, divisor: int) -> np.ndarray:
-    """Zero-pad (C, H, W) or (C, Z, H, W) at the end of each spatial axis to multiples of ``divisor``."""
+    """Pad (C, H, W) or (C, Z, H, W) at the end of each spatial axis to multiples of ``divisor``,
+    mirroring the image at its edge.
+
+    Mirrored, not zero: after a window or percentile normalisation 0 is the darkest value, and a
+    black band along the bottom and right edges looks like a dark defect to a network that
+    learnt dark pits and cracks (it then predicted foreground along those edges of every image).
+    """
     pads = [-n % divisor for n in image.shape[1:]]
     if not any(pads):
         return image
-    return np.pad(image, ((0, 0), *((0, p) for p in pads)))
+    return np.pad(image, ((0, 0), *((0, p) for p in pads)), mode="symmetric")
 
 
 def random_patch(

@@ -76,7 +76,8 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
     """Aggregate Dice/IoU of a report, overall and on the held-out (``val``) split.
 
     Keys: ``dice_mean``/``_median``/``_p5`` (all labelled), ``heldout_dice_mean`` … (val only),
-    ``heldout_fg_dice_mean`` (val cases whose ground truth is not empty), the same for IoU,
+    ``fg_dice_mean`` / ``heldout_fg_dice_mean`` (all / val cases whose ground truth is not empty:
+    on mostly empty data the plain mean is dominated by empty cases), the same for IoU,
     pixel error and (where scored) Rand error, and counts.
     """
     labelled = report
@@ -89,6 +90,7 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
         metrics |= summarize(part["dice"], f"{name}dice") | summarize(part["iou"], f"{name}iou")
         metrics |= summarize(part["pixel_error"], f"{name}pixel_error")
         metrics |= summarize(part["rand_error"], f"{name}rand_error")  # NaN unless boundary_class is set
+    metrics |= summarize(labelled[labelled["label_fg_fraction"] > 0]["dice"], "fg_dice")
     metrics |= summarize(heldout[heldout["label_fg_fraction"] > 0]["dice"], "heldout_fg_dice")
     if "matched_dice" in report.columns:
         for name, part in (("", labelled), ("heldout_", heldout)):

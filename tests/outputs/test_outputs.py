@@ -71,6 +71,7 @@ def test_report_keeps_labelled_cases_and_summarises_heldout(tmp_path: Path) -> N
     assert metrics["dice_mean"] == pytest.approx((0.5 + 1.0 + 0.8) / 3)
     assert metrics["heldout_dice_mean"] == pytest.approx(0.75)
     assert metrics["heldout_fg_dice_mean"] == pytest.approx(0.5)  # only case a has foreground
+    assert metrics["fg_dice_mean"] == pytest.approx((0.5 + 0.8) / 2)  # a and c: all labelled cases with foreground
     assert report["pixel_error"].isna().all() and "heldout_pixel_error_mean" not in metrics  # parts of an older run
     parquet, csv = write_table(report, tmp_path / "report")
     pd.testing.assert_frame_equal(pd.read_parquet(parquet), report)
