@@ -37,11 +37,13 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _load(path: Path):
-    from segops.config.load import load_workflow
+    """(validated spec, text) of a workflow file, read once; exit 2 listing every problem."""
+    from segops.config.load import read_workflow_text, validate_workflow_text
     from segops.errors import WorkflowSpecError
 
     try:
-        return load_workflow(path)
+        text = read_workflow_text(path)
+        return validate_workflow_text(text, source=str(path)), text
     except WorkflowSpecError as exc:
         console.print(f"[bold red]invalid workflow[/] {exc.source}: {len(exc.problems)} problem(s)")
         for problem in exc.problems:
@@ -52,7 +54,7 @@ def _load(path: Path):
 @app.command()
 def validate(workflow: Path = typer.Argument(..., help="Workflow YAML file.")) -> None:
     """Check a workflow file and list every problem by dotted path (exit 2 if any)."""
-    spec = _load(workflow)
+    spec, _ = _load(workflow)
     steps = ", ".join(s.step for s in spec.steps)
     out.print(f"[green]ok[/] {workflow}: workflow {spec.name!r} with steps: {steps}")
 
@@ -68,12 +70,12 @@ def run(
     Running the same workflow again resumes it: finished steps and written outputs are skipped.
     """
     _setup_logging(verbose)
-    spec = _load(workflow)  # exits 2 before Ray starts if the file is invalid
+    spec, text = _load(workflow)  # exits 2 before Ray starts if the file is invalid
     from segops.errors import SegopsError
     from segops.workflows import run_workflow
 
     try:
-        result = run_workflow(spec, workflow.read_text(encoding="utf-8"), new_run=new)
+        result = run_workflow(spec, text, new_run=new)
     except (SegopsError, FileNotFoundError) as exc:
         console.print(f"[bold red]run failed:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -82,7 +84,10 @@ def run(
 
 def _print_summary(result) -> None:
     if "census" in result.state:
-        out.print(census_rich_table(result.state["census"], "census of ingested records"))
+        from segops.data.census import census_summary
+
+        summary = census_summary(result.state["census"], weight="records")
+        out.print(census_rich_table(summary, "census of ingested records (every shape: census.parquet)"))
     title = f"run {result.run_id}" + (" (resumed)" if result.resumed else "")
     table = Table(title=title, show_header=False)
     table.add_column(no_wrap=True)
@@ -103,12 +108,17 @@ def _print_summary(result) -> None:
         table.add_row("report", str(state["report"]))
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})
-    for key in ("segment_heldout_dice_mean", "segment_heldout_fg_dice_mean", "segment_heldout_iou_mean",
-                "segment_heldout_mask_ap", "segment_heldout_mask_ap50", "segment_heldout_instance_f1",
-                "segment_dice_mean", "segment_outputs", "segment_failed", "segment_images_per_s"):  # fmt: skip
+    # foreground Dice first: on mostly empty data the plain mean is high even for a model that predicts nothing
+    for key in ("segment_heldout_fg_dice_mean", "segment_fg_dice_mean", "segment_heldout_dice_mean",
+                "segment_heldout_iou_mean", "segment_heldout_mask_ap", "segment_heldout_mask_ap50",
+                "segment_heldout_instance_f1", "segment_dice_mean", "segment_outputs", "segment_failed",
+                "segment_images_per_s"):  # fmt: skip
         if key in metrics:
             value = metrics[key]
             table.add_row(key.removeprefix("segment_"), f"{value:.0f}" if key in ("segment_outputs", "segment_failed") else f"{value:.4f}")
+    if metrics.get("segment_empty_prediction_fraction") == 1.0:
+        table.add_row("[red]warning[/]", "[red]the model predicted no foreground on any segmented image: it learnt "
+                      "background only (see val_fg_dice in the training history)[/]")  # fmt: skip
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
@@ -120,7 +130,8 @@ def census(
     kind: str = typer.Option("dicom", help="dicom or images"),
     num_cpus: int = typer.Option(None, help="CPUs for a local Ray (default: all)."),
 ) -> None:
-    """Count files per modality x transfer syntax x photometric x shape, reading headers only."""
+    """Count files per status x modality x transfer syntax x photometric x channels, with their shapes
+    summarised (range, median, most frequent), reading headers only."""
     _setup_logging(False)
     if kind not in ("dicom", "images"):
         console.print(f"[red]--kind must be dicom or images, got {kind!r}[/]")
@@ -135,16 +146,19 @@ def census(
     if rows.empty:
         out.print(f"no {kind} files under {folder}")
         return
-    keys = ["status", "modality", "transfer_syntax", "photometric", "channels", "height", "width"]
-    counts = rows.groupby(keys).agg(files=("rel_path", "size"), frames=("frames", "sum")).reset_index()
-    out.print(census_rich_table(counts.sort_values("files", ascending=False), f"census of {folder}"))
+    from segops.data.census import census_summary
+
+    out.print(census_rich_table(census_summary(rows), f"census of {folder}"))
 
 
 def census_rich_table(df, title: str) -> Table:
     """A pandas census as a rich table, transfer syntax UIDs shown with their names."""
     table = Table(title=title)
     for column in df.columns:
-        table.add_column(column, overflow="fold", justify="right" if df[column].dtype.kind in "iuf" else "left")
+        justify = "right" if df[column].dtype.kind in "iuf" else "left"
+        # room for a codec name on one line ("JPEG Baseline (Process 1)"); the shape text wraps instead
+        min_width = 25 if column == "transfer_syntax" else None
+        table.add_column(column, overflow="fold", justify=justify, min_width=min_width)
     for _, row in df.iterrows():
         table.add_row(*[_ts_label(v) if c == "transfer_syntax" else str(v) for c, v in row.items()])
     return table
@@ -154,6 +168,41 @@ def _ts_label(uid: str) -> str:
     from pydicom.uid import UID
 
     return UID(uid).name if uid and uid[0].isdigit() else str(uid)
+
+
+@app.command()
+def plan(
+    folder: Path = typer.Argument(..., help="Folder of images (or DICOM) and their masks."),
+    output: Path = typer.Option(Path("workflow.yaml"), "--output", "-o", help="Workflow file to write (fingerprint.json goes beside it)."),
+    labels: Path = typer.Option(None, "--labels", help="Mask folder or COCO JSON file (default: guessed)."),
+    pattern: str = typer.Option(None, "--pattern", help="Mask path per image, e.g. '{rel_stem}_mask.png' (default: guessed)."),
+    task: str = typer.Option(None, "--task", help="semantic or instance (default: guessed from the masks)."),
+    foreground_value: int = typer.Option(None, "--foreground-value", help="The stored mask value that is foreground (e.g. 0)."),
+    budget_minutes: float = typer.Option(10.0, "--budget-minutes", min=0.1, help="Training time to plan epochs for."),
+    name: str = typer.Option(None, "--name", help="Workflow name (default: the folder's name)."),
+    num_cpus: int = typer.Option(None, help="CPUs for a local Ray (default: all)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show INFO logs of every library."),
+) -> None:
+    """Plan a workflow from the data: detect pairing and mask kind, fingerprint the archive, apply nnU-Net-style rules."""
+    _setup_logging(verbose)
+    if task not in (None, "semantic", "instance"):
+        console.print(f"[red]--task must be semantic or instance, got {task!r}[/]")
+        raise typer.Exit(EXIT_SPEC_ERROR)
+    from segops.data.pairing import PlanOverrides
+    from segops.data.planning import PlanSettings
+    from segops.errors import SegopsError
+    from segops.steps.plan import plan_workflow
+
+    overrides = PlanOverrides(labels=labels, pattern=pattern, task=task, foreground_value=foreground_value)
+    try:
+        result = plan_workflow(folder, output, overrides, PlanSettings(budget_minutes=budget_minutes), name, num_cpus)
+    except SegopsError as exc:
+        console.print(f"[bold red]plan failed:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    fp = result.fingerprint
+    out.print(f"[green]planned[/] {result.workflow} ({result.detection.pairing} pairing, {result.detection.mask_kind} masks, "
+              f"{fp.n_labelled}/{fp.n_images} images labelled); fingerprint in {result.fingerprint_file}")  # fmt: skip
+    out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
 
 
 @synth_app.command("ct")
@@ -182,6 +231,22 @@ def synth_inspection(
 
     summary = make_inspection_archive(out_dir, count=count, seed=seed, rgb_fraction=rgb_fraction)
     out.print(f"wrote {summary.n_images} images to {summary.images} ({summary.n_foreground} with defects), masks in {summary.labels}")
+
+
+@synth_app.command("defects")
+def synth_defects(
+    out_dir: Path = typer.Argument(..., help="Folder for <kind>/part-NNNN.jpg + .png masks, README.png, dataset.jpg."),
+    count: int = typer.Option(60, min=1, help="Number of photos."),
+    size: int = typer.Option(96, min=32, help="Largest side in pixels (sides vary from 2/3 of it up)."),
+    seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
+    defect_free: float = typer.Option(0.7, min=0.0, max=1.0, help="Share of photos without a defect."),
+) -> None:
+    """Grayscale JPEG surface photos with rare defects (0.2-24 % of the area), anti-aliased mask PNG beside each."""
+    from segops.data.synth import make_defect_archive
+
+    summary = make_defect_archive(out_dir, count=count, seed=seed, size=size, defect_free=defect_free)
+    out.print(f"wrote {summary.n_images} photos to {summary.images} ({summary.n_foreground} with defects), "
+              "each mask beside its image (binarise at 128)")  # fmt: skip
 
 
 @synth_app.command("instances")

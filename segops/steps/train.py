@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 
 from segops.cluster.datasets import dataset_digest, read_dataset
-from segops.cluster.train import train_model
+from segops.cluster.fingerprint import write_model_fingerprint
+from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import SplitSpec, TrainStep
 from segops.engine.checkpoint import load_checkpoint
+from segops.engine.train import select_metric
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.storage import join
 from segops.steps.context import RunContext
-from segops.steps.ingest import dataset_meta
+from segops.steps.ingest import check_labels_fit, dataset_meta
 from segops.steps.model_refs import checkpoint_for, pin
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def split_groups(groups: list[str], split: SplitSpec) -> tuple[list[str], list[s
 def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
+    check_labels_fit(labelled, step.model.classes, step.model.task == "instance")  # in seconds, before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
     train_groups, val_groups = split_groups(labelled["group_id"].tolist(), step.split)
     n_train = int(labelled["group_id"].isin(train_groups).sum())
@@ -71,18 +74,22 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
                                              "train.parent_model": parent or "none",
                                              "train.datasets": ",".join(str(d) for d in datasets)})  # fmt: skip
     _log_datasets(tracker, datasets, labelled, set(train_groups))
-    score_name = "val_mask_ap" if step.model.task == "instance" else "val_dice"
+    metric, best = _selection(step, outcome)
     for row in outcome.history:
-        per_epoch = {k: v for k, v in row.items() if k not in ("epoch", "val_score", "train_samples", "val_cases")}
+        per_epoch = {k: v for k, v in row.items() if k not in ("epoch", "val_score", "train_samples", "val_cases", "val_fg_cases")}
         tracker.log_metrics(per_epoch, step=int(row["epoch"]))
-    tracker.log_metrics({f"best_{score_name}": outcome.best_score, "best_epoch": outcome.best_epoch})
-    log.info("kept epoch %d of %d (%s): %s %.4f", outcome.best_epoch + 1, step.epochs, step.select, score_name, outcome.best_score)
+    tracker.log_params({"train.select_metric": metric})
+    tracker.log_metrics(best | {"best_epoch": outcome.best_epoch})
+    log.info("kept epoch %d of %d (%s by %s): %s", outcome.best_epoch + 1, step.epochs, step.select, metric,
+             ", ".join(f"{k} {v:.4f}" for k, v in best.items()))  # fmt: skip
     tracker.log_artifact(split_file, "train")
+    tracker.log_artifact(write_model_fingerprint(datasets[0], outcome.checkpoint_dir, step.model.task, ctx.spec.seed), "train")
     ctx.state |= {"checkpoint": outcome.checkpoint_dir, "val_groups": set(val_groups)}
     outputs: dict[str, Any] = {
         "checkpoint": str(outcome.checkpoint_dir),
         "best_epoch": outcome.best_epoch,
-        f"best_{score_name}": outcome.best_score,
+        **best,
+        "select_metric": metric,
         "parent_model": parent,
     }
     if step.register_model:
@@ -93,6 +100,21 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
         ctx.state |= {"model_uri": registered.model_uri, "registered": (registered.name, registered.version)}
         outputs |= {"model_uri": registered.model_uri, "registered_name": registered.name, "registered_version": registered.version}
     return outputs
+
+
+def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, float]]:
+    """(the validation metric that ranked the epochs, the kept epoch's ``best_*`` scores).
+
+    U-Net: ``val_fg_dice`` when most validation cases are empty, else ``val_dice`` (decided in the
+    workers from the validation counts, :func:`segops.engine.train.select_metric`); both are
+    reported. Mask R-CNN: ``val_mask_ap``. With ``select: last`` no metric chose the epoch.
+    """
+    if step.model.task == "instance":
+        return ("none (select: last)" if step.select == "last" else "val_mask_ap"), {"best_val_mask_ap": outcome.best_score}
+    row = next(r for r in outcome.history if int(r["epoch"]) == outcome.best_epoch)
+    metric = select_metric(int(row["val_cases"]), int(row.get("val_fg_cases", 0)))
+    best = {"best_val_dice": row["val_dice"]} | ({"best_val_fg_dice": row["val_fg_dice"]} if "val_fg_dice" in row else {})
+    return ("none (select: last)" if step.select == "last" else metric), best
 
 
 def _ingested(step: TrainStep, ctx: RunContext) -> Path:

@@ -1,0 +1,79 @@
+"""The fingerprint pass over an archive or an ingested dataset, on Ray Data, in bounded memory.
+
+Ray tasks decode records and reduce each to :func:`segops.data.fingerprint.record_stats` (a
+few KB: shape, class pixel counts, up to ``k`` pixel samples); only those rows reach the
+driver, which folds them into a :class:`~segops.data.fingerprint.FingerprintAccumulator`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from segops.cluster.datasets import read_dataset, read_source
+from segops.config.schema import DicomSource, ImageSource
+from segops.data.fingerprint import (
+    SAMPLES_PER_CASE,
+    Fingerprint,
+    FingerprintAccumulator,
+    record_stats,
+)
+from segops.data.records import STATUS_OK
+from segops.outputs.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+_META = ("case_id", "group_id", "modality", "spacing_y", "spacing_x")
+
+
+def _stats_batch(batch: dict[str, np.ndarray], task: str, k: int, seed: int) -> dict[str, np.ndarray]:
+    """Ray Data UDF: decoded rows → one pickled stats row per ``ok`` record (one binary column,
+    so every block has the same schema whatever it holds)."""
+    out = []
+    status = batch.get("status")
+    for i in range(len(batch["case_id"])):
+        if status is not None and status[i] != STATUS_OK:
+            continue
+        label = batch["label"][i] if ("has_label" not in batch or batch["has_label"][i]) else None
+        row = record_stats(np.asarray(batch["image"][i]), None if label is None else np.asarray(label),
+                           str(batch["case_id"][i]), task, k, seed)  # fmt: skip
+        row["meta"] = {name: batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i] for name in _META}
+        out.append(pickle.dumps(row))
+    return {"stats": np.array(out, dtype=object)}
+
+
+def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int) -> Fingerprint:
+    acc = FingerprintAccumulator(task=task, seed=seed, samples_per_case=k)
+    stats = ds.map_batches(_stats_batch, fn_kwargs={"task": task, "k": k, "seed": seed}, batch_format="numpy", batch_size=64)
+    for batch in stats.iter_batches(batch_format="numpy", batch_size=256):
+        for blob in batch["stats"]:
+            row = pickle.loads(blob)
+            meta = row.pop("meta")
+            acc.add(row, str(meta["group_id"]), str(meta["modality"]), (meta["spacing_y"], meta["spacing_x"]))
+    fp = acc.result()
+    log.info("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)
+    return fp
+
+
+def fingerprint_source(
+    source: DicomSource | ImageSource, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
+) -> Fingerprint:
+    """Fingerprint of every decodable record of ``source`` (decoded in Ray tasks, streaming)."""
+    return _fold(read_source(source, streaming=True), task, k, seed)
+
+
+def fingerprint_dataset(path: str | Path, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0) -> Fingerprint:
+    """Fingerprint of the ``ok`` rows of an ingested Parquet dataset (the same stats as :func:`fingerprint_source`)."""
+    columns = [*_META, "has_label", "image", "label"]
+    return _fold(read_dataset(path, columns=columns), task, k, seed)
+
+
+def write_model_fingerprint(dataset: str | Path, model_dir: str | Path, task: str = "semantic", seed: int = 0) -> Path:
+    """Write the fingerprint of the dataset a model trained on into its checkpoint folder; returns the file."""
+    fp = fingerprint_dataset(dataset, task, seed=seed)
+    return atomic_write_text(Path(model_dir) / FINGERPRINT_FILE, fp.to_json())

@@ -1,0 +1,449 @@
+"""Which files are images, which are their masks, and what the masks hold: the guesses behind
+``segops plan``.
+
+Pure (no Ray): the driver walks the folder (names only, at most :data:`MAX_LISTED` files) and
+opens at most ``sample`` masks or DICOM headers. Every guess can be overridden
+(:class:`PlanOverrides`); :class:`Detection` carries the source spec as plain data plus the
+sentences that explain each guess (they become comments in the planned YAML).
+
+Pairing styles, tried in this order:
+
+1. ``--labels`` given: masks under that folder (or a COCO ``.json`` file).
+2. A COCO JSON (top-level ``images`` and ``annotations``) anywhere in the folder.
+3. DICOM SEG objects (Modality ``SEG``) among the DICOM files.
+4. A parallel tree: a folder with an image folder and a mask folder named like
+   :data:`MASK_DIRS` (``images/a/x.png`` ↔ ``masks/a/x.png``).
+5. The same folder: ``x.jpg`` + ``x.png``, or a suffix such as ``x_mask.png``.
+
+Mask contents (from the raw stored values of the sampled masks):
+
+- binary: at most two values; ``{0, 255}`` reads as 0/1 as stored, another pair gets ``values``.
+- anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
+  the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255).
+- instance ids: 16-bit storage or more than :data:`MAX_GUESSED_CLASSES` values in one mask,
+  and ≥ 80 % of (mask, value) pairs are one connected blob → ``instance-png``, task instance.
+- multi-class otherwise: values 0..K are class indices, other value sets get a ``values`` map.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from segops.errors import PlanError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
+MASK_DIRS = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground_truth", "annotations",
+             "annotation", "segmentations", "segmentation", "seg", "segs", "targets", "target", "instances")  # fmt: skip
+MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
+#: Unpaired image files with these words in their name are overview figures, not data.
+STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)
+MAX_LISTED = 50_000
+MAX_GUESSED_CLASSES = 10
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+@dataclass(frozen=True)
+class PlanOverrides:
+    """What the user said, winning over any guess (``segops plan`` options)."""
+
+    labels: Path | None = None
+    pattern: str | None = None
+    task: Literal["semantic", "instance"] | None = None
+    foreground_value: int | None = None
+
+
+@dataclass(frozen=True)
+class MaskCensus:
+    """Raw stored values of the sampled masks.
+
+    Attributes:
+        values: stored value → (masks holding it, pixels).
+        bits: 16 when any mask is stored with more than 8 bits.
+        max_values_per_mask: most distinct nonzero values in one mask.
+        edge_share: share of pixels valued neither 0 nor the maximum that lie on an edge
+            (a 3x3 neighbourhood with two values); 1.0 when there are none.
+        blob_share: share of (mask, nonzero value) pairs forming one connected component.
+    """
+
+    masks: int
+    values: dict[int, tuple[int, int]]
+    bits: int
+    max_values_per_mask: int
+    edge_share: float
+    blob_share: float
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The guessed source (as a plain dict, the YAML ``source`` block) and why."""
+
+    source: dict[str, Any]
+    task: Literal["semantic", "instance"]
+    classes: int
+    pairing: str  # "parallel-tree", "same-folder", "suffix", "dicom-seg", "coco", "labels-option"
+    mask_kind: str  # "binary", "anti-aliased", "multi-class", "instance-id", "coco", "dicom-seg"
+    n_images: int
+    n_paired: int
+    notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
+    census: MaskCensus | None = None
+
+
+def list_files(root: Path, limit: int = MAX_LISTED) -> list[str]:
+    """Relative posix paths of the files under ``root`` (hidden ones skipped), sorted, at most ``limit``."""
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        found += [(rel / f).as_posix() for f in sorted(files) if not f.startswith(".")]
+        if len(found) >= limit:
+            log.warning("listed the first %d files of %s for planning", limit, root)
+            break
+    return sorted(found[:limit])
+
+
+def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int = 300) -> Detection:
+    """Guess the source spec of the archive under ``root``.
+
+    Raises:
+        PlanError: no images, or no labels found (the message says which option to give).
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise PlanError(f"{root} is not a folder; give the folder that holds the images (and masks)")
+    files = list_files(root)
+    labels = overrides.labels.resolve() if overrides.labels else None
+    if labels is not None and labels.suffix.lower() == ".json":
+        return _coco(root, files, labels, overrides)
+    if labels is None:
+        coco = _find_coco(root, files)
+        if coco is not None:
+            return _coco(root, files, coco, overrides)
+    dicom = _dicom_files(root, files)
+    pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
+    is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
+    if is_dicom and labels is None:
+        segs = _seg_files(root, dicom, sample)
+        if segs:
+            return _dicom_seg(root, dicom, segs)
+    images = dicom if is_dicom else pictures
+    if not images:
+        raise PlanError(f"no image or DICOM files under {root}; expected {', '.join(IMAGE_EXTS)} or DICOM files")
+    return _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
+
+
+# --------------------------------------------------------------------------- mask pairing
+
+
+def _match(pattern: str, image: str) -> str:
+    rel = PurePosixPath(image)
+    rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
+    return pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=0).lstrip("/")
+
+
+def best_pattern(images: list[str], masks: set[str], same_folder: bool = False) -> tuple[str | None, int]:
+    """The mask pattern (``{rel_stem}<suffix><ext>``) that finds a mask for the most images, and how many.
+
+    With ``same_folder`` (masks and images in one tree) an image is never its own mask; on a
+    tie the earlier candidate (no suffix, ``.png``) wins.
+    """
+    best: tuple[str | None, int] = (None, 0)
+    for suffix in MASK_SUFFIXES:
+        for ext in MASK_EXTS:
+            pattern = f"{{rel_stem}}{suffix}{ext}"
+            hits = sum(1 for i in images if (m := _match(pattern, i)) in masks and not (same_folder and m == i))
+            if hits > best[1]:
+                best = (pattern, hits)
+    return best
+
+
+def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
+    """(image folder, mask folder) relative to ``root``: sibling folders, one named like a mask folder."""
+    tops: dict[str, Counter] = {}
+    for f in files:
+        parts = PurePosixPath(f).parts
+        for depth in range(min(3, len(parts) - 1)):
+            parent, child = "/".join(parts[:depth]), parts[depth]
+            tops.setdefault(parent, Counter())[child] += 1
+    for parent in sorted(tops, key=len):
+        children = tops[parent]
+        masks = [c for c in children if c.lower() in MASK_DIRS and (root / parent / c).is_dir()]
+        others = [c for c in children if c not in masks and (root / parent / c).is_dir()]
+        if masks and others:
+            image_dir = max(others, key=lambda c: (c.lower().startswith(("image", "img", "input")), children[c]))
+            return "/".join(p for p in (parent, image_dir) if p), "/".join(p for p in (parent, masks[0]) if p)
+    return None
+
+
+def _roots(root: Path, files: list[str], images: list[str], labels: Path | None, pattern: str | None) -> tuple[Path, Path, str]:
+    """(image folder, mask folder, pairing style)."""
+    if labels is not None:
+        return _image_root_for(root, images, labels, pattern), labels, "labels-option"
+    tree = _parallel_tree(root, files)
+    if tree is not None:
+        return root / tree[0], root / tree[1], "parallel-tree"
+    return root, root, "same-folder"
+
+
+def _paired(
+    root: Path, files: list[str], images: list[str], kind: str, labels: Path | None,
+    overrides: PlanOverrides, sample: int,
+) -> Detection:  # fmt: skip
+    """Images and mask files (parallel tree, same folder or ``--labels``) → Detection."""
+    image_root, label_root, pairing = _roots(root, files, images, labels, overrides.pattern)
+    prefix = image_root.relative_to(root).as_posix() if image_root != root else ""
+    label_prefix = label_root.relative_to(root).as_posix() if label_root.is_relative_to(root) and label_root != root else None
+
+    def wanted(f: str) -> bool:
+        return (not prefix or f.startswith(prefix + "/")) and not (label_prefix and f.startswith(label_prefix + "/"))
+
+    rel_images = [f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)]
+    mask_files = set(files) if label_root == root else set(list_files(label_root))
+    if overrides.pattern:
+        pattern, hits = overrides.pattern, sum(1 for i in rel_images if (label_root / _match(overrides.pattern, i)).is_file())
+    else:
+        pattern, hits = best_pattern(rel_images, mask_files, label_root == image_root)
+    if not pattern or not hits:
+        raise PlanError(
+            f"found {len(rel_images)} images under {image_root} but no mask for any of them (looked for "
+            f"{{rel_stem}}{{suffix}}.png/.tif/.bmp with suffixes {', '.join(repr(s) for s in MASK_SUFFIXES)} in "
+            f"{label_root}); give --labels FOLDER and --pattern, e.g. --pattern '{{rel_stem}}_mask.png'"
+        )
+    if pairing == "same-folder" and "{rel_stem}." not in pattern:
+        pairing = "suffix"
+    mask_of = {i: _match(pattern, i) for i in rel_images}
+    masks_set = {m for i, m in mask_of.items() if m != i and m in mask_files} if label_root == image_root else set()
+    data = [i for i in rel_images if i not in masks_set]
+    same = label_root == image_root
+    paired = [i for i in data if not (same and mask_of[i] == i) and (label_root / mask_of[i]).is_file()]
+    census = mask_census([label_root / mask_of[i] for i in _spread(paired, sample)])
+    labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides)
+    labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
+    source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
+    exclude = stray_files(data, set(paired))
+    if exclude:
+        source["exclude"] = exclude
+    notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
+    if exclude:
+        notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
+    return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
+
+
+def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:
+    """With ``--labels``: the folder (the root or one below it, 3 levels at most) whose images find
+    the most masks; ties go to an image-like name, then to the deeper folder."""
+    masks = set(list_files(labels))
+    subs = {"/".join(PurePosixPath(f).parts[:d]) for f in images for d in range(1, min(4, len(PurePosixPath(f).parts)))}
+    best, best_score = root, (-1, False, False, 0)
+    for sub in ["", *sorted(subs)]:
+        rel = [f[len(sub) + 1 :] if sub else f for f in images if not sub or f.startswith(sub + "/")]
+        hits = sum(_match(pattern, i) in masks for i in rel) if pattern else best_pattern(rel, masks)[1]
+        name = PurePosixPath(sub).name.lower()
+        score = (hits, name.startswith(("image", "img")), name not in (*MASK_DIRS, "classes"), sub.count("/") + bool(sub))
+        if score > best_score and (root / sub).resolve() != labels:
+            best, best_score = root / sub if sub else root, score
+    return best
+
+
+def _spread(items: list[str], n: int) -> list[str]:
+    """At most ``n`` items, evenly spread over the list (deterministic)."""
+    if len(items) <= n:
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
+
+
+def stray_files(images: list[str], paired: set[str]) -> list[str]:
+    """Unpaired image files that are not data: overview figures (README, dataset, example...) or
+    files in a folder where no image has a mask, when at least half of the images are paired."""
+    if len(paired) < len(images) / 2:
+        return []
+    paired_dirs = {str(PurePosixPath(p).parent) for p in paired}
+    return [i for i in images if i not in paired
+            and (STRAY_WORDS.search(PurePosixPath(i).stem) or str(PurePosixPath(i).parent) not in paired_dirs)]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- mask contents
+
+
+def _read_raw(path: Path) -> np.ndarray | None:
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError) as exc:
+        log.warning("cannot read mask %s: %s", path, exc)
+        return None
+
+
+def mask_census(paths: list[Path]) -> MaskCensus:
+    """Stored values of ``paths`` (as stored, no rescaling), and the shape cues of :func:`classify_masks`."""
+    values: dict[int, list[int]] = {}
+    bits, most, off_total, off_edge, blobs, pairs, n = 8, 0, 0, 0, 0, 0, 0
+    arrays = [(p, a) for p in paths if (a := _read_raw(p)) is not None and a.ndim == 2]
+    top = max((int(a.max(initial=0)) for _, a in arrays), default=0)
+    for i, (_, mask) in enumerate(arrays):
+        n += 1
+        bits = max(bits, 16 if mask.dtype.itemsize > 1 else 8)
+        uniq, counts = np.unique(mask, return_counts=True)
+        for v, c in zip(uniq.tolist(), counts.tolist()):
+            entry = values.setdefault(int(v), [0, 0])
+            entry[0], entry[1] = entry[0] + 1, entry[1] + int(c)
+        most = max(most, int((uniq != 0).sum()))
+        off = (mask != 0) & (mask != top)
+        if off.any():
+            edge = ndimage.maximum_filter(mask, 3) != ndimage.minimum_filter(mask, 3)
+            off_total, off_edge = off_total + int(off.sum()), off_edge + int((off & edge).sum())
+        if i < 20:  # connected components are the costly cue: 20 masks, 50 values each
+            for v in uniq[uniq != 0][:50]:
+                pairs += 1
+                blobs += ndimage.label(mask == v)[1] == 1
+    return MaskCensus(n, {v: (f, p) for v, (f, p) in sorted(values.items())}, bits, most,
+                      off_edge / off_total if off_total else 1.0, blobs / pairs if pairs else 0.0)  # fmt: skip
+
+
+def classify_masks(census: MaskCensus, overrides: PlanOverrides) -> tuple[dict[str, Any], str, int, str, str]:
+    """Labels spec fields (``kind``, ``values``/``threshold``), task, classes, mask kind and why."""
+    vals = sorted(census.values)
+    top = vals[-1] if vals else 0
+    if overrides.foreground_value is not None:
+        v = overrides.foreground_value
+        return ({"kind": "mask-png", "values": {x: int(x == v) for x in sorted(set(vals) | {v})}}, "semantic", 2,
+                "binary", f"--foreground-value {v}: stored {v} is the foreground")  # fmt: skip
+    main = sum(census.values.get(x, (0, 0))[1] for x in {0, top})
+    total = sum(p for _, p in census.values.values()) or 1
+    aliased = len(vals) > 2 and main / total >= 0.98 and census.edge_share >= 0.9
+    instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES
+    if overrides.task == "instance" or (overrides.task is None and not aliased and instance_cue and census.blob_share >= 0.8):
+        return ({"kind": "instance-png"}, "instance", 2, "instance-id",
+                f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit")  # fmt: skip
+    if len(vals) <= 2:
+        fields = {} if set(vals) <= {0, 1} or set(vals) <= {0, 255} else {"values": {0: 0, top: 1}}
+        return {"kind": "mask-png", **fields}, "semantic", 2, "binary", f"binary masks (values {vals})"
+    if aliased:
+        t = (top + 1) // 2
+        share = 100 * (1 - main / total)
+        return ({"kind": "mask-png", "threshold": t}, "semantic", 2, "anti-aliased",
+                f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}")  # fmt: skip
+    if len(vals) > 256:
+        raise PlanError(
+            f"masks hold {len(vals)} distinct values; expected at most 256 classes (instance ids? give --task instance)"
+        )
+    fields = {} if vals == list(range(len(vals))) else {"values": {v: i for i, v in enumerate(vals)}}
+    return {"kind": "mask-png", **fields}, "semantic", len(vals), "multi-class", f"{len(vals)} classes (values {vals[:12]})"
+
+
+# --------------------------------------------------------------------------- DICOM, COCO
+
+
+def _dicom_files(root: Path, files: list[str]) -> list[str]:
+    """Files with a ``.dcm`` suffix or none whose bytes 128..132 read ``DICM``."""
+    found = []
+    for f in files:
+        suffix = PurePosixPath(f).suffix.lower()
+        if suffix == ".dcm":
+            found.append(f)
+        elif suffix == "":
+            with open(root / f, "rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    found.append(f)
+    return found
+
+
+def _seg_files(root: Path, dicom: list[str], sample: int) -> list[str]:
+    """DICOM SEG objects among ``dicom``: headers of folders' first files, then of every file in a SEG folder."""
+    import pydicom
+
+    def is_seg(f: str) -> bool:
+        try:
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+        except Exception:  # noqa: BLE001 - unreadable headers are for ingest to quarantine
+            return False
+        return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or ds.get("Modality", "") == "SEG"
+
+    folders: dict[str, list[str]] = {}
+    for f in dicom:
+        folders.setdefault(str(PurePosixPath(f).parent), []).append(f)
+    seg_dirs = [d for d, fs in list(folders.items())[:sample] if is_seg(fs[0])]
+    return [f for d in seg_dirs for f in folders[d] if is_seg(f)]
+
+
+def _common_dir(paths: list[str]) -> str:
+    common = os.path.commonpath([str(PurePosixPath(p).parent) for p in paths]) if paths else ""
+    return "" if common == "." else common
+
+
+def _dicom_seg(root: Path, dicom: list[str], segs: list[str]) -> Detection:
+    seg_set = set(segs)
+    images = [f for f in dicom if f not in seg_set]
+    if not images:
+        raise PlanError(f"every DICOM file under {root} is a SEG object; give the folder that holds the images too")
+    image_dir, seg_dir = _common_dir(images), _common_dir(segs)
+    source: dict[str, Any] = {"kind": "dicom", "path": str(root / image_dir),
+                              "labels": {"kind": "dicom-seg", "path": str(root / seg_dir)}}  # fmt: skip
+    if seg_dir == image_dir:  # SEG objects among the images: exclude them by name
+        source["exclude"] = sorted(str(PurePosixPath(f).relative_to(image_dir)) if image_dir else f for f in segs)[:500]
+    elif seg_dir.startswith(f"{image_dir}/" if image_dir else ""):
+        rel = PurePosixPath(seg_dir).relative_to(image_dir) if image_dir else PurePosixPath(seg_dir)
+        source["exclude"] = [f"{rel.as_posix()}/**"]
+    note = f"{len(segs)} DICOM SEG object(s) in {seg_dir or '.'}, {len(images)} image files in {image_dir or '.'}"
+    return Detection(source, "semantic", 2, "dicom-seg", "dicom-seg", len(images), len(images), {"labels": note})
+
+
+def _find_coco(root: Path, files: list[str]) -> Path | None:
+    for f in files:
+        if f.lower().endswith(".json") and (root / f).stat().st_size < 500 * 2**20:
+            try:
+                doc = json.loads((root / f).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(doc, dict) and "images" in doc and "annotations" in doc:
+                return root / f
+    return None
+
+
+def _coco(root: Path, files: list[str], path: Path, overrides: PlanOverrides) -> Detection:
+    """A COCO file: the image folder is where its ``file_name``s resolve; instance task when an
+    image holds two or more objects of one category (touching objects must be kept apart)."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    names = [str(im["file_name"]) for im in doc["images"]]
+    image_dir = _coco_image_dir(root, files, names)
+    per_image = Counter((a["image_id"], a["category_id"]) for a in doc["annotations"])
+    crowded = max(per_image.values(), default=0) >= 2
+    task = overrides.task or ("instance" if crowded else "semantic")
+    labels: dict[str, Any] = {"kind": "coco", "path": str(path)}
+    if task == "instance":
+        labels["instances"] = True
+    classes = len(doc.get("categories", [])) + 1
+    note = (f"COCO file {path.name}: {len(names)} images, {len(doc['annotations'])} annotations, {classes - 1} "
+            f"categories; up to {max(per_image.values(), default=0)} objects of one category per image → {task}")  # fmt: skip
+    source = {"kind": "images", "path": str(image_dir), "labels": labels}
+    return Detection(source, task, classes, "coco", "coco", len(names), len(names), {"labels": note})
+
+
+def _coco_image_dir(root: Path, files: list[str], names: list[str]) -> Path:
+    """The folder where the COCO file names resolve (full relative name, else base name); among
+    several, one named like an image folder and not like a mask folder."""
+    found: set[str] = set()
+    for name in names[:20]:
+        found |= {f[: len(f) - len(name)].rstrip("/") for f in files if f == name or f.endswith("/" + name)}
+    if not found:
+        bases = {PurePosixPath(n).name for n in names[:20]}
+        found = {str(PurePosixPath(f).parent) for f in files if PurePosixPath(f).name in bases}
+    if not found:
+        raise PlanError(f"none of the COCO file's first image names ({names[:3]}) is a file under {root}")
+    best = max(sorted(found), key=lambda d: (PurePosixPath(d).name.lower().startswith(("image", "img")),
+                                             PurePosixPath(d).name.lower() not in (*MASK_DIRS, "classes")))  # fmt: skip
+    return root / best if best not in ("", ".") else root

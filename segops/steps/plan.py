@@ -1,0 +1,275 @@
+"""``segops plan DIR``: look at the files, fingerprint the archive, apply the plan rules, write a workflow.
+
+1. :func:`segops.data.pairing.detect` guesses the source (images or DICOM, how masks pair,
+   what they hold) from names and a sample of files.
+2. :func:`segops.cluster.fingerprint.fingerprint_source` fingerprints every record on Ray.
+3. :func:`segops.data.planning.plan_train` applies the rules; the epoch count comes from the
+   time budget and a timing probe of the planned model (a few training steps, in this process).
+4. The workflow YAML (ingest → train → segment) is written with a comment on each planned
+   value, and ``fingerprint.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from segops.config.schema import ClusterSpec, MaskRCNNSpec, SourceSpec, UNetSpec
+from segops.data.fingerprint import Fingerprint
+from segops.data.pairing import Detection, PlanOverrides, detect
+from segops.data.planning import Choice, PlanSettings, plan_train
+from segops.errors import PlanError
+from segops.outputs.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PROBE_STEPS = 5
+PROBE_WARMUP = 2
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What ``segops plan`` wrote and decided."""
+
+    workflow: Path
+    fingerprint_file: Path
+    fingerprint: Fingerprint
+    detection: Detection
+    choices: dict[str, Choice]
+
+
+def plan_workflow(
+    root: Path, output: Path, overrides: PlanOverrides | None = None, settings: PlanSettings | None = None,
+    name: str | None = None, num_cpus: int | None = None,
+) -> PlanResult:  # fmt: skip
+    """Detect, fingerprint (on a local Ray, or ``RAY_ADDRESS``), plan, and write ``output`` + ``fingerprint.json``.
+
+    Raises:
+        PlanError: the files do not say what to train on (the message names the option to give).
+    """
+    from segops.cluster.fingerprint import FINGERPRINT_FILE, fingerprint_source
+    from segops.cluster.runtime import ensure_ray
+
+    overrides, settings = overrides or PlanOverrides(), settings or PlanSettings()
+    detection = detect(Path(root), overrides)
+    try:
+        source = TypeAdapter(SourceSpec).validate_python(detection.source)
+    except ValidationError as exc:
+        raise PlanError(f"the planned source {detection.source} is not a valid source spec: {exc}") from exc
+    ensure_ray(ClusterSpec(num_cpus=num_cpus))
+    fp = fingerprint_source(source, detection.task)
+    if fp.n_labelled == 0:
+        raise PlanError(f"no image under {detection.source['path']} decoded with a label; check --labels and --pattern")
+    if _has_cuda():
+        settings = replace(settings, max_patch_side=512, base_channels=32, max_channels=512)
+    choices = plan_train(fp, detection.classes, settings, probe_seconds)
+    output = Path(output)
+    fp_file = atomic_write_text(output.parent / FINGERPRINT_FILE, fp.to_json())
+    text = workflow_yaml(name or _name(Path(root)), Path(root), detection, fp, choices)
+    atomic_write_text(output, text)
+    log.info("wrote %s and %s", output, fp_file)
+    return PlanResult(output, Path(fp_file), fp, detection, choices)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _name(root: Path) -> str:
+    """The folder's name, with its parent's for generic names (``isbi2012-membrane-train``)."""
+    root = root.resolve()
+    name = root.name
+    if name.lower() in ("train", "training", "test", "data", "images", "dataset", "all") and root.parent.name:
+        name = f"{root.parent.name}-{name}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._")[-64:].lstrip("-._") or "planned"
+
+
+# --------------------------------------------------------------------------- timing probe
+
+
+def probe_seconds(plan: dict[str, Any], steps: int = PROBE_STEPS) -> float:
+    """Seconds per training sample of the planned model: the median of ``steps`` optimiser steps on
+    random data after two warm-up steps, in this process, on one CPU thread as a Ray Train worker
+    runs (two threads on a loaded 2-CPU machine ran 30x slower than one), or on the GPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _probe(plan, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _probe(plan: dict[str, Any], steps: int) -> float:
+    import torch
+
+    from segops.losses import build_loss
+    from segops.models.registry import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gen = torch.Generator().manual_seed(0)
+    batch = int(plan["batch"])
+    if plan["arch"] == "unet":
+        spec = UNetSpec(arch="unet", in_channels=plan["in_channels"], classes=plan["classes"],
+                        channels=tuple(plan["channels"]), strides=tuple(plan["strides"]))  # fmt: skip
+        model, loss_fn = build_model(spec).to(device), build_loss("dice_ce")
+        x = torch.randn(batch, spec.in_channels, *plan["patch_size"], generator=gen).to(device)
+        y = torch.randint(0, spec.classes, (batch, 1, *plan["patch_size"]), generator=gen).to(device)
+
+        def loss() -> torch.Tensor:
+            return loss_fn(model(x), y)
+    else:
+        spec = MaskRCNNSpec(arch="maskrcnn", in_channels=plan["in_channels"], classes=plan["classes"],
+                            min_size=plan["min_size"], max_size=plan["max_size"], anchor_sizes=tuple(plan["anchor_sizes"]),
+                            box_batch_size_per_image=plan["box_batch_size_per_image"])  # fmt: skip
+        model = build_model(spec).to(device)
+        side = plan["min_size"]
+        images = [torch.rand(spec.in_channels, side, side, generator=gen).to(device) for _ in range(batch)]
+        mask = torch.zeros(1, side, side, dtype=torch.uint8)
+        mask[:, side // 4 : side // 2, side // 4 : side // 2] = 1
+        box = torch.tensor([[side / 4, side / 4, side / 2, side / 2]])
+        targets = [{"boxes": box.to(device), "labels": torch.ones(1, dtype=torch.int64).to(device),
+                    "masks": mask.to(device)} for _ in range(batch)]  # fmt: skip
+
+        def loss() -> torch.Tensor:
+            return sum(model(images, targets).values())
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(steps + PROBE_WARMUP):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= PROBE_WARMUP:
+            times.append(time.perf_counter() - start)
+    seconds = float(np.median(times)) / batch  # the median step: robust to a busy machine's hiccups
+    log.info("timing probe: %.4f s per training sample (%s, batch %d)", seconds, plan["arch"], batch)
+    return seconds
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def _flow(value: Any) -> str:
+    """A value as YAML flow text (ints stay ints as mapping keys)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, indent: int, key: str, value: Any = ..., why: str = "") -> None:
+        text = " " * indent + (f"{key}:" if value is ... else f"{key}: {_flow(value)}")
+        self.lines.append(f"{text:<44}  # {why}" if why else text)
+
+    def choice(self, indent: int, key: str, choice: Choice) -> None:
+        self.add(indent, key, choice.value, choice.why)
+
+
+def workflow_yaml(name: str, root: Path, detection: Detection, fp: Fingerprint, choices: dict[str, Choice]) -> str:
+    """The planned workflow, each planned value commented with the figure that chose it."""
+    y = _Lines()
+    y.lines += [
+        f"# Planned by `segops plan {root}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the files' fingerprint",
+        "# (fingerprint.json beside this file). A comment names the figure that chose each value.",
+    ]
+    y.add(0, "name", name)
+    y.add(0, "description", f"Planned from {fp.n_labelled} labelled of {fp.n_images} images ({detection.pairing}, "
+                            f"{detection.mask_kind} masks).")  # fmt: skip
+    y.add(0, "seed", 0)
+    y.add(0, "output_dir", "runs")
+    y.add(0, "tracking", {"uri": "sqlite:///mlruns.db", "experiment": name})
+    y.add(0, "steps")
+    _ingest(y, detection)
+    _train(y, detection, fp, choices)
+    _segment(y, detection, choices)
+    return "\n".join(y.lines) + "\n"
+
+
+def _ingest(y: _Lines, detection: Detection) -> None:
+    src = detection.source
+    y.lines.append("  - step: ingest")
+    y.add(4, "source")
+    y.add(6, "kind", src["kind"], f"{detection.n_images} images")
+    y.add(6, "path", src["path"])
+    if "exclude" in src:
+        y.add(6, "exclude", src["exclude"], detection.notes.get("exclude", ""))
+    y.add(6, "labels", why=detection.notes.get("labels", ""))
+    for key, value in src["labels"].items():
+        y.add(8, key, value)
+
+
+def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice]) -> None:
+    y.lines.append("  - step: train")
+    y.add(4, "model")
+    census = ", ".join(f"{v}: {f} images/{p} px" for v, (f, p) in list(fp.label_census.items())[:6])
+    if fp.task == "instance":
+        y.add(6, "arch", "maskrcnn", "instance task: " + detection.mask_kind)
+        y.add(6, "backbone", "resnet18_fpn")
+        y.choice(6, "in_channels", c["model.in_channels"])
+        y.add(6, "classes", detection.classes, f"background + {detection.classes - 1} class(es)")
+        for key in ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image"):
+            y.choice(6, key, c[f"model.{key}"])
+    else:
+        y.add(6, "arch", "unet")
+        y.choice(6, "in_channels", c["model.in_channels"])
+        y.add(6, "classes", detection.classes, f"label census {census}")
+        y.choice(6, "channels", c["model.channels"])
+        y.choice(6, "strides", c["model.strides"])
+        y.add(6, "num_res_units", 2)
+        y.add(4, "loss", "dice_ce", "Dice + cross-entropy (nnU-Net)")
+    y.add(4, "preprocess")
+    y.choice(6, "intensity", c["preprocess.intensity"])
+    if "preprocess.patch_size" in c:
+        y.choice(6, "patch_size", c["preprocess.patch_size"])
+        y.add(4, "augment")
+        y.add(6, "flip", 0.5)
+        y.choice(6, "rotate90", c["augment.rotate90"])
+        y.choice(4, "foreground_oversample", c["foreground_oversample"])
+        y.choice(4, "patches_per_image", c["patches_per_image"])
+    y.add(4, "split")
+    y.choice(6, "val_fraction", c["split.val_fraction"])
+    y.add(6, "seed", 0)
+    y.choice(4, "epochs", c["epochs"])
+    y.choice(4, "batch_size", c["batch_size"])
+    y.add(4, "select", "last", "the held-out groups never choose the model")
+    n_train = fp.n_labelled - round(c["split.val_fraction"].value * fp.n_labelled)
+    if n_train < 2:
+        y.add(4, "scaling", {"workers": 1}, f"{n_train} training image(s)")
+
+
+def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
+    y.lines.append("  - step: segment")
+    y.add(4, "outputs", ["png"])
+    if detection.classes > 2:
+        y.add(4, "segments", {k: f"class-{k}" for k in range(1, detection.classes)})
+    if "preprocess.patch_size" in c:
+        patch = c["preprocess.patch_size"].value
+        y.add(4, "sliding_window", {"max_pixels": patch[0] * patch[1], "overlap": 0.5, "mode": "gaussian"},
+              "images larger than a training patch: Gaussian-blended tiles of the patch size")  # fmt: skip
+    y.add(4, "overlays", 4)

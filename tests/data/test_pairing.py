@@ -1,0 +1,170 @@
+"""``segops plan`` guesses: mask pairing styles, mask kinds, overrides (files made here, no Ray)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from segops.data.pairing import PlanOverrides, classify_masks, detect, mask_census
+from segops.errors import PlanError
+from segops.outputs.dicom_seg import build_seg, write_seg
+
+
+def _image(path: Path, seed: int, h: int = 24, w: int = 32, ext_mode: str = "L") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), ext_mode).save(path)
+
+
+def _mask(path: Path, values: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(values).save(path)
+
+
+def _square(h: int = 24, w: int = 32, value: int = 255) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[4:12, 6:18] = value
+    return m
+
+
+def test_same_folder_same_stem_and_stray_overview_figures(tmp_path: Path) -> None:
+    for i in range(4):
+        _image(tmp_path / "good" / f"p{i}.jpg", i)
+        _mask(tmp_path / "good" / f"p{i}.png", _square())
+    _image(tmp_path / "README.png", 9)  # an overview figure with no mask
+    _image(tmp_path / "docs" / "layout.jpg", 10)  # in a folder where nothing is paired
+    d = detect(tmp_path)
+    assert d.pairing == "same-folder" and d.mask_kind == "binary" and d.task == "semantic" and d.classes == 2
+    assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path), "pattern": "{rel_stem}.png"}
+    assert d.source["exclude"] == ["README.png", "docs/layout.jpg"]
+    assert (d.n_images, d.n_paired) == (6, 4)  # the masks are not counted as images
+
+
+def test_mask_suffix_in_the_same_folder(tmp_path: Path) -> None:
+    for i in range(3):
+        _image(tmp_path / "a" / f"x{i}.png", i)
+        _mask(tmp_path / "a" / f"x{i}_mask.png", _square())
+    d = detect(tmp_path)
+    assert d.pairing == "suffix"
+    assert d.source["labels"]["pattern"] == "{rel_stem}_mask.png"
+    assert (d.n_images, d.n_paired) == (3, 3) and "exclude" not in d.source
+
+
+def test_parallel_tree(tmp_path: Path) -> None:
+    for i in range(3):
+        _image(tmp_path / "train" / "images" / "case" / f"{i}.tif", i)
+        _mask(tmp_path / "train" / "gt" / "case" / f"{i}_gt.png", _square(value=1))
+    d = detect(tmp_path)
+    assert d.pairing == "parallel-tree"
+    assert d.source["path"] == str(tmp_path / "train" / "images")
+    assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path / "train" / "gt"), "pattern": "{rel_stem}_gt.png"}
+
+
+def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
+    for name in ("series-000", "series-001"):
+        shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
+    series = sorted((tmp_path / "ct" / "series-001").glob("*.dcm"))
+    sources = [pydicom.dcmread(p) for p in series]
+    masks = np.zeros((len(series), *sources[0].pixel_array.shape), np.uint8)
+    masks[:, 10:20, 10:20] = 1
+    write_seg(tmp_path / "seg" / "s1.dcm", build_seg(sources, masks, {1: "lesion"}))
+    d = detect(tmp_path)
+    assert d.pairing == "dicom-seg" and d.source["kind"] == "dicom"
+    assert d.source["path"] == str(tmp_path / "ct")
+    assert d.source["labels"] == {"kind": "dicom-seg", "path": str(tmp_path / "seg")}
+    assert d.n_images == 2 * len(series)
+
+
+def _coco_archive(root: Path, per_image: int) -> None:
+    images, anns = [], []
+    for i in range(2):
+        _image(root / "imgs" / f"s{i}.png", i)
+        images.append({"id": i + 1, "file_name": f"s{i}.png", "height": 24, "width": 32})
+        for k in range(per_image):
+            x = 2 + 8 * k
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 7, "iscrowd": 0, "area": 16.0,
+                         "bbox": [x, 2, 4, 4], "segmentation": [[x, 2, x + 4, 2, x + 4, 6, x, 6]]})  # fmt: skip
+    doc = {"images": images, "annotations": anns, "categories": [{"id": 7, "name": "cell"}]}
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "train.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(("per_image", "task"), [(3, "instance"), (1, "semantic")])
+def test_coco_file(tmp_path: Path, per_image: int, task: str) -> None:
+    _coco_archive(tmp_path, per_image)
+    d = detect(tmp_path)
+    assert d.pairing == "coco" and d.task == task and d.classes == 2
+    assert d.source["path"] == str(tmp_path / "imgs")
+    expected = {"kind": "coco", "path": str(tmp_path / "annotations" / "train.json")}
+    assert d.source["labels"] == expected | ({"instances": True} if task == "instance" else {})
+
+
+def _census(tmp_path: Path, masks: list[np.ndarray]) -> tuple:
+    paths = []
+    for i, m in enumerate(masks):
+        paths.append(tmp_path / f"m{i}.png")
+        Image.fromarray(m).save(paths[-1])
+    census = mask_census(paths)
+    return census, classify_masks(census, PlanOverrides())
+
+
+def test_binary_masks_with_other_values_get_a_values_map(tmp_path: Path) -> None:
+    census, (fields, task, classes, kind, _) = _census(tmp_path, [_square(value=200), _square(value=0)])
+    assert census.values == {0: (2, 2 * 24 * 32 - 96), 200: (1, 96)}
+    assert (fields, task, classes, kind) == ({"kind": "mask-png", "values": {0: 0, 200: 1}}, "semantic", 2, "binary")
+
+
+def test_multi_class_masks(tmp_path: Path) -> None:
+    a, b = _square(value=1), _square(value=0)
+    a[16:20, 20:30] = 2
+    b[0:3, 0:3] = 3
+    _, (fields, task, classes, kind, _) = _census(tmp_path, [a, b])
+    assert (fields, task, classes, kind) == ({"kind": "mask-png"}, "semantic", 4, "multi-class")
+    _, (fields, *_rest) = _census(tmp_path, [a * 50, b * 50])  # stored 0, 50, 100, 150
+    assert fields == {"kind": "mask-png", "values": {0: 0, 50: 1, 100: 2, 150: 3}}
+
+
+def test_instance_id_masks_16_bit(tmp_path: Path) -> None:
+    ids = np.zeros((24, 32), np.uint16)
+    for k in range(1, 6):
+        ids[2:6, 5 * k : 5 * k + 3] = k  # five separate blobs, ids 1..5
+    census, (fields, task, classes, kind, _) = _census(tmp_path, [ids, ids[::-1]])
+    assert census.bits == 16 and census.blob_share == 1.0
+    assert (fields, task, classes, kind) == ({"kind": "instance-png"}, "instance", 2, "instance-id")
+
+
+def test_anti_aliased_masks_are_thresholded_at_the_midpoint(tmp_path: Path) -> None:
+    m = np.zeros((80, 80), np.uint8)
+    m[20:60, 20:60] = 255
+    m[19, 20:60] = 90  # a soft edge row above and below the square: 1.25 % of pixels
+    m[60, 20:60] = 170
+    census, (fields, _, _, kind, why) = _census(tmp_path, [m])
+    assert census.edge_share == 1.0
+    assert (fields, kind) == ({"kind": "mask-png", "threshold": 128}, "anti-aliased")
+    assert "binarised at 128" in why
+
+
+def test_overrides_win(tmp_path: Path) -> None:
+    for i in range(3):
+        _image(tmp_path / "em" / "raw" / f"{i}.png", i)
+        _mask(tmp_path / "em" / "annot" / f"slice{i}.png", _square())
+    with pytest.raises(PlanError, match="no mask for any of them.*give --labels FOLDER and --pattern"):
+        detect(tmp_path)
+    overrides = PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}.png", foreground_value=0)
+    d = detect(tmp_path, overrides)
+    assert d.pairing == "labels-option" and d.n_paired == 3
+    assert d.source["path"] == str(tmp_path / "em" / "raw")
+    assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path / "em" / "annot"),
+                                  "pattern": "slice{stem}.png", "values": {0: 1, 255: 0}}  # fmt: skip
+    d = detect(tmp_path, PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}.png", task="instance"))
+    assert d.task == "instance" and d.source["labels"]["kind"] == "instance-png"
+
+
+def test_no_images_is_a_plan_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("nothing")
+    with pytest.raises(PlanError, match="no image or DICOM files under"):
+        detect(tmp_path)

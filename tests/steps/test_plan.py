@@ -1,0 +1,74 @@
+"""``segops plan``: the CLI writes a workflow that loads unedited and its fingerprint; the planned
+workflow runs, and its train step stores the fingerprint with the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from segops.cli import app
+from segops.config.load import load_workflow
+from segops.data.fingerprint import Fingerprint
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
+
+runner = CliRunner()
+
+
+def test_plan_writes_a_loadable_workflow_and_the_fingerprint(tmp_path: Path) -> None:
+    from segops.data.synth import make_defect_archive
+
+    make_defect_archive(tmp_path / "parts", count=12, seed=2, size=64)
+    out = tmp_path / "plan" / "parts.yaml"
+    result = runner.invoke(app, ["plan", str(tmp_path / "parts"), "-o", str(out), "--budget-minutes", "3"])
+    assert result.exit_code == 0, result.output
+    spec = load_workflow(out)  # unedited
+    ingest, train, segment = spec.steps
+    assert ingest.source.exclude == ("README.png", "dataset.jpg")
+    assert ingest.source.labels.threshold == 128 and ingest.source.labels.pattern == "{rel_stem}.png"
+    fp = Fingerprint.from_json((tmp_path / "plan" / "fingerprint.json").read_text())
+    assert fp.n_images == 12 and train.model.classes == 2
+    assert train.preprocess.patch_size[0] % train.model.size_divisor == 0
+    assert train.foreground_oversample == 0.66  # most parts are defect-free
+    text = out.read_text()
+    assert f"# median image {fp.median_shape[0]}x{fp.median_shape[1]} px" in text
+    assert "anti-aliased" in text and segment.outputs == ("png",)
+
+
+def test_plan_failure_names_the_option_to_give(tmp_path: Path) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.jpg").write_bytes(b"")
+    result = runner.invoke(app, ["plan", str(tmp_path / "imgs"), "-o", str(tmp_path / "w.yaml")])
+    assert result.exit_code == 1 and "give --labels FOLDER and --pattern" in result.output
+
+
+def test_plan_maps_the_foreground_value_of_membrane_labels(tmp_path: Path, monkeypatch) -> None:
+    """ISBI-style labels (0 = membrane = foreground); the planned run itself is exercised by
+    tests/test_workflow_defects.py, which also checks the fingerprint stored with the model."""
+    from segops.data.synth import make_membrane_archive
+
+    make_membrane_archive(tmp_path / "em", count=6, size=64, seed=1)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "em.yaml"
+    args = ["plan", "em", "-o", str(out), "--foreground-value", "0", "--budget-minutes", "0.5", "--name", "em-plan"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    spec = load_workflow(out)
+    assert spec.steps[0].source.labels.values == {0: 1, 255: 0} and spec.steps[1].epochs == 1
+    stored = Fingerprint.from_json((tmp_path / "fingerprint.json").read_text())
+    assert stored.n_labelled == 6 and stored.label_census[1][0] == 6  # membranes in every slice
+
+
+def test_plan_for_instances_from_a_coco_file(tmp_path: Path) -> None:
+    from segops.data.synth import make_instance_archive
+
+    make_instance_archive(tmp_path / "cells", count=6, size=64, seed=3)
+    out = tmp_path / "cells.yaml"
+    result = runner.invoke(app, ["plan", str(tmp_path / "cells"), "-o", str(out), "--budget-minutes", "2"])
+    assert result.exit_code == 0, result.output
+    _, train, segment = load_workflow(out).steps
+    assert train.model.arch == "maskrcnn" and train.model.classes == 3 and train.model.min_size == 128
+    assert train.model.anchor_sizes[0] in (8, 16) and segment.segments == {1: "class-1", 2: "class-2"}
+    assert "# 5th-percentile object" in out.read_text()
