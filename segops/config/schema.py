@@ -152,7 +152,19 @@ def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
                 )
 
 
-class DicomSource(Spec):
+class _FileSelection(Spec):
+    """``include`` / ``exclude`` globs of a folder source (see :mod:`segops.data.globs`)."""
+
+    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
+    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
+
+    @model_validator(mode="after")
+    def _globs_relative(self) -> _FileSelection:
+        _check_globs(self.include, self.exclude)
+        return self
+
+
+class DicomSource(_FileSelection):
     """A folder of DICOM files (any depth). Files need not end in ``.dcm``.
 
     A file is read when its suffix is in ``extensions``, it matches an ``include`` pattern (when
@@ -163,16 +175,9 @@ class DicomSource(Spec):
     path: Path
     labels: LabelsSpec | None = None
     extensions: tuple[str, ...] = (".dcm", "")
-    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
-    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
-
-    @model_validator(mode="after")
-    def _globs_relative(self) -> DicomSource:
-        _check_globs(self.include, self.exclude)
-        return self
 
 
-class ImageSource(Spec):
+class ImageSource(_FileSelection):
     """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth.
 
     Files are selected as for :class:`DicomSource`. Mask images stored beside their images
@@ -185,13 +190,6 @@ class ImageSource(Spec):
     path: Path
     labels: LabelsSpec | None = None
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
-    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
-
-    @model_validator(mode="after")
-    def _globs_relative(self) -> ImageSource:
-        _check_globs(self.include, self.exclude)
-        return self
 
 
 class DatasetSource(Spec):

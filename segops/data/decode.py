@@ -21,7 +21,7 @@ from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
 from segops.data.label_census import label_counts
-from segops.data.labels import LabelResolver, _pattern_regex, build_resolver
+from segops.data.labels import LabelResolver, build_resolver, pattern_regex
 from segops.data.records import (
     STATUS_OK,
     STATUS_QUARANTINED,
@@ -159,7 +159,7 @@ def _label_patterns(labels: MaskPngLabels | InstancePngLabels) -> list[str]:
 
 @lru_cache(maxsize=64)
 def _label_regex(pattern: str) -> re.Pattern[str]:
-    return _pattern_regex(pattern)
+    return pattern_regex(pattern)
 
 
 def decode_file(

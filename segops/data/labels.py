@@ -179,7 +179,7 @@ class LabelResolver:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
         if isinstance(self.spec, MaskPngLabels):
             # only files the pattern can name: masks may sit beside their images (x.jpg + x.png)
-            root, regex = Path(self.spec.path), _pattern_regex(self.spec.pattern)
+            root, regex = Path(self.spec.path), pattern_regex(self.spec.pattern)
             return {
                 str(p.resolve())
                 for p in root.rglob("*")
@@ -263,7 +263,7 @@ def _instance_png_keys(spec: InstancePngLabels) -> set[str]:
     ``{rel_stem}_class.png``), so matching the pattern alone would count them as labels.
     """
     root = Path(spec.path)
-    regex = _pattern_regex(spec.pattern)
+    regex = pattern_regex(spec.pattern)
     files = {}
     for p in root.rglob("*"):
         match = regex.fullmatch(p.relative_to(root).as_posix())
@@ -281,7 +281,7 @@ def _instance_png_keys(spec: InstancePngLabels) -> set[str]:
 _FIELD_REGEX = {"rel_dir": ".+", "stem": "[^/]+", "rel_stem": ".+", "frame": "[0-9]+"}
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
+def pattern_regex(pattern: str) -> re.Pattern[str]:
     """Regex that matches the relative paths a label pattern (see ``MaskPngLabels``) produces.
 
     Fields become named groups; ``{rel_dir}/`` is optional, as an input at the top level has
