@@ -19,12 +19,12 @@ import ray
 from ray.data.expressions import col
 from ray.data.extensions import ArrowVariableShapedTensorArray
 
-from segops.config.schema import DicomSource, ImageSource
+from segops.config.schema import DicomSource, ImageSource, MaskPngLabels
 from segops.data.census import header_row
 from segops.data.decode import decode_file, entry_files, listing_entries
 from segops.data.instances import label_dtype
 from segops.data.label_census import label_counts
-from segops.data.labels import LabelResolver, build_resolver
+from segops.data.labels import LabelResolver, build_resolver, mask_file_counts
 from segops.data.records import META_COLUMNS, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -257,3 +257,22 @@ def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:
     """The full rows (pixels included) of a few cases of a written dataset."""
     ds = ray.data.read_parquet(str(path)).filter(expr=col("case_id").is_in(list(case_ids)))
     return [dict(row) for row in ds.take_all()]
+
+
+def _mask_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> Iterator[pd.DataFrame]:
+    for chunk in _entry_chunks(batch, source):
+        found = [mask_file_counts(source.labels, f["rel_path"]) for f in chunk]
+        rows = [{"label_uri": uri, "label_values": values, "label_pixels": pixels} for uri, values, pixels in filter(None, found)]
+        yield pd.DataFrame(rows, columns=["label_uri", "label_values", "label_pixels"])
+
+
+def mask_label_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
+    """``label_uri``, ``label_values``, ``label_pixels`` of the mask of every input of a source
+    with mask-png labels, read in Ray tasks without decoding an image (masks are small)."""
+    if not isinstance(source.labels, MaskPngLabels):
+        raise TypeError(f"mask_label_rows needs mask-png labels, got {type(source.labels).__name__}")
+    entries = listing_entries(source, chunk=FILES_PER_BLOCK)
+    ds = _entries_dataset(entries).map_batches(
+        _mask_entries, fn_kwargs={"source": source}, batch_size=None, batch_format="numpy"
+    )
+    return ds.to_pandas()

@@ -62,6 +62,24 @@ def read_mask_png(
     return _checked(_read_page(path, page, "mask"), shape, str(path), values, threshold)
 
 
+def mask_file_counts(spec: MaskPngLabels, rel_path: str) -> tuple[str, list[int], list[int]] | None:
+    """(label uri, class values, pixels of each) of the mask of input ``rel_path`` (first page),
+    as training would see it (through ``values`` / ``threshold``), read without its image; None
+    when the input has no mask or its mask cannot be read (decoding then files it as a label
+    problem of that case).
+    """
+    path = mask_png_path(spec.path, spec.pattern, rel_path)
+    if not path.is_file():
+        return None
+    try:
+        mask = _read_page(path, 0, "mask")
+        classes = _checked(mask, mask.shape, str(path), spec.values, spec.threshold)
+    except LabelError:
+        return None
+    values, pixels = np.unique(classes, return_counts=True)
+    return str(path.resolve()), values.tolist(), pixels.tolist()
+
+
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
     """Read an instance-id image (8/16-bit PNG/TIFF, single channel): (H, W) int64, 0 = background.
 

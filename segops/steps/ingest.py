@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
-from segops.cluster.datasets import read_source, write_dataset, write_volumes
-from segops.config.schema import DicomSource, IngestStep
+from segops.cluster.datasets import mask_label_rows, read_source, write_dataset, write_volumes
+from segops.config.schema import DicomSource, ImageSource, IngestStep, MaskPngLabels
 from segops.data.instances import is_instance_labels
 from segops.data.label_census import check_label_values, label_census, label_counts, unusual_labels_warning
 from segops.data.labels import build_resolver
@@ -144,6 +144,17 @@ def check_dataset_labels(dataset_dir: str | Path, classes: int, instance: bool) 
     labelled = meta[(meta["status"] == STATUS_OK) & meta["has_label"]]
     if not labelled.empty:
         check_labels_fit(labelled.assign(dataset=str(dataset_dir)), classes, instance)
+
+
+def check_source_labels(source: DicomSource | ImageSource, classes: int) -> None:
+    """:func:`check_labels_fit` for a folder source a segment step decodes as it goes: its
+    mask-png labels are read once in Ray tasks (masks only, no image decoded) before any actor
+    starts. Other label kinds are checked as they are decoded."""
+    if not isinstance(source.labels, MaskPngLabels):
+        return
+    rows = mask_label_rows(source)
+    if not rows.empty:
+        check_label_values(rows, classes, instance=False)
 
 
 def _scan_label_counts(dataset: Path, case_ids: set[str]) -> dict[str, tuple[list[int], list[int]]]:

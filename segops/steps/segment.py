@@ -29,7 +29,7 @@ from segops.outputs.overlays import overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, split_column, write_table
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
-from segops.steps.ingest import QUARANTINE_COLUMNS, check_dataset_labels
+from segops.steps.ingest import QUARANTINE_COLUMNS, check_dataset_labels, check_source_labels
 from segops.tracking import download_checkpoint, is_model_uri
 
 log = logging.getLogger(__name__)
@@ -185,8 +185,8 @@ def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None
 def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_spec: Any):
     """(dataset, expected row count or None) for the step's source; read tasks ask ``read_cpus``.
 
-    A dataset's label values are checked against ``model_spec.classes`` first (labels of a
-    source decoded while segmenting are not: that would read every label twice)."""
+    Label values are checked against ``model_spec.classes`` first: a dataset's from its label
+    census columns, a folder source's mask-png files by a read of the masks alone."""
     if step.records == "volumes" and step.source is None:
         if "volumes" not in ctx.state:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
@@ -194,6 +194,8 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
     elif isinstance(step.source, DatasetSource):
         path = step.source.path
     elif step.source is not None:
+        if model_spec.task == "semantic" and step.source.labels is not None:
+            check_source_labels(step.source, model_spec.classes)  # masks only, before any actor starts
         return read_source(step.source, streaming=True, num_cpus=read_cpus), None  # bad files become rows
     else:
         path = ctx.state["dataset"]

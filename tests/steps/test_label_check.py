@@ -166,3 +166,23 @@ def test_threshold_gives_a_binary_census_and_no_warning(photos: dict, caplog: py
     fg = sum(int((m >= 128).sum()) for m in photos["masks"].values())
     assert census.to_dict("list") == {"value": [0, 1], "records": [N, N], "files": [N, N], "pixels": [N * 64 * 64 - fg, fg]}
     assert "labels.threshold" not in caplog.text
+
+
+def test_segment_source_masks_are_checked_without_decoding_images(photos: dict) -> None:
+    """A segment step that decodes a folder as it goes reads its mask files alone first."""
+    from segops.cluster.datasets import mask_label_rows
+    from segops.config.schema import ImageSource
+    from segops.steps.ingest import check_source_labels
+
+    labels = {"kind": "mask-png", "path": photos["root"] / "labels"}
+    source = ImageSource(kind="images", path=photos["root"] / "images", labels=labels)
+    with pytest.raises(LabelValueError, match=r"labels\.threshold: 128") as err:
+        check_source_labels(source, classes=2)
+    assert f"{N} of {N} label file(s)" in str(err.value)
+    thresholded = ImageSource(kind="images", path=photos["root"] / "images", labels=labels | {"threshold": 128})
+    check_source_labels(thresholded, classes=2)  # {0, 1}: passes
+    rows = mask_label_rows(thresholded).set_index("label_uri")
+    assert set(rows.index) == set(photos["masks"])
+    for uri, mask in photos["masks"].items():
+        assert list(rows.loc[uri, "label_values"]) == [0, 1]
+        assert list(rows.loc[uri, "label_pixels"]) == [int((mask < 128).sum()), int((mask >= 128).sum())]
