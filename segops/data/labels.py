@@ -25,7 +25,7 @@ import pydicom
 from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
 from segops.config.schema import CocoLabels, DicomSegLabels, InstancePngLabels, LabelsSpec, MaskPngLabels
-from segops.data.instances import encode_instances, stack_instances
+from segops.data.instances import INSTANCE_STRIDE, encode_instances, stack_instances
 from segops.data.records import ImageRecord
 from segops.errors import LabelError
 
@@ -208,6 +208,40 @@ class LabelResolver:
         if isinstance(self.spec, DicomSegLabels):
             return set(self.seg_index.values())
         return {f"{self.spec.path}#image={e['id']}" for e in self.coco_images.values()}
+
+
+def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
+    """What the labels of a resolver will hold, known without reading a pixel: one row per label
+    (``label_uri``, ``label_values``, ``label_pixels``) in the layout of the records' census
+    columns, for COCO (each annotated image: the classes of its annotations' categories), DICOM
+    SEG (each object: its segment numbers, through ``segments``) and instance-png with
+    ``class_id`` alone. Values of instance labels are ``class * 1000 + 1`` (one per class). Pixel
+    counts are unknown: 1 each. Mask-png labels and class masks hold their values in their
+    pixels: empty here (see :func:`mask_file_counts`).
+    """
+    spec = resolver.spec
+    instance = isinstance(spec, InstancePngLabels) or (isinstance(spec, CocoLabels) and spec.instances)
+
+    def row(uri: str, classes: set[int]) -> dict[str, Any]:
+        values = sorted(c * INSTANCE_STRIDE + 1 if instance else c for c in classes if c > 0)
+        return {"label_uri": uri, "label_values": values, "label_pixels": [1] * len(values)}
+
+    if isinstance(spec, CocoLabels):
+        entries = {e["id"]: e for e in resolver.coco_images.values()}
+        return [row(f"{spec.path}#image={i}", {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
+                for i, e in entries.items()]  # fmt: skip
+    if isinstance(spec, DicomSegLabels):
+        return [row(path, {spec.segments.get(n, 0) if spec.segments else n for n in _segment_numbers(path)})
+                for path in sorted(set(resolver.seg_index.values()))]  # fmt: skip
+    if isinstance(spec, InstancePngLabels) and spec.classes_pattern is None:
+        return [row(uri, {spec.class_id}) for uri in sorted(_instance_png_keys(spec))]
+    return []
+
+
+def _segment_numbers(path: str) -> set[int]:
+    """The SegmentNumbers a DICOM SEG declares (header only)."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return {int(item.SegmentNumber) for item in getattr(ds, "SegmentSequence", [])}
 
 
 def build_resolver(spec: LabelsSpec) -> LabelResolver:

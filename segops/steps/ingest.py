@@ -20,7 +20,7 @@ from segops.cluster.datasets import mask_label_rows, read_source, write_dataset,
 from segops.config.schema import DicomSource, ImageSource, IngestStep, MaskPngLabels
 from segops.data.instances import is_instance_labels
 from segops.data.label_census import check_label_values, label_census, label_counts, unusual_labels_warning
-from segops.data.labels import build_resolver
+from segops.data.labels import build_resolver, declared_label_rows
 from segops.data.records import META_COLUMNS, STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
 from segops.data.series import assemble_series, series_table, volume_affine
 from segops.outputs.reports import write_table
@@ -146,15 +146,21 @@ def check_dataset_labels(dataset_dir: str | Path, classes: int, instance: bool) 
         check_labels_fit(labelled.assign(dataset=str(dataset_dir)), classes, instance)
 
 
-def check_source_labels(source: DicomSource | ImageSource, classes: int) -> None:
-    """:func:`check_labels_fit` for a folder source a segment step decodes as it goes: its
-    mask-png labels are read once in Ray tasks (masks only, no image decoded) before any actor
-    starts. Other label kinds are checked as they are decoded."""
-    if not isinstance(source.labels, MaskPngLabels):
+def check_source_labels(source: DicomSource | ImageSource, classes: int, instance: bool = False) -> None:
+    """:func:`check_labels_fit` for a folder source a segment step decodes as it goes, before any
+    actor starts: mask-png files are read once in Ray tasks (masks only, no image decoded); COCO,
+    DICOM SEG and instance-png (``class_id``) labels declare their classes without a pixel read
+    (:func:`segops.data.labels.declared_label_rows`). Instance-png class masks
+    (``classes_pattern``) are checked as they are decoded."""
+    if source.labels is None:
         return
-    rows = mask_label_rows(source)
+    if isinstance(source.labels, MaskPngLabels):
+        rows = mask_label_rows(source)
+    else:
+        rows = pd.DataFrame(declared_label_rows(build_resolver(source.labels)),
+                            columns=["label_uri", "label_values", "label_pixels"])  # fmt: skip
     if not rows.empty:
-        check_label_values(rows, classes, instance=False)
+        check_label_values(rows, classes, instance)
 
 
 def _scan_label_counts(dataset: Path, case_ids: set[str]) -> dict[str, tuple[list[int], list[int]]]:

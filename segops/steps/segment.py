@@ -186,7 +186,7 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
     """(dataset, expected row count or None) for the step's source; read tasks ask ``read_cpus``.
 
     Label values are checked against ``model_spec.classes`` first: a dataset's from its label
-    census columns, a folder source's mask-png files by a read of the masks alone."""
+    census columns, a folder source's from its masks alone or the classes its labels declare."""
     if step.records == "volumes" and step.source is None:
         if "volumes" not in ctx.state:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
@@ -194,8 +194,7 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
     elif isinstance(step.source, DatasetSource):
         path = step.source.path
     elif step.source is not None:
-        if model_spec.task == "semantic" and step.source.labels is not None:
-            check_source_labels(step.source, model_spec.classes)  # masks only, before any actor starts
+        check_source_labels(step.source, model_spec.classes, model_spec.task == "instance")  # before any actor starts
         return read_source(step.source, streaming=True, num_cpus=read_cpus), None  # bad files become rows
     else:
         path = ctx.state["dataset"]

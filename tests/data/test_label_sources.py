@@ -321,3 +321,32 @@ def test_mask_png_values_reject_unmapped_values(tmp_path: Path) -> None:
     Image.fromarray(stored).save(tmp_path / "m.png")
     with pytest.raises(LabelError, match=r"value\(s\) \[128\]"):
         read_mask_png(tmp_path / "m.png", (24, 32), values={0: 1, 255: 0})
+
+
+def test_declared_label_rows_give_the_classes_coco_and_instance_ids_will_hold(tmp_path: Path) -> None:
+    """What a segment step checks before its actors start, for labels that declare their classes."""
+    import pandas as pd
+
+    from segops.data.label_census import check_label_values
+    from segops.data.labels import build_resolver, declared_label_rows
+    from segops.errors import LabelValueError
+
+    polygon = [[1, 1, 6, 1, 6, 6, 1, 6]]
+    coco = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8},
+                       {"id": 2, "file_name": "b.png", "height": 8, "width": 8}],
+            "categories": [{"id": 7, "name": "cell"}, {"id": 9, "name": "rod"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 9, "segmentation": polygon},
+                            {"id": 2, "image_id": 2, "category_id": 7, "segmentation": polygon}]}  # fmt: skip
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    spec = CocoLabels(kind="coco", path=tmp_path / "coco.json", instances=True)
+    rows = pd.DataFrame(declared_label_rows(build_resolver(spec)))
+    assert dict(zip(rows["label_uri"], rows["label_values"])) == {
+        f"{tmp_path / 'coco.json'}#image=1": [2001], f"{tmp_path / 'coco.json'}#image=2": [1001]}
+    check_label_values(rows, classes=3, instance=True)  # cell = 1, rod = 2: fits 3 classes
+    with pytest.raises(LabelValueError, match=r"\[2\] are not classes"):
+        check_label_values(rows, classes=2, instance=True)
+
+    (tmp_path / "ids").mkdir()
+    Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8)).save(tmp_path / "ids" / "x.png")
+    ids = InstancePngLabels(kind="instance-png", path=tmp_path / "ids", class_id=4)
+    assert [r["label_values"] for r in declared_label_rows(build_resolver(ids))] == [[4001]]
