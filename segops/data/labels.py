@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageSequence, UnidentifiedImageError
 
 from segops.config.schema import CocoLabels, DicomSegLabels, InstancePngLabels, LabelsSpec, MaskPngLabels
 from segops.data.instances import INSTANCE_STRIDE, encode_instances, stack_instances
+from segops.data.label_census import label_counts
 from segops.data.records import ImageRecord
 from segops.errors import LabelError
 
@@ -76,8 +77,7 @@ def mask_file_counts(spec: MaskPngLabels, rel_path: str) -> tuple[str, list[int]
         classes = _checked(mask, mask.shape, str(path), spec.values, spec.threshold)
     except LabelError:
         return None
-    values, pixels = np.unique(classes, return_counts=True)
-    return str(path.resolve()), values.tolist(), pixels.tolist()
+    return str(path.resolve()), *label_counts(classes)
 
 
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
