@@ -19,12 +19,12 @@ import ray
 from ray.data.expressions import col
 from ray.data.extensions import ArrowVariableShapedTensorArray
 
-from segops.config.schema import DicomSource, ImageSource, MaskPngLabels
+from segops.config.schema import DicomSource, ImageSource
 from segops.data.census import header_row
 from segops.data.decode import decode_file, entry_files, listing_entries
 from segops.data.instances import label_dtype
 from segops.data.label_census import label_counts
-from segops.data.labels import LabelResolver, build_resolver, mask_file_counts
+from segops.data.labels import LabelResolver, build_resolver, has_label_masks, mask_file_counts
 from segops.data.records import META_COLUMNS, STATUS_OK
 
 log = logging.getLogger(__name__)
@@ -268,9 +268,10 @@ def _mask_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSourc
 
 def mask_label_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
     """``label_uri``, ``label_values``, ``label_pixels`` of the mask of every input of a source
-    with mask-png labels, read in Ray tasks without decoding an image (masks are small)."""
-    if not isinstance(source.labels, MaskPngLabels):
-        raise TypeError(f"mask_label_rows needs mask-png labels, got {type(source.labels).__name__}")
+    with mask-png labels (or instance-png labels' class masks, ``classes_pattern``), read in Ray
+    tasks without decoding an image (masks are small)."""
+    if not has_label_masks(source.labels):
+        raise TypeError(f"mask_label_rows needs mask-png labels or class masks, got {type(source.labels).__name__}")
     entries = listing_entries(source, chunk=FILES_PER_BLOCK)
     ds = _entries_dataset(entries).map_batches(
         _mask_entries, fn_kwargs={"source": source}, batch_size=None, batch_format="numpy"

@@ -63,21 +63,35 @@ def read_mask_png(
     return _checked(_read_page(path, page, "mask"), shape, str(path), values, threshold)
 
 
-def mask_file_counts(spec: MaskPngLabels, rel_path: str) -> tuple[str, list[int], list[int]] | None:
+def has_label_masks(spec: LabelsSpec | None) -> bool:
+    """Whether the classes of a label spec are in mask files' pixels (mask-png; instance-png class
+    masks), so checking them means reading those files; else they are declared (see
+    :func:`declared_label_rows`)."""
+    return isinstance(spec, MaskPngLabels) or (isinstance(spec, InstancePngLabels) and spec.classes_pattern is not None)
+
+
+def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> tuple[str, list[int], list[int]] | None:
     """(label uri, class values, pixels of each) of the mask of input ``rel_path`` (first page),
     as training would see it (through ``values`` / ``threshold``), read without its image; None
     when the input has no mask or its mask cannot be read (decoding then files it as a label
-    problem of that case).
+    problem of that case). For instance-png labels with ``classes_pattern``, the class mask's
+    nonzero classes, as instance values (``class * 1000 + 1``, the layout of
+    :func:`declared_label_rows`), under the class mask's path.
     """
-    path = mask_png_path(spec.path, spec.pattern, rel_path)
+    instance = isinstance(spec, InstancePngLabels)
+    path = mask_png_path(spec.path, spec.classes_pattern if instance else spec.pattern, rel_path)
     if not path.is_file():
         return None
     try:
         mask = _read_page(path, 0, "mask")
-        classes = _checked(mask, mask.shape, str(path), spec.values, spec.threshold)
+        classes = _checked(mask, mask.shape, str(path), None if instance else spec.values, None if instance else spec.threshold)
     except LabelError:
         return None
-    return str(path.resolve()), *label_counts(classes)
+    values, pixels = label_counts(classes)
+    if instance:
+        kept = [(v * INSTANCE_STRIDE + 1, n) for v, n in zip(values, pixels) if v > 0]
+        values, pixels = [v for v, _ in kept], [n for _, n in kept]
+    return str(path.resolve()), values, pixels
 
 
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:

@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow.dataset as pads
 
 from segops.cluster.datasets import mask_label_rows, read_source, write_dataset, write_volumes
-from segops.config.schema import DicomSource, ImageSource, IngestStep, MaskPngLabels
+from segops.config.schema import DicomSource, ImageSource, IngestStep
 from segops.data.instances import is_instance_labels
 from segops.data.label_census import check_label_values, label_census, label_counts, unusual_labels_warning
-from segops.data.labels import build_resolver, declared_label_rows
+from segops.data.labels import build_resolver, declared_label_rows, has_label_masks
 from segops.data.records import META_COLUMNS, STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
 from segops.data.series import assemble_series, series_table, volume_affine
 from segops.outputs.reports import write_table
@@ -150,11 +150,11 @@ def check_source_labels(source: DicomSource | ImageSource, classes: int, instanc
     """:func:`check_labels_fit` for a folder source a segment step decodes as it goes, before any
     actor starts: mask-png files are read once in Ray tasks (masks only, no image decoded); COCO,
     DICOM SEG and instance-png (``class_id``) labels declare their classes without a pixel read
-    (:func:`segops.data.labels.declared_label_rows`). Instance-png class masks
-    (``classes_pattern``) are checked as they are decoded."""
+    (:func:`segops.data.labels.declared_label_rows`); instance-png class masks
+    (``classes_pattern``) are read like mask-png files."""
     if source.labels is None:
         return
-    if isinstance(source.labels, MaskPngLabels):
+    if has_label_masks(source.labels):
         rows = mask_label_rows(source)
     else:
         rows = pd.DataFrame(declared_label_rows(build_resolver(source.labels)),

@@ -186,3 +186,32 @@ def test_segment_source_masks_are_checked_without_decoding_images(photos: dict) 
     for uri, mask in photos["masks"].items():
         assert list(rows.loc[uri, "label_values"]) == [0, 1]
         assert list(rows.loc[uri, "label_pixels"]) == [int((mask < 128).sum()), int((mask >= 128).sum())]
+
+
+def test_segment_source_class_masks_of_instance_pngs_are_checked(photos: dict, tmp_path: Path) -> None:
+    """Instance-png labels whose classes sit in class masks (``classes_pattern``) are checked from
+    those masks alone before any actor starts: a class the model lacks fails, naming the file."""
+    from segops.cluster.datasets import mask_label_rows
+    from segops.config.schema import ImageSource
+    from segops.steps.ingest import check_source_labels
+
+    (tmp_path / "instances").mkdir()
+    (tmp_path / "classes").mkdir()
+    ids = np.zeros((64, 64), np.uint16)
+    ids[5:15, 5:15], ids[30:40, 30:50] = 1, 2
+    for i in range(N):
+        classes = np.where(ids == 1, 1, np.where(ids == 2, 3 if i == 5 else 2, 0)).astype(np.uint8)
+        Image.fromarray(ids).save(tmp_path / "instances" / f"part{i}.png")
+        Image.fromarray(classes).save(tmp_path / "classes" / f"part{i}.png")
+    labels = {"kind": "instance-png", "path": tmp_path, "pattern": "instances/{rel_stem}.png",
+              "classes_pattern": "classes/{rel_stem}.png"}  # fmt: skip
+    source = ImageSource(kind="images", path=photos["root"] / "images", labels=labels)
+    rows = mask_label_rows(source).set_index("label_uri")
+    bad = str((tmp_path / "classes" / "part5.png").resolve())
+    assert list(rows.loc[bad, "label_values"]) == [1001, 3001]
+    assert list(rows.loc[bad, "label_pixels"]) == [100, 200]
+    assert list(rows.loc[str((tmp_path / "classes" / "part0.png").resolve()), "label_values"]) == [1001, 2001]
+    check_source_labels(source, classes=4, instance=True)  # classes 1..3 fit a 4-class model
+    with pytest.raises(LabelValueError, match="part5.png") as err:
+        check_source_labels(source, classes=3, instance=True)
+    assert f"1 of {N} label file(s)" in str(err.value)
