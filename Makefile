@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segops-installed
 
-.PHONY: demo demo-instances test install clean
+.PHONY: demo demo-instances test lint install clean
 
 install: $(STAMP)
 
@@ -27,9 +27,14 @@ demo-instances: $(STAMP)
 	$(VENV)/bin/segops run workflows/instances-quickstart.yaml
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-test: $(STAMP)
+# ruff first: a formatting or lint problem fails in seconds, before the suite's minutes.
+test: $(STAMP) lint
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff format --check --quiet . || (echo "ruff format: files above need formatting (run $(VENV)/bin/ruff format .)" >&2; exit 1)
+	@$(VENV)/bin/ruff check --quiet .
 
 clean:
 	rm -rf runs data mlruns.db mlartifacts .pytest_cache

@@ -131,7 +131,10 @@ def main() -> None:
     print(f"\ninference, {args.size}x{args.size}, batch {args.batch} (images/s)")
     print(f"  CPU fp32   {cpu_rate:9.1f}")
     print(f"  CUDA fp32  {fp32_rate:9.1f}   ÷ CPU = {fp32_rate / cpu_rate:6.1f}")
-    print(f"  CUDA bf16  {bf16_rate:9.1f}   ÷ CPU = {bf16_rate / cpu_rate:6.1f}   ÷ CUDA fp32 = {bf16_rate / fp32_rate:4.2f}")
+    print(
+        f"  CUDA bf16  {bf16_rate:9.1f}   ÷ CPU = {bf16_rate / cpu_rate:6.1f}   ÷ CUDA fp32 = "
+        f"{bf16_rate / fp32_rate:4.2f}"
+    )
     print(f"  pixel agreement: CUDA fp32 vs CPU {agree_cpu:.6f}, bf16 vs fp32 {agree_bf16:.6f}")
 
     print("\ntraining (patches/s, 96x96 patches, batch 32, DiceCE)")

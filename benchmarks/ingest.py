@@ -87,7 +87,10 @@ def main() -> None:
     with PeakRSS() as rss_small:
         cold = rate("segops 1x, cold (Ray workers start)", lambda: segops_ingest(small, OUT / "results" / "segops"))
     warm = rate("segops 1x, warm", lambda: segops_ingest(small, OUT / "results" / "segops-warm"))
-    print(f"throughput ratio segops / plain, 1x: cold {cold / plain_rate:.2f}, warm {warm / plain_rate:.2f}  (goal >= 1.8)")
+    print(
+        f"throughput ratio segops / plain, 1x: cold {cold / plain_rate:.2f}, warm {warm / plain_rate:.2f}  "
+        "(goal >= 1.8)"
+    )
     print(f"peak memory (PSS, driver + Ray workers), 1x archive: {gib(rss_small.peak)}")
 
     if args.scale:
@@ -96,9 +99,10 @@ def main() -> None:
         with PeakRSS() as rss_big:
             big_segops = rate(f"segops {args.scale}x", lambda: segops_ingest(big, OUT / "results" / "segops-big"))
         print(f"throughput ratio segops / plain, {args.scale}x: {big_segops / big_plain:.2f}  (goal >= 1.8)")
-        print(f"peak memory, {args.scale}x archive: {gib(rss_big.peak)}; growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)")
-
-
+        print(
+            f"peak memory, {args.scale}x archive: {gib(rss_big.peak)}; growth "
+            f"{rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)"
+        )
 
 
 if __name__ == "__main__":

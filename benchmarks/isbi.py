@@ -34,6 +34,10 @@ def _seconds(step: dict) -> float:
     return (datetime.fromisoformat(step["finished"]) - datetime.fromisoformat(step["started"])).total_seconds()
 
 
+def _whole_run_seconds(manifest: dict) -> float:
+    return (datetime.fromisoformat(manifest["finished"]) - datetime.fromisoformat(manifest["started"])).total_seconds()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workflow", default="workflows/isbi2012.yaml")
@@ -60,6 +64,7 @@ def main() -> None:
         ("Dice, membrane class", held["dice"].mean(), float("nan")),
         ("IoU, membrane class", held["iou"].mean(), float("nan")),
     ]
+
     def fmt(v: float) -> str:
         return "-" if pd.isna(v) else f"{v:.4f}" if v >= 0.001 else f"{v:.6f}"
 
@@ -75,8 +80,9 @@ def main() -> None:
         f"per slice pixel error: {', '.join(fmt(v) for v in held.sort_values('rel_path')['pixel_error'])}",
         (
             f"train step {_seconds(train):.0f} s ({train_spec.epochs} epochs x {train_spec.patches_per_image} "
-            f"{train_spec.preprocess.patch_size[0]} px patches per slice, {train_spec.scaling.workers} Ray Train workers), "
-            f"whole run {(datetime.fromisoformat(manifest['finished']) - datetime.fromisoformat(manifest['started'])).total_seconds():.0f} s"
+            f"{train_spec.preprocess.patch_size[0]} px patches per slice, {train_spec.scaling.workers} Ray "
+            "Train workers), "
+            f"whole run {_whole_run_seconds(manifest):.0f} s"
         ),
         "Not 1:1: the paper scores the withheld challenge test slices on the organisers' server (best",
         "threshold of a probability map, trained on all 30 slices); segops scores 5 training slices held",

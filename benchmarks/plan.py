@@ -57,8 +57,13 @@ def run(path: Path, new_run: bool = False) -> dict:
     train = next(s for s in manifest["steps"] if s["step"] == "train")
     segment = next(s for s in manifest["steps"] if s["step"] == "segment")
     train_spec = next(s for s in spec.steps if s.step == "train")
-    return {"run": result.run_id, "train_s": _seconds(train), "epochs": train_spec.epochs,
-            "patch": train_spec.preprocess.patch_size, "report": pd.read_parquet(segment["outputs"]["report"])}  # fmt: skip
+    return {
+        "run": result.run_id,
+        "train_s": _seconds(train),
+        "epochs": train_spec.epochs,
+        "patch": train_spec.preprocess.patch_size,
+        "report": pd.read_parquet(segment["outputs"]["report"]),
+    }
 
 
 def _scores(report: pd.DataFrame, cases: set[str] | None = None, fg_only: bool = False) -> tuple[float, float, int]:
@@ -80,11 +85,17 @@ def compare(title: str, a_name: str, a: dict, b_name: str, b: dict, fg_only: boo
     lines = [title, f"{'measure':<48} {a_name:>22} {b_name:>22}"]
     for scope, cases in (("", None), ("common ", common)):
         sa, sb = _scores(a["report"], cases, fg_only), _scores(b["report"], cases, fg_only)
-        lines += [f"{(scope + name):<48} {sa[i]:>22.4f} {sb[i]:>22.4f}" if i < 2 else
-                  f"{(scope + name):<48} {sa[i]:>22d} {sb[i]:>22d}" for name, i in rows]  # fmt: skip
+        lines += [
+            f"{(scope + name):<48} {sa[i]:>22.4f} {sb[i]:>22.4f}"
+            if i < 2
+            else f"{(scope + name):<48} {sa[i]:>22d} {sb[i]:>22d}"
+            for name, i in rows
+        ]
     for key, label in (("train_s", "train step, s"), ("epochs", "epochs"), ("patch", "patch size"), ("run", "run id")):
-        lines.append(f"{label:<48} {round(a[key]) if key == 'train_s' else a[key]!s:>22} "
-                     f"{round(b[key]) if key == 'train_s' else b[key]!s:>22}")  # fmt: skip
+        lines.append(
+            f"{label:<48} {round(a[key]) if key == 'train_s' else a[key]!s:>22} "
+            f"{round(b[key]) if key == 'train_s' else b[key]!s:>22}"
+        )
     return "\n".join(lines)
 
 
@@ -110,28 +121,57 @@ def hand_isbi(epochs: int | None) -> Path:
 
 def isbi(folder: Path, new_run: bool, epochs: int | None = None) -> str:
     hand = run(hand_isbi(epochs), new_run)
-    planned, plan_s = plan_and_run(folder, OUT / "isbi" / "workflow.yaml", hand["train_s"],
-                                   PlanOverrides(foreground_value=0), "isbi2012-planned")  # fmt: skip
-    return compare(f"ISBI 2012 membranes ({folder}); planning took {plan_s:.0f} s",
-                   "hand (isbi2012.yaml)", hand, "segops plan", planned)  # fmt: skip
+    planned, plan_s = plan_and_run(
+        folder, OUT / "isbi" / "workflow.yaml", hand["train_s"], PlanOverrides(foreground_value=0), "isbi2012-planned"
+    )
+    return compare(
+        f"ISBI 2012 membranes ({folder}); planning took {plan_s:.0f} s",
+        "hand (isbi2012.yaml)",
+        hand,
+        "segops plan",
+        planned,
+    )
 
 
 def fixed_recipe(archive: Path) -> Path:
     """A quickstart-like recipe for the defect archive (what a user would copy and adapt)."""
     doc = {
-        "name": "defects-fixed", "seed": 0, "output_dir": "runs",
+        "name": "defects-fixed",
+        "seed": 0,
+        "output_dir": "runs",
         "tracking": {"uri": "sqlite:///mlruns.db", "experiment": "plan-benchmark"},
         "steps": [
-            {"step": "ingest", "source": {"kind": "images", "path": str(archive), "exclude": ["README.png", "dataset.jpg"],
-                                          "labels": {"kind": "mask-png", "path": str(archive), "threshold": 128}}},
-            {"step": "train", "model": {"arch": "unet", "in_channels": 1, "classes": 2, "channels": [16, 32, 64, 128],
-                                        "strides": [2, 2, 2], "num_res_units": 2},
-             "loss": "dice_ce", "preprocess": {"intensity": {"kind": "percentile"}, "patch_size": [96, 96]},
-             "split": {"val_fraction": 0.34, "seed": 0}, "epochs": 24, "batch_size": 8, "learning_rate": 0.003,
-             "patches_per_image": 2, "scaling": {"workers": 2, "use_gpu": "auto"}},
+            {
+                "step": "ingest",
+                "source": {
+                    "kind": "images",
+                    "path": str(archive),
+                    "exclude": ["README.png", "dataset.jpg"],
+                    "labels": {"kind": "mask-png", "path": str(archive), "threshold": 128},
+                },
+            },
+            {
+                "step": "train",
+                "model": {
+                    "arch": "unet",
+                    "in_channels": 1,
+                    "classes": 2,
+                    "channels": [16, 32, 64, 128],
+                    "strides": [2, 2, 2],
+                    "num_res_units": 2,
+                },
+                "loss": "dice_ce",
+                "preprocess": {"intensity": {"kind": "percentile"}, "patch_size": [96, 96]},
+                "split": {"val_fraction": 0.34, "seed": 0},
+                "epochs": 24,
+                "batch_size": 8,
+                "learning_rate": 0.003,
+                "patches_per_image": 2,
+                "scaling": {"workers": 2, "use_gpu": "auto"},
+            },
             {"step": "segment", "outputs": ["png"], "overlays": 4},
         ],
-    }  # fmt: skip
+    }
     path = OUT / "defects" / "fixed.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -145,18 +185,30 @@ def defects(count: int) -> str:
     if not archive.is_dir():
         make_defect_archive(archive, count=count, seed=0)
     fixed = run(fixed_recipe(archive.resolve()), new_run=True)
-    planned, plan_s = plan_and_run(archive, OUT / "defects" / "workflow.yaml", fixed["train_s"], PlanOverrides(),
-                                   "defects-planned")  # fmt: skip
-    return compare(f"rare defects ({count} parts, 70 % defect-free); planning took {plan_s:.0f} s",
-                   "fixed quickstart recipe", fixed, "segops plan", planned, fg_only=True)  # fmt: skip
+    planned, plan_s = plan_and_run(
+        archive, OUT / "defects" / "workflow.yaml", fixed["train_s"], PlanOverrides(), "defects-planned"
+    )
+    return compare(
+        f"rare defects ({count} parts, 70 % defect-free); planning took {plan_s:.0f} s",
+        "fixed quickstart recipe",
+        fixed,
+        "segops plan",
+        planned,
+        fg_only=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", default="../shared/datasets/isbi2012-membrane/train", type=Path)
     parser.add_argument("--new-run", action="store_true", help="Retrain the hand-written ISBI workflow.")
-    parser.add_argument("--isbi-epochs", type=int, default=None,
-                        help="Train the hand-written ISBI workflow for this many epochs instead of its 50 (the plan gets the same time).")
+    parser.add_argument(
+        "--isbi-epochs",
+        type=int,
+        default=None,
+        help="Train the hand-written ISBI workflow for this many epochs instead of its 50 "
+        "(the plan gets the same time).",
+    )
     parser.add_argument("--defects", type=int, default=200, help="Parts in the generated defect archive.")
     parser.add_argument("--skip-isbi", action="store_true")
     parser.add_argument("--skip-defect", action="store_true")

@@ -46,21 +46,48 @@ def workflow(archive: Path, name: str, epochs: int) -> Path:
     """The quickstart workflow (same model and preprocessing) with sizes that fit both clusters."""
     root = OUT / "results" / name
     spec = {
-        "name": f"scaling-{name}", "seed": 0, "output_dir": str(root / "runs"), "cluster": {"num_cpus": 2},
+        "name": f"scaling-{name}",
+        "seed": 0,
+        "output_dir": str(root / "runs"),
+        "cluster": {"num_cpus": 2},
         "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "scaling"},
         "steps": [
-            {"step": "ingest", "source": {"kind": "dicom", "path": str(archive / "images"),
-                                          "labels": {"kind": "mask-png", "path": str(archive / "labels")}}},
-            {"step": "train", "model": {"arch": "unet", "in_channels": 1, "classes": 2, "channels": [16, 32, 64, 128],
-                                        "strides": [2, 2, 2], "num_res_units": 2},
-             "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [96, 96]},
-             "split": {"val_fraction": 0.34, "seed": 0}, "epochs": epochs, "batch_size": 8, "learning_rate": 0.003,
-             "patches_per_image": 2, "register_model": False,
-             "scaling": {"workers": 2, "use_gpu": False, "cpus_per_worker": 0.75}},
-            {"step": "segment", "outputs": ["png"], "batch_size": 16, "overlays": 0,
-             "actors": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 0.5}},
+            {
+                "step": "ingest",
+                "source": {
+                    "kind": "dicom",
+                    "path": str(archive / "images"),
+                    "labels": {"kind": "mask-png", "path": str(archive / "labels")},
+                },
+            },
+            {
+                "step": "train",
+                "model": {
+                    "arch": "unet",
+                    "in_channels": 1,
+                    "classes": 2,
+                    "channels": [16, 32, 64, 128],
+                    "strides": [2, 2, 2],
+                    "num_res_units": 2,
+                },
+                "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [96, 96]},
+                "split": {"val_fraction": 0.34, "seed": 0},
+                "epochs": epochs,
+                "batch_size": 8,
+                "learning_rate": 0.003,
+                "patches_per_image": 2,
+                "register_model": False,
+                "scaling": {"workers": 2, "use_gpu": False, "cpus_per_worker": 0.75},
+            },
+            {
+                "step": "segment",
+                "outputs": ["png"],
+                "batch_size": 16,
+                "overlays": 0,
+                "actors": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 0.5},
+            },
         ],
-    }  # fmt: skip
+    }
     root.mkdir(parents=True, exist_ok=True)
     path = root / "workflow.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -70,8 +97,13 @@ def workflow(archive: Path, name: str, epochs: int) -> Path:
 def run(wf: Path, env: dict[str, str], timeout_s: float) -> dict[str, float]:
     """``segops run`` in a child process → seconds per step and in total (Ray start-up included)."""
     with stopwatch() as elapsed:
-        done = subprocess.run([sys.executable, "-m", "segops.cli", "run", str(wf)], env=env, capture_output=True,
-                              text=True, timeout=timeout_s)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "segops.cli", "run", str(wf)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
     if done.returncode != 0:
         raise SystemExit(f"segops run {wf} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     (run_dir,) = (wf.parent / "runs").iterdir()
@@ -89,7 +121,9 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=3)
     parser.add_argument("--slices", type=int, default=6)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=1, help="alternate the two clusters this many times; best of each")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="alternate the two clusters this many times; best of each"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="per run, seconds (a stuck run is reported)")
     args = parser.parse_args()
     archive = make_inputs(args.series, args.slices)
@@ -103,7 +137,10 @@ def main() -> None:
         with stopwatch() as start_s, LocalCluster(cpus=(1, 1)) as cluster:
             started = start_s()
             twos.append(run(workflow(archive, "2node", args.epochs), cluster.driver_env(env), args.timeout))
-        print(f"repeat {i + 1}: 1 node {_line(ones[-1])}; 2 nodes {_line(twos[-1])}; 2-node cluster start-up {started:.1f} s")
+        print(
+            f"repeat {i + 1}: 1 node {_line(ones[-1])}; 2 nodes {_line(twos[-1])}; 2-node cluster start-up "
+            f"{started:.1f} s"
+        )
     one, two = ({k: min(r[k] for r in runs) for k in runs[0]} for runs in (ones, twos))
     print(f"{'best of ' + str(args.repeats):24s}{'1 node, 2 CPUs':>16s}{'2 nodes, 1+1':>16s}{'ratio':>8s}")
     for key in (*STEPS, "total"):

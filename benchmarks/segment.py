@@ -33,10 +33,18 @@ from _measure import PeakRSS, gib, rate  # noqa: E402
 from segops.cluster.datasets import read_source  # noqa: E402
 from segops.cluster.infer import segment_dataset, size_actor_pool  # noqa: E402
 from segops.cluster.runtime import ensure_ray  # noqa: E402
-from segops.config.schema import ActorPoolSpec, ClusterSpec, DicomSource, PreprocessSpec, SlidingWindowSpec, UNetSpec, WindowIntensity  # noqa: E402
+from segops.config.schema import (
+    ActorPoolSpec,
+    ClusterSpec,
+    DicomSource,
+    PreprocessSpec,
+    SlidingWindowSpec,
+    UNetSpec,
+    WindowIntensity,
+)  # noqa: E402
 from segops.data.decode import decode_file, list_source_files  # noqa: E402
-from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
 from segops.data.synth import make_ct_archive  # noqa: E402
+from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
 from segops.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from segops.engine.predict import predict_masks  # noqa: E402
 from segops.models import build_model  # noqa: E402
@@ -56,7 +64,9 @@ def make_inputs(slices: int, seed: int) -> DicomSource:
 
 
 def make_checkpoint() -> Path:
-    spec = UNetSpec(arch="unet", in_channels=1, classes=2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    spec = UNetSpec(
+        arch="unet", in_channels=1, classes=2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2
+    )
     pre = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=-160, upper=240), patch_size=(96, 96))
     torch.manual_seed(0)
     return save_checkpoint(OUT / "model", build_model(spec), spec, pre)
@@ -79,7 +89,14 @@ def plain_loop(source: DicomSource, checkpoint: Path, out: Path) -> int:
     n = 0
     with torch.inference_mode():
         for batch in _batches(source):
-            x = np.stack([pad_to_multiple(prepare_image(r["image"], loaded.preprocess.intensity, 1), loaded.model_spec.size_divisor) for r in batch])
+            x = np.stack(
+                [
+                    pad_to_multiple(
+                        prepare_image(r["image"], loaded.preprocess.intensity, 1), loaded.model_spec.size_divisor
+                    )
+                    for r in batch
+                ]
+            )
             labels = loaded.model(torch.from_numpy(x)).argmax(dim=1).to(torch.uint8).numpy()
             for row, label in zip(batch, labels):
                 path = out / mask_relpath(row["rel_path"], row["frame"])
@@ -116,10 +133,16 @@ def segops_segment(source: DicomSource, checkpoint: Path, out: Path, resources: 
     pool = size_actor_pool(ActorPoolSpec(), resources)
     config = OutputConfig(str(out), ("png",), "mirror", {1: "lesion"}, 2, "bench")
     options = {"amp": True, "sliding": SlidingWindowSpec().model_dump(mode="json")}
-    run = segment_dataset(read_source(source, streaming=True, num_cpus=pool.read_cpus), checkpoint, config, out / "parts", pool, BATCH, options)
+    run = segment_dataset(
+        read_source(source, streaming=True, num_cpus=pool.read_cpus),
+        checkpoint,
+        config,
+        out / "parts",
+        pool,
+        BATCH,
+        options,
+    )
     return run.processed
-
-
 
 
 def main() -> None:
@@ -127,32 +150,57 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=600)
     parser.add_argument("--scale", type=int, default=10, help="the large archive is this many times bigger (0: skip)")
     parser.add_argument("--num-cpus", type=int, default=None)
-    parser.add_argument("--data-memory-gb", type=float, default=None, help="cap Ray Data's object-store budget (cluster.data_memory_gb)")
+    parser.add_argument(
+        "--data-memory-gb", type=float, default=None, help="cap Ray Data's object-store budget (cluster.data_memory_gb)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     shutil.rmtree(OUT / "results", ignore_errors=True)
     checkpoint = make_checkpoint()
     small = make_inputs(args.slices, seed=0)
     resources = ensure_ray(ClusterSpec(num_cpus=args.num_cpus, data_memory_gb=args.data_memory_gb))
-    print(f"{resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs; torch threads in the plain loop: {torch.get_num_threads()}")
+    print(
+        f"{resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs; torch threads in the plain "
+        f"loop: {torch.get_num_threads()}"
+    )
 
     plain = rate("plain loop, 1x", lambda: plain_loop(small, checkpoint, OUT / "results" / "plain"))
     engine = rate("engine loop, 1x", lambda: engine_loop(small, checkpoint, OUT / "results" / "engine"))
     with PeakRSS() as rss_small:
-        cold = rate("segops 1x (actor start-up included)", lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources))
-    print(f"throughput ratio segops / plain loop, 1x: {cold / plain:.2f}  (goal >= 1.3); segops / engine loop: {cold / engine:.2f}")
+        cold = rate(
+            "segops 1x (actor start-up included)",
+            lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources),
+        )
+    print(
+        f"throughput ratio segops / plain loop, 1x: {cold / plain:.2f}  (goal >= 1.3); segops / engine loop: "
+        f"{cold / engine:.2f}"
+    )
     check_same_masks(OUT / "results" / "plain", OUT / "results" / "engine", OUT / "results" / "s1" / "masks")
-    print(f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)} in up to {rss_small.peak_processes} processes")
+    print(
+        f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)} in up to "
+        f"{rss_small.peak_processes} processes"
+    )
     if args.scale:
         big = make_inputs(args.slices * args.scale, seed=1)
-        big_plain = rate(f"plain loop, {args.scale}x", lambda: plain_loop(big, checkpoint, OUT / "results" / "plain-big"))
-        big_engine = rate(f"engine loop, {args.scale}x", lambda: engine_loop(big, checkpoint, OUT / "results" / "engine-big"))
+        big_plain = rate(
+            f"plain loop, {args.scale}x", lambda: plain_loop(big, checkpoint, OUT / "results" / "plain-big")
+        )
+        big_engine = rate(
+            f"engine loop, {args.scale}x", lambda: engine_loop(big, checkpoint, OUT / "results" / "engine-big")
+        )
         with PeakRSS() as rss_big:
-            big_rate = rate(f"segops {args.scale}x", lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources))
-        print(f"throughput ratio segops / plain loop, {args.scale}x: {big_rate / big_plain:.2f}  (goal >= 1.3); "
-              f"segops / engine loop: {big_rate / big_engine:.2f}")
-        print(f"peak memory, {args.scale}x: {gib(rss_big.peak)} in up to {rss_big.peak_processes} processes; "
-              f"growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)")
+            big_rate = rate(
+                f"segops {args.scale}x", lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources)
+            )
+        print(
+            f"throughput ratio segops / plain loop, {args.scale}x: {big_rate / big_plain:.2f}  (goal >= 1.3); "
+            f"segops / engine loop: {big_rate / big_engine:.2f}"
+        )
+        print(
+            f"peak memory, {args.scale}x: {gib(rss_big.peak)} in up to {rss_big.peak_processes} processes; "
+            f"growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -38,17 +38,32 @@ COLOUR_A = "#1f9bff"  # blue and orange: told apart with the common colour-visio
 COLOUR_B = "#ff7f0e"
 #: Run metrics the terminal shows (the HTML page shows every metric).
 HEADLINE = (
-    "best_val_dice", "best_val_mask_ap", "segment_heldout_dice_mean", "segment_heldout_fg_dice_mean",
-    "segment_heldout_iou_mean", "segment_heldout_mask_ap50", "segment_dice_mean", "segment_outputs", "segment_failed",
-    "evaluate_cases", "evaluate_champion_dice_mean", "evaluate_challenger_dice_mean", "evaluate_dice_gain",
-    "evaluate_dice_gain_ci_low", "evaluate_dice_gain_ci_high", "promote_passed",
-)  # fmt: skip
+    "best_val_dice",
+    "best_val_mask_ap",
+    "segment_heldout_dice_mean",
+    "segment_heldout_fg_dice_mean",
+    "segment_heldout_iou_mean",
+    "segment_heldout_mask_ap50",
+    "segment_dice_mean",
+    "segment_outputs",
+    "segment_failed",
+    "evaluate_cases",
+    "evaluate_champion_dice_mean",
+    "evaluate_challenger_dice_mean",
+    "evaluate_dice_gain",
+    "evaluate_dice_gain_ci_low",
+    "evaluate_dice_gain_ci_high",
+    "promote_passed",
+)
 #: The few run metrics a model-version listing shows, with short headers.
 _VERSION_METRICS = {
-    "best_val_dice": "val Dice", "best_val_mask_ap": "val mask AP", "segment_heldout_dice_mean": "held-out Dice",
-    "segment_heldout_mask_ap50": "held-out AP50", "evaluate_challenger_dice_mean": "eval Dice",
+    "best_val_dice": "val Dice",
+    "best_val_mask_ap": "val mask AP",
+    "segment_heldout_dice_mean": "held-out Dice",
+    "segment_heldout_mask_ap50": "held-out AP50",
+    "evaluate_challenger_dice_mean": "eval Dice",
     "evaluate_dice_gain": "gain vs champion",
-}  # fmt: skip
+}
 _NONE = ("", "none", "None", "null", "()", "[]")  # how "not set" was written into params and tags
 _IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 _UNCHANGED = 1e-6  # |Δ Dice| below this counts as unchanged
@@ -181,9 +196,17 @@ def versions_section(versions: list[VersionInfo]) -> Section:
             promotion += f": {v.tags['segops.rejected_reasons']}"
         run = f"{v.run_id[:8]} {v.run_name}".strip() or "-"
         rows.append(
-            (v.name, v.version, ", ".join(v.aliases) or "-", when(v.created_ms)[:16], promotion or "-", run,
-             _parent(None, v), *(fmt(v.metrics.get(k)) for k in metric_keys))
-        )  # fmt: skip
+            (
+                v.name,
+                v.version,
+                ", ".join(v.aliases) or "-",
+                when(v.created_ms)[:16],
+                promotion or "-",
+                run,
+                _parent(None, v),
+                *(fmt(v.metrics.get(k)) for k in metric_keys),
+            )
+        )
     note = "created: UTC; metrics of the run that logged the version: " + ", ".join(
         f"{_VERSION_METRICS[k]} = {k}" for k in metric_keys
     )
@@ -248,15 +271,21 @@ def paired_stats(a: pd.DataFrame, b: pd.DataFrame, paired: pd.DataFrame) -> dict
     """The comparison's numbers (``summary.json["paired"]``)."""
     delta = paired["delta"].dropna()
     stats = {
-        "cases_a": len(a), "cases_b": len(b), "cases": len(paired),
+        "cases_a": len(a),
+        "cases_b": len(b),
+        "cases": len(paired),
         "only_in_a": int((~a["case_id"].isin(b["case_id"])).sum()),
         "only_in_b": int((~b["case_id"].isin(a["case_id"])).sum()),
-        "dice_mean_a": float(paired["dice_a"].mean()), "dice_mean_b": float(paired["dice_b"].mean()),
-        "dice_median_a": float(paired["dice_a"].median()), "dice_median_b": float(paired["dice_b"].median()),
-        "delta_mean": float(delta.mean()), "delta_median": float(delta.median()),
-        "better_in_b": int((delta > _UNCHANGED).sum()), "worse_in_b": int((delta < -_UNCHANGED).sum()),
+        "dice_mean_a": float(paired["dice_a"].mean()),
+        "dice_mean_b": float(paired["dice_b"].mean()),
+        "dice_median_a": float(paired["dice_a"].median()),
+        "dice_median_b": float(paired["dice_b"].median()),
+        "delta_mean": float(delta.mean()),
+        "delta_median": float(delta.median()),
+        "better_in_b": int((delta > _UNCHANGED).sum()),
+        "worse_in_b": int((delta < -_UNCHANGED).sum()),
         "unchanged": int((delta.abs() <= _UNCHANGED).sum()),
-    }  # fmt: skip
+    }
     if "iou_a" in paired.columns and "iou_b" in paired.columns:
         stats |= {"iou_mean_a": float(paired["iou_a"].mean()), "iou_mean_b": float(paired["iou_b"].mean())}
     return stats
@@ -376,8 +405,13 @@ def write_overlays(
     results: list[tuple[str | None, str]] = []
     for rank, row in enumerate(paired.head(worst).to_dict("records"), start=1):
         try:
-            image = display_image(str(row.get("source_uri", "")), str(row.get("rel_path", "")), str(row["case_id"]),
-                                  int(row.get("frame", 0) or 0), str(row.get("modality", "")))  # fmt: skip
+            image = display_image(
+                str(row.get("source_uri", "")),
+                str(row.get("rel_path", "")),
+                str(row["case_id"]),
+                int(row.get("frame", 0) or 0),
+                str(row.get("modality", "")),
+            )
         except (FileNotFoundError, AuditError) as exc:
             results.append((None, f"skipped: {exc}"))
             continue
@@ -425,8 +459,11 @@ def write_compare_report(folder: Path, a: Side, b: Side, worst: int = 6, trackin
     labels = (a.label, b.label)
     stats = paired_stats(a.cases, b.cases, paired)
     plot_scatter(paired, labels, folder / "scatter.png", highlight=worst)
-    plot_histograms([(f"A: {a.label}", paired["dice_a"], COLOUR_A), (f"B: {b.label}", paired["dice_b"], COLOUR_B)],
-                    folder / "histogram.png", "Dice per paired case (same bins)")  # fmt: skip
+    plot_histograms(
+        [(f"A: {a.label}", paired["dice_a"], COLOUR_A), (f"B: {b.label}", paired["dice_b"], COLOUR_B)],
+        folder / "histogram.png",
+        "Dice per paired case (same bins)",
+    )
     overlays = write_overlays(paired, labels, folder, worst)
     atomic_write_text(folder / "paired_cases.csv", paired.to_csv(index=False))
     pictures = [Picture("scatter.png", "per-case Dice, A vs B"), Picture("histogram.png", "Dice histograms, A and B")]
@@ -444,30 +481,56 @@ def write_compare_report(folder: Path, a: Side, b: Side, worst: int = 6, trackin
         *decision_sections([(a.key, a.run), (b.key, b.run)]),
     ]
     summary = {
-        "kind": "compare", "created": when(int(datetime.now(UTC).timestamp() * 1000)),
+        "kind": "compare",
+        "created": when(int(datetime.now(UTC).timestamp() * 1000)),
         "tracking_uri": tracking_uri,
-        "a": _side_summary(a), "b": _side_summary(b), "paired": stats,
-        "worst": [{"case_id": r["case_id"], "rel_path": r.get("rel_path"), "dice_a": r["dice_a"], "dice_b": r["dice_b"],
-                   "delta": r["delta"], "overlay": p, "note": n}
-                  for r, (p, n) in zip(paired.head(worst).to_dict("records"), overlays)],
-        "metrics": {k: {"a": a.run.metrics.get(k), "b": b.run.metrics.get(k)}
-                    for k in sorted(set(a.run.metrics) | set(b.run.metrics))},
-        "decisions": {s.key: s.run.documents["promote/decision.json"] for s in (a, b)
-                      if "promote/decision.json" in s.run.documents},
-    }  # fmt: skip
+        "a": _side_summary(a),
+        "b": _side_summary(b),
+        "paired": stats,
+        "worst": [
+            {
+                "case_id": r["case_id"],
+                "rel_path": r.get("rel_path"),
+                "dice_a": r["dice_a"],
+                "dice_b": r["dice_b"],
+                "delta": r["delta"],
+                "overlay": p,
+                "note": n,
+            }
+            for r, (p, n) in zip(paired.head(worst).to_dict("records"), overlays)
+        ],
+        "metrics": {
+            k: {"a": a.run.metrics.get(k), "b": b.run.metrics.get(k)}
+            for k in sorted(set(a.run.metrics) | set(b.run.metrics))
+        },
+        "decisions": {
+            s.key: s.run.documents["promote/decision.json"]
+            for s in (a, b)
+            if "promote/decision.json" in s.run.documents
+        },
+    }
     title = f"Audit: {a.label} vs {b.label}"
     index = write_page(folder, title, f"A = {a.ref}, B = {b.ref}", sections, pictures, summary)
-    metrics = {"paired_cases": float(stats["cases"]), "dice_mean_a": stats["dice_mean_a"],
-               "dice_mean_b": stats["dice_mean_b"], "dice_delta_mean": stats["delta_mean"]}  # fmt: skip
+    metrics = {
+        "paired_cases": float(stats["cases"]),
+        "dice_mean_a": stats["dice_mean_a"],
+        "dice_mean_b": stats["dice_mean_b"],
+        "dice_delta_mean": stats["delta_mean"],
+    }
     return Report(folder, index, sections, summary, metrics)
 
 
 def _side_summary(side: Side) -> dict[str, Any]:
     return {
-        "ref": side.ref, "label": side.label, "run_id": side.run.run_id, "table": side.table, "rows": side.why,
+        "ref": side.ref,
+        "label": side.label,
+        "run_id": side.run.run_id,
+        "table": side.table,
+        "rows": side.why,
         "model": {"name": side.model[0], "version": side.model[1]} if side.model else None,
-        "cases": len(side.cases), "dice_mean": float(side.cases["dice"].mean()),
-    }  # fmt: skip
+        "cases": len(side.cases),
+        "dice_mean": float(side.cases["dice"].mean()),
+    }
 
 
 def _version_of(side: Side) -> VersionInfo | None:
@@ -559,8 +622,10 @@ def paired_section(stats: dict[str, Any]) -> Section:
     if "iou_mean_a" in stats:
         diff = stats["iou_mean_b"] - stats["iou_mean_a"]
         rows.append(("mean IoU (paired)", fmt(stats["iou_mean_a"]), fmt(stats["iou_mean_b"]), fmt(diff)))
-    note = (f"B better on {stats['better_in_b']}, worse on {stats['worse_in_b']}, unchanged on {stats['unchanged']} "
-            f"case(s); only in A: {stats['only_in_a']}, only in B: {stats['only_in_b']}")  # fmt: skip
+    note = (
+        f"B better on {stats['better_in_b']}, worse on {stats['worse_in_b']}, unchanged on {stats['unchanged']} "
+        f"case(s); only in A: {stats['only_in_a']}, only in B: {stats['only_in_b']}"
+    )
     return Section("per-case Dice", ("", "A", "B", "B − A"), rows, note)
 
 
@@ -578,8 +643,19 @@ def metrics_section(a: dict[str, float], b: dict[str, float], keys: list[str] | 
 def worst_section(paired: pd.DataFrame, overlays: list[tuple[str | None, str]]) -> Section:
     rows = []
     for rank, (row, (path, note)) in enumerate(zip(paired.head(len(overlays)).to_dict("records"), overlays), start=1):
-        rows.append((str(rank), str(row["case_id"]), str(row.get("rel_path", "")), str(row.get("modality", "") or ""),
-                     fmt(row["dice_a"]), fmt(row["dice_b"]), fmt(row["delta"]), path or "-", note))  # fmt: skip
+        rows.append(
+            (
+                str(rank),
+                str(row["case_id"]),
+                str(row.get("rel_path", "")),
+                str(row.get("modality", "") or ""),
+                fmt(row["dice_a"]),
+                fmt(row["dice_b"]),
+                fmt(row["delta"]),
+                path or "-",
+                note,
+            )
+        )
     columns = ("#", "case id", "path", "modality", "Dice A", "Dice B", "B − A", "overlay", "note")
     return Section("largest Dice drops (B − A)", columns, rows, note="overlays: A outline blue, B outline orange")
 
@@ -605,9 +681,11 @@ def decision_sections(runs: list[tuple[str, RunDetails]]) -> list[Section]:
 
 def _decision(decision: dict[str, Any], where: str) -> list[Section]:
     reasons = decision.get("reasons")
-    rows = [("passed", fmt(decision.get("passed"))),
-            ("reasons", ("; ".join(map(str, reasons)) or "-") if isinstance(reasons, list) else fmt(reasons)),
-            *((role, _model_text(decision.get(role))) for role in ("challenger", "champion"))]  # fmt: skip
+    rows = [
+        ("passed", fmt(decision.get("passed"))),
+        ("reasons", ("; ".join(map(str, reasons)) or "-") if isinstance(reasons, list) else fmt(reasons)),
+        *((role, _model_text(decision.get(role))) for role in ("challenger", "champion")),
+    ]
     rows += [
         (k, fmt(v)) for k, v in decision.items() if k not in ("passed", "reasons", "checks", "challenger", "champion")
     ]
@@ -641,19 +719,29 @@ def write_run_report(
     folder.mkdir(parents=True, exist_ok=True)
     headline = [(k, fmt(run.metrics[k])) for k in HEADLINE if k in run.metrics]
     sections = [
-        run_section(run), datasets_section(run), data_section(run), models_section(run), outputs_section(run),
-        steps_section(run), Section("headline metrics", ("metric", "value"), headline),
-        Section("metrics (all, latest value)", ("metric", "value"), [(k, fmt(v)) for k, v in sorted(run.metrics.items())],
-                terminal=False),
+        run_section(run),
+        datasets_section(run),
+        data_section(run),
+        models_section(run),
+        outputs_section(run),
+        steps_section(run),
+        Section("headline metrics", ("metric", "value"), headline),
+        Section(
+            "metrics (all, latest value)",
+            ("metric", "value"),
+            [(k, fmt(v)) for k, v in sorted(run.metrics.items())],
+            terminal=False,
+        ),
         Section("params", ("param", "value"), sorted(run.params.items()), terminal=False),
         *decision_sections([("this run", run)]),
-    ]  # fmt: skip
+    ]
     pictures, case_stats = [], {}
     if cases is not None and len(cases):
         split = cases["split"] if "split" in cases.columns else pd.Series(["-"] * len(cases), index=cases.index)
         dice = cases["dice"].groupby(split)
-        case_stats = {str(k): {"cases": len(d), "dice_mean": float(d.mean()), "dice_median": float(d.median())}
-                      for k, d in dice}  # fmt: skip
+        case_stats = {
+            str(k): {"cases": len(d), "dice_mean": float(d.mean()), "dice_median": float(d.median())} for k, d in dice
+        }
         rows = [(k, fmt(v["cases"]), fmt(v["dice_mean"]), fmt(v["dice_median"])) for k, v in case_stats.items()]
         sections.append(Section("per-case Dice by split", ("split", "cases", "mean", "median"), rows, note=cases_note))
         series = [
@@ -663,14 +751,24 @@ def write_run_report(
         plot_histograms(series, folder / "histogram.png", "Dice per case, by split")
         pictures.append(Picture("histogram.png", "Dice per case, by split"))
     summary = {
-        "kind": "run", "created": when(int(datetime.now(UTC).timestamp() * 1000)), "tracking_uri": tracking_uri,
-        "run_id": run.run_id, "run_name": run.run_name, "experiment": run.experiment, "status": run.status,
-        "tags": run.tags, "params": run.params, "metrics": run.metrics,
+        "kind": "run",
+        "created": when(int(datetime.now(UTC).timestamp() * 1000)),
+        "tracking_uri": tracking_uri,
+        "run_id": run.run_id,
+        "run_name": run.run_name,
+        "experiment": run.experiment,
+        "status": run.status,
+        "tags": run.tags,
+        "params": run.params,
+        "metrics": run.metrics,
         "datasets": [{k: v for k, v in d.items() if k != "profile"} for d in run.datasets],
-        "models": [{"name": v.name, "version": v.version, "aliases": list(v.aliases), "tags": v.tags} for v in run.models],
-        "artifacts": [{"path": p, "bytes": n} for p, n in run.artifacts], "cases": case_stats,
+        "models": [
+            {"name": v.name, "version": v.version, "aliases": list(v.aliases), "tags": v.tags} for v in run.models
+        ],
+        "artifacts": [{"path": p, "bytes": n} for p, n in run.artifacts],
+        "cases": case_stats,
         "decision": run.documents.get("promote/decision.json"),
-    }  # fmt: skip
+    }
     title = f"Audit: run {run.run_id[:8]}" + (f" ({run.run_name})" if run.run_name else "")
     index = write_page(
         folder, title, f"MLflow run {run.run_id} in experiment {run.experiment!r}", sections, pictures, summary
@@ -681,12 +779,18 @@ def write_run_report(
 def run_section(run: RunDetails) -> Section:
     packages = ", ".join(f"{k[4:]} {v}" for k, v in sorted(run.tags.items()) if k.startswith("pkg."))
     rows = [
-        ("MLflow run", run.run_id), ("run name", run.run_name or "-"), ("experiment", run.experiment),
-        ("status", run.status), ("started", when(run.start_ms)), ("ended", when(run.end_ms)),
-        ("segops run id", run.tags.get("segops.run_id", "-")), ("workflow", run.tags.get("segops.workflow", "-")),
-        ("spec hash", run.tags.get("segops.spec_hash", "-")), ("git commit", run.tags.get("segops.git_commit", "-")),
+        ("MLflow run", run.run_id),
+        ("run name", run.run_name or "-"),
+        ("experiment", run.experiment),
+        ("status", run.status),
+        ("started", when(run.start_ms)),
+        ("ended", when(run.end_ms)),
+        ("segops run id", run.tags.get("segops.run_id", "-")),
+        ("workflow", run.tags.get("segops.workflow", "-")),
+        ("spec hash", run.tags.get("segops.spec_hash", "-")),
+        ("git commit", run.tags.get("segops.git_commit", "-")),
         ("packages", packages or "-"),
-    ]  # fmt: skip
+    ]
     return Section("run", ("", "value"), rows)
 
 
@@ -715,7 +819,8 @@ def data_section(run: RunDetails) -> Section:
         if isinstance(source, dict):
             labels = source.get("labels") if isinstance(source.get("labels"), dict) else {}
             text = f"{source.get('kind', '?')}: {source.get('path', '?')}" + (
-                f" (labels {labels.get('kind', '?')}: {labels.get('path', '?')})" if labels else "")  # fmt: skip
+                f" (labels {labels.get('kind', '?')}: {labels.get('path', '?')})" if labels else ""
+            )
             rows.append((f"steps[{index}] {step.get('step', '?')} source", text))
     return Section("data", ("", "value"), rows, note="" if rows else "nothing recorded")
 
@@ -766,8 +871,15 @@ def steps_section(run: RunDetails) -> Section:
     for step in _manifest_steps(run):
         outputs = step.get("outputs") if isinstance(step.get("outputs"), dict) else {}
         shown = {k: v for k, v in outputs.items() if not isinstance(v, (int, float)) or k.startswith("best_")}
-        rows.append((str(step.get("index", "")), str(step.get("step", "")), str(step.get("state", "")),
-                     str(step.get("finished") or "-"), fmt(shown) if shown else "-"))  # fmt: skip
+        rows.append(
+            (
+                str(step.get("index", "")),
+                str(step.get("step", "")),
+                str(step.get("state", "")),
+                str(step.get("finished") or "-"),
+                fmt(shown) if shown else "-",
+            )
+        )
     note = "" if rows else "no workflow/manifest.json (it is logged when a run finishes)"
     return Section("steps (workflow/manifest.json)", ("#", "step", "state", "finished", "outputs"), rows, note)
 
@@ -799,13 +911,15 @@ _PAGE = """<!doctype html>
 <style>
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1240px; padding: 0 1em; color: #222 }
 table { border-collapse: collapse; margin: .4em 0 1.6em } th, td { border: 1px solid #ccc; padding: 3px 8px;
-text-align: left; vertical-align: top; font-size: 13px } th { background: #f2f2f2 } .note { color: #555; font-size: 13px }
+text-align: left; vertical-align: top; font-size: 13px } th { background: #f2f2f2 }
+.note { color: #555; font-size: 13px }
 figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top } figcaption { font-size: 12px; color: #555 }
 img { max-width: 560px; border: 1px solid #ddd } code { font-size: 12px }
 </style></head>
 <body>
 <h1>{{ title }}</h1>
-<p class="note">{{ subtitle }}<br>written {{ created }}{% if tracking_uri %} from <code>{{ tracking_uri }}</code>{% endif %};
+<p class="note">{{ subtitle }}<br>written {{ created }}{% if tracking_uri %}
+from <code>{{ tracking_uri }}</code>{% endif %};
 the numbers are in <a href="summary.json">summary.json</a>.</p>
 {% for s in sections %}
 {% if loop.index0 == lead %}{{ pictures(plots) }}{% endif %}
@@ -841,9 +955,15 @@ def render_html(
     plots = [(g, p) for g, p in groups.items() if g == "Plots"]
     others = [(g, p) for g, p in groups.items() if g != "Plots"]
     return env.from_string(_PICTURES + _PAGE).render(
-        title=title, subtitle=subtitle, sections=sections, plots=plots, others=others, lead=lead,
-        created=summary.get("created", ""), tracking_uri=summary.get("tracking_uri", ""),
-    )  # fmt: skip
+        title=title,
+        subtitle=subtitle,
+        sections=sections,
+        plots=plots,
+        others=others,
+        lead=lead,
+        created=summary.get("created", ""),
+        tracking_uri=summary.get("tracking_uri", ""),
+    )
 
 
 def write_page(

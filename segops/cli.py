@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -109,16 +110,31 @@ def _print_summary(result) -> None:
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})
     # foreground Dice first: on mostly empty data the plain mean is high even for a model that predicts nothing
-    for key in ("segment_heldout_fg_dice_mean", "segment_fg_dice_mean", "segment_heldout_dice_mean",
-                "segment_heldout_iou_mean", "segment_heldout_mask_ap", "segment_heldout_mask_ap50",
-                "segment_heldout_instance_f1", "segment_dice_mean", "segment_outputs", "segment_failed",
-                "segment_images_per_s"):  # fmt: skip
+    for key in (
+        "segment_heldout_fg_dice_mean",
+        "segment_fg_dice_mean",
+        "segment_heldout_dice_mean",
+        "segment_heldout_iou_mean",
+        "segment_heldout_mask_ap",
+        "segment_heldout_mask_ap50",
+        "segment_heldout_instance_f1",
+        "segment_dice_mean",
+        "segment_outputs",
+        "segment_failed",
+        "segment_images_per_s",
+    ):
         if key in metrics:
             value = metrics[key]
-            table.add_row(key.removeprefix("segment_"), f"{value:.0f}" if key in ("segment_outputs", "segment_failed") else f"{value:.4f}")
+            table.add_row(
+                key.removeprefix("segment_"),
+                f"{value:.0f}" if key in ("segment_outputs", "segment_failed") else f"{value:.4f}",
+            )
     if metrics.get("segment_empty_prediction_fraction") == 1.0:
-        table.add_row("[red]warning[/]", "[red]the model predicted no foreground on any segmented image: it learnt "
-                      "background only (see val_fg_dice in the training history)[/]")  # fmt: skip
+        table.add_row(
+            "[red]warning[/]",
+            "[red]the model predicted no foreground on any segmented image: it learnt "
+            "background only (see val_fg_dice in the training history)[/]",
+        )
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
@@ -173,17 +189,24 @@ def _ts_label(uid: str) -> str:
 @app.command()
 def plan(
     folder: Path = typer.Argument(..., help="Folder of images (or DICOM) and their masks."),
-    output: Path = typer.Option(Path("workflow.yaml"), "--output", "-o", help="Workflow file to write (fingerprint.json goes beside it)."),
+    output: Path = typer.Option(
+        Path("workflow.yaml"), "--output", "-o", help="Workflow file to write (fingerprint.json goes beside it)."
+    ),
     labels: Path = typer.Option(None, "--labels", help="Mask folder or COCO JSON file (default: guessed)."),
-    pattern: str = typer.Option(None, "--pattern", help="Mask path per image, e.g. '{rel_stem}_mask.png' (default: guessed)."),
+    pattern: str = typer.Option(
+        None, "--pattern", help="Mask path per image, e.g. '{rel_stem}_mask.png' (default: guessed)."
+    ),
     task: str = typer.Option(None, "--task", help="semantic or instance (default: guessed from the masks)."),
-    foreground_value: int = typer.Option(None, "--foreground-value", help="The stored mask value that is foreground (e.g. 0)."),
+    foreground_value: int = typer.Option(
+        None, "--foreground-value", help="The stored mask value that is foreground (e.g. 0)."
+    ),
     budget_minutes: float = typer.Option(10.0, "--budget-minutes", min=0.1, help="Training time to plan epochs for."),
     name: str = typer.Option(None, "--name", help="Workflow name (default: the folder's name)."),
     num_cpus: int = typer.Option(None, help="CPUs for a local Ray (default: all)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show INFO logs of every library."),
 ) -> None:
-    """Plan a workflow from the data: detect pairing and mask kind, fingerprint the archive, apply nnU-Net-style rules."""
+    """Plan a workflow from the data: detect pairing and mask kind, fingerprint the archive, apply
+    nnU-Net-style rules."""
     _setup_logging(verbose)
     if task not in (None, "semantic", "instance"):
         console.print(f"[red]--task must be semantic or instance, got {task!r}[/]")
@@ -200,8 +223,10 @@ def plan(
         console.print(f"[bold red]plan failed:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     fp = result.fingerprint
-    out.print(f"[green]planned[/] {result.workflow} ({result.detection.pairing} pairing, {result.detection.mask_kind} masks, "
-              f"{fp.n_labelled}/{fp.n_images} images labelled); fingerprint in {result.fingerprint_file}")  # fmt: skip
+    out.print(
+        f"[green]planned[/] {result.workflow} ({result.detection.pairing} pairing, {result.detection.mask_kind} masks, "
+        f"{fp.n_labelled}/{fp.n_images} images labelled); fingerprint in {result.fingerprint_file}"
+    )
     out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
 
 
@@ -216,7 +241,10 @@ def synth_ct(
     from segops.data.synth import make_ct_archive
 
     summary = make_ct_archive(out_dir, series=series, slices=slices, seed=seed)
-    out.print(f"wrote {summary.n_images} DICOM slices to {summary.images} ({summary.n_foreground} with lesion), masks in {summary.labels}")
+    out.print(
+        f"wrote {summary.n_images} DICOM slices to {summary.images} ({summary.n_foreground} with lesion), "
+        f"masks in {summary.labels}"
+    )
 
 
 @synth_app.command("inspection")
@@ -230,7 +258,10 @@ def synth_inspection(
     from segops.data.synth import make_inspection_archive
 
     summary = make_inspection_archive(out_dir, count=count, seed=seed, rgb_fraction=rgb_fraction)
-    out.print(f"wrote {summary.n_images} images to {summary.images} ({summary.n_foreground} with defects), masks in {summary.labels}")
+    out.print(
+        f"wrote {summary.n_images} images to {summary.images} ({summary.n_foreground} with defects), masks in "
+        f"{summary.labels}"
+    )
 
 
 @synth_app.command("defects")
@@ -245,8 +276,10 @@ def synth_defects(
     from segops.data.synth import make_defect_archive
 
     summary = make_defect_archive(out_dir, count=count, seed=seed, size=size, defect_free=defect_free)
-    out.print(f"wrote {summary.n_images} photos to {summary.images} ({summary.n_foreground} with defects), "
-              "each mask beside its image (binarise at 128)")  # fmt: skip
+    out.print(
+        f"wrote {summary.n_images} photos to {summary.images} ({summary.n_foreground} with defects), "
+        "each mask beside its image (binarise at 128)"
+    )
 
 
 @synth_app.command("instances")
@@ -263,7 +296,8 @@ def synth_instances(
     summary = make_instance_archive(out_dir, count=count, size=size, seed=seed, classes=classes)
     out.print(
         f"wrote {summary.n_images} images with {summary.n_instances} objects ({', '.join(summary.class_names)}) to "
-        f"{summary.images}; instance ids in {summary.instances}, classes in {summary.classes}, COCO in {summary.annotations}"
+        f"{summary.images}; instance ids in {summary.instances}, classes in {summary.classes}, COCO in "
+        f"{summary.annotations}"
     )
 
 
@@ -282,15 +316,14 @@ def synth_membranes(
 
 
 # --------------------------------------------------------------------------- audit
-# (imported here to keep this command group one self-contained block)
-from contextlib import contextmanager
-
 audit_app = typer.Typer(
     no_args_is_help=True,
     help="Show an auditor which model segmented which case, trained on what, and why it replaced another.",
 )
 app.add_typer(audit_app, name="audit")
-_TRACKING_URI = typer.Option("sqlite:///mlruns.db", "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")
+_TRACKING_URI = typer.Option(
+    "sqlite:///mlruns.db", "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI."
+)
 _OUT = typer.Option(None, "--out", help="Report folder (default: audit/<name>/).")
 _NO_LOG = typer.Option(False, "--no-log", help="Do not log the report to MLflow (experiment segops-audit).")
 
@@ -365,11 +398,26 @@ def audit_compare(
         for key, ref, table in zip("AB", refs, tables):
             cases, note = audit.load_cases(table.path, table.uri)
             model = (ref.model_name, ref.model_version) if ref.model_version else None
-            sides.append(audit.Side(key, ref.text, ref.label, reader.run_details(ref.run_id), cases, table.uri,
-                                    f"{table.why}; {note}", model))  # fmt: skip
+            sides.append(
+                audit.Side(
+                    key,
+                    ref.text,
+                    ref.label,
+                    reader.run_details(ref.run_id),
+                    cases,
+                    table.uri,
+                    f"{table.why}; {note}",
+                    model,
+                )
+            )
         report = audit.write_compare_report(folder, *sides, worst=worst, tracking_uri=tracking_uri)
-        tags = {"segops.audit.kind": "compare", "segops.audit.a": a, "segops.audit.b": b,
-                "segops.audit.a_run_id": refs[0].run_id, "segops.audit.b_run_id": refs[1].run_id}  # fmt: skip
+        tags = {
+            "segops.audit.kind": "compare",
+            "segops.audit.a": a,
+            "segops.audit.b": b,
+            "segops.audit.a_run_id": refs[0].run_id,
+            "segops.audit.b_run_id": refs[1].run_id,
+        }
         _print_report(report, reader, no_log, audit.slug(f"audit-compare-{refs[0].slug}-{refs[1].slug}"), tags)
 
 

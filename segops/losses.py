@@ -21,8 +21,14 @@ def build_loss(name: str, batch_dice: bool = False, include_background: bool = T
         include_background: also average the background channel's Dice (nnU-Net: ``do_bg=False``).
             The background Dice is ~1 on every patch whatever the network does about defects.
     """
-    common = {"to_onehot_y": True, "softmax": True, "include_background": include_background, "batch": batch_dice,
-              "smooth_nr": 1e-5, "smooth_dr": 1e-5}  # fmt: skip
+    common = {
+        "to_onehot_y": True,
+        "softmax": True,
+        "include_background": include_background,
+        "batch": batch_dice,
+        "smooth_nr": 1e-5,
+        "smooth_dr": 1e-5,
+    }
     if name == "dice_ce":
         return DiceCELoss(squared_pred=False, **common)
     if name == "dice":

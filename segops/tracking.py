@@ -120,7 +120,11 @@ class RunTracker:
             self.client.log_artifact(self._run, str(path), artifact_path)
 
     def log_model(
-        self, checkpoint_dir: Path, registered_name: str, example: np.ndarray, version_tags: dict[str, str] | None = None
+        self,
+        checkpoint_dir: Path,
+        registered_name: str,
+        example: np.ndarray,
+        version_tags: dict[str, str] | None = None,
     ) -> RegisteredModel:
         """Log a checkpoint as a pyfunc model and register a new version of ``registered_name``.
 
@@ -181,8 +185,15 @@ class RunTracker:
         out = []
         for item in run.inputs.dataset_inputs if run.inputs else []:
             tags = {t.key: t.value for t in item.tags}
-            out.append({"name": item.dataset.name, "digest": item.dataset.digest, "source": item.dataset.source,
-                        "context": tags.get("mlflow.data.context", ""), "profile": item.dataset.profile or ""})  # fmt: skip
+            out.append(
+                {
+                    "name": item.dataset.name,
+                    "digest": item.dataset.digest,
+                    "source": item.dataset.source,
+                    "context": tags.get("mlflow.data.context", ""),
+                    "profile": item.dataset.profile or "",
+                }
+            )
         return out
 
     def alias_version(self, name: str, alias: str) -> str | None:
@@ -251,10 +262,16 @@ def lineage_tags() -> dict[str, str]:
     tags: dict[str, str] = {}
     repo = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
         if commit.returncode == 0:
-            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+            dirty = subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
             tags["segops.git_commit"] = commit.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass  # not a checkout (an installed wheel): the package version below identifies the code
@@ -316,17 +333,26 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 AUDIT_EXPERIMENT = "segops-audit"
 #: Source-run metrics shown beside each model version, in this order, when the run has them.
 HEADLINE_METRICS = (
-    "best_val_dice", "best_val_mask_ap", "segment_heldout_dice_mean", "segment_heldout_fg_dice_mean",
-    "segment_heldout_mask_ap50", "segment_dice_mean", "evaluate_challenger_dice_mean", "evaluate_dice_gain",
-)  # fmt: skip
+    "best_val_dice",
+    "best_val_mask_ap",
+    "segment_heldout_dice_mean",
+    "segment_heldout_fg_dice_mean",
+    "segment_heldout_mask_ap50",
+    "segment_dice_mean",
+    "evaluate_challenger_dice_mean",
+    "evaluate_dice_gain",
+)
 SEGMENT_REPORT = "segment/report.parquet"
 EVALUATE_CHALLENGER = "evaluate/challenger_cases.parquet"
 EVALUATE_CHAMPION = "evaluate/champion_cases.parquet"
 #: Small JSON/YAML artifacts an audit reads when a run has them.
 RUN_DOCUMENTS = (
-    "workflow/manifest.json", "workflow/workflow.yaml", "train/split.json", "evaluate/comparison.json",
+    "workflow/manifest.json",
+    "workflow/workflow.yaml",
+    "train/split.json",
+    "evaluate/comparison.json",
     "promote/decision.json",
-)  # fmt: skip
+)
 _MAX_ARTIFACTS = 2000
 
 
@@ -441,10 +467,16 @@ class AuditReader:
         run = self._get_run(run_id) if run_id else None
         metrics = dict(run.data.metrics) if run else {}
         return VersionInfo(
-            name=mv.name, version=str(mv.version), aliases=aliases, tags=tags, created_ms=int(mv.creation_timestamp or 0),
-            status=str(mv.status or ""), run_id=run_id, run_name=run.info.run_name if run else "",
+            name=mv.name,
+            version=str(mv.version),
+            aliases=aliases,
+            tags=tags,
+            created_ms=int(mv.creation_timestamp or 0),
+            status=str(mv.status or ""),
+            run_id=run_id,
+            run_name=run.info.run_name if run else "",
             metrics={k: metrics[k] for k in HEADLINE_METRICS if k in metrics},
-        )  # fmt: skip
+        )
 
     # ---- references
 
@@ -494,9 +526,16 @@ class AuditReader:
         if not value or "'" in value:
             return None
         ids = [e.experiment_id for e in self.client.search_experiments()]
-        runs = self.client.search_runs(
-            ids, filter_string=f"tags.`segops.run_id` = '{value}'", max_results=1, order_by=["attributes.start_time DESC"]
-        ) if ids else []  # fmt: skip
+        runs = (
+            self.client.search_runs(
+                ids,
+                filter_string=f"tags.`segops.run_id` = '{value}'",
+                max_results=1,
+                order_by=["attributes.start_time DESC"],
+            )
+            if ids
+            else []
+        )
         return runs[0] if runs else None
 
     # ---- runs
@@ -510,13 +549,20 @@ class AuditReader:
             for mv in self.client.search_model_versions(f"run_id='{run_id}'")
         ]
         return RunDetails(
-            run_id=run_id, run_name=run.info.run_name or "", experiment=experiment.name if experiment else "",
-            status=run.info.status, start_ms=run.info.start_time, end_ms=run.info.end_time,
-            tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}, params=dict(run.data.params),
-            metrics=dict(run.data.metrics), datasets=self._tracker.run_dataset_inputs(run_id),
-            artifacts=self.artifact_files(run_id), models=sorted(models, key=lambda v: (v.name, int(v.version))),
+            run_id=run_id,
+            run_name=run.info.run_name or "",
+            experiment=experiment.name if experiment else "",
+            status=run.info.status,
+            start_ms=run.info.start_time,
+            end_ms=run.info.end_time,
+            tags={k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+            params=dict(run.data.params),
+            metrics=dict(run.data.metrics),
+            datasets=self._tracker.run_dataset_inputs(run_id),
+            artifacts=self.artifact_files(run_id),
+            models=sorted(models, key=lambda v: (v.name, int(v.version))),
             documents=self.documents(run_id),
-        )  # fmt: skip
+        )
 
     def artifact_files(self, run_id: str, path: str | None = None) -> list[tuple[str, int]]:
         """Every artifact file of a run as ``(path, bytes)``, breadth first (at most 2000)."""

@@ -17,6 +17,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before every test's fixtures: tests that call ``mlflow.set_tracking_uri`` (which writes
     MLFLOW_TRACKING_URI into the environment) must not redirect later tests' workflow runs."""
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,8 +19,13 @@ def subprocess_run(workflow: Path, env: dict[str, str] | None = None, log: Path 
     env = env if env is not None else {**os.environ, "RAY_AUTH_MODE": "disabled"}
     out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child holds it)
     try:
-        return subprocess.Popen([sys.executable, "-m", "segops.cli", "run", str(workflow)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "segops.cli", "run", str(workflow)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     finally:
         if log is not None:
             out.close()
@@ -85,16 +90,32 @@ def stop_group(proc: subprocess.Popen, sig: int = 15, timeout: float = 30) -> No
     signal_group(signal.SIGKILL)  # children that outlived their parent
 
 
-def start_mlflow_server(backend_store_uri: str, artifacts_destination: str, log: Path, env: dict[str, str] | None = None):
+def start_mlflow_server(
+    backend_store_uri: str, artifacts_destination: str, log: Path, env: dict[str, str] | None = None
+):
     """``mlflow server`` on 127.0.0.1 serving artifacts (``--serve-artifacts``); returns (process, http URI).
 
     Clients need no storage credentials: they upload through the server, which alone talks to
     ``artifacts_destination`` (a folder, ``s3://…``). Stop it with :func:`stop_group`.
     """
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination,
-           "--serve-artifacts"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        artifacts_destination,
+        "--serve-artifacts",
+    ]
     server_env = {k: v for k, v in (env or os.environ).items() if k != "MLFLOW_TRACKING_URI"}
     # no GenAI job runner: its huey consumers take ~30 s to stop and leave a folder in /dev/shm
     server_env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -135,7 +156,7 @@ class ActorWatch:
         """pids on ``node`` whose title starts with ``prefix`` (e.g. ``ray::RayTrainWorker``)."""
         return {pid for title, pids in self.seen[node].items() if title.startswith(prefix) for pid in pids}
 
-    def __enter__(self) -> "ActorWatch":
+    def __enter__(self) -> ActorWatch:
         self._thread.start()
         return self
 

@@ -57,12 +57,21 @@ def _write_cases(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             mask_path = root / f"masks-{side}" / rel
             mask_path.parent.mkdir(exist_ok=True)
             Image.fromarray(pred * 255).save(mask_path)
-            rows[side].append({
-                "case_id": path_case_id(rel), "split": "train" if i in TRAIN_CASES else "val",
-                "source_uri": str(root / "images" / rel), "rel_path": rel, "frame": 0, "modality": "XC",
-                "dice": dice_score(pred, truth), "iou": iou_score(pred, truth), "fg_fraction": float(pred.mean()),
-                "label_fg_fraction": float(truth.mean()), "mask_path": str(mask_path),
-            })  # fmt: skip
+            rows[side].append(
+                {
+                    "case_id": path_case_id(rel),
+                    "split": "train" if i in TRAIN_CASES else "val",
+                    "source_uri": str(root / "images" / rel),
+                    "rel_path": rel,
+                    "frame": 0,
+                    "modality": "XC",
+                    "dice": dice_score(pred, truth),
+                    "iou": iou_score(pred, truth),
+                    "fg_fraction": float(pred.mean()),
+                    "label_fg_fraction": float(truth.mean()),
+                    "mask_path": str(mask_path),
+                }
+            )
     return tuple(pd.DataFrame(rows[s], columns=list(REPORT_COLUMNS)) for s in ("a", "b"))
 
 
@@ -77,14 +86,27 @@ def _evaluate_table(report: pd.DataFrame) -> pd.DataFrame:
 def _log_run(tracker, root: Path, name: str, report: pd.DataFrame, extra: dict[str, object]) -> str:
     from segops.outputs.reports import write_table
 
-    run_id = tracker.start(name, {"segops.workflow": "wf", "segops.run_id": name, "segops.spec_hash": "ab" * 32,
-                                  "segops.git_commit": "0123abcd", "pkg.segops": "0.1.0"})  # fmt: skip
+    run_id = tracker.start(
+        name,
+        {
+            "segops.workflow": "wf",
+            "segops.run_id": name,
+            "segops.spec_hash": "ab" * 32,
+            "segops.git_commit": "0123abcd",
+            "pkg.segops": "0.1.0",
+        },
+    )
     tracker.log_params({"workflow.name": "wf", "model.arch": "unet", "train.cases": 12, "val.cases": 8})
     meta = report[["case_id", "rel_path", "modality"]]
     tracker.log_dataset("wf-images", str(root / "images"), meta, name[-1] * 16, "training")
     held = report[report["split"] == "val"]
-    tracker.log_metrics({"best_val_dice": float(held["dice"].mean()) + 0.01,
-                         "segment_heldout_dice_mean": float(held["dice"].mean()), "segment_outputs": 10.0})  # fmt: skip
+    tracker.log_metrics(
+        {
+            "best_val_dice": float(held["dice"].mean()) + 0.01,
+            "segment_heldout_dice_mean": float(held["dice"].mean()),
+            "segment_outputs": 10.0,
+        }
+    )
     out = root / name
     out.mkdir()
     for path in write_table(report, out / "report"):
@@ -132,20 +154,36 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     checks = [
         {"name": "mean_dice_gain", "value": 0.01, "threshold": 0.0, "passed": True, "rule": "gain >= 0.000 <b>&</b>"},
         {"name": "case_regression", "value": 0.0, "threshold": 0.1, "passed": True, "rule": "cases losing > 0.05"},
-    ]  # fmt: skip
-    decision = {"passed": True, "reasons": [], "checks": checks, "gate": {"min_mean_dice_gain": 0.0},
-                "challenger": challenger, "champion": champion, "champion_before": "1", "champion_after": "2"}  # fmt: skip
-    comparison = {"evaluation": {"champion": champion, "challenger": challenger, "held_out": str(root / "images")},
-                  "n_cases": 6, "dice_mean_diff": 0.01, "classes": [{"class": 1, "delta": 0.01}]}  # fmt: skip
-    extra = {"evaluate/champion_cases.parquet": _evaluate_table(report_a),
-             "evaluate/challenger_cases.parquet": _evaluate_table(report_b),
-             "evaluate/comparison.json": comparison, "promote/decision.json": decision}  # fmt: skip
+    ]
+    decision = {
+        "passed": True,
+        "reasons": [],
+        "checks": checks,
+        "gate": {"min_mean_dice_gain": 0.0},
+        "challenger": challenger,
+        "champion": champion,
+        "champion_before": "1",
+        "champion_after": "2",
+    }
+    comparison = {
+        "evaluation": {"champion": champion, "challenger": challenger, "held_out": str(root / "images")},
+        "n_cases": 6,
+        "dice_mean_diff": 0.01,
+        "classes": [{"class": 1, "delta": 0.01}],
+    }
+    extra = {
+        "evaluate/champion_cases.parquet": _evaluate_table(report_a),
+        "evaluate/challenger_cases.parquet": _evaluate_table(report_b),
+        "evaluate/comparison.json": comparison,
+        "promote/decision.json": decision,
+    }
     tracker = RunTracker(TrackingSpec(uri=uri, experiment="wf"))
     run_b = _log_run(tracker, root, "wf-bbbbbbbbbbbb", report_b, extra)
     tracker.log_dataset("frozen-heldout", str(root / "images"), report_b[["case_id"]], "f" * 16, "evaluation")
     tracker.log_model(checkpoint, MODEL, example, {"segops.parent_model": f"models:/{MODEL}/1"})
-    tracker.set_version_tags(MODEL, "2", {"segops.promotion": "promoted", "segops.replaced_version": "1",
-                                          "segops.promotion_run": run_b})  # fmt: skip
+    tracker.set_version_tags(
+        MODEL, "2", {"segops.promotion": "promoted", "segops.replaced_version": "1", "segops.promotion_run": run_b}
+    )
     tracker.set_alias(MODEL, "champion", "2")
     tracker.set_alias(MODEL, "previous", "1")
     tracker.end()
@@ -191,8 +229,9 @@ def test_models_lists_versions_with_aliases_promotion_and_metrics(store: dict) -
 
 def test_compare_two_runs_writes_report_plots_overlays_and_logs_it(store: dict, tmp_path: Path) -> None:
     out = tmp_path / "cmp"
-    result = _audit("compare", store["run_a"], store["run_b"], "--tracking-uri", store["uri"], "--worst", "3",
-                    "--out", str(out))  # fmt: skip
+    result = _audit(
+        "compare", store["run_a"], store["run_b"], "--tracking-uri", store["uri"], "--worst", "3", "--out", str(out)
+    )
     assert result.exit_code == 0, result.output
     assert f"report: {out / 'index.html'}" in result.output and "per-case Dice" in result.output
 
@@ -204,8 +243,12 @@ def test_compare_two_runs_writes_report_plots_overlays_and_logs_it(store: dict, 
     summary = json.loads((out / "summary.json").read_text())
     stats = summary["paired"]
     assert (stats["cases_a"], stats["cases_b"], stats["cases"], stats["only_in_a"], stats["only_in_b"]) == (
-        len(a), len(b), len(paired), 1, 0
-    )  # fmt: skip
+        len(a),
+        len(b),
+        len(paired),
+        1,
+        0,
+    )
     assert stats["dice_mean_a"] == pytest.approx(paired["dice_a"].mean())
     assert stats["dice_mean_b"] == pytest.approx(paired["dice_b"].mean())
     assert stats["delta_mean"] == pytest.approx(paired["delta"].mean())
@@ -225,8 +268,9 @@ def test_compare_two_runs_writes_report_plots_overlays_and_logs_it(store: dict, 
         assert f'src="{name}"' in html
         _png(out / name)
     assert len(list((out / "overlays").glob("*.png"))) == 2
-    assert sorted(summary["files"]) == sorted(["index.html", "summary.json", "scatter.png", "histogram.png",
-                                               worst[0]["overlay"], worst[2]["overlay"]])  # fmt: skip
+    assert sorted(summary["files"]) == sorted(
+        ["index.html", "summary.json", "scatter.png", "histogram.png", worst[0]["overlay"], worst[2]["overlay"]]
+    )
     assert "wf-images @" in html  # what each side was trained on
 
     client = MlflowClient(store["uri"])
@@ -242,8 +286,16 @@ def test_compare_model_versions_pairs_the_evaluation_and_shows_the_decision(stor
     out = tmp_path / "models"
     client = MlflowClient(store["uri"])
     before = client.get_experiment_by_name("segops-audit")
-    result = _audit("compare", f"models:/{MODEL}@previous", f"models:/{MODEL}@champion", "--tracking-uri", store["uri"],
-                    "--out", str(out), "--no-log")  # fmt: skip
+    result = _audit(
+        "compare",
+        f"models:/{MODEL}@previous",
+        f"models:/{MODEL}@champion",
+        "--tracking-uri",
+        store["uri"],
+        "--out",
+        str(out),
+        "--no-log",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     # v1 was scored as champion in v2's own run: both sides come from that evaluation, on the same frozen cases
@@ -264,14 +316,28 @@ def test_audit_run_shows_data_models_and_outputs(store: dict, tmp_path: Path) ->
     result = _audit("run", "wf-bbbbbbbbbbbb", "--tracking-uri", store["uri"], "--out", str(out), "--no-log")
     assert result.exit_code == 0, result.output  # a segops run id resolves to its MLflow run
     text = result.output
-    for expected in ("wf-images", "frozen-heldout", "evaluation", "training", f"models:/{MODEL}/2", "champion",
-                     f"models:/{MODEL}/1", "segment", "evaluate", "promote", "segment_heldout_dice_mean",
-                     str(store["root"] / "images"), "val groups"):  # fmt: skip
+    for expected in (
+        "wf-images",
+        "frozen-heldout",
+        "evaluation",
+        "training",
+        f"models:/{MODEL}/2",
+        "champion",
+        f"models:/{MODEL}/1",
+        "segment",
+        "evaluate",
+        "promote",
+        "segment_heldout_dice_mean",
+        str(store["root"] / "images"),
+        "val groups",
+    ):
         assert expected in text, expected
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run_id"] == store["run_b"]
-    assert {(d["name"], d["context"]) for d in summary["datasets"]} == {("wf-images", "training"),
-                                                                      ("frozen-heldout", "evaluation")}  # fmt: skip
+    assert {(d["name"], d["context"]) for d in summary["datasets"]} == {
+        ("wf-images", "training"),
+        ("frozen-heldout", "evaluation"),
+    }
     assert [(m["version"], m["aliases"]) for m in summary["models"]] == [("2", ["champion"])]
     assert summary["cases"]["val"]["cases"] == 7 and summary["cases"]["train"]["cases"] == 2
     _png(out / "histogram.png")

@@ -69,7 +69,9 @@ def test_files_that_are_not_workflow_text_exit_2_with_one_problem(tmp_path: Path
         assert f"invalid workflow {path}: 1 problem(s)" in result.output
         assert f"<file>: cannot read workflow file: {path} {problem}" in result.output
     # `run` reads the file once, through the same check (in a subprocess: it sets up logging)
-    proc = subprocess.run([sys.executable, "-m", "segops.cli", "run", str(latin1)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segops.cli", "run", str(latin1)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"{latin1} {expected[latin1]}" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -128,8 +130,11 @@ def test_census_command_counts_pydicom_files() -> None:
     folder = Path(pydicom.data.__file__).parent / "test_files"
     proc = subprocess.run(
         [sys.executable, "-m", "segops.cli", "census", str(folder), "--num-cpus", "2"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "census of" in proc.stdout and "JPEG Baseline (Process 1)" in proc.stdout
     assert "RT Plan" not in proc.stdout and "skipped" in proc.stdout

@@ -9,13 +9,24 @@ from segops.cli import _print_summary
 
 
 def _result(metrics: dict[str, float]) -> SimpleNamespace:
-    return SimpleNamespace(run_id="r1", resumed=False, run_dir=Path("runs/r1"), state={"metrics": metrics},
-                           mlflow_run_id="m1", tracking_uri="sqlite:///mlruns.db")  # fmt: skip
+    return SimpleNamespace(
+        run_id="r1",
+        resumed=False,
+        run_dir=Path("runs/r1"),
+        state={"metrics": metrics},
+        mlflow_run_id="m1",
+        tracking_uri="sqlite:///mlruns.db",
+    )
 
 
 def test_summary_leads_with_foreground_dice_and_warns_on_empty_predictions(capsys: pytest.CaptureFixture[str]) -> None:
-    metrics = {"segment_heldout_dice_mean": 0.72, "segment_heldout_fg_dice_mean": 0.0, "segment_fg_dice_mean": 0.0,
-               "segment_dice_mean": 0.7, "segment_empty_prediction_fraction": 1.0}  # fmt: skip
+    metrics = {
+        "segment_heldout_dice_mean": 0.72,
+        "segment_heldout_fg_dice_mean": 0.0,
+        "segment_fg_dice_mean": 0.0,
+        "segment_dice_mean": 0.7,
+        "segment_empty_prediction_fraction": 1.0,
+    }
     _print_summary(_result(metrics))
     text = capsys.readouterr().out
     rows = [line.strip("│┃ ").split(" ")[0] for line in text.splitlines()]

@@ -58,28 +58,50 @@ def data(tmp_path_factory: pytest.TempPathFactory, ct_archive: Path) -> dict:
 
 def _retrain(data: dict, server: str, name: str, labels: str, epochs: int, lr: float) -> str:
     root = data["root"]
-    source = {"kind": "dicom", "path": str(root / labels / "images"),
-              "labels": {"kind": "mask-png", "path": str(root / labels / "labels")}}  # fmt: skip
-    heldout = {"kind": "dicom", "path": str(root / "heldout" / "images"),
-               "labels": {"kind": "mask-png", "path": str(root / "heldout" / "labels")}}  # fmt: skip
-    return yaml.safe_dump({
-        "name": name,
-        "output_dir": str(root / "runs"),
-        "tracking": {"uri": server, "experiment": "lifecycle", "registered_model": MODEL},
-        "cluster": {"num_cpus": 2},
-        "steps": [
-            {"step": "ingest", "source": source},
-            {"step": "train", "init_from": f"models:/{MODEL}@champion",
-             "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-             "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
-             "split": {"val_fraction": 0.34}, "epochs": epochs, "batch_size": 4, "learning_rate": lr,
-             "patches_per_image": 2},
-            {"step": "evaluate", "source": heldout, "bootstrap": 500},
-            {"step": "promote", "gate": {"min_mean_dice_gain": 0.0,
-                                         "max_case_regression": {"dice_drop": 0.2, "fraction": 0.5},
-                                         "per_class_max_drop": 0.0}},
-        ],
-    })  # fmt: skip
+    source = {
+        "kind": "dicom",
+        "path": str(root / labels / "images"),
+        "labels": {"kind": "mask-png", "path": str(root / labels / "labels")},
+    }
+    heldout = {
+        "kind": "dicom",
+        "path": str(root / "heldout" / "images"),
+        "labels": {"kind": "mask-png", "path": str(root / "heldout" / "labels")},
+    }
+    return yaml.safe_dump(
+        {
+            "name": name,
+            "output_dir": str(root / "runs"),
+            "tracking": {"uri": server, "experiment": "lifecycle", "registered_model": MODEL},
+            "cluster": {"num_cpus": 2},
+            "steps": [
+                {"step": "ingest", "source": source},
+                {
+                    "step": "train",
+                    "init_from": f"models:/{MODEL}@champion",
+                    "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+                    "preprocess": {
+                        "intensity": {"kind": "window", "lower": -160, "upper": 240},
+                        "patch_size": [64, 64],
+                    },
+                    "split": {"val_fraction": 0.34},
+                    "epochs": epochs,
+                    "batch_size": 4,
+                    "learning_rate": lr,
+                    "patches_per_image": 2,
+                },
+                {"step": "evaluate", "source": heldout, "bootstrap": 500},
+                {
+                    "step": "promote",
+                    "gate": {
+                        "min_mean_dice_gain": 0.0,
+                        "max_case_regression": {"dice_drop": 0.2, "fraction": 0.5},
+                        "per_class_max_drop": 0.0,
+                    },
+                },
+            ],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +109,11 @@ def lifecycle(ray_session, server: str, data: dict) -> dict:
     from segops.workflows import run_workflow
 
     runs = {}
-    for key, labels, epochs, lr in (("first", "good", 1, 0.001), ("bad", "inverted", 3, 0.003), ("better", "good", 6, 0.003)):
+    for key, labels, epochs, lr in (
+        ("first", "good", 1, 0.001),
+        ("bad", "inverted", 3, 0.003),
+        ("better", "good", 6, 0.003),
+    ):
         text = _retrain(data, server, f"retrain-{key}", labels, epochs, lr)
         runs[key] = run_workflow(validate_workflow_text(text), text)
     return runs
@@ -117,13 +143,19 @@ def test_challenger_trained_on_inverted_labels_is_refused_and_aliases_stay(lifec
     # the evidence: both per-case tables on the same held-out cases, and the gain with its CI
     run_id = lifecycle["bad"].mlflow_run_id
     evidence = {a.path for a in client.list_artifacts(run_id, "evaluate")}
-    assert {"evaluate/champion_cases.parquet", "evaluate/challenger_cases.parquet", "evaluate/comparison.json"} <= evidence
+    assert {
+        "evaluate/champion_cases.parquet",
+        "evaluate/challenger_cases.parquet",
+        "evaluate/comparison.json",
+    } <= evidence
     champion = pd.read_parquet(lifecycle["bad"].run_dir / "evaluate" / "champion_cases.parquet")
     challenger = pd.read_parquet(lifecycle["bad"].run_dir / "evaluate" / "challenger_cases.parquet")
     assert list(champion["case_id"]) == list(challenger["case_id"]) and len(champion) == 12
     metrics = client.get_run(run_id).data.metrics
     assert metrics["evaluate_dice_gain"] == pytest.approx(challenger["dice"].mean() - champion["dice"].mean())
-    assert metrics["evaluate_dice_gain_ci_low"] <= metrics["evaluate_dice_gain"] <= metrics["evaluate_dice_gain_ci_high"]
+    assert (
+        metrics["evaluate_dice_gain_ci_low"] <= metrics["evaluate_dice_gain"] <= metrics["evaluate_dice_gain_ci_high"]
+    )
     assert metrics["promote_passed"] == 0.0
 
 
@@ -162,7 +194,9 @@ def test_lineage_is_recorded_on_run_and_model_version(lifecycle, server: str) ->
     assert model.predict(np.zeros((1, 1, 32, 32), np.float32)).shape == (1, 32, 32)
 
 
-def test_sigkilled_training_resumes_from_its_last_checkpoint_in_the_same_mlflow_run(lifecycle, server, data, tmp_path) -> None:
+def test_sigkilled_training_resumes_from_its_last_checkpoint_in_the_same_mlflow_run(
+    lifecycle, server, data, tmp_path
+) -> None:
     from segops.workflows import run_workflow
 
     text = _retrain(data, server, "retrain-resume", "good", 4, 0.003)
@@ -189,6 +223,8 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint_in_the_same_mlflow_
     client = MlflowClient(server)
     history = client.get_metric_history(result.mlflow_run_id, "train_loss")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
-    runs = client.search_runs([client.get_experiment_by_name("lifecycle").experiment_id],
-                              filter_string="tags.`segops.workflow` = 'retrain-resume'")  # fmt: skip
+    runs = client.search_runs(
+        [client.get_experiment_by_name("lifecycle").experiment_id],
+        filter_string="tags.`segops.workflow` = 'retrain-resume'",
+    )
     assert [r.info.run_id for r in runs] == [result.mlflow_run_id]

@@ -41,16 +41,30 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_anti_aliased_masks_stop_the_run_before_training(parts: Path) -> None:
     from segops.workflows import run_workflow
 
-    text = yaml.safe_dump({
-        "name": "defects-no-threshold", "output_dir": str(parts / "runs"),
-        "tracking": {"uri": f"sqlite:///{parts}/mlflow.db", "experiment": "defects"},
-        "steps": [
-            {"step": "ingest", "source": {"kind": "images", "path": str(parts / "parts"),
-                                          "exclude": ["README.png", "dataset.jpg"],
-                                          "labels": {"kind": "mask-png", "path": str(parts / "parts")}}},
-            {"step": "train", "model": {"arch": "unet", "classes": 2}, "epochs": 1, "preprocess": {"patch_size": [32, 32]}},
-        ],
-    })  # fmt: skip
+    text = yaml.safe_dump(
+        {
+            "name": "defects-no-threshold",
+            "output_dir": str(parts / "runs"),
+            "tracking": {"uri": f"sqlite:///{parts}/mlflow.db", "experiment": "defects"},
+            "steps": [
+                {
+                    "step": "ingest",
+                    "source": {
+                        "kind": "images",
+                        "path": str(parts / "parts"),
+                        "exclude": ["README.png", "dataset.jpg"],
+                        "labels": {"kind": "mask-png", "path": str(parts / "parts")},
+                    },
+                },
+                {
+                    "step": "train",
+                    "model": {"arch": "unet", "classes": 2},
+                    "epochs": 1,
+                    "preprocess": {"patch_size": [32, 32]},
+                },
+            ],
+        }
+    )
     start = time.monotonic()
     with pytest.raises(LabelValueError, match=r"labels\.threshold: 128") as err:
         run_workflow(validate_workflow_text(text), text)
@@ -70,7 +84,9 @@ def test_planned_workflow_learns_the_rare_defects(parts: Path, monkeypatch: pyte
 
     monkeypatch.chdir(parts)
     out = parts / "plan" / "parts.yaml"
-    result = CliRunner().invoke(app, ["plan", "parts", "-o", str(out), "--budget-minutes", "1.5", "--name", "parts-plan"])
+    result = CliRunner().invoke(
+        app, ["plan", "parts", "-o", str(out), "--budget-minutes", "1.5", "--name", "parts-plan"]
+    )
     assert result.exit_code == 0, result.output
     spec = load_workflow(out)  # unedited
     assert spec.steps[0].source.labels.threshold == 128

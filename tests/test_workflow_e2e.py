@@ -16,8 +16,8 @@ import pandas as pd
 import pydicom
 import pytest
 import yaml
-from PIL import Image
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from segops.config import validate_workflow_text
 from segops.data.labels import read_mask_png
@@ -28,8 +28,6 @@ from segops.outputs.manifest import load_manifest
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 MODEL_NAME = "e2e-unet"
-
-
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +61,22 @@ def _e2e_text(archive: dict) -> str:
     return _workflow(
         archive,
         [
-            {"step": "ingest", "source": {"kind": "dicom", "path": str(archive["images"]),
-                                          "labels": {"kind": "mask-png", "path": str(archive["labels"])}}},
-            {"step": "train", "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-             "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
-             "split": {"val_fraction": 0.34}, "epochs": 2, "batch_size": 4},
+            {
+                "step": "ingest",
+                "source": {
+                    "kind": "dicom",
+                    "path": str(archive["images"]),
+                    "labels": {"kind": "mask-png", "path": str(archive["labels"])},
+                },
+            },
+            {
+                "step": "train",
+                "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+                "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
+                "split": {"val_fraction": 0.34},
+                "epochs": 2,
+                "batch_size": 4,
+            },
             {"step": "segment", "overlays": 2},
         ],
         "e2e",
@@ -91,8 +100,14 @@ def test_rerunning_a_finished_workflow_changes_nothing(run, archive: dict) -> No
     assert {p: p.stat().st_mtime_ns for p in (run.run_dir / "masks").rglob("*.png")} == before
     assert again.state["model_uri"] == run.state["model_uri"] and again.state["report"] == run.state["report"]
     client = MlflowClient(run.tracking_uri)
-    assert len(client.search_runs([client.get_experiment_by_name("e2e").experiment_id],
-                                  filter_string="tags.`segops.workflow` = 'e2e'")) == 1  # fmt: skip
+    assert (
+        len(
+            client.search_runs(
+                [client.get_experiment_by_name("e2e").experiment_id], filter_string="tags.`segops.workflow` = 'e2e'"
+            )
+        )
+        == 1
+    )
 
 
 def test_every_readable_input_has_exactly_one_mask(run, archive: dict) -> None:
@@ -142,11 +157,14 @@ def test_corrupt_files_are_quarantined_and_run_completes(run, archive: dict) -> 
 def test_one_mlflow_run_with_params_metrics_and_artifacts(run) -> None:
     client = MlflowClient(run.tracking_uri)
     experiment = client.get_experiment_by_name("e2e")
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`segops.run_id` = '%s'" % run.run_id)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`segops.run_id` = '{run.run_id}'")
     assert [r.info.run_id for r in runs] == [run.mlflow_run_id]
     data = runs[0].data
     assert runs[0].info.status == "FINISHED"
-    assert data.params["model.arch"] == "unet" and data.params["workflow.spec_hash"] == load_manifest(run.run_dir)["spec_hash"]
+    assert (
+        data.params["model.arch"] == "unet"
+        and data.params["workflow.spec_hash"] == load_manifest(run.run_dir)["spec_hash"]
+    )
     assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "train_loss")] == [0, 1]
     assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "val_fg_dice")] == [0, 1]
     assert data.params["train.select_metric"] in ("val_dice", "val_fg_dice") and "best_val_fg_dice" in data.metrics
@@ -178,11 +196,18 @@ def test_registered_model_loads_and_predicts_like_the_checkpoint(run, archive: d
 def test_segment_only_workflow_with_model_alias_and_own_source(run, archive: dict, tmp_path: Path) -> None:
     from segops.workflows import run_workflow
 
-    MlflowClient(run.tracking_uri, registry_uri=run.tracking_uri).set_registered_model_alias(MODEL_NAME, "champion", "1")
+    MlflowClient(run.tracking_uri, registry_uri=run.tracking_uri).set_registered_model_alias(
+        MODEL_NAME, "champion", "1"
+    )
     text = _workflow(
         archive,
-        [{"step": "segment", "model": f"models:/{MODEL_NAME}@champion",
-          "source": {"kind": "dicom", "path": str(archive["images"] / "series-000")}}],
+        [
+            {
+                "step": "segment",
+                "model": f"models:/{MODEL_NAME}@champion",
+                "source": {"kind": "dicom", "path": str(archive["images"] / "series-000")},
+            }
+        ],
         "e2e-segment",
     )
     second = run_workflow(validate_workflow_text(text), text)

@@ -41,23 +41,52 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _workflow_text(archive: dict) -> str:
     root, summary = archive["root"], archive["summary"]
-    model = {"arch": "maskrcnn", "classes": 3, "min_size": 64, "max_size": 64, "anchor_sizes": [8, 16, 32, 64, 128],
-             "box_batch_size_per_image": 32, "score_threshold": 0.05, "mask_dice_weight": 1.0}  # fmt: skip
+    model = {
+        "arch": "maskrcnn",
+        "classes": 3,
+        "min_size": 64,
+        "max_size": 64,
+        "anchor_sizes": [8, 16, 32, 64, 128],
+        "box_batch_size_per_image": 32,
+        "score_threshold": 0.05,
+        "mask_dice_weight": 1.0,
+    }
     steps = [
-        {"step": "ingest", "source": {"kind": "images", "path": str(summary.images),
-                                      "labels": {"kind": "instance-png", "path": str(summary.instances),
-                                                 "classes_pattern": "../classes/{rel_stem}.png"}}},  # fmt: skip
-        {"step": "train", "model": model, "split": {"val_fraction": 0.25}, "epochs": 2, "batch_size": 3,
-         "learning_rate": 0.0005},  # fmt: skip
+        {
+            "step": "ingest",
+            "source": {
+                "kind": "images",
+                "path": str(summary.images),
+                "labels": {
+                    "kind": "instance-png",
+                    "path": str(summary.instances),
+                    "classes_pattern": "../classes/{rel_stem}.png",
+                },
+            },
+        },
+        {
+            "step": "train",
+            "model": model,
+            "split": {"val_fraction": 0.25},
+            "epochs": 2,
+            "batch_size": 3,
+            "learning_rate": 0.0005,
+        },
         {"step": "segment", "outputs": ["png", "coco-rle"], "segments": {1: "cell", 2: "rod"}, "overlays": 2},
     ]
-    return yaml.safe_dump({
-        "name": "e2e-instances",
-        "output_dir": str(root / "runs"),
-        "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "e2e-instances", "registered_model": MODEL_NAME},
-        "cluster": {"num_cpus": 2},
-        "steps": steps,
-    })  # fmt: skip
+    return yaml.safe_dump(
+        {
+            "name": "e2e-instances",
+            "output_dir": str(root / "runs"),
+            "tracking": {
+                "uri": f"sqlite:///{root}/mlflow.db",
+                "experiment": "e2e-instances",
+                "registered_model": MODEL_NAME,
+            },
+            "cluster": {"num_cpus": 2},
+            "steps": steps,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +154,15 @@ def test_mask_ap_in_mlflow_equals_cocoeval_on_the_written_files(run, archive: di
 
 def test_training_logs_loss_components_and_validation_ap_per_epoch(run) -> None:
     client = MlflowClient(run.tracking_uri)
-    for name in ("train_loss", "train_loss_mask", "train_loss_mask_dice", "train_loss_classifier",
-                 "train_loss_box_reg", "train_loss_objectness", "train_loss_rpn_box_reg"):  # fmt: skip
+    for name in (
+        "train_loss",
+        "train_loss_mask",
+        "train_loss_mask_dice",
+        "train_loss_classifier",
+        "train_loss_box_reg",
+        "train_loss_objectness",
+        "train_loss_rpn_box_reg",
+    ):
         history = client.get_metric_history(run.mlflow_run_id, name)
         assert [m.step for m in history] == [0, 1] and all(np.isfinite(m.value) and m.value > 0 for m in history)
     for name in ("val_mask_ap", "val_mask_ap50", "val_mask_ap75"):

@@ -34,7 +34,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("isbi")
     make_membrane_archive(root / "train", count=N_LABELLED, size=96, seed=0)
     make_membrane_archive(root / "test", count=N_TEST, size=96, seed=1)
-    return {"root": root, "images": root / "train" / "images", "labels": root / "train" / "labels", "test": root / "test" / "images"}
+    return {
+        "root": root,
+        "images": root / "train" / "images",
+        "labels": root / "train" / "labels",
+        "test": root / "test" / "images",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +48,11 @@ def run(ray_session, data: dict):
 
     spec = yaml.safe_load((REPO / "workflows" / "isbi2012.yaml").read_text())
     root = data["root"]
-    spec |= {"output_dir": str(root / "runs"), "cluster": {"num_cpus": 2},
-             "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "isbi-test"}}  # fmt: skip
+    spec |= {
+        "output_dir": str(root / "runs"),
+        "cluster": {"num_cpus": 2},
+        "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "isbi-test"},
+    }
     ingest, train, segment, segment_test = spec["steps"]
     ingest["source"]["path"] = str(data["images"])
     ingest["source"]["labels"]["path"] = str(data["labels"])
@@ -75,8 +83,9 @@ def test_report_scores_match_an_independent_recomputation(run, data: dict) -> No
         pred = read_mask_png(row["mask_path"], membrane.shape).astype(bool)
         assert row["pixel_error"] == pytest.approx(np.mean(pred != membrane))
         assert row["dice"] == pytest.approx(2 * (pred & membrane).sum() / (pred.sum() + membrane.sum()))
-        expected_rand, _, _ = adapted_rand_error(connected_regions(~membrane, connectivity=1),
-                                                 connected_regions(~pred, connectivity=1))  # fmt: skip
+        expected_rand, _, _ = adapted_rand_error(
+            connected_regions(~membrane, connectivity=1), connected_regions(~pred, connectivity=1)
+        )
         assert row["rand_error"] == pytest.approx(expected_rand)
 
 

@@ -60,15 +60,23 @@ def _decode_entries(
 #: otherwise be inferred as list<null> in one block and list<double> in another).
 META_SCHEMA = pa.schema(
     [
-        (name, pa.list_(pa.float64()) if name in ("position", "orientation")
-         else pa.list_(pa.int64()) if name in ("label_values", "label_pixels")
-         else pa.int64() if name in ("frame", "height", "width", "channels", "instance_number")
-         else pa.float64() if name.startswith("spacing_")
-         else pa.bool_() if name == "has_label"
-         else pa.string())
+        (
+            name,
+            pa.list_(pa.float64())
+            if name in ("position", "orientation")
+            else pa.list_(pa.int64())
+            if name in ("label_values", "label_pixels")
+            else pa.int64()
+            if name in ("frame", "height", "width", "channels", "instance_number")
+            else pa.float64()
+            if name.startswith("spacing_")
+            else pa.bool_()
+            if name == "has_label"
+            else pa.string(),
+        )
         for name in META_COLUMNS
     ]
-)  # fmt: skip
+)
 
 
 def rows_to_table(rows: list[dict[str, Any]], labels_as: np.dtype = np.dtype(np.uint8)) -> pa.Table:
@@ -113,7 +121,10 @@ def read_source(
     labels = build_resolver(source.labels) if source.labels is not None else None
     log.info("reading %s in %d units", source.path, len(entries))
     return _entries_dataset(entries, one_per_task=streaming).map_batches(
-        _decode_entries, fn_kwargs={"source": source, "labels": labels}, batch_size=None, batch_format="numpy",
+        _decode_entries,
+        fn_kwargs={"source": source, "labels": labels},
+        batch_size=None,
+        batch_format="numpy",
         num_cpus=num_cpus,
     )
 
@@ -174,10 +185,14 @@ def dataset_digest(path: str | Path, case_ids: set[str] | None = None) -> str:
     import hashlib
 
     rows = []
-    scan = pads.dataset(str(path), format="parquet").to_batches(columns=["case_id", "status", "image", "label"], batch_size=64)
+    scan = pads.dataset(str(path), format="parquet").to_batches(
+        columns=["case_id", "status", "image", "label"], batch_size=64
+    )
     for batch in scan:
         images, labels = batch.column("image").to_numpy(), batch.column("label").to_numpy()
-        for cid, status, image, label in zip(batch.column("case_id").to_pylist(), batch.column("status").to_pylist(), images, labels):
+        for cid, status, image, label in zip(
+            batch.column("case_id").to_pylist(), batch.column("status").to_pylist(), images, labels
+        ):
             if status != STATUS_OK or (case_ids is not None and cid not in case_ids):
                 continue
             h = hashlib.sha1(cid.encode())
@@ -203,16 +218,31 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
     label_values, label_pixels = label_counts(label)
     rel_dir = str(Path(str(batch["rel_path"][first])).parent)
     row = {name: None for name in META_COLUMNS} | {
-        "case_id": uid, "group_id": uid, "source_uri": str(batch["source_uri"][first]),
-        "rel_path": f"{rel_dir}/{uid}" if rel_dir != "." else uid, "frame": 0,
-        "modality": str(batch["modality"][first]), "spacing_y": float(batch["spacing_y"][first]),
-        "spacing_x": float(batch["spacing_x"][first]), "height": image.shape[2], "width": image.shape[3],
-        "channels": image.shape[0], "transfer_syntax": str(batch["transfer_syntax"][first]),
-        "photometric": str(batch["photometric"][first]), "position": [], "orientation": [],
-        "instance_number": -1, "has_label": labelled, "label_uri": "", "label_values": label_values,
-        "label_pixels": label_pixels, "status": STATUS_OK, "stage": "",
-        "error_type": "", "error": "",
-    }  # fmt: skip
+        "case_id": uid,
+        "group_id": uid,
+        "source_uri": str(batch["source_uri"][first]),
+        "rel_path": f"{rel_dir}/{uid}" if rel_dir != "." else uid,
+        "frame": 0,
+        "modality": str(batch["modality"][first]),
+        "spacing_y": float(batch["spacing_y"][first]),
+        "spacing_x": float(batch["spacing_x"][first]),
+        "height": image.shape[2],
+        "width": image.shape[3],
+        "channels": image.shape[0],
+        "transfer_syntax": str(batch["transfer_syntax"][first]),
+        "photometric": str(batch["photometric"][first]),
+        "position": [],
+        "orientation": [],
+        "instance_number": -1,
+        "has_label": labelled,
+        "label_uri": "",
+        "label_values": label_values,
+        "label_pixels": label_pixels,
+        "status": STATUS_OK,
+        "stage": "",
+        "error_type": "",
+        "error": "",
+    }
     table = pa.table({name: [row[name]] for name in META_COLUMNS}, schema=META_SCHEMA)
     extra = {
         "slices": pa.array([len(rows)], pa.int64()),
@@ -227,7 +257,9 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
     return table
 
 
-def write_volumes(dataset: str | Path, order: dict[str, list[str]], geometry: dict[str, dict], path: str | Path) -> None:
+def write_volumes(
+    dataset: str | Path, order: dict[str, list[str]], geometry: dict[str, dict], path: str | Path
+) -> None:
     """Write one volume record per series in ``order`` (series UID → case ids, in slice order).
 
     ``geometry``: series UID → ``{"spacing_z": mm, "affine": 16 floats}``.
@@ -262,7 +294,10 @@ def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:
 def _mask_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> Iterator[pd.DataFrame]:
     for chunk in _entry_chunks(batch, source):
         found = [mask_file_counts(source.labels, f["rel_path"]) for f in chunk]
-        rows = [{"label_uri": uri, "label_values": values, "label_pixels": pixels} for uri, values, pixels in filter(None, found)]
+        rows = [
+            {"label_uri": uri, "label_values": values, "label_pixels": pixels}
+            for uri, values, pixels in filter(None, found)
+        ]
         yield pd.DataFrame(rows, columns=["label_uri", "label_values", "label_pixels"])
 
 

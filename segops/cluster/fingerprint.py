@@ -40,16 +40,26 @@ def _stats_batch(batch: dict[str, np.ndarray], task: str, k: int, seed: int) -> 
         if status is not None and status[i] != STATUS_OK:
             continue
         label = batch["label"][i] if ("has_label" not in batch or batch["has_label"][i]) else None
-        row = record_stats(np.asarray(batch["image"][i]), None if label is None else np.asarray(label),
-                           str(batch["case_id"][i]), task, k, seed)  # fmt: skip
-        row["meta"] = {name: batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i] for name in _META}
+        row = record_stats(
+            np.asarray(batch["image"][i]),
+            None if label is None else np.asarray(label),
+            str(batch["case_id"][i]),
+            task,
+            k,
+            seed,
+        )
+        row["meta"] = {
+            name: batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i] for name in _META
+        }
         out.append(pickle.dumps(row))
     return {"stats": np.array(out, dtype=object)}
 
 
 def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int) -> Fingerprint:
     acc = FingerprintAccumulator(task=task, seed=seed, samples_per_case=k)
-    stats = ds.map_batches(_stats_batch, fn_kwargs={"task": task, "k": k, "seed": seed}, batch_format="numpy", batch_size=64)
+    stats = ds.map_batches(
+        _stats_batch, fn_kwargs={"task": task, "k": k, "seed": seed}, batch_format="numpy", batch_size=64
+    )
     for batch in stats.iter_batches(batch_format="numpy", batch_size=256):
         for blob in batch["stats"]:
             row = pickle.loads(blob)
@@ -67,7 +77,9 @@ def fingerprint_source(
     return _fold(read_source(source, streaming=True), task, k, seed)
 
 
-def fingerprint_dataset(path: str | Path, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0) -> Fingerprint:
+def fingerprint_dataset(
+    path: str | Path, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
+) -> Fingerprint:
     """Fingerprint of the ``ok`` rows of an ingested Parquet dataset (the same stats as :func:`fingerprint_source`)."""
     columns = [*_META, "has_label", "image", "label"]
     return _fold(read_dataset(path, columns=columns), task, k, seed)

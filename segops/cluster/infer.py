@@ -42,16 +42,40 @@ from segops.outputs.storage import is_uri, join, list_files, open_storage
 log = logging.getLogger(__name__)
 
 _PASSTHROUGH = (
-    "case_id", "group_id", "source_uri", "rel_path", "frame", "modality", "has_label", "label_uri",
-    "status", "stage", "error_type", "error", "transfer_syntax",
-)  # fmt: skip
+    "case_id",
+    "group_id",
+    "source_uri",
+    "rel_path",
+    "frame",
+    "modality",
+    "has_label",
+    "label_uri",
+    "status",
+    "stage",
+    "error_type",
+    "error",
+    "transfer_syntax",
+)
 #: Per-image matched-instance scores (instance models; NaN for semantic ones).
 INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 RESULT_COLUMNS = (
-    *_PASSTHROUGH, "mask_path", "seg_path", "instance_path", "coco_path", "mask_sha256", "model",
-    "fg_fraction", "label_fg_fraction", "dice", "iou", "dice_per_class", "pixel_error", "rand_error", *INSTANCE_COLUMNS,
+    *_PASSTHROUGH,
+    "mask_path",
+    "seg_path",
+    "instance_path",
+    "coco_path",
+    "mask_sha256",
+    "model",
+    "fg_fraction",
+    "label_fg_fraction",
+    "dice",
+    "iou",
+    "dice_per_class",
+    "pixel_error",
+    "rand_error",
+    *INSTANCE_COLUMNS,
     "eval_json",  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
-)  # fmt: skip
+)
 
 
 #: Decoded bytes a segment pipeline keeps in the object store per inference actor (at least
@@ -130,11 +154,22 @@ class _Segmenter:
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         masks = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
-            row |= ({"mask_path": "", "seg_path": "", "instance_path": "", "coco_path": "", "mask_sha256": "",
-                    "model": self.outputs.model_digest, "fg_fraction": np.nan, "label_fg_fraction": np.nan,
-                    "dice": np.nan, "iou": np.nan, "dice_per_class": "", "pixel_error": np.nan,
-                    "rand_error": np.nan, "eval_json": ""}
-                   | dict.fromkeys(INSTANCE_COLUMNS, np.nan))  # fmt: skip
+            row |= {
+                "mask_path": "",
+                "seg_path": "",
+                "instance_path": "",
+                "coco_path": "",
+                "mask_sha256": "",
+                "model": self.outputs.model_digest,
+                "fg_fraction": np.nan,
+                "label_fg_fraction": np.nan,
+                "dice": np.nan,
+                "iou": np.nan,
+                "dice_per_class": "",
+                "pixel_error": np.nan,
+                "rand_error": np.nan,
+                "eval_json": "",
+            } | dict.fromkeys(INSTANCE_COLUMNS, np.nan)
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
@@ -152,8 +187,12 @@ class _Segmenter:
                 try:
                     (masks[i],) = self._masks([batch["image"][i]])
                 except Exception as exc:
-                    rows[i] |= {"status": STATUS_FAILED, "stage": "segment", "error_type": type(exc).__name__,
-                                "error": str(exc)[:2000]}  # fmt: skip
+                    rows[i] |= {
+                        "status": STATUS_FAILED,
+                        "stage": "segment",
+                        "error_type": type(exc).__name__,
+                        "error": str(exc)[:2000],
+                    }
             return masks
 
     def _masks(self, images: list[np.ndarray]) -> list[Any]:
@@ -163,8 +202,12 @@ class _Segmenter:
             return predict_instances(self.loaded, images, self.device, self.amp)
         if not images or images[0].ndim == 3 or self.loaded.model_spec.spatial_dims == 3:
             return predict_masks(self.loaded, images, self.device, self.amp, self.sliding)
-        return [np.stack(predict_masks(self.loaded, [v[:, z] for z in range(v.shape[1])], self.device, self.amp, self.sliding))
-                for v in images]  # fmt: skip
+        return [
+            np.stack(
+                predict_masks(self.loaded, [v[:, z] for z in range(v.shape[1])], self.device, self.amp, self.sliding)
+            )
+            for v in images
+        ]
 
     def _finish_case(self, row: dict[str, Any], pred: Any, label: np.ndarray) -> None:
         try:
@@ -174,16 +217,25 @@ class _Segmenter:
                 mask = pred
                 row |= (write_volume_outputs if mask.ndim == 3 else write_case_outputs)(self.outputs, row, mask)
         except Exception as exc:  # e.g. a SEG highdicom refuses: the case is failed, the batch goes on
-            row |= {"status": STATUS_FAILED, "stage": "write", "error_type": type(exc).__name__, "error": str(exc)[:2000]}
+            row |= {
+                "status": STATUS_FAILED,
+                "stage": "write",
+                "error_type": type(exc).__name__,
+                "error": str(exc)[:2000],
+            }
             return
         row["fg_fraction"] = float((mask > 0).mean())
         if not bool(row["has_label"]):
             return
         truth = class_map(label) if self.instance else label
         scores = case_scores(mask, truth, self.outputs.classes)
-        row |= {"label_fg_fraction": float((truth > 0).mean()), "dice": scores["dice"], "iou": scores["iou"],
-                "dice_per_class": json.dumps({c: scores[f"dice_{c}"] for c in range(1, self.outputs.classes)}),
-                "pixel_error": scores["pixel_error"]}  # fmt: skip
+        row |= {
+            "label_fg_fraction": float((truth > 0).mean()),
+            "dice": scores["dice"],
+            "iou": scores["iou"],
+            "dice_per_class": json.dumps({c: scores[f"dice_{c}"] for c in range(1, self.outputs.classes)}),
+            "pixel_error": scores["pixel_error"],
+        }
         if self.boundary_class is not None:
             row["rand_error"] = rand_error(mask, truth, self.boundary_class)
         if self.instance:
@@ -195,8 +247,10 @@ class _Segmenter:
     def _write_instances(self, row: dict[str, Any], pred: Any) -> np.ndarray:
         """Write an instance case's outputs; returns its class map (for the semantic scores)."""
         label_map = instance_label_map(pred, pred.masks.shape[-2:])  # masks are (N, H, W), N may be 0
-        results = [{k: v for k, v in r.items() if k != "image_id"}
-                   for r in coco_results(0, pred.masks, pred.scores, pred.classes)]  # fmt: skip
+        results = [
+            {k: v for k, v in r.items() if k != "image_id"}
+            for r in coco_results(0, pred.masks, pred.scores, pred.classes)
+        ]
         row |= write_instance_outputs(self.outputs, row, label_map, results)
         row["n_instances"] = float(len(pred.scores))
         return class_map(label_map)
@@ -265,7 +319,12 @@ def segment_dataset(
         ds = ds.filter(expr=~col("case_id").is_in(done["case_id"].tolist()), num_cpus=pool.read_cpus)
     results = ds.map_batches(
         _Segmenter,
-        fn_constructor_args=(str(checkpoint_dir), outputs, str(parts_dir), options | {"torch_threads": pool.torch_threads}),
+        fn_constructor_args=(
+            str(checkpoint_dir),
+            outputs,
+            str(parts_dir),
+            options | {"torch_threads": pool.torch_threads},
+        ),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),

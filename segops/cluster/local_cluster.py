@@ -145,7 +145,9 @@ class LocalNode:
             if "Ray runtime started." in text:
                 return
             if self.process.poll() is not None:
-                raise ClusterStartError(f"ray start for node {self.name} exited with {self.process.returncode}:\n{text[-3000:]}")
+                raise ClusterStartError(
+                    f"ray start for node {self.name} exited with {self.process.returncode}:\n{text[-3000:]}"
+                )
             time.sleep(0.2)
         raise ClusterStartError(f"node {self.name} not started after {timeout_s:.0f} s; see {self.log_path}")
 
@@ -207,10 +209,25 @@ class LocalCluster:
 
     def _start_node(self, name: str, cpus: int, role: list[str]) -> None:
         ray = Path(sys.executable).parent / "ray"
-        args = [str(ray), "start", *role, "--block", "--num-cpus", str(cpus), "--node-ip-address", "127.0.0.1",
-                "--temp-dir", str(self.temp_dir), "--disable-usage-stats",
-                "--object-store-memory", str(self.object_store_mb * 2**20),
-                "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]  # fmt: skip
+        args = [
+            str(ray),
+            "start",
+            *role,
+            "--block",
+            "--num-cpus",
+            str(cpus),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--temp-dir",
+            str(self.temp_dir),
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(self.object_store_mb * 2**20),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(free_port()),
+        ]
         log_path = Path(self.temp_dir) / f"ray-start-{name}.log"
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", **self.env}
         env.pop("RAY_ADDRESS", None)
@@ -243,8 +260,15 @@ class LocalCluster:
             f"h = Hold.options(num_cpus={cpus}, scheduling_strategy=A('{node.node_id()}', soft=False)).remote()\n"
             "ray.get(h.ready.remote()); print('held', flush=True); sys.stdin.read()\n"
         )
-        proc = subprocess.Popen([sys.executable, "-c", code], env=self.driver_env(), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=self.driver_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         ready, _, _ = select.select([proc.stdout], [], [], self.start_timeout_s)
         if not ready or proc.stdout.readline().strip() != "held":
             proc.kill()

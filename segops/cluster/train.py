@@ -54,7 +54,9 @@ class TrainOutcome:
     checkpoint_dir: Path
     history: list[dict[str, float]]
     best_epoch: int
-    best_score: float  # the best epoch's val_score: val_dice or val_fg_dice (semantic, see select_metric) or val_mask_ap
+    best_score: (
+        float  # the best epoch's val_score: val_dice or val_fg_dice (semantic, see select_metric) or val_mask_ap
+    )
     used_gpu: bool
 
 
@@ -118,8 +120,12 @@ def train_model(
         log.info("resuming training from the last checkpoint in %s", storage or storage_dir)
     else:
         progress.unlink(missing_ok=True)
-    config = {"step": step.model_dump(mode="json"), "seed": seed, "threads": max(1, int(cpus)),
-              "init_checkpoint": str(init_checkpoint.resolve()) if init_checkpoint else None}  # fmt: skip
+    config = {
+        "step": step.model_dump(mode="json"),
+        "seed": seed,
+        "threads": max(1, int(cpus)),
+        "init_checkpoint": str(init_checkpoint.resolve()) if init_checkpoint else None,
+    }
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config=config,
@@ -293,8 +299,16 @@ def _semantic_epoch(w: _Worker) -> dict[str, float]:
     step = w.step
     loss_fn = build_loss(step.loss, batch_dice=step.batch_dice, include_background=step.dice_include_background)
     batches = (
-        training_batch(pairs, step.preprocess, step.model.in_channels, w.rng, step.patches_per_image, w.augmenter,
-                       step.foreground_oversample, w.reservoir)  # fmt: skip
+        training_batch(
+            pairs,
+            step.preprocess,
+            step.model.in_channels,
+            w.rng,
+            step.patches_per_image,
+            w.augmenter,
+            step.foreground_oversample,
+            w.reservoir,
+        )
         for pairs in _pairs(w.train_shard, step.batch_size)
     )
     loss_sum, n_samples = train_steps(w.model, batches, loss_fn, w.optimizer, w.device, step.amp)
@@ -302,9 +316,14 @@ def _semantic_epoch(w: _Worker) -> dict[str, float]:
     v = validation_sums(w.evaluator, val_pairs, w.device, step.amp)
     reduced = _all_reduce([loss_sum, n_samples, v.dice_sum, v.cases, v.fg_dice_sum, v.fg_cases])
     loss_sum, n_samples, dice_sum, n_val, fg_sum, n_fg = reduced
-    metrics = {"train_loss": loss_sum / max(n_samples, 1), "val_dice": dice_sum / n_val if n_val else float("nan"),
-               "val_fg_dice": fg_sum / n_fg if n_fg else float("nan"), "train_samples": n_samples,
-               "val_cases": n_val, "val_fg_cases": n_fg}  # fmt: skip
+    metrics = {
+        "train_loss": loss_sum / max(n_samples, 1),
+        "val_dice": dice_sum / n_val if n_val else float("nan"),
+        "val_fg_dice": fg_sum / n_fg if n_fg else float("nan"),
+        "train_samples": n_samples,
+        "val_cases": n_val,
+        "val_fg_cases": n_fg,
+    }
     return metrics | {"val_score": metrics[select_metric(int(n_val), int(n_fg))]}
 
 
@@ -327,8 +346,14 @@ def _instance_epoch(w: _Worker) -> dict[str, float]:
         entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
     entries = _all_gather(entries)
     ap = entries_ap(entries, step.model.classes)
-    return metrics | {"train_images": n_images, "val_cases": len(entries), "val_mask_ap": ap["ap"],
-                      "val_mask_ap50": ap["ap50"], "val_mask_ap75": ap["ap75"], "val_score": ap["ap"]}  # fmt: skip
+    return metrics | {
+        "train_images": n_images,
+        "val_cases": len(entries),
+        "val_mask_ap": ap["ap"],
+        "val_mask_ap50": ap["ap50"],
+        "val_mask_ap75": ap["ap75"],
+        "val_score": ap["ap"],
+    }
 
 
 def _pairs(shard: Any, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
@@ -376,7 +401,9 @@ def _report(
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(tmp, net, step.model, step.preprocess, extra={"epoch": metrics["epoch"], "val_score": metrics["val_score"]})
+        save_checkpoint(
+            tmp, net, step.model, step.preprocess, extra={"epoch": metrics["epoch"], "val_score": metrics["val_score"]}
+        )
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history}
         torch.save(state, Path(tmp) / TRAIN_STATE_FILE)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

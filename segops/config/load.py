@@ -110,8 +110,12 @@ def apply_tracking_env(spec: WorkflowSpec) -> WorkflowSpec:
         log.info("MLflow tracking URI %s (tracking.uri of the workflow)", _redacted(spec.tracking.uri))
         return spec
     if env_uri != spec.tracking.uri:
-        log.info("MLflow tracking URI %s from the environment (%s), not tracking.uri %s of the workflow",
-                 _redacted(env_uri), TRACKING_URI_ENV, _redacted(spec.tracking.uri))  # fmt: skip
+        log.info(
+            "MLflow tracking URI %s from the environment (%s), not tracking.uri %s of the workflow",
+            _redacted(env_uri),
+            TRACKING_URI_ENV,
+            _redacted(spec.tracking.uri),
+        )
     else:
         log.info("MLflow tracking URI %s from the environment (%s)", _redacted(env_uri), TRACKING_URI_ENV)
     return spec.model_copy(update={"tracking": spec.tracking.model_copy(update={"uri": env_uri})})
@@ -345,7 +349,9 @@ def _semantic_problems(spec: WorkflowSpec) -> list[str]:
         if isinstance(step, EvaluateStep) and step.challenger is None and not seen_train:
             problems.append(f"steps[{i}].challenger: required when no train step comes before this evaluate step")
         if isinstance(step, PromoteStep) and not any(isinstance(s, EvaluateStep) for s in spec.steps[:i]):
-            problems.append(f"steps[{i}]: a promote step needs an evaluate step before it (it applies its gate to that comparison)")
+            problems.append(
+                f"steps[{i}]: a promote step needs an evaluate step before it (it applies its gate to that comparison)"
+            )
         if isinstance(step, IngestStep):
             last_ingest = step
         if isinstance(step, TrainStep):
@@ -396,7 +402,9 @@ def input_paths(spec: WorkflowSpec) -> list[tuple[str, Path]]:
             ref = getattr(step, field, None)
             if isinstance(ref, str) and not _is_uri(ref):
                 found.append((f"steps[{i}].{field}", Path(ref)))
-        found += [(f"steps[{i}].extra_datasets[{k}]", path) for k, path in enumerate(getattr(step, "extra_datasets", ()))]
+        found += [
+            (f"steps[{i}].extra_datasets[{k}]", path) for k, path in enumerate(getattr(step, "extra_datasets", ()))
+        ]
     return found
 
 

@@ -25,7 +25,10 @@ class Spec(BaseModel):
 class TrackingSpec(Spec):
     """Where MLflow records the run. Any MLflow tracking URI works (sqlite file, http server)."""
 
-    uri: str = Field(default="sqlite:///mlruns.db", description="MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins over it.")
+    uri: str = Field(
+        default="sqlite:///mlruns.db",
+        description="MLflow tracking URI; MLFLOW_TRACKING_URI in the environment wins over it.",
+    )
     experiment: str = "segops"
     artifact_location: str | None = Field(
         default=None,
@@ -130,9 +133,7 @@ class InstancePngLabels(Spec):
     class_id: int = Field(default=1, ge=1, le=255)
 
 
-LabelsSpec = Annotated[
-    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels, Field(discriminator="kind")
-]
+LabelsSpec = Annotated[MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels, Field(discriminator="kind")]
 
 
 _INCLUDE_HELP = (
@@ -341,9 +342,7 @@ class ZScoreIntensity(Spec):
     kind: Literal["zscore"]
 
 
-IntensitySpec = Annotated[
-    WindowIntensity | PercentileIntensity | ZScoreIntensity, Field(discriminator="kind")
-]
+IntensitySpec = Annotated[WindowIntensity | PercentileIntensity | ZScoreIntensity, Field(discriminator="kind")]
 
 
 class PreprocessSpec(Spec):
@@ -504,7 +503,9 @@ class TrainStep(Spec):
     def _augment_fits_model(self) -> TrainStep:
         aug = self.augment
         if self.model.task == "instance" and (aug.rotate or aug.elastic or aug.intensity):
-            raise ValueError("augment.rotate/elastic/intensity apply to U-Net patches; Mask R-CNN trains on flipped whole images")
+            raise ValueError(
+                "augment.rotate/elastic/intensity apply to U-Net patches; Mask R-CNN trains on flipped whole images"
+            )
         if self.model.spatial_dims == 3 and aug.elastic is not None:
             raise ValueError(
                 "augment.elastic deforms 2D images (a control-point grid in the image plane); it is not "
@@ -531,7 +532,8 @@ class TrainStep(Spec):
         height, width = self.preprocess.patch_size[-2:]
         if self.model.task != "instance" and self.augment.rotate90 > 0 and height != width:
             raise ValueError(
-                f"augment.rotate90 turns patches by 90° and needs square ones (patch_size {list(self.preprocess.patch_size)}); "
+                "augment.rotate90 turns patches by 90° and needs square ones (patch_size "
+                f"{list(self.preprocess.patch_size)}); "
                 "use a square patch or set augment.rotate90: 0"
             )
         return self
@@ -560,7 +562,9 @@ class SlidingWindowSpec(Spec):
     through the network at once, which bounds an actor's memory whatever the image size.
     """
 
-    max_pixels: int = Field(default=1024 * 1024, ge=1, description="Whole-image inference up to this many pixels (2D models).")
+    max_pixels: int = Field(
+        default=1024 * 1024, ge=1, description="Whole-image inference up to this many pixels (2D models)."
+    )
     roi_size: tuple[Annotated[int, Field(ge=1)], ...] | None = Field(default=None, min_length=2, max_length=3)
     overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
     mode: Literal["gaussian", "constant"] = "gaussian"
@@ -590,7 +594,9 @@ class SegmentStep(Spec):
     )
     layout: Literal["mirror", "dicom-tags"] = Field(
         default="mirror",
-        description="mirror: outputs mirror input paths; dicom-tags: <PatientID>/<StudyUID>/<SeriesUID>/<SOPUID> (sanitised).",
+        description=(
+            "mirror: outputs mirror input paths; dicom-tags: <PatientID>/<StudyUID>/<SeriesUID>/<SOPUID> (sanitised)."
+        ),
     )
     segments: dict[int, str] = Field(default_factory=lambda: {1: "foreground"}, description="Class → DICOM SEG label.")
     batch_size: int = Field(default=8, ge=1)
@@ -617,10 +623,16 @@ class EvaluateStep(Spec):
 
     step: Literal["evaluate"]
     source: SegmentSourceSpec
-    champion: str | None = Field(default=None, description="Model URI or checkpoint; default models:/<registered>@champion.")
-    challenger: str | None = Field(default=None, description="Model URI or checkpoint; default: the train step's model.")
+    champion: str | None = Field(
+        default=None, description="Model URI or checkpoint; default models:/<registered>@champion."
+    )
+    challenger: str | None = Field(
+        default=None, description="Model URI or checkpoint; default: the train step's model."
+    )
     subgroups: tuple[str, ...] = Field(default=("modality",), description="Case columns to break deltas down by.")
-    bootstrap: int = Field(default=2000, ge=100, description="Paired bootstrap resamples for the CI of the mean difference.")
+    bootstrap: int = Field(
+        default=2000, ge=100, description="Paired bootstrap resamples for the CI of the mean difference."
+    )
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     batch_size: int = Field(default=8, ge=1)
     actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
@@ -636,7 +648,9 @@ class CaseRegression(Spec):
 class PromotionGate(Spec):
     """What a challenger must show on the held-out set to replace the champion."""
 
-    min_mean_dice_gain: float = Field(default=0.0, description="Challenger mean Dice − champion mean Dice must be ≥ this.")
+    min_mean_dice_gain: float = Field(
+        default=0.0, description="Challenger mean Dice − champion mean Dice must be ≥ this."
+    )
     require_ci_above: float | None = Field(
         default=None, description="If set, the lower end of the bootstrap CI of the gain must exceed this."
     )
@@ -657,9 +671,7 @@ class PromoteStep(Spec):
     previous_alias: str = Field(default="previous", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
-StepSpec = Annotated[
-    IngestStep | TrainStep | SegmentStep | EvaluateStep | PromoteStep, Field(discriminator="step")
-]
+StepSpec = Annotated[IngestStep | TrainStep | SegmentStep | EvaluateStep | PromoteStep, Field(discriminator="step")]
 
 
 class WorkflowSpec(Spec):

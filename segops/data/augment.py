@@ -4,8 +4,8 @@ Dictionary transforms act on ``{"image": (C, H, W) float32, "label": (1, H, W)}`
 (C, Z, H, W) and (1, Z, H, W) patches of volumes) so that image and label are flipped, rotated
 and deformed together (label by nearest neighbour); intensity jitter touches the image only.
 In 3D, flips act on all three axes and rotations turn the H-W plane (about the slice normal:
-CT voxels are rarely isotropic, so turning Z into H would mix spacings). One :class:`Augmenter` per training worker, seeded
-once, gives a reproducible stream of augmentations for that worker.
+CT voxels are rarely isotropic, so turning Z into H would mix spacings). One :class:`Augmenter` per
+training worker, seeded once, gives a reproducible stream of augmentations for that worker.
 """
 
 from __future__ import annotations
@@ -41,15 +41,29 @@ def build_transforms(spec: AugmentSpec, spatial_dims: int = 2) -> list:
         raise ShapeError("elastic augmentation is 2D only; remove augment.elastic for a 3D model")
     transforms: list = [RandFlipd(_KEYS, prob=spec.flip, spatial_axis=axis) for axis in range(spatial_dims)]
     # (0, 1) is (H, W) in 2D; in 3D (1, 2) is (H, W), and range_x below turns that plane too
-    transforms.append(RandRotate90d(_KEYS, prob=spec.rotate90, max_k=3, spatial_axes=(spatial_dims - 2, spatial_dims - 1)))
+    transforms.append(
+        RandRotate90d(_KEYS, prob=spec.rotate90, max_k=3, spatial_axes=(spatial_dims - 2, spatial_dims - 1))
+    )
     if spec.rotate is not None:
-        rotate = RandRotated(_KEYS, range_x=math.radians(spec.rotate.degrees), prob=spec.rotate.prob,
-                             mode=("bilinear", "nearest"), padding_mode="reflection", keep_size=True)  # fmt: skip
+        rotate = RandRotated(
+            _KEYS,
+            range_x=math.radians(spec.rotate.degrees),
+            prob=spec.rotate.prob,
+            mode=("bilinear", "nearest"),
+            padding_mode="reflection",
+            keep_size=True,
+        )
         transforms.append(rotate)
     if spec.elastic is not None:
         e = spec.elastic
-        elastic = Rand2DElasticd(_KEYS, spacing=(e.spacing, e.spacing), magnitude_range=e.magnitude, prob=e.prob,
-                                 mode=("bilinear", "nearest"), padding_mode="reflection")  # fmt: skip
+        elastic = Rand2DElasticd(
+            _KEYS,
+            spacing=(e.spacing, e.spacing),
+            magnitude_range=e.magnitude,
+            prob=e.prob,
+            mode=("bilinear", "nearest"),
+            padding_mode="reflection",
+        )
         transforms.append(elastic)
     if spec.intensity is not None:
         i = spec.intensity

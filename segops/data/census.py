@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pydicom
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from PIL import Image, UnidentifiedImageError
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from segops.config.schema import DicomSource, ImageSource
 from segops.data.dicom import non_image_problem, sop_class_name, sop_class_uid
@@ -21,8 +21,18 @@ from segops.data.sop_classes import is_non_image_class
 
 def header_row(path: str, rel_path: str, source: DicomSource | ImageSource) -> dict[str, Any]:
     """Modality, transfer syntax (file format for images), photometric, shape, frames, status."""
-    row: dict[str, Any] = {"rel_path": rel_path, "modality": "", "transfer_syntax": "", "photometric": "",
-                           "channels": 0, "height": 0, "width": 0, "frames": 0, "status": STATUS_OK, "error": ""}  # fmt: skip
+    row: dict[str, Any] = {
+        "rel_path": rel_path,
+        "modality": "",
+        "transfer_syntax": "",
+        "photometric": "",
+        "channels": 0,
+        "height": 0,
+        "width": 0,
+        "frames": 0,
+        "status": STATUS_OK,
+        "error": "",
+    }
     try:
         if isinstance(source, DicomSource):
             _dicom_header(path, row)

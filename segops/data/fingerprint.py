@@ -103,7 +103,11 @@ class Fingerprint:
         d["label_census"] = {int(k): tuple(v) for k, v in d["label_census"].items()}
         d["class_fractions"] = {int(k): v for k, v in d["class_fractions"].items()}
         d["median_shape"], d["median_spacing"] = tuple(d["median_shape"]), tuple(d["median_spacing"])
-        for key, kind in (("intensity_all", IntensityStats), ("intensity_fg", IntensityStats), ("objects", ObjectStats)):
+        for key, kind in (
+            ("intensity_all", IntensityStats),
+            ("intensity_fg", IntensityStats),
+            ("objects", ObjectStats),
+        ):
             d[key] = kind(**d[key]) if d[key] is not None else None
         return cls(**d)
 
@@ -118,14 +122,19 @@ def _sample(values: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def record_stats(
-    image: np.ndarray, label: np.ndarray | None, case_id: str, task: str = "semantic",
-    k: int = SAMPLES_PER_CASE, seed: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    image: np.ndarray,
+    label: np.ndarray | None,
+    case_id: str,
+    task: str = "semantic",
+    k: int = SAMPLES_PER_CASE,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Small stats of one record (computed where the record was decoded).
 
     Args:
-        image: (C, H, W) float32 ((C, Z, H, W) volumes work too). label: (H, W) class map (semantic) or instance label map
-            (``class * 1000 + k``, task instance); None or empty when unlabelled.
+        image: (C, H, W) float32 ((C, Z, H, W) volumes work too).
+        label: (H, W) class map (semantic) or instance label map (``class * 1000 + k``, task
+            instance); None or empty when unlabelled.
 
     Returns:
         height, width, channels, has_label, class values and pixel counts, up to ``k`` pixel
@@ -133,24 +142,39 @@ def record_stats(
     """
     rng = _case_rng(case_id, seed)
     gray = image.mean(axis=0, dtype=np.float64).ravel() if image.shape[0] > 1 else image[0].astype(np.float64).ravel()
-    row: dict[str, Any] = {"height": int(image.shape[-2]), "width": int(image.shape[-1]), "channels": int(image.shape[0]),
-                           "all_samples": _sample(gray, k, rng).astype(np.float32)}  # fmt: skip
+    row: dict[str, Any] = {
+        "height": int(image.shape[-2]),
+        "width": int(image.shape[-1]),
+        "channels": int(image.shape[0]),
+        "all_samples": _sample(gray, k, rng).astype(np.float32),
+    }
     has_label = label is not None and label.size > 0
     row["has_label"] = has_label
     if not has_label:
-        return row | {"class_values": [], "class_pixels": [], "fg_samples": np.zeros(0, np.float32), "object_sizes": [],
-                      "object_count": -1}  # fmt: skip
+        return row | {
+            "class_values": [],
+            "class_pixels": [],
+            "fg_samples": np.zeros(0, np.float32),
+            "object_sizes": [],
+            "object_count": -1,
+        }
     classes = label // INSTANCE_STRIDE if task == "instance" else label
     values, counts = np.unique(classes, return_counts=True)
     fg = classes.ravel() > 0
-    row |= {"class_values": values.tolist(), "class_pixels": counts.tolist(),
-            "fg_samples": _sample(gray[fg], k, rng).astype(np.float32)}  # fmt: skip
+    row |= {
+        "class_values": values.tolist(),
+        "class_pixels": counts.tolist(),
+        "fg_samples": _sample(gray[fg], k, rng).astype(np.float32),
+    }
     if task == "instance":
         _, sizes = np.unique(label[label > 0], return_counts=True)
     else:
         blobs, n = ndimage.label(label > 0)
         sizes = np.bincount(blobs.ravel())[1:] if n else np.zeros(0, np.int64)
-    return row | {"object_count": len(sizes), "object_sizes": _sample(np.asarray(sizes), MAX_OBJECTS_PER_CASE, rng).tolist()}
+    return row | {
+        "object_count": len(sizes),
+        "object_sizes": _sample(np.asarray(sizes), MAX_OBJECTS_PER_CASE, rng).tolist(),
+    }
 
 
 class _BottomK:
@@ -201,9 +225,15 @@ class FingerprintAccumulator:
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
-        self._all, self._fg, self._sizes = _BottomK(self.max_pooled, rng), _BottomK(self.max_pooled, rng), _BottomK(100_000, rng)
+        self._all, self._fg, self._sizes = (
+            _BottomK(self.max_pooled, rng),
+            _BottomK(self.max_pooled, rng),
+            _BottomK(100_000, rng),
+        )
 
-    def add(self, row: dict[str, Any], group_id: str = "", modality: str = "", spacing: tuple[float, float] = (1.0, 1.0)) -> None:
+    def add(
+        self, row: dict[str, Any], group_id: str = "", modality: str = "", spacing: tuple[float, float] = (1.0, 1.0)
+    ) -> None:
         """One record's stats (from :func:`record_stats`) and its metadata."""
         self.n_images += 1
         self.groups.add(group_id)
@@ -226,19 +256,30 @@ class FingerprintAccumulator:
     def result(self) -> Fingerprint:
         labelled_px = sum(p for _, p in self.census.values()) or 1
         return Fingerprint(
-            task=self.task, n_images=self.n_images, n_labelled=self.n_labelled, n_groups=len(self.groups),
-            modalities=dict(self.modalities), channels={int(k): v for k, v in self.channels.items()},
+            task=self.task,
+            n_images=self.n_images,
+            n_labelled=self.n_labelled,
+            n_groups=len(self.groups),
+            modalities=dict(self.modalities),
+            channels={int(k): v for k, v in self.channels.items()},
             shapes=[[h, w, n] for (h, w), n in self.shapes.most_common(20)],
-            median_shape=(int(_weighted_median({s[0]: n for s, n in self.shapes.items()}, True)),
-                          int(_weighted_median({s[1]: n for s, n in self.shapes.items()}, True))),
-            median_spacing=(_weighted_median({s[0]: n for s, n in self.spacings.items()}),
-                            _weighted_median({s[-1]: n for s, n in self.spacings.items()})),
-            intensity_all=intensity_stats(self._all.result()), intensity_fg=intensity_stats(self._fg.result()),
+            median_shape=(
+                int(_weighted_median({s[0]: n for s, n in self.shapes.items()}, True)),
+                int(_weighted_median({s[1]: n for s, n in self.shapes.items()}, True)),
+            ),
+            median_spacing=(
+                _weighted_median({s[0]: n for s, n in self.spacings.items()}),
+                _weighted_median({s[-1]: n for s, n in self.spacings.items()}),
+            ),
+            intensity_all=intensity_stats(self._all.result()),
+            intensity_fg=intensity_stats(self._fg.result()),
             label_census={v: (f, p) for v, (f, p) in sorted(self.census.items())},
             class_fractions={v: p / labelled_px for v, (_, p) in sorted(self.census.items())},
             foreground_image_fraction=self.n_with_fg / self.n_labelled if self.n_labelled else 0.0,
-            objects=self._objects(), samples_per_case=self.samples_per_case, seed=self.seed,
-        )  # fmt: skip
+            objects=self._objects(),
+            samples_per_case=self.samples_per_case,
+            seed=self.seed,
+        )
 
     def _objects(self) -> ObjectStats | None:
         if not self.object_counts:
@@ -262,5 +303,12 @@ def intensity_stats(samples: np.ndarray) -> IntensityStats | None:
     if not len(samples):
         return None
     lo, hi = np.percentile(samples, [0.5, 99.5])
-    return IntensityStats(float(samples.mean()), float(samples.std()), float(lo), float(hi),
-                          float(samples.min()), float(samples.max()), len(samples))  # fmt: skip
+    return IntensityStats(
+        float(samples.mean()),
+        float(samples.std()),
+        float(lo),
+        float(hi),
+        float(samples.min()),
+        float(samples.max()),
+        len(samples),
+    )

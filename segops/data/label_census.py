@@ -79,7 +79,10 @@ def label_census(rows: pd.DataFrame, instance: bool = False) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series(dtype=np.int64) for c in columns})
     long["instance"] = (long["value"] % INSTANCE_STRIDE != 0).astype(np.int64)
     table = long.groupby(key).agg(
-        instances=("instance", "sum"), records=("record", "nunique"), files=("label_uri", "nunique"), pixels=("pixels", "sum")
+        instances=("instance", "sum"),
+        records=("record", "nunique"),
+        files=("label_uri", "nunique"),
+        pixels=("pixels", "sum"),
     )
     return table.reset_index()[columns].astype(np.int64)
 
@@ -105,10 +108,16 @@ def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False)
     bad_values = sorted(set((cls[cls >= classes]).tolist()))
     files = list(dict.fromkeys(bad["label_uri"]))
     what = "class(es) (value // 1000 of instance labels)" if instance else "value(s)"
-    fix = _instance_fix(bad_values) if instance else _semantic_fix(long[long["record"].isin(bad["record"])], long, classes)
+    fix = (
+        _instance_fix(bad_values)
+        if instance
+        else _semantic_fix(long[long["record"].isin(bad["record"])], long, classes)
+    )
     raise LabelValueError(
-        f"label {what} {_few(bad_values)} are not classes of this model (model.classes: {classes}, so 0..{classes - 1}): "
-        f"{len(files)} of {long['label_uri'].nunique()} label file(s) carry them, e.g. {', '.join(files[:EXAMPLES])}. {fix}"
+        f"label {what} {_few(bad_values)} are not classes of this model (model.classes: {classes}, so "
+        f"0..{classes - 1}): "
+        f"{len(files)} of {long['label_uri'].nunique()} label file(s) carry them, e.g. "
+        f"{', '.join(files[:EXAMPLES])}. {fix}"
     )
 
 
@@ -129,7 +138,8 @@ def unusual_labels_warning(rows: pd.DataFrame) -> str | None:
     first = long[long["record"] == unusual.index[0]]
     return (
         f"{len(unusual)} of {len(per_record)} label(s) hold values that are neither {{0, 1}}, {{0, 255}} nor class "
-        f"indices below {PLAUSIBLE_CLASSES}, e.g. {first['label_uri'].iloc[0]} holds {_few(first['value'].tolist(), 8)}. "
+        f"indices below {PLAUSIBLE_CLASSES}, e.g. {first['label_uri'].iloc[0]} holds "
+        f"{_few(first['value'].tolist(), 8)}. "
         f"{_semantic_fix(long[long['record'].isin(unusual.index)], long, None)} "
         "They are ingested as they are; a train or segment step stops if a value is not a class of its model."
     )
@@ -150,8 +160,10 @@ def _semantic_fix(offending: pd.DataFrame, long: pd.DataFrame, classes: int | No
     """What to change for class-map labels: a threshold, a value mapping, or ``model.classes``."""
     if looks_antialiased(offending):
         return (
-            f"They look anti-aliased, resized or JPEG-compressed ({offending['value'].nunique()} distinct values, most of "
-            f"them on a few edge pixels): binarise them with labels.threshold: {SUGGESTED_THRESHOLD} on the mask-png labels."
+            f"They look anti-aliased, resized or JPEG-compressed ({offending['value'].nunique()} distinct "
+            "values, most of "
+            f"them on a few edge pixels): binarise them with labels.threshold: {SUGGESTED_THRESHOLD} on the "
+            "mask-png labels."
         )
     values = sorted(set(long["value"].tolist()))
     if values == list(range(len(values))):

@@ -84,7 +84,9 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         return None
     try:
         mask = _read_page(path, 0, "mask")
-        classes = _checked(mask, mask.shape, str(path), None if instance else spec.values, None if instance else spec.threshold)
+        classes = _checked(
+            mask, mask.shape, str(path), None if instance else spec.values, None if instance else spec.threshold
+        )
     except LabelError:
         return None
     values, pixels = label_counts(classes)
@@ -242,11 +244,15 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
 
     if isinstance(spec, CocoLabels):
         entries = {e["id"]: e for e in resolver.coco_images.values()}
-        return [row(f"{spec.path}#image={i}", {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
-                for i, e in entries.items()]  # fmt: skip
+        return [
+            row(f"{spec.path}#image={i}", {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
+            for i, e in entries.items()
+        ]
     if isinstance(spec, DicomSegLabels):
-        return [row(path, {spec.segments.get(n, 0) if spec.segments else n for n in _segment_numbers(path)})
-                for path in sorted(set(resolver.seg_index.values()))]  # fmt: skip
+        return [
+            row(path, {spec.segments.get(n, 0) if spec.segments else n for n in _segment_numbers(path)})
+            for path in sorted(set(resolver.seg_index.values()))
+        ]
     if isinstance(spec, InstancePngLabels) and spec.classes_pattern is None:
         return [row(uri, {spec.class_id}) for uri in sorted(_instance_png_keys(spec))]
     return []
@@ -450,8 +456,12 @@ def _index_coco(path: Path, categories: dict[int, int] | None) -> tuple[dict[str
         by_image[ann["image_id"]].append(ann)
     entries = {}
     for image in images:
-        entry = {"id": image["id"], "height": image.get("height"), "width": image.get("width"),
-                 "annotations": by_image.get(image["id"], [])}  # fmt: skip
+        entry = {
+            "id": image["id"],
+            "height": image.get("height"),
+            "width": image.get("width"),
+            "annotations": by_image.get(image["id"], []),
+        }
         entries[str(image["file_name"])] = entry
         entries.setdefault(PurePosixPath(str(image["file_name"])).name, entry)
     if categories is None:

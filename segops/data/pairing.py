@@ -46,8 +46,24 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
-MASK_DIRS = ("masks", "mask", "labels", "label", "gt", "groundtruth", "ground_truth", "annotations",
-             "annotation", "segmentations", "segmentation", "seg", "segs", "targets", "target", "instances")  # fmt: skip
+MASK_DIRS = (
+    "masks",
+    "mask",
+    "labels",
+    "label",
+    "gt",
+    "groundtruth",
+    "ground_truth",
+    "annotations",
+    "annotation",
+    "segmentations",
+    "segmentation",
+    "seg",
+    "segs",
+    "targets",
+    "target",
+    "instances",
+)
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
 #: Unpaired image files with these words in their name are overview figures, not data.
 STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)
@@ -188,7 +204,9 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _roots(root: Path, files: list[str], images: list[str], labels: Path | None, pattern: str | None) -> tuple[Path, Path, str]:
+def _roots(
+    root: Path, files: list[str], images: list[str], labels: Path | None, pattern: str | None
+) -> tuple[Path, Path, str]:
     """(image folder, mask folder, pairing style)."""
     if labels is not None:
         return _image_root_for(root, images, labels, pattern), labels, "labels-option"
@@ -199,13 +217,20 @@ def _roots(root: Path, files: list[str], images: list[str], labels: Path | None,
 
 
 def _paired(
-    root: Path, files: list[str], images: list[str], kind: str, labels: Path | None,
-    overrides: PlanOverrides, sample: int,
-) -> Detection:  # fmt: skip
+    root: Path,
+    files: list[str],
+    images: list[str],
+    kind: str,
+    labels: Path | None,
+    overrides: PlanOverrides,
+    sample: int,
+) -> Detection:
     """Images and mask files (parallel tree, same folder or ``--labels``) → Detection."""
     image_root, label_root, pairing = _roots(root, files, images, labels, overrides.pattern)
     prefix = image_root.relative_to(root).as_posix() if image_root != root else ""
-    label_prefix = label_root.relative_to(root).as_posix() if label_root.is_relative_to(root) and label_root != root else None
+    label_prefix = (
+        label_root.relative_to(root).as_posix() if label_root.is_relative_to(root) and label_root != root else None
+    )
 
     def wanted(f: str) -> bool:
         return (not prefix or f.startswith(prefix + "/")) and not (label_prefix and f.startswith(label_prefix + "/"))
@@ -213,7 +238,10 @@ def _paired(
     rel_images = [f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)]
     mask_files = set(files) if label_root == root else set(list_files(label_root))
     if overrides.pattern:
-        pattern, hits = overrides.pattern, sum(1 for i in rel_images if (label_root / _match(overrides.pattern, i)).is_file())
+        pattern, hits = (
+            overrides.pattern,
+            sum(1 for i in rel_images if (label_root / _match(overrides.pattern, i)).is_file()),
+        )
     else:
         pattern, hits = best_pattern(rel_images, mask_files, label_root == image_root)
     if not pattern or not hits:
@@ -252,7 +280,12 @@ def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | 
         rel = [f[len(sub) + 1 :] if sub else f for f in images if not sub or f.startswith(sub + "/")]
         hits = sum(_match(pattern, i) in masks for i in rel) if pattern else best_pattern(rel, masks)[1]
         name = PurePosixPath(sub).name.lower()
-        score = (hits, name.startswith(("image", "img")), name not in (*MASK_DIRS, "classes"), sub.count("/") + bool(sub))
+        score = (
+            hits,
+            name.startswith(("image", "img")),
+            name not in (*MASK_DIRS, "classes"),
+            sub.count("/") + bool(sub),
+        )
         if score > best_score and (root / sub).resolve() != labels:
             best, best_score = root / sub if sub else root, score
     return best
@@ -271,8 +304,12 @@ def stray_files(images: list[str], paired: set[str]) -> list[str]:
     if len(paired) < len(images) / 2:
         return []
     paired_dirs = {str(PurePosixPath(p).parent) for p in paired}
-    return [i for i in images if i not in paired
-            and (STRAY_WORDS.search(PurePosixPath(i).stem) or str(PurePosixPath(i).parent) not in paired_dirs)]  # fmt: skip
+    return [
+        i
+        for i in images
+        if i not in paired
+        and (STRAY_WORDS.search(PurePosixPath(i).stem) or str(PurePosixPath(i).parent) not in paired_dirs)
+    ]
 
 
 # --------------------------------------------------------------------------- mask contents
@@ -309,8 +346,14 @@ def mask_census(paths: list[Path]) -> MaskCensus:
             for v in uniq[uniq != 0][:50]:
                 pairs += 1
                 blobs += ndimage.label(mask == v)[1] == 1
-    return MaskCensus(n, {v: (f, p) for v, (f, p) in sorted(values.items())}, bits, most,
-                      off_edge / off_total if off_total else 1.0, blobs / pairs if pairs else 0.0)  # fmt: skip
+    return MaskCensus(
+        n,
+        {v: (f, p) for v, (f, p) in sorted(values.items())},
+        bits,
+        most,
+        off_edge / off_total if off_total else 1.0,
+        blobs / pairs if pairs else 0.0,
+    )
 
 
 def classify_masks(census: MaskCensus, overrides: PlanOverrides) -> tuple[dict[str, Any], str, int, str, str]:
@@ -319,29 +362,52 @@ def classify_masks(census: MaskCensus, overrides: PlanOverrides) -> tuple[dict[s
     top = vals[-1] if vals else 0
     if overrides.foreground_value is not None:
         v = overrides.foreground_value
-        return ({"kind": "mask-png", "values": {x: int(x == v) for x in sorted(set(vals) | {v})}}, "semantic", 2,
-                "binary", f"--foreground-value {v}: stored {v} is the foreground")  # fmt: skip
+        return (
+            {"kind": "mask-png", "values": {x: int(x == v) for x in sorted(set(vals) | {v})}},
+            "semantic",
+            2,
+            "binary",
+            f"--foreground-value {v}: stored {v} is the foreground",
+        )
     main = sum(census.values.get(x, (0, 0))[1] for x in {0, top})
     total = sum(p for _, p in census.values.values()) or 1
     aliased = len(vals) > 2 and main / total >= 0.98 and census.edge_share >= 0.9
     instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES
-    if overrides.task == "instance" or (overrides.task is None and not aliased and instance_cue and census.blob_share >= 0.8):
-        return ({"kind": "instance-png"}, "instance", 2, "instance-id",
-                f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit")  # fmt: skip
+    if overrides.task == "instance" or (
+        overrides.task is None and not aliased and instance_cue and census.blob_share >= 0.8
+    ):
+        return (
+            {"kind": "instance-png"},
+            "instance",
+            2,
+            "instance-id",
+            f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit",
+        )
     if len(vals) <= 2:
         fields = {} if set(vals) <= {0, 1} or set(vals) <= {0, 255} else {"values": {0: 0, top: 1}}
         return {"kind": "mask-png", **fields}, "semantic", 2, "binary", f"binary masks (values {vals})"
     if aliased:
         t = (top + 1) // 2
         share = 100 * (1 - main / total)
-        return ({"kind": "mask-png", "threshold": t}, "semantic", 2, "anti-aliased",
-                f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}")  # fmt: skip
+        return (
+            {"kind": "mask-png", "threshold": t},
+            "semantic",
+            2,
+            "anti-aliased",
+            f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}",
+        )
     if len(vals) > 256:
         raise PlanError(
             f"masks hold {len(vals)} distinct values; expected at most 256 classes (instance ids? give --task instance)"
         )
     fields = {} if vals == list(range(len(vals))) else {"values": {v: i for i, v in enumerate(vals)}}
-    return {"kind": "mask-png", **fields}, "semantic", len(vals), "multi-class", f"{len(vals)} classes (values {vals[:12]})"
+    return (
+        {"kind": "mask-png", **fields},
+        "semantic",
+        len(vals),
+        "multi-class",
+        f"{len(vals)} classes (values {vals[:12]})",
+    )
 
 
 # --------------------------------------------------------------------------- DICOM, COCO
@@ -391,8 +457,11 @@ def _dicom_seg(root: Path, dicom: list[str], segs: list[str]) -> Detection:
     if not images:
         raise PlanError(f"every DICOM file under {root} is a SEG object; give the folder that holds the images too")
     image_dir, seg_dir = _common_dir(images), _common_dir(segs)
-    source: dict[str, Any] = {"kind": "dicom", "path": str(root / image_dir),
-                              "labels": {"kind": "dicom-seg", "path": str(root / seg_dir)}}  # fmt: skip
+    source: dict[str, Any] = {
+        "kind": "dicom",
+        "path": str(root / image_dir),
+        "labels": {"kind": "dicom-seg", "path": str(root / seg_dir)},
+    }
     if seg_dir == image_dir:  # SEG objects among the images: exclude them by name
         source["exclude"] = sorted(str(PurePosixPath(f).relative_to(image_dir)) if image_dir else f for f in segs)[:500]
     elif seg_dir.startswith(f"{image_dir}/" if image_dir else ""):
@@ -427,8 +496,10 @@ def _coco(root: Path, files: list[str], path: Path, overrides: PlanOverrides) ->
     if task == "instance":
         labels["instances"] = True
     classes = len(doc.get("categories", [])) + 1
-    note = (f"COCO file {path.name}: {len(names)} images, {len(doc['annotations'])} annotations, {classes - 1} "
-            f"categories; up to {max(per_image.values(), default=0)} objects of one category per image → {task}")  # fmt: skip
+    note = (
+        f"COCO file {path.name}: {len(names)} images, {len(doc['annotations'])} annotations, {classes - 1} "
+        f"categories; up to {max(per_image.values(), default=0)} objects of one category per image → {task}"
+    )
     source = {"kind": "images", "path": str(image_dir), "labels": labels}
     return Detection(source, task, classes, "coco", "coco", len(names), len(names), {"labels": note})
 
@@ -444,6 +515,11 @@ def _coco_image_dir(root: Path, files: list[str], names: list[str]) -> Path:
         found = {str(PurePosixPath(f).parent) for f in files if PurePosixPath(f).name in bases}
     if not found:
         raise PlanError(f"none of the COCO file's first image names ({names[:3]}) is a file under {root}")
-    best = max(sorted(found), key=lambda d: (PurePosixPath(d).name.lower().startswith(("image", "img")),
-                                             PurePosixPath(d).name.lower() not in (*MASK_DIRS, "classes")))  # fmt: skip
+    best = max(
+        sorted(found),
+        key=lambda d: (
+            PurePosixPath(d).name.lower().startswith(("image", "img")),
+            PurePosixPath(d).name.lower() not in (*MASK_DIRS, "classes"),
+        ),
+    )
     return root / best if best not in ("", ".") else root

@@ -72,10 +72,14 @@ def plan_intensity(fp: Fingerprint) -> Choice:
     if fp.modality == "CT" and stats is not None and stats.p99_5 > stats.p00_5:
         lo, hi = round(stats.p00_5, 1), round(stats.p99_5, 1)
         where = "foreground" if fp.intensity_fg else "all"
-        return Choice({"kind": "window", "lower": lo, "upper": hi},
-                      f"CT: 0.5/99.5 percentiles of {stats.samples} sampled {where} pixels")  # fmt: skip
-    return Choice({"kind": "percentile", "lower": 0.5, "upper": 99.5},
-                  f"{fp.modality or 'uncalibrated'} intensities: per-image 0.5/99.5 percentiles")  # fmt: skip
+        return Choice(
+            {"kind": "window", "lower": lo, "upper": hi},
+            f"CT: 0.5/99.5 percentiles of {stats.samples} sampled {where} pixels",
+        )
+    return Choice(
+        {"kind": "percentile", "lower": 0.5, "upper": 99.5},
+        f"{fp.modality or 'uncalibrated'} intensities: per-image 0.5/99.5 percentiles",
+    )
 
 
 def _side(s0: int) -> tuple[int, int]:
@@ -88,8 +92,10 @@ def plan_geometry(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
     """``patch_size``, ``rotate90``, ``channels`` and ``strides`` from the median image shape."""
     h, w = fp.median_shape
     if min(h, w) < 8:
-        raise PlanError(f"median image {h}x{w} px is too small for a U-Net: it needs at least 8 px a side; "
-                        "check that the planned folder holds the images, not thumbnails")  # fmt: skip
+        raise PlanError(
+            f"median image {h}x{w} px is too small for a U-Net: it needs at least 8 px a side; "
+            "check that the planned folder holds the images, not thumbnails"
+        )
     cap = settings.max_patch_side
     median = f"median image {h}x{w} px"
     if max(h, w) <= 1.5 * min(h, w):
@@ -121,16 +127,19 @@ def plan_sampling(fp: Fingerprint, patch: list[int]) -> dict[str, Choice]:
     batch = max(1, int(per_step // (patch_px * ppi)))
     return {
         "patches_per_image": Choice(ppi, f"covers each {h}x{w} image about twice per epoch"),
-        "batch_size": Choice(batch, f"{batch * ppi} patches/step: ≤ {PIXELS_PER_STEP} px and ≤ 5 % of "
-                                    f"{fp.n_labelled} labelled images' pixels"),
-    }  # fmt: skip
+        "batch_size": Choice(
+            batch,
+            f"{batch * ppi} patches/step: ≤ {PIXELS_PER_STEP} px and ≤ 5 % of {fp.n_labelled} labelled images' pixels",
+        ),
+    }
 
 
 def plan_oversample(fp: Fingerprint) -> Choice:
     """Higher ``foreground_oversample`` for rare foreground."""
     fg = {c: f for c, f in fp.class_fractions.items() if c > 0}
     rarest = min(fg.values(), default=0.0)
-    figure = f"rarest class {100 * rarest:.2f} % of pixels, {100 * fp.foreground_image_fraction:.0f} % of images with foreground"
+    images = fp.foreground_image_fraction
+    figure = f"rarest class {100 * rarest:.2f} % of pixels, {100 * images:.0f} % of images with foreground"
     if rarest < 0.005 or fp.foreground_image_fraction < 0.5:
         return Choice(0.66, figure)
     return Choice(0.5 if rarest < 0.05 else 0.33, figure)
@@ -172,7 +181,9 @@ def plan_maskrcnn(fp: Fingerprint) -> dict[str, Choice]:
     return {
         "min_size": Choice(min_size, f"median image {fp.median_shape[0]}x{fp.median_shape[1]} px"),
         "max_size": Choice(max_size, f"longer side at scale {scale:.2f}"),
-        "anchor_sizes": Choice([a0 * 2**i for i in range(5)], f"5th-percentile object ~{d05:.0f} px across at that scale"),
+        "anchor_sizes": Choice(
+            [a0 * 2**i for i in range(5)], f"5th-percentile object ~{d05:.0f} px across at that scale"
+        ),
         "box_batch_size_per_image": Choice(128 if count <= 32 else 512, f"median {count:g} objects per image"),
     }
 
@@ -186,30 +197,53 @@ def plan_train(
     Mask R-CNN) of the planned model, given ``{"arch", "channels", "strides", "patch_size",
     "batch", "in_channels", "classes"}`` (or Mask R-CNN's sizes).
     """
-    in_channels = Choice(3 if fp.channels.get(3, 0) > fp.channels.get(1, 0) else 1,
-                         f"channels per image: {dict(sorted(fp.channels.items()))}")  # fmt: skip
+    in_channels = Choice(
+        3 if fp.channels.get(3, 0) > fp.channels.get(1, 0) else 1,
+        f"channels per image: {dict(sorted(fp.channels.items()))}",
+    )
     split = plan_split(fp)
-    out: dict[str, Choice] = {"model.in_channels": in_channels, "split.val_fraction": split,
-                              "preprocess.intensity": plan_intensity(fp)}  # fmt: skip
+    out: dict[str, Choice] = {
+        "model.in_channels": in_channels,
+        "split.val_fraction": split,
+        "preprocess.intensity": plan_intensity(fp),
+    }
     if fp.task == "instance":
         mrcnn = plan_maskrcnn(fp)
         out |= {f"model.{k}": v for k, v in mrcnn.items()}
         batch = 2
-        s = seconds_per_sample({"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch}
-                               | {k: v.value for k, v in mrcnn.items()})  # fmt: skip
+        s = seconds_per_sample(
+            {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch}
+            | {k: v.value for k, v in mrcnn.items()}
+        )
         n_train = fp.n_labelled * (1 - split.value)
         epoch_s = (n_train + fp.n_labelled * split.value / 3) * s / settings.workers + EPOCH_OVERHEAD_S
-        return out | {"batch_size": Choice(batch, "whole images"), "epochs": plan_epochs(settings.budget_minutes, epoch_s)}
+        return out | {
+            "batch_size": Choice(batch, "whole images"),
+            "epochs": plan_epochs(settings.budget_minutes, epoch_s),
+        }
     geo = plan_geometry(fp, settings)
     sampling = plan_sampling(fp, geo["patch_size"].value)
-    s = seconds_per_sample({"arch": "unet", "channels": geo["channels"].value, "strides": geo["strides"].value,
-                            "patch_size": geo["patch_size"].value, "in_channels": in_channels.value, "classes": classes,
-                            "batch": sampling["batch_size"].value * sampling["patches_per_image"].value})  # fmt: skip
-    epoch_s = epoch_seconds(fp, split.value, sampling["patches_per_image"].value, geo["patch_size"].value, s, settings.workers)
+    s = seconds_per_sample(
+        {
+            "arch": "unet",
+            "channels": geo["channels"].value,
+            "strides": geo["strides"].value,
+            "patch_size": geo["patch_size"].value,
+            "in_channels": in_channels.value,
+            "classes": classes,
+            "batch": sampling["batch_size"].value * sampling["patches_per_image"].value,
+        }
+    )
+    epoch_s = epoch_seconds(
+        fp, split.value, sampling["patches_per_image"].value, geo["patch_size"].value, s, settings.workers
+    )
     return out | {
-        "model.channels": geo["channels"], "model.strides": geo["strides"],
+        "model.channels": geo["channels"],
+        "model.strides": geo["strides"],
         "preprocess.patch_size": geo["patch_size"],
-        "augment.rotate90": geo["rotate90"], "foreground_oversample": plan_oversample(fp),
-        "patches_per_image": sampling["patches_per_image"], "batch_size": sampling["batch_size"],
+        "augment.rotate90": geo["rotate90"],
+        "foreground_oversample": plan_oversample(fp),
+        "patches_per_image": sampling["patches_per_image"],
+        "batch_size": sampling["batch_size"],
         "epochs": plan_epochs(settings.budget_minutes, epoch_s),
-    }  # fmt: skip
+    }

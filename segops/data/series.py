@@ -61,7 +61,9 @@ def _one_series(uid: str, part: pd.DataFrame) -> SeriesGeometry:
     if len({(h, w) for h, w in zip(part["height"], part["width"])}) > 1:
         problems.append("slices of different sizes")
     if not has_position.all() or not orientations:
-        problems.append(f"{int((~has_position).sum())} slice(s) without position/orientation: ordered by InstanceNumber")
+        problems.append(
+            f"{int((~has_position).sum())} slice(s) without position/orientation: ordered by InstanceNumber"
+        )
         ordered = part.sort_values(["instance_number", "case_id"])
         return SeriesGeometry(uid, list(ordered["case_id"]), [float("nan")] * len(ordered), float("nan"), 0, problems)
 
@@ -105,8 +107,10 @@ def stack_volume(series: SeriesGeometry, slices: dict[str, np.ndarray]) -> np.nd
 
 
 def volume_affine(
-    orientation: tuple[float, ...] | list[float], first_position: tuple[float, ...] | list[float],
-    pixel_spacing: tuple[float, float], slice_spacing: float,
+    orientation: tuple[float, ...] | list[float],
+    first_position: tuple[float, ...] | list[float],
+    pixel_spacing: tuple[float, float],
+    slice_spacing: float,
 ) -> np.ndarray:
     """4x4 voxel → RAS affine (NIfTI convention) for a volume indexed (column, row, slice).
 

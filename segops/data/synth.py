@@ -566,10 +566,17 @@ def _coco_annotations(scene: _Scene, image_id: int, first_id: int) -> list[dict]
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
         ys, xs = np.nonzero(mask)
         bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
-        anns.append({
-            "id": first_id + k - 1, "image_id": image_id, "category_id": cls, "iscrowd": 0, "area": int(mask.sum()),
-            "bbox": bbox, "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
-        })  # fmt: skip
+        anns.append(
+            {
+                "id": first_id + k - 1,
+                "image_id": image_id,
+                "category_id": cls,
+                "iscrowd": 0,
+                "area": int(mask.sum()),
+                "bbox": bbox,
+                "segmentation": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
+            }
+        )
     return anns
 
 

@@ -71,9 +71,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     directory = Path(directory)
     weights, meta_file = directory / WEIGHTS_FILE, directory / META_FILE
     if not weights.is_file() or not meta_file.is_file():
-        raise CheckpointError(
-            f"{directory} is not a segops checkpoint: expected {WEIGHTS_FILE} and {META_FILE} in it"
-        )
+        raise CheckpointError(f"{directory} is not a segops checkpoint: expected {WEIGHTS_FILE} and {META_FILE} in it")
     meta = json.loads(meta_file.read_text())
     model_spec = _MODEL_ADAPTER.validate_python(meta["model"])
     preprocess = PreprocessSpec.model_validate(meta["preprocess"])

@@ -15,7 +15,9 @@ from segops.data.instances import split_instances
 from segops.instance_metrics import coco_annotations, coco_results, mask_ap, match_instances
 
 
-def eval_entry(image_id: int, masks: np.ndarray, scores: np.ndarray, classes: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+def eval_entry(
+    image_id: int, masks: np.ndarray, scores: np.ndarray, classes: np.ndarray, label: np.ndarray
+) -> dict[str, Any]:
     """One image's ground truth (from an instance label map) and predictions, COCO-encoded.
 
     Args:

@@ -109,8 +109,16 @@ def _sliding(loaded: LoadedModel, array: np.ndarray, sliding: SlidingWindowSpec,
         placement = {"sw_device": device, "device": torch.device("cpu")}
     else:
         tensor, placement = tensor.to(device), {}
-    logits = sliding_window_inference(tensor, roi_size=roi, sw_batch_size=sliding.tile_batch, predictor=loaded.model,
-                                      overlap=sliding.overlap, mode=sliding.mode, padding_mode="constant", **placement)  # fmt: skip
+    logits = sliding_window_inference(
+        tensor,
+        roi_size=roi,
+        sw_batch_size=sliding.tile_batch,
+        predictor=loaded.model,
+        overlap=sliding.overlap,
+        mode=sliding.mode,
+        padding_mode="constant",
+        **placement,
+    )
     return class_indices(logits)[0].cpu().numpy()
 
 

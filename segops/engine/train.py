@@ -91,7 +91,9 @@ def training_batch(
     dims = len(preprocess.patch_size)
     if augmenter is None:
         augmenter = Augmenter(AugmentSpec(), int(rng.integers(2**31)), spatial_dims=dims)
-    prepared = [(prepare_image(image, preprocess.intensity, in_channels, spatial_dims=dims), label) for image, label in pairs]
+    prepared = [
+        (prepare_image(image, preprocess.intensity, in_channels, spatial_dims=dims), label) for image, label in pairs
+    ]
     if reservoir is not None:
         for image, label in prepared:
             reservoir.add(image, label)
@@ -106,7 +108,10 @@ def training_batch(
 
 
 def _force_foreground(
-    slots: list[tuple[np.ndarray, np.ndarray]], n_forced: int, rng: np.random.Generator, reservoir: ForegroundReservoir | None
+    slots: list[tuple[np.ndarray, np.ndarray]],
+    n_forced: int,
+    rng: np.random.Generator,
+    reservoir: ForegroundReservoir | None,
 ) -> set[int]:
     """Pick ``n_forced`` slot indices to centre on foreground, swapping reservoir pairs into
     empty slots (in place) where the batch's own foreground slots are too few."""

@@ -74,16 +74,25 @@ def write_instance_outputs(
         map, plus ``instance_path`` and ``coco_path`` ("" when not written).
     """
     written = write_case_outputs(cfg, meta, class_map(label_map))
-    written |= {"mask_sha256": hashlib.sha256(np.ascontiguousarray(label_map, np.int32).tobytes()).hexdigest(),
-                "instance_path": "", "coco_path": ""}  # fmt: skip
+    written |= {
+        "mask_sha256": hashlib.sha256(np.ascontiguousarray(label_map, np.int32).tobytes()).hexdigest(),
+        "instance_path": "",
+        "coco_path": "",
+    }
     stem, _ = _case_stem(cfg, meta)
     if "png" in cfg.formats:
         data = encode_instance_png(instance_id_map(label_map))
         written["instance_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "instances"), f"{stem}.png"), data))
     if "coco-rle" in cfg.formats:
         h, w = label_map.shape
-        doc = {"case_id": str(meta["case_id"]), "rel_path": str(meta["rel_path"]), "frame": int(meta["frame"]),
-               "height": int(h), "width": int(w), "results": results}  # fmt: skip
+        doc = {
+            "case_id": str(meta["case_id"]),
+            "rel_path": str(meta["rel_path"]),
+            "frame": int(meta["frame"]),
+            "height": int(h),
+            "width": int(w),
+            "results": results,
+        }
         data = json.dumps(doc, separators=(",", ":")).encode()
         written["coco_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "coco"), f"{stem}.json"), data))
     return written
@@ -96,8 +105,13 @@ def _case_stem(cfg: OutputConfig, meta: dict[str, Any]) -> tuple[str, pydicom.Da
         header = pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
     frame = int(meta["frame"])
     if cfg.layout == "dicom-tags" and header is not None:
-        stem = dicom_tag_stem(header.get("PatientID"), header.get("StudyInstanceUID"),
-                              header.get("SeriesInstanceUID"), header.get("SOPInstanceUID"), frame)  # fmt: skip
+        stem = dicom_tag_stem(
+            header.get("PatientID"),
+            header.get("StudyInstanceUID"),
+            header.get("SeriesInstanceUID"),
+            header.get("SOPInstanceUID"),
+            frame,
+        )
     else:
         stem = mirror_stem(str(meta["rel_path"]), frame)
     return stem, header

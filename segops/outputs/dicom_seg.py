@@ -66,8 +66,17 @@ def build_seg(
 
 #: Type 2 attributes highdicom copies from the source: present in a valid file, but often
 #: missing in real archives. Missing ones are added empty (the standard allows empty Type 2).
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-          "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def _with_type2_attributes(ds: pydicom.Dataset) -> pydicom.Dataset:

@@ -32,9 +32,19 @@ OPTIONAL_SCORES = ("pixel_error", "rand_error")
 INSTANCE_REPORT_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 #: One row per input that got a mask, labelled or not.
 OUTPUT_COLUMNS = (
-    "case_id", "source_uri", "rel_path", "frame", "has_label", "fg_fraction", "mask_path", "seg_path",
-    "instance_path", "coco_path", "mask_sha256", "model",
-)  # fmt: skip
+    "case_id",
+    "source_uri",
+    "rel_path",
+    "frame",
+    "has_label",
+    "fg_fraction",
+    "mask_path",
+    "seg_path",
+    "instance_path",
+    "coco_path",
+    "mask_sha256",
+    "model",
+)
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
@@ -104,5 +114,11 @@ def _detection_counts(part: pd.DataFrame, prefix: str) -> dict[str, float]:
     precision = tp / (tp + fp) if tp + fp else float("nan")
     recall = tp / (tp + fn) if tp + fn else float("nan")
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return {f"{prefix}instances_tp": tp, f"{prefix}instances_fp": fp, f"{prefix}instances_fn": fn,
-            f"{prefix}instance_precision": precision, f"{prefix}instance_recall": recall, f"{prefix}instance_f1": f1}  # fmt: skip
+    return {
+        f"{prefix}instances_tp": tp,
+        f"{prefix}instances_fp": fp,
+        f"{prefix}instances_fn": fn,
+        f"{prefix}instance_precision": precision,
+        f"{prefix}instance_recall": recall,
+        f"{prefix}instance_f1": f1,
+    }

@@ -68,15 +68,20 @@ def open_storage(location: str) -> tuple[pafs.FileSystem, str]:
 
 
 @lru_cache(maxsize=16)
-def _filesystem(scheme: str, netloc: str, query: str, key: str | None, secret: str | None, token: str | None) -> pafs.FileSystem:
+def _filesystem(
+    scheme: str, netloc: str, query: str, key: str | None, secret: str | None, token: str | None
+) -> pafs.FileSystem:
     """One filesystem object per (scheme, bucket, options, credentials): actors write many objects."""
     if scheme == "s3" and key and secret:
         options = {k: v[-1] for k, v in parse_qs(query).items()}
         return pafs.S3FileSystem(
-            access_key=key, secret_key=secret, session_token=token,
+            access_key=key,
+            secret_key=secret,
+            session_token=token,
             region=options.get("region", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-            endpoint_override=options.get("endpoint_override"), scheme=options.get("scheme", "https"),
-        )  # fmt: skip
+            endpoint_override=options.get("endpoint_override"),
+            scheme=options.get("scheme", "https"),
+        )
     filesystem, _ = pafs.FileSystem.from_uri(urlunsplit((scheme, netloc, "", query, "")))
     return filesystem
 

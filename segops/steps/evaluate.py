@@ -33,7 +33,18 @@ from segops.steps.segment import checkpoint_digest
 log = logging.getLogger(__name__)
 
 #: Per-case columns kept in the evaluation tables.
-CASE_COLUMNS = ("case_id", "group_id", "rel_path", "frame", "source_uri", "modality", "dice", "iou", "dice_per_class", "mask_path")
+CASE_COLUMNS = (
+    "case_id",
+    "group_id",
+    "rel_path",
+    "frame",
+    "source_uri",
+    "modality",
+    "dice",
+    "iou",
+    "dice_per_class",
+    "mask_path",
+)
 
 
 def _champion_ref(step: EvaluateStep, ctx: RunContext) -> str | None:
@@ -71,11 +82,15 @@ def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Pa
     pool = size_actor_pool(step.actors, ctx.resources)
     options = {"amp": True, "sliding": {}}
     log.info("evaluating the %s on the held-out set", role)
-    run_ = segment_dataset(_held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, options)
+    run_ = segment_dataset(
+        _held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, options
+    )
     results = run_.results
     cases = results[(results["status"] == STATUS_OK) & results["has_label"].astype(bool)]
     if cases.empty:
-        raise StepError(f"evaluate: the held-out source {step.source.path} has no labelled cases the {role} could segment")
+        raise StepError(
+            f"evaluate: the held-out source {step.source.path} has no labelled cases the {role} could segment"
+        )
     return cases[list(CASE_COLUMNS)].sort_values("case_id").reset_index(drop=True)
 
 
@@ -115,7 +130,9 @@ def run(step: EvaluateStep, ctx: RunContext) -> dict[str, Any]:
     return {"evaluation": evaluation, "cases": len(tables["challenger"])} | metrics
 
 
-def _compare(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame], evaluation: dict) -> dict[str, float]:
+def _compare(
+    step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame], evaluation: dict
+) -> dict[str, float]:
     """Compare (when there is a champion), write and log the evidence, keep it for promote;
     returns the metrics logged."""
     out_dir = ctx.run_dir / "evaluate"
@@ -123,7 +140,11 @@ def _compare(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame
     summary: dict[str, Any] = {"evaluation": evaluation}
     if comparison is not None:
         summary |= comparison.to_dict()
-        for name, frame in (("paired", comparison.paired), ("classes", comparison.classes), ("subgroups", comparison.subgroups)):
+        for name, frame in (
+            ("paired", comparison.paired),
+            ("classes", comparison.classes),
+            ("subgroups", comparison.subgroups),
+        ):
             _, csv = write_table(frame.reset_index(drop=True), out_dir / name)
             ctx.tracker.log_artifact(csv, "evaluate")
     path = atomic_write_text(out_dir / "comparison.json", json.dumps(summary, indent=2, default=str))
@@ -138,7 +159,9 @@ def _comparison(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFr
     """The paired comparison (seeded: a resumed run rebuilds the same numbers); None without a champion."""
     if "champion" not in tables:
         return None
-    return compare(tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed)
+    return compare(
+        tables["champion"], tables["challenger"], step.subgroups, step.bootstrap, step.confidence, ctx.spec.seed
+    )
 
 
 def _metrics(tables: dict[str, pd.DataFrame], comparison: Comparison | None) -> dict[str, float]:
@@ -146,14 +169,20 @@ def _metrics(tables: dict[str, pd.DataFrame], comparison: Comparison | None) -> 
     metrics |= {f"evaluate_{role}_iou_mean": float(t["iou"].mean()) for role, t in tables.items()}
     metrics["evaluate_cases"] = float(len(tables["challenger"]))
     if comparison is not None:
-        metrics |= {"evaluate_dice_gain": comparison.mean_diff, "evaluate_dice_gain_ci_low": comparison.ci_low,
-                    "evaluate_dice_gain_ci_high": comparison.ci_high}  # fmt: skip
+        metrics |= {
+            "evaluate_dice_gain": comparison.mean_diff,
+            "evaluate_dice_gain_ci_low": comparison.ci_low,
+            "evaluate_dice_gain_ci_high": comparison.ci_high,
+        }
     return metrics
 
 
 def restore(step: EvaluateStep, outputs: dict[str, Any], ctx: RunContext) -> None:
     """Rebuild the comparison from the stored per-case tables (same seed: same numbers)."""
     out_dir = ctx.run_dir / "evaluate"
-    tables = {role: pd.read_parquet(out_dir / f"{role}_cases.parquet")
-              for role in ("champion", "challenger") if (out_dir / f"{role}_cases.parquet").exists()}  # fmt: skip
+    tables = {
+        role: pd.read_parquet(out_dir / f"{role}_cases.parquet")
+        for role in ("champion", "challenger")
+        if (out_dir / f"{role}_cases.parquet").exists()
+    }
     ctx.state |= {"evaluation": outputs["evaluation"], "comparison": _comparison(step, ctx, tables)}

@@ -54,7 +54,9 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
             geometry = {}
             for s in regular:
                 first = by_case.loc[s.case_ids[0]]
-                affine = volume_affine(first["orientation"], first["position"], (first["spacing_y"], first["spacing_x"]), s.spacing)
+                affine = volume_affine(
+                    first["orientation"], first["position"], (first["spacing_y"], first["spacing_x"]), s.spacing
+                )
                 geometry[s.series_uid] = {"spacing_z": s.spacing, "affine": affine.ravel().tolist()}
             write_volumes(dataset_dir, {s.series_uid: s.case_ids for s in regular}, geometry, ctx.run_dir / "volumes")
             outputs["volumes"] = str(ctx.run_dir / "volumes")
@@ -67,7 +69,9 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
     metrics = ingest_metrics(meta, tables)
     ctx.tracker.log_metrics(metrics)
     if len(tables["quarantine"]):
-        log.warning("%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), outputs["quarantine"])
+        log.warning(
+            "%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), outputs["quarantine"]
+        )
     ctx.state |= {"source": step.source, "dataset": dataset_dir, "census": tables["census"]}
     return outputs | metrics
 
@@ -134,7 +138,9 @@ def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool) -> No
     for k, column in enumerate(("label_values", "label_pixels")):
         rows[column] = [filled[i][k] if i in filled else v for i, v in zip(rows.index, rows[column])]
     uri = rows["label_uri"].astype(str)
-    rows["label_uri"] = uri.where(uri != "", rows["dataset"].astype(str) + ":" + rows["rel_path"].astype(str))  # volumes
+    rows["label_uri"] = uri.where(
+        uri != "", rows["dataset"].astype(str) + ":" + rows["rel_path"].astype(str)
+    )  # volumes
     check_label_values(rows, classes, instance)
 
 
@@ -157,8 +163,9 @@ def check_source_labels(source: DicomSource | ImageSource, classes: int, instanc
     if has_label_masks(source.labels):
         rows = mask_label_rows(source)
     else:
-        rows = pd.DataFrame(declared_label_rows(build_resolver(source.labels)),
-                            columns=["label_uri", "label_values", "label_pixels"])  # fmt: skip
+        rows = pd.DataFrame(
+            declared_label_rows(build_resolver(source.labels)), columns=["label_uri", "label_values", "label_pixels"]
+        )
     if not rows.empty:
         check_label_values(rows, classes, instance)
 
@@ -180,7 +187,9 @@ def census_table(ok: pd.DataFrame) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame(columns=[*CENSUS_KEYS, "records"])
     counts = ok.groupby(CENSUS_KEYS, dropna=False).size().reset_index(name="records")
-    return counts.sort_values(["records", *CENSUS_KEYS], ascending=[False] + [True] * len(CENSUS_KEYS)).reset_index(drop=True)
+    return counts.sort_values(["records", *CENSUS_KEYS], ascending=[False] + [True] * len(CENSUS_KEYS)).reset_index(
+        drop=True
+    )
 
 
 def unmatched_labels(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:

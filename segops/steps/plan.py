@@ -47,9 +47,13 @@ class PlanResult:
 
 
 def plan_workflow(
-    root: Path, output: Path, overrides: PlanOverrides | None = None, settings: PlanSettings | None = None,
-    name: str | None = None, num_cpus: int | None = None,
-) -> PlanResult:  # fmt: skip
+    root: Path,
+    output: Path,
+    overrides: PlanOverrides | None = None,
+    settings: PlanSettings | None = None,
+    name: str | None = None,
+    num_cpus: int | None = None,
+) -> PlanResult:
     """Detect, fingerprint (on a local Ray, or ``RAY_ADDRESS``), plan, and write ``output`` + ``fingerprint.json``.
 
     Raises:
@@ -121,8 +125,13 @@ def _probe(plan: dict[str, Any], steps: int) -> float:
     gen = torch.Generator().manual_seed(0)
     batch = int(plan["batch"])
     if plan["arch"] == "unet":
-        spec = UNetSpec(arch="unet", in_channels=plan["in_channels"], classes=plan["classes"],
-                        channels=tuple(plan["channels"]), strides=tuple(plan["strides"]))  # fmt: skip
+        spec = UNetSpec(
+            arch="unet",
+            in_channels=plan["in_channels"],
+            classes=plan["classes"],
+            channels=tuple(plan["channels"]),
+            strides=tuple(plan["strides"]),
+        )
         model, loss_fn = build_model(spec).to(device), build_loss("dice_ce")
         x = torch.randn(batch, spec.in_channels, *plan["patch_size"], generator=gen).to(device)
         y = torch.randint(0, spec.classes, (batch, 1, *plan["patch_size"]), generator=gen).to(device)
@@ -130,20 +139,29 @@ def _probe(plan: dict[str, Any], steps: int) -> float:
         def loss() -> torch.Tensor:
             return loss_fn(model(x), y)
     else:
-        spec = MaskRCNNSpec(arch="maskrcnn", in_channels=plan["in_channels"], classes=plan["classes"],
-                            min_size=plan["min_size"], max_size=plan["max_size"], anchor_sizes=tuple(plan["anchor_sizes"]),
-                            box_batch_size_per_image=plan["box_batch_size_per_image"])  # fmt: skip
+        spec = MaskRCNNSpec(
+            arch="maskrcnn",
+            in_channels=plan["in_channels"],
+            classes=plan["classes"],
+            min_size=plan["min_size"],
+            max_size=plan["max_size"],
+            anchor_sizes=tuple(plan["anchor_sizes"]),
+            box_batch_size_per_image=plan["box_batch_size_per_image"],
+        )
         model = build_model(spec).to(device)
         side = plan["min_size"]
         images = [torch.rand(spec.in_channels, side, side, generator=gen).to(device) for _ in range(batch)]
         mask = torch.zeros(1, side, side, dtype=torch.uint8)
         mask[:, side // 4 : side // 2, side // 4 : side // 2] = 1
         box = torch.tensor([[side / 4, side / 4, side / 2, side / 2]])
-        targets = [{"boxes": box.to(device), "labels": torch.ones(1, dtype=torch.int64).to(device),
-                    "masks": mask.to(device)} for _ in range(batch)]  # fmt: skip
+        targets = [
+            {"boxes": box.to(device), "labels": torch.ones(1, dtype=torch.int64).to(device), "masks": mask.to(device)}
+            for _ in range(batch)
+        ]
 
         def loss() -> torch.Tensor:
             return sum(model(images, targets).values())
+
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     times = []
@@ -199,8 +217,12 @@ def workflow_yaml(name: str, root: Path, detection: Detection, fp: Fingerprint, 
         "# (fingerprint.json beside this file). A comment names the figure that chose each value.",
     ]
     y.add(0, "name", name)
-    y.add(0, "description", f"Planned from {fp.n_labelled} labelled of {fp.n_images} images ({detection.pairing}, "
-                            f"{detection.mask_kind} masks).")  # fmt: skip
+    y.add(
+        0,
+        "description",
+        f"Planned from {fp.n_labelled} labelled of {fp.n_images} images ({detection.pairing}, "
+        f"{detection.mask_kind} masks).",
+    )
     y.add(0, "seed", 0)
     y.add(0, "output_dir", "runs")
     y.add(0, "tracking", {"uri": "sqlite:///mlruns.db", "experiment": name})
@@ -270,6 +292,10 @@ def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
         y.add(4, "segments", {k: f"class-{k}" for k in range(1, detection.classes)})
     if "preprocess.patch_size" in c:
         patch = c["preprocess.patch_size"].value
-        y.add(4, "sliding_window", {"max_pixels": patch[0] * patch[1], "overlap": 0.5, "mode": "gaussian"},
-              "images larger than a training patch: Gaussian-blended tiles of the patch size")  # fmt: skip
+        y.add(
+            4,
+            "sliding_window",
+            {"max_pixels": patch[0] * patch[1], "overlap": 0.5, "mode": "gaussian"},
+            "images larger than a training patch: Gaussian-blended tiles of the patch size",
+        )
     y.add(4, "overlays", 4)

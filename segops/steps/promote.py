@@ -37,14 +37,28 @@ def run(step: PromoteStep, ctx: RunContext) -> dict[str, Any]:
         if old is not None and old != version:
             tracker.set_alias(name, step.previous_alias, old)
         tracker.set_alias(name, step.alias, version)
-        tracker.set_version_tags(name, version, {"segops.promotion": "promoted", "segops.promoted_at": now,
-                                                 "segops.replaced_version": old or "none",
-                                                 "segops.promotion_run": tracker.run_id or ""})  # fmt: skip
+        tracker.set_version_tags(
+            name,
+            version,
+            {
+                "segops.promotion": "promoted",
+                "segops.promoted_at": now,
+                "segops.replaced_version": old or "none",
+                "segops.promotion_run": tracker.run_id or "",
+            },
+        )
         log.info("promoted %s version %s to @%s%s", name, version, step.alias, f" (was version {old})" if old else "")
     else:
-        tracker.set_version_tags(name, version, {"segops.promotion": "rejected", "segops.rejected_at": now,
-                                                 "segops.rejected_reasons": "; ".join(decision.reasons),
-                                                 "segops.promotion_run": tracker.run_id or ""})  # fmt: skip
+        tracker.set_version_tags(
+            name,
+            version,
+            {
+                "segops.promotion": "rejected",
+                "segops.rejected_at": now,
+                "segops.rejected_reasons": "; ".join(decision.reasons),
+                "segops.promotion_run": tracker.run_id or "",
+            },
+        )
         log.warning("rejected %s version %s: %s", name, version, "; ".join(decision.reasons))
     record = {
         "passed": decision.passed,
@@ -61,8 +75,12 @@ def run(step: PromoteStep, ctx: RunContext) -> dict[str, Any]:
     tracker.log_artifact(path, "promote")
     tracker.log_metrics({"promote_passed": float(decision.passed)})
     tracker.set_tags({"segops.promotion": "promoted" if decision.passed else "rejected"})
-    return {"passed": decision.passed, "reasons": decision.reasons, "model": f"models:/{name}/{version}",
-            "champion": f"models:/{name}/{record['champion_after']}" if record["champion_after"] else None}  # fmt: skip
+    return {
+        "passed": decision.passed,
+        "reasons": decision.reasons,
+        "model": f"models:/{name}/{version}",
+        "champion": f"models:/{name}/{record['champion_after']}" if record["champion_after"] else None,
+    }
 
 
 def restore(step: PromoteStep, outputs: dict[str, Any], ctx: RunContext) -> None:

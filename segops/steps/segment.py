@@ -67,13 +67,24 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     digest = checkpoint_digest(checkpoint)
     pool = size_actor_pool(step.actors, ctx.resources)
     ds, total = _input_dataset(step, ctx, pool.read_cpus, loaded.model_spec)
-    log.info("segmenting with %d-%d actor(s) x %s CPU%s", pool.min_actors, pool.max_actors,
-             pool.cpus_per_actor, " + 1 GPU" if pool.gpus_per_actor else "")  # fmt: skip
-    config = OutputConfig(str(node_root), tuple(step.outputs), step.layout, dict(step.segments),
-                          loaded.model_spec.classes, digest)  # fmt: skip
-    options = {"amp": step.amp, "sliding": step.sliding_window.model_dump(mode="json"),
-               "boundary_class": step.boundary_class}  # fmt: skip
-    run_ = segment_dataset(ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, options, total)
+    log.info(
+        "segmenting with %d-%d actor(s) x %s CPU%s",
+        pool.min_actors,
+        pool.max_actors,
+        pool.cpus_per_actor,
+        " + 1 GPU" if pool.gpus_per_actor else "",
+    )
+    config = OutputConfig(
+        str(node_root), tuple(step.outputs), step.layout, dict(step.segments), loaded.model_spec.classes, digest
+    )
+    options = {
+        "amp": step.amp,
+        "sliding": step.sliding_window.model_dump(mode="json"),
+        "boundary_class": step.boundary_class,
+    }
+    run_ = segment_dataset(
+        ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, options, total
+    )
     stale = sum(remove_stale_temps(join(node_root, d)) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
     if stale:
         log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
@@ -88,14 +99,22 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         "segment_failed": float((results["status"] == STATUS_FAILED).sum()),
         "segment_skipped_done": float(run_.skipped),
         "segment_images_per_s": run_.processed / run_.seconds if run_.seconds > 0 and run_.processed else float("nan"),
-        "segment_actor_utilisation": run_.actor_seconds / (run_.seconds * pool.max_actors) if run_.seconds > 0 else float("nan"),
+        "segment_actor_utilisation": run_.actor_seconds / (run_.seconds * pool.max_actors)
+        if run_.seconds > 0
+        else float("nan"),
         "segment_empty_prediction_fraction": empty_prediction_fraction(ok["fg_fraction"]),
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
     if metrics["segment_empty_prediction_fraction"] == 1.0:
-        log.warning("the model predicted no foreground on any of the %d segmented images: it has most likely "
-                    "learnt to predict background only (see val_fg_dice in the training history)", len(ok))  # fmt: skip
+        log.warning(
+            "the model predicted no foreground on any of the %d segmented images: it has most likely "
+            "learnt to predict background only (see val_fg_dice in the training history)",
+            len(ok),
+        )
     if instance:
-        metrics |= {f"segment_{k}": v for k, v in mask_ap_metrics(ok, ctx.state.get("val_groups"), loaded.model_spec.classes).items()}
+        metrics |= {
+            f"segment_{k}": v
+            for k, v in mask_ap_metrics(ok, ctx.state.get("val_groups"), loaded.model_spec.classes).items()
+        }
     outputs: dict[str, Any] = {"outputs": str(outputs_path), "report": str(report_path), "model_digest": digest}
     if "coco-rle" in step.outputs:
         coco_path = write_coco_results(ok, step.segments, loaded.model_spec.classes, root / "coco_results.json")
@@ -129,15 +148,21 @@ def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
     if dims == 3 and step.records != "volumes":
         raise StepError(
             f"this model is a 3D U-Net (model.spatial_dims: 3): it segments volume records, not {step.records!r}; "
-            "set records: volumes (with an ingest step with volumes: true, or a source of kind dataset that is a volumes folder)"
+            "set records: volumes (with an ingest step with volumes: true, or a source of kind dataset that "
+            "is a volumes folder)"
         )
     roi = step.sliding_window.roi_size
     if roi is not None and len(roi) != dims:
         raise StepError(f"sliding_window.roi_size {list(roi)} has {len(roi)} sizes; this {dims}D model needs {dims}")
     if task != "instance" and "coco-rle" in step.outputs:
-        raise StepError(f"outputs: coco-rle needs an instance model (arch: maskrcnn); this model is {loaded.model_spec.arch!r}")
+        raise StepError(
+            f"outputs: coco-rle needs an instance model (arch: maskrcnn); this model is {loaded.model_spec.arch!r}"
+        )
     if step.boundary_class is not None and step.boundary_class >= loaded.model_spec.classes:
-        raise StepError(f"boundary_class {step.boundary_class} is not a class of this model (classes 0..{loaded.model_spec.classes - 1})")
+        raise StepError(
+            f"boundary_class {step.boundary_class} is not a class of this model (classes "
+            f"0..{loaded.model_spec.classes - 1})"
+        )
 
 
 def mask_ap_metrics(results: pd.DataFrame, val_groups: set[str] | None, classes: int) -> dict[str, float]:
@@ -166,8 +191,16 @@ def write_coco_results(results: pd.DataFrame, segments: dict[int, str], classes:
     images, annotations = [], []
     for image_id, coco_file in enumerate(rows["coco_path"], start=1):
         doc = json.loads(Path(coco_file).read_text())
-        images.append({"id": image_id, "file_name": doc["rel_path"], "frame": doc["frame"], "case_id": doc["case_id"],
-                       "height": doc["height"], "width": doc["width"]})  # fmt: skip
+        images.append(
+            {
+                "id": image_id,
+                "file_name": doc["rel_path"],
+                "frame": doc["frame"],
+                "case_id": doc["case_id"],
+                "height": doc["height"],
+                "width": doc["width"],
+            }
+        )
         for result in doc["results"]:
             annotations.append(result | {"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0})
     categories = [{"id": c, "name": segments.get(c, f"class {c}")} for c in range(1, classes)]
@@ -178,8 +211,12 @@ def write_coco_results(results: pd.DataFrame, segments: dict[int, str], classes:
 def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None:
     """Put a finished segment step's report and metrics back in the run context (resume)."""
     metrics = {k: v for k, v in outputs.items() if k.startswith("segment_")}
-    ctx.state |= {"report": Path(outputs["report"]), "metrics": metrics, "segments_done": ctx.state.get("segments_done", 0) + 1,
-                  "outputs_root": outputs.get("outputs_root", outputs.get("root", ""))}  # fmt: skip
+    ctx.state |= {
+        "report": Path(outputs["report"]),
+        "metrics": metrics,
+        "segments_done": ctx.state.get("segments_done", 0) + 1,
+        "outputs_root": outputs.get("outputs_root", outputs.get("root", "")),
+    }
 
 
 def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_spec: Any):
@@ -203,7 +240,9 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
     return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK)
 
 
-def write_overlays(report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int) -> Path | None:
+def write_overlays(
+    report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int
+) -> Path | None:
     """Overlay PNGs of the worst and best labelled cases (held-out ones when there is a split)."""
     if n == 0 or report.empty or not report["mask_path"].str.endswith(".png").all():
         return None  # overlays are 2D pictures: not for volumes

@@ -54,8 +54,16 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     n_train = int(labelled["group_id"].isin(train_groups).sum())
     n_val = len(labelled) - n_train
     if n_train < step.scaling.workers:  # Ray splits training data equally: a worker would get nothing
-        raise StepError(f"{n_train} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {n_train}")
-    log.info("training on %d cases (%d groups), validating on %d (%d groups)", n_train, len(train_groups), n_val, len(val_groups))
+        raise StepError(
+            f"{n_train} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {n_train}"
+        )
+    log.info(
+        "training on %d cases (%d groups), validating on %d (%d groups)",
+        n_train,
+        len(train_groups),
+        n_val,
+        len(val_groups),
+    )
     split_file = atomic_write_text(
         ctx.run_dir / "split.json", json.dumps({"train": train_groups, "val": val_groups}, indent=2)
     )
@@ -65,25 +73,51 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     train_ds = _union(datasets, excluded, train_groups, columns)
     val_ds = _union(datasets, excluded, val_groups, columns)
     outcome = train_model(
-        step, train_ds, val_ds, ctx.run_dir / "ray-train", ctx.run_dir / "model", ctx.spec.seed, ctx.resources,
-        init_checkpoint, checkpoint_storage(ctx.spec.cluster.storage, ctx.run_id),
-    )  # fmt: skip
+        step,
+        train_ds,
+        val_ds,
+        ctx.run_dir / "ray-train",
+        ctx.run_dir / "model",
+        ctx.spec.seed,
+        ctx.resources,
+        init_checkpoint,
+        checkpoint_storage(ctx.spec.cluster.storage, ctx.run_id),
+    )
 
     tracker = ctx.tracker
-    tracker.log_params(_flat_params(step) | {"train.cases": n_train, "val.cases": n_val, "train.used_gpu": outcome.used_gpu,
-                                             "train.parent_model": parent or "none",
-                                             "train.datasets": ",".join(str(d) for d in datasets)})  # fmt: skip
+    tracker.log_params(
+        _flat_params(step)
+        | {
+            "train.cases": n_train,
+            "val.cases": n_val,
+            "train.used_gpu": outcome.used_gpu,
+            "train.parent_model": parent or "none",
+            "train.datasets": ",".join(str(d) for d in datasets),
+        }
+    )
     _log_datasets(tracker, datasets, labelled, set(train_groups))
     metric, best = _selection(step, outcome)
     for row in outcome.history:
-        per_epoch = {k: v for k, v in row.items() if k not in ("epoch", "val_score", "train_samples", "val_cases", "val_fg_cases")}
+        per_epoch = {
+            k: v
+            for k, v in row.items()
+            if k not in ("epoch", "val_score", "train_samples", "val_cases", "val_fg_cases")
+        }
         tracker.log_metrics(per_epoch, step=int(row["epoch"]))
     tracker.log_params({"train.select_metric": metric})
     tracker.log_metrics(best | {"best_epoch": outcome.best_epoch})
-    log.info("kept epoch %d of %d (%s by %s): %s", outcome.best_epoch + 1, step.epochs, step.select, metric,
-             ", ".join(f"{k} {v:.4f}" for k, v in best.items()))  # fmt: skip
+    log.info(
+        "kept epoch %d of %d (%s by %s): %s",
+        outcome.best_epoch + 1,
+        step.epochs,
+        step.select,
+        metric,
+        ", ".join(f"{k} {v:.4f}" for k, v in best.items()),
+    )
     tracker.log_artifact(split_file, "train")
-    tracker.log_artifact(write_model_fingerprint(datasets[0], outcome.checkpoint_dir, step.model.task, ctx.spec.seed), "train")
+    tracker.log_artifact(
+        write_model_fingerprint(datasets[0], outcome.checkpoint_dir, step.model.task, ctx.spec.seed), "train"
+    )
     ctx.state |= {"checkpoint": outcome.checkpoint_dir, "val_groups": set(val_groups)}
     outputs: dict[str, Any] = {
         "checkpoint": str(outcome.checkpoint_dir),
@@ -95,10 +129,18 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     if step.register_model:
         name = registered_name(ctx, step)
         example = _model_example(val_ds.take(1)[0]["image"], step)
-        tags = {"segops.parent_model": parent or "none", "segops.spec_hash": ctx.spec_hash, "segops.workflow": ctx.spec.name}
+        tags = {
+            "segops.parent_model": parent or "none",
+            "segops.spec_hash": ctx.spec_hash,
+            "segops.workflow": ctx.spec.name,
+        }
         registered = tracker.log_model(outcome.checkpoint_dir, name, example, version_tags=tags)
         ctx.state |= {"model_uri": registered.model_uri, "registered": (registered.name, registered.version)}
-        outputs |= {"model_uri": registered.model_uri, "registered_name": registered.name, "registered_version": registered.version}
+        outputs |= {
+            "model_uri": registered.model_uri,
+            "registered_name": registered.name,
+            "registered_version": registered.version,
+        }
     return outputs
 
 
@@ -110,10 +152,14 @@ def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, f
     reported. Mask R-CNN: ``val_mask_ap``. With ``select: last`` no metric chose the epoch.
     """
     if step.model.task == "instance":
-        return ("none (select: last)" if step.select == "last" else "val_mask_ap"), {"best_val_mask_ap": outcome.best_score}
+        return ("none (select: last)" if step.select == "last" else "val_mask_ap"), {
+            "best_val_mask_ap": outcome.best_score
+        }
     row = next(r for r in outcome.history if int(r["epoch"]) == outcome.best_epoch)
     metric = select_metric(int(row["val_cases"]), int(row.get("val_fg_cases", 0)))
-    best = {"best_val_dice": row["val_dice"]} | ({"best_val_fg_dice": row["val_fg_dice"]} if "val_fg_dice" in row else {})
+    best = {"best_val_dice": row["val_dice"]} | (
+        {"best_val_fg_dice": row["val_fg_dice"]} if "val_fg_dice" in row else {}
+    )
     return ("none (select: last)" if step.select == "last" else metric), best
 
 
@@ -122,8 +168,10 @@ def _ingested(step: TrainStep, ctx: RunContext) -> Path:
     if step.model.spatial_dims == 2:
         return Path(ctx.state["dataset"])
     if "volumes" not in ctx.state:
-        raise StepError("model.spatial_dims: 3 trains on volume records, but the ingest step wrote none "
-                        "(no DICOM series with regular geometry: see its series table)")  # fmt: skip
+        raise StepError(
+            "model.spatial_dims: 3 trains on volume records, but the ingest step wrote none "
+            "(no DICOM series with regular geometry: see its series table)"
+        )
     return Path(ctx.state["volumes"])
 
 
@@ -154,13 +202,17 @@ def _labelled_cases(datasets: list[Path]) -> tuple[pd.DataFrame, list[list[str]]
         seen |= set(labelled["case_id"])
     relabelled = sum(map(len, excluded))
     if relabelled:
-        log.info("%d case(s) of older datasets are relabelled in this run's ingest: the new labels are used", relabelled)
+        log.info(
+            "%d case(s) of older datasets are relabelled in this run's ingest: the new labels are used", relabelled
+        )
     return pd.concat(parts, ignore_index=True), excluded
 
 
 def _union(datasets: list[Path], excluded: list[list[str]], groups: list[str], columns: list[str]) -> Any:
-    parts = [read_dataset(d, labelled_only=True, groups=groups, columns=columns, exclude_cases=ex)
-             for d, ex in zip(datasets, excluded)]  # fmt: skip
+    parts = [
+        read_dataset(d, labelled_only=True, groups=groups, columns=columns, exclude_cases=ex)
+        for d, ex in zip(datasets, excluded)
+    ]
     union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return union.materialize()
 
@@ -192,7 +244,9 @@ def _log_datasets(tracker: Any, datasets: list[Path], labelled: pd.DataFrame, tr
             split=["train" if g in train_groups else "val" for g in cases["group_id"]]
         )
         digest = dataset_digest(path, set(cases["case_id"]))
-        tracker.log_dataset(path.parent.name + "/" + path.name, str(path.resolve()), profile.reset_index(drop=True), digest, "training")
+        tracker.log_dataset(
+            path.parent.name + "/" + path.name, str(path.resolve()), profile.reset_index(drop=True), digest, "training"
+        )
 
 
 def _check_channels(found: set[int], in_channels: int) -> None:

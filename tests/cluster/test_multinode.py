@@ -60,16 +60,34 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _workflow(root: Path, archive: Path, name: str, train: dict, segment: dict | None) -> Path:
     """A small quickstart (same steps and preprocessing, smaller U-Net, few epochs)."""
     steps = [
-        {"step": "ingest", "source": {"kind": "dicom", "path": str(archive / "images"),
-                                      "labels": {"kind": "mask-png", "path": str(archive / "labels")}}},
-        {"step": "train", "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-         "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
-         "split": {"val_fraction": 0.34}, "batch_size": 4, "learning_rate": 0.003, "patches_per_image": 2, **train},
-    ]  # fmt: skip
+        {
+            "step": "ingest",
+            "source": {
+                "kind": "dicom",
+                "path": str(archive / "images"),
+                "labels": {"kind": "mask-png", "path": str(archive / "labels")},
+            },
+        },
+        {
+            "step": "train",
+            "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+            "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
+            "split": {"val_fraction": 0.34},
+            "batch_size": 4,
+            "learning_rate": 0.003,
+            "patches_per_image": 2,
+            **train,
+        },
+    ]
     if segment is not None:
         steps.append({"step": "segment", "overlays": 1, **segment})
-    spec = {"name": name, "output_dir": str(root / "runs"), "cluster": {},
-            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "multinode"}, "steps": steps}  # fmt: skip
+    spec = {
+        "name": name,
+        "output_dir": str(root / "runs"),
+        "cluster": {},
+        "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "multinode"},
+        "steps": steps,
+    }
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -104,8 +122,13 @@ def _mlflow_run(root: Path):
 def test_quickstart_trains_on_both_nodes_and_segments_every_input(cluster, archive, tmp_path) -> None:
     # 2 x 0.75 CPU cannot fit on one 1-CPU node: the training placement group and the two
     # inference actors must use both nodes.
-    wf = _workflow(tmp_path, archive, "multinode", {"epochs": 3, "scaling": {"workers": 2, "cpus_per_worker": 0.75}},
-                   {"actors": {"min_actors": 2, "max_actors": 2, "cpus_per_actor": 0.75}})  # fmt: skip
+    wf = _workflow(
+        tmp_path,
+        archive,
+        "multinode",
+        {"epochs": 3, "scaling": {"workers": 2, "cpus_per_worker": 0.75}},
+        {"actors": {"min_actors": 2, "max_actors": 2, "cpus_per_actor": 0.75}},
+    )
     log = tmp_path / "run.log"
     with ActorWatch(cluster.nodes) as watch:
         _finish(subprocess_run(wf, cluster.driver_env(), log), log, timeout=150)
@@ -116,7 +139,9 @@ def test_quickstart_trains_on_both_nodes_and_segments_every_input(cluster, archi
 
     run_dir = _run_dir(tmp_path)
     masks = sorted(p.relative_to(run_dir / "masks").as_posix() for p in (run_dir / "masks").rglob("*.png"))
-    inputs = sorted(p.relative_to(archive / "images").with_suffix(".png").as_posix() for p in (archive / "images").rglob("*.dcm"))
+    inputs = sorted(
+        p.relative_to(archive / "images").with_suffix(".png").as_posix() for p in (archive / "images").rglob("*.dcm")
+    )
     assert masks == inputs and len(masks) == N_IMAGES
     report = pd.read_parquet(run_dir / "report.parquet")
     assert len(report) == N_IMAGES and report["dice"].between(0, 1).all()
@@ -134,8 +159,18 @@ def test_losing_the_worker_node_mid_training_resumes_from_the_last_checkpoint(ar
     # blocks) and both 0.5-CPU training workers on the worker node; released at the kill, the head
     # fits the restarted workers (1 CPU) plus the 1-CPU read tasks that rebuild the lost blocks.
     epochs = 4
-    wf = _workflow(tmp_path, archive, "node-loss", {"epochs": epochs, "max_failures": 2, "register_model": False,
-                                                    "scaling": {"workers": 2, "cpus_per_worker": 0.5}}, None)  # fmt: skip
+    wf = _workflow(
+        tmp_path,
+        archive,
+        "node-loss",
+        {
+            "epochs": epochs,
+            "max_failures": 2,
+            "register_model": False,
+            "scaling": {"workers": 2, "cpus_per_worker": 0.5},
+        },
+        None,
+    )
     log = tmp_path / "run.log"
     with LocalCluster(cpus=(2, 1)) as cluster:
         hold = cluster.hold_cpus(cluster.head, 1.5)

@@ -16,23 +16,40 @@ def _batch(images: list[np.ndarray]) -> dict[str, np.ndarray]:
     n = len(images)
     column = lambda v: np.array([v] * n, dtype=object)  # noqa: E731
     return {
-        "case_id": np.array([f"c{i}" for i in range(n)], dtype=object), "group_id": column("g"),
-        "source_uri": column("/x"), "rel_path": np.array([f"img{i}.png" for i in range(n)], dtype=object),
-        "frame": np.zeros(n, int), "modality": column("XC"), "has_label": np.array([True] * n),
-        "label_uri": column(""), "status": column("ok"), "stage": column(""), "error_type": column(""),
-        "error": column(""), "transfer_syntax": column("PNG"),
+        "case_id": np.array([f"c{i}" for i in range(n)], dtype=object),
+        "group_id": column("g"),
+        "source_uri": column("/x"),
+        "rel_path": np.array([f"img{i}.png" for i in range(n)], dtype=object),
+        "frame": np.zeros(n, int),
+        "modality": column("XC"),
+        "has_label": np.array([True] * n),
+        "label_uri": column(""),
+        "status": column("ok"),
+        "stage": column(""),
+        "error_type": column(""),
+        "error": column(""),
+        "transfer_syntax": column("PNG"),
         "image": np.array(images + [None], dtype=object)[:-1],
         "label": np.array([np.ones(img.shape[1:], np.uint8) for img in images] + [None], dtype=object)[:-1],
-    }  # fmt: skip
+    }
 
 
 def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
     torch.manual_seed(0)
     spec = UNetSpec(arch="unet", in_channels=1, channels=(4, 8), strides=(2,), num_res_units=0)
-    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16)))
+    save_checkpoint(
+        tmp_path / "ckpt",
+        build_model(spec),
+        spec,
+        PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16)),
+    )
     config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
-    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"),
-                       {"torch_threads": 1, "amp": False, "sliding": SlidingWindowSpec().model_dump()})  # fmt: skip
+    actor = _Segmenter(
+        str(tmp_path / "ckpt"),
+        config,
+        str(tmp_path / "parts"),
+        {"torch_threads": 1, "amp": False, "sliding": SlidingWindowSpec().model_dump()},
+    )
     good = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     bad = np.zeros((2, 12, 12), np.float32)  # two channels: the model takes one, no conversion exists
     out = actor(_batch([good, bad, good.copy()]))
@@ -52,12 +69,22 @@ def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_pa
 
     torch.manual_seed(0)
     spec = UNetSpec(arch="unet", spatial_dims=3, channels=(4, 8), strides=(2,), num_res_units=0)
-    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(4, 16, 16)))
+    save_checkpoint(
+        tmp_path / "ckpt",
+        build_model(spec),
+        spec,
+        PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(4, 16, 16)),
+    )
     config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
     sliding = SlidingWindowSpec(tile_batch=2).model_dump()
-    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), {"torch_threads": 1, "amp": False, "sliding": sliding})
+    actor = _Segmenter(
+        str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), {"torch_threads": 1, "amp": False, "sliding": sliding}
+    )
     volume = np.random.default_rng(0).normal(size=(1, 6, 20, 24)).astype(np.float32)
-    batch = _batch([volume]) | {"affine": np.array([np.eye(4).ravel()], dtype=object), "source_uris": np.array([[]], dtype=object)}
+    batch = _batch([volume]) | {
+        "affine": np.array([np.eye(4).ravel()], dtype=object),
+        "source_uris": np.array([[]], dtype=object),
+    }
     out = actor(batch)
     assert list(out["status"]) == ["ok"] and 0 <= out["dice"][0] <= 1  # one 3D Dice for the volume
     nifti = nib.load(out["mask_path"][0])

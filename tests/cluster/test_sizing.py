@@ -29,8 +29,14 @@ def test_explicit_pool_settings_win() -> None:
     assert (pool.min_actors, pool.max_actors, pool.cpus_per_actor) == (2, 3, 0.25)
 
 
-@pytest.mark.parametrize(("flag", "resources", "expected"), [
-    ("auto", {"CPU": 2.0}, False), ("auto", {"GPU": 1.0}, True), (False, {"GPU": 8.0}, False), (True, {}, True),
-])
+@pytest.mark.parametrize(
+    ("flag", "resources", "expected"),
+    [
+        ("auto", {"CPU": 2.0}, False),
+        ("auto", {"GPU": 1.0}, True),
+        (False, {"GPU": 8.0}, False),
+        (True, {}, True),
+    ],
+)
 def test_use_gpu_resolution(flag, resources, expected) -> None:
     assert resolve_use_gpu(flag, resources) is expected

@@ -14,8 +14,10 @@ from segops.steps.train import checkpoint_storage
 def test_each_run_gets_its_own_prefix_and_the_query_is_kept() -> None:
     assert checkpoint_storage(None, "run-1") is None
     assert checkpoint_storage("/mnt/nfs/segops/", "run-1") == "/mnt/nfs/segops/run-1"
-    assert (checkpoint_storage("s3://bucket/ray?endpoint_override=127.0.0.1:9000&scheme=http", "run-1")
-            == "s3://bucket/ray/run-1?endpoint_override=127.0.0.1:9000&scheme=http")  # fmt: skip
+    assert (
+        checkpoint_storage("s3://bucket/ray?endpoint_override=127.0.0.1:9000&scheme=http", "run-1")
+        == "s3://bucket/ray/run-1?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
 
 
 def test_a_local_path_is_made_absolute_and_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

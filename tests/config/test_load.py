@@ -14,7 +14,10 @@ REPO = Path(__file__).resolve().parents[2]
 VALID = {
     "name": "wf",
     "steps": [
-        {"step": "ingest", "source": {"kind": "dicom", "path": "data/ct", "labels": {"kind": "mask-png", "path": "data/lbl"}}},
+        {
+            "step": "ingest",
+            "source": {"kind": "dicom", "path": "data/ct", "labels": {"kind": "mask-png", "path": "data/lbl"}},
+        },
         {"step": "train", "model": {"arch": "unet"}, "preprocess": {"patch_size": [64, 64]}},
         {"step": "segment"},
     ],
@@ -108,19 +111,39 @@ INVALID = [
         {"arch": "unet", "channels": [8, 16, 32], "strides": [2]},
         "steps[1].model: strides has 1 entries but channels has 3",
     ),
-    (["steps", 1, "model"], {"arch": "maskrcnn", "min_size": 512, "max_size": 256},
-     "steps[1].model: max_size (256) must be at least min_size (512)"),
+    (
+        ["steps", 1, "model"],
+        {"arch": "maskrcnn", "min_size": 512, "max_size": 256},
+        "steps[1].model: max_size (256) must be at least min_size (512)",
+    ),
     (["steps", 1, "model"], {"arch": "maskrcnn", "anchor_sizes": [8, 16]}, "steps[1].model.anchor_sizes"),
-    (["steps", 1, "model"], {"arch": "maskrcnn", "backbone": "vgg"},
-     "steps[1].model.backbone: 'vgg' is not one of resnet18_fpn, resnet50_fpn, resnet50_fpn_v2"),
+    (
+        ["steps", 1, "model"],
+        {"arch": "maskrcnn", "backbone": "vgg"},
+        "steps[1].model.backbone: 'vgg' is not one of resnet18_fpn, resnet50_fpn, resnet50_fpn_v2",
+    ),
     (["steps", 1, "model"], {"arch": "maskrcnn", "aspect_ratios": []}, "steps[1].model.aspect_ratios"),
-    (["steps", 1, "model"], {"arch": "maskrcnn"},
-     "steps[1].model.arch: 'maskrcnn' trains on instance labels; the ingest source's labels must be kind instance-png"),
-    (["steps", 0, "source", "labels"], {"kind": "instance-png", "path": "data/ids"},
-     "steps[1].model.arch: 'unet' trains on class maps; the ingest source's labels are instance labels"),
-    (["steps", 2, "outputs"], ["png", "coco-rle"], "steps[2].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)"),
-    (["steps", 0, "source", "labels"], {"kind": "coco", "path": "data/a.json", "categories": {"7": 300}},
-     "steps[0].source.labels.categories.7: Input should be less than or equal to 255"),
+    (
+        ["steps", 1, "model"],
+        {"arch": "maskrcnn"},
+        "steps[1].model.arch: 'maskrcnn' trains on instance labels; the ingest source's labels must be kind "
+        "instance-png",
+    ),
+    (
+        ["steps", 0, "source", "labels"],
+        {"kind": "instance-png", "path": "data/ids"},
+        "steps[1].model.arch: 'unet' trains on class maps; the ingest source's labels are instance labels",
+    ),
+    (
+        ["steps", 2, "outputs"],
+        ["png", "coco-rle"],
+        "steps[2].outputs: 'coco-rle' needs an instance model (arch: maskrcnn)",
+    ),
+    (
+        ["steps", 0, "source", "labels"],
+        {"kind": "coco", "path": "data/a.json", "categories": {"7": 300}},
+        "steps[0].source.labels.categories.7: Input should be less than or equal to 255",
+    ),
 ]
 
 
@@ -190,23 +213,37 @@ def test_specs_are_frozen() -> None:
 
 def test_volume_records_need_an_ingest_with_volumes() -> None:
     data = _variant(["steps", 2, "records"], "volumes")
-    assert any(p.startswith("steps[2].records: 'volumes' needs an ingest step with volumes: true") for p in _problems(data))
+    assert any(
+        p.startswith("steps[2].records: 'volumes' needs an ingest step with volumes: true") for p in _problems(data)
+    )
     data["steps"][0]["volumes"] = True
     assert validate_workflow_text(yaml.safe_dump(data)).steps[2].records == "volumes"
 
 
 def test_lifecycle_steps_need_their_predecessors() -> None:
     heldout = {"kind": "dicom", "path": "data/heldout", "labels": {"kind": "mask-png", "path": "data/hl"}}
-    data = {"name": "wf", "steps": [{"step": "evaluate", "source": heldout}, {"step": "promote", "gate": {"min_mean_dice_gain": 0.01}}]}
+    data = {
+        "name": "wf",
+        "steps": [{"step": "evaluate", "source": heldout}, {"step": "promote", "gate": {"min_mean_dice_gain": 0.01}}],
+    }
     assert _problems(data) == ["steps[0].challenger: required when no train step comes before this evaluate step"]
     data = {"name": "wf", "steps": [*VALID["steps"][:2], {"step": "promote"}]}
     assert _problems(data) == [
         "steps[2]: a promote step needs an evaluate step before it (it applies its gate to that comparison)"
     ]
-    data = {"name": "wf", "steps": [*VALID["steps"][:2], {"step": "evaluate", "source": heldout},
-                                    {"step": "promote", "gate": {"max_case_regression": {"fraction": 2}}, "alias": "9x"}]}  # fmt: skip
+    data = {
+        "name": "wf",
+        "steps": [
+            *VALID["steps"][:2],
+            {"step": "evaluate", "source": heldout},
+            {"step": "promote", "gate": {"max_case_regression": {"fraction": 2}}, "alias": "9x"},
+        ],
+    }
     problems = _problems(data)
-    assert any(p.startswith("steps[3].gate.max_case_regression.fraction: Input should be less than or equal to 1") for p in problems)
+    assert any(
+        p.startswith("steps[3].gate.max_case_regression.fraction: Input should be less than or equal to 1")
+        for p in problems
+    )
     assert any(p.startswith("steps[3].alias: String should match pattern") for p in problems)
 
 
@@ -232,14 +269,25 @@ def test_a_3d_workflow_is_valid() -> None:
 def test_patch_size_must_have_one_size_per_spatial_dim() -> None:
     data = _volumes_3d()
     data["steps"][1]["preprocess"]["patch_size"] = [64, 64]
-    assert "steps[1]: preprocess.patch_size [64, 64] has 2 sizes but model.spatial_dims is 3: give 3 sizes (Z, H, W)" in _problems(data)
+    assert (
+        "steps[1]: preprocess.patch_size [64, 64] has 2 sizes but model.spatial_dims is 3: give 3 sizes (Z, H, W)"
+        in _problems(data)
+    )
     data = _variant(["steps", 1, "preprocess"], {"patch_size": [16, 64, 64]})
-    assert "steps[1]: preprocess.patch_size [16, 64, 64] has 3 sizes but model.spatial_dims is 2: give 2 sizes (H, W)" in _problems(data)
+    assert (
+        "steps[1]: preprocess.patch_size [16, 64, 64] has 3 sizes but model.spatial_dims is 2: give 2 sizes (H, W)"
+        in _problems(data)
+    )
     data["steps"][1]["preprocess"]["patch_size"] = [8, 8, 8, 8]
-    assert any(p.startswith("steps[1].preprocess.patch_size: Tuple should have at most 3 items") for p in _problems(data))
+    assert any(
+        p.startswith("steps[1].preprocess.patch_size: Tuple should have at most 3 items") for p in _problems(data)
+    )
     data = _volumes_3d()
     data["steps"][1]["preprocess"]["patch_size"] = [10, 64, 64]
-    assert "steps[1]: preprocess.patch_size [10, 64, 64] must be multiples of 4 (the product of model.strides)" in _problems(data)
+    assert (
+        "steps[1]: preprocess.patch_size [10, 64, 64] must be multiples of 4 (the product of model.strides)"
+        in _problems(data)
+    )
     data["steps"][1]["model"]["spatial_dims"] = 4
     assert any(p.startswith("steps[1].model.spatial_dims: 4 is not one of 2, 3") for p in _problems(data))
 
@@ -249,11 +297,16 @@ def test_a_3d_model_needs_ingest_volumes_and_volume_records() -> None:
     data["steps"][0]["volumes"] = False
     data["steps"][2]["records"] = "slices"
     assert _problems(data) == [
-        "steps[1].model.spatial_dims: a 3D model trains on volume records; the ingest step before it needs volumes: true",
-        "steps[2].records: the train step's model is 3D (spatial_dims: 3) and segments volume records: set records: volumes (got 'slices')",
+        "steps[1].model.spatial_dims: a 3D model trains on volume records; the ingest step before it needs "
+        "volumes: true",
+        "steps[2].records: the train step's model is 3D (spatial_dims: 3) and segments volume records: set "
+        "records: volumes (got 'slices')",
     ]
     data = _volumes_3d()
-    data["steps"][2] |= {"records": "slices", "model": "models/some-2d-checkpoint"}  # its own model: checked when loaded
+    data["steps"][2] |= {
+        "records": "slices",
+        "model": "models/some-2d-checkpoint",
+    }  # its own model: checked when loaded
     assert validate_workflow_text(yaml.safe_dump(data)).steps[2].records == "slices"
 
 
@@ -296,9 +349,15 @@ def test_duplicate_keys_alone_make_a_valid_file_invalid() -> None:
     text = DUPLICATES.replace("epochs: 0", "epochs: 1")
     with pytest.raises(WorkflowSpecError) as info:
         validate_workflow_text(text)
-    assert [p.split(":")[0] for p in info.value.problems] == ["name", "steps[0].source.labels.path", "steps[1].batch_size"]
+    assert [p.split(":")[0] for p in info.value.problems] == [
+        "name",
+        "steps[0].source.labels.path",
+        "steps[1].batch_size",
+    ]
     flow = "name: wf\nsteps: [{step: ingest, source: {kind: dicom, path: data/ct, kind: dicom}}]\n"
-    with pytest.raises(WorkflowSpecError, match=r"^<string>: 1 problem.*\n  - steps\[0\].source.kind: duplicate key \(lines 2 and 2\)"):
+    with pytest.raises(
+        WorkflowSpecError, match=r"^<string>: 1 problem.*\n  - steps\[0\].source.kind: duplicate key \(lines 2 and 2\)"
+    ):
         validate_workflow_text(flow)
 
 
@@ -312,7 +371,9 @@ def test_merge_keys_may_be_overridden() -> None:
     )
     with pytest.raises(WorkflowSpecError) as info:
         validate_workflow_text(text)
-    assert info.value.problems == ["defaults: unknown field (check the spelling; see the workflow reference in README.md)"]
+    assert info.value.problems == [
+        "defaults: unknown field (check the spelling; see the workflow reference in README.md)"
+    ]
 
 
 # --------------------------------------------------------------------------- unreadable files
@@ -328,7 +389,8 @@ def test_unreadable_workflow_files_are_one_problem(tmp_path: Path) -> None:
     utf16 = tmp_path / "utf16.yaml"
     utf16.write_text("name: wf\n", encoding="utf-16")
     cases = {
-        latin1: f"<file>: cannot read workflow file: {latin1} is not UTF-8 text (byte 0xe9 at offset 14, line 2); save it as UTF-8",
+        latin1: f"<file>: cannot read workflow file: {latin1} is not UTF-8 text "
+        "(byte 0xe9 at offset 14, line 2); save it as UTF-8",
         png: f"<file>: cannot read workflow file: {png} is a PNG image (NUL byte at offset 8), not YAML text; "
         "pass the workflow's .yaml file",
         utf16: f"<file>: cannot read workflow file: {utf16} is UTF-16 text, expected UTF-8; save it as UTF-8",
@@ -349,7 +411,10 @@ def test_an_unreadable_file_names_the_permission_problem(tmp_path: Path) -> None
     locked = tmp_path / "locked.yaml"
     locked.write_text("name: wf\n")
     locked.chmod(0)
-    expected = f"<file>: cannot read workflow file: permission denied reading {locked} (check the file's permissions and owner)"
+    expected = (
+        f"<file>: cannot read workflow file: permission denied reading {locked} "
+        "(check the file's permissions and owner)"
+    )
     if os.access(locked, os.R_OK):  # root reads anything: check the message for the error an open would raise
         assert _unreadable(locked, PermissionError(13, "Permission denied")) == expected
     else:
@@ -359,6 +424,7 @@ def test_an_unreadable_file_names_the_permission_problem(tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------------------- paths that do not exist
+
 
 def _every_path(root: Path) -> dict:
     """A workflow naming every kind of path a workflow reads; absolute ones under ``root``."""
@@ -406,7 +472,10 @@ def test_every_kind_of_missing_path_is_named_by_its_dotted_path(data_dirs: Path)
         "steps[5].champion: ckpt/champion" + note,
         f"steps[5].challenger: {root}/challenger does not exist",
     ]
-    assert validate_workflow_text(yaml.safe_dump(_every_path(root)), check_paths=False).steps[5].champion == "ckpt/champion"
+    assert (
+        validate_workflow_text(yaml.safe_dump(_every_path(root)), check_paths=False).steps[5].champion
+        == "ckpt/champion"
+    )
 
 
 def test_existing_paths_pass_and_model_uris_are_not_checked(data_dirs: Path) -> None:

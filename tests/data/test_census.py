@@ -16,18 +16,38 @@ COLUMNS = ["modality", "transfer_syntax", "photometric", "channels", "height", "
 def test_summary_of_one_shape_table_is_one_line_per_group() -> None:
     ct = ("CT", "1.2.840.10008.1.2.1", "MONOCHROME2", 1)
     census = pd.DataFrame(
-        [(*ct, 512, 512, 40), (*ct, 480, 512, 30), (*ct, 1024, 512, 20), (*ct, 600, 512, 10),
-         ("MR", "1.2.840.10008.1.2", "MONOCHROME2", 1, 256, 256, 5)],
+        [
+            (*ct, 512, 512, 40),
+            (*ct, 480, 512, 30),
+            (*ct, 1024, 512, 20),
+            (*ct, 600, 512, 10),
+            ("MR", "1.2.840.10008.1.2", "MONOCHROME2", 1, 256, 256, 5),
+        ],
         columns=[*COLUMNS, "records"],
-    )  # fmt: skip
+    )
     summary = census_summary(census, weight="records")
     assert summary.to_dict("records") == [
-        {"modality": "CT", "transfer_syntax": "1.2.840.10008.1.2.1", "photometric": "MONOCHROME2", "channels": 1,
-         "records": 100, "height": "480–1024 (median 512)", "width": "512",
-         "shapes": "512×512 (40), 480×512 (30), 1024×512 (20), +1 more"},
-        {"modality": "MR", "transfer_syntax": "1.2.840.10008.1.2", "photometric": "MONOCHROME2", "channels": 1,
-         "records": 5, "height": "256", "width": "256", "shapes": "256×256"},
-    ]  # fmt: skip
+        {
+            "modality": "CT",
+            "transfer_syntax": "1.2.840.10008.1.2.1",
+            "photometric": "MONOCHROME2",
+            "channels": 1,
+            "records": 100,
+            "height": "480–1024 (median 512)",
+            "width": "512",
+            "shapes": "512×512 (40), 480×512 (30), 1024×512 (20), +1 more",
+        },
+        {
+            "modality": "MR",
+            "transfer_syntax": "1.2.840.10008.1.2",
+            "photometric": "MONOCHROME2",
+            "channels": 1,
+            "records": 5,
+            "height": "256",
+            "width": "256",
+            "shapes": "256×256",
+        },
+    ]
 
 
 def test_photos_of_120_sizes_summarise_to_a_few_lines() -> None:
@@ -39,8 +59,10 @@ def test_photos_of_120_sizes_summarise_to_a_few_lines() -> None:
     summary = census_summary(rows)
     assert list(summary.columns) == ["status", *COLUMNS[:4], "files", "frames", "height", "width", "shapes"]
     assert summary[["status", "transfer_syntax", "files", "frames"]].values.tolist() == [
-        ["ok", "JPEG", 120, 120], ["ok", "PNG", 3, 3], ["skipped", "", 1, 0]
-    ]  # fmt: skip
+        ["ok", "JPEG", 120, 120],
+        ["ok", "PNG", 3, 3],
+        ["skipped", "", 1, 0],
+    ]
     jpeg, png, skip = summary.to_dict("records")
     assert jpeg["height"] == "480–956 (median 718)" and jpeg["width"] == "640–648 (median 644)"
     assert jpeg["shapes"] == "480×640 (1), 484×648 (1), 488×640 (1), +117 more"
@@ -62,12 +84,18 @@ SOURCE = DicomSource(kind="dicom", path=Path("."))
         ("CT_small.dcm", "ok", ""),
         ("rtplan.dcm", "skipped", "no image: RT Plan Storage objects carry no pixel data"),
         ("test-SR.dcm", "skipped", "no image: Comprehensive SR Storage objects carry no pixel data"),
-        ("rtplan_truncated.dcm", "quarantined",
-         "RT Plan Storage object damaged: truncated: (300A,00B0) declares 976 bytes but 711 remain"),
-        ("MR_truncated.dcm", "quarantined",
-         "MR Image Storage without complete Pixel Data: truncated (expected 8192 bytes, found 8130)"),
+        (
+            "rtplan_truncated.dcm",
+            "quarantined",
+            "RT Plan Storage object damaged: truncated: (300A,00B0) declares 976 bytes but 711 remain",
+        ),
+        (
+            "MR_truncated.dcm",
+            "quarantined",
+            "MR Image Storage without complete Pixel Data: truncated (expected 8192 bytes, found 8130)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_dicom_header_status_follows_the_decode_rule(name: str, status: str, error: str) -> None:
     row = header_row(get_testdata_file(name), name, SOURCE)
     assert (row["status"], row["error"]) == (status, error)

@@ -55,8 +55,11 @@ def test_label_of_wrong_size_quarantines_at_label_stage(tmp_path: Path) -> None:
 
 
 def test_inspection_png_gray_and_rgb(inspection_archive: Path) -> None:
-    source = ImageSource(kind="images", path=inspection_archive / "images",
-                         labels=MaskPngLabels(kind="mask-png", path=inspection_archive / "labels"))
+    source = ImageSource(
+        kind="images",
+        path=inspection_archive / "images",
+        labels=MaskPngLabels(kind="mask-png", path=inspection_archive / "labels"),
+    )
     channels = set()
     for f in list_source_files(source):
         (row,) = decode_file(f["path"], f["rel_path"], source)

@@ -69,9 +69,15 @@ def test_every_problem_row_says_why(outcomes: dict[str, dict]) -> None:
 
 @pytest.mark.parametrize(
     "twin",
-    ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
-     "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_implicit.dcm"],
-)  # fmt: skip
+    [
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_expb.dcm",
+        "MR_small_implicit.dcm",
+    ],
+)
 def test_compressed_and_big_endian_twins_match_the_uncompressed_reference(twin: str) -> None:
     (reference,) = read_dicom(TEST_FILES / "MR_small.dcm", "ref")
     (record,) = read_dicom(TEST_FILES / twin, twin)

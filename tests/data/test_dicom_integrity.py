@@ -15,8 +15,18 @@ def _encoding(path: str | Path) -> tuple[bool, bool]:
     return pydicom.dcmread(path, force=True).original_encoding
 
 
-@pytest.mark.parametrize("name", ["rtplan.dcm", "rtstruct.dcm", "test-SR.dcm", "ExplVR_BigEndNoMeta.dcm",
-                                  "CT_small.dcm", "JPEG2000.dcm", "waveform_ecg.dcm"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rtplan.dcm",
+        "rtstruct.dcm",
+        "test-SR.dcm",
+        "ExplVR_BigEndNoMeta.dcm",
+        "CT_small.dcm",
+        "JPEG2000.dcm",
+        "waveform_ecg.dcm",
+    ],
+)
 def test_intact_files_have_a_whole_stream(name: str) -> None:
     path = get_testdata_file(name)
     assert stream_problem(Path(path).read_bytes(), *_encoding(path)) is None

@@ -47,7 +47,11 @@ def test_exact_figures_when_k_exceeds_the_foreground() -> None:
     assert fp.foreground_image_fraction == 2 / 3
     assert fp.shapes == [[20, 30, 2], [24, 16, 1]] and fp.median_shape == (20, 30)
     assert (fp.n_images, fp.n_labelled, fp.n_groups, fp.channels, fp.modalities) == (3, 3, 2, {1: 3}, {"OT": 3})
-    assert (fp.objects.count_median, fp.objects.count_max, fp.objects.size_median) == (2.0, 2, 23.0)  # sizes 36, 10, 36, 10
+    assert (fp.objects.count_median, fp.objects.count_max, fp.objects.size_median) == (
+        2.0,
+        2,
+        23.0,
+    )  # sizes 36, 10, 36, 10
 
 
 def test_sampled_foreground_is_seeded_and_close() -> None:
@@ -120,13 +124,19 @@ def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None
     from segops.config.schema import ImageSource, MaskPngLabels
 
     arrays = _archive(tmp_path / "data")
-    source = ImageSource(kind="images", path=tmp_path / "data" / "images",
-                         labels=MaskPngLabels(kind="mask-png", path=tmp_path / "data" / "masks"))  # fmt: skip
+    source = ImageSource(
+        kind="images",
+        path=tmp_path / "data" / "images",
+        labels=MaskPngLabels(kind="mask-png", path=tmp_path / "data" / "masks"),
+    )
     fp = fingerprint_source(source)
     fg = np.concatenate([im[lb > 0] for im, lb in arrays]).astype(np.float64)
     assert fp.intensity_fg.samples == len(fg)
-    np.testing.assert_allclose([fp.intensity_fg.mean, fp.intensity_fg.p00_5, fp.intensity_fg.p99_5],
-                               [fg.mean(), *np.percentile(fg, [0.5, 99.5])], rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        [fp.intensity_fg.mean, fp.intensity_fg.p00_5, fp.intensity_fg.p99_5],
+        [fg.mean(), *np.percentile(fg, [0.5, 99.5])],
+        rtol=1e-12,
+    )
     fg_px = sum(int(lb.sum()) for _, lb in arrays)
     total = sum(lb.size for _, lb in arrays)
     assert fp.label_census == {0: (4, total - fg_px), 1: (4, fg_px)}

@@ -27,7 +27,9 @@ def antialiased_mask(size: int, centre: tuple[int, int], radius: int) -> np.ndar
 
 def _rows(labels: dict[str, np.ndarray]) -> pd.DataFrame:
     counts = [label_counts(label) for label in labels.values()]
-    return pd.DataFrame({"label_uri": list(labels), "label_values": [c[0] for c in counts], "label_pixels": [c[1] for c in counts]})
+    return pd.DataFrame(
+        {"label_uri": list(labels), "label_values": [c[0] for c in counts], "label_pixels": [c[1] for c in counts]}
+    )
 
 
 def test_semantic_census_counts_files_and_pixels_per_value() -> None:
@@ -43,9 +45,17 @@ def test_semantic_census_counts_files_and_pixels_per_value() -> None:
 
 
 def test_instance_census_counts_instances_per_class() -> None:
-    rows = _rows({"a.png": np.array([[0, 1001], [1002, 2001]], np.int32), "b.png": np.array([[1001, 1001], [0, 0]], np.int32)})
+    rows = _rows(
+        {"a.png": np.array([[0, 1001], [1002, 2001]], np.int32), "b.png": np.array([[1001, 1001], [0, 0]], np.int32)}
+    )
     census = label_census(rows, instance=True)
-    expected = {"class": [0, 1, 2], "instances": [0, 3, 1], "records": [2, 2, 1], "files": [2, 2, 1], "pixels": [3, 4, 1]}
+    expected = {
+        "class": [0, 1, 2],
+        "instances": [0, 3, 1],
+        "records": [2, 2, 1],
+        "files": [2, 2, 1],
+        "pixels": [3, 4, 1],
+    }
     assert census.to_dict("list") == expected
 
 
@@ -57,7 +67,9 @@ def test_census_of_no_labels_is_an_empty_table() -> None:
 def test_antialiased_values_fail_with_the_threshold_fix() -> None:
     masks = {f"/labels/m{i:02d}.png": antialiased_mask(48, (20 + i, 24), 10) for i in range(12)}
     rows = _rows(masks)
-    with pytest.raises(LabelValueError, match=r"model.classes: 2.*12 of 12 label file\(s\).*labels.threshold: 128") as err:
+    with pytest.raises(
+        LabelValueError, match=r"model.classes: 2.*12 of 12 label file\(s\).*labels.threshold: 128"
+    ) as err:
         check_label_values(rows, classes=2)
     message = str(err.value)
     bad = sorted({int(v) for m in masks.values() for v in np.unique(m) if v >= 2})
@@ -91,7 +103,9 @@ def test_class_indices_beyond_the_model_suggest_more_classes() -> None:
 
 def test_instance_labels_are_checked_by_their_class_part() -> None:
     rows = _rows({"/l/a.png": np.array([[0, 1001], [2999, 3001]], np.int32)})
-    with pytest.raises(LabelValueError, match=r"class\(es\) \(value // 1000 of instance labels\) \[3\].*model.classes: 4"):
+    with pytest.raises(
+        LabelValueError, match=r"class\(es\) \(value // 1000 of instance labels\) \[3\].*model.classes: 4"
+    ):
         check_label_values(rows, classes=3, instance=True)
     check_label_values(rows, classes=4, instance=True)
 
@@ -125,5 +139,7 @@ def test_decoded_record_carries_the_census_of_its_thresholded_label(tmp_path: Pa
 
 
 def test_threshold_and_values_together_are_a_spec_error(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"threshold \(128\) and values \(\{0: 0, 255: 1\}\) are both given.*keep one"):
+    with pytest.raises(
+        ValidationError, match=r"threshold \(128\) and values \(\{0: 0, 255: 1\}\) are both given.*keep one"
+    ):
         MaskPngLabels(kind="mask-png", path=tmp_path, threshold=128, values={0: 0, 255: 1})

@@ -62,15 +62,23 @@ def _coco(tmp_path: Path) -> Path:
     rle = mask_utils.encode(np.asfortranarray(square))
     rle["counts"] = rle["counts"].decode()
     data = {
-        "images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30},
-                   {"id": 2, "file_name": "sub/c.png", "height": 20, "width": 30},
-                   {"id": 3, "file_name": "never-there.png", "height": 20, "width": 30}],
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 20, "width": 30},
+            {"id": 2, "file_name": "sub/c.png", "height": 20, "width": 30},
+            {"id": 3, "file_name": "never-there.png", "height": 20, "width": 30},
+        ],
         "categories": [{"id": 7, "name": "scratch"}, {"id": 9, "name": "pit"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 7, "segmentation": [[2, 2, 8, 2, 8, 6, 2, 6]], "bbox": [2, 2, 6, 4]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 7,
+                "segmentation": [[2, 2, 8, 2, 8, 6, 2, 6]],
+                "bbox": [2, 2, 6, 4],
+            },
             {"id": 2, "image_id": 1, "category_id": 9, "segmentation": rle, "bbox": [20, 10, 5, 5]},
         ],
-    }  # fmt: skip
+    }
     (tmp_path / "coco.json").write_text(json.dumps(data))
     return images
 
@@ -231,7 +239,7 @@ def _coco_overlapping(tmp_path: Path, rle_size: tuple[int, int] = (30, 40)) -> P
             {"id": 3, "image_id": 1, "category_id": 7, "segmentation": third_rle},
             {"id": 4, "image_id": 1, "category_id": 9, "segmentation": crowd_rle, "iscrowd": 1},
         ],
-    }  # fmt: skip
+    }
     (tmp_path / "coco.json").write_text(json.dumps(data))
     return images
 
@@ -332,16 +340,24 @@ def test_declared_label_rows_give_the_classes_coco_and_instance_ids_will_hold(tm
     from segops.errors import LabelValueError
 
     polygon = [[1, 1, 6, 1, 6, 6, 1, 6]]
-    coco = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 8},
-                       {"id": 2, "file_name": "b.png", "height": 8, "width": 8}],
-            "categories": [{"id": 7, "name": "cell"}, {"id": 9, "name": "rod"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 9, "segmentation": polygon},
-                            {"id": 2, "image_id": 2, "category_id": 7, "segmentation": polygon}]}  # fmt: skip
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 8, "width": 8},
+            {"id": 2, "file_name": "b.png", "height": 8, "width": 8},
+        ],
+        "categories": [{"id": 7, "name": "cell"}, {"id": 9, "name": "rod"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 9, "segmentation": polygon},
+            {"id": 2, "image_id": 2, "category_id": 7, "segmentation": polygon},
+        ],
+    }
     (tmp_path / "coco.json").write_text(json.dumps(coco))
     spec = CocoLabels(kind="coco", path=tmp_path / "coco.json", instances=True)
     rows = pd.DataFrame(declared_label_rows(build_resolver(spec)))
     assert dict(zip(rows["label_uri"], rows["label_values"])) == {
-        f"{tmp_path / 'coco.json'}#image=1": [2001], f"{tmp_path / 'coco.json'}#image=2": [1001]}
+        f"{tmp_path / 'coco.json'}#image=1": [2001],
+        f"{tmp_path / 'coco.json'}#image=2": [1001],
+    }
     check_label_values(rows, classes=3, instance=True)  # cell = 1, rod = 2: fits 3 classes
     with pytest.raises(LabelValueError, match=r"\[2\] are not classes"):
         check_label_values(rows, classes=2, instance=True)

@@ -57,7 +57,9 @@ def test_pad_and_patch_keep_image_and_label_aligned() -> None:
 
 
 def test_patch_larger_than_image_pads() -> None:
-    x, y = random_patch(np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (16, 16), np.random.default_rng(1))
+    x, y = random_patch(
+        np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (16, 16), np.random.default_rng(1)
+    )
     assert x.shape == (1, 16, 16) and y.sum() == 120
 
 
@@ -76,8 +78,12 @@ def test_3d_patches_keep_volume_and_label_aligned_and_find_foreground() -> None:
 
 
 def test_3d_patch_larger_than_volume_pads_and_wrong_rank_is_named() -> None:
-    x, y = random_patch(np.ones((1, 5, 10, 12), np.float32), np.ones((5, 10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1))
+    x, y = random_patch(
+        np.ones((1, 5, 10, 12), np.float32), np.ones((5, 10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1)
+    )
     assert x.shape == (1, 8, 16, 16) and y.sum() == 600
     assert pad_to_multiple(np.ones((1, 5, 10, 12), np.float32), 4).shape == (1, 8, 12, 12)
     with pytest.raises(ShapeError, match=r"patch_size \[8, 16, 16\] does not fit image \(1, 10, 12\)"):
-        random_patch(np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1))
+        random_patch(
+            np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1)
+        )

@@ -61,7 +61,11 @@ def test_parallel_tree(tmp_path: Path) -> None:
     d = detect(tmp_path)
     assert d.pairing == "parallel-tree"
     assert d.source["path"] == str(tmp_path / "train" / "images")
-    assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path / "train" / "gt"), "pattern": "{rel_stem}_gt.png"}
+    assert d.source["labels"] == {
+        "kind": "mask-png",
+        "path": str(tmp_path / "train" / "gt"),
+        "pattern": "{rel_stem}_gt.png",
+    }
 
 
 def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
@@ -86,8 +90,17 @@ def _coco_archive(root: Path, per_image: int) -> None:
         images.append({"id": i + 1, "file_name": f"s{i}.png", "height": 24, "width": 32})
         for k in range(per_image):
             x = 2 + 8 * k
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 7, "iscrowd": 0, "area": 16.0,
-                         "bbox": [x, 2, 4, 4], "segmentation": [[x, 2, x + 4, 2, x + 4, 6, x, 6]]})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 7,
+                    "iscrowd": 0,
+                    "area": 16.0,
+                    "bbox": [x, 2, 4, 4],
+                    "segmentation": [[x, 2, x + 4, 2, x + 4, 6, x, 6]],
+                }
+            )
     doc = {"images": images, "annotations": anns, "categories": [{"id": 7, "name": "cell"}]}
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / "annotations" / "train.json").write_text(json.dumps(doc))
@@ -158,8 +171,12 @@ def test_overrides_win(tmp_path: Path) -> None:
     d = detect(tmp_path, overrides)
     assert d.pairing == "labels-option" and d.n_paired == 3
     assert d.source["path"] == str(tmp_path / "em" / "raw")
-    assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path / "em" / "annot"),
-                                  "pattern": "slice{stem}.png", "values": {0: 1, 255: 0}}  # fmt: skip
+    assert d.source["labels"] == {
+        "kind": "mask-png",
+        "path": str(tmp_path / "em" / "annot"),
+        "pattern": "slice{stem}.png",
+        "values": {0: 1, 255: 0},
+    }
     d = detect(tmp_path, PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}.png", task="instance"))
     assert d.task == "instance" and d.source["labels"]["kind"] == "instance-png"
 

@@ -66,9 +66,16 @@ def test_oblique_and_reversed_normals() -> None:
 
 def test_missing_geometry_falls_back_to_instance_number_and_says_so() -> None:
     rows = pd.DataFrame(
-        {"case_id": ["x", "y"], "group_id": ["s", "s"], "position": [[], []], "orientation": [[], []],
-         "instance_number": [2, 1], "height": [4, 4], "width": [4, 4]}
-    )  # fmt: skip
+        {
+            "case_id": ["x", "y"],
+            "group_id": ["s", "s"],
+            "position": [[], []],
+            "orientation": [[], []],
+            "instance_number": [2, 1],
+            "height": [4, 4],
+            "width": [4, 4],
+        }
+    )
     (series,) = assemble_series(rows)
     assert series.case_ids == ["y", "x"] and not series.is_volume
     assert "ordered by InstanceNumber" in series.problems[0]
@@ -76,10 +83,16 @@ def test_missing_geometry_falls_back_to_instance_number_and_says_so() -> None:
 
 def test_duplicate_positions_and_mixed_orientations_are_reported() -> None:
     rows = pd.DataFrame(
-        {"case_id": list("abc"), "group_id": ["s"] * 3, "position": [[0, 0, 0.0], [0, 0, 0.0], [0, 0, 2.0]],
-         "orientation": [[1, 0, 0, 0, 1, 0]] * 2 + [[0, 1, 0, 0, 0, -1]], "instance_number": [1, 2, 3],
-         "height": [4] * 3, "width": [4] * 3}
-    )  # fmt: skip
+        {
+            "case_id": list("abc"),
+            "group_id": ["s"] * 3,
+            "position": [[0, 0, 0.0], [0, 0, 0.0], [0, 0, 2.0]],
+            "orientation": [[1, 0, 0, 0, 1, 0]] * 2 + [[0, 1, 0, 0, 0, -1]],
+            "instance_number": [1, 2, 3],
+            "height": [4] * 3,
+            "width": [4] * 3,
+        }
+    )
     (series,) = assemble_series(rows)
     assert any("orientations" in p for p in series.problems)
     assert any("duplicate" in p for p in series.problems)

@@ -8,19 +8,37 @@ from segops.data.sop_classes import _RETIRED_NON_IMAGE, NON_IMAGE_SOP_CLASSES, i
 
 @pytest.mark.parametrize(
     "keyword",
-    ["RTPlanStorage", "RTStructureSetStorage", "BasicTextSRStorage", "ComprehensiveSRStorage",
-     "KeyObjectSelectionDocumentStorage", "EncapsulatedPDFStorage", "GrayscaleSoftcopyPresentationStateStorage",
-     "TwelveLeadECGWaveformStorage", "RawDataStorage", "SpatialRegistrationStorage", "RTBeamsTreatmentRecordStorage"],
-)  # fmt: skip
+    [
+        "RTPlanStorage",
+        "RTStructureSetStorage",
+        "BasicTextSRStorage",
+        "ComprehensiveSRStorage",
+        "KeyObjectSelectionDocumentStorage",
+        "EncapsulatedPDFStorage",
+        "GrayscaleSoftcopyPresentationStateStorage",
+        "TwelveLeadECGWaveformStorage",
+        "RawDataStorage",
+        "SpatialRegistrationStorage",
+        "RTBeamsTreatmentRecordStorage",
+    ],
+)
 def test_non_image_classes_are_listed(keyword: str) -> None:
     assert is_non_image_class(getattr(pydicom.uid, keyword))
 
 
 @pytest.mark.parametrize(
     "keyword",
-    ["CTImageStorage", "MRImageStorage", "RTDoseStorage", "SegmentationStorage", "RTImageStorage",
-     "ParametricMapStorage", "SecondaryCaptureImageStorage", "VLWholeSlideMicroscopyImageStorage"],
-)  # fmt: skip
+    [
+        "CTImageStorage",
+        "MRImageStorage",
+        "RTDoseStorage",
+        "SegmentationStorage",
+        "RTImageStorage",
+        "ParametricMapStorage",
+        "SecondaryCaptureImageStorage",
+        "VLWholeSlideMicroscopyImageStorage",
+    ],
+)
 def test_classes_that_carry_pixels_are_not(keyword: str) -> None:
     assert not is_non_image_class(getattr(pydicom.uid, keyword))
 

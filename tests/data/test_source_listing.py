@@ -71,8 +71,9 @@ def test_masks_in_a_folder_inside_the_source_and_instance_class_masks(tmp_path: 
     _image(tmp_path / "masks" / "p" / "q_ids.png")
     _image(tmp_path / "masks" / "p" / "q_cls.png")
     _image(tmp_path / "masks" / "orphan_ids.png")  # names no image: listed, as the source reads all images
-    labels = InstancePngLabels(kind="instance-png", path=tmp_path / "masks", pattern="{rel_stem}_ids.png",
-                               classes_pattern="{rel_stem}_cls.png")  # fmt: skip
+    labels = InstancePngLabels(
+        kind="instance-png", path=tmp_path / "masks", pattern="{rel_stem}_ids.png", classes_pattern="{rel_stem}_cls.png"
+    )
     source = ImageSource(kind="images", path=tmp_path, labels=labels)
     assert _listed(source) == ["masks/orphan_ids.png", "p/q.jpg"]
 
@@ -81,8 +82,9 @@ def test_masks_outside_the_source_do_not_hide_images(tmp_path: Path) -> None:
     _image(tmp_path / "img" / "x.jpg")
     _image(tmp_path / "img" / "x.png")  # two images with one stem; the labels live elsewhere
     (tmp_path / "lbl").mkdir()
-    source = ImageSource(kind="images", path=tmp_path / "img",
-                         labels=MaskPngLabels(kind="mask-png", path=tmp_path / "lbl"))  # fmt: skip
+    source = ImageSource(
+        kind="images", path=tmp_path / "img", labels=MaskPngLabels(kind="mask-png", path=tmp_path / "lbl")
+    )
     assert _listed(source) == ["x.jpg", "x.png"]
 
 

@@ -170,7 +170,9 @@ def test_mask_nms_drops_fragments_of_a_higher_scoring_instance_and_keeps_touchin
     fragment[2:8, 2:4] = True  # inside a: IoU 0.5
     fragment[2:3, 1:2] = True  # one pixel outside: IoU 12/25 = 0.48
     touching[2:8, 6:9] = True  # shares an edge with a, IoU 0
-    pred = InstancePrediction(np.stack([fragment, touching, a]), np.array([0.8, 0.7, 0.9], np.float32), np.array([2, 1, 1]))
+    pred = InstancePrediction(
+        np.stack([fragment, touching, a]), np.array([0.8, 0.7, 0.9], np.float32), np.array([2, 1, 1])
+    )
     kept = mask_nms(pred, 0.45)
     assert kept.scores.tolist() == pytest.approx([0.7, 0.9]) and kept.classes.tolist() == [1, 1]
     assert np.array_equal(kept.masks, np.stack([touching, a]))

@@ -60,7 +60,10 @@ def test_maskrcnn_bf16_training_learns_and_predicts_on_cuda() -> None:
     model = build_model(spec).to("cuda")
     label = np.zeros((64, 64), np.int32)
     label[10:30, 8:28], label[36:56, 34:60] = INSTANCE_STRIDE + 1, INSTANCE_STRIDE + 2
-    image = torch.from_numpy((label > 0).astype(np.float32)[None] + 0.1 * np.random.default_rng(0).normal(size=(1, 64, 64)).astype(np.float32))
+    image = torch.from_numpy(
+        (label > 0).astype(np.float32)[None]
+        + 0.1 * np.random.default_rng(0).normal(size=(1, 64, 64)).astype(np.float32)
+    )
     batches = [([image, image.flip(-1)], [detection_target(label), detection_target(label[:, ::-1].copy())])] * 25
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     first = detection_train_steps(model, batches[:1], optimizer, torch.device("cuda"), amp=True)

@@ -39,8 +39,10 @@ def _train(train: list, epochs: int, batch_dice: bool, include_background: bool,
     augmenter, reservoir = Augmenter(AugmentSpec(), 0, spatial_dims=2), ForegroundReservoir()
     for _ in range(epochs):
         order = rng.permutation(len(train))
-        batches = (training_batch([train[i] for i in order[k : k + 8]], PRE, 1, rng, 2, augmenter, oversample, reservoir)
-                   for k in range(0, len(train), 8))  # fmt: skip
+        batches = (
+            training_batch([train[i] for i in order[k : k + 8]], PRE, 1, rng, 2, augmenter, oversample, reservoir)
+            for k in range(0, len(train), 8)
+        )
         train_steps(model, batches, loss, optimizer, torch.device("cpu"))
         schedule.step()
     return LoadedModel(model, SPEC, PRE, {})

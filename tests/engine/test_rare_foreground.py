@@ -38,7 +38,9 @@ def _no_aug(seed: int) -> Augmenter:
     return Augmenter(AugmentSpec(flip=0.0, rotate90=0.0), seed, spatial_dims=2)
 
 
-@pytest.mark.parametrize(("n", "share", "expected"), [(8, 0.33, 3), (3, 0.33, 1), (1, 0.33, 1), (8, 0.0, 0), (4, 1.0, 4)])
+@pytest.mark.parametrize(
+    ("n", "share", "expected"), [(8, 0.33, 3), (3, 0.33, 1), (1, 0.33, 1), (8, 0.0, 0), (4, 1.0, 4)]
+)
 def test_forced_count_is_a_floor_on_the_share(n: int, share: float, expected: int) -> None:
     assert forced_foreground_count(n, share) == expected
 
@@ -47,18 +49,28 @@ def test_oversampling_puts_its_share_of_foreground_patches_in_a_mostly_empty_bat
     batch = [_pair(True)] + [_pair(False) for _ in range(7)]  # 1 of 8 images has foreground
     _, y = training_batch(batch, PRE, 1, np.random.default_rng(0), augmenter=_no_aug(0))
     assert _fg_patches(y) == 0  # without: only the one foreground image may be centred on it (p 0.5; seed 0 misses)
-    _, y = training_batch(batch, PRE, 1, np.random.default_rng(0), augmenter=_no_aug(0),
-                          foreground_oversample=0.5, reservoir=ForegroundReservoir())  # fmt: skip
+    _, y = training_batch(
+        batch,
+        PRE,
+        1,
+        np.random.default_rng(0),
+        augmenter=_no_aug(0),
+        foreground_oversample=0.5,
+        reservoir=ForegroundReservoir(),
+    )
     assert y.shape == (8, 1, 16, 16) and _fg_patches(y) == 4
 
 
 def test_an_all_empty_batch_gets_foreground_from_the_reservoir() -> None:
     rng, reservoir = np.random.default_rng(1), ForegroundReservoir(capacity=4)
-    training_batch([_pair(True), _pair(False)], PRE, 1, rng, augmenter=_no_aug(1), foreground_oversample=0.33, reservoir=reservoir)
+    training_batch(
+        [_pair(True), _pair(False)], PRE, 1, rng, augmenter=_no_aug(1), foreground_oversample=0.33, reservoir=reservoir
+    )
     assert len(reservoir) == 1
     empty = [_pair(False) for _ in range(8)]
-    _, y = training_batch(empty, PRE, 1, rng, patches_per_image=2, augmenter=_no_aug(1),
-                          foreground_oversample=0.33, reservoir=reservoir)  # fmt: skip
+    _, y = training_batch(
+        empty, PRE, 1, rng, patches_per_image=2, augmenter=_no_aug(1), foreground_oversample=0.33, reservoir=reservoir
+    )
     assert y.shape[0] == 16 and _fg_patches(y) == 6  # ceil(0.33 * 16)
     _, y = training_batch(empty, PRE, 1, rng, augmenter=_no_aug(1), foreground_oversample=0.33)
     assert _fg_patches(y) == 0  # no reservoir, no foreground to draw from

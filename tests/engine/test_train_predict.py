@@ -99,14 +99,22 @@ def test_sliding_window_matches_whole_image_inference() -> None:
     data = _squares(16, 1)
     for _ in range(40):
         for i in range(0, 16, 8):
-            train_steps(model, [training_batch(data[i : i + 8], PRE, 1, rng)], build_loss("dice_ce"), optimizer, torch.device("cpu"))
+            train_steps(
+                model,
+                [training_batch(data[i : i + 8], PRE, 1, rng)],
+                build_loss("dice_ce"),
+                optimizer,
+                torch.device("cpu"),
+            )
     loaded = LoadedModel(model.eval(), SPEC, PRE, {})
     # a 96 x 128 scene of several squares: three times the 32 x 32 training patch
     image = np.random.default_rng(3).normal(60, 20, (1, 96, 128)).astype(np.float32)
     for y, x, s in [(5, 5, 10), (40, 70, 12), (70, 20, 8), (60, 100, 14)]:
         image[0, y : y + s, x : x + s] += 120
     (whole,) = predict_masks(loaded, [image], sliding=SlidingWindowSpec(max_pixels=10**6))
-    (tiled,) = predict_masks(loaded, [image], sliding=SlidingWindowSpec(max_pixels=1000, roi_size=(32, 32), overlap=0.5))
+    (tiled,) = predict_masks(
+        loaded, [image], sliding=SlidingWindowSpec(max_pixels=1000, roi_size=(32, 32), overlap=0.5)
+    )
     assert whole.shape == tiled.shape == (96, 128)
     assert whole.sum() > 300  # it found the squares
     agreement = float((whole == tiled).mean())

@@ -94,7 +94,9 @@ def test_tile_batch_bounds_the_tiles_per_forward_pass() -> None:
     recorder = _TileRecorder(build_model(SPEC).eval())
     loaded = LoadedModel(recorder, SPEC, PRE, {})
     volume = np.zeros((1, 6, 40, 40), np.float32)  # 6 slices: the 8-slice roi is cut to 8 (6 rounded up to 4s)
-    (mask,) = predict_masks(loaded, [volume], sliding=SlidingWindowSpec(roi_size=(8, 16, 16), overlap=0.25, tile_batch=3))
+    (mask,) = predict_masks(
+        loaded, [volume], sliding=SlidingWindowSpec(roi_size=(8, 16, 16), overlap=0.25, tile_batch=3)
+    )
     assert mask.shape == (6, 40, 40)
     assert {s[1:] for s in recorder.shapes} == {(1, 8, 16, 16)}  # every forward pass sees roi-sized tiles
     tiles = sum(s[0] for s in recorder.shapes)

@@ -9,8 +9,9 @@ import re
 import shutil
 import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -72,7 +73,9 @@ def test_every_yaml_under_infra_parses() -> None:
         docs = _docs(path)
         assert docs, f"{path.relative_to(REPO)} is empty"
         for doc in docs:
-            assert isinstance(doc, dict), f"{path.relative_to(REPO)}: top level is {type(doc).__name__}, expected a mapping"
+            assert isinstance(doc, dict), (
+                f"{path.relative_to(REPO)}: top level is {type(doc).__name__}, expected a mapping"
+            )
 
 
 @pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
@@ -134,10 +137,14 @@ def test_cluster_workflow_matches_the_repo_one_except_paths_and_tracking(rayjob:
     }
     volumes = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["volumes"]
     cm_volume = next(v["name"] for v in volumes if v.get("configMap", {}).get("name") == cm["metadata"]["name"])
-    assert str(workflow.parent) == mounts[cm_volume], f"entrypoint reads {workflow.parent}, ConfigMap is at {mounts[cm_volume]}"
+    assert str(workflow.parent) == mounts[cm_volume], (
+        f"entrypoint reads {workflow.parent}, ConfigMap is at {mounts[cm_volume]}"
+    )
 
     text = cm["data"][workflow.name]
-    spec = validate_workflow_text(text, source=f"configmap:{workflow.name}", check_paths=False)  # /data/ is in the cluster
+    spec = validate_workflow_text(
+        text, source=f"configmap:{workflow.name}", check_paths=False
+    )  # /data/ is in the cluster
     cluster = yaml.safe_load(text)
     local = yaml.safe_load((REPO / "workflows" / workflow.name).read_text())
     assert cluster["name"] == local["name"], "same workflow name, so the same registered model"
@@ -153,8 +160,14 @@ def test_env_comes_from_the_secret_only(raycluster: dict[str, Any], secret_name:
     for where, pod in _pod_specs(raycluster["spec"]):
         for container in pod["containers"]:
             refs = [e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e]
-            refs += [e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
-            assert refs == [secret_name] or set(refs) == {secret_name}, f"{where}: env not from Secret {secret_name!r}: {refs}"
+            refs += [
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            ]
+            assert refs == [secret_name] or set(refs) == {secret_name}, (
+                f"{where}: env not from Secret {secret_name!r}: {refs}"
+            )
             literal = [e["name"] for e in container.get("env", []) if "value" in e and SECRETISH.search(e["name"])]
             assert not literal, f"{where}: literal values for {literal}; take them from the Secret"
 
@@ -163,7 +176,9 @@ def test_secret_example_is_a_placeholder() -> None:
     path = K8S / "secret.example.yaml"
     assert "EXAMPLE" in path.read_text()
     values = _one(path, "Secret")["stringData"]
-    assert {"MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"} <= set(values)
+    assert {"MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"} <= set(
+        values
+    )
     assert values["AWS_SECRET_ACCESS_KEY"] == "REPLACE_ME"
 
 
@@ -175,7 +190,9 @@ def test_every_pod_mounts_the_shared_pvc_at_one_path(raycluster: dict[str, Any])
         volume = next((v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v), None)
         assert volume, f"{where}: no PVC volume"
         claim = next(v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if v["name"] == volume)
-        assert claim == pvc["metadata"]["name"], f"{where}: mounts {claim!r}, pvc.yaml declares {pvc['metadata']['name']!r}"
+        assert claim == pvc["metadata"]["name"], (
+            f"{where}: mounts {claim!r}, pvc.yaml declares {pvc['metadata']['name']!r}"
+        )
         paths |= {m["mountPath"] for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == volume}
     assert paths == {"/data"}, f"shared volume mounted at {sorted(paths)}; every pod needs the same path"
 

@@ -82,18 +82,52 @@ def postgres_server(databases: tuple[str, ...] = ()) -> Iterator[Postgres]:
     try:
         os.chown(root, user.pw_uid, user.pw_gid)
         env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "HOME": str(root)}
-        init = subprocess.run([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", PG_USER, "--auth=trust",
-                               "-E", "UTF8", "--no-locale", "--no-sync"],
-                              capture_output=True, text=True, env=env, **as_user)  # fmt: skip
+        init = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(root / "data"),
+                "-U",
+                PG_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            **as_user,
+        )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr[-2000:]}")
         port, log = free_port(), root / "postgres.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(root / "data"), "-p", str(port),
-                                     "-h", "127.0.0.1", "-k", str(root), "-c", "fsync=off",
-                                     "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    **as_user)  # fmt: skip
+            proc = subprocess.Popen(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(root / "data"),
+                    "-p",
+                    str(port),
+                    "-h",
+                    "127.0.0.1",
+                    "-k",
+                    str(root),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                **as_user,
+            )
         server = Postgres("127.0.0.1", port, PG_USER)
         wait_until(lambda: _accepts(server), proc, "postgres", log, timeout=60)
         with contextlib.closing(server.connect()) as conn:
@@ -126,8 +160,13 @@ class S3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")  # fmt: skip
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
 
 
 @contextlib.contextmanager
@@ -135,13 +174,24 @@ def s3_server(log: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:
     """moto's S3-compatible server on 127.0.0.1:<free port> (in memory) with ``buckets`` created."""
     port = free_port()
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         endpoint = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(f"{endpoint}/moto-api/"), proc, "moto server", log, timeout=60)
-        s3 = S3(endpoint, {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": endpoint})  # fmt: skip
+        s3 = S3(
+            endpoint,
+            {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            },
+        )
         for bucket in buckets:
             s3.client().create_bucket(Bucket=bucket)
         yield s3

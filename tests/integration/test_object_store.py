@@ -60,7 +60,9 @@ def test_masks_are_uploaded_whole_and_read_back(store, root: str, request: pytes
     location = write_mask_png(join(root, "masks"), "a/b.png", mask, 2)
     assert _keys(store, f"{request.node.name}/") == [f"{request.node.name}/masks/a/b.png"]
     assert location == f"s3://{BUCKET}/{request.node.name}/masks/a/b.png"  # its address: no endpoint query
-    np.testing.assert_array_equal(np.asarray(Image.open(BytesIO(read_bytes(with_options(location, root))))) // 255, mask)
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(BytesIO(read_bytes(with_options(location, root))))) // 255, mask
+    )
 
     def dies_mid_write(tmp) -> None:
         tmp.write_bytes(b"half a PNG")

@@ -78,9 +78,18 @@ def _workflow(s3) -> dict:
     endpoint = s3.endpoint.removeprefix("http://")
     wf["cluster"] = {"num_cpus": 2, "storage": f"s3://{CHECKPOINTS}/ray?endpoint_override={endpoint}&scheme=http"}
     ingest, train, segment = wf["steps"]
-    train |= {"model": {"arch": "unet", "in_channels": 1, "classes": 2, "channels": [8, 16, 32],
-                        "strides": [2, 2], "num_res_units": 1},
-              "epochs": 2, "batch_size": 4}  # fmt: skip
+    train |= {
+        "model": {
+            "arch": "unet",
+            "in_channels": 1,
+            "classes": 2,
+            "channels": [8, 16, 32],
+            "strides": [2, 2],
+            "num_res_units": 1,
+        },
+        "epochs": 2,
+        "batch_size": 4,
+    }
     train["preprocess"]["patch_size"] = [64, 64]
     segment["overlays"] = 2
     return wf
@@ -96,11 +105,21 @@ def run(tracking_server: str, s3, tmp_path_factory: pytest.TempPathFactory) -> d
     (cwd / "quickstart.yaml").write_text(yaml.safe_dump(_workflow(s3), sort_keys=False))
     # AWS credentials for the checkpoint store only: MLflow artifacts still go through the server
     credentials = {k: v for k, v in s3.env.items() if k.startswith("AWS_")}
-    env = _without_storage_credentials(os.environ) | credentials | {"MLFLOW_TRACKING_URI": tracking_server, "RAY_AUTH_MODE": "disabled"}
+    env = (
+        _without_storage_credentials(os.environ)
+        | credentials
+        | {"MLFLOW_TRACKING_URI": tracking_server, "RAY_AUTH_MODE": "disabled"}
+    )
     log = cwd / "segops-run.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "segops.cli", "run", "quickstart.yaml"], cwd=cwd, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segops.cli", "run", "quickstart.yaml"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             proc.wait(timeout=400)
         except subprocess.TimeoutExpired:
@@ -138,8 +157,14 @@ def test_artifacts_are_in_the_bucket(run: dict, s3) -> None:
     keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     run_artifacts = [k for k in keys if f"/{run['mlflow_run_id']}/artifacts/" in k]
     names = {k.split("/artifacts/", 1)[1] for k in run_artifacts}
-    assert {"workflow/workflow.yaml", "workflow/manifest.json", "train/split.json",
-            "segment/report.parquet", "segment/report.csv", "segment/outputs.csv"} <= names, sorted(names)  # fmt: skip
+    assert {
+        "workflow/workflow.yaml",
+        "workflow/manifest.json",
+        "train/split.json",
+        "segment/report.parquet",
+        "segment/report.csv",
+        "segment/outputs.csv",
+    } <= names, sorted(names)
     assert any(n.startswith("segment/overlays/") and n.endswith(".png") for n in names), sorted(names)
     # the logged model (MLflow 3 keeps it under the experiment's models/, not the run's folder)
     model_files = {k.rsplit("/", 1)[-1] for k in keys if "/models/" in k}
@@ -150,7 +175,11 @@ def test_training_checkpoints_are_in_the_checkpoint_store(run: dict, s3) -> None
     """``cluster.storage`` on S3: Ray Train's checkpoints (weights + optimizer state) are objects
     under ``<storage>/<run-id>/train/``, none on the local disk, and the best was brought back
     into the run folder for registration and inference."""
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=CHECKPOINTS, Prefix=f"ray/{run['manifest']['run_id']}/train/")
+    pages = (
+        s3.client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=CHECKPOINTS, Prefix=f"ray/{run['manifest']['run_id']}/train/")
+    )
     keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     files: dict[str, set[str]] = {}  # checkpoint → its files (pyarrow also leaves "dir/" marker objects)
     for key in keys:
@@ -170,7 +199,6 @@ def test_segment_outputs_and_parts_are_in_the_store(run: dict, s3, monkeypatch: 
     under ``<storage>/<run-id>/``; the run folder keeps the tables, whose paths are URIs."""
     import numpy as np
     import pandas as pd
-
     from PIL import Image
 
     from segops.outputs.storage import read_bytes, with_options
@@ -180,15 +208,19 @@ def test_segment_outputs_and_parts_are_in_the_store(run: dict, s3, monkeypatch: 
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=CHECKPOINTS, Prefix=f"ray/{run_id}/")
     keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     masks = sorted(k.split("/masks/", 1)[1] for k in keys if "/masks/" in k and k.endswith(".png"))
-    inputs = sorted(p.relative_to(run["cwd"] / "data" / "quickstart-ct" / "images").with_suffix(".png").as_posix()
-                    for p in (run["cwd"] / "data" / "quickstart-ct" / "images").rglob("*.dcm"))  # fmt: skip
+    inputs = sorted(
+        p.relative_to(run["cwd"] / "data" / "quickstart-ct" / "images").with_suffix(".png").as_posix()
+        for p in (run["cwd"] / "data" / "quickstart-ct" / "images").rglob("*.dcm")
+    )
     assert masks == inputs and len(masks) == 12
     assert any(k.startswith(f"ray/{run_id}/segment-parts/part-") for k in keys)
     assert not any(k.endswith(".tmp") for k in keys)
     run_dir = run["cwd"] / "runs" / run_id
     assert not (run_dir / "masks").exists()
     outputs = pd.read_parquet(run_dir / "outputs.parquet")
-    assert len(outputs) == 12 and outputs["mask_path"].str.match(rf"s3://{CHECKPOINTS}/ray/{run_id}/masks/.+\.png$").all()
+    assert (
+        len(outputs) == 12 and outputs["mask_path"].str.match(rf"s3://{CHECKPOINTS}/ray/{run_id}/masks/.+\.png$").all()
+    )
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the test reads as a node would
         monkeypatch.setenv(key, s3.env[key])
     for row in outputs.head(3).itertuples():

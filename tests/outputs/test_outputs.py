@@ -77,11 +77,15 @@ def test_report_keeps_labelled_cases_and_summarises_heldout(tmp_path: Path) -> N
     pd.testing.assert_frame_equal(pd.read_parquet(parquet), report)
     assert pd.read_csv(csv).shape == report.shape
     scored = report_metrics(build_report(results.assign(pixel_error=[0.1, 0.0, 0.2, np.nan]), val_groups={"g1"}))
-    assert scored["heldout_pixel_error_mean"] == pytest.approx(0.05) and scored["pixel_error_mean"] == pytest.approx(0.1)
+    assert scored["heldout_pixel_error_mean"] == pytest.approx(0.05) and scored["pixel_error_mean"] == pytest.approx(
+        0.1
+    )
 
 
 def test_manifest_tracks_step_states(tmp_path: Path) -> None:
-    manifest = RunManifest("r1", "wf", "abc", str(tmp_path), "mlflow-id", steps=[StepState(0, "ingest"), StepState(1, "train")])
+    manifest = RunManifest(
+        "r1", "wf", "abc", str(tmp_path), "mlflow-id", steps=[StepState(0, "ingest"), StepState(1, "train")]
+    )
     manifest.save()
     manifest.step_started(0)
     manifest.step_done(0, {"dataset": "x"})
@@ -108,9 +112,19 @@ def test_overlay_marks_prediction_and_truth_outline() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("../../escape", "____escape"), ("..", "_"), (".hidden", "hidden"), ("a/b\\c", "a_b_c"), ("", "unknown"),
-     (None, "unknown"), ("1.2.840.113619", "1.2.840.113619"), ("x" * 100, "x" * 64), ("a..b", "a_b"), ("na me", "na_me")],
-)  # fmt: skip
+    [
+        ("../../escape", "____escape"),
+        ("..", "_"),
+        (".hidden", "hidden"),
+        ("a/b\\c", "a_b_c"),
+        ("", "unknown"),
+        (None, "unknown"),
+        ("1.2.840.113619", "1.2.840.113619"),
+        ("x" * 100, "x" * 64),
+        ("a..b", "a_b"),
+        ("na me", "na_me"),
+    ],
+)
 def test_sanitize_component(value, expected) -> None:
     from segops.outputs.layout import dicom_tag_stem, sanitize_component
 
@@ -138,10 +152,18 @@ def test_instance_outputs_write_class_png_instance_png_and_coco_json(tmp_path: P
     a, b = np.zeros((6, 8), bool), np.zeros((6, 8), bool)
     a[1:3, 1:4], b[2:5, 3:7] = True, True  # b overlaps a and is on top
     label_map = stack_instances([a, b], [2, 1], (6, 8))
-    results = [{k: v for k, v in r.items() if k != "image_id"}
-               for r in coco_results(0, np.stack([a, b]), np.array([0.6, 0.9]), np.array([2, 1]))]  # fmt: skip
+    results = [
+        {k: v for k, v in r.items() if k != "image_id"}
+        for r in coco_results(0, np.stack([a, b]), np.array([0.6, 0.9]), np.array([2, 1]))
+    ]
     cfg = OutputConfig(str(tmp_path), ("png", "coco-rle"), "mirror", {1: "cell", 2: "rod"}, 3, "digest")
-    meta = {"case_id": "c1", "rel_path": "plate/img.png", "frame": 0, "source_uri": "/x/plate/img.png", "transfer_syntax": "PNG"}
+    meta = {
+        "case_id": "c1",
+        "rel_path": "plate/img.png",
+        "frame": 0,
+        "source_uri": "/x/plate/img.png",
+        "transfer_syntax": "PNG",
+    }
     written = write_instance_outputs(cfg, meta, label_map, results)
 
     assert written["mask_path"] == str(tmp_path / "masks" / "plate" / "img.png")

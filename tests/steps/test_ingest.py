@@ -22,8 +22,6 @@ from ..data.corrupt import make_corrupt_corpus
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
 
-
-
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory, ct_archive: Path) -> Path:
     root = tmp_path_factory.mktemp("ingest")
@@ -38,19 +36,33 @@ def archive(tmp_path_factory: pytest.TempPathFactory, ct_archive: Path) -> Path:
 def _run(root: Path, name: str, step: dict):
     from segops.workflows import run_workflow
 
-    text = yaml.safe_dump({"name": name, "output_dir": str(root / "runs"),
-                           "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "ingest"},
-                           "steps": [step]})  # fmt: skip
+    text = yaml.safe_dump(
+        {
+            "name": name,
+            "output_dir": str(root / "runs"),
+            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "ingest"},
+            "steps": [step],
+        }
+    )
     return run_workflow(validate_workflow_text(text), text)
 
 
 @pytest.fixture(scope="module")
 def mask_run(archive: Path):
     ct = archive / "ct"
-    return _run(archive, "ingest-masks", {
-        "step": "ingest", "volumes": True,
-        "source": {"kind": "dicom", "path": str(ct / "images"), "labels": {"kind": "mask-png", "path": str(ct / "labels")}},
-    })  # fmt: skip
+    return _run(
+        archive,
+        "ingest-masks",
+        {
+            "step": "ingest",
+            "volumes": True,
+            "source": {
+                "kind": "dicom",
+                "path": str(ct / "images"),
+                "labels": {"kind": "mask-png", "path": str(ct / "labels")},
+            },
+        },
+    )
 
 
 def test_every_file_is_a_record_or_a_quarantine_row(mask_run, archive: Path) -> None:
@@ -87,9 +99,13 @@ def test_census_and_unmatched_labels(mask_run, archive: Path) -> None:
 def test_volumes_are_stacked_along_the_slice_normal(mask_run, archive: Path) -> None:
     volumes = pd.read_parquet(mask_run.run_dir / "volumes")
     assert len(volumes) == 3 and (volumes["slices"] == 6).all() and np.allclose(volumes["spacing_z"], 2.5)
-    row = volumes.set_index("case_id").loc[pydicom.dcmread(next((archive / "ct/images/series-000").glob("*.dcm"))).SeriesInstanceUID]
+    row = volumes.set_index("case_id").loc[
+        pydicom.dcmread(next((archive / "ct/images/series-000").glob("*.dcm"))).SeriesInstanceUID
+    ]
     files = sorted((archive / "ct/images/series-000").glob("*.dcm"))  # synth writes slice k at z = 2.5 k
-    expected_masks = np.stack([np.asarray(Image.open(archive / "ct/labels/series-000" / f.with_suffix(".png").name)) // 255 for f in files])
+    expected_masks = np.stack(
+        [np.asarray(Image.open(archive / "ct/labels/series-000" / f.with_suffix(".png").name)) // 255 for f in files]
+    )
     assert row["has_label"]
     np.testing.assert_array_equal(np.asarray(row["label"]), expected_masks)
     first = pydicom.dcmread(files[0])
@@ -99,12 +115,24 @@ def test_volumes_are_stacked_along_the_slice_normal(mask_run, archive: Path) -> 
 
 def test_dicom_seg_labels_are_joined_by_sop_instance_uid(archive: Path, tmp_path: Path) -> None:
     series = sorted((archive / "ct/images/series-002").glob("*.dcm"))
-    masks = np.stack([np.asarray(Image.open(archive / "ct/labels/series-002" / p.with_suffix(".png").name)) // 255 for p in series])
-    write_seg(tmp_path / "segs" / "series-002.dcm", build_seg([pydicom.dcmread(p) for p in series], masks, {1: "lesion"}))
-    run = _run(archive, "ingest-seg", {
-        "step": "ingest",
-        "source": {"kind": "dicom", "path": str(archive / "ct/images"), "labels": {"kind": "dicom-seg", "path": str(tmp_path / "segs")}},
-    })  # fmt: skip
+    masks = np.stack(
+        [np.asarray(Image.open(archive / "ct/labels/series-002" / p.with_suffix(".png").name)) // 255 for p in series]
+    )
+    write_seg(
+        tmp_path / "segs" / "series-002.dcm", build_seg([pydicom.dcmread(p) for p in series], masks, {1: "lesion"})
+    )
+    run = _run(
+        archive,
+        "ingest-seg",
+        {
+            "step": "ingest",
+            "source": {
+                "kind": "dicom",
+                "path": str(archive / "ct/images"),
+                "labels": {"kind": "dicom-seg", "path": str(tmp_path / "segs")},
+            },
+        },
+    )
     dataset = pd.read_parquet(run.run_dir / "dataset", columns=["rel_path", "status", "has_label", "label_uri"])
     ok = dataset[dataset["status"] == "ok"]
     labelled = ok[ok["has_label"]]

@@ -50,7 +50,13 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _text(root: Path, name: str, steps: list[dict]) -> str:
     tracking = {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "labels"}
-    spec = {"name": name, "output_dir": str(root / "runs"), "cluster": {"num_cpus": 2}, "tracking": tracking, "steps": steps}
+    spec = {
+        "name": name,
+        "output_dir": str(root / "runs"),
+        "cluster": {"num_cpus": 2},
+        "tracking": tracking,
+        "steps": steps,
+    }
     return yaml.safe_dump(spec)
 
 
@@ -83,7 +89,13 @@ def failed_run(photos: dict) -> dict:
         logging.getLogger("segops.steps.ingest").removeHandler(warnings)
     (run_dir,) = (photos["root"] / "runs").iterdir()
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {"error": str(err.value), "run_dir": run_dir, "manifest": manifest, "warnings": warnings.messages, "text": text}
+    return {
+        "error": str(err.value),
+        "run_dir": run_dir,
+        "manifest": manifest,
+        "warnings": warnings.messages,
+        "text": text,
+    }
 
 
 class _Collect(logging.Handler):
@@ -124,7 +136,9 @@ def test_ingest_writes_the_label_census_and_logs_it(failed_run: dict, photos: di
     artifacts = client.list_artifacts(failed_run["manifest"]["mlflow_run_id"], "ingest")
     assert "ingest/labels.csv" in {a.path for a in artifacts}
     (warning,) = [w for w in failed_run["warnings"] if "label(s) hold values" in w]
-    assert warning.startswith(f"{N} of {N} label(s) hold values that are neither") and "labels.threshold: 128" in warning
+    assert (
+        warning.startswith(f"{N} of {N} label(s) hold values that are neither") and "labels.threshold: 128" in warning
+    )
 
 
 @pytest.mark.slow
@@ -164,7 +178,12 @@ def test_threshold_gives_a_binary_census_and_no_warning(photos: dict, caplog: py
         result = run_workflow(validate_workflow_text(text), text)
     census = pd.read_parquet(result.run_dir / "labels.parquet")
     fg = sum(int((m >= 128).sum()) for m in photos["masks"].values())
-    assert census.to_dict("list") == {"value": [0, 1], "records": [N, N], "files": [N, N], "pixels": [N * 64 * 64 - fg, fg]}
+    assert census.to_dict("list") == {
+        "value": [0, 1],
+        "records": [N, N],
+        "files": [N, N],
+        "pixels": [N * 64 * 64 - fg, fg],
+    }
     assert "labels.threshold" not in caplog.text
 
 
@@ -203,8 +222,12 @@ def test_segment_source_class_masks_of_instance_pngs_are_checked(photos: dict, t
         classes = np.where(ids == 1, 1, np.where(ids == 2, 3 if i == 5 else 2, 0)).astype(np.uint8)
         Image.fromarray(ids).save(tmp_path / "instances" / f"part{i}.png")
         Image.fromarray(classes).save(tmp_path / "classes" / f"part{i}.png")
-    labels = {"kind": "instance-png", "path": tmp_path, "pattern": "instances/{rel_stem}.png",
-              "classes_pattern": "classes/{rel_stem}.png"}  # fmt: skip
+    labels = {
+        "kind": "instance-png",
+        "path": tmp_path,
+        "pattern": "instances/{rel_stem}.png",
+        "classes_pattern": "classes/{rel_stem}.png",
+    }
     source = ImageSource(kind="images", path=photos["root"] / "images", labels=labels)
     rows = mask_label_rows(source).set_index("label_uri")
     bad = str((tmp_path / "classes" / "part5.png").resolve())

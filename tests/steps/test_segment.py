@@ -31,8 +31,6 @@ from ..processes import kill_session, subprocess_run
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small untrained U-Net: outputs need not be good, only deterministic."""
@@ -55,11 +53,26 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _workflow(root: Path, out: Path, checkpoint: Path, **segment) -> str:
-    step = {"step": "segment", "model": str(checkpoint),
-            "source": {"kind": "dicom", "path": str(root / "images"), "labels": {"kind": "mask-png", "path": str(root / "labels")}},
-            "batch_size": 2, "overlays": 0} | segment  # fmt: skip
-    return yaml.safe_dump({"name": "seg", "output_dir": str(out), "cluster": {"num_cpus": 2},
-                           "tracking": {"uri": f"sqlite:///{out}/mlflow.db", "experiment": "seg"}, "steps": [step]})  # fmt: skip
+    step = {
+        "step": "segment",
+        "model": str(checkpoint),
+        "source": {
+            "kind": "dicom",
+            "path": str(root / "images"),
+            "labels": {"kind": "mask-png", "path": str(root / "labels")},
+        },
+        "batch_size": 2,
+        "overlays": 0,
+    } | segment
+    return yaml.safe_dump(
+        {
+            "name": "seg",
+            "output_dir": str(out),
+            "cluster": {"num_cpus": 2},
+            "tracking": {"uri": f"sqlite:///{out}/mlflow.db", "experiment": "seg"},
+            "steps": [step],
+        }
+    )
 
 
 def _run(text: str):
@@ -68,8 +81,14 @@ def _run(text: str):
     return run_workflow(validate_workflow_text(text), text)
 
 
-def test_dicom_seg_outputs_reference_their_sources_and_tag_paths_are_sanitised(ray_session, archive, checkpoint, tmp_path) -> None:
-    run = _run(_workflow(archive, tmp_path, checkpoint, outputs=["png", "dicom-seg"], layout="dicom-tags", segments={1: "lesion"}))
+def test_dicom_seg_outputs_reference_their_sources_and_tag_paths_are_sanitised(
+    ray_session, archive, checkpoint, tmp_path
+) -> None:
+    run = _run(
+        _workflow(
+            archive, tmp_path, checkpoint, outputs=["png", "dicom-seg"], layout="dicom-tags", segments={1: "lesion"}
+        )
+    )
     outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
     assert len(outputs) == 10 and outputs["seg_path"].str.len().gt(0).all()
     for path in [*outputs["mask_path"], *outputs["seg_path"]]:
@@ -196,14 +215,32 @@ def test_volume_records_give_one_nifti_and_one_seg_per_series(ray_session, archi
     from segops.workflows import run_workflow
 
     images = archive / "images"
-    text = yaml.safe_dump({
-        "name": "vol", "output_dir": str(tmp_path), "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol"},
-        "steps": [
-            {"step": "ingest", "volumes": True, "source": {"kind": "dicom", "path": str(images), "labels": {"kind": "mask-png", "path": str(archive / "labels")}}},
-            {"step": "segment", "model": str(checkpoint), "records": "volumes", "outputs": ["png", "dicom-seg"], "overlays": 2},
-            {"step": "segment", "model": str(checkpoint), "outputs": ["png"], "overlays": 0},
-        ],
-    })  # fmt: skip
+    text = yaml.safe_dump(
+        {
+            "name": "vol",
+            "output_dir": str(tmp_path),
+            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol"},
+            "steps": [
+                {
+                    "step": "ingest",
+                    "volumes": True,
+                    "source": {
+                        "kind": "dicom",
+                        "path": str(images),
+                        "labels": {"kind": "mask-png", "path": str(archive / "labels")},
+                    },
+                },
+                {
+                    "step": "segment",
+                    "model": str(checkpoint),
+                    "records": "volumes",
+                    "outputs": ["png", "dicom-seg"],
+                    "overlays": 2,
+                },
+                {"step": "segment", "model": str(checkpoint), "outputs": ["png"], "overlays": 0},
+            ],
+        }
+    )
     run = run_workflow(validate_workflow_text(text), text)
     volumes = pd.read_parquet(run.run_dir / "volumes", columns=["case_id", "source_uris", "slices"])
     assert len(volumes) == 2 and (volumes["slices"] == 5).all()
@@ -214,7 +251,9 @@ def test_volume_records_give_one_nifti_and_one_seg_per_series(ray_session, archi
     for series_uid, row in volumes.set_index("case_id").iterrows():
         nifti = nib.load(outputs.loc[series_uid, "mask_path"])
         mask = np.transpose(np.asarray(nifti.dataobj), (2, 1, 0))  # (x, y, z) → (z, y, x)
-        per_slice = np.stack([read_mask_png(slices.loc[uri, "mask_path"], mask.shape[1:]) for uri in row["source_uris"]])
+        per_slice = np.stack(
+            [read_mask_png(slices.loc[uri, "mask_path"], mask.shape[1:]) for uri in row["source_uris"]]
+        )
         np.testing.assert_array_equal(mask, per_slice)  # slice-wise 2D inference, in slice order
         first = pydicom.dcmread(row["source_uris"][0])
         assert np.allclose(np.abs(np.diag(nifti.affine))[:3], [*map(float, first.PixelSpacing[::-1]), 2.5])

@@ -13,8 +13,17 @@ STEP = {"step": "train", "model": {"arch": "unet"}}
 
 
 def _outcome(val_cases: int, fg_cases: int) -> TrainOutcome:
-    history = [{"epoch": e, "val_dice": 0.9 - 0.1 * e, "val_fg_dice": 0.1 * e, "val_cases": val_cases,
-                "val_fg_cases": fg_cases, "val_score": 0.0} for e in range(3)]  # fmt: skip
+    history = [
+        {
+            "epoch": e,
+            "val_dice": 0.9 - 0.1 * e,
+            "val_fg_dice": 0.1 * e,
+            "val_cases": val_cases,
+            "val_fg_cases": fg_cases,
+            "val_score": 0.0,
+        }
+        for e in range(3)
+    ]
     return TrainOutcome(Path("ckpt"), history, best_epoch=2, best_score=0.2, used_gpu=False)
 
 

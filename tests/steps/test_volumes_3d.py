@@ -24,11 +24,17 @@ MODEL_3D = {"arch": "unet", "spatial_dims": 3, "channels": [4, 8, 16], "strides"
 def test_a_3d_model_on_slice_records_stops_the_segment_step() -> None:
     spec = UNetSpec.model_validate(MODEL_3D)
     loaded = LoadedModel(build_model(spec), spec, PreprocessSpec(patch_size=(8, 32, 32)), {})
-    with pytest.raises(StepError, match=r"3D U-Net \(model.spatial_dims: 3\): it segments volume records, not 'slices'"):
+    with pytest.raises(
+        StepError, match=r"3D U-Net \(model.spatial_dims: 3\): it segments volume records, not 'slices'"
+    ):
         _check_model_fits_step(SegmentStep(step="segment", model="ckpt"), loaded)
     with pytest.raises(StepError, match=r"roi_size \[32, 32\] has 2 sizes; this 3D model needs 3"):
-        _check_model_fits_step(SegmentStep.model_validate({"step": "segment", "model": "ckpt", "records": "volumes",
-                                                           "sliding_window": {"roi_size": [32, 32]}}), loaded)  # fmt: skip
+        _check_model_fits_step(
+            SegmentStep.model_validate(
+                {"step": "segment", "model": "ckpt", "records": "volumes", "sliding_window": {"roi_size": [32, 32]}}
+            ),
+            loaded,
+        )
     _check_model_fits_step(SegmentStep(step="segment", model="ckpt", records="volumes"), loaded)
 
 
@@ -42,24 +48,52 @@ def test_3d_unet_trains_on_volumes_and_segments_each_series_whole(ray_session, t
 
     archive = tmp_path / "ct"
     make_ct_archive(archive, series=3, slices=8, seed=0, size=64)
-    text = yaml.safe_dump({
-        "name": "vol3d", "output_dir": str(tmp_path / "runs"), "cluster": {"num_cpus": 2},
-        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol3d"},
-        "steps": [
-            {"step": "ingest", "volumes": True, "source": {"kind": "dicom", "path": str(archive / "images"),
-                                                           "labels": {"kind": "mask-png", "path": str(archive / "labels")}}},
-            {"step": "train", "model": MODEL_3D, "epochs": 2, "batch_size": 1, "patches_per_image": 2,
-             "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [8, 32, 32]},
-             "split": {"val_fraction": 0.34, "seed": 0}, "scaling": {"workers": 2}},
-            {"step": "segment", "records": "volumes", "outputs": ["png"], "batch_size": 1,
-             "sliding_window": {"tile_batch": 2}},
-        ],
-    })  # fmt: skip
+    text = yaml.safe_dump(
+        {
+            "name": "vol3d",
+            "output_dir": str(tmp_path / "runs"),
+            "cluster": {"num_cpus": 2},
+            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol3d"},
+            "steps": [
+                {
+                    "step": "ingest",
+                    "volumes": True,
+                    "source": {
+                        "kind": "dicom",
+                        "path": str(archive / "images"),
+                        "labels": {"kind": "mask-png", "path": str(archive / "labels")},
+                    },
+                },
+                {
+                    "step": "train",
+                    "model": MODEL_3D,
+                    "epochs": 2,
+                    "batch_size": 1,
+                    "patches_per_image": 2,
+                    "preprocess": {
+                        "intensity": {"kind": "window", "lower": -160, "upper": 240},
+                        "patch_size": [8, 32, 32],
+                    },
+                    "split": {"val_fraction": 0.34, "seed": 0},
+                    "scaling": {"workers": 2},
+                },
+                {
+                    "step": "segment",
+                    "records": "volumes",
+                    "outputs": ["png"],
+                    "batch_size": 1,
+                    "sliding_window": {"tile_batch": 2},
+                },
+            ],
+        }
+    )
     torch.manual_seed(0)
     run = run_workflow(validate_workflow_text(text), text)
     train, segment = run.outputs[1], run.outputs[2]
     assert 0.0 <= train["best_val_dice"] <= 1.0  # one validation volume, Dice per volume through the 3D window
-    volumes = pd.read_parquet(run.run_dir / "volumes", columns=["case_id", "slices", "height", "width"]).set_index("case_id")
+    volumes = pd.read_parquet(run.run_dir / "volumes", columns=["case_id", "slices", "height", "width"]).set_index(
+        "case_id"
+    )
     outputs = pd.read_parquet(segment["outputs"]).set_index("case_id")
     assert sorted(outputs.index) == sorted(volumes.index)  # one output per series
     for uid, row in volumes.iterrows():
@@ -71,4 +105,9 @@ def test_3d_unet_trains_on_volumes_and_segments_each_series_whole(ray_session, t
     mlflow.set_tracking_uri(run.tracking_uri)
     mlflow.set_registry_uri(run.tracking_uri)
     signature = mlflow.models.get_model_info(train["model_uri"]).signature  # any batch, any volume size
-    assert signature.inputs.inputs[0].shape == (-1, 1, -1, -1, -1) and signature.outputs.inputs[0].shape == (-1, -1, -1, -1)
+    assert signature.inputs.inputs[0].shape == (-1, 1, -1, -1, -1) and signature.outputs.inputs[0].shape == (
+        -1,
+        -1,
+        -1,
+        -1,
+    )
