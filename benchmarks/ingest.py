@@ -26,7 +26,7 @@ from segops.cluster.datasets import FILES_PER_BLOCK, read_source, rows_to_table,
 from segops.cluster.runtime import ensure_ray  # noqa: E402
 from segops.config.schema import ClusterSpec, DicomSource, MaskPngLabels  # noqa: E402
 from segops.data.decode import decode_file, list_source_files  # noqa: E402
-from segops.data.synth import make_ct_archive  # noqa: E402
+from segops.synth import make_ct_archive  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "ingest"
 SYNTAXES = [None, RLELossless, JPEG2000Lossless, JPEGLSLossless, DeflatedExplicitVRLittleEndian]

@@ -10,7 +10,7 @@
    ran before); then ``segops plan FOLDER --foreground-value 0`` with a budget equal to that
    run's train-step time, and the planned workflow runs unedited. Held-out Dice (membrane
    class), pixel error and times side by side, also on the slices both runs held out.
-2. A generated rare-defect archive (:func:`segops.data.synth.make_defect_archive`: 70 % of the
+2. A generated rare-defect archive (:func:`segops.synth.make_defect_archive`: 70 % of the
    parts defect-free, anti-aliased masks beside JPEGs, two overview figures) trained with a fixed
    quickstart-like recipe (the source block a user must write to read the data at all:
    ``threshold: 128`` and the overview figures excluded), then planned with the same budget.
@@ -179,7 +179,7 @@ def fixed_recipe(archive: Path) -> Path:
 
 
 def defects(count: int) -> str:
-    from segops.data.synth import make_defect_archive
+    from segops.synth import make_defect_archive
 
     archive = OUT / "defects" / "archive"
     if not archive.is_dir():

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _measure import stopwatch  # noqa: E402
 
 from segops.cluster.local_cluster import LocalCluster  # noqa: E402
-from segops.data.synth import make_ct_archive  # noqa: E402
+from segops.synth import make_ct_archive  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "scaling"
 STEPS = ("ingest", "train", "segment")

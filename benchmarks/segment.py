@@ -43,13 +43,13 @@ from segops.config.schema import (
     WindowIntensity,
 )  # noqa: E402
 from segops.data.decode import decode_file, list_source_files  # noqa: E402
-from segops.data.synth import make_ct_archive  # noqa: E402
 from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
 from segops.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from segops.engine.predict import predict_masks  # noqa: E402
 from segops.models import build_model  # noqa: E402
 from segops.outputs.case_outputs import OutputConfig  # noqa: E402
 from segops.outputs.masks import mask_relpath, write_mask_png  # noqa: E402
+from segops.synth import make_ct_archive  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "segment"
 BATCH = 16

@@ -238,7 +238,7 @@ def synth_ct(
     seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
 ) -> None:
     """CT-like DICOM series with ellipsoid lesions and one mask PNG per slice."""
-    from segops.data.synth import make_ct_archive
+    from segops.synth import make_ct_archive
 
     summary = make_ct_archive(out_dir, series=series, slices=slices, seed=seed)
     out.print(
@@ -255,7 +255,7 @@ def synth_inspection(
     rgb_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of RGB (vs gray) images."),
 ) -> None:
     """Textured surface photos with scratches and blobs, and binary mask PNGs."""
-    from segops.data.synth import make_inspection_archive
+    from segops.synth import make_inspection_archive
 
     summary = make_inspection_archive(out_dir, count=count, seed=seed, rgb_fraction=rgb_fraction)
     out.print(
@@ -273,7 +273,7 @@ def synth_defects(
     defect_free: float = typer.Option(0.7, min=0.0, max=1.0, help="Share of photos without a defect."),
 ) -> None:
     """Grayscale JPEG surface photos with rare defects (0.2-24 % of the area), anti-aliased mask PNG beside each."""
-    from segops.data.synth import make_defect_archive
+    from segops.synth import make_defect_archive
 
     summary = make_defect_archive(out_dir, count=count, seed=seed, size=size, defect_free=defect_free)
     out.print(
@@ -291,7 +291,7 @@ def synth_instances(
     classes: int = typer.Option(2, min=1, max=3, help="Object classes: 1 cell, 2 + rod, 3 + ring."),
 ) -> None:
     """Microscopy-like scenes of touching and overlapping objects, with instance-id PNGs, class PNGs and COCO JSON."""
-    from segops.data.synth import make_instance_archive
+    from segops.synth import make_instance_archive
 
     summary = make_instance_archive(out_dir, count=count, size=size, seed=seed, classes=classes)
     out.print(
@@ -309,7 +309,7 @@ def synth_membranes(
     seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
 ) -> None:
     """EM-like cell tilings with dark membranes, labelled as ISBI 2012 (0 = membrane, 255 = interior)."""
-    from segops.data.synth import make_membrane_archive
+    from segops.synth import make_membrane_archive
 
     summary = make_membrane_archive(out_dir, count=count, size=size, seed=seed)
     out.print(f"wrote {summary.n_images} slices to {summary.images}, labels in {summary.labels}")

@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def ct_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic CT archive: 3 series × 6 slices with masks."""
-    from segops.data.synth import make_ct_archive
+    from segops.synth import make_ct_archive
 
     out = tmp_path_factory.mktemp("ct")
     make_ct_archive(out, series=3, slices=6, seed=3)
@@ -54,7 +54,7 @@ def ct_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def inspection_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from segops.data.synth import make_inspection_archive
+    from segops.synth import make_inspection_archive
 
     out = tmp_path_factory.mktemp("inspection")
     make_inspection_archive(out, count=8, seed=5)

@@ -44,7 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory, ct_archive: Path) -> dict:
-    from segops.data.synth import make_ct_archive
+    from segops.synth import make_ct_archive
 
     root = tmp_path_factory.mktemp("lifecycle")
     shutil.copytree(ct_archive, root / "good")

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_se
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from segops.data.synth import make_defect_archive
+    from segops.synth import make_defect_archive
 
     root = tmp_path_factory.mktemp("defects")
     make_defect_archive(root / "parts", count=80, seed=4, size=72)

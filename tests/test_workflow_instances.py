@@ -31,7 +31,7 @@ N_IMAGES = 12
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from segops.data.synth import make_instance_archive
+    from segops.synth import make_instance_archive
 
     root = tmp_path_factory.mktemp("instances")
     summary = make_instance_archive(root / "data", count=N_IMAGES, size=64, seed=4)

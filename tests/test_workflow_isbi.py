@@ -21,7 +21,7 @@ from skimage.metrics import adapted_rand_error
 
 from segops.config import validate_workflow_text
 from segops.data.labels import read_mask_png
-from segops.data.synth import make_membrane_archive
+from segops.synth import make_membrane_archive
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

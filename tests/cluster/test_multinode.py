@@ -50,7 +50,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from segops.data.synth import make_ct_archive
+    from segops.synth import make_ct_archive
 
     out = tmp_path_factory.mktemp("multinode-ct")
     make_ct_archive(out, series=3, slices=6, seed=0)

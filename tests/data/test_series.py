@@ -7,7 +7,7 @@ import pydicom
 from segops.config.schema import DicomSource
 from segops.data.decode import decode_file, list_source_files
 from segops.data.series import assemble_series, series_table, slice_normal, stack_volume
-from segops.data.synth import make_ct_archive
+from segops.synth import make_ct_archive
 
 
 def _rows(root: Path) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from segops.config.schema import CocoLabels, ImageSource, InstancePngLabels
 from segops.data.decode import decode_file
 from segops.data.instances import class_map
 from segops.data.labels import build_resolver
-from segops.data.synth import _instance_scene, make_ct_archive, make_inspection_archive, make_instance_archive
+from segops.synth import _instance_scene, make_ct_archive, make_inspection_archive, make_instance_archive
 
 
 def _digest(root: Path) -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segops.data.synth import make_defect_archive
+from segops.synth import make_defect_archive
 
 
 def _digest(root: Path) -> dict[str, str]:

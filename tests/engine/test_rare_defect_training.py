@@ -9,11 +9,11 @@ from PIL import Image
 
 from segops.config.schema import AugmentSpec, PreprocessSpec, TrainStep, UNetSpec, WindowIntensity
 from segops.data.augment import Augmenter
-from segops.data.synth import make_defect_archive
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.train import ForegroundReservoir, train_steps, training_batch, validation_sums
 from segops.losses import build_loss
 from segops.models import build_model
+from segops.synth import make_defect_archive
 
 SPEC = UNetSpec(arch="unet", channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
 PRE = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=0, upper=255), patch_size=(48, 48))

@@ -98,7 +98,7 @@ def _workflow(s3) -> dict:
 @pytest.fixture(scope="module")
 def run(tracking_server: str, s3, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``segops run`` of the small quickstart, from a folder laid out like the repo's (data/, runs/)."""
-    from segops.data.synth import make_ct_archive
+    from segops.synth import make_ct_archive
 
     cwd = tmp_path_factory.mktemp("quickstart")
     make_ct_archive(cwd / "data" / "quickstart-ct", series=3, slices=4, seed=0)

@@ -18,7 +18,7 @@ runner = CliRunner()
 
 
 def test_plan_writes_a_loadable_workflow_and_the_fingerprint(tmp_path: Path) -> None:
-    from segops.data.synth import make_defect_archive
+    from segops.synth import make_defect_archive
 
     make_defect_archive(tmp_path / "parts", count=12, seed=2, size=64)
     out = tmp_path / "plan" / "parts.yaml"
@@ -47,7 +47,7 @@ def test_plan_failure_names_the_option_to_give(tmp_path: Path) -> None:
 def test_plan_maps_the_foreground_value_of_membrane_labels(tmp_path: Path, monkeypatch) -> None:
     """ISBI-style labels (0 = membrane = foreground); the planned run itself is exercised by
     tests/test_workflow_defects.py, which also checks the fingerprint stored with the model."""
-    from segops.data.synth import make_membrane_archive
+    from segops.synth import make_membrane_archive
 
     make_membrane_archive(tmp_path / "em", count=6, size=64, seed=1)
     monkeypatch.chdir(tmp_path)
@@ -62,7 +62,7 @@ def test_plan_maps_the_foreground_value_of_membrane_labels(tmp_path: Path, monke
 
 
 def test_plan_for_instances_from_a_coco_file(tmp_path: Path) -> None:
-    from segops.data.synth import make_instance_archive
+    from segops.synth import make_instance_archive
 
     make_instance_archive(tmp_path / "cells", count=6, size=64, seed=3)
     out = tmp_path / "cells.yaml"

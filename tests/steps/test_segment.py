@@ -21,10 +21,10 @@ from mlflow.tracking import MlflowClient
 from segops.config import validate_workflow_text
 from segops.config.schema import PreprocessSpec, UNetSpec, WindowIntensity
 from segops.data.labels import read_mask_png
-from segops.data.synth import make_ct_archive
 from segops.engine.checkpoint import save_checkpoint
 from segops.models import build_model
 from segops.outputs.manifest import load_manifest
+from segops.synth import make_ct_archive
 
 from ..processes import kill_session, subprocess_run
 

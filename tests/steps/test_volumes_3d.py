@@ -12,11 +12,11 @@ import yaml
 
 from segops.config import validate_workflow_text
 from segops.config.schema import PreprocessSpec, SegmentStep, UNetSpec
-from segops.data.synth import make_ct_archive
 from segops.engine.checkpoint import LoadedModel
 from segops.errors import StepError
 from segops.models import build_model
 from segops.steps.segment import _check_model_fits_step
+from segops.synth import make_ct_archive
 
 MODEL_3D = {"arch": "unet", "spatial_dims": 3, "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
