@@ -16,6 +16,33 @@ import numpy as np
 
 from segops.errors import ShapeError
 
+#: The run metrics people look at first, in the order they are shown: the CLI's run summary (its
+#: ``segment_`` keys), an audit's terminal view, and the source-run metrics kept beside each model
+#: version. Foreground Dice comes before the plain mean: on mostly empty data the plain mean is high
+#: even for a model that predicts nothing.
+HEADLINE_METRICS = (
+    "best_val_dice",
+    "best_val_mask_ap",
+    "segment_heldout_fg_dice_mean",
+    "segment_fg_dice_mean",
+    "segment_heldout_dice_mean",
+    "segment_heldout_iou_mean",
+    "segment_heldout_mask_ap",
+    "segment_heldout_mask_ap50",
+    "segment_heldout_instance_f1",
+    "segment_dice_mean",
+    "segment_outputs",
+    "segment_failed",
+    "segment_images_per_s",
+    "evaluate_cases",
+    "evaluate_champion_dice_mean",
+    "evaluate_challenger_dice_mean",
+    "evaluate_dice_gain",
+    "evaluate_dice_gain_ci_low",
+    "evaluate_dice_gain_ci_high",
+    "promote_passed",
+)
+
 
 def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice = 2|P∩T| / (|P|+|T|) of two boolean masks of equal shape."""

@@ -1,347 +1,30 @@
-"""MLflow: the only module that imports it.
+"""The read side for audits: what runs recorded, which model versions exist, which per-case tables to pair.
 
-One MLflow run per workflow run, owned by the driver (Ray workers never create runs). The
-trained model is logged as a pyfunc that wraps a segops checkpoint (state dict + JSON spec)
-and registered, so it loads with ``mlflow.pyfunc.load_model`` and predicts masks.
+Everything here only reads the tracking store (plus logging an audit's report folder), and reads it
+defensively: a tag, metric or artifact that a run does not have is left out, never an error.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import time
-import warnings
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import mlflow
-import numpy as np
-from mlflow.entities import Metric, Param
+import yaml
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
-from mlflow.tracking import MlflowClient
 
 from segops.config.schema import TrackingSpec
-from segops.errors import AuditLookupError, CheckpointError
+from segops.errors import AuditLookupError
+from segops.metrics import HEADLINE_METRICS
+from segops.tracking.run import RunTracker
+from segops.tracking.store import _quiet_mlflow
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_ARTIFACT = "checkpoint"
-
-
-def _quiet_mlflow() -> None:
-    """Keep MLflow's INFO chatter (DB migrations, "Validating input example"...) out of the terminal."""
-    for name in ("alembic", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # we pass a PythonModel instance on purpose (it is importable from segops, not pickled code)
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-
-
-def default_artifact_location(uri: str) -> str | None:
-    """For a local sqlite store, keep artifacts beside the database file in ``mlartifacts/``."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db_path = Path(uri[len("sqlite:///") :]).resolve()
-    return (db_path.parent / "mlartifacts").as_uri()
-
-
-@dataclass(frozen=True)
-class RegisteredModel:
-    """Where a logged model lives."""
-
-    name: str
-    version: str
-    model_uri: str  # models:/name/version
-
-
-class RunTracker:
-    """The driver's handle on its MLflow run."""
-
-    def __init__(self, spec: TrackingSpec):
-        _quiet_mlflow()
-        self.spec = spec
-        self.client = MlflowClient(tracking_uri=spec.uri, registry_uri=spec.uri)
-        self.run_id: str | None = None
-
-    def start(self, run_name: str, tags: dict[str, str], run_id: str | None = None) -> str:
-        """Create the run (or reopen ``run_id``) in the spec's experiment; returns the run id."""
-        if run_id is not None:
-            self.client.update_run(run_id, status="RUNNING")
-            self.run_id = run_id
-            return run_id
-        experiment_id = self._experiment_id()
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
-        self.run_id = run.info.run_id
-        log.info("MLflow run %s in experiment %r at %s", self.run_id, self.spec.experiment, self.spec.uri)
-        return self.run_id
-
-    def _experiment_id(self) -> str:
-        experiment = self.client.get_experiment_by_name(self.spec.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = self.spec.artifact_location or default_artifact_location(self.spec.uri)
-        return self.client.create_experiment(self.spec.experiment, artifact_location=location)
-
-    def end(self, status: str = "FINISHED") -> None:
-        """Close the run as FINISHED, FAILED or KILLED."""
-        if self.run_id:
-            self.client.set_terminated(self.run_id, status=status)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        """Log params (values stringified and cut to MLflow's 6000-character limit)."""
-        items = [Param(key, str(value)[:6000]) for key, value in params.items()]
-        for start in range(0, len(items), 100):  # MLflow's per-batch limit
-            self.client.log_batch(self._run, params=items[start : start + 100])
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log finite numeric metrics; NaN/inf values are skipped with a debug log."""
-        now = int(time.time() * 1000)
-        items = []
-        for key, value in metrics.items():
-            if value is None or not np.isfinite(value):
-                log.debug("skipping non-finite metric %s=%r", key, value)
-                continue
-            items.append(Metric(key, float(value), now, step or 0))
-        for start in range(0, len(items), 1000):
-            self.client.log_batch(self._run, metrics=items[start : start + 1000])
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self._run, key, value)
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Upload a file or a folder."""
-        path = Path(path)
-        if path.is_dir():
-            self.client.log_artifacts(self._run, str(path), artifact_path)
-        else:
-            self.client.log_artifact(self._run, str(path), artifact_path)
-
-    def log_model(
-        self,
-        checkpoint_dir: Path,
-        registered_name: str,
-        example: np.ndarray,
-        version_tags: dict[str, str] | None = None,
-    ) -> RegisteredModel:
-        """Log a checkpoint as a pyfunc model and register a new version of ``registered_name``.
-
-        Args:
-            example: (N, C, H, W) float32 raw images used for the signature and input example;
-                (N, C, Z, H, W) volumes for a 3D model.
-        """
-        from mlflow.models.signature import ModelSignature
-        from mlflow.types.schema import Schema, TensorSpec
-
-        from segops.engine.checkpoint import load_checkpoint
-        from segops.engine.predict import predict_label_maps
-
-        loaded = load_checkpoint(checkpoint_dir)
-        output = np.stack(predict_label_maps(loaded, list(example)))
-        # any batch size and image size (infer_signature would pin them to the example's)
-        spatial = (-1,) * (example.ndim - 2)
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1], *spatial))]),
-            outputs=Schema([TensorSpec(output.dtype, (-1, *spatial))]),
-        )
-        use_tracking_uri(self.spec.uri)
-        with mlflow.start_run(run_id=self._run):
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=SegmentationPyfunc(),
-                artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_dir)},
-                signature=signature,
-                input_example=example,
-                pip_requirements=_pip_requirements(),
-                registered_model_name=registered_name,
-                await_registration_for=60,
-            )
-        version = str(info.registered_model_version)
-        self.set_version_tags(registered_name, version, {"segops.run_id": self._run} | (version_tags or {}))
-        log.info("registered model %s version %s", registered_name, version)
-        return RegisteredModel(registered_name, version, f"models:/{registered_name}/{version}")
-
-    def log_dataset(self, name: str, source: str, table: Any, digest: str, context: str) -> None:
-        """Record a dataset as an input of the run (``mlflow.data``): name, source, digest, schema,
-        and its per-case metadata table as the dataset's profile (counts per column).
-
-        Args:
-            table: a pandas DataFrame of per-case metadata (no pixels).
-            context: ``training``, ``validation`` or ``evaluation``.
-        """
-        from mlflow.entities import DatasetInput, InputTag
-
-        with warnings.catch_warnings():  # "source can be interpreted in multiple ways": a local path is meant
-            warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(table, source=source, name=name, digest=digest[:36])
-        tags = [InputTag(key="mlflow.data.context", value=context)]
-        self.client.log_inputs(self._run, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=tags)])
-
-    def run_dataset_inputs(self, run_id: str | None = None) -> list[dict[str, str]]:
-        """The datasets logged as inputs of a run: name, digest, source, context, profile."""
-        run = self.client.get_run(run_id or self._run)
-        out = []
-        for item in run.inputs.dataset_inputs if run.inputs else []:
-            tags = {t.key: t.value for t in item.tags}
-            out.append(
-                {
-                    "name": item.dataset.name,
-                    "digest": item.dataset.digest,
-                    "source": item.dataset.source,
-                    "context": tags.get("mlflow.data.context", ""),
-                    "profile": item.dataset.profile or "",
-                }
-            )
-        return out
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version number an alias points at, or None (no such model or alias)."""
-        try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
-        except Exception:  # MlflowException RESOURCE_DOES_NOT_EXIST: no model, or no alias yet
-            return None
-
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(name, alias, version)
-
-    def set_version_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_model_version_tag(name, version, key, str(value)[:5000])
-
-    @property
-    def _run(self) -> str:
-        if self.run_id is None:
-            raise RuntimeError("RunTracker.start() must be called first")
-        return self.run_id
-
-
-def use_tracking_uri(uri: str) -> None:
-    """Point MLflow's fluent API (tracking and registry) at ``uri`` in this process only.
-
-    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry variable)
-    into the environment, and segops reads that variable as the user's override of a
-    workflow's ``tracking.uri``: left there, one workflow's URI would silently redirect the
-    next workflow run in the same process. The environment is put back as it was.
-    """
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def download_checkpoint(model_uri: str, tracking_uri: str, dst: Path) -> Path:
-    """Fetch the segops checkpoint inside a logged model (``models:/…`` or ``runs:/…``).
-
-    Raises:
-        CheckpointError: the URI does not resolve, or the model holds no segops checkpoint.
-    """
-    _quiet_mlflow()
-    use_tracking_uri(tracking_uri)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    except Exception as exc:
-        raise CheckpointError(f"cannot download model {model_uri!r} from {tracking_uri}: {exc}") from exc
-    artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
-    if CHECKPOINT_ARTIFACT not in artifacts or not (local / artifacts[CHECKPOINT_ARTIFACT]["path"]).is_dir():
-        raise CheckpointError(f"model {model_uri!r} is not a segops model: it has no {CHECKPOINT_ARTIFACT!r} artifact")
-    return local / artifacts[CHECKPOINT_ARTIFACT]["path"]
-
-
-def lineage_tags() -> dict[str, str]:
-    """segops' git commit (when running from a checkout) and the versions of the packages that
-    decide results, as ``segops.git_commit`` and ``pkg.<name>`` tags."""
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
-
-    tags: dict[str, str] = {}
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        if commit.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            tags["segops.git_commit"] = commit.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass  # not a checkout (an installed wheel): the package version below identifies the code
-    for package in ("segops", "torch", "torchvision", "monai", "ray", "mlflow", "pydicom", "numpy", "pyarrow"):
-        try:
-            tags[f"pkg.{package}"] = version(package)
-        except PackageNotFoundError:
-            continue
-    return tags
-
-
-def is_model_uri(value: str) -> bool:
-    """True for MLflow model URIs (``models:/``, ``runs:/``), False for filesystem paths."""
-    return urlparse(value).scheme in ("models", "runs")
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned requirements, so MLflow does not spend seconds inferring them in a subprocess."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    reqs = []
-    for package in ("segops", "torch", "monai", "numpy", "pydantic"):
-        try:
-            reqs.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            reqs.append(package)
-    return reqs
-
-
-class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: (N, C, H, W) float32 raw images → (N, H, W) uint8 class maps (semantic
-    models) or int32 instance label maps, class * 1000 + instance (instance models); for a 3D
-    model (N, C, Z, H, W) volumes → (N, Z, H, W) class maps."""
-
-    def load_context(self, context: Any) -> None:
-        import torch
-
-        from segops.engine.checkpoint import load_checkpoint
-
-        self._device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._loaded = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT], self._device)
-
-    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        from segops.engine.predict import predict_label_maps
-
-        images = np.asarray(model_input, dtype=np.float32)
-        if images.ndim == self._loaded.model_spec.spatial_dims + 1:  # (N, H, W) or (N, Z, H, W) gray
-            images = images[:, None]
-        return np.stack(predict_label_maps(self._loaded, list(images), self._device))
-
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-# --------------------------------------------------------------------------- audit: read what runs recorded
-# Everything below only reads the tracking store (plus logging an audit's report folder), and reads it
-# defensively: a tag, metric or artifact that a run does not have is left out, never an error.
-
 AUDIT_EXPERIMENT = "segops-audit"
-#: Source-run metrics shown beside each model version, in this order, when the run has them.
-HEADLINE_METRICS = (
-    "best_val_dice",
-    "best_val_mask_ap",
-    "segment_heldout_dice_mean",
-    "segment_heldout_fg_dice_mean",
-    "segment_heldout_mask_ap50",
-    "segment_dice_mean",
-    "evaluate_challenger_dice_mean",
-    "evaluate_dice_gain",
-)
 SEGMENT_REPORT = "segment/report.parquet"
 EVALUATE_CHALLENGER = "evaluate/challenger_cases.parquet"
 EVALUATE_CHAMPION = "evaluate/champion_cases.parquet"
@@ -581,17 +264,12 @@ class AuditReader:
         return any(item.path == path and not item.is_dir for item in self.client.list_artifacts(run_id, parent))
 
     def download(self, run_id: str, path: str, dst: Path) -> Path:
-        """Copy one artifact of a run into ``dst`` (as ``dst/<path>``)."""
+        """Copy one artifact of a run into ``dst`` (as ``dst/<file name>``: folders in ``path`` are dropped)."""
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
 
     def documents(self, run_id: str) -> dict[str, Any]:
         """The run's :data:`RUN_DOCUMENTS` that exist, parsed (JSON or YAML); unreadable ones are skipped."""
-        import json
-        import tempfile
-
-        import yaml
-
         if run_id in self._documents:
             return self._documents[run_id]
         found: dict[str, Any] = {}
@@ -684,7 +362,8 @@ def _evaluated_models(documents: dict[str, Any]) -> dict[str, Any]:
     """``{"champion": …, "challenger": …}`` as the promotion decision (or else the comparison, at its top
     level or under ``evaluation``) names them."""
     comparison = documents.get("evaluate/comparison.json")
-    for doc in (documents.get("promote/decision.json"), comparison, (comparison or {}).get("evaluation")):
+    nested = comparison.get("evaluation") if isinstance(comparison, dict) else None  # a malformed file is no error
+    for doc in (documents.get("promote/decision.json"), comparison, nested):
         if isinstance(doc, dict) and ("champion" in doc or "challenger" in doc):
             return {k: doc[k] for k in ("champion", "challenger") if doc.get(k)}
     return {}
