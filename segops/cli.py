@@ -84,6 +84,8 @@ def run(
 
 
 def _print_summary(result) -> None:
+    from segops.metrics import HEADLINE_METRICS
+
     if "census" in result.state:
         from segops.data.census import census_summary
 
@@ -110,19 +112,7 @@ def _print_summary(result) -> None:
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = state.get("metrics", {})
     # foreground Dice first: on mostly empty data the plain mean is high even for a model that predicts nothing
-    for key in (
-        "segment_heldout_fg_dice_mean",
-        "segment_fg_dice_mean",
-        "segment_heldout_dice_mean",
-        "segment_heldout_iou_mean",
-        "segment_heldout_mask_ap",
-        "segment_heldout_mask_ap50",
-        "segment_heldout_instance_f1",
-        "segment_dice_mean",
-        "segment_outputs",
-        "segment_failed",
-        "segment_images_per_s",
-    ):
+    for key in (k for k in HEADLINE_METRICS if k.startswith("segment_")):
         if key in metrics:
             value = metrics[key]
             table.add_row(

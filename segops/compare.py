@@ -5,7 +5,9 @@ Inputs are two per-case tables, one per model, scored on the same frozen held-ou
 ``'{"1": 0.91, "2": 0.5}'``: foreground class → Dice of that case; ``""``/missing = no per-class
 data), and subgroup columns such as ``modality``.
 
-- :func:`paired_cases` aligns them case by case (and refuses tables that cover different cases);
+- :func:`pair_by_case` puts two per-case tables side by side by ``case_id`` (the one pairing, also
+  used by :mod:`segops.audit`); :func:`paired_cases` is it for the gate, refusing tables that cover
+  different cases;
 - :func:`bootstrap_mean_diff` gives the mean Dice gain with a paired percentile-bootstrap CI;
 - :func:`class_deltas` / :func:`subgroup_deltas` break the gain down per class and per subgroup;
 - :func:`compare` bundles all of it in a :class:`Comparison`;
@@ -33,7 +35,9 @@ from segops.errors import SegopsError, ShapeError, StepError
 
 logger = logging.getLogger(__name__)
 
-#: Gate comparisons ignore differences smaller than this (subtracting Dice values leaves ~1e-16 noise).
+#: Dice differences within this are float noise, not changes: the gate ignores them and audits count such
+#: cases as unchanged. Dice is a ratio of voxel counts in float64, so noise is ~1e-16 while one voxel of
+#: a volume with 10^8 foreground voxels still moves Dice by ~1e-8: a change, not noise.
 TOLERANCE = 1e-9
 
 #: Index elements drawn per bootstrap chunk (int64: 32 MiB), so memory stays flat for large sets.
@@ -48,8 +52,36 @@ _PAIRED_METRICS = ("dice_champion", "dice_challenger", "iou_champion", "iou_chal
 # --------------------------------------------------------------------------- pairing
 
 
+def pair_by_case(
+    a: pd.DataFrame, b: pd.DataFrame, columns: tuple[str, ...], sides: tuple[str, str] = ("a", "b")
+) -> pd.DataFrame:
+    """Cases present in both tables, side by side by ``case_id``; rows in ``a``'s order.
+
+    Args:
+        a, b: per-case tables with ``case_id`` (unique) and ``dice``.
+        columns: the columns to carry from each table (those a table lacks are left out); ``dice``
+            is always carried.
+        sides: names for the two tables, used as column suffixes.
+
+    Returns:
+        ``case_id``, then ``<column>_<side>`` for ``a``'s columns and ``b``'s, then ``delta_dice``
+        (b − a) and, when both tables have ``iou``, ``delta_iou``.
+    """
+    keep = ["dice", *(c for c in columns if c not in ("case_id", "dice"))]
+
+    def side(table: pd.DataFrame, name: str) -> pd.DataFrame:
+        present = [c for c in keep if c in table.columns]
+        return table[["case_id", *present]].rename(columns={c: f"{c}_{name}" for c in present})
+
+    paired = side(a, sides[0]).merge(side(b, sides[1]), on="case_id")
+    for metric in ("dice", "iou"):
+        if f"{metric}_{sides[0]}" in paired.columns and f"{metric}_{sides[1]}" in paired.columns:
+            paired[f"delta_{metric}"] = paired[f"{metric}_{sides[1]}"] - paired[f"{metric}_{sides[0]}"]
+    return paired
+
+
 def paired_cases(champion: pd.DataFrame, challenger: pd.DataFrame) -> pd.DataFrame:
-    """Align the two per-case tables on ``case_id``.
+    """Align the two per-case tables on ``case_id`` (:func:`pair_by_case`), refusing any mismatch.
 
     Args:
         champion, challenger: per-case tables with ``case_id``, ``dice``, ``iou`` and optionally
@@ -68,9 +100,8 @@ def paired_cases(champion: pd.DataFrame, challenger: pd.DataFrame) -> pd.DataFra
     for side, table in (("champion", champion), ("challenger", challenger)):
         _check_table(side, table)
     _check_same_cases(champion, challenger)
-    paired = _scores(champion, "champion").merge(_scores(challenger, "challenger"), on="case_id", validate="1:1")
-    paired["delta_dice"] = paired["dice_challenger"] - paired["dice_champion"]
-    paired["delta_iou"] = paired["iou_challenger"] - paired["iou_champion"]
+    columns = ("dice", "iou", "dice_per_class")
+    paired = pair_by_case(_scores(champion), _scores(challenger), columns, ("champion", "challenger"))
     finite = np.isfinite(paired[list(_PAIRED_METRICS)].to_numpy()).all(axis=1)
     if not finite.all():
         bad = paired.loc[~finite, "case_id"]
@@ -110,14 +141,14 @@ def _check_same_cases(champion: pd.DataFrame, challenger: pd.DataFrame) -> None:
         )
 
 
-def _scores(table: pd.DataFrame, side: str) -> pd.DataFrame:
+def _scores(table: pd.DataFrame) -> pd.DataFrame:
     per_class = table["dice_per_class"] if "dice_per_class" in table.columns else pd.Series("", index=table.index)
     return pd.DataFrame(
         {
             "case_id": table["case_id"].to_numpy(),
-            f"dice_{side}": pd.to_numeric(table["dice"]).to_numpy(dtype=float),
-            f"iou_{side}": pd.to_numeric(table["iou"]).to_numpy(dtype=float),
-            f"dice_per_class_{side}": per_class.to_numpy(),
+            "dice": pd.to_numeric(table["dice"]).to_numpy(dtype=float),
+            "iou": pd.to_numeric(table["iou"]).to_numpy(dtype=float),
+            "dice_per_class": per_class.to_numpy(),
         }
     )
 

@@ -19,6 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segops.cli import app
+from segops.compare import TOLERANCE
 from segops.data.records import path_case_id
 from segops.metrics import dice_score, iou_score
 from segops.outputs.reports import REPORT_COLUMNS
@@ -252,7 +253,7 @@ def test_compare_two_runs_writes_report_plots_overlays_and_logs_it(store: dict, 
     assert stats["dice_mean_a"] == pytest.approx(paired["dice_a"].mean())
     assert stats["dice_mean_b"] == pytest.approx(paired["dice_b"].mean())
     assert stats["delta_mean"] == pytest.approx(paired["delta"].mean())
-    assert stats["worse_in_b"] == int((paired["delta"] < -1e-6).sum())
+    assert stats["worse_in_b"] == int((paired["delta"] < -TOLERANCE).sum())
     assert summary["a"]["table"] == f"runs:/{store['run_a']}/segment/report.parquet"
     assert "held-out rows (split = val): 8 of 10" in summary["a"]["rows"]
 
@@ -375,3 +376,33 @@ def test_the_evaluated_models_are_read_from_the_decision_or_the_comparison() -> 
     assert _evaluated_models(decision | comparison_only) == {"champion": {"uri": f"models:/{MODEL}/1"}}
     assert _names_model(f"models:/{MODEL}/1", v1) and not _names_model({"name": MODEL, "version": "2"}, v1)
     assert _evaluated_models({"promote/decision.json": ["not", "a", "dict"]}) == {}
+
+
+def test_pairing_merges_image_columns_and_counts_changes_with_the_gate_tolerance() -> None:
+    from segops.audit import pair_cases, paired_stats
+
+    a = pd.DataFrame(
+        {
+            "case_id": ["p", "q", "r", "s", "t"],
+            "dice": [0.5, 0.5, 0.5, 0.5, 0.9],
+            "source_uri": ["/p.png", None, "/r.png", "/s.png", "/t.png"],
+            "mask_path": ["a/p.png", "a/q.png", "a/r.png", "a/s.png", "a/t.png"],
+        }
+    )
+    b = pd.DataFrame(
+        {
+            "case_id": ["q", "p", "r", "s", "u"],
+            # p: float noise, q: a one-voxel change on a large volume, r: better, s: worse
+            "dice": [0.5 - 1e-7, 0.5 + 1e-12, 0.75, 0.25, 0.1],
+            "source_uri": ["/q.png", "/other.png", "/r.png", "/s.png", "/u.png"],
+            "mask_path": ["b/q.png", "b/p.png", "b/r.png", "b/s.png", "b/u.png"],
+        }
+    )
+    paired = pair_cases(a, b)
+    assert list(paired.columns) == ["case_id", "dice_a", "mask_path_a", "dice_b", "mask_path_b", "source_uri", "delta"]
+    assert list(paired["case_id"]) == ["s", "q", "p", "r"]  # largest drop first
+    assert list(paired["source_uri"]) == ["/s.png", "/q.png", "/p.png", "/r.png"]  # A's, else B's
+    assert list(paired["mask_path_b"]) == ["b/s.png", "b/q.png", "b/p.png", "b/r.png"]
+    stats = paired_stats(a, b, paired)
+    assert (stats["cases"], stats["only_in_a"], stats["only_in_b"]) == (4, 1, 1)
+    assert (stats["better_in_b"], stats["worse_in_b"], stats["unchanged"]) == (1, 2, 1)

@@ -10,6 +10,7 @@ from segops.compare import (
     bootstrap_mean_diff,
     class_deltas,
     compare,
+    pair_by_case,
     paired_cases,
     subgroup_deltas,
 )
@@ -102,6 +103,27 @@ def test_paired_cases_aligns_by_case_id_and_keeps_subgroups() -> None:
     np.testing.assert_allclose(paired["dice_champion"], [0.6, 0.8, 0.9])
     np.testing.assert_allclose(paired["delta_dice"], [0.1, 0.15, 0.0], atol=1e-12)
     assert list(paired["modality"]) == ["CT", "CT", "MR"]
+
+
+def test_pair_by_case_keeps_shared_cases_with_suffixed_columns_and_deltas() -> None:
+    a = pd.DataFrame({"case_id": ["x", "y", "z"], "dice": [0.5, 0.25, 1.0], "iou": [0.4, 0.2, 1.0], "site": "s"})
+    b = pd.DataFrame({"case_id": ["z", "x"], "dice": [0.75, 0.875], "mask_path": ["z.png", "x.png"]})
+    paired = pair_by_case(a, b, ("dice", "iou", "mask_path"))
+    assert list(paired.columns) == ["case_id", "dice_a", "iou_a", "dice_b", "mask_path_b", "delta_dice"]
+    assert list(paired["case_id"]) == ["x", "z"]  # a's order, only cases in both
+    assert list(paired["delta_dice"]) == [0.375, -0.25]
+    b["iou"] = [0.5, 0.75]
+    paired = pair_by_case(a, b, ("iou",), ("champion", "challenger"))
+    assert list(paired.columns) == [
+        "case_id",
+        "dice_champion",
+        "iou_champion",
+        "dice_challenger",
+        "iou_challenger",
+        "delta_dice",
+        "delta_iou",
+    ]
+    assert list(paired["delta_iou"]) == [0.75 - 0.4, 0.5 - 1.0]
 
 
 def test_paired_cases_refuses_different_case_sets() -> None:

@@ -1,13 +1,74 @@
-"""Overlay images for humans: prediction in red, ground-truth outline in green."""
+"""Pictures of cases for people: a case's image decoded again, scaled for display, masks drawn over it.
+
+The segment step's overlay thumbnails and the audit's worst-case overlays both come from here, so a
+mask looks the same wherever it is shown and a case's image is re-decoded one way.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from segops.config.schema import DicomSource, ImageSource
+from segops.data.decode import decode_file
+from segops.data.records import STATUS_OK
+from segops.errors import DecodeError, SegopsError, ShapeError
+
+#: File suffixes read as 2D images; anything else is read as DICOM (see :func:`guess_source`).
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+RED = (1.0, 0.1, 0.1)
+GREEN = (0.1, 1.0, 0.1)
+
+Colour = tuple[float, float, float]  # RGB in [0, 1]
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def draw_masks(
+    image01: np.ndarray,
+    fill: tuple[np.ndarray, Colour] | None = None,
+    outlines: Sequence[tuple[np.ndarray, Colour]] = (),
+    scale: int = 1,
+    width: int = 1,
+) -> np.ndarray:
+    """Draw masks over an image: one tinted, any number outlined (in order, later ones on top).
+
+    Args:
+        image01: (H, W) gray or (H, W, C≥3) colour, float in [0, 1] (clipped).
+        fill: (class map (H, W), colour): non-zero pixels blended 45 % towards the colour.
+        outlines: (class map (H, W), colour) pairs: the inner edge of each mask's foreground.
+            A mask with no pixels (the (0, 0) label of an unlabelled record) draws nothing.
+        scale: each pixel becomes ``scale`` × ``scale`` pixels before drawing, so outlines stay
+            thin on small images shown large.
+        width: outline thickness in output pixels.
+
+    Returns:
+        (H·scale, W·scale, 3) uint8 RGB.
+    """
+    gray = np.clip(image01, 0, 1)
+    if gray.ndim == 2:
+        rgb = np.stack([gray, gray, gray], axis=-1)
+    elif gray.ndim == 3 and gray.shape[-1] >= 3:
+        rgb = np.array(gray[..., :3])
+    else:
+        raise ShapeError(f"expected an (H, W) or (H, W, 3) image, got shape {image01.shape}")
+    rgb = _upscale(rgb, scale)
+    if fill is not None:
+        fg = _mask(fill[0], image01.shape[:2], scale)
+        rgb[fg] = 0.55 * rgb[fg] + 0.45 * np.array(fill[1])
+    for mask, colour in outlines:
+        fg = _mask(mask, image01.shape[:2], scale)
+        rgb[fg & ~ndimage.binary_erosion(fg, iterations=width)] = np.array(colour)
+    return (rgb * 255).round().astype(np.uint8)
+
 
 def overlay_rgb(image01: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
-    """Blend a mask over a gray image.
+    """Prediction tinted red, ground truth outlined in green (:func:`draw_masks`).
 
     Args:
         image01: (H, W) float in [0, 1].
@@ -17,12 +78,79 @@ def overlay_rgb(image01: np.ndarray, pred: np.ndarray, truth: np.ndarray | None 
     Returns:
         (H, W, 3) uint8 RGB.
     """
-    gray = np.clip(image01, 0, 1)
-    rgb = np.stack([gray, gray, gray], axis=-1)
-    fg = pred > 0
-    rgb[fg] = 0.55 * rgb[fg] + 0.45 * np.array([1.0, 0.1, 0.1])
-    if truth is not None:
-        t = truth > 0
-        edge = t & ~ndimage.binary_erosion(t)
-        rgb[edge] = np.array([0.1, 1.0, 0.1])
-    return (rgb * 255).round().astype(np.uint8)
+    return draw_masks(image01, fill=(pred, RED), outlines=[(truth, GREEN)] if truth is not None else [])
+
+
+def _mask(mask: np.ndarray, shape: tuple[int, ...], scale: int) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.size == 0:
+        return np.zeros((shape[0] * scale, shape[1] * scale), dtype=bool)
+    if mask.shape != tuple(shape):
+        raise ShapeError(f"mask of shape {mask.shape} does not fit an image of shape {tuple(shape)}")
+    return _upscale(mask > 0, scale)
+
+
+def _upscale(array: np.ndarray, scale: int) -> np.ndarray:
+    if scale < 1:
+        raise SegopsError(f"scale must be a whole number >= 1, got {scale}")
+    return array if scale == 1 else array.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+# --------------------------------------------------------------------------- re-decoding
+
+
+def decode_case(
+    source_uri: str, rel_path: str, case_id: str, source: DicomSource | ImageSource, frame: int | None = None
+) -> dict[str, Any]:
+    """Decode one case again from its file (pictures need pixels that result tables do not keep).
+
+    Args:
+        source_uri, rel_path: the file, as the case's record names it.
+        case_id: the case to return; when the file holds no such case and ``frame`` is given, the
+            row of that frame instead.
+        source: the source spec the file is read as (with ``labels``, rows carry their label).
+
+    Returns:
+        The record row: ``image`` (C, H, W), ``label`` (or None), ``case_id``, ``frame``…
+
+    Raises:
+        DecodeError: the file no longer decodes, or holds no such case.
+    """
+    rows = decode_file(source_uri, rel_path, source)
+    ok = [r for r in rows if r["status"] == STATUS_OK]
+    row = next((r for r in ok if r["case_id"] == case_id), None)
+    if row is None and frame is not None:
+        row = next((r for r in ok if r["frame"] == frame), None)
+    if row is None:
+        reason = rows[0]["error"] if rows and rows[0]["status"] != STATUS_OK else f"no case {case_id}"
+        raise DecodeError(f"cannot show {source_uri}: {reason}")
+    return row
+
+
+def guess_source(path: Path, modality: str = "") -> DicomSource | ImageSource:
+    """The source spec a file is read as when the workflow's spec is not at hand: a 2D image by its
+    suffix (or modality ``XC``), else DICOM."""
+    if modality == "XC" or path.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSource(kind="images", path=path.parent)
+    return DicomSource(kind="dicom", path=path.parent)
+
+
+def display_image(source_uri: str, rel_path: str, case_id: str, frame: int = 0, modality: str = "") -> np.ndarray:
+    """Re-decode a case's image for display: (H, W) or (H, W, 3) float in [0, 1] (1st–99th percentile).
+
+    Raises:
+        FileNotFoundError: the source file is not on this machine.
+        DecodeError: it no longer decodes, or holds no such case.
+    """
+    path = Path(source_uri)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {source_uri} is not on this machine")
+    row = decode_case(str(path), rel_path or path.name, case_id, guess_source(path, modality), frame)
+    return percentile_scale(np.asarray(row["image"], dtype=np.float32))
+
+
+def percentile_scale(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) pixels → (H, W) (one channel) or (H, W, 3) float in [0, 1], 1st–99th percentile stretched."""
+    lo, hi = np.percentile(image, [1, 99])
+    scaled = np.clip((image - lo) / max(float(hi - lo), 1e-6), 0, 1)
+    return scaled[0] if scaled.shape[0] == 1 else np.moveaxis(scaled[:3], 0, -1)

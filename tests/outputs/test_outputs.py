@@ -10,7 +10,7 @@ from segops.errors import SegopsError
 from segops.outputs.atomic import atomic_write, atomic_write_text, safe_join
 from segops.outputs.manifest import RunManifest, StepState, load_manifest
 from segops.outputs.masks import mask_relpath, write_mask_png
-from segops.outputs.overlays import overlay_rgb
+from segops.outputs.overlays import decode_case, display_image, draw_masks, guess_source, overlay_rgb
 from segops.outputs.reports import build_report, report_metrics, write_table
 
 
@@ -108,6 +108,56 @@ def test_overlay_marks_prediction_and_truth_outline() -> None:
     assert rgb[1, 1, 0] > rgb[1, 1, 1]  # red tint on prediction
     assert tuple(rgb[4, 4]) == (26, 255, 26)  # truth edge in green
     assert tuple(rgb[0, 5]) == (128, 128, 128)  # untouched
+
+
+def test_overlay_ignores_the_empty_label_of_an_unlabelled_record() -> None:
+    pred = np.zeros((4, 4), np.uint8)
+    rgb = overlay_rgb(np.full((4, 4), 0.5), pred, np.zeros((0, 0), np.uint8))
+    assert (rgb == 128).all()
+
+
+def test_draw_masks_outlines_in_order_enlarged_and_on_colour_images() -> None:
+    image = np.zeros((4, 4, 3))
+    image[..., 2] = 1.0  # blue
+    a = np.zeros((4, 4), np.uint8)
+    a[0:3, 0:3] = 1
+    b = np.zeros((4, 4), np.uint8)
+    b[2:4, 2:4] = 1
+    rgb = draw_masks(image, outlines=[(a, (1.0, 0.0, 0.0)), (b, (0.0, 1.0, 0.0))], scale=2)
+    assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == (255, 0, 0)  # A's outer edge
+    assert tuple(rgb[1, 2]) == (0, 0, 255)  # inside A, next to its edge: untouched
+    assert tuple(rgb[5, 4]) == (0, 255, 0)  # on both edges: B is drawn last
+    assert tuple(rgb[5, 5]) == (255, 0, 0)  # A's edge inside B: outlines do not fill
+    assert tuple(rgb[7, 0]) == (0, 0, 255)  # outside both
+    thick = draw_masks(image, outlines=[(a, (1.0, 0.0, 0.0))], scale=2, width=2)
+    assert tuple(thick[1, 2]) == (255, 0, 0) and tuple(thick[2, 2]) == (0, 0, 255)  # 2 pixels thick
+    with pytest.raises(SegopsError, match=r"mask of shape \(3, 3\) does not fit an image of shape \(4, 4\)"):
+        draw_masks(image, outlines=[(a[:3, :3], (1.0, 0.0, 0.0))])
+
+
+def test_decode_case_finds_the_case_again_or_says_why_not(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from segops.data.records import path_case_id
+
+    pixels = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    Image.fromarray(pixels).save(tmp_path / "scan.png")
+    source = guess_source(tmp_path / "scan.png")
+    assert source.kind == "images" and guess_source(tmp_path / "IM0001").kind == "dicom"
+    row = decode_case(str(tmp_path / "scan.png"), "scan.png", path_case_id("scan.png"), source)
+    np.testing.assert_array_equal(np.asarray(row["image"])[0], pixels)
+    assert decode_case(str(tmp_path / "scan.png"), "scan.png", "other", source, frame=0)["frame"] == 0
+    with pytest.raises(SegopsError, match=r"cannot show .*scan.png: no case other"):
+        decode_case(str(tmp_path / "scan.png"), "scan.png", "other", source)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(SegopsError, match=r"cannot show .*bad.png: "):
+        decode_case(str(tmp_path / "bad.png"), "bad.png", "x", source)
+    shown = display_image(str(tmp_path / "scan.png"), "scan.png", path_case_id("scan.png"), modality="XC")
+    lo, hi = np.percentile(pixels, [1, 99])
+    np.testing.assert_allclose(shown, np.clip((pixels - lo) / (hi - lo), 0, 1), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="is not on this machine"):
+        display_image(str(tmp_path / "gone.png"), "gone.png", "x")
 
 
 @pytest.mark.parametrize(
