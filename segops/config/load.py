@@ -24,7 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from segops.config.schema import EvaluateStep, IngestStep, PromoteStep, SegmentStep, TrainStep, WorkflowSpec
-from segops.data.instances import is_instance_labels
+from segops.config.sources import is_instance_labels
 from segops.errors import WorkflowSpecError
 
 log = logging.getLogger(__name__)

@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from segops.config.sources import is_instance_labels  # used below; steps.ingest imports it from here
 from segops.errors import LabelError
 
 #: label value = class * INSTANCE_STRIDE + instance index (1..INSTANCE_STRIDE - 1)
 INSTANCE_STRIDE = 1000
-
-
-def is_instance_labels(labels: object) -> bool:
-    """True for label specs that yield instance label maps (instance-png; coco with instances)."""
-    kind = getattr(labels, "kind", None)
-    return kind == "instance-png" or (kind == "coco" and bool(getattr(labels, "instances", False)))
 
 
 def label_dtype(labels: object) -> np.dtype:

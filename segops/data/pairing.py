@@ -15,14 +15,7 @@ Pairing styles, tried in this order:
    :data:`MASK_DIRS` (``images/a/x.png`` ↔ ``masks/a/x.png``).
 5. The same folder: ``x.jpg`` + ``x.png``, or a suffix such as ``x_mask.png``.
 
-Mask contents (from the raw stored values of the sampled masks):
-
-- binary: at most two values; ``{0, 255}`` reads as 0/1 as stored, another pair gets ``values``.
-- anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
-  the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255).
-- instance ids: 16-bit storage or more than :data:`MAX_GUESSED_CLASSES` values in one mask,
-  and ≥ 80 % of (mask, value) pairs are one connected blob → ``instance-png``, task instance.
-- multi-class otherwise: values 0..K are class indices, other value sets get a ``values`` map.
+Mask contents are guessed by :mod:`segops.data.mask_kinds`.
 """
 
 from __future__ import annotations
@@ -37,9 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from scipy import ndimage
 
+from segops.data.mask_kinds import MaskCensus, classify_masks, mask_census
 from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
@@ -68,7 +60,6 @@ MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_se
 #: Unpaired image files with these words in their name are overview figures, not data.
 STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)
 MAX_LISTED = 50_000
-MAX_GUESSED_CLASSES = 10
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
@@ -80,27 +71,6 @@ class PlanOverrides:
     pattern: str | None = None
     task: Literal["semantic", "instance"] | None = None
     foreground_value: int | None = None
-
-
-@dataclass(frozen=True)
-class MaskCensus:
-    """Raw stored values of the sampled masks.
-
-    Attributes:
-        values: stored value → (masks holding it, pixels).
-        bits: 16 when any mask is stored with more than 8 bits.
-        max_values_per_mask: most distinct nonzero values in one mask.
-        edge_share: share of pixels valued neither 0 nor the maximum that lie on an edge
-            (a 3x3 neighbourhood with two values); 1.0 when there are none.
-        blob_share: share of (mask, nonzero value) pairs forming one connected component.
-    """
-
-    masks: int
-    values: dict[int, tuple[int, int]]
-    bits: int
-    max_values_per_mask: int
-    edge_share: float
-    blob_share: float
 
 
 @dataclass(frozen=True)
@@ -258,7 +228,7 @@ def _paired(
     same = label_root == image_root
     paired = [i for i in data if not (same and mask_of[i] == i) and (label_root / mask_of[i]).is_file()]
     census = mask_census([label_root / mask_of[i] for i in _spread(paired, sample)])
-    labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides)
+    labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides.task, overrides.foreground_value)
     labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     exclude = stray_files(data, set(paired))
@@ -310,104 +280,6 @@ def stray_files(images: list[str], paired: set[str]) -> list[str]:
         if i not in paired
         and (STRAY_WORDS.search(PurePosixPath(i).stem) or str(PurePosixPath(i).parent) not in paired_dirs)
     ]
-
-
-# --------------------------------------------------------------------------- mask contents
-
-
-def _read_raw(path: Path) -> np.ndarray | None:
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img)
-    except (UnidentifiedImageError, OSError) as exc:
-        log.warning("cannot read mask %s: %s", path, exc)
-        return None
-
-
-def mask_census(paths: list[Path]) -> MaskCensus:
-    """Stored values of ``paths`` (as stored, no rescaling), and the shape cues of :func:`classify_masks`."""
-    values: dict[int, list[int]] = {}
-    bits, most, off_total, off_edge, blobs, pairs, n = 8, 0, 0, 0, 0, 0, 0
-    arrays = [(p, a) for p in paths if (a := _read_raw(p)) is not None and a.ndim == 2]
-    top = max((int(a.max(initial=0)) for _, a in arrays), default=0)
-    for i, (_, mask) in enumerate(arrays):
-        n += 1
-        bits = max(bits, 16 if mask.dtype.itemsize > 1 else 8)
-        uniq, counts = np.unique(mask, return_counts=True)
-        for v, c in zip(uniq.tolist(), counts.tolist()):
-            entry = values.setdefault(int(v), [0, 0])
-            entry[0], entry[1] = entry[0] + 1, entry[1] + int(c)
-        most = max(most, int((uniq != 0).sum()))
-        off = (mask != 0) & (mask != top)
-        if off.any():
-            edge = ndimage.maximum_filter(mask, 3) != ndimage.minimum_filter(mask, 3)
-            off_total, off_edge = off_total + int(off.sum()), off_edge + int((off & edge).sum())
-        if i < 20:  # connected components are the costly cue: 20 masks, 50 values each
-            for v in uniq[uniq != 0][:50]:
-                pairs += 1
-                blobs += ndimage.label(mask == v)[1] == 1
-    return MaskCensus(
-        n,
-        {v: (f, p) for v, (f, p) in sorted(values.items())},
-        bits,
-        most,
-        off_edge / off_total if off_total else 1.0,
-        blobs / pairs if pairs else 0.0,
-    )
-
-
-def classify_masks(census: MaskCensus, overrides: PlanOverrides) -> tuple[dict[str, Any], str, int, str, str]:
-    """Labels spec fields (``kind``, ``values``/``threshold``), task, classes, mask kind and why."""
-    vals = sorted(census.values)
-    top = vals[-1] if vals else 0
-    if overrides.foreground_value is not None:
-        v = overrides.foreground_value
-        return (
-            {"kind": "mask-png", "values": {x: int(x == v) for x in sorted(set(vals) | {v})}},
-            "semantic",
-            2,
-            "binary",
-            f"--foreground-value {v}: stored {v} is the foreground",
-        )
-    main = sum(census.values.get(x, (0, 0))[1] for x in {0, top})
-    total = sum(p for _, p in census.values.values()) or 1
-    aliased = len(vals) > 2 and main / total >= 0.98 and census.edge_share >= 0.9
-    instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES
-    if overrides.task == "instance" or (
-        overrides.task is None and not aliased and instance_cue and census.blob_share >= 0.8
-    ):
-        return (
-            {"kind": "instance-png"},
-            "instance",
-            2,
-            "instance-id",
-            f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit",
-        )
-    if len(vals) <= 2:
-        fields = {} if set(vals) <= {0, 1} or set(vals) <= {0, 255} else {"values": {0: 0, top: 1}}
-        return {"kind": "mask-png", **fields}, "semantic", 2, "binary", f"binary masks (values {vals})"
-    if aliased:
-        t = (top + 1) // 2
-        share = 100 * (1 - main / total)
-        return (
-            {"kind": "mask-png", "threshold": t},
-            "semantic",
-            2,
-            "anti-aliased",
-            f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}",
-        )
-    if len(vals) > 256:
-        raise PlanError(
-            f"masks hold {len(vals)} distinct values; expected at most 256 classes (instance ids? give --task instance)"
-        )
-    fields = {} if vals == list(range(len(vals))) else {"values": {v: i for i, v in enumerate(vals)}}
-    return (
-        {"kind": "mask-png", **fields},
-        "semantic",
-        len(vals),
-        "multi-class",
-        f"{len(vals)} classes (values {vals[:12]})",
-    )
 
 
 # --------------------------------------------------------------------------- DICOM, COCO

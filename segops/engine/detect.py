@@ -19,7 +19,7 @@ from segops.config.schema import PreprocessSpec
 from segops.data.instances import split_instances, stack_instances
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import LoadedModel
-from segops.engine.predict import autocast
+from segops.engine.precision import autocast
 from segops.errors import ShapeError, StepError
 
 #: Mask R-CNN from scratch has large early mask-head gradients (BCE starts far above 1).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -12,6 +11,8 @@ from monai.inferers import sliding_window_inference
 from segops.config.schema import SlidingWindowSpec
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
+from segops.engine.detect import instance_label_map, predict_instances
+from segops.engine.precision import autocast  # also importable from here (engine.train)
 from segops.errors import ShapeError
 
 
@@ -70,8 +71,6 @@ def predict_label_maps(
     """Any model's label maps: (H, W) uint8 class maps from semantic models, (H, W) int32
     instance label maps (:mod:`segops.data.instances`) from instance models."""
     if loaded.model_spec.task == "instance":
-        from segops.engine.detect import instance_label_map, predict_instances
-
         preds = predict_instances(loaded, images, device, amp)
         return [instance_label_map(pred, image.shape[-2:]) for pred, image in zip(preds, images)]
     return predict_masks(loaded, images, device, amp, sliding)
@@ -134,13 +133,3 @@ def class_indices(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 2:
         return (logits[:, 1] > logits[:, 0]).to(torch.uint8)
     return torch.movedim(logits, 1, -1).contiguous().argmax(dim=-1).to(torch.uint8)
-
-
-def autocast(device: torch.device, amp: bool):
-    """bfloat16 autocast on CUDA when ``amp``; a no-op context elsewhere.
-
-    bf16 keeps fp32's exponent range, so training needs no GradScaler (unlike fp16).
-    """
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()

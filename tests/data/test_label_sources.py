@@ -10,11 +10,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segops.config.schema import CocoLabels, DicomSegLabels, ImageSource, InstancePngLabels, MaskPngLabels
+from segops.data.coco import coco_segmentation_mask
 from segops.data.decode import decode_file
 from segops.data.dicom import read_dicom
 from segops.data.images import read_image
 from segops.data.instances import split_instances
-from segops.data.labels import build_resolver, coco_segmentation_mask, read_instance_png, read_mask_png
+from segops.data.labels import build_resolver, read_instance_png, read_mask_png
 from segops.errors import LabelError
 from segops.outputs.dicom_seg import build_seg, write_seg
 

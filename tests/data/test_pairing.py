@@ -9,7 +9,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from segops.data.pairing import PlanOverrides, classify_masks, detect, mask_census
+from segops.data.mask_kinds import classify_masks, mask_census
+from segops.data.pairing import PlanOverrides, detect
 from segops.errors import PlanError
 from segops.outputs.dicom_seg import build_seg, write_seg
 
@@ -122,7 +123,7 @@ def _census(tmp_path: Path, masks: list[np.ndarray]) -> tuple:
         paths.append(tmp_path / f"m{i}.png")
         Image.fromarray(m).save(paths[-1])
     census = mask_census(paths)
-    return census, classify_masks(census, PlanOverrides())
+    return census, classify_masks(census)
 
 
 def test_binary_masks_with_other_values_get_a_values_map(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ from segops.config.schema import CocoLabels, ImageSource, InstancePngLabels
 from segops.data.decode import decode_file
 from segops.data.instances import class_map
 from segops.data.labels import build_resolver
-from segops.synth import _instance_scene, make_ct_archive, make_inspection_archive, make_instance_archive
+from segops.synth import make_ct_archive, make_inspection_archive, make_instance_archive
+from segops.synth.instances import _instance_scene
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -55,14 +56,18 @@ def test_ct_series_geometry_and_uids(tmp_path: Path) -> None:
 
 def test_ct_labels_align_with_bright_lesions(tmp_path: Path) -> None:
     summary = make_ct_archive(tmp_path, series=2, slices=8, seed=1)
-    assert 0 < summary.n_foreground <= summary.n_images
-    for dcm in sorted(summary.images.rglob("*.dcm")):
+    files = sorted(summary.images.rglob("*.dcm"))
+    with_lesion = 0
+    for dcm in files:
         mask = np.asarray(Image.open(summary.labels / dcm.relative_to(summary.images).with_suffix(".png")))
         ds = pydicom.dcmread(dcm)
         assert mask.shape == ds.pixel_array.shape and set(np.unique(mask)) <= {0, 255}
         if mask.any():
+            with_lesion += 1
             hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
             assert hu[mask > 0].mean() > 100  # lesions are brighter than soft tissue (~30-60 HU)
+    assert summary.n_images == len(files) == 16 and summary.n_foreground == with_lesion
+    assert 0 < with_lesion < 16  # some slices miss the lesion: both kinds are checked above
 
 
 def test_inspection_images_vary_and_have_masks(tmp_path: Path) -> None:

@@ -1,0 +1,161 @@
+"""Source and label specs: which files a step reads and where their labels are.
+
+Each is a discriminated union on ``kind``, so an unknown kind is reported as ``'<kind>' is not
+one of <known kinds>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from segops.config.spec import Spec
+
+
+class MaskPngLabels(Spec):
+    """One mask image per input, found by the input's relative path.
+
+    ``pattern`` is formatted with ``rel_dir``, ``stem`` and ``rel_stem`` (relative path without
+    suffix) of the input, e.g. ``{rel_stem}.png`` or ``{rel_dir}/{stem}_mask.png``.
+    Pixel values are class indices; a binary mask stored as 0/255 is read as 0/1. ``values``
+    maps stored values to classes instead, e.g. ``{0: 1, 255: 0}`` where black marks the
+    structure (ISBI 2012 membranes); then every stored value must be listed. ``threshold: T``
+    binarises instead: stored value >= T is foreground (1), else 0, for anti-aliased, resized
+    or JPEG-compressed masks whose edges hold values between 0 and 255.
+    """
+
+    kind: Literal["mask-png"]
+    path: Path
+    pattern: str = "{rel_stem}.png"
+    values: dict[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=255)]] | None = None
+    threshold: int | None = Field(
+        default=None, ge=1, le=65535, description="Stored value >= threshold is class 1, else 0 (e.g. 128)."
+    )
+
+    @model_validator(mode="after")
+    def _threshold_or_values(self) -> MaskPngLabels:
+        if self.threshold is not None and self.values is not None:
+            raise ValueError(
+                f"threshold ({self.threshold}) and values ({self.values}) are both given; threshold binarises "
+                "(stored >= threshold → 1) and values maps each stored value: keep one of them"
+            )
+        return self
+
+
+class DicomSegLabels(Spec):
+    """A folder of DICOM SEG objects; frames are matched to images by referenced SOP Instance UID.
+
+    The label value of a pixel is its segment number (1..S), or ``segments[number]`` if given.
+    """
+
+    kind: Literal["dicom-seg"]
+    path: Path
+    segments: dict[int, int] | None = None
+
+
+class CocoLabels(Spec):
+    """A COCO JSON file of instance annotations (polygons or RLE).
+
+    Images are matched by ``file_name`` (relative path, else base name). The class of an
+    annotation is ``categories[category_id]``, by default the category's rank among the file's
+    categories (1..K). Rasterised to a class map, or with ``instances: true`` to an instance
+    label map (see :mod:`segops.data.instances`) for instance models.
+    """
+
+    kind: Literal["coco"]
+    path: Path
+    categories: dict[int, Annotated[int, Field(ge=0, le=255)]] | None = None
+    instances: bool = Field(default=False, description="Keep instances apart (for arch: maskrcnn).")
+
+
+class InstancePngLabels(Spec):
+    """Instance-id mask images (0 = background, k = instance k), found by ``pattern`` as in mask-png.
+
+    Every instance has class ``class_id``; with ``classes_pattern``, a class-index mask found
+    by that pattern gives each instance the most frequent class under its pixels.
+    """
+
+    kind: Literal["instance-png"]
+    path: Path
+    pattern: str = "{rel_stem}.png"
+    classes_pattern: str | None = None
+    class_id: int = Field(default=1, ge=1, le=255)
+
+
+LabelsSpec = Annotated[MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels, Field(discriminator="kind")]
+
+
+def is_instance_labels(labels: object) -> bool:
+    """True for label specs that yield instance label maps (instance-png; coco with instances)."""
+    kind = getattr(labels, "kind", None)
+    return kind == "instance-png" or (kind == "coco" and bool(getattr(labels, "instances", False)))
+
+
+_INCLUDE_HELP = (
+    "Glob patterns on the path relative to the source folder (POSIX; '*' and '?' within one folder name, "
+    "'**' for any number of folders, e.g. 'good/**', '**/*.jpg'); when given, only matching files are read."
+)
+_EXCLUDE_HELP = "Glob patterns as for include; a matching file is never read (e.g. '**/README*', '**/DICOMDIR')."
+
+
+def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    for name, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if not pattern or pattern.startswith("/") or "\\" in pattern:
+                raise ValueError(
+                    f"{name} pattern {pattern!r} is not a relative POSIX glob; patterns match paths relative to the "
+                    "source folder with '/' between folders, e.g. 'good/**' or '**/README*'"
+                )
+
+
+class _FileSelection(Spec):
+    """``include`` / ``exclude`` globs of a folder source (see :mod:`segops.data.globs`)."""
+
+    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
+    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
+
+    @model_validator(mode="after")
+    def _globs_relative(self) -> _FileSelection:
+        _check_globs(self.include, self.exclude)
+        return self
+
+
+class DicomSource(_FileSelection):
+    """A folder of DICOM files (any depth). Files need not end in ``.dcm``.
+
+    A file is read when its suffix is in ``extensions``, it matches an ``include`` pattern (when
+    any are given) and no ``exclude`` pattern; hidden files and folders are never read.
+    """
+
+    kind: Literal["dicom"]
+    path: Path
+    labels: LabelsSpec | None = None
+    extensions: tuple[str, ...] = (".dcm", "")
+
+
+class ImageSource(_FileSelection):
+    """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth.
+
+    Files are selected as for :class:`DicomSource`. Mask images stored beside their images
+    (``labels`` of kind mask-png / instance-png whose folder is the source folder or inside it)
+    are never read as images: a file that ``labels.pattern`` names for another listed image is
+    left out of the listing.
+    """
+
+    kind: Literal["images"]
+    path: Path
+    labels: LabelsSpec | None = None
+    extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+class DatasetSource(Spec):
+    """The Parquet dataset an ingest step wrote (``runs/<run>/dataset``): decoded once, read many times."""
+
+    kind: Literal["dataset"]
+    path: Path
+
+
+SourceSpec = Annotated[DicomSource | ImageSource, Field(discriminator="kind")]
+SegmentSourceSpec = Annotated[DicomSource | ImageSource | DatasetSource, Field(discriminator="kind")]

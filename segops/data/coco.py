@@ -1,0 +1,128 @@
+"""COCO instance annotations (polygons or RLE) → label maps: class maps, or instance label maps.
+
+Images are matched by ``file_name`` (relative path, else base name); see
+:class:`~segops.config.sources.CocoLabels`. Used by :class:`segops.data.labels.LabelResolver`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from segops.data.instances import stack_instances
+from segops.errors import LabelError
+
+
+def index_coco(path: Path, categories: dict[int, int] | None) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
+    """A COCO file → (image entry by ``file_name`` and by base name, class of each category id).
+
+    ``categories`` maps category ids to classes; by default a category's class is its rank among
+    the file's category ids (1..K).
+
+    Raises:
+        LabelError: the file cannot be read or has no ``images``.
+    """
+    try:
+        data = json.loads(path.read_text())
+        images, anns = data["images"], data.get("annotations", [])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LabelError(f"cannot read COCO file {path}: {type(exc).__name__}: {exc}") from exc
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for ann in anns:
+        by_image[ann["image_id"]].append(ann)
+    entries = {}
+    for image in images:
+        entry = {
+            "id": image["id"],
+            "height": image.get("height"),
+            "width": image.get("width"),
+            "annotations": by_image.get(image["id"], []),
+        }
+        entries[str(image["file_name"])] = entry
+        entries.setdefault(PurePosixPath(str(image["file_name"])).name, entry)
+    if categories is None:
+        ids = sorted({c["id"] for c in data.get("categories", [])} | {a["category_id"] for a in anns})
+        categories = {cid: rank + 1 for rank, cid in enumerate(ids)}
+    return entries, categories
+
+
+def coco_label(entry: dict[str, Any], shape: tuple[int, int], classes: dict[int, int]) -> np.ndarray:
+    """All annotations of one COCO image → (H, W) uint8 class map (later annotations on top)."""
+    h, w = _coco_shape(entry, shape)
+    label = np.zeros((h, w), dtype=np.uint8)
+    for ann in entry["annotations"]:
+        label[_annotation_mask(ann, entry, h, w)] = classes.get(ann["category_id"], 0)
+    return label
+
+
+def coco_instances(entry: dict[str, Any], shape: tuple[int, int], classes: dict[int, int]) -> np.ndarray:
+    """Annotations of one COCO image → (H, W) int32 instance label map, in file order (later on top).
+
+    Crowd annotations (``iscrowd: 1``) are left out: COCO marks a crowd region as one to
+    ignore, not as an instance, and a crowd drawn as one instance would teach a detector that
+    a group of objects is one object. Categories mapped to class 0 are left out too.
+
+    Raises:
+        LabelError: sizes differ, an annotation has no usable mask, or its category has no class.
+    """
+    h, w = _coco_shape(entry, shape)
+    masks, instance_classes = [], []
+    for ann in entry["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        cls = classes.get(ann["category_id"])
+        if cls is None:
+            raise LabelError(
+                f"COCO annotation {ann.get('id')} of image {entry['id']} has category_id {ann['category_id']}, "
+                f"which has no class in categories {classes}; map it to 0 to leave it out"
+            )
+        if cls > 0:
+            masks.append(_annotation_mask(ann, entry, h, w))
+            instance_classes.append(cls)
+    try:
+        return stack_instances(masks, instance_classes, (h, w))
+    except LabelError as exc:
+        raise LabelError(f"COCO image {entry['id']}: {exc}") from exc
+
+
+def _coco_shape(entry: dict[str, Any], shape: tuple[int, int]) -> tuple[int, int]:
+    h, w = shape
+    if entry["height"] not in (None, h) or entry["width"] not in (None, w):
+        raise LabelError(f"COCO image {entry['id']} is {entry['width']}x{entry['height']} but its image is {w}x{h}")
+    return h, w
+
+
+def _annotation_mask(ann: dict[str, Any], entry: dict[str, Any], h: int, w: int) -> np.ndarray:
+    """One annotation's (H, W) bool mask; anything unusable is a LabelError that names it."""
+    where = f"COCO annotation {ann.get('id')} of image {entry['id']}"
+    if not ann.get("segmentation"):
+        raise LabelError(f"{where} has no segmentation (a box alone is not a mask)")
+    try:
+        mask = coco_segmentation_mask(ann["segmentation"], h, w)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise LabelError(f"{where}: cannot read its segmentation: {type(exc).__name__}: {exc}") from exc
+    if mask.shape != (h, w):
+        raise LabelError(f"{where}: RLE is {mask.shape[1]}x{mask.shape[0]} but its image is {w}x{h}")
+    return mask
+
+
+def coco_segmentation_mask(segmentation: Any, h: int, w: int) -> np.ndarray:
+    """Polygon list or RLE (compressed or not) → (H, W) bool mask."""
+    if isinstance(segmentation, list):
+        canvas = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(canvas)
+        for polygon in segmentation:
+            if len(polygon) >= 6:
+                draw.polygon(list(map(float, polygon)), fill=1, outline=1)
+        return np.asarray(canvas, dtype=bool)
+    from pycocotools import mask as mask_utils
+
+    rle = segmentation
+    if isinstance(rle.get("counts"), list):
+        rle = mask_utils.frPyObjects(rle, h, w)
+    return mask_utils.decode(rle).astype(bool)
