@@ -78,7 +78,11 @@ def test_rand_error_of_a_merge_by_hand() -> None:
     thick = truth.copy()
     thick[:, 4] = 1
     assert pixel_error(thick, truth) == pytest.approx(0.1)
-    assert 0.0 < rand_error(thick, truth, boundary_class=1) < rand_error(merged, truth, boundary_class=1) / 2
+    # pairs of true-region pixels kept together: the 10 column-4 pixels split off the 50-pixel cell
+    recall = (40 * 39 + 10 * 9 + 40 * 39) / (50 * 49 + 40 * 39)
+    thick_error = rand_error(thick, truth, boundary_class=1)
+    assert thick_error == pytest.approx(1 - 2 * recall / (recall + 1))  # precision 1: nothing merged
+    assert thick_error < rand_error(merged, truth, boundary_class=1) / 2
 
 
 def test_rand_error_of_a_split_and_of_no_regions() -> None:
@@ -86,5 +90,6 @@ def test_rand_error_of_a_split_and_of_no_regions() -> None:
     split = truth.copy()
     split[4, :] = 1  # a spurious membrane cuts the one true cell in two
     error = rand_error(split, truth, boundary_class=1)
-    assert 0.0 < error < 1.0
+    recall = (32 * 31 + 8 * 7 + 24 * 23) / (64 * 63)  # 32 + 24 pixels either side, 8 predicted as membrane
+    assert error == pytest.approx(1 - 2 * recall / (recall + 1))  # precision 1: nothing merged
     assert np.isnan(rand_error(truth, np.ones_like(truth), boundary_class=1))  # all boundary: nothing to score

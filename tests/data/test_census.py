@@ -1,13 +1,16 @@
 """Header-only census: per-file status by the decode rule, and the grouped summary users read."""
 
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
 
-from segops.config.schema import DicomSource
+from segops.config.schema import DicomSource, ImageSource
 from segops.data.census import census_summary, header_row
 
 COLUMNS = ["modality", "transfer_syntax", "photometric", "channels", "height", "width"]
@@ -110,3 +113,62 @@ def test_image_without_class_or_pixels_is_quarantined_not_skipped(tmp_path: Path
     assert row["error"] == (
         "object of unknown SOP class (no readable SOP Class UID) without complete Pixel Data: no Pixel Data element"
     )
+
+
+IMAGES = ImageSource(kind="images", path=Path("."))
+
+
+def test_image_header_rows_read_format_mode_shape_and_frames(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "gray.png")
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(tmp_path / "photo.jpg")
+    frames = [Image.fromarray(np.full((8, 10), v, np.uint8)) for v in (0, 1, 2)]
+    frames[0].save(tmp_path / "stack.tif", save_all=True, append_images=frames[1:])
+    (tmp_path / "notes.png").write_text("not pixels")
+    rows = {name: header_row(str(tmp_path / name), name, IMAGES) for name in sorted(p.name for p in tmp_path.iterdir())}
+    shape = ("modality", "transfer_syntax", "photometric", "channels", "height", "width", "frames", "status")
+    assert {name: tuple(row[k] for k in shape) for name, row in rows.items()} == {
+        "gray.png": ("XC", "PNG", "L", 1, 20, 30, 1, "ok"),
+        "photo.jpg": ("XC", "JPEG", "RGB", 3, 12, 16, 1, "ok"),
+        "stack.tif": ("XC", "TIFF", "L", 1, 8, 10, 3, "ok"),
+        "notes.png": ("", "", "", 0, 0, 0, 0, "quarantined"),
+    }
+    assert rows["notes.png"]["error"].startswith("ValueError: not an image: cannot identify image file")
+    assert rows["gray.png"]["error"] == "" and rows["gray.png"]["rel_path"] == "gray.png"
+
+
+def test_census_of_a_folder_of_random_sizes_matches_numpy(tmp_path: Path) -> None:
+    """40 PNGs of seeded random sizes and 2 unreadable files: counts, ranges, medians and the
+    most frequent shapes are what numpy and a Counter say."""
+    rng = np.random.default_rng(3)
+    heights, widths = rng.choice([32, 48, 64, 80], 40), rng.choice([40, 56, 72], 40)
+    for i, (h, w) in enumerate(zip(heights, widths)):
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / f"{i:02d}.png")
+    for i in range(2):
+        (tmp_path / f"broken-{i}.png").write_bytes(b"\x89PNG" + bytes(20))
+    rows = pd.DataFrame([header_row(str(p), p.name, IMAGES) for p in sorted(tmp_path.iterdir())])
+    ok, bad = census_summary(rows).to_dict("records")
+    assert (ok["status"], ok["files"], ok["frames"], ok["photometric"]) == ("ok", 40, 40, "L")
+    assert (bad["status"], bad["files"], bad["frames"], bad["height"], bad["shapes"]) == ("quarantined", 2, 0, "", "")
+    for text, values in ((ok["height"], heights), (ok["width"], widths)):
+        assert text == f"{values.min()}–{values.max()} (median {np.median(values):g})"
+    counts = Counter(zip(heights.tolist(), widths.tolist()))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    named = [f"{h}×{w} ({n})" for (h, w), n in ranked[:3]]
+    assert ok["shapes"] == ", ".join([*named, f"+{len(counts) - 3} more"])
+
+
+def test_weighted_summary_takes_the_median_over_records_not_shapes() -> None:
+    """Per-shape rows with a ``records`` count (ingest's census): the median is over records, a
+    half-way median keeps its fraction, and ``top`` limits the named shapes."""
+    ct = ("CT", "1.2.840.10008.1.2.1", "MONOCHROME2", 1)
+    sizes = [(480, 512, 1), (481, 512, 1), (500, 512, 2), (600, 512, 96)]
+    census = pd.DataFrame([(*ct, h, w, n) for h, w, n in sizes], columns=[*COLUMNS, "records"])
+    heights = np.repeat([h for h, _, _ in sizes], [n for _, _, n in sizes])
+    [line] = census_summary(census, weight="records", top=1).to_dict("records")
+    assert (
+        line["records"] == 100
+        and line["height"] == f"480–600 (median {np.median(heights):g})" == "480–600 (median 600)"
+    )
+    assert line["shapes"] == "600×512 (96), +3 more"
+    [first_two] = census_summary(census.iloc[:2], weight="records").to_dict("records")
+    assert first_two["height"] == "480–481 (median 480.5)" and first_two["records"] == 2

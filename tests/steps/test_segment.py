@@ -245,7 +245,8 @@ def test_volume_records_give_one_nifti_and_one_seg_per_series(ray_session, archi
     volumes = pd.read_parquet(run.run_dir / "volumes", columns=["case_id", "source_uris", "slices"])
     assert len(volumes) == 2 and (volumes["slices"] == 5).all()
     report = pd.read_parquet(run.outputs[1]["report"])
-    assert len(report) == 2 and report["dice"].between(0, 1).all()  # one 3D Dice per labelled series
+    assert len(report) == 2  # one 3D Dice per labelled series
+    dice = report.set_index("case_id")["dice"]
     outputs = pd.read_parquet(run.outputs[1]["outputs"]).set_index("case_id")
     slices = pd.read_parquet(run.outputs[2]["outputs"]).set_index("source_uri")
     for series_uid, row in volumes.set_index("case_id").iterrows():
@@ -255,6 +256,11 @@ def test_volume_records_give_one_nifti_and_one_seg_per_series(ray_session, archi
             [read_mask_png(slices.loc[uri, "mask_path"], mask.shape[1:]) for uri in row["source_uris"]]
         )
         np.testing.assert_array_equal(mask, per_slice)  # slice-wise 2D inference, in slice order
+        labels = [archive / "labels" / Path(uri).relative_to(images).with_suffix(".png") for uri in row["source_uris"]]
+        truth = np.stack([read_mask_png(path, mask.shape[1:]) for path in labels]).astype(bool)
+        denom = mask.astype(bool).sum() + truth.sum()
+        expected = 1.0 if denom == 0 else 2 * np.logical_and(mask.astype(bool), truth).sum() / denom
+        assert dice[series_uid] == pytest.approx(expected)  # over the whole volume, not a mean of slices
         first = pydicom.dcmread(row["source_uris"][0])
         assert np.allclose(np.abs(np.diag(nifti.affine))[:3], [*map(float, first.PixelSpacing[::-1]), 2.5])
         seg = hd.seg.segread(outputs.loc[series_uid, "seg_path"])

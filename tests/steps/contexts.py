@@ -1,0 +1,40 @@
+"""Real run contexts for step unit tests: an MLflow sqlite store in a temp folder, a started run,
+and tiny U-Net checkpoints built with segops' own model builder (no Ray, no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segops.config.schema import PreprocessSpec, PromoteStep, TrackingSpec, UNetSpec, WindowIntensity, WorkflowSpec
+from segops.engine.checkpoint import save_checkpoint
+from segops.models import build_model
+from segops.steps.context import RunContext
+from segops.tracking import RunTracker
+
+TINY_UNET = UNetSpec(arch="unet", channels=(4, 8), strides=(2,), num_res_units=0)
+TINY_PREPROCESS = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=-160, upper=240), patch_size=(16, 16))
+
+
+def make_context(root: Path, state: dict[str, Any] | None = None, seed: int = 0, run: str = "run") -> RunContext:
+    """A run context whose tracker has started a new run in ``<root>/mlflow.db`` (created on first
+    use, shared by later contexts on the same root); run folder ``<root>/<run>``."""
+    spec = WorkflowSpec(
+        name="unit",
+        seed=seed,
+        tracking=TrackingSpec(uri=f"sqlite:///{root / 'mlflow.db'}", experiment="unit"),
+        steps=[PromoteStep(step="promote")],
+    )
+    tracker = RunTracker(spec.tracking)
+    run_id = tracker.start(run, {})
+    run_dir = root / run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return RunContext(spec, "hash", run_id, run_dir, tracker, {"CPU": 1.0}, dict(state or {}))
+
+
+def tiny_checkpoint(folder: Path, seed: int) -> Path:
+    """An untrained 2-class 2D U-Net checkpoint; different seeds give different weights."""
+    torch.manual_seed(seed)
+    return save_checkpoint(folder, build_model(TINY_UNET), TINY_UNET, TINY_PREPROCESS)
