@@ -23,9 +23,8 @@ from segops.config.schema import DicomSource, ImageSource
 from segops.data.census import header_row
 from segops.data.decode import decode_file, entry_files, listing_entries
 from segops.data.instances import label_dtype
-from segops.data.label_census import label_counts
 from segops.data.labels import LabelResolver, build_resolver, has_label_masks, mask_file_counts
-from segops.data.records import META_COLUMNS, STATUS_OK
+from segops.data.records import DICOM_ID_COLUMNS, LABEL_COUNT_COLUMNS, STATUS_OK, ImageRecord, records_table
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +55,14 @@ def _decode_entries(
         yield rows_to_table(rows, label_dtype(source.labels))
 
 
-#: Explicit types, so that every block has the same schema (an all-empty list column would
-#: otherwise be inferred as list<null> in one block and list<double> in another).
-META_SCHEMA = pa.schema(
-    [
-        (
-            name,
-            pa.list_(pa.float64())
-            if name in ("position", "orientation")
-            else pa.list_(pa.int64())
-            if name in ("label_values", "label_pixels")
-            else pa.int64()
-            if name in ("frame", "height", "width", "channels", "instance_number")
-            else pa.float64()
-            if name.startswith("spacing_")
-            else pa.bool_()
-            if name == "has_label"
-            else pa.string(),
-        )
-        for name in META_COLUMNS
-    ]
-)
-
-
 def rows_to_table(rows: list[dict[str, Any]], labels_as: np.dtype = np.dtype(np.uint8)) -> pa.Table:
     """Rows from :func:`segops.data.decode.decode_file` → Arrow, pixels as variable-shape tensors.
 
     ``labels_as``: the source's label dtype (:func:`segops.data.instances.label_dtype`).
     """
-    columns: dict[str, Any] = {name: [r[name] for r in rows] for name in META_COLUMNS}
-    table = pa.table(columns, schema=META_SCHEMA)
-    table = table.append_column("image", ArrowVariableShapedTensorArray.from_numpy([r["image"] for r in rows]))
+    table = records_table(rows).append_column(
+        "image", ArrowVariableShapedTensorArray.from_numpy([r["image"] for r in rows])
+    )
     labels = [np.asarray(r["label"]).astype(labels_as, copy=False) for r in rows]
     return table.append_column("label", ArrowVariableShapedTensorArray.from_numpy(labels))
 
@@ -215,35 +191,25 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
     labelled = all(bool(batch["has_label"][i]) for i in rows)
     image = np.stack([batch["image"][i] for i in rows], axis=1)
     label = np.stack([batch["label"][i] for i in rows]) if labelled else np.zeros((0, 0, 0), np.uint8)
-    label_values, label_pixels = label_counts(label)
     rel_dir = str(Path(str(batch["rel_path"][first])).parent)
-    row = {name: None for name in META_COLUMNS} | {
-        "case_id": uid,
-        "group_id": uid,
-        "source_uri": str(batch["source_uri"][first]),
-        "rel_path": f"{rel_dir}/{uid}" if rel_dir != "." else uid,
-        "frame": 0,
-        "modality": str(batch["modality"][first]),
-        "spacing_y": float(batch["spacing_y"][first]),
-        "spacing_x": float(batch["spacing_x"][first]),
-        "height": image.shape[2],
-        "width": image.shape[3],
-        "channels": image.shape[0],
-        "transfer_syntax": str(batch["transfer_syntax"][first]),
-        "photometric": str(batch["photometric"][first]),
-        "position": [],
-        "orientation": [],
-        "instance_number": -1,
-        "has_label": labelled,
-        "label_uri": "",
-        "label_values": label_values,
-        "label_pixels": label_pixels,
-        "status": STATUS_OK,
-        "stage": "",
-        "error_type": "",
-        "error": "",
-    }
-    table = pa.table({name: [row[name]] for name in META_COLUMNS}, schema=META_SCHEMA)
+    known = {name: str(batch[name][first]) for name in DICOM_ID_COLUMNS if name in batch}  # older datasets lack them
+    volume = ImageRecord(
+        image=image,
+        case_id=uid,
+        group_id=uid,
+        source_uri=str(batch["source_uri"][first]),
+        rel_path=f"{rel_dir}/{uid}" if rel_dir != "." else uid,
+        modality=str(batch["modality"][first]),
+        spacing=(float(batch["spacing_y"][first]), float(batch["spacing_x"][first])),
+        transfer_syntax=str(batch["transfer_syntax"][first]),
+        photometric=str(batch["photometric"][first]),
+        label=label if labelled else None,
+        patient_id=known.get("patient_id", ""),
+        study_uid=known.get("study_uid", ""),
+        series_uid=known.get("series_uid", ""),
+        n_frames=len(rows),
+    )
+    table = records_table([volume.to_row()])
     extra = {
         "slices": pa.array([len(rows)], pa.int64()),
         "spacing_z": pa.array([float(geometry[uid]["spacing_z"])], pa.float64()),
@@ -294,11 +260,7 @@ def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:
 def _mask_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> Iterator[pd.DataFrame]:
     for chunk in _entry_chunks(batch, source):
         found = [mask_file_counts(source.labels, f["rel_path"]) for f in chunk]
-        rows = [
-            {"label_uri": uri, "label_values": values, "label_pixels": pixels}
-            for uri, values, pixels in filter(None, found)
-        ]
-        yield pd.DataFrame(rows, columns=["label_uri", "label_values", "label_pixels"])
+        yield pd.DataFrame([row for row in found if row], columns=list(LABEL_COUNT_COLUMNS))
 
 
 def mask_label_rows(source: DicomSource | ImageSource) -> pd.DataFrame:

@@ -20,15 +20,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import ray
 import torch
 from ray.data.expressions import col
 from tqdm.auto import tqdm
 
+from segops.cluster.runtime import INFER_MIN_RESERVE, cpu_reserve
 from segops.config.schema import ActorPoolSpec, SlidingWindowSpec
 from segops.data.instances import class_map
-from segops.data.records import STATUS_FAILED, STATUS_OK
+from segops.data.records import DICOM_ID_COLUMNS, STATUS_FAILED, STATUS_OK, failure_fields
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.instance_eval import case_instance_scores, eval_entry
@@ -37,46 +39,16 @@ from segops.instance_metrics import coco_results
 from segops.metrics import case_scores, rand_error
 from segops.outputs.atomic import atomic_write
 from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_instance_outputs, write_volume_outputs
+from segops.outputs.reports import (
+    INSTANCE_COLUMNS,
+    RESULT_COLUMNS,
+    RESULT_RECORD_COLUMNS,
+    RESULT_SCHEMA,
+    result_defaults,
+)
 from segops.outputs.storage import is_uri, join, list_files, open_storage
 
 log = logging.getLogger(__name__)
-
-_PASSTHROUGH = (
-    "case_id",
-    "group_id",
-    "source_uri",
-    "rel_path",
-    "frame",
-    "modality",
-    "has_label",
-    "label_uri",
-    "status",
-    "stage",
-    "error_type",
-    "error",
-    "transfer_syntax",
-)
-#: Per-image matched-instance scores (instance models; NaN for semantic ones).
-INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
-RESULT_COLUMNS = (
-    *_PASSTHROUGH,
-    "mask_path",
-    "seg_path",
-    "instance_path",
-    "coco_path",
-    "mask_sha256",
-    "model",
-    "fg_fraction",
-    "label_fg_fraction",
-    "dice",
-    "iou",
-    "dice_per_class",
-    "pixel_error",
-    "rand_error",
-    *INSTANCE_COLUMNS,
-    "eval_json",  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
-)
-
 
 #: Decoded bytes a segment pipeline keeps in the object store per inference actor (at least
 #: :data:`MIN_IN_FLIGHT`) unless ``cluster.data_memory_gb`` sets a budget: a few batches
@@ -118,11 +90,12 @@ def size_actor_pool(spec: ActorPoolSpec, resources: dict[str, float]) -> PoolSiz
     """Size the pool from the cluster, leaving CPU for the read and decode tasks.
 
     Two 1-CPU actors on a 2-CPU node hold every CPU and the read stage is never scheduled
-    (a deadlock; see field notes). So by default actors get fractional CPUs on small nodes
-    and the pool keeps ``max(0.5, 10 %)`` of the CPUs free for reading.
+    (a deadlock). So by default actors get fractional CPUs on small nodes and the pool keeps
+    :func:`segops.cluster.runtime.cpu_reserve` of the CPUs free for reading (at least
+    :data:`~segops.cluster.runtime.INFER_MIN_RESERVE`).
     """
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
-    reserve = max(0.5, 0.1 * cpus)
+    reserve = cpu_reserve(cpus, INFER_MIN_RESERVE)
     if gpus >= 1:
         per_cpu = spec.cpus_per_actor or 1.0
         n = int(gpus)
@@ -149,31 +122,17 @@ class _Segmenter:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         n = len(batch["case_id"])
-        extra = [k for k in ("affine", "source_uris") if k in batch]  # volume records
-        rows = [{k: batch[k][i] for k in (*_PASSTHROUGH, *extra)} for i in range(n)]
+        # volume records carry their slices; DICOM identifiers name outputs (older datasets lack them)
+        extra = [k for k in ("affine", "source_uris", *DICOM_ID_COLUMNS) if k in batch]
+        rows = [{k: batch[k][i] for k in (*RESULT_RECORD_COLUMNS, *extra)} for i in range(n)]
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         masks = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
-            row |= {
-                "mask_path": "",
-                "seg_path": "",
-                "instance_path": "",
-                "coco_path": "",
-                "mask_sha256": "",
-                "model": self.outputs.model_digest,
-                "fg_fraction": np.nan,
-                "label_fg_fraction": np.nan,
-                "dice": np.nan,
-                "iou": np.nan,
-                "dice_per_class": "",
-                "pixel_error": np.nan,
-                "rand_error": np.nan,
-                "eval_json": "",
-            } | dict.fromkeys(INSTANCE_COLUMNS, np.nan)
+            row |= result_defaults(self.outputs.model_digest)
             if i in masks:
                 self._finish_case(row, masks[i], batch["label"][i])
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
-        write_part(self.parts_dir, table)
+        write_part(self.parts_dir, table, RESULT_SCHEMA)
         table["infer_seconds"] = (time.perf_counter() - start) / max(n, 1)
         return {k: table[k].to_numpy() for k in table.columns}
 
@@ -187,12 +146,7 @@ class _Segmenter:
                 try:
                     (masks[i],) = self._masks([batch["image"][i]])
                 except Exception as exc:
-                    rows[i] |= {
-                        "status": STATUS_FAILED,
-                        "stage": "segment",
-                        "error_type": type(exc).__name__,
-                        "error": str(exc)[:2000],
-                    }
+                    rows[i] |= failure_fields(STATUS_FAILED, "segment", exc)
             return masks
 
     def _masks(self, images: list[np.ndarray]) -> list[Any]:
@@ -217,12 +171,7 @@ class _Segmenter:
                 mask = pred
                 row |= (write_volume_outputs if mask.ndim == 3 else write_case_outputs)(self.outputs, row, mask)
         except Exception as exc:  # e.g. a SEG highdicom refuses: the case is failed, the batch goes on
-            row |= {
-                "status": STATUS_FAILED,
-                "stage": "write",
-                "error_type": type(exc).__name__,
-                "error": str(exc)[:2000],
-            }
+            row |= failure_fields(STATUS_FAILED, "write", exc)
             return
         row["fg_fraction"] = float((mask > 0).mean())
         if not bool(row["has_label"]):
@@ -266,10 +215,13 @@ def bound_in_flight(ds: ray.data.Dataset, pool: PoolSize) -> None:
         log.debug("segment pipeline: at most %.2f GiB of decoded blocks in flight", budget / 2**30)
 
 
-def write_part(parts_dir: str | Path, table: pd.DataFrame) -> Path | str:
-    """Atomically write a batch's result rows; the name depends only on the batch's cases."""
+def write_part(parts_dir: str | Path, table: pd.DataFrame, schema: pa.Schema | None = None) -> Path | str:
+    """Atomically write a batch's result rows, as ``schema`` when given (the actor gives
+    :data:`~segops.outputs.reports.RESULT_SCHEMA`); the name depends only on the batch's cases."""
     digest = hashlib.sha1("\n".join(sorted(map(str, table["case_id"]))).encode()).hexdigest()[:20]
-    return atomic_write(join(parts_dir, f"part-{digest}.parquet"), lambda tmp: table.to_parquet(tmp, index=False))
+    return atomic_write(
+        join(parts_dir, f"part-{digest}.parquet"), lambda tmp: table.to_parquet(tmp, index=False, schema=schema)
+    )
 
 
 def read_parts(parts_dir: str | Path) -> pd.DataFrame:

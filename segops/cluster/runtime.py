@@ -11,6 +11,22 @@ log = logging.getLogger(__name__)
 
 _NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
 
+#: Least CPU a training run leaves free: Ray Data's split coordinator and read tasks ask whole CPUs.
+TRAIN_MIN_RESERVE = 1.0
+#: Least CPU an inference pool leaves free: its read tasks ask 0.25 CPU beside fractional actors
+#: (:attr:`segops.cluster.infer.PoolSize.read_cpus`).
+INFER_MIN_RESERVE = 0.5
+
+
+def cpu_reserve(total_cpus: float, minimum: float) -> float:
+    """CPUs that workers or actors leave free for Ray Data's read, decode and split tasks:
+    10 % of the cluster's, at least ``minimum``.
+
+    Taking every CPU (two 1-CPU workers or actors on a 2-CPU node) starves the data pipeline:
+    the read stage is never scheduled and training or inference never starts.
+    """
+    return max(minimum, 0.1 * total_cpus)
+
 
 def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
     """Attach to ``RAY_ADDRESS`` / ``cluster.address``, or start a local Ray; return its resources.

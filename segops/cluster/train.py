@@ -30,6 +30,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
+from segops.cluster.runtime import TRAIN_MIN_RESERVE, cpu_reserve
 from segops.config.schema import TrainStep
 from segops.data.augment import Augmenter
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -70,14 +71,14 @@ def resolve_use_gpu(use_gpu: bool | str, resources: dict[str, float]) -> bool:
 def worker_cpus(workers: int, requested: float | None, resources: dict[str, float]) -> float:
     """CPUs per training worker.
 
-    With ``requested`` unset, the workers share the cluster's CPUs minus a reserve for Ray
-    Data's read/split tasks. Taking every CPU (e.g. 2 workers × 1 CPU on a 2-CPU node)
-    starves the data pipeline and training never starts (see field notes).
+    With ``requested`` unset, the workers share the cluster's CPUs minus
+    :func:`segops.cluster.runtime.cpu_reserve` for Ray Data's read/split tasks (at least
+    :data:`~segops.cluster.runtime.TRAIN_MIN_RESERVE`).
     """
     if requested is not None:
         return requested
     total = resources.get("CPU", 1.0)
-    reserve = max(1.0, 0.1 * total)
+    reserve = cpu_reserve(total, TRAIN_MIN_RESERVE)
     share = (total - reserve) / workers
     if share >= 1.0:
         return float(math.floor(share))

@@ -14,27 +14,15 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from segops.config.schema import DicomSource, ImageSource, InstancePngLabels, MaskPngLabels
 from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
-from segops.data.label_census import label_counts
 from segops.data.labels import LabelResolver, build_resolver, pattern_regex
-from segops.data.records import (
-    STATUS_OK,
-    STATUS_QUARANTINED,
-    STATUS_SKIPPED,
-    ImageRecord,
-    path_case_id,
-)
+from segops.data.records import STATUS_QUARANTINED, STATUS_SKIPPED, problem_row
 from segops.errors import LabelError, NoPixelDataError
 
 log = logging.getLogger(__name__)
-
-EMPTY_IMAGE = np.zeros((0, 0, 0), dtype=np.float32)
-EMPTY_LABEL = np.zeros((0, 0), dtype=np.uint8)
 
 
 def list_source_files(source: DicomSource | ImageSource) -> list[dict[str, str]]:
@@ -179,85 +167,18 @@ def decode_file(
             warnings.simplefilter("ignore")
             records = reader(path, rel_path)
     except NoPixelDataError as exc:
-        return [_problem_row(path, rel_path, STATUS_SKIPPED, "read", exc)]
+        return [problem_row(path, rel_path, STATUS_SKIPPED, "read", exc)]
     except Exception as exc:  # any decoder failure is quarantined, never raised
         log.debug("quarantined %s: %s", path, exc)
-        return [_problem_row(path, rel_path, STATUS_QUARANTINED, "read", exc)]
+        return [problem_row(path, rel_path, STATUS_QUARANTINED, "read", exc)]
     rows = []
     for record in records:
         try:
             found = labels.label_for(record) if labels is not None else None
         except LabelError as exc:
-            rows.append(_problem_row(path, rel_path, STATUS_QUARANTINED, "label", exc, record.case_id))
+            rows.append(problem_row(path, rel_path, STATUS_QUARANTINED, "label", exc, record.case_id))
             continue
         if found is not None:  # no label: the record is unlabelled, counted, not an error
             record.label, record.label_uri = found
-        rows.append(record_row(record))
+        rows.append(record.to_row())
     return rows
-
-
-def record_row(record: ImageRecord) -> dict[str, Any]:
-    """An ``ok`` row with pixels, in the layout of :data:`segops.data.records.META_COLUMNS`."""
-    c, h, w = record.image.shape
-    label_values, label_pixels = label_counts(record.label) if record.label is not None else ([], [])
-    return {
-        "case_id": record.case_id,
-        "group_id": record.group_id,
-        "source_uri": record.source_uri,
-        "rel_path": record.rel_path,
-        "frame": record.frame,
-        "modality": record.modality,
-        "spacing_y": float(record.spacing[0]),
-        "spacing_x": float(record.spacing[1]),
-        "height": h,
-        "width": w,
-        "channels": c,
-        "transfer_syntax": record.transfer_syntax,
-        "photometric": record.photometric,
-        "position": [float(v) for v in record.position],
-        "orientation": [float(v) for v in record.orientation],
-        "instance_number": int(record.instance_number),
-        "has_label": record.label is not None,
-        "label_uri": record.label_uri,
-        "label_values": label_values,
-        "label_pixels": label_pixels,
-        "status": STATUS_OK,
-        "stage": "",
-        "error_type": "",
-        "error": "",
-        "image": record.image.astype(np.float32, copy=False),
-        "label": record.label if record.label is not None else EMPTY_LABEL,
-    }
-
-
-def _problem_row(
-    path: str, rel_path: str, status: str, stage: str, exc: BaseException, case_id: str | None = None
-) -> dict[str, Any]:
-    return {
-        "case_id": case_id or path_case_id(rel_path),
-        "group_id": "",
-        "source_uri": str(Path(path).resolve()),
-        "rel_path": rel_path,
-        "frame": 0,
-        "modality": "",
-        "spacing_y": 0.0,
-        "spacing_x": 0.0,
-        "height": 0,
-        "width": 0,
-        "channels": 0,
-        "transfer_syntax": getattr(exc, "transfer_syntax", ""),
-        "photometric": "",
-        "position": [],
-        "orientation": [],
-        "instance_number": -1,
-        "has_label": False,
-        "label_uri": "",
-        "label_values": [],
-        "label_pixels": [],
-        "status": status,
-        "stage": stage,
-        "error_type": type(exc).__name__,
-        "error": str(exc)[:2000],
-        "image": EMPTY_IMAGE,
-        "label": EMPTY_LABEL,
-    }

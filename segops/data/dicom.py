@@ -70,7 +70,10 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
         photometric=photometric,
         orientation=_floats(getattr(ds, "ImageOrientationPatient", None), 6) or _shared_orientation(ds),
         instance_number=_int(getattr(ds, "InstanceNumber", None)),
-        instance_uid=str(getattr(ds, "SOPInstanceUID", "")),
+        patient_id=_text(ds, "PatientID"),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        instance_uid=_text(ds, "SOPInstanceUID"),
         n_frames=len(frames),
     )
     return [
@@ -233,6 +236,14 @@ def _floats(value: object, n: int) -> tuple[float, ...]:
     except (TypeError, ValueError):
         return ()
     return floats if len(floats) == n and all(np.isfinite(floats)) else ()
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    """An element's value as text, "" when absent, empty or unreadable (kept in the record for outputs)."""
+    try:
+        return str(ds.get(keyword) or "")
+    except Exception:  # a garbled value: pydicom converts lazily and may fail here
+        return ""
 
 
 def _int(value: object) -> int:

@@ -1,15 +1,28 @@
-"""The record: one 2D image with the metadata every later step needs.
+"""The record: one image with the metadata every later step needs, and its row layouts.
 
 Records travel through Ray Data as Arrow batches (one row per record, pixels in tensor
-columns); this module defines the row layout so readers, writers and tests agree on it.
+columns). This module defines each row layout once, so decoders, writers, readers and tests
+agree on it: :data:`RECORD_SCHEMA` (a record's columns without pixels; adding a column is one
+line there and, where a decoder knows its value, one in :meth:`ImageRecord.to_row`), the
+problem row of a file that yields no record (:func:`problem_row`, same layout) and the
+quarantine table's columns (:data:`QUARANTINE_COLUMNS`). The per-case result row of inference,
+which carries a record's identifying and problem columns over, is an output's layout:
+:data:`segops.outputs.reports.RESULT_SCHEMA`.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from segops.data.label_census import label_counts
 
 #: Row status values. Only ``ok`` rows carry pixels.
 STATUS_OK = "ok"
@@ -17,45 +30,73 @@ STATUS_QUARANTINED = "quarantined"
 STATUS_SKIPPED = "skipped"
 STATUS_FAILED = "failed"  # decoded, but segmenting or writing this one case failed
 
-#: Columns without pixels, in the order they are written.
-META_COLUMNS = (
-    "case_id",
-    "group_id",
-    "source_uri",
-    "rel_path",
-    "frame",
-    "modality",
-    "spacing_y",
-    "spacing_x",
-    "height",
-    "width",
-    "channels",
-    "transfer_syntax",
-    "photometric",
-    "position",
-    "orientation",
-    "instance_number",
-    "has_label",
-    "label_uri",
-    "label_values",  # distinct values of the label as stored (after values/threshold), ascending
-    "label_pixels",  # pixels of each of them: the label census without re-reading labels
-    "status",
-    "stage",
-    "error_type",
-    "error",
+#: A record's columns without pixels, in the order they are written, with explicit types so that
+#: every block has the same schema (an all-empty list column would otherwise be inferred as
+#: list<null> in one block and list<double> in another).
+RECORD_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("group_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("rel_path", pa.string()),
+        ("frame", pa.int64()),
+        ("modality", pa.string()),
+        ("spacing_y", pa.float64()),
+        ("spacing_x", pa.float64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("channels", pa.int64()),
+        ("transfer_syntax", pa.string()),
+        ("photometric", pa.string()),
+        ("position", pa.list_(pa.float64())),
+        ("orientation", pa.list_(pa.float64())),
+        ("instance_number", pa.int64()),
+        ("patient_id", pa.string()),  # DICOM identifiers as stored ("" if absent or not DICOM) ...
+        ("study_uid", pa.string()),
+        ("series_uid", pa.string()),
+        ("instance_uid", pa.string()),  # ... so outputs named by them need no second read of the file
+        ("has_label", pa.bool_()),
+        ("label_uri", pa.string()),
+        ("label_values", pa.list_(pa.int64())),  # distinct label values as stored (after values/threshold), ascending
+        ("label_pixels", pa.list_(pa.int64())),  # pixels of each of them: the label census without re-reading labels
+        ("status", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("error", pa.string()),
+    ]
 )
+#: Names of :data:`RECORD_SCHEMA`, in order.
+META_COLUMNS = tuple(RECORD_SCHEMA.names)
+#: Tensor columns after the metadata: ``image`` (C, H, W) or (C, Z, H, W) float32 and ``label``.
+PIXEL_COLUMNS = ("image", "label")
+#: The DICOM identifiers a record keeps for its outputs. Datasets written by an older segops lack them.
+DICOM_ID_COLUMNS = ("patient_id", "study_uid", "series_uid", "instance_uid")
+#: A label's census columns, also the rows label checks read from masks without a record.
+LABEL_COUNT_COLUMNS = ("label_uri", "label_values", "label_pixels")
+#: The quarantine table: one row per file (or frame) that yielded no usable record, and why.
+QUARANTINE_COLUMNS = ("source_uri", "rel_path", "case_id", "status", "stage", "error_type", "error", "transfer_syntax")
+QUARANTINE_SCHEMA = pa.schema([RECORD_SCHEMA.field(name) for name in QUARANTINE_COLUMNS])
+
+#: Pixel columns of a row without pixels (problem rows; unlabelled records' label).
+EMPTY_IMAGE = np.zeros((0, 0, 0), dtype=np.float32)
+EMPTY_LABEL = np.zeros((0, 0), dtype=np.uint8)
+#: Longest error message kept in a row.
+MAX_ERROR_CHARS = 2000
 
 
 @dataclass
 class ImageRecord:
-    """One decoded 2D image.
+    """One decoded image (a 2D image, a frame, or a stacked volume).
 
     Attributes:
-        image: (C, H, W) float32, intensities after the modality LUT (HU for CT).
+        image: (C, H, W) float32, intensities after the modality LUT (HU for CT); (C, Z, H, W)
+            for a volume.
         case_id: stable id: SOPInstanceUID (+ frame) for DICOM, relative-path hash for files.
         group_id: cases that must stay on the same side of a train/val split
             (SeriesInstanceUID for DICOM; the file itself for inspection images).
         spacing: (row, column) pixel spacing in mm; (1, 1) when unknown.
+        patient_id, study_uid, series_uid, instance_uid: PatientID, StudyInstanceUID,
+            SeriesInstanceUID and SOPInstanceUID as stored in the file ("" when absent; DICOM only).
     """
 
     image: np.ndarray
@@ -73,8 +114,113 @@ class ImageRecord:
     position: tuple[float, ...] = ()  # ImagePositionPatient (x, y, z) in mm, () if unknown
     orientation: tuple[float, ...] = ()  # ImageOrientationPatient (row xyz, column xyz)
     instance_number: int = -1
+    patient_id: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
     instance_uid: str = ""  # SOPInstanceUID of the file (DICOM only)
     n_frames: int = 1
+
+    def to_row(self) -> dict[str, Any]:
+        """An ``ok`` row in the layout of :data:`RECORD_SCHEMA`, plus its :data:`PIXEL_COLUMNS`."""
+        c, h, w = self.image.shape[0], self.image.shape[-2], self.image.shape[-1]
+        label_values, label_pixels = label_counts(self.label) if self.label is not None else ([], [])
+        return {
+            "case_id": self.case_id,
+            "group_id": self.group_id,
+            "source_uri": self.source_uri,
+            "rel_path": self.rel_path,
+            "frame": self.frame,
+            "modality": self.modality,
+            "spacing_y": float(self.spacing[0]),
+            "spacing_x": float(self.spacing[1]),
+            "height": h,
+            "width": w,
+            "channels": c,
+            "transfer_syntax": self.transfer_syntax,
+            "photometric": self.photometric,
+            "position": [float(v) for v in self.position],
+            "orientation": [float(v) for v in self.orientation],
+            "instance_number": int(self.instance_number),
+            "patient_id": self.patient_id,
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "instance_uid": self.instance_uid,
+            "has_label": self.label is not None,
+            "label_uri": self.label_uri,
+            "label_values": label_values,
+            "label_pixels": label_pixels,
+            "status": STATUS_OK,
+            "stage": "",
+            "error_type": "",
+            "error": "",
+            "image": self.image.astype(np.float32, copy=False),
+            "label": self.label if self.label is not None else EMPTY_LABEL,
+        }
+
+
+def failure_fields(status: str, stage: str, exc: BaseException) -> dict[str, str]:
+    """The columns that say why a row has no usable record (or result): status, stage, error."""
+    return {"status": status, "stage": stage, "error_type": type(exc).__name__, "error": str(exc)[:MAX_ERROR_CHARS]}
+
+
+def problem_row(
+    path: str, rel_path: str, status: str, stage: str, exc: BaseException, case_id: str | None = None
+) -> dict[str, Any]:
+    """The row of a file (or frame) that yields no record, in the layout of :data:`RECORD_SCHEMA`.
+
+    Args:
+        status: :data:`STATUS_QUARANTINED` or :data:`STATUS_SKIPPED`.
+        stage: where it failed (``read``, ``label``).
+        exc: why; its ``transfer_syntax`` attribute, if any, is kept.
+        case_id: the record's id when known (a label problem); else the path's hash.
+    """
+    empty = {name: _empty_value(RECORD_SCHEMA.field(name).type) for name in META_COLUMNS}
+    return (
+        empty
+        | {
+            "case_id": case_id or path_case_id(rel_path),
+            "source_uri": str(Path(path).resolve()),
+            "rel_path": rel_path,
+            "transfer_syntax": getattr(exc, "transfer_syntax", ""),
+            "instance_number": -1,
+            "image": EMPTY_IMAGE,
+            "label": EMPTY_LABEL,
+        }
+        | failure_fields(status, stage, exc)
+    )
+
+
+def _empty_value(kind: pa.DataType) -> Any:
+    if pa.types.is_list(kind):
+        return []
+    if pa.types.is_boolean(kind):
+        return False
+    if pa.types.is_integer(kind):
+        return 0
+    if pa.types.is_floating(kind):
+        return 0.0
+    return ""
+
+
+def records_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The :data:`RECORD_SCHEMA` columns of rows (pixel columns and any others left out)."""
+    return pa.table({name: [row[name] for row in rows] for name in META_COLUMNS}, schema=RECORD_SCHEMA)
+
+
+def quarantine_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The quarantine table (:data:`QUARANTINE_COLUMNS`) of rows that are not ``ok``."""
+    return rows[rows["status"] != STATUS_OK][list(QUARANTINE_COLUMNS)].reset_index(drop=True)
+
+
+def dataset_meta(dataset_dir: str | Path) -> pd.DataFrame:
+    """All rows of a written dataset without pixel columns (cheap: a column projection).
+
+    A dataset written by an older segops lacks the newer columns (``label_values``,
+    :data:`DICOM_ID_COLUMNS`, …): they are left out, not an error.
+    """
+    dataset = pads.dataset(str(dataset_dir), format="parquet")
+    columns = [c for c in META_COLUMNS if c in dataset.schema.names]
+    return dataset.to_table(columns=columns).to_pandas()
 
 
 def path_case_id(rel_path: str) -> str:

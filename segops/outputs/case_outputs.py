@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from segops.data.instances import class_map, instance_id_map
+from segops.data.records import DICOM_ID_COLUMNS
+from segops.engine.checkpoint import WEIGHTS_FILE
 from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
 from segops.outputs.layout import dicom_tag_stem, mirror_stem, sanitize_component
@@ -38,6 +41,12 @@ def is_dicom_record(meta: dict[str, Any]) -> bool:
     return str(meta.get("transfer_syntax", ""))[:1].isdigit()
 
 
+def checkpoint_digest(checkpoint: Path) -> str:
+    """Content hash of a checkpoint's weights (16 hex): :attr:`OutputConfig.model_digest`, which
+    identifies the model in outputs and the manifest."""
+    return hashlib.sha256((checkpoint / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+
+
 def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
     """Write the requested outputs for one case.
 
@@ -46,17 +55,27 @@ def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray
         map, so reruns and audits can compare outputs without reading PNGs) and ``model``.
 
     Args:
-        meta: the record's columns (``rel_path``, ``frame``, ``source_uri``, ``transfer_syntax``...).
+        meta: the record's columns (``rel_path``, ``frame``, ``source_uri``, ``transfer_syntax``,
+            the DICOM identifiers of :data:`segops.data.records.DICOM_ID_COLUMNS`...).
         mask: (H, W) class map.
     """
-    stem, header = _case_stem(cfg, meta)
+    written, _ = _class_outputs(cfg, meta, mask)
+    return written
+
+
+def _class_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> tuple[dict[str, str], str]:
+    """(:func:`write_case_outputs`' fields, the case's output stem)."""
+    header = None
+    if "dicom-seg" in cfg.formats and is_dicom_record(meta):  # a SEG copies much of its source's header
+        header = pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
+    stem = case_stem(cfg, meta, header)
     written = _provenance(cfg, mask)
     if "png" in cfg.formats:
         written["mask_path"] = str(write_mask_png(join(cfg.root, "masks"), f"{stem}.png", mask, cfg.classes))
-    if "dicom-seg" in cfg.formats and header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
+    if header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
         seg = _seg(cfg, [header], mask[None], str(header.SeriesInstanceUID), ["segops-seg", str(header.SOPInstanceUID)])
         written["seg_path"] = str(write_seg(safe_join(join(cfg.root, "segs"), f"{stem}.seg.dcm"), seg))
-    return written
+    return written, stem
 
 
 def write_instance_outputs(
@@ -73,13 +92,12 @@ def write_instance_outputs(
         :func:`write_case_outputs`' fields with ``mask_sha256`` taken over the instance label
         map, plus ``instance_path`` and ``coco_path`` ("" when not written).
     """
-    written = write_case_outputs(cfg, meta, class_map(label_map))
+    written, stem = _class_outputs(cfg, meta, class_map(label_map))
     written |= {
         "mask_sha256": hashlib.sha256(np.ascontiguousarray(label_map, np.int32).tobytes()).hexdigest(),
         "instance_path": "",
         "coco_path": "",
     }
-    stem, _ = _case_stem(cfg, meta)
     if "png" in cfg.formats:
         data = encode_instance_png(instance_id_map(label_map))
         written["instance_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "instances"), f"{stem}.png"), data))
@@ -98,23 +116,22 @@ def write_instance_outputs(
     return written
 
 
-def _case_stem(cfg: OutputConfig, meta: dict[str, Any]) -> tuple[str, pydicom.Dataset | None]:
-    """(output stem, DICOM header or None): mirrored input path, or sanitised DICOM tags."""
-    header = None
-    if is_dicom_record(meta) and (cfg.layout == "dicom-tags" or "dicom-seg" in cfg.formats):
-        header = pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
+def case_stem(cfg: OutputConfig, meta: dict[str, Any], header: pydicom.Dataset | None = None) -> str:
+    """The output stem of a case: its mirrored input path, or (``dicom-tags`` layout, DICOM
+    records) ``PatientID/StudyInstanceUID/SeriesInstanceUID/SOPInstanceUID``, sanitised.
+
+    The identifiers come from the record. A record of a dataset written by an older segops
+    lacks them: they come from ``header`` then, read from ``source_uri`` when not given.
+    """
     frame = int(meta["frame"])
-    if cfg.layout == "dicom-tags" and header is not None:
-        stem = dicom_tag_stem(
-            header.get("PatientID"),
-            header.get("StudyInstanceUID"),
-            header.get("SeriesInstanceUID"),
-            header.get("SOPInstanceUID"),
-            frame,
-        )
+    if cfg.layout != "dicom-tags" or not is_dicom_record(meta):
+        return mirror_stem(str(meta["rel_path"]), frame)
+    if all(name in meta for name in DICOM_ID_COLUMNS):
+        ids = [meta[name] for name in DICOM_ID_COLUMNS]
     else:
-        stem = mirror_stem(str(meta["rel_path"]), frame)
-    return stem, header
+        header = header if header is not None else pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
+        ids = [header.get(k) for k in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    return dicom_tag_stem(*ids, frame)
 
 
 def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:

@@ -1,14 +1,68 @@
-"""Per-case reports (Parquet + CSV) and their summary metrics."""
+"""The per-case result row of inference (defined once here), the reports built from it (Parquet +
+CSV) and their summary metrics."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
+from segops.data.records import RECORD_SCHEMA
 from segops.metrics import summarize
 from segops.outputs.atomic import atomic_write, atomic_write_bytes
+
+#: Record columns every result row carries over; the problem columns among them make a failed
+#: case's row its quarantine row (:data:`segops.data.records.QUARANTINE_COLUMNS`).
+RESULT_RECORD_COLUMNS = (
+    "case_id",
+    "group_id",
+    "source_uri",
+    "rel_path",
+    "frame",
+    "modality",
+    "has_label",
+    "label_uri",
+    "status",
+    "stage",
+    "error_type",
+    "error",
+    "transfer_syntax",
+)
+#: Per-image matched-instance scores at IoU >= 0.5 (instance models; NaN for semantic ones).
+INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
+_NAN = float("nan")
+#: What inference adds to a case's row: (name, Arrow type, value until written or scored).
+_RESULT_FIELDS = (
+    ("mask_path", pa.string(), ""),
+    ("seg_path", pa.string(), ""),
+    ("instance_path", pa.string(), ""),
+    ("coco_path", pa.string(), ""),
+    ("mask_sha256", pa.string(), ""),
+    ("model", pa.string(), ""),  # the model's digest (OutputConfig.model_digest)
+    ("fg_fraction", pa.float64(), _NAN),
+    ("label_fg_fraction", pa.float64(), _NAN),
+    ("dice", pa.float64(), _NAN),
+    ("iou", pa.float64(), _NAN),
+    ("dice_per_class", pa.string(), ""),  # JSON {class: Dice}
+    ("pixel_error", pa.float64(), _NAN),
+    ("rand_error", pa.float64(), _NAN),  # NaN unless the step sets boundary_class
+    *((name, pa.float64(), _NAN) for name in INSTANCE_COLUMNS),
+    ("eval_json", pa.string(), ""),  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
+)
+#: The per-case result row of inference: one row per input, in the parts and in ``results``.
+RESULT_SCHEMA = pa.schema(
+    [RECORD_SCHEMA.field(name) for name in RESULT_RECORD_COLUMNS] + [(name, kind) for name, kind, _ in _RESULT_FIELDS]
+)
+RESULT_COLUMNS = tuple(RESULT_SCHEMA.names)
+
+
+def result_defaults(model: str) -> dict[str, Any]:
+    """The inference columns of a case's result row before anything is written or scored."""
+    return {name: value for name, _, value in _RESULT_FIELDS} | {"model": model}
+
 
 #: One row per labelled input.
 REPORT_COLUMNS = (
@@ -28,8 +82,6 @@ REPORT_COLUMNS = (
 )
 #: Scores added after the first release: NaN where a resumed run's earlier parts lack them.
 OPTIONAL_SCORES = ("pixel_error", "rand_error")
-#: Added to the report for instance models: per-image matching at IoU ≥ 0.5.
-INSTANCE_REPORT_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
 #: One row per input that got a mask, labelled or not.
 OUTPUT_COLUMNS = (
     "case_id",
@@ -71,7 +123,7 @@ def build_report(results: pd.DataFrame, val_groups: set[str] | None, instances: 
     for column in OPTIONAL_SCORES:  # absent from result parts written by an older segops (resumed runs)
         if column not in df.columns:
             df[column] = float("nan")
-    columns = list(REPORT_COLUMNS) + (list(INSTANCE_REPORT_COLUMNS) if instances else [])
+    columns = list(REPORT_COLUMNS) + (list(INSTANCE_COLUMNS) if instances else [])
     return df[columns].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 
 

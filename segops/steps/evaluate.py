@@ -23,12 +23,11 @@ from segops.data.records import STATUS_OK
 from segops.engine.checkpoint import load_checkpoint
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
-from segops.outputs.case_outputs import OutputConfig
+from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
 from segops.outputs.reports import write_table
 from segops.outputs.storage import join
 from segops.steps.context import RunContext
-from segops.steps.model_refs import checkpoint_for
-from segops.steps.segment import checkpoint_digest
+from segops.steps.model_refs import checkpoint_for, step_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +56,7 @@ def _champion_ref(step: EvaluateStep, ctx: RunContext) -> str | None:
 
 
 def _challenger(step: EvaluateStep, ctx: RunContext) -> tuple[Path, dict[str, str]]:
-    if step.challenger is not None:
-        return checkpoint_for(step.challenger, ctx, "challenger-model")
-    if "checkpoint" not in ctx.state:
-        raise StepError("evaluate: no challenger given and no train step before this one")
-    identity = {"ref": str(ctx.state["checkpoint"])}
-    if "registered" in ctx.state:
-        name, version = ctx.state["registered"]
-        identity |= {"name": name, "version": str(version), "uri": f"models:/{name}/{version}"}
-    return Path(ctx.state["checkpoint"]), identity
+    return step_checkpoint(step.challenger, ctx, "evaluate", "challenger-model", role="challenger")
 
 
 def _held_out(step: EvaluateStep, read_cpus: float):

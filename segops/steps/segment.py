@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -15,42 +14,29 @@ import pyarrow.dataset as pads
 
 from segops.cluster.datasets import read_dataset, read_source, take_records
 from segops.cluster.infer import segment_dataset, size_actor_pool
+from segops.cluster.label_check import check_dataset_labels, check_source_labels
 from segops.config.schema import DatasetSource, SegmentStep
-from segops.data.decode import decode_file
 from segops.data.labels import read_mask_png
-from segops.data.records import STATUS_FAILED, STATUS_OK
+from segops.data.records import STATUS_FAILED, STATUS_OK, quarantine_table
 from segops.data.transforms import prepare_image
-from segops.engine.checkpoint import WEIGHTS_FILE, LoadedModel, load_checkpoint
+from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.instance_eval import entries_ap
-from segops.errors import StepError
+from segops.errors import DecodeError, StepError
 from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
-from segops.outputs.case_outputs import OutputConfig
-from segops.outputs.overlays import overlay_rgb
+from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
+from segops.outputs.overlays import decode_case, overlay_rgb
 from segops.outputs.reports import build_outputs, build_report, report_metrics, split_column, write_table
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
-from segops.steps.ingest import QUARANTINE_COLUMNS, check_dataset_labels, check_source_labels
-from segops.tracking import download_checkpoint, is_model_uri
+from segops.steps.model_refs import step_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def resolve_checkpoint(step: SegmentStep, ctx: RunContext) -> Path:
-    """The checkpoint directory to segment with: the step's ``model`` or the train step's.
-
-    ``models:/name/3``, ``models:/name@champion`` and ``runs:/id/model`` are downloaded from
-    the workflow's tracking server; anything else is a local checkpoint folder.
-    """
-    if step.model is None:
-        return Path(ctx.state["checkpoint"])
-    if is_model_uri(step.model):
-        return download_checkpoint(step.model, ctx.spec.tracking.uri, ctx.run_dir / "model-download")
-    return Path(step.model)
-
-
-def checkpoint_digest(checkpoint: Path) -> str:
-    """Content hash of the weights: identifies the model in outputs and the manifest."""
-    return hashlib.sha256((checkpoint / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+def resolve_checkpoint(step: SegmentStep, ctx: RunContext) -> tuple[Path, dict[str, str]]:
+    """The checkpoint folder to segment with and its identity: the step's ``model`` (a folder or a
+    model URI; ``models:/name@alias`` is pinned to the version it points at) or the train step's."""
+    return step_checkpoint(step.model, ctx, "segment", "model-download")
 
 
 def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
@@ -60,7 +46,7 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     sub = () if index == 0 else (f"segment-{index}",)
     root, node_root = ctx.run_dir.joinpath(*sub), ctx.node_dir(*sub)  # tables here; actors write there
     artifact_dir = "segment" if index == 0 else f"segment{index}"
-    checkpoint = resolve_checkpoint(step, ctx)
+    checkpoint, _ = resolve_checkpoint(step, ctx)
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
     instance = loaded.model_spec.task == "instance"
     _check_model_fits_step(step, loaded)
@@ -120,9 +106,9 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
         coco_path = write_coco_results(ok, step.segments, loaded.model_spec.classes, root / "coco_results.json")
         outputs["coco_results"] = str(coco_path)
         ctx.tracker.log_artifact(coco_path, artifact_dir)
-    bad = results[results["status"] != STATUS_OK]
+    bad = quarantine_table(results)
     if len(bad):
-        qpath, qcsv = write_table(bad[QUARANTINE_COLUMNS].reset_index(drop=True), root / "segment-quarantine")
+        qpath, qcsv = write_table(bad, root / "segment-quarantine")
         outputs["quarantine"] = str(qpath)
         ctx.tracker.log_artifact(qcsv, artifact_dir)
     ctx.tracker.log_metrics({key.replace("segment_", f"{artifact_dir}_", 1): v for key, v in metrics.items()})
@@ -273,8 +259,10 @@ def _records(picks: pd.DataFrame, step: SegmentStep, ctx: RunContext) -> list[di
         return [found.get(cid) for cid in picks["case_id"]]
     out = []
     for row in picks.to_dict("records"):
-        rows = decode_file(row["source_uri"], row["rel_path"], source)
-        out.append(next((r for r in rows if r["case_id"] == row["case_id"] and r["status"] == STATUS_OK), None))
+        try:
+            out.append(decode_case(row["source_uri"], row["rel_path"], row["case_id"], source))
+        except DecodeError:
+            out.append(None)  # no longer decodes: no overlay for this case
     return out
 
 

@@ -12,15 +12,16 @@ import pandas as pd
 
 from segops.cluster.datasets import dataset_digest, read_dataset
 from segops.cluster.fingerprint import write_model_fingerprint
+from segops.cluster.label_check import check_labels_fit
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import SplitSpec, TrainStep
+from segops.data.records import STATUS_OK, dataset_meta
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.train import select_metric
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.storage import join
 from segops.steps.context import RunContext
-from segops.steps.ingest import check_labels_fit, dataset_meta
 from segops.steps.model_refs import checkpoint_for, pin
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def _labelled_cases(datasets: list[Path]) -> tuple[pd.DataFrame, list[list[str]]
     parts, excluded, seen = [], [], set()
     for path in datasets:
         meta = dataset_meta(path)
-        labelled = meta[(meta["status"] == "ok") & meta["has_label"]]
+        labelled = meta[(meta["status"] == STATUS_OK) & meta["has_label"]]
         dup = labelled["case_id"].isin(seen)
         excluded.append(labelled.loc[dup, "case_id"].tolist())
         parts.append(labelled[~dup].assign(dataset=str(path)))

@@ -3,13 +3,17 @@
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
+import pytest
 import torch
 
-from segops.cluster.infer import RESULT_COLUMNS, _Segmenter, read_parts
+from segops.cluster.infer import _Segmenter, read_parts
 from segops.config.schema import PreprocessSpec, SlidingWindowSpec, UNetSpec, ZScoreIntensity
+from segops.data.labels import read_mask_png
 from segops.engine.checkpoint import save_checkpoint
 from segops.models import build_model
 from segops.outputs.case_outputs import OutputConfig
+from segops.outputs.reports import RESULT_COLUMNS, RESULT_SCHEMA
 
 
 def _batch(images: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -32,6 +36,12 @@ def _batch(images: list[np.ndarray]) -> dict[str, np.ndarray]:
         "image": np.array(images + [None], dtype=object)[:-1],
         "label": np.array([np.ones(img.shape[1:], np.uint8) for img in images] + [None], dtype=object)[:-1],
     }
+
+
+def _dice_against_all_ones(fg_fraction: float) -> float:
+    """Dice of a prediction covering ``fg_fraction`` of the pixels against a label of all ones:
+    2|P|/(|P| + N) = 2f/(f + 1)."""
+    return 2 * fg_fraction / (fg_fraction + 1)
 
 
 def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
@@ -57,9 +67,13 @@ def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path
     assert out["error_type"][1] == "ShapeError" and "2 channel" in out["error"][1]
     assert out["mask_path"][1] == "" and Path(out["mask_path"][0]).is_file()
     assert out["mask_sha256"][0] == out["mask_sha256"][2] and len(out["mask_sha256"][0]) == 64
-    assert set(out["model"]) == {"digest"} and 0 <= out["dice"][0] <= 1
+    assert set(out["model"]) == {"digest"} and np.isnan(out["dice"][1])
+    fg = float((read_mask_png(out["mask_path"][0], (12, 12)) > 0).mean())
+    assert out["fg_fraction"][0] == fg and out["dice"][0] == pytest.approx(_dice_against_all_ones(fg))
     parts = read_parts(tmp_path / "parts")
     assert list(parts.columns) == list(RESULT_COLUMNS) and sorted(parts["case_id"]) == ["c0", "c1", "c2"]
+    (part,) = (tmp_path / "parts").glob("part-*.parquet")
+    assert pq.read_schema(part).remove_metadata() == RESULT_SCHEMA
     actor(_batch([good]))  # the same case again (a retried batch) is recorded once
     assert len(read_parts(tmp_path / "parts")) == 3
 
@@ -86,8 +100,9 @@ def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_pa
         "source_uris": np.array([[]], dtype=object),
     }
     out = actor(batch)
-    assert list(out["status"]) == ["ok"] and 0 <= out["dice"][0] <= 1  # one 3D Dice for the volume
     nifti = nib.load(out["mask_path"][0])
     assert out["mask_path"][0].endswith(".nii.gz") and nifti.shape == (24, 20, 6)  # (x, y, z) of a (Z, H, W) mask
+    fg = float((np.asarray(nifti.dataobj) > 0).mean())
+    assert list(out["status"]) == ["ok"] and out["dice"][0] == pytest.approx(_dice_against_all_ones(fg))  # one 3D Dice
     out = actor(_batch([volume[:, 0]]))  # a slice record: the segment step refuses this up front
     assert list(out["status"]) == ["failed"] and "takes volumes of shape (C, Z, H, W)" in out["error"][0]

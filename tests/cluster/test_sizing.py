@@ -40,3 +40,13 @@ def test_explicit_pool_settings_win() -> None:
 )
 def test_use_gpu_resolution(flag, resources, expected) -> None:
     assert resolve_use_gpu(flag, resources) is expected
+
+
+def test_one_cpu_reserve_rule_with_each_callers_minimum() -> None:
+    from segops.cluster.runtime import INFER_MIN_RESERVE, TRAIN_MIN_RESERVE, cpu_reserve
+
+    assert (TRAIN_MIN_RESERVE, INFER_MIN_RESERVE) == (1.0, 0.5)
+    assert [cpu_reserve(c, TRAIN_MIN_RESERVE) for c in (2.0, 10.0, 32.0)] == [1.0, 1.0, 3.2]
+    assert [cpu_reserve(c, INFER_MIN_RESERVE) for c in (2.0, 5.0, 32.0)] == [0.5, 0.5, 3.2]
+    assert worker_cpus(1, None, {"CPU": 32.0}) == 28.0  # floor(32 - 3.2)
+    assert worker_cpus(2, None, {"CPU": 2.0}) == 0.5  # (2 - 1) / 2

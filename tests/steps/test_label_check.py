@@ -20,9 +20,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from segops.cluster.label_check import check_dataset_labels
 from segops.config import validate_workflow_text
 from segops.errors import LabelValueError
-from segops.steps.ingest import check_dataset_labels
 
 from ..data.test_label_census import antialiased_mask
 
@@ -190,8 +190,8 @@ def test_threshold_gives_a_binary_census_and_no_warning(photos: dict, caplog: py
 def test_segment_source_masks_are_checked_without_decoding_images(photos: dict) -> None:
     """A segment step that decodes a folder as it goes reads its mask files alone first."""
     from segops.cluster.datasets import mask_label_rows
+    from segops.cluster.label_check import check_source_labels
     from segops.config.schema import ImageSource
-    from segops.steps.ingest import check_source_labels
 
     labels = {"kind": "mask-png", "path": photos["root"] / "labels"}
     source = ImageSource(kind="images", path=photos["root"] / "images", labels=labels)
@@ -211,8 +211,8 @@ def test_segment_source_class_masks_of_instance_pngs_are_checked(photos: dict, t
     """Instance-png labels whose classes sit in class masks (``classes_pattern``) are checked from
     those masks alone before any actor starts: a class the model lacks fails, naming the file."""
     from segops.cluster.datasets import mask_label_rows
+    from segops.cluster.label_check import check_source_labels
     from segops.config.schema import ImageSource
-    from segops.steps.ingest import check_source_labels
 
     (tmp_path / "instances").mkdir()
     (tmp_path / "classes").mkdir()

@@ -1,0 +1,72 @@
+"""Datasets written through Ray (ingest's records, volume records) have the record layout of
+:data:`segops.data.records.RECORD_SCHEMA`, column for column and type for type."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pydicom
+import pytest
+
+from segops.cluster.datasets import _stack_group, read_source, write_dataset, write_volumes
+from segops.config.schema import DicomSource, MaskPngLabels
+from segops.data.decode import decode_file
+from segops.data.records import DICOM_ID_COLUMNS, META_COLUMNS, PIXEL_COLUMNS, RECORD_SCHEMA, dataset_meta
+
+_VOLUME_COLUMNS = ("slices", "spacing_z", "affine", "source_uris")
+
+
+def _source(ct_archive: Path) -> DicomSource:
+    return DicomSource(
+        kind="dicom", path=ct_archive / "images", labels=MaskPngLabels(kind="mask-png", path=ct_archive / "labels")
+    )
+
+
+def _series_batch(ct_archive: Path, drop: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The decoded rows of series-000 as the numpy batch map_groups hands :func:`_stack_group`."""
+    source = _source(ct_archive)
+    files = sorted((ct_archive / "images" / "series-000").glob("*.dcm"))
+    rows = [row for f in files for row in decode_file(str(f), f"series-000/{f.name}", source)]
+    names = [c for c in (*META_COLUMNS, *PIXEL_COLUMNS) if c not in drop]
+    return {c: np.array([r[c] for r in rows] + [None], dtype=object)[:-1] for c in names}
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_volume_rows_have_the_record_layout_with_or_without_identifiers(ct_archive: Path, old: bool) -> None:
+    batch = _series_batch(ct_archive, drop=DICOM_ID_COLUMNS if old else ())
+    uid = str(batch["group_id"][0])
+    order = {uid: list(batch["case_id"])}
+    table = _stack_group(batch, order, {uid: {"spacing_z": 2.0, "affine": np.eye(4).ravel().tolist()}})
+    assert table.schema.names == [*META_COLUMNS, *_VOLUME_COLUMNS, *PIXEL_COLUMNS]
+    assert table.select(list(META_COLUMNS)).schema == RECORD_SCHEMA
+    row = table.select(list(META_COLUMNS)).to_pylist()[0]
+    header = pydicom.dcmread(ct_archive / "images" / "series-000" / "slice-0000.dcm", stop_before_pixels=True)
+    expected = ["", "", "", ""] if old else [header.PatientID, header.StudyInstanceUID, header.SeriesInstanceUID, ""]
+    assert [row[c] for c in DICOM_ID_COLUMNS] == expected
+    assert (row["case_id"], row["channels"], row["has_label"], row["instance_number"]) == (uid, 1, True, -1)
+    assert table.column("slices").to_pylist() == [6]
+    assert (row["height"], row["width"]) == batch["image"][0].shape[1:] == (header.Rows, header.Columns)
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_ingest_writes_the_record_schema_and_volumes_keep_it(ct_archive: Path, tmp_path: Path) -> None:
+    dataset = tmp_path / "dataset"
+    write_dataset(read_source(_source(ct_archive)), dataset)
+    schema = pads.dataset(str(dataset), format="parquet").schema
+    assert schema.names == [*META_COLUMNS, *PIXEL_COLUMNS]
+    for field in RECORD_SCHEMA:
+        assert schema.field(field.name).type == field.type, field.name
+    meta = dataset_meta(dataset)
+    assert len(meta) == 18 and meta["patient_id"].str.startswith("SYNTH").all()
+    assert (meta["series_uid"] == meta["group_id"]).all() and (meta["instance_uid"] == meta["case_id"]).all()
+
+    first = meta.sort_values("rel_path").groupby("group_id")["case_id"].apply(list).to_dict()
+    geometry = {uid: {"spacing_z": 2.0, "affine": np.eye(4).ravel().tolist()} for uid in first}
+    write_volumes(dataset, first, geometry, tmp_path / "volumes")
+    volumes = pads.dataset(str(tmp_path / "volumes"), format="parquet")
+    assert volumes.schema.names == [*META_COLUMNS, *_VOLUME_COLUMNS, *PIXEL_COLUMNS]
+    for field in RECORD_SCHEMA:
+        assert volumes.schema.field(field.name).type == field.type, field.name
+    rows = volumes.to_table(columns=["case_id", "series_uid", "slices"]).to_pylist()
+    assert sorted((r["case_id"], r["series_uid"], r["slices"]) for r in rows) == sorted((u, u, 6) for u in first)
