@@ -38,12 +38,12 @@ from segops.config.schema import (
     ClusterSpec,
     DicomSource,
     PreprocessSpec,
-    SlidingWindowSpec,
     UNetSpec,
     WindowIntensity,
 )  # noqa: E402
 from segops.data.decode import decode_file, list_source_files  # noqa: E402
 from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
+from segops.engine.cases import InferenceSettings  # noqa: E402
 from segops.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from segops.engine.predict import predict_masks  # noqa: E402
 from segops.models import build_model  # noqa: E402
@@ -132,7 +132,7 @@ def check_same_masks(plain: Path, *others: Path) -> None:
 def segops_segment(source: DicomSource, checkpoint: Path, out: Path, resources: dict) -> int:
     pool = size_actor_pool(ActorPoolSpec(), resources)
     config = OutputConfig(str(out), ("png",), "mirror", {1: "lesion"}, 2, "bench")
-    options = {"amp": True, "sliding": SlidingWindowSpec().model_dump(mode="json")}
+    options = InferenceSettings()  # amp, default sliding window
     run = segment_dataset(
         read_source(source, streaming=True, num_cpus=pool.read_cpus),
         checkpoint,

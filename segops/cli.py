@@ -84,33 +84,36 @@ def run(
 
 
 def _print_summary(result) -> None:
-    from segops.metrics import HEADLINE_METRICS
+    import pandas as pd
 
-    if "census" in result.state:
+    from segops.metrics import HEADLINE_METRICS
+    from segops.steps.results import IngestResult, SegmentResult, TrainResult
+
+    ingest, train, segment = (result.latest(kind) for kind in (IngestResult, TrainResult, SegmentResult))
+    if ingest is not None and "census" in ingest.tables:
         from segops.data.census import census_summary
 
-        summary = census_summary(result.state["census"], weight="records")
+        summary = census_summary(pd.read_parquet(ingest.tables["census"]), weight="records")
         out.print(census_rich_table(summary, "census of ingested records (every shape: census.parquet)"))
     title = f"run {result.run_id}" + (" (resumed)" if result.resumed else "")
     table = Table(title=title, show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
     table.add_row("run folder", str(result.run_dir))
-    state = result.state
-    if "checkpoint" in state:
-        table.add_row("checkpoint", str(state["checkpoint"]))
-    if "model_uri" in state:
-        table.add_row("registered model", state["model_uri"])
-    if "report" in state:
-        root = Path(state["report"]).parent
+    if train is not None:
+        table.add_row("checkpoint", str(train.checkpoint))
+        if train.model_uri is not None:
+            table.add_row("registered model", train.model_uri)
+    if segment is not None:
+        root = segment.report.parent
         for folder in ("masks", "segs"):
             if (root / folder).is_dir():
                 table.add_row(folder, str(root / folder))
-        if "://" in state.get("outputs_root", ""):
-            table.add_row("outputs (masks, SEGs)", state["outputs_root"])
-        table.add_row("report", str(state["report"]))
+        if "://" in segment.outputs_root:
+            table.add_row("outputs (masks, SEGs)", segment.outputs_root)
+        table.add_row("report", str(segment.report))
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
-    metrics = state.get("metrics", {})
+    metrics = segment.metrics if segment is not None else {}
     # foreground Dice first: on mostly empty data the plain mean is high even for a model that predicts nothing
     for key in (k for k in HEADLINE_METRICS if k.startswith("segment_")):
         if key in metrics:

@@ -13,20 +13,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from segops.config.load import apply_tracking_env, spec_hash
 from segops.config.schema import WorkflowSpec
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.manifest import RunManifest, StepState, read_manifest
 
+if TYPE_CHECKING:
+    from segops.steps.results import StepResult
+
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
 class StepImpl:
-    run: Callable[[Any, Any], dict[str, Any]]
-    restore: Callable[[Any, dict[str, Any], Any], None]  # put a finished step's outputs back in ctx.state
+    run: Callable[[Any, Any], StepResult]
+    reload: Callable[[Any, dict[str, Any], Any], StepResult]  # a finished step's result from its manifest outputs
 
 
 def _step_registry() -> dict[str, StepImpl]:
@@ -34,20 +38,24 @@ def _step_registry() -> dict[str, StepImpl]:
     from segops.steps import evaluate, ingest, promote, segment, train
 
     modules = {"ingest": ingest, "train": train, "segment": segment, "evaluate": evaluate, "promote": promote}
-    return {name: StepImpl(m.run, m.restore) for name, m in modules.items()}
+    return {name: StepImpl(m.run, m.reload) for name, m in modules.items()}
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a run put things."""
+    """Where a run put things: each step's typed result (``results``) and its manifest outputs."""
 
     run_id: str
     run_dir: Path
     mlflow_run_id: str
     tracking_uri: str
     outputs: list[dict[str, Any]]
-    state: dict[str, Any]
+    results: tuple[StepResult, ...]
     resumed: bool = False
+
+    def latest(self, kind: type[R]) -> R | None:
+        """The result of the run's last step of this kind, or None."""
+        return next((r for r in reversed(self.results) if isinstance(r, kind)), None)
 
 
 def run_id_for(spec: WorkflowSpec, new_run: bool = False) -> str:
@@ -104,7 +112,7 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
         impl, state = registry[step.step], manifest.steps[index]
         if state.state == "done":
             log.info("step %d/%d: %s already done", index + 1, len(spec.steps), step.step)
-            impl.restore(step, state.outputs, ctx)
+            ctx.results.append(impl.reload(step, state.outputs, ctx))
             outputs.append(state.outputs)
             continue
         log.info("step %d/%d: %s", index + 1, len(spec.steps), step.step)
@@ -115,10 +123,13 @@ def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: 
             manifest.step_failed(index, exc)
             tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
-        manifest.step_done(index, result)
-        outputs.append(result)
+        ctx.results.append(result)
+        manifest.step_done(index, result.to_manifest())
+        outputs.append(result.to_manifest())
     if manifest.state != "done":
         manifest.run_done()
         tracker.log_artifact(run_dir / "manifest.json", "workflow")
         tracker.end("FINISHED")
-    return RunResult(run_id, run_dir, manifest.mlflow_run_id or "", spec.tracking.uri, outputs, ctx.state, resumed)
+    return RunResult(
+        run_id, run_dir, manifest.mlflow_run_id or "", spec.tracking.uri, outputs, tuple(ctx.results), resumed
+    )

@@ -1,22 +1,18 @@
 """The run summary: foreground Dice first, and a warning when the model predicted no foreground."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from segops.cli import _print_summary
+from segops.steps.results import SegmentResult
+from segops.workflows import RunResult
 
 
-def _result(metrics: dict[str, float]) -> SimpleNamespace:
-    return SimpleNamespace(
-        run_id="r1",
-        resumed=False,
-        run_dir=Path("runs/r1"),
-        state={"metrics": metrics},
-        mlflow_run_id="m1",
-        tracking_uri="sqlite:///mlruns.db",
-    )
+def _result(metrics: dict[str, float]) -> RunResult:
+    root = Path("runs/r1")
+    segment = SegmentResult(root / "outputs.parquet", root / "report.parquet", "d1", root, str(root), metrics)
+    return RunResult("r1", root, "m1", "sqlite:///mlruns.db", [segment.to_manifest()], (segment,))
 
 
 def test_summary_leads_with_foreground_dice_and_warns_on_empty_predictions(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ from segops.cli import app
 from segops.config.load import load_workflow, validate_workflow_text
 from segops.data.fingerprint import Fingerprint
 from segops.errors import LabelValueError
+from segops.steps.results import SegmentResult, TrainResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -92,16 +93,18 @@ def test_planned_workflow_learns_the_rare_defects(parts: Path, monkeypatch: pyte
     assert spec.steps[0].source.labels.threshold == 128
     run = run_workflow(spec, out.read_text())
 
-    report = pd.read_parquet(Path(run.state["report"]))
+    report = pd.read_parquet(run.latest(SegmentResult).report)
     heldout_defects = report[(report["split"] == "val") & (report["label_fg_fraction"] > 0)]
     assert len(heldout_defects) >= 3
     assert heldout_defects["dice"].mean() >= 0.6, heldout_defects[["rel_path", "dice", "fg_fraction"]]
-    assert run.state["metrics"]["segment_heldout_fg_dice_mean"] == pytest.approx(heldout_defects["dice"].mean())
+    assert run.latest(SegmentResult).metrics["segment_heldout_fg_dice_mean"] == pytest.approx(
+        heldout_defects["dice"].mean()
+    )
 
-    stored = Fingerprint.from_json((Path(run.state["checkpoint"]) / "fingerprint.json").read_text())
+    stored = Fingerprint.from_json((run.latest(TrainResult).checkpoint / "fingerprint.json").read_text())
     assert stored.n_labelled == 80
     artifacts = {a.path for a in MlflowClient(run.tracking_uri).list_artifacts(run.mlflow_run_id, "train")}
     assert "train/fingerprint.json" in artifacts
     mlflow.set_tracking_uri(run.tracking_uri)
-    model = mlflow.pyfunc.load_model(run.state["model_uri"])  # the extra file in the model folder is ignored
+    model = mlflow.pyfunc.load_model(run.latest(TrainResult).model_uri)  # the extra file in the model folder is ignored
     assert model.predict(np.zeros((1, 1, 64, 48), np.float32)).shape == (1, 64, 48)

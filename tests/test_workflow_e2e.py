@@ -24,6 +24,7 @@ from segops.data.labels import read_mask_png
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.outputs.manifest import load_manifest
+from segops.steps.results import TrainResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -98,7 +99,7 @@ def test_rerunning_a_finished_workflow_changes_nothing(run, archive: dict) -> No
     again = run_workflow(validate_workflow_text(_e2e_text(archive)))
     assert again.resumed and again.run_dir == run.run_dir and again.mlflow_run_id == run.mlflow_run_id
     assert {p: p.stat().st_mtime_ns for p in (run.run_dir / "masks").rglob("*.png")} == before
-    assert again.state["model_uri"] == run.state["model_uri"] and again.state["report"] == run.state["report"]
+    assert again.results == run.results
     client = MlflowClient(run.tracking_uri)
     assert (
         len(
@@ -188,7 +189,7 @@ def test_registered_model_loads_and_predicts_like_the_checkpoint(run, archive: d
     ds = pydicom.dcmread(next((archive["images"] / "series-000").glob("slice-*.dcm")))
     hu = (ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)).astype(np.float32)
     masks = model.predict(hu[None, None])
-    expected = predict_masks(load_checkpoint(run.state["checkpoint"]), [hu[None]])[0]
+    expected = predict_masks(load_checkpoint(run.latest(TrainResult).checkpoint), [hu[None]])[0]
     assert masks.shape == (1, *hu.shape) and masks.dtype == np.uint8
     np.testing.assert_array_equal(masks[0], expected)
 

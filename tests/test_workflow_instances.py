@@ -22,6 +22,7 @@ from pycocotools.coco import COCO
 
 from segops.config import validate_workflow_text
 from segops.instance_metrics import decode_rle, mask_ap
+from segops.steps.results import TrainResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -180,6 +181,6 @@ def test_registered_model_predicts_instance_label_maps(run, archive: dict) -> No
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1")
     image = _read(archive["summary"].images / "scene-0000.png").astype(np.float32)
     maps = model.predict(image[None, None])
-    expected = predict_label_maps(load_checkpoint(run.state["checkpoint"]), [image[None]])[0]
+    expected = predict_label_maps(load_checkpoint(run.latest(TrainResult).checkpoint), [image[None]])[0]
     assert maps.shape == (1, 64, 64) and maps.dtype == np.int32
     np.testing.assert_array_equal(maps[0], expected)

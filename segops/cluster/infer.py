@@ -10,7 +10,6 @@ duplicating an output (same case → same path, written by rename).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -28,24 +27,13 @@ from ray.data.expressions import col
 from tqdm.auto import tqdm
 
 from segops.cluster.runtime import INFER_MIN_RESERVE, cpu_reserve
-from segops.config.schema import ActorPoolSpec, SlidingWindowSpec
-from segops.data.instances import class_map
+from segops.config.schema import ActorPoolSpec
 from segops.data.records import DICOM_ID_COLUMNS, STATUS_FAILED, STATUS_OK, failure_fields
+from segops.engine.cases import InferenceSettings, Prediction, case_result, predict_batch
 from segops.engine.checkpoint import load_checkpoint
-from segops.engine.detect import instance_label_map, predict_instances
-from segops.engine.instance_eval import case_instance_scores, eval_entry
-from segops.engine.predict import predict_masks
-from segops.instance_metrics import coco_results
-from segops.metrics import case_scores, rand_error
 from segops.outputs.atomic import atomic_write
-from segops.outputs.case_outputs import OutputConfig, write_case_outputs, write_instance_outputs, write_volume_outputs
-from segops.outputs.reports import (
-    INSTANCE_COLUMNS,
-    RESULT_COLUMNS,
-    RESULT_RECORD_COLUMNS,
-    RESULT_SCHEMA,
-    result_defaults,
-)
+from segops.outputs.case_outputs import OutputConfig, write_case_result
+from segops.outputs.reports import RESULT_COLUMNS, RESULT_RECORD_COLUMNS, RESULT_SCHEMA, result_defaults
 from segops.outputs.storage import is_uri, join, list_files, open_storage
 
 log = logging.getLogger(__name__)
@@ -108,16 +96,24 @@ def size_actor_pool(spec: ActorPoolSpec, resources: dict[str, float]) -> PoolSiz
 
 
 class _Segmenter:
-    """Actor: holds one model; called once per batch of records."""
+    """Actor: holds one model; called once per batch of records.
 
-    def __init__(self, checkpoint_dir: str, outputs: OutputConfig, parts_dir: str, options: dict[str, Any]):
-        torch.set_num_threads(options["torch_threads"])
+    It only batches: each case's prediction, class map and scores come from :mod:`segops.engine.cases`,
+    its files from the :mod:`segops.outputs` writers; the actor records the batch's part (for resume).
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str,
+        outputs: OutputConfig,
+        parts_dir: str,
+        settings: InferenceSettings,
+        torch_threads: int = 1,
+    ):
+        torch.set_num_threads(torch_threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.loaded = load_checkpoint(checkpoint_dir, self.device)
-        self.outputs, self.parts_dir = outputs, parts_dir
-        self.amp, self.sliding = options["amp"], SlidingWindowSpec.model_validate(options["sliding"])
-        self.instance = self.loaded.model_spec.task == "instance"
-        self.boundary_class: int | None = options.get("boundary_class")
+        self.outputs, self.parts_dir, self.settings = outputs, parts_dir, settings
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -126,83 +122,46 @@ class _Segmenter:
         extra = [k for k in ("affine", "source_uris", *DICOM_ID_COLUMNS) if k in batch]
         rows = [{k: batch[k][i] for k in (*RESULT_RECORD_COLUMNS, *extra)} for i in range(n)]
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
-        masks = self._predict(batch, ok, rows)
+        predictions = self._predict(batch, ok, rows)
         for i, row in enumerate(rows):
             row |= result_defaults(self.outputs.model_digest)
-            if i in masks:
-                self._finish_case(row, masks[i], batch["label"][i])
+            if i in predictions:
+                label = batch["label"][i] if bool(row["has_label"]) else None
+                self._finish_case(row, predictions[i], label)
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
         write_part(self.parts_dir, table, RESULT_SCHEMA)
         table["infer_seconds"] = (time.perf_counter() - start) / max(n, 1)
         return {k: table[k].to_numpy() for k in table.columns}
 
-    def _predict(self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]) -> dict[int, Any]:
+    def _predict(
+        self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]
+    ) -> dict[int, Prediction]:
         """Predictions for the ``ok`` rows; a case that fails on its own is marked failed, not fatal."""
         try:
-            return {i: mask for i, mask in zip(ok, self._masks([batch["image"][i] for i in ok]))}
+            images = [batch["image"][i] for i in ok]
+            return dict(zip(ok, predict_batch(self.loaded, images, self.settings, self.device)))
         except Exception:  # find the culprit(s): retry one by one
-            masks = {}
+            predictions = {}
             for i in ok:
                 try:
-                    (masks[i],) = self._masks([batch["image"][i]])
+                    (predictions[i],) = predict_batch(self.loaded, [batch["image"][i]], self.settings, self.device)
                 except Exception as exc:
                     rows[i] |= failure_fields(STATUS_FAILED, "segment", exc)
-            return masks
+            return predictions
 
-    def _masks(self, images: list[np.ndarray]) -> list[Any]:
-        """(C, H, W) images → (H, W) masks (or InstancePredictions); (C, Z, H, W) volumes → (Z, H, W):
-        whole, through the 3D sliding window, with a 3D model; slice by slice with a 2D one."""
-        if self.instance:
-            return predict_instances(self.loaded, images, self.device, self.amp)
-        if not images or images[0].ndim == 3 or self.loaded.model_spec.spatial_dims == 3:
-            return predict_masks(self.loaded, images, self.device, self.amp, self.sliding)
-        return [
-            np.stack(
-                predict_masks(self.loaded, [v[:, z] for z in range(v.shape[1])], self.device, self.amp, self.sliding)
-            )
-            for v in images
-        ]
-
-    def _finish_case(self, row: dict[str, Any], pred: Any, label: np.ndarray) -> None:
+    def _finish_case(self, row: dict[str, Any], prediction: Prediction, label: np.ndarray | None) -> None:
+        """Score the case, write its outputs, fill its row; a failure fails the case, not the batch."""
         try:
-            if self.instance:
-                mask = self._write_instances(row, pred)
-            else:
-                mask = pred
-                row |= (write_volume_outputs if mask.ndim == 3 else write_case_outputs)(self.outputs, row, mask)
+            result = case_result(prediction, label, self.settings, self.outputs.classes)
+        except Exception as exc:  # e.g. a label whose shape is not the image's
+            row |= failure_fields(STATUS_FAILED, "score", exc)
+            return
+        try:
+            row |= write_case_result(self.outputs, row, result)
         except Exception as exc:  # e.g. a SEG highdicom refuses: the case is failed, the batch goes on
             row |= failure_fields(STATUS_FAILED, "write", exc)
             return
-        row["fg_fraction"] = float((mask > 0).mean())
-        if not bool(row["has_label"]):
-            return
-        truth = class_map(label) if self.instance else label
-        scores = case_scores(mask, truth, self.outputs.classes)
-        row |= {
-            "label_fg_fraction": float((truth > 0).mean()),
-            "dice": scores["dice"],
-            "iou": scores["iou"],
-            "dice_per_class": json.dumps({c: scores[f"dice_{c}"] for c in range(1, self.outputs.classes)}),
-            "pixel_error": scores["pixel_error"],
-        }
-        if self.boundary_class is not None:
-            row["rand_error"] = rand_error(mask, truth, self.boundary_class)
-        if self.instance:
-            matched = case_instance_scores(pred.masks, pred.classes, label)
-            row |= {k: float(matched[k]) for k in INSTANCE_COLUMNS if k in matched}
-            entry = eval_entry(0, pred.masks, pred.scores, pred.classes, label)  # image id given by the driver
-            row["eval_json"] = json.dumps(entry, separators=(",", ":"))
-
-    def _write_instances(self, row: dict[str, Any], pred: Any) -> np.ndarray:
-        """Write an instance case's outputs; returns its class map (for the semantic scores)."""
-        label_map = instance_label_map(pred, pred.masks.shape[-2:])  # masks are (N, H, W), N may be 0
-        results = [
-            {k: v for k, v in r.items() if k != "image_id"}
-            for r in coco_results(0, pred.masks, pred.scores, pred.classes)
-        ]
-        row |= write_instance_outputs(self.outputs, row, label_map, results)
-        row["n_instances"] = float(len(pred.scores))
-        return class_map(label_map)
+        row |= result.row_fields()
 
 
 def bound_in_flight(ds: ray.data.Dataset, pool: PoolSize) -> None:
@@ -258,12 +217,12 @@ def segment_dataset(
     parts_dir: str | Path,
     pool: PoolSize,
     batch_size: int,
-    options: dict[str, Any],
+    settings: InferenceSettings,
     total: int | None = None,
 ) -> SegmentRun:
     """Segment every row of ``ds`` not already recorded in ``parts_dir``.
 
-    ``options``: ``amp`` (bool) and ``sliding`` (a SlidingWindowSpec as dict).
+    ``settings`` cross to the actors as they are (frozen, picklable).
     """
     done = read_parts(parts_dir)
     if len(done):
@@ -271,12 +230,7 @@ def segment_dataset(
         ds = ds.filter(expr=~col("case_id").is_in(done["case_id"].tolist()), num_cpus=pool.read_cpus)
     results = ds.map_batches(
         _Segmenter,
-        fn_constructor_args=(
-            str(checkpoint_dir),
-            outputs,
-            str(parts_dir),
-            options | {"torch_threads": pool.torch_threads},
-        ),
+        fn_constructor_args=(str(checkpoint_dir), outputs, str(parts_dir), settings, pool.torch_threads),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),

@@ -12,7 +12,7 @@ from segops.config.schema import SlidingWindowSpec
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
-from segops.engine.precision import autocast  # also importable from here (engine.train)
+from segops.engine.precision import autocast
 from segops.errors import ShapeError
 
 

@@ -19,7 +19,8 @@ from segops.config.schema import AugmentSpec, PreprocessSpec
 from segops.data.augment import Augmenter
 from segops.data.transforms import prepare_image, random_patch
 from segops.engine.checkpoint import LoadedModel
-from segops.engine.predict import autocast, predict_masks
+from segops.engine.precision import autocast
+from segops.engine.predict import predict_masks
 from segops.metrics import case_scores
 
 

@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from segops.data.instances import class_map, instance_id_map
 from segops.data.records import DICOM_ID_COLUMNS
+from segops.engine.cases import CaseResult
 from segops.engine.checkpoint import WEIGHTS_FILE
 from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
@@ -178,3 +179,12 @@ def _seg(cfg: OutputConfig, sources: list, masks: np.ndarray, series_uid: str, s
         series_uid=generate_uid(entropy_srcs=["segops-seg-series", series_uid, cfg.model_digest]),
         sop_uid=generate_uid(entropy_srcs=[*sop_key, cfg.model_digest]),
     )
+
+
+def write_case_result(cfg: OutputConfig, meta: dict[str, Any], result: CaseResult) -> dict[str, str]:
+    """Write a case's outputs with the writer for its kind (instances, volume, image); their row fields."""
+    if result.label_map is not None:
+        return write_instance_outputs(cfg, meta, result.label_map, list(result.detections))
+    if result.class_map.ndim == 3:
+        return write_volume_outputs(cfg, meta, result.class_map)
+    return write_case_outputs(cfg, meta, result.class_map)

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from segops.data.records import RECORD_SCHEMA
+from segops.engine.cases import MATCH_SCORES
 from segops.metrics import summarize
 from segops.outputs.atomic import atomic_write, atomic_write_bytes
 
@@ -32,7 +33,7 @@ RESULT_RECORD_COLUMNS = (
     "transfer_syntax",
 )
 #: Per-image matched-instance scores at IoU >= 0.5 (instance models; NaN for semantic ones).
-INSTANCE_COLUMNS = ("n_instances", "tp", "fp", "fn", "matched_dice", "matched_iou")
+INSTANCE_COLUMNS = ("n_instances", *MATCH_SCORES)
 _NAN = float("nan")
 #: What inference adds to a case's row: (name, Arrow type, value until written or scored).
 _RESULT_FIELDS = (

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from segops.config.schema import WorkflowSpec
 from segops.outputs.storage import join
+from segops.steps.results import StepResult
 from segops.tracking import RunTracker
+
+R = TypeVar("R", bound=StepResult)
 
 
 @dataclass
 class RunContext:
-    """The run being executed and what earlier steps produced.
-
-    ``state`` keys set by steps: ``source`` and ``dataset`` (ingest), ``checkpoint``,
-    ``model_uri`` and ``val_groups`` (train), ``report`` and ``metrics`` (segment).
-    """
+    """The run being executed and the typed results of the steps done so far (in step order,
+    whether run now or reloaded from the manifest of a resumed run)."""
 
     spec: WorkflowSpec
     spec_hash: str
@@ -25,7 +25,15 @@ class RunContext:
     run_dir: Path
     tracker: RunTracker
     resources: dict[str, float]
-    state: dict[str, Any] = field(default_factory=dict)
+    results: list[StepResult] = field(default_factory=list)
+
+    def latest(self, kind: type[R]) -> R | None:
+        """The result of the last step of this kind done so far, or None."""
+        return next((r for r in reversed(self.results) if isinstance(r, kind)), None)
+
+    def count(self, kind: type[StepResult]) -> int:
+        """How many steps of this kind are done so far."""
+        return sum(isinstance(r, kind) for r in self.results)
 
     def node_dir(self, *parts: str) -> str | Path:
         """Where inference actors write (case outputs and result parts): ``<cluster.storage>/

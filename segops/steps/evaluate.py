@@ -20,6 +20,7 @@ from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.compare import Comparison, compare
 from segops.config.schema import DatasetSource, EvaluateStep
 from segops.data.records import STATUS_OK
+from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import load_checkpoint
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
@@ -28,6 +29,7 @@ from segops.outputs.reports import write_table
 from segops.outputs.storage import join
 from segops.steps.context import RunContext
 from segops.steps.model_refs import checkpoint_for, step_checkpoint
+from segops.steps.results import EvaluateResult, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ CASE_COLUMNS = (
 def _champion_ref(step: EvaluateStep, ctx: RunContext) -> str | None:
     if step.champion is not None:
         return step.champion
-    name = ctx.state.get("registered", (ctx.spec.tracking.registered_model, None))[0]
+    train = ctx.latest(TrainResult)
+    name = train.registered[0] if train is not None and train.registered else ctx.spec.tracking.registered_model
     if name is None:
         return None
     return f"models:/{name}@champion" if ctx.tracker.alias_version(name, "champion") else None
@@ -71,10 +74,10 @@ def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Pa
     root = ctx.node_dir("evaluate", role)
     config = OutputConfig(str(root), ("png",), "mirror", {}, loaded.model_spec.classes, checkpoint_digest(checkpoint))
     pool = size_actor_pool(step.actors, ctx.resources)
-    options = {"amp": True, "sliding": {}}
+    settings = InferenceSettings()  # EvaluateStep sets no amp / sliding_window: the segment step's defaults
     log.info("evaluating the %s on the held-out set", role)
     run_ = segment_dataset(
-        _held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, options
+        _held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, settings
     )
     results = run_.results
     cases = results[(results["status"] == STATUS_OK) & results["has_label"].astype(bool)]
@@ -98,7 +101,7 @@ def _check_no_leakage(cases: pd.DataFrame, ctx: RunContext) -> None:
         )
 
 
-def run(step: EvaluateStep, ctx: RunContext) -> dict[str, Any]:
+def run(step: EvaluateStep, ctx: RunContext) -> EvaluateResult:
     out_dir = ctx.run_dir / "evaluate"
     challenger_path, challenger_id = _challenger(step, ctx)
     champion_ref = _champion_ref(step, ctx)
@@ -117,15 +120,15 @@ def run(step: EvaluateStep, ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_artifact(csv, "evaluate")
         ctx.tracker.log_artifact(out_dir / f"{role}_cases.parquet", "evaluate")
     evaluation = {"champion": champion_id, "challenger": challenger_id, "held_out": str(step.source.path)}
-    metrics = _compare(step, ctx, tables, evaluation)
-    return {"evaluation": evaluation, "cases": len(tables["challenger"])} | metrics
+    metrics, comparison = _compare(step, ctx, tables, evaluation)
+    return EvaluateResult(evaluation, len(tables["challenger"]), metrics, comparison)
 
 
 def _compare(
     step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame], evaluation: dict
-) -> dict[str, float]:
-    """Compare (when there is a champion), write and log the evidence, keep it for promote;
-    returns the metrics logged."""
+) -> tuple[dict[str, float], Comparison | None]:
+    """Compare (when there is a champion), write and log the evidence; returns the metrics logged
+    and the comparison (for promote)."""
     out_dir = ctx.run_dir / "evaluate"
     comparison = _comparison(step, ctx, tables)
     summary: dict[str, Any] = {"evaluation": evaluation}
@@ -142,8 +145,7 @@ def _compare(
     ctx.tracker.log_artifact(path, "evaluate")
     metrics = _metrics(tables, comparison)
     ctx.tracker.log_metrics(metrics)
-    ctx.state |= {"evaluation": evaluation, "comparison": comparison}
-    return metrics
+    return metrics, comparison
 
 
 def _comparison(step: EvaluateStep, ctx: RunContext, tables: dict[str, pd.DataFrame]) -> Comparison | None:
@@ -168,12 +170,14 @@ def _metrics(tables: dict[str, pd.DataFrame], comparison: Comparison | None) -> 
     return metrics
 
 
-def restore(step: EvaluateStep, outputs: dict[str, Any], ctx: RunContext) -> None:
-    """Rebuild the comparison from the stored per-case tables (same seed: same numbers)."""
+def reload(step: EvaluateStep, outputs: dict[str, Any], ctx: RunContext) -> EvaluateResult:
+    """A finished evaluation's result; the comparison is rebuilt from the stored per-case tables
+    (same seed: same numbers)."""
     out_dir = ctx.run_dir / "evaluate"
     tables = {
         role: pd.read_parquet(out_dir / f"{role}_cases.parquet")
         for role in ("champion", "challenger")
         if (out_dir / f"{role}_cases.parquet").exists()
     }
-    ctx.state |= {"evaluation": outputs["evaluation"], "comparison": _comparison(step, ctx, tables)}
+    metrics = {k: float(v) for k, v in outputs.items() if k.startswith("evaluate_")}
+    return EvaluateResult(outputs["evaluation"], int(outputs["cases"]), metrics, _comparison(step, ctx, tables))

@@ -9,7 +9,6 @@ values against their model (:mod:`segops.cluster.label_check`) before any worker
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,13 +22,14 @@ from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, d
 from segops.data.series import assemble_series, series_table, volume_affine
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
+from segops.steps.results import IngestResult
 
 log = logging.getLogger(__name__)
 
 CENSUS_KEYS = ["modality", "transfer_syntax", "photometric", "channels", "height", "width"]
 
 
-def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
+def run(step: IngestStep, ctx: RunContext) -> IngestResult:
     dataset_dir = ctx.run_dir / "dataset"
     write_dataset(read_source(step.source), dataset_dir)
     meta = dataset_meta(dataset_dir)
@@ -41,7 +41,7 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
     if step.source.labels is not None:
         tables["unmatched-labels"] = unmatched_labels(step, ok)
         tables["labels"] = labels_table(step, ok)
-    outputs: dict[str, Any] = {"dataset": str(dataset_dir)}
+    volumes = None
     if isinstance(step.source, DicomSource) and not ok.empty:
         series = assemble_series(ok)
         tables["series"] = series_table(series)
@@ -56,21 +56,20 @@ def run(step: IngestStep, ctx: RunContext) -> dict[str, Any]:
                 )
                 geometry[s.series_uid] = {"spacing_z": s.spacing, "affine": affine.ravel().tolist()}
             write_volumes(dataset_dir, {s.series_uid: s.case_ids for s in regular}, geometry, ctx.run_dir / "volumes")
-            outputs["volumes"] = str(ctx.run_dir / "volumes")
-            ctx.state["volumes"] = ctx.run_dir / "volumes"
+            volumes = ctx.run_dir / "volumes"
+    paths = {}
     for name, table in tables.items():
         parquet, csv = write_table(table, ctx.run_dir / name)
-        outputs[name] = str(parquet)
+        paths[name] = parquet
         ctx.tracker.log_artifact(csv, "ingest")
 
     metrics = ingest_metrics(meta, tables)
     ctx.tracker.log_metrics(metrics)
     if len(tables["quarantine"]):
         log.warning(
-            "%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), outputs["quarantine"]
+            "%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), paths["quarantine"]
         )
-    ctx.state |= {"source": step.source, "dataset": dataset_dir, "census": tables["census"]}
-    return outputs | metrics
+    return IngestResult(step.source, dataset_dir, paths, volumes, metrics)
 
 
 def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[str, float]:
@@ -118,12 +117,6 @@ def unmatched_labels(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"label_uri": unmatched})
 
 
-def restore(step: IngestStep, outputs: dict[str, Any], ctx: RunContext) -> None:
-    """Put a finished ingest's dataset back in the run context (resume)."""
-    ctx.state |= {
-        "source": step.source,
-        "dataset": Path(outputs["dataset"]),
-        "census": pd.read_parquet(outputs["census"]),
-    }
-    if "volumes" in outputs:
-        ctx.state["volumes"] = Path(outputs["volumes"])
+def reload(step: IngestStep, outputs: dict[str, Any], ctx: RunContext) -> IngestResult:
+    """A finished ingest's result, from its manifest outputs (resume)."""
+    return IngestResult.from_manifest(outputs, step.source)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from segops.errors import StepError
 from segops.steps.context import RunContext
+from segops.steps.results import TrainResult
 from segops.tracking import download_checkpoint, is_model_uri
 
 #: What a reference resolves to: ``ref`` as written and the ``uri`` used to fetch it; registered
@@ -67,14 +68,14 @@ def trained_checkpoint(ctx: RunContext, step: str, role: str = "model") -> tuple
     Raises:
         StepError: no train step ran before ``step`` (the message names the ``role`` not given).
     """
-    if "checkpoint" not in ctx.state:
+    train = ctx.latest(TrainResult)
+    if train is None:
         raise StepError(f"{step}: no {role} given and no train step before this one")
-    path = Path(ctx.state["checkpoint"])
-    identity = {"ref": str(path)}
-    if "registered" in ctx.state:
-        name, version = ctx.state["registered"]
+    identity = {"ref": str(train.checkpoint)}
+    if train.registered is not None:
+        name, version = train.registered
         identity |= {"name": name, "version": str(version), "uri": f"models:/{name}/{version}"}
-    return path, identity
+    return train.checkpoint, identity
 
 
 def step_checkpoint(

@@ -17,14 +17,16 @@ from segops.config.schema import PromoteStep
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
 from segops.steps.context import RunContext
+from segops.steps.results import EvaluateResult, PromoteResult
 
 log = logging.getLogger(__name__)
 
 
-def run(step: PromoteStep, ctx: RunContext) -> dict[str, Any]:
-    if "evaluation" not in ctx.state:
+def run(step: PromoteStep, ctx: RunContext) -> PromoteResult:
+    evaluated = ctx.latest(EvaluateResult)
+    if evaluated is None:
         raise StepError("promote needs an evaluate step before it")
-    evaluation, comparison = ctx.state["evaluation"], ctx.state.get("comparison")
+    evaluation, comparison = evaluated.evaluation, evaluated.comparison
     challenger = evaluation["challenger"]
     if "version" not in challenger:
         raise StepError("promote: the challenger is not a registered model version (set register_model: true)")
@@ -75,13 +77,10 @@ def run(step: PromoteStep, ctx: RunContext) -> dict[str, Any]:
     tracker.log_artifact(path, "promote")
     tracker.log_metrics({"promote_passed": float(decision.passed)})
     tracker.set_tags({"segops.promotion": "promoted" if decision.passed else "rejected"})
-    return {
-        "passed": decision.passed,
-        "reasons": decision.reasons,
-        "model": f"models:/{name}/{version}",
-        "champion": f"models:/{name}/{record['champion_after']}" if record["champion_after"] else None,
-    }
+    champion = f"models:/{name}/{record['champion_after']}" if record["champion_after"] else None
+    return PromoteResult(decision.passed, tuple(decision.reasons), f"models:/{name}/{version}", champion)
 
 
-def restore(step: PromoteStep, outputs: dict[str, Any], ctx: RunContext) -> None:
-    """Nothing later steps need: the decision is in the registry and the run's artifacts."""
+def reload(step: PromoteStep, outputs: dict[str, Any], ctx: RunContext) -> PromoteResult:
+    """A finished promotion's decision, from its manifest outputs (the registry holds the rest)."""
+    return PromoteResult.from_manifest(outputs)

@@ -19,6 +19,7 @@ from segops.config.schema import DatasetSource, SegmentStep
 from segops.data.labels import read_mask_png
 from segops.data.records import STATUS_FAILED, STATUS_OK, quarantine_table
 from segops.data.transforms import prepare_image
+from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.instance_eval import entries_ap
 from segops.errors import DecodeError, StepError
@@ -29,6 +30,7 @@ from segops.outputs.reports import build_outputs, build_report, report_metrics, 
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
 from segops.steps.model_refs import step_checkpoint
+from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,12 @@ def resolve_checkpoint(step: SegmentStep, ctx: RunContext) -> tuple[Path, dict[s
     return step_checkpoint(step.model, ctx, "segment", "model-download")
 
 
-def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
+def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     # the first segment step writes into the run folder; a k-th one into segment-<k>/, and its
     # MLflow metrics and artifacts are named segment<k>, so no step overwrites another's
-    index = ctx.state.get("segments_done", 0)
+    index = ctx.count(SegmentResult)
+    train = ctx.latest(TrainResult)
+    val_groups = None if train is None else set(train.val_groups)
     sub = () if index == 0 else (f"segment-{index}",)
     root, node_root = ctx.run_dir.joinpath(*sub), ctx.node_dir(*sub)  # tables here; actors write there
     artifact_dir = "segment" if index == 0 else f"segment{index}"
@@ -63,13 +67,9 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     config = OutputConfig(
         str(node_root), tuple(step.outputs), step.layout, dict(step.segments), loaded.model_spec.classes, digest
     )
-    options = {
-        "amp": step.amp,
-        "sliding": step.sliding_window.model_dump(mode="json"),
-        "boundary_class": step.boundary_class,
-    }
+    settings = InferenceSettings.from_step(step)
     run_ = segment_dataset(
-        ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, options, total
+        ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, settings, total
     )
     stale = sum(remove_stale_temps(join(node_root, d)) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
     if stale:
@@ -78,7 +78,7 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     results = run_.results
     ok = results[results["status"] == STATUS_OK]
     outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
-    report = build_report(ok, ctx.state.get("val_groups"), instances=instance)
+    report = build_report(ok, val_groups, instances=instance)
     report_path, report_csv = write_table(report, root / "report")
     metrics = {
         "segment_outputs": float(len(ok)),
@@ -97,19 +97,14 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
             len(ok),
         )
     if instance:
-        metrics |= {
-            f"segment_{k}": v
-            for k, v in mask_ap_metrics(ok, ctx.state.get("val_groups"), loaded.model_spec.classes).items()
-        }
-    outputs: dict[str, Any] = {"outputs": str(outputs_path), "report": str(report_path), "model_digest": digest}
+        metrics |= {f"segment_{k}": v for k, v in mask_ap_metrics(ok, val_groups, loaded.model_spec.classes).items()}
+    coco_path = qpath = None
     if "coco-rle" in step.outputs:
         coco_path = write_coco_results(ok, step.segments, loaded.model_spec.classes, root / "coco_results.json")
-        outputs["coco_results"] = str(coco_path)
         ctx.tracker.log_artifact(coco_path, artifact_dir)
     bad = quarantine_table(results)
     if len(bad):
         qpath, qcsv = write_table(bad, root / "segment-quarantine")
-        outputs["quarantine"] = str(qpath)
         ctx.tracker.log_artifact(qcsv, artifact_dir)
     ctx.tracker.log_metrics({key.replace("segment_", f"{artifact_dir}_", 1): v for key, v in metrics.items()})
     for path in (report_csv, report_path, outputs_csv):
@@ -117,8 +112,7 @@ def run(step: SegmentStep, ctx: RunContext) -> dict[str, Any]:
     overlay_dir = write_overlays(report, step, ctx, loaded, root / "overlays", step.overlays)
     if overlay_dir is not None:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
-    ctx.state |= {"report": report_path, "metrics": metrics, "segments_done": index + 1, "outputs_root": str(node_root)}
-    return outputs | {"root": str(root), "outputs_root": str(node_root)} | metrics
+    return SegmentResult(outputs_path, report_path, digest, root, str(node_root), metrics, coco_path, qpath)
 
 
 def empty_prediction_fraction(fg_fractions: pd.Series) -> float:
@@ -194,15 +188,17 @@ def write_coco_results(results: pd.DataFrame, segments: dict[int, str], classes:
     return atomic_write_text(path, text)
 
 
-def restore(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> None:
-    """Put a finished segment step's report and metrics back in the run context (resume)."""
-    metrics = {k: v for k, v in outputs.items() if k.startswith("segment_")}
-    ctx.state |= {
-        "report": Path(outputs["report"]),
-        "metrics": metrics,
-        "segments_done": ctx.state.get("segments_done", 0) + 1,
-        "outputs_root": outputs.get("outputs_root", outputs.get("root", "")),
-    }
+def reload(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> SegmentResult:
+    """A finished segment step's result (tables, outputs root, metrics) from its manifest outputs."""
+    return SegmentResult.from_manifest(outputs)
+
+
+def _ingested(ctx: RunContext) -> IngestResult:
+    """The ingest step's result, for a segment step without a source of its own."""
+    ingest = ctx.latest(IngestResult)
+    if ingest is None:
+        raise StepError("segment has no source and no ingest step before it")
+    return ingest
 
 
 def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_spec: Any):
@@ -211,16 +207,16 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
     Label values are checked against ``model_spec.classes`` first: a dataset's from its label
     census columns, a folder source's from its masks alone or the classes its labels declare."""
     if step.records == "volumes" and step.source is None:
-        if "volumes" not in ctx.state:
+        path = _ingested(ctx).volumes
+        if path is None:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
-        path = ctx.state["volumes"]
     elif isinstance(step.source, DatasetSource):
         path = step.source.path
     elif step.source is not None:
         check_source_labels(step.source, model_spec.classes, model_spec.task == "instance")  # before any actor starts
         return read_source(step.source, streaming=True, num_cpus=read_cpus), None  # bad files become rows
     else:
-        path = ctx.state["dataset"]
+        path = _ingested(ctx).dataset
     check_dataset_labels(path, model_spec.classes, model_spec.task == "instance")  # before any actor starts
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
     return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK)
@@ -254,7 +250,7 @@ def _records(picks: pd.DataFrame, step: SegmentStep, ctx: RunContext) -> list[di
     """Pixels and labels of a few cases: re-read from the dataset, or re-decoded from the source."""
     source = step.source
     if source is None or isinstance(source, DatasetSource):
-        dataset = source.path if source is not None else ctx.state["dataset"]
+        dataset = source.path if source is not None else _ingested(ctx).dataset
         found = {r["case_id"]: r for r in take_records(dataset, picks["case_id"].tolist())}
         return [found.get(cid) for cid in picks["case_id"]]
     out = []

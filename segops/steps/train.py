@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from segops.outputs.atomic import atomic_write_text
 from segops.outputs.storage import join
 from segops.steps.context import RunContext
 from segops.steps.model_refs import checkpoint_for, pin
+from segops.steps.results import IngestResult, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def split_groups(groups: list[str], split: SplitSpec) -> tuple[list[str], list[s
     return train, val
 
 
-def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
+def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
     check_labels_fit(labelled, step.model.classes, step.model.task == "instance")  # in seconds, before any worker
@@ -119,14 +121,7 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
     tracker.log_artifact(
         write_model_fingerprint(datasets[0], outcome.checkpoint_dir, step.model.task, ctx.spec.seed), "train"
     )
-    ctx.state |= {"checkpoint": outcome.checkpoint_dir, "val_groups": set(val_groups)}
-    outputs: dict[str, Any] = {
-        "checkpoint": str(outcome.checkpoint_dir),
-        "best_epoch": outcome.best_epoch,
-        **best,
-        "select_metric": metric,
-        "parent_model": parent,
-    }
+    result = TrainResult(outcome.checkpoint_dir, frozenset(val_groups), outcome.best_epoch, metric, best, parent)
     if step.register_model:
         name = registered_name(ctx, step)
         example = _model_example(val_ds.take(1)[0]["image"], step)
@@ -136,13 +131,8 @@ def run(step: TrainStep, ctx: RunContext) -> dict[str, Any]:
             "segops.workflow": ctx.spec.name,
         }
         registered = tracker.log_model(outcome.checkpoint_dir, name, example, version_tags=tags)
-        ctx.state |= {"model_uri": registered.model_uri, "registered": (registered.name, registered.version)}
-        outputs |= {
-            "model_uri": registered.model_uri,
-            "registered_name": registered.name,
-            "registered_version": registered.version,
-        }
-    return outputs
+        result = replace(result, registered=(registered.name, registered.version), model_uri=registered.model_uri)
+    return result
 
 
 def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, float]]:
@@ -166,14 +156,17 @@ def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, f
 
 def _ingested(step: TrainStep, ctx: RunContext) -> Path:
     """The ingest step's slice dataset, or for a 3D model its volume dataset."""
+    ingest = ctx.latest(IngestResult)
+    if ingest is None:
+        raise StepError("train needs an ingest step before it")
     if step.model.spatial_dims == 2:
-        return Path(ctx.state["dataset"])
-    if "volumes" not in ctx.state:
+        return ingest.dataset
+    if ingest.volumes is None:
         raise StepError(
             "model.spatial_dims: 3 trains on volume records, but the ingest step wrote none "
             "(no DICOM series with regular geometry: see its series table)"
         )
-    return Path(ctx.state["volumes"])
+    return ingest.volumes
 
 
 def _model_example(image: np.ndarray, step: TrainStep) -> np.ndarray:
@@ -277,11 +270,6 @@ def _flat_params(step: TrainStep) -> dict[str, Any]:
     return flat
 
 
-def restore(step: TrainStep, outputs: dict[str, Any], ctx: RunContext) -> None:
-    """Put a finished training's checkpoint, split and model URI back in the run context (resume)."""
-    split = json.loads((ctx.run_dir / "split.json").read_text())
-    ctx.state |= {"checkpoint": Path(outputs["checkpoint"]), "val_groups": set(split["val"])}
-    if "model_uri" in outputs:
-        ctx.state["model_uri"] = outputs["model_uri"]
-    if "registered_name" in outputs:
-        ctx.state["registered"] = (outputs["registered_name"], outputs["registered_version"])
+def reload(step: TrainStep, outputs: dict[str, Any], ctx: RunContext) -> TrainResult:
+    """A finished training's result (checkpoint, split, registered version) from its manifest outputs."""
+    return TrainResult.from_manifest(outputs, ctx.run_dir / "split.json")

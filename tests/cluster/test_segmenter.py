@@ -10,6 +10,7 @@ import torch
 from segops.cluster.infer import _Segmenter, read_parts
 from segops.config.schema import PreprocessSpec, SlidingWindowSpec, UNetSpec, ZScoreIntensity
 from segops.data.labels import read_mask_png
+from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import save_checkpoint
 from segops.models import build_model
 from segops.outputs.case_outputs import OutputConfig
@@ -54,12 +55,7 @@ def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path
         PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16)),
     )
     config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
-    actor = _Segmenter(
-        str(tmp_path / "ckpt"),
-        config,
-        str(tmp_path / "parts"),
-        {"torch_threads": 1, "amp": False, "sliding": SlidingWindowSpec().model_dump()},
-    )
+    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), InferenceSettings(amp=False))
     good = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     bad = np.zeros((2, 12, 12), np.float32)  # two channels: the model takes one, no conversion exists
     out = actor(_batch([good, bad, good.copy()]))
@@ -78,6 +74,21 @@ def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path
     assert len(read_parts(tmp_path / "parts")) == 3
 
 
+def test_a_case_that_cannot_be_scored_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", in_channels=1, channels=(4, 8), strides=(2,), num_res_units=0)
+    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, PreprocessSpec(patch_size=(16, 16)))
+    config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
+    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), InferenceSettings(amp=False))
+    image = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
+    batch = _batch([image, image.copy()])
+    batch["label"][1] = np.ones((10, 12), np.uint8)  # not the image's shape
+    out = actor(batch)
+    assert list(out["status"]) == ["ok", "failed"] and list(out["stage"]) == ["", "score"]
+    assert out["error_type"][1] == "ShapeError" and out["mask_path"][1] == "" and np.isnan(out["fg_fraction"][1])
+    assert len(read_parts(tmp_path / "parts")) == 2
+
+
 def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_path: Path) -> None:
     import nibabel as nib
 
@@ -90,10 +101,8 @@ def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_pa
         PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(4, 16, 16)),
     )
     config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
-    sliding = SlidingWindowSpec(tile_batch=2).model_dump()
-    actor = _Segmenter(
-        str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), {"torch_threads": 1, "amp": False, "sliding": sliding}
-    )
+    settings = InferenceSettings(amp=False, sliding=SlidingWindowSpec(tile_batch=2))
+    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), settings)
     volume = np.random.default_rng(0).normal(size=(1, 6, 20, 24)).astype(np.float32)
     batch = _batch([volume]) | {
         "affine": np.array([np.eye(4).ravel()], dtype=object),

@@ -12,13 +12,14 @@ from segops.config.schema import PreprocessSpec, PromoteStep, TrackingSpec, UNet
 from segops.engine.checkpoint import save_checkpoint
 from segops.models import build_model
 from segops.steps.context import RunContext
+from segops.steps.results import TrainResult
 from segops.tracking import RunTracker
 
 TINY_UNET = UNetSpec(arch="unet", channels=(4, 8), strides=(2,), num_res_units=0)
 TINY_PREPROCESS = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=-160, upper=240), patch_size=(16, 16))
 
 
-def make_context(root: Path, state: dict[str, Any] | None = None, seed: int = 0, run: str = "run") -> RunContext:
+def make_context(root: Path, results: list[Any] | None = None, seed: int = 0, run: str = "run") -> RunContext:
     """A run context whose tracker has started a new run in ``<root>/mlflow.db`` (created on first
     use, shared by later contexts on the same root); run folder ``<root>/<run>``."""
     spec = WorkflowSpec(
@@ -31,7 +32,13 @@ def make_context(root: Path, state: dict[str, Any] | None = None, seed: int = 0,
     run_id = tracker.start(run, {})
     run_dir = root / run
     run_dir.mkdir(parents=True, exist_ok=True)
-    return RunContext(spec, "hash", run_id, run_dir, tracker, {"CPU": 1.0}, dict(state or {}))
+    return RunContext(spec, "hash", run_id, run_dir, tracker, {"CPU": 1.0}, list(results or []))
+
+
+def trained(checkpoint: Path | str, registered: tuple[str, str] | None = None) -> TrainResult:
+    """A train step's result as later steps see it: its checkpoint, and its registered version."""
+    uri = None if registered is None else f"models:/{registered[0]}/{registered[1]}"
+    return TrainResult(Path(checkpoint), frozenset(), 0, "val_dice", {}, None, registered, uri)
 
 
 def tiny_checkpoint(folder: Path, seed: int) -> Path:

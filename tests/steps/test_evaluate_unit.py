@@ -16,7 +16,7 @@ from segops.outputs.reports import write_table
 from segops.steps import evaluate
 from segops.steps.context import RunContext
 
-from .contexts import make_context, tiny_checkpoint
+from .contexts import make_context, tiny_checkpoint, trained
 
 SEED, RESAMPLES = 7, 300
 
@@ -55,7 +55,7 @@ def test_champion_defaults_to_the_registered_models_champion_alias_once_it_exist
     assert evaluate._champion_ref(_step(), ctx) is None  # no registered model named anywhere
     ctx.tracker.client.create_registered_model("liver")
     ctx.tracker.client.create_model_version("liver", source=str(ctx.run_dir), run_id=ctx.run_id)
-    ctx.state["registered"] = ("liver", "1")
+    ctx.results.append(trained(ctx.run_dir, ("liver", "1")))
     assert evaluate._champion_ref(_step(), ctx) is None  # registered, but no champion yet
     ctx.tracker.set_alias("liver", "champion", "1")
     assert evaluate._champion_ref(_step(), ctx) == "models:/liver@champion"
@@ -67,7 +67,7 @@ def test_challenger_is_the_named_model_or_this_runs_registered_model(store: Path
     with pytest.raises(StepError, match=r"^evaluate: no challenger given and no train step before this one$"):
         evaluate._challenger(_step(), ctx)
     folder = tiny_checkpoint(store / "trained", seed=0)
-    ctx.state |= {"checkpoint": str(folder), "registered": ("liver", "4")}
+    ctx.results.append(trained(folder, ("liver", "4")))
     assert evaluate._challenger(_step(), ctx) == (
         folder,
         {"ref": str(folder), "name": "liver", "version": "4", "uri": "models:/liver/4"},
@@ -101,7 +101,7 @@ def test_comparison_metrics_match_numpy_and_a_resumed_run_rebuilds_them(store: P
     for role, table in tables.items():
         write_table(table, ctx.run_dir / "evaluate" / f"{role}_cases")
     evaluation = {"champion": {"ref": "a"}, "challenger": {"ref": "b"}, "held_out": "/held-out"}
-    metrics = evaluate._compare(_step(), ctx, tables, evaluation)
+    metrics, before = evaluate._compare(_step(), ctx, tables, evaluation)
 
     deltas = chall_dice - champ_dice
     means = deltas[np.random.default_rng(SEED).integers(0, 10, size=(RESAMPLES, 10))].mean(axis=1)
@@ -131,16 +131,16 @@ def test_comparison_metrics_match_numpy_and_a_resumed_run_rebuilds_them(store: P
         assert (ctx.run_dir / "evaluate" / f"{name}.csv").is_file()
 
     resumed: RunContext = make_context(store, run="compare", seed=SEED)
-    evaluate.restore(_step(), {"evaluation": evaluation}, resumed)
-    before, after = ctx.state["comparison"], resumed.state["comparison"]
+    reloaded = evaluate.reload(_step(), {"evaluation": evaluation, "cases": 10} | metrics, resumed)
+    after = reloaded.comparison
     assert (after.mean_diff, after.ci_low, after.ci_high) == (before.mean_diff, before.ci_low, before.ci_high)
-    assert resumed.state["evaluation"] == evaluation
+    assert reloaded.evaluation == evaluation and reloaded.cases == 10 and reloaded.metrics == metrics
 
 
 def test_the_challenger_alone_gives_its_means_and_no_comparison(store: Path) -> None:
     dice = np.linspace(0.25, 0.75, 10)
     ctx = make_context(store, run="alone")
-    metrics = evaluate._compare(_step(), ctx, {"challenger": _cases(dice, dice)}, {"champion": None})
+    metrics, comparison = evaluate._compare(_step(), ctx, {"challenger": _cases(dice, dice)}, {"champion": None})
     assert metrics == pytest.approx(
         {
             "evaluate_challenger_dice_mean": 0.5,
@@ -149,5 +149,5 @@ def test_the_challenger_alone_gives_its_means_and_no_comparison(store: Path) -> 
         },
         rel=1e-12,
     )
-    assert ctx.state["comparison"] is None
+    assert comparison is None
     assert json.loads((ctx.run_dir / "evaluate" / "comparison.json").read_text()) == {"evaluation": {"champion": None}}

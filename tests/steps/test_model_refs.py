@@ -12,7 +12,7 @@ from segops.errors import StepError
 from segops.steps.context import RunContext
 from segops.steps.model_refs import checkpoint_for, parse_models_uri, pin, step_checkpoint, trained_checkpoint
 
-from .contexts import make_context, tiny_checkpoint
+from .contexts import make_context, tiny_checkpoint, trained
 
 EXAMPLE = np.zeros((1, 1, 16, 16), np.float32)
 
@@ -93,15 +93,15 @@ def test_folder_version_and_alias_give_the_same_checkpoint_bytes(registry) -> No
 
 def test_trained_checkpoint_names_the_registered_version(registry) -> None:
     ctx, folders = registry
-    ctx.state |= {"checkpoint": str(folders[0])}
+    ctx.results.append(trained(folders[0]))
     try:
         assert trained_checkpoint(ctx, "segment") == (folders[0], {"ref": str(folders[0])})
-        ctx.state["registered"] = ("tiny", "1")
+        ctx.results.append(trained(folders[0], ("tiny", "1")))
         expected = {"ref": str(folders[0]), "name": "tiny", "version": "1", "uri": "models:/tiny/1"}
         assert step_checkpoint(None, ctx, "segment", "unused") == (folders[0], expected)
         assert step_checkpoint("models:/tiny/1", ctx, "segment", "named")[1]["uri"] == "models:/tiny/1"
     finally:
-        ctx.state.clear()
+        ctx.results.clear()
     with pytest.raises(StepError, match=r"^segment: no model given and no train step before this one$"):
         trained_checkpoint(ctx, "segment")
     with pytest.raises(StepError, match=r"^evaluate: no challenger given and no train step before this one$"):

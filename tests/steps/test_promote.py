@@ -15,6 +15,7 @@ from segops.config.schema import PromoteStep
 from segops.errors import StepError
 from segops.steps import promote
 from segops.steps.context import RunContext
+from segops.steps.results import EvaluateResult
 
 from .contexts import make_context
 
@@ -62,7 +63,7 @@ def _context(store: Path, name: str, challenger: pd.DataFrame | None, versions: 
         champion_id = {"ref": f"models:/{name}@champion", "name": name, "version": "1", "uri": f"models:/{name}/1"}
         comparison = compare(_table(CHAMPION_DICE, CHAMPION_DICE, CHAMPION_DICE), challenger, (), 200, 0.95, 0)
     evaluation = {"champion": champion_id, "challenger": challenger_id, "held_out": "/held-out"}
-    ctx.state |= {"evaluation": evaluation, "comparison": comparison}
+    ctx.results.append(EvaluateResult(evaluation, 10, {}, comparison))
     return ctx
 
 
@@ -78,7 +79,12 @@ def _decision(ctx: RunContext) -> dict[str, Any]:
 def test_a_better_challenger_is_promoted_and_the_old_champion_becomes_previous(store: Path) -> None:
     ctx = _context(store, "better", _shifted(0.125, 0.125, 0.125))
     out = promote.run(PromoteStep(step="promote"), ctx)
-    assert out == {"passed": True, "reasons": [], "model": "models:/better/2", "champion": "models:/better/2"}
+    assert out.to_manifest() == {
+        "passed": True,
+        "reasons": [],
+        "model": "models:/better/2",
+        "champion": "models:/better/2",
+    }
     assert _version(ctx, "better", "1")["aliases"] == ["previous"]
     new = _version(ctx, "better", "2")
     assert new["aliases"] == ["champion"]
@@ -105,7 +111,12 @@ def test_a_worse_challenger_is_refused_with_every_failed_check(store: Path) -> N
         "class 1 mean Dice fell 0.625 -> 0.500 (delta -0.125, 4 cases); at most 0.000 drop allowed",
         "class 2 mean Dice fell 0.625 -> 0.500 (delta -0.125, 4 cases); at most 0.000 drop allowed",
     ]
-    assert out == {"passed": False, "reasons": reasons, "model": "models:/worse/2", "champion": "models:/worse/1"}
+    assert out.to_manifest() == {
+        "passed": False,
+        "reasons": reasons,
+        "model": "models:/worse/2",
+        "champion": "models:/worse/1",
+    }
     assert _version(ctx, "worse", "1")["aliases"] == ["champion"]  # nothing moved
     rejected = _version(ctx, "worse", "2")
     assert rejected["aliases"] == []
@@ -121,19 +132,24 @@ def test_a_class_that_drops_refuses_a_challenger_whose_mean_improves(store: Path
     ctx = _context(store, "class-drop", _shifted(0.125, 0.25, -0.125))
     out = promote.run(PromoteStep(step="promote"), ctx)
     reason = "class 2 mean Dice fell 0.625 -> 0.500 (delta -0.125, 4 cases); at most 0.000 drop allowed"
-    assert (out["passed"], out["reasons"]) == (False, [reason])
+    assert (out.passed, out.reasons) == (False, (reason,))
     assert _version(ctx, "class-drop", "1")["aliases"] == ["champion"]
     assert _version(ctx, "class-drop", "2")["tags"]["segops.rejected_reasons"] == reason
     # the same comparison passes a gate that allows that drop
     lenient = PromoteStep.model_validate({"step": "promote", "gate": {"per_class_max_drop": 0.125}})
-    assert promote.run(lenient, ctx)["passed"] is True
+    assert promote.run(lenient, ctx).passed is True
     assert _version(ctx, "class-drop", "2")["aliases"] == ["champion"]
 
 
 def test_the_first_model_is_promoted_without_a_comparison(store: Path) -> None:
     ctx = _context(store, "first", None, versions=1)
     out = promote.run(PromoteStep(step="promote", alias="prod", previous_alias="old"), ctx)
-    assert out == {"passed": True, "reasons": [NO_CHAMPION], "model": "models:/first/1", "champion": "models:/first/1"}
+    assert out.to_manifest() == {
+        "passed": True,
+        "reasons": [NO_CHAMPION],
+        "model": "models:/first/1",
+        "champion": "models:/first/1",
+    }
     assert _version(ctx, "first", "1")["aliases"] == ["prod"]
     assert _version(ctx, "first", "1")["tags"]["segops.replaced_version"] == "none"
     assert (_decision(ctx)["champion_before"], _decision(ctx)["checks"]) == (None, [])
@@ -143,6 +159,8 @@ def test_promote_needs_an_evaluated_registered_challenger(store: Path) -> None:
     ctx = make_context(store, run="unregistered")
     with pytest.raises(StepError, match=r"^promote needs an evaluate step before it$"):
         promote.run(PromoteStep(step="promote"), ctx)
-    ctx.state["evaluation"] = {"champion": None, "challenger": {"ref": "/ckpt"}, "held_out": "/held-out"}
+    ctx.results.append(
+        EvaluateResult({"champion": None, "challenger": {"ref": "/ckpt"}, "held_out": "/held-out"}, 0, {})
+    )
     with pytest.raises(StepError, match=r"the challenger is not a registered model version \(set register_model"):
         promote.run(PromoteStep(step="promote"), ctx)

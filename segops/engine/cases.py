@@ -1,0 +1,194 @@
+"""Per-case inference without Ray: predict a batch, then turn each prediction into a typed case result.
+
+The inference actor (:mod:`segops.cluster.infer`) loads a model once, feeds batches through
+:func:`predict_batch`, gives each case's prediction to :func:`case_result` and hands the
+:class:`CaseResult` to the writers in :mod:`segops.outputs`. Everything a case's row says about its
+mask and scores is decided here, from frozen :class:`InferenceSettings`, so this path is tested
+without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from segops.config.schema import SegmentStep, SlidingWindowSpec
+from segops.data.instances import class_map
+from segops.engine.checkpoint import LoadedModel
+from segops.engine.detect import InstancePrediction, instance_label_map, predict_instances
+from segops.engine.instance_eval import case_instance_scores, eval_entry
+from segops.engine.predict import predict_masks
+from segops.instance_metrics import coco_results
+from segops.metrics import case_scores, rand_error
+
+#: A model's output for one case: an (H, W) or (Z, H, W) uint8 class map, or an image's instances.
+Prediction = np.ndarray | InstancePrediction
+#: Matched-instance scores (IoU ≥ 0.5, class-aware) of a labelled instance case, in row order.
+MATCH_SCORES = ("tp", "fp", "fn", "matched_dice", "matched_iou")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How cases are segmented and scored; built once on the driver, shipped to actors as is.
+
+    Attributes:
+        amp: bfloat16 autocast on CUDA (no effect on CPU).
+        sliding: MONAI sliding-window settings (large 2D images, every 3D volume).
+        boundary_class: class index of boundaries; set, labelled cases get the ISBI 2012 Rand error.
+    """
+
+    amp: bool = True
+    sliding: SlidingWindowSpec = field(default_factory=SlidingWindowSpec)
+    boundary_class: int | None = None
+
+    @classmethod
+    def from_step(cls, step: SegmentStep) -> InferenceSettings:
+        """The settings a ``segment`` step asks for."""
+        return cls(amp=step.amp, sliding=step.sliding_window, boundary_class=step.boundary_class)
+
+
+@dataclass(frozen=True)
+class CaseScores:
+    """Semantic scores of one labelled case against its class-map truth (means over foreground classes)."""
+
+    label_fg_fraction: float
+    dice: float
+    iou: float
+    dice_per_class: dict[int, float]  # class 1..classes-1 → Dice
+    pixel_error: float
+    rand_error: float | None  # None unless InferenceSettings.boundary_class is set
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Everything about one segmented case except where its files go.
+
+    Attributes:
+        class_map: (H, W) or (Z, H, W) uint8 class map, 0 = background.
+        label_map: (H, W) int32 instance label map (class * 1000 + k) of an instance model; else None.
+        detections: an instance case's COCO results (RLE masks, no ``image_id``); empty otherwise.
+        fg_fraction: share of ``class_map`` pixels that are foreground.
+        scores: semantic scores; None for an unlabelled case.
+        matched: :data:`MATCH_SCORES` of a labelled instance case; empty otherwise.
+        eval_entry: a labelled instance case's ground truth and detections as COCO RLE (image id
+            0; the driver renumbers) for mask AP over the whole set; None otherwise.
+    """
+
+    class_map: np.ndarray
+    label_map: np.ndarray | None = None
+    detections: tuple[dict[str, Any], ...] = ()
+    fg_fraction: float = float("nan")
+    scores: CaseScores | None = None
+    matched: dict[str, float] = field(default_factory=dict)
+    eval_entry: dict[str, Any] | None = None
+
+    def row_fields(self) -> dict[str, Any]:
+        """The case's score columns of the result row (:data:`segops.outputs.reports.RESULT_SCHEMA`)."""
+        row: dict[str, Any] = {"fg_fraction": self.fg_fraction}
+        if self.label_map is not None:
+            row["n_instances"] = float(len(self.detections))
+        if self.scores is not None:
+            s = self.scores
+            row |= {
+                "label_fg_fraction": s.label_fg_fraction,
+                "dice": s.dice,
+                "iou": s.iou,
+                "dice_per_class": json.dumps(s.dice_per_class),
+                "pixel_error": s.pixel_error,
+            }
+            if s.rand_error is not None:
+                row["rand_error"] = s.rand_error
+        row |= self.matched
+        if self.eval_entry is not None:
+            row["eval_json"] = json.dumps(self.eval_entry, separators=(",", ":"))
+        return row
+
+
+def predict_batch(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    settings: InferenceSettings,
+    device: torch.device | None = None,
+) -> list[Prediction]:
+    """One prediction per image, same order.
+
+    Args:
+        images: (C, H, W) images or (C, Z, H, W) volumes, float32 as decoded. A volume goes whole
+            through the 3D sliding window with a 3D model, slice by slice with a 2D one.
+        device: where the model is; default the device of its parameters.
+
+    Returns:
+        (H, W) uint8 class maps ((Z, H, W) per volume), or :class:`InstancePrediction` from an
+        instance model.
+    """
+    if device is None:
+        device = next(loaded.model.parameters()).device
+    if loaded.model_spec.task == "instance":
+        return list(predict_instances(loaded, images, device, settings.amp))
+    if not images or images[0].ndim == 3 or loaded.model_spec.spatial_dims == 3:
+        return predict_masks(loaded, images, device, settings.amp, settings.sliding)
+    return [
+        np.stack(predict_masks(loaded, [v[:, z] for z in range(v.shape[1])], device, settings.amp, settings.sliding))
+        for v in images
+    ]
+
+
+def case_result(
+    prediction: Prediction, label: np.ndarray | None, settings: InferenceSettings, classes: int
+) -> CaseResult:
+    """Class map, encodings and scores of one case.
+
+    Args:
+        prediction: from :func:`predict_batch`.
+        label: the case's truth, None when it has none: a class map of ``prediction``'s shape, or
+            an (H, W) instance label map for an instance prediction.
+        classes: the model's number of classes, background included.
+    """
+    if isinstance(prediction, InstancePrediction):
+        return _instance_result(prediction, label, settings, classes)
+    return CaseResult(
+        class_map=prediction,
+        fg_fraction=float((prediction > 0).mean()),
+        scores=None if label is None else _scores(prediction, label, settings, classes),
+    )
+
+
+def _instance_result(
+    pred: InstancePrediction, label: np.ndarray | None, settings: InferenceSettings, classes: int
+) -> CaseResult:
+    """An instance case: its detections are COCO-encoded once, for its outputs and for mask AP."""
+    label_map = instance_label_map(pred, pred.masks.shape[-2:])  # masks are (N, H, W), N may be 0
+    mask = class_map(label_map)
+    if label is None:
+        dt = coco_results(0, pred.masks, pred.scores, pred.classes)
+        entry, matched = None, {}
+    else:
+        entry = eval_entry(0, pred.masks, pred.scores, pred.classes, label)  # image id given by the driver
+        dt = entry["dt"]
+        scores = case_instance_scores(pred.masks, pred.classes, label)
+        matched = {k: float(scores[k]) for k in MATCH_SCORES}
+    return CaseResult(
+        class_map=mask,
+        label_map=label_map,
+        detections=tuple({k: v for k, v in r.items() if k != "image_id"} for r in dt),
+        fg_fraction=float((mask > 0).mean()),
+        scores=None if label is None else _scores(mask, class_map(label), settings, classes),
+        matched=matched,
+        eval_entry=entry,
+    )
+
+
+def _scores(mask: np.ndarray, truth: np.ndarray, settings: InferenceSettings, classes: int) -> CaseScores:
+    scores = case_scores(mask, truth, classes)
+    return CaseScores(
+        label_fg_fraction=float((truth > 0).mean()),
+        dice=scores["dice"],
+        iou=scores["iou"],
+        dice_per_class={c: scores[f"dice_{c}"] for c in range(1, classes)},
+        pixel_error=scores["pixel_error"],
+        rand_error=None if settings.boundary_class is None else rand_error(mask, truth, settings.boundary_class),
+    )
