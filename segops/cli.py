@@ -440,9 +440,5 @@ def audit_run(
         _print_report(report, reader, no_log, f"audit-run-{ref.run_id[:8]}", tags)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

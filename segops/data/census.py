@@ -17,6 +17,7 @@ from segops.data.dicom import non_image_problem, sop_class_name, sop_class_uid
 from segops.data.dicom_integrity import pixel_bytes_in_file, pixel_data_problem
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
 from segops.data.sop_classes import is_non_image_class
+from segops.errors import DecodeError
 
 
 def header_row(path: str, rel_path: str, source: DicomSource | ImageSource) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _dicom_header(path: str, row: dict[str, Any]) -> None:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
         offset, head = fp.tell(), fp.read(12)  # dcmread stopped at the Pixel Data element, if any
     if not any(k in ds for k in ("SOPClassUID", "SOPInstanceUID", "Modality")):
-        raise ValueError("not a DICOM file")
+        raise DecodeError("not a DICOM file")
     meta = getattr(ds, "file_meta", None)
     row |= {
         "modality": str(getattr(ds, "Modality", "") or "OT"),
@@ -100,7 +101,7 @@ def _image_header(path: str, row: dict[str, Any]) -> None:
                 "frames": int(getattr(img, "n_frames", 1)),
             }
     except UnidentifiedImageError as exc:
-        raise ValueError(f"not an image: {exc}") from exc
+        raise DecodeError(f"not an image: {exc}") from exc
 
 
 SUMMARY_KEYS = ["modality", "transfer_syntax", "photometric", "channels"]

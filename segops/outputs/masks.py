@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from segops.errors import ShapeError
 from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.layout import mirror_stem
 
@@ -39,7 +40,9 @@ def write_mask_png(out_root: str | Path, rel: str, mask: np.ndarray, classes: in
 def encode_instance_png(instance_ids: np.ndarray) -> bytes:
     """16-bit PNG bytes of an (H, W) instance-id map (0 = background, k = instance k)."""
     if instance_ids.size and int(instance_ids.max()) > 65535:
-        raise ValueError(f"instance id {int(instance_ids.max())} does not fit a 16-bit PNG")
+        raise ShapeError(
+            f"instance id {int(instance_ids.max())} does not fit a 16-bit PNG (at most 65535 instances per image)"
+        )
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(instance_ids, dtype=np.uint16)).save(buf, format="PNG")
     return buf.getvalue()

@@ -132,7 +132,7 @@ def test_image_header_rows_read_format_mode_shape_and_frames(tmp_path: Path) -> 
         "stack.tif": ("XC", "TIFF", "L", 1, 8, 10, 3, "ok"),
         "notes.png": ("", "", "", 0, 0, 0, 0, "quarantined"),
     }
-    assert rows["notes.png"]["error"].startswith("ValueError: not an image: cannot identify image file")
+    assert rows["notes.png"]["error"].startswith("DecodeError: not an image: cannot identify image file")
     assert rows["gray.png"]["error"] == "" and rows["gray.png"]["rel_path"] == "gray.png"
 
 
