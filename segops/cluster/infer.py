@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from segops.cluster.runtime import INFER_MIN_RESERVE, cpu_reserve
 from segops.config.schema import ActorPoolSpec
 from segops.data.records import DICOM_ID_COLUMNS, STATUS_FAILED, STATUS_OK, failure_fields
-from segops.engine.cases import InferenceSettings, Prediction, case_result, predict_batch
+from segops.engine.cases import CaseFailure, CaseResult, InferenceSettings, segment_cases
 from segops.engine.checkpoint import load_checkpoint
 from segops.outputs.atomic import atomic_write
 from segops.outputs.case_outputs import OutputConfig, write_case_result
@@ -122,39 +122,21 @@ class _Segmenter:
         extra = [k for k in ("affine", "source_uris", *DICOM_ID_COLUMNS) if k in batch]
         rows = [{k: batch[k][i] for k in (*RESULT_RECORD_COLUMNS, *extra)} for i in range(n)]
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
-        predictions = self._predict(batch, ok, rows)
-        for i, row in enumerate(rows):
+        labels = [batch["label"][i] if bool(rows[i]["has_label"]) else None for i in ok]
+        results = segment_cases(self.loaded, [batch["image"][i] for i in ok], labels, self.settings, self.device)
+        for row in rows:
             row |= result_defaults(self.outputs.model_digest)
-            if i in predictions:
-                label = batch["label"][i] if bool(row["has_label"]) else None
-                self._finish_case(row, predictions[i], label)
+        for i, result in zip(ok, results):
+            self._write_case(rows[i], result)
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
         write_part(self.parts_dir, table, RESULT_SCHEMA)
         table["infer_seconds"] = (time.perf_counter() - start) / max(n, 1)
         return {k: table[k].to_numpy() for k in table.columns}
 
-    def _predict(
-        self, batch: dict[str, np.ndarray], ok: list[int], rows: list[dict[str, Any]]
-    ) -> dict[int, Prediction]:
-        """Predictions for the ``ok`` rows; a case that fails on its own is marked failed, not fatal."""
-        try:
-            images = [batch["image"][i] for i in ok]
-            return dict(zip(ok, predict_batch(self.loaded, images, self.settings, self.device)))
-        except Exception:  # find the culprit(s): retry one by one
-            predictions = {}
-            for i in ok:
-                try:
-                    (predictions[i],) = predict_batch(self.loaded, [batch["image"][i]], self.settings, self.device)
-                except Exception as exc:
-                    rows[i] |= failure_fields(STATUS_FAILED, "segment", exc)
-            return predictions
-
-    def _finish_case(self, row: dict[str, Any], prediction: Prediction, label: np.ndarray | None) -> None:
-        """Score the case, write its outputs, fill its row; a failure fails the case, not the batch."""
-        try:
-            result = case_result(prediction, label, self.settings, self.outputs.classes)
-        except Exception as exc:  # e.g. a label whose shape is not the image's
-            row |= failure_fields(STATUS_FAILED, "score", exc)
+    def _write_case(self, row: dict[str, Any], result: CaseResult | CaseFailure) -> None:
+        """Write a case's outputs and fill its row; a failure fails the case, not the batch."""
+        if isinstance(result, CaseFailure):
+            row |= failure_fields(STATUS_FAILED, result.stage, result.error)
             return
         try:
             row |= write_case_result(self.outputs, row, result)

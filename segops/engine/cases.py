@@ -20,7 +20,7 @@ from segops.config.schema import SegmentStep, SlidingWindowSpec
 from segops.data.instances import class_map
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import InstancePrediction, instance_label_map, predict_instances
-from segops.engine.instance_eval import case_instance_scores, eval_entry
+from segops.engine.instance_eval import evaluate_instances
 from segops.engine.predict import predict_masks
 from segops.instance_metrics import coco_results
 from segops.metrics import case_scores, rand_error
@@ -108,6 +108,51 @@ class CaseResult:
         return row
 
 
+@dataclass(frozen=True)
+class CaseFailure:
+    """Why one case of a batch has no result: the stage (``segment``: prediction, ``score``) and the error."""
+
+    stage: str
+    error: BaseException
+
+
+def segment_cases(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    labels: list[np.ndarray | None],
+    settings: InferenceSettings,
+    device: torch.device | None = None,
+) -> list[CaseResult | CaseFailure]:
+    """Predict a batch and score each case: one result or failure per image, same order.
+
+    The batch goes through the model at once; if that fails, case by case, so one bad case
+    (e.g. an image the network cannot take) fails alone. A case whose label does not fit its
+    prediction fails at ``score``; the others are unaffected.
+
+    Args:
+        labels: each case's truth (see :func:`case_result`), None when it has none.
+    """
+    try:
+        predictions: list[Prediction | CaseFailure] = list(predict_batch(loaded, images, settings, device))
+    except Exception:  # find the culprit(s): retry one by one
+        predictions = []
+        for image in images:
+            try:
+                predictions.append(predict_batch(loaded, [image], settings, device)[0])
+            except Exception as exc:
+                predictions.append(CaseFailure("segment", exc))
+    results: list[CaseResult | CaseFailure] = []
+    for prediction, label in zip(predictions, labels):
+        if isinstance(prediction, CaseFailure):
+            results.append(prediction)
+            continue
+        try:
+            results.append(case_result(prediction, label, settings, loaded.model_spec.classes))
+        except Exception as exc:
+            results.append(CaseFailure("score", exc))
+    return results
+
+
 def predict_batch(
     loaded: LoadedModel,
     images: list[np.ndarray],
@@ -167,9 +212,9 @@ def _instance_result(
         dt = coco_results(0, pred.masks, pred.scores, pred.classes)
         entry, matched = None, {}
     else:
-        entry = eval_entry(0, pred.masks, pred.scores, pred.classes, label)  # image id given by the driver
+        # image id given by the driver
+        entry, scores = evaluate_instances(0, pred.masks, pred.scores, pred.classes, label)
         dt = entry["dt"]
-        scores = case_instance_scores(pred.masks, pred.classes, label)
         matched = {k: float(scores[k]) for k in MATCH_SCORES}
     return CaseResult(
         class_map=mask,

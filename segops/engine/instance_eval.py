@@ -24,7 +24,27 @@ def eval_entry(
         masks: (N, H, W) bool predicted instance masks; scores, classes: (N,).
         label: (H, W) instance label map (class * 1000 + k).
     """
+    return _entry(image_id, masks, scores, classes, label, *split_instances(label))
+
+
+def evaluate_instances(
+    image_id: int, masks: np.ndarray, scores: np.ndarray, classes: np.ndarray, label: np.ndarray
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """:func:`eval_entry` and :func:`case_instance_scores` of one image, splitting its label once."""
     gt_masks, gt_classes = split_instances(label)
+    entry = _entry(image_id, masks, scores, classes, label, gt_masks, gt_classes)
+    return entry, match_instances(masks, gt_masks, 0.5, classes, gt_classes)
+
+
+def _entry(
+    image_id: int,
+    masks: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    label: np.ndarray,
+    gt_masks: np.ndarray,
+    gt_classes: np.ndarray,
+) -> dict[str, Any]:
     h, w = label.shape
     return {
         "image": {"id": int(image_id), "height": int(h), "width": int(w)},

@@ -17,7 +17,7 @@ from segops.config.schema import (
     ZScoreIntensity,
 )
 from segops.data.instances import INSTANCE_STRIDE, stack_instances
-from segops.engine.cases import CaseResult, InferenceSettings, case_result, predict_batch
+from segops.engine.cases import CaseResult, InferenceSettings, case_result, predict_batch, segment_cases
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import InstancePrediction
 from segops.metrics import rand_error
@@ -154,3 +154,23 @@ def test_predict_batch_with_an_instance_model_gives_instance_predictions_at_inpu
     assert isinstance(prediction, InstancePrediction) and prediction.masks.shape[1:] == (40, 48)
     result = case_result(prediction, None, SETTINGS, classes=2)
     assert result.class_map.shape == (40, 48) and len(result.detections) == len(prediction.scores)
+
+
+def test_segment_cases_fails_a_bad_case_alone_at_its_stage() -> None:
+    """One engine call per batch: a case the network cannot take fails at ``segment``, a label of
+    the wrong size at ``score``; the other cases equal what predict_batch + case_result give alone."""
+    loaded = _unet()
+    rng = np.random.default_rng(3)
+    good = rng.normal(size=(1, 20, 24)).astype(np.float32)
+    other = rng.normal(size=(1, 20, 24)).astype(np.float32)
+    two_channels = rng.normal(size=(2, 20, 24)).astype(np.float32)  # the model takes one channel
+    label = rng.integers(0, 3, (20, 24)).astype(np.uint8)
+    images = [good, two_channels, other, good]
+    labels = [label, label, None, label[:10]]
+    results = segment_cases(loaded, images, labels, SETTINGS)
+    assert [type(r).__name__ for r in results] == ["CaseResult", "CaseFailure", "CaseResult", "CaseFailure"]
+    assert (results[1].stage, results[3].stage) == ("segment", "score")
+    for result, image, truth in ((results[0], good, label), (results[2], other, None)):
+        (alone,) = predict_batch(loaded, [image], SETTINGS)
+        np.testing.assert_array_equal(result.class_map, alone)
+        assert result.row_fields() == case_result(alone, truth, SETTINGS, classes=3).row_fields()
