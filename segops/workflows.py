@@ -13,18 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from segops.config.load import apply_tracking_env, spec_hash
 from segops.config.schema import WorkflowSpec
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.manifest import RunManifest, StepState, read_manifest
-
-if TYPE_CHECKING:
-    from segops.steps.results import StepResult
+from segops.steps.results import R, StepResult, latest
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,7 @@ class RunResult:
 
     def latest(self, kind: type[R]) -> R | None:
         """The result of the run's last step of this kind, or None."""
-        return next((r for r in reversed(self.results) if isinstance(r, kind)), None)
+        return latest(self.results, kind)
 
 
 def run_id_for(spec: WorkflowSpec, new_run: bool = False) -> str:

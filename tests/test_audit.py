@@ -367,7 +367,7 @@ def test_tables_without_common_cases_are_refused() -> None:
 
 
 def test_the_evaluated_models_are_read_from_the_decision_or_the_comparison() -> None:
-    from segops.tracking import AuditRef, _evaluated_models, _names_model
+    from segops.tracking.reader import AuditRef, _evaluated_models, _names_model
 
     v1 = AuditRef(f"models:/{MODEL}@previous", "r" * 32, f"{MODEL} v1", f"{MODEL}-v1", MODEL, "1")
     comparison_only = {"evaluate/comparison.json": {"evaluation": {"champion": {"name": MODEL, "version": "1"}}}}

@@ -120,12 +120,11 @@ class _Segmenter:
         n = len(batch["case_id"])
         # volume records carry their slices; DICOM identifiers name outputs (older datasets lack them)
         extra = [k for k in ("affine", "source_uris", *DICOM_ID_COLUMNS) if k in batch]
-        rows = [{k: batch[k][i] for k in (*RESULT_RECORD_COLUMNS, *extra)} for i in range(n)]
+        defaults = result_defaults(self.outputs.model_digest)
+        rows = [{k: batch[k][i] for k in (*RESULT_RECORD_COLUMNS, *extra)} | defaults for i in range(n)]
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         labels = [batch["label"][i] if bool(rows[i]["has_label"]) else None for i in ok]
         results = segment_cases(self.loaded, [batch["image"][i] for i in ok], labels, self.settings, self.device)
-        for row in rows:
-            row |= result_defaults(self.outputs.model_digest)
         for i, result in zip(ok, results):
             self._write_case(rows[i], result)
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))

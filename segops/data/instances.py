@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segops.config.sources import is_instance_labels  # used below; steps.ingest imports it from here
+from segops.config.sources import is_instance_labels
 from segops.errors import LabelError
 
 #: label value = class * INSTANCE_STRIDE + instance index (1..INSTANCE_STRIDE - 1)

@@ -1,1 +1,1 @@
-"""Workflow steps: each is ``run(step_spec, ctx) -> outputs`` over typed specs."""
+"""Workflow steps: each is ``run(step_spec, ctx) -> result`` over typed specs (see :mod:`segops.steps.results`)."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from segops.config.schema import WorkflowSpec
+from segops.errors import StepError
 from segops.outputs.storage import join
-from segops.steps.results import StepResult
+from segops.steps.results import R, StepResult, latest
 from segops.tracking import RunTracker
-
-R = TypeVar("R", bound=StepResult)
 
 
 @dataclass
@@ -29,7 +27,14 @@ class RunContext:
 
     def latest(self, kind: type[R]) -> R | None:
         """The result of the last step of this kind done so far, or None."""
-        return next((r for r in reversed(self.results) if isinstance(r, kind)), None)
+        return latest(self.results, kind)
+
+    def require(self, kind: type[R], problem: str) -> R:
+        """:meth:`latest`, or a :class:`~segops.errors.StepError` saying ``problem`` when no such step ran."""
+        found = latest(self.results, kind)
+        if found is None:
+            raise StepError(problem)
+        return found
 
     def count(self, kind: type[StepResult]) -> int:
         """How many steps of this kind are done so far."""

@@ -15,7 +15,7 @@ import pandas as pd
 
 from segops.cluster.datasets import read_source, write_dataset, write_volumes
 from segops.config.schema import DicomSource, IngestStep
-from segops.data.instances import is_instance_labels
+from segops.config.sources import is_instance_labels
 from segops.data.label_census import label_census, unusual_labels_warning
 from segops.data.labels import build_resolver
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, dataset_meta, quarantine_table

@@ -68,9 +68,7 @@ def trained_checkpoint(ctx: RunContext, step: str, role: str = "model") -> tuple
     Raises:
         StepError: no train step ran before ``step`` (the message names the ``role`` not given).
     """
-    train = ctx.latest(TrainResult)
-    if train is None:
-        raise StepError(f"{step}: no {role} given and no train step before this one")
+    train = ctx.require(TrainResult, f"{step}: no {role} given and no train step before this one")
     identity = {"ref": str(train.checkpoint)}
     if train.registered is not None:
         name, version = train.registered

@@ -23,9 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def run(step: PromoteStep, ctx: RunContext) -> PromoteResult:
-    evaluated = ctx.latest(EvaluateResult)
-    if evaluated is None:
-        raise StepError("promote needs an evaluate step before it")
+    evaluated = ctx.require(EvaluateResult, "promote needs an evaluate step before it")
     evaluation, comparison = evaluated.evaluation, evaluated.comparison
     challenger = evaluation["challenger"]
     if "version" not in challenger:

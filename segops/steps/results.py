@@ -10,10 +10,10 @@ Later steps find earlier results with :meth:`segops.steps.context.RunContext.lat
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from segops.compare import Comparison
@@ -173,3 +173,9 @@ class PromoteResult:
 
 
 StepResult = IngestResult | TrainResult | SegmentResult | EvaluateResult | PromoteResult
+R = TypeVar("R", bound=StepResult)
+
+
+def latest(results: Sequence[StepResult], kind: type[R]) -> R | None:
+    """The last result of this kind among ``results`` (in step order), or None."""
+    return next((r for r in reversed(results) if isinstance(r, kind)), None)

@@ -35,12 +35,6 @@ from segops.steps.results import IngestResult, SegmentResult, TrainResult
 log = logging.getLogger(__name__)
 
 
-def resolve_checkpoint(step: SegmentStep, ctx: RunContext) -> tuple[Path, dict[str, str]]:
-    """The checkpoint folder to segment with and its identity: the step's ``model`` (a folder or a
-    model URI; ``models:/name@alias`` is pinned to the version it points at) or the train step's."""
-    return step_checkpoint(step.model, ctx, "segment", "model-download")
-
-
 def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     # the first segment step writes into the run folder; a k-th one into segment-<k>/, and its
     # MLflow metrics and artifacts are named segment<k>, so no step overwrites another's
@@ -50,7 +44,8 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     sub = () if index == 0 else (f"segment-{index}",)
     root, node_root = ctx.run_dir.joinpath(*sub), ctx.node_dir(*sub)  # tables here; actors write there
     artifact_dir = "segment" if index == 0 else f"segment{index}"
-    checkpoint, _ = resolve_checkpoint(step, ctx)
+    # the step's model (a folder or a model URI, aliases pinned) or this run's trained one
+    checkpoint, _ = step_checkpoint(step.model, ctx, "segment", "model-download")
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
     instance = loaded.model_spec.task == "instance"
     _check_model_fits_step(step, loaded)
@@ -195,10 +190,7 @@ def reload(step: SegmentStep, outputs: dict[str, Any], ctx: RunContext) -> Segme
 
 def _ingested(ctx: RunContext) -> IngestResult:
     """The ingest step's result, for a segment step without a source of its own."""
-    ingest = ctx.latest(IngestResult)
-    if ingest is None:
-        raise StepError("segment has no source and no ingest step before it")
-    return ingest
+    return ctx.require(IngestResult, "segment has no source and no ingest step before it")
 
 
 def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_spec: Any):

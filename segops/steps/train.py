@@ -156,9 +156,7 @@ def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, f
 
 def _ingested(step: TrainStep, ctx: RunContext) -> Path:
     """The ingest step's slice dataset, or for a 3D model its volume dataset."""
-    ingest = ctx.latest(IngestResult)
-    if ingest is None:
-        raise StepError("train needs an ingest step before it")
+    ingest = ctx.require(IngestResult, "train needs an ingest step before it")
     if step.model.spatial_dims == 2:
         return ingest.dataset
     if ingest.volumes is None:

@@ -21,8 +21,6 @@ from segops.tracking.reader import (
     CaseTable,
     RunDetails,
     VersionInfo,
-    _evaluated_models,  # noqa: F401 - imported by tests/test_audit.py
-    _names_model,  # noqa: F401 - imported by tests/test_audit.py
 )
 from segops.tracking.registry import RegisteredModel, download_checkpoint, is_model_uri
 from segops.tracking.run import RunTracker, lineage_tags
