@@ -53,6 +53,7 @@ from segops.config.steps import (
     SplitSpec,
     StepSpec,
     TrainStep,
+    TTASpec,
 )
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "StepSpec",
     "TrackingSpec",
     "TrainStep",
+    "TTASpec",
     "UNetSpec",
     "WindowIntensity",
     "WorkflowSpec",

@@ -24,10 +24,46 @@ class ScalingSpec(Spec):
 
 
 class SplitSpec(Spec):
-    """Train/validation split by group (DICOM series, or image file), deterministic by seed."""
+    """Train / validation / test split by group (DICOM series, or image file), deterministic by seed.
 
-    val_fraction: float = Field(default=0.25, gt=0.0, lt=1.0)
+    The test groups are drawn first and touched by nothing until the segment step, which reports
+    them as held-out; the validation groups choose the checkpoint and the postprocessing and are
+    reported as validation. ``test_fraction: 0`` keeps no test set (then nothing is reported as
+    held-out). With ``train.folds: k`` the groups outside the test set are cut into k folds, each
+    validating one model, and ``val_fraction`` is not used.
+    """
+
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(
+        default=0.2, ge=0.0, lt=1.0, description="Groups held out for the segment step's held-out report (0: none)."
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _leaves_training(self) -> SplitSpec:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction ({self.val_fraction}) + test_fraction ({self.test_fraction}) must be below 1: "
+                "nothing would be left to train on"
+            )
+        return self
+
+
+class TTASpec(Spec):
+    """Test-time mirroring: the softmax of the prediction on the image and on its mirror images
+    along ``flip_axes`` (every subset of them, as nnU-Net does) is averaged before the argmax.
+
+    Axes count spatial dimensions: 0, 1 are (H, W) for 2D models; 0, 1, 2 are (Z, H, W) for 3D.
+    ``flip_axes: [0, 1]`` costs 4 forward passes per image (2^axes).
+    """
+
+    flip_axes: tuple[Annotated[int, Field(ge=0, le=2)], ...] = Field(default=(), max_length=3)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TTASpec:
+        if len(set(self.flip_axes)) != len(self.flip_axes):
+            raise ValueError(f"flip_axes {list(self.flip_axes)} repeats an axis")
+        return self
 
 
 class IngestStep(Spec):
@@ -55,6 +91,13 @@ class TrainStep(Spec):
     loss: Literal["dice_ce", "dice"] = "dice_ce"
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
+    folds: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="k > 1: k-fold cross-validation by group over the non-test groups; k models, one after "
+        "another, registered as one ensemble model version that averages their softmax.",
+    )
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -186,10 +229,11 @@ class SegmentStep(Spec):
         description="volumes: segment the ingest step's volume records (slice by slice with a 2D model, "
         "with a 3D sliding window with a 3D one); one NIfTI (and one multi-frame DICOM SEG) per series.",
     )
-    outputs: tuple[Literal["png", "dicom-seg", "coco-rle"], ...] = Field(
+    outputs: tuple[Literal["png", "dicom-seg", "coco-rle", "probabilities"], ...] = Field(
         default=("png",),
         description="png: class mask (and, for instance models, an instance-id map); dicom-seg: for "
-        "DICOM inputs; coco-rle: per image COCO results with RLE masks (instance models).",
+        "DICOM inputs; coco-rle: per image COCO results with RLE masks (instance models); probabilities: "
+        "float16 softmax (classes, *spatial) as .npz per case (per series for volumes; semantic models).",
     )
     layout: Literal["mirror", "dicom-tags"] = Field(
         default="mirror",
@@ -201,6 +245,7 @@ class SegmentStep(Spec):
     batch_size: int = Field(default=8, ge=1)
     actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
     sliding_window: SlidingWindowSpec = Field(default_factory=lambda: SlidingWindowSpec())
+    tta: TTASpec = Field(default_factory=TTASpec, description="Test-time mirroring (semantic models).")
     amp: bool = Field(default=True, description="bfloat16 autocast on GPU (no effect on CPU).")
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
     boundary_class: int | None = Field(
@@ -235,6 +280,7 @@ class EvaluateStep(Spec):
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     batch_size: int = Field(default=8, ge=1)
     actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
+    tta: TTASpec = Field(default_factory=TTASpec, description="Test-time mirroring for both models (semantic).")
 
 
 class CaseRegression(Spec):

@@ -55,7 +55,11 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The kept checkpoint, the validation groups of the split, and the registered version if any."""
+    """The kept checkpoint, the validation and test groups of the split, and the registered version if any.
+
+    ``val_groups`` chose the checkpoint (and postprocessing); ``test_groups`` were touched by nothing
+    and are what the segment step reports as held-out (empty: no test set).
+    """
 
     checkpoint: Path
     val_groups: frozenset[str]
@@ -65,6 +69,7 @@ class TrainResult:
     parent_model: str | None = None
     registered: tuple[str, str] | None = None  # (name, version)
     model_uri: str | None = None
+    test_groups: frozenset[str] = frozenset()
 
     def to_manifest(self) -> dict[str, Any]:
         outputs: dict[str, Any] = {
@@ -100,6 +105,7 @@ class TrainResult:
             outputs.get("parent_model"),
             registered,
             outputs.get("model_uri"),
+            frozenset(split.get("test", ())),
         )
 
 

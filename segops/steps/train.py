@@ -15,8 +15,9 @@ from segops.cluster.datasets import dataset_digest, read_dataset
 from segops.cluster.fingerprint import write_model_fingerprint
 from segops.cluster.label_check import check_labels_fit
 from segops.cluster.train import TrainOutcome, train_model
-from segops.config.schema import SplitSpec, TrainStep
+from segops.config.schema import TrainStep
 from segops.data.records import STATUS_OK, dataset_meta
+from segops.data.splits import split_groups
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.train import select_metric
 from segops.errors import StepError
@@ -29,46 +30,36 @@ from segops.steps.results import IngestResult, TrainResult
 log = logging.getLogger(__name__)
 
 
-def split_groups(groups: list[str], split: SplitSpec) -> tuple[list[str], list[str]]:
-    """Deterministic train/val split of group ids (DICOM series, or image files).
-
-    Splitting by group keeps all slices of a series on one side, so validation measures
-    generalisation to unseen series rather than to neighbouring slices.
-
-    Raises:
-        StepError: fewer than two groups (nothing to hold out).
-    """
-    unique = sorted(set(groups))
-    if len(unique) < 2:
-        raise StepError(f"need at least 2 labelled groups (series or images) to split train/val, found {len(unique)}")
-    order = np.random.default_rng(split.seed).permutation(len(unique))
-    n_val = min(len(unique) - 1, max(1, round(split.val_fraction * len(unique))))
-    val = sorted(unique[i] for i in order[:n_val])
-    train = sorted(unique[i] for i in order[n_val:])
-    return train, val
-
-
 def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
     check_labels_fit(labelled, step.model.classes, step.model.task == "instance")  # in seconds, before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
-    train_groups, val_groups = split_groups(labelled["group_id"].tolist(), step.split)
+    split = split_groups(
+        labelled["group_id"].tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed
+    )
+    if step.split.test_fraction > 0 and not split.test:
+        log.warning(
+            "only %d labelled groups: no test set is held out, so no held-out figures", len(set(labelled["group_id"]))
+        )
+    train_groups, val_groups, test_groups = list(split.train), list(split.val), list(split.test)
     n_train = int(labelled["group_id"].isin(train_groups).sum())
-    n_val = len(labelled) - n_train
+    n_val = int(labelled["group_id"].isin(val_groups).sum())
     if n_train < step.scaling.workers:  # Ray splits training data equally: a worker would get nothing
         raise StepError(
             f"{n_train} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {n_train}"
         )
     log.info(
-        "training on %d cases (%d groups), validating on %d (%d groups)",
+        "training on %d cases (%d groups), validating on %d (%d groups), %d test groups held out",
         n_train,
         len(train_groups),
         n_val,
         len(val_groups),
+        len(test_groups),
     )
     split_file = atomic_write_text(
-        ctx.run_dir / "split.json", json.dumps({"train": train_groups, "val": val_groups}, indent=2)
+        ctx.run_dir / "split.json",
+        json.dumps({"train": train_groups, "val": val_groups, "test": test_groups}, indent=2),
     )
     parent, init_checkpoint = _warm_start(step, ctx)
 
@@ -121,7 +112,15 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     tracker.log_artifact(
         write_model_fingerprint(datasets[0], outcome.checkpoint_dir, step.model.task, ctx.spec.seed), "train"
     )
-    result = TrainResult(outcome.checkpoint_dir, frozenset(val_groups), outcome.best_epoch, metric, best, parent)
+    result = TrainResult(
+        outcome.checkpoint_dir,
+        frozenset(val_groups),
+        outcome.best_epoch,
+        metric,
+        best,
+        parent,
+        test_groups=frozenset(test_groups),
+    )
     if step.register_model:
         name = registered_name(ctx, step)
         example = _model_example(val_ds.take(1)[0]["image"], step)

@@ -1,0 +1,47 @@
+"""Grouped train/validation/test splits and k folds."""
+
+import pytest
+
+from segops.data.splits import fold_groups, split_groups
+from segops.errors import StepError
+
+GROUPS = [f"series-{i:02d}" for i in range(10) for _ in range(3)]  # 10 groups, 3 slices each
+
+
+def test_three_way_split_sizes_disjoint_and_complete():
+    split = split_groups(GROUPS, val_fraction=0.2, test_fraction=0.3, seed=0)
+    assert (len(split.train), len(split.val), len(split.test)) == (5, 2, 3)
+    parts = [set(split.train), set(split.val), set(split.test)]
+    assert set().union(*parts) == set(GROUPS)
+    assert sum(map(len, parts)) == 10  # disjoint
+
+
+def test_split_is_seeded():
+    assert split_groups(GROUPS, 0.2, 0.2, seed=1) == split_groups(GROUPS, 0.2, 0.2, seed=1)
+    assert split_groups(GROUPS, 0.2, 0.2, seed=1) != split_groups(GROUPS, 0.2, 0.2, seed=2)
+
+
+def test_no_test_set_when_fraction_zero_or_too_few_groups():
+    assert split_groups(GROUPS, 0.2, 0.0, seed=0).test == ()
+    two = split_groups(["a", "b"], 0.5, 0.2, seed=0)
+    assert two.test == () and len(two.train) == 1 and len(two.val) == 1
+    three = split_groups(["a", "b", "c"], 0.2, 0.2, seed=0)
+    assert (len(three.train), len(three.val), len(three.test)) == (1, 1, 1)
+
+
+def test_one_group_is_an_error():
+    with pytest.raises(StepError, match="at least 2 labelled groups"):
+        split_groups(["a", "a"], 0.2, 0.2, seed=0)
+
+
+def test_folds_are_disjoint_grouped_and_cover_every_group_once():
+    folds = fold_groups(GROUPS, 3, seed=0)
+    assert sorted(len(f) for f in folds) == [3, 3, 4]
+    flat = [g for fold in folds for g in fold]
+    assert sorted(flat) == sorted(set(GROUPS))  # each group exactly once; slices of a group go together
+    assert fold_groups(GROUPS, 3, seed=0) == folds
+
+
+def test_more_folds_than_groups_is_an_error_naming_the_fix():
+    with pytest.raises(StepError, match="lower train.folds"):
+        fold_groups(["a", "b"], 3, seed=0)
