@@ -1,0 +1,208 @@
+"""Connected-component postprocessing chosen on cross-validation: decisions, application, storage."""
+
+import json
+
+import numpy as np
+import pytest
+
+from segops.engine.postprocess import (
+    FOREGROUND,
+    ClassRule,
+    Postprocessing,
+    choose_postprocessing,
+    postprocessing_from_meta,
+)
+from segops.errors import CheckpointError, LabelError, ShapeError
+from segops.metrics import case_scores
+
+
+def _square(shape: tuple[int, ...], *slices: slice, value: int = 1, into: np.ndarray | None = None) -> np.ndarray:
+    out = np.zeros(shape, np.uint8) if into is None else into
+    out[slices] = value
+    return out
+
+
+def _object_16() -> np.ndarray:
+    """(20, 20) with a 4×4 object (16 px) of class 1 at rows/cols 2..5."""
+    return _square((20, 20), slice(2, 6), slice(2, 6))
+
+
+def _spurious_blob_cases() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Case A: the object plus a 2×2 blob (4 px) far away, Dice 2·16/(20+16) = 8/9; case B exact."""
+    truth = _object_16()
+    with_blob = _square((20, 20), slice(15, 17), slice(15, 17), into=truth.copy())
+    return [with_blob, truth.copy()], [truth, truth.copy()]
+
+
+def test_largest_component_kept_when_a_spurious_blob_lowers_dice() -> None:
+    preds, truths = _spurious_blob_cases()
+    post = choose_postprocessing(preds, truths, classes=2)
+    assert post.rules == (ClassRule(1, "largest", None, 17 / 18, 1.0, "largest", 1.0),)
+    assert post.cases == 2 and post.source == "out-of-fold"
+    assert np.array_equal(post.apply(preds[0]), truths[0])
+    assert post.describe() == "class 1: largest component (Dice 0.94 → 1.00)"
+    assert post.metrics() == {
+        "postprocess_cases": 2.0,
+        "postprocess_class1_dice_before": pytest.approx(17 / 18),
+        "postprocess_class1_dice_after": 1.0,
+        "postprocess_class1_applied": 1.0,
+    }
+
+
+def test_none_when_the_truth_itself_has_two_objects() -> None:
+    truth = _square((20, 20), slice(12, 15), slice(12, 15), into=_object_16())  # 16 px + 9 px
+    preds, truths = [truth.copy(), _object_16()], [truth, _object_16()]
+    post = choose_postprocessing(preds, truths, classes=2, source="validation")
+    # largest drops the true 9 px object in case A: Dice 2·16/(16+25) = 32/41; case B stays 1
+    assert post.rules == (ClassRule(1, "none", None, 1.0, 1.0, "largest", pytest.approx((32 / 41 + 1) / 2)),)
+    assert post.describe() == "class 1: none (1.00, 0.89 with largest)"
+    assert post.metrics()["postprocess_class1_applied"] == 0.0
+    assert np.array_equal(post.apply(preds[0]), preds[0])
+
+
+def test_min_size_removes_specks_where_largest_would_drop_a_true_object() -> None:
+    truth = _square((30, 30), slice(2, 8), slice(2, 8))  # 36 px
+    truth[20:23, 20:23] = 1  # a second true object, 9 px
+    pred = truth.copy()
+    pred[12, 25] = pred[27, 5] = 1  # two isolated 1 px false positives
+    post = choose_postprocessing([pred], [truth], classes=2)
+    # before: 2·45/(47+45) = 45/46; largest: 2·36/(36+45) = 8/9 (worse); sizes >= 3 keep both true
+    # objects: 1.0. Candidates start at ceil(0.25 · 9) = 3, the smallest true object's quarter.
+    (rule,) = post.rules
+    assert (rule.op, rule.min_size) == ("min_size", 3)
+    assert rule.dice_before == pytest.approx(45 / 46) and rule.dice_after == 1.0
+    assert rule.candidate == "min_size 3"
+    assert np.array_equal(post.apply(pred), truth)
+    assert post.metrics()["postprocess_class1_min_size"] == 3.0
+    assert post.describe() == "class 1: remove components < 3 px (Dice 0.98 → 1.00)"
+
+
+def test_volumes_are_labelled_in_3d() -> None:
+    truth = np.zeros((8, 10, 10), np.uint8)
+    truth[0:2, 0:3, 0:3] = 1  # 18 voxels
+    pred = truth.copy()
+    pred[5:7, 6:8, 6:8] = 1  # an 8-voxel blob in other slices
+    post = choose_postprocessing([pred], [truth], classes=2)
+    assert post.rules == (ClassRule(1, "largest", None, pytest.approx(36 / 44), 1.0, "largest", 1.0),)
+    assert np.array_equal(post.apply(pred), truth)
+
+
+def test_components_are_full_connectivity() -> None:
+    """A voxel touching the object only at a corner belongs to it (26-connectivity in 3D)."""
+    post = Postprocessing((ClassRule(1, "largest", None, 0.5, 0.6),), cases=1, source="validation")
+    vol = np.zeros((4, 4, 4), np.uint8)
+    vol[0:2, 0:2, 0:2] = 1
+    vol[2, 2, 2] = 1  # corner contact only
+    assert np.array_equal(post.apply(vol), vol)
+
+
+def test_apply_touches_only_the_ruled_class_and_copies() -> None:
+    post = Postprocessing(
+        (ClassRule(1, "largest", None, 0.5, 0.6), ClassRule(2, "none", None, 0.7, 0.7)),
+        cases=3,
+        source="out-of-fold",
+    )
+    class_map = np.zeros((12, 12), np.uint8)
+    class_map[0:3, 0:3] = 1  # class 1: 9 px, kept
+    class_map[10, 10] = 1  # class 1: 1 px, removed
+    class_map[6:8, 0:2] = 2  # class 2: two components, both kept
+    class_map[0, 11] = 2
+    original = class_map.copy()
+    out = post.apply(class_map)
+    expected = original.copy()
+    expected[10, 10] = 0
+    assert np.array_equal(out, expected) and out.dtype == np.uint8
+    assert np.array_equal(class_map, original)  # input untouched
+
+
+def _two_class_cases(touching: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Class 1 at rows 2..5, cols 2..5; class 2 beside it (touching) or far away; both 16 px."""
+    truth = _object_16()
+    cols = slice(6, 10) if touching else slice(14, 18)
+    rows = slice(2, 6) if touching else slice(14, 18)
+    _square((20, 20), rows, cols, value=2, into=truth)
+    return truth, truth.copy()
+
+
+def test_all_foreground_as_one_region_first() -> None:
+    truth, pred = _two_class_cases(touching=True)
+    pred[17:19, 0:2] = 2  # a class-2 blob away from the organ pair
+    post = choose_postprocessing([pred], [truth], classes=3)
+    fg, c1, c2 = post.rules
+    # class 1 stays 1.0, class 2 rises from 2·16/(20+16) = 8/9 to 1: foreground mean 17/18 → 1
+    assert fg == ClassRule(FOREGROUND, "largest", None, pytest.approx(17 / 18), 1.0, "largest", 1.0)
+    assert c1 == ClassRule(1, "none", None, 1.0, 1.0) and c2 == ClassRule(2, "none", None, 1.0, 1.0)
+    assert np.array_equal(post.apply(pred), truth)
+    assert post.metrics()["postprocess_foreground_applied"] == 1.0
+    assert post.describe().startswith("all foreground: largest component (Dice 0.94 → 1.00); class 1: none (1.00)")
+
+
+def test_equally_large_components_are_all_kept() -> None:
+    truth, pred = _two_class_cases(touching=False)  # two separate 16 px objects, predicted exactly
+    pred[0, 19] = 1  # and a 1 px class-1 speck
+    post = choose_postprocessing([pred], [truth], classes=3)
+    # largest of all foreground keeps both 16 px objects (as nnU-Net) and drops the speck:
+    # class 1 2·16/(17+16) = 32/33 → 1, class 2 stays 1
+    assert post.rules[0] == ClassRule(
+        FOREGROUND, "largest", None, pytest.approx((32 / 33 + 1) / 2), 1.0, "largest", 1.0
+    )
+    assert np.array_equal(post.apply(pred), truth)
+
+
+def test_all_foreground_rule_refused_when_one_class_falls_though_the_mean_rises() -> None:
+    truth = _object_16()
+    blob = _square((20, 20), slice(14, 17), slice(12, 17), into=truth.copy())  # + a 15 px class-1 blob
+    both = _square((20, 20), slice(15, 17), slice(15, 17), value=2, into=truth.copy())  # + a true 4 px class 2
+    preds, truths = [blob] * 5 + [both], [truth] * 5 + [both]
+    post = choose_postprocessing(preds, truths, classes=3)
+    fg, c1, c2 = post.rules
+    # all foreground, largest: class 1 (5·32/47 + 1)/6 → 1, class 2 1 → 5/6 (its object goes in
+    # the last case): the foreground mean rises, but class 2 falls, so nnU-Net's rule refuses it
+    before_1 = (5 * 32 / 47 + 1) / 6
+    assert fg == ClassRule(
+        FOREGROUND,
+        "none",
+        None,
+        pytest.approx((before_1 + 1) / 2),
+        pytest.approx((before_1 + 1) / 2),
+        "largest",
+        pytest.approx((1 + 5 / 6) / 2),
+    )
+    assert fg.dice_candidate > fg.dice_before
+    assert c1 == ClassRule(1, "largest", None, pytest.approx(before_1), 1.0, "largest", 1.0)
+    assert c2 == ClassRule(2, "none", None, 1.0, 1.0)  # one component per case: nothing to try
+    assert np.array_equal(post.apply(preds[0]), truth) and np.array_equal(post.apply(both), both)
+
+
+def test_decided_numbers_match_the_segment_report() -> None:
+    rng = np.random.default_rng(3)
+    truths = [rng.integers(0, 3, (24, 24)).astype(np.uint8) * (rng.random((24, 24)) > 0.6) for _ in range(5)]
+    preds = [np.where(rng.random((24, 24)) > 0.8, rng.integers(0, 3, (24, 24)), t).astype(np.uint8) for t in truths]
+    post = choose_postprocessing(preds, truths, classes=3)
+    fg = post.rules[0]
+    assert fg.dice_before == pytest.approx(np.mean([case_scores(p, t, 3)["dice"] for p, t in zip(preds, truths)]))
+    after = [case_scores(post.apply(p), t, 3) for p, t in zip(preds, truths)]
+    for rule in post.rules[1:]:
+        assert rule.dice_after == pytest.approx(np.mean([s[f"dice_{rule.cls}"] for s in after]))
+
+
+def test_json_round_trip_and_meta() -> None:
+    preds, truths = _spurious_blob_cases()
+    post = choose_postprocessing(preds, truths, classes=2)
+    stored = json.loads(json.dumps(post.to_json()))
+    assert Postprocessing.from_json(stored) == post
+    assert postprocessing_from_meta({"model": {}, "postprocess": stored}) == post
+    assert postprocessing_from_meta({"model": {}, "preprocess": {}}) is None
+    assert Postprocessing.from_json(None) is None
+    with pytest.raises(CheckpointError, match="'biggest' is not one of none, largest, min_size"):
+        Postprocessing.from_json({**stored, "rules": [{**stored["rules"][0], "op": "biggest"}]})
+
+
+def test_input_errors_name_the_values() -> None:
+    with pytest.raises(LabelError, match="got 2 predictions and 1 labels"):
+        choose_postprocessing([_object_16()] * 2, [_object_16()], classes=2)
+    with pytest.raises(ShapeError, match=r"case 0: prediction shape \(20, 20\) and label shape \(10, 10\)"):
+        choose_postprocessing([_object_16()], [np.zeros((10, 10), np.uint8)], classes=2)
+    post = Postprocessing((), cases=0, source="validation")
+    with pytest.raises(ShapeError, match=r"got shape \(1, 1, 4, 4\)"):
+        post.apply(np.zeros((1, 1, 4, 4), np.uint8))
