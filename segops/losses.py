@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+import torch
+from monai.losses import DeepSupervisionLoss as _MonaiDeepSupervisionLoss
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
+from segops.errors import ShapeError
 
-def build_loss(name: str, batch_dice: bool = False, include_background: bool = True) -> nn.Module:
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """nnU-Net's weights for ``n_outputs`` deep-supervision outputs, full resolution first:
+    ``1 / 2**i``, the lowest-resolution output 0 (when there are several), normalised to sum 1.
+
+    4 outputs: ``[1, 0.5, 0.25, 0] / 1.75``.
+    """
+    weights = [0.5**i for i in range(n_outputs)]
+    if n_outputs > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class DeepSupervisionLoss(nn.Module):
+    """``base`` over a deeply supervised network's outputs, weighted by :func:`deep_supervision_weights`.
+
+    Takes the (N, S, K, *spatial) stack a MONAI ``DynUNet`` returns in training mode (the S
+    outputs already upsampled to the target's size, so the target is not downsampled), or
+    plain (N, K, *spatial) logits (eval mode, validation), which get ``base`` alone. Every
+    output enters the sum, the zero-weighted one too, so DistributedDataParallel sees a
+    gradient (of zeros) for every head's parameters.
+    """
+
+    def __init__(self, base: nn.Module, n_outputs: int):
+        super().__init__()
+        self.n_outputs = n_outputs
+        self.weights = deep_supervision_weights(n_outputs)
+        self.stacked = _MonaiDeepSupervisionLoss(base, weights=self.weights)
+        self.base = base
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits: (N, S, K, *spatial) or (N, K, *spatial); target: (N, 1, *spatial) class indices."""
+        if logits.ndim == target.ndim:
+            return self.base(logits.float(), target)
+        if logits.ndim != target.ndim + 1 or logits.shape[1] != self.n_outputs:
+            raise ShapeError(
+                f"deep-supervision logits of shape {tuple(logits.shape)} do not fit a target of shape "
+                f"{tuple(target.shape)} and {self.n_outputs} outputs: expected (N, {self.n_outputs}, K, "
+                "*spatial) from a training-mode network, or (N, K, *spatial)"
+            )
+        return self.stacked(list(torch.unbind(logits, dim=1)), target)
+
+
+def build_loss(
+    name: str, batch_dice: bool = False, include_background: bool = True, supervised_outputs: int = 1
+) -> nn.Module:
     """Loss over (N, K, H, W) logits and (N, 1, H, W) integer targets ((N, K, Z, H, W) in 3D).
 
     ``dice_ce``: soft Dice + cross-entropy (nnU-Net's default); ``dice``: soft Dice alone.
@@ -20,6 +69,8 @@ def build_loss(name: str, batch_dice: bool = False, include_background: bool = T
             (with the background term) than with one Dice over the batch.
         include_background: also average the background channel's Dice (nnU-Net: ``do_bg=False``).
             The background Dice is ~1 on every patch whatever the network does about defects.
+        supervised_outputs: outputs a deeply supervised network stacks in training mode
+            (``model.supervised_outputs``); above 1 the loss is a :class:`DeepSupervisionLoss`.
     """
     common = {
         "to_onehot_y": True,
@@ -30,7 +81,9 @@ def build_loss(name: str, batch_dice: bool = False, include_background: bool = T
         "smooth_dr": 1e-5,
     }
     if name == "dice_ce":
-        return DiceCELoss(squared_pred=False, **common)
-    if name == "dice":
-        return DiceLoss(**common)
-    raise ValueError(f"unknown loss {name!r}; known: dice_ce, dice")
+        base: nn.Module = DiceCELoss(squared_pred=False, **common)
+    elif name == "dice":
+        base = DiceLoss(**common)
+    else:
+        raise ValueError(f"unknown loss {name!r}; known: dice_ce, dice")
+    return DeepSupervisionLoss(base, supervised_outputs) if supervised_outputs > 1 else base

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -42,6 +43,115 @@ class UNetSpec(Spec):
         for s in self.strides:
             d *= s
         return d
+
+    @property
+    def supervised_outputs(self) -> int:
+        """Outputs of the training-mode network (no deep supervision: 1)."""
+        return 1
+
+    @property
+    def task(self) -> Literal["semantic", "instance"]:
+        return "semantic"
+
+
+_DYNUNET_DEFAULTS: dict[int, tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]] = {
+    2: (((3, 3),) * 5, ((1, 1),) + ((2, 2),) * 4),
+    3: (((3, 3, 3),) * 4, ((1, 1, 1),) + ((2, 2, 2),) * 3),
+}
+"""(kernels, strides) per ``spatial_dims`` when a workflow gives neither: 16 px / 8 voxel divisors."""
+
+
+class DynUNetSpec(Spec):
+    """MONAI ``DynUNet`` (nnU-Net's network) for semantic segmentation. ``classes`` counts background.
+
+    One ``kernels`` and one ``strides`` entry per level, each with one size per spatial axis
+    (``(H, W)``, or ``(Z, H, W)`` with ``spatial_dims: 3``); the first stride is usually all 1,
+    the others 1 or 2 per axis, so anisotropic data can pool along some axes only (as nnU-Net
+    plans it). Without ``kernels`` and ``strides``, 2D has 5 levels of 3x3 kernels (patch sides
+    multiples of 16) and 3D 4 levels of 3x3x3 (multiples of 8). ``filters`` (one per level)
+    default to MONAI's ``min(32 * 2**i, 512)`` in 2D and ``min(32 * 2**i, 320)`` in 3D (nnU-Net).
+    Instance norm and leaky ReLU, as in nnU-Net.
+
+    With ``deep_supervision`` the network returns, in training mode only, the full-resolution
+    logits and ``deep_supr_num`` upsampled lower-resolution ones stacked as (N, S, C, *spatial);
+    the loss weights them as nnU-Net does (:class:`segops.losses.DeepSupervisionLoss`). In eval
+    mode it returns plain (N, C, *spatial) logits. ``deep_supr_num`` defaults to levels - 2,
+    the most MONAI allows (nnU-Net supervises every decoder level but the lowest).
+    """
+
+    arch: Literal["dynunet"]
+    spatial_dims: Literal[2, 3] = Field(default=2, description="2: slices/images; 3: volumes (C, Z, H, W).")
+    in_channels: int = Field(default=1, ge=1, le=4)
+    classes: int = Field(default=2, ge=2)
+    kernels: tuple[tuple[Annotated[int, Field(ge=1)], ...], ...]
+    strides: tuple[tuple[Literal[1, 2], ...], ...]
+    filters: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    deep_supervision: bool = True
+    deep_supr_num: int = Field(ge=1)
+    res_block: bool = False
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_for_dims(cls, data: Any) -> Any:
+        """Fill ``kernels``/``strides`` for ``spatial_dims`` and ``deep_supr_num`` from the levels."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        dims = data.get("spatial_dims", 2)
+        if dims in _DYNUNET_DEFAULTS and data.get("kernels") is None and data.get("strides") is None:
+            data["kernels"], data["strides"] = _DYNUNET_DEFAULTS[dims]
+        elif data.get("kernels") is None and isinstance(data.get("strides"), list | tuple):
+            data["kernels"] = [[3] * len(s) if isinstance(s, list | tuple) else s for s in data["strides"]]
+        if data.get("deep_supr_num") is None:
+            levels = len(data.get("strides") or data.get("kernels") or ())
+            data["deep_supr_num"] = max(1, levels - 2)
+        return data
+
+    @model_validator(mode="after")
+    def _levels_fit(self) -> DynUNetSpec:
+        levels, dims = len(self.strides), self.spatial_dims
+        if len(self.kernels) != levels:
+            raise ValueError(
+                f"kernels has {len(self.kernels)} levels but strides has {levels}; "
+                "give one kernel and one stride per level"
+            )
+        if levels < 3:
+            raise ValueError(f"strides has {levels} levels; DynUNet needs at least 3 (input, one down, bottleneck)")
+        for name, table in (("strides", self.strides), ("kernels", self.kernels)):
+            for i, entry in enumerate(table):
+                if len(entry) != dims:
+                    raise ValueError(
+                        f"{name}[{i}] {list(entry)} has {len(entry)} sizes but spatial_dims is {dims}: "
+                        f"give {dims} per level ({'H, W' if dims == 2 else 'Z, H, W'})"
+                    )
+        even = [list(k) for k in self.kernels if any(s % 2 == 0 for s in k)]
+        if even:
+            raise ValueError(f"kernels {even} have even sizes; use odd kernel sizes (1, 3, 5)")
+        if self.filters is not None and len(self.filters) != levels:
+            raise ValueError(
+                f"filters has {len(self.filters)} entries but there are {levels} levels; give one per level"
+            )
+        if self.deep_supervision and self.deep_supr_num > levels - 2:
+            raise ValueError(
+                f"deep_supr_num {self.deep_supr_num} is too large for {levels} levels: at most {levels - 2}"
+            )
+        return self
+
+    @property
+    def axis_divisors(self) -> tuple[int, ...]:
+        """Per spatial axis, the product of that axis's strides: each input size must be a multiple."""
+        return tuple(math.prod(s[axis] for s in self.strides) for axis in range(self.spatial_dims))
+
+    @property
+    def size_divisor(self) -> int:
+        """A size that is a multiple of every axis divisor (strides are 1 or 2, so the largest)."""
+        return max(self.axis_divisors)
+
+    @property
+    def supervised_outputs(self) -> int:
+        """Outputs the training-mode network stacks on axis 1 (1 without deep supervision)."""
+        return 1 + self.deep_supr_num if self.deep_supervision else 1
 
     @property
     def task(self) -> Literal["semantic", "instance"]:
@@ -105,4 +215,4 @@ class MaskRCNNSpec(Spec):
         return "instance"
 
 
-ModelSpec = Annotated[UNetSpec | MaskRCNNSpec, Field(discriminator="arch")]
+ModelSpec = Annotated[UNetSpec | DynUNetSpec | MaskRCNNSpec, Field(discriminator="arch")]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from segops.config.models import MaskRCNNSpec, ModelSpec, UNetSpec
+from segops.config.models import DynUNetSpec, MaskRCNNSpec, ModelSpec, UNetSpec
 from segops.config.preprocess import (
     AugmentSpec,
     ElasticAugment,
@@ -65,6 +65,7 @@ __all__ = [
     "DatasetSource",
     "DicomSegLabels",
     "DicomSource",
+    "DynUNetSpec",
     "ElasticAugment",
     "EvaluateStep",
     "ImageSource",

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-from segops.config.schema import MaskRCNNSpec, UNetSpec
+from segops.config.schema import DynUNetSpec, MaskRCNNSpec, UNetSpec
+from segops.models.dynunet import build_dynunet
 from segops.models.maskrcnn import build_maskrcnn
 from segops.models.unet import build_unet
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "unet": build_unet,
+    "dynunet": build_dynunet,
     "maskrcnn": build_maskrcnn,
 }
 
@@ -21,6 +23,6 @@ def known_archs() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(spec: UNetSpec | MaskRCNNSpec) -> nn.Module:
+def build_model(spec: UNetSpec | DynUNetSpec | MaskRCNNSpec) -> nn.Module:
     """Build an untrained model from its spec (weights are never downloaded)."""
     return _BUILDERS[spec.arch](spec)
