@@ -7,12 +7,16 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
   (nnU-Net's CT scheme; all pixels when no foreground). Other modalities and photos: per-image
   ``percentile`` 0.5/99.5 (intensities are not calibrated, so a global window would not hold).
 - **Patch.** Side ``s0`` = the median image's shorter side, at most ``max_patch_side`` (256 on a
-  CPU, 512 on a GPU). The U-Net down-samples ``n = floor(log2(s0 / 4))`` times (at most 6), so
-  the bottleneck is 4–7 px (nnU-Net: feature maps down to 4); the patch is ``s0`` rounded down
-  to a multiple of ``2**n``. Square, with ``augment.rotate90`` on, unless the median image is
-  more than 1.5x as long as it is wide: then each side is planned alone and ``rotate90: 0``.
-- **Network.** ``channels`` start at ``base_channels`` and double per level up to
-  ``max_channels``; ``strides`` are all 2; ``num_res_units: 2``.
+  CPU, 512 on a GPU). Square, with ``augment.rotate90`` on, unless the median image is more
+  than 1.5x as long as it is wide: then the long side is at most ``max_patch_side**2 / s0``
+  and ``rotate90: 0``. Each side is rounded down to a multiple of its axis's pooling divisor
+  (a square patch: of the largest), so the bottleneck is 4–7 px.
+- **Network.** ``arch: dynunet`` (nnU-Net's network, deep supervision on) with kernels and strides
+  from nnU-Net's ``get_pool_and_conv_props`` (:func:`plan_network`): an axis is pooled while it
+  stays at least 8 px (feature maps down to 4) and its spacing is less than 2x the finest
+  poolable one, at most 6 times; its kernel is 3 once its spacing is within 2x of the finest,
+  1 before; the bottleneck's is 3. Images need at least 16 px a side (2 poolings).
+  ``filters`` start at ``base_channels`` and double per level up to ``max_channels``.
 - **Sampling.** ``patches_per_image = ceil(2 * median image px / patch px)`` (1..16): each image
   is covered about twice per epoch. ``batch_size`` (images per step per worker) keeps about
   ``8 * 256**2`` patch pixels per step, and a step covers at most 5 % of the dataset's pixels
@@ -82,38 +86,80 @@ def plan_intensity(fp: Fingerprint) -> Choice:
     )
 
 
-def _side(s0: int) -> tuple[int, int]:
-    """(patch side, down-samplings) for a wanted side: bottleneck 4..7 px."""
-    n = max(1, min(6, math.floor(math.log2(s0 / 4))))
-    return (s0 // 2**n) * 2**n, n
+MAX_POOLS = 6
+MIN_FEATURE = 4
+
+
+def plan_network(
+    sizes: list[int], spacing: tuple[float, ...], max_pools: int = MAX_POOLS, min_feature: int = MIN_FEATURE
+) -> tuple[list[list[int]], list[list[int]]]:
+    """nnU-Net's ``get_pool_and_conv_props`` (v2) with floor halving: per-level kernels and strides.
+
+    Args:
+        sizes: the wanted patch, one size per axis (px).
+        spacing: one spacing per axis (mm, or 1 when unknown).
+
+    Returns:
+        (kernels, strides), one entry per level, each with one size per axis; ``strides[0]`` is
+        all 1. The product of an axis's strides is ``2**`` its poolings.
+    """
+    dims = len(sizes)
+    size, sp = list(sizes), [float(s) for s in spacing]
+    pools, kernel = [0] * dims, [1] * dims
+    kernels, strides = [], [[1] * dims]
+    while True:
+        kernel = [3 if kernel[d] == 3 or sp[d] / min(sp) < 2 else 1 for d in range(dims)]
+        kernels.append(kernel)
+        valid = [d for d in range(dims) if size[d] >= 2 * min_feature and pools[d] < max_pools]
+        finest = min((sp[d] for d in valid), default=0.0)
+        valid = [d for d in valid if sp[d] / finest < 2]
+        if len(valid) == 1 and size[valid[0]] < 3 * min_feature:  # a lone axis pools only with room left
+            valid = []
+        if not valid:
+            break
+        strides.append([2 if d in valid else 1 for d in range(dims)])
+        for d in valid:
+            pools[d], sp[d], size[d] = pools[d] + 1, sp[d] * 2, size[d] // 2
+    kernels[-1] = [3] * dims  # the bottleneck (nnU-Net)
+    return kernels, strides
 
 
 def plan_geometry(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
-    """``patch_size``, ``rotate90``, ``channels`` and ``strides`` from the median image shape."""
+    """``patch_size``, ``rotate90``, ``filters``, ``kernels`` and ``strides`` from the median image
+    shape and spacing."""
     h, w = fp.median_shape
-    if min(h, w) < 8:
+    if min(h, w) < 4 * MIN_FEATURE:
         raise PlanError(
-            f"median image {h}x{w} px is too small for a U-Net: it needs at least 8 px a side; "
+            f"median image {h}x{w} px is too small for a U-Net: it needs at least {4 * MIN_FEATURE} px a side; "
             "check that the planned folder holds the images, not thumbnails"
         )
     cap = settings.max_patch_side
     median = f"median image {h}x{w} px"
-    if max(h, w) <= 1.5 * min(h, w):
-        side, n = _side(min(h, w, cap))
-        patch, rotate = [side, side], Choice(0.75, f"square patches ({median})")
+    square = max(h, w) <= 1.5 * min(h, w)
+    short = min(h, w, cap)
+    if square:
+        want = [short, short]
+        rotate = Choice(0.75, f"square patches ({median})")
     else:
-        short, n = _side(min(h, w, cap))
-        div = 2**n
-        long = max(short, (min(max(h, w), cap * cap // short) // div) * div)
-        patch = [short, long] if h <= w else [long, short]
+        long = max(short, min(max(h, w), cap * cap // short))
+        want = [short, long] if h <= w else [long, short]
         rotate = Choice(0.0, f"{median} is elongated: no 90° turns, non-square patches")
-    channels = [min(settings.base_channels * 2**i, settings.max_channels) for i in range(n + 1)]
-    bottleneck = min(patch) // 2**n
+    spacing = tuple(fp.median_spacing)
+    kernels, strides = plan_network(want, spacing)
+    divs = [math.prod(s[d] for s in strides) for d in range(2)]
+    if square:
+        divs = [max(divs)] * 2
+    patch = [(s // d) * d for s, d in zip(want, divs)]
+    levels = len(strides)
+    filters = [min(settings.base_channels * 2**i, settings.max_channels) for i in range(levels)]
+    pools = [sum(s[d] == 2 for s in strides) for d in range(2)]
+    bottleneck = [p // 2**n for p, n in zip(patch, pools)]
     return {
-        "patch_size": Choice(patch, f"{median}; at most {cap} px a side, multiple of {2**n}"),
+        "patch_size": Choice(patch, f"{median}; at most {cap} px a side, multiples of {divs}"),
         "rotate90": rotate,
-        "channels": Choice(channels, f"{settings.base_channels} doubling to at most {settings.max_channels}"),
-        "strides": Choice([2] * n, f"{n} down-samplings: {min(patch)} px → {bottleneck} px bottleneck"),
+        "filters": Choice(filters, f"{settings.base_channels} doubling to at most {settings.max_channels}"),
+        "kernels": Choice(kernels, f"spacing {list(spacing)}: 3 where within 2x of the finest"),
+        "strides": Choice(strides, f"{pools} poolings: {patch} px → {bottleneck} px bottleneck"),
     }
 
 
@@ -146,20 +192,42 @@ def plan_oversample(fp: Fingerprint) -> Choice:
 
 
 def plan_split(fp: Fingerprint) -> Choice:
-    """``val_fraction`` holding out 20 % of groups, 3..200 of them, at most half."""
+    """``test_fraction`` holding out 20 % of groups, 3..200 of them, at most half: the test set
+    the segment step reports as held-out, touched by nothing before it."""
     n = fp.n_groups
-    n_val = max(1, min(max(3, round(0.2 * n)), 200, n // 2))
-    return Choice(round(n_val / n, 4), f"{n_val} of {n} groups held out")
+    n_test = max(1, min(max(3, round(0.2 * n)), 200, n // 2))
+    return Choice(round(n_test / n, 4), f"{n_test} of {n} groups held out (test)")
+
+
+def plan_val_split(fp: Fingerprint, test_fraction: float) -> Choice:
+    """``val_fraction``: 10 % of the groups, 1..100 of them, leaving at least one to train on.
+    With ``select: last`` validation only chooses the postprocessing, so it stays small."""
+    n = fp.n_groups
+    n_test = round(test_fraction * n)
+    n_val = max(1, min(round(0.1 * n), 100, n - n_test - 1))
+    return Choice(round(n_val / n, 4), f"{n_val} of {n} groups validate (choose the postprocessing)")
 
 
 def epoch_seconds(
-    fp: Fingerprint, val_fraction: float, ppi: int, patch: list[int], seconds_per_patch: float, workers: int = 1
+    fp: Fingerprint,
+    fractions: tuple[float, float],
+    ppi: int,
+    patch: list[int],
+    seconds_per_patch: float,
+    workers: int = 1,
 ) -> float:
-    """Estimated seconds of one epoch (training patches, validation tiles, spread over ``workers``; overhead)."""
-    n_val = round(val_fraction * fp.n_groups) / max(fp.n_groups, 1) * fp.n_labelled
-    n_train = fp.n_labelled - n_val
+    """Estimated seconds of one epoch (training patches, validation tiles, spread over ``workers``;
+    overhead), ``fractions`` being (val_fraction, test_fraction)."""
+    n_val, n_train = _split_cases(fp, fractions)
     tiles = max(1.0, math.prod(fp.median_shape) / math.prod(patch))
     return (n_train * ppi + n_val * tiles / 3) * seconds_per_patch / workers + EPOCH_OVERHEAD_S
+
+
+def _split_cases(fp: Fingerprint, fractions: tuple[float, float]) -> tuple[float, float]:
+    """(validation, training) cases of the split (groups converted to cases in proportion)."""
+    per_group = fp.n_labelled / max(fp.n_groups, 1)
+    n_val, n_test = (round(f * fp.n_groups) * per_group for f in fractions)
+    return n_val, fp.n_labelled - n_val - n_test
 
 
 def plan_epochs(budget_minutes: float, epoch_s: float) -> Choice:
@@ -194,17 +262,20 @@ def plan_train(
     """Every planned train-step value (dotted keys, e.g. ``preprocess.patch_size``).
 
     ``seconds_per_sample(model_plan)`` times one training sample (a patch; a whole image for
-    Mask R-CNN) of the planned model, given ``{"arch", "channels", "strides", "patch_size",
-    "batch", "in_channels", "classes"}`` (or Mask R-CNN's sizes).
+    Mask R-CNN) of the planned model, given ``{"arch", "filters", "kernels", "strides",
+    "patch_size", "batch", "in_channels", "classes"}`` (or Mask R-CNN's sizes).
     """
     in_channels = Choice(
         3 if fp.channels.get(3, 0) > fp.channels.get(1, 0) else 1,
         f"channels per image: {dict(sorted(fp.channels.items()))}",
     )
-    split = plan_split(fp)
+    test = plan_split(fp)
+    val = plan_val_split(fp, test.value)
+    fractions = (val.value, test.value)
     out: dict[str, Choice] = {
         "model.in_channels": in_channels,
-        "split.val_fraction": split,
+        "split.val_fraction": val,
+        "split.test_fraction": test,
         "preprocess.intensity": plan_intensity(fp),
     }
     if fp.task == "instance":
@@ -215,8 +286,8 @@ def plan_train(
             {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch}
             | {k: v.value for k, v in mrcnn.items()}
         )
-        n_train = fp.n_labelled * (1 - split.value)
-        epoch_s = (n_train + fp.n_labelled * split.value / 3) * s / settings.workers + EPOCH_OVERHEAD_S
+        n_val, n_train = _split_cases(fp, fractions)
+        epoch_s = (n_train + n_val / 3) * s / settings.workers + EPOCH_OVERHEAD_S
         return out | {
             "batch_size": Choice(batch, "whole images"),
             "epochs": plan_epochs(settings.budget_minutes, epoch_s),
@@ -225,8 +296,9 @@ def plan_train(
     sampling = plan_sampling(fp, geo["patch_size"].value)
     s = seconds_per_sample(
         {
-            "arch": "unet",
-            "channels": geo["channels"].value,
+            "arch": "dynunet",
+            "filters": geo["filters"].value,
+            "kernels": geo["kernels"].value,
             "strides": geo["strides"].value,
             "patch_size": geo["patch_size"].value,
             "in_channels": in_channels.value,
@@ -235,11 +307,12 @@ def plan_train(
         }
     )
     epoch_s = epoch_seconds(
-        fp, split.value, sampling["patches_per_image"].value, geo["patch_size"].value, s, settings.workers
+        fp, fractions, sampling["patches_per_image"].value, geo["patch_size"].value, s, settings.workers
     )
     return out | {
-        "model.channels": geo["channels"],
+        "model.kernels": geo["kernels"],
         "model.strides": geo["strides"],
+        "model.filters": geo["filters"],
         "preprocess.patch_size": geo["patch_size"],
         "augment.rotate90": geo["rotate90"],
         "foreground_oversample": plan_oversample(fp),

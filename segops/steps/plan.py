@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, MaskRCNNSpec, SourceSpec, UNetSpec
+from segops.config.schema import ClusterSpec, DynUNetSpec, MaskRCNNSpec, SourceSpec
 from segops.data.fingerprint import Fingerprint
 from segops.data.pairing import Detection, PlanOverrides, detect
 from segops.data.planning import Choice, PlanSettings, plan_train
@@ -124,15 +124,17 @@ def _probe(plan: dict[str, Any], steps: int) -> float:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)
     batch = int(plan["batch"])
-    if plan["arch"] == "unet":
-        spec = UNetSpec(
-            arch="unet",
+    if plan["arch"] == "dynunet":
+        spec = DynUNetSpec(
+            arch="dynunet",
             in_channels=plan["in_channels"],
             classes=plan["classes"],
-            channels=tuple(plan["channels"]),
-            strides=tuple(plan["strides"]),
+            kernels=plan["kernels"],
+            strides=plan["strides"],
+            filters=plan["filters"],
         )
-        model, loss_fn = build_model(spec).to(device), build_loss("dice_ce")
+        model = build_model(spec).to(device)
+        loss_fn = build_loss("dice_ce", supervised_outputs=spec.supervised_outputs)
         x = torch.randn(batch, spec.in_channels, *plan["patch_size"], generator=gen).to(device)
         y = torch.randint(0, spec.classes, (batch, 1, *plan["patch_size"]), generator=gen).to(device)
 
@@ -258,12 +260,13 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
         for key in ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image"):
             y.choice(6, key, c[f"model.{key}"])
     else:
-        y.add(6, "arch", "unet")
+        y.add(6, "arch", "dynunet", "nnU-Net's network")
         y.choice(6, "in_channels", c["model.in_channels"])
         y.add(6, "classes", detection.classes, f"label census {census}")
-        y.choice(6, "channels", c["model.channels"])
+        y.choice(6, "kernels", c["model.kernels"])
         y.choice(6, "strides", c["model.strides"])
-        y.add(6, "num_res_units", 2)
+        y.choice(6, "filters", c["model.filters"])
+        y.add(6, "deep_supervision", True, "nnU-Net's weights 1/2^i, the lowest output 0")
         y.add(4, "loss", "dice_ce", "Dice + cross-entropy (nnU-Net)")
     y.add(4, "preprocess")
     y.choice(6, "intensity", c["preprocess.intensity"])
@@ -276,11 +279,13 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
         y.choice(4, "patches_per_image", c["patches_per_image"])
     y.add(4, "split")
     y.choice(6, "val_fraction", c["split.val_fraction"])
+    y.choice(6, "test_fraction", c["split.test_fraction"])
     y.add(6, "seed", 0)
     y.choice(4, "epochs", c["epochs"])
     y.choice(4, "batch_size", c["batch_size"])
-    y.add(4, "select", "last", "the held-out groups never choose the model")
-    n_train = fp.n_labelled - round(c["split.val_fraction"].value * fp.n_labelled)
+    y.add(4, "select", "last", "no split chooses the epoch; validation chooses only the postprocessing")
+    n_test, n_val = (round(c[f"split.{k}"].value * fp.n_groups) for k in ("test_fraction", "val_fraction"))
+    n_train = round((fp.n_groups - n_test - n_val) * fp.n_labelled / max(fp.n_groups, 1))
     if n_train < 2:
         y.add(4, "scaling", {"workers": 1}, f"{n_train} training image(s)")
 

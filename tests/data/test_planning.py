@@ -4,15 +4,18 @@ from dataclasses import replace
 
 import pytest
 
+from segops.config.schema import DynUNetSpec
 from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
 from segops.data.planning import (
     PlanSettings,
     plan_geometry,
     plan_intensity,
     plan_maskrcnn,
+    plan_network,
     plan_oversample,
     plan_split,
     plan_train,
+    plan_val_split,
 )
 from segops.errors import PlanError
 
@@ -44,22 +47,25 @@ def test_isbi_like_plan_is_exact() -> None:
 
     c = {k: v.value for k, v in plan_train(ISBI, 2, PlanSettings(budget_minutes=10), probe).items()}
     assert c["preprocess.patch_size"] == [256, 256] and c["augment.rotate90"] == 0.75
-    assert c["model.strides"] == [2] * 6  # 256 px → 4 px bottleneck
-    assert c["model.channels"] == [16, 32, 64, 128, 256, 256, 256]
+    assert c["model.strides"] == [[1, 1]] + [[2, 2]] * 6  # 256 px → 4 px bottleneck
+    assert c["model.kernels"] == [[3, 3]] * 7
+    assert c["model.filters"] == [16, 32, 64, 128, 256, 256, 256]
     assert (c["patches_per_image"], c["batch_size"]) == (8, 1)  # 5 % of 30 x 512² px < 8 patches of 256²
-    assert c["split.val_fraction"] == 0.2 and c["foreground_oversample"] == 0.33
+    assert c["split.test_fraction"] == 0.2 and c["split.val_fraction"] == 0.1 and c["foreground_oversample"] == 0.33
     assert c["preprocess.intensity"] == {"kind": "percentile", "lower": 0.5, "upper": 99.5}
     assert seen == {
-        "arch": "unet",
-        "channels": c["model.channels"],
-        "strides": [2] * 6,
+        "arch": "dynunet",
+        "filters": c["model.filters"],
+        "kernels": [[3, 3]] * 7,
+        "strides": [[1, 1]] + [[2, 2]] * 6,
         "patch_size": [256, 256],
         "in_channels": 1,
         "classes": 2,
         "batch": 8,
     }
-    # epoch: (24 train x 8 patches + 6 val x 4 tiles / 3) x 0.05 s / 2 workers + 1 s = 6 s; (600 - 45) / 6 = 92.5
-    assert c["epochs"] == 92
+    # 30 groups: 6 test, 3 val, 21 train
+    # epoch: (21 train x 8 patches + 3 val x 4 tiles / 3) x 0.05 s / 2 workers + 1 s = 5.3 s; (600 - 45) / 5.3 = 104.7
+    assert c["epochs"] == 104
 
 
 def test_ct_windows_on_foreground_percentiles() -> None:
@@ -72,31 +78,56 @@ def test_ct_windows_on_foreground_percentiles() -> None:
 
 
 @pytest.mark.parametrize(
-    ("shape", "patch", "strides", "rotate90"),
+    ("shape", "patch", "pools", "rotate90"),
     [
-        ((512, 512), [256, 256], 6, 0.75),
-        ((81, 77), [64, 64], 4, 0.75),
-        ((200, 220), [192, 192], 5, 0.75),
-        ((100, 400), [96, 400], 4, 0.0),
-        ((400, 100), [400, 96], 4, 0.0),
-        ((12, 12), [12, 12], 1, 0.75),
+        ((512, 512), [256, 256], (6, 6), 0.75),
+        ((81, 77), [64, 64], (4, 4), 0.75),
+        ((200, 220), [192, 192], (5, 5), 0.75),
+        # the short axis stops at 96 / 16 = 6 px; the long one pools on alone while >= 12 px
+        ((100, 400), [96, 384], (4, 6), 0.0),
+        ((400, 100), [384, 96], (6, 4), 0.0),
+        ((16, 16), [16, 16], (2, 2), 0.75),
     ],
 )
-def test_patch_and_strides_from_the_median_shape(shape, patch, strides, rotate90) -> None:
+def test_patch_and_strides_from_the_median_shape(shape, patch, pools, rotate90) -> None:
     geo = plan_geometry(replace(ISBI, median_shape=shape), PlanSettings())
-    assert geo["patch_size"].value == patch and len(geo["strides"].value) == strides
-    assert 4 <= min(patch) // 2**strides < 8  # the bottleneck
+    strides, kernels = geo["strides"].value, geo["kernels"].value
+    assert geo["patch_size"].value == patch and strides[0] == [1, 1] and kernels == [[3, 3]] * len(strides)
+    assert tuple(sum(s[d] == 2 for s in strides) for d in range(2)) == pools
+    assert all(4 <= p // 2**n < 8 for p, n in zip(patch, pools))  # the bottleneck
     assert geo["rotate90"].value == rotate90
+    spec = DynUNetSpec(arch="dynunet", kernels=kernels, strides=strides, filters=geo["filters"].value)
+    assert all(p % d == 0 for p, d in zip(patch, spec.axis_divisors))
+
+
+def test_anisotropic_spacing_pools_the_fine_axis_first_with_flat_kernels() -> None:
+    """nnU-Net's rule: 3 mm rows vs 1 mm columns: columns pool alone (row kernel 1) until the
+    spacings are within 2x; then both pool; rows stop at 8 px, where a lone axis needs 12."""
+    geo = plan_geometry(replace(ISBI, median_shape=(256, 256), median_spacing=(3.0, 1.0)), PlanSettings())
+    assert geo["strides"].value == [[1, 1], [1, 2]] + [[2, 2]] * 5
+    assert geo["kernels"].value == [[1, 3]] + [[3, 3]] * 6
+    assert geo["patch_size"].value == [256, 256]  # square: a multiple of the larger divisor, 64
+    assert "[5, 6] poolings: [256, 256] px → [8, 4] px bottleneck" in geo["strides"].why
+
+
+def test_plan_network_follows_nnunet_on_a_3d_patch() -> None:
+    """A (Z, H, W) = (40, 192, 160) patch at 5 x 0.8 x 0.8 mm (a typical CT): in-plane pools
+    first with 1x3x3 kernels; Z joins once its spacing is within 2x of the in-plane one."""
+    kernels, strides = plan_network([40, 192, 160], (5.0, 0.8, 0.8))
+    # spacing 5/0.8/0.8 → 5/1.6/1.6 → 5/3.2/3.2 (Z within 2x: kernel 3, pools too); sizes → (5, 6, 5)
+    assert strides == [[1, 1, 1], [1, 2, 2], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert kernels == [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
 
 
 def test_a_gpu_allows_larger_patches() -> None:
     geo = plan_geometry(ISBI, PlanSettings(max_patch_side=512, base_channels=32, max_channels=512))
-    assert geo["patch_size"].value == [512, 512] and geo["channels"].value == [32, 64, 128, 256, 512, 512, 512, 512][:7]
+    assert geo["patch_size"].value == [512, 512] and geo["filters"].value == [32, 64, 128, 256, 512, 512, 512]
 
 
-def test_tiny_images_are_a_plan_error() -> None:
-    with pytest.raises(PlanError, match="median image 6x40 px is too small"):
-        plan_geometry(replace(ISBI, median_shape=(6, 40)), PlanSettings())
+@pytest.mark.parametrize("shape", [(6, 40), (12, 12)])
+def test_tiny_images_are_a_plan_error(shape) -> None:
+    with pytest.raises(PlanError, match=f"median image {shape[0]}x{shape[1]} px is too small .* at least 16 px"):
+        plan_geometry(replace(ISBI, median_shape=shape), PlanSettings())
 
 
 @pytest.mark.parametrize(
@@ -118,6 +149,15 @@ def test_foreground_oversample_rises_for_rare_foreground(fractions, with_fg, exp
 @pytest.mark.parametrize(("groups", "fraction"), [(30, 0.2), (8, 0.375), (4, 0.5), (5000, 0.04)])
 def test_split_holds_out_a_few_groups(groups: int, fraction: float) -> None:
     assert plan_split(replace(ISBI, n_groups=groups)).value == fraction
+
+
+@pytest.mark.parametrize(
+    ("groups", "test", "val"), [(30, 0.2, 0.1), (4, 0.5, 0.25), (3, 0.3333, 0.3333), (5000, 0.04, 0.02)]
+)
+def test_validation_is_small_and_leaves_groups_to_train(groups: int, test: float, val: float) -> None:
+    fp = replace(ISBI, n_groups=groups)
+    assert plan_split(fp).value == test
+    assert plan_val_split(fp, test).value == val
 
 
 def test_epochs_stay_within_bounds() -> None:
