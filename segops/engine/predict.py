@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
+from torch import nn
 
 from segops.config.schema import SlidingWindowSpec
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
+from segops.engine.ensemble import MirroredModel
 from segops.engine.precision import autocast
 from segops.errors import ShapeError
 
@@ -22,6 +25,7 @@ def predict_masks(
     device: str | torch.device = "cpu",
     amp: bool = False,
     sliding: SlidingWindowSpec | None = None,
+    flip_axes: Sequence[int] = (),
 ) -> list[np.ndarray]:
     """Segment raw record images (2D models) or volumes (3D models).
 
@@ -34,31 +38,100 @@ def predict_masks(
         images: each (C, H, W) float32 as decoded (before intensity normalisation); for a
             3D model each (C, Z, H, W).
         amp: autocast to bfloat16 on CUDA (ignored on CPU).
+        flip_axes: test-time mirroring along these spatial axes (see :func:`network`); () for none.
 
     Returns:
         One (H, W) uint8 class map per image ((Z, H, W) per volume), same order and size as the inputs.
     """
-    sliding = sliding or SlidingWindowSpec()
+    return _predict(loaded, images, torch.device(device), amp, sliding or SlidingWindowSpec(), flip_axes, class_indices)
+
+
+def predict_probabilities(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    sliding: SlidingWindowSpec | None = None,
+    flip_axes: Sequence[int] = (),
+) -> list[np.ndarray]:
+    """Class probabilities of the same network and tiling as :func:`predict_masks`.
+
+    The softmax is taken in float32 over the logits (bfloat16 ones under ``amp``), after the
+    sliding window's blending; with ``flip_axes`` it is the mean softmax over the mirrors.
+    :func:`probability_class_map` of the result is the class map (equal to :func:`predict_masks`'
+    but for exact ties, which both break towards the lower class).
+
+    Returns:
+        One (classes, H, W) float32 array per image ((classes, Z, H, W) per volume), summing to 1
+        over the class axis, cropped to the input's size.
+    """
+    return _predict(loaded, images, torch.device(device), amp, sliding or SlidingWindowSpec(), flip_axes, _softmax)
+
+
+def probability_class_map(probabilities: np.ndarray) -> np.ndarray:
+    """(classes, *spatial) probabilities → (*spatial) uint8 argmax, ties to the lower class."""
+    return class_indices(torch.from_numpy(probabilities)[None])[0].numpy()
+
+
+def network(loaded: LoadedModel, flip_axes: Sequence[int] = ()) -> nn.Module:
+    """The module a semantic prediction goes through: the model, or with ``flip_axes`` a
+    :class:`~segops.engine.ensemble.MirroredModel` of it (log mean softmax over every mirror).
+
+    Raises:
+        ShapeError: an axis the model's images do not have (a 2D model has axes 0, 1).
+    """
+    if not flip_axes:
+        return loaded.model
+    dims = loaded.model_spec.spatial_dims
+    bad = sorted(a for a in flip_axes if a >= dims)
+    if bad:
+        raise ShapeError(
+            f"tta.flip_axes {list(flip_axes)} has axis {bad} but this {dims}D model's images have spatial axes "
+            f"0..{dims - 1} ({'Z, H, W' if dims == 3 else 'H, W'}); use axes below {dims}"
+        )
+    return MirroredModel(loaded.model, flip_axes)
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits.float(), dim=1)
+
+
+def _predict(
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    device: torch.device,
+    amp: bool,
+    sliding: SlidingWindowSpec,
+    flip_axes: Sequence[int],
+    head: Callable[[torch.Tensor], torch.Tensor],
+) -> list[np.ndarray]:
+    """``head`` ((N, C, *spatial) logits → (N, *spatial) class maps or (N, C, *spatial) probabilities)
+    of each image's network output, cropped to the image.
+
+    With mirroring, a padded image (size divisor) is mirrored padding included, as nnU-Net does.
+    """
     spec, pre = loaded.model_spec, loaded.preprocess
+    net = network(loaded, flip_axes)
     if spec.spatial_dims == 3:
-        return _predict_volumes(loaded, images, torch.device(device), amp, sliding)
+        prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
+        with torch.inference_mode(), autocast(device, amp):
+            return [_sliding(loaded, net, v, sliding, device, head) for v in prepared]
     prepared = [prepare_image(img, pre.intensity, spec.in_channels) for img in images]
-    masks: list[np.ndarray | None] = [None] * len(images)
+    outputs: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    dev = torch.device(device)
-    with torch.inference_mode(), autocast(dev, amp):
+    with torch.inference_mode(), autocast(device, amp):
         for i, arr in enumerate(prepared):
             if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
-                masks[i] = _sliding(loaded, arr, sliding, dev)
+                outputs[i] = _sliding(loaded, net, arr, sliding, device, head)
             else:
                 whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
         for indices in whole.values():  # batch only equal shapes together
             batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
-            labels = class_indices(loaded.model(batch.to(dev))).cpu().numpy()
-            for i, label in zip(indices, labels):
+            results = head(net(batch.to(device))).cpu().numpy()
+            for i, result in zip(indices, results):
                 h, w = images[i].shape[1:]
-                masks[i] = label[:h, :w]
-    return masks  # type: ignore[return-value]
+                outputs[i] = result[..., :h, :w]
+    return outputs  # type: ignore[return-value]
 
 
 def predict_label_maps(
@@ -76,17 +149,16 @@ def predict_label_maps(
     return predict_masks(loaded, images, device, amp, sliding)
 
 
-def _predict_volumes(
-    loaded: LoadedModel, volumes: list[np.ndarray], device: torch.device, amp: bool, sliding: SlidingWindowSpec
-) -> list[np.ndarray]:
-    spec, pre = loaded.model_spec, loaded.preprocess
-    prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in volumes]
-    with torch.inference_mode(), autocast(device, amp):
-        return [_sliding(loaded, v, sliding, device) for v in prepared]
-
-
-def _sliding(loaded: LoadedModel, array: np.ndarray, sliding: SlidingWindowSpec, device: torch.device) -> np.ndarray:
-    """(C, H, W) image or (C, Z, H, W) volume, normalised → uint8 class map, tile by tile.
+def _sliding(
+    loaded: LoadedModel,
+    net: nn.Module,
+    array: np.ndarray,
+    sliding: SlidingWindowSpec,
+    device: torch.device,
+    head: Callable[[torch.Tensor], torch.Tensor],
+) -> np.ndarray:
+    """(C, H, W) image or (C, Z, H, W) volume, normalised → ``head`` of the blended logits of
+    ``net`` (the model, or its mirrored form), tile by tile.
 
     ``tile_batch`` tiles go through the network at a time. A volume and its blended logits
     stay in host memory with only the tiles on ``device`` (MONAI's ``sw_device``), so
@@ -112,13 +184,13 @@ def _sliding(loaded: LoadedModel, array: np.ndarray, sliding: SlidingWindowSpec,
         tensor,
         roi_size=roi,
         sw_batch_size=sliding.tile_batch,
-        predictor=loaded.model,
+        predictor=net,
         overlap=sliding.overlap,
         mode=sliding.mode,
         padding_mode="constant",
         **placement,
     )
-    return class_indices(logits)[0].cpu().numpy()
+    return head(logits)[0].cpu().numpy()
 
 
 def class_indices(logits: torch.Tensor) -> torch.Tensor:

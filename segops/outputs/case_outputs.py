@@ -1,5 +1,6 @@
-"""All outputs of one segmented case: mask PNG and/or DICOM SEG (and, for instance models, an
-instance-id PNG and COCO RLE results), at paths that never escape the root."""
+"""All outputs of one segmented case: mask PNG and/or DICOM SEG, the softmax as ``.npz`` (semantic
+models), and for instance models an instance-id PNG and COCO RLE results; at paths that never
+escape the root."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from pydicom.uid import generate_uid
 from segops.data.instances import class_map, instance_id_map
 from segops.data.records import DICOM_ID_COLUMNS
 from segops.engine.cases import CaseResult
-from segops.engine.checkpoint import WEIGHTS_FILE
+from segops.engine.checkpoint import weight_files
+from segops.errors import SegopsError
 from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
 from segops.outputs.layout import dicom_tag_stem, mirror_stem, sanitize_component
 from segops.outputs.masks import encode_instance_png, write_mask_png
+from segops.outputs.probabilities import write_probabilities
 from segops.outputs.storage import join
 
 
@@ -44,33 +47,42 @@ def is_dicom_record(meta: dict[str, Any]) -> bool:
 
 def checkpoint_digest(checkpoint: Path) -> str:
     """Content hash of a checkpoint's weights (16 hex): :attr:`OutputConfig.model_digest`, which
-    identifies the model in outputs and the manifest."""
-    return hashlib.sha256((checkpoint / WEIGHTS_FILE).read_bytes()).hexdigest()[:16]
+    identifies the model in outputs and the manifest (an ensemble's: of its folds' weights in order)."""
+    digest = hashlib.sha256()
+    for weights in weight_files(checkpoint):
+        digest.update(weights.read_bytes())
+    return digest.hexdigest()[:16]
 
 
-def write_case_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
+def write_case_outputs(
+    cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray, probabilities: np.ndarray | None = None
+) -> dict[str, str]:
     """Write the requested outputs for one case.
 
     Returns:
-        ``mask_path``, ``seg_path`` ("" when not written), ``mask_sha256`` (of the mask's class
-        map, so reruns and audits can compare outputs without reading PNGs) and ``model``.
+        ``mask_path``, ``seg_path``, ``probabilities_path`` ("" when not written), ``mask_sha256``
+        (of the mask's class map, so reruns and audits can compare outputs without reading PNGs)
+        and ``model``.
 
     Args:
         meta: the record's columns (``rel_path``, ``frame``, ``source_uri``, ``transfer_syntax``,
             the DICOM identifiers of :data:`segops.data.records.DICOM_ID_COLUMNS`...).
         mask: (H, W) class map.
+        probabilities: (classes, H, W) softmax; needed when ``cfg.formats`` has ``probabilities``.
     """
-    written, _ = _class_outputs(cfg, meta, mask)
+    written, _ = _class_outputs(cfg, meta, mask, probabilities)
     return written
 
 
-def _class_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> tuple[dict[str, str], str]:
+def _class_outputs(
+    cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray, probabilities: np.ndarray | None = None
+) -> tuple[dict[str, str], str]:
     """(:func:`write_case_outputs`' fields, the case's output stem)."""
     header = None
     if "dicom-seg" in cfg.formats and is_dicom_record(meta):  # a SEG copies much of its source's header
         header = pydicom.dcmread(meta["source_uri"], stop_before_pixels=True)
     stem = case_stem(cfg, meta, header)
-    written = _provenance(cfg, mask)
+    written = _provenance(cfg, mask) | _probabilities(cfg, meta, stem, probabilities)
     if "png" in cfg.formats:
         written["mask_path"] = str(write_mask_png(join(cfg.root, "masks"), f"{stem}.png", mask, cfg.classes))
     if header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
@@ -135,18 +147,22 @@ def case_stem(cfg: OutputConfig, meta: dict[str, Any], header: pydicom.Dataset |
     return dicom_tag_stem(*ids, frame)
 
 
-def write_volume_outputs(cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray) -> dict[str, str]:
-    """Outputs of one segmented series: a NIfTI label volume and/or a multi-frame DICOM SEG.
+def write_volume_outputs(
+    cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray, probabilities: np.ndarray | None = None
+) -> dict[str, str]:
+    """Outputs of one segmented series: a NIfTI label volume and/or a multi-frame DICOM SEG, and
+    its softmax.
 
     Args:
         meta: the volume record's columns (``case_id`` = SeriesInstanceUID, ``affine``,
             ``source_uris`` in slice order...).
         mask: (Z, H, W) class map, slices in ``source_uris`` order.
+        probabilities: (classes, Z, H, W) softmax, same order; needed for the ``probabilities`` output.
     """
     import nibabel as nib
 
     stem = f"volumes/{sanitize_component(meta['case_id'])}"
-    written = _provenance(cfg, mask)
+    written = _provenance(cfg, mask) | _probabilities(cfg, meta, stem, probabilities)
     if "png" in cfg.formats:  # a volume's mask is a NIfTI file
         affine = np.asarray(meta["affine"], float).reshape(4, 4)
         image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))).astype(np.uint8), affine)
@@ -170,6 +186,20 @@ def _provenance(cfg: OutputConfig, mask: np.ndarray) -> dict[str, str]:
     }
 
 
+def _probabilities(
+    cfg: OutputConfig, meta: dict[str, Any], stem: str, probabilities: np.ndarray | None
+) -> dict[str, str]:
+    """``probabilities_path``: the case's softmax written under ``stem`` when asked for, else ""."""
+    if "probabilities" not in cfg.formats:
+        return {"probabilities_path": ""}
+    if probabilities is None:
+        raise SegopsError(
+            "outputs: probabilities, but this case was segmented without them: InferenceSettings.probabilities "
+            "must be set with it (InferenceSettings.from_step does so)"
+        )
+    return {"probabilities_path": str(write_probabilities(cfg.root, stem, probabilities, str(meta["case_id"])))}
+
+
 def _seg(cfg: OutputConfig, sources: list, masks: np.ndarray, series_uid: str, sop_key: list[str]) -> Any:
     """A SEG with UIDs derived from (source, model), so a rerun reproduces them."""
     return build_seg(
@@ -186,5 +216,5 @@ def write_case_result(cfg: OutputConfig, meta: dict[str, Any], result: CaseResul
     if result.label_map is not None:
         return write_instance_outputs(cfg, meta, result.label_map, list(result.detections))
     if result.class_map.ndim == 3:
-        return write_volume_outputs(cfg, meta, result.class_map)
-    return write_case_outputs(cfg, meta, result.class_map)
+        return write_volume_outputs(cfg, meta, result.class_map, result.probabilities)
+    return write_case_outputs(cfg, meta, result.class_map, result.probabilities)
