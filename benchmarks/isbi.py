@@ -53,9 +53,9 @@ def main() -> None:
     train = next(s for s in manifest["steps"] if s["step"] == "train")
     segment = next(s for s in manifest["steps"] if s["step"] == "segment")
     report = pd.read_parquet(segment["outputs"]["report"])
-    held = report[report["split"] == "val"]
+    held = report[report["split"] == "test"]
     if held.empty:
-        sys.exit("the run's report has no held-out cases; is the train step's split set?")
+        sys.exit("the run's report has no held-out (test) cases; is the train step's split.test_fraction above 0?")
 
     rows = [
         ("pixel error (1 - accuracy)", held["pixel_error"].mean(), PAPER["pixel error"]),

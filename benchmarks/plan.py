@@ -67,7 +67,7 @@ def run(path: Path, new_run: bool = False) -> dict:
 
 
 def _scores(report: pd.DataFrame, cases: set[str] | None = None, fg_only: bool = False) -> tuple[float, float, int]:
-    held = report[report["split"] == "val"]
+    held = report[report["split"] == "test"]
     if cases is not None:
         held = report[report["rel_path"].isin(cases)]
     if fg_only:
@@ -77,8 +77,8 @@ def _scores(report: pd.DataFrame, cases: set[str] | None = None, fg_only: bool =
 
 def compare(title: str, a_name: str, a: dict, b_name: str, b: dict, fg_only: bool = False) -> str:
     """Two runs side by side: held-out (own split, then common cases) Dice, pixel error, times."""
-    common = set(a["report"].loc[a["report"]["split"] == "val", "rel_path"]) & set(
-        b["report"].loc[b["report"]["split"] == "val", "rel_path"]
+    common = set(a["report"].loc[a["report"]["split"] == "test", "rel_path"]) & set(
+        b["report"].loc[b["report"]["split"] == "test", "rel_path"]
     )
     dice = "foreground Dice (defect images)" if fg_only else "Dice"
     rows = [("held-out " + dice, 0), ("held-out pixel error", 1), ("held-out cases", 2)]
