@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+
+if TYPE_CHECKING:  # imported lazily: --help and validate stay instant
+    from segops.steps.results import TrainResult
 
 app = typer.Typer(
     add_completion=False,
@@ -114,9 +119,14 @@ def _print_summary(result) -> None:
         table.add_row("report", str(segment.report))
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = segment.metrics if segment is not None else {}
-    # foreground Dice first: on mostly empty data the plain mean is high even for a model that predicts nothing
+    # held-out (test), then validation, then all cases; foreground Dice first in each: on mostly empty
+    # data the plain mean is high even for a model that predicts nothing
     for key in (k for k in HEADLINE_METRICS if k.startswith("segment_")):
-        if key in metrics:
+        if key in _SPLIT_ROWS:
+            row = _split_row(key, metrics, train)
+            if row is not None:
+                table.add_row(*row)
+        elif key in metrics:
             value = metrics[key]
             table.add_row(
                 key.removeprefix("segment_"),
@@ -131,6 +141,34 @@ def _print_summary(result) -> None:
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+
+
+#: The summary rows that head the held-out and the validation figures: (label, what the part is).
+_SPLIT_ROWS = {
+    "segment_heldout_cases": ("held-out (test)", "touched by nothing before this step"),
+    "segment_val_cases": ("validation", "chose the checkpoint: flatters the model"),
+    "segment_labelled_cases": ("all labelled", "train, validation and test together"),
+}
+NO_TEST_SET = "no test set (split.test_fraction: 0 or too few groups): no held-out figures"
+
+
+def _split_row(key: str, metrics: Mapping[str, float], train: TrainResult | None) -> tuple[str, str] | None:
+    """The row heading a part of the split: its case count, or why there are no held-out figures.
+    None when there is nothing to say (no train step and no such cases; no validation cases)."""
+    label, what = _SPLIT_ROWS[key]
+    cases = int(metrics.get(key, 0))
+    if key == "segment_heldout_cases" and train is not None and not train.test_groups:
+        return label, NO_TEST_SET
+    if key == "segment_val_cases" and train is not None and train.folds > 1 and "cv_dice_mean" in train.best:
+        fg = train.best.get("cv_fg_dice_mean")
+        return "cross-validation", f"{train.folds} folds, out-of-fold Dice {train.best['cv_dice_mean']:.4f}" + (
+            "" if fg is None else f", foreground Dice {fg:.4f}"
+        )
+    if cases == 0:
+        return None
+    if train is None:  # a model from elsewhere: which cases it saw is not known here
+        what = "every labelled case" if key == "segment_labelled_cases" else what
+    return label, f"{cases} case{'s' if cases != 1 else ''}; {what}"
 
 
 @app.command()

@@ -27,7 +27,8 @@ from segops.outputs.reports import REPORT_COLUMNS
 runner = CliRunner()
 MODEL = "wf-unet"
 N_CASES = 10
-TRAIN_CASES = (8, 9)  # split "train" in both reports; every other case is held out ("val")
+TRAIN_CASES = (8, 9)  # split "train" in both reports
+VAL_CASES = (6,)  # split "val" (chose the checkpoint); every other case is held out ("test")
 ONLY_IN_A = 7  # B's report lacks this case
 NO_IMAGE = 1  # its image file is deleted after scoring: its overlay must be skipped with a note
 NO_MASK_B = 0  # B's mask file is deleted: its overlay shows A's outline only
@@ -61,7 +62,7 @@ def _write_cases(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             rows[side].append(
                 {
                     "case_id": path_case_id(rel),
-                    "split": "train" if i in TRAIN_CASES else "val",
+                    "split": "train" if i in TRAIN_CASES else "val" if i in VAL_CASES else "test",
                     "source_uri": str(root / "images" / rel),
                     "rel_path": rel,
                     "frame": 0,
@@ -77,9 +78,9 @@ def _write_cases(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _evaluate_table(report: pd.DataFrame) -> pd.DataFrame:
-    """The evaluate step's per-case table: held-out cases of the frozen set (first 6), no split column."""
-    cases = report[report["split"] == "val"].head(6)
-    table = cases[["case_id", "dice", "iou", "modality", "rel_path", "source_uri", "mask_path"]].copy()
+    """The evaluate step's per-case table: held-out cases of the frozen set (first 6), all split "test"."""
+    cases = report[report["split"] == "test"].head(6)
+    table = cases[["case_id", "dice", "iou", "modality", "rel_path", "source_uri", "mask_path", "split"]].copy()
     table["dice_per_class"] = [json.dumps({"1": d}) for d in table["dice"]]
     return table
 
@@ -100,11 +101,12 @@ def _log_run(tracker, root: Path, name: str, report: pd.DataFrame, extra: dict[s
     tracker.log_params({"workflow.name": "wf", "model.arch": "unet", "train.cases": 12, "val.cases": 8})
     meta = report[["case_id", "rel_path", "modality"]]
     tracker.log_dataset("wf-images", str(root / "images"), meta, name[-1] * 16, "training")
-    held = report[report["split"] == "val"]
+    held, val = report[report["split"] == "test"], report[report["split"] == "val"]
     tracker.log_metrics(
         {
-            "best_val_dice": float(held["dice"].mean()) + 0.01,
+            "best_val_dice": float(val["dice"].mean()) + 0.01,
             "segment_heldout_dice_mean": float(held["dice"].mean()),
+            "segment_val_dice_mean": float(val["dice"].mean()),
             "segment_outputs": 10.0,
         }
     )
@@ -112,7 +114,8 @@ def _log_run(tracker, root: Path, name: str, report: pd.DataFrame, extra: dict[s
     out.mkdir()
     for path in write_table(report, out / "report"):
         tracker.log_artifact(path, "segment")
-    (out / "split.json").write_text(json.dumps({"train": ["g8", "g9"], "val": [f"g{i}" for i in range(8)]}))
+    split = {"train": ["g8", "g9"], "val": ["g6"], "test": [f"g{i}" for i in (0, 1, 2, 3, 4, 5, 7)]}
+    (out / "split.json").write_text(json.dumps(split))
     tracker.log_artifact(out / "split.json", "train")
     (out / "workflow.yaml").write_text(
         "name: wf\nsteps:\n  - step: ingest\n    source: {kind: images, path: %s}\n  - step: segment\n    model: null\n"
@@ -215,7 +218,7 @@ def test_models_lists_versions_with_aliases_promotion_and_metrics(store: dict) -
     ]
     assert versions[0].run_id == store["run_b"] and versions[0].tags["segops.promotion"] == "promoted"
     assert versions[0].metrics["segment_heldout_dice_mean"] == pytest.approx(
-        store["report_b"].query("split == 'val'")["dice"].mean()
+        store["report_b"].query("split == 'test'")["dice"].mean()
     )
     result = _audit("models", "--tracking-uri", store["uri"])
     assert result.exit_code == 0, result.output
@@ -237,8 +240,8 @@ def test_compare_two_runs_writes_report_plots_overlays_and_logs_it(store: dict, 
     assert f"report: {out / 'index.html'}" in result.output and "per-case Dice" in result.output
 
     # the numbers, recomputed from the two reports' held-out rows
-    a = store["report_a"].query("split == 'val'")
-    b = store["report_b"].query("split == 'val'")
+    a = store["report_a"].query("split == 'test'")
+    b = store["report_b"].query("split == 'test'")
     paired = a.merge(b, on="case_id", suffixes=("_a", "_b"))
     paired["delta"] = paired["dice_b"] - paired["dice_a"]
     summary = json.loads((out / "summary.json").read_text())
@@ -255,7 +258,7 @@ def test_compare_two_runs_writes_report_plots_overlays_and_logs_it(store: dict, 
     assert stats["delta_mean"] == pytest.approx(paired["delta"].mean())
     assert stats["worse_in_b"] == int((paired["delta"] < -TOLERANCE).sum())
     assert summary["a"]["table"] == f"runs:/{store['run_a']}/segment/report.parquet"
-    assert "held-out rows (split = val): 8 of 10" in summary["a"]["rows"]
+    assert "held-out rows (split = test): 7 of 10" in summary["a"]["rows"]
 
     worst = summary["worst"]
     expected = paired.sort_values("delta")["case_id"].head(3).tolist()
@@ -329,8 +332,11 @@ def test_audit_run_shows_data_models_and_outputs(store: dict, tmp_path: Path) ->
         "evaluate",
         "promote",
         "segment_heldout_dice_mean",
+        "segment_val_dice_mean",
         str(store["root"] / "images"),
         "val groups",
+        "test groups",
+        "test: held out from training and checkpoint choice",
     ):
         assert expected in text, expected
     summary = json.loads((out / "summary.json").read_text())
@@ -340,7 +346,11 @@ def test_audit_run_shows_data_models_and_outputs(store: dict, tmp_path: Path) ->
         ("frozen-heldout", "evaluation"),
     }
     assert [(m["version"], m["aliases"]) for m in summary["models"]] == [("2", ["champion"])]
-    assert summary["cases"]["val"]["cases"] == 7 and summary["cases"]["train"]["cases"] == 2
+    assert {k: v["cases"] for k, v in summary["cases"].items()} == {"test": 6, "val": 1, "train": 2}
+    assert list(summary["cases"]) == ["test", "val", "train"]  # held-out first
+    assert summary["cases"]["test"]["dice_mean"] == pytest.approx(
+        store["report_b"].query("split == 'test'")["dice"].mean()
+    )
     _png(out / "histogram.png")
     assert 'src="histogram.png"' in (out / "index.html").read_text()
 
@@ -406,3 +416,23 @@ def test_pairing_merges_image_columns_and_counts_changes_with_the_gate_tolerance
     stats = paired_stats(a, b, paired)
     assert (stats["cases"], stats["only_in_a"], stats["only_in_b"]) == (4, 1, 1)
     assert (stats["better_in_b"], stats["worse_in_b"], stats["unchanged"]) == (1, 2, 1)
+
+
+def test_load_cases_keeps_test_rows_else_says_it_fell_back_to_validation_rows(tmp_path: Path) -> None:
+    from segops.audit import load_cases
+
+    def table(splits: list[str]) -> Path:
+        path = tmp_path / f"{'-'.join(splits)}.parquet"
+        frame = pd.DataFrame({"case_id": [f"c{i}" for i in range(len(splits))], "dice": 0.5, "split": splits})
+        frame.to_parquet(path, index=False)
+        return path
+
+    cases, note = load_cases(table(["train", "val", "test", "test", "-"]))
+    assert list(cases["case_id"]) == ["c2", "c3"] and note == "held-out rows (split = test): 2 of 5"
+    cases, note = load_cases(table(["train", "val", "val"]))  # no test set, or a report from before the test split
+    assert list(cases["case_id"]) == ["c1", "c2"]
+    assert note == "no test rows: validation rows (split = val, they chose the checkpoint): 2 of 3"
+    cases, note = load_cases(table(["train", "-"]))
+    assert len(cases) == 2 and note == "all 2 rows"
+    cases, note = load_cases(table(["train", "val", "test", "test", "-"]), heldout_only=False)
+    assert len(cases) == 5 and note == "all 5 rows"

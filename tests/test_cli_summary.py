@@ -1,33 +1,81 @@
-"""The run summary: foreground Dice first, and a warning when the model predicted no foreground."""
+"""The run summary: held-out (test) figures, then validation, then all cases, foreground Dice first in
+each; "no test set" when nothing was held out; a warning when the model predicted no foreground."""
 
 from pathlib import Path
 
 import pytest
 
-from segops.cli import _print_summary
-from segops.steps.results import SegmentResult
+from segops.cli import NO_TEST_SET, _print_summary
+from segops.steps.results import SegmentResult, TrainResult
 from segops.workflows import RunResult
 
 
-def _result(metrics: dict[str, float]) -> RunResult:
+def _result(metrics: dict[str, float], test_groups: frozenset[str] | None = None) -> RunResult:
+    """A run of one segment step, after a train step that held out ``test_groups`` (None: no train step)."""
     root = Path("runs/r1")
     segment = SegmentResult(root / "outputs.parquet", root / "report.parquet", "d1", root, str(root), metrics)
-    return RunResult("r1", root, "m1", "sqlite:///mlruns.db", [segment.to_manifest()], (segment,))
+    steps: tuple = (segment,)
+    if test_groups is not None:
+        train = TrainResult(root / "model", frozenset({"v"}), 3, "val_dice", {}, test_groups=test_groups)
+        steps = (train, segment)
+    return RunResult("r1", root, "m1", "sqlite:///mlruns.db", [s.to_manifest() for s in steps], steps)
+
+
+def _rows(text: str) -> list[list[str]]:
+    """The summary table's rows as their cells."""
+    return [[cell.strip() for cell in line.strip("│┃ ").split("│")] for line in text.splitlines()]
 
 
 def test_summary_leads_with_foreground_dice_and_warns_on_empty_predictions(capsys: pytest.CaptureFixture[str]) -> None:
     metrics = {
+        "segment_heldout_cases": 20.0,
         "segment_heldout_dice_mean": 0.72,
         "segment_heldout_fg_dice_mean": 0.0,
+        "segment_val_cases": 1.0,
+        "segment_val_dice_mean": 0.75,
+        "segment_val_fg_dice_mean": 0.0,
+        "segment_labelled_cases": 30.0,
         "segment_fg_dice_mean": 0.0,
         "segment_dice_mean": 0.7,
         "segment_empty_prediction_fraction": 1.0,
     }
-    _print_summary(_result(metrics))
+    _print_summary(_result(metrics, frozenset({"t"})))
     text = capsys.readouterr().out
-    rows = [line.strip("│┃ ").split(" ")[0] for line in text.splitlines()]
-    dice_rows = [r for r in rows if "dice" in r]
-    assert dice_rows == ["heldout_fg_dice_mean", "fg_dice_mean", "heldout_dice_mean", "dice_mean"]
+    rows = _rows(text)
+    firsts = [r[0] for r in rows]
+    held, val = firsts.index("held-out (test)"), firsts.index("validation")
+    assert firsts[held : held + 3] == ["held-out (test)", "heldout_fg_dice_mean", "heldout_dice_mean"]
+    assert firsts[val : val + 3] == ["validation", "val_fg_dice_mean", "val_dice_mean"]
+    assert firsts[val + 3 : val + 6] == ["all labelled", "fg_dice_mean", "dice_mean"]
+    assert rows[held][1] == "20 cases; touched by nothing before this step"
+    assert rows[val][1] == "1 case; chose the checkpoint: flatters the model"
+    assert rows[val + 3][1] == "30 cases; train, validation and test together"
+    assert NO_TEST_SET not in text
     assert "predicted no foreground on any segmented image" in text
     _print_summary(_result(metrics | {"segment_empty_prediction_fraction": 0.7}))
     assert "predicted no foreground" not in capsys.readouterr().out
+
+
+def test_summary_says_in_words_when_no_test_set_was_held_out(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = {"segment_heldout_cases": 0.0, "segment_val_cases": 4.0, "segment_val_dice_mean": 0.8}
+    _print_summary(_result(metrics, frozenset()))
+    text = capsys.readouterr().out
+    assert ["held-out (test)", NO_TEST_SET] in _rows(text)
+    assert NO_TEST_SET == "no test set (split.test_fraction: 0 or too few groups): no held-out figures"
+    assert "heldout_" not in text and "4 cases; chose the checkpoint" in text
+    _print_summary(_result(metrics | {"segment_val_cases": 0.0}))  # no train step: a model from elsewhere
+    text = capsys.readouterr().out
+    assert "held-out (test)" not in text and "validation" not in text
+
+
+def test_summary_gives_the_out_of_fold_figure_with_folds(capsys: pytest.CaptureFixture[str]) -> None:
+    root = Path("runs/r1")
+    metrics = {"segment_heldout_cases": 3.0, "segment_heldout_dice_mean": 0.7, "segment_val_cases": 0.0}
+    segment = SegmentResult(root / "outputs.parquet", root / "report.parquet", "d1", root, str(root), metrics)
+    best = {"cv_dice_mean": 0.81, "cv_fg_dice_mean": 0.62}
+    train = TrainResult(root / "model", frozenset(), -1, "val_dice", best, test_groups=frozenset({"t"}), folds=5)
+    steps = (train, segment)
+    _print_summary(RunResult("r1", root, "m1", "sqlite:///mlruns.db", [s.to_manifest() for s in steps], steps))
+    rows = _rows(capsys.readouterr().out)
+    assert ["cross-validation", "5 folds, out-of-fold Dice 0.8100, foreground Dice 0.6200"] in rows
+    assert ["held-out (test)", "3 cases; touched by nothing before this step"] in rows

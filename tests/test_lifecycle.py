@@ -84,7 +84,7 @@ def _retrain(data: dict, server: str, name: str, labels: str, epochs: int, lr: f
                         "intensity": {"kind": "window", "lower": -160, "upper": 240},
                         "patch_size": [64, 64],
                     },
-                    "split": {"val_fraction": 0.34},
+                    "split": {"val_fraction": 0.34, "test_fraction": 0.0},  # held out: the evaluate step's set
                     "epochs": epochs,
                     "batch_size": 4,
                     "learning_rate": lr,

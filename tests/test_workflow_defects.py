@@ -94,7 +94,7 @@ def test_planned_workflow_learns_the_rare_defects(parts: Path, monkeypatch: pyte
     run = run_workflow(spec, out.read_text())
 
     report = pd.read_parquet(run.latest(SegmentResult).report)
-    heldout_defects = report[(report["split"] == "val") & (report["label_fg_fraction"] > 0)]
+    heldout_defects = report[(report["split"] == "test") & (report["label_fg_fraction"] > 0)]
     assert len(heldout_defects) >= 3
     assert heldout_defects["dice"].mean() >= 0.6, heldout_defects[["rel_path", "dice", "fg_fraction"]]
     assert run.latest(SegmentResult).metrics["segment_heldout_fg_dice_mean"] == pytest.approx(

@@ -7,6 +7,7 @@ this also guards against the actor-pool / read-task deadlock noted in field-note
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from segops.data.labels import read_mask_png
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.outputs.manifest import load_manifest
-from segops.steps.results import TrainResult
+from segops.steps.results import SegmentResult, TrainResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -134,7 +135,14 @@ def test_report_has_one_row_per_labelled_input(run, archive: dict) -> None:
     csv = pd.read_csv(run.run_dir / "report.csv")
     assert len(report) == len(csv) == archive["n_ok"] - archive["n_unlabelled"]
     assert (report["iou"] <= report["dice"] + 1e-9).all()  # IoU never exceeds Dice
-    assert set(report["split"]) == {"train", "val"}
+    # 3 series: test drawn first (round(0.2 * 3) = 1), then validation (round(0.34 * 3) = 1), 1 trains
+    split = json.loads((run.run_dir / "split.json").read_text())
+    assert {k: len(v) for k, v in split.items()} == {"train": 1, "val": 1, "test": 1}
+    assert set(report["split"]) == {"train", "val", "test"}
+    metrics = run.latest(SegmentResult).metrics
+    assert metrics["segment_heldout_cases"] == (report["split"] == "test").sum()
+    assert metrics["segment_heldout_dice_mean"] == pytest.approx(report.loc[report["split"] == "test", "dice"].mean())
+    assert metrics["segment_val_dice_mean"] == pytest.approx(report.loc[report["split"] == "val", "dice"].mean())
     # every report Dice and IoU is recomputed independently from the written masks and the label files
     for _, row in report.iterrows():
         label_path = archive["labels"] / Path(row["rel_path"]).with_suffix(".png")

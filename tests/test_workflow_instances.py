@@ -129,7 +129,8 @@ def test_corrupt_image_is_quarantined(run) -> None:
 
 def test_report_counts_match_the_label_files(run, archive: dict) -> None:
     report = pd.read_parquet(run.run_dir / "report.parquet")
-    assert len(report) == N_IMAGES and set(report["split"]) == {"train", "val"}
+    # 12 images: test round(0.2 * 12) = 2 drawn first, validation round(0.25 * 12) = 3, 7 train
+    assert len(report) == N_IMAGES and report["split"].value_counts().to_dict() == {"train": 7, "val": 3, "test": 2}
     for row in report.itertuples():
         truth = _read(archive["summary"].instances / row.rel_path)
         n_truth = len(np.unique(truth[truth > 0]))
@@ -151,6 +152,9 @@ def test_mask_ap_in_mlflow_equals_cocoeval_on_the_written_files(run, archive: di
     assert metrics["segment_mask_ap50"] == pytest.approx(expected["ap50"], abs=1e-9)
     report = pd.read_parquet(run.run_dir / "report.parquet")
     assert metrics["segment_instances_tp"] == report["tp"].sum()
+    held = report[report["split"] == "test"]
+    assert metrics["segment_heldout_cases"] == 2 and metrics["segment_heldout_instances_tp"] == held["tp"].sum()
+    assert {"segment_heldout_mask_ap50", "segment_val_mask_ap50"} <= set(metrics)  # scored on test and val alone
 
 
 def test_training_logs_loss_components_and_validation_ap_per_epoch(run) -> None:

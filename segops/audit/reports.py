@@ -143,6 +143,21 @@ def _side_summary(side: Side) -> dict[str, Any]:
     }
 
 
+#: The order a run report lists a segment report's splits in: held-out first, then validation.
+_SPLIT_ORDER = ("test", "val", "train")
+_SPLIT_NOTE = "test: held out from training and checkpoint choice; val: chose the checkpoint; train: trained on"
+
+
+def _split_stats(dice: pd.Series, split: pd.Series) -> dict[str, dict[str, float]]:
+    """Per split value: cases, mean and median Dice; ``test``, ``val``, ``train``, then any other."""
+    found = set(split.astype(str))
+    order = [k for k in _SPLIT_ORDER if k in found] + sorted(found - set(_SPLIT_ORDER))
+    parts = {k: dice[split.astype(str) == k] for k in order}
+    return {
+        k: {"cases": len(d), "dice_mean": float(d.mean()), "dice_median": float(d.median())} for k, d in parts.items()
+    }
+
+
 def write_run_report(
     folder: Path, run: RunDetails, cases: pd.DataFrame | None = None, cases_note: str = "", tracking_uri: str = ""
 ) -> Report:
@@ -170,15 +185,13 @@ def write_run_report(
     pictures, case_stats = [], {}
     if cases is not None and len(cases):
         split = cases["split"] if "split" in cases.columns else pd.Series(["-"] * len(cases), index=cases.index)
-        dice = cases["dice"].groupby(split)
-        case_stats = {
-            str(k): {"cases": len(d), "dice_mean": float(d.mean()), "dice_median": float(d.median())} for k, d in dice
-        }
+        case_stats = _split_stats(cases["dice"], split)
         rows = [(k, fmt(v["cases"]), fmt(v["dice_mean"]), fmt(v["dice_median"])) for k, v in case_stats.items()]
-        sections.append(Section("per-case Dice by split", ("split", "cases", "mean", "median"), rows, note=cases_note))
+        note = f"{cases_note}; {_SPLIT_NOTE}" if cases_note else _SPLIT_NOTE
+        sections.append(Section("per-case Dice by split", ("split", "cases", "mean", "median"), rows, note=note))
         series = [
             (f"split {k}", cases.loc[split == k, "dice"], c)
-            for k, c in zip(case_stats, (COLOUR_A, COLOUR_B, "#2ca02c"))
+            for k, c in zip(case_stats, (COLOUR_A, COLOUR_B, "#2ca02c", "#7f7f7f"))
         ]
         plot_histograms(series, folder / "histogram.png", "Dice per case, by split")
         pictures.append(Picture("histogram.png", "Dice per case, by split"))

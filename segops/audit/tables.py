@@ -142,8 +142,10 @@ def _looks_numeric(text: str) -> bool:
 def load_cases(path: str | Path, uri: str = "", heldout_only: bool = True) -> tuple[pd.DataFrame, str]:
     """Read a per-case table; a segment report is cut to its held-out rows when it has any.
 
-    Training cases would flatter the model that trained on them, so with ``heldout_only`` a report
-    with ``split == "val"`` rows keeps only those. Duplicate case ids keep their first row.
+    Training cases would flatter the model that trained on them, and validation cases the model they
+    chose, so with ``heldout_only`` a report with ``split == "test"`` rows keeps only those. A report
+    without test rows (no test set, or written before segops split three ways, when ``val`` was the
+    held-out part) keeps its ``val`` rows, and the note says so. Duplicate case ids keep their first row.
 
     Returns:
         (table, a note saying which rows were kept).
@@ -161,9 +163,13 @@ def load_cases(path: str | Path, uri: str = "", heldout_only: bool = True) -> tu
         raise AuditError(f"per-case table {name} has no {', '.join(missing)} column; it has {', '.join(df.columns)}")
     total = len(df)
     note = f"all {total} rows"
-    if heldout_only and "split" in df.columns and (df["split"] == "val").any():
-        df = df[df["split"] == "val"]
-        note = f"held-out rows (split = val): {len(df)} of {total}"
+    split = df["split"] if "split" in df.columns else None
+    if heldout_only and split is not None and (split == "test").any():
+        df = df[split == "test"]
+        note = f"held-out rows (split = test): {len(df)} of {total}"
+    elif heldout_only and split is not None and (split == "val").any():
+        df = df[split == "val"]
+        note = f"no test rows: validation rows (split = val, they chose the checkpoint): {len(df)} of {total}"
     if df["case_id"].duplicated().any():
         note += f"; {int(df['case_id'].duplicated().sum())} duplicate case id(s) dropped"
         df = df.drop_duplicates("case_id")

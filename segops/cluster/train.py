@@ -95,6 +95,7 @@ def train_model(
     resources: dict[str, float],
     init_checkpoint: Path | None = None,
     storage: str | None = None,
+    desc: str = "train",
 ) -> TrainOutcome:
     """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
 
@@ -107,7 +108,7 @@ def train_model(
     interruption (even ``kill -9`` of the driver) continues from the last epoch reached.
     ``init_checkpoint``: warm start from these weights (same architecture). ``storage``: a path
     or URI (``s3://…``) for the checkpoints instead of ``storage_dir`` (see ``ClusterSpec.storage``);
-    the progress feed stays in ``storage_dir``.
+    the progress feed stays in ``storage_dir``. ``desc``: the progress bar's label (``fold 1/5``).
     """
     use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
@@ -148,7 +149,7 @@ def train_model(
             failure_config=FailureConfig(max_failures=step.max_failures),
         ),
     )
-    result = _fit_with_progress(trainer, progress, step.epochs)
+    result = _fit_with_progress(trainer, progress, step.epochs, desc)
     if result.error is not None:
         raise StepError(f"training failed: {result.error}") from result.error
     history: list[dict[str, float]] = result.return_value or []
@@ -182,9 +183,9 @@ class _EpochLog(ray.train.UserCallback):
             f.write(json.dumps(metrics[0]) + "\n")
 
 
-def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int) -> Any:
+def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int, desc: str = "train") -> Any:
     """``trainer.fit()`` in a thread while the driver shows epochs done, loss and validation score."""
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=epochs, desc="train", unit="epoch") as bar:
+    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(total=epochs, desc=desc, unit="epoch") as bar:
         future = pool.submit(trainer.fit)
         shown = 0
         while True:
@@ -298,7 +299,12 @@ def _semantic_epoch(w: _Worker) -> dict[str, float]:
     whole-volume) validation Dice over all cases and over foreground cases. The selection score
     is the foreground Dice when most validation cases are empty (:func:`select_metric`)."""
     step = w.step
-    loss_fn = build_loss(step.loss, batch_dice=step.batch_dice, include_background=step.dice_include_background)
+    loss_fn = build_loss(
+        step.loss,
+        batch_dice=step.batch_dice,
+        include_background=step.dice_include_background,
+        supervised_outputs=step.model.supervised_outputs,  # DynUNet: (N, S, K, ...) in training mode
+    )
     batches = (
         training_batch(
             pairs,

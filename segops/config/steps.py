@@ -164,12 +164,12 @@ class TrainStep(Spec):
                 f"preprocess.patch_size {list(self.preprocess.patch_size)} has {len(self.preprocess.patch_size)} "
                 f"sizes but model.spatial_dims is {dims}: give {dims} sizes {axes}"
             )
-        div = self.model.size_divisor
-        bad = [s for s in self.preprocess.patch_size if s % div]
-        if bad:
+        divs = getattr(self.model, "axis_divisors", None) or (self.model.size_divisor,) * dims
+        if any(s % d for s, d in zip(self.preprocess.patch_size, divs)):
+            div = divs[0] if len(set(divs)) == 1 else list(divs)
             raise ValueError(
                 f"preprocess.patch_size {list(self.preprocess.patch_size)} must be multiples of "
-                f"{div} (the product of model.strides)"
+                f"{div} (the product of model.strides{' per axis' if isinstance(div, list) else ''})"
             )
         height, width = self.preprocess.patch_size[-2:]
         if self.model.task != "instance" and self.augment.rotate90 > 0 and height != width:
@@ -246,6 +246,11 @@ class SegmentStep(Spec):
     actors: ActorPoolSpec = Field(default_factory=ActorPoolSpec)
     sliding_window: SlidingWindowSpec = Field(default_factory=lambda: SlidingWindowSpec())
     tta: TTASpec = Field(default_factory=TTASpec, description="Test-time mirroring (semantic models).")
+    postprocess: bool = Field(
+        default=True,
+        description="Apply the postprocessing stored with the model (chosen on its out-of-fold or validation "
+        "predictions at training time: see the train step); false: the plain argmax.",
+    )
     amp: bool = Field(default=True, description="bfloat16 autocast on GPU (no effect on CPU).")
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
     boundary_class: int | None = Field(

@@ -10,23 +10,42 @@ without Ray.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from segops.config.schema import SegmentStep, SlidingWindowSpec
+from segops.config.schema import SegmentStep, SlidingWindowSpec, TTASpec
 from segops.data.instances import class_map
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import InstancePrediction, instance_label_map, predict_instances
 from segops.engine.instance_eval import evaluate_instances
-from segops.engine.predict import predict_masks
+from segops.engine.postprocess import postprocessing_from_meta
+from segops.engine.predict import predict_masks, predict_probabilities, probability_class_map
+from segops.errors import StepError
 from segops.instance_metrics import coco_results
 from segops.metrics import case_scores, rand_error
 
-#: A model's output for one case: an (H, W) or (Z, H, W) uint8 class map, or an image's instances.
-Prediction = np.ndarray | InstancePrediction
+
+@dataclass(frozen=True)
+class SemanticPrediction:
+    """A semantic model's output for one case.
+
+    Attributes:
+        class_map: (H, W) or (Z, H, W) uint8 class map, 0 = background.
+        probabilities: (classes, *class_map.shape) float32 softmax when
+            :attr:`InferenceSettings.probabilities` is set (``class_map`` is then its argmax, before
+            the model's postprocessing); else None.
+    """
+
+    class_map: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+#: A model's output for one case: a semantic prediction, or an image's instances.
+Prediction = SemanticPrediction | InstancePrediction
 #: Matched-instance scores (IoU ≥ 0.5, class-aware) of a labelled instance case, in row order.
 MATCH_SCORES = ("tp", "fp", "fn", "matched_dice", "matched_iou")
 
@@ -39,16 +58,60 @@ class InferenceSettings:
         amp: bfloat16 autocast on CUDA (no effect on CPU).
         sliding: MONAI sliding-window settings (large 2D images, every 3D volume).
         boundary_class: class index of boundaries; set, labelled cases get the ISBI 2012 Rand error.
+        tta: test-time mirroring (semantic models): the mean softmax over the mirrors decides.
+        probabilities: keep each case's softmax (:attr:`CaseResult.probabilities`); off, none is
+            computed, as a volume's costs classes × its size in float32.
+        postprocess: apply the postprocessing stored with the model (:mod:`segops.engine.postprocess`)
+            to each class map; the probabilities are left as the model gave them.
     """
 
     amp: bool = True
     sliding: SlidingWindowSpec = field(default_factory=SlidingWindowSpec)
     boundary_class: int | None = None
+    tta: TTASpec = field(default_factory=TTASpec)
+    probabilities: bool = False
+    postprocess: bool = True
 
     @classmethod
     def from_step(cls, step: SegmentStep) -> InferenceSettings:
         """The settings a ``segment`` step asks for."""
-        return cls(amp=step.amp, sliding=step.sliding_window, boundary_class=step.boundary_class)
+        return cls(
+            amp=step.amp,
+            sliding=step.sliding_window,
+            boundary_class=step.boundary_class,
+            tta=step.tta,
+            probabilities="probabilities" in step.outputs,
+            postprocess=step.postprocess,
+        )
+
+    def check_model(self, model_spec: Any, step: str) -> None:
+        """Refuse, before any actor starts, settings that ``model_spec``'s model cannot honour.
+
+        Args:
+            step: the step's name in messages (``segment``, ``evaluate``).
+
+        Raises:
+            StepError: mirroring or probabilities asked of an instance model, or a flip axis the
+                model's images do not have.
+        """
+        axes = list(self.tta.flip_axes)
+        if model_spec.task == "instance" and axes:
+            raise StepError(
+                f"{step}.tta.flip_axes {axes}: test-time mirroring is for semantic models; this model is "
+                f"{model_spec.arch!r} (Mask R-CNN), so remove {step}.tta"
+            )
+        if model_spec.task == "instance" and self.probabilities:
+            raise StepError(
+                f"{step}.outputs: probabilities needs a semantic model; this model is {model_spec.arch!r} "
+                "(Mask R-CNN), whose outputs are png and coco-rle"
+            )
+        dims = getattr(model_spec, "spatial_dims", 2)  # Mask R-CNN specs have none: 2D
+        if any(a >= dims for a in axes):
+            names = "Z, H, W" if dims == 3 else "H, W"
+            raise StepError(
+                f"{step}.tta.flip_axes {axes}: this is a {dims}D model, whose images have spatial axes "
+                f"0..{dims - 1} ({names}); use axes below {dims}"
+            )
 
 
 @dataclass(frozen=True)
@@ -71,6 +134,8 @@ class CaseResult:
         class_map: (H, W) or (Z, H, W) uint8 class map, 0 = background.
         label_map: (H, W) int32 instance label map (class * 1000 + k) of an instance model; else None.
         detections: an instance case's COCO results (RLE masks, no ``image_id``); empty otherwise.
+        probabilities: (classes, *class_map.shape) float16 softmax when
+            :attr:`InferenceSettings.probabilities` is set; else None.
         fg_fraction: share of ``class_map`` pixels that are foreground.
         scores: semantic scores; None for an unlabelled case.
         matched: :data:`MATCH_SCORES` of a labelled instance case; empty otherwise.
@@ -85,6 +150,7 @@ class CaseResult:
     scores: CaseScores | None = None
     matched: dict[str, float] = field(default_factory=dict)
     eval_entry: dict[str, Any] | None = None
+    probabilities: np.ndarray | None = None
 
     def row_fields(self) -> dict[str, Any]:
         """The case's score columns of the result row (:data:`segops.outputs.reports.RESULT_SCHEMA`)."""
@@ -167,19 +233,37 @@ def predict_batch(
         device: where the model is; default the device of its parameters.
 
     Returns:
-        (H, W) uint8 class maps ((Z, H, W) per volume), or :class:`InstancePrediction` from an
-        instance model.
+        :class:`SemanticPrediction` s ((H, W) class maps, (Z, H, W) per volume), or
+        :class:`InstancePrediction` s from an instance model.
     """
     if device is None:
         device = next(loaded.model.parameters()).device
     if loaded.model_spec.task == "instance":
         return list(predict_instances(loaded, images, device, settings.amp))
+    if settings.probabilities:
+        probabilities = _per_case(predict_probabilities, loaded, images, settings, device)
+        predictions = [SemanticPrediction(probability_class_map(p), p) for p in probabilities]
+    else:
+        predictions = [SemanticPrediction(m) for m in _per_case(predict_masks, loaded, images, settings, device)]
+    post = postprocessing_from_meta(loaded.meta) if settings.postprocess else None
+    if post is None:
+        return predictions
+    return [replace(p, class_map=post.apply(p.class_map)) for p in predictions]
+
+
+def _per_case(
+    predict: Callable[..., list[np.ndarray]],
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    settings: InferenceSettings,
+    device: torch.device,
+) -> list[np.ndarray]:
+    """``predict`` (:func:`predict_masks` or :func:`predict_probabilities`) per case: a volume with
+    a 2D model slice by slice, the slices' outputs stacked on the Z axis (third from last)."""
+    args = (device, settings.amp, settings.sliding, settings.tta.flip_axes)
     if not images or images[0].ndim == 3 or loaded.model_spec.spatial_dims == 3:
-        return predict_masks(loaded, images, device, settings.amp, settings.sliding)
-    return [
-        np.stack(predict_masks(loaded, [v[:, z] for z in range(v.shape[1])], device, settings.amp, settings.sliding))
-        for v in images
-    ]
+        return predict(loaded, images, *args)
+    return [np.stack(predict(loaded, [v[:, z] for z in range(v.shape[1])], *args), axis=-3) for v in images]
 
 
 def case_result(
@@ -195,10 +279,12 @@ def case_result(
     """
     if isinstance(prediction, InstancePrediction):
         return _instance_result(prediction, label, settings, classes)
+    mask, probabilities = prediction.class_map, prediction.probabilities
     return CaseResult(
-        class_map=prediction,
-        fg_fraction=float((prediction > 0).mean()),
-        scores=None if label is None else _scores(prediction, label, settings, classes),
+        class_map=mask,
+        fg_fraction=float((mask > 0).mean()),
+        scores=None if label is None else _scores(mask, label, settings, classes),
+        probabilities=None if probabilities is None else probabilities.astype(np.float16),
     )
 
 

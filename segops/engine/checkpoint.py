@@ -2,6 +2,11 @@
 
 Only tensors are pickled, and they are loaded with ``weights_only=True``; everything needed
 to rebuild the network and its preprocessing is plain JSON beside them.
+
+An *ensemble* checkpoint (cross-validation, ``train.folds``) has no ``model.pt`` of its own: its
+``segops.json`` names the fold checkpoint folders inside it (``"folds": ["fold_0", ...]``) and
+:func:`load_checkpoint` returns them as one :class:`~segops.engine.ensemble.SoftmaxEnsemble`, so
+everything that loads a checkpoint averages the folds' softmax without knowing.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from segops.config.schema import ModelSpec, PreprocessSpec
+from segops.engine.ensemble import SoftmaxEnsemble
 from segops.errors import CheckpointError
 from segops.models import build_model
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "segops.json"
+#: The ``segops.json`` key of an ensemble checkpoint: its fold folders, in order.
+FOLDS_KEY = "folds"
 _MODEL_ADAPTER: TypeAdapter = TypeAdapter(ModelSpec)
 
 
@@ -51,25 +59,96 @@ def save_checkpoint(
     os.close(fd)
     torch.save(state, tmp)
     os.replace(tmp, directory / WEIGHTS_FILE)
-    meta = {
-        "model": model_spec.model_dump(mode="json"),
-        "preprocess": preprocess.model_dump(mode="json"),
-        **(extra or {}),
-    }
+    _write_meta(directory, _spec_meta(model_spec, preprocess) | (extra or {}))
+    return directory
+
+
+def save_ensemble(
+    directory: str | Path,
+    folds: list[str],
+    model_spec: Any,
+    preprocess: PreprocessSpec,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Make ``directory`` an ensemble checkpoint of the fold checkpoints already inside it.
+
+    Args:
+        folds: the fold folders' names relative to ``directory`` (``["fold_0", "fold_1"]``), in order.
+
+    Raises:
+        CheckpointError: a fold folder is not a checkpoint of ``model_spec``.
+    """
+    directory = Path(directory)
+    for name in folds:
+        fold_meta = read_meta(directory / name)
+        if fold_meta["model"] != model_spec.model_dump(mode="json"):
+            raise CheckpointError(
+                f"fold checkpoint {directory / name} has model spec {fold_meta['model']}, not the ensemble's"
+            )
+    _write_meta(directory, _spec_meta(model_spec, preprocess) | {FOLDS_KEY: list(folds)} | (extra or {}))
+    return directory
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``segops.json``.
+
+    Raises:
+        CheckpointError: ``directory`` has no ``segops.json``.
+    """
+    meta_file = Path(directory) / META_FILE
+    if not meta_file.is_file():
+        raise CheckpointError(f"{directory} is not a segops checkpoint: expected {META_FILE} in it")
+    return json.loads(meta_file.read_text())
+
+
+def update_meta(directory: str | Path, extra: dict[str, Any]) -> Path:
+    """Add (or replace) top-level keys of a checkpoint's ``segops.json``, atomically."""
+    directory = Path(directory)
+    _write_meta(directory, read_meta(directory) | extra)
+    return directory
+
+
+def fold_dirs(directory: str | Path) -> list[Path]:
+    """An ensemble checkpoint's fold folders, in order; empty for a single model."""
+    meta = read_meta(directory)
+    return [Path(directory) / name for name in meta.get(FOLDS_KEY, [])]
+
+
+def weight_files(directory: str | Path) -> list[Path]:
+    """The weights a checkpoint's predictions depend on: its ``model.pt``, or each fold's."""
+    folds = fold_dirs(directory)
+    return [d / WEIGHTS_FILE for d in folds] if folds else [Path(directory) / WEIGHTS_FILE]
+
+
+def _spec_meta(model_spec: Any, preprocess: PreprocessSpec) -> dict[str, Any]:
+    return {"model": model_spec.model_dump(mode="json"), "preprocess": preprocess.model_dump(mode="json")}
+
+
+def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
     tmp_meta = directory / f".{META_FILE}.tmp"
     tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True))
     os.replace(tmp_meta, directory / META_FILE)
-    return directory
 
 
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the network from a checkpoint directory, in eval mode on ``device``.
 
+    An ensemble checkpoint loads each fold once and returns their
+    :class:`~segops.engine.ensemble.SoftmaxEnsemble` with the ensemble's ``segops.json`` as ``meta``.
+
     Raises:
         CheckpointError: files missing, or weights that do not fit the recorded spec.
     """
     directory = Path(directory)
-    weights, meta_file = directory / WEIGHTS_FILE, directory / META_FILE
+    meta_file = directory / META_FILE
+    if meta_file.is_file() and FOLDS_KEY in (meta := json.loads(meta_file.read_text())):
+        folds = [load_checkpoint(directory / name, device) for name in meta[FOLDS_KEY]]
+        if not folds:
+            raise CheckpointError(f"ensemble checkpoint {directory} lists no folds in {META_FILE}")
+        ensemble = SoftmaxEnsemble([f.model for f in folds]).to(device).eval()
+        return LoadedModel(ensemble, folds[0].model_spec, PreprocessSpec.model_validate(meta["preprocess"]), meta)
+    weights = directory / WEIGHTS_FILE
     if not weights.is_file() or not meta_file.is_file():
         raise CheckpointError(f"{directory} is not a segops checkpoint: expected {WEIGHTS_FILE} and {META_FILE} in it")
     meta = json.loads(meta_file.read_text())

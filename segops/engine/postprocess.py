@@ -10,8 +10,11 @@ only when it raises the mean Dice. We follow it and add one candidate:
    step is the same as step 2 and is skipped.
 2. Then, on the predictions as step 1 left them, each foreground class alone on its binary mask:
    candidates "largest" (nnU-Net) and "min_size" (remove components smaller than ``min_size``
-   pixels/voxels; ours), with sizes from the labels' own components: 1/4, 1/2 and all of the
-   0th, 5th and 25th percentile of the class's true component sizes. The candidate with the
+   pixels/voxels; ours), with sizes of 1/4 and 1/2 of the smallest true component seen — in the
+   deciding cases' labels, and in the training set when the caller knows it (``smallest_object``).
+   Only sizes well below every real object are tried: a validation set of a few cases may hold
+   none of the smallest defects, and a size taken from its own objects (e.g. their median) would
+   erase such defects in every later case while scoring well where it was chosen. The candidate with the
    highest mean Dice of the class over the cases wins (ties: "largest" first, then smaller sizes;
    a candidate that removes nothing in any case is skipped) and is applied only if that Dice is
    strictly above the Dice without it; otherwise "none".
@@ -44,9 +47,8 @@ logger = logging.getLogger(__name__)
 FOREGROUND = 0
 #: Key of the decision in a checkpoint's ``segops.json``.
 META_KEY = "postprocess"
-#: Percentiles of the true component sizes, and fractions of them, that make the min_size candidates.
-MIN_SIZE_PERCENTILES = (0.0, 5.0, 25.0)
-MIN_SIZE_FRACTIONS = (0.25, 0.5, 1.0)
+#: Fractions of the smallest true component seen that make the min_size candidates.
+MIN_SIZE_FRACTIONS = (0.25, 0.5)
 _OPS = ("none", "largest", "min_size")
 
 Op = Literal["none", "largest", "min_size"]
@@ -197,6 +199,7 @@ def choose_postprocessing(
     labels: Sequence[np.ndarray],
     classes: int,
     source: str = "out-of-fold",
+    smallest_object: float | None = None,
 ) -> Postprocessing:
     """Decide the component rules on predictions with known truth (see the module docstring).
 
@@ -205,6 +208,8 @@ def choose_postprocessing(
         labels: the cases' truth, same shapes and order.
         classes: number of classes including background.
         source: where the predictions come from, ``"out-of-fold"`` or ``"validation"``.
+        smallest_object: pixels/voxels of the smallest object known in the training labels (e.g.
+            a low percentile of the fingerprint's object sizes); caps the min_size candidates.
     """
     _check_inputs(predictions, labels, classes)
     preds = [np.asarray(p) for p in predictions]
@@ -215,9 +220,9 @@ def choose_postprocessing(
         rules.append(fg_rule)
         if fg_rule.applied:
             preds = [Postprocessing((fg_rule,), 0, source).apply(p) for p in preds]
-    rules.extend(_choose_class(preds, truths, c) for c in range(1, classes))
+    rules.extend(_choose_class(preds, truths, c, smallest_object) for c in range(1, classes))
     post = Postprocessing(rules=tuple(rules), cases=len(preds), source=source)
-    logger.info("postprocessing from %d %s cases: %s", post.cases, source, post.describe())
+    logger.debug("postprocessing from %d %s cases: %s", post.cases, source, post.describe())
     return post
 
 
@@ -283,12 +288,14 @@ def _choose_foreground(preds: list[np.ndarray], truths: list[np.ndarray], classe
     )
 
 
-def _choose_class(preds: list[np.ndarray], truths: list[np.ndarray], c: int) -> ClassRule:
+def _choose_class(
+    preds: list[np.ndarray], truths: list[np.ndarray], c: int, smallest_object: float | None = None
+) -> ClassRule:
     """Step 2 for class ``c``: the best of "largest" and the min_size candidates, if it beats none."""
     before = float(np.mean(_baseline(preds, truths, [c])[:, 0]))
     stats = [_case_stats(p == c, p, t, [c]) for p, t in zip(preds, truths)]
     candidates: list[tuple[Op, int | None]] = [("largest", None)]
-    candidates += [("min_size", m) for m in _min_size_candidates(truths, c)]
+    candidates += [("min_size", m) for m in _min_size_candidates(truths, c, smallest_object)]
     best: tuple[Op, int | None] | None = None
     best_dice = -math.inf
     for op, size in candidates:
@@ -311,16 +318,18 @@ def _baseline(preds: list[np.ndarray], truths: list[np.ndarray], scored: Sequenc
     return np.array([[dice_score(p == c, t == c) for c in scored] for p, t in zip(preds, truths)])
 
 
-def _min_size_candidates(truths: list[np.ndarray], c: int) -> list[int]:
-    """Sizes from the true components of class ``c``: fractions of low percentiles, each >= 2
-    (every component has at least 1 pixel, so 1 would remove nothing)."""
+def _min_size_candidates(truths: list[np.ndarray], c: int, smallest_object: float | None) -> list[int]:
+    """:data:`MIN_SIZE_FRACTIONS` of the smallest true component of class ``c`` (or of
+    ``smallest_object``, if smaller), each >= 2 (every component has at least 1 pixel, so 1
+    would remove nothing); none when the labels hold no component of the class."""
     sizes = [np.bincount(lab.ravel())[1:] for lab, _ in (_label(t == c) for t in truths)]
     all_sizes = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
     if all_sizes.size == 0:
         return []
-    percentiles = np.percentile(all_sizes, MIN_SIZE_PERCENTILES)
-    found = {math.ceil(f * q) for f in MIN_SIZE_FRACTIONS for q in percentiles}
-    return sorted(m for m in found if m >= 2)
+    smallest = float(all_sizes.min())
+    if smallest_object is not None and smallest_object > 0:
+        smallest = min(smallest, float(smallest_object))
+    return sorted({m for m in (math.ceil(f * smallest) for f in MIN_SIZE_FRACTIONS) if m >= 2})
 
 
 def _select(sizes: np.ndarray, op: str, min_size: int | None) -> np.ndarray:

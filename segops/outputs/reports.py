@@ -4,6 +4,7 @@ CSV) and their summary metrics."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ _RESULT_FIELDS = (
     ("seg_path", pa.string(), ""),
     ("instance_path", pa.string(), ""),
     ("coco_path", pa.string(), ""),
+    ("probabilities_path", pa.string(), ""),  # with outputs: [probabilities]
     ("mask_sha256", pa.string(), ""),
     ("model", pa.string(), ""),  # the model's digest (OutputConfig.model_digest)
     ("fg_fraction", pa.float64(), _NAN),
@@ -95,6 +97,7 @@ OUTPUT_COLUMNS = (
     "seg_path",
     "instance_path",
     "coco_path",
+    "probabilities_path",
     "mask_sha256",
     "model",
 )
@@ -111,16 +114,36 @@ def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
 
 def build_outputs(results: pd.DataFrame) -> pd.DataFrame:
     """The outputs table: which mask was written for which input."""
+    if "probabilities_path" not in results.columns:  # result parts of an older segops (resumed runs)
+        results = results.assign(probabilities_path="")
     return results[list(OUTPUT_COLUMNS)].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 
 
-def build_report(results: pd.DataFrame, val_groups: set[str] | None, instances: bool = False) -> pd.DataFrame:
-    """Labelled cases only, each marked ``train``/``val`` (``-`` when no split is known).
+@dataclass(frozen=True)
+class SplitGroups:
+    """The group ids of a training split (``split.json``), as the reports mark them.
+
+    ``test``: held out from everything until the segment step (the held-out figures); ``val``:
+    chose the checkpoint and postprocessing (the validation figures); ``train``: trained on, or
+    None when unknown (then every group outside ``val`` and ``test`` counts as trained on).
+    """
+
+    val: frozenset[str]
+    test: frozenset[str] = frozenset()
+    train: frozenset[str] | None = None
+
+
+#: ``split`` of a report row whose group the split does not know (or when there is no split).
+UNKNOWN_SPLIT = "-"
+
+
+def build_report(results: pd.DataFrame, split: SplitGroups | None, instances: bool = False) -> pd.DataFrame:
+    """Labelled cases only, each marked ``train``/``val``/``test`` by its group (see :func:`split_column`).
 
     ``instances``: add the matched-instance columns (instance models).
     """
     df = results[results["has_label"].astype(bool)].copy()
-    df["split"] = split_column(df, val_groups)
+    df["split"] = split_column(df, split)
     for column in OPTIONAL_SCORES:  # absent from result parts written by an older segops (resumed runs)
         if column not in df.columns:
             df[column] = float("nan")
@@ -128,36 +151,52 @@ def build_report(results: pd.DataFrame, val_groups: set[str] | None, instances: 
     return df[columns].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 
 
-def split_column(df: pd.DataFrame, val_groups: set[str] | None) -> list[str]:
-    """``val``/``train`` per row by its group, or ``-`` for every row when no split is known."""
-    if val_groups is None:
-        return ["-"] * len(df)
-    return ["val" if g in val_groups else "train" for g in df["group_id"]]
+def split_column(df: pd.DataFrame, split: SplitGroups | None) -> list[str]:
+    """``test``/``val``/``train`` per row by its ``group_id``; ``-`` for a group the split does not
+    hold (a source that was not part of the training data), and for every row when no split is known."""
+    if split is None:
+        return [UNKNOWN_SPLIT] * len(df)
+
+    def part(group: str) -> str:
+        if group in split.test:
+            return "test"
+        if group in split.val:
+            return "val"
+        return "train" if split.train is None or group in split.train else UNKNOWN_SPLIT
+
+    return [part(g) for g in df["group_id"]]
+
+
+#: Metric-name prefix of each scored part of a report: all labelled cases, the held-out test cases,
+#: the validation cases.
+REPORT_PARTS = (("", None), ("heldout_", "test"), ("val_", "val"))
 
 
 def report_metrics(report: pd.DataFrame) -> dict[str, float]:
-    """Aggregate Dice/IoU of a report, overall and on the held-out (``val``) split.
+    """Aggregate Dice/IoU of a report: over all labelled cases, the held-out (``test``) and the
+    validation (``val``) cases.
 
-    Keys: ``dice_mean``/``_median``/``_p5`` (all labelled), ``heldout_dice_mean`` … (val only),
-    ``fg_dice_mean`` / ``heldout_fg_dice_mean`` (all / val cases whose ground truth is not empty:
-    on mostly empty data the plain mean is dominated by empty cases), the same for IoU,
-    pixel error and (where scored) Rand error, and counts.
+    Keys: ``dice_mean``/``_median``/``_p5`` (all labelled), ``heldout_dice_mean`` … (test only),
+    ``val_dice_mean`` … (val only), ``fg_dice_mean`` / ``heldout_fg_dice_mean`` / ``val_fg_dice_mean``
+    (cases whose ground truth is not empty: on mostly empty data the plain mean is dominated by empty
+    cases), the same for IoU, pixel error and (where scored) Rand error, and the counts
+    ``labelled_cases``, ``heldout_cases`` and ``val_cases``. A part without cases gets its count
+    (0) and nothing else: with no test set there are no ``heldout_`` figures, and validation cases
+    never stand in for them.
     """
-    labelled = report
-    heldout = labelled[labelled["split"] == "val"]
-    metrics: dict[str, float] = {
-        "labelled_cases": float(len(labelled)),
-        "heldout_cases": float(len(heldout)),
-    }
-    for name, part in (("", labelled), ("heldout_", heldout)):
-        metrics |= summarize(part["dice"], f"{name}dice") | summarize(part["iou"], f"{name}iou")
-        metrics |= summarize(part["pixel_error"], f"{name}pixel_error")
-        metrics |= summarize(part["rand_error"], f"{name}rand_error")  # NaN unless boundary_class is set
-    metrics |= summarize(labelled[labelled["label_fg_fraction"] > 0]["dice"], "fg_dice")
-    metrics |= summarize(heldout[heldout["label_fg_fraction"] > 0]["dice"], "heldout_fg_dice")
-    if "matched_dice" in report.columns:
-        for name, part in (("", labelled), ("heldout_", heldout)):
-            metrics |= summarize(part["matched_dice"], f"{name}matched_dice") | _detection_counts(part, name)
+    metrics: dict[str, float] = {"labelled_cases": float(len(report))}
+    for prefix, name in REPORT_PARTS:
+        part = report if name is None else report[report["split"] == name]
+        if name is not None:
+            metrics[f"{prefix}cases"] = float(len(part))
+        if part.empty:
+            continue
+        metrics |= summarize(part["dice"], f"{prefix}dice") | summarize(part["iou"], f"{prefix}iou")
+        metrics |= summarize(part["pixel_error"], f"{prefix}pixel_error")
+        metrics |= summarize(part["rand_error"], f"{prefix}rand_error")  # NaN unless boundary_class is set
+        metrics |= summarize(part[part["label_fg_fraction"] > 0]["dice"], f"{prefix}fg_dice")
+        if "matched_dice" in report.columns:
+            metrics |= summarize(part["matched_dice"], f"{prefix}matched_dice") | _detection_counts(part, prefix)
     return metrics
 
 

@@ -21,7 +21,7 @@ from segops.compare import Comparison, compare
 from segops.config.schema import DatasetSource, EvaluateStep
 from segops.data.records import STATUS_OK
 from segops.engine.cases import InferenceSettings
-from segops.engine.checkpoint import load_checkpoint
+from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
@@ -33,7 +33,7 @@ from segops.steps.results import EvaluateResult, TrainResult
 
 log = logging.getLogger(__name__)
 
-#: Per-case columns kept in the evaluation tables.
+#: Per-case columns kept in the evaluation tables (which add ``split = "test"``: every case is held out).
 CASE_COLUMNS = (
     "case_id",
     "group_id",
@@ -68,14 +68,21 @@ def _held_out(step: EvaluateStep, read_cpus: float):
     return read_source(step.source, streaming=True, num_cpus=read_cpus)
 
 
-def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Path) -> pd.DataFrame:
-    """Segment the held-out set with one model; its per-case table (labelled ``ok`` cases)."""
-    loaded = load_checkpoint(checkpoint)
+def _settings(step: EvaluateStep) -> InferenceSettings:
+    """EvaluateStep sets no amp / sliding_window: the segment step's defaults, with the step's mirroring."""
+    return InferenceSettings(tta=step.tta)
+
+
+def _evaluate_one(
+    step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Path, loaded: LoadedModel
+) -> pd.DataFrame:
+    """Segment the held-out set with one model (``loaded`` from ``checkpoint``); its per-case table
+    (labelled ``ok`` cases)."""
     root = ctx.node_dir("evaluate", role)
     config = OutputConfig(str(root), ("png",), "mirror", {}, loaded.model_spec.classes, checkpoint_digest(checkpoint))
     pool = size_actor_pool(step.actors, ctx.resources)
-    settings = InferenceSettings()  # EvaluateStep sets no amp / sliding_window: the segment step's defaults
-    log.info("evaluating the %s on the held-out set", role)
+    settings = _settings(step)
+    log.info("evaluating the %s on the held-out (test) set", role)
     run_ = segment_dataset(
         _held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, settings
     )
@@ -85,36 +92,46 @@ def _evaluate_one(step: EvaluateStep, ctx: RunContext, role: str, checkpoint: Pa
         raise StepError(
             f"evaluate: the held-out source {step.source.path} has no labelled cases the {role} could segment"
         )
-    return cases[list(CASE_COLUMNS)].sort_values("case_id").reset_index(drop=True)
+    # the report's name for held-out cases, so an audit reads these tables as held-out like a test split
+    table = cases[list(CASE_COLUMNS)].assign(split="test")
+    return table.sort_values("case_id").reset_index(drop=True)
 
 
 def _check_no_leakage(cases: pd.DataFrame, ctx: RunContext) -> None:
-    split = ctx.run_dir / "split.json"
-    if not split.exists():
+    """Refuse held-out cases whose group this run trained on, or validated on (validation chose the
+    checkpoint, so it is not held out either); the run's test groups may be evaluated."""
+    split_file = ctx.run_dir / "split.json"
+    if not split_file.exists():
         return
-    trained = set(json.loads(split.read_text())["train"])
-    leaked = sorted(set(cases["group_id"]) & trained)
-    if leaked:
-        raise StepError(
-            f"evaluate: {len(leaked)} held-out group(s) were trained on in this run (e.g. {leaked[:3]}); "
-            "the held-out set must be disjoint from the training data"
-        )
+    split = json.loads(split_file.read_text())
+    for part, what in (("train", "were trained on"), ("val", "chose the checkpoint (validation groups)")):
+        leaked = sorted(set(cases["group_id"]) & set(split.get(part, ())))
+        if leaked:
+            raise StepError(
+                f"evaluate: {len(leaked)} held-out group(s) {what} in this run (e.g. {leaked[:3]}); "
+                "the held-out set must be disjoint from the training and validation data"
+            )
 
 
 def run(step: EvaluateStep, ctx: RunContext) -> EvaluateResult:
     out_dir = ctx.run_dir / "evaluate"
     challenger_path, challenger_id = _challenger(step, ctx)
     champion_ref = _champion_ref(step, ctx)
-    tables = {"challenger": _evaluate_one(step, ctx, "challenger", challenger_path)}
-    _check_no_leakage(tables["challenger"], ctx)
-    champion_id = None
+    paths, champion_id = {"challenger": challenger_path}, None
     if champion_ref is not None:
-        champion_path, champion_id = checkpoint_for(champion_ref, ctx, "champion-model")
+        paths["champion"], champion_id = checkpoint_for(champion_ref, ctx, "champion-model")
         if champion_id.get("uri") and champion_id.get("uri") == challenger_id.get("uri"):
             raise StepError(f"evaluate: champion and challenger are the same model ({champion_id['uri']})")
-        tables["champion"] = _evaluate_one(step, ctx, "champion", champion_path)
     else:
         log.info("no champion yet: evaluating the challenger alone")
+    models = {role: load_checkpoint(path) for role, path in paths.items()}
+    for loaded in models.values():  # both models take the settings, before any actor starts
+        _settings(step).check_model(loaded.model_spec, "evaluate")
+    ctx.tracker.log_params({"evaluate.tta.flip_axes": list(step.tta.flip_axes)})
+    tables = {"challenger": _evaluate_one(step, ctx, "challenger", challenger_path, models["challenger"])}
+    _check_no_leakage(tables["challenger"], ctx)
+    if "champion" in models:
+        tables["champion"] = _evaluate_one(step, ctx, "champion", paths["champion"], models["champion"])
     for role, table in tables.items():
         _, csv = write_table(table, out_dir / f"{role}_cases")
         ctx.tracker.log_artifact(csv, "evaluate")

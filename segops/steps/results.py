@@ -58,7 +58,10 @@ class TrainResult:
     """The kept checkpoint, the validation and test groups of the split, and the registered version if any.
 
     ``val_groups`` chose the checkpoint (and postprocessing); ``test_groups`` were touched by nothing
-    and are what the segment step reports as held-out (empty: no test set).
+    and are what the segment step reports as held-out (empty: no test set). With ``folds`` > 1 the
+    checkpoint is the folds' ensemble, every non-test group trained k-1 of its models (so
+    ``val_groups`` is empty), ``best`` holds the cross-validation metrics (``cv_dice_mean``…) and
+    ``best_epoch`` is -1 (each fold kept its own).
     """
 
     checkpoint: Path
@@ -70,6 +73,7 @@ class TrainResult:
     registered: tuple[str, str] | None = None  # (name, version)
     model_uri: str | None = None
     test_groups: frozenset[str] = frozenset()
+    folds: int = 1
 
     def to_manifest(self) -> dict[str, Any]:
         outputs: dict[str, Any] = {
@@ -78,6 +82,7 @@ class TrainResult:
             **self.best,
             "select_metric": self.select_metric,
             "parent_model": self.parent_model,
+            "folds": self.folds,
         }
         if self.registered is not None:
             outputs |= {
@@ -90,7 +95,7 @@ class TrainResult:
     @classmethod
     def from_manifest(cls, outputs: Mapping[str, Any], split_file: Path) -> TrainResult:
         split = json.loads(split_file.read_text(encoding="utf-8"))
-        named = {"checkpoint", "best_epoch", "select_metric", "parent_model", "model_uri"}
+        named = {"checkpoint", "best_epoch", "select_metric", "parent_model", "model_uri", "folds"}
         named |= {"registered_name", "registered_version"}
         best = {k: float(v) for k, v in outputs.items() if k not in named and isinstance(v, int | float)}
         registered = None
@@ -106,6 +111,7 @@ class TrainResult:
             registered,
             outputs.get("model_uri"),
             frozenset(split.get("test", ())),
+            int(outputs.get("folds", 1)),
         )
 
 

@@ -22,11 +22,20 @@ from segops.data.transforms import prepare_image
 from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.instance_eval import entries_ap
+from segops.engine.postprocess import postprocessing_from_meta
 from segops.errors import DecodeError, StepError
 from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
 from segops.outputs.overlays import decode_case, overlay_rgb
-from segops.outputs.reports import build_outputs, build_report, report_metrics, split_column, write_table
+from segops.outputs.reports import (
+    REPORT_PARTS,
+    SplitGroups,
+    build_outputs,
+    build_report,
+    report_metrics,
+    split_column,
+    write_table,
+)
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
 from segops.steps.model_refs import step_checkpoint
@@ -39,8 +48,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     # the first segment step writes into the run folder; a k-th one into segment-<k>/, and its
     # MLflow metrics and artifacts are named segment<k>, so no step overwrites another's
     index = ctx.count(SegmentResult)
-    train = ctx.latest(TrainResult)
-    val_groups = None if train is None else set(train.val_groups)
+    split = _split_groups(ctx)
     sub = () if index == 0 else (f"segment-{index}",)
     root, node_root = ctx.run_dir.joinpath(*sub), ctx.node_dir(*sub)  # tables here; actors write there
     artifact_dir = "segment" if index == 0 else f"segment{index}"
@@ -63,17 +71,27 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         str(node_root), tuple(step.outputs), step.layout, dict(step.segments), loaded.model_spec.classes, digest
     )
     settings = InferenceSettings.from_step(step)
+    post = postprocessing_from_meta(loaded.meta) if step.postprocess else None
+    ctx.tracker.log_params(
+        {
+            f"{artifact_dir}.tta.flip_axes": list(step.tta.flip_axes),
+            f"{artifact_dir}.postprocess": "none" if post is None else post.describe(),
+        }
+    )
+    if post is not None:
+        log.info("postprocessing stored with the model (%s): %s", post.source, post.describe())
     run_ = segment_dataset(
         ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, settings, total
     )
-    stale = sum(remove_stale_temps(join(node_root, d)) for d in ("masks", "segs", "instances", "coco", "segment-parts"))
+    written = ("masks", "segs", "instances", "coco", "probabilities", "segment-parts")
+    stale = sum(remove_stale_temps(join(node_root, d)) for d in written)
     if stale:
         log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
 
     results = run_.results
     ok = results[results["status"] == STATUS_OK]
     outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
-    report = build_report(ok, val_groups, instances=instance)
+    report = build_report(ok, split, instances=instance)
     report_path, report_csv = write_table(report, root / "report")
     metrics = {
         "segment_outputs": float(len(ok)),
@@ -91,8 +109,12 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
             "learnt to predict background only (see val_fg_dice in the training history)",
             len(ok),
         )
+    if split is not None and not split.test:
+        log.warning(
+            "the train step held out no test set (split.test_fraction: 0 or too few groups): no held-out figures"
+        )
     if instance:
-        metrics |= {f"segment_{k}": v for k, v in mask_ap_metrics(ok, val_groups, loaded.model_spec.classes).items()}
+        metrics |= {f"segment_{k}": v for k, v in mask_ap_metrics(ok, split, loaded.model_spec.classes).items()}
     coco_path = qpath = None
     if "coco-rle" in step.outputs:
         coco_path = write_coco_results(ok, step.segments, loaded.model_spec.classes, root / "coco_results.json")
@@ -138,14 +160,29 @@ def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
             f"boundary_class {step.boundary_class} is not a class of this model (classes "
             f"0..{loaded.model_spec.classes - 1})"
         )
+    InferenceSettings.from_step(step).check_model(loaded.model_spec, "segment")  # tta, probabilities
 
 
-def mask_ap_metrics(results: pd.DataFrame, val_groups: set[str] | None, classes: int) -> dict[str, float]:
-    """Mask AP / AP50 / AP75 over all labelled cases, and over the held-out ones when split."""
+def _split_groups(ctx: RunContext) -> SplitGroups | None:
+    """The split of this run's train step (None without one); its train groups from ``split.json``
+    when it lists them, so a case of a group the split never saw is marked ``-``, not ``train``."""
+    train = ctx.latest(TrainResult)
+    if train is None:
+        return None
+    split_file = ctx.run_dir / "split.json"
+    listed = json.loads(split_file.read_text(encoding="utf-8")).get("train") if split_file.exists() else None
+    trained = None if listed is None else frozenset(listed)
+    return SplitGroups(frozenset(train.val_groups), frozenset(train.test_groups), trained)
+
+
+def mask_ap_metrics(results: pd.DataFrame, split: SplitGroups | None, classes: int) -> dict[str, float]:
+    """Mask AP / AP50 / AP75 over all labelled cases (``mask_ap``…), the held-out test cases
+    (``heldout_mask_ap``…) and the validation cases (``val_mask_ap``…); a part without cases has none."""
     labelled = results[results["eval_json"].astype(str) != ""]
-    split = pd.Series(split_column(labelled, val_groups), index=labelled.index)
+    parts = pd.Series(split_column(labelled, split), index=labelled.index)
     metrics: dict[str, float] = {}
-    for prefix, part in (("", labelled), ("heldout_", labelled[split == "val"])):
+    for prefix, name in REPORT_PARTS:
+        part = labelled if name is None else labelled[parts == name]
         if part.empty:
             continue
         entries = [json.loads(text) for text in part["eval_json"]]
@@ -217,10 +254,11 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
 def write_overlays(
     report: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path, n: int
 ) -> Path | None:
-    """Overlay PNGs of the worst and best labelled cases (held-out ones when there is a split)."""
+    """Overlay PNGs of the worst and best labelled cases: held-out (test) ones when there are any, else
+    validation ones, else all."""
     if n == 0 or report.empty or not report["mask_path"].str.endswith(".png").all():
         return None  # overlays are 2D pictures: not for volumes
-    pool = report[report["split"] == "val"] if (report["split"] == "val").any() else report
+    pool = next((report[report["split"] == s] for s in ("test", "val") if (report["split"] == s).any()), report)
     ranked = pool.sort_values("dice")
     best = ranked[ranked["label_fg_fraction"] > 0].tail(n // 2)  # an empty slice scored 1.0 shows nothing
     picks = pd.concat([ranked.head(n - len(best)), best]).drop_duplicates("case_id")

@@ -1,10 +1,17 @@
-"""``train``: split by group, fit on Ray Train, log history and register the best model."""
+"""``train``: split by group, fit on Ray Train, log history and register the best model.
+
+With ``folds: k`` > 1 the non-test groups are cut into k folds and one model is trained per fold
+(:mod:`segops.cluster.folds`); the kept checkpoint ``model/`` is their ensemble, registered as one
+model version. Postprocessing is chosen on the validation (or out-of-fold) predictions and stored
+in the checkpoint.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +20,22 @@ import pandas as pd
 
 from segops.cluster.datasets import dataset_digest, read_dataset
 from segops.cluster.fingerprint import write_model_fingerprint
+from segops.cluster.folds import (
+    SavedMaps,
+    cv_metrics,
+    driver_device,
+    fold_name,
+    predict_cases,
+    saved_maps,
+    train_folds,
+)
 from segops.cluster.label_check import check_labels_fit
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.data.records import STATUS_OK, dataset_meta
-from segops.data.splits import split_groups
-from segops.engine.checkpoint import load_checkpoint
+from segops.data.splits import fold_groups, split_groups
+from segops.engine.checkpoint import fold_dirs, load_checkpoint, save_ensemble, update_meta
+from segops.engine.postprocess import META_KEY, choose_postprocessing
 from segops.engine.train import select_metric
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
@@ -29,77 +46,170 @@ from segops.steps.results import IngestResult, TrainResult
 
 log = logging.getLogger(__name__)
 
+#: Where a single model's predictions of its validation cases go (out-of-fold ones: ``oof/``).
+VAL_PREDICTIONS = "val-predictions"
+_NOT_PER_EPOCH = ("epoch", "val_score", "train_samples", "val_cases", "val_fg_cases")
+
 
 def run(step: TrainStep, ctx: RunContext) -> TrainResult:
+    if step.folds > 1 and step.model.task == "instance":
+        raise StepError(
+            f"train.folds: {step.folds} cross-validates semantic models; Mask R-CNN (arch: maskrcnn) trains one "
+            "model: set folds: 1"
+        )
     datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
     check_labels_fit(labelled, step.model.classes, step.model.task == "instance")  # in seconds, before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
-    split = split_groups(
-        labelled["group_id"].tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed
-    )
-    if step.split.test_fraction > 0 and not split.test:
-        log.warning(
-            "only %d labelled groups: no test set is held out, so no held-out figures", len(set(labelled["group_id"]))
-        )
-    train_groups, val_groups, test_groups = list(split.train), list(split.val), list(split.test)
-    n_train = int(labelled["group_id"].isin(train_groups).sum())
-    n_val = int(labelled["group_id"].isin(val_groups).sum())
-    if n_train < step.scaling.workers:  # Ray splits training data equally: a worker would get nothing
-        raise StepError(
-            f"{n_train} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {n_train}"
-        )
-    log.info(
-        "training on %d cases (%d groups), validating on %d (%d groups), %d test groups held out",
-        n_train,
-        len(train_groups),
-        n_val,
-        len(val_groups),
-        len(test_groups),
-    )
-    split_file = atomic_write_text(
-        ctx.run_dir / "split.json",
-        json.dumps({"train": train_groups, "val": val_groups, "test": test_groups}, indent=2),
-    )
-    parent, init_checkpoint = _warm_start(step, ctx)
-
+    split = _split(step, labelled, ctx.run_dir)
+    parent, init_checkpoints = _warm_start(step, ctx)
     columns = ["case_id", "image", "label"]
-    train_ds = _union(datasets, excluded, train_groups, columns)
-    val_ds = _union(datasets, excluded, val_groups, columns)
-    outcome = train_model(
-        step,
-        train_ds,
-        val_ds,
-        ctx.run_dir / "ray-train",
-        ctx.run_dir / "model",
-        ctx.spec.seed,
-        ctx.resources,
-        init_checkpoint,
-        checkpoint_storage(ctx.spec.cluster.storage, ctx.run_id),
-    )
 
+    def datasets_for(train_groups: list[str], val_groups: list[str]) -> tuple[Any, Any]:
+        return _union(datasets, excluded, train_groups, columns), _union(datasets, excluded, val_groups, columns)
+
+    storage = checkpoint_storage(ctx.spec.cluster.storage, ctx.run_id)
+    if split.folds:
+        trained = _train_folds(step, ctx, split.folds, datasets_for, init_checkpoints, storage)
+    else:
+        trained = _train_single(step, ctx, split, datasets_for, init_checkpoints[0], storage)
     tracker = ctx.tracker
     tracker.log_params(
         _flat_params(step)
         | {
-            "train.cases": n_train,
-            "val.cases": n_val,
-            "train.used_gpu": outcome.used_gpu,
+            "train.cases": split.n_train,
+            "val.cases": split.n_val,
+            "train.used_gpu": trained.used_gpu,
             "train.parent_model": parent or "none",
             "train.datasets": ",".join(str(d) for d in datasets),
+            "train.select_metric": trained.select_metric,
         }
     )
-    _log_datasets(tracker, datasets, labelled, set(train_groups))
-    metric, best = _selection(step, outcome)
-    for row in outcome.history:
-        per_epoch = {
-            k: v
-            for k, v in row.items()
-            if k not in ("epoch", "val_score", "train_samples", "val_cases", "val_fg_cases")
+    _log_datasets(tracker, datasets, labelled, split)
+    fingerprint = write_model_fingerprint(datasets[0], trained.checkpoint, step.model.task, ctx.spec.seed)
+    if trained.predictions is not None:
+        smallest = _smallest_object(fingerprint)
+        _choose_postprocessing(step, ctx, trained.checkpoint, trained.predictions, trained.source, smallest)
+    tracker.log_artifact(ctx.run_dir / "split.json", "train")
+    tracker.log_artifact(fingerprint, "train")
+    result = TrainResult(
+        trained.checkpoint,
+        frozenset(split.val),
+        trained.best_epoch,
+        trained.select_metric,
+        trained.best,
+        parent,
+        test_groups=frozenset(split.test),
+        folds=step.folds,
+    )
+    if step.register_model:
+        name = registered_name(ctx, step)
+        one = _union(datasets, excluded, [(split.val or split.train)[0]], columns)
+        example = _model_example(one.take(1)[0]["image"], step)
+        tags = {
+            "segops.parent_model": parent or "none",
+            "segops.spec_hash": ctx.spec_hash,
+            "segops.workflow": ctx.spec.name,
         }
-        tracker.log_metrics(per_epoch, step=int(row["epoch"]))
-    tracker.log_params({"train.select_metric": metric})
-    tracker.log_metrics(best | {"best_epoch": outcome.best_epoch})
+        registered = tracker.log_model(trained.checkpoint, name, example, version_tags=tags)
+        result = replace(result, registered=(registered.name, registered.version), model_uri=registered.model_uri)
+    return result
+
+
+@dataclass(frozen=True)
+class _Split:
+    """The run's split as trained: with folds, ``train`` holds every non-test group and ``val`` none."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    folds: list[tuple[str, ...]]
+    n_train: int
+    n_val: int
+
+
+def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
+    """Split the groups (and with ``folds`` > 1 cut the non-test ones into folds), check every
+    training run gets a case per worker, and write ``split.json`` (``train``, ``val``, ``test``, and
+    ``folds``: each fold's validation groups)."""
+    groups = labelled["group_id"]
+    split = split_groups(groups.tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed)
+    if step.split.test_fraction > 0 and not split.test:
+        log.warning("only %d labelled groups: no test set is held out, so no held-out figures", groups.nunique())
+    folds: list[tuple[str, ...]] = []
+    train, val = list(split.train), list(split.val)
+    if step.folds > 1:
+        folds = fold_groups(train + val, step.folds, step.split.seed)
+        train, val = sorted(train + val), []
+    n_train, n_val = int(groups.isin(train).sum()), int(groups.isin(val).sum())
+    fewest = min((n_train - int(groups.isin(f).sum()) for f in folds), default=n_train)
+    if fewest < step.scaling.workers:  # Ray splits training data equally: a worker would get nothing
+        raise StepError(
+            f"{fewest} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {fewest}"
+        )
+    if folds:
+        log.info(
+            "%d-fold cross-validation over %d cases (%d groups), %d test groups held out",
+            len(folds),
+            n_train,
+            len(train),
+            len(split.test),
+        )
+    else:
+        log.info(
+            "training on %d cases (%d groups), validating on %d (%d groups), %d test groups held out",
+            n_train,
+            len(train),
+            n_val,
+            len(val),
+            len(split.test),
+        )
+    body = {"train": train, "val": val, "test": list(split.test)} | (
+        {"folds": [list(f) for f in folds]} if folds else {}
+    )
+    atomic_write_text(run_dir / "split.json", json.dumps(body, indent=2))
+    return _Split(train, val, list(split.test), folds, n_train, n_val)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """What training left for the rest of the step: the checkpoint (one model or the folds'
+    ensemble), the run-level metrics, and the validation predictions postprocessing is chosen on."""
+
+    checkpoint: Path
+    best_epoch: int  # -1 for an ensemble: each fold kept its own (see its fold{i}_best_epoch)
+    select_metric: str
+    best: dict[str, float]
+    used_gpu: bool
+    predictions: tuple[SavedMaps, SavedMaps] | None  # (class maps, labels); None for Mask R-CNN
+    source: str  # "validation" | "out-of-fold"
+
+
+def _train_single(
+    step: TrainStep,
+    ctx: RunContext,
+    split: _Split,
+    datasets_for: Any,
+    init_checkpoint: Path | None,
+    storage: str | None,
+) -> _Trained:
+    """One model: fit, log its history and kept epoch, predict its validation cases (semantic)."""
+    train_ds, val_ds = datasets_for(split.train, split.val)
+    run_dir = ctx.run_dir
+    outcome = train_model(
+        step,
+        train_ds,
+        val_ds,
+        run_dir / "ray-train",
+        run_dir / "model",
+        ctx.spec.seed,
+        ctx.resources,
+        init_checkpoint,
+        storage,
+    )
+    metric, best = _selection(step, outcome)
+    _log_history(ctx.tracker, outcome.history, "")
+    ctx.tracker.log_metrics(best | {"best_epoch": outcome.best_epoch})
     log.info(
         "kept epoch %d of %d (%s by %s): %s",
         outcome.best_epoch + 1,
@@ -108,30 +218,77 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         metric,
         ", ".join(f"{k} {v:.4f}" for k, v in best.items()),
     )
-    tracker.log_artifact(split_file, "train")
-    tracker.log_artifact(
-        write_model_fingerprint(datasets[0], outcome.checkpoint_dir, step.model.task, ctx.spec.seed), "train"
+    predictions = None
+    if step.model.task != "instance":
+        loaded = load_checkpoint(outcome.checkpoint_dir, driver_device())
+        scores = predict_cases(loaded, val_ds, run_dir / VAL_PREDICTIONS, step.amp)
+        predictions = saved_maps(run_dir / VAL_PREDICTIONS, [c.case_id for c in scores])
+    return _Trained(
+        outcome.checkpoint_dir, outcome.best_epoch, metric, best, outcome.used_gpu, predictions, "validation"
     )
-    result = TrainResult(
-        outcome.checkpoint_dir,
-        frozenset(val_groups),
-        outcome.best_epoch,
-        metric,
-        best,
-        parent,
-        test_groups=frozenset(test_groups),
+
+
+def _train_folds(
+    step: TrainStep,
+    ctx: RunContext,
+    folds: list[tuple[str, ...]],
+    datasets_for: Any,
+    init_checkpoints: list[Path | None],
+    storage: str | None,
+) -> _Trained:
+    """k fold models (:func:`segops.cluster.folds.train_folds`), their ``fold{i}_`` histories and cv
+    metrics logged, and ``model/`` made their ensemble checkpoint."""
+    run_dir = ctx.run_dir
+    done = train_folds(step, folds, datasets_for, run_dir, ctx.spec.seed, ctx.resources, init_checkpoints, storage)
+    for fold in done:
+        _log_history(ctx.tracker, fold.outcome.history, f"fold{fold.index}_")
+    best = cv_metrics(done)
+    ctx.tracker.log_metrics(best | {f"fold{f.index}_best_epoch": f.outcome.best_epoch for f in done})
+    log.info("cross-validation (out-of-fold Dice): %s", ", ".join(f"{k} {v:.4f}" for k, v in best.items()))
+    checkpoint = save_ensemble(run_dir / "model", [fold_name(f.index) for f in done], step.model, step.preprocess)
+    metric = ",".join(sorted({_selection(step, f.outcome)[0] for f in done}))
+    case_ids = [c.case_id for f in done for c in f.cases]
+    used_gpu = any(f.outcome.used_gpu for f in done)
+    return _Trained(checkpoint, -1, metric, best, used_gpu, saved_maps(run_dir / "oof", case_ids), "out-of-fold")
+
+
+def _log_history(tracker: Any, history: list[dict[str, float]], prefix: str) -> None:
+    """Each epoch's metrics at MLflow step = epoch, names prefixed (``fold0_val_dice``) for a fold."""
+    for row in history:
+        per_epoch = {f"{prefix}{k}": v for k, v in row.items() if k not in _NOT_PER_EPOCH}
+        tracker.log_metrics(per_epoch, step=int(row["epoch"]))
+
+
+def _choose_postprocessing(
+    step: TrainStep,
+    ctx: RunContext,
+    checkpoint: Path,
+    predictions: tuple[SavedMaps, SavedMaps],
+    source: str,
+    smallest_object: float | None,
+) -> None:
+    """Choose postprocessing on the validation (or out-of-fold) ``predictions`` (class maps,
+    labels), store it in the checkpoint's ``segops.json`` (``postprocess``) and log its metrics."""
+    maps, labels = predictions
+    started = time.monotonic()
+    chosen = choose_postprocessing(maps, labels, step.model.classes, source=source, smallest_object=smallest_object)
+    update_meta(checkpoint, {META_KEY: chosen.to_json()})
+    ctx.tracker.log_metrics(chosen.metrics())
+    log.info(
+        "postprocessing chosen on %d %s case(s) in %.1f s: %s",
+        len(maps),
+        source,
+        time.monotonic() - started,
+        chosen.describe(),
     )
-    if step.register_model:
-        name = registered_name(ctx, step)
-        example = _model_example(val_ds.take(1)[0]["image"], step)
-        tags = {
-            "segops.parent_model": parent or "none",
-            "segops.spec_hash": ctx.spec_hash,
-            "segops.workflow": ctx.spec.name,
-        }
-        registered = tracker.log_model(outcome.checkpoint_dir, name, example, version_tags=tags)
-        result = replace(result, registered=(registered.name, registered.version), model_uri=registered.model_uri)
-    return result
+
+
+def _smallest_object(fingerprint_file: Path) -> float | None:
+    """The 5th percentile of object sizes in the training set's fingerprint (None if unknown): the
+    postprocessing may not remove components that small, though the deciding cases lack them."""
+    objects = json.loads(fingerprint_file.read_text(encoding="utf-8")).get("objects") or {}
+    size = objects.get("size_p05")
+    return float(size) if size else None
 
 
 def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, float]]:
@@ -208,14 +365,15 @@ def _union(datasets: list[Path], excluded: list[list[str]], groups: list[str], c
     return union.materialize()
 
 
-def _warm_start(step: TrainStep, ctx: RunContext) -> tuple[str | None, Path | None]:
-    """(pinned parent model reference for lineage, its checkpoint folder) for ``init_from``, or
-    (None, None). An alias that does not exist yet (no champion) means training from scratch."""
-    if step.init_from is None:
-        return None, None
-    if pin(step.init_from, ctx) is None:
-        log.warning("%s does not exist yet: training from scratch", step.init_from)
-        return None, None
+def _warm_start(step: TrainStep, ctx: RunContext) -> tuple[str | None, list[Path | None]]:
+    """(pinned parent model reference for lineage, each fold's warm-start checkpoint folder) for
+    ``init_from``, or (None, [None] * folds). An ensemble parent gives fold i its fold i (the fold
+    counts must match); a single-model parent starts every fold. An alias that does not exist yet
+    (no champion) means training from scratch."""
+    if step.init_from is None or pin(step.init_from, ctx) is None:
+        if step.init_from is not None:
+            log.warning("%s does not exist yet: training from scratch", step.init_from)
+        return None, [None] * step.folds
     path, identity = checkpoint_for(step.init_from, ctx, "parent-model")
     parent_spec = load_checkpoint(path).model_spec
     if parent_spec.model_dump() != step.model.model_dump():
@@ -223,16 +381,25 @@ def _warm_start(step: TrainStep, ctx: RunContext) -> tuple[str | None, Path | No
             f"init_from {step.init_from}: its model spec {parent_spec.model_dump(mode='json')} differs from this "
             f"step's {step.model.model_dump(mode='json')}; warm start needs the same architecture"
         )
+    parent_folds: list[Path | None] = list(fold_dirs(path))
+    if parent_folds and len(parent_folds) != step.folds:
+        raise StepError(
+            f"init_from {step.init_from}: an ensemble of {len(parent_folds)} fold models, but this step trains "
+            f"folds: {step.folds}; a fold ensemble warm-starts fold by fold: set train.folds: {len(parent_folds)}, "
+            "or start from a single model"
+        )
     log.info("warm start from %s", identity["uri"])
-    return identity["uri"], path
+    return identity["uri"], parent_folds or [path] * step.folds
 
 
-def _log_datasets(tracker: Any, datasets: list[Path], labelled: pd.DataFrame, train_groups: set[str]) -> None:
-    """Each training dataset as an MLflow dataset input: source, case counts, content digest."""
+def _log_datasets(tracker: Any, datasets: list[Path], labelled: pd.DataFrame, split: _Split) -> None:
+    """Each training dataset as an MLflow dataset input: source, case counts (split ``train``,
+    ``val`` or ``test``; with folds every non-test case is ``train``), content digest."""
+    parts = {g: "train" for g in split.train} | {g: "val" for g in split.val} | {g: "test" for g in split.test}
     for path in datasets:
         cases = labelled[labelled["dataset"] == str(path)]
         profile = cases[["case_id", "group_id", "modality", "rel_path"]].assign(
-            split=["train" if g in train_groups else "val" for g in cases["group_id"]]
+            split=[parts.get(g, "-") for g in cases["group_id"]]
         )
         digest = dataset_digest(path, set(cases["case_id"]))
         tracker.log_dataset(

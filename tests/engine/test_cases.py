@@ -103,7 +103,8 @@ def test_a_volume_goes_slice_by_slice_through_a_2d_model() -> None:
     label[:, 4:12, 5:15] = 1
     (prediction,) = predict_batch(loaded, [volume], SETTINGS)
     slices = predict_batch(loaded, [volume[:, z] for z in range(3)], SETTINGS)
-    np.testing.assert_array_equal(prediction, np.stack(slices))
+    np.testing.assert_array_equal(prediction.class_map, np.stack([s.class_map for s in slices]))
+    assert prediction.probabilities is None  # not asked for
     result = case_result(prediction, label, SETTINGS, classes=2)
     assert result.class_map.shape == (3, 16, 20) and 0 < result.fg_fraction < 1
     _assert_semantic_scores(result, label, 2)  # one Dice over the whole volume, not a mean of slices
@@ -172,5 +173,28 @@ def test_segment_cases_fails_a_bad_case_alone_at_its_stage() -> None:
     assert (results[1].stage, results[3].stage) == ("segment", "score")
     for result, image, truth in ((results[0], good, label), (results[2], other, None)):
         (alone,) = predict_batch(loaded, [image], SETTINGS)
-        np.testing.assert_array_equal(result.class_map, alone)
+        np.testing.assert_array_equal(result.class_map, alone.class_map)
         assert result.row_fields() == case_result(alone, truth, SETTINGS, classes=3).row_fields()
+
+
+def test_postprocessing_stored_with_the_model_is_applied_to_class_maps_unless_turned_off() -> None:
+    from scipy import ndimage
+
+    from segops.engine.postprocess import ClassRule, Postprocessing
+
+    loaded = _unet(classes=2)
+    image = np.random.default_rng(4).normal(size=(1, 48, 48)).astype(np.float32)
+    (plain,) = predict_batch(loaded, [image], SETTINGS)
+    _, n_components = ndimage.label(plain.class_map == 1, structure=np.ones((3, 3)))
+    assert n_components >= 2  # an untrained net's speckle: the rule has something to remove
+    rule = ClassRule(cls=1, op="largest", min_size=None, dice_before=0.5, dice_after=0.6)
+    post = Postprocessing(rules=(rule,), cases=3, source="validation")
+    with_post = LoadedModel(loaded.model, loaded.model_spec, PRE, {"postprocess": post.to_json()})
+    (kept,) = predict_batch(with_post, [image], SETTINGS)
+    np.testing.assert_array_equal(kept.class_map, post.apply(plain.class_map))
+    _, n_after = ndimage.label(kept.class_map == 1, structure=np.ones((3, 3)))
+    assert n_after == 1
+    off = InferenceSettings(amp=False, postprocess=False)
+    (raw,) = predict_batch(with_post, [image], off)
+    np.testing.assert_array_equal(raw.class_map, plain.class_map)
+    assert InferenceSettings.from_step(SegmentStep(step="segment", postprocess=False)).postprocess is False

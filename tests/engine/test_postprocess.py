@@ -206,3 +206,20 @@ def test_input_errors_name_the_values() -> None:
     post = Postprocessing((), cases=0, source="validation")
     with pytest.raises(ShapeError, match=r"got shape \(1, 1, 4, 4\)"):
         post.apply(np.zeros((1, 1, 4, 4), np.uint8))
+
+
+def test_min_size_stays_below_half_the_smallest_object_seen_in_the_labels_or_the_training_set() -> None:
+    """The deciding cases hold objects of 49 and 36 px and a 12 px false speck: removing components
+    under 18 px (half of 36) removes the speck alone. Told that training labels hold objects of 10 px,
+    no size that would remove the speck is safe, so nothing is applied."""
+    truth = np.zeros((40, 40), np.uint8)
+    truth[2:9, 2:9] = 1  # 49 px
+    truth[20:26, 20:26] = 1  # 36 px
+    pred = truth.copy()
+    pred[32:35, 32:36] = 1  # 12 px speck
+    post = choose_postprocessing([pred], [truth], 2, source="validation")
+    (rule,) = post.rules
+    assert (rule.op, rule.min_size) == ("min_size", 18)
+    assert rule.dice_after == 1.0 and rule.dice_before == pytest.approx(2 * 85 / (97 + 85))
+    capped = choose_postprocessing([pred], [truth], 2, source="validation", smallest_object=10)
+    assert capped.rules[0].op == "none"

@@ -11,7 +11,7 @@ from segops.outputs.atomic import atomic_write, atomic_write_text, safe_join
 from segops.outputs.manifest import RunManifest, StepState, load_manifest
 from segops.outputs.masks import mask_relpath, write_mask_png
 from segops.outputs.overlays import decode_case, display_image, draw_masks, guess_source, overlay_rgb
-from segops.outputs.reports import build_report, report_metrics, write_table
+from segops.outputs.reports import SplitGroups, build_report, report_metrics, write_table
 
 
 def test_atomic_write_leaves_no_partial_file_on_failure(tmp_path: Path) -> None:
@@ -63,11 +63,13 @@ def test_report_keeps_labelled_cases_and_summarises_heldout(tmp_path: Path) -> N
             "mask_path": list("abcd"),
         }
     )
-    report = build_report(results, val_groups={"g1"})
+    split = SplitGroups(val=frozenset({"g2"}), test=frozenset({"g1"}))
+    report = build_report(results, split)
     assert list(report["case_id"]) == ["a", "b", "c"]
-    assert list(report["split"]) == ["val", "val", "train"]
+    assert list(report["split"]) == ["test", "test", "val"]
     metrics = report_metrics(report)
-    assert metrics["labelled_cases"] == 3 and metrics["heldout_cases"] == 2
+    assert metrics["labelled_cases"] == 3 and metrics["heldout_cases"] == 2 and metrics["val_cases"] == 1
+    assert metrics["val_dice_mean"] == pytest.approx(0.8)
     assert metrics["dice_mean"] == pytest.approx((0.5 + 1.0 + 0.8) / 3)
     assert metrics["heldout_dice_mean"] == pytest.approx(0.75)
     assert metrics["heldout_fg_dice_mean"] == pytest.approx(0.5)  # only case a has foreground
@@ -76,7 +78,7 @@ def test_report_keeps_labelled_cases_and_summarises_heldout(tmp_path: Path) -> N
     parquet, csv = write_table(report, tmp_path / "report")
     pd.testing.assert_frame_equal(pd.read_parquet(parquet), report)
     assert pd.read_csv(csv).shape == report.shape
-    scored = report_metrics(build_report(results.assign(pixel_error=[0.1, 0.0, 0.2, np.nan]), val_groups={"g1"}))
+    scored = report_metrics(build_report(results.assign(pixel_error=[0.1, 0.0, 0.2, np.nan]), split))
     assert scored["heldout_pixel_error_mean"] == pytest.approx(0.05) and scored["pixel_error_mean"] == pytest.approx(
         0.1
     )

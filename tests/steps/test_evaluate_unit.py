@@ -92,6 +92,21 @@ def test_held_out_groups_that_were_trained_on_are_refused(store: Path) -> None:
         evaluate._check_no_leakage(cases, ctx)
 
 
+def test_held_out_groups_that_chose_the_checkpoint_are_refused_and_test_groups_are_not(store: Path) -> None:
+    ctx = make_context(store, run="leakage-val")
+    cases = _cases(np.full(10, 0.5), np.full(10, 0.5))  # groups series-0 .. series-4
+    split = {"train": ["series-9"], "val": ["series-8"], "test": ["series-0", "series-1", "series-2"]}
+    (ctx.run_dir / "split.json").write_text(json.dumps(split))
+    evaluate._check_no_leakage(cases, ctx)  # this run's test groups are held out: allowed
+    (ctx.run_dir / "split.json").write_text(json.dumps(split | {"val": ["series-4", "series-8"]}))
+    with pytest.raises(
+        StepError,
+        match=r"^evaluate: 1 held-out group\(s\) chose the checkpoint \(validation groups\) in this run "
+        r"\(e\.g\. \['series-4'\]\); the held-out set must be disjoint from the training and validation data$",
+    ):
+        evaluate._check_no_leakage(cases, ctx)
+
+
 def test_comparison_metrics_match_numpy_and_a_resumed_run_rebuilds_them(store: Path) -> None:
     rng = np.random.default_rng(0)
     champ_dice, chall_dice = rng.uniform(0.5, 0.9, 10), rng.uniform(0.5, 0.9, 10)
@@ -151,3 +166,12 @@ def test_the_challenger_alone_gives_its_means_and_no_comparison(store: Path) -> 
     )
     assert comparison is None
     assert json.loads((ctx.run_dir / "evaluate" / "comparison.json").read_text()) == {"evaluation": {"champion": None}}
+
+
+def test_a_flip_axis_the_models_lack_stops_evaluate_before_any_actor(store: Path) -> None:
+    ctx = make_context(store, run="tta-axis")
+    challenger = tiny_checkpoint(store / "tta-challenger", seed=0)  # a 2D U-Net: axes 0, 1
+    step = _step(challenger=str(challenger), tta={"flip_axes": [0, 2]})
+    with pytest.raises(StepError, match=r"^evaluate.tta.flip_axes \[0, 2\]: this is a 2D model"):
+        evaluate.run(step, ctx)
+    assert not (ctx.run_dir / "evaluate").exists()  # nothing segmented, nothing written

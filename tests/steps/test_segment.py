@@ -19,11 +19,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from segops.config import validate_workflow_text
-from segops.config.schema import PreprocessSpec, UNetSpec, WindowIntensity
+from segops.config.schema import DicomSource, PreprocessSpec, UNetSpec, WindowIntensity
+from segops.data.decode import decode_file
 from segops.data.labels import read_mask_png
-from segops.engine.checkpoint import save_checkpoint
+from segops.engine.checkpoint import load_checkpoint, save_checkpoint
+from segops.engine.predict import predict_probabilities, probability_class_map
 from segops.models import build_model
 from segops.outputs.manifest import load_manifest
+from segops.outputs.probabilities import read_probabilities
 from segops.synth import make_ct_archive
 
 from ..processes import kill_session, subprocess_run
@@ -104,6 +107,29 @@ def test_dicom_seg_outputs_reference_their_sources_and_tag_paths_are_sanitised(
         np.testing.assert_array_equal(pixels, read_mask_png(row.mask_path, pixels.shape))
     quarantine = pd.read_parquet(run.run_dir / "segment-quarantine.parquet")
     assert [Path(p).name for p in quarantine["source_uri"]] == ["zz-broken.dcm"]
+
+
+def test_mirrored_segmentation_writes_each_cases_probabilities_beside_its_mask(
+    ray_session, archive, checkpoint, tmp_path
+) -> None:
+    """``tta: {flip_axes: [0, 1]}`` with ``outputs: [png, probabilities]``: each case's .npz holds the
+    engine's mirrored softmax in float16, its mask is that softmax's argmax, and MLflow has the setting."""
+    run = _run(_workflow(archive, tmp_path, checkpoint, outputs=["png", "probabilities"], tta={"flip_axes": [0, 1]}))
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    assert len(outputs) == 10 and outputs["probabilities_path"].str.endswith(".npz").all()
+    loaded, source = load_checkpoint(checkpoint), DicomSource(kind="dicom", path=archive / "images")
+    for row in outputs.head(4).itertuples():
+        assert row.probabilities_path == str(run.run_dir / "probabilities" / Path(row.rel_path).with_suffix(".npz"))
+        stored = read_probabilities(row.probabilities_path)
+        (record,) = decode_file(row.source_uri, row.rel_path, source)
+        (expected,) = predict_probabilities(loaded, [record["image"]], flip_axes=(0, 1))
+        assert stored.case_id == row.case_id and stored.probabilities.dtype == np.float16
+        assert stored.probabilities.shape == (2, *record["image"].shape[1:])
+        np.testing.assert_allclose(stored.probabilities, expected, atol=1e-3)
+        mask = read_mask_png(row.mask_path, expected.shape[1:])
+        np.testing.assert_array_equal(mask, probability_class_map(expected))
+    params = MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id).data.params
+    assert params["segment.tta.flip_axes"] == "[0, 1]"
 
 
 def test_streaming_reads_decode_one_unit_per_task_and_keep_a_bounded_budget(ray_session, tmp_path) -> None:

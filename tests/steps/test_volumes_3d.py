@@ -75,7 +75,8 @@ def test_3d_unet_trains_on_volumes_and_segments_each_series_whole(ray_session, t
                         "intensity": {"kind": "window", "lower": -160, "upper": 240},
                         "patch_size": [8, 32, 32],
                     },
-                    "split": {"val_fraction": 0.34, "seed": 0},
+                    # 3 volumes: no test set, so 2 train (one per training worker) and 1 validates
+                    "split": {"val_fraction": 0.34, "test_fraction": 0.0, "seed": 0},
                     "scaling": {"workers": 2},
                 },
                 {
@@ -111,7 +112,9 @@ def test_3d_unet_trains_on_volumes_and_segments_each_series_whole(ray_session, t
         denom = int(mask.sum()) + int(truth.sum())
         dice[uid] = 1.0 if denom == 0 else 2 * int(np.logical_and(mask == 1, truth).sum()) / denom
     report = pd.read_parquet(segment["report"])
-    assert len(report) == 3 and (report["split"] == "val").sum() == 1
+    assert len(report) == 3 and report["split"].value_counts().to_dict() == {"train": 2, "val": 1}
+    assert segment["segment_heldout_cases"] == 0 and "segment_heldout_dice_mean" not in segment  # nothing held out
+    assert segment["segment_val_dice_mean"] == pytest.approx(report.loc[report["split"] == "val", "dice"].mean())
     assert report.set_index("case_id")["dice"].to_dict() == pytest.approx(dice)  # recomputed from the files
     mlflow.set_tracking_uri(run.tracking_uri)
     mlflow.set_registry_uri(run.tracking_uri)

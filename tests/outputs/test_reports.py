@@ -1,0 +1,90 @@
+"""The report's split column and its held-out (test) and validation figures, on hand-made frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segops.outputs.reports import SplitGroups, build_report, report_metrics, split_column
+
+#: groups: t1, t2 test; v1 validation; r1 trained on; x1 a source the split never saw.
+GROUPS = ["t1", "t1", "t2", "v1", "v1", "r1", "x1"]
+DICE = [0.9, 1.0, 0.5, 0.6, 0.8, 0.95, 0.3]
+LABEL_FG = [0.2, 0.0, 0.1, 0.3, 0.0, 0.4, 0.1]
+SPLIT = SplitGroups(val=frozenset({"v1"}), test=frozenset({"t1", "t2"}), train=frozenset({"r1"}))
+
+
+def _results(groups: list[str] = GROUPS, dice: list[float] = DICE, label_fg: list[float] = LABEL_FG) -> pd.DataFrame:
+    n = len(groups)
+    return pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(n)],
+            "group_id": groups,
+            "source_uri": [f"/in/{i}.png" for i in range(n)],
+            "rel_path": [f"{i}.png" for i in range(n)],
+            "frame": 0,
+            "modality": "XC",
+            "has_label": True,
+            "dice": dice,
+            "iou": [d / (2 - d) for d in dice],
+            "pixel_error": [1 - d for d in dice],
+            "rand_error": np.nan,
+            "fg_fraction": label_fg,
+            "label_fg_fraction": label_fg,
+            "mask_path": [f"/out/{i}.png" for i in range(n)],
+        }
+    )
+
+
+def test_split_column_marks_test_val_train_and_unknown_groups() -> None:
+    df = _results()
+    assert split_column(df, SPLIT) == ["test", "test", "test", "val", "val", "train", "-"]
+    # train groups unknown (a split.json without them): everything outside val and test was trained on
+    assert split_column(df, SplitGroups(val=SPLIT.val, test=SPLIT.test))[-2:] == ["train", "train"]
+    assert split_column(df, None) == ["-"] * 7
+
+
+def test_heldout_figures_are_over_test_and_val_figures_over_validation() -> None:
+    report = build_report(_results(), SPLIT)
+    assert list(report["split"]) == ["test", "test", "test", "val", "val", "train", "-"]
+    metrics = report_metrics(report)
+    assert (metrics["labelled_cases"], metrics["heldout_cases"], metrics["val_cases"]) == (7, 3, 2)
+    assert metrics["heldout_dice_mean"] == pytest.approx((0.9 + 1.0 + 0.5) / 3)
+    assert metrics["heldout_dice_median"] == pytest.approx(0.9)
+    assert metrics["heldout_fg_dice_mean"] == pytest.approx((0.9 + 0.5) / 2)  # c1 has an empty ground truth
+    assert metrics["heldout_pixel_error_mean"] == pytest.approx((0.1 + 0.0 + 0.5) / 3)
+    assert metrics["val_dice_mean"] == pytest.approx(0.7)
+    assert metrics["val_fg_dice_mean"] == pytest.approx(0.6)  # c4 has an empty ground truth
+    assert metrics["val_iou_mean"] == pytest.approx((0.6 / 1.4 + 0.8 / 1.2) / 2)
+    assert metrics["dice_mean"] == pytest.approx(sum(DICE) / 7)
+    assert metrics["fg_dice_mean"] == pytest.approx((0.9 + 0.5 + 0.6 + 0.95 + 0.3) / 5)
+    assert not any(k.startswith(("heldout_rand", "val_rand", "rand")) for k in metrics)  # no boundary_class
+
+
+def test_without_a_test_set_there_are_no_heldout_figures_and_val_never_stands_in() -> None:
+    split = SplitGroups(val=frozenset({"v1", "t1"}), test=frozenset(), train=frozenset({"t2", "r1", "x1"}))
+    metrics = report_metrics(build_report(_results(), split))
+    assert metrics["heldout_cases"] == 0
+    assert [k for k in metrics if k.startswith("heldout_")] == ["heldout_cases"]
+    assert metrics["val_cases"] == 4 and metrics["val_dice_mean"] == pytest.approx((0.9 + 1.0 + 0.6 + 0.8) / 4)
+    unsplit = report_metrics(build_report(_results(), None))  # a model from elsewhere: no split at all
+    assert (unsplit["heldout_cases"], unsplit["val_cases"]) == (0, 0)
+    assert not any(k.startswith(("heldout_dice", "val_dice")) for k in unsplit)
+    assert unsplit["dice_mean"] == pytest.approx(sum(DICE) / 7)
+
+
+def test_instance_reports_count_detections_per_part() -> None:
+    results = _results().assign(
+        n_instances=1.0, tp=[1, 1, 0, 2, 0, 3, 1], fp=[0, 1, 1, 0, 0, 0, 0], fn=[0, 0, 1, 1, 0, 0, 0]
+    )
+    results = results.assign(matched_dice=results["dice"], matched_iou=results["iou"])
+    metrics = report_metrics(build_report(results, SPLIT, instances=True))
+    assert (metrics["heldout_instances_tp"], metrics["heldout_instances_fp"], metrics["heldout_instances_fn"]) == (
+        2.0,
+        2.0,
+        1.0,
+    )
+    assert metrics["heldout_instance_f1"] == pytest.approx(4 / 7)
+    assert metrics["val_instance_precision"] == 1.0 and metrics["val_instance_recall"] == pytest.approx(2 / 3)
+    assert metrics["instances_tp"] == 8.0 and metrics["val_matched_dice_mean"] == pytest.approx(0.7)
