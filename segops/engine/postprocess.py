@@ -49,6 +49,9 @@ FOREGROUND = 0
 META_KEY = "postprocess"
 #: Fractions of the smallest true component seen that make the min_size candidates.
 MIN_SIZE_FRACTIONS = (0.25, 0.5)
+#: Cases whose truth holds a class that a rule for it needs: a rule chosen on a couple of images is
+#: noise that every later segment step would apply (nnU-Net decides on all training cases' out-of-fold predictions).
+MIN_CASES = 5
 _OPS = ("none", "largest", "min_size")
 
 Op = Literal["none", "largest", "min_size"]
@@ -200,6 +203,7 @@ def choose_postprocessing(
     classes: int,
     source: str = "out-of-fold",
     smallest_object: float | None = None,
+    min_cases: int = MIN_CASES,
 ) -> Postprocessing:
     """Decide the component rules on predictions with known truth (see the module docstring).
 
@@ -210,6 +214,8 @@ def choose_postprocessing(
         source: where the predictions come from, ``"out-of-fold"`` or ``"validation"``.
         smallest_object: pixels/voxels of the smallest object known in the training labels (e.g.
             a low percentile of the fingerprint's object sizes); caps the min_size candidates.
+        min_cases: a class (all foreground, for the all-foreground rule) must be in the truth of at
+            least this many cases for any rule on it to be tried; otherwise its rule is "none".
     """
     _check_inputs(predictions, labels, classes)
     preds = [np.asarray(p) for p in predictions]
@@ -217,10 +223,20 @@ def choose_postprocessing(
     rules: list[ClassRule] = []
     if classes > 2:
         fg_rule = _choose_foreground(preds, truths, classes)
+        if sum(bool(t.any()) for t in truths) < min_cases:
+            fg_rule = _too_few(fg_rule)
         rules.append(fg_rule)
         if fg_rule.applied:
             preds = [Postprocessing((fg_rule,), 0, source).apply(p) for p in preds]
-    rules.extend(_choose_class(preds, truths, c, smallest_object) for c in range(1, classes))
+    for c in range(1, classes):
+        rule = _choose_class(preds, truths, c, smallest_object)
+        holding = sum(bool((t == c).any()) for t in truths)
+        if holding < min_cases:
+            logger.info(
+                "postprocessing: class %d is in %d %s case(s), fewer than %d: none", c, holding, source, min_cases
+            )
+            rule = _too_few(rule)
+        rules.append(rule)
     post = Postprocessing(rules=tuple(rules), cases=len(preds), source=source)
     logger.debug("postprocessing from %d %s cases: %s", post.cases, source, post.describe())
     return post
@@ -262,6 +278,11 @@ def _case_stats(region: np.ndarray, pred: np.ndarray, truth: np.ndarray, scored:
         hit_counts.append(np.bincount(flat[in_c & (tflat == c)], minlength=n + 1)[1:])
         truth_counts.append(int(np.count_nonzero(tflat == c)))
     return _CaseStats(sizes, np.array(pred_counts), np.array(hit_counts), np.array(truth_counts))
+
+
+def _too_few(rule: ClassRule) -> ClassRule:
+    """``rule`` turned to "none" for want of cases (its Dice before is kept; nothing was tried)."""
+    return ClassRule(rule.cls, "none", None, rule.dice_before, rule.dice_before)
 
 
 def _choose_foreground(preds: list[np.ndarray], truths: list[np.ndarray], classes: int) -> ClassRule:

@@ -36,7 +36,7 @@ def _spurious_blob_cases() -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def test_largest_component_kept_when_a_spurious_blob_lowers_dice() -> None:
     preds, truths = _spurious_blob_cases()
-    post = choose_postprocessing(preds, truths, classes=2)
+    post = choose_postprocessing(preds, truths, classes=2, min_cases=1)
     assert post.rules == (ClassRule(1, "largest", None, 17 / 18, 1.0, "largest", 1.0),)
     assert post.cases == 2 and post.source == "out-of-fold"
     assert np.array_equal(post.apply(preds[0]), truths[0])
@@ -52,7 +52,7 @@ def test_largest_component_kept_when_a_spurious_blob_lowers_dice() -> None:
 def test_none_when_the_truth_itself_has_two_objects() -> None:
     truth = _square((20, 20), slice(12, 15), slice(12, 15), into=_object_16())  # 16 px + 9 px
     preds, truths = [truth.copy(), _object_16()], [truth, _object_16()]
-    post = choose_postprocessing(preds, truths, classes=2, source="validation")
+    post = choose_postprocessing(preds, truths, classes=2, source="validation", min_cases=1)
     # largest drops the true 9 px object in case A: Dice 2·16/(16+25) = 32/41; case B stays 1
     assert post.rules == (ClassRule(1, "none", None, 1.0, 1.0, "largest", pytest.approx((32 / 41 + 1) / 2)),)
     assert post.describe() == "class 1: none (1.00, 0.89 with largest)"
@@ -65,7 +65,7 @@ def test_min_size_removes_specks_where_largest_would_drop_a_true_object() -> Non
     truth[20:23, 20:23] = 1  # a second true object, 9 px
     pred = truth.copy()
     pred[12, 25] = pred[27, 5] = 1  # two isolated 1 px false positives
-    post = choose_postprocessing([pred], [truth], classes=2)
+    post = choose_postprocessing([pred], [truth], classes=2, min_cases=1)
     # before: 2·45/(47+45) = 45/46; largest: 2·36/(36+45) = 8/9 (worse); sizes >= 3 keep both true
     # objects: 1.0. Candidates start at ceil(0.25 · 9) = 3, the smallest true object's quarter.
     (rule,) = post.rules
@@ -82,7 +82,7 @@ def test_volumes_are_labelled_in_3d() -> None:
     truth[0:2, 0:3, 0:3] = 1  # 18 voxels
     pred = truth.copy()
     pred[5:7, 6:8, 6:8] = 1  # an 8-voxel blob in other slices
-    post = choose_postprocessing([pred], [truth], classes=2)
+    post = choose_postprocessing([pred], [truth], classes=2, min_cases=1)
     assert post.rules == (ClassRule(1, "largest", None, pytest.approx(36 / 44), 1.0, "largest", 1.0),)
     assert np.array_equal(post.apply(pred), truth)
 
@@ -127,7 +127,7 @@ def _two_class_cases(touching: bool) -> tuple[np.ndarray, np.ndarray]:
 def test_all_foreground_as_one_region_first() -> None:
     truth, pred = _two_class_cases(touching=True)
     pred[17:19, 0:2] = 2  # a class-2 blob away from the organ pair
-    post = choose_postprocessing([pred], [truth], classes=3)
+    post = choose_postprocessing([pred], [truth], classes=3, min_cases=1)
     fg, c1, c2 = post.rules
     # class 1 stays 1.0, class 2 rises from 2·16/(20+16) = 8/9 to 1: foreground mean 17/18 → 1
     assert fg == ClassRule(FOREGROUND, "largest", None, pytest.approx(17 / 18), 1.0, "largest", 1.0)
@@ -140,7 +140,7 @@ def test_all_foreground_as_one_region_first() -> None:
 def test_equally_large_components_are_all_kept() -> None:
     truth, pred = _two_class_cases(touching=False)  # two separate 16 px objects, predicted exactly
     pred[0, 19] = 1  # and a 1 px class-1 speck
-    post = choose_postprocessing([pred], [truth], classes=3)
+    post = choose_postprocessing([pred], [truth], classes=3, min_cases=1)
     # largest of all foreground keeps both 16 px objects (as nnU-Net) and drops the speck:
     # class 1 2·16/(17+16) = 32/33 → 1, class 2 stays 1
     assert post.rules[0] == ClassRule(
@@ -154,7 +154,7 @@ def test_all_foreground_rule_refused_when_one_class_falls_though_the_mean_rises(
     blob = _square((20, 20), slice(14, 17), slice(12, 17), into=truth.copy())  # + a 15 px class-1 blob
     both = _square((20, 20), slice(15, 17), slice(15, 17), value=2, into=truth.copy())  # + a true 4 px class 2
     preds, truths = [blob] * 5 + [both], [truth] * 5 + [both]
-    post = choose_postprocessing(preds, truths, classes=3)
+    post = choose_postprocessing(preds, truths, classes=3, min_cases=1)
     fg, c1, c2 = post.rules
     # all foreground, largest: class 1 (5·32/47 + 1)/6 → 1, class 2 1 → 5/6 (its object goes in
     # the last case): the foreground mean rises, but class 2 falls, so nnU-Net's rule refuses it
@@ -178,7 +178,7 @@ def test_decided_numbers_match_the_segment_report() -> None:
     rng = np.random.default_rng(3)
     truths = [rng.integers(0, 3, (24, 24)).astype(np.uint8) * (rng.random((24, 24)) > 0.6) for _ in range(5)]
     preds = [np.where(rng.random((24, 24)) > 0.8, rng.integers(0, 3, (24, 24)), t).astype(np.uint8) for t in truths]
-    post = choose_postprocessing(preds, truths, classes=3)
+    post = choose_postprocessing(preds, truths, classes=3, min_cases=1)
     fg = post.rules[0]
     assert fg.dice_before == pytest.approx(np.mean([case_scores(p, t, 3)["dice"] for p, t in zip(preds, truths)]))
     after = [case_scores(post.apply(p), t, 3) for p, t in zip(preds, truths)]
@@ -188,7 +188,7 @@ def test_decided_numbers_match_the_segment_report() -> None:
 
 def test_json_round_trip_and_meta() -> None:
     preds, truths = _spurious_blob_cases()
-    post = choose_postprocessing(preds, truths, classes=2)
+    post = choose_postprocessing(preds, truths, classes=2, min_cases=1)
     stored = json.loads(json.dumps(post.to_json()))
     assert Postprocessing.from_json(stored) == post
     assert postprocessing_from_meta({"model": {}, "postprocess": stored}) == post
@@ -200,9 +200,9 @@ def test_json_round_trip_and_meta() -> None:
 
 def test_input_errors_name_the_values() -> None:
     with pytest.raises(LabelError, match="got 2 predictions and 1 labels"):
-        choose_postprocessing([_object_16()] * 2, [_object_16()], classes=2)
+        choose_postprocessing([_object_16()] * 2, [_object_16()], classes=2, min_cases=1)
     with pytest.raises(ShapeError, match=r"case 0: prediction shape \(20, 20\) and label shape \(10, 10\)"):
-        choose_postprocessing([_object_16()], [np.zeros((10, 10), np.uint8)], classes=2)
+        choose_postprocessing([_object_16()], [np.zeros((10, 10), np.uint8)], classes=2, min_cases=1)
     post = Postprocessing((), cases=0, source="validation")
     with pytest.raises(ShapeError, match=r"got shape \(1, 1, 4, 4\)"):
         post.apply(np.zeros((1, 1, 4, 4), np.uint8))
@@ -217,9 +217,24 @@ def test_min_size_stays_below_half_the_smallest_object_seen_in_the_labels_or_the
     truth[20:26, 20:26] = 1  # 36 px
     pred = truth.copy()
     pred[32:35, 32:36] = 1  # 12 px speck
-    post = choose_postprocessing([pred], [truth], 2, source="validation")
+    post = choose_postprocessing([pred], [truth], 2, source="validation", min_cases=1)
     (rule,) = post.rules
     assert (rule.op, rule.min_size) == ("min_size", 18)
     assert rule.dice_after == 1.0 and rule.dice_before == pytest.approx(2 * 85 / (97 + 85))
-    capped = choose_postprocessing([pred], [truth], 2, source="validation", smallest_object=10)
+    capped = choose_postprocessing([pred], [truth], 2, source="validation", smallest_object=10, min_cases=1)
     assert capped.rules[0].op == "none"
+
+
+def test_no_rule_is_chosen_on_fewer_cases_holding_the_class_than_min_cases() -> None:
+    """The spurious-blob case of the first test, decided on 4 cases holding the class: too few for
+    the default (5), so nothing is applied though "largest" would raise the Dice there; 5 suffice."""
+    truth = np.zeros((20, 20), np.uint8)
+    truth[2:8, 2:8] = 1
+    pred = truth.copy()
+    pred[15:17, 15:17] = 1
+    empty = np.zeros_like(truth)
+    four = choose_postprocessing([pred] * 4 + [empty] * 3, [truth] * 4 + [empty] * 3, classes=2)
+    assert four.rules[0].op == "none" and four.rules[0].dice_after == four.rules[0].dice_before
+    assert four.rules[0].dice_before == pytest.approx(4 / 7 * (2 * 36 / (40 + 36)) + 3 / 7)
+    five = choose_postprocessing([pred] * 5, [truth] * 5, classes=2)
+    assert five.rules[0].op == "largest" and five.rules[0].dice_after == 1.0
