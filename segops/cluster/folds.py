@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray
@@ -187,27 +186,18 @@ def prediction_file(out_dir: Path, case_id: str) -> Path:
     return out_dir / f"{_SAFE.sub('_', case_id)}.npz"
 
 
-class SavedMaps(Sequence[np.ndarray]):
-    """The ``class_map`` (or ``label``) arrays of saved prediction files, read one at a time on access,
-    so choosing postprocessing over a large validation set holds one case in memory, not all."""
+def saved_maps(out_dir: Path, case_ids: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(predicted class maps, labels) of ``case_ids`` saved by :func:`predict_cases`, same order.
 
-    def __init__(self, files: Sequence[Path], key: str):
-        self.files, self.key = list(files), key
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return SavedMaps(self.files[index], self.key)
-        with np.load(self.files[index]) as data:
-            return data[self.key]
-
-
-def saved_maps(out_dir: Path, case_ids: Sequence[str]) -> tuple[SavedMaps, SavedMaps]:
-    """(predicted class maps, labels) of ``case_ids`` saved by :func:`predict_cases`, same order."""
-    files = [prediction_file(out_dir, c) for c in case_ids]
-    return SavedMaps(files, "class_map"), SavedMaps(files, "label")
+    All are read into memory: :func:`segops.engine.postprocess.choose_postprocessing`, their one
+    consumer, holds every case at once anyway (fine for 2D sets; large for big 3D ones).
+    """
+    maps, labels = [], []
+    for case_id in case_ids:
+        with np.load(prediction_file(out_dir, case_id)) as data:
+            maps.append(data["class_map"])
+            labels.append(data["label"])
+    return maps, labels
 
 
 def _save_npz(path: Path, class_map: np.ndarray, label: np.ndarray) -> None:

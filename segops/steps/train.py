@@ -21,7 +21,6 @@ import pandas as pd
 from segops.cluster.datasets import dataset_digest, read_dataset
 from segops.cluster.fingerprint import write_model_fingerprint
 from segops.cluster.folds import (
-    SavedMaps,
     cv_metrics,
     driver_device,
     fold_name,
@@ -104,8 +103,10 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     )
     if step.register_model:
         name = registered_name(ctx, step)
-        one = _union(datasets, excluded, [(split.val or split.train)[0]], columns)
-        example = _model_example(one.take(1)[0]["image"], step)
+        image = trained.example
+        if image is None:  # the folds' datasets stayed in train_folds: read one group for the example
+            image = _union(datasets, excluded, [split.train[0]], columns).take(1)[0]["image"]
+        example = _model_example(image, step)
         tags = {
             "segops.parent_model": parent or "none",
             "segops.spec_hash": ctx.spec_hash,
@@ -181,8 +182,9 @@ class _Trained:
     select_metric: str
     best: dict[str, float]
     used_gpu: bool
-    predictions: tuple[SavedMaps, SavedMaps] | None  # (class maps, labels); None for Mask R-CNN
+    predictions: tuple[list[np.ndarray], list[np.ndarray]] | None  # (class maps, labels); None for Mask R-CNN
     source: str  # "validation" | "out-of-fold"
+    example: np.ndarray | None = None  # a validation image for the registered model's input example
 
 
 def _train_single(
@@ -223,8 +225,9 @@ def _train_single(
         loaded = load_checkpoint(outcome.checkpoint_dir, driver_device())
         scores = predict_cases(loaded, val_ds, run_dir / VAL_PREDICTIONS, step.amp)
         predictions = saved_maps(run_dir / VAL_PREDICTIONS, [c.case_id for c in scores])
+    example = val_ds.take(1)[0]["image"]  # val_ds is materialised: no second read
     return _Trained(
-        outcome.checkpoint_dir, outcome.best_epoch, metric, best, outcome.used_gpu, predictions, "validation"
+        outcome.checkpoint_dir, outcome.best_epoch, metric, best, outcome.used_gpu, predictions, "validation", example
     )
 
 
@@ -263,7 +266,7 @@ def _choose_postprocessing(
     step: TrainStep,
     ctx: RunContext,
     checkpoint: Path,
-    predictions: tuple[SavedMaps, SavedMaps],
+    predictions: tuple[list[np.ndarray], list[np.ndarray]],
     source: str,
     smallest_object: float | None,
 ) -> None:

@@ -58,7 +58,7 @@ def _save(path: Path, class_map: np.ndarray) -> None:
         np.savez_compressed(f, class_map=class_map, label=class_map + 1)
 
 
-def test_saved_maps_read_one_case_at_a_time_in_order(tmp_path: Path) -> None:
+def test_saved_maps_read_each_cases_map_and_label_in_order(tmp_path: Path) -> None:
     maps = {c: np.full((3, 4), i, np.uint8) for i, c in enumerate(["1.2.3", "x/y"])}
     for case_id, arr in maps.items():
         atomic_write(prediction_file(tmp_path, case_id), lambda tmp, a=arr: _save(tmp, a))
