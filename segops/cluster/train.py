@@ -30,6 +30,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
+from segops.cluster.epoch_feed import EpochFeed
 from segops.cluster.runtime import TRAIN_MIN_RESERVE, cpu_reserve
 from segops.config.schema import TrainStep
 from segops.data.augment import Augmenter
@@ -145,7 +146,7 @@ def train_model(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_score", checkpoint_score_order="max"
             ),
-            callbacks=[_EpochLog(str(progress.resolve()))],
+            callbacks=[EpochFeed(str(progress.resolve()))],
             failure_config=FailureConfig(max_failures=step.max_failures),
         ),
     )
@@ -169,18 +170,6 @@ def train_model(
 
 def _exists(filesystem: pafs.FileSystem, path: str) -> bool:
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound
-
-
-class _EpochLog(ray.train.UserCallback):
-    """Runs in Ray Train's controller: appends each epoch's metrics (rank 0's, already reduced
-    over all ranks) to a JSON-lines file, which the driver tails for its progress bar."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(metrics[0]) + "\n")
 
 
 def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int, desc: str = "train") -> Any:
