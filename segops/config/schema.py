@@ -36,8 +36,11 @@ from segops.config.sources import (
     InstancePngLabels,
     LabelsSpec,
     MaskPngLabels,
+    RtstructLabels,
     SegmentSourceSpec,
     SourceSpec,
+    VolumeLabels,
+    VolumeSource,
 )
 from segops.config.spec import Spec
 from segops.config.steps import (
@@ -78,6 +81,9 @@ __all__ = [
     "MaskRCNNSpec",
     "ModelSpec",
     "PercentileIntensity",
+    "RtstructLabels",
+    "VolumeLabels",
+    "VolumeSource",
     "PreprocessSpec",
     "PromoteStep",
     "PromotionGate",

@@ -84,7 +84,53 @@ class InstancePngLabels(Spec):
     class_id: int = Field(default=1, ge=1, le=255)
 
 
-LabelsSpec = Annotated[MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels, Field(discriminator="kind")]
+class RtstructLabels(Spec):
+    """A folder of DICOM RTSTRUCT objects (any depth): contours per ROI, rasterised onto each slice.
+
+    ``rois`` maps ROI-name globs (case-insensitive, ``*`` and ``?``) to classes, e.g.
+    ``{"GTV*": 1, "spinal*": 2}``; ``synonyms`` adds further globs for a rule where names vary
+    between archives (``{"GTV*": ["tumou?r*", "lesion"]}``). A ROI is matched by the first rule
+    that fits; where ROIs of different rules overlap, the rule listed first wins. Contours are
+    joined to slices by ReferencedSOPInstanceUID, else by slice position; nested contours of one
+    ROI make holes (even-odd rule). Contours off every slice, open contours and ROIs that match no
+    rule are counted in the label census. A series no RTSTRUCT references is unlabelled.
+    """
+
+    kind: Literal["rtstruct"]
+    path: Path
+    rois: dict[str, Annotated[int, Field(ge=1, le=255)]] = Field(min_length=1)
+    synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _synonyms_name_rules(self) -> RtstructLabels:
+        unknown = sorted(set(self.synonyms) - set(self.rois))
+        if unknown:
+            raise ValueError(
+                f"synonyms for {unknown} name no rule of rois ({sorted(self.rois)}); key them by a rois glob"
+            )
+        return self
+
+
+class VolumeLabels(Spec):
+    """Label volumes (NIfTI ``.nii``/``.nii.gz``, NRRD, MHA/MHD), one per case, on the image's grid.
+
+    ``pattern`` is formatted with ``case`` (the image file's name without its extension and
+    without an nnU-Net channel suffix ``_0000``) and ``rel_dir``: nnU-Net's
+    ``labelsTr/<case>.nii.gz`` is the default. A label must have the image's shape and affine
+    (within ``tolerance_mm``); otherwise it is a label error naming both geometries, or with
+    ``resample: true`` it is resampled onto the image grid (nearest neighbour, logged).
+    """
+
+    kind: Literal["volume"]
+    path: Path
+    pattern: str = "{case}.nii.gz"
+    resample: bool = False
+    tolerance_mm: float = Field(default=1e-3, gt=0)
+
+
+LabelsSpec = Annotated[
+    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels | RtstructLabels, Field(discriminator="kind")
+]
 
 
 def is_instance_labels(labels: object) -> bool:
@@ -150,6 +196,21 @@ class ImageSource(_FileSelection):
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
+class VolumeSource(_FileSelection):
+    """A folder of volume files (NIfTI, NRRD, MHA/MHD), any depth, e.g. nnU-Net's ``imagesTr``.
+
+    Each case becomes the same records a DICOM series does: one 2D record per slice (group: the
+    case) and, with the ingest step's ``volumes: true``, one volume record. Positions and
+    orientations are in DICOM patient coordinates (LPS); voxels keep the file's order. Files whose
+    names end in an nnU-Net channel suffix (``_0000``, ``_0001`` …) are the channels of one case.
+    """
+
+    kind: Literal["volumes"]
+    path: Path
+    labels: VolumeLabels | None = None
+    extensions: tuple[str, ...] = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+
+
 class DatasetSource(Spec):
     """The Parquet dataset an ingest step wrote (``runs/<run>/dataset``): decoded once, read many times."""
 
@@ -157,5 +218,5 @@ class DatasetSource(Spec):
     path: Path
 
 
-SourceSpec = Annotated[DicomSource | ImageSource, Field(discriminator="kind")]
-SegmentSourceSpec = Annotated[DicomSource | ImageSource | DatasetSource, Field(discriminator="kind")]
+SourceSpec = Annotated[DicomSource | ImageSource | VolumeSource, Field(discriminator="kind")]
+SegmentSourceSpec = Annotated[DicomSource | ImageSource | VolumeSource | DatasetSource, Field(discriminator="kind")]

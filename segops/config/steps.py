@@ -229,10 +229,11 @@ class SegmentStep(Spec):
         description="volumes: segment the ingest step's volume records (slice by slice with a 2D model, "
         "with a 3D sliding window with a 3D one); one NIfTI (and one multi-frame DICOM SEG) per series.",
     )
-    outputs: tuple[Literal["png", "dicom-seg", "coco-rle", "probabilities"], ...] = Field(
+    outputs: tuple[Literal["png", "dicom-seg", "rtstruct", "coco-rle", "probabilities"], ...] = Field(
         default=("png",),
         description="png: class mask (and, for instance models, an instance-id map); dicom-seg: for "
-        "DICOM inputs; coco-rle: per image COCO results with RLE masks (instance models); probabilities: "
+        "DICOM inputs; rtstruct: one RTSTRUCT per DICOM series, a ROI per class (``segments`` names), contours "
+        "in patient coordinates; coco-rle: per image COCO results with RLE masks (instance models); probabilities: "
         "float16 softmax (classes, *spatial) as .npz per case (per series for volumes; semantic models).",
     )
     layout: Literal["mirror", "dicom-tags"] = Field(

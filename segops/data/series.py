@@ -123,3 +123,38 @@ def volume_affine(
     lps[:3, 2] = slice_normal(orientation) * slice_spacing
     lps[:3, 3] = np.asarray(first_position, float)
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def pixel_to_patient(
+    rows_cols: np.ndarray,
+    position: tuple[float, ...] | list[float],
+    orientation: tuple[float, ...] | list[float],
+    pixel_spacing: tuple[float, float],
+) -> np.ndarray:
+    """(N, 2) pixel coordinates (row, column; pixel centres at integers) of one slice → (N, 3)
+    DICOM patient coordinates (LPS, mm), from its ImagePositionPatient (the centre of pixel
+    (0, 0)), ImageOrientationPatient and PixelSpacing (row spacing, column spacing)."""
+    rc = np.asarray(rows_cols, float).reshape(-1, 2)
+    row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+    # moving along a row (next column) follows row_dir; moving down a column (next row) follows col_dir
+    return (
+        np.asarray(position, float)
+        + rc[:, 1:2] * pixel_spacing[1] * row_dir[None, :]
+        + rc[:, 0:1] * pixel_spacing[0] * col_dir[None, :]
+    )
+
+
+def patient_to_pixel(
+    points: np.ndarray,
+    position: tuple[float, ...] | list[float],
+    orientation: tuple[float, ...] | list[float],
+    pixel_spacing: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) patient coordinates (LPS, mm) → ((N, 2) fractional (row, column) on the slice, (N,)
+    signed distance in mm from the slice plane along its normal). The inverse of
+    :func:`pixel_to_patient` for points on the plane."""
+    offset = np.asarray(points, float).reshape(-1, 3) - np.asarray(position, float)[None, :]
+    row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:6], float)
+    cols = offset @ row_dir / pixel_spacing[1]
+    rows = offset @ col_dir / pixel_spacing[0]
+    return np.stack([rows, cols], axis=1), offset @ slice_normal(orientation)
