@@ -266,7 +266,7 @@ def plan_train(
     "patch_size", "batch", "in_channels", "classes"}`` (or Mask R-CNN's sizes).
     """
     in_channels = Choice(
-        3 if fp.channels.get(3, 0) > fp.channels.get(1, 0) else 1,
+        max(fp.channels, key=lambda c: (fp.channels[c], -c)) if fp.channels else 1,  # the most common count
         f"channels per image: {dict(sorted(fp.channels.items()))}",
     )
     test = plan_split(fp)
