@@ -136,6 +136,23 @@ def score(preds: dict[str, np.ndarray], cases: list[Case], classes: int, boundar
     return mean | {"cases": len(cases), "per_case": per_case}
 
 
+def result_row(
+    scored: dict[str, Any], train_s: float, inference_s: float, slices: int, epochs: Any, **extra: Any
+) -> dict[str, Any]:
+    """The columns every benchmark row has, in this order: the held-out scores of :func:`score`
+    (pixel error, Rand error, Dice), training minutes, inference seconds and the slices they
+    segmented, epochs; then ``extra``; last the per-case scores."""
+    return {
+        **{k: scored[k] for k in ("pixel_error", "rand_error", "dice")},
+        "train_minutes": train_s / 60,
+        "inference_s": inference_s,
+        "inference_slices": slices,
+        "epochs": epochs,
+        **extra,
+        "per_case": scored["per_case"],
+    }
+
+
 # --------------------------------------------------------------------------- segops runs
 
 

@@ -35,6 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import stopwatch
+from _quickstart import quickstart_train
 
 from segops.config.load import load_workflow
 from segops.data.pairing import PlanOverrides
@@ -150,25 +151,10 @@ def fixed_recipe(archive: Path) -> Path:
                     "labels": {"kind": "mask-png", "path": str(archive), "threshold": 128},
                 },
             },
-            {
-                "step": "train",
-                "model": {
-                    "arch": "unet",
-                    "in_channels": 1,
-                    "classes": 2,
-                    "channels": [16, 32, 64, 128],
-                    "strides": [2, 2, 2],
-                    "num_res_units": 2,
-                },
-                "loss": "dice_ce",
-                "preprocess": {"intensity": {"kind": "percentile"}, "patch_size": [96, 96]},
-                "split": {"val_fraction": 0.34, "seed": 0},
-                "epochs": 24,
-                "batch_size": 8,
-                "learning_rate": 0.003,
-                "patches_per_image": 2,
-                "scaling": {"workers": 2, "use_gpu": "auto"},
-            },
+            quickstart_train(
+                preprocess={"intensity": {"kind": "percentile"}, "patch_size": [96, 96]},
+                split={"val_fraction": 0.34, "seed": 0},
+            ),
             {"step": "segment", "outputs": ["png"], "overlays": 4},
         ],
     }

@@ -42,6 +42,7 @@ from _isbi_heldout import (
     load_recipe,
     probe_epochs,
     read_run,
+    result_row,
     run_segops,
     score_run,
     step_of,
@@ -118,15 +119,16 @@ def run_row(recipe: dict[str, Any], row: str, args: argparse.Namespace) -> list[
         rows.append(
             {
                 "row": f"{row} ({label})" if label else row,
-                **{k: scored[k] for k in ("pixel_error", "rand_error", "dice")},
-                "train_minutes": run.train_s / 60,
-                "inference_s": run.segment_s,
-                "inference_slices": run.segmented,
-                "epochs": epochs,
-                "folds": folds,
-                "run_dir": str(run_dir),
-                "heldout": [c.rel_path for c in test],
-                "per_case": scored["per_case"],
+                **result_row(
+                    scored,
+                    run.train_s,
+                    run.segment_s,
+                    run.segmented,
+                    epochs,
+                    folds=folds,
+                    run_dir=str(run_dir),
+                    heldout=[c.rel_path for c in test],
+                ),
             }
         )
     return rows

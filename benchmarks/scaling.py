@@ -27,6 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import stopwatch  # noqa: E402
+from _quickstart import quickstart_train  # noqa: E402
 
 from segops.cluster.local_cluster import LocalCluster  # noqa: E402
 from segops.synth import make_ct_archive  # noqa: E402
@@ -60,25 +61,12 @@ def workflow(archive: Path, name: str, epochs: int) -> Path:
                     "labels": {"kind": "mask-png", "path": str(archive / "labels")},
                 },
             },
-            {
-                "step": "train",
-                "model": {
-                    "arch": "unet",
-                    "in_channels": 1,
-                    "classes": 2,
-                    "channels": [16, 32, 64, 128],
-                    "strides": [2, 2, 2],
-                    "num_res_units": 2,
-                },
-                "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [96, 96]},
-                "split": {"val_fraction": 0.34, "seed": 0},
-                "epochs": epochs,
-                "batch_size": 8,
-                "learning_rate": 0.003,
-                "patches_per_image": 2,
-                "register_model": False,
-                "scaling": {"workers": 2, "use_gpu": False, "cpus_per_worker": 0.75},
-            },
+            quickstart_train(
+                split={"val_fraction": 0.34, "seed": 0},
+                epochs=epochs,
+                register_model=False,
+                scaling={"workers": 2, "use_gpu": False, "cpus_per_worker": 0.75},
+            ),
             {
                 "step": "segment",
                 "outputs": ["png"],

@@ -50,6 +50,7 @@ from _isbi_heldout import (
     load_recipe,
     probe_epochs,
     read_run,
+    result_row,
     run_segops,
     score,
     score_run,
@@ -191,16 +192,17 @@ def nnunet(
         rows.append(
             {
                 "system": f"nnU-Net v2 2d ({'mirroring TTA' if mode == 'tta' else 'no TTA'})",
-                **{k: scored[k] for k in ("pixel_error", "rand_error", "dice")},
-                "train_minutes": train_s / 60,
-                "inference_s": infer_s,
-                "inference_slices": len(test),
-                "epochs": epochs,
-                "iterations_per_epoch": iterations,
-                "budget_minutes": budget_s / 60,
-                "plan_and_preprocess_s": plan_s,
-                "device": device,
-                "per_case": scored["per_case"],
+                **result_row(
+                    scored,
+                    train_s,
+                    infer_s,
+                    len(test),
+                    epochs,
+                    iterations_per_epoch=iterations,
+                    budget_minutes=budget_s / 60,
+                    plan_and_preprocess_s=plan_s,
+                    device=device,
+                ),
             }
         )
     return rows
@@ -227,13 +229,7 @@ def segops_row(run_dir: Path, split: Any, test: list[Case], classes: int, bounda
     train = step_of(run.workflow, "train")
     return {
         "system": f"segops {train['model']['arch']}",
-        **{k: scored[k] for k in ("pixel_error", "rand_error", "dice")},
-        "train_minutes": run.train_s / 60,
-        "inference_s": run.segment_s,
-        "inference_slices": run.segmented,
-        "epochs": train["epochs"],
-        "run_dir": str(run_dir),
-        "per_case": scored["per_case"],
+        **result_row(scored, run.train_s, run.segment_s, run.segmented, train["epochs"], run_dir=str(run_dir)),
     }
 
 

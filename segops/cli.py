@@ -7,12 +7,13 @@ import sys
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from typer.models import OptionInfo
 
 if TYPE_CHECKING:  # imported lazily: --help and validate stay instant
     from segops.steps.results import TrainResult
@@ -261,12 +262,26 @@ def plan(
     out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
 
 
+# Options the synth commands share (typer's Annotated style: the default stays in each signature).
+_Seed = Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")]
+
+
+def _count(items: str) -> OptionInfo:
+    """``--count``: how many ``items`` (images, photos, slices) an archive holds; at least one."""
+    return typer.Option(min=1, help=f"Number of {items}.")
+
+
+def _share(of_what: str) -> OptionInfo:
+    """A fraction in [0, 1], e.g. ``--defect-free``: the share of photos without a defect."""
+    return typer.Option(min=0.0, max=1.0, help=f"Share of {of_what}.")
+
+
 @synth_app.command("ct")
 def synth_ct(
-    out_dir: Path = typer.Argument(..., help="Folder to write images/ and labels/ into."),
-    series: int = typer.Option(6, min=1, help="Number of CT series."),
-    slices: int = typer.Option(20, min=1, help="Slices per series."),
-    seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write images/ and labels/ into.")],
+    series: Annotated[int, typer.Option(min=1, help="Number of CT series.")] = 6,
+    slices: Annotated[int, typer.Option(min=1, help="Slices per series.")] = 20,
+    seed: _Seed = 0,
 ) -> None:
     """CT-like DICOM series with ellipsoid lesions and one mask PNG per slice."""
     from segops.synth import make_ct_archive
@@ -280,10 +295,10 @@ def synth_ct(
 
 @synth_app.command("inspection")
 def synth_inspection(
-    out_dir: Path = typer.Argument(..., help="Folder to write images/ and labels/ into."),
-    count: int = typer.Option(40, min=1, help="Number of images."),
-    seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
-    rgb_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of RGB (vs gray) images."),
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write images/ and labels/ into.")],
+    count: Annotated[int, _count("images")] = 40,
+    seed: _Seed = 0,
+    rgb_fraction: Annotated[float, _share("RGB (vs gray) images")] = 0.5,
 ) -> None:
     """Textured surface photos with scratches and blobs, and binary mask PNGs."""
     from segops.synth import make_inspection_archive
@@ -297,11 +312,13 @@ def synth_inspection(
 
 @synth_app.command("defects")
 def synth_defects(
-    out_dir: Path = typer.Argument(..., help="Folder for <kind>/part-NNNN.jpg + .png masks, README.png, dataset.jpg."),
-    count: int = typer.Option(60, min=1, help="Number of photos."),
-    size: int = typer.Option(96, min=32, help="Largest side in pixels (sides vary from 2/3 of it up)."),
-    seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
-    defect_free: float = typer.Option(0.7, min=0.0, max=1.0, help="Share of photos without a defect."),
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder for <kind>/part-NNNN.jpg + .png masks, README.png, dataset.jpg.")
+    ],
+    count: Annotated[int, _count("photos")] = 60,
+    size: Annotated[int, typer.Option(min=32, help="Largest side in pixels (sides vary from 2/3 of it up).")] = 96,
+    seed: _Seed = 0,
+    defect_free: Annotated[float, _share("photos without a defect")] = 0.7,
 ) -> None:
     """Grayscale JPEG surface photos with rare defects (0.2-24 % of the area), anti-aliased mask PNG beside each."""
     from segops.synth import make_defect_archive
@@ -315,11 +332,11 @@ def synth_defects(
 
 @synth_app.command("instances")
 def synth_instances(
-    out_dir: Path = typer.Argument(..., help="Folder for images/, instances/, classes/, annotations.json."),
-    count: int = typer.Option(40, min=1, help="Number of images."),
-    size: int = typer.Option(128, min=48, help="Image height and width in pixels."),
-    seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
-    classes: int = typer.Option(2, min=1, max=3, help="Object classes: 1 cell, 2 + rod, 3 + ring."),
+    out_dir: Annotated[Path, typer.Argument(help="Folder for images/, instances/, classes/, annotations.json.")],
+    count: Annotated[int, _count("images")] = 40,
+    size: Annotated[int, typer.Option(min=48, help="Image height and width in pixels.")] = 128,
+    seed: _Seed = 0,
+    classes: Annotated[int, typer.Option(min=1, max=3, help="Object classes: 1 cell, 2 + rod, 3 + ring.")] = 2,
 ) -> None:
     """Microscopy-like scenes of touching and overlapping objects, with instance-id PNGs, class PNGs and COCO JSON."""
     from segops.synth import make_instance_archive
@@ -334,10 +351,10 @@ def synth_instances(
 
 @synth_app.command("membranes")
 def synth_membranes(
-    out_dir: Path = typer.Argument(..., help="Folder for images/<k>.png and labels/<k>.png."),
-    count: int = typer.Option(10, min=1, help="Number of slices."),
-    size: int = typer.Option(128, min=32, help="Slice height and width in pixels."),
-    seed: int = typer.Option(0, help="Random seed; same seed, same bytes."),
+    out_dir: Annotated[Path, typer.Argument(help="Folder for images/<k>.png and labels/<k>.png.")],
+    count: Annotated[int, _count("slices")] = 10,
+    size: Annotated[int, typer.Option(min=32, help="Slice height and width in pixels.")] = 128,
+    seed: _Seed = 0,
 ) -> None:
     """EM-like cell tilings with dark membranes, labelled as ISBI 2012 (0 = membrane, 255 = interior)."""
     from segops.synth import make_membrane_archive
@@ -360,20 +377,19 @@ _NO_LOG = typer.Option(False, "--no-log", help="Do not log the report to MLflow 
 
 
 @contextmanager
-def _audit_errors():
-    """An audit that cannot find what it was asked about exits 2 with the reason, no traceback."""
+def _auditing(tracking_uri: str):
+    """The reader an audit command works with; a SegopsError inside (a run, model or table it cannot
+    find) exits 2 with the reason, no traceback."""
+    _setup_logging(False)
+    logging.getLogger("segops.tracking").setLevel(logging.WARNING)  # the audit run is announced below
     from segops.errors import SegopsError
+    from segops.tracking import AuditReader
 
     try:
-        yield
+        yield AuditReader(tracking_uri)
     except SegopsError as exc:
         console.print(f"[bold red]audit failed:[/] {exc}", highlight=False)
         raise typer.Exit(EXIT_SPEC_ERROR) from None
-
-
-def _audit_logging() -> None:
-    _setup_logging(False)
-    logging.getLogger("segops.tracking").setLevel(logging.WARNING)  # the audit run is announced below
 
 
 def _print_report(report, reader, no_log: bool, run_name: str, tags: dict[str, str]) -> None:
@@ -394,12 +410,10 @@ def audit_models(
     tracking_uri: str = _TRACKING_URI,
 ) -> None:
     """List registered model versions: aliases, promotion outcome, source run and its headline metrics."""
-    _audit_logging()
+    with _auditing(tracking_uri) as reader:
+        versions = reader.model_versions(name)
     from segops.audit import to_rich, versions_section
-    from segops.tracking import AuditReader
 
-    with _audit_errors():
-        versions = AuditReader(tracking_uri).model_versions(name)
     if not versions:
         out.print(f"no registered models at {tracking_uri}")
         return
@@ -416,12 +430,9 @@ def audit_compare(
     no_log: bool = _NO_LOG,
 ) -> None:
     """Compare two runs or model versions: metrics, per-case Dice paired by case id, worst cases."""
-    _audit_logging()
-    from segops import audit
-    from segops.tracking import AuditReader
+    with _auditing(tracking_uri) as reader:
+        from segops import audit
 
-    with _audit_errors():
-        reader = AuditReader(tracking_uri)
         refs = reader.resolve(a), reader.resolve(b)
         folder = out_dir or Path("audit") / f"compare-{refs[0].slug}-vs-{refs[1].slug}"
         tables = reader.case_tables(*refs, folder / "data")
@@ -460,12 +471,10 @@ def audit_run(
     no_log: bool = _NO_LOG,
 ) -> None:
     """What one run used and made: data (dataset inputs, split), models (registered, used), outputs."""
-    _audit_logging()
-    from segops import audit
-    from segops.tracking import SEGMENT_REPORT, AuditReader
+    with _auditing(tracking_uri) as reader:
+        from segops import audit
+        from segops.tracking import SEGMENT_REPORT
 
-    with _audit_errors():
-        reader = AuditReader(tracking_uri)
         ref = reader.resolve(run_id)
         details = reader.run_details(ref.run_id)
         folder = out_dir or Path("audit") / ref.slug

@@ -1,6 +1,7 @@
 """Audit reports: which model segmented which case, trained on what, and why it replaced another.
 
-Layout, by job:
+The package exports what its callers use: the two reports, the parts a comparison is made of and
+the tables the CLI prints. Layout, by job (import the rest from its module):
 
 - :mod:`~segops.audit.tables`: the report's parts (:class:`Section`, :class:`Picture`, :class:`Side`,
   :class:`Report`), number formatting, per-case tables and their pairing;
@@ -11,78 +12,23 @@ Layout, by job:
 - :mod:`~segops.audit.reports`: :func:`write_compare_report` and :func:`write_run_report`.
 """
 
-from segops.audit.html import render_html, write_page
-from segops.audit.images import plot_overlay, write_overlays
-from segops.audit.plots import plot_histograms, plot_scatter
 from segops.audit.reports import write_compare_report, write_run_report
-from segops.audit.sections import (
-    compared_section,
-    data_section,
-    datasets_section,
-    decision_sections,
-    metrics_section,
-    models_section,
-    outputs_section,
-    paired_section,
-    run_section,
-    source_text,
-    steps_section,
-    versions_section,
-    worst_section,
-)
-from segops.audit.tables import (
-    COLOUR_A,
-    COLOUR_B,
-    HEADLINE,
-    Picture,
-    Report,
-    Section,
-    Side,
-    fmt,
-    load_cases,
-    pair_cases,
-    paired_stats,
-    slug,
-    to_rich,
-    when,
-)
+from segops.audit.sections import versions_section
+from segops.audit.tables import Picture, Report, Section, Side, load_cases, pair_cases, paired_stats, slug, to_rich
 from segops.errors import AuditError
 
 __all__ = [
-    "COLOUR_A",
-    "COLOUR_B",
-    "HEADLINE",
     "AuditError",
     "Picture",
     "Report",
     "Section",
     "Side",
-    "compared_section",
-    "data_section",
-    "datasets_section",
-    "decision_sections",
-    "fmt",
     "load_cases",
-    "metrics_section",
-    "models_section",
-    "outputs_section",
     "pair_cases",
-    "paired_section",
     "paired_stats",
-    "plot_histograms",
-    "plot_overlay",
-    "plot_scatter",
-    "render_html",
-    "run_section",
     "slug",
-    "source_text",
-    "steps_section",
     "to_rich",
     "versions_section",
-    "when",
-    "worst_section",
     "write_compare_report",
-    "write_overlays",
-    "write_page",
     "write_run_report",
 ]

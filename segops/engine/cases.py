@@ -23,7 +23,7 @@ from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import InstancePrediction, instance_label_map, predict_instances
 from segops.engine.instance_eval import evaluate_instances
 from segops.engine.postprocess import postprocessing_from_meta
-from segops.engine.predict import predict_masks, predict_probabilities, probability_class_map
+from segops.engine.predict import class_indices, class_probabilities, predict, probability_class_map
 from segops.errors import StepError
 from segops.instance_metrics import coco_results
 from segops.metrics import case_scores, rand_error
@@ -241,10 +241,10 @@ def predict_batch(
     if loaded.model_spec.task == "instance":
         return list(predict_instances(loaded, images, device, settings.amp))
     if settings.probabilities:
-        probabilities = _per_case(predict_probabilities, loaded, images, settings, device)
+        probabilities = _per_case(class_probabilities, loaded, images, settings, device)
         predictions = [SemanticPrediction(probability_class_map(p), p) for p in probabilities]
     else:
-        predictions = [SemanticPrediction(m) for m in _per_case(predict_masks, loaded, images, settings, device)]
+        predictions = [SemanticPrediction(m) for m in _per_case(class_indices, loaded, images, settings, device)]
     post = postprocessing_from_meta(loaded.meta) if settings.postprocess else None
     if post is None:
         return predictions
@@ -252,15 +252,15 @@ def predict_batch(
 
 
 def _per_case(
-    predict: Callable[..., list[np.ndarray]],
+    head: Callable[[torch.Tensor], torch.Tensor],
     loaded: LoadedModel,
     images: list[np.ndarray],
     settings: InferenceSettings,
     device: torch.device,
 ) -> list[np.ndarray]:
-    """``predict`` (:func:`predict_masks` or :func:`predict_probabilities`) per case: a volume with
-    a 2D model slice by slice, the slices' outputs stacked on the Z axis (third from last)."""
-    args = (device, settings.amp, settings.sliding, settings.tta.flip_axes)
+    """:func:`predict` with ``head`` (class maps or probabilities) per case: a volume with a 2D model
+    slice by slice, the slices' outputs stacked on the Z axis (third from last)."""
+    args = (device, settings.amp, settings.sliding, settings.tta.flip_axes, head)
     if not images or images[0].ndim == 3 or loaded.model_spec.spatial_dims == 3:
         return predict(loaded, images, *args)
     return [np.stack(predict(loaded, [v[:, z] for z in range(v.shape[1])], *args), axis=-3) for v in images]

@@ -19,53 +19,89 @@ from segops.engine.precision import autocast
 from segops.errors import ShapeError
 
 
-def predict_masks(
+def class_indices(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, *spatial) logits → (N, *spatial) uint8 argmax over the class axis: the class maps
+    :func:`predict` returns by default.
+
+    ``logits.argmax(dim=1)`` reduces over a strided axis, which torch's CPU kernel does slowly:
+    5.9 ms per 2×256×256 image on one thread, a fifth of the U-Net's own forward pass
+    (torch 2.14). With the class axis moved last it takes 0.6 ms; two classes need only one
+    comparison (0.03 ms). The results are the same, ties included (the lower class wins);
+    a NaN logit, which argmax would pick, never wins here.
+    """
+    if logits.shape[1] == 2:
+        return (logits[:, 1] > logits[:, 0]).to(torch.uint8)
+    return torch.movedim(logits, 1, -1).contiguous().argmax(dim=-1).to(torch.uint8)
+
+
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, *spatial) logits → (N, C, *spatial) float32 softmax over the class axis, taken in
+    float32 (over bfloat16 logits under autocast)."""
+    return torch.softmax(logits.float(), dim=1)
+
+
+def predict(
     loaded: LoadedModel,
     images: list[np.ndarray],
     device: str | torch.device = "cpu",
     amp: bool = False,
     sliding: SlidingWindowSpec | None = None,
     flip_axes: Sequence[int] = (),
+    head: Callable[[torch.Tensor], torch.Tensor] = class_indices,
 ) -> list[np.ndarray]:
     """Segment raw record images (2D models) or volumes (3D models).
 
     2D: images up to ``sliding.max_pixels`` go through the network whole (padded to the
     model's size divisor, equal shapes batched together); larger ones are tiled with MONAI's
     ``sliding_window_inference`` so memory stays bounded by ``tile_batch`` tiles.
-    3D: every volume is tiled (see :func:`_sliding`), whatever its size.
+    3D: every volume is tiled (see :func:`_sliding`), whatever its size. ``head`` is applied
+    after the sliding window's blending and, with ``flip_axes``, to the log mean softmax over the
+    mirrors (see :func:`network`); a padded image (size divisor) is mirrored padding included, as
+    nnU-Net does.
 
     Args:
         images: each (C, H, W) float32 as decoded (before intensity normalisation); for a
             3D model each (C, Z, H, W).
         amp: autocast to bfloat16 on CUDA (ignored on CPU).
         flip_axes: test-time mirroring along these spatial axes (see :func:`network`); () for none.
+        head: what each image's (N, C, *spatial) logits become: :func:`class_indices` (class maps)
+            or :func:`class_probabilities`, whose :func:`probability_class_map` is the class map
+            (equal to :func:`class_indices`' but for exact ties, which both break towards the
+            lower class).
 
     Returns:
-        One (H, W) uint8 class map per image ((Z, H, W) per volume), same order and size as the inputs.
+        One output per image, same order as the inputs and cropped to the input's size: an
+        (H, W) uint8 class map ((Z, H, W) per volume) from :func:`class_indices`; a
+        (classes, H, W) float32 array summing to 1 over the class axis ((classes, Z, H, W) per
+        volume) from :func:`class_probabilities`.
     """
-    return _predict(loaded, images, torch.device(device), amp, sliding or SlidingWindowSpec(), flip_axes, class_indices)
+    device, sliding = torch.device(device), sliding or SlidingWindowSpec()
+    spec, pre = loaded.model_spec, loaded.preprocess
+    net = network(loaded, flip_axes)
+    if spec.spatial_dims == 3:
+        prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
+        with torch.inference_mode(), autocast(device, amp):
+            return [_sliding(loaded, net, v, sliding, device, head) for v in prepared]
+    prepared = [prepare_image(img, pre.intensity, spec.in_channels) for img in images]
+    outputs: list[np.ndarray | None] = [None] * len(images)
+    whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    with torch.inference_mode(), autocast(device, amp):
+        for i, arr in enumerate(prepared):
+            if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
+                outputs[i] = _sliding(loaded, net, arr, sliding, device, head)
+            else:
+                whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
+        for indices in whole.values():  # batch only equal shapes together
+            batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
+            results = head(net(batch.to(device))).cpu().numpy()
+            for i, result in zip(indices, results):
+                h, w = images[i].shape[1:]
+                outputs[i] = result[..., :h, :w]
+    return outputs  # type: ignore[return-value]
 
 
-def predict_probabilities(
-    loaded: LoadedModel,
-    images: list[np.ndarray],
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-    sliding: SlidingWindowSpec | None = None,
-    flip_axes: Sequence[int] = (),
-) -> list[np.ndarray]:
-    """Class probabilities of the same network and tiling as :func:`predict_masks`.
-
-    The softmax is taken in float32 over the logits (bfloat16 ones under ``amp``), after the
-    sliding window's blending; with ``flip_axes`` it is the mean softmax over the mirrors.
-    :func:`probability_class_map` of the result is the class map (equal to :func:`predict_masks`'
-    but for exact ties, which both break towards the lower class).
-
-    Returns:
-        One (classes, H, W) float32 array per image ((classes, Z, H, W) per volume), summing to 1
-        over the class axis, cropped to the input's size.
-    """
-    return _predict(loaded, images, torch.device(device), amp, sliding or SlidingWindowSpec(), flip_axes, _softmax)
+#: The class maps of :func:`predict` (its default ``head``), under the name most callers use.
+predict_masks = predict
 
 
 def probability_class_map(probabilities: np.ndarray) -> np.ndarray:
@@ -92,48 +128,6 @@ def network(loaded: LoadedModel, flip_axes: Sequence[int] = ()) -> nn.Module:
     return MirroredModel(loaded.model, flip_axes)
 
 
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits.float(), dim=1)
-
-
-def _predict(
-    loaded: LoadedModel,
-    images: list[np.ndarray],
-    device: torch.device,
-    amp: bool,
-    sliding: SlidingWindowSpec,
-    flip_axes: Sequence[int],
-    head: Callable[[torch.Tensor], torch.Tensor],
-) -> list[np.ndarray]:
-    """``head`` ((N, C, *spatial) logits → (N, *spatial) class maps or (N, C, *spatial) probabilities)
-    of each image's network output, cropped to the image.
-
-    With mirroring, a padded image (size divisor) is mirrored padding included, as nnU-Net does.
-    """
-    spec, pre = loaded.model_spec, loaded.preprocess
-    net = network(loaded, flip_axes)
-    if spec.spatial_dims == 3:
-        prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
-        with torch.inference_mode(), autocast(device, amp):
-            return [_sliding(loaded, net, v, sliding, device, head) for v in prepared]
-    prepared = [prepare_image(img, pre.intensity, spec.in_channels) for img in images]
-    outputs: list[np.ndarray | None] = [None] * len(images)
-    whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    with torch.inference_mode(), autocast(device, amp):
-        for i, arr in enumerate(prepared):
-            if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
-                outputs[i] = _sliding(loaded, net, arr, sliding, device, head)
-            else:
-                whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
-        for indices in whole.values():  # batch only equal shapes together
-            batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
-            results = head(net(batch.to(device))).cpu().numpy()
-            for i, result in zip(indices, results):
-                h, w = images[i].shape[1:]
-                outputs[i] = result[..., :h, :w]
-    return outputs  # type: ignore[return-value]
-
-
 def predict_label_maps(
     loaded: LoadedModel,
     images: list[np.ndarray],
@@ -146,7 +140,7 @@ def predict_label_maps(
     if loaded.model_spec.task == "instance":
         preds = predict_instances(loaded, images, device, amp)
         return [instance_label_map(pred, image.shape[-2:]) for pred, image in zip(preds, images)]
-    return predict_masks(loaded, images, device, amp, sliding)
+    return predict(loaded, images, device, amp, sliding)
 
 
 def _sliding(
@@ -191,17 +185,3 @@ def _sliding(
         **placement,
     )
     return head(logits)[0].cpu().numpy()
-
-
-def class_indices(logits: torch.Tensor) -> torch.Tensor:
-    """(N, C, *spatial) logits → (N, *spatial) uint8 argmax over the class axis.
-
-    ``logits.argmax(dim=1)`` reduces over a strided axis, which torch's CPU kernel does slowly:
-    5.9 ms per 2×256×256 image on one thread, a fifth of the U-Net's own forward pass
-    (torch 2.14). With the class axis moved last it takes 0.6 ms; two classes need only one
-    comparison (0.03 ms). The results are the same, ties included (the lower class wins);
-    a NaN logit, which argmax would pick, never wins here.
-    """
-    if logits.shape[1] == 2:
-        return (logits[:, 1] > logits[:, 0]).to(torch.uint8)
-    return torch.movedim(logits, 1, -1).contiguous().argmax(dim=-1).to(torch.uint8)

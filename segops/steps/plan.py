@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, DynUNetSpec, MaskRCNNSpec, SourceSpec
+from segops.config.schema import ClusterSpec, DynUNetSpec, ModelSpec, SourceSpec
 from segops.data.fingerprint import Fingerprint
 from segops.data.pairing import Detection, PlanOverrides, detect
 from segops.data.planning import Choice, PlanSettings, plan_train
@@ -124,16 +124,10 @@ def _probe(plan: dict[str, Any], steps: int) -> float:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gen = torch.Generator().manual_seed(0)
     batch = int(plan["batch"])
-    if plan["arch"] == "dynunet":
-        spec = DynUNetSpec(
-            arch="dynunet",
-            in_channels=plan["in_channels"],
-            classes=plan["classes"],
-            kernels=plan["kernels"],
-            strides=plan["strides"],
-            filters=plan["filters"],
-        )
-        model = build_model(spec).to(device)
+    # the plan is the model's fields, the batch and (a U-Net's) patch size
+    spec = TypeAdapter(ModelSpec).validate_python({k: v for k, v in plan.items() if k not in ("batch", "patch_size")})
+    model = build_model(spec).to(device)
+    if isinstance(spec, DynUNetSpec):
         loss_fn = build_loss("dice_ce", supervised_outputs=spec.supervised_outputs)
         x = torch.randn(batch, spec.in_channels, *plan["patch_size"], generator=gen).to(device)
         y = torch.randint(0, spec.classes, (batch, 1, *plan["patch_size"]), generator=gen).to(device)
@@ -141,16 +135,6 @@ def _probe(plan: dict[str, Any], steps: int) -> float:
         def loss() -> torch.Tensor:
             return loss_fn(model(x), y)
     else:
-        spec = MaskRCNNSpec(
-            arch="maskrcnn",
-            in_channels=plan["in_channels"],
-            classes=plan["classes"],
-            min_size=plan["min_size"],
-            max_size=plan["max_size"],
-            anchor_sizes=tuple(plan["anchor_sizes"]),
-            box_batch_size_per_image=plan["box_batch_size_per_image"],
-        )
-        model = build_model(spec).to(device)
         side = plan["min_size"]
         images = [torch.rand(spec.in_channels, side, side, generator=gen).to(device) for _ in range(batch)]
         mask = torch.zeros(1, side, side, dtype=torch.uint8)

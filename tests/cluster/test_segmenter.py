@@ -45,17 +45,24 @@ def _dice_against_all_ones(fg_fraction: float) -> float:
     return 2 * fg_fraction / (fg_fraction + 1)
 
 
-def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
+def _actor(
+    tmp_path: Path, spec: UNetSpec, preprocess: PreprocessSpec, settings: InferenceSettings | None = None
+) -> _Segmenter:
+    """An actor over a freshly initialised (seed 0) checkpoint of ``spec``, writing PNG masks (NIfTI
+    for volumes) under ``tmp_path/out`` and its parts under ``tmp_path/parts``."""
     torch.manual_seed(0)
-    spec = UNetSpec(arch="unet", in_channels=1, channels=(4, 8), strides=(2,), num_res_units=0)
-    save_checkpoint(
-        tmp_path / "ckpt",
-        build_model(spec),
-        spec,
-        PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16)),
-    )
+    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, preprocess)
     config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
-    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), InferenceSettings(amp=False))
+    settings = settings or InferenceSettings(amp=False)
+    return _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), settings)
+
+
+_SPEC_2D = UNetSpec(arch="unet", in_channels=1, channels=(4, 8), strides=(2,), num_res_units=0)
+
+
+def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
+    preprocess = PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16))
+    actor = _actor(tmp_path, _SPEC_2D, preprocess)
     good = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     bad = np.zeros((2, 12, 12), np.float32)  # two channels: the model takes one, no conversion exists
     out = actor(_batch([good, bad, good.copy()]))
@@ -75,11 +82,7 @@ def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path
 
 
 def test_a_case_that_cannot_be_scored_is_marked_failed_and_the_batch_goes_on(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    spec = UNetSpec(arch="unet", in_channels=1, channels=(4, 8), strides=(2,), num_res_units=0)
-    save_checkpoint(tmp_path / "ckpt", build_model(spec), spec, PreprocessSpec(patch_size=(16, 16)))
-    config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
-    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), InferenceSettings(amp=False))
+    actor = _actor(tmp_path, _SPEC_2D, PreprocessSpec(patch_size=(16, 16)))
     image = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     batch = _batch([image, image.copy()])
     batch["label"][1] = np.ones((10, 12), np.uint8)  # not the image's shape
@@ -92,17 +95,9 @@ def test_a_case_that_cannot_be_scored_is_marked_failed_and_the_batch_goes_on(tmp
 def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_path: Path) -> None:
     import nibabel as nib
 
-    torch.manual_seed(0)
     spec = UNetSpec(arch="unet", spatial_dims=3, channels=(4, 8), strides=(2,), num_res_units=0)
-    save_checkpoint(
-        tmp_path / "ckpt",
-        build_model(spec),
-        spec,
-        PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(4, 16, 16)),
-    )
-    config = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "x"}, 2, "digest")
-    settings = InferenceSettings(amp=False, sliding=SlidingWindowSpec(tile_batch=2))
-    actor = _Segmenter(str(tmp_path / "ckpt"), config, str(tmp_path / "parts"), settings)
+    preprocess = PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(4, 16, 16))
+    actor = _actor(tmp_path, spec, preprocess, InferenceSettings(amp=False, sliding=SlidingWindowSpec(tile_batch=2)))
     volume = np.random.default_rng(0).normal(size=(1, 6, 20, 24)).astype(np.float32)
     batch = _batch([volume]) | {
         "affine": np.array([np.eye(4).ravel()], dtype=object),

@@ -168,22 +168,30 @@ def test_epochs_stay_within_bounds() -> None:
     assert epochs(10_000, 0.0001) == 1000
 
 
-def test_mask_rcnn_sizes_and_anchors_from_objects() -> None:
+@pytest.mark.parametrize(
+    ("median_shape", "objects", "planned"),
+    [
+        ((128, 128), ObjectStats(6.0, 12, 64.0, 200.0, 900.0), (128, 128, [8, 16, 32, 64, 128], 128)),
+        ((600, 1000), ObjectStats(40.0, 90, 400.0, 900.0, 4000.0), (608, 1024, [16, 32, 64, 128, 256], 512)),
+    ],
+)
+def test_mask_rcnn_sizes_and_anchors_from_objects(
+    median_shape: tuple[int, int], objects: ObjectStats, planned: tuple[int, int, list[int], int]
+) -> None:
+    """``planned``: min_size, max_size, anchor_sizes, box_batch_size_per_image, and nothing else."""
+    fp = replace(ISBI, task="instance", median_shape=median_shape, objects=objects)
+    keys = ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image")
+    assert {k: v.value for k, v in plan_maskrcnn(fp).items()} == dict(zip(keys, planned))
+
+
+def test_mask_rcnn_trains_on_whole_images_two_at_a_time() -> None:
     small = replace(ISBI, task="instance", median_shape=(128, 128), objects=ObjectStats(6.0, 12, 64.0, 200.0, 900.0))
-    c = {k: v.value for k, v in plan_maskrcnn(small).items()}
-    assert c == {
-        "min_size": 128,
-        "max_size": 128,
-        "anchor_sizes": [8, 16, 32, 64, 128],
-        "box_batch_size_per_image": 128,
-    }
-    wide = replace(small, median_shape=(600, 1000), objects=ObjectStats(40.0, 90, 400.0, 900.0, 4000.0))
-    c = {k: v.value for k, v in plan_maskrcnn(wide).items()}
-    assert c == {
-        "min_size": 608,
-        "max_size": 1024,
-        "anchor_sizes": [16, 32, 64, 128, 256],
-        "box_batch_size_per_image": 512,
-    }
     planned = plan_train(small, 2, PlanSettings(), lambda plan: 0.5)
     assert planned["batch_size"].value == 2 and "preprocess.patch_size" not in planned
+
+
+@pytest.mark.parametrize(("channels", "expected"), [({1: 30}, 1), ({3: 20, 1: 10}, 3), ({2: 30}, 2), ({1: 5, 3: 5}, 1)])
+def test_in_channels_are_the_most_common_channel_count(channels: dict[int, int], expected: int) -> None:
+    # nnU-Net datasets with two modalities (_0000, _0001) are 2-channel cases; ties go to the fewer channels
+    plan = plan_train(replace(ISBI, channels=channels), 2, PlanSettings(budget_minutes=10), lambda plan: 0.05)
+    assert plan["model.in_channels"].value == expected

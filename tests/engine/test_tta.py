@@ -21,7 +21,7 @@ from segops.data.transforms import prepare_image
 from segops.engine.cases import InferenceSettings, case_result, predict_batch
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.ensemble import mirror_sets
-from segops.engine.predict import network, predict_masks, predict_probabilities, probability_class_map
+from segops.engine.predict import class_probabilities, network, predict, predict_masks, probability_class_map
 from segops.errors import ShapeError, StepError
 from segops.models import build_model
 
@@ -197,8 +197,8 @@ def test_mirroring_under_bf16_autocast_on_cuda_matches_fp32(dims: int) -> None:
     shape = (64, 80) if dims == 2 else (12, 40, 48)
     images = [_image(shape, 8), _image(shape, 9)]
     flips = (0, 1) if dims == 2 else (0, 1, 2)
-    fp32 = predict_probabilities(loaded, images, "cuda", amp=False, flip_axes=flips)
-    bf16 = predict_probabilities(loaded, images, "cuda", amp=True, flip_axes=flips)
+    fp32 = predict(loaded, images, "cuda", amp=False, flip_axes=flips, head=class_probabilities)
+    bf16 = predict(loaded, images, "cuda", amp=True, flip_axes=flips, head=class_probabilities)
     for a, b in zip(fp32, bf16):
         assert a.dtype == b.dtype == np.float32 and a.shape == (3, *shape)
         assert np.abs(a - b).max() < 0.05

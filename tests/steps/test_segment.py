@@ -23,7 +23,7 @@ from segops.config.schema import DicomSource, PreprocessSpec, UNetSpec, WindowIn
 from segops.data.decode import decode_file
 from segops.data.labels import read_mask_png
 from segops.engine.checkpoint import load_checkpoint, save_checkpoint
-from segops.engine.predict import predict_probabilities, probability_class_map
+from segops.engine.predict import class_probabilities, predict, probability_class_map
 from segops.models import build_model
 from segops.outputs.manifest import load_manifest
 from segops.outputs.probabilities import read_probabilities
@@ -122,7 +122,7 @@ def test_mirrored_segmentation_writes_each_cases_probabilities_beside_its_mask(
         assert row.probabilities_path == str(run.run_dir / "probabilities" / Path(row.rel_path).with_suffix(".npz"))
         stored = read_probabilities(row.probabilities_path)
         (record,) = decode_file(row.source_uri, row.rel_path, source)
-        (expected,) = predict_probabilities(loaded, [record["image"]], flip_axes=(0, 1))
+        (expected,) = predict(loaded, [record["image"]], flip_axes=(0, 1), head=class_probabilities)
         assert stored.case_id == row.case_id and stored.probabilities.dtype == np.float16
         assert stored.probabilities.shape == (2, *record["image"].shape[1:])
         np.testing.assert_allclose(stored.probabilities, expected, atol=1e-3)
