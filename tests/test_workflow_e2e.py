@@ -79,7 +79,7 @@ def _e2e_text(archive: dict) -> str:
                 "epochs": 2,
                 "batch_size": 4,
             },
-            {"step": "segment", "overlays": 2},
+            {"step": "segment", "overlays": 2, "outputs": ["png", "rtstruct"]},
         ],
         "e2e",
     )
@@ -152,6 +152,46 @@ def test_report_has_one_row_per_labelled_input(run, archive: dict) -> None:
         denom = pred.sum() + truth.sum()
         assert row["dice"] == pytest.approx(1.0 if denom == 0 else 2 * both / denom)
         assert row["iou"] == pytest.approx(1.0 if either == 0 else both / either)
+
+
+def test_every_dicom_series_has_one_rtstruct_that_reads_back_as_its_masks(run, archive: dict) -> None:
+    from segops.data.rtstruct import SliceGeometry, rasterise_slice, read_structure_set
+
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    masks = {Path(r).as_posix(): m for r, m in zip(outputs["rel_path"], outputs["mask_path"])}
+    files = sorted((run.run_dir / "rtstruct").rglob("*.dcm"))
+    series = sorted(p for p in archive["images"].iterdir() if p.is_dir())
+    assert len(files) == len(series) == 3 and run.latest(SegmentResult).metrics["segment_rtstruct_series"] == 3
+    by_series = {
+        pydicom.dcmread(f)
+        .ReferencedFrameOfReferenceSequence[0]
+        .RTReferencedStudySequence[0]
+        .RTReferencedSeriesSequence[0]
+        .SeriesInstanceUID: f
+        for f in files
+    }
+    for folder in series:
+        headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.glob("slice-*.dcm"))]
+        path = by_series[str(headers[0].SeriesInstanceUID)]
+        assert path == run.run_dir / "rtstruct" / folder.name / f"{headers[0].SeriesInstanceUID}.dcm"
+        ds = pydicom.dcmread(path)
+        uids = {str(h.SOPInstanceUID) for h in headers}
+        listed = ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+        assert {i.ReferencedSOPInstanceUID for i in listed.ContourImageSequence} == uids
+        assert [r.ROIName for r in ds.StructureSetROISequence] == ["foreground"]
+        contours = ds.ROIContourSequence[0].get("ContourSequence", [])
+        assert {c.ContourImageSequence[0].ReferencedSOPInstanceUID for c in contours} <= uids
+        structure = read_structure_set(path)
+        for h in headers:  # the reader gives back the mask PNG of every slice
+            geometry = SliceGeometry(
+                str(h.SOPInstanceUID),
+                tuple(map(float, h.ImagePositionPatient)),
+                tuple(map(float, h.ImageOrientationPatient)),
+                tuple(map(float, h.PixelSpacing)),
+                (int(h.Rows), int(h.Columns)),
+            )
+            mask = read_mask_png(masks[f"{folder.name}/{Path(h.filename).name}"], geometry.shape)
+            np.testing.assert_array_equal(rasterise_slice(structure, geometry, {"foreground": 1}).label, mask)
 
 
 def test_corrupt_files_are_quarantined_and_run_completes(run, archive: dict) -> None:

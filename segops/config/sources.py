@@ -201,8 +201,12 @@ class VolumeSource(_FileSelection):
 
     Each case becomes the same records a DICOM series does: one 2D record per slice (group: the
     case) and, with the ingest step's ``volumes: true``, one volume record. Positions and
-    orientations are in DICOM patient coordinates (LPS); voxels keep the file's order. Files whose
-    names end in an nnU-Net channel suffix (``_0000``, ``_0001`` …) are the channels of one case.
+    orientations are in DICOM patient coordinates (LPS); voxels keep the file's order: slice ``k``
+    is ``A[:, :, k]`` with rows along the array's second axis and columns along its first (see
+    :mod:`segops.data.volumes`). Files whose names end in an nnU-Net channel suffix (``_0000``,
+    ``_0001`` …, four digits) are the channels of one case, so a folder of single-channel files
+    named ``case_0000.nii.gz``, ``case_0001.nii.gz`` … reads as one multi-channel case: rename
+    such files (e.g. ``case_0000_0000.nii.gz``).
     """
 
     kind: Literal["volumes"]

@@ -12,16 +12,18 @@ import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from segops.config.schema import DicomSource, ImageSource
+from segops.config.schema import DicomSource, ImageSource, VolumeSource
 from segops.data.dicom import non_image_problem, sop_class_name, sop_class_uid
 from segops.data.dicom_integrity import pixel_bytes_in_file, pixel_data_problem
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
 from segops.data.sop_classes import is_non_image_class
+from segops.data.volumes import volume_header
 from segops.errors import DecodeError
 
 
-def header_row(path: str, rel_path: str, source: DicomSource | ImageSource) -> dict[str, Any]:
-    """Modality, transfer syntax (file format for images), photometric, shape, frames, status."""
+def header_row(path: str, rel_path: str, source: DicomSource | ImageSource | VolumeSource) -> dict[str, Any]:
+    """Modality, transfer syntax (file format for images and volumes), photometric, shape, frames
+    (a volume's slices), status. A volume case is one row (``path``: its first channel file)."""
     row: dict[str, Any] = {
         "rel_path": rel_path,
         "modality": "",
@@ -37,6 +39,8 @@ def header_row(path: str, rel_path: str, source: DicomSource | ImageSource) -> d
     try:
         if isinstance(source, DicomSource):
             _dicom_header(path, row)
+        elif isinstance(source, VolumeSource):
+            row |= volume_header(path, rel_path, source)
         else:
             _image_header(path, row)
     except Exception as exc:  # any unreadable header is counted, never raised

@@ -14,30 +14,33 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from segops.config.schema import DicomSource, ImageSource, InstancePngLabels, MaskPngLabels
+from segops.config.schema import DicomSource, ImageSource, InstancePngLabels, MaskPngLabels, VolumeSource
 from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
 from segops.data.labels import LabelResolver, build_resolver, pattern_regex
 from segops.data.records import STATUS_QUARANTINED, STATUS_SKIPPED, problem_row
+from segops.data.volumes import is_case_entry, read_volume_case, volume_extension, volume_label
 from segops.errors import LabelError, NoPixelDataError
 
 log = logging.getLogger(__name__)
 
+#: The folder sources this module lists and decodes.
+Source = DicomSource | ImageSource | VolumeSource
 
-def list_source_files(source: DicomSource | ImageSource) -> list[dict[str, str]]:
+
+def list_source_files(source: Source) -> list[dict[str, str]]:
     """Every candidate file under the source root, sorted, as ``{"path", "rel_path"}``.
 
     Hidden files and folders (``.name``) are ignored. For DICOM, ``""`` in ``extensions``
-    admits files without a suffix (common in PACS exports).
+    admits files without a suffix (common in PACS exports). For volumes, one file per case: its
+    first channel (see :func:`segops.data.volumes.is_case_entry`).
     """
     files = [f for entry in listing_entries(source) for f in entry_files(source, entry)]
     return sorted(files, key=lambda f: f["rel_path"])
 
 
-def listing_entries(
-    source: DicomSource | ImageSource, min_entries: int = 64, chunk: int = 64, max_depth: int = 4
-) -> list[dict[str, Any]]:
+def listing_entries(source: Source, min_entries: int = 64, chunk: int = 64, max_depth: int = 4) -> list[dict[str, Any]]:
     """Units of work for reading an archive: ``{"dir": rel_dir, "files": [rel_path, ...]}``.
 
     The folder tree is walked breadth first, only until there are about ``min_entries`` units:
@@ -71,7 +74,7 @@ def listing_entries(
     return entries
 
 
-def entry_files(source: DicomSource | ImageSource, entry: dict[str, Any]) -> Iterator[dict[str, str]]:
+def entry_files(source: Source, entry: dict[str, Any]) -> Iterator[dict[str, str]]:
     """The files of one listing entry, as ``{"path", "rel_path"}`` (subtrees listed lazily)."""
     root = Path(source.path)
     if len(entry["files"]):
@@ -84,22 +87,30 @@ def entry_files(source: DicomSource | ImageSource, entry: dict[str, Any]) -> Ite
             yield {"path": str(path), "rel_path": rel}
 
 
-def _wanted(root: Path, rel: str, source: DicomSource | ImageSource) -> bool:
+def _wanted(root: Path, rel: str, source: Source) -> bool:
     """Whether the file ``root / rel`` is an input of ``source``: see :func:`_selected`, and not
-    a mask stored beside its image."""
+    a mask stored beside its image; for volumes, not in a label folder inside the source folder
+    and not a case's second or later channel."""
+    if isinstance(source, VolumeSource):
+        labels = _folder_prefix(str(root), str(source.labels.path)) if source.labels is not None else None
+        in_labels = bool(labels) and rel.startswith(labels)  # a label folder inside the source folder
+        return _selected(rel, source) and not in_labels and is_case_entry(root, rel, source)
     return _selected(rel, source) and not _beside_label(root, rel, source)
 
 
-def _selected(rel: str, source: DicomSource | ImageSource) -> bool:
-    """Not hidden, suffix in ``extensions``, matches ``include`` (if any) and no ``exclude``."""
+def _selected(rel: str, source: Source) -> bool:
+    """Not hidden, suffix in ``extensions`` (or, for a double one such as ``.nii.gz``, the name
+    ends with it), matches ``include`` (if any) and no ``exclude``."""
     if any(part.startswith(".") for part in rel.split("/")):
         return False
     if PurePosixPath(rel).suffix.lower() not in {e.lower() for e in source.extensions}:
-        return False
+        multi = tuple(e for e in source.extensions if e.count(".") > 1)
+        if not multi or volume_extension(rel, multi) is None:
+            return False
     return path_selected(rel, source.include, source.exclude)
 
 
-def _beside_label(root: Path, rel: str, source: DicomSource | ImageSource) -> bool:
+def _beside_label(root: Path, rel: str, source: Source) -> bool:
     """Whether ``rel`` is the mask (or class mask) that the label pattern names for another input.
 
     Only where mask files share the source tree (label folder = source folder, or inside it).
@@ -123,7 +134,7 @@ def _beside_label(root: Path, rel: str, source: DicomSource | ImageSource) -> bo
     return False
 
 
-def _label_prefix(root: Path, source: DicomSource | ImageSource) -> str | None:
+def _label_prefix(root: Path, source: Source) -> str | None:
     """``""`` or ``"dir/"`` when mask labels live in (a folder of) the source tree, else None."""
     labels = source.labels
     if not isinstance(labels, MaskPngLabels | InstancePngLabels):
@@ -150,15 +161,16 @@ def _label_regex(pattern: str) -> re.Pattern[str]:
     return pattern_regex(pattern)
 
 
-def decode_file(
-    path: str, rel_path: str, source: DicomSource | ImageSource, labels: LabelResolver | None = None
-) -> list[dict[str, Any]]:
+def decode_file(path: str, rel_path: str, source: Source, labels: LabelResolver | None = None) -> list[dict[str, Any]]:
     """Decode one file (and its label) into rows; failures become one quarantine/skip row.
 
     Args:
         labels: built by :func:`segops.data.labels.build_resolver` from ``source.labels``;
-            built here when omitted (fine for one file, wasteful for many).
+            built here when omitted (fine for one file, wasteful for many). Not used for
+            volumes: a case's label volume is read with the case (:func:`_decode_volume_case`).
     """
+    if isinstance(source, VolumeSource):
+        return _decode_volume_case(path, rel_path, source)
     if labels is None and source.labels is not None:
         labels = build_resolver(source.labels)
     reader = read_dicom if isinstance(source, DicomSource) else read_image
@@ -182,3 +194,21 @@ def decode_file(
             record.label, record.label_uri = found
         rows.append(record.to_row())
     return rows
+
+
+def _decode_volume_case(path: str, rel_path: str, source: VolumeSource) -> list[dict[str, Any]]:
+    """A volume case (``path``: its first channel file) → one row per slice, its label read once
+    and sliced; an unreadable case is one quarantine row, a label problem one per slice."""
+    try:
+        case = read_volume_case(path, rel_path, source)
+    except Exception as exc:  # any decoder failure is quarantined, never raised
+        log.debug("quarantined %s: %s", path, exc)
+        return [problem_row(path, rel_path, STATUS_QUARANTINED, "read", exc)]
+    try:
+        found = volume_label(source.labels, case) if source.labels is not None else None
+    except LabelError as exc:
+        return [problem_row(path, rel_path, STATUS_QUARANTINED, "label", exc, r.case_id) for r in case.records]
+    for k, record in enumerate(case.records):
+        if found is not None:
+            record.label, record.label_uri = found[0][k], found[1]
+    return [record.to_row() for record in case.records]

@@ -1,9 +1,11 @@
 """Label readers: each label is an (H, W) array aligned with its image.
 
 Semantic sources give uint8 class-index maps: mask images found by path pattern, DICOM SEG
-objects matched by referenced SOP Instance UID, and COCO JSON annotations matched by file
-name. Instance sources (instance-id images, COCO with ``instances: true``) give int32
-instance label maps (``class * 1000 + k``, see :mod:`segops.data.instances`). One interface
+objects matched by referenced SOP Instance UID, COCO JSON annotations matched by file
+name, and RTSTRUCT contours rasterised onto the slices of the series they reference (see
+:mod:`segops.data.rtstruct_labels`). Instance sources (instance-id images, COCO with
+``instances: true``) give int32 instance label maps (``class * 1000 + k``, see
+:mod:`segops.data.instances`). One interface
 (:class:`LabelResolver`) serves all: a resolver is built once on the driver (it indexes SEG
 headers / the COCO file) and shipped to decode tasks; it also reports labels that matched no
 image.
@@ -23,11 +25,19 @@ import numpy as np
 import pydicom
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from segops.config.schema import CocoLabels, DicomSegLabels, InstancePngLabels, LabelsSpec, MaskPngLabels
+from segops.config.schema import (
+    CocoLabels,
+    DicomSegLabels,
+    InstancePngLabels,
+    LabelsSpec,
+    MaskPngLabels,
+    RtstructLabels,
+)
 from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.instances import INSTANCE_STRIDE, encode_instances
 from segops.data.label_census import label_counts
 from segops.data.records import ImageRecord
+from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.errors import LabelError
 
 log = logging.getLogger(__name__)
@@ -175,6 +185,7 @@ class LabelResolver:
     seg_index: dict[str, str] = field(default_factory=dict)  # SOPInstanceUID → SEG path
     coco_images: dict[str, dict[str, Any]] = field(default_factory=dict)  # file_name → image + anns
     coco_classes: dict[int, int] = field(default_factory=dict)
+    rtstruct: RtstructIndex | None = None  # which series / images each RTSTRUCT references
 
     def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
         """(label, uri) for ``record``, or None if it has no label.
@@ -203,6 +214,8 @@ class LabelResolver:
                 return None
             frame = record.frame + 1 if record.n_frames > 1 else None
             return _seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
+        if isinstance(self.spec, RtstructLabels):
+            return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms)
         entry = self.coco_images.get(record.rel_path) or self.coco_images.get(PurePosixPath(record.rel_path).name)
         if entry is None:
             return None
@@ -223,6 +236,8 @@ class LabelResolver:
             return _instance_png_keys(self.spec)
         if isinstance(self.spec, DicomSegLabels):
             return set(self.seg_index.values())
+        if isinstance(self.spec, RtstructLabels):
+            return self.rtstruct.keys()
         return {f"{self.spec.path}#image={e['id']}" for e in self.coco_images.values()}
 
 
@@ -255,6 +270,8 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         ]
     if isinstance(spec, InstancePngLabels) and spec.classes_pattern is None:
         return [row(uri, {spec.class_id}) for uri in sorted(_instance_png_keys(spec))]
+    if isinstance(spec, RtstructLabels):
+        return [row(uri, classes) for uri, classes in declared_rows(resolver.rtstruct, spec.rois, spec.synonyms)]
     return []
 
 
@@ -271,6 +288,8 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
     if isinstance(spec, CocoLabels):
         images, classes = index_coco(Path(spec.path), spec.categories)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
+    if isinstance(spec, RtstructLabels):
+        return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))
     if not Path(spec.path).is_dir():
         raise LabelError(f"label folder {spec.path} does not exist")
     return LabelResolver(spec)

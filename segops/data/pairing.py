@@ -9,8 +9,11 @@ sentences that explain each guess (they become comments in the planned YAML).
 Pairing styles, tried in this order:
 
 1. ``--labels`` given: masks under that folder (or a COCO ``.json`` file).
+1a. The nnU-Net / Medical Segmentation Decathlon layout: ``imagesTr`` (volumes, channel
+   suffixes ``_0000`` …) beside ``labelsTr``, classes from ``dataset.json`` where present.
 2. A COCO JSON (top-level ``images`` and ``annotations``) anywhere in the folder.
-3. DICOM SEG objects (Modality ``SEG``) among the DICOM files.
+3. DICOM SEG objects (Modality ``SEG``) among the DICOM files; else RTSTRUCT objects (Modality
+   ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
 4. A parallel tree: a folder with an image folder and a mask folder named like
    :data:`MASK_DIRS` (``images/a/x.png`` ↔ ``masks/a/x.png``).
 5. The same folder: ``x.jpg`` + ``x.png``, or a suffix such as ``x_mask.png``.
@@ -32,6 +35,8 @@ from typing import Any, Literal
 import numpy as np
 
 from segops.data.mask_kinds import MaskCensus, classify_masks, mask_census
+from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
+from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
@@ -115,6 +120,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     if labels is not None and labels.suffix.lower() == ".json":
         return _coco(root, files, labels, overrides)
     if labels is None:
+        nnunet = nnunet_folder(files)
+        if nnunet is not None:
+            return _nnunet(root, files, nnunet, sample)
         coco = _find_coco(root, files)
         if coco is not None:
             return _coco(root, files, coco, overrides)
@@ -125,6 +133,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         segs = _seg_files(root, dicom, sample)
         if segs:
             return _dicom_seg(root, dicom, segs)
+        structs = find_structure_sets(root, dicom, sample)
+        if structs:
+            return _dicom_rtstruct(root, dicom, structs)
     images = dicom if is_dicom else pictures
     if not images:
         raise PlanError(f"no image or DICOM files under {root}; expected {', '.join(IMAGE_EXTS)} or DICOM files")
@@ -343,6 +354,23 @@ def _dicom_seg(root: Path, dicom: list[str], segs: list[str]) -> Detection:
     return Detection(source, "semantic", 2, "dicom-seg", "dicom-seg", len(images), len(images), {"labels": note})
 
 
+def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detection:
+    """DICOM images with RTSTRUCT labels: the ROI names found become ``rois`` (classes 1..K, sorted)."""
+    images = [f for f in dicom if f not in set(structs)]
+    if not images:
+        raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
+    rois, (image_dir, struct_dir) = proposed_rois(root, structs), (_common_dir(images), _common_dir(structs))
+    labels = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
+    note = (
+        f"{len(structs)} RTSTRUCT object(s) in {struct_dir or '.'}, {len(images)} image files in {image_dir or '.'}; "
+        f"ROI names → classes 1..{len(rois)} (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
+    )
+    source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
+    return Detection(
+        source, "semantic", len(rois) + 1, "dicom-rtstruct", "rtstruct", len(images), len(images), {"labels": note}
+    )
+
+
 def _find_coco(root: Path, files: list[str]) -> Path | None:
     for f in files:
         if f.lower().endswith(".json") and (root / f).stat().st_size < 500 * 2**20:
@@ -395,3 +423,14 @@ def _coco_image_dir(root: Path, files: list[str], names: list[str]) -> Path:
         ),
     )
     return root / best if best not in ("", ".") else root
+
+
+# --------------------------------------------------------------------------- nnU-Net / MSD volumes
+
+
+def _nnunet(root: Path, files: list[str], folder: str, sample: int) -> Detection:
+    """An nnU-Net/MSD dataset (see :func:`segops.data.nnunet_layout.nnunet_layout`)."""
+    found = nnunet_layout(root, files, folder, sample)
+    return Detection(
+        found.source, "semantic", found.classes, "nnunet", "volume", found.cases, found.labelled, {"labels": found.note}
+    )

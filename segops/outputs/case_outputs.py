@@ -1,4 +1,5 @@
-"""All outputs of one segmented case: mask PNG and/or DICOM SEG, the softmax as ``.npz`` (semantic
+"""All outputs of one segmented case: mask PNG and/or DICOM SEG (and, for a series' RTSTRUCT, the
+kept class map of a DICOM slice or a volume's RTSTRUCT), the softmax as ``.npz`` (semantic
 models), and for instance models an instance-id PNG and COCO RLE results; at paths that never
 escape the root."""
 
@@ -7,7 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +24,10 @@ from segops.outputs.atomic import atomic_write_bytes, safe_join
 from segops.outputs.dicom_seg import build_seg, write_seg
 from segops.outputs.layout import dicom_tag_stem, mirror_stem, sanitize_component
 from segops.outputs.masks import encode_instance_png, write_mask_png
+from segops.outputs.output_config import OutputConfig
 from segops.outputs.probabilities import write_probabilities
+from segops.outputs.series_rtstruct import keep_slice_map, write_volume_rtstruct
 from segops.outputs.storage import join
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    """What to write and where (picklable: shipped to inference actors)."""
-
-    root: str
-    formats: tuple[str, ...]
-    layout: str  # "mirror" | "dicom-tags"
-    segments: dict[int, str]
-    classes: int
-    model_digest: str  # makes SEG UIDs reproducible per (source, model)
 
 
 def is_dicom_record(meta: dict[str, Any]) -> bool:
@@ -88,6 +78,8 @@ def _class_outputs(
     if header is not None and int(getattr(header, "NumberOfFrames", 1) or 1) == 1:
         seg = _seg(cfg, [header], mask[None], str(header.SeriesInstanceUID), ["segops-seg", str(header.SOPInstanceUID)])
         written["seg_path"] = str(write_seg(safe_join(join(cfg.root, "segs"), f"{stem}.seg.dcm"), seg))
+    if "rtstruct" in cfg.formats and is_dicom_record(meta):  # the step writes the series' RTSTRUCT from it
+        keep_slice_map(cfg, meta, mask)
     return written, stem
 
 
@@ -173,6 +165,8 @@ def write_volume_outputs(
         series = str(meta["case_id"])
         seg = _seg(cfg, sources, mask, series, ["segops-seg-volume", series])
         written["seg_path"] = str(write_seg(safe_join(join(cfg.root, "segs"), f"{stem}.seg.dcm"), seg))
+    if "rtstruct" in cfg.formats and is_dicom_record(meta):
+        write_volume_rtstruct(cfg, meta, mask)
     return written
 
 

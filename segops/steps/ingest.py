@@ -1,9 +1,10 @@
 """``ingest``: decode a source into a Parquet dataset of records, plus quarantine and census.
 
-Also writes, for DICOM, a per-series geometry report (and volume records on request), a table
-of labels that matched no image, so every file and every label is accounted for, and the label
-census (files and pixels per label value), from which train and segment steps check label
-values against their model (:mod:`segops.cluster.label_check`) before any worker starts.
+Also writes, for DICOM and volume files, a per-series (per-case) geometry report (and volume
+records on request), a table of labels that matched no image, so every file and every label is
+accounted for, and the label census (files and pixels per label value), from which train and
+segment steps check label values against their model (:mod:`segops.cluster.label_check`) before
+any worker starts.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 import pandas as pd
 
 from segops.cluster.datasets import read_source, write_dataset, write_volumes
-from segops.config.schema import DicomSource, IngestStep
+from segops.config.schema import DicomSource, IngestStep, RtstructLabels, VolumeLabels, VolumeSource
 from segops.config.sources import is_instance_labels
 from segops.data.label_census import label_census, unusual_labels_warning
 from segops.data.labels import build_resolver
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, dataset_meta, quarantine_table
-from segops.data.series import assemble_series, series_table, volume_affine
+from segops.data.rtstruct_labels import CENSUS_COLUMNS, contour_census
+from segops.data.series import SeriesGeometry, assemble_series, series_table, volume_affine
+from segops.data.volumes import file_order_geometry, volume_label_files
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
 from segops.steps.results import IngestResult
@@ -41,21 +44,19 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
     if step.source.labels is not None:
         tables["unmatched-labels"] = unmatched_labels(step, ok)
         tables["labels"] = labels_table(step, ok)
+    if isinstance(step.source.labels, RtstructLabels):
+        tables["rtstruct-contours"] = rtstruct_contours(step, ok)
     volumes = None
-    if isinstance(step.source, DicomSource) and not ok.empty:
+    if isinstance(step.source, DicomSource | VolumeSource) and not ok.empty:
         series = assemble_series(ok)
         tables["series"] = series_table(series)
         regular = [s for s in series if s.is_volume]
         if step.volumes and regular:
-            by_case = ok.set_index("case_id")
-            geometry = {}
-            for s in regular:
-                first = by_case.loc[s.case_ids[0]]
-                affine = volume_affine(
-                    first["orientation"], first["position"], (first["spacing_y"], first["spacing_x"]), s.spacing
-                )
-                geometry[s.series_uid] = {"spacing_z": s.spacing, "affine": affine.ravel().tolist()}
-            write_volumes(dataset_dir, {s.series_uid: s.case_ids for s in regular}, geometry, ctx.run_dir / "volumes")
+            if isinstance(step.source, VolumeSource):
+                order, geometry = file_order_geometry(ok, regular)
+            else:
+                order, geometry = series_order_geometry(ok, regular)
+            write_volumes(dataset_dir, order, geometry, ctx.run_dir / "volumes")
             volumes = ctx.run_dir / "volumes"
     paths = {}
     for name, table in tables.items():
@@ -69,7 +70,30 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
         log.warning(
             "%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), paths["quarantine"]
         )
+    if len(tables.get("rtstruct-contours", ())):
+        counts = tables["rtstruct-contours"]["reason"].value_counts().sort_index()
+        log.warning(
+            "RTSTRUCT contours not drawn on any slice: %s; see %s",
+            ", ".join(f"{n} {reason}" for reason, n in counts.items()),
+            paths["rtstruct-contours"],
+        )
     return IngestResult(step.source, dataset_dir, paths, volumes, metrics)
+
+
+def series_order_geometry(
+    ok: pd.DataFrame, regular: list[SeriesGeometry]
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """DICOM series: slices along the normal (see :func:`segops.data.series.assemble_series`), the
+    affine of the first slice's geometry and the median slice spacing."""
+    by_case = ok.set_index("case_id")
+    geometry = {}
+    for s in regular:
+        first = by_case.loc[s.case_ids[0]]
+        affine = volume_affine(
+            first["orientation"], first["position"], (first["spacing_y"], first["spacing_x"]), s.spacing
+        )
+        geometry[s.series_uid] = {"spacing_z": s.spacing, "affine": affine.ravel().tolist()}
+    return {s.series_uid: s.case_ids for s in regular}, geometry
 
 
 def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[str, float]:
@@ -84,6 +108,8 @@ def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[
     }
     if "unmatched-labels" in tables:
         metrics["ingest_unmatched_labels"] = float(len(tables["unmatched-labels"]))
+    if "rtstruct-contours" in tables:
+        metrics["ingest_rtstruct_not_drawn"] = float(len(tables["rtstruct-contours"]))
     if "series" in tables:
         metrics["ingest_series"] = float(len(tables["series"]))
         metrics["ingest_series_with_problems"] = float((~tables["series"]["is_volume"]).sum())
@@ -112,9 +138,19 @@ def census_table(ok: pd.DataFrame) -> pd.DataFrame:
 
 def unmatched_labels(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
     """Labels that matched no decoded image (a typo in a pattern shows up here, not silently)."""
-    known = build_resolver(step.source.labels).all_label_keys()
+    labels = step.source.labels
+    known = volume_label_files(labels) if isinstance(labels, VolumeLabels) else build_resolver(labels).all_label_keys()
     unmatched = sorted(known - set(ok["label_uri"]))
     return pd.DataFrame({"label_uri": unmatched})
+
+
+def rtstruct_contours(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
+    """RTSTRUCT contours no ingested slice drew (open, between or off the slices, of ROIs no rule
+    matches), one row each with the RTSTRUCT, ROI name and reason (see
+    :func:`segops.data.rtstruct_labels.contour_census`)."""
+    spec = step.source.labels
+    rows = contour_census(build_resolver(spec).rtstruct, ok.to_dict("records"), spec.rois, spec.synonyms)
+    return pd.DataFrame(rows, columns=list(CENSUS_COLUMNS))
 
 
 def reload(step: IngestStep, outputs: dict[str, Any], ctx: RunContext) -> IngestResult:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from segops.cluster.datasets import read_dataset, read_source, take_records
@@ -35,6 +36,12 @@ from segops.outputs.reports import (
     report_metrics,
     split_column,
     write_table,
+)
+from segops.outputs.series_rtstruct import (
+    Geometry,
+    record_geometry,
+    volume_rtstructs,
+    write_series_rtstructs,
 )
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.context import RunContext
@@ -68,7 +75,13 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         " + 1 GPU" if pool.gpus_per_actor else "",
     )
     config = OutputConfig(
-        str(node_root), tuple(step.outputs), step.layout, dict(step.segments), loaded.model_spec.classes, digest
+        str(node_root),
+        tuple(step.outputs),
+        step.layout,
+        dict(step.segments),
+        loaded.model_spec.classes,
+        digest,
+        ctx.run_id,
     )
     settings = InferenceSettings.from_step(step)
     post = postprocessing_from_meta(loaded.meta) if step.postprocess else None
@@ -83,13 +96,14 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     run_ = segment_dataset(
         ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, settings, total
     )
-    written = ("masks", "segs", "instances", "coco", "probabilities", "segment-parts")
+    written = ("masks", "segs", "rtstruct", "rtstruct-slices", "instances", "coco", "probabilities", "segment-parts")
     stale = sum(remove_stale_temps(join(node_root, d)) for d in written)
     if stale:
         log.info("removed %d temp file(s) left by writers that were killed mid-write", stale)
 
     results = run_.results
     ok = results[results["status"] == STATUS_OK]
+    rtstructs = write_rtstructs(ok, step, ctx, config) if "rtstruct" in step.outputs else None
     outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
     report = build_report(ok, split, instances=instance)
     report_path, report_csv = write_table(report, root / "report")
@@ -103,6 +117,8 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         else float("nan"),
         "segment_empty_prediction_fraction": empty_prediction_fraction(ok["fg_fraction"]),
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
+    if rtstructs is not None:
+        metrics["segment_rtstruct_series"] = float(rtstructs)
     if metrics["segment_empty_prediction_fraction"] == 1.0:
         log.warning(
             "the model predicted no foreground on any of the %d segmented images: it has most likely "
@@ -130,6 +146,41 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     if overlay_dir is not None:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
     return SegmentResult(outputs_path, report_path, digest, root, str(node_root), metrics, coco_path, qpath)
+
+
+def write_rtstructs(ok: pd.DataFrame, step: SegmentStep, ctx: RunContext, config: OutputConfig) -> int:
+    """``outputs: [rtstruct]``: one RTSTRUCT per segmented DICOM series, once every case is done
+    (a volume record's actor wrote its own); returns how many series have one (written now or by an
+    earlier run of this step: a rerun writes none twice). Slice geometry comes from the records
+    of the step's dataset, else (a folder source) from each slice's header."""
+    dicom = ok[ok["transfer_syntax"].astype(str).str[:1].str.isdigit()]
+    series = dicom["group_id"].nunique()
+    if step.records == "volumes":
+        found = volume_rtstructs(config, dicom)
+        log.info("RTSTRUCT: %d of %d DICOM series have one", found, series)
+        return found
+    written, existing = write_series_rtstructs(config, dicom, _record_geometry(step, ctx, list(dicom["case_id"])))
+    log.info("RTSTRUCT: wrote %d, %d already written, of %d DICOM series", written, existing, series)
+    return written + existing
+
+
+def _record_geometry(step: SegmentStep, ctx: RunContext, case_ids: list[str]) -> dict[str, Geometry]:
+    """Case id → slice geometry from the step's dataset records ({} for a folder source)."""
+    if isinstance(step.source, DatasetSource):
+        path = step.source.path
+    elif step.source is None:
+        path = _ingested(ctx).dataset
+    else:
+        return {}
+    dataset = pads.dataset(str(path), format="parquet")
+    wanted = ["case_id", "instance_uid", "position", "orientation", "spacing_y", "spacing_x"]
+    columns = [c for c in wanted if c in dataset.schema.names]  # older datasets lack instance_uid
+    table = dataset.to_table(columns=columns, filter=pc.field("case_id").isin(case_ids))
+    return {
+        r["case_id"]: record_geometry(r)
+        for r in table.to_pylist()
+        if len(r["position"] or ()) == 3 and len(r["orientation"] or ()) == 6
+    }
 
 
 def empty_prediction_fraction(fg_fractions: pd.Series) -> float:

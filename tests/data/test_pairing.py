@@ -14,6 +14,8 @@ from segops.data.pairing import PlanOverrides, detect
 from segops.errors import PlanError
 from segops.outputs.dicom_seg import build_seg, write_seg
 
+from .rtstruct_archive import make_rtstruct_archive
+
 
 def _image(path: Path, seed: int, h: int = 24, w: int = 32, ext_mode: str = "L") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,30 @@ def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     assert d.source["path"] == str(tmp_path / "ct")
     assert d.source["labels"] == {"kind": "dicom-seg", "path": str(tmp_path / "seg")}
     assert d.n_images == 2 * len(series)
+
+
+def test_dicom_rtstruct_objects_propose_their_roi_names_as_classes(tmp_path: Path) -> None:
+    from segops.config.schema import RtstructLabels
+
+    make_rtstruct_archive(tmp_path)
+    d = detect(tmp_path)
+    assert d.pairing == "dicom-rtstruct" and d.mask_kind == "rtstruct" and d.classes == 5
+    assert d.source["kind"] == "dicom" and d.source["path"] == str(tmp_path / "ct")
+    rois = {"Couch": 1, "GTV_primary": 2, "Ring": 3, "SpinalCord": 4}
+    assert d.source["labels"] == {"kind": "rtstruct", "path": str(tmp_path / "rtstruct"), "rois": rois}
+    assert d.n_images == 8 and "1 RTSTRUCT object(s) in rtstruct" in d.notes["labels"]
+    assert RtstructLabels(**d.source["labels"]).rois == rois
+
+
+def test_an_rtstruct_among_the_images_is_found_by_its_name(tmp_path: Path) -> None:
+    make_rtstruct_archive(tmp_path / "src")
+    shutil.copytree(tmp_path / "src" / "ct" / "a", tmp_path / "a")
+    shutil.copy(
+        tmp_path / "src" / "rtstruct" / "RS.synthetic.dcm", tmp_path / "a" / "rtstruct.dcm"
+    )  # sorts after ct0.dcm
+    d = detect(tmp_path / "a")
+    assert d.pairing == "dicom-rtstruct" and d.n_images == 6
+    assert d.source["labels"]["path"] == str(tmp_path / "a")
 
 
 def _coco_archive(root: Path, per_image: int) -> None:

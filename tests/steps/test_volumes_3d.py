@@ -125,3 +125,93 @@ def test_3d_unet_trains_on_volumes_and_segments_each_series_whole(ray_session, t
         -1,
         -1,
     )
+
+
+def _nnunet_nifti_dataset(root: Path, cases: int = 4) -> dict[str, np.ndarray]:
+    """``imagesTr/case_00k_0000.nii.gz`` + ``labelsTr/case_00k.nii.gz``: 16 slices of 32x32 (stored
+    (I, J, K) = (32, 32, 16)), a bright block as class 1, each case with its own non-identity
+    affine (left- and right-handed, anisotropic, oblique). Returns each case's affine."""
+    import nibabel as nib
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    turn = np.array([[np.cos(0.3), -np.sin(0.3), 0], [np.sin(0.3), np.cos(0.3), 0], [0, 0, 1]])
+    columns = [np.diag([-0.8, 0.8, 2.5]), np.diag([0.7, -0.9, 2.0]), turn @ np.diag([1.0, 1.0, 3.0]), np.eye(3)]
+    affines = {}
+    for k in range(cases):
+        affine = np.eye(4)
+        affine[:3, :3], affine[:3, 3] = columns[k % len(columns)], (10.0 * k, -20.0, 5.0 * k)
+        label = np.zeros((32, 32, 16), np.uint8)
+        x, y, z = rng.integers(4, 16, size=3)
+        label[x : x + 12, y : y + 12, z // 2 : z // 2 + 8] = 1
+        image = (label * 150.0 + rng.normal(20, 10, size=label.shape)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case_{k:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"case_{k:03d}.nii.gz")
+        affines[f"case_{k:03d}"] = affine
+    return affines
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_nifti_dataset_in_nnunet_layout_trains_in_3d_and_masks_align_with_the_inputs(
+    ray_session, tmp_path: Path
+) -> None:
+    import nibabel as nib
+
+    from segops.workflows import run_workflow
+
+    root = tmp_path / "Dataset001_Blocks"
+    affines = _nnunet_nifti_dataset(root)
+    text = yaml.safe_dump(
+        {
+            "name": "nifti3d",
+            "output_dir": str(tmp_path / "runs"),
+            "cluster": {"num_cpus": 2},
+            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "nifti3d"},
+            "steps": [
+                {
+                    "step": "ingest",
+                    "volumes": True,
+                    "source": {
+                        "kind": "volumes",
+                        "path": str(root / "imagesTr"),
+                        "labels": {"kind": "volume", "path": str(root / "labelsTr")},
+                    },
+                },
+                {
+                    "step": "train",
+                    "model": MODEL_3D,
+                    "epochs": 1,
+                    "batch_size": 1,
+                    "patches_per_image": 1,
+                    "preprocess": {
+                        "intensity": {"kind": "window", "lower": 0, "upper": 200},
+                        "patch_size": [8, 16, 16],
+                    },
+                    "split": {"val_fraction": 0.25, "test_fraction": 0.0, "seed": 0},
+                    "scaling": {"workers": 1},
+                },
+                {"step": "segment", "records": "volumes", "outputs": ["png"], "batch_size": 1},
+            ],
+        }
+    )
+    torch.manual_seed(0)
+    run = run_workflow(validate_workflow_text(text), text)
+    ingest, segment = run.outputs[0], run.outputs[2]
+    volumes = pd.read_parquet(run.run_dir / "volumes", columns=["case_id", "slices", "has_label"]).set_index("case_id")
+    assert sorted(volumes.index) == sorted(affines) and volumes["slices"].tolist() == [16] * 4
+    assert volumes["has_label"].all() and ingest["ingest_labelled"] == 64.0
+    outputs = pd.read_parquet(segment["outputs"]).set_index("case_id")
+    assert sorted(outputs.index) == sorted(affines)
+    for case, affine in affines.items():
+        mask = nib.load(outputs.loc[case, "mask_path"])
+        image = nib.load(root / "imagesTr" / f"{case}_0000.nii.gz")
+        assert mask.shape == image.shape == (32, 32, 16)
+        assert np.allclose(mask.affine, image.affine, atol=1e-4) and np.allclose(mask.affine, affine, atol=1e-4)
+        assert set(np.unique(np.asarray(mask.dataobj)).tolist()) <= {0, 1}
+    report = pd.read_parquet(segment["report"])
+    assert sorted(report["case_id"]) == sorted(affines) and report["split"].value_counts().to_dict() == {
+        "train": 3,
+        "val": 1,
+    }

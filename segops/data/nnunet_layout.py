@@ -1,0 +1,114 @@
+"""The nnU-Net / Medical Segmentation Decathlon layout, as ``segops plan`` detects it.
+
+``<dataset>/imagesTr/<case>_0000.nii.gz`` (+ ``_0001`` … channels), ``<dataset>/labelsTr/<case>.nii.gz``
+and, usually, ``<dataset>/dataset.json`` (nnU-Net v2: ``channel_names``, ``labels`` name → value,
+``file_ending``; MSD: ``modality``, ``labels`` value → name). Pure: names, ``dataset.json`` and
+at most a few label files read.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from segops.data.volumes import case_of, read_dataset_json, read_volume_file
+from segops.errors import PlanError
+
+IMAGES, LABELS = "imagesTr", "labelsTr"
+VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class NnunetLayout:
+    """What was found: the source spec (plain data, the YAML ``source`` block) and why."""
+
+    source: dict[str, Any]
+    classes: int
+    cases: int
+    labelled: int
+    note: str
+
+
+def nnunet_folder(files: list[str]) -> str | None:
+    """The folder (relative, "" for the root; at most two levels down) that holds ``imagesTr`` with
+    volume files beside a ``labelsTr`` folder of volume files, or None.
+
+    Args:
+        files: relative POSIX paths of the files under the planned folder.
+    """
+    found = set()
+    for f in files:
+        parts = PurePosixPath(f).parts
+        if 2 <= len(parts) <= 4 and parts[-2] == LABELS and f.lower().endswith(VOLUME_EXTS):
+            found.add("/".join(parts[:-2]))
+    for folder in sorted(found, key=lambda d: (d.count("/"), d)):
+        prefix = f"{folder}/{IMAGES}/" if folder else f"{IMAGES}/"
+        if any(f.startswith(prefix) and f.lower().endswith(VOLUME_EXTS) for f in files):
+            return folder
+    return None
+
+
+def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) -> NnunetLayout:
+    """The volumes source of the dataset in ``root / folder``: images ``imagesTr``, labels
+    ``labelsTr/{case}<file ending>``; classes from ``dataset.json`` labels where present, else the
+    largest value in at most ``sample`` (and 5) label files.
+
+    Raises:
+        PlanError: no case has a label.
+    """
+    base = root / folder if folder else root
+    prefix = f"{folder}/{IMAGES}/" if folder else f"{IMAGES}/"
+    cases: dict[str, set[int]] = {}
+    endings: Counter[str] = Counter()
+    for f in files:
+        if f.startswith(prefix) and f.lower().endswith(VOLUME_EXTS):
+            case, channel, ext = case_of(f[len(prefix) :], VOLUME_EXTS)
+            cases.setdefault(case, set()).add(channel or 0)
+            endings[ext] += 1
+    doc = read_dataset_json(base / "dataset.json")
+    ending = str(doc.get("file_ending") or endings.most_common(1)[0][0])
+    pattern = f"{{case}}{ending}"
+    labelled = [c for c in cases if (base / LABELS / f"{c}{ending}").is_file()]
+    if not labelled:
+        raise PlanError(
+            f"{base / IMAGES} holds {len(cases)} case(s) but {base / LABELS} has no {pattern} for any; "
+            "give --labels FOLDER"
+        )
+    classes, why = _classes(doc, [base / LABELS / f"{c}{ending}" for c in labelled[: min(sample, 5)]])
+    names = doc.get("channel_names") or doc.get("modality") or {}
+    channels = max(len(v) for v in cases.values())
+    named = f": {', '.join(str(v) for v in names.values())}" if isinstance(names, dict) and names else ""
+    source = {
+        "kind": "volumes",
+        "path": str(base / IMAGES),
+        "labels": {"kind": "volume", "path": str(base / LABELS), "pattern": pattern},
+    }
+    note = (
+        f"nnU-Net layout in {folder or '.'}: {len(labelled)} of {len(cases)} cases ({channels} channel(s){named}) "
+        f"have a label in {LABELS} ({pattern}); {why}"
+    )
+    return NnunetLayout(source, classes, len(cases), len(labelled), note)
+
+
+def _classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:
+    """(classes, why): 1 + the largest label value ``dataset.json`` declares, else that the label files hold."""
+    declared = doc.get("labels")
+    values: list[int] = []
+    if isinstance(declared, dict):
+        for key, value in declared.items():
+            for v in value if isinstance(value, list) else [value, key]:  # v2: name → value(s); MSD: "1" → name
+                if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, str) and v.isdigit()):
+                    values.append(int(v))
+    if values:
+        return max(values) + 1, f"classes from dataset.json labels {declared}"
+    found = 0
+    for path in labels:
+        try:
+            found = max(found, int(np.max(read_volume_file(path, "label")[0])))
+        except Exception:  # noqa: BLE001 - an unreadable label is for ingest to report
+            continue
+    return max(found, 1) + 1, f"largest value in {len(labels)} label file(s): {found}"

@@ -1,0 +1,287 @@
+"""RTSTRUCT labels of a DICOM source: the folder index, each record's label and the contour census.
+
+The driver indexes the RTSTRUCT folder once from headers (:func:`index_structure_sets`): which
+series each structure set references (``ReferencedFrameOfReferenceSequence``) and, for a
+structure set that names no series, which images its contours reference. A series no structure
+set references is unlabelled. Decode tasks then rasterise each record's slice
+(:func:`rtstruct_label`); ingest lists, per structure set, every contour that no ingested slice
+drew and every ROI no rule matched (:func:`contour_census`). The rasterisation rules are those of
+:mod:`segops.data.rtstruct`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pydicom
+
+from segops.data.records import ImageRecord
+from segops.data.rtstruct import (
+    DEFAULT_TOLERANCE_MM,
+    SliceGeometry,
+    StructureSet,
+    contour_report,
+    is_rtstruct,
+    rasterise_slice,
+    read_structure_set,
+    referenced_images,
+    roi_class,
+)
+from segops.errors import LabelError
+
+log = logging.getLogger(__name__)
+
+#: Columns of the ``rtstruct-contours`` ingest table, one row per contour (or ROI) not drawn.
+CENSUS_COLUMNS = ("rtstruct", "series_uid", "roi_number", "roi_name", "contour", "reason", "detail")
+
+
+@dataclass
+class RtstructIndex:
+    """Where the structure sets of a folder point (picklable; built by :func:`index_structure_sets`).
+
+    Attributes:
+        series: SeriesInstanceUID → RTSTRUCT paths that reference the series.
+        sops: SOPInstanceUID → paths of RTSTRUCTs that name no series, by their contours' images.
+        roi_names: RTSTRUCT path → its ROI names.
+        file_series: RTSTRUCT path → the series it references.
+    """
+
+    series: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sops: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    roi_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    file_series: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def paths_for(self, series_uid: str, instance_uid: str) -> tuple[tuple[str, ...], str]:
+        """(RTSTRUCT paths, label uri) of an image; ((), "") when none labels it."""
+        if series_uid in self.series:
+            paths = self.series[series_uid]
+            return paths, f"{'|'.join(paths)}#series={series_uid}"
+        paths = self.sops.get(instance_uid, ())
+        return paths, "|".join(paths)
+
+    def keys(self) -> set[str]:
+        """Every label uri :meth:`paths_for` can give."""
+        return {f"{'|'.join(p)}#series={uid}" for uid, p in self.series.items()} | {
+            "|".join(p) for p in self.sops.values()
+        }
+
+
+def index_structure_sets(root: Path) -> RtstructIndex:
+    """Index the RTSTRUCT files under ``root`` (any depth) from their headers; files that are not
+    RTSTRUCT are logged and ignored.
+
+    Raises:
+        LabelError: ``root`` is not a folder.
+    """
+    if not root.is_dir():
+        raise LabelError(f"RTSTRUCT folder {root} does not exist; give labels.path as the folder of RTSTRUCT files")
+    index = RtstructIndex()
+    series_paths: dict[str, list[str]] = {}
+    sop_paths: dict[str, list[str]] = {}
+    ignored: list[str] = []  # images beside the structure sets are common: one warning, not one per file
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # not a DICOM file: not a label
+            ignored.append(f"{path} ({type(exc).__name__})")
+            continue
+        if not is_rtstruct(ds):
+            ignored.append(f"{path} (modality {ds.get('Modality', '')!r})")
+            continue
+        resolved = str(path.resolve())
+        series, _ = referenced_images(ds)
+        index.roi_names[resolved] = tuple(
+            str(r.get("ROIName", "")).strip() for r in ds.get("StructureSetROISequence", [])
+        )
+        index.file_series[resolved] = tuple(series)
+        for uid in series:
+            series_paths.setdefault(uid, []).append(resolved)
+        if not series:  # join by the images its contours reference
+            contours = (c for r in ds.get("ROIContourSequence", []) for c in r.get("ContourSequence", []))
+            for uid in {str(i.ReferencedSOPInstanceUID) for c in contours for i in c.get("ContourImageSequence", [])}:
+                sop_paths.setdefault(uid, []).append(resolved)
+    if ignored:
+        log.warning(
+            "ignored %d file(s) in the RTSTRUCT folder that are not RTSTRUCT, e.g. %s", len(ignored), ignored[0]
+        )
+    index.series = {uid: tuple(p) for uid, p in series_paths.items()}
+    index.sops = {uid: tuple(p) for uid, p in sop_paths.items()}
+    return index
+
+
+_CACHE: OrderedDict[str, StructureSet] = OrderedDict()
+
+
+def cached_structure_set(path: str) -> StructureSet:
+    """:func:`~segops.data.rtstruct.read_structure_set`, cached: the slices of a series share one RTSTRUCT."""
+    if path not in _CACHE:
+        _CACHE[path] = read_structure_set(path)
+        while len(_CACHE) > 4:
+            _CACHE.popitem(last=False)
+    return _CACHE[path]
+
+
+def merged(paths: Iterable[str]) -> StructureSet:
+    """One structure set holding the ROIs of several (a series several RTSTRUCTs label)."""
+    sets = [cached_structure_set(p) for p in paths]
+    if len(sets) == 1:
+        return sets[0]
+    return StructureSet(
+        "|".join(s.path for s in sets),
+        tuple(r for s in sets for r in s.rois),
+        tuple(dict.fromkeys(u for s in sets for u in s.series_uids)),
+        frozenset().union(*(s.sop_uids for s in sets)),
+    )
+
+
+def record_geometry(record: ImageRecord) -> SliceGeometry:
+    """The slice geometry of a 2D record.
+
+    Raises:
+        LabelError: the record has no ImagePositionPatient / ImageOrientationPatient.
+    """
+    if len(record.position) != 3 or len(record.orientation) != 6:
+        raise LabelError(
+            f"{record.source_uri} has no ImagePositionPatient/ImageOrientationPatient, so RTSTRUCT contours "
+            "cannot be placed on it; fix the image headers or leave this series out"
+        )
+    return SliceGeometry(
+        record.instance_uid,
+        tuple(record.position),
+        tuple(record.orientation),
+        (float(record.spacing[0]), float(record.spacing[1])),
+        tuple(record.image.shape[-2:]),
+        record.frame + 1 if record.n_frames > 1 else None,
+    )
+
+
+def rtstruct_label(
+    index: RtstructIndex, record: ImageRecord, rules: dict[str, int], synonyms: dict[str, tuple[str, ...]]
+) -> tuple[np.ndarray, str] | None:
+    """((H, W) uint8 class map, label uri) of a record's slice, or None when no RTSTRUCT
+    references its series (or image). A referenced slice without contours is all background."""
+    paths, uri = index.paths_for(record.series_uid or record.group_id, record.instance_uid)
+    if not paths:
+        return None
+    drawn = rasterise_slice(merged(paths), record_geometry(record), rules, synonyms, DEFAULT_TOLERANCE_MM)
+    return drawn.label, uri
+
+
+def declared_rows(
+    index: RtstructIndex, rules: dict[str, int], synonyms: dict[str, tuple[str, ...]]
+) -> list[tuple[str, set[int]]]:
+    """(label uri, classes its ROI names map to) of each labelled series (or image)."""
+    rows = []
+    for uid, paths in sorted(index.series.items()):
+        names = [n for p in paths for n in index.roi_names.get(p, ())]
+        rows.append((f"{'|'.join(paths)}#series={uid}", {roi_class(n, rules, synonyms)[0] for n in names}))
+    for paths in sorted(set(index.sops.values())):
+        names = [n for p in paths for n in index.roi_names.get(p, ())]
+        rows.append(("|".join(paths), {roi_class(n, rules, synonyms)[0] for n in names}))
+    return rows
+
+
+def contour_census(
+    index: RtstructIndex,
+    records: Iterable[Mapping[str, Any]],
+    rules: dict[str, int],
+    synonyms: dict[str, tuple[str, ...]],
+) -> list[dict[str, Any]]:
+    """Per structure set, every contour no ingested slice drew and every ROI no rule matched
+    (rows with :data:`CENSUS_COLUMNS`).
+
+    Args:
+        records: ingested 2D records' columns (``series_uid``, ``instance_uid``, ``frame``,
+            ``position``, ``orientation``, ``spacing_y``, ``spacing_x``, ``height``, ``width``).
+    """
+    by_series: dict[str, list[Mapping[str, Any]]] = {}
+    by_sop: dict[str, list[Mapping[str, Any]]] = {}
+    for row in records:
+        by_series.setdefault(str(row.get("series_uid") or row.get("group_id", "")), []).append(row)
+        by_sop.setdefault(str(row.get("instance_uid", "")), []).append(row)
+    sop_files: dict[str, set[str]] = {}
+    for sop, paths in index.sops.items():
+        for p in paths:
+            sop_files.setdefault(p, set()).add(sop)
+    out: list[dict[str, Any]] = []
+    for path in sorted(index.roi_names):
+        series = index.file_series.get(path, ())
+        rows = [r for uid in series for r in by_series.get(uid, [])]
+        rows += [r for sop in sorted(sop_files.get(path, ())) for r in by_sop.get(sop, [])]
+        slices = [g for g in (_row_geometry(r, by_sop) for r in rows) if g is not None]
+        for issue in contour_report(cached_structure_set(path), slices, rules, synonyms, DEFAULT_TOLERANCE_MM):
+            out.append(
+                {
+                    "rtstruct": path,
+                    "series_uid": ",".join(series),
+                    "roi_number": issue.roi_number,
+                    "roi_name": issue.roi_name,
+                    "contour": issue.contour,
+                    "reason": issue.reason,
+                    "detail": issue.detail,
+                }
+            )
+    return out
+
+
+#: File names RT exports give structure sets (``RS.<uid>.dcm``): read even where a folder's first file is an image.
+RTSTRUCT_NAMES = re.compile(r"^rs[._]|rtstruct|struct", re.IGNORECASE)
+
+
+def find_structure_sets(root: Path, files: list[str], sample: int) -> list[str]:
+    """The RTSTRUCT objects among DICOM ``files`` (relative to ``root``), for ``segops plan``: every
+    file of a folder whose first file is one, and files named like one (:data:`RTSTRUCT_NAMES`)
+    in other folders; headers of at most ``sample`` folders are read."""
+
+    def is_structure_set(f: str) -> bool:
+        try:
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+        except Exception:  # noqa: BLE001 - unreadable headers are for ingest to quarantine
+            return False
+        return is_rtstruct(ds)
+
+    folders: dict[str, list[str]] = {}
+    for f in files:
+        folders.setdefault(str(PurePosixPath(f).parent), []).append(f)
+    found = []
+    for fs in list(folders.values())[:sample]:
+        named = [f for f in fs if RTSTRUCT_NAMES.search(PurePosixPath(f).name)]
+        found += [f for f in (fs if is_structure_set(fs[0]) else named) if is_structure_set(f)]
+    return found
+
+
+def proposed_rois(root: Path, structs: list[str]) -> dict[str, int]:
+    """The ``rois`` rules a plan proposes: every ROI name of ``structs`` (case-insensitively
+    distinct, as a glob that matches the name only) → classes 1..K in name order."""
+    names: dict[str, str] = {}  # lower-case name → name as first seen
+    for f in structs:
+        ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["StructureSetROISequence"])
+        for roi in ds.get("StructureSetROISequence", []):
+            name = str(roi.get("ROIName", "")).strip()
+            if name:
+                names.setdefault(name.lower(), name)
+    ordered = sorted(names.values(), key=str.lower)
+    return {re.sub(r"([*?\[])", r"[\1]", n): k for k, n in enumerate(ordered, start=1)}
+
+
+def _row_geometry(row: Mapping[str, Any], by_sop: Mapping[str, list[Mapping[str, Any]]]) -> SliceGeometry | None:
+    position, orientation = list(row.get("position", [])), list(row.get("orientation", []))
+    if len(position) != 3 or len(orientation) != 6:
+        return None
+    uid = str(row.get("instance_uid", ""))
+    multi_frame = bool(uid) and len(by_sop.get(uid, [])) > 1
+    return SliceGeometry(
+        uid,
+        tuple(float(v) for v in position),
+        tuple(float(v) for v in orientation),
+        (float(row["spacing_y"]), float(row["spacing_x"])),
+        (int(row["height"]), int(row["width"])),
+        int(row.get("frame", 0)) + 1 if multi_frame else None,
+    )

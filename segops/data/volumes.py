@@ -1,0 +1,477 @@
+"""Volume files (NIfTI, NRRD, MHA/MHD) → the 2D slice records a DICOM series makes, and their labels.
+
+Pure (no Ray): NIfTI is read with nibabel, NRRD and MetaImage with MONAI's ITK reader.
+
+Geometry, one convention for every format: a file holds an array ``A[i, j, k]`` in the file's
+own voxel order (NIfTI: ``i`` varies fastest on disk; ITK formats: ``i`` is ITK's x index) and
+an affine ``M`` in DICOM patient coordinates (LPS, mm) with ``p = M @ (i, j, k, 1)``, the centre
+of voxel (i, j, k). A NIfTI affine is RAS (``sform`` if set, else ``qform``): ``M = diag(-1, -1,
+1, 1) @ affine``; NRRD and MetaImage are LPS already. Slice ``k`` becomes one record whose image
+is ``A[:, :, k].T``: rows follow ``j``, columns follow ``i`` (the (column, row, slice) order of
+:func:`segops.data.series.volume_affine`, so a NIfTI mask written for the case has the input's
+shape and affine). Its DICOM geometry is then
+
+- ``spacing`` (row, column) = (``|M[:3, 1]|``, ``|M[:3, 0]|``) mm;
+- ``orientation`` = (``M[:3, 0]``, ``M[:3, 1]``) normalised: the row direction (next column,
+  ``i + 1``) then the column direction (next row, ``j + 1``), as ImageOrientationPatient;
+- ``position`` = ``M @ (0, 0, k, 1)``: ImagePositionPatient, the centre of pixel (0, 0);
+- ``frame`` = ``k``, ``instance_number`` = ``k + 1``.
+
+Channels: files ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz`` … (nnU-Net's suffixes, four
+digits, from ``_0000`` without gaps) are the channels of one case, in suffix order; a 4D file
+holds its channels on its last axis. Every channel must share the grid (shape, and affine within
+:data:`GRID_TOLERANCE_MM`). The case's name is the file name without its extension and channel
+suffix; its group (``group_id``, the volume's id) is that name with the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import product
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segops.config.sources import VolumeLabels, VolumeSource
+from segops.data.globs import path_selected
+from segops.data.records import ImageRecord, path_case_id
+from segops.data.series import SeriesGeometry, slice_normal
+from segops.errors import DecodeError, LabelError
+
+log = logging.getLogger(__name__)
+
+#: Largest distance (mm) between the same voxel corner of two channels' grids.
+GRID_TOLERANCE_MM = 1e-3
+#: Largest |cos| between the row and column directions of a slice (they must be perpendicular).
+ORTHOGONALITY_TOLERANCE = 1e-3
+#: File format names kept in a record's ``transfer_syntax`` column, by extension.
+FORMATS = {
+    ".nii": "NIfTI",
+    ".nii.gz": "NIfTI",
+    ".nrrd": "NRRD",
+    ".nhdr": "NRRD",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
+}
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>[0-9]{4})$")
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: nnU-Net channel names read as a modality (``channel_names`` / ``modality`` in ``dataset.json``).
+_MR_NAMES = {"MR", "MRI", "T1", "T1W", "T2", "T2W", "FLAIR", "ADC", "DWI", "T1GD", "T1CE", "PD", "NONCT"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: ``shape`` (I, J, K) and the 4x4 voxel → LPS (mm) affine."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def describe(self) -> str:
+        """Shape, spacing, origin and axis directions, for error messages."""
+        axes = self.affine[:3, :3]
+        spacing = np.linalg.norm(axes, axis=0)
+        directions = [_fmt(axes[:, n] / s if s > 0 else axes[:, n]) for n, s in enumerate(spacing)]
+        return (
+            f"shape {self.shape}, spacing {_fmt(spacing)} mm, origin {_fmt(self.affine[:3, 3])} mm (LPS), "
+            f"axis directions {', '.join(directions)}"
+        )
+
+    def distance_mm(self, other: Grid) -> float:
+        """Largest distance between the positions both grids give the corner voxels of this one."""
+        corners = np.array([[i, j, k, 1.0] for i, j, k in product(*[(0, max(n - 1, 0)) for n in self.shape])]).T
+        return float(np.max(np.linalg.norm((self.affine @ corners - other.affine @ corners)[:3], axis=0)))
+
+
+@dataclass
+class VolumeCase:
+    """One case read from its channel files: its slice records (no labels yet) and its grid."""
+
+    records: list[ImageRecord]
+    grid: Grid
+    name: str  # file name without extension and channel suffix (the ``{case}`` of a label pattern)
+    rel_dir: str  # the case's folder relative to the source root ("" at the top)
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in np.asarray(values, float).ravel()) + ")"
+
+
+# --------------------------------------------------------------------------- names and listing
+
+
+def volume_extension(name: str, extensions: tuple[str, ...]) -> str | None:
+    """The longest of ``extensions`` that ``name`` ends with (case-insensitive), or None."""
+    lower = name.lower()
+    found = [e for e in extensions if e and lower.endswith(e.lower())]
+    return max(found, key=len) if found else None
+
+
+def case_of(rel_path: str, extensions: tuple[str, ...]) -> tuple[str, int | None, str]:
+    """(case name, channel number or None, extension as written) of a volume file's relative path."""
+    name = PurePosixPath(rel_path).name
+    ext = volume_extension(name, extensions) or PurePosixPath(name).suffix
+    stem = name[: len(name) - len(ext)]
+    match = _CHANNEL.fullmatch(stem)
+    if match is None:
+        return stem, None, name[len(stem) :]
+    return match["case"], int(match["channel"]), name[len(stem) :]
+
+
+def is_case_entry(root: Path, rel_path: str, source: VolumeSource) -> bool:
+    """Whether ``rel_path`` is listed as a case: a file without channel suffix, a ``_0000`` file,
+    or a channel file whose ``_0000`` is not an input (decoding then says what is missing). The
+    other channel files are read with their case's first one."""
+    case, channel, ext = case_of(rel_path, source.extensions)
+    if not channel:
+        return True
+    first = str(PurePosixPath(rel_path).with_name(f"{case}_0000{ext}"))
+    return not (path_selected(first, source.include, source.exclude) and (root / first).is_file())
+
+
+def channel_files(root: Path, rel_path: str, source: VolumeSource) -> list[str]:
+    """Relative paths of the channels of the case whose first file is ``rel_path``, in order.
+
+    Raises:
+        DecodeError: the channel suffixes do not run ``_0000``, ``_0001`` … without a gap.
+    """
+    case, channel, ext = case_of(rel_path, source.extensions)
+    if channel is None:
+        return [rel_path]
+    folder = PurePosixPath(rel_path).parent
+    pattern = re.compile(re.escape(case) + r"_([0-9]{4})" + re.escape(ext))
+    found = {}
+    for path in (root / folder).iterdir():
+        match = pattern.fullmatch(path.name)
+        rel = str(folder / path.name) if str(folder) != "." else path.name
+        if match and path.is_file() and path_selected(rel, source.include, source.exclude):
+            found[int(match[1])] = rel
+    expected = list(range(len(found)))
+    if sorted(found) != expected:
+        missing = sorted(set(range(max(found) + 1)) - set(found))
+        raise DecodeError(
+            f"case {case!r} in {root / folder} has channel files {[f'_{c:04d}' for c in sorted(found)]}; "
+            f"nnU-Net channels run _0000, _0001 … without a gap: {[f'_{c:04d}' for c in missing]} missing"
+        )
+    return [found[c] for c in expected]
+
+
+# --------------------------------------------------------------------------- reading one file
+
+
+def read_volume_file(path: str | Path, what: str = "volume") -> tuple[np.ndarray, Grid, str]:
+    """One volume file → (array (I, J, K) or (I, J, K, C) as stored, grid in LPS, format name).
+
+    A 2D file is one slice (K = 1); a 5D NIfTI with a singleton 4th axis (ITK's vector
+    layout) is (I, J, K, C).
+
+    Raises:
+        DecodeError: unreadable, truncated, not a volume, or a degenerate affine.
+    """
+    name = Path(path).name.lower()
+    fmt = next((f for e, f in sorted(FORMATS.items(), key=lambda x: -len(x[0])) if name.endswith(e)), "")
+    try:
+        if fmt == "NIfTI":
+            array, affine = _read_nifti(path)
+        else:
+            array, affine = _read_itk(path)
+    except DecodeError:
+        raise
+    except Exception as exc:  # every reader failure is a decode problem of this file
+        raise DecodeError(f"cannot read {what} {path}: {type(exc).__name__}: {exc}", fmt) from exc
+    if array.ndim == 5 and array.shape[3] == 1:
+        array = array[:, :, :, 0, :]
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim not in (3, 4) or 0 in array.shape:
+        raise DecodeError(f"{what} {path} has shape {array.shape}; expected (I, J, K) or (I, J, K, channels)", fmt)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DecodeError(f"{what} {path} has a degenerate affine {affine.tolist()}", fmt)
+    return array, Grid(tuple(int(n) for n in array.shape[:3]), affine), fmt
+
+
+def _read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """NIfTI through nibabel: data with its scaling applied, RAS affine → LPS."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    return np.asanyarray(image.dataobj), _RAS_TO_LPS @ np.asarray(image.affine, float)
+
+
+def _read_itk(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """NRRD / MetaImage through MONAI's ITK reader: (x, y, z[, c]) array and LPS affine."""
+    from monai.data import ITKReader
+
+    reader = ITKReader(affine_lps_to_ras=False)
+    array, meta = reader.get_data(reader.read(str(path)))
+    return np.asarray(array), np.asarray(meta["affine"], float)
+
+
+# --------------------------------------------------------------------------- one case → records
+
+
+def read_volume_case(path: str | Path, rel_path: str, source: VolumeSource) -> VolumeCase:
+    """Read a case (its channel files, found beside ``rel_path``) into one record per slice.
+
+    Records have ``image`` (C, H, W) float32 = channels of ``A[:, :, k].T``, ``group_id`` the case,
+    ``case_id`` ``<hash of rel_path>.<k>``, ``rel_path``/``source_uri`` of the first channel file,
+    and the DICOM geometry of the module docstring. No label.
+
+    Raises:
+        DecodeError: a channel file is unreadable, channels do not share a grid, or the grid's
+            in-plane axes are not perpendicular (no DICOM slice geometry describes it).
+    """
+    root = Path(path).parents[len(PurePosixPath(rel_path).parts) - 1]
+    rel_paths = channel_files(root, rel_path, source)
+    first, grid, fmt = read_volume_file(root / rel_paths[0])
+    arrays = [first]
+    for rel in rel_paths[1:]:
+        array, other, _fmt = read_volume_file(root / rel)
+        if other.shape != grid.shape or grid.distance_mm(other) > GRID_TOLERANCE_MM:
+            raise DecodeError(
+                f"channel {root / rel} is on another grid than {root / rel_paths[0]}: {other.describe()} vs "
+                f"{grid.describe()}; every channel of a case must share shape and affine",
+                fmt,
+            )
+        arrays.append(array)
+    channels = [np.asarray(a[..., c] if a.ndim == 4 else a, np.float32) for a in arrays for c in range(_n(a))]
+    image = np.stack(channels)  # (C, I, J, K)
+    case, _channel, _ext = case_of(rel_path, source.extensions)
+    rel_dir = str(PurePosixPath(rel_path).parent)
+    rel_dir = "" if rel_dir == "." else rel_dir
+    records = slice_records(
+        image,
+        grid,
+        group_id=f"{rel_dir}/{case}" if rel_dir else case,
+        source_uri=str(Path(path).resolve()),
+        rel_path=rel_path,
+        modality=dataset_modality(str(root)),
+        file_format=fmt,
+    )
+    return VolumeCase(records, grid, case, rel_dir)
+
+
+def _n(array: np.ndarray) -> int:
+    """Channels of a file's array: its last axis for (I, J, K, C), else 1."""
+    return array.shape[-1] if array.ndim == 4 else 1
+
+
+def slice_records(
+    image: np.ndarray, grid: Grid, group_id: str, source_uri: str, rel_path: str, modality: str, file_format: str
+) -> list[ImageRecord]:
+    """(C, I, J, K) image on ``grid`` → one :class:`ImageRecord` per slice ``k`` (see the module docstring)."""
+    m = grid.affine
+    col_step, row_step = np.linalg.norm(m[:3, 0]), np.linalg.norm(m[:3, 1])
+    row_dir, col_dir = m[:3, 0] / col_step, m[:3, 1] / row_step
+    if abs(float(row_dir @ col_dir)) > ORTHOGONALITY_TOLERANCE:
+        raise DecodeError(
+            f"{source_uri}: the first two voxel axes are not perpendicular ({grid.describe()}); a sheared grid has "
+            "no DICOM slice geometry: resample the volume first",
+            file_format,
+        )
+    orientation = tuple(float(v) for v in (*row_dir, *col_dir))
+    base_id = path_case_id(rel_path)
+    n_slices = image.shape[-1]
+    return [
+        ImageRecord(
+            image=np.ascontiguousarray(np.transpose(image[..., k], (0, 2, 1))),
+            case_id=f"{base_id}.{k}",
+            group_id=group_id,
+            source_uri=source_uri,
+            rel_path=rel_path,
+            modality=modality,
+            frame=k,
+            spacing=(float(row_step), float(col_step)),
+            transfer_syntax=file_format,
+            photometric="MONOCHROME2",
+            position=tuple(float(v) for v in m[:3, 2] * k + m[:3, 3]),
+            orientation=orientation,
+            instance_number=k + 1,
+            n_frames=n_slices,
+        )
+        for k in range(n_slices)
+    ]
+
+
+@lru_cache(maxsize=16)
+def dataset_modality(root: str) -> str:
+    """``CT``, ``MR`` or ``""``: the first channel's name in an nnU-Net/MSD ``dataset.json`` in the
+    source folder or its parent (``channel_names``, or MSD's ``modality``)."""
+    for folder in (Path(root), Path(root).parent):
+        doc = read_dataset_json(folder / "dataset.json")
+        names = doc.get("channel_names") or doc.get("modality") or {}
+        if isinstance(names, dict) and names:
+            first = str(names.get("0", next(iter(names.values())))).strip().upper()
+            return "CT" if first == "CT" else "MR" if first in _MR_NAMES else ""
+    return ""
+
+
+def read_dataset_json(path: Path) -> dict[str, Any]:
+    """An nnU-Net/MSD ``dataset.json`` as a dict; ``{}`` when absent or not a JSON object."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def label_path(spec: VolumeLabels, case: VolumeCase) -> Path:
+    """Where ``spec.pattern`` puts the label of ``case``."""
+    return Path(spec.path) / spec.pattern.format(case=case.name, rel_dir=case.rel_dir).lstrip("/")
+
+
+def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray], str] | None:
+    """The label of a case, read once and cut into its slices: ((H, W) uint8 per slice, uri), or
+    None when the pattern names no file (the case is unlabelled).
+
+    Raises:
+        LabelError: unreadable; not integer class values in 0..255; or on another grid than the
+            image (beyond ``spec.tolerance_mm``) without ``resample: true``. The message names
+            both geometries.
+    """
+    path = label_path(spec, case)
+    if not path.is_file():
+        return None
+    try:
+        array, grid, _fmt_name = read_volume_file(path, "label")
+    except DecodeError as exc:
+        raise LabelError(str(exc)) from exc
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
+    classes = _class_values(array, path)
+    if grid.shape != case.grid.shape or case.grid.distance_mm(grid) > spec.tolerance_mm:
+        if not spec.resample:
+            raise LabelError(
+                f"label {path} is not on its image's grid (tolerance {spec.tolerance_mm} mm): label {grid.describe()}; "
+                f"image {case.records[0].source_uri}: {case.grid.describe()}. Fix the label, or set "
+                "labels.resample: true to resample it onto the image grid (nearest neighbour)"
+            )
+        log.info("resampling label %s (%s) onto its image's grid (%s)", path, grid.describe(), case.grid.describe())
+        classes = resample_nearest(classes, grid, case.grid)
+    return [np.ascontiguousarray(classes[:, :, k].T) for k in range(classes.shape[2])], str(path.resolve())
+
+
+def _class_values(array: np.ndarray, path: Path) -> np.ndarray:
+    """A label array → uint8 class map; every value an integer in 0..255."""
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise LabelError(f"label {path} has non-integer values; expected class indices 0..255")
+    elif array.dtype.kind not in "biu":
+        raise LabelError(f"label {path} has {array.dtype} values; expected integer class indices")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise LabelError(f"label {path} has class values {low:g}..{high:g}; expected class indices 0..255")
+    return array.astype(np.uint8)
+
+
+def resample_nearest(label: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
+    """``label`` on ``source`` → ``target``'s shape by nearest neighbour in patient coordinates
+    (voxels outside the source grid are 0). One target slice at a time, so memory stays at a
+    slice's coordinates."""
+    to_source = np.linalg.inv(source.affine) @ target.affine  # target voxel → source voxel
+    n_i, n_j, n_k = target.shape
+    i, j = np.meshgrid(np.arange(n_i), np.arange(n_j), indexing="ij")
+    plane = to_source[:3, :2] @ np.stack([i.ravel(), j.ravel()]) + to_source[:3, 3:]
+    bounds = np.asarray(label.shape[:3])[:, None]
+    out = np.zeros(target.shape, np.uint8)
+    for k in range(n_k):
+        index = np.rint(plane + to_source[:3, 2:3] * k).astype(np.int64)
+        inside = np.all((index >= 0) & (index < bounds), axis=0)
+        values = np.zeros(n_i * n_j, np.uint8)
+        values[inside] = label[index[0, inside], index[1, inside], index[2, inside]]
+        out[:, :, k] = values.reshape(n_i, n_j)
+    return out
+
+
+def volume_label_files(spec: VolumeLabels) -> set[str]:
+    """Every file under the label folder that could be a label (any volume extension), resolved."""
+    root = Path(spec.path)
+    exts = tuple(FORMATS)
+    return {
+        str(p.resolve())
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".") and volume_extension(p.name, exts)
+    }
+
+
+# --------------------------------------------------------------------------- volume records
+
+
+def file_order_geometry(
+    ok: pd.DataFrame, series: list[SeriesGeometry]
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Slice order and geometry of volume-file cases for :func:`segops.cluster.datasets.write_volumes`.
+
+    Slices stay in the file's order (``frame``), whatever the handedness of its affine (DICOM
+    series are ordered along the slice normal instead), and the volume's affine (RAS, indexed
+    (column, row, slice) like :func:`segops.data.series.volume_affine`) is the file's, its slice
+    axis the step between consecutive slice positions: a mask written as NIfTI then has the
+    input's shape and affine.
+
+    Args:
+        ok: the slice records' metadata (``case_id``, ``frame``, ``position``, ``orientation``,
+            ``spacing_y``, ``spacing_x``).
+        series: the regular cases from :func:`segops.data.series.assemble_series`.
+    """
+    by_case = ok.set_index("case_id")
+    order, geometry = {}, {}
+    for s in series:
+        rows = by_case.loc[s.case_ids].sort_values("frame")
+        first, last = rows.iloc[0], rows.iloc[-1]
+        orientation = np.asarray(first["orientation"], float)
+        lps = np.eye(4)
+        lps[:3, 0] = orientation[:3] * first["spacing_x"]  # next column
+        lps[:3, 1] = orientation[3:6] * first["spacing_y"]  # next row
+        lps[:3, 2] = slice_normal(orientation)  # 1 mm for a single slice
+        if len(rows) > 1:
+            lps[:3, 2] = (np.asarray(last["position"], float) - np.asarray(first["position"], float)) / (len(rows) - 1)
+        lps[:3, 3] = first["position"]
+        order[s.series_uid] = [str(c) for c in rows.index]
+        geometry[s.series_uid] = {
+            "spacing_z": float(abs(lps[:3, 2] @ slice_normal(orientation))),
+            "affine": (_RAS_TO_LPS @ lps).ravel().tolist(),  # the same flip turns LPS into RAS
+        }
+    return order, geometry
+
+
+def volume_header(path: str | Path, rel_path: str, source: VolumeSource) -> dict[str, Any]:
+    """The census columns of a case without decoding its voxels where the format allows (NIfTI):
+    modality, format, channels (over its channel files), height (J), width (I), frames (K).
+
+    Raises:
+        DecodeError: a channel gap, or an unreadable first channel file.
+    """
+    root = Path(path).parents[len(PurePosixPath(rel_path).parts) - 1]
+    rel_paths = channel_files(root, rel_path, source)
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        try:
+            shape = tuple(int(n) for n in nib.load(str(path)).shape)
+        except Exception as exc:  # an unreadable header is a decode problem of this file
+            raise DecodeError(f"cannot read volume {path}: {type(exc).__name__}: {exc}", "NIfTI") from exc
+        fmt = "NIfTI"
+    else:
+        array, _grid, fmt = read_volume_file(path)
+        shape = array.shape
+    shape = (*shape, 1, 1)[:3] if len(shape) < 3 else shape
+    components = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    return {
+        "modality": dataset_modality(str(root)),
+        "transfer_syntax": fmt,
+        "photometric": "MONOCHROME2",
+        "channels": components * len(rel_paths),
+        "height": int(shape[1]),
+        "width": int(shape[0]),
+        "frames": int(shape[2]),
+    }
