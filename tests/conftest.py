@@ -61,9 +61,11 @@ def inspection_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
-    """One local 2-CPU Ray per test module (Ray start-up costs seconds; tests share it)."""
+    """One local 2-CPU Ray for the whole session (start-up and shutdown cost seconds each; modules
+    share it). Tests that need a cluster of their own (several nodes, a killed driver) start it
+    in subprocesses."""
     import ray
 
     from segops.cluster.runtime import ensure_ray

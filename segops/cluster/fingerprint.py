@@ -87,5 +87,9 @@ def fingerprint_dataset(
 
 def write_model_fingerprint(dataset: str | Path, model_dir: str | Path, task: str = "semantic", seed: int = 0) -> Path:
     """Write the fingerprint of the dataset a model trained on into its checkpoint folder; returns the file."""
-    fp = fingerprint_dataset(dataset, task, seed=seed)
+    return write_fingerprint(fingerprint_dataset(dataset, task, seed=seed), model_dir)
+
+
+def write_fingerprint(fp: Fingerprint, model_dir: str | Path) -> Path:
+    """``fingerprint.json`` in a checkpoint folder (see :func:`fingerprint_dataset`); returns the file."""
     return atomic_write_text(Path(model_dir) / FINGERPRINT_FILE, fp.to_json())

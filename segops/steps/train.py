@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from segops.cluster.datasets import dataset_digest, read_dataset
-from segops.cluster.fingerprint import write_model_fingerprint
+from segops.cluster.fingerprint import fingerprint_dataset, write_fingerprint
 from segops.cluster.folds import (
     cv_metrics,
     driver_device,
@@ -68,10 +69,14 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         return _union(datasets, excluded, train_groups, columns), _union(datasets, excluded, val_groups, columns)
 
     storage = checkpoint_storage(ctx.spec.cluster.storage, ctx.run_id)
-    if split.folds:
-        trained = _train_folds(step, ctx, split.folds, datasets_for, init_checkpoints, storage)
-    else:
-        trained = _train_single(step, ctx, split, datasets_for, init_checkpoints[0], storage)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
+        # the training data's fingerprint (a Ray Data pass of its own) is taken while Ray Train
+        # starts its workers, instead of after training
+        fingerprinting = pool.submit(fingerprint_dataset, datasets[0], step.model.task, seed=ctx.spec.seed)
+        if split.folds:
+            trained = _train_folds(step, ctx, split.folds, datasets_for, init_checkpoints, storage)
+        else:
+            trained = _train_single(step, ctx, split, datasets_for, init_checkpoints[0], storage)
     tracker = ctx.tracker
     tracker.log_params(
         _flat_params(step)
@@ -85,7 +90,7 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         }
     )
     _log_datasets(tracker, datasets, labelled, split)
-    fingerprint = write_model_fingerprint(datasets[0], trained.checkpoint, step.model.task, ctx.spec.seed)
+    fingerprint = write_fingerprint(fingerprinting.result(), trained.checkpoint)
     if trained.predictions is not None:
         smallest = _smallest_object(fingerprint)
         _choose_postprocessing(step, ctx, trained.checkpoint, trained.predictions, trained.source, smallest)
