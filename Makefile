@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.segops-installed
 
-.PHONY: demo demo-instances test lint install clean
+.PHONY: demo demo-instances test test-fast lint install clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ demo-instances: $(STAMP)
 # ruff first: a formatting or lint problem fails in seconds, before the suite's minutes.
 test: $(STAMP) lint
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# Local iteration: everything but the Ray/MLflow end-to-end tests (marked slow); `make test` runs them too.
+test-fast: $(STAMP) lint
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
