@@ -26,12 +26,12 @@ import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
 from segops.cluster.runtime import TRAIN_MIN_RESERVE, cpu_reserve
-from segops.cluster.train_hooks import EpochFeed, StaticSplit
+from segops.cluster.train_hooks import EpochFeed
 from segops.config.schema import TrainStep
 from segops.data.augment import Augmenter
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -138,7 +138,7 @@ def train_model(
         datasets={"train": train_ds, "val": val_ds},
         # Ray splits equally and drops the remainder (5 validation cases over 2 workers: 2 each, one
         # never scored; 1 volume: none), so every worker reads all validation cases and scores its own
-        dataset_config=StaticSplit(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name="train",
             storage_path=storage_path,
