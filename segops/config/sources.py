@@ -196,6 +196,10 @@ class ImageSource(_FileSelection):
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
+#: Volume file suffixes read by default (``.nii.gz`` is one suffix here).
+VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+
+
 class VolumeSource(_FileSelection):
     """A folder of volume files (NIfTI, NRRD, MHA/MHD), any depth, e.g. nnU-Net's ``imagesTr``.
 
@@ -212,7 +216,7 @@ class VolumeSource(_FileSelection):
     kind: Literal["volumes"]
     path: Path
     labels: VolumeLabels | None = None
-    extensions: tuple[str, ...] = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
+    extensions: tuple[str, ...] = VOLUME_EXTENSIONS
 
 
 class DatasetSource(Spec):

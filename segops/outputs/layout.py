@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from segops.config.sources import VOLUME_EXTENSIONS
+from segops.data.volumes import case_of, volume_extension
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+|\.{2,}")
 MAX_COMPONENT = 64
 
@@ -22,7 +25,10 @@ def sanitize_component(value: object, fallback: str = "unknown") -> str:
 
 
 def mirror_stem(rel_path: str, frame: int, n_frames: int = 1) -> str:
-    """``a/b.dcm`` → ``a/b``; frames of a multi-frame input get ``.fNNNN``."""
+    """``a/b.dcm`` → ``a/b``; frames of a multi-frame input get ``.fNNNN``; every slice of a volume
+    file does, named by its case (``a/case_0000.nii.gz`` slice 3 → ``a/case.f0003``)."""
+    if volume_extension(rel_path, VOLUME_EXTENSIONS) is not None:
+        return str(PurePosixPath(rel_path).with_name(f"{case_of(rel_path, VOLUME_EXTENSIONS)[0]}.f{frame:04d}"))
     stem = str(PurePosixPath(rel_path).with_suffix(""))
     return f"{stem}.f{frame:04d}" if (frame or n_frames > 1) else stem
 

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from segops.config.schema import DicomSource, ImageSource
+from segops.config.schema import DicomSource, ImageSource, VolumeSource
+from segops.config.sources import VOLUME_EXTENSIONS
 from segops.data.decode import decode_file
 from segops.data.records import STATUS_OK
+from segops.data.volumes import volume_extension
 from segops.errors import DecodeError, SegopsError, ShapeError
 
 #: File suffixes read as 2D images; anything else is read as DICOM (see :func:`guess_source`).
@@ -100,7 +102,11 @@ def _upscale(array: np.ndarray, scale: int) -> np.ndarray:
 
 
 def decode_case(
-    source_uri: str, rel_path: str, case_id: str, source: DicomSource | ImageSource, frame: int | None = None
+    source_uri: str,
+    rel_path: str,
+    case_id: str,
+    source: DicomSource | ImageSource | VolumeSource,
+    frame: int | None = None,
 ) -> dict[str, Any]:
     """Decode one case again from its file (pictures need pixels that result tables do not keep).
 
@@ -127,11 +133,13 @@ def decode_case(
     return row
 
 
-def guess_source(path: Path, modality: str = "") -> DicomSource | ImageSource:
-    """The source spec a file is read as when the workflow's spec is not at hand: a 2D image by its
-    suffix (or modality ``XC``), else DICOM."""
+def guess_source(path: Path, modality: str = "") -> DicomSource | ImageSource | VolumeSource:
+    """The source spec a file is read as when the workflow's spec is not at hand: a 2D image or a
+    volume (NIfTI, NRRD, MHA) by its suffix (or modality ``XC``), else DICOM."""
     if modality == "XC" or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource(kind="images", path=path.parent)
+    if volume_extension(path.name, VOLUME_EXTENSIONS) is not None:
+        return VolumeSource(kind="volumes", path=path.parent)
     return DicomSource(kind="dicom", path=path.parent)
 
 

@@ -125,7 +125,7 @@ def build_rtstruct(
     for number, cls in enumerate(sorted(rois), start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, frame_uid, rois[cls]
-        roi.ROIGenerationAlgorithm, roi.ROIGenerationDescription = "AUTOMATIC", description
+        roi.ROIGenerationAlgorithm, roi.ROIGenerationDescription = "AUTOMATIC", description[:64]  # LO
         ds.StructureSetROISequence.append(roi)
         ds.ROIContourSequence.append(_roi_contours(number, cls, slices, image_class))
         observation = Dataset()

@@ -9,6 +9,7 @@ pixel → patient formula written out here, independently of the code under test
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from segops.data.rtstruct import SliceGeometry
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 ALPHA, BETA = np.deg2rad(30.0), np.deg2rad(20.0)
@@ -84,8 +87,14 @@ def _meta(sop_class: str, sop_uid: str) -> FileMetaDataset:
     return meta
 
 
-def write_ct_series(folder: Path, n: int, study_uid: str, frame_uid: str) -> list[FileDataset]:
-    """``n`` oblique CT slices (int16, 64x64) in ``folder``; returns their datasets."""
+def write_ct_series(
+    folder: Path, n: int, study_uid: str, frame_uid: str, pixels: Callable[[int], np.ndarray] | None = None
+) -> list[FileDataset]:
+    """``n`` oblique CT slices (int16, 64x64) in ``folder``; returns their datasets.
+
+    Args:
+        pixels: slice ``k`` → its (64, 64) stored values; default a constant ``1000 + k``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = generate_uid()
     out = []
@@ -103,7 +112,8 @@ def write_ct_series(folder: Path, n: int, study_uid: str, frame_uid: str) -> lis
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = SHAPE
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = np.full(SHAPE, 1000 + k, np.int16).tobytes()
+        stored = np.full(SHAPE, 1000 + k) if pixels is None else pixels(k)
+        ds.PixelData = np.asarray(stored, np.int16).tobytes()
         ds.save_as(folder / f"ct{k}.dcm", enforce_file_format=True)
         out.append(ds)
     return out
@@ -184,3 +194,14 @@ def make_rtstruct_archive(root: Path) -> tuple[list[FileDataset], list[FileDatas
     path.parent.mkdir(parents=True, exist_ok=True)
     build_rtstruct(a, scenario_rois(a)).save_as(path, enforce_file_format=True)
     return a, b, path
+
+
+def header_geometry(h: Dataset) -> SliceGeometry:
+    """The :class:`~segops.data.rtstruct.SliceGeometry` of a CT slice's header."""
+    return SliceGeometry(
+        str(h.SOPInstanceUID),
+        tuple(map(float, h.ImagePositionPatient)),
+        tuple(map(float, h.ImageOrientationPatient)),
+        tuple(map(float, h.PixelSpacing)),
+        (int(h.Rows), int(h.Columns)),
+    )

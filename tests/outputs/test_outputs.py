@@ -37,6 +37,9 @@ def test_safe_join_refuses_escapes(tmp_path: Path, bad: str) -> None:
 def test_mask_png_round_trip_and_paths(tmp_path: Path) -> None:
     assert mask_relpath("s1/slice-0001.dcm", 0) == "s1/slice-0001.png"
     assert mask_relpath("s1/multi.dcm", 3) == "s1/multi.f0003.png"
+    # every slice of a volume file is numbered, named by its case (no .nii, no channel suffix)
+    assert mask_relpath("imagesTr/liver_7_0000.nii.gz", 0) == "imagesTr/liver_7.f0000.png"
+    assert mask_relpath("ct.nrrd", 12) == "ct.f0012.png"
     mask = np.zeros((5, 7), np.uint8)
     mask[1:3, 2:5] = 1
     path = write_mask_png(tmp_path, "a/b.png", mask, classes=2)
@@ -160,6 +163,24 @@ def test_decode_case_finds_the_case_again_or_says_why_not(tmp_path: Path) -> Non
     np.testing.assert_allclose(shown, np.clip((pixels - lo) / (hi - lo), 0, 1), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="is not on this machine"):
         display_image(str(tmp_path / "gone.png"), "gone.png", "x")
+
+
+def test_a_volume_slice_is_shown_again_from_its_nifti_file(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    volume = np.arange(6 * 5 * 3, dtype=np.float32).reshape(6, 5, 3)  # (I, J, K): slice k = A[:, :, k]
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "case_0000.nii.gz")
+    assert guess_source(tmp_path / "case_0000.nii.gz").kind == "volumes"
+    row = decode_case(
+        str(tmp_path / "case_0000.nii.gz"),
+        "case_0000.nii.gz",
+        "unknown",
+        guess_source(tmp_path / "case_0000.nii.gz"),
+        frame=2,
+    )
+    assert row["frame"] == 2
+    # records hold slice k as (rows along J, columns along I): the transpose of A[:, :, k]
+    np.testing.assert_array_equal(np.asarray(row["image"])[0], volume[:, :, 2].T)
 
 
 @pytest.mark.parametrize(

@@ -83,14 +83,18 @@ def _header() -> Dataset:
     return ds
 
 
-def _build(maps: list[np.ndarray] | None = None, header: Dataset | None = None) -> Dataset:
+def _build(
+    maps: list[np.ndarray] | None = None,
+    header: Dataset | None = None,
+    description: str = "segops 1.0, model abc123, run r-1",
+) -> Dataset:
     return build_rtstruct(
         header or _header(),
         _slices(maps or _class_maps()),
         SEGMENTS,
         series_uid="1.2.826.0.1.3680043.8.498.80",
         sop_uid="1.2.826.0.1.3680043.8.498.81",
-        description="segops 1.0, model abc123, run r-1",
+        description=description,
     )
 
 
@@ -177,7 +181,9 @@ def test_contour_points_lie_in_their_slice_plane(tmp_path: Path) -> None:
 def test_written_file_passes_pydicom_validation_and_round_trips(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(pydicom.config.settings, "writing_validation_mode", pydicom.config.RAISE)
     monkeypatch.setattr(pydicom.config.settings, "reading_validation_mode", pydicom.config.RAISE)
-    path = write_rtstruct(tmp_path / "rt.dcm", _build())  # every value checked against its VR on writing
+    # a real run's provenance is longer than a LO value (64 characters) may be
+    provenance = "segops 0.1.0, model b4c8e78696687482, run rtstruct-e2e-e4ca399adf0e"
+    path = write_rtstruct(tmp_path / "rt.dcm", _build(description=provenance))  # values checked against VRs
     ds = pydicom.dcmread(path)  # a Part 10 file: preamble and meta, no force needed
     for element in ds.iterall():
         element.value  # noqa: B018 - reading validates each value against its VR
