@@ -10,6 +10,18 @@ from segops.config.schema import ClusterSpec
 log = logging.getLogger(__name__)
 
 _NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve")
+#: Ray Data's issue detectors (high memory, hanging tasks): multi-line advice for Ray users.
+ISSUE_DETECTION_LOGGER = "ray.data._internal.issue_detection.issue_detector_manager"
+
+
+class _LogFileOnly(logging.Filter):
+    """Marks records for Ray Data's log file only: its console handler drops records with ``hide``
+    set (``ray.data._internal.logging.HiddenRecordFilter``), its file handler keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.hide = True
+        return True
+
 
 #: Least CPU a training run leaves free: Ray Data's split coordinator and read tasks ask whole CPUs.
 TRAIN_MIN_RESERVE = 1.0
@@ -88,3 +100,8 @@ def quiet_ray(verbose: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
         # "Progress bars disabled" is a warning Ray Data prints because we disabled them
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        # the issue detectors' advice goes to Ray Data's log file (<session>/logs/ray-data/ray-data.log),
+        # not into the middle of the user's progress bar
+        detector = logging.getLogger(ISSUE_DETECTION_LOGGER)
+        if not any(isinstance(f, _LogFileOnly) for f in detector.filters):
+            detector.addFilter(_LogFileOnly())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, DynUNetSpec, ModelSpec, SourceSpec
+from segops.config.schema import ClusterSpec, ModelSpec, SourceSpec
 from segops.data.fingerprint import Fingerprint
 from segops.data.pairing import Detection, PlanOverrides, detect
 from segops.data.planning import Choice, PlanSettings, plan_train
@@ -118,46 +118,18 @@ def probe_seconds(plan: dict[str, Any], steps: int = PROBE_STEPS) -> float:
 def _probe(plan: dict[str, Any], steps: int) -> float:
     import torch
 
-    from segops.losses import build_loss
-    from segops.models.registry import build_model
+    from segops.engine.probe import random_training_step
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gen = torch.Generator().manual_seed(0)
     batch = int(plan["batch"])
     # the plan is the model's fields, the batch and (a U-Net's) patch size
     spec = TypeAdapter(ModelSpec).validate_python({k: v for k, v in plan.items() if k not in ("batch", "patch_size")})
-    model = build_model(spec).to(device)
-    if isinstance(spec, DynUNetSpec):
-        loss_fn = build_loss("dice_ce", supervised_outputs=spec.supervised_outputs)
-        x = torch.randn(batch, spec.in_channels, *plan["patch_size"], generator=gen).to(device)
-        y = torch.randint(0, spec.classes, (batch, 1, *plan["patch_size"]), generator=gen).to(device)
-
-        def loss() -> torch.Tensor:
-            return loss_fn(model(x), y)
-    else:
-        side = plan["min_size"]
-        images = [torch.rand(spec.in_channels, side, side, generator=gen).to(device) for _ in range(batch)]
-        mask = torch.zeros(1, side, side, dtype=torch.uint8)
-        mask[:, side // 4 : side // 2, side // 4 : side // 2] = 1
-        box = torch.tensor([[side / 4, side / 4, side / 2, side / 2]])
-        targets = [
-            {"boxes": box.to(device), "labels": torch.ones(1, dtype=torch.int64).to(device), "masks": mask.to(device)}
-            for _ in range(batch)
-        ]
-
-        def loss() -> torch.Tensor:
-            return sum(model(images, targets).values())
-
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    size = plan["patch_size"] if spec.task == "semantic" else [plan["min_size"]]
+    _, step = random_training_step(spec, batch, size, device)
     times = []
     for i in range(steps + PROBE_WARMUP):
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss().backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        step()
         if i >= PROBE_WARMUP:
             times.append(time.perf_counter() - start)
     seconds = float(np.median(times)) / batch  # the median step: robust to a busy machine's hiccups

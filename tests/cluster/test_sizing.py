@@ -5,6 +5,7 @@ import pytest
 from segops.cluster.infer import size_actor_pool
 from segops.cluster.train import resolve_use_gpu, worker_cpus
 from segops.config.schema import ActorPoolSpec
+from segops.errors import StepError
 
 
 def test_two_cpu_node_leaves_a_cpu_for_reading() -> None:
@@ -50,3 +51,18 @@ def test_one_cpu_reserve_rule_with_each_callers_minimum() -> None:
     assert [cpu_reserve(c, INFER_MIN_RESERVE) for c in (2.0, 5.0, 32.0)] == [0.5, 0.5, 3.2]
     assert worker_cpus(1, None, {"CPU": 32.0}) == 28.0  # floor(32 - 3.2)
     assert worker_cpus(2, None, {"CPU": 2.0}) == 0.5  # (2 - 1) / 2
+
+
+def test_training_workers_ask_for_measured_memory_and_refuse_what_the_cluster_lacks() -> None:
+    from segops.cluster.train import worker_memory
+    from segops.config.schema import TrainStep
+    from segops.engine.memory import ACTOR_BASE_BYTES
+
+    model = {"arch": "unet", "channels": [8, 16], "strides": [2], "num_res_units": 0}
+    step = TrainStep.model_validate(
+        {"step": "train", "model": model, "preprocess": {"patch_size": [64, 64]}, "batch_size": 2}
+    )
+    need = worker_memory(step, {"CPU": 2.0, "memory": 64 * 2**30})
+    assert need > ACTOR_BASE_BYTES
+    with pytest.raises(StepError, match=r"2 training worker\(s\) would need .* GiB each .*lower train.batch_size"):
+        worker_memory(step, {"CPU": 2.0, "memory": 1.5 * need})  # one fits, both do not

@@ -1,0 +1,96 @@
+"""The ``memory`` each inference actor asks Ray for, from a probe of the model at the run's image size.
+
+The run's image size is the largest image of the dataset the step segments (read from its
+Parquet metadata, no pixels), or, for a folder source whose images are not decoded yet, the
+largest image size in the training fingerprint stored with the model. Without either, actors ask
+for no memory (Ray's default) and the log says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pyarrow.dataset as pads
+
+from segops.cluster.fingerprint import FINGERPRINT_FILE
+from segops.data.records import STATUS_OK
+from segops.engine.cases import InferenceSettings
+from segops.engine.checkpoint import LoadedModel
+from segops.engine.memory import probe_inference
+from segops.errors import StepError
+
+log = logging.getLogger(__name__)
+
+
+def actor_memory(
+    loaded: LoadedModel,
+    settings: InferenceSettings,
+    batch_size: int,
+    dataset: Path | None,
+    checkpoint: Path,
+    available: float | None = None,
+) -> int | None:
+    """Bytes an inference actor asks Ray for, or None when no image size is known.
+
+    Args:
+        dataset: the Parquet dataset the step segments (slice or volume records); None for a
+            folder source.
+        checkpoint: the model's folder (its ``fingerprint.json`` sizes a folder source).
+        available: the cluster's ``memory`` resource in bytes (``ray.cluster_resources()``), if known.
+
+    Raises:
+        StepError: one actor would need more memory than the cluster has, so none could start.
+    """
+    shape = _dataset_shape(dataset) if dataset is not None else _fingerprint_shape(checkpoint)
+    if shape is None:
+        log.info("no image size known before decoding: inference actors ask Ray for no memory")
+        return None
+    channels = loaded.model_spec.in_channels
+    probe = probe_inference(loaded, settings, (channels, *shape))
+    need = probe.actor_bytes(batch_size)
+    if available and need > available:
+        raise StepError(
+            f"one inference actor would need {need / 2**30:.1f} GiB (images up to {'x'.join(map(str, shape))} px, "
+            f"batch_size {batch_size}) but the cluster offers Ray {available / 2**30:.1f} GiB: lower the step's "
+            "batch_size, or run on nodes with more memory"
+        )
+    log.info(
+        "each inference actor asks for %.2f GiB (images up to %s px, batch %d: model %.0f MiB, +%.0f MiB per image)",
+        need / 2**30,
+        "x".join(map(str, shape)),
+        batch_size,
+        probe.parameters / 2**20,
+        probe.peak_per_image / 2**20,
+    )
+    return need
+
+
+def _dataset_shape(path: Path) -> tuple[int, ...] | None:
+    """The largest (H, W) — or (Z, H, W) of volume records — among the ``ok`` rows of a dataset."""
+    dataset = pads.dataset(str(path), format="parquet")
+    volumes = "source_uris" in dataset.schema.names
+    columns = ["status", "height", "width", *(["source_uris"] if volumes else [])]
+    table = dataset.to_table(columns=columns).to_pandas()
+    table = table[table["status"] == STATUS_OK]
+    if table.empty:
+        return None
+    if volumes:
+        depth = table["source_uris"].map(len)
+        largest = (depth * table["height"] * table["width"]).idxmax()
+        return int(depth[largest]), int(table["height"][largest]), int(table["width"][largest])
+    largest = (table["height"] * table["width"]).idxmax()
+    return int(table["height"][largest]), int(table["width"][largest])
+
+
+def _fingerprint_shape(checkpoint: Path) -> tuple[int, int] | None:
+    """The largest (H, W) in the training fingerprint's shape table, if the model has one."""
+    path = Path(checkpoint) / FINGERPRINT_FILE
+    if not path.is_file():
+        return None
+    shapes = json.loads(path.read_text(encoding="utf-8")).get("shapes") or []
+    if not shapes:
+        return None
+    height, width, _ = max(shapes, key=lambda s: s[0] * s[1])
+    return int(height), int(width)

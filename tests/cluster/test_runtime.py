@@ -1,0 +1,34 @@
+"""Ray's output kept out of the user's terminal: what :func:`segops.cluster.runtime.quiet_ray` routes where."""
+
+from __future__ import annotations
+
+import logging
+
+from segops.cluster.runtime import ISSUE_DETECTION_LOGGER, quiet_ray
+
+
+def _record(name: str) -> logging.LogRecord:
+    message = "Operator 'MapBatches(_Segmenter)' uses 1.7GiB of memory per task on average ... memory=1825361100"
+    return logging.getLogger(name).makeRecord(name, logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_issue_detector_advice_goes_to_ray_datas_log_file_not_the_console() -> None:
+    import ray.data  # noqa: F401 - configures Ray Data's loggers and handlers
+
+    handlers = logging.getLogger("ray.data").handlers
+    console = [h for h in handlers if type(h).__name__ == "PlainRayHandler"]
+    files = [h for h in handlers if type(h).__name__ == "SessionFileHandler"]
+    assert console and files
+    before = _record(ISSUE_DETECTION_LOGGER)
+    assert all(h.filter(before) for h in console)  # Ray's default: printed in the terminal
+
+    quiet_ray()
+    quiet_ray()  # idempotent: one filter
+    detector = logging.getLogger(ISSUE_DETECTION_LOGGER)
+    assert len(detector.filters) == 1
+    record = _record(ISSUE_DETECTION_LOGGER)
+    assert detector.filter(record)  # still logged ...
+    assert not any(h.filter(record) for h in console)  # ... but not on the console ...
+    assert all(h.filter(record) for h in files)  # ... only in <session>/logs/ray-data/ray-data.log
+    other = _record("ray.data._internal.execution.streaming_executor")
+    assert all(h.filter(other) for h in console)  # other Ray Data warnings are not hidden

@@ -1,0 +1,67 @@
+"""The inference actors' memory request: the run's largest image, probed through the real per-case path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from segops.config.schema import PreprocessSpec, UNetSpec, ZScoreIntensity
+from segops.engine.cases import InferenceSettings
+from segops.engine.checkpoint import LoadedModel
+from segops.engine.memory import ACTOR_BASE_BYTES, model_bytes
+from segops.errors import StepError
+from segops.models import build_model
+from segops.steps.actor_memory import _dataset_shape, _fingerprint_shape, actor_memory
+
+SETTINGS = InferenceSettings(amp=False)
+
+
+def _loaded() -> LoadedModel:
+    torch.manual_seed(0)
+    spec = UNetSpec(arch="unet", classes=2, channels=(4, 8), strides=(2,), num_res_units=0)
+    pre = PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(32, 32))
+    return LoadedModel(build_model(spec).eval(), spec, pre, {})
+
+
+def _dataset(tmp_path: Path, rows: list[dict]) -> Path:
+    path = tmp_path / "dataset"
+    path.mkdir()
+    pd.DataFrame(rows).to_parquet(path / "part-0.parquet")
+    return path
+
+
+def test_the_largest_ok_image_of_a_dataset_sizes_the_probe(tmp_path: Path) -> None:
+    rows = [
+        {"status": "ok", "height": 64, "width": 80},
+        {"status": "ok", "height": 96, "width": 70},  # 6720 px: the largest readable one
+        {"status": "quarantined", "height": 4000, "width": 4000},  # never segmented
+    ]
+    assert _dataset_shape(_dataset(tmp_path, rows)) == (96, 70)
+
+
+def test_volume_records_are_sized_by_their_slices(tmp_path: Path) -> None:
+    rows = [
+        {"status": "ok", "height": 32, "width": 32, "source_uris": ["a"] * 10},
+        {"status": "ok", "height": 40, "width": 40, "source_uris": ["b"] * 3},
+    ]
+    assert _dataset_shape(_dataset(tmp_path, rows)) == (10, 32, 32)
+
+
+def test_a_folder_source_is_sized_from_the_training_fingerprint(tmp_path: Path) -> None:
+    assert _fingerprint_shape(tmp_path) is None
+    (tmp_path / "fingerprint.json").write_text(json.dumps({"shapes": [[64, 64, 30], [512, 256, 2], [300, 300, 5]]}))
+    assert _fingerprint_shape(tmp_path) == (512, 256)
+
+
+def test_request_covers_base_model_and_batch_and_refuses_what_no_node_has(tmp_path: Path) -> None:
+    loaded = _loaded()
+    assert actor_memory(loaded, SETTINGS, 4, None, tmp_path) is None  # no size known: Ray's default
+    dataset = _dataset(tmp_path, [{"status": "ok", "height": 128, "width": 128}])
+    request = actor_memory(loaded, SETTINGS, 4, dataset, tmp_path)
+    assert request > ACTOR_BASE_BYTES + model_bytes(loaded.model)  # plus what the batch was measured to take
+    with pytest.raises(StepError, match=r"one inference actor would need .* GiB .*batch_size 4.* lower the step's"):
+        actor_memory(loaded, SETTINGS, 4, dataset, tmp_path, available=ACTOR_BASE_BYTES / 2)
