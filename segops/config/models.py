@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -26,6 +27,11 @@ class UNetSpec(Spec):
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = Field(default=2, ge=0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weights_path: Path | None = Field(
+        default=None,
+        description="Initial weights: a segops checkpoint (folder or model.pt), a torchvision or plain state_dict "
+        "file; loaded non-strictly before training, with a report of missing, unexpected and mismatched keys.",
+    )
 
     @model_validator(mode="after")
     def _strides_fit_channels(self) -> UNetSpec:
@@ -90,6 +96,11 @@ class DynUNetSpec(Spec):
     deep_supr_num: int = Field(ge=1)
     res_block: bool = False
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weights_path: Path | None = Field(
+        default=None,
+        description="Initial weights: a segops checkpoint (folder or model.pt), a torchvision or plain state_dict "
+        "file; loaded non-strictly before training, with a report of missing, unexpected and mismatched keys.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -159,13 +170,21 @@ class DynUNetSpec(Spec):
 
 
 class MaskRCNNSpec(Spec):
-    """torchvision Mask R-CNN for instance segmentation, built with ``weights=None``.
+    """torchvision Mask R-CNN for instance segmentation.
 
     ``classes`` counts background (torchvision's ``num_classes``). Grayscale inputs are
     repeated to the 3 channels the backbone expects. ``resnet18_fpn`` trains on a CPU; the
     ResNet-50 variants are torchvision's ``maskrcnn_resnet50_fpn`` / ``_v2``. Images are resized
     so the short side is ``min_size`` (long side at most ``max_size``). ``mask_dice_weight``
     adds a soft Dice term on positive RoIs' masks to the BCE mask loss (0: torchvision's loss).
+
+    Starting weights (at most one; nothing is ever downloaded, see :mod:`segops.models.weights`):
+    ``weights: coco`` (torchvision's COCO weights of the ResNet-50 variants, box and mask
+    predictors replaced for ``classes``), ``backbone_weights: imagenet`` (torchvision's ImageNet
+    ResNet-18/50), or ``weights_path`` (any local checkpoint or state dict). With ``weights`` or
+    ``backbone_weights`` the network is built as torchvision builds a pretrained one: frozen
+    batch norm (ResNet-50 v2: batch norm), inputs normalised with ImageNet statistics
+    (``image_stats: imagenet``), ``trainable_backbone_layers`` 3 unless given.
     """
 
     arch: Literal["maskrcnn"]
@@ -195,12 +214,59 @@ class MaskRCNNSpec(Spec):
     )
     detections_per_image: int = Field(default=100, ge=1)
     mask_dice_weight: float = Field(default=1.0, ge=0.0)
+    weights: Literal["coco"] | None = Field(
+        default=None, description="coco: torchvision's DEFAULT COCO weights (resnet50_fpn, resnet50_fpn_v2)."
+    )
+    backbone_weights: Literal["imagenet"] | None = Field(
+        default=None, description="imagenet: torchvision's ImageNet weights of the ResNet backbone only."
+    )
+    weights_path: Path | None = Field(
+        default=None,
+        description="Initial weights: a torchvision, segops (folder or model.pt) or plain state_dict checkpoint, "
+        "loaded non-strictly with a report of missing, unexpected and shape-mismatched keys.",
+    )
+    trainable_backbone_layers: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description="ResNet stages trained, from the last (torchvision's): 5 all, 0 none; default 3 with "
+        "weights/backbone_weights, else 5.",
+    )
+    image_stats: Literal["unit", "imagenet"] = Field(
+        description="Input normalisation after the intensity step: unit (mean 0.5, std 0.25) or ImageNet's "
+        "mean and std (what COCO and ImageNet weights expect); default imagenet with weights/backbone_weights."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_image_stats(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("image_stats") is None:
+            pretrained = data.get("weights") is not None or data.get("backbone_weights") is not None
+            data = dict(data) | {"image_stats": "imagenet" if pretrained else "unit"}
+        return data
 
     @model_validator(mode="after")
     def _sizes_ordered(self) -> MaskRCNNSpec:
         if self.max_size < self.min_size:
             raise ValueError(f"max_size ({self.max_size}) must be at least min_size ({self.min_size})")
         return self
+
+    @model_validator(mode="after")
+    def _one_weights_source(self) -> MaskRCNNSpec:
+        given = [n for n in ("weights", "backbone_weights", "weights_path") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are both set; give one source of starting weights")
+        if self.weights == "coco" and self.backbone == "resnet18_fpn":
+            raise ValueError(
+                "weights: coco exists for backbone resnet50_fpn and resnet50_fpn_v2 (torchvision publishes no COCO "
+                "Mask R-CNN with ResNet-18); for resnet18_fpn use backbone_weights: imagenet"
+            )
+        return self
+
+    @property
+    def pretrained(self) -> bool:
+        """Published weights (COCO or an ImageNet backbone) are loaded before training."""
+        return self.weights is not None or self.backbone_weights is not None
 
     @property
     def size_divisor(self) -> int:
@@ -215,4 +281,58 @@ class MaskRCNNSpec(Spec):
         return "instance"
 
 
-ModelSpec = Annotated[UNetSpec | DynUNetSpec | MaskRCNNSpec, Field(discriminator="arch")]
+class SmpSpec(Spec):
+    """segmentation_models_pytorch encoder–decoder for 2D semantic segmentation. ``classes`` counts background.
+
+    ``decoder`` picks smp's ``Unet``, ``UnetPlusPlus``, ``FPN`` or ``DeepLabV3Plus``; ``encoder`` a
+    ResNet. ``encoder_weights: imagenet`` starts the encoder from torchvision's ImageNet weights
+    (from the local torch hub cache or smp's Hugging Face cache; nothing is downloaded, see
+    :mod:`segops.models.weights`); ``weights_path`` starts the whole network from a local file
+    instead. Other channel counts than 3 adapt the first convolution as smp does (1 channel: the
+    sum of the RGB filters). Inputs (in about [0, 1] after the intensity step) are normalised
+    with ImageNet statistics inside the network. Height and width must be multiples of 32.
+    """
+
+    arch: Literal["smp"]
+    decoder: Literal["unet", "unetplusplus", "fpn", "deeplabv3plus"] = "unet"
+    encoder: Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"] = "resnet34"
+    encoder_weights: Literal["imagenet"] | None = None
+    weights_path: Path | None = Field(
+        default=None,
+        description="Initial weights for the whole network (an smp, segops or plain state_dict file), loaded "
+        "non-strictly with a report of missing, unexpected and shape-mismatched keys.",
+    )
+    in_channels: int = Field(default=1, ge=1, le=4)
+    classes: int = Field(default=2, ge=2)
+    spatial_dims: int = Field(default=2, description="2 only: smp networks are 2D.")
+
+    @model_validator(mode="after")
+    def _two_d_one_source(self) -> SmpSpec:
+        if self.spatial_dims != 2:
+            raise ValueError(
+                f"spatial_dims {self.spatial_dims}: arch smp is 2D only; for volumes use arch unet or dynunet "
+                "with spatial_dims: 3 (a 2D smp model segments volume records slice by slice)"
+            )
+        if self.encoder_weights is not None and self.weights_path is not None:
+            raise ValueError("encoder_weights and weights_path are both set; give one source of starting weights")
+        return self
+
+    @property
+    def size_divisor(self) -> int:
+        """Height and width must be multiples of the encoder's output stride."""
+        return 32
+
+    @property
+    def supervised_outputs(self) -> int:
+        return 1
+
+    @property
+    def task(self) -> Literal["semantic", "instance"]:
+        return "semantic"
+
+
+ModelSpec = Annotated[UNetSpec | DynUNetSpec | MaskRCNNSpec | SmpSpec, Field(discriminator="arch")]
+
+#: Where each arch keeps the part fine-tuning treats as the backbone (``train.freeze_backbone_epochs``,
+#: ``train.backbone_lr_mult``); archs not listed have none.
+BACKBONE_MODULES: dict[str, str] = {"maskrcnn": "backbone", "smp": "encoder"}

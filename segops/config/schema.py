@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from segops.config.models import DynUNetSpec, MaskRCNNSpec, ModelSpec, UNetSpec
+from segops.config.models import BACKBONE_MODULES, DynUNetSpec, MaskRCNNSpec, ModelSpec, SmpSpec, UNetSpec
 from segops.config.preprocess import (
     AugmentSpec,
     ElasticAugment,
@@ -60,6 +60,7 @@ from segops.config.steps import (
 )
 
 __all__ = [
+    "BACKBONE_MODULES",
     "ActorPoolSpec",
     "AugmentSpec",
     "CaseRegression",
@@ -89,6 +90,7 @@ __all__ = [
     "PromotionGate",
     "RotateAugment",
     "ScalingSpec",
+    "SmpSpec",
     "SegmentSourceSpec",
     "SegmentStep",
     "SlidingWindowSpec",

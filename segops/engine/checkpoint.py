@@ -25,12 +25,14 @@ from torch import nn
 from segops.config.schema import ModelSpec, PreprocessSpec
 from segops.engine.ensemble import SoftmaxEnsemble
 from segops.errors import CheckpointError
-from segops.models import build_model
+from segops.models import LoadReport, build_model, load_weights, weights_sources
 
 WEIGHTS_FILE = "model.pt"
 META_FILE = "segops.json"
 #: The ``segops.json`` key of an ensemble checkpoint: its fold folders, in order.
 FOLDS_KEY = "folds"
+#: The ``segops.json`` key of the starting weights' lineage (origin, file, sha256, target).
+INIT_WEIGHTS_KEY = "init_weights"
 _MODEL_ADAPTER: TypeAdapter = TypeAdapter(ModelSpec)
 
 
@@ -162,6 +164,58 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(f"weights in {weights} do not match model spec {meta['model']}: {exc}") from exc
     model.to(device).eval()
     return LoadedModel(model=model, model_spec=model_spec, preprocess=preprocess, meta=meta)
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """A checkpoint of the untrained network with its starting weights loaded, and what loading did."""
+
+    checkpoint: Path
+    reports: list[LoadReport]
+
+    def lineage(self) -> list[dict[str, Any]]:
+        return [r.lineage() for r in self.reports]
+
+    def describe(self) -> str:
+        """``<origin> sha256:<hex>`` per source, comma-separated (a model version tag)."""
+        return ", ".join(f"{r.origin} sha256:{r.sha256}" for r in self.reports)
+
+    def params(self) -> dict[str, Any]:
+        """MLflow params: ``train.init_weights`` (the origins) and per source ``train.init_weights.<i>.*``
+        (file, target, sha256, and the counts of loaded, missing, unexpected and mismatched tensors)."""
+        params: dict[str, Any] = {"train.init_weights": ", ".join(r.origin for r in self.reports)}
+        for i, r in enumerate(self.reports):
+            params |= {
+                f"train.init_weights.{i}.{key}": value
+                for key, value in (
+                    ("file", r.file),
+                    ("target", r.target or "model"),
+                    ("sha256", r.sha256),
+                    ("loaded", r.loaded),
+                    ("missing", len(r.missing)),
+                    ("unexpected", len(r.unexpected)),
+                    ("mismatched", len(r.mismatched)),
+                )
+            }
+        return params
+
+
+def initial_checkpoint(directory: str | Path, model_spec: Any, preprocess: PreprocessSpec) -> InitialWeights | None:
+    """Build ``model_spec``'s network, load its starting weights (``weights``, ``backbone_weights``,
+    ``encoder_weights``, ``weights_path``) and save it as a checkpoint in ``directory``, with their
+    lineage under ``init_weights`` in ``segops.json``. Training workers then warm-start from this
+    folder, so none of them needs the caches. None when the spec names no starting weights.
+
+    Raises:
+        CheckpointError: a file is missing from the cache or does not fit (see :mod:`segops.models.weights`).
+    """
+    if not weights_sources(model_spec):
+        return None
+    model = build_model(model_spec)
+    reports = load_weights(model, model_spec)
+    lineage = [r.lineage() for r in reports]
+    save_checkpoint(directory, model, model_spec, preprocess, extra={INIT_WEIGHTS_KEY: lineage})
+    return InitialWeights(Path(directory), reports)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

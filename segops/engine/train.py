@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from segops.config.schema import AugmentSpec, PreprocessSpec
+from segops.config.schema import AugmentSpec, PreprocessSpec, TrainStep
 from segops.data.augment import Augmenter
 from segops.data.transforms import prepare_image, random_patch
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.precision import autocast
 from segops.engine.predict import predict_masks
 from segops.metrics import case_scores
+from segops.models import backbone_of
 
 
 class ForegroundReservoir:
@@ -207,3 +208,44 @@ def validation_dice(
     """(sum of per-case Dice, number of cases) of :func:`validation_sums`."""
     sums = validation_sums(loaded, pairs, device, amp)
     return sums.dice_sum, sums.cases
+
+
+def lr_factor(epoch: int, step: TrainStep, backbone: bool = False) -> float:
+    """The learning rate of ``epoch`` as a multiple of a parameter group's base rate.
+
+    nnU-Net's polynomial decay ``(1 - epoch / epochs) ** 0.9``, times a linear warm-up
+    ``(epoch + 1) / (warmup_epochs + 1)`` in the first ``warmup_epochs`` epochs; for the backbone's
+    group 0 in the first ``freeze_backbone_epochs`` (its weights stay as loaded while the new heads settle).
+    """
+    if backbone and epoch < step.freeze_backbone_epochs:
+        return 0.0
+    factor = (1 - epoch / step.epochs) ** 0.9
+    if epoch < step.warmup_epochs:
+        factor *= (epoch + 1) / (step.warmup_epochs + 1)
+    return factor
+
+
+def build_optimizer(
+    model: nn.Module, step: TrainStep
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW and its per-epoch schedule (:func:`lr_factor`; call ``scheduler.step()`` after each epoch).
+
+    With ``freeze_backbone_epochs`` or ``backbone_lr_mult`` (archs with a backbone, see
+    :func:`segops.models.backbone_of`) the backbone's parameters form a second group at
+    ``learning_rate * backbone_lr_mult``; the first group is always the rest (or everything).
+    Freezing by a zero learning rate rather than ``requires_grad`` keeps the DDP reducer's
+    parameter set fixed; batch-norm statistics of a frozen backbone still follow the data.
+    """
+    lr = step.learning_rate
+    backbone = backbone_of(model, step.model)
+    if backbone is None or (step.freeze_backbone_epochs == 0 and step.backbone_lr_mult == 1):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=step.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, step))
+    inside = {id(p) for p in backbone.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in inside]
+    groups = [{"params": rest, "lr": lr}, {"params": list(backbone.parameters()), "lr": lr * step.backbone_lr_mult}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=step.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [lambda e: lr_factor(e, step), lambda e: lr_factor(e, step, backbone=True)]
+    )
+    return optimizer, scheduler

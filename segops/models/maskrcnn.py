@@ -1,7 +1,10 @@
 """torchvision Mask R-CNN for 2D instance segmentation, with a soft Dice term on the mask head.
 
-The network is torchvision's, built with ``weights=None`` (nothing is downloaded); three
-things are swapped in after the builder has run, each a small subclass or a public part:
+The network is torchvision's, built with ``weights=None`` (nothing is downloaded; published
+starting weights are loaded afterwards by :mod:`segops.models.weights`, into a network built as
+torchvision builds a pretrained one: frozen batch norm, ``trainable_backbone_layers``, ImageNet
+input statistics); three things are swapped in after the builder has run, each a small subclass
+or a public part:
 
 * the transform repeats 1 or 2 input channels to the 3 the ResNet stem takes, so callers pass
   records' own channels;
@@ -17,12 +20,13 @@ from __future__ import annotations
 import torch
 from monai.losses import DiceLoss
 from torch import nn
-from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_resnet50_fpn_v2
+from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.roi_heads import RoIHeads, project_masks_on_boxes
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from segops.config.schema import MaskRCNNSpec
 from segops.errors import ShapeError
@@ -33,6 +37,11 @@ from segops.errors import ShapeError
 # right after the stem absorbs any remaining offset and scale (z-scored inputs work too).
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.25, 0.25, 0.25)
+#: What torchvision's COCO and ImageNet weights were trained on (``image_stats: imagenet``).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: ResNet stages from the last, as torchvision counts ``trainable_backbone_layers``.
+_STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 # MONAI's soft Dice with its default smoothing; sigmoid because mask logits are per class.
 _DICE = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
@@ -52,7 +61,9 @@ def build_maskrcnn(spec: MaskRCNNSpec) -> nn.Module:
         aspect_ratios=(tuple(spec.aspect_ratios),) * len(spec.anchor_sizes),
     )
     model = _torchvision_maskrcnn(spec, anchors)
-    model.transform = ChannelsTo3Transform(spec.in_channels, spec.min_size, spec.max_size)
+    _freeze_stages(model.backbone.body, _trainable_layers(spec))
+    stats = (IMAGENET_MEAN, IMAGENET_STD) if spec.image_stats == "imagenet" else (IMAGE_MEAN, IMAGE_STD)
+    model.transform = ChannelsTo3Transform(spec.in_channels, spec.min_size, spec.max_size, *stats)
     model.roi_heads = DiceRoIHeads.from_heads(model.roi_heads, spec.mask_dice_weight)
     return model
 
@@ -63,22 +74,37 @@ def _torchvision_maskrcnn(spec: MaskRCNNSpec, anchors: AnchorGenerator) -> MaskR
         "box_detections_per_img": spec.detections_per_image,
         "box_batch_size_per_image": spec.box_batch_size_per_image,
     }
-    if spec.backbone == "resnet18_fpn":
-        # BatchNorm, not resnet_fpn_backbone's default FrozenBatchNorm2d: frozen identity
-        # statistics suit pretrained weights only (torchvision's builders make the same switch).
+    if spec.backbone in ("resnet18_fpn", "resnet50_fpn"):
+        # BatchNorm, not resnet_fpn_backbone's default FrozenBatchNorm2d: frozen identity statistics
+        # suit pretrained weights only; torchvision's builders make the same switch (with
+        # FrozenBatchNorm2d the keys are the same less the num_batches_tracked counters).
+        norm = FrozenBatchNorm2d if spec.pretrained else nn.BatchNorm2d
         backbone = resnet_fpn_backbone(
-            backbone_name="resnet18", weights=None, trainable_layers=5, norm_layer=nn.BatchNorm2d
+            backbone_name=spec.backbone.removesuffix("_fpn"), weights=None, trainable_layers=5, norm_layer=norm
         )
         return MaskRCNN(backbone, num_classes=spec.classes, rpn_anchor_generator=anchors, **inference)
-    if spec.backbone == "resnet50_fpn":
-        return maskrcnn_resnet50_fpn(
-            weights=None, weights_backbone=None, num_classes=spec.classes, rpn_anchor_generator=anchors, **inference
-        )
+    # v2 uses BatchNorm with or without pretrained weights (torchvision's builder)
     model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=spec.classes, **inference)
     # The v2 builder fixes its anchors and 2-conv RPN head; swap both for ones sized by the spec.
     model.rpn.anchor_generator = anchors
     model.rpn.head = RPNHead(model.backbone.out_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
     return model
+
+
+def _trainable_layers(spec: MaskRCNNSpec) -> int:
+    """torchvision's default: 3 stages with pretrained weights, all 5 without."""
+    if spec.trainable_backbone_layers is not None:
+        return spec.trainable_backbone_layers
+    return 3 if spec.pretrained else 5
+
+
+def _freeze_stages(body: nn.Module, trainable: int) -> None:
+    """``requires_grad_(False)`` on the ResNet stages below the last ``trainable`` ones, as
+    torchvision's ``_resnet_fpn_extractor`` does (the stem's ``bn1`` trains only with all 5)."""
+    train = list(_STAGES[:trainable]) + (["bn1"] if trainable == 5 else [])
+    for name, parameter in body.named_parameters():
+        if not any(name.startswith(stage) for stage in train):
+            parameter.requires_grad_(False)
 
 
 class ChannelsTo3Transform(GeneralizedRCNNTransform):
@@ -88,8 +114,15 @@ class ChannelsTo3Transform(GeneralizedRCNNTransform):
     dict is unchanged.
     """
 
-    def __init__(self, in_channels: int, min_size: int, max_size: int):
-        super().__init__(min_size, max_size, list(IMAGE_MEAN), list(IMAGE_STD))
+    def __init__(
+        self,
+        in_channels: int,
+        min_size: int,
+        max_size: int,
+        mean: tuple[float, ...] = IMAGE_MEAN,
+        std: tuple[float, ...] = IMAGE_STD,
+    ):
+        super().__init__(min_size, max_size, list(mean), list(std))
         self.in_channels = in_channels
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ def test_unet_shapes_follow_spec() -> None:
         out = model(torch.zeros(2, 3, 40, 24))
     assert out.shape == (2, 4, 40, 24)
     assert spec.size_divisor == 4
-    assert known_archs() == ["dynunet", "maskrcnn", "unet"]
+    assert known_archs() == ["dynunet", "maskrcnn", "smp", "unet"]
 
 
 def test_3d_unet_takes_volumes() -> None:
