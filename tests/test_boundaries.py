@@ -41,7 +41,7 @@ def test_the_rule_detects_violations(tmp_path: Path) -> None:
 
 def test_no_bare_print_or_unsafe_torch_load_in_library_code() -> None:
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "cli.py":
+        if path.parent.name == "cli":  # the command line prints through rich's console, not print()
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

@@ -44,8 +44,15 @@ PLACES: dict[str, tuple[int, str]] = {
 # (importer group, imported group) pairs allowed within one layer.
 SIBLING_IMPORTS: set[tuple[str, str]] = {("cli", "synth")}  # the `segops synth` commands call the generators
 # Step modules every step may import: shared step helpers (run context, model references, the typed
-# step results later steps read), not steps.
-STEP_HELPERS = {"segops.steps.context", "segops.steps.model_refs", "segops.steps.results"}
+# step results later steps read, the inference actors' memory request, the drift check segment runs
+# first and `segops drift` runs alone), not steps.
+STEP_HELPERS = {
+    "segops.steps.context",
+    "segops.steps.model_refs",
+    "segops.steps.results",
+    "segops.steps.actor_memory",
+    "segops.steps.drift",
+}
 
 
 @dataclass(frozen=True)

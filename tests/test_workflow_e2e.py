@@ -25,7 +25,7 @@ from segops.data.labels import read_mask_png
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.outputs.manifest import load_manifest
-from segops.steps.results import SegmentResult, TrainResult
+from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -100,7 +100,7 @@ def test_rerunning_a_finished_workflow_changes_nothing(run, archive: dict) -> No
     again = run_workflow(validate_workflow_text(_e2e_text(archive)))
     assert again.resumed and again.run_dir == run.run_dir and again.mlflow_run_id == run.mlflow_run_id
     assert {p: p.stat().st_mtime_ns for p in (run.run_dir / "masks").rglob("*.png")} == before
-    assert again.results == run.results
+    assert repr(again.results) == repr(run.results)  # repr: a NaN metric (no case to rank) equals itself
     client = MlflowClient(run.tracking_uri)
     assert (
         len(
@@ -155,7 +155,9 @@ def test_report_has_one_row_per_labelled_input(run, archive: dict) -> None:
 
 
 def test_every_dicom_series_has_one_rtstruct_that_reads_back_as_its_masks(run, archive: dict) -> None:
-    from segops.data.rtstruct import SliceGeometry, rasterise_slice, read_structure_set
+    from segops.data.rtstruct import rasterise_slice, read_structure_set
+
+    from .data.rtstruct_archive import header_geometry
 
     outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
     masks = {Path(r).as_posix(): m for r, m in zip(outputs["rel_path"], outputs["mask_path"])}
@@ -183,13 +185,7 @@ def test_every_dicom_series_has_one_rtstruct_that_reads_back_as_its_masks(run, a
         assert {c.ContourImageSequence[0].ReferencedSOPInstanceUID for c in contours} <= uids
         structure = read_structure_set(path)
         for h in headers:  # the reader gives back the mask PNG of every slice
-            geometry = SliceGeometry(
-                str(h.SOPInstanceUID),
-                tuple(map(float, h.ImagePositionPatient)),
-                tuple(map(float, h.ImageOrientationPatient)),
-                tuple(map(float, h.PixelSpacing)),
-                (int(h.Rows), int(h.Columns)),
-            )
+            geometry = header_geometry(h)
             mask = read_mask_png(masks[f"{folder.name}/{Path(h.filename).name}"], geometry.shape)
             np.testing.assert_array_equal(rasterise_slice(structure, geometry, {"foreground": 1}).label, mask)
 
@@ -271,3 +267,92 @@ def test_segment_only_workflow_with_model_alias_and_own_source(run, archive: dic
         a = Path(row["mask_path"]).read_bytes()
         b = Path(first.loc["series-000/" + row["rel_path"], "mask_path"]).read_bytes()
         assert a == b
+
+
+def test_review_queue_ranks_every_segmented_case_and_is_in_mlflow(run) -> None:
+    review = pd.read_parquet(run.run_dir / "review.parquet")
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    assert sorted(review["case_id"]) == sorted(outputs["case_id"]) and outputs["risk"].notna().all()
+    assert review["risk"].is_monotonic_decreasing and list(review["rank"]) == list(range(1, len(review) + 1))
+    segment = run.latest(SegmentResult)
+    assert segment.review_page == run.run_dir / "review" / "index.html" and segment.review_page.is_file()
+    assert segment.flagged == int(review["flagged"].sum())
+    client = MlflowClient(run.tracking_uri)
+    metrics = client.get_run(run.mlflow_run_id).data.metrics
+    assert metrics["segment_flagged_cases"] == review["flagged"].sum()
+    assert metrics["segment_risk_cases"] == len(pd.read_parquet(run.run_dir / "report.parquet"))
+    artifacts = {a.path for a in client.list_artifacts(run.mlflow_run_id, "segment")}
+    assert {"segment/review.csv", "segment/review"} <= artifacts
+    page = {a.path for a in client.list_artifacts(run.mlflow_run_id, "segment/review")}
+    assert "segment/review/index.html" in page
+
+
+def test_objects_are_measured_in_mm_from_pixel_spacing_with_their_totals_per_case(run) -> None:
+    objects = pd.read_parquet(run.run_dir / "measurements.parquet")
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
+    dataset = pd.read_parquet(run.latest(IngestResult).dataset, columns=["case_id", "spacing_y", "spacing_x"])
+    spacing = dataset.set_index("case_id")
+    assert len(objects) and set(objects["units"]) == {"mm"}  # the CT slices carry PixelSpacing
+    for _, row in outputs.iterrows():  # totals agree with the written mask and the object rows
+        mask = read_mask_png(row["mask_path"], np.asarray(Image.open(row["mask_path"])).shape)  # 0/255 → 0/1
+        area = (mask == 1).sum() * spacing.loc[row["case_id"], "spacing_y"] * spacing.loc[row["case_id"], "spacing_x"]
+        assert row["meas_area_mm2_1"] == pytest.approx(area)
+        mine = objects[objects["case_id"] == row["case_id"]]
+        assert row["meas_components_1"] == len(mine) and mine["area_mm2"].sum() == pytest.approx(area)
+    assert run.latest(SegmentResult).measurements == run.run_dir / "measurements.parquet"
+
+
+def test_select_packages_the_unlabelled_cases_and_a_retrain_trains_on_them(run, archive: dict) -> None:
+    from segops.cluster.datasets import take_records
+    from segops.steps.select import select_for_labelling
+    from segops.workflows import run_workflow
+
+    out = archive["root"] / "to-label"
+    package = select_for_labelling(run.run_dir, 5, out)  # more than the candidates: every unlabelled case
+    outputs = pd.read_parquet(run.run_dir / "outputs.parquet").set_index("case_id")
+    unlabelled = set(outputs.index[~outputs["has_label"]])
+    manifest = pd.read_csv(out / "manifest.csv", dtype={"case_id": str})
+    assert len(unlabelled) == archive["n_unlabelled"] and set(manifest["case_id"]) == unlabelled
+    assert manifest["rank"].tolist() == [1, 2] and package.candidates == 2
+    for row in manifest.to_dict("records"):
+        source = outputs.loc[row["case_id"]]
+        assert (out / row["image"]).read_bytes() == Path(source["source_uri"]).read_bytes()  # the DICOM file itself
+        shape = pydicom.dcmread(source["source_uri"]).pixel_array.shape
+        assert np.asarray(Image.open(out / row["preview"])).shape == shape
+        mask = read_mask_png(out / row["pre_annotation"], shape)
+        np.testing.assert_array_equal(mask, read_mask_png(source["mask_path"], shape))
+        (out / row["label"]).parent.mkdir(parents=True, exist_ok=True)  # the labeller's corrected mask
+        (out / row["label"]).write_bytes((out / row["pre_annotation"]).read_bytes())
+    ingest = yaml.safe_load((out / "ingest-step.yaml").read_text())[0]
+    assert ingest["source"]["kind"] == "dicom" and ingest["source"]["labels"]["kind"] == "mask-png"
+    dataset = run.latest(IngestResult).dataset
+    # workflows/retrain.yaml with the package as its new ingest, the run's dataset as old labels
+    retrain = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows" / "retrain.yaml").read_text())
+    retrain["steps"][0] = ingest
+    retrain["steps"][1]["extra_datasets"] = [str(dataset)]
+    labels = {"kind": "mask-png", "path": str(archive["labels"])}
+    retrain["steps"][2]["source"] = {"kind": "dicom", "path": str(archive["images"]), "labels": labels}  # held out
+    validate_workflow_text(yaml.safe_dump(retrain))
+    # retrain: the package's ingest reads its images with their labels, and training takes them with the old ones
+    train = {
+        "step": "train",
+        "extra_datasets": [str(dataset)],
+        "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
+        "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
+        "split": {"val_fraction": 0.34, "test_fraction": 0.0},
+        "epochs": 1,
+        "batch_size": 4,
+        "register_model": False,
+    }
+    text = _workflow(archive, [ingest, train], "select-retrain")
+    retrained = run_workflow(validate_workflow_text(text), text)
+    assert retrained.latest(TrainResult).checkpoint.is_dir()
+    params = MlflowClient(retrained.tracking_uri).get_run(retrained.mlflow_run_id).data.params
+    old = int(outputs["has_label"].sum())
+    assert int(params["train.cases"]) + int(params["val.cases"]) == old + len(unlabelled)
+    records = take_records(retrained.latest(IngestResult).dataset, sorted(unlabelled))
+    assert len(records) == 2 and all(r["has_label"] for r in records)
+    for record in records:
+        pre = out / manifest.set_index("case_id").loc[record["case_id"], "pre_annotation"]
+        label = np.asarray(record["label"])
+        np.testing.assert_array_equal(label, read_mask_png(pre, label.shape))

@@ -201,6 +201,7 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
         rel_path=f"{rel_dir}/{uid}" if rel_dir != "." else uid,
         modality=str(batch["modality"][first]),
         spacing=(float(batch["spacing_y"][first]), float(batch["spacing_x"][first])),
+        spacing_known=bool(batch["spacing_known"][first]) if "spacing_known" in batch else False,
         transfer_syntax=str(batch["transfer_syntax"][first]),
         photometric=str(batch["photometric"][first]),
         label=label if labelled else None,

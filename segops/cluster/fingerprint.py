@@ -12,6 +12,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pyarrow.dataset as pads
 import ray
 
 from segops.cluster.datasets import read_dataset, read_source
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
 _META = ("case_id", "group_id", "modality", "spacing_y", "spacing_x")
+#: Census columns counted when the rows have them (datasets written by older segops may not).
+_CENSUS = ("transfer_syntax", "photometric")
 
 
 def _stats_batch(batch: dict[str, np.ndarray], task: str, k: int, seed: int) -> dict[str, np.ndarray]:
@@ -51,12 +54,13 @@ def _stats_batch(batch: dict[str, np.ndarray], task: str, k: int, seed: int) -> 
         row["meta"] = {
             name: batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i] for name in _META
         }
+        row["meta"] |= {name: str(batch[name][i]) for name in _CENSUS if name in batch}
         out.append(pickle.dumps(row))
     return {"stats": np.array(out, dtype=object)}
 
 
-def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int) -> Fingerprint:
-    acc = FingerprintAccumulator(task=task, seed=seed, samples_per_case=k)
+def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int, edges: tuple[float, ...] | None = None) -> Fingerprint:
+    acc = FingerprintAccumulator(task=task, seed=seed, samples_per_case=k, histogram_edges=edges)
     stats = ds.map_batches(
         _stats_batch, fn_kwargs={"task": task, "k": k, "seed": seed}, batch_format="numpy", batch_size=64
     )
@@ -64,7 +68,8 @@ def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int) -> Fingerprint:
         for blob in batch["stats"]:
             row = pickle.loads(blob)
             meta = row.pop("meta")
-            acc.add(row, str(meta["group_id"]), str(meta["modality"]), (meta["spacing_y"], meta["spacing_x"]))
+            census = (str(meta.get("transfer_syntax", "")), str(meta.get("photometric", "")))
+            acc.add(row, str(meta["group_id"]), str(meta["modality"]), (meta["spacing_y"], meta["spacing_x"]), *census)
     fp = acc.result()
     log.info("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)
     return fp
@@ -81,8 +86,22 @@ def fingerprint_dataset(
     path: str | Path, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
 ) -> Fingerprint:
     """Fingerprint of the ``ok`` rows of an ingested Parquet dataset (the same stats as :func:`fingerprint_source`)."""
-    columns = [*_META, "has_label", "image", "label"]
+    names = pads.dataset(str(path), format="parquet").schema.names
+    columns = [*_META, *(c for c in _CENSUS if c in names), "has_label", "image", "label"]
     return _fold(read_dataset(path, columns=columns), task, k, seed)
+
+
+def fingerprint_sample(
+    ds: ray.data.Dataset,
+    n: int,
+    task: str = "semantic",
+    seed: int = 0,
+    edges: tuple[float, ...] | None = None,
+    k: int = SAMPLES_PER_CASE,
+) -> Fingerprint:
+    """Fingerprint of the first ``n`` decodable rows of ``ds`` (a source or dataset read lazily: no
+    more than those are decoded), its intensity histogram on ``edges`` (a training fingerprint's)."""
+    return _fold(ds.limit(n), task, k, seed, edges)
 
 
 def write_model_fingerprint(dataset: str | Path, model_dir: str | Path, task: str = "semantic", seed: int = 0) -> Path:

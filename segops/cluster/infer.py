@@ -58,6 +58,7 @@ class PoolSize:
     cpus_per_actor: float
     gpus_per_actor: float
     torch_threads: int
+    memory_per_actor: int | None = None  # bytes asked of Ray (see segops.engine.memory); None: Ray's default
 
     @property
     def read_cpus(self) -> float:
@@ -124,7 +125,8 @@ class _Segmenter:
         rows = [{k: batch[k][i] for k in (*RESULT_RECORD_COLUMNS, *extra)} | defaults for i in range(n)]
         ok = [i for i in range(n) if rows[i]["status"] == STATUS_OK]
         labels = [batch["label"][i] if bool(rows[i]["has_label"]) else None for i in ok]
-        results = segment_cases(self.loaded, [batch["image"][i] for i in ok], labels, self.settings, self.device)
+        images, spacings = [batch["image"][i] for i in ok], [case_spacing(batch, i) for i in ok]
+        results = segment_cases(self.loaded, images, labels, self.settings, self.device, spacings)
         for i, result in zip(ok, results):
             self._write_case(rows[i], result)
         table = pd.DataFrame([{k: row[k] for k in RESULT_COLUMNS} for row in rows], columns=list(RESULT_COLUMNS))
@@ -143,6 +145,17 @@ class _Segmenter:
             row |= failure_fields(STATUS_FAILED, "write", exc)
             return
         row |= result.row_fields()
+
+
+def case_spacing(batch: dict[str, np.ndarray], i: int) -> tuple[float, ...] | None:
+    """Row ``i``'s spacing in mm in its image's axis order ((Z, H, W) of a volume record, (H, W)
+    else); None when the source gave none (photos; datasets of an older segops: unknown)."""
+    if "spacing_known" not in batch or not bool(batch["spacing_known"][i]):
+        return None
+    rows_cols = (float(batch["spacing_y"][i]), float(batch["spacing_x"][i]))
+    if np.ndim(batch["image"][i]) == 4:  # (C, Z, H, W)
+        return (float(batch["spacing_z"][i]) if "spacing_z" in batch else float("nan"), *rows_cols)
+    return rows_cols
 
 
 def bound_in_flight(ds: ray.data.Dataset, pool: PoolSize) -> None:
@@ -217,6 +230,7 @@ def segment_dataset(
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor or None,
+        memory=pool.memory_per_actor,
     )  # Ray Data's actor pools restart dead actors and retry their batches (max_restarts=-1)
     bound_in_flight(results, pool)
     processed, actor_seconds = 0, 0.0

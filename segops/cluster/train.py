@@ -37,7 +37,14 @@ from segops.data.augment import Augmenter
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
-from segops.engine.train import ForegroundReservoir, select_metric, train_steps, training_batch, validation_sums
+from segops.engine.train import (
+    ForegroundReservoir,
+    build_optimizer,
+    select_metric,
+    train_steps,
+    training_batch,
+    validation_sums,
+)
 from segops.errors import StepError
 from segops.losses import build_loss
 from segops.models import build_model
@@ -86,6 +93,27 @@ def worker_cpus(workers: int, requested: float | None, resources: dict[str, floa
     return max(0.25, math.floor(share * 4) / 4)
 
 
+def worker_memory(step: TrainStep, resources: dict[str, float]) -> int:
+    """The ``memory`` a CPU training worker asks Ray for: measured by :func:`segops.engine.memory.probe_training`.
+
+    Raises:
+        StepError: the workers would need more memory together than the cluster offers, so Ray
+            Train could never start them all.
+    """
+    from segops.engine.memory import probe_training  # the driver's: workers need not import the inference path
+
+    need = probe_training(step).actor_bytes(step.batch_size)
+    available = resources.get("memory")
+    if available and need * step.scaling.workers > available:
+        raise StepError(
+            f"{step.scaling.workers} training worker(s) would need {need / 2**30:.1f} GiB each (batch_size "
+            f"{step.batch_size}) but the cluster offers Ray "
+            f"{available / 2**30:.1f} GiB: lower train.batch_size or scaling.workers"
+        )
+    log.info("each training worker asks for %.2f GiB (measured at batch %d)", need / 2**30, step.batch_size)
+    return need
+
+
 def train_model(
     step: TrainStep,
     train_ds: ray.data.Dataset,
@@ -113,7 +141,7 @@ def train_model(
     """
     use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
-    resources_per_worker = {"CPU": cpus} | ({"GPU": 1.0} if use_gpu else {})
+    resources_per_worker = {"CPU": cpus} | ({"GPU": 1.0} if use_gpu else {"memory": worker_memory(step, resources)})
     log.info("training on %d worker(s) x %s CPU%s", step.scaling.workers, cpus, " + 1 GPU" if use_gpu else "")
     storage_dir.mkdir(parents=True, exist_ok=True)
     progress = storage_dir / "progress.jsonl"  # driver side: the epoch bar's feed
@@ -225,9 +253,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     # Mask R-CNN leaves its mask head unused on a batch without instances: DDP must allow that
     ddp = {"find_unused_parameters": True} if instance else {}
     model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs=ddp)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=step.learning_rate, weight_decay=step.weight_decay)
-    # nnU-Net's polynomial decay: lr * (1 - epoch / epochs) ** 0.9
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1 - e / step.epochs) ** 0.9)
+    # nnU-Net's polynomial decay, warm-up, and the backbone's own group when fine-tuning (frozen, lr multiplier)
+    optimizer, scheduler = build_optimizer(net, step)
     history: list[dict[str, float]] = []
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -251,6 +278,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     run_epoch = _instance_epoch if instance else _semantic_epoch
     for epoch in range(len(history), step.epochs):
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        if len(optimizer.param_groups) > 1:
+            metrics["backbone_lr"] = optimizer.param_groups[1]["lr"]
         metrics |= run_epoch(worker)
         scheduler.step()
         history.append(metrics)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from segops.config.models import ModelSpec
+from segops.config.models import BACKBONE_MODULES, ModelSpec
 from segops.config.preprocess import AugmentSpec, PreprocessSpec
 from segops.config.sources import SegmentSourceSpec, SourceSpec
 from segops.config.spec import Spec
@@ -66,12 +66,49 @@ class TTASpec(Spec):
         return self
 
 
+class ReviewSpec(Spec):
+    """The segment step's review queue (``review.parquet``/``.csv`` and ``review/index.html``).
+
+    Every case gets a ``risk`` score (:mod:`segops.engine.risk`); a case is *flagged* when its risk
+    is at least ``flag_risk`` (the default 1.0 is one raised flag, or several uncertain signals together).
+    """
+
+    top: int = Field(default=50, ge=0, description="Riskiest cases shown on review/index.html (0: no page).")
+    flag_risk: float = Field(default=1.0, gt=0.0, description="Risk at or above which a case counts as flagged.")
+
+
+class DriftSpec(Spec):
+    """The segment step's drift check: before any actor starts, a sample of the input is fingerprinted
+    and compared with the training fingerprint stored with the model (:mod:`segops.data.drift`).
+
+    A feature *moved* when its distance passes its threshold: PSI of the intensity histogram above
+    ``max_psi``; a KS statistic (image mean intensity, height, width, spacing) above ``max_ks`` and
+    significant (p < 0.01); a share above ``max_unseen`` of the sampled images with a channel count,
+    modality, transfer syntax or photometric interpretation the training images never had; the
+    median encoder-embedding distance above ``max_embedding`` times the training cases' 95th
+    percentile. ``warn`` logs the table of what moved and segments; ``stop`` fails the step with it
+    before any actor starts; ``off`` skips the check.
+    """
+
+    action: Literal["warn", "stop", "off"] = "warn"
+    max_psi: float = Field(default=0.25, gt=0.0, description="PSI above this: the intensity histogram moved.")
+    max_ks: float = Field(default=0.3, gt=0.0, le=1.0, description="KS statistic above this (and p < 0.01): moved.")
+    max_unseen: float = Field(
+        default=0.05, ge=0.0, lt=1.0, description="Share of images with a census value training never had."
+    )
+    max_embedding: float = Field(
+        default=1.0, gt=0.0, description="Median embedding distance / the training cases' 95th percentile."
+    )
+    sample: int = Field(default=200, ge=1, description="Input images fingerprinted (the first ones read).")
+
+
 class IngestStep(Spec):
     """Decode a source into an Arrow/Parquet dataset of records, with a quarantine table.
 
-    ``volumes: true`` also writes a dataset of 3D volume records, one per DICOM series whose
-    geometry is regular (ordered along the slice normal, no gaps); 2D slice records are always
-    written. 2D models train on the slice records, 3D models (``spatial_dims: 3``) on the volumes.
+    ``volumes: true`` also writes a dataset of 3D volume records: one per DICOM series whose
+    geometry is regular (ordered along the slice normal, no gaps) and one per volume file case
+    (NIfTI, NRRD, MHA; its voxels in file order); 2D slice records are always written. 2D models
+    train on the slice records, 3D models (``spatial_dims: 3``) on the volumes.
     """
 
     step: Literal["ingest"]
@@ -140,6 +177,20 @@ class TrainStep(Spec):
     )
     max_failures: int = Field(default=1, ge=0, description="Ray Train restarts after a worker failure.")
     register_model: bool = Field(default=True, description="Log and register the model in MLflow.")
+    freeze_backbone_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="Fine-tuning: the backbone (Mask R-CNN: model.backbone; smp: model.encoder) is not updated "
+        "in the first N epochs (its learning rate is 0), so the new heads settle first.",
+    )
+    backbone_lr_mult: float = Field(
+        default=1.0, ge=0.0, description="Fine-tuning: the backbone's learning rate is learning_rate times this."
+    )
+    warmup_epochs: int = Field(
+        default=0,
+        ge=0,
+        description="Linear learning-rate warm-up: epoch e < N trains at (e + 1) / (N + 1) of the scheduled rate.",
+    )
 
     @model_validator(mode="after")
     def _augment_fits_model(self) -> TrainStep:
@@ -156,6 +207,18 @@ class TrainStep(Spec):
         return self
 
     @model_validator(mode="after")
+    def _fine_tuning_fits_model(self) -> TrainStep:
+        if self.model.arch not in BACKBONE_MODULES and (self.freeze_backbone_epochs or self.backbone_lr_mult != 1):
+            archs = ", ".join(f"{a} (model.{m})" for a, m in BACKBONE_MODULES.items())
+            raise ValueError(
+                f"freeze_backbone_epochs / backbone_lr_mult apply to models with a pretrained backbone: {archs}; "
+                f"arch {self.model.arch} has none (remove them)"
+            )
+        if self.freeze_backbone_epochs > self.epochs:
+            raise ValueError(f"freeze_backbone_epochs ({self.freeze_backbone_epochs}) exceeds epochs ({self.epochs})")
+        return self
+
+    @model_validator(mode="after")
     def _patch_fits_model(self) -> TrainStep:
         dims = self.model.spatial_dims
         if len(self.preprocess.patch_size) != dims:
@@ -169,7 +232,12 @@ class TrainStep(Spec):
             div = divs[0] if len(set(divs)) == 1 else list(divs)
             raise ValueError(
                 f"preprocess.patch_size {list(self.preprocess.patch_size)} must be multiples of "
-                f"{div} (the product of model.strides{' per axis' if isinstance(div, list) else ''})"
+                f"{div} ("
+                + (
+                    f"the product of model.strides{' per axis' if isinstance(div, list) else ''})"
+                    if hasattr(self.model, "strides")
+                    else f"the output stride of arch {self.model.arch})"
+                )
             )
         height, width = self.preprocess.patch_size[-2:]
         if self.model.task != "instance" and self.augment.rotate90 > 0 and height != width:
@@ -259,6 +327,12 @@ class SegmentStep(Spec):
         ge=1,
         description="Class index of boundaries (e.g. cell membranes): adds the ISBI 2012 Rand error per "
         "case, over the regions that boundaries separate (see segops.metrics.rand_error).",
+    )
+    review: ReviewSpec = Field(
+        default_factory=ReviewSpec, description="Review queue of the riskiest cases (see segops.engine.risk)."
+    )
+    drift: DriftSpec = Field(
+        default_factory=DriftSpec, description="Drift check of the input against the training data (warn|stop|off)."
     )
 
 

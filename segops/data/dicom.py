@@ -65,7 +65,8 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
         source_uri=str(Path(path).resolve()),
         rel_path=rel_path,
         modality=str(getattr(ds, "Modality", "") or "OT"),
-        spacing=_pixel_spacing(ds),
+        spacing=_pixel_spacing(ds) or (1.0, 1.0),
+        spacing_known=bool(_pixel_spacing(ds)),
         transfer_syntax=ts,
         photometric=photometric,
         orientation=_floats(getattr(ds, "ImageOrientationPatient", None), 6) or _shared_orientation(ds),
@@ -221,12 +222,13 @@ def _shared_orientation(ds: pydicom.Dataset) -> tuple[float, ...]:
         return ()
 
 
-def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
+def _pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float] | tuple[()]:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; () when neither is usable."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = _floats(getattr(ds, keyword, None), 2)
-        if value:
+        if value and all(v > 0 for v in value):
             return value[0], value[1]
-    return 1.0, 1.0
+    return ()
 
 
 def _floats(value: object, n: int) -> tuple[float, ...]:

@@ -29,6 +29,12 @@ SAMPLES_PER_CASE = 10_000
 MAX_POOLED = 2_000_000
 #: Object sizes returned per image.
 MAX_OBJECTS_PER_CASE = 64
+#: Bins of the intensity histogram between the pooled p0.5 and p99.5 (plus an underflow and an overflow bin).
+HISTOGRAM_BINS = 50
+#: Per-image scalars kept (a uniform sample of images) for the drift check's KS tests.
+MAX_IMAGE_SAMPLES = 2_000
+#: The per-image scalars :attr:`Fingerprint.image_samples` holds.
+IMAGE_SCALARS = ("mean", "height", "width", "spacing_y", "spacing_x")
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,25 @@ class ObjectStats:
 
 
 @dataclass(frozen=True)
+class Histogram:
+    """Counts of pooled intensity samples on fixed bin edges.
+
+    ``counts`` has ``len(edges) + 1`` entries: below ``edges[0]``, each of the ``len(edges) - 1``
+    bins (the last one closed), above ``edges[-1]``."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+def histogram_counts(values: np.ndarray, edges: tuple[float, ...] | np.ndarray) -> tuple[int, ...]:
+    """Counts of ``values`` on ``edges`` with an underflow and an overflow bin (see :class:`Histogram`)."""
+    edges = np.asarray(edges, np.float64)
+    values = np.asarray(values, np.float64)
+    inner = np.histogram(values, bins=edges)[0]
+    return (int((values < edges[0]).sum()), *(int(c) for c in inner), int((values > edges[-1]).sum()))
+
+
+@dataclass(frozen=True)
 class Fingerprint:
     """What ``segops plan`` decides from, stored beside every trained model (``fingerprint.json``).
 
@@ -68,6 +93,15 @@ class Fingerprint:
         label_census: class value → (images holding it, pixels), labelled images only.
         class_fractions: class value → share of labelled pixels.
         foreground_image_fraction: share of labelled images with any foreground pixel.
+        class_image_fractions: class value (foreground) → (mean, std) over labelled images of the
+            class's share of an image's pixels (0 where absent); empty in fingerprints written before
+            it existed. The risk score's area z-scores (:mod:`segops.engine.risk`) use it.
+        intensity_histogram: the pooled channel-mean samples on :data:`HISTOGRAM_BINS` bins between
+            their p0.5 and p99.5 (or on edges given to the accumulator); None in older files.
+        image_samples: per-image scalars (:data:`IMAGE_SCALARS`) of a uniform sample of at most
+            :data:`MAX_IMAGE_SAMPLES` images, for the drift check; empty in older files.
+        transfer_syntaxes, photometrics: images per transfer syntax (file format for images) and
+            photometric interpretation; empty in older files.
     """
 
     task: str
@@ -87,6 +121,11 @@ class Fingerprint:
     objects: ObjectStats | None
     samples_per_case: int = SAMPLES_PER_CASE
     seed: int = 0
+    class_image_fractions: dict[int, tuple[float, float]] = field(default_factory=dict)
+    intensity_histogram: Histogram | None = None
+    image_samples: dict[str, list[float]] = field(default_factory=dict)
+    transfer_syntaxes: dict[str, int] = field(default_factory=dict)
+    photometrics: dict[str, int] = field(default_factory=dict)
 
     @property
     def modality(self) -> str:
@@ -102,7 +141,10 @@ class Fingerprint:
         d["channels"] = {int(k): v for k, v in d["channels"].items()}
         d["label_census"] = {int(k): tuple(v) for k, v in d["label_census"].items()}
         d["class_fractions"] = {int(k): v for k, v in d["class_fractions"].items()}
+        d["class_image_fractions"] = {int(k): tuple(v) for k, v in d.get("class_image_fractions", {}).items()}
         d["median_shape"], d["median_spacing"] = tuple(d["median_shape"]), tuple(d["median_spacing"])
+        hist = d.get("intensity_histogram")
+        d["intensity_histogram"] = Histogram(tuple(hist["edges"]), tuple(hist["counts"])) if hist else None
         for key, kind in (
             ("intensity_all", IntensityStats),
             ("intensity_fg", IntensityStats),
@@ -147,6 +189,7 @@ def record_stats(
         "width": int(image.shape[-1]),
         "channels": int(image.shape[0]),
         "all_samples": _sample(gray, k, rng).astype(np.float32),
+        "mean": float(gray.mean()) if gray.size else float("nan"),
     }
     has_label = label is not None and label.size > 0
     row["has_label"] = has_label
@@ -203,6 +246,30 @@ class _BottomK:
         return self.values
 
 
+class _RowSample:
+    """A uniform sample of at most ``cap`` rows (tuples of floats), by the same bottom-k rule."""
+
+    def __init__(self, cap: int, rng: np.random.Generator):
+        self.cap, self.rng = cap, rng
+        self.rows: list[tuple[float, ...]] = []
+        self.keys: list[float] = []
+
+    def add(self, row: tuple[float, ...]) -> None:
+        self.rows.append(row)
+        self.keys.append(float(self.rng.random()))
+        if len(self.rows) > 2 * self.cap:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        if len(self.rows) > self.cap:
+            keep = sorted(np.argpartition(self.keys, self.cap)[: self.cap])
+            self.rows, self.keys = [self.rows[i] for i in keep], [self.keys[i] for i in keep]
+
+    def columns(self, names: tuple[str, ...]) -> dict[str, list[float]]:
+        self._shrink()
+        return {name: [float(r[i]) for r in self.rows] for i, name in enumerate(names)} if self.rows else {}
+
+
 @dataclass
 class FingerprintAccumulator:
     """Driver-side aggregate of :func:`record_stats` rows; memory bounded by ``max_pooled`` samples
@@ -222,6 +289,12 @@ class FingerprintAccumulator:
     spacings: Counter = field(default_factory=Counter)
     census: dict[int, list[int]] = field(default_factory=dict)
     object_counts: Counter = field(default_factory=Counter)
+    #: class → (sum, sum of squares) over labelled images of the class's share of the image's pixels
+    image_fraction_sums: dict[int, list[float]] = field(default_factory=dict)
+    #: the intensity histogram's bin edges (the drift check passes the training set's); None: the pooled p0.5-p99.5
+    histogram_edges: tuple[float, ...] | None = None
+    transfer_syntaxes: Counter = field(default_factory=Counter)
+    photometrics: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -230,12 +303,23 @@ class FingerprintAccumulator:
             _BottomK(self.max_pooled, rng),
             _BottomK(100_000, rng),
         )
+        self._images = _RowSample(MAX_IMAGE_SAMPLES, np.random.default_rng([self.seed, 1]))
 
     def add(
-        self, row: dict[str, Any], group_id: str = "", modality: str = "", spacing: tuple[float, float] = (1.0, 1.0)
+        self,
+        row: dict[str, Any],
+        group_id: str = "",
+        modality: str = "",
+        spacing: tuple[float, float] = (1.0, 1.0),
+        transfer_syntax: str = "",
+        photometric: str = "",
     ) -> None:
         """One record's stats (from :func:`record_stats`) and its metadata."""
         self.n_images += 1
+        self.transfer_syntaxes[transfer_syntax] += 1
+        self.photometrics[photometric] += 1
+        mean = row.get("mean", float("nan"))
+        self._images.add((mean, row["height"], row["width"], float(spacing[0]), float(spacing[-1])))
         self.groups.add(group_id)
         self.modalities[modality] += 1
         self.channels[row["channels"]] += 1
@@ -249,6 +333,11 @@ class FingerprintAccumulator:
             entry = self.census.setdefault(int(value), [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + int(pixels)
         self.n_with_fg += any(v > 0 for v in row["class_values"])
+        total = sum(row["class_pixels"]) or 1
+        for value, pixels in zip(row["class_values"], row["class_pixels"]):
+            if value > 0:
+                sums = self.image_fraction_sums.setdefault(int(value), [0.0, 0.0])
+                sums[0], sums[1] = sums[0] + pixels / total, sums[1] + (pixels / total) ** 2
         self._fg.add(row["fg_samples"])
         self.object_counts[row["object_count"]] += 1
         self._sizes.add(np.asarray(row["object_sizes"], np.float64))
@@ -279,7 +368,35 @@ class FingerprintAccumulator:
             objects=self._objects(),
             samples_per_case=self.samples_per_case,
             seed=self.seed,
+            class_image_fractions=self._image_fractions(),
+            intensity_histogram=self._histogram(),
+            image_samples=self._images.columns(IMAGE_SCALARS),
+            transfer_syntaxes=dict(self.transfer_syntaxes),
+            photometrics=dict(self.photometrics),
         )
+
+    def _histogram(self) -> Histogram | None:
+        """The pooled samples on :attr:`histogram_edges`, or on :data:`HISTOGRAM_BINS` bins between their
+        p0.5 and p99.5 (None without samples, or when every sample has the same value)."""
+        samples = self._all.result()
+        if not len(samples):
+            return None
+        edges = self.histogram_edges
+        if edges is None:
+            lo, hi = np.percentile(samples, [0.5, 99.5])
+            if hi <= lo:
+                return None
+            edges = tuple(float(e) for e in np.linspace(lo, hi, HISTOGRAM_BINS + 1))
+        return Histogram(tuple(edges), histogram_counts(samples, edges))
+
+    def _image_fractions(self) -> dict[int, tuple[float, float]]:
+        """Class → (mean, std) of its per-image pixel share over labelled images (absent counts as 0)."""
+        n = self.n_labelled
+        out = {}
+        for value, (total, squares) in sorted(self.image_fraction_sums.items()):
+            mean = total / n
+            out[value] = (mean, float(np.sqrt(max(squares / n - mean**2, 0.0))))
+        return out
 
     def _objects(self) -> ObjectStats | None:
         if not self.object_counts:

@@ -43,6 +43,7 @@ RECORD_SCHEMA = pa.schema(
         ("modality", pa.string()),
         ("spacing_y", pa.float64()),
         ("spacing_x", pa.float64()),
+        ("spacing_known", pa.bool_()),  # false: the source gave no spacing and spacing_y/x hold (1, 1)
         ("height", pa.int64()),
         ("width", pa.int64()),
         ("channels", pa.int64()),
@@ -95,6 +96,9 @@ class ImageRecord:
         group_id: cases that must stay on the same side of a train/val split
             (SeriesInstanceUID for DICOM; the file itself for inspection images).
         spacing: (row, column) pixel spacing in mm; (1, 1) when unknown.
+        spacing_known: whether ``spacing`` came from the source (DICOM PixelSpacing or
+            ImagerPixelSpacing, a volume's affine); photos and DICOM without either have none, and
+            nothing is measured in mm for them.
         patient_id, study_uid, series_uid, instance_uid: PatientID, StudyInstanceUID,
             SeriesInstanceUID and SOPInstanceUID as stored in the file ("" when absent; DICOM only).
     """
@@ -107,6 +111,7 @@ class ImageRecord:
     modality: str
     frame: int = 0
     spacing: tuple[float, float] = (1.0, 1.0)
+    spacing_known: bool = False
     transfer_syntax: str = ""
     photometric: str = ""
     label: np.ndarray | None = None
@@ -133,6 +138,7 @@ class ImageRecord:
             "modality": self.modality,
             "spacing_y": float(self.spacing[0]),
             "spacing_x": float(self.spacing[1]),
+            "spacing_known": bool(self.spacing_known),
             "height": h,
             "width": w,
             "channels": c,

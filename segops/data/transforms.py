@@ -51,9 +51,9 @@ def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int,
                 "segment volume records (records: volumes) or use a 2D model"
             )
         raise ShapeError(f"expected an image of shape (C, H, W), got {image.shape}")
-    if not image.flags.writeable:  # Ray hands out read-only views; torch warns on those
-        image = image.copy()
-    return normalize_intensity(match_channels(image, in_channels), intensity)
+    # a copy: MONAI's NormalizeIntensity (z-score) writes into a writable input, and the caller's
+    # record must stay as decoded (the risk, the embeddings and the prediction each read it)
+    return normalize_intensity(match_channels(np.array(image, dtype=np.float32), in_channels), intensity)
 
 
 def pad_to_multiple(image: np.ndarray, divisor: int) -> np.ndarray:

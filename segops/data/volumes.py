@@ -287,6 +287,7 @@ def slice_records(
             modality=modality,
             frame=k,
             spacing=(float(row_step), float(col_step)),
+            spacing_known=True,
             transfer_syntax=file_format,
             photometric="MONOCHROME2",
             position=tuple(float(v) for v in m[:3, 2] * k + m[:3, 3]),

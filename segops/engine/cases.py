@@ -10,7 +10,7 @@ without Ray.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,14 +19,27 @@ import torch
 
 from segops.config.schema import SegmentStep, SlidingWindowSpec, TTASpec
 from segops.data.instances import class_map
+from segops.engine.case_extras import Spacing, case_measurements, embedding_distances, measurement_fields
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import InstancePrediction, instance_label_map, predict_instances
+from segops.engine.embeddings import EmbeddingReference
 from segops.engine.instance_eval import evaluate_instances
 from segops.engine.postprocess import postprocessing_from_meta
 from segops.engine.predict import class_indices, class_probabilities, predict, probability_class_map
+from segops.engine.risk import (
+    CaseRisk,
+    RiskReference,
+    instance_risk,
+    intensity_outside,
+    member_network,
+    risk_head,
+    semantic_risk,
+    split_head,
+)
 from segops.errors import StepError
 from segops.instance_metrics import coco_results
 from segops.metrics import case_scores, rand_error
+from segops.metrics.measurements import CaseMeasurements
 
 
 @dataclass(frozen=True)
@@ -38,10 +51,18 @@ class SemanticPrediction:
         probabilities: (classes, *class_map.shape) float32 softmax when
             :attr:`InferenceSettings.probabilities` is set (``class_map`` is then its argmax, before
             the model's postprocessing); else None.
+        entropy: (*class_map.shape) float32 normalised softmax entropy
+            (:func:`segops.engine.risk.normalised_entropy`) when :attr:`InferenceSettings.risk` is set.
+        member_dice: agreement of the mirrors / folds (:func:`segops.engine.risk.pooled_member_dice`);
+            NaN with one member or without risk.
+        members: what the members are, for the risk's reasons ("mirrors", "folds", "folds and mirrors").
     """
 
     class_map: np.ndarray
     probabilities: np.ndarray | None = None
+    entropy: np.ndarray | None = None
+    member_dice: float = float("nan")
+    members: str = "members"
 
 
 #: A model's output for one case: a semantic prediction, or an image's instances.
@@ -63,6 +84,12 @@ class InferenceSettings:
             computed, as a volume's costs classes × its size in float32.
         postprocess: apply the postprocessing stored with the model (:mod:`segops.engine.postprocess`)
             to each class map; the probabilities are left as the model gave them.
+        risk: compute each case's risk (:mod:`segops.engine.risk`) in the prediction pass.
+        reference: the model's training fingerprint as the risk needs it (built once, on the
+            driver); the default knows nothing, so the fingerprint-based signals are NaN / off.
+        measure: measure each case's objects (:mod:`segops.engine.case_extras`).
+        embeddings: the training cases' encoder embeddings: each case's distance from them is
+            computed (one encoder pass per batch); None: not computed.
     """
 
     amp: bool = True
@@ -71,6 +98,10 @@ class InferenceSettings:
     tta: TTASpec = field(default_factory=TTASpec)
     probabilities: bool = False
     postprocess: bool = True
+    risk: bool = True
+    reference: RiskReference = field(default_factory=RiskReference)
+    measure: bool = True
+    embeddings: EmbeddingReference | None = None
 
     @classmethod
     def from_step(cls, step: SegmentStep) -> InferenceSettings:
@@ -104,6 +135,14 @@ class InferenceSettings:
             raise StepError(
                 f"{step}.outputs: probabilities needs a semantic model; this model is {model_spec.arch!r} "
                 "(Mask R-CNN), whose outputs are png and coco-rle"
+            )
+        roi = self.sliding.roi_size
+        divisors = getattr(model_spec, "axis_divisors", None) or [getattr(model_spec, "size_divisor", 1)] * 3
+        if roi is not None and any(side % d for side, d in zip(roi, divisors)):
+            fit = [max(d, side // d * d) for side, d in zip(roi, divisors)]
+            raise StepError(
+                f"{step}.sliding_window.roi_size {list(roi)}: this {model_spec.arch!r} model takes tiles whose "
+                f"sides are multiples of {list(divisors[: len(roi)])}; use e.g. {fit}"
             )
         dims = getattr(model_spec, "spatial_dims", 2)  # Mask R-CNN specs have none: 2D
         if any(a >= dims for a in axes):
@@ -141,6 +180,11 @@ class CaseResult:
         matched: :data:`MATCH_SCORES` of a labelled instance case; empty otherwise.
         eval_entry: a labelled instance case's ground truth and detections as COCO RLE (image id
             0; the driver renumbers) for mask AP over the whole set; None otherwise.
+        risk: the case's risk signals and score (:mod:`segops.engine.risk`); None when
+            :attr:`InferenceSettings.risk` is off.
+        measurements: its objects' sizes (:mod:`segops.engine.case_extras`); None when not measured.
+        embedding_distance: its encoder embedding's distance from the training cases'; NaN when
+            not computed.
     """
 
     class_map: np.ndarray
@@ -151,6 +195,9 @@ class CaseResult:
     matched: dict[str, float] = field(default_factory=dict)
     eval_entry: dict[str, Any] | None = None
     probabilities: np.ndarray | None = None
+    risk: CaseRisk | None = None
+    measurements: CaseMeasurements | None = None
+    embedding_distance: float = float("nan")
 
     def row_fields(self) -> dict[str, Any]:
         """The case's score columns of the result row (:data:`segops.outputs.reports.RESULT_SCHEMA`)."""
@@ -171,7 +218,11 @@ class CaseResult:
         row |= self.matched
         if self.eval_entry is not None:
             row["eval_json"] = json.dumps(self.eval_entry, separators=(",", ":"))
-        return row
+        if self.risk is not None:
+            row |= self.risk.row_fields()
+        if not np.isnan(self.embedding_distance):
+            row["embedding_distance"] = self.embedding_distance
+        return row | measurement_fields(self.measurements)
 
 
 @dataclass(frozen=True)
@@ -188,8 +239,9 @@ def segment_cases(
     labels: list[np.ndarray | None],
     settings: InferenceSettings,
     device: torch.device | None = None,
+    spacings: Sequence[Spacing] | None = None,
 ) -> list[CaseResult | CaseFailure]:
-    """Predict a batch and score each case: one result or failure per image, same order.
+    """Predict a batch and score, measure and place each case: one result or failure per image, same order.
 
     The batch goes through the model at once; if that fails, case by case, so one bad case
     (e.g. an image the network cannot take) fails alone. A case whose label does not fit its
@@ -197,7 +249,12 @@ def segment_cases(
 
     Args:
         labels: each case's truth (see :func:`case_result`), None when it has none.
+        spacings: each case's spacing in mm in its class map's axis order, None when unknown
+            (objects are then measured in px only); default: all unknown.
     """
+    spacings = list(spacings) if spacings is not None else [None] * len(images)
+    distances = embedding_distances(loaded, images, settings.embeddings, _device(loaded, device), settings.amp)
+    outside = [_outside(image, settings) for image in images]  # before the prediction may normalise in place
     try:
         predictions: list[Prediction | CaseFailure] = list(predict_batch(loaded, images, settings, device))
     except Exception:  # find the culprit(s): retry one by one
@@ -208,15 +265,34 @@ def segment_cases(
             except Exception as exc:
                 predictions.append(CaseFailure("segment", exc))
     results: list[CaseResult | CaseFailure] = []
-    for prediction, label in zip(predictions, labels):
+    for prediction, label, out, spacing, distance in zip(predictions, labels, outside, spacings, distances):
         if isinstance(prediction, CaseFailure):
             results.append(prediction)
             continue
         try:
-            results.append(case_result(prediction, label, settings, loaded.model_spec.classes))
+            result = case_result(prediction, label, settings, loaded.model_spec.classes, out)
+            measured = None
+            if settings.measure:
+                measured = case_measurements(
+                    result.class_map, result.label_map, label, spacing, loaded.model_spec.classes
+                )
+            results.append(replace(result, measurements=measured, embedding_distance=distance))
         except Exception as exc:
             results.append(CaseFailure("score", exc))
     return results
+
+
+def _device(loaded: LoadedModel, device: torch.device | None) -> torch.device:
+    return next(loaded.model.parameters()).device if device is None else device
+
+
+def _outside(image: np.ndarray, settings: InferenceSettings) -> float:
+    """The risk's :func:`~segops.engine.risk.intensity_outside`; NaN without risk, or for an image
+    it cannot read (which then fails at ``segment``, alone)."""
+    try:
+        return intensity_outside(np.asarray(image), settings.reference) if settings.risk else float("nan")
+    except Exception:
+        return float("nan")
 
 
 def predict_batch(
@@ -240,7 +316,9 @@ def predict_batch(
         device = next(loaded.model.parameters()).device
     if loaded.model_spec.task == "instance":
         return list(predict_instances(loaded, images, device, settings.amp))
-    if settings.probabilities:
+    if settings.risk:
+        predictions = _with_risk(loaded, images, settings, device)
+    elif settings.probabilities:
         probabilities = _per_case(class_probabilities, loaded, images, settings, device)
         predictions = [SemanticPrediction(probability_class_map(p), p) for p in probabilities]
     else:
@@ -251,45 +329,79 @@ def predict_batch(
     return [replace(p, class_map=post.apply(p.class_map)) for p in predictions]
 
 
+def _with_risk(
+    loaded: LoadedModel, images: list[np.ndarray], settings: InferenceSettings, device: torch.device
+) -> list[SemanticPrediction]:
+    """Class maps with their entropy maps and member agreement (and softmax when asked), one pass."""
+    classes = loaded.model_spec.classes
+    net = member_network(loaded, settings.tta.flip_axes)
+    count = 1 if net is None else net.members
+    head = risk_head(classes, settings.probabilities, net is not None)
+    folds = len(getattr(loaded.model, "members", ())) > 1
+    members = ("folds and mirrors" if settings.tta.flip_axes else "folds") if folds else "mirrors"
+    predictions = []
+    for output in _per_case(head, loaded, images, settings, device, net):
+        class_map, entropy, probabilities, agreement = split_head(output, classes, settings.probabilities, count)
+        predictions.append(SemanticPrediction(class_map, probabilities, entropy, agreement, members))
+    return predictions
+
+
 def _per_case(
     head: Callable[[torch.Tensor], torch.Tensor],
     loaded: LoadedModel,
     images: list[np.ndarray],
     settings: InferenceSettings,
     device: torch.device,
+    net: torch.nn.Module | None = None,
 ) -> list[np.ndarray]:
-    """:func:`predict` with ``head`` (class maps or probabilities) per case: a volume with a 2D model
-    slice by slice, the slices' outputs stacked on the Z axis (third from last)."""
-    args = (device, settings.amp, settings.sliding, settings.tta.flip_axes, head)
+    """:func:`predict` with ``head`` (class maps, probabilities, or :func:`~segops.engine.risk.risk_head`)
+    per case, through ``net`` when given: a volume with a 2D model slice by slice, the slices'
+    outputs stacked on the Z axis (third from last)."""
+    args = (device, settings.amp, settings.sliding, settings.tta.flip_axes, head, net)
     if not images or images[0].ndim == 3 or loaded.model_spec.spatial_dims == 3:
         return predict(loaded, images, *args)
     return [np.stack(predict(loaded, [v[:, z] for z in range(v.shape[1])], *args), axis=-3) for v in images]
 
 
 def case_result(
-    prediction: Prediction, label: np.ndarray | None, settings: InferenceSettings, classes: int
+    prediction: Prediction,
+    label: np.ndarray | None,
+    settings: InferenceSettings,
+    classes: int,
+    outside: float = float("nan"),
 ) -> CaseResult:
-    """Class map, encodings and scores of one case.
+    """Class map, encodings, scores and risk of one case.
 
     Args:
         prediction: from :func:`predict_batch`.
         label: the case's truth, None when it has none: a class map of ``prediction``'s shape, or
             an (H, W) instance label map for an instance prediction.
         classes: the model's number of classes, background included.
+        outside: the input's :func:`~segops.engine.risk.intensity_outside` (NaN: not checked).
     """
     if isinstance(prediction, InstancePrediction):
-        return _instance_result(prediction, label, settings, classes)
+        return _instance_result(prediction, label, settings, classes, outside)
     mask, probabilities = prediction.class_map, prediction.probabilities
+    risk = None
+    if settings.risk:
+        risk = semantic_risk(
+            mask, prediction.entropy, prediction.member_dice, outside, settings.reference, classes, prediction.members
+        )
     return CaseResult(
         class_map=mask,
         fg_fraction=float((mask > 0).mean()),
         scores=None if label is None else _scores(mask, label, settings, classes),
         probabilities=None if probabilities is None else probabilities.astype(np.float16),
+        risk=risk,
     )
 
 
 def _instance_result(
-    pred: InstancePrediction, label: np.ndarray | None, settings: InferenceSettings, classes: int
+    pred: InstancePrediction,
+    label: np.ndarray | None,
+    settings: InferenceSettings,
+    classes: int,
+    outside: float = float("nan"),
 ) -> CaseResult:
     """An instance case: its detections are COCO-encoded once, for its outputs and for mask AP."""
     label_map = instance_label_map(pred, pred.masks.shape[-2:])  # masks are (N, H, W), N may be 0
@@ -310,7 +422,22 @@ def _instance_result(
         scores=None if label is None else _scores(mask, class_map(label), settings, classes),
         matched=matched,
         eval_entry=entry,
+        risk=_instance_risk(pred, label_map, mask, outside, settings, classes) if settings.risk else None,
     )
+
+
+def _instance_risk(
+    pred: InstancePrediction,
+    label_map: np.ndarray,
+    mask: np.ndarray,
+    outside: float,
+    settings: InferenceSettings,
+    classes: int,
+) -> CaseRisk:
+    """The risk of an instance case: :func:`~segops.engine.detect.instance_label_map` numbers
+    instances 1..N in ascending score order, so instance k's score is the k-th smallest."""
+    scores = np.sort(pred.scores, kind="stable")
+    return instance_risk(label_map, mask, scores, outside, settings.reference, classes)
 
 
 def _scores(mask: np.ndarray, truth: np.ndarray, settings: InferenceSettings, classes: int) -> CaseScores:

@@ -48,6 +48,7 @@ def predict(
     sliding: SlidingWindowSpec | None = None,
     flip_axes: Sequence[int] = (),
     head: Callable[[torch.Tensor], torch.Tensor] = class_indices,
+    net: nn.Module | None = None,
 ) -> list[np.ndarray]:
     """Segment raw record images (2D models) or volumes (3D models).
 
@@ -68,6 +69,8 @@ def predict(
             or :func:`class_probabilities`, whose :func:`probability_class_map` is the class map
             (equal to :func:`class_indices`' but for exact ties, which both break towards the
             lower class).
+        net: the module the images go through instead of :func:`network`'s (the per-case risk
+            passes :class:`~segops.engine.risk.MemberVotes`, which also counts members' votes).
 
     Returns:
         One output per image, same order as the inputs and cropped to the input's size: an
@@ -77,7 +80,7 @@ def predict(
     """
     device, sliding = torch.device(device), sliding or SlidingWindowSpec()
     spec, pre = loaded.model_spec, loaded.preprocess
-    net = network(loaded, flip_axes)
+    net = network(loaded, flip_axes) if net is None else net
     if spec.spatial_dims == 3:
         prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
         with torch.inference_mode(), autocast(device, amp):

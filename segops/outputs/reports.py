@@ -4,6 +4,7 @@ CSV) and their summary metrics."""
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pyarrow as pa
 
 from segops.data.records import RECORD_SCHEMA
 from segops.engine.cases import MATCH_SCORES
+from segops.engine.risk import RISK_COLUMNS, RISK_FLAG_COLUMNS, RISK_FLOAT_COLUMNS, RISK_TEXT_COLUMNS
 from segops.metrics import summarize
+from segops.metrics.risk_quality import risk_quality
 from segops.outputs.atomic import atomic_write, atomic_write_bytes
 
 #: Record columns every result row carries over; the problem columns among them make a failed
@@ -54,6 +57,13 @@ _RESULT_FIELDS = (
     ("rand_error", pa.float64(), _NAN),  # NaN unless the step sets boundary_class
     *((name, pa.float64(), _NAN) for name in INSTANCE_COLUMNS),
     ("eval_json", pa.string(), ""),  # a labelled instance case's ground truth and detections as COCO RLE, for mask AP
+    # per-case risk (segops.engine.risk): score, signals, flags, reasons in words
+    *((name, pa.float64(), _NAN) for name in RISK_FLOAT_COLUMNS),
+    *((name, pa.bool_(), False) for name in RISK_FLAG_COLUMNS),
+    *((name, pa.string(), "") for name in RISK_TEXT_COLUMNS),
+    ("embedding_distance", pa.float64(), _NAN),  # from the training cases' encoder embeddings (drift)
+    ("measurements", pa.string(), ""),  # JSON per-case totals (segops.metrics.measurements): meas_* columns
+    ("components", pa.string(), ""),  # JSON object rows: measurements.parquet
 )
 #: The per-case result row of inference: one row per input, in the parts and in ``results``.
 RESULT_SCHEMA = pa.schema(
@@ -77,14 +87,17 @@ REPORT_COLUMNS = (
     "modality",
     "dice",
     "iou",
+    "dice_per_class",
     "pixel_error",
     "rand_error",
     "fg_fraction",
     "label_fg_fraction",
     "mask_path",
+    "risk",
+    "risk_reasons",
 )
 #: Scores added after the first release: NaN where a resumed run's earlier parts lack them.
-OPTIONAL_SCORES = ("pixel_error", "rand_error")
+OPTIONAL_SCORES = ("pixel_error", "rand_error", "risk")
 #: One row per input that got a mask, labelled or not.
 OUTPUT_COLUMNS = (
     "case_id",
@@ -100,7 +113,11 @@ OUTPUT_COLUMNS = (
     "probabilities_path",
     "mask_sha256",
     "model",
+    *RISK_COLUMNS,
+    "embedding_distance",
 )
+#: Result columns a resumed run's older parts may lack, with the value they stand for.
+_LATER_COLUMNS = ("probabilities_path", *RISK_COLUMNS, "embedding_distance", "measurements", "components")
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
@@ -113,10 +130,26 @@ def write_table(df: pd.DataFrame, stem: Path) -> tuple[Path, Path]:
 
 
 def build_outputs(results: pd.DataFrame) -> pd.DataFrame:
-    """The outputs table: which mask was written for which input."""
-    if "probabilities_path" not in results.columns:  # result parts of an older segops (resumed runs)
-        results = results.assign(probabilities_path="")
-    return results[list(OUTPUT_COLUMNS)].sort_values(["rel_path", "frame"]).reset_index(drop=True)
+    """The outputs table: which mask was written for which input, each case's risk, and its
+    measurement totals as ``meas_*`` columns (:func:`segops.metrics.measurements.total_columns`;
+    a column another case lacks, e.g. ``_true`` of an unlabelled one, is NaN there)."""
+    defaults = result_defaults("")
+    missing = {name: defaults[name] for name in _LATER_COLUMNS if name not in results.columns}
+    if missing:  # result parts of an older segops (resumed runs)
+        results = results.assign(**missing)
+    table = results[list(OUTPUT_COLUMNS)].reset_index(drop=True)
+    totals = pd.DataFrame([json.loads(m) if m else {} for m in results["measurements"]], index=table.index)
+    return pd.concat([table, totals], axis=1).sort_values(["rel_path", "frame"]).reset_index(drop=True)
+
+
+def component_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every measured object of ``results`` (their ``components`` JSON) with its case's identifiers:
+    the rows of ``measurements.parquet`` (:mod:`segops.outputs.measurements`)."""
+    rows: list[dict[str, Any]] = []
+    for case_id, source_uri, components in zip(results["case_id"], results["source_uri"], results["components"]):
+        ids = {"case_id": str(case_id), "source_uri": str(source_uri)}
+        rows += [ids | row for row in json.loads(components or "[]")]
+    return rows
 
 
 @dataclass(frozen=True)
@@ -147,6 +180,10 @@ def build_report(results: pd.DataFrame, split: SplitGroups | None, instances: bo
     for column in OPTIONAL_SCORES:  # absent from result parts written by an older segops (resumed runs)
         if column not in df.columns:
             df[column] = float("nan")
+    if "risk_reasons" not in df.columns:
+        df["risk_reasons"] = ""
+    if "dice_per_class" not in df.columns:  # result parts written by an older segops
+        df["dice_per_class"] = ""
     columns = list(REPORT_COLUMNS) + (list(INSTANCE_COLUMNS) if instances else [])
     return df[columns].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 
@@ -182,7 +219,9 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
     cases), the same for IoU, pixel error and (where scored) Rand error, and the counts
     ``labelled_cases``, ``heldout_cases`` and ``val_cases``. A part without cases gets its count
     (0) and nothing else: with no test set there are no ``heldout_`` figures, and validation cases
-    never stand in for them.
+    never stand in for them. Each part with Dice and risk also gets
+    :func:`segops.metrics.risk_quality.risk_quality`'s figures (``heldout_risk_auroc`` …): how
+    well the risk ranks that part's bad masks.
     """
     metrics: dict[str, float] = {"labelled_cases": float(len(report))}
     for prefix, name in REPORT_PARTS:
@@ -195,6 +234,8 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
         metrics |= summarize(part["pixel_error"], f"{prefix}pixel_error")
         metrics |= summarize(part["rand_error"], f"{prefix}rand_error")  # NaN unless boundary_class is set
         metrics |= summarize(part[part["label_fg_fraction"] > 0]["dice"], f"{prefix}fg_dice")
+        if "risk" in part.columns and part["risk"].notna().any():
+            metrics |= {f"{prefix}{k}": v for k, v in risk_quality(part["risk"], part["dice"]).items()}
         if "matched_dice" in report.columns:
             metrics |= summarize(part["matched_dice"], f"{prefix}matched_dice") | _detection_counts(part, prefix)
     return metrics

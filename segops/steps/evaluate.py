@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from segops.cluster.datasets import read_dataset, read_source
+from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.compare import Comparison, compare
 from segops.config.schema import DatasetSource, EvaluateStep
 from segops.data.records import STATUS_OK
 from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
+from segops.engine.risk import RiskReference
 from segops.errors import StepError
+from segops.metrics.risk_quality import risk_quality
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
 from segops.outputs.reports import write_table
 from segops.outputs.storage import join
+from segops.steps.actor_memory import actor_memory
 from segops.steps.context import RunContext
 from segops.steps.model_refs import checkpoint_for, step_checkpoint
 from segops.steps.results import EvaluateResult, TrainResult
@@ -46,6 +51,9 @@ CASE_COLUMNS = (
     "dice_per_class",
     "mask_path",
 )
+#: Each case's risk (segops.engine.risk) and its reasons, after ``CASE_COLUMNS``: the figures of
+#: segops.metrics.risk_quality say how well each model's risk ranks its own bad masks.
+RISK_CASE_COLUMNS = ("risk", "risk_reasons")
 
 
 def _champion_ref(step: EvaluateStep, ctx: RunContext) -> str | None:
@@ -70,7 +78,7 @@ def _held_out(step: EvaluateStep, read_cpus: float):
 
 def _settings(step: EvaluateStep) -> InferenceSettings:
     """EvaluateStep sets no amp / sliding_window: the segment step's defaults, with the step's mirroring."""
-    return InferenceSettings(tta=step.tta)
+    return InferenceSettings(tta=step.tta, measure=False)  # sizes are the segment step's output
 
 
 def _evaluate_one(
@@ -80,8 +88,11 @@ def _evaluate_one(
     (labelled ``ok`` cases)."""
     root = ctx.node_dir("evaluate", role)
     config = OutputConfig(str(root), ("png",), "mirror", {}, loaded.model_spec.classes, checkpoint_digest(checkpoint))
-    pool = size_actor_pool(step.actors, ctx.resources)
-    settings = _settings(step)
+    # each model's risk against its own training fingerprint
+    settings = replace(_settings(step), reference=RiskReference.from_model_dir(checkpoint, FINGERPRINT_FILE))
+    dataset = step.source.path if isinstance(step.source, DatasetSource) else None
+    memory = actor_memory(loaded, settings, step.batch_size, dataset, checkpoint, ctx.resources.get("memory"))
+    pool = replace(size_actor_pool(step.actors, ctx.resources), memory_per_actor=memory)
     log.info("evaluating the %s on the held-out (test) set", role)
     run_ = segment_dataset(
         _held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, settings
@@ -93,7 +104,7 @@ def _evaluate_one(
             f"evaluate: the held-out source {step.source.path} has no labelled cases the {role} could segment"
         )
     # the report's name for held-out cases, so an audit reads these tables as held-out like a test split
-    table = cases[list(CASE_COLUMNS)].assign(split="test")
+    table = cases[[*CASE_COLUMNS, *RISK_CASE_COLUMNS]].assign(split="test")
     return table.sort_values("case_id").reset_index(drop=True)
 
 
@@ -178,6 +189,9 @@ def _metrics(tables: dict[str, pd.DataFrame], comparison: Comparison | None) -> 
     metrics = {f"evaluate_{role}_dice_mean": float(t["dice"].mean()) for role, t in tables.items()}
     metrics |= {f"evaluate_{role}_iou_mean": float(t["iou"].mean()) for role, t in tables.items()}
     metrics["evaluate_cases"] = float(len(tables["challenger"]))
+    for role, t in tables.items():  # how well each model's risk ranks its own bad masks
+        if "risk" in t.columns:  # tables of an evaluation before the risk existed have none
+            metrics |= {f"evaluate_{role}_{k}": v for k, v in risk_quality(t["risk"], t["dice"]).items()}
     if comparison is not None:
         metrics |= {
             "evaluate_dice_gain": comparison.mean_diff,

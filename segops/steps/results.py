@@ -118,7 +118,10 @@ class TrainResult:
 @dataclass(frozen=True)
 class SegmentResult:
     """Where a segment step wrote its tables (``root``) and its masks (``outputs_root``: the run
-    folder or ``cluster.storage``), and its metrics (``segment_*``)."""
+    folder or ``cluster.storage``), and its metrics (``segment_*``); ``review``: the review queue
+    table (``review.parquet``), ``review_page``: its ``review/index.html`` (None with ``review.top: 0``
+    or from a run before the review queue existed); ``measurements``: one row per segmented object
+    (``measurements.parquet``; None from a run before measurements existed)."""
 
     outputs: Path
     report: Path
@@ -128,6 +131,15 @@ class SegmentResult:
     metrics: Mapping[str, float]
     coco_results: Path | None = None
     quarantine: Path | None = None
+    review: Path | None = None
+    review_page: Path | None = None
+    measurements: Path | None = None
+
+    @property
+    def flagged(self) -> int | None:
+        """Cases the review queue flagged (``segment_flagged_cases``); None from an older run."""
+        value = self.metrics.get("segment_flagged_cases")
+        return None if value is None else int(value)
 
     def to_manifest(self) -> dict[str, Any]:
         outputs: dict[str, Any] = {"outputs": str(self.outputs), "report": str(self.report)}
@@ -136,6 +148,12 @@ class SegmentResult:
             outputs["coco_results"] = str(self.coco_results)
         if self.quarantine is not None:
             outputs["quarantine"] = str(self.quarantine)
+        if self.review is not None:
+            outputs["review"] = str(self.review)
+        if self.review_page is not None:
+            outputs["review_page"] = str(self.review_page)
+        if self.measurements is not None:
+            outputs["measurements"] = str(self.measurements)
         return outputs | {"root": str(self.root), "outputs_root": self.outputs_root} | dict(self.metrics)
 
     @classmethod
@@ -150,6 +168,9 @@ class SegmentResult:
             _metrics(outputs, ("segment_",)),
             _path(outputs.get("coco_results")),
             _path(outputs.get("quarantine")),
+            _path(outputs.get("review")),
+            _path(outputs.get("review_page")),
+            _path(outputs.get("measurements")),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from segops.cluster.datasets import read_dataset, read_source, take_records
+from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.cluster.label_check import check_dataset_labels, check_source_labels
 from segops.config.schema import DatasetSource, SegmentStep
@@ -24,19 +26,23 @@ from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.instance_eval import entries_ap
 from segops.engine.postprocess import postprocessing_from_meta
+from segops.engine.risk import RiskReference
 from segops.errors import DecodeError, StepError
 from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
+from segops.outputs.measurements import write_measurements
 from segops.outputs.overlays import decode_case, overlay_rgb
 from segops.outputs.reports import (
     REPORT_PARTS,
     SplitGroups,
     build_outputs,
     build_report,
+    component_rows,
     report_metrics,
     split_column,
     write_table,
 )
+from segops.outputs.review import build_review, write_review_page
 from segops.outputs.series_rtstruct import (
     Geometry,
     record_geometry,
@@ -44,7 +50,9 @@ from segops.outputs.series_rtstruct import (
     write_series_rtstructs,
 )
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
+from segops.steps.actor_memory import actor_memory
 from segops.steps.context import RunContext
+from segops.steps.drift import check_drift, model_embeddings, report_embedding_drift
 from segops.steps.model_refs import step_checkpoint
 from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
@@ -64,9 +72,10 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
     instance = loaded.model_spec.task == "instance"
     _check_model_fits_step(step, loaded)
+    drift = check_drift(step, ctx, checkpoint, loaded, root, artifact_dir)  # before any actor starts; stop raises
     digest = checkpoint_digest(checkpoint)
     pool = size_actor_pool(step.actors, ctx.resources)
-    ds, total = _input_dataset(step, ctx, pool.read_cpus, loaded.model_spec)
+    ds, total, dataset_path = _input_dataset(step, ctx, pool.read_cpus, loaded.model_spec)
     log.info(
         "segmenting with %d-%d actor(s) x %s CPU%s",
         pool.min_actors,
@@ -83,7 +92,18 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         digest,
         ctx.run_id,
     )
-    settings = InferenceSettings.from_step(step)
+    # the training fingerprint the risk compares each case with: read once here, shipped to the actors
+    reference = RiskReference.from_model_dir(checkpoint, FINGERPRINT_FILE)
+    settings = replace(
+        InferenceSettings.from_step(step), reference=reference, embeddings=model_embeddings(checkpoint, step)
+    )
+    # Ray packs actors by what they ask for: ask for what the model was measured to take
+    pool = replace(
+        pool,
+        memory_per_actor=actor_memory(
+            loaded, settings, step.batch_size, dataset_path, checkpoint, ctx.resources.get("memory")
+        ),
+    )
     post = postprocessing_from_meta(loaded.meta) if step.postprocess else None
     ctx.tracker.log_params(
         {
@@ -105,6 +125,10 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     ok = results[results["status"] == STATUS_OK]
     rtstructs = write_rtstructs(ok, step, ctx, config) if "rtstruct" in step.outputs else None
     outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
+    measurements, measurements_csv = write_measurements(component_rows(ok), root)
+    ctx.tracker.log_artifact(measurements_csv, artifact_dir)
+    distances = pd.to_numeric(ok["embedding_distance"], errors="coerce").to_numpy(float)
+    report_embedding_drift(drift, distances, checkpoint, step, ctx, root, artifact_dir)
     report = build_report(ok, split, instances=instance)
     report_path, report_csv = write_table(report, root / "report")
     metrics = {
@@ -119,6 +143,9 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
     if rtstructs is not None:
         metrics["segment_rtstruct_series"] = float(rtstructs)
+    review = build_review(ok, step.review.flag_risk)
+    review_path, review_csv = write_table(review, root / "review")
+    metrics["segment_flagged_cases"] = float(review["flagged"].sum())
     if metrics["segment_empty_prediction_fraction"] == 1.0:
         log.warning(
             "the model predicted no foreground on any of the %d segmented images: it has most likely "
@@ -145,7 +172,47 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     overlay_dir = write_overlays(report, step, ctx, loaded, root / "overlays", step.overlays)
     if overlay_dir is not None:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
-    return SegmentResult(outputs_path, report_path, digest, root, str(node_root), metrics, coco_path, qpath)
+    ctx.tracker.log_artifact(review_csv, artifact_dir)
+    page = write_review(review, step, ctx, loaded, root / "review")
+    if page is not None:
+        ctx.tracker.log_artifact(page.parent, f"{artifact_dir}/review")
+    log.info(
+        "review queue: %d of %d case(s) flagged (risk >= %g)",
+        len(review[review["flagged"]]),
+        len(review),
+        step.review.flag_risk,
+    )
+    return SegmentResult(
+        outputs_path,
+        report_path,
+        digest,
+        root,
+        str(node_root),
+        metrics,
+        coco_path,
+        qpath,
+        review_path,
+        page,
+        Path(measurements),
+    )
+
+
+def write_review(
+    review: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, out_dir: Path
+) -> Path | None:
+    """``review/index.html``: the ``review.top`` riskiest cases as overlays (2D masks; a volume's
+    row has no picture); None when ``review.top`` is 0."""
+    if step.review.top == 0:
+        return None
+    top = review.head(step.review.top)
+    pictured = top[top["mask_path"].astype(str).str.endswith(".png")]
+    records = dict(zip(pictured["case_id"], _records(pictured, step, ctx))) if len(pictured) else {}
+
+    def thumbnail(row: dict[str, Any]) -> np.ndarray | None:
+        record = records.get(row["case_id"])
+        return None if record is None else _overlay(row, record, loaded, ctx)
+
+    return Path(write_review_page(review, step.review.top, out_dir, thumbnail))
 
 
 def write_rtstructs(ok: pd.DataFrame, step: SegmentStep, ctx: RunContext, config: OutputConfig) -> int:
@@ -282,7 +349,8 @@ def _ingested(ctx: RunContext) -> IngestResult:
 
 
 def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_spec: Any):
-    """(dataset, expected row count or None) for the step's source; read tasks ask ``read_cpus``.
+    """(dataset, expected row count or None, its Parquet path or None) for the step's source; read
+    tasks ask ``read_cpus``.
 
     Label values are checked against ``model_spec.classes`` first: a dataset's from its label
     census columns, a folder source's from its masks alone or the classes its labels declare."""
@@ -294,12 +362,12 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
         path = step.source.path
     elif step.source is not None:
         check_source_labels(step.source, model_spec.classes, model_spec.task == "instance")  # before any actor starts
-        return read_source(step.source, streaming=True, num_cpus=read_cpus), None  # bad files become rows
+        return read_source(step.source, streaming=True, num_cpus=read_cpus), None, None  # bad files become rows
     else:
         path = _ingested(ctx).dataset
     check_dataset_labels(path, model_spec.classes, model_spec.task == "instance")  # before any actor starts
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
-    return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK)
+    return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK), Path(path)
 
 
 def write_overlays(
@@ -316,15 +384,20 @@ def write_overlays(
     for row, record in zip(picks.to_dict("records"), _records(picks, step, ctx)):
         if record is None:
             continue
-        image = prepare_image(record["image"], loaded.preprocess.intensity, 1)[0]
-        image01 = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
-        mask = row["mask_path"]
-        mask_file = io.BytesIO(read_bytes(with_options(mask, ctx.spec.cluster.storage))) if is_uri(mask) else mask
-        pred = read_mask_png(mask_file, image.shape)
-        rgb = overlay_rgb(image01, pred, record["label"])
+        rgb = _overlay(row, record, loaded, ctx)
         name = f"dice{row['dice']:.3f}_{Path(row['rel_path']).stem}_{str(row['case_id'])[-8:]}.png"
         atomic_write(out_dir / name, lambda tmp, rgb=rgb: _save_png(rgb, tmp))
     return out_dir
+
+
+def _overlay(row: dict[str, Any], record: dict[str, Any], loaded: LoadedModel, ctx: RunContext) -> np.ndarray:
+    """A case's image (normalised as the model saw it) with its PNG mask tinted and its label outlined."""
+    image = prepare_image(record["image"], loaded.preprocess.intensity, 1)[0]
+    image01 = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
+    mask = row["mask_path"]
+    mask_file = io.BytesIO(read_bytes(with_options(mask, ctx.spec.cluster.storage))) if is_uri(mask) else mask
+    pred = read_mask_png(mask_file, image.shape)
+    return overlay_rgb(image01, pred, record["label"])
 
 
 def _records(picks: pd.DataFrame, step: SegmentStep, ctx: RunContext) -> list[dict[str, Any] | None]:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from segops.cluster.datasets import dataset_digest, read_dataset
+from segops.cluster.embeddings import write_model_embeddings
 from segops.cluster.fingerprint import fingerprint_dataset, write_fingerprint
 from segops.cluster.folds import (
     cv_metrics,
@@ -34,7 +35,15 @@ from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.data.records import STATUS_OK, dataset_meta
 from segops.data.splits import fold_groups, split_groups
-from segops.engine.checkpoint import fold_dirs, load_checkpoint, save_ensemble, update_meta
+from segops.engine.checkpoint import (
+    INIT_WEIGHTS_KEY,
+    InitialWeights,
+    fold_dirs,
+    initial_checkpoint,
+    load_checkpoint,
+    save_ensemble,
+    update_meta,
+)
 from segops.engine.postprocess import META_KEY, choose_postprocessing
 from segops.engine.train import select_metric
 from segops.errors import StepError
@@ -57,12 +66,18 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
             f"train.folds: {step.folds} cross-validates semantic models; Mask R-CNN (arch: maskrcnn) trains one "
             "model: set folds: 1"
         )
+    # published or local starting weights: found, read and fitted on the driver before any worker starts
+    initial = _starting_weights(step, ctx) if step.init_from is None else None
     datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
     check_labels_fit(labelled, step.model.classes, step.model.task == "instance")  # in seconds, before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
     split = _split(step, labelled, ctx.run_dir)
     parent, init_checkpoints = _warm_start(step, ctx)
+    if parent is None and step.init_from is not None:  # no champion yet: start as if init_from were unset
+        initial = _starting_weights(step, ctx)
+    if initial is not None:
+        init_checkpoints = [initial.checkpoint] * step.folds
     columns = ["case_id", "image", "label"]
 
     def datasets_for(train_groups: list[str], val_groups: list[str]) -> tuple[Any, Any]:
@@ -88,7 +103,14 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
             "train.datasets": ",".join(str(d) for d in datasets),
             "train.select_metric": trained.select_metric,
         }
+        | (initial.params() if initial is not None else {"train.init_weights": "none"})
     )
+    if initial is not None:
+        update_meta(trained.checkpoint, {INIT_WEIGHTS_KEY: initial.lineage()})
+        report = atomic_write_text(
+            ctx.run_dir / "init_weights.json", json.dumps([r.to_json() for r in initial.reports], indent=2)
+        )
+        tracker.log_artifact(report, "train")
     _log_datasets(tracker, datasets, labelled, split)
     fingerprint = write_fingerprint(fingerprinting.result(), trained.checkpoint)
     if trained.predictions is not None:
@@ -96,6 +118,7 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         _choose_postprocessing(step, ctx, trained.checkpoint, trained.predictions, trained.source, smallest)
     tracker.log_artifact(ctx.run_dir / "split.json", "train")
     tracker.log_artifact(fingerprint, "train")
+    write_model_embeddings(datasets[0], trained.checkpoint, split.train, ctx.spec.seed)  # drift: embeddings.npz
     result = TrainResult(
         trained.checkpoint,
         frozenset(split.val),
@@ -116,7 +139,7 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
             "segops.parent_model": parent or "none",
             "segops.spec_hash": ctx.spec_hash,
             "segops.workflow": ctx.spec.name,
-        }
+        } | ({"segops.init_weights": initial.describe()} if initial is not None else {})
         registered = tracker.log_model(trained.checkpoint, name, example, version_tags=tags)
         result = replace(result, registered=(registered.name, registered.version), model_uri=registered.model_uri)
     return result
@@ -398,6 +421,15 @@ def _warm_start(step: TrainStep, ctx: RunContext) -> tuple[str | None, list[Path
         )
     log.info("warm start from %s", identity["uri"])
     return identity["uri"], parent_folds or [path] * step.folds
+
+
+def _starting_weights(step: TrainStep, ctx: RunContext) -> InitialWeights | None:
+    """``model.weights`` / ``backbone_weights`` / ``encoder_weights`` / ``weights_path`` loaded into
+    the untrained network and saved under ``init-weights/`` for the workers to warm-start from."""
+    initial = initial_checkpoint(ctx.run_dir / "init-weights", step.model, step.preprocess)
+    if initial is not None:
+        log.info("starting weights: %s", "; ".join(r.summary() for r in initial.reports))
+    return initial
 
 
 def _log_datasets(tracker: Any, datasets: list[Path], labelled: pd.DataFrame, split: _Split) -> None:

@@ -64,6 +64,7 @@ def test_inspection_png_gray_and_rgb(inspection_archive: Path) -> None:
     for f in list_source_files(source):
         (row,) = decode_file(f["path"], f["rel_path"], source)
         assert row["status"] == "ok" and row["has_label"]
+        assert not row["spacing_known"]  # a photo has no pixel spacing
         channels.add(row["channels"])
     assert channels == {1, 3}
 

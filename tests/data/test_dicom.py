@@ -17,6 +17,15 @@ def test_ct_small_is_in_hounsfield_units() -> None:
     np.testing.assert_array_equal(record.image[0], expected)
     assert record.case_id == ds.SOPInstanceUID and record.group_id == ds.SeriesInstanceUID
     assert record.modality == "CT" and record.spacing == tuple(float(v) for v in ds.PixelSpacing)
+    assert record.spacing_known and record.to_row()["spacing_known"]
+
+
+def test_a_file_without_pixel_spacing_has_no_known_spacing(tmp_path) -> None:
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelSpacing
+    ds.save_as(tmp_path / "nospacing.dcm")
+    (record,) = read_dicom(tmp_path / "nospacing.dcm", "nospacing.dcm")
+    assert record.spacing == (1.0, 1.0) and not record.spacing_known  # (1, 1) stands in; never measured in mm
 
 
 def test_rle_compressed_twin_decodes_to_same_pixels() -> None:

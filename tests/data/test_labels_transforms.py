@@ -87,3 +87,18 @@ def test_3d_patch_larger_than_volume_pads_and_wrong_rank_is_named() -> None:
         random_patch(
             np.ones((1, 10, 12), np.float32), np.ones((10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1)
         )
+
+
+def test_prepare_image_leaves_the_callers_pixels_as_decoded() -> None:
+    from segops.config.schema import PercentileIntensity, WindowIntensity, ZScoreIntensity
+    from segops.data.transforms import prepare_image
+
+    for spec in (
+        ZScoreIntensity(kind="zscore"),  # MONAI's NormalizeIntensity normalises a writable input in place
+        WindowIntensity(kind="window", lower=0, upper=10),
+        PercentileIntensity(kind="percentile"),
+    ):
+        image = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+        prepared = prepare_image(image, spec, 1)
+        np.testing.assert_array_equal(image, np.arange(12, dtype=np.float32).reshape(1, 3, 4))
+        assert not np.array_equal(prepared, image)

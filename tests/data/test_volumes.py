@@ -73,7 +73,7 @@ def test_slice_records_carry_the_files_geometry_in_lps(tmp_path: Path, name: str
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     for r in rows:
         assert r["image"].shape == (1, 6, 5)  # (C, H = J, W = I)
-        assert (r["spacing_y"], r["spacing_x"]) == pytest.approx((spacing[1], spacing[0]))
+        assert (r["spacing_y"], r["spacing_x"]) == pytest.approx((spacing[1], spacing[0])) and r["spacing_known"]
         lps = RAS_TO_LPS[:3, :3] @ affine[:3, :3]
         assert r["orientation"] == pytest.approx([*(lps[:, 0] / spacing[0]), *(lps[:, 1] / spacing[1])], abs=1e-6)
     for i, j, k in [(0, 0, 0), (4, 5, 3), (2, 1, 2), (3, 5, 1)]:

@@ -24,7 +24,7 @@ from segops.metrics import rand_error
 from segops.models import build_model
 
 PRE = PreprocessSpec(intensity=ZScoreIntensity(kind="zscore"), patch_size=(16, 16))
-SETTINGS = InferenceSettings(amp=False)
+SETTINGS = InferenceSettings(amp=False, risk=False, measure=False)  # risk, sizes: test_risk.py, test_case_extras.py
 
 
 def _unet(classes: int = 3) -> LoadedModel:
@@ -70,7 +70,7 @@ def test_a_2d_case_class_map_and_scores() -> None:
     rng = np.random.default_rng(0)
     image = rng.normal(size=(1, 20, 24)).astype(np.float32)
     label = rng.integers(0, 3, (20, 24)).astype(np.uint8)
-    settings = InferenceSettings(amp=False, boundary_class=2)
+    settings = InferenceSettings(amp=False, boundary_class=2, risk=False)
     (prediction,) = predict_batch(loaded, [image], settings)
     result = case_result(prediction, label, settings, classes=3)
     mask = result.class_map
@@ -198,3 +198,26 @@ def test_postprocessing_stored_with_the_model_is_applied_to_class_maps_unless_tu
     (raw,) = predict_batch(with_post, [image], off)
     np.testing.assert_array_equal(raw.class_map, plain.class_map)
     assert InferenceSettings.from_step(SegmentStep(step="segment", postprocess=False)).postprocess is False
+
+
+def test_a_sliding_window_tile_the_network_cannot_take_is_refused_before_any_actor_starts() -> None:
+    from segops.config.schema import DynUNetSpec
+    from segops.errors import StepError
+
+    unet = _unet().model_spec  # one stride of 2: sides must be even
+    InferenceSettings(sliding=SlidingWindowSpec(roi_size=(16, 24))).check_model(unet, "segment")
+    with pytest.raises(
+        StepError, match=r"segment.sliding_window.roi_size \[15, 24\]: .* multiples of \[2, 2\]; use e.g. \[14, 24\]"
+    ):
+        InferenceSettings(sliding=SlidingWindowSpec(roi_size=(15, 24))).check_model(unet, "segment")
+    # anisotropic 3D strides: each axis its own divisor (Z pooled once, H and W three times)
+    spec = DynUNetSpec(
+        arch="dynunet",
+        spatial_dims=3,
+        kernels=((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)),
+        strides=((1, 1, 1), (1, 2, 2), (2, 2, 2), (1, 2, 2)),
+        filters=(4, 8, 16, 32),
+    )
+    InferenceSettings(sliding=SlidingWindowSpec(roi_size=(6, 32, 32))).check_model(spec, "evaluate")
+    with pytest.raises(StepError, match=r"evaluate.sliding_window.roi_size \[6, 32, 36\].*use e.g. \[6, 32, 32\]"):
+        InferenceSettings(sliding=SlidingWindowSpec(roi_size=(6, 32, 36))).check_model(spec, "evaluate")

@@ -14,22 +14,10 @@ from segops.errors import CheckpointError
 from segops.losses import build_loss
 from segops.models import build_model
 
+from .squares import squares
+
 SPEC = UNetSpec(arch="unet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
 PRE = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=0, upper=255), patch_size=(32, 32))
-
-
-def _squares(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Bright squares on noise; the label is the square."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(n):
-        image = rng.normal(60, 20, (1, 36, 44)).astype(np.float32)
-        label = np.zeros((36, 44), np.uint8)
-        y, x, s = rng.integers(2, 20), rng.integers(2, 28), rng.integers(6, 14)
-        image[0, y : y + s, x : x + s] += 120
-        label[y : y + s, x : x + s] = 1
-        pairs.append((image, label))
-    return pairs
 
 
 def test_training_learns_and_checkpoint_round_trips(tmp_path: Path) -> None:
@@ -38,7 +26,7 @@ def test_training_learns_and_checkpoint_round_trips(tmp_path: Path) -> None:
     model = build_model(SPEC)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = build_loss("dice_ce")
-    data, val = _squares(16, 1), _squares(6, 2)
+    data, val = squares(16, 1), squares(6, 2)
     losses = []
     for _ in range(40):
         batches = [training_batch(data[i : i + 8], PRE, 1, rng) for i in range(0, 16, 8)]
@@ -96,7 +84,7 @@ def test_sliding_window_matches_whole_image_inference() -> None:
     rng = np.random.default_rng(0)
     model = build_model(SPEC)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    data = _squares(16, 1)
+    data = squares(16, 1)
     for _ in range(40):
         for i in range(0, 16, 8):
             train_steps(

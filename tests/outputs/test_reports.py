@@ -88,3 +88,18 @@ def test_instance_reports_count_detections_per_part() -> None:
     assert metrics["heldout_instance_f1"] == pytest.approx(4 / 7)
     assert metrics["val_instance_precision"] == 1.0 and metrics["val_instance_recall"] == pytest.approx(2 / 3)
     assert metrics["instances_tp"] == 8.0 and metrics["val_matched_dice_mean"] == pytest.approx(0.7)
+
+
+def test_each_part_says_how_well_the_risk_ranks_its_bad_masks() -> None:
+    results = _results().assign(risk=[0.1, 0.2, 0.9, 0.8, 0.3, 0.0, 1.0], risk_reasons="")
+    report = build_report(results, SPLIT)
+    assert {"risk", "risk_reasons"} <= set(report.columns)
+    metrics = report_metrics(report)
+    # held out: Dice 0.9, 1.0, 0.5, none below 0.5, so the errors are those below the median (0.9):
+    # the 0.5 case, which is also the riskiest
+    assert metrics["heldout_risk_error_dice"] == pytest.approx(0.9) and metrics["heldout_risk_errors"] == 1
+    assert metrics["heldout_risk_auroc"] == 1.0 and metrics["heldout_risk_spearman"] == pytest.approx(-0.5)
+    # all cases: one below 0.5 (c6, Dice 0.3) and it has the highest risk
+    assert metrics["risk_auroc"] == 1.0 and metrics["risk_top10_dice"] == pytest.approx(0.3)
+    assert metrics["val_risk_cases"] == 2
+    assert "risk_auroc" not in report_metrics(build_report(_results(), SPLIT))  # no risk column: no figures

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
-from typer.models import OptionInfo
+
+from segops.cli.audit import audit_app
+from segops.cli.common import _TRACKING_URI, EXIT_DRIFT, EXIT_SPEC_ERROR, _setup_logging, console, out
+from segops.cli.select import select as select_command
+from segops.cli.synth import synth_app
 
 if TYPE_CHECKING:  # imported lazily: --help and validate stay instant
     from segops.steps.results import TrainResult
@@ -24,23 +23,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     help="Segment image archives as distributed workflows.",
 )
-synth_app = typer.Typer(no_args_is_help=True, help="Write deterministic synthetic archives (for demos and tests).")
 app.add_typer(synth_app, name="synth")
-console = Console(stderr=True, soft_wrap=True)
-# when piped (CI logs, `| tee`), rich would assume 80 columns and fold tables into ribbons
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-
-EXIT_SPEC_ERROR = 2
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
-    logging.getLogger("segops").setLevel(logging.INFO)
+app.add_typer(audit_app, name="audit")
+app.command("select")(select_command)
+__all__ = ["EXIT_DRIFT", "EXIT_SPEC_ERROR", "app", "census_rich_table"]
 
 
 def _load(path: Path):
@@ -118,6 +104,10 @@ def _print_summary(result) -> None:
         if "://" in segment.outputs_root:
             table.add_row("outputs (masks, SEGs)", segment.outputs_root)
         table.add_row("report", str(segment.report))
+        if segment.flagged is not None:
+            page = segment.review_page or segment.review
+            where = f": {page}" if page is not None else ""
+            table.add_row("review queue", f"{segment.flagged} case(s) flagged{where}")
     table.add_row("MLflow run", f"{result.mlflow_run_id} at {result.tracking_uri}")
     metrics = segment.metrics if segment is not None else {}
     # held-out (test), then validation, then all cases; foreground Dice first in each: on mostly empty
@@ -262,230 +252,38 @@ def plan(
     out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
 
 
-# Options the synth commands share (typer's Annotated style: the default stays in each signature).
-_Seed = Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")]
-
-
-def _count(items: str) -> OptionInfo:
-    """``--count``: how many ``items`` (images, photos, slices) an archive holds; at least one."""
-    return typer.Option(min=1, help=f"Number of {items}.")
-
-
-def _share(of_what: str) -> OptionInfo:
-    """A fraction in [0, 1], e.g. ``--defect-free``: the share of photos without a defect."""
-    return typer.Option(min=0.0, max=1.0, help=f"Share of {of_what}.")
-
-
-@synth_app.command("ct")
-def synth_ct(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write images/ and labels/ into.")],
-    series: Annotated[int, typer.Option(min=1, help="Number of CT series.")] = 6,
-    slices: Annotated[int, typer.Option(min=1, help="Slices per series.")] = 20,
-    seed: _Seed = 0,
+@app.command()
+def drift(
+    folder: Path = typer.Argument(..., help="Folder of images, DICOM or volumes, or an ingested dataset folder."),
+    model: str = typer.Option(..., "--model", help="models:/name@alias, models:/name/3, or a checkpoint folder."),
+    kind: str = typer.Option(None, "--kind", help="images, dicom, volumes or dataset (default: guessed)."),
+    sample: int = typer.Option(200, "--sample", min=1, help="Images compared (the first ones read)."),
+    out_dir: Path = typer.Option(Path("drift"), "--out", help="Folder for drift.json, drift.html and the model."),
+    tracking_uri: str = _TRACKING_URI,
+    num_cpus: int = typer.Option(None, help="CPUs for a local Ray (default: all)."),
 ) -> None:
-    """CT-like DICOM series with ellipsoid lesions and one mask PNG per slice."""
-    from segops.synth import make_ct_archive
-
-    summary = make_ct_archive(out_dir, series=series, slices=slices, seed=seed)
-    out.print(
-        f"wrote {summary.n_images} DICOM slices to {summary.images} ({summary.n_foreground} with lesion), "
-        f"masks in {summary.labels}"
-    )
-
-
-@synth_app.command("inspection")
-def synth_inspection(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write images/ and labels/ into.")],
-    count: Annotated[int, _count("images")] = 40,
-    seed: _Seed = 0,
-    rgb_fraction: Annotated[float, _share("RGB (vs gray) images")] = 0.5,
-) -> None:
-    """Textured surface photos with scratches and blobs, and binary mask PNGs."""
-    from segops.synth import make_inspection_archive
-
-    summary = make_inspection_archive(out_dir, count=count, seed=seed, rgb_fraction=rgb_fraction)
-    out.print(
-        f"wrote {summary.n_images} images to {summary.images} ({summary.n_foreground} with defects), masks in "
-        f"{summary.labels}"
-    )
-
-
-@synth_app.command("defects")
-def synth_defects(
-    out_dir: Annotated[
-        Path, typer.Argument(help="Folder for <kind>/part-NNNN.jpg + .png masks, README.png, dataset.jpg.")
-    ],
-    count: Annotated[int, _count("photos")] = 60,
-    size: Annotated[int, typer.Option(min=32, help="Largest side in pixels (sides vary from 2/3 of it up).")] = 96,
-    seed: _Seed = 0,
-    defect_free: Annotated[float, _share("photos without a defect")] = 0.7,
-) -> None:
-    """Grayscale JPEG surface photos with rare defects (0.2-24 % of the area), anti-aliased mask PNG beside each."""
-    from segops.synth import make_defect_archive
-
-    summary = make_defect_archive(out_dir, count=count, seed=seed, size=size, defect_free=defect_free)
-    out.print(
-        f"wrote {summary.n_images} photos to {summary.images} ({summary.n_foreground} with defects), "
-        "each mask beside its image (binarise at 128)"
-    )
-
-
-@synth_app.command("instances")
-def synth_instances(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for images/, instances/, classes/, annotations.json.")],
-    count: Annotated[int, _count("images")] = 40,
-    size: Annotated[int, typer.Option(min=48, help="Image height and width in pixels.")] = 128,
-    seed: _Seed = 0,
-    classes: Annotated[int, typer.Option(min=1, max=3, help="Object classes: 1 cell, 2 + rod, 3 + ring.")] = 2,
-) -> None:
-    """Microscopy-like scenes of touching and overlapping objects, with instance-id PNGs, class PNGs and COCO JSON."""
-    from segops.synth import make_instance_archive
-
-    summary = make_instance_archive(out_dir, count=count, size=size, seed=seed, classes=classes)
-    out.print(
-        f"wrote {summary.n_images} images with {summary.n_instances} objects ({', '.join(summary.class_names)}) to "
-        f"{summary.images}; instance ids in {summary.instances}, classes in {summary.classes}, COCO in "
-        f"{summary.annotations}"
-    )
-
-
-@synth_app.command("membranes")
-def synth_membranes(
-    out_dir: Annotated[Path, typer.Argument(help="Folder for images/<k>.png and labels/<k>.png.")],
-    count: Annotated[int, _count("slices")] = 10,
-    size: Annotated[int, typer.Option(min=32, help="Slice height and width in pixels.")] = 128,
-    seed: _Seed = 0,
-) -> None:
-    """EM-like cell tilings with dark membranes, labelled as ISBI 2012 (0 = membrane, 255 = interior)."""
-    from segops.synth import make_membrane_archive
-
-    summary = make_membrane_archive(out_dir, count=count, size=size, seed=seed)
-    out.print(f"wrote {summary.n_images} slices to {summary.images}, labels in {summary.labels}")
-
-
-# --------------------------------------------------------------------------- audit
-audit_app = typer.Typer(
-    no_args_is_help=True,
-    help="Show an auditor which model segmented which case, trained on what, and why it replaced another.",
-)
-app.add_typer(audit_app, name="audit")
-_TRACKING_URI = typer.Option(
-    "sqlite:///mlruns.db", "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI."
-)
-_OUT = typer.Option(None, "--out", help="Report folder (default: audit/<name>/).")
-_NO_LOG = typer.Option(False, "--no-log", help="Do not log the report to MLflow (experiment segops-audit).")
-
-
-@contextmanager
-def _auditing(tracking_uri: str):
-    """The reader an audit command works with; a SegopsError inside (a run, model or table it cannot
-    find) exits 2 with the reason, no traceback."""
+    """Is this data like the model's training data? Compares a sample's intensity histogram (PSI),
+    sizes, spacing and mean intensity (KS), census and encoder embeddings with what the model stored.
+    Exit 0: nothing moved; 3: drift found; 1: the check failed; 2: no such model or --kind."""
     _setup_logging(False)
-    logging.getLogger("segops.tracking").setLevel(logging.WARNING)  # the audit run is announced below
-    from segops.errors import SegopsError
-    from segops.tracking import AuditReader
+    import pandas as pd
+
+    from segops.config.steps import DriftSpec
+    from segops.errors import CheckpointError, SegopsError, StepError
+    from segops.steps.drift import drift_check
 
     try:
-        yield AuditReader(tracking_uri)
-    except SegopsError as exc:
-        console.print(f"[bold red]audit failed:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_SPEC_ERROR) from None
-
-
-def _print_report(report, reader, no_log: bool, run_name: str, tags: dict[str, str]) -> None:
-    from segops.audit import to_rich
-
-    for section in report.sections:
-        if section.terminal:
-            out.print(to_rich(section))
-    out.print(f"report: {report.index}")
-    if not no_log:
-        run_id = reader.log_audit(report.folder, run_name, tags, report.mlflow_metrics)
-        out.print(f"logged to MLflow run {run_id} (experiment segops-audit) at {reader.uri}")
-
-
-@audit_app.command("models")
-def audit_models(
-    name: str = typer.Argument(None, help="Registered model name (default: every model)."),
-    tracking_uri: str = _TRACKING_URI,
-) -> None:
-    """List registered model versions: aliases, promotion outcome, source run and its headline metrics."""
-    with _auditing(tracking_uri) as reader:
-        versions = reader.model_versions(name)
-    from segops.audit import to_rich, versions_section
-
-    if not versions:
-        out.print(f"no registered models at {tracking_uri}")
+        found = drift_check(folder, model, tracking_uri, out_dir, DriftSpec(sample=sample), kind, num_cpus)
+    except (SegopsError, FileNotFoundError) as exc:
+        console.print(f"[bold red]drift check failed:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_SPEC_ERROR if isinstance(exc, StepError | CheckpointError) else 1) from None
+    report = found.report
+    table = pd.DataFrame(report.table())[["feature", "train", "new", "distance", "threshold", "moved"]]
+    table[["distance", "threshold"]] = table[["distance", "threshold"]].map(lambda v: "-" if v != v else f"{v:.3g}")
+    table["moved"] = table["moved"].map({True: "YES", False: "no"})
+    out.print(census_rich_table(table, f"drift of {folder} ({report.n_new} images) vs training ({report.n_train})"))
+    if not report.moved:
+        out.print(f"[green]ok[/]: nothing moved; report: {found.html_path}")
         return
-    out.print(to_rich(versions_section(versions)))
-
-
-@audit_app.command("compare")
-def audit_compare(
-    a: str = typer.Argument(..., help="A: MLflow run id, segops run id, models:/name/<version> or models:/name@alias."),
-    b: str = typer.Argument(..., help="B: the same kinds; B − A is reported (negative: B is worse)."),
-    tracking_uri: str = _TRACKING_URI,
-    worst: int = typer.Option(6, "--worst", min=0, help="Overlay images of the N cases with the largest Dice drop."),
-    out_dir: Path = _OUT,
-    no_log: bool = _NO_LOG,
-) -> None:
-    """Compare two runs or model versions: metrics, per-case Dice paired by case id, worst cases."""
-    with _auditing(tracking_uri) as reader:
-        from segops import audit
-
-        refs = reader.resolve(a), reader.resolve(b)
-        folder = out_dir or Path("audit") / f"compare-{refs[0].slug}-vs-{refs[1].slug}"
-        tables = reader.case_tables(*refs, folder / "data")
-        sides = []
-        for key, ref, table in zip("AB", refs, tables):
-            cases, note = audit.load_cases(table.path, table.uri)
-            model = (ref.model_name, ref.model_version) if ref.model_version else None
-            sides.append(
-                audit.Side(
-                    key,
-                    ref.text,
-                    ref.label,
-                    reader.run_details(ref.run_id),
-                    cases,
-                    table.uri,
-                    f"{table.why}; {note}",
-                    model,
-                )
-            )
-        report = audit.write_compare_report(folder, *sides, worst=worst, tracking_uri=tracking_uri)
-        tags = {
-            "segops.audit.kind": "compare",
-            "segops.audit.a": a,
-            "segops.audit.b": b,
-            "segops.audit.a_run_id": refs[0].run_id,
-            "segops.audit.b_run_id": refs[1].run_id,
-        }
-        _print_report(report, reader, no_log, audit.slug(f"audit-compare-{refs[0].slug}-{refs[1].slug}"), tags)
-
-
-@audit_app.command("run")
-def audit_run(
-    run_id: str = typer.Argument(..., help="MLflow run id, segops run id (runs/<run-id>) or a model URI."),
-    tracking_uri: str = _TRACKING_URI,
-    out_dir: Path = _OUT,
-    no_log: bool = _NO_LOG,
-) -> None:
-    """What one run used and made: data (dataset inputs, split), models (registered, used), outputs."""
-    with _auditing(tracking_uri) as reader:
-        from segops import audit
-        from segops.tracking import SEGMENT_REPORT
-
-        ref = reader.resolve(run_id)
-        details = reader.run_details(ref.run_id)
-        folder = out_dir or Path("audit") / ref.slug
-        cases, note = None, ""
-        if any(path == SEGMENT_REPORT for path, _ in details.artifacts):
-            local = reader.download(ref.run_id, SEGMENT_REPORT, folder / "data")
-            cases, note = audit.load_cases(local, f"runs:/{ref.run_id}/{SEGMENT_REPORT}", heldout_only=False)
-        report = audit.write_run_report(folder, details, cases, note, tracking_uri)
-        tags = {"segops.audit.kind": "run", "segops.audit.run_id": ref.run_id}
-        _print_report(report, reader, no_log, f"audit-run-{ref.run_id[:8]}", tags)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    out.print(f"[bold red]drift:[/] {', '.join(r.feature for r in report.moved)} moved; report: {found.html_path}")
+    raise typer.Exit(EXIT_DRIFT)

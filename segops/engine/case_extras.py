@@ -1,0 +1,88 @@
+"""What a case's row says beyond its mask, scores and risk: object sizes in mm and how far the
+image's encoder embedding lies from the training cases'.
+
+Both are computed by the inference actors in the pass that segments the case (see
+:func:`segops.engine.cases.segment_cases`): the sizes from the final class map (after
+postprocessing) with :func:`segops.metrics.measurements.measure_case`, the distance with one
+encoder pass per batch (:func:`segops.engine.embeddings.embed`; the decoder does not run) against
+the model's :class:`~segops.engine.embeddings.EmbeddingReference`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from segops.data.instances import class_map, instance_id_map
+from segops.engine.checkpoint import LoadedModel
+from segops.engine.embeddings import EmbeddingReference, embed
+from segops.metrics.measurements import CaseMeasurements, measure_case
+
+log = logging.getLogger(__name__)
+
+#: A case's spacing in mm in its class map's axis order, or None when the source gave none.
+Spacing = tuple[float, ...] | None
+
+
+def embedding_distances(
+    loaded: LoadedModel,
+    images: Sequence[np.ndarray],
+    reference: EmbeddingReference | None,
+    device: torch.device,
+    amp: bool,
+) -> list[float]:
+    """Each image's embedding distance (:meth:`EmbeddingReference.distance`); NaN for every image
+    when the model has no reference or its encoder cannot embed them (the case is still segmented)."""
+    if reference is None or not len(images):
+        return [float("nan")] * len(images)
+    try:
+        return [float(d) for d in reference.distance(embed(loaded, images, device, amp))]
+    except Exception as exc:  # e.g. an image the encoder cannot take: its prediction says why
+        log.debug("no embedding distance for a batch of %d: %s", len(images), exc)
+        return [float("nan")] * len(images)
+
+
+def case_measurements(
+    mask: np.ndarray,
+    label_map: np.ndarray | None,
+    truth: np.ndarray | None,
+    spacing: Spacing,
+    classes: int,
+) -> CaseMeasurements:
+    """Objects of a case and their totals (against its truth when labelled).
+
+    Args:
+        mask: (H, W) or (Z, H, W) class map.
+        label_map: an instance model's (H, W) label map (``class * 1000 + k``): objects are its
+            instances; None for a semantic model (objects: connected components).
+        truth: the case's truth in the same form as the prediction (class map, or instance label map).
+        spacing: mm per axis of ``mask``, None when unknown (then px only).
+    """
+    fg = range(1, classes)
+    if label_map is None:
+        return measure_case(mask, spacing, fg, truth=truth)
+    truth_classes = None if truth is None else class_map(truth)
+    truth_ids = None if truth is None else instance_id_map(truth)
+    return measure_case(
+        mask, spacing, fg, instances=instance_id_map(label_map), truth=truth_classes, truth_instances=truth_ids
+    )
+
+
+def measurement_fields(measurements: CaseMeasurements | None) -> dict[str, Any]:
+    """The result row's ``measurements`` (JSON per-case totals) and ``components`` (JSON object rows)."""
+    if measurements is None:
+        return {}
+    return {
+        "measurements": json.dumps(measurements.totals, default=_plain),
+        "components": json.dumps(measurements.components, default=_plain, separators=(",", ":")),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers for JSON."""
+    return value.item() if hasattr(value, "item") else str(value)

@@ -1,0 +1,338 @@
+"""Sizes of segmented objects in physical units: one row per object, and per-case totals.
+
+An *object* is a connected component of one foreground class of a class map (full connectivity:
+8-connected in 2D, 26-connected in 3D, unless ``connectivity`` says otherwise), or one instance
+when an instance-index map is given (an instance counts once even where it is split in pieces).
+
+Conventions:
+
+- Arrays: ``(H, W)`` for an image, ``(Z, H, W)`` for a volume; ``spacing`` in mm in the *same axis
+  order*: ``(row, column)`` = a record's ``(spacing_y, spacing_x)`` in 2D, ``(slice, row, column)``
+  = a volume row's ``(spacing_z, spacing_y, spacing_x)`` in 3D.
+- Unknown spacing (``None``, or any value NaN, infinite or <= 0): every mm column is ``None`` in the
+  rows and NaN in the totals, and ``units`` is ``"px"``; mm are never guessed. Records store (1, 1)
+  for "unknown", so whoever calls this passes ``None`` when the source gives no spacing.
+- An object is the union of its pixel squares (voxel cuboids): area = count × pixel area; the
+  equivalent diameter is that of the circle (sphere) of the same area (volume).
+- Longest axis: the maximum Feret diameter of the pixel-edge contour (the points half a pixel
+  outside the first and last pixel of every row, column, and in 3D slice line: the marching-squares
+  contour at 0.5, skimage's ``feret_diameter_max`` convention), measured between the vertices of
+  its convex hull after scaling each axis by its spacing. On smooth shapes it is off by well under a
+  pixel (a disc of radius 40 px: +1.1 %; a sphere sampled every 1.5 mm: within one slice); square
+  corners are cut by up to half a pixel.
+- Bounding box: first and last index (both inclusive) per axis; ``bbox_size_*_mm`` is the box's
+  physical extent ((last - first + 1) × spacing). Centroid: mean pixel index; in mm, index ×
+  spacing (grid coordinates, pixel (0, 0)'s centre at 0 mm; no patient origin or orientation).
+
+Per-case totals (:func:`total_columns` lists them) are flat float columns for a result row, named
+``meas_<quantity>[_true|_err]_<class>``: the prediction's, the truth's, and prediction − truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+from segops.errors import SegopsError, ShapeError
+
+#: One object's row: (column, Python type). ``None`` where a column does not apply (``area_*`` in
+#: 3D, ``voxels``/``volume_*`` and ``*_z*`` in 2D) or where spacing is unknown (every ``*_mm*``).
+COMPONENT_FIELDS: tuple[tuple[str, type], ...] = (
+    ("class", int),
+    ("component", int),  # 1..n per class in scan order; the instance index k for instances
+    ("kind", str),  # "component" or "instance"
+    ("units", str),  # "mm" when spacing is known, else "px"
+    ("area_px", int),
+    ("area_mm2", float),
+    ("voxels", int),
+    ("volume_mm3", float),
+    ("volume_ml", float),
+    ("equivalent_diameter_px", float),
+    ("equivalent_diameter_mm", float),
+    ("longest_axis_px", float),
+    ("longest_axis_mm", float),
+    *((f"bbox_{end}_{axis}", int) for end in ("min", "max") for axis in "zyx"),
+    *((f"bbox_size_{axis}_mm", float) for axis in "zyx"),
+    *((f"centroid_{axis}", float) for axis in "zyx"),
+    *((f"centroid_{axis}_mm", float) for axis in "zyx"),
+)
+COMPONENT_COLUMNS = tuple(name for name, _ in COMPONENT_FIELDS)
+#: Per-class totals, by dimensionality: object count, total and largest size, longest axis.
+TOTAL_QUANTITIES = {
+    2: ("components", "area_px", "area_mm2", "largest_px", "largest_mm2", "longest_axis_px", "longest_axis_mm"),
+    3: ("components", "voxels", "volume_ml", "largest_voxels", "largest_ml", "longest_axis_px", "longest_axis_mm"),
+}
+TOTAL_PREFIX = "meas_"
+#: Points per block when searching the farthest pair of hull vertices (bounds memory to ~2 MB per 1000 points).
+_PAIR_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class CaseMeasurements:
+    """One case's measurements.
+
+    Attributes:
+        ndim: 2 or 3.
+        units: ``"mm"`` when spacing is known, else ``"px"`` (every mm value is then None / NaN).
+        components: one row per predicted object, keys :data:`COMPONENT_COLUMNS`, ordered by
+            class then component.
+        totals: the :func:`total_columns` of the case (``truth`` given: with ``_true`` and ``_err``).
+    """
+
+    ndim: int
+    units: str
+    components: list[dict[str, Any]]
+    totals: dict[str, float]
+
+
+def total_columns(classes: Sequence[int], ndim: int, truth: bool = False) -> tuple[str, ...]:
+    """Names of the per-case totals, e.g. ``meas_area_mm2_1``, ``meas_volume_ml_2``, ``meas_area_mm2_err_1``.
+
+    Args:
+        classes: foreground class ids; ndim: 2 or 3; truth: include the ``_true`` and ``_err`` columns.
+    """
+    if ndim not in TOTAL_QUANTITIES:
+        raise ShapeError(f"measurements are 2D or 3D, got ndim={ndim}")
+    variants = ("", "_true", "_err") if truth else ("",)
+    return tuple(f"{TOTAL_PREFIX}{q}{v}_{c}" for c in classes for v in variants for q in TOTAL_QUANTITIES[ndim])
+
+
+def measure_case(
+    class_map: np.ndarray,
+    spacing: Sequence[float] | None,
+    classes: Sequence[int],
+    instances: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    truth_instances: np.ndarray | None = None,
+    connectivity: int | None = None,
+) -> CaseMeasurements:
+    """Measure every object of ``classes`` in a predicted map, and total them (against the truth if given).
+
+    Args:
+        class_map: (H, W) or (Z, H, W) integer class indices, 0 = background.
+        spacing: mm per axis in the array's axis order (see the module docstring), or None.
+        classes: foreground classes to measure (>= 1); other values are not measured.
+        instances: same shape, instance index k >= 1 per pixel (0 = none): objects are then
+            instances, not connected components (for an instance label map ``class * STRIDE + k``,
+            pass ``segops.data.instances.class_map(label)`` and ``instance_id_map(label)``).
+        truth, truth_instances: the reference in the same form, for the ``_true``/``_err`` totals.
+        connectivity: 1..ndim (scipy's ``generate_binary_structure``); default ndim (8 / 26-connected).
+
+    Raises:
+        ShapeError: not 2D/3D, shapes differ, or ``spacing`` has the wrong length.
+        SegopsError: a class < 1, or a connectivity outside 1..ndim.
+    """
+    class_map = np.asarray(class_map)
+    ndim = class_map.ndim
+    if ndim not in (2, 3):
+        raise ShapeError(
+            f"expected an (H, W) or (Z, H, W) class map, got shape {class_map.shape}; squeeze the channel axis?"
+        )
+    for name, other in (("instances", instances), ("truth", truth), ("truth_instances", truth_instances)):
+        if other is not None and np.shape(other) != class_map.shape:
+            raise ShapeError(f"{name} has shape {np.shape(other)}, expected the class map's {class_map.shape}")
+    classes = [int(c) for c in classes]
+    if any(c < 1 for c in classes):
+        raise SegopsError(f"classes to measure must be foreground ids >= 1, got {classes}")
+    structure = _structure(ndim, connectivity)
+    mm = _known_spacing(spacing, ndim)
+    rows = _measure_map(class_map, instances, classes, mm, structure)
+    totals = _totals(rows, classes, ndim, mm is not None, "")
+    if truth is not None:
+        true_rows = _measure_map(np.asarray(truth), truth_instances, classes, mm, structure)
+        true_totals = _totals(true_rows, classes, ndim, mm is not None, "_true")
+        totals = _with_truth(totals, true_totals, classes, ndim)
+    return CaseMeasurements(ndim=ndim, units="px" if mm is None else "mm", components=rows, totals=totals)
+
+
+def _structure(ndim: int, connectivity: int | None) -> np.ndarray:
+    connectivity = ndim if connectivity is None else int(connectivity)
+    if not 1 <= connectivity <= ndim:
+        raise SegopsError(f"connectivity must be 1..{ndim} for a {ndim}D map, got {connectivity}")
+    return ndimage.generate_binary_structure(ndim, connectivity)
+
+
+def _known_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray | None:
+    """Spacing as floats, or None when unknown (None, NaN, inf or <= 0 in any axis)."""
+    if spacing is None:
+        return None
+    values = np.asarray(spacing, dtype=np.float64).ravel()
+    if values.size != ndim:
+        raise ShapeError(
+            f"spacing {tuple(values.tolist())} has {values.size} values for a {ndim}D map; "
+            f"give one per axis ({'(row, column)' if ndim == 2 else '(slice, row, column)'})"
+        )
+    return values if bool(np.all(np.isfinite(values)) and np.all(values > 0)) else None
+
+
+def _measure_map(
+    class_map: np.ndarray,
+    instances: np.ndarray | None,
+    classes: list[int],
+    mm: np.ndarray | None,
+    structure: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Rows of every object of ``classes``: connected components, or instances when given.
+
+    Each class is labelled inside its own bounding box (one ``find_objects`` pass over the map),
+    so a small object in a large volume costs little more than its box.
+    """
+    rows = []
+    kind = "component" if instances is None else "instance"
+    indexable = class_map if class_map.dtype.kind in "iu" else class_map.astype(np.int64)
+    class_boxes = ndimage.find_objects(indexable, max(classes)) if class_map.size and classes else []
+    for c in classes:
+        crop = class_boxes[c - 1] if c <= len(class_boxes) else None
+        if crop is None:
+            continue
+        mask = class_map[crop] == c
+        if instances is None:
+            labels, n = ndimage.label(mask, structure=structure)
+        else:
+            labels = np.where(mask, np.asarray(instances)[crop], 0).astype(np.int64, copy=False)
+            n = int(labels.max(initial=0))
+        origin = np.array([s.start for s in crop])
+        for k, box in enumerate(ndimage.find_objects(labels, n), start=1):
+            if box is not None:
+                measured = _measure_object(labels[box] == k, origin + [s.start for s in box], mm)
+                rows.append({"class": c, "component": k, "kind": kind} | measured)
+    return rows
+
+
+def _measure_object(sub: np.ndarray, first: np.ndarray, mm: np.ndarray | None) -> dict[str, Any]:
+    """One object's columns from its mask cropped to its bounding box, whose first index is ``first``."""
+    ndim = sub.ndim
+    count = int(np.count_nonzero(sub))
+    last = first + np.array(sub.shape) - 1
+    centroid = first + np.array([_axis_mean(sub, a, count) for a in range(ndim)])
+    hull = _hull_vertices(sub) + first
+    size_px = float(count)
+    size_mm = size_px * float(np.prod(mm)) if mm is not None else None
+    row: dict[str, Any] = {
+        "units": "px" if mm is None else "mm",
+        "equivalent_diameter_px": _equivalent_diameter(size_px, ndim),
+        "equivalent_diameter_mm": _equivalent_diameter(size_mm, ndim) if size_mm is not None else None,
+        "longest_axis_px": _farthest_pair(hull),
+        "longest_axis_mm": _farthest_pair(hull * mm) if mm is not None else None,
+    }
+    if ndim == 2:
+        row |= {"area_px": count, "area_mm2": size_mm, "voxels": None, "volume_mm3": None, "volume_ml": None}
+    else:
+        ml = size_mm / 1000.0 if size_mm is not None else None
+        row |= {"area_px": None, "area_mm2": None, "voxels": count, "volume_mm3": size_mm, "volume_ml": ml}
+    for a, axis in enumerate("zyx"[3 - ndim :]):
+        row |= {
+            f"bbox_min_{axis}": int(first[a]),
+            f"bbox_max_{axis}": int(last[a]),
+            f"bbox_size_{axis}_mm": float((last[a] - first[a] + 1) * mm[a]) if mm is not None else None,
+            f"centroid_{axis}": float(centroid[a]),
+            f"centroid_{axis}_mm": float(centroid[a] * mm[a]) if mm is not None else None,
+        }
+    return {name: row.get(name) for name in COMPONENT_COLUMNS[3:]}  # 2D: the z columns are None
+
+
+def _axis_mean(sub: np.ndarray, axis: int, count: int) -> float:
+    """Mean index of the object's pixels along ``axis`` (relative to the box)."""
+    profile = sub.sum(axis=tuple(a for a in range(sub.ndim) if a != axis), dtype=np.int64)
+    return float(profile @ np.arange(profile.size)) / count
+
+
+def _hull_vertices(sub: np.ndarray) -> np.ndarray:
+    """(N, ndim) vertices of the convex hull of the pixel-edge contour, in pixel indices of the box.
+
+    Along every line parallel to each axis, only the points half a pixel before the first and
+    after the last object pixel can be hull vertices; gathering those is a few passes over the box.
+    In 3D, a hull vertex is also a vertex of the 2D hull of its own plane (the points with the same
+    slice coordinate), which cuts a large organ's points ~15-fold before the 3D hull.
+    """
+    points = []
+    for axis in range(sub.ndim):
+        present = sub.any(axis=axis)
+        size = sub.shape[axis]
+        before = np.argmax(sub, axis=axis)[present] - 0.5
+        after = size - np.argmax(np.flip(sub, axis=axis), axis=axis)[present] - 0.5
+        others = np.nonzero(present)  # coordinates of the other axes, in order
+        for along in (before, after):
+            coords = list(others)
+            coords.insert(axis, along)
+            points.append(np.stack(coords, axis=1).astype(np.float64))
+    pts = np.concatenate(points)  # no duplicates: each axis' points are half-integer along that axis only
+    if sub.ndim == 3:
+        pts = pts[np.argsort(pts[:, 0], kind="stable")]
+        planes = np.split(pts, np.flatnonzero(np.diff(pts[:, 0])) + 1)
+        pts = np.concatenate([_hull_points(plane, plane[:, 1:]) for plane in planes])
+    return _hull_points(pts, pts)
+
+
+def _hull_points(points: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The rows of ``points`` whose ``coords`` are vertices of the convex hull of ``coords``."""
+    try:
+        return points[ConvexHull(coords).vertices]
+    except QhullError:  # too few or collinear/flat points: every one stays a candidate
+        return points
+
+
+def _farthest_pair(points: np.ndarray) -> float:
+    """Largest distance between two of ``points`` (N, d), exactly.
+
+    A first guess ``low`` (the farthest point from the point farthest from the centre) bounds the
+    search: a longer pair needs both ends farther than ``low - r_max`` from the centre, which on a
+    compact object leaves few candidates; those are compared in blocks so memory stays bounded.
+    """
+    if len(points) < 2:
+        return 0.0
+    radius = np.linalg.norm(points - points.mean(axis=0), axis=1)
+    start = points[np.argmax(radius)]
+    low = float(np.linalg.norm(points - start, axis=1).max())
+    candidates = points[radius > low - radius.max()]
+    best = low**2
+    for i in range(0, len(candidates), _PAIR_BLOCK):
+        block, rest = candidates[i : i + _PAIR_BLOCK], candidates[i:]
+        d2 = sum((block[:, k, None] - rest[None, :, k]) ** 2 for k in range(points.shape[1]))
+        best = max(best, float(np.max(d2, initial=0.0)))
+    return math.sqrt(best)
+
+
+def _equivalent_diameter(size: float, ndim: int) -> float:
+    """Diameter of the circle (2D, ``size`` an area) or sphere (3D, ``size`` a volume) of that size."""
+    return 2.0 * math.sqrt(size / math.pi) if ndim == 2 else (6.0 * size / math.pi) ** (1.0 / 3.0)
+
+
+def _totals(rows: list[dict[str, Any]], classes: list[int], ndim: int, known: bool, variant: str) -> dict[str, float]:
+    """Per-class totals of ``rows``, named as :func:`total_columns` names them (``variant`` "" or "_true")."""
+    size_px, size_mm, scale = ("area_px", "area_mm2", 1.0) if ndim == 2 else ("voxels", "volume_mm3", 1e-3)
+    totals = {}
+    for c in classes:
+        mine = [r for r in rows if r["class"] == c]
+        px = [float(r[size_px]) for r in mine]
+        mm = [float(r[size_mm]) * scale for r in mine] if known else []
+        axis_px = max((float(r["longest_axis_px"]) for r in mine), default=0.0)
+        axis_mm = max((float(r["longest_axis_mm"]) for r in mine), default=0.0) if known else math.nan
+        values = (
+            float(len(mine)),
+            float(sum(px)),
+            float(sum(mm)) if known else math.nan,
+            max(px, default=0.0),
+            max(mm, default=0.0) if known else math.nan,
+            axis_px,
+            axis_mm,
+        )
+        totals |= {f"{TOTAL_PREFIX}{q}{variant}_{c}": v for q, v in zip(TOTAL_QUANTITIES[ndim], values)}
+    return totals
+
+
+def _with_truth(pred: dict[str, float], true: dict[str, float], classes: list[int], ndim: int) -> dict[str, float]:
+    """Prediction, truth and prediction − truth totals, in :func:`total_columns` order."""
+    err = {
+        f"{TOTAL_PREFIX}{q}_err_{c}": pred[f"{TOTAL_PREFIX}{q}_{c}"] - true[f"{TOTAL_PREFIX}{q}_true_{c}"]
+        for c in classes
+        for q in TOTAL_QUANTITIES[ndim]
+    }
+    every = pred | true | err
+    return {name: every[name] for name in total_columns(classes, ndim, truth=True)}
