@@ -101,7 +101,7 @@ def _dice(model: torch.nn.Module, spec: SmpSpec, data: list) -> float:
 
 
 @pytest.mark.slow
-def test_smp_fine_tune_from_a_checkpoint_beats_scratch(tmp_path: Path) -> None:
+def test_smp_fine_tune_from_a_checkpoint_beats_scratch(tmp_path: Path, one_thread) -> None:
     """Pretrain on one generated set, fine-tune 2 epochs on 8 images of another, score on a third."""
     torch.manual_seed(0)
     pretrained = _fit_semantic(build_model(SMP), _step(SMP, epochs=4), _discs(16, 1), seed=0)
