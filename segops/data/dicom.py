@@ -60,13 +60,14 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
     sop_uid = str(getattr(ds, "SOPInstanceUID", "") or path_case_id(rel_path))
     series_uid = str(getattr(ds, "SeriesInstanceUID", "") or sop_uid)
     positions = _frame_positions(ds, len(frames))
+    spacing = _pixel_spacing(ds)
     common = dict(
         group_id=series_uid,
         source_uri=str(Path(path).resolve()),
         rel_path=rel_path,
         modality=str(getattr(ds, "Modality", "") or "OT"),
-        spacing=_pixel_spacing(ds) or (1.0, 1.0),
-        spacing_known=bool(_pixel_spacing(ds)),
+        spacing=spacing or (1.0, 1.0),
+        spacing_known=bool(spacing),
         transfer_syntax=ts,
         photometric=photometric,
         orientation=_floats(getattr(ds, "ImageOrientationPatient", None), 6) or _shared_orientation(ds),

@@ -283,6 +283,7 @@ def segment_cases(
 
 
 def _device(loaded: LoadedModel, device: torch.device | None) -> torch.device:
+    """``device``, or by default the device of the model's parameters."""
     return next(loaded.model.parameters()).device if device is None else device
 
 
@@ -312,8 +313,7 @@ def predict_batch(
         :class:`SemanticPrediction` s ((H, W) class maps, (Z, H, W) per volume), or
         :class:`InstancePrediction` s from an instance model.
     """
-    if device is None:
-        device = next(loaded.model.parameters()).device
+    device = _device(loaded, device)
     if loaded.model_spec.task == "instance":
         return list(predict_instances(loaded, images, device, settings.amp))
     if settings.risk:
