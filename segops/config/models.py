@@ -11,7 +11,20 @@ from pydantic import Field, model_validator
 from segops.config.spec import Spec
 
 
-class UNetSpec(Spec):
+class _SemanticSpec(Spec):
+    """What every semantic (class map) model spec shares."""
+
+    @property
+    def supervised_outputs(self) -> int:
+        """Outputs of the training-mode network (no deep supervision: 1)."""
+        return 1
+
+    @property
+    def task(self) -> Literal["semantic", "instance"]:
+        return "semantic"
+
+
+class UNetSpec(_SemanticSpec):
     """MONAI ``UNet`` for semantic segmentation. ``classes`` counts background.
 
     ``spatial_dims: 3`` builds a 3D U-Net that trains on random (Z, H, W) patches of the
@@ -50,15 +63,6 @@ class UNetSpec(Spec):
             d *= s
         return d
 
-    @property
-    def supervised_outputs(self) -> int:
-        """Outputs of the training-mode network (no deep supervision: 1)."""
-        return 1
-
-    @property
-    def task(self) -> Literal["semantic", "instance"]:
-        return "semantic"
-
 
 _DYNUNET_DEFAULTS: dict[int, tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...]]] = {
     2: (((3, 3),) * 5, ((1, 1),) + ((2, 2),) * 4),
@@ -67,7 +71,7 @@ _DYNUNET_DEFAULTS: dict[int, tuple[tuple[tuple[int, ...], ...], tuple[tuple[int,
 """(kernels, strides) per ``spatial_dims`` when a workflow gives neither: 16 px / 8 voxel divisors."""
 
 
-class DynUNetSpec(Spec):
+class DynUNetSpec(_SemanticSpec):
     """MONAI ``DynUNet`` (nnU-Net's network) for semantic segmentation. ``classes`` counts background.
 
     One ``kernels`` and one ``strides`` entry per level, each with one size per spatial axis
@@ -163,10 +167,6 @@ class DynUNetSpec(Spec):
     def supervised_outputs(self) -> int:
         """Outputs the training-mode network stacks on axis 1 (1 without deep supervision)."""
         return 1 + self.deep_supr_num if self.deep_supervision else 1
-
-    @property
-    def task(self) -> Literal["semantic", "instance"]:
-        return "semantic"
 
 
 class MaskRCNNSpec(Spec):
@@ -281,7 +281,7 @@ class MaskRCNNSpec(Spec):
         return "instance"
 
 
-class SmpSpec(Spec):
+class SmpSpec(_SemanticSpec):
     """segmentation_models_pytorch encoder–decoder for 2D semantic segmentation. ``classes`` counts background.
 
     ``decoder`` picks smp's ``Unet``, ``UnetPlusPlus``, ``FPN`` or ``DeepLabV3Plus``; ``encoder`` a
@@ -321,14 +321,6 @@ class SmpSpec(Spec):
     def size_divisor(self) -> int:
         """Height and width must be multiples of the encoder's output stride."""
         return 32
-
-    @property
-    def supervised_outputs(self) -> int:
-        return 1
-
-    @property
-    def task(self) -> Literal["semantic", "instance"]:
-        return "semantic"
 
 
 ModelSpec = Annotated[UNetSpec | DynUNetSpec | MaskRCNNSpec | SmpSpec, Field(discriminator="arch")]
