@@ -12,12 +12,18 @@ one mask PNG per slice. Two baselines, run in this process on the same files:
 
 torch uses every core in both loops. segops streams Ray Data decode tasks into an actor pool.
 
+``--risk-cost``: after the 1x runs, segops 1x four times more, with the per-case risk off, on, off,
+on (``InferenceSettings(risk=...)``, what ``segment.review.enabled`` switches; alternated so that
+warm-up weighs on both), and the cost of the risk in % of the images/s without it. The figures go
+to ``--out`` (default ``benchmarks/out/segment.json``).
+
     .venv/bin/python benchmarks/segment.py --slices 600 --scale 10
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -129,10 +135,12 @@ def check_same_masks(plain: Path, *others: Path) -> None:
     print(f"masks: all {len(files)} identical in the plain loop, the engine loop and segops")
 
 
-def segops_segment(source: DicomSource, checkpoint: Path, out: Path, resources: dict) -> int:
+def segops_segment(
+    source: DicomSource, checkpoint: Path, out: Path, resources: dict, options: InferenceSettings | None = None
+) -> int:
     pool = size_actor_pool(ActorPoolSpec(), resources)
     config = OutputConfig(str(out), ("png",), "mirror", {1: "lesion"}, 2, "bench")
-    options = InferenceSettings()  # amp, default sliding window
+    options = options or InferenceSettings()  # amp, default sliding window, risk on
     run = segment_dataset(
         read_source(source, streaming=True, num_cpus=pool.read_cpus),
         checkpoint,
@@ -145,6 +153,34 @@ def segops_segment(source: DicomSource, checkpoint: Path, out: Path, resources: 
     return run.processed
 
 
+def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[str, float | list[float]]:
+    """segops 1x with the per-case risk off, on, off, on (each run starts its own actor pool, as the
+    1x run does): mean images/s of each and the risk's cost in % of the rate without it. The risk
+    reference knows nothing here (no training fingerprint), which changes no pass: only the scores
+    that compare with training data are NaN."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for i, risk in enumerate((False, True, False, True)):
+        name = "on" if risk else "off"
+        rates[risk].append(
+            rate(
+                f"segops 1x, risk {name} ({len(rates[risk]) + 1} of 2)",
+                lambda risk=risk, name=name, i=i: segops_segment(
+                    source, checkpoint, OUT / "results" / f"risk-{name}-{i}", resources, InferenceSettings(risk=risk)
+                ),
+            )
+        )
+    off, on = float(np.mean(rates[False])), float(np.mean(rates[True]))
+    cost = 100 * (off - on) / off
+    print(f"risk cost, 1x: {off:.1f} img/s without the risk, {on:.1f} with it: {cost:.1f} % of throughput")
+    return {
+        "risk_off_images_per_s": off,
+        "risk_on_images_per_s": on,
+        "risk_cost_percent": cost,
+        "risk_off_runs": rates[False],
+        "risk_on_runs": rates[True],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=600)
@@ -153,6 +189,10 @@ def main() -> None:
     parser.add_argument(
         "--data-memory-gb", type=float, default=None, help="cap Ray Data's object-store budget (cluster.data_memory_gb)"
     )
+    parser.add_argument(
+        "--risk-cost", action="store_true", help="after the 1x runs: segops 1x with the risk off, on, off, on"
+    )
+    parser.add_argument("--out", type=Path, default=OUT.parent / "segment.json", help="the figures as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     shutil.rmtree(OUT / "results", ignore_errors=True)
@@ -180,6 +220,20 @@ def main() -> None:
         f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)} in up to "
         f"{rss_small.peak_processes} processes"
     )
+    figures: dict[str, object] = {
+        "slices": args.slices,
+        "cpus": resources.get("CPU", 0),
+        "gpus": resources.get("GPU", 0),
+        "plain_images_per_s": plain,
+        "engine_images_per_s": engine,
+        "segops_images_per_s": cold,
+        "ratio_vs_plain": cold / plain,
+        "peak_pss_gib": rss_small.peak / 2**30,
+    }
+    save(figures, args.out)
+    if args.risk_cost:
+        figures |= risk_cost(small, checkpoint, resources)
+        save(figures, args.out)
     if args.scale:
         big = make_inputs(args.slices * args.scale, seed=1)
         big_plain = rate(
@@ -200,6 +254,23 @@ def main() -> None:
             f"peak memory, {args.scale}x: {gib(rss_big.peak)} in up to {rss_big.peak_processes} processes; "
             f"growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)"
         )
+        figures |= {
+            "scale": args.scale,
+            "big_plain_images_per_s": big_plain,
+            "big_engine_images_per_s": big_engine,
+            "big_segops_images_per_s": big_rate,
+            "big_ratio_vs_plain": big_rate / big_plain,
+            "big_peak_pss_gib": rss_big.peak / 2**30,
+            "memory_growth": rss_big.peak / rss_small.peak,
+        }
+        save(figures, args.out)
+
+
+def save(figures: dict, path: Path) -> None:
+    """Write the figures so far (after the 1x part too: a later failure keeps them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2))
+    print(f"figures: {path}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The run summary: held-out (test) figures, then validation, then all cases, foreground Dice first in
 each; "no test set" when nothing was held out; a warning when the model predicted no foreground."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,21 @@ def test_summary_gives_the_out_of_fold_figure_with_folds(capsys: pytest.CaptureF
     rows = _rows(capsys.readouterr().out)
     assert ["cross-validation", "5 folds, out-of-fold Dice 0.8100, foreground Dice 0.6200"] in rows
     assert ["held-out (test)", "3 cases; touched by nothing before this step"] in rows
+
+
+def test_summary_says_the_review_queue_is_off_and_a_resumed_run_reloads_no_queue(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = Path("runs/r1")
+    metrics = {"segment_outputs": 4.0}
+    segment = SegmentResult(
+        root / "outputs.parquet", root / "report.parquet", "d1", root, str(root), metrics, risk=False
+    )
+    reloaded = SegmentResult.from_manifest(segment.to_manifest())  # what a resumed run sees
+    assert reloaded == segment and (reloaded.review, reloaded.review_page, reloaded.flagged) == (None, None, None)
+    _print_summary(RunResult("r1", root, "m1", "sqlite:///mlruns.db", [segment.to_manifest()], (reloaded,)))
+    assert ["review queue", "off: no risk computed (segment.review.enabled: false)"] in _rows(capsys.readouterr().out)
+    on = replace(segment, review=root / "review.parquet", metrics=metrics | {"segment_flagged_cases": 2.0}, risk=True)
+    assert SegmentResult.from_manifest(on.to_manifest()) == on
+    _print_summary(RunResult("r1", root, "m1", "sqlite:///mlruns.db", [on.to_manifest()], (on,)))
+    assert ["review queue", "2 case(s) flagged: runs/r1/review.parquet"] in _rows(capsys.readouterr().out)

@@ -104,7 +104,9 @@ def _print_summary(result) -> None:
         if "://" in segment.outputs_root:
             table.add_row("outputs (masks, SEGs)", segment.outputs_root)
         table.add_row("report", str(segment.report))
-        if segment.flagged is not None:
+        if not segment.risk:
+            table.add_row("review queue", "off: no risk computed (segment.review.enabled: false)")
+        elif segment.flagged is not None:
             page = segment.review_page or segment.review
             where = f": {page}" if page is not None else ""
             table.add_row("review queue", f"{segment.flagged} case(s) flagged{where}")

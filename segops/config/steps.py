@@ -71,8 +71,13 @@ class ReviewSpec(Spec):
 
     Every case gets a ``risk`` score (:mod:`segops.engine.risk`); a case is *flagged* when its risk
     is at least ``flag_risk`` (the default 1.0 is one raised flag, or several uncertain signals together).
+    ``enabled: false`` computes no risk at all (no risk columns in ``outputs.parquet``) and writes no
+    queue: what the risk costs is in ``benchmarks/segment.py --risk-cost``.
     """
 
+    enabled: bool = Field(
+        default=True, description="Compute each case's risk and write the review queue; false skips both."
+    )
     top: int = Field(default=50, ge=0, description="Riskiest cases shown on review/index.html (0: no page).")
     flag_risk: float = Field(default=1.0, gt=0.0, description="Risk at or above which a case counts as flagged.")
 

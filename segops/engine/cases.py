@@ -113,6 +113,7 @@ class InferenceSettings:
             tta=step.tta,
             probabilities="probabilities" in step.outputs,
             postprocess=step.postprocess,
+            risk=step.review.enabled,
         )
 
     def check_model(self, model_spec: Any, step: str) -> None:

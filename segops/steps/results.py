@@ -120,7 +120,8 @@ class SegmentResult:
     """Where a segment step wrote its tables (``root``) and its masks (``outputs_root``: the run
     folder or ``cluster.storage``), and its metrics (``segment_*``); ``review``: the review queue
     table (``review.parquet``), ``review_page``: its ``review/index.html`` (None with ``review.top: 0``
-    or from a run before the review queue existed); ``measurements``: one row per segmented object
+    or from a run before the review queue existed); both None, with ``risk`` False, when the step
+    computed no risk (``review.enabled: false``); ``measurements``: one row per segmented object
     (``measurements.parquet``; None from a run before measurements existed)."""
 
     outputs: Path
@@ -134,10 +135,11 @@ class SegmentResult:
     review: Path | None = None
     review_page: Path | None = None
     measurements: Path | None = None
+    risk: bool = True
 
     @property
     def flagged(self) -> int | None:
-        """Cases the review queue flagged (``segment_flagged_cases``); None from an older run."""
+        """Cases the review queue flagged (``segment_flagged_cases``); None without risk or from an older run."""
         value = self.metrics.get("segment_flagged_cases")
         return None if value is None else int(value)
 
@@ -154,6 +156,8 @@ class SegmentResult:
             outputs["review_page"] = str(self.review_page)
         if self.measurements is not None:
             outputs["measurements"] = str(self.measurements)
+        if not self.risk:
+            outputs["risk"] = False
         return outputs | {"root": str(self.root), "outputs_root": self.outputs_root} | dict(self.metrics)
 
     @classmethod
@@ -171,6 +175,7 @@ class SegmentResult:
             _path(outputs.get("review")),
             _path(outputs.get("review_page")),
             _path(outputs.get("measurements")),
+            bool(outputs.get("risk", True)),
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.instance_eval import entries_ap
 from segops.engine.postprocess import postprocessing_from_meta
-from segops.engine.risk import RiskReference
+from segops.engine.risk import RISK_COLUMNS, RiskReference
 from segops.errors import DecodeError, StepError
 from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
@@ -124,12 +124,12 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     results = run_.results
     ok = results[results["status"] == STATUS_OK]
     rtstructs = write_rtstructs(ok, step, ctx, config) if "rtstruct" in step.outputs else None
-    outputs_path, outputs_csv = write_table(build_outputs(ok), root / "outputs")
+    outputs_path, outputs_csv = write_table(without_risk(build_outputs(ok), step), root / "outputs")
     measurements, measurements_csv = write_measurements(component_rows(ok), root)
     ctx.tracker.log_artifact(measurements_csv, artifact_dir)
     distances = pd.to_numeric(ok["embedding_distance"], errors="coerce").to_numpy(float)
     report_embedding_drift(drift, distances, checkpoint, step, ctx, root, artifact_dir)
-    report = build_report(ok, split, instances=instance)
+    report = without_risk(build_report(ok, split, instances=instance), step)
     report_path, report_csv = write_table(report, root / "report")
     metrics = {
         "segment_outputs": float(len(ok)),
@@ -143,9 +143,9 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
     if rtstructs is not None:
         metrics["segment_rtstruct_series"] = float(rtstructs)
-    review = build_review(ok, step.review.flag_risk)
-    review_path, review_csv = write_table(review, root / "review")
-    metrics["segment_flagged_cases"] = float(review["flagged"].sum())
+    review = write_review_queue(ok, step, ctx, loaded, root, artifact_dir)
+    if review is not None:
+        metrics["segment_flagged_cases"] = float(review.flagged)
     if metrics["segment_empty_prediction_fraction"] == 1.0:
         log.warning(
             "the model predicted no foreground on any of the %d segmented images: it has most likely "
@@ -172,16 +172,6 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     overlay_dir = write_overlays(report, step, ctx, loaded, root / "overlays", step.overlays)
     if overlay_dir is not None:
         ctx.tracker.log_artifact(overlay_dir, f"{artifact_dir}/overlays")
-    ctx.tracker.log_artifact(review_csv, artifact_dir)
-    page = write_review(review, step, ctx, loaded, root / "review")
-    if page is not None:
-        ctx.tracker.log_artifact(page.parent, f"{artifact_dir}/review")
-    log.info(
-        "review queue: %d of %d case(s) flagged (risk >= %g)",
-        len(review[review["flagged"]]),
-        len(review),
-        step.review.flag_risk,
-    )
     return SegmentResult(
         outputs_path,
         report_path,
@@ -191,10 +181,49 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         metrics,
         coco_path,
         qpath,
-        review_path,
-        page,
+        None if review is None else review.table,
+        None if review is None else review.page,
         Path(measurements),
+        risk=step.review.enabled,
     )
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """What :func:`write_review_queue` wrote: ``review.parquet``, its page (None with ``review.top: 0``)
+    and how many cases it flagged."""
+
+    table: Path
+    page: Path | None
+    flagged: int
+
+
+def write_review_queue(
+    ok: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, root: Path, artifact_dir: str
+) -> ReviewQueue | None:
+    """The review queue of the segmented cases ``ok`` (``review.parquet``/``.csv`` and
+    ``review/index.html`` under ``root``), logged to MLflow; None, and nothing written, with
+    ``review.enabled: false`` (no case has a risk to rank by)."""
+    if not step.review.enabled:
+        log.info("review queue: off (review.enabled: false): no risk computed, no queue written")
+        return None
+    review = build_review(ok, step.review.flag_risk)
+    table, csv = write_table(review, root / "review")
+    ctx.tracker.log_artifact(csv, artifact_dir)
+    page = write_review(review, step, ctx, loaded, root / "review")
+    if page is not None:
+        ctx.tracker.log_artifact(page.parent, f"{artifact_dir}/review")
+    flagged = int(review["flagged"].sum())
+    log.info("review queue: %d of %d case(s) flagged (risk >= %g)", flagged, len(review), step.review.flag_risk)
+    return ReviewQueue(table, page, flagged)
+
+
+def without_risk(table: pd.DataFrame, step: SegmentStep) -> pd.DataFrame:
+    """``table`` without its risk columns when ``review.enabled`` is false: no risk was computed, so
+    the columns are absent rather than NaN."""
+    if step.review.enabled:
+        return table
+    return table.drop(columns=[c for c in RISK_COLUMNS if c in table.columns])
 
 
 def write_review(

@@ -180,7 +180,12 @@ def _checkpoint(
 
 def candidate_cases(outputs: pd.DataFrame, include_labelled: bool = False, pool: int | None = None) -> pd.DataFrame:
     """The cases ``select`` may pick: unlabelled ones (every one with ``include_labelled``) that got
-    a PNG mask, the ``pool`` riskiest when given; sorted by case id."""
+    a PNG mask, the ``pool`` riskiest when given; sorted by case id. A run segmented with
+    ``review.enabled: false`` has no risk: every case's counts as unknown (NaN), so the picks are
+    the most diverse cases and ``pool`` keeps the first by case id."""
+    if "risk" not in outputs:
+        log.warning("the run computed no risk (segment.review.enabled: false): picking by diversity alone")
+        outputs = outputs.assign(risk=np.nan, risk_reasons="")
     rows = outputs[outputs["mask_path"].astype(str).str.endswith(".png")]
     if not include_labelled:
         rows = rows[~rows["has_label"].astype(bool)]

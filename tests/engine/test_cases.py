@@ -65,6 +65,12 @@ def test_settings_are_frozen_picklable_and_built_from_the_segment_step() -> None
     assert InferenceSettings() == InferenceSettings(True, SlidingWindowSpec.model_validate({}), None)
 
 
+def test_the_segment_steps_review_switch_turns_the_risk_on_and_off() -> None:
+    assert InferenceSettings.from_step(SegmentStep(step="segment")).risk is True
+    off = SegmentStep(step="segment", review={"enabled": False, "top": 3})
+    assert InferenceSettings.from_step(off).risk is False
+
+
 def test_a_2d_case_class_map_and_scores() -> None:
     loaded = _unet()
     rng = np.random.default_rng(0)

@@ -149,6 +149,23 @@ def test_risk_columns_present_and_finite_for_a_3d_model_and_a_volume_through_a_2
         _finite_risk(results[0].row_fields())
 
 
+def test_without_risk_a_cases_row_has_no_risk_column_and_is_otherwise_the_same() -> None:
+    """``review.enabled: false`` gives ``risk=False``: no risk, no risk columns, the same mask and scores."""
+    loaded = _unet(3)
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 255, (1, 20, 24)).astype(np.float32)
+    label = rng.integers(0, 3, (20, 24)).astype(np.uint8)
+    on = InferenceSettings(amp=False, tta=TTASpec(flip_axes=(1,)), reference=REFERENCE, measure=False)
+    off = InferenceSettings(amp=False, tta=on.tta, reference=REFERENCE, measure=False, risk=False)
+    (with_risk,) = segment_cases(loaded, [image.copy()], [label], on)  # copies: z-scoring writes in place
+    (without,) = segment_cases(loaded, [image.copy()], [label], off)
+    _finite_risk(with_risk.row_fields())
+    row = without.row_fields()
+    assert without.risk is None and not set(RISK_COLUMNS) & set(row)
+    np.testing.assert_array_equal(without.class_map, with_risk.class_map)
+    assert row == {k: v for k, v in with_risk.row_fields().items() if k not in RISK_COLUMNS}
+
+
 def test_instance_risk_uses_each_instances_score_entropy() -> None:
     shape = (12, 16)
     a, b = np.zeros(shape, bool), np.zeros(shape, bool)

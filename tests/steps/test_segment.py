@@ -113,10 +113,24 @@ def test_mirrored_segmentation_writes_each_cases_probabilities_beside_its_mask(
     ray_session, archive, checkpoint, tmp_path
 ) -> None:
     """``tta: {flip_axes: [0, 1]}`` with ``outputs: [png, probabilities]``: each case's .npz holds the
-    engine's mirrored softmax in float16, its mask is that softmax's argmax, and MLflow has the setting."""
-    run = _run(_workflow(archive, tmp_path, checkpoint, outputs=["png", "probabilities"], tta={"flip_axes": [0, 1]}))
+    engine's mirrored softmax in float16, its mask is that softmax's argmax, and MLflow has the setting.
+    ``review: {enabled: false}``: no risk columns, no review queue, no flagged-cases metric."""
+    workflow = _workflow(
+        archive,
+        tmp_path,
+        checkpoint,
+        outputs=["png", "probabilities"],
+        tta={"flip_axes": [0, 1]},
+        review={"enabled": False},
+    )
+    run = _run(workflow)
     outputs = pd.read_parquet(run.run_dir / "outputs.parquet")
     assert len(outputs) == 10 and outputs["probabilities_path"].str.endswith(".npz").all()
+    assert "risk" not in outputs.columns and "risk" not in pd.read_parquet(run.run_dir / "report.parquet").columns
+    assert not (run.run_dir / "review.parquet").exists() and not (run.run_dir / "review").exists()
+    (segment,) = run.results
+    assert (segment.review, segment.review_page, segment.risk) == (None, None, False)
+    assert "segment_flagged_cases" not in segment.metrics and run.outputs[0]["risk"] is False
     loaded, source = load_checkpoint(checkpoint), DicomSource(kind="dicom", path=archive / "images")
     for row in outputs.head(4).itertuples():
         assert row.probabilities_path == str(run.run_dir / "probabilities" / Path(row.rel_path).with_suffix(".npz"))
@@ -128,8 +142,9 @@ def test_mirrored_segmentation_writes_each_cases_probabilities_beside_its_mask(
         np.testing.assert_allclose(stored.probabilities, expected, atol=1e-3)
         mask = read_mask_png(row.mask_path, expected.shape[1:])
         np.testing.assert_array_equal(mask, probability_class_map(expected))
-    params = MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id).data.params
-    assert params["segment.tta.flip_axes"] == "[0, 1]"
+    mlflow_run = MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id)
+    assert mlflow_run.data.params["segment.tta.flip_axes"] == "[0, 1]"
+    assert "segment_flagged_cases" not in mlflow_run.data.metrics and "segment_outputs" in mlflow_run.data.metrics
 
 
 def test_streaming_reads_decode_one_unit_per_task_and_keep_a_bounded_budget(ray_session, tmp_path) -> None:

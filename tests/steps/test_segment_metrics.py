@@ -1,16 +1,23 @@
-"""The segment step's mask AP per part of the split (no Ray: scored from hand-made result rows)."""
+"""The segment step's mask AP per part of the split, and its tables without risk (no Ray: hand-made
+result rows)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from segops.config.schema import SegmentStep
+from segops.engine.checkpoint import load_checkpoint
 from segops.engine.instance_eval import eval_entry
-from segops.outputs.reports import SplitGroups
-from segops.steps.segment import mask_ap_metrics
+from segops.engine.risk import RISK_COLUMNS
+from segops.outputs.reports import SplitGroups, build_outputs, build_report, result_defaults
+from segops.steps.segment import mask_ap_metrics, without_risk, write_review_queue
+
+from .contexts import make_context, tiny_checkpoint
 
 
 def _row(group: str, hit: bool) -> dict[str, str]:
@@ -35,3 +42,30 @@ def test_mask_ap_is_scored_per_part_and_a_missing_test_set_gives_no_heldout_ap()
     no_test = mask_ap_metrics(results, SplitGroups(val=frozenset({"v1", "t1"})), classes=2)
     assert sorted(no_test) == ["mask_ap", "mask_ap50", "mask_ap75", "val_mask_ap", "val_mask_ap50", "val_mask_ap75"]
     assert no_test["val_mask_ap50"] == pytest.approx(51 / 101)
+
+
+def test_with_review_off_the_outputs_and_report_tables_have_no_risk_columns() -> None:
+    """The actor's result rows always hold the risk columns (NaN without risk); ``review.enabled:
+    false`` leaves them out of ``outputs.parquet`` and ``report.parquet``."""
+    ids = {"case_id": "a", "source_uri": "a.png", "rel_path": "a.png", "frame": 0, "group_id": "g", "modality": "OT"}
+    rows = pd.DataFrame([result_defaults("m") | ids | {"has_label": True}])
+    outputs, report = build_outputs(rows), build_report(rows, None)
+    on, off = SegmentStep(step="segment"), SegmentStep(step="segment", review={"enabled": False})
+    assert without_risk(outputs, on) is outputs and set(RISK_COLUMNS) <= set(outputs.columns)
+    assert list(without_risk(outputs, off).columns) == [c for c in outputs.columns if c not in RISK_COLUMNS]
+    assert {"risk", "risk_reasons"} <= set(report.columns)
+    assert list(without_risk(report, off).columns) == [c for c in report.columns if c not in ("risk", "risk_reasons")]
+
+
+def test_with_review_off_no_queue_is_written_and_with_it_on_the_queue_counts_flagged_cases(tmp_path: Path) -> None:
+    ctx = make_context(tmp_path)
+    loaded = load_checkpoint(tiny_checkpoint(tmp_path / "model", seed=0))
+    ids = [{"case_id": c, "source_uri": f"{c}.png", "rel_path": f"{c}.png", "frame": 0} for c in "ab"]
+    ok = pd.DataFrame([result_defaults("m") | i | {"risk": r} for i, r in zip(ids, (1.5, 0.2))])
+    off = SegmentStep(step="segment", review={"enabled": False})
+    assert write_review_queue(ok, off, ctx, loaded, ctx.run_dir, "segment") is None
+    assert list(ctx.run_dir.iterdir()) == []  # nothing written
+    on = SegmentStep(step="segment", review={"top": 0})  # top 0: no page, so no image is read
+    queue = write_review_queue(ok, on, ctx, loaded, ctx.run_dir, "segment")
+    assert (queue.table, queue.page, queue.flagged) == (ctx.run_dir / "review.parquet", None, 1)
+    assert pd.read_parquet(queue.table)["case_id"].tolist() == ["a", "b"]

@@ -150,6 +150,13 @@ def test_include_labelled_makes_labelled_cases_candidates(finished_run: dict) ->
     assert sorted(pool["risk"], reverse=True)[:3] == [0.9, 0.9, 0.9]
 
 
+def test_a_run_without_risk_gives_candidates_of_unknown_risk(finished_run: dict) -> None:
+    outputs = finished_run["rows"].drop(columns=["risk", "risk_reasons"])
+    rows = candidate_cases(outputs, pool=3)
+    assert len(rows) == 3 and rows["risk"].isna().all() and (rows["risk_reasons"] == "").all()
+    assert rows["case_id"].tolist() == sorted(candidate_cases(outputs)["case_id"])[:3]
+
+
 def test_budget_over_the_candidates_picks_every_one_and_the_cli_prints_them(finished_run: dict) -> None:
     from segops.cli import app
 
