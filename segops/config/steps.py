@@ -87,8 +87,9 @@ class DriftSpec(Spec):
     and compared with the training fingerprint stored with the model (:mod:`segops.data.drift`).
 
     A feature *moved* when its distance passes its threshold: PSI of the intensity histogram above
-    ``max_psi``; a KS statistic (image mean intensity, height, width, spacing) above ``max_ks`` and
-    significant (p < 0.01); a share above ``max_unseen`` of the sampled images with a channel count,
+    ``max_psi``; a KS statistic (image mean intensity, height, width, spacing) above ``max_ks``,
+    significant (p < 0.01), with a share above ``max_unseen`` of the images outside the training
+    range; a share above ``max_unseen`` of the sampled images with a channel count,
     modality, transfer syntax or photometric interpretation the training images never had; the
     median encoder-embedding distance above ``max_embedding`` times the training cases' 95th
     percentile. ``warn`` logs the table of what moved and segments; ``stop`` fails the step with it
@@ -99,7 +100,10 @@ class DriftSpec(Spec):
     max_psi: float = Field(default=0.25, gt=0.0, description="PSI above this: the intensity histogram moved.")
     max_ks: float = Field(default=0.3, gt=0.0, le=1.0, description="KS statistic above this (and p < 0.01): moved.")
     max_unseen: float = Field(
-        default=0.05, ge=0.0, lt=1.0, description="Share of images with a census value training never had."
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Share of images with a census value training never had (or a scalar outside its range).",
     )
     max_embedding: float = Field(
         default=1.0, gt=0.0, description="Median embedding distance / the training cases' 95th percentile."

@@ -3,6 +3,7 @@ compared: a fresh sample of the training generator passes, intensity x1.5 or a n
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from segops.config.steps import DriftSpec
-from segops.data.drift import compare, embedding_row, ks, psi, unseen_share
+from segops.data.drift import compare, embedding_row, ks, outside_share, psi, unseen_share
 from segops.data.fingerprint import Fingerprint, FingerprintAccumulator, histogram_counts, record_stats
 from segops.synth import make_inspection_archive
 
@@ -95,6 +96,19 @@ def test_a_new_image_size_moves_height_and_width(archives, trained) -> None:
     report = compare(trained, _new(trained, _images(archives[1], pad=100)), DriftSpec())
     assert {r.feature for r in report.moved} == {"image height (px)", "image width (px)"}, report.text()
     assert report.row("image height (px)").distance == 1.0  # 96-128 px vs 196-228 px: disjoint
+
+
+def test_a_scalar_inside_the_training_range_does_not_move_however_clustered(trained) -> None:
+    """Slices of a series share their spacing: 40 slices at 0.8 mm against series at 0.7 and 0.9 mm
+    is a significant KS statistic of 0.5, but every new value is one the model has seen."""
+    train = replace(trained, image_samples={"spacing_y": [0.7] * 40 + [0.9] * 40})
+    inside = compare(train, replace(trained, image_samples={"spacing_y": [0.8] * 40}), DriftSpec())
+    row = inside.row("row spacing (mm)")
+    assert row.distance == 0.5 and not row.moved and "0% outside" in row.note
+    outside = compare(train, replace(trained, image_samples={"spacing_y": [0.8] * 30 + [1.2] * 10}), DriftSpec())
+    row = outside.row("row spacing (mm)")
+    assert row.moved and "25% outside" in row.note
+    assert outside_share([0.7, 0.9], [0.6, 0.8, 1.0, float("nan")]) == 2 / 3
 
 
 def test_a_census_value_training_never_had_moves(archives, trained) -> None:
