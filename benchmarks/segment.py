@@ -49,9 +49,11 @@ from segops.config.schema import (
 )  # noqa: E402
 from segops.data.decode import decode_file, list_source_files  # noqa: E402
 from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
-from segops.engine.cases import InferenceSettings  # noqa: E402
+from segops.engine.cases import InferenceSettings, segment_cases  # noqa: E402
 from segops.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from segops.engine.embeddings import EmbeddingReference, embed  # noqa: E402
 from segops.engine.predict import predict_masks  # noqa: E402
+from segops.engine.risk import RiskReference  # noqa: E402
 from segops.models import build_model  # noqa: E402
 from segops.outputs.case_outputs import OutputConfig  # noqa: E402
 from segops.outputs.masks import mask_relpath, write_mask_png  # noqa: E402
@@ -153,32 +155,65 @@ def segops_segment(
     return run.processed
 
 
+def risk_references(source: DicomSource, checkpoint: Path, n: int = 64) -> tuple[RiskReference, EmbeddingReference]:
+    """What a trained model carries for the risk and the embedding distance, from the first ``n``
+    decoded slices (as the train step's are from its training cases): the intensity range the
+    risk's flag compares with, and the encoder embeddings' reference."""
+    images: list[np.ndarray] = []
+    for batch in _batches(source):
+        images.extend(np.asarray(r["image"], np.float32) for r in batch)
+        if len(images) >= n:
+            break
+    pixels = np.concatenate([image.ravel() for image in images[:n]])
+    risk = RiskReference(intensity_range=tuple(float(v) for v in np.percentile(pixels, [0.5, 99.5])))
+    return risk, EmbeddingReference.from_embeddings(embed(load_checkpoint(checkpoint), images[:n]))
+
+
 def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[str, float | list[float]]:
-    """segops 1x with the per-case risk off, on, off, on (each run starts its own actor pool, as the
-    1x run does): mean images/s of each and the risk's cost in % of the rate without it. The risk
-    reference knows nothing here (no training fingerprint), which changes no pass: only the scores
-    that compare with training data are NaN."""
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    for i, risk in enumerate((False, True, False, True)):
-        name = "on" if risk else "off"
-        rates[risk].append(
-            rate(
-                f"segops 1x, risk {name} ({len(rates[risk]) + 1} of 2)",
-                lambda risk=risk, name=name, i=i: segops_segment(
-                    source, checkpoint, OUT / "results" / f"risk-{name}-{i}", resources, InferenceSettings(risk=risk)
-                ),
-            )
-        )
-    off, on = float(np.mean(rates[False])), float(np.mean(rates[True]))
-    cost = 100 * (off - on) / off
-    print(f"risk cost, 1x: {off:.1f} img/s without the risk, {on:.1f} with it: {cost:.1f} % of throughput")
-    return {
-        "risk_off_images_per_s": off,
-        "risk_on_images_per_s": on,
-        "risk_cost_percent": cost,
-        "risk_off_runs": rates[False],
-        "risk_on_runs": rates[True],
+    """What the per-case risk and the embedding distance cost, against the same run without them.
+
+    Three settings: ``off`` (no risk, no embeddings), ``risk`` (the segment step's default risk,
+    with a training intensity range), ``risk+emb`` (also each case's encoder-embedding distance,
+    as a segment step with ``drift.action: warn`` computes it). Measured twice each, interleaved:
+    in one process through the engine (``segment_cases`` over decoded batches: the hot path alone),
+    and through segops 1x (Ray actors, each run starting its own pool, so actor start-up dilutes
+    the cost). Cost = (off - with) / off in % of images/s."""
+    reference, embeddings = risk_references(source, checkpoint)
+    settings = {
+        "off": InferenceSettings(risk=False),
+        "risk": InferenceSettings(risk=True, reference=reference),
+        "risk+emb": InferenceSettings(risk=True, reference=reference, embeddings=embeddings),
     }
+    loaded = load_checkpoint(checkpoint)
+    batches = [[np.asarray(r["image"], np.float32) for r in batch] for batch in _batches(source)]
+
+    def engine(options: InferenceSettings) -> int:
+        return sum(len(segment_cases(loaded, images, [None] * len(images), options)) for images in batches)
+
+    figures: dict[str, float | list[float]] = {}
+    for level in ("engine", "segops"):
+        rates: dict[str, list[float]] = {name: [] for name in settings}
+        for i, name in enumerate(list(settings) * 2):
+            options = settings[name]
+            if level == "engine":
+                work = lambda options=options: engine(options)  # noqa: E731
+            else:
+                work = lambda options=options, name=name, i=i: segops_segment(  # noqa: E731
+                    source, checkpoint, OUT / "results" / f"risk-{name}-{i}", resources, options
+                )
+            rates[name].append(rate(f"{level} 1x, {name} ({len(rates[name]) + 1} of 2)", work))
+        off = float(np.mean(rates["off"]))
+        for name in settings:
+            mean = float(np.mean(rates[name]))
+            figures[f"{level}_{name}_images_per_s"] = mean
+            figures[f"{level}_{name}_runs"] = rates[name]
+            if name != "off":
+                figures[f"{level}_{name}_cost_percent"] = 100 * (off - mean) / off
+        print(
+            f"{level}: {off:.1f} img/s without risk; risk costs {figures[f'{level}_risk_cost_percent']:.1f} %, "
+            f"risk + embedding distance {figures[f'{level}_risk+emb_cost_percent']:.1f} % (goal <= 5 %)"
+        )
+    return figures
 
 
 def main() -> None:
