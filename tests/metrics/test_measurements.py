@@ -7,11 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.spatial.distance import pdist
 
 from segops.data.instances import class_map, encode_instances, instance_id_map
 from segops.errors import SegopsError, ShapeError
-from segops.metrics.measurements import COMPONENT_COLUMNS, measure_case, total_columns
+from segops.metrics.measurements import COMPONENT_COLUMNS, MAX_OBJECTS, measure_case, total_columns
 
 
 def _ellipsoid(
@@ -135,6 +136,27 @@ def test_components_of_each_class_are_counted_separately() -> None:
         0.0,
     )
     assert tuple(t) == total_columns([1, 2, 3], 2)
+
+
+def test_a_speckled_map_measures_its_largest_objects_and_counts_every_one() -> None:
+    """An untrained model's thousands of specks: rows for the MAX_OBJECTS largest, totals over all."""
+    cmap = np.zeros((120, 120), np.uint8)
+    cmap[0:60:3, ::3] = 1  # 800 isolated 1 px specks
+    cmap[70:76, 30:41] = 1  # a 6 x 11 block
+    cmap[90:94, 60:62] = 1  # a 4 x 2 block
+    labels, n = ndimage.label(cmap, structure=np.ones((3, 3)))
+    sizes = np.bincount(labels.ravel())[1:]
+    m = measure_case(cmap, (0.5, 0.5), [1])
+    assert len(m.components) == MAX_OBJECTS < n
+    areas = [r["area_px"] for r in m.components]
+    assert n == 802 and sorted(areas, reverse=True)[:2] == sorted(sizes, reverse=True)[:2] == [66, 8]
+    t = m.totals
+    assert (t["meas_components_1"], t["meas_area_px_1"]) == (float(n), float(cmap.sum()))
+    assert t["meas_area_mm2_1"] == pytest.approx(cmap.sum() * 0.25)
+    block = np.zeros_like(cmap)
+    block[70:76, 30:41] = 1
+    assert t["meas_largest_px_1"] == 66
+    assert t["meas_longest_axis_px_1"] == measure_case(block, None, [1]).totals["meas_longest_axis_px_1"]
 
 
 def test_diagonal_neighbours_join_unless_connectivity_is_one() -> None:
