@@ -33,7 +33,7 @@ looks in the same shares as the pool (not only the rare one). Per benchmark seed
 The goal (``benchmarks/README.md``, issue 19): the select arm's mean held-out Dice beats the random
 arm's by more than the seed spread, i.e. the larger of the two arms' min-max ranges over seeds.
 
-    .venv/bin/python benchmarks/active.py            # 3 seeds (about 8-12 min on 2 cores)
+    .venv/bin/python benchmarks/active.py            # 3 seeds (3 min on 2 cores at load 4-6)
     .venv/bin/python benchmarks/active.py --quick    # smoke run: small sets, 1 seed, few epochs (~1.5 min)
     .venv/bin/python benchmarks/active.py --seeds 0 1 2 3 4 --budget 30
 
@@ -74,6 +74,7 @@ from segops.cluster.fingerprint import write_fingerprint  # noqa: E402
 from segops.config.load import validate_workflow_text  # noqa: E402
 from segops.config.schema import TrainStep  # noqa: E402
 from segops.data.fingerprint import FingerprintAccumulator, record_stats  # noqa: E402
+from segops.data.selection import RISK_WEIGHT
 from segops.engine.checkpoint import LoadedModel, save_checkpoint  # noqa: E402
 from segops.engine.embeddings import EMBEDDINGS_FILE, EmbeddingReference, embed  # noqa: E402
 from segops.models import build_model, load_weights  # noqa: E402
@@ -247,12 +248,12 @@ def segment_pool(checkpoint: Path, pool_images: Path, seed: int, num_cpus: int) 
     return run_workflow(validate_workflow_text(text, doc["name"]), text, new_run=True).run_dir
 
 
-def select_picks(run_dir: Path, budget: int, seed: int) -> tuple[list[str], dict[str, Any]]:
+def select_picks(run_dir: Path, budget: int, seed: int, risk_weight: float) -> tuple[list[str], dict[str, Any]]:
     """``segops select RUN --budget N``'s code path: the package's ``rel_path`` in pick order, and
     how risky the picks were against the pool (from ``outputs.parquet``)."""
     from segops.steps.select import select_for_labelling
 
-    package = select_for_labelling(run_dir, budget, OUT / f"select-seed{seed}")
+    package = select_for_labelling(run_dir, budget, OUT / f"select-seed{seed}", risk_weight=risk_weight)
     manifest = package.manifest
     return manifest["rel_path"].astype(str).tolist(), {
         "candidates": package.candidates,
@@ -277,7 +278,9 @@ def pool_risk(run_dir: Path) -> dict[str, float]:
 # --------------------------------------------------------------------------- one seed
 
 
-def run_seed(seed: int, plan: Plan, pool: list[Case], test: list[Case], tag: str, num_cpus: int) -> dict[str, Any]:
+def run_seed(
+    seed: int, plan: Plan, pool: list[Case], test: list[Case], tag: str, num_cpus: int, risk_weight: float
+) -> dict[str, Any]:
     seed_set = make_set(OUT / f"seedset-{tag}-{seed}", plan.seed_photos, plan.seed_rare, seed=100 + seed)
     torch.manual_seed(seed)
     model = build_model(MODEL)
@@ -289,7 +292,7 @@ def run_seed(seed: int, plan: Plan, pool: list[Case], test: list[Case], tag: str
     with stopwatch() as segment_s:
         run_dir = segment_pool(checkpoint, OUT / f"pool-{tag}" / "images", seed, num_cpus)
     with stopwatch() as select_s:
-        picked_paths, select_info = select_picks(run_dir, plan.budget, seed)
+        picked_paths, select_info = select_picks(run_dir, plan.budget, seed, risk_weight)
     by_path = {c.rel_path: c for c in pool}
     picks = {
         "select": [by_path[p] for p in picked_paths],
@@ -397,6 +400,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray for the segment step")
     parser.add_argument("--out", type=Path, default=None, help="default benchmarks/out/active[-quick].json")
+    parser.add_argument(
+        "--risk-weight",
+        type=float,
+        default=RISK_WEIGHT,
+        help=f"select's risk weight (segops' default {RISK_WEIGHT}; 0: diversity alone)",
+    )
     args = parser.parse_args()
     args.out = args.out or ROOT / "out" / ("active-quick.json" if args.quick else "active.json")
     plan = PLANS[args.quick]
@@ -418,13 +427,14 @@ def main() -> None:
         "seeds": seeds,
         "threads": torch.get_num_threads(),
         "plan": plan.__dict__,
+        "risk_weight": args.risk_weight,
         "recipe": recipe(1).model_dump(mode="json", exclude={"epochs"}),
         "pool": composition(pool),
         "test": composition(test),
         "runs": [],
     }
     for seed in seeds:
-        document["runs"].append(run_seed(seed, plan, pool, test, tag, args.num_cpus))
+        document["runs"].append(run_seed(seed, plan, pool, test, tag, args.num_cpus, args.risk_weight))
         document["summary"] = summary(document["runs"])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(document, indent=2))  # after each seed: a later failure keeps it
