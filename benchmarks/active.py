@@ -61,6 +61,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from PIL import Image
@@ -82,7 +83,9 @@ from segops.synth import make_defect_archive, make_inspection_archive  # noqa: E
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "active"
-ARMS = ("select", "random")
+#: ``select`` and ``random`` are the goal's arms; ``representative`` is a reference: the pool case
+#: nearest each of N k-means centres of the same embeddings ``select`` uses (typical cases, no risk).
+ARMS = ("select", "random", "representative")
 
 
 def recipe(epochs: int, weights: Path | None = None) -> TrainStep:
@@ -278,6 +281,24 @@ def pool_risk(run_dir: Path) -> dict[str, float]:
 # --------------------------------------------------------------------------- one seed
 
 
+def representative_picks(run_dir: Path, budget: int, seed: int) -> list[str]:
+    """``rel_path`` of the candidate nearest each of ``budget`` k-means centres of the candidates'
+    encoder embeddings (standardised per dimension), as ``select`` gets them (its own functions)."""
+    from sklearn.cluster import KMeans
+
+    from segops.steps.select import candidate_cases, embed_cases, read_run
+
+    finished = read_run(run_dir, OUT / f"representative-seed{seed}" / ".model")
+    rows, emb = embed_cases(finished, candidate_cases(pd.read_parquet(finished.segment.outputs)))
+    z = (emb - emb.mean(axis=0)) / (emb.std(axis=0) + 1e-8)
+    km = KMeans(n_clusters=budget, n_init=4, random_state=seed).fit(z)
+    picks = []
+    for k in range(budget):
+        members = np.flatnonzero(km.labels_ == k)
+        picks.append(members[np.argmin(np.linalg.norm(z[members] - km.cluster_centers_[k], axis=1))])
+    return rows.iloc[picks]["rel_path"].astype(str).tolist()
+
+
 def run_seed(
     seed: int, plan: Plan, pool: list[Case], test: list[Case], tag: str, num_cpus: int, risk_weight: float
 ) -> dict[str, Any]:
@@ -296,6 +317,7 @@ def run_seed(
     by_path = {c.rel_path: c for c in pool}
     picks = {
         "select": [by_path[p] for p in picked_paths],
+        "representative": [by_path[p] for p in representative_picks(run_dir, plan.budget, seed)],
         "random": [pool[i] for i in sorted(np.random.default_rng(seed).choice(len(pool), plan.budget, replace=False))],
     }
     print(f"  seed {seed}: segment step {segment_s():.0f} s, select {select_s():.0f} s ({run_dir.name})")
@@ -349,7 +371,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     goals = {}
     for key in ("dice", "fg_dice"):
         gain = rows["select"][key]["mean"] - rows["random"][key]["mean"]
-        spread = max(rows[arm][key]["max"] - rows[arm][key]["min"] for arm in ARMS)
+        spread = max(rows[arm][key]["max"] - rows[arm][key]["min"] for arm in ("select", "random"))
         paired = [
             next(a[key] for a in r["arms"] if a["arm"] == "select")
             - next(a[key] for a in r["arms"] if a["arm"] == "random")
