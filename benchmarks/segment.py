@@ -50,7 +50,7 @@ from segops.config.schema import (
 from segops.data.decode import decode_file, list_source_files  # noqa: E402
 from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
 from segops.engine.cases import InferenceSettings, segment_cases  # noqa: E402
-from segops.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint  # noqa: E402
 from segops.engine.embeddings import EmbeddingReference, embed  # noqa: E402
 from segops.engine.predict import predict_masks  # noqa: E402
 from segops.engine.risk import RiskReference  # noqa: E402
@@ -155,18 +155,13 @@ def segops_segment(
     return run.processed
 
 
-def risk_references(source: DicomSource, checkpoint: Path, n: int = 64) -> tuple[RiskReference, EmbeddingReference]:
-    """What a trained model carries for the risk and the embedding distance, from the first ``n``
-    decoded slices (as the train step's are from its training cases): the intensity range the
-    risk's flag compares with, and the encoder embeddings' reference."""
-    images: list[np.ndarray] = []
-    for batch in _batches(source):
-        images.extend(np.asarray(r["image"], np.float32) for r in batch)
-        if len(images) >= n:
-            break
-    pixels = np.concatenate([image.ravel() for image in images[:n]])
+def risk_references(loaded: LoadedModel, images: list[np.ndarray]) -> tuple[RiskReference, EmbeddingReference]:
+    """What a trained model carries for the risk and the embedding distance, from ``images`` (as
+    the train step's are from its training cases): the intensity range the risk's flag compares
+    with, and the encoder embeddings' reference."""
+    pixels = np.concatenate([image.ravel() for image in images])
     risk = RiskReference(intensity_range=tuple(float(v) for v in np.percentile(pixels, [0.5, 99.5])))
-    return risk, EmbeddingReference.from_embeddings(embed(load_checkpoint(checkpoint), images[:n]))
+    return risk, EmbeddingReference.from_embeddings(embed(loaded, images))
 
 
 def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[str, float | list[float]]:
@@ -178,14 +173,14 @@ def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[st
     in one process through the engine (``segment_cases`` over decoded batches: the hot path alone),
     and through segops 1x (Ray actors, each run starting its own pool, so actor start-up dilutes
     the cost). Cost = (off - with) / off in % of images/s."""
-    reference, embeddings = risk_references(source, checkpoint)
+    loaded = load_checkpoint(checkpoint)
+    batches = [[np.asarray(r["image"], np.float32) for r in batch] for batch in _batches(source)]
+    reference, embeddings = risk_references(loaded, [image for images in batches for image in images][:64])
     settings = {
         "off": InferenceSettings(risk=False),
         "risk": InferenceSettings(risk=True, reference=reference),
         "risk+emb": InferenceSettings(risk=True, reference=reference, embeddings=embeddings),
     }
-    loaded = load_checkpoint(checkpoint)
-    batches = [[np.asarray(r["image"], np.float32) for r in batch] for batch in _batches(source)]
 
     def engine(options: InferenceSettings) -> int:
         return sum(len(segment_cases(loaded, images, [None] * len(images), options)) for images in batches)
