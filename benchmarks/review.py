@@ -154,6 +154,9 @@ def segment_tables(run_dir: Path) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
         outputs = pd.read_parquet(step["outputs"]["outputs"])
         signals = [c for _, c, _ in SIGNALS if c in outputs.columns]
         joined = report.merge(outputs[["case_id", "frame", *signals]], on=["case_id", "frame"], how="left")
+        if step["outputs"].get("review"):  # the review queue's flags (older runs: none)
+            review = pd.read_parquet(step["outputs"]["review"], columns=["case_id", "frame", "flagged"])
+            joined = joined.merge(review, on=["case_id", "frame"], how="left")
         if len(joined) != len(report):
             raise SystemExit(f"{step['outputs']['report']}: case ids repeat in outputs.parquet")
         tables.append((joined, step["outputs"]))
@@ -176,8 +179,11 @@ def score_part(df: pd.DataFrame) -> dict[str, Any]:
             continue  # not computed for this run (e.g. member_dice without TTA or folds)
         values = transform(pd.to_numeric(df[column], errors="coerce").to_numpy(float))
         singles[label] = risk_auroc(np.nan_to_num(values, nan=0.0), dice, threshold)
+    flagged = df["flagged"].fillna(False).to_numpy(bool) if "flagged" in df.columns else None
     return {
         "cases": len(df),
+        "flagged": None if flagged is None else int(flagged.sum()),
+        "flagged_errors": None if flagged is None else int((flagged & (dice < threshold)).sum()),
         "dice_mean": float(np.nanmean(dice)) if len(dice) else math.nan,
         "dice_min": float(np.nanmin(dice)) if len(dice) else math.nan,
         "target": target,
@@ -260,16 +266,20 @@ def _f(v: Any, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def _flagged(part: dict[str, Any]) -> str:
+    return "-" if part.get("flagged") is None else f"{part['flagged']} ({part['flagged_errors']})"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| row | part | cases | Dice mean (min) | target | errors | AUROC risk | AUROC < median | Spearman | "
-        "Dice top 10 % / rest |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Dice top 10 % / rest | flagged (errors among them) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     signals: list[str] = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['row']} | failed: {r['error'][:150]} | | | | | | | | |")
+            lines.append(f"| {r['row']} | failed: {r['error'][:150]} | | | | | | | | | |")
             continue
         for p in r["parts"]:
             goal = " ✓" if p["risk_auroc"] >= GOAL else ""
@@ -277,7 +287,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"| {r['row']} ({r['epochs'] or 'recipe'} ep) | {p['part']} | {p['cases']} | "
                 f"{_f(p['dice_mean'])} ({_f(p['dice_min'])}) | {p['target']} | {int(p['risk_errors'])} | "
                 f"{_f(p['risk_auroc'])}{goal} | {_f(p['risk_auroc_median'])} | {_f(p['risk_spearman'])} | "
-                f"{_f(p['risk_top10_dice'])} / {_f(p['risk_rest_dice'])} |"
+                f"{_f(p['risk_top10_dice'])} / {_f(p['risk_rest_dice'])} | "
+                f"{_flagged(p)} |"
             )
             signals += [s for s in p["signal_auroc"] if s not in signals]
     lines += ["", "AUROC of single signals (same target as the risk's):", ""]

@@ -24,6 +24,7 @@ from segops.config import validate_workflow_text
 from segops.data.labels import read_mask_png
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
+from segops.engine.risk_rule import CALIBRATION_FILE, RiskCalibration
 from segops.outputs.manifest import load_manifest
 from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
@@ -277,7 +278,16 @@ def test_review_queue_ranks_every_segmented_case_and_is_in_mlflow(run) -> None:
     segment = run.latest(SegmentResult)
     assert segment.review_page == run.run_dir / "review" / "index.html" and segment.review_page.is_file()
     assert segment.flagged == int(review["flagged"].sum())
+    # the risk is calibrated on the model's validation cases, and flags from their threshold
+    train = run.latest(TrainResult)
+    calibration = RiskCalibration.from_json((train.checkpoint / CALIBRATION_FILE).read_text())
+    meta = pd.read_parquet(run.latest(IngestResult).dataset, columns=["group_id", "status", "has_label"])
+    validation = meta[meta["group_id"].isin(train.val_groups) & (meta["status"] == "ok") & meta["has_label"]]
+    assert calibration.cases == len(validation) == len(calibration.dice) > 0
+    assert review["flagged"].tolist() == (review["risk"] >= calibration.flag_risk).tolist()
     client = MlflowClient(run.tracking_uri)
+    params = client.get_run(run.mlflow_run_id).data.params
+    assert float(params["segment.review.flag_risk"]) == pytest.approx(calibration.flag_risk, abs=1e-4)
     metrics = client.get_run(run.mlflow_run_id).data.metrics
     assert metrics["segment_flagged_cases"] == review["flagged"].sum()
     assert metrics["segment_risk_cases"] == len(pd.read_parquet(run.run_dir / "report.parquet"))

@@ -69,8 +69,10 @@ class TTASpec(Spec):
 class ReviewSpec(Spec):
     """The segment step's review queue (``review.parquet``/``.csv`` and ``review/index.html``).
 
-    Every case gets a ``risk`` score (:mod:`segops.engine.risk`); a case is *flagged* when its risk
-    is at least ``flag_risk`` (the default 1.0 is one raised flag, or several uncertain signals together).
+    Every case gets a ``risk`` score (:mod:`segops.engine.risk_rule`); a case is *flagged* when its
+    risk is at least ``flag_risk``. Unset, the model decides: a model calibrated on its validation
+    cases flags from the 90th percentile of their risks; one without a calibration (k-fold
+    ensembles, older models) at 1.0 (one raised flag, or several uncertain signals together).
     ``enabled: false`` computes no risk at all (no risk columns in ``outputs.parquet``) and writes no
     queue: what the risk costs is in ``benchmarks/segment.py --risk-cost``.
     """
@@ -79,7 +81,11 @@ class ReviewSpec(Spec):
         default=True, description="Compute each case's risk and write the review queue; false skips both."
     )
     top: int = Field(default=50, ge=0, description="Riskiest cases shown on review/index.html (0: no page).")
-    flag_risk: float = Field(default=1.0, gt=0.0, description="Risk at or above which a case counts as flagged.")
+    flag_risk: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Risk at or above which a case is flagged; unset: the model's calibrated threshold (or 1.0).",
+    )
 
 
 class DriftSpec(Spec):

@@ -11,7 +11,10 @@ Signals (columns of the result row, :data:`RISK_COLUMNS`):
   edge. NaN without foreground (without an edge).
 - ``doubt``: pixels the model called background though it gave another class real weight
   (normalised entropy >= 0.5, off the boundary band), as a share of those pixels plus the
-  foreground: 0 for a confident mask, near 1 when the model half-saw objects it did not draw.
+  foreground, the foreground counted as at least one typical training object (the fingerprint's
+  median object size): 0 for a confident mask, near 1 when the model half-saw objects it did not
+  draw. So an empty prediction with a few doubtful pixels is not a full doubt, and one with a
+  half-seen object of training size is.
 - ``member_dice``: agreement of the members' class maps (mirrors and/or folds): pairwise Dice
   pooled over member pairs, ``Σ_pairs 2|a∩b| / Σ_pairs (|a|+|b|)`` per foreground class, averaged
   over the classes any member predicted (1.0 when none did); NaN with one member.
@@ -25,11 +28,8 @@ Signals (columns of the result row, :data:`RISK_COLUMNS`):
   some), ``flag_fragments`` (more small fragments than max(5, the most objects any training image
   had)), ``flag_intensity`` (``intensity_outside`` > 10 %).
 
-The rule (:func:`combine`): ``risk = entropy_fg + 0.5·entropy_boundary + doubt + (1 − member_dice)
-+ min(|area_z|, 4) / 4 + (one per raised flag)``, a missing signal counting 0. Each term is in
-0..1 (boundaries are uncertain even in good masks, so theirs counts half); a raised flag alone
-reaches 1.0, the default review threshold (``segment.review.flag_risk``). ``risk_reasons`` says
-in words every term worth at least 0.25 (every flag), largest first.
+The rule that turns the signals into one ``risk`` (calibrated against the model's validation
+cases, or absolute), and the references it reads, are in :mod:`segops.engine.risk_rule`.
 
 Instance models (Mask R-CNN) have no softmax map: a foreground pixel's entropy is the binary
 entropy of its detection's score (the instance painted there), the same over the boundary band;
@@ -38,26 +38,40 @@ entropy of its detection's score (the instance painted there), the same over the
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
 
-from segops.data.fingerprint import Fingerprint
 from segops.data.instances import INSTANCE_STRIDE
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.ensemble import SoftmaxEnsemble, mirror_sets
 from segops.engine.predict import class_indices, network
+from segops.engine.risk_rule import (
+    DOUBT_ENTROPY,
+    CaseRisk,
+    RiskReference,
+    combine,
+)
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "RISK_COLUMNS",
+    "CaseRisk",
+    "MemberVotes",
+    "RiskReference",
+    "boundary_band",
+    "instance_risk",
+    "intensity_outside",
+    "member_network",
+    "normalised_entropy",
+    "pooled_member_dice",
+    "risk_head",
+    "semantic_risk",
+    "split_head",
+]
 
 #: Float columns of the result row (see the module docstring), in order.
 RISK_FLOAT_COLUMNS = (
@@ -75,72 +89,6 @@ RISK_FLAG_COLUMNS = ("flag_empty", "flag_fragments", "flag_intensity")
 #: Text columns: the reasons in words ("; "-separated) and the per-class area z-scores (JSON).
 RISK_TEXT_COLUMNS = ("risk_reasons", "area_z_per_class")
 RISK_COLUMNS = (*RISK_FLOAT_COLUMNS, *RISK_FLAG_COLUMNS, *RISK_TEXT_COLUMNS)
-
-#: Normalised entropy at or above which a background pixel counts towards ``doubt``.
-DOUBT_ENTROPY = 0.5
-#: Share of training images with foreground from which an empty prediction is flagged.
-EMPTY_RARE = 0.9
-#: Share of pixels outside the training intensity range that raises ``flag_intensity``.
-INTENSITY_FLAG = 0.1
-#: Small fragments tolerated before ``flag_fragments`` whatever the training data had.
-MIN_FRAGMENT_LIMIT = 5
-#: Fragment size (px) counted as small when the fingerprint has no object sizes.
-DEFAULT_SMALL_PX = 16.0
-#: |z| at which the area term reaches 1.
-AREA_Z_CAP = 4.0
-#: Floor under the training spread of a class's area (so a class always absent gives finite z).
-MIN_AREA_STD = 1e-3
-#: A term worth at least this much is named in ``risk_reasons``.
-REASON_MIN = 0.25
-
-
-@dataclass(frozen=True)
-class RiskReference:
-    """What the training data looked like, from the model's fingerprint: built once on the driver.
-
-    Attributes:
-        fg_image_fraction: share of labelled training images with foreground; None when unknown.
-        class_image_fractions: (class, mean, std) of each class's per-image pixel share.
-        intensity_range: training intensity (p0.5, p99.5); None when unknown.
-        small_px: training objects' 5th-percentile size (px).
-        max_objects: most objects in one training image; None when unknown.
-    """
-
-    fg_image_fraction: float | None = None
-    class_image_fractions: tuple[tuple[int, float, float], ...] = ()
-    intensity_range: tuple[float, float] | None = None
-    small_px: float = DEFAULT_SMALL_PX
-    max_objects: int | None = None
-
-    @classmethod
-    def from_fingerprint(cls, fp: Fingerprint | None) -> RiskReference:
-        """The reference of a model's fingerprint (an empty one for None: only fingerprint-free signals)."""
-        if fp is None:
-            return cls()
-        objects = fp.objects
-        return cls(
-            fg_image_fraction=fp.foreground_image_fraction if fp.n_labelled else None,
-            class_image_fractions=tuple((c, m, s) for c, (m, s) in sorted(fp.class_image_fractions.items())),
-            intensity_range=None if fp.intensity_all is None else (fp.intensity_all.p00_5, fp.intensity_all.p99_5),
-            small_px=max(objects.size_p05, 1.0) if objects is not None and objects.size_p05 > 0 else DEFAULT_SMALL_PX,
-            max_objects=None if objects is None else objects.count_max,
-        )
-
-    @classmethod
-    def from_model_dir(cls, model_dir: str | Path, file_name: str) -> RiskReference:
-        """The reference of the fingerprint a checkpoint folder holds as ``file_name`` (the train step
-        writes ``fingerprint.json``); an empty one, logged, when it has none (an older model)."""
-        path = Path(model_dir) / file_name
-        if not path.is_file():
-            log.info("%s has no %s: the risk has no area z-scores, empty or intensity flags", model_dir, file_name)
-            return cls()
-        return cls.from_fingerprint(Fingerprint.from_json(path.read_text(encoding="utf-8")))
-
-    @property
-    def fractions(self) -> dict[int, tuple[float, float]]:
-        """Class → (mean, std) of its per-image pixel share in training."""
-        return {c: (m, s) for c, m, s in self.class_image_fractions}
-
 
 # --------------------------------------------------------------------------- in the network pass
 
@@ -261,43 +209,6 @@ def pooled_member_dice(votes: np.ndarray, members: int) -> float:
 # --------------------------------------------------------------------------- per case
 
 
-@dataclass(frozen=True)
-class CaseRisk:
-    """One case's risk signals (see the module docstring), its ``risk`` and reasons in words."""
-
-    risk: float
-    entropy_fg: float = float("nan")
-    entropy_boundary: float = float("nan")
-    doubt: float = float("nan")
-    member_dice: float = float("nan")
-    area_z: dict[int, float] = field(default_factory=dict)
-    small_fragments: int = 0
-    intensity_outside: float = float("nan")
-    flag_empty: bool = False
-    flag_fragments: bool = False
-    flag_intensity: bool = False
-    reasons: tuple[str, ...] = ()
-
-    def row_fields(self) -> dict[str, Any]:
-        """The :data:`RISK_COLUMNS` of the case's result row."""
-        worst = max(self.area_z.values(), key=abs, default=float("nan"))
-        return {
-            "risk": self.risk,
-            "entropy_fg": self.entropy_fg,
-            "entropy_boundary": self.entropy_boundary,
-            "doubt": self.doubt,
-            "member_dice": self.member_dice,
-            "area_z": worst,
-            "small_fragments": float(self.small_fragments),
-            "intensity_outside": self.intensity_outside,
-            "flag_empty": self.flag_empty,
-            "flag_fragments": self.flag_fragments,
-            "flag_intensity": self.flag_intensity,
-            "risk_reasons": "; ".join(self.reasons),
-            "area_z_per_class": json.dumps({c: round(z, 4) for c, z in self.area_z.items()}),
-        }
-
-
 def boundary_band(class_map: np.ndarray) -> np.ndarray:
     """Pixels with a differently classed neighbour along some axis (both sides of every edge)."""
     band = np.zeros(class_map.shape, bool)
@@ -339,7 +250,8 @@ def semantic_risk(
         entropy_fg = float((entropy * fg).sum(dtype=np.float64)) / n_fg if n_fg else float("nan")
         entropy_bd = float((entropy * band).sum(dtype=np.float64)) / n_band if n_band else float("nan")
         doubtful = np.count_nonzero((entropy >= DOUBT_ENTROPY) > (fg | band))
-        doubt = doubtful / (doubtful + n_fg) if doubtful + n_fg else 0.0
+        drawn = max(n_fg, reference.object_px or 0.0)  # at least one typical training object
+        doubt = doubtful / (doubtful + drawn) if doubtful + drawn else 0.0
     labels, _ = ndimage.label(fg)
     return combine(
         entropy_fg=entropy_fg,
@@ -391,89 +303,6 @@ def instance_risk(
     )
 
 
-def combine(
-    *,
-    entropy_fg: float,
-    entropy_boundary: float,
-    doubt: float,
-    member_dice: float,
-    class_map: np.ndarray,
-    pieces: np.ndarray,
-    outside: float,
-    reference: RiskReference,
-    classes: int,
-    members: str,
-) -> CaseRisk:
-    """The signals that need the training fingerprint, the flags, and the ``risk`` rule (module docstring).
-
-    Args:
-        pieces: sizes (px) of the prediction's connected pieces (instances).
-    """
-    fg_any = bool((class_map > 0).any())
-    area_z = _area_z(class_map, reference, classes)
-    small = int((pieces < reference.small_px).sum())
-    limit = max(MIN_FRAGMENT_LIMIT, reference.max_objects or 0)
-    flag_empty = not fg_any and reference.fg_image_fraction is not None and reference.fg_image_fraction >= EMPTY_RARE
-    flag_fragments = small > limit
-    flag_intensity = outside > INTENSITY_FLAG  # NaN compares False
-    worst = max(area_z.items(), key=lambda kv: abs(kv[1]), default=None)
-    terms: list[tuple[float, str]] = [
-        (_zero(entropy_fg), f"uncertain foreground (mean entropy {entropy_fg:.2f})"),
-        (0.5 * _zero(entropy_boundary), f"uncertain boundary (mean entropy {entropy_boundary:.2f})"),
-        (_zero(doubt), f"background the model half-saw as foreground (doubt {doubt:.2f})"),
-        (1.0 - _one(member_dice), f"{members} disagree (pairwise Dice {member_dice:.2f})"),
-    ]
-    if worst is not None:
-        c, z = worst
-        mean, std = reference.fractions[c]
-        share = float((class_map == c).mean())
-        terms.append(
-            (
-                min(abs(z), AREA_Z_CAP) / AREA_Z_CAP,
-                f"unusual area of class {c}: {share:.1%} of the image (training {mean:.1%} ± {std:.1%}, z = {z:+.1f})",
-            )
-        )
-    if flag_empty:
-        terms.append(
-            (1.0, f"empty prediction, but {reference.fg_image_fraction:.0%} of training images had foreground")
-        )
-    if flag_fragments:
-        terms.append((1.0, f"fragmented: {small} pieces under {reference.small_px:.0f} px (limit {limit})"))
-    if flag_intensity:
-        lo, hi = reference.intensity_range  # type: ignore[misc]
-        terms.append((1.0, f"{outside:.0%} of pixels outside the training intensity range [{lo:.4g}, {hi:.4g}]"))
-    risk = float(sum(t for t, _ in terms))
-    reasons = tuple(text for t, text in sorted(terms, key=lambda kv: -kv[0]) if t >= REASON_MIN)
-    return CaseRisk(
-        risk=risk,
-        entropy_fg=entropy_fg,
-        entropy_boundary=entropy_boundary,
-        doubt=doubt,
-        member_dice=member_dice,
-        area_z=area_z,
-        small_fragments=small,
-        intensity_outside=outside,
-        flag_empty=flag_empty,
-        flag_fragments=flag_fragments,
-        flag_intensity=flag_intensity,
-        reasons=reasons,
-    )
-
-
-def _area_z(class_map: np.ndarray, reference: RiskReference, classes: int) -> dict[int, float]:
-    """Class → z-score of its share of ``class_map`` against the training per-image distribution."""
-    fractions = reference.fractions
-    if not fractions:
-        return {}
-    counts = [np.count_nonzero(class_map == c) for c in range(classes)]  # faster than bincount on uint8
-    out = {}
-    for c in range(1, classes):
-        if c in fractions:
-            mean, std = fractions[c]
-            out[c] = float((counts[c] / class_map.size - mean) / max(std, MIN_AREA_STD))
-    return out
-
-
 def intensity_outside(image: np.ndarray, reference: RiskReference) -> float:
     """Share of ``image``'s pixels (channel mean; (C, *spatial) as decoded) outside the training
     intensity range; NaN when the reference has none.
@@ -485,11 +314,3 @@ def intensity_outside(image: np.ndarray, reference: RiskReference) -> float:
         return float("nan")
     gray = image[0] if image.shape[0] == 1 else image.mean(axis=0)
     return float(((gray < bounds[0]) | (gray > bounds[1])).mean())
-
-
-def _zero(value: float) -> float:
-    return 0.0 if math.isnan(value) else value
-
-
-def _one(value: float) -> float:
-    return 1.0 if math.isnan(value) else value

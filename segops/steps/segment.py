@@ -143,7 +143,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     } | {f"segment_{k}": v for k, v in report_metrics(report).items()}
     if rtstructs is not None:
         metrics["segment_rtstruct_series"] = float(rtstructs)
-    review = write_review_queue(ok, step, ctx, loaded, root, artifact_dir)
+    review = write_review_queue(ok, step, ctx, loaded, root, artifact_dir, settings.reference.flag_risk)
     if review is not None:
         metrics["segment_flagged_cases"] = float(review.flagged)
     if metrics["segment_empty_prediction_fraction"] == 1.0:
@@ -199,22 +199,35 @@ class ReviewQueue:
 
 
 def write_review_queue(
-    ok: pd.DataFrame, step: SegmentStep, ctx: RunContext, loaded: LoadedModel, root: Path, artifact_dir: str
+    ok: pd.DataFrame,
+    step: SegmentStep,
+    ctx: RunContext,
+    loaded: LoadedModel,
+    root: Path,
+    artifact_dir: str,
+    model_flag_risk: float,
 ) -> ReviewQueue | None:
     """The review queue of the segmented cases ``ok`` (``review.parquet``/``.csv`` and
     ``review/index.html`` under ``root``), logged to MLflow; None, and nothing written, with
-    ``review.enabled: false`` (no case has a risk to rank by)."""
+    ``review.enabled: false`` (no case has a risk to rank by).
+
+    Args:
+        model_flag_risk: the threshold the model implies (:attr:`RiskReference.flag_risk`), used
+            unless the step sets ``review.flag_risk``.
+    """
     if not step.review.enabled:
         log.info("review queue: off (review.enabled: false): no risk computed, no queue written")
         return None
-    review = build_review(ok, step.review.flag_risk)
+    flag_risk = model_flag_risk if step.review.flag_risk is None else step.review.flag_risk
+    review = build_review(ok, flag_risk)
     table, csv = write_table(review, root / "review")
     ctx.tracker.log_artifact(csv, artifact_dir)
     page = write_review(review, step, ctx, loaded, root / "review")
     if page is not None:
         ctx.tracker.log_artifact(page.parent, f"{artifact_dir}/review")
     flagged = int(review["flagged"].sum())
-    log.info("review queue: %d of %d case(s) flagged (risk >= %g)", flagged, len(review), step.review.flag_risk)
+    log.info("review queue: %d of %d case(s) flagged (risk >= %.3g)", flagged, len(review), flag_risk)
+    ctx.tracker.log_params({f"{artifact_dir}.review.flag_risk": round(flag_risk, 4)})
     return ReviewQueue(table, page, flagged)
 
 

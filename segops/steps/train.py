@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from segops.cluster.calibration import write_risk_calibration
 from segops.cluster.datasets import dataset_digest, read_dataset
 from segops.cluster.embeddings import write_model_embeddings
 from segops.cluster.fingerprint import fingerprint_dataset, write_fingerprint
@@ -119,6 +120,10 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     tracker.log_artifact(ctx.run_dir / "split.json", "train")
     tracker.log_artifact(fingerprint, "train")
     write_model_embeddings(datasets[0], trained.checkpoint, split.train, ctx.spec.seed)  # drift: embeddings.npz
+    if split.val:  # the review queue's risk, calibrated on the validation cases (folds keep none)
+        calibration = write_risk_calibration(datasets[0], trained.checkpoint, split.val, ctx.spec.seed)
+        if calibration is not None:
+            tracker.log_artifact(calibration, "train")
     result = TrainResult(
         trained.checkpoint,
         frozenset(split.val),

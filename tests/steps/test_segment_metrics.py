@@ -63,9 +63,12 @@ def test_with_review_off_no_queue_is_written_and_with_it_on_the_queue_counts_fla
     ids = [{"case_id": c, "source_uri": f"{c}.png", "rel_path": f"{c}.png", "frame": 0} for c in "ab"]
     ok = pd.DataFrame([result_defaults("m") | i | {"risk": r} for i, r in zip(ids, (1.5, 0.2))])
     off = SegmentStep(step="segment", review={"enabled": False})
-    assert write_review_queue(ok, off, ctx, loaded, ctx.run_dir, "segment") is None
+    assert write_review_queue(ok, off, ctx, loaded, ctx.run_dir, "segment", 1.0) is None
     assert list(ctx.run_dir.iterdir()) == []  # nothing written
     on = SegmentStep(step="segment", review={"top": 0})  # top 0: no page, so no image is read
-    queue = write_review_queue(ok, on, ctx, loaded, ctx.run_dir, "segment")
+    queue = write_review_queue(ok, on, ctx, loaded, ctx.run_dir, "segment", 1.0)  # the model's threshold
     assert (queue.table, queue.page, queue.flagged) == (ctx.run_dir / "review.parquet", None, 1)
     assert pd.read_parquet(queue.table)["case_id"].tolist() == ["a", "b"]
+    assert write_review_queue(ok, on, ctx, loaded, ctx.run_dir, "segment-low", 0.1).flagged == 2  # a lower one
+    own = SegmentStep(step="segment", review={"top": 0, "flag_risk": 2.0})  # the step's overrides the model's
+    assert write_review_queue(ok, own, ctx, loaded, ctx.run_dir, "segment-own", 0.1).flagged == 0
