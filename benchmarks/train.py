@@ -55,7 +55,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import stopwatch  # noqa: E402
 
-from segops.cluster.datasets import read_dataset, read_source, write_dataset  # noqa: E402
+from segops.cluster.datasets import load_dataset, read_source, write_dataset  # noqa: E402
 from segops.cluster.runtime import ensure_ray  # noqa: E402
 from segops.cluster.train import train_model, worker_cpus  # noqa: E402
 from segops.config.schema import ClusterSpec, TrainStep, WorkflowSpec  # noqa: E402
@@ -121,7 +121,7 @@ def split_cases(step: TrainStep, dataset: Path) -> tuple[list[str], list[str]]:
 
 def materialise(dataset: Path, groups: list[str]) -> Any:
     """The driver's materialised dataset of ``groups``, as the train step builds it."""
-    return read_dataset(dataset, labelled_only=True, groups=groups, columns=["case_id", "image", "label"]).materialize()
+    return load_dataset(dataset, labelled_only=True, groups=groups, columns=["case_id", "image", "label"])
 
 
 # --------------------------------------------------------------------------- plain loop

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: Most validation cases (2D) a calibration predicts.
 MAX_CALIBRATION_CASES = 200
 #: Most validation volumes a calibration of a 3D model predicts.
-MAX_CALIBRATION_VOLUMES = 16
+MAX_CALIBRATION_VOLUMES = 8
 
 
 def write_risk_calibration(

@@ -28,6 +28,10 @@ from segops.data.records import DICOM_ID_COLUMNS, LABEL_COUNT_COLUMNS, STATUS_OK
 
 log = logging.getLogger(__name__)
 
+#: Datasets up to this size on disk are read by the driver (:func:`load_dataset`), not by Ray tasks.
+DRIVER_READ_BYTES = 256 * 2**20
+#: Rows per block of a dataset read by the driver (several blocks, so shards and batches spread).
+DRIVER_BLOCK_ROWS = 32
 #: Files decoded per Ray task: small DICOM slices decode in ~2 ms, so a task needs dozens of
 #: them to amortise Ray's per-task overhead (16 → 228 img/s, 64 → 395 img/s on 2 CPUs).
 FILES_PER_BLOCK = 64
@@ -253,9 +257,41 @@ def census_rows(source: DicomSource | ImageSource) -> pd.DataFrame:
 
 
 def take_records(path: str | Path, case_ids: list[str]) -> list[dict[str, Any]]:
-    """The full rows (pixels included) of a few cases of a written dataset."""
-    ds = ray.data.read_parquet(str(path)).filter(expr=col("case_id").is_in(list(case_ids)))
-    return [dict(row) for row in ds.take_all()]
+    """The full rows (pixels included) of a few cases of a written dataset, read on the driver
+    (a Ray Data read of a few rows costs seconds of task start-up; this, a fraction of one)."""
+    table = pads.dataset(str(path), format="parquet").to_table(filter=pads.field("case_id").isin(list(case_ids)))
+    return [dict(row) for row in ray.data.from_arrow(table).take_all()]
+
+
+def load_dataset(
+    path: str | Path,
+    labelled_only: bool = False,
+    groups: list[str] | None = None,
+    columns: list[str] | None = None,
+    exclude_cases: list[str] | None = None,
+) -> ray.data.Dataset:
+    """The ``ok`` rows of :func:`read_dataset`, materialised: a dataset of at most
+    :data:`DRIVER_READ_BYTES` on disk is read by the driver (pyarrow, filters pushed down) into
+    blocks of :data:`DRIVER_BLOCK_ROWS` rows; a larger one by Ray Data's read tasks.
+
+    Measured on 2 CPUs: 80 quickstart slices in 0.1-0.2 s on the driver against 5-13 s through Ray
+    Data's read tasks (their worker start-up), paid twice (training and validation cases) by every
+    training run.
+    """
+    dataset = pads.dataset(str(path), format="parquet")
+    size = sum(info.size for info in dataset.filesystem.get_file_info(dataset.files))
+    if size > DRIVER_READ_BYTES:
+        return read_dataset(path, labelled_only, groups, columns, exclude_cases).materialize()
+    expr = pads.field("status") == STATUS_OK
+    if labelled_only:
+        expr = expr & (pads.field("has_label") == True)  # noqa: E712  (an expression, not a Python bool)
+    if groups is not None:
+        expr = expr & pads.field("group_id").isin(list(groups))
+    if exclude_cases:
+        expr = expr & ~pads.field("case_id").isin(list(exclude_cases))
+    table = dataset.to_table(columns=columns, filter=expr)
+    blocks = [table.slice(start, DRIVER_BLOCK_ROWS) for start in range(0, table.num_rows, DRIVER_BLOCK_ROWS)]
+    return ray.data.from_arrow(blocks or [table])
 
 
 def _mask_entries(batch: dict[str, np.ndarray], source: DicomSource | ImageSource) -> Iterator[pd.DataFrame]:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from segops.cluster.calibration import write_risk_calibration
-from segops.cluster.datasets import dataset_digest, read_dataset
+from segops.cluster.datasets import dataset_digest, load_dataset
 from segops.cluster.embeddings import write_model_embeddings
 from segops.cluster.fingerprint import fingerprint_dataset, write_fingerprint
 from segops.cluster.folds import (
@@ -394,11 +394,10 @@ def _labelled_cases(datasets: list[Path]) -> tuple[pd.DataFrame, list[list[str]]
 
 def _union(datasets: list[Path], excluded: list[list[str]], groups: list[str], columns: list[str]) -> Any:
     parts = [
-        read_dataset(d, labelled_only=True, groups=groups, columns=columns, exclude_cases=ex)
+        load_dataset(d, labelled_only=True, groups=groups, columns=columns, exclude_cases=ex)
         for d, ex in zip(datasets, excluded)
     ]
-    union = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return union.materialize()
+    return parts[0].union(*parts[1:]).materialize() if len(parts) > 1 else parts[0]
 
 
 def _warm_start(step: TrainStep, ctx: RunContext) -> tuple[str | None, list[Path | None]]:

@@ -1,6 +1,7 @@
 """Datasets written through Ray (ingest's records, volume records) have the record layout of
 :data:`segops.data.records.RECORD_SCHEMA`, column for column and type for type."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,35 @@ def test_ingest_writes_the_record_schema_and_volumes_keep_it(ct_archive: Path, t
         assert volumes.schema.field(field.name).type == field.type, field.name
     rows = volumes.to_table(columns=["case_id", "series_uid", "slices"]).to_pylist()
     assert sorted((r["case_id"], r["series_uid"], r["slices"]) for r in rows) == sorted((u, u, 6) for u in first)
+
+
+def _rows(records: list[dict]) -> dict[str, tuple[bytes, bytes]]:
+    return {r["case_id"]: (np.asarray(r["image"]).tobytes(), np.asarray(r["label"]).tobytes()) for r in records}
+
+
+@pytest.mark.ray
+@pytest.mark.usefixtures("ray_session")
+def test_small_datasets_load_on_the_driver_with_the_same_rows_as_ray_datas_read(
+    ct_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import segops.cluster.datasets as datasets
+
+    archive = tmp_path / "ct"
+    shutil.copytree(ct_archive, archive)
+    for label in sorted((archive / "labels" / "series-001").glob("*.png"))[:3]:
+        label.unlink()  # three unlabelled slices
+    dataset = tmp_path / "dataset"
+    datasets.write_dataset(datasets.read_source(_source(archive)), dataset)
+    meta = dataset_meta(dataset)
+    groups = sorted(meta["group_id"].unique())[1:]  # series 001 and 002
+    excluded = sorted(meta.loc[meta["group_id"] == groups[1], "case_id"])[:2]
+    kwargs = {"labelled_only": True, "groups": groups, "columns": ["case_id", "image", "label"]}
+    expected = _rows(datasets.read_dataset(dataset, exclude_cases=excluded, **kwargs).take_all())
+    assert len(expected) == 12 - 3 - 2  # two series, less the unlabelled and the excluded slices
+    monkeypatch.setattr(datasets, "DRIVER_BLOCK_ROWS", 4)
+    driver = datasets.load_dataset(dataset, exclude_cases=excluded, **kwargs)
+    assert _rows(driver.take_all()) == expected and driver.num_blocks() == 2  # 7 rows in blocks of 4
+    monkeypatch.setattr(datasets, "DRIVER_READ_BYTES", 0)  # too large for the driver: Ray Data reads it
+    assert _rows(datasets.load_dataset(dataset, exclude_cases=excluded, **kwargs).take_all()) == expected
+    picked = sorted(expected)[:3]
+    assert _rows(datasets.take_records(dataset, picked)) == {c: expected[c] for c in picked}
