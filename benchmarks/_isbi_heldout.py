@@ -85,6 +85,7 @@ class Case:
     rel_path: str
     source_uri: str
     label: np.ndarray  # (H, W) uint8 class indices; 1 = the recipe's foreground (membrane)
+    image: np.ndarray | None = None  # (C, H, W) float32 as segops decodes it
 
 
 def labelled_cases(spec: WorkflowSpec) -> list[Case]:
@@ -93,7 +94,14 @@ def labelled_cases(spec: WorkflowSpec) -> list[Case]:
     resolver = build_resolver(source.labels) if source.labels is not None else None
     rows = [r for f in list_source_files(source) for r in decode_file(f["path"], f["rel_path"], source, resolver)]
     return [
-        Case(r["case_id"], r["group_id"], r["rel_path"], r["source_uri"], np.asarray(r["label"], dtype=np.uint8))
+        Case(
+            r["case_id"],
+            r["group_id"],
+            r["rel_path"],
+            r["source_uri"],
+            np.asarray(r["label"], dtype=np.uint8),
+            np.asarray(r["image"], dtype=np.float32),
+        )
         for r in rows
         if r["status"] == STATUS_OK and r.get("label") is not None
     ]

@@ -44,6 +44,7 @@ from _isbi_heldout import (
     read_run,
     result_row,
     run_segops,
+    score,
     score_run,
     step_of,
     validated,
@@ -134,6 +135,42 @@ def run_row(recipe: dict[str, Any], row: str, args: argparse.Namespace) -> list[
     return rows
 
 
+def same_model_mirroring(recipe: dict[str, Any], row: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``row``'s finished run's model on the held-out slices through segops' engine (on this
+    process, as an actor runs it, with the run's segment settings), without and with mirroring
+    (``flip_axes: [0, 1]``): the gain of mirroring alone, free of a second training's seed noise."""
+    import time
+
+    from segops.config.schema import TTASpec
+    from segops.engine.cases import InferenceSettings, segment_cases
+    from segops.engine.checkpoint import load_checkpoint
+
+    done = json.loads((OUT / f"{row}.json").read_text())[0]
+    run_dir = Path(done["run_dir"])
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    checkpoint = next(s for s in manifest["steps"] if s["step"] == "train")["outputs"]["checkpoint"]
+    spec = validated(variant(recipe, row, args.independent))
+    split, test = heldout_cases(spec)
+    segment = next(s for s in spec.steps if s.step == "segment")
+    classes = next(s for s in spec.steps if s.step == "train").model.classes
+    loaded = load_checkpoint(checkpoint)
+    rows = []
+    for label, axes in (("no mirroring", ()), ("mirroring", (0, 1))):
+        settings = InferenceSettings.from_step(segment.model_copy(update={"tta": TTASpec(flip_axes=axes)}))
+        started = time.perf_counter()
+        results = segment_cases(loaded, [c.image.copy() for c in test], [c.label for c in test], settings)
+        seconds = time.perf_counter() - started
+        preds = {c.case_id: r.class_map for c, r in zip(test, results)}
+        scored = score(preds, test, classes, boundary_class(spec))
+        rows.append(
+            {
+                "row": f"{row}, same model: {label}",
+                **result_row(scored, 0.0, seconds, len(test), done["epochs"], folds=1, run_dir=str(run_dir)),
+            }
+        )
+    return rows
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| row | held-out pixel error | Rand error | Dice | training min | inference s | epochs |",
@@ -154,12 +191,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--rows", nargs="*", choices=ROWS, default=list(ROWS))
     parser.add_argument("--minutes", type=float, default=30.0, help="Training budget of each row.")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs of every row instead of a probe's.")
     parser.add_argument("--independent", action="store_true", help="Each row = baseline + its own change.")
     parser.add_argument("--new-run", action="store_true", help="Retrain rows that ran before.")
     parser.add_argument("--workflow", type=Path, default=Path("workflows/isbi2012.yaml"))
+    parser.add_argument(
+        "--same-model-mirroring",
+        choices=ROWS[:2],
+        default=None,
+        help="After the rows: that row's model on the held-out slices without and with mirroring (no retraining).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     recipe = load_recipe(args.workflow)
@@ -168,6 +211,10 @@ def main() -> None:
         rows = run_row(recipe, row, args)
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / f"{row}.json").write_text(json.dumps(rows, indent=2))
+        results += rows
+    if args.same_model_mirroring:
+        rows = same_model_mirroring(recipe, args.same_model_mirroring, args)
+        (OUT / f"{args.same_model_mirroring}-mirroring.json").write_text(json.dumps(rows, indent=2))
         results += rows
     print(markdown(results))
 
