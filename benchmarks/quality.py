@@ -4,6 +4,7 @@ end to end with the same training budget and scored on the same held-out slices.
     .venv/bin/python benchmarks/quality.py                        # every row, 30 min of training each
     .venv/bin/python benchmarks/quality.py --rows baseline tta --minutes 10
     .venv/bin/python benchmarks/quality.py --independent          # each row = baseline + its own change only
+    .venv/bin/python benchmarks/quality.py --rows --same-model-mirroring baseline   # mirroring alone, no training
 
 Rows (cumulative by default: each adds its change to the row before, as an ablation towards
 nnU-Net's recipe; ``--independent``: each is the baseline plus its own change):
