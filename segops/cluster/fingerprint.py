@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import ray
 
-from segops.cluster.datasets import read_dataset, read_source
+from segops.cluster.datasets import load_dataset, read_source
 from segops.config.schema import DicomSource, ImageSource
 from segops.data.fingerprint import (
     SAMPLES_PER_CASE,
@@ -85,10 +85,11 @@ def fingerprint_source(
 def fingerprint_dataset(
     path: str | Path, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
 ) -> Fingerprint:
-    """Fingerprint of the ``ok`` rows of an ingested Parquet dataset (the same stats as :func:`fingerprint_source`)."""
+    """Fingerprint of the ``ok`` rows of an ingested Parquet dataset (the same stats as
+    :func:`fingerprint_source`); a small dataset is read by the driver (:func:`load_dataset`)."""
     names = pads.dataset(str(path), format="parquet").schema.names
     columns = [*_META, *(c for c in _CENSUS if c in names), "has_label", "image", "label"]
-    return _fold(read_dataset(path, columns=columns), task, k, seed)
+    return _fold(load_dataset(path, columns=columns, materialize=False), task, k, seed)
 
 
 def fingerprint_sample(

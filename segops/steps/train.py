@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from segops.cluster.folds import (
 from segops.cluster.label_check import check_labels_fit
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
+from segops.data.fingerprint import Fingerprint
 from segops.data.records import STATUS_OK, dataset_meta
 from segops.data.splits import fold_groups, split_groups
 from segops.engine.checkpoint import (
@@ -113,7 +114,8 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         )
         tracker.log_artifact(report, "train")
     _log_datasets(tracker, datasets, labelled, split)
-    fingerprint = write_fingerprint(fingerprinting.result(), trained.checkpoint)
+    taken = fingerprint_taken(fingerprinting, datasets[0], step.model.task, ctx.spec.seed)
+    fingerprint = write_fingerprint(taken, trained.checkpoint)
     if trained.predictions is not None:
         smallest = _smallest_object(fingerprint)
         _choose_postprocessing(step, ctx, trained.checkpoint, trained.predictions, trained.source, smallest)
@@ -148,6 +150,16 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         registered = tracker.log_model(trained.checkpoint, name, example, version_tags=tags)
         result = replace(result, registered=(registered.name, registered.version), model_uri=registered.model_uri)
     return result
+
+
+def fingerprint_taken(pending: Future, dataset: Path, task: str, seed: int) -> Fingerprint:
+    """The fingerprint pass taken beside training, or taken again once if it failed: a node lost
+    mid-training (which Ray Train survives) can take the pass's read or map tasks with it."""
+    try:
+        return pending.result()
+    except Exception as exc:  # the pass's Ray Data errors wrap Ray's (e.g. SystemException over ActorDiedError)
+        log.warning("the training data's fingerprint pass failed (%s: %s); taking it again", type(exc).__name__, exc)
+        return fingerprint_dataset(dataset, task, seed=seed)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,9 @@ def _archive(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.mark.ray
 @pytest.mark.usefixtures("ray_session")
 def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    from segops.cluster import datasets
     from segops.cluster.datasets import read_source, write_dataset
     from segops.cluster.fingerprint import (
         FINGERPRINT_FILE,
@@ -122,6 +125,7 @@ def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None
         write_model_fingerprint,
     )
     from segops.config.schema import ImageSource, MaskPngLabels
+    from segops.steps.train import fingerprint_taken
 
     arrays = _archive(tmp_path / "data")
     source = ImageSource(
@@ -144,7 +148,13 @@ def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None
     assert (fp.n_images, fp.n_labelled, fp.n_groups) == (4, 4, 4)
 
     write_dataset(read_source(source), tmp_path / "dataset")
-    assert fingerprint_dataset(tmp_path / "dataset") == fp
+    assert fingerprint_dataset(tmp_path / "dataset") == fp  # small: read by the driver
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets, "DRIVER_READ_BYTES", 0)  # large: Ray Data's read tasks, streaming
+        assert fingerprint_dataset(tmp_path / "dataset") == fp
+    lost = Future()
+    lost.set_exception(RuntimeError("the pass lost its node"))  # what a node loss mid-training leaves
+    assert fingerprint_taken(lost, tmp_path / "dataset", "semantic", 0) == fp  # taken again
     written = write_model_fingerprint(tmp_path / "dataset", tmp_path / "model")
     assert Path(written) == tmp_path / "model" / FINGERPRINT_FILE
     assert Fingerprint.from_json(Path(written).read_text()) == fp
