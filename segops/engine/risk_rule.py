@@ -124,20 +124,22 @@ class RiskCalibration:
             raise ValueError(f"a risk calibration needs {MIN_CALIBRATION_CASES} cases, got {len(signals)}")
         names = list(CALIBRATED_WEIGHTS)
         table = np.array([[float(s.get(n, math.nan)) for n in names] for s in signals], np.float64)
-        loo = []
-        for i in range(len(signals)):
-            others = np.delete(table, i, axis=0)
-            tails = {}
-            for j, name in enumerate(names):
-                column = np.sort(others[:, j][np.isfinite(others[:, j])])
-                if column.size and np.isfinite(table[i, j]):
-                    tails[name] = tail(column, table[i, j])
-            loo.append(calibrated_mean(tails) + flags[i])
-        values = tuple(
-            (name, tuple(float(v) for v in np.sort(table[:, j][np.isfinite(table[:, j])])))
-            for j, name in enumerate(names)
+
+        def values_of(rows: np.ndarray) -> tuple[tuple[str, tuple[float, ...]], ...]:
+            return tuple(
+                (name, tuple(float(v) for v in np.sort(rows[:, j][np.isfinite(rows[:, j])])))
+                for j, name in enumerate(names)
+            )
+
+        # each case scored against the others (leave one out), as a new case is against them all
+        loo = [
+            calibrated_mean(cls(values_of(np.delete(table, i, axis=0)), 0.0, 0).tails(dict(zip(names, table[i]))))
+            + flags[i]
+            for i in range(len(signals))
+        ]
+        return cls(
+            values_of(table), float(np.quantile(loo, FLAG_QUANTILE)), len(signals), tuple(float(d) for d in dice)
         )
-        return cls(values, float(np.quantile(loo, FLAG_QUANTILE)), len(signals), tuple(float(d) for d in dice))
 
     def tails(self, signals: Mapping[str, float]) -> dict[str, float]:
         """Signal → tail, for each finite signal the calibration has values of."""
