@@ -17,7 +17,7 @@ import numpy as np
 from segops.cluster.datasets import take_records
 from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.folds import driver_device
-from segops.data.records import STATUS_OK, dataset_meta
+from segops.data.records import group_cases, seeded_sample
 from segops.engine.cases import CaseFailure, InferenceSettings, segment_cases
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.risk_rule import CALIBRATION_FILE, MIN_CALIBRATION_CASES, RiskCalibration, RiskReference
@@ -43,9 +43,7 @@ def write_risk_calibration(
     the absolute rule.
     """
     started = time.monotonic()
-    meta = dataset_meta(dataset)
-    chosen = (meta["status"] == STATUS_OK) & meta["group_id"].isin(groups) & meta["has_label"]
-    ids = sorted(meta.loc[chosen, "case_id"])
+    ids = group_cases(dataset, groups, labelled_only=True)
     if len(ids) < MIN_CALIBRATION_CASES:
         log.info(
             "%d labelled validation case(s): the risk is not calibrated (needs %d); it follows the absolute rule",
@@ -56,8 +54,7 @@ def write_risk_calibration(
     device = driver_device()
     loaded = load_checkpoint(checkpoint, device)
     volumes = loaded.model_spec.spatial_dims == 3
-    n = min(len(ids), MAX_CALIBRATION_VOLUMES if volumes else MAX_CALIBRATION_CASES)
-    picked = [ids[i] for i in sorted(np.random.default_rng(seed).choice(len(ids), n, replace=False))]
+    picked = seeded_sample(ids, MAX_CALIBRATION_VOLUMES if volumes else MAX_CALIBRATION_CASES, seed)
     # what a segment step with default settings computes, without the extras the risk does not read
     settings = InferenceSettings(reference=RiskReference.from_model_dir(checkpoint, FINGERPRINT_FILE), measure=False)
     signals, flags, dice = [], [], []

@@ -16,7 +16,7 @@ import ray
 
 from segops.cluster.datasets import take_records
 from segops.cluster.folds import driver_device
-from segops.data.records import STATUS_OK, dataset_meta
+from segops.data.records import STATUS_OK, group_cases, seeded_sample
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.embeddings import (
     EMBEDDINGS_FILE,
@@ -39,15 +39,14 @@ def write_model_embeddings(
     file, or None with fewer than 4 cases (no distribution to speak of).
     """
     started = time.monotonic()
-    meta = dataset_meta(dataset)
-    ids = sorted(meta.loc[(meta["status"] == STATUS_OK) & meta["group_id"].isin(groups), "case_id"])
+    ids = group_cases(dataset, groups)
     loaded = load_checkpoint(checkpoint, driver_device())
     volumes = loaded.model_spec.spatial_dims == 3
     n = min(n, MAX_REFERENCE_VOLUMES) if volumes else n
     if len(ids) < 4:
         log.warning("only %d training case(s): no embedding reference is stored with the model", len(ids))
         return None
-    picked = [ids[i] for i in sorted(np.random.default_rng(seed).choice(len(ids), min(n, len(ids)), replace=False))]
+    picked = seeded_sample(ids, n, seed)
     chunk = 4 if volumes else len(picked)  # volumes are large: a few in memory at a time
     parts = []
     for start in range(0, len(picked), chunk):

@@ -229,6 +229,21 @@ def dataset_meta(dataset_dir: str | Path) -> pd.DataFrame:
     return dataset.to_table(columns=columns).to_pandas()
 
 
+def group_cases(dataset_dir: str | Path, groups: list[str], labelled_only: bool = False) -> list[str]:
+    """The ``ok`` case ids of ``groups`` in a written dataset (only labelled ones with
+    ``labelled_only``), sorted."""
+    meta = dataset_meta(dataset_dir)
+    chosen = (meta["status"] == STATUS_OK) & meta["group_id"].isin(groups)
+    if labelled_only:
+        chosen &= meta["has_label"]
+    return sorted(meta.loc[chosen, "case_id"])
+
+
+def seeded_sample(ids: list[str], n: int, seed: int) -> list[str]:
+    """At most ``n`` of ``ids``, drawn with ``seed`` and kept in their order."""
+    return [ids[i] for i in sorted(np.random.default_rng(seed).choice(len(ids), min(n, len(ids)), replace=False))]
+
+
 def path_case_id(rel_path: str) -> str:
     """Stable id for a file without intrinsic identity: sha1 of its relative path (16 hex)."""
     return hashlib.sha1(rel_path.encode("utf-8")).hexdigest()[:16]
