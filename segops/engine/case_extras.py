@@ -5,14 +5,16 @@ Both are computed by the inference actors in the pass that segments the case (se
 :func:`segops.engine.cases.segment_cases`): the sizes from the final class map (after
 postprocessing) with :func:`segops.metrics.measurements.measure_case`, the distance with one
 encoder pass per batch (:func:`segops.engine.embeddings.embed`; the decoder does not run) against
-the model's :class:`~segops.engine.embeddings.EmbeddingReference`.
+the model's :class:`~segops.engine.embeddings.EmbeddingReference` — or, for 2D images that a 2D
+semantic model predicts whole, from the prediction's own encoder pass (:func:`embedding_tap`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,8 @@ import torch
 
 from segops.data.instances import class_map, instance_id_map
 from segops.engine.checkpoint import LoadedModel
-from segops.engine.embeddings import EmbeddingReference, embed
+from segops.engine.embeddings import BottleneckTap, EmbeddingReference, embed
+from segops.errors import CheckpointError
 from segops.metrics.measurements import CaseMeasurements, measure_case
 
 log = logging.getLogger(__name__)
@@ -29,19 +32,47 @@ log = logging.getLogger(__name__)
 Spacing = tuple[float, ...] | None
 
 
+@contextmanager
+def embedding_tap(
+    loaded: LoadedModel, images: Sequence[np.ndarray], reference: EmbeddingReference | None
+) -> Iterator[BottleneckTap | None]:
+    """An open :class:`~segops.engine.embeddings.BottleneckTap` for predicting ``images`` when their
+    embeddings are wanted (the model has a reference) and can come from the prediction (a 2D
+    semantic model, 2D images); else None."""
+    spec = loaded.model_spec
+    plain = all(np.ndim(image) == 3 for image in images)
+    if reference is None or not len(images) or not plain or spec.task != "semantic" or spec.spatial_dims != 2:
+        yield None
+        return
+    tap = BottleneckTap(loaded)
+    try:
+        tap.__enter__()
+    except CheckpointError:  # an encoder without a known bottleneck: embed() says why, per batch
+        yield None
+        return
+    try:
+        yield tap
+    finally:
+        tap.__exit__()
+
+
 def embedding_distances(
     loaded: LoadedModel,
     images: Sequence[np.ndarray],
     reference: EmbeddingReference | None,
     device: torch.device,
     amp: bool,
+    tap: BottleneckTap | None = None,
 ) -> list[float]:
     """Each image's embedding distance (:meth:`EmbeddingReference.distance`); NaN for every image
-    when the model has no reference or its encoder cannot embed them (the case is still segmented)."""
+    when the model has no reference or its encoder cannot embed them (the case is still segmented).
+    With ``tap`` (closed, after the prediction) the rows it caught are used and only the other
+    images are embedded."""
     if reference is None or not len(images):
         return [float("nan")] * len(images)
     try:
-        return [float(d) for d in reference.distance(embed(loaded, images, device, amp))]
+        emb = embed(loaded, images, device, amp) if tap is None else tap.embeddings(loaded, images, device, amp)
+        return [float(d) for d in reference.distance(emb)]
     except Exception as exc:  # e.g. an image the encoder cannot take: its prediction says why
         log.debug("no embedding distance for a batch of %d: %s", len(images), exc)
         return [float("nan")] * len(images)

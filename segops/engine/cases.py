@@ -19,10 +19,16 @@ import torch
 
 from segops.config.schema import SegmentStep, SlidingWindowSpec, TTASpec
 from segops.data.instances import class_map
-from segops.engine.case_extras import Spacing, case_measurements, embedding_distances, measurement_fields
+from segops.engine.case_extras import (
+    Spacing,
+    case_measurements,
+    embedding_distances,
+    embedding_tap,
+    measurement_fields,
+)
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import InstancePrediction, instance_label_map, predict_instances
-from segops.engine.embeddings import EmbeddingReference
+from segops.engine.embeddings import BottleneckTap, EmbeddingReference
 from segops.engine.instance_eval import evaluate_instances
 from segops.engine.postprocess import postprocessing_from_meta
 from segops.engine.predict import class_indices, class_probabilities, predict, probability_class_map
@@ -89,7 +95,8 @@ class InferenceSettings:
             driver); the default knows nothing, so the fingerprint-based signals are NaN / off.
         measure: measure each case's objects (:mod:`segops.engine.case_extras`).
         embeddings: the training cases' encoder embeddings: each case's distance from them is
-            computed (one encoder pass per batch); None: not computed.
+            computed (from the prediction's own encoder pass for 2D images predicted whole, else
+            one extra encoder pass per batch); None: not computed.
     """
 
     amp: bool = True
@@ -254,17 +261,18 @@ def segment_cases(
             (objects are then measured in px only); default: all unknown.
     """
     spacings = list(spacings) if spacings is not None else [None] * len(images)
-    distances = embedding_distances(loaded, images, settings.embeddings, _device(loaded, device), settings.amp)
-    outside = [_outside(image, settings) for image in images]  # before the prediction may normalise in place
-    try:
-        predictions: list[Prediction | CaseFailure] = list(predict_batch(loaded, images, settings, device))
-    except Exception:  # find the culprit(s): retry one by one
-        predictions = []
-        for image in images:
-            try:
-                predictions.append(predict_batch(loaded, [image], settings, device)[0])
-            except Exception as exc:
-                predictions.append(CaseFailure("segment", exc))
+    outside = [_outside(image, settings) for image in images]
+    with embedding_tap(loaded, images, settings.embeddings) as tap:
+        try:
+            predictions: list[Prediction | CaseFailure] = list(predict_batch(loaded, images, settings, device, tap))
+        except Exception:  # find the culprit(s): retry one by one
+            predictions, tap = [], None  # the batch's rows are incomplete: embed() each image instead
+            for image in images:
+                try:
+                    predictions.append(predict_batch(loaded, [image], settings, device)[0])
+                except Exception as exc:
+                    predictions.append(CaseFailure("segment", exc))
+    distances = embedding_distances(loaded, images, settings.embeddings, _device(loaded, device), settings.amp, tap)
     results: list[CaseResult | CaseFailure] = []
     for prediction, label, out, spacing, distance in zip(predictions, labels, outside, spacings, distances):
         if isinstance(prediction, CaseFailure):
@@ -302,6 +310,7 @@ def predict_batch(
     images: list[np.ndarray],
     settings: InferenceSettings,
     device: torch.device | None = None,
+    tap: BottleneckTap | None = None,
 ) -> list[Prediction]:
     """One prediction per image, same order.
 
@@ -309,6 +318,8 @@ def predict_batch(
         images: (C, H, W) images or (C, Z, H, W) volumes, float32 as decoded. A volume goes whole
             through the 3D sliding window with a 3D model, slice by slice with a 2D one.
         device: where the model is; default the device of its parameters.
+        tap: an open :class:`~segops.engine.embeddings.BottleneckTap` that keeps the embeddings of
+            the images predicted whole (images, not volumes).
 
     Returns:
         :class:`SemanticPrediction` s ((H, W) class maps, (Z, H, W) per volume), or
@@ -318,12 +329,14 @@ def predict_batch(
     if loaded.model_spec.task == "instance":
         return list(predict_instances(loaded, images, device, settings.amp))
     if settings.risk:
-        predictions = _with_risk(loaded, images, settings, device)
+        predictions = _with_risk(loaded, images, settings, device, tap)
     elif settings.probabilities:
-        probabilities = _per_case(class_probabilities, loaded, images, settings, device)
+        probabilities = _per_case(class_probabilities, loaded, images, settings, device, tap=tap)
         predictions = [SemanticPrediction(probability_class_map(p), p) for p in probabilities]
     else:
-        predictions = [SemanticPrediction(m) for m in _per_case(class_indices, loaded, images, settings, device)]
+        predictions = [
+            SemanticPrediction(m) for m in _per_case(class_indices, loaded, images, settings, device, tap=tap)
+        ]
     post = postprocessing_from_meta(loaded.meta) if settings.postprocess else None
     if post is None:
         return predictions
@@ -331,7 +344,11 @@ def predict_batch(
 
 
 def _with_risk(
-    loaded: LoadedModel, images: list[np.ndarray], settings: InferenceSettings, device: torch.device
+    loaded: LoadedModel,
+    images: list[np.ndarray],
+    settings: InferenceSettings,
+    device: torch.device,
+    tap: BottleneckTap | None = None,
 ) -> list[SemanticPrediction]:
     """Class maps with their entropy maps and member agreement (and softmax when asked), one pass."""
     classes = loaded.model_spec.classes
@@ -341,7 +358,7 @@ def _with_risk(
     folds = len(getattr(loaded.model, "members", ())) > 1
     members = ("folds and mirrors" if settings.tta.flip_axes else "folds") if folds else "mirrors"
     predictions = []
-    for output in _per_case(head, loaded, images, settings, device, net):
+    for output in _per_case(head, loaded, images, settings, device, net, tap):
         class_map, entropy, probabilities, agreement = split_head(output, classes, settings.probabilities, count)
         predictions.append(SemanticPrediction(class_map, probabilities, entropy, agreement, members))
     return predictions
@@ -354,13 +371,14 @@ def _per_case(
     settings: InferenceSettings,
     device: torch.device,
     net: torch.nn.Module | None = None,
+    tap: BottleneckTap | None = None,
 ) -> list[np.ndarray]:
     """:func:`predict` with ``head`` (class maps, probabilities, or :func:`~segops.engine.risk.risk_head`)
     per case, through ``net`` when given: a volume with a 2D model slice by slice, the slices'
-    outputs stacked on the Z axis (third from last)."""
+    outputs stacked on the Z axis (third from last). ``tap`` sees 2D images only."""
     args = (device, settings.amp, settings.sliding, settings.tta.flip_axes, head, net)
     if not images or images[0].ndim == 3 or loaded.model_spec.spatial_dims == 3:
-        return predict(loaded, images, *args)
+        return predict(loaded, images, *args, tap=tap)
     return [np.stack(predict(loaded, [v[:, z] for z in range(v.shape[1])], *args), axis=-3) for v in images]
 
 

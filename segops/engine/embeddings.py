@@ -95,6 +95,83 @@ def embed(
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
+class BottleneckTap:
+    """Embeddings caught during a prediction, so the encoder does not run a second time.
+
+    A 2D semantic prediction of an image that goes through the network whole (not tiled) feeds it
+    the same input :func:`embed` does: the normalised image padded to the size divisor. While the
+    tap is open, a forward hook on each member's bottleneck (:func:`bottleneck`; the members of a
+    fold ensemble, else the model) keeps the pooled features of that member's *first* pass since
+    :meth:`start`, which is the unmirrored input (mirroring and member votes run the plain input
+    first). :func:`segops.engine.predict.predict` calls :meth:`start` before a whole-image batch
+    and :meth:`keep` after it; the embeddings equal :func:`embed`'s (same input, same pooling).
+
+    Images that were tiled, or that :func:`embed` would crop (over :data:`MAX_PIXELS`), get no row:
+    :meth:`embeddings` leaves them to :func:`embed`. Use as a context manager (the hooks are
+    removed on exit).
+    """
+
+    def __init__(self, loaded: LoadedModel):
+        if loaded.model_spec.task != "semantic" or loaded.model_spec.spatial_dims != 2:
+            raise CheckpointError("a bottleneck tap takes 2D semantic models")
+        model = loaded.model
+        self._members = list(model.members) if isinstance(model, SoftmaxEnsemble) else [model]
+        self._caught: list[torch.Tensor | None] = [None] * len(self._members)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.rows: dict[int, np.ndarray] = {}
+
+    def __enter__(self) -> BottleneckTap:
+        try:
+            for i, member in enumerate(self._members):
+                self._handles.append(bottleneck(member).register_forward_hook(self._hook(i)))
+        except CheckpointError:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, i: int):
+        def keep_first(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if self._caught[i] is None:
+                self._caught[i] = output.float().mean(dim=tuple(range(2, output.ndim)))
+
+        return keep_first
+
+    @staticmethod
+    def takes(padded_shape: Sequence[int]) -> bool:
+        """Whether an image whose network input has this (C, H, W) shape is embedded whole by
+        :func:`embed` (so its prediction's bottleneck is its embedding)."""
+        return int(np.prod(padded_shape[1:])) <= MAX_PIXELS
+
+    def start(self) -> None:
+        """Forget what the last batch left: the next pass of each member is kept."""
+        self._caught = [None] * len(self._members)
+
+    def keep(self, indices: Sequence[int]) -> None:
+        """The batch just predicted held the images at ``indices`` (in this order): keep their rows."""
+        if any(c is None or len(c) != len(indices) for c in self._caught):
+            return  # a member did not run on this batch as a whole: leave these images to embed()
+        pooled = torch.cat(self._caught, dim=1).cpu().numpy()  # type: ignore[arg-type]
+        for i, row in zip(indices, pooled):
+            self.rows[i] = row
+
+    def embeddings(
+        self, loaded: LoadedModel, images: Sequence[np.ndarray], device: str | torch.device, amp: bool
+    ) -> np.ndarray:
+        """(N, D) embeddings of ``images`` (the prediction's inputs, in order): the caught rows, and
+        :func:`embed` for the images the prediction did not take whole."""
+        missing = [i for i in range(len(images)) if i not in self.rows]
+        rest = embed(loaded, [images[i] for i in missing], device, amp) if missing else None
+        out = dict(self.rows)
+        if rest is not None:
+            out.update(zip(missing, rest))
+        return np.stack([out[i] for i in range(len(images))]).astype(np.float32)
+
+
 def _network_input(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
     """Normalised input padded to the size divisor; volumes and very large images cut to a centred
     crop of the training patch size first."""

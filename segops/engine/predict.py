@@ -14,6 +14,7 @@ from segops.config.schema import SlidingWindowSpec
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
+from segops.engine.embeddings import BottleneckTap
 from segops.engine.ensemble import MirroredModel
 from segops.engine.precision import autocast
 from segops.errors import ShapeError
@@ -49,6 +50,7 @@ def predict(
     flip_axes: Sequence[int] = (),
     head: Callable[[torch.Tensor], torch.Tensor] = class_indices,
     net: nn.Module | None = None,
+    tap: BottleneckTap | None = None,
 ) -> list[np.ndarray]:
     """Segment raw record images (2D models) or volumes (3D models).
 
@@ -71,6 +73,9 @@ def predict(
             lower class).
         net: the module the images go through instead of :func:`network`'s (the per-case risk
             passes :class:`~segops.engine.risk.MemberVotes`, which also counts members' votes).
+        tap: an open :class:`~segops.engine.embeddings.BottleneckTap` of ``loaded``: it keeps the
+            embedding of each image that goes through the network whole (2D), by position in
+            ``images``.
 
     Returns:
         One output per image, same order as the inputs and cropped to the input's size: an
@@ -96,7 +101,11 @@ def predict(
                 whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
         for indices in whole.values():  # batch only equal shapes together
             batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
+            if tap is not None:
+                tap.start()
             results = head(net(batch.to(device))).cpu().numpy()
+            if tap is not None and tap.takes(batch.shape[1:]):
+                tap.keep(indices)
             for i, result in zip(indices, results):
                 h, w = images[i].shape[1:]
                 outputs[i] = result[..., :h, :w]

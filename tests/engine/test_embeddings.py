@@ -1,15 +1,27 @@
 """Encoder embeddings: one row per image for U-Net, DynUNet, Mask R-CNN and fold ensembles, the same
 whatever else is in the batch; distances to the training reference grow for shifted inputs."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-from segops.config.schema import DynUNetSpec, MaskRCNNSpec, PreprocessSpec, UNetSpec, WindowIntensity
+from segops.config.schema import (
+    DynUNetSpec,
+    MaskRCNNSpec,
+    PreprocessSpec,
+    SlidingWindowSpec,
+    TTASpec,
+    UNetSpec,
+    WindowIntensity,
+)
+from segops.engine.cases import InferenceSettings, segment_cases
 from segops.engine.checkpoint import LoadedModel
-from segops.engine.embeddings import EmbeddingReference, bottleneck, embed
+from segops.engine.embeddings import BottleneckTap, EmbeddingReference, bottleneck, embed
 from segops.engine.ensemble import SoftmaxEnsemble
+from segops.engine.predict import predict
 from segops.errors import ShapeError
 from segops.models import build_model
 
@@ -61,6 +73,41 @@ def test_an_ensemble_concatenates_its_members() -> None:
     np.testing.assert_allclose(
         embed(ensemble, images), np.concatenate([embed(m, images) for m in members], axis=1), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("members", [1, 2])
+def test_a_tap_catches_the_embedding_of_every_image_predicted_whole(members: int) -> None:
+    """The prediction's own encoder pass gives :func:`embed`'s rows (mirrored, fold members and
+    member votes included); a tiled image gets no row and is left to :func:`embed`."""
+    folds = [_loaded(UNET, seed=s) for s in range(members)]
+    model = folds[0].model if members == 1 else SoftmaxEnsemble([f.model for f in folds]).eval()
+    loaded = LoadedModel(model, UNET, PRE, {})
+    images = _textures(3, seed=0) + _textures(2, seed=1, shape=(33, 31)) + _textures(1, seed=2, shape=(64, 64))
+    expected = embed(loaded, images)
+    sliding = SlidingWindowSpec(max_pixels=48 * 48, roi_size=(32, 32))  # the 64² image is tiled
+    with BottleneckTap(loaded) as tap:
+        predict(loaded, images, sliding=sliding, flip_axes=(0, 1), tap=tap)
+    assert not bottleneck(folds[-1].model)._forward_hooks  # closed: hooks removed
+    assert sorted(tap.rows) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(np.stack([tap.rows[i] for i in range(5)]), expected[:5], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tap.embeddings(loaded, images, "cpu", False), expected, rtol=1e-5, atol=1e-6)
+
+    # through the per-case path with the risk (member votes): the same distances as a separate embed()
+    reference = EmbeddingReference.from_embeddings(embed(loaded, _textures(8, seed=3)), seed=0)
+    settings = InferenceSettings(amp=False, sliding=sliding, tta=TTASpec(flip_axes=(1,)), embeddings=reference)
+    calls = []
+    hooks = [bottleneck(f.model).register_forward_hook(lambda *a: calls.append(1)) for f in folds]
+    results = segment_cases(loaded, images, [None] * len(images), settings)
+    with_embeddings = len(calls)
+    calls.clear()
+    segment_cases(loaded, images, [None] * len(images), replace(settings, embeddings=None))
+    for hook in hooks:
+        hook.remove()
+    np.testing.assert_allclose(
+        [r.embedding_distance for r in results], reference.distance(expected), rtol=1e-5, atol=1e-6
+    )
+    # one extra encoder pass per member: the tiled image's embed(); the 3 whole-image shapes cost none
+    assert with_embeddings - len(calls) == members
 
 
 def test_shifted_inputs_move_the_distance_and_a_fresh_sample_does_not() -> None:
