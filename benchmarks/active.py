@@ -36,6 +36,10 @@ arm's by more than the seed spread, i.e. the larger of the two arms' min-max ran
     .venv/bin/python benchmarks/active.py            # 3 seeds (3 min on 2 cores at load 4-6)
     .venv/bin/python benchmarks/active.py --quick    # smoke run: small sets, 1 seed, few epochs (~1.5 min)
     .venv/bin/python benchmarks/active.py --seeds 0 1 2 3 4 --budget 30
+    .venv/bin/python benchmarks/active.py --arms representative risk-top half-random strata-random
+
+``--arms`` adds reference arms beside the goal's two (default ``representative``; see
+:data:`REFERENCE_ARMS`): other ways to use the same run's risk, masks and embeddings.
 
 Rows (mean and min-max over seeds) are printed as a table and written with every per-seed figure
 (and what each arm picked: rare-look cases, defect cases, distinct bursts) to
@@ -83,9 +87,15 @@ from segops.synth import make_defect_archive, make_inspection_archive  # noqa: E
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "active"
-#: ``select`` and ``random`` are the goal's arms; ``representative`` is a reference: the pool case
-#: nearest each of N k-means centres of the same embeddings ``select`` uses (typical cases, no risk).
-ARMS = ("select", "random", "representative")
+#: ``select`` and ``random`` are the goal's arms (always run); the others are references, each a
+#: different way to use the same run's risk, masks and embeddings (``--arms``):
+#: ``representative``: the pool case nearest each of N k-means centres of the embeddings (typical
+#: cases, no risk); ``risk-top``: the N riskiest cases (no diversity); ``half-random``: half the
+#: budget by ``select``, the rest uniform among the others; ``strata-random``: uniform within two
+#: strata, cases with and without predicted foreground, each given its share of the pool.
+GOAL_ARMS = ("select", "random")
+REFERENCE_ARMS = ("representative", "risk-top", "half-random", "strata-random")
+ARMS = GOAL_ARMS + ("representative",)
 
 
 def recipe(epochs: int, weights: Path | None = None) -> TrainStep:
@@ -299,6 +309,34 @@ def representative_picks(run_dir: Path, budget: int, seed: int) -> list[str]:
     return rows.iloc[picks]["rel_path"].astype(str).tolist()
 
 
+def reference_picks(run_dir: Path, budget: int, seed: int, arm: str) -> list[str]:
+    """``rel_path`` of the picks of a reference arm (other than ``representative``) from the run's
+    ``outputs.parquet`` (risk, predicted foreground) and ``select``'s own candidates and embeddings."""
+    from segops.data.selection import select_cases
+    from segops.steps.select import candidate_cases, embed_cases, read_run
+
+    finished = read_run(run_dir, OUT / f"{arm}-seed{seed}" / ".model")
+    rows = candidate_cases(pd.read_parquet(finished.segment.outputs))
+    rng = np.random.default_rng(10_000 + seed)
+    risk = rows["risk"].astype(float).fillna(-np.inf).to_numpy()
+    if arm == "risk-top":
+        picks = list(np.argsort(-risk, kind="stable")[:budget])
+    elif arm == "half-random":
+        rows, emb = embed_cases(finished, rows)
+        first = select_cases(rows["case_id"].tolist(), rows["risk"].astype(float).to_numpy(), emb, budget // 2)
+        picks = list(first.indices)
+        rest = np.setdiff1d(np.arange(len(rows)), picks)
+        picks += list(rng.choice(rest, budget - len(picks), replace=False))
+    elif arm == "strata-random":
+        with_fg = rows["fg_fraction"].astype(float).to_numpy() > 0
+        n_fg = int(round(budget * with_fg.mean()))
+        picks = list(rng.choice(np.flatnonzero(with_fg), n_fg, replace=False))
+        picks += list(rng.choice(np.flatnonzero(~with_fg), budget - n_fg, replace=False))
+    else:
+        raise ValueError(f"unknown arm {arm!r}")
+    return rows.iloc[picks]["rel_path"].astype(str).tolist()
+
+
 def run_seed(
     seed: int, plan: Plan, pool: list[Case], test: list[Case], tag: str, num_cpus: int, risk_weight: float
 ) -> dict[str, Any]:
@@ -317,9 +355,15 @@ def run_seed(
     by_path = {c.rel_path: c for c in pool}
     picks = {
         "select": [by_path[p] for p in picked_paths],
-        "representative": [by_path[p] for p in representative_picks(run_dir, plan.budget, seed)],
         "random": [pool[i] for i in sorted(np.random.default_rng(seed).choice(len(pool), plan.budget, replace=False))],
     }
+    for arm in ARMS[len(GOAL_ARMS) :]:
+        paths = (
+            representative_picks(run_dir, plan.budget, seed)
+            if arm == "representative"
+            else reference_picks(run_dir, plan.budget, seed, arm)
+        )
+        picks[arm] = [by_path[p] for p in paths]
     print(f"  seed {seed}: segment step {segment_s():.0f} s, select {select_s():.0f} s ({run_dir.name})")
 
     arms = []
@@ -428,7 +472,16 @@ def main() -> None:
         default=RISK_WEIGHT,
         help=f"select's risk weight (segops' default {RISK_WEIGHT}; 0: diversity alone)",
     )
+    parser.add_argument(
+        "--arms",
+        nargs="*",
+        choices=REFERENCE_ARMS,
+        default=["representative"],
+        help="reference arms beside select and random (default: representative; see REFERENCE_ARMS)",
+    )
     args = parser.parse_args()
+    global ARMS
+    ARMS = GOAL_ARMS + tuple(args.arms)
     args.out = args.out or ROOT / "out" / ("active-quick.json" if args.quick else "active.json")
     plan = PLANS[args.quick]
     if args.budget is not None:
@@ -450,6 +503,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "plan": plan.__dict__,
         "risk_weight": args.risk_weight,
+        "arms": list(ARMS),
         "recipe": recipe(1).model_dump(mode="json", exclude={"epochs"}),
         "pool": composition(pool),
         "test": composition(test),

@@ -12,9 +12,10 @@ one mask PNG per slice. Two baselines, run in this process on the same files:
 
 torch uses every core in both loops. segops streams Ray Data decode tasks into an actor pool.
 
-``--risk-cost``: after the 1x runs, segops 1x four times more, with the per-case risk off, on, off,
-on (``InferenceSettings(risk=...)``, what ``segment.review.enabled`` switches; alternated so that
-warm-up weighs on both), and the cost of the risk in % of the images/s without it. The figures go
+``--risk-cost``: after the 1x runs, the engine loop and segops 1x with the per-case risk off, on,
+and on with the embedding distance (:func:`risk_cost`), ``--risk-reps`` times each, interleaved so
+that warm-up and the machine's drift weigh on every setting, and the cost in % of the median
+images/s without them. The figures go
 to ``--out`` (default ``benchmarks/out/segment.json``).
 
     .venv/bin/python benchmarks/segment.py --slices 600 --scale 10
@@ -164,15 +165,16 @@ def risk_references(loaded: LoadedModel, images: list[np.ndarray]) -> tuple[Risk
     return risk, EmbeddingReference.from_embeddings(embed(loaded, images))
 
 
-def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[str, float | list[float]]:
+def risk_cost(source: DicomSource, checkpoint: Path, resources: dict, reps: int = 3) -> dict[str, float | list[float]]:
     """What the per-case risk and the embedding distance cost, against the same run without them.
 
     Three settings: ``off`` (no risk, no embeddings), ``risk`` (the segment step's default risk,
     with a training intensity range), ``risk+emb`` (also each case's encoder-embedding distance,
-    as a segment step with ``drift.action: warn`` computes it). Measured twice each, interleaved:
+    as a segment step with ``drift.action: warn`` computes it). Measured ``reps`` times each, interleaved:
     in one process through the engine (``segment_cases`` over decoded batches: the hot path alone),
     and through segops 1x (Ray actors, each run starting its own pool, so actor start-up dilutes
-    the cost). Cost = (off - with) / off in % of images/s."""
+    the cost). Cost = (off - with) / off in % of the median images/s (single runs on 2 cores vary by
+    10-20 %)."""
     loaded = load_checkpoint(checkpoint)
     batches = [[np.asarray(r["image"], np.float32) for r in batch] for batch in _batches(source)]
     reference, embeddings = risk_references(loaded, [image for images in batches for image in images][:64])
@@ -188,7 +190,7 @@ def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[st
     figures: dict[str, float | list[float]] = {}
     for level in ("engine", "segops"):
         rates: dict[str, list[float]] = {name: [] for name in settings}
-        for i, name in enumerate(list(settings) * 2):
+        for i, name in enumerate(list(settings) * reps):
             options = settings[name]
             if level == "engine":
                 work = lambda options=options: engine(options)  # noqa: E731
@@ -196,14 +198,14 @@ def risk_cost(source: DicomSource, checkpoint: Path, resources: dict) -> dict[st
                 work = lambda options=options, name=name, i=i: segops_segment(  # noqa: E731
                     source, checkpoint, OUT / "results" / f"risk-{name}-{i}", resources, options
                 )
-            rates[name].append(rate(f"{level} 1x, {name} ({len(rates[name]) + 1} of 2)", work))
-        off = float(np.mean(rates["off"]))
+            rates[name].append(rate(f"{level} 1x, {name} ({len(rates[name]) + 1} of {reps})", work))
+        off = float(np.median(rates["off"]))
         for name in settings:
-            mean = float(np.mean(rates[name]))
-            figures[f"{level}_{name}_images_per_s"] = mean
+            median = float(np.median(rates[name]))
+            figures[f"{level}_{name}_images_per_s"] = median
             figures[f"{level}_{name}_runs"] = rates[name]
             if name != "off":
-                figures[f"{level}_{name}_cost_percent"] = 100 * (off - mean) / off
+                figures[f"{level}_{name}_cost_percent"] = 100 * (off - median) / off
         print(
             f"{level}: {off:.1f} img/s without risk; risk costs {figures[f'{level}_risk_cost_percent']:.1f} %, "
             f"risk + embedding distance {figures[f'{level}_risk+emb_cost_percent']:.1f} % (goal <= 5 %)"
@@ -220,8 +222,9 @@ def main() -> None:
         "--data-memory-gb", type=float, default=None, help="cap Ray Data's object-store budget (cluster.data_memory_gb)"
     )
     parser.add_argument(
-        "--risk-cost", action="store_true", help="after the 1x runs: segops 1x with the risk off, on, off, on"
+        "--risk-cost", action="store_true", help="after the 1x runs: the cost of the risk and embedding distance"
     )
+    parser.add_argument("--risk-reps", type=int, default=3, help="--risk-cost: runs per setting (default 3)")
     parser.add_argument("--out", type=Path, default=OUT.parent / "segment.json", help="the figures as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -262,7 +265,7 @@ def main() -> None:
     }
     save(figures, args.out)
     if args.risk_cost:
-        figures |= risk_cost(small, checkpoint, resources)
+        figures |= risk_cost(small, checkpoint, resources, args.risk_reps)
         save(figures, args.out)
     if args.scale:
         big = make_inputs(args.slices * args.scale, seed=1)

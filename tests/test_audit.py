@@ -23,6 +23,7 @@ from segops.compare import TOLERANCE
 from segops.data.records import path_case_id
 from segops.metrics import dice_score, iou_score
 from segops.outputs.reports import REPORT_COLUMNS
+from tests.stores import sqlite_store
 
 runner = CliRunner()
 MODEL = "wf-unet"
@@ -146,7 +147,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     spec = UNetSpec(arch="unet", channels=(4, 8), strides=(2,), num_res_units=0)
     checkpoint = save_checkpoint(root / "checkpoint", build_model(spec), spec, PreprocessSpec())
     example = np.random.default_rng(1).normal(size=(1, 1, 16, 16)).astype(np.float32)
-    uri = f"sqlite:///{root}/mlflow.db"
+    uri = sqlite_store(root)
 
     tracker = RunTracker(TrackingSpec(uri=uri, experiment="wf"))
     run_a = _log_run(tracker, root, "wf-aaaaaaaaaaaa", report_a, {})

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from segops.config import validate_workflow_text
+from tests.stores import sqlite_store
 
 from .processes import kill_session, start_mlflow_server, stop_group, subprocess_run
 
@@ -37,7 +38,7 @@ MODEL = "lifecycle-unet"
 def server(tmp_path_factory: pytest.TempPathFactory):
     """``mlflow server`` on loopback (sqlite backend, artifacts served from a folder); yields its http:// URI."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    proc, uri = start_mlflow_server(f"sqlite:///{root}/mlflow.db", str(root / "artifacts"), root / "server.log")
+    proc, uri = start_mlflow_server(sqlite_store(root), str(root / "artifacts"), root / "server.log")
     yield uri
     stop_group(proc)
 

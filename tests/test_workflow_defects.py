@@ -26,6 +26,7 @@ from segops.config.load import load_workflow, validate_workflow_text
 from segops.data.fingerprint import Fingerprint
 from segops.errors import LabelValueError
 from segops.steps.results import SegmentResult, TrainResult
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("ray_session")]
 
@@ -46,7 +47,7 @@ def test_anti_aliased_masks_stop_the_run_before_training(parts: Path) -> None:
         {
             "name": "defects-no-threshold",
             "output_dir": str(parts / "runs"),
-            "tracking": {"uri": f"sqlite:///{parts}/mlflow.db", "experiment": "defects"},
+            "tracking": {"uri": sqlite_store(parts), "experiment": "defects"},
             "steps": [
                 {
                     "step": "ingest",

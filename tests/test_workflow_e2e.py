@@ -27,6 +27,7 @@ from segops.engine.predict import predict_masks
 from segops.engine.risk_rule import CALIBRATION_FILE, RiskCalibration
 from segops.outputs.manifest import load_manifest
 from segops.steps.results import IngestResult, SegmentResult, TrainResult
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -53,7 +54,7 @@ def _workflow(archive: dict, steps: list[dict], name: str) -> str:
         {
             "name": name,
             "output_dir": str(root / "runs"),
-            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "e2e", "registered_model": MODEL_NAME},
+            "tracking": {"uri": sqlite_store(root), "experiment": "e2e", "registered_model": MODEL_NAME},
             "cluster": {"num_cpus": 2},
             "steps": steps,
         }

@@ -21,6 +21,7 @@ from segops.config import validate_workflow_text
 from segops.metrics import case_scores
 from segops.outputs.manifest import load_manifest, read_manifest
 from segops.steps.results import TrainResult
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def _text(root: Path, archive: Path) -> str:
         {
             "name": "folds",
             "output_dir": str(root / "runs"),
-            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "folds", "registered_model": MODEL_NAME},
+            "tracking": {"uri": sqlite_store(root), "experiment": "folds", "registered_model": MODEL_NAME},
             "cluster": {"num_cpus": 2},
             "steps": [{"step": "ingest", "source": source}, train],
         }

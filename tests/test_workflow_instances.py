@@ -23,6 +23,7 @@ from pycocotools.coco import COCO
 from segops.config import validate_workflow_text
 from segops.instance_metrics import decode_rle, mask_ap
 from segops.steps.results import TrainResult
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -80,7 +81,7 @@ def _workflow_text(archive: dict) -> str:
             "name": "e2e-instances",
             "output_dir": str(root / "runs"),
             "tracking": {
-                "uri": f"sqlite:///{root}/mlflow.db",
+                "uri": sqlite_store(root),
                 "experiment": "e2e-instances",
                 "registered_model": MODEL_NAME,
             },

@@ -22,6 +22,7 @@ from skimage.metrics import adapted_rand_error
 from segops.config import validate_workflow_text
 from segops.data.labels import read_mask_png
 from segops.synth import make_membrane_archive
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -51,7 +52,7 @@ def run(ray_session, data: dict):
     spec |= {
         "output_dir": str(root / "runs"),
         "cluster": {"num_cpus": 2},
-        "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "isbi-test"},
+        "tracking": {"uri": sqlite_store(root), "experiment": "isbi-test"},
     }
     ingest, train, segment, segment_test = spec["steps"]
     ingest["source"]["path"] = str(data["images"])

@@ -23,6 +23,7 @@ from segops.config import validate_workflow_text
 from segops.data.labels import read_mask_png
 from segops.data.rtstruct import rasterise_slice, read_structure_set
 from segops.steps.results import IngestResult, SegmentResult
+from tests.stores import sqlite_store
 
 from .data.rtstruct_archive import (
     CORD,
@@ -78,7 +79,7 @@ def run(ray_session, archive: Path):
         {
             "name": "rtstruct-e2e",
             "output_dir": str(archive / "runs"),
-            "tracking": {"uri": f"sqlite:///{archive}/mlflow.db", "experiment": "rt"},
+            "tracking": {"uri": sqlite_store(archive), "experiment": "rt"},
             "cluster": {"num_cpus": 2},
             "steps": [
                 {

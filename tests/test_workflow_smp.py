@@ -20,6 +20,7 @@ from segops.engine.checkpoint import INIT_WEIGHTS_KEY, load_checkpoint, read_met
 from segops.engine.predict import predict_masks
 from segops.models.weights import sha256_file
 from segops.steps.results import TrainResult
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -80,7 +81,7 @@ def _workflow_text(archive: dict) -> str:
         {
             "name": "e2e-smp",
             "output_dir": str(root / "runs"),
-            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "e2e-smp", "registered_model": MODEL_NAME},
+            "tracking": {"uri": sqlite_store(root), "experiment": "e2e-smp", "registered_model": MODEL_NAME},
             "cluster": {"num_cpus": 2},
             "steps": steps,
         }

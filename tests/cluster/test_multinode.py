@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from segops.cluster.local_cluster import LocalCluster
 from tests.processes import ActorWatch, subprocess_run
+from tests.stores import sqlite_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -85,7 +86,7 @@ def _workflow(root: Path, archive: Path, name: str, train: dict, segment: dict |
         "name": name,
         "output_dir": str(root / "runs"),
         "cluster": {},
-        "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "multinode"},
+        "tracking": {"uri": sqlite_store(root), "experiment": "multinode"},
         "steps": steps,
     }
     path = root / f"{name}.yaml"

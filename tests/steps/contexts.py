@@ -14,6 +14,7 @@ from segops.models import build_model
 from segops.steps.context import RunContext
 from segops.steps.results import TrainResult
 from segops.tracking import RunTracker
+from tests.stores import sqlite_store
 
 TINY_UNET = UNetSpec(arch="unet", channels=(4, 8), strides=(2,), num_res_units=0)
 TINY_PREPROCESS = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=-160, upper=240), patch_size=(16, 16))
@@ -25,7 +26,7 @@ def make_context(root: Path, results: list[Any] | None = None, seed: int = 0, ru
     spec = WorkflowSpec(
         name="unit",
         seed=seed,
-        tracking=TrackingSpec(uri=f"sqlite:///{root / 'mlflow.db'}", experiment="unit"),
+        tracking=TrackingSpec(uri=sqlite_store(root), experiment="unit"),
         steps=[PromoteStep(step="promote")],
     )
     tracker = RunTracker(spec.tracking)

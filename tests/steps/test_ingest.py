@@ -16,6 +16,7 @@ from pydicom.data import get_testdata_file
 
 from segops.config import validate_workflow_text
 from segops.outputs.dicom_seg import build_seg, write_seg
+from tests.stores import sqlite_store
 
 from ..data.corrupt import make_corrupt_corpus
 
@@ -40,7 +41,7 @@ def _run(root: Path, name: str, step: dict):
         {
             "name": name,
             "output_dir": str(root / "runs"),
-            "tracking": {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "ingest"},
+            "tracking": {"uri": sqlite_store(root), "experiment": "ingest"},
             "steps": [step],
         }
     )

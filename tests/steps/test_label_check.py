@@ -23,6 +23,7 @@ from PIL import Image
 from segops.cluster.label_check import check_dataset_labels
 from segops.config import validate_workflow_text
 from segops.errors import LabelValueError
+from tests.stores import sqlite_store
 
 from ..data.test_label_census import antialiased_mask
 
@@ -49,7 +50,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _text(root: Path, name: str, steps: list[dict]) -> str:
-    tracking = {"uri": f"sqlite:///{root}/mlflow.db", "experiment": "labels"}
+    tracking = {"uri": sqlite_store(root), "experiment": "labels"}
     spec = {
         "name": name,
         "output_dir": str(root / "runs"),

@@ -28,6 +28,7 @@ from segops.models import build_model
 from segops.outputs.manifest import load_manifest
 from segops.outputs.probabilities import read_probabilities
 from segops.synth import make_ct_archive
+from tests.stores import sqlite_store
 
 from ..processes import kill_session, subprocess_run
 
@@ -72,7 +73,7 @@ def _workflow(root: Path, out: Path, checkpoint: Path, **segment) -> str:
             "name": "seg",
             "output_dir": str(out),
             "cluster": {"num_cpus": 2},
-            "tracking": {"uri": f"sqlite:///{out}/mlflow.db", "experiment": "seg"},
+            "tracking": {"uri": sqlite_store(out), "experiment": "seg"},
             "steps": [step],
         }
     )
@@ -260,7 +261,7 @@ def test_volume_records_give_one_nifti_and_one_seg_per_series(ray_session, archi
         {
             "name": "vol",
             "output_dir": str(tmp_path),
-            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol"},
+            "tracking": {"uri": sqlite_store(tmp_path), "experiment": "vol"},
             "steps": [
                 {
                     "step": "ingest",

@@ -18,6 +18,7 @@ from segops.errors import StepError
 from segops.models import build_model
 from segops.steps.segment import _check_model_fits_step
 from segops.synth import make_ct_archive
+from tests.stores import sqlite_store
 
 MODEL_3D = {"arch": "unet", "spatial_dims": 3, "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 0}
 
@@ -54,7 +55,7 @@ def test_3d_unet_trains_on_volumes_and_segments_each_series_whole(ray_session, t
             "name": "vol3d",
             "output_dir": str(tmp_path / "runs"),
             "cluster": {"num_cpus": 2},
-            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "vol3d"},
+            "tracking": {"uri": sqlite_store(tmp_path), "experiment": "vol3d"},
             "steps": [
                 {
                     "step": "ingest",
@@ -168,7 +169,7 @@ def test_a_nifti_dataset_in_nnunet_layout_trains_in_3d_and_masks_align_with_the_
             "name": "nifti3d",
             "output_dir": str(tmp_path / "runs"),
             "cluster": {"num_cpus": 2},
-            "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "nifti3d"},
+            "tracking": {"uri": sqlite_store(tmp_path), "experiment": "nifti3d"},
             "steps": [
                 {
                     "step": "ingest",

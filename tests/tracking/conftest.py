@@ -1,12 +1,11 @@
 """Real MLflow stores for the tracking tests: sqlite files in tmp folders, no server, no mocks.
 
-Creating an MLflow sqlite store runs its schema migrations (seconds); the tests copy one migrated
-empty database instead, so each test still gets a store of its own.
+Each store is a copy of one migrated empty database (:func:`tests.stores.sqlite_store`), so each
+test still gets a store of its own without paying MLflow's schema migrations.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +13,15 @@ import pytest
 import torch
 
 from segops.config.schema import PreprocessSpec, TrackingSpec, UNetSpec
+from tests.stores import sqlite_store
 
 MODEL = "tiny-unet"
 SPEC = UNetSpec(arch="unet", channels=(4, 8), strides=(2,), num_res_units=0)
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty MLflow sqlite database (tracking and registry tables)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}", registry_uri=f"sqlite:///{path}").search_registered_models()
-    return path
-
-
-def copy_store(empty_store: Path, folder: Path) -> str:
-    """A store of its own in ``folder`` (artifacts go to ``folder/mlartifacts``); returns its URI."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(empty_store, folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
 @pytest.fixture
-def store_uri(empty_store: Path, tmp_path: Path) -> str:
-    return copy_store(empty_store, tmp_path / "store")
+def store_uri(tmp_path: Path) -> str:
+    return sqlite_store(tmp_path / "store")
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +35,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def logged_model(empty_store: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def logged_model(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """``checkpoint`` logged as a pyfunc by RunTracker.log_model, registered as ``tiny-unet`` v1 (alias champion)."""
     from segops.tracking import RunTracker
 
-    uri = copy_store(empty_store, tmp_path_factory.mktemp("logged") / "store")
+    uri = sqlite_store(tmp_path_factory.mktemp("logged") / "store")
     example = np.random.default_rng(1).normal(size=(2, 1, 16, 16)).astype(np.float32)
     tracker = RunTracker(TrackingSpec(uri=uri, experiment="registry"))
     run_id = tracker.start("train", {})

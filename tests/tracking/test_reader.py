@@ -26,7 +26,7 @@ from segops.tracking import (
     VersionInfo,
 )
 from segops.tracking.reader import _evaluated_models, _names_model
-from tests.tracking.conftest import copy_store
+from tests.stores import sqlite_store
 
 DECISION = {"passed": True, "champion": {"name": "m", "version": "1"}, "challenger": {"name": "m", "version": "2"}}
 
@@ -56,9 +56,9 @@ def _run(uri: str, name: str, metrics: dict[str, float], files: dict[str, object
 
 
 @pytest.fixture(scope="module")
-def store(empty_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("reader")
-    uri = copy_store(empty_store, root / "store")
+    uri = sqlite_store(root / "store")
     table = pd.DataFrame({"case_id": ["c1", "c2"], "dice": [0.5, 0.75]})
     run_a = _run(
         uri,
