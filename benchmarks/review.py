@@ -76,6 +76,7 @@ SIGNALS = (
     ("small_fragments", "small_fragments", lambda x: x),
     ("intensity_outside", "intensity_outside", lambda x: x),
     ("embedding_distance", "embedding_distance", lambda x: x),
+    ("1-expected_dice", "expected_dice", lambda x: 1.0 - x),  # --probabilities only (not a segops signal)
 )
 #: segops' own risk metrics for a part (the segment step's ``segment_<prefix>risk_*``), to check ours against.
 SEGOPS_PREFIX = {"test": "heldout_", "val": "val_", "new": ""}
@@ -152,6 +153,8 @@ def segment_tables(run_dir: Path) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
     for step in (s for s in manifest["steps"] if s["step"] == "segment"):
         report = pd.read_parquet(step["outputs"]["report"])
         outputs = pd.read_parquet(step["outputs"]["outputs"])
+        if outputs.get("probabilities_path", pd.Series(dtype=str)).astype(str).str.len().gt(0).any():
+            outputs["expected_dice"] = [expected_dice(p) if p else math.nan for p in outputs["probabilities_path"]]
         signals = [c for _, c, _ in SIGNALS if c in outputs.columns]
         joined = report.merge(outputs[["case_id", "frame", *signals]], on=["case_id", "frame"], how="left")
         if step["outputs"].get("review"):  # the review queue's flags (older runs: none)
@@ -161,6 +164,19 @@ def segment_tables(run_dir: Path) -> list[tuple[pd.DataFrame, dict[str, Any]]]:
             raise SystemExit(f"{step['outputs']['report']}: case ids repeat in outputs.parquet")
         tables.append((joined, step["outputs"]))
     return tables
+
+
+def expected_dice(path: str) -> float:
+    """The Dice a mask expects of itself: soft Dice of the predicted foreground (argmax > 0) against
+    the softmax's foreground probability (1 - p_background), from a case's probabilities ``.npz``
+    (``--probabilities``). A candidate signal measured here, not part of segops' risk."""
+    from segops.outputs.probabilities import read_probabilities
+
+    p = read_probabilities(path).probabilities.astype(np.float32)
+    mask = p.argmax(axis=0) > 0
+    fg = 1.0 - p[0]
+    total = float(fg.sum() + mask.sum())
+    return 2.0 * float((fg * mask).sum()) / total if total else 1.0
 
 
 def score_part(df: pd.DataFrame) -> dict[str, Any]:
@@ -244,6 +260,9 @@ def run_row(row: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         doc = quickstart_doc(out, f"review-{row}", epochs, args.quick)
     else:
         doc = isbi_doc(out, f"review-{row}", args.isbi_workflow, 0.5 if row == "isbi-half" else None, args.quick)
+    if args.probabilities:  # the softmax of every case, for the expected-Dice signal
+        for step in (s for s in doc["steps"] if s["step"] == "segment"):
+            step["outputs"] = [*dict.fromkeys([*step.get("outputs", ["png"]), "probabilities"])]
     train = step_of(doc, "train")
     start = time.perf_counter()
     try:
@@ -325,6 +344,11 @@ def main() -> None:
     parser.add_argument("--isbi-workflow", type=Path, default=ISBI_WORKFLOW)
     parser.add_argument("--quick", action="store_true", help="Tiny data, 1-2 epochs (rows: quickstart, isbi).")
     parser.add_argument("--new-run", action="store_true", help="Retrain rows that ran before.")
+    parser.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="Segment steps also write probabilities; adds the expected-Dice signal (1 - soft Dice, mask vs softmax).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)

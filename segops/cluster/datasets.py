@@ -7,7 +7,7 @@ quarantine row rather than an exception, so one bad file never fails a block.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,26 @@ def write_dataset(ds: ray.data.Dataset, path: str | Path) -> None:
     ds.write_parquet(str(path))
 
 
+def _row_filter(
+    field: Callable[[str], Any],
+    isin: Callable[[Any, list[str]], Any],
+    labelled_only: bool,
+    groups: list[str] | None,
+    exclude_cases: list[str] | None,
+) -> Any:
+    """The ``ok``-rows filter of :func:`read_dataset` and :func:`load_dataset`, in either expression
+    language: Ray Data's (``field=col``, ``isin`` calling ``is_in``) or pyarrow's (``pads.field``,
+    ``isin``)."""
+    expr = field("status") == STATUS_OK
+    if labelled_only:
+        expr = expr & (field("has_label") == True)  # noqa: E712  (a column expression, not a Python bool)
+    if groups is not None:
+        expr = expr & isin(field("group_id"), list(groups))
+    if exclude_cases:
+        expr = expr & ~isin(field("case_id"), list(exclude_cases))
+    return expr
+
+
 def read_dataset(
     path: str | Path,
     labelled_only: bool = False,
@@ -139,13 +159,7 @@ def read_dataset(
     Reads asking less than a CPU therefore use Ray's previous Parquet reader, whose tasks ask
     ``num_cpus`` (and 0.5 to fetch metadata).
     """
-    expr = col("status") == STATUS_OK
-    if labelled_only:
-        expr = expr & (col("has_label") == True)  # noqa: E712  (a column expression, not a Python bool)
-    if groups is not None:
-        expr = expr & col("group_id").is_in(list(groups))
-    if exclude_cases:
-        expr = expr & ~col("case_id").is_in(list(exclude_cases))
+    expr = _row_filter(col, lambda e, values: e.is_in(values), labelled_only, groups, exclude_cases)
     context = ray.data.DataContext.get_current()
     v2 = getattr(context, "use_datasource_v2", None)  # a Ray without the flag has one reader
     if v2 is not None:
@@ -286,13 +300,7 @@ def load_dataset(
     if size > DRIVER_READ_BYTES:
         ds = read_dataset(path, labelled_only, groups, columns, exclude_cases)
         return ds.materialize() if materialize else ds
-    expr = pads.field("status") == STATUS_OK
-    if labelled_only:
-        expr = expr & (pads.field("has_label") == True)  # noqa: E712  (an expression, not a Python bool)
-    if groups is not None:
-        expr = expr & pads.field("group_id").isin(list(groups))
-    if exclude_cases:
-        expr = expr & ~pads.field("case_id").isin(list(exclude_cases))
+    expr = _row_filter(pads.field, lambda e, values: e.isin(values), labelled_only, groups, exclude_cases)
     table = dataset.to_table(columns=columns, filter=expr)
     blocks = [table.slice(start, DRIVER_BLOCK_ROWS) for start in range(0, table.num_rows, DRIVER_BLOCK_ROWS)]
     return ray.data.from_arrow(blocks or [table])
