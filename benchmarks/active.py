@@ -40,6 +40,8 @@ arm's by more than the seed spread, i.e. the larger of the two arms' min-max ran
 
 ``--arms`` adds reference arms beside the goal's two (default ``representative``; see
 :data:`REFERENCE_ARMS`): other ways to use the same run's risk, masks and embeddings.
+``--random-draws K`` adds K - 1 more uniform draws per seed (arms ``random-2``..), and a row over
+every draw: how much uniform picks alone spread, which the goal's one draw per seed hides.
 
 Rows (mean and min-max over seeds) are printed as a table and written with every per-seed figure
 (and what each arm picked: rare-look cases, defect cases, distinct bursts) to
@@ -357,7 +359,10 @@ def run_seed(
         "select": [by_path[p] for p in picked_paths],
         "random": [pool[i] for i in sorted(np.random.default_rng(seed).choice(len(pool), plan.budget, replace=False))],
     }
-    for arm in ARMS[len(GOAL_ARMS) :]:
+    for arm in (a for a in ARMS if a.startswith("random-")):  # --random-draws: more uniform draws
+        rng = np.random.default_rng([seed, int(arm.split("-")[1])])
+        picks[arm] = [pool[i] for i in sorted(rng.choice(len(pool), plan.budget, replace=False))]
+    for arm in (a for a in ARMS[len(GOAL_ARMS) :] if not a.startswith("random-")):
         paths = (
             representative_picks(run_dir, plan.budget, seed)
             if arm == "representative"
@@ -449,6 +454,14 @@ def print_table(document: dict[str, Any]) -> None:
         row = s["arms"][arm]
         picked = f"{row['picked_rare']:.1f} / {row['picked_with_defect']:.1f} / {row['picked_distinct_photos']:.1f}"
         print(f"| {arm} (+{plan['budget']}) | {_cell(row['dice'])} | {_cell(row['fg_dice'])} | {picked} |")
+    draws = [a for r in runs for a in r["arms"] if a["arm"] == "random" or a["arm"].startswith("random-")]
+    if len(draws) > len(runs):  # --random-draws: how far uniform picks alone spread
+        cells = [
+            _cell({"mean": statistics.fmean(v), "min": min(v), "max": max(v)})
+            for k in ("dice", "fg_dice")
+            for v in [[d[k] for d in draws]]
+        ]
+        print(f"| every random draw ({len(draws)}: seeds x draws) | {cells[0]} | {cells[1]} | |")
     for key, goal in s["goal"].items():
         verdict = {True: "holds", False: "does not hold", None: "n/a (one seed)"}[goal["holds"]]
         gains = ", ".join(f"{g:+.3f}" for g in goal["per_seed_gain"])
@@ -479,9 +492,15 @@ def main() -> None:
         default=["representative"],
         help="reference arms beside select and random (default: representative; see REFERENCE_ARMS)",
     )
+    parser.add_argument(
+        "--random-draws",
+        type=int,
+        default=1,
+        help="uniform draws per seed (default 1, the goal's random arm; more add arms random-2.. to show their spread)",
+    )
     args = parser.parse_args()
     global ARMS
-    ARMS = GOAL_ARMS + tuple(args.arms)
+    ARMS = GOAL_ARMS + tuple(args.arms) + tuple(f"random-{d}" for d in range(2, args.random_draws + 1))
     args.out = args.out or ROOT / "out" / ("active-quick.json" if args.quick else "active.json")
     plan = PLANS[args.quick]
     if args.budget is not None:
