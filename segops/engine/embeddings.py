@@ -16,7 +16,7 @@ the other's mean and std), so ``ratio`` ~ 1 means "as far as the 95th percentile
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +134,7 @@ class BottleneckTap:
             handle.remove()
         self._handles.clear()
 
-    def _hook(self, i: int):
+    def _hook(self, i: int) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def keep_first(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
             if self._caught[i] is None:
                 self._caught[i] = output.float().mean(dim=tuple(range(2, output.ndim)))
