@@ -37,23 +37,19 @@ def embedding_tap(
     loaded: LoadedModel, images: Sequence[np.ndarray], reference: EmbeddingReference | None
 ) -> Iterator[BottleneckTap | None]:
     """An open :class:`~segops.engine.embeddings.BottleneckTap` for predicting ``images`` when their
-    embeddings are wanted (the model has a reference) and can come from the prediction (a 2D
-    semantic model, 2D images); else None."""
-    spec = loaded.model_spec
-    plain = all(np.ndim(image) == 3 for image in images)
-    if reference is None or not len(images) or not plain or spec.task != "semantic" or spec.spatial_dims != 2:
-        yield None
-        return
-    tap = BottleneckTap(loaded)
-    try:
-        tap.__enter__()
-    except CheckpointError:  # an encoder without a known bottleneck: embed() says why, per batch
-        yield None
-        return
+    embeddings are wanted (the model has a reference) and can come from the prediction (2D images,
+    a model the tap takes: 2D semantic with a known bottleneck); else None."""
+    tap = None
+    if reference is not None and len(images) and all(np.ndim(image) == 3 for image in images):
+        try:
+            tap = BottleneckTap(loaded).__enter__()
+        except CheckpointError:  # not a 2D semantic model, or no known bottleneck: embed() says why
+            tap = None
     try:
         yield tap
     finally:
-        tap.__exit__()
+        if tap is not None:
+            tap.__exit__()
 
 
 def embedding_distances(
