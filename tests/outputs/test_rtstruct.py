@@ -123,6 +123,14 @@ def test_trace_contours_gives_outer_boundaries_and_holes_as_closed_polygons() ->
     # a region touching the image edge closes half a pixel outside it
     assert block[:, 0].max() == pytest.approx(SHAPE[0] - 0.5) and block[:, 1].max() == pytest.approx(SHAPE[1] - 0.5)
     assert trace_contours(np.zeros(SHAPE, bool)) == []
+    # only the turning points are kept: a rectangle is its 4 sides with the corners cut at 45°, a
+    # one-pixel hole is a diamond; points along the sides (the first one included) are dropped
+    rect = np.zeros((10, 10), bool)
+    rect[2:7, 3:8] = True
+    rect[4, 5] = False
+    outer, hole = sorted(trace_contours(rect), key=len, reverse=True)
+    assert {tuple(p) for p in outer} == {(6.5, 7), (6.5, 3), (6, 2.5), (2, 2.5), (1.5, 3), (1.5, 7), (2, 7.5), (6, 7.5)}
+    assert {tuple(p) for p in hole} == {(4, 5.5), (3.5, 5), (4, 4.5), (4.5, 5)}
 
 
 def test_rtstruct_references_every_slice_and_names_rois_from_segments(tmp_path: Path) -> None:
