@@ -26,20 +26,15 @@ demo-instances: $(STAMP)
 	$(VENV)/bin/segops synth instances data/instances --count 100 --seed 0
 	$(VENV)/bin/segops run workflows/instances-quickstart.yaml
 
-# Two pytest-xdist workers, a test module at a time each (module fixtures and Ray sessions are not
-# split): the suite leaves ~30 % of 2 cores idle in one process (Ray start-up, actor waits).
-# TEST_WORKERS=0 runs it in one process. pytest exits 5 when it collects nothing: a failure here.
-TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
-
+# pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 # ruff first: a formatting or lint problem fails in seconds, before the suite's minutes.
 test: $(STAMP) lint
-	@$(PY) -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # Local iteration: everything but the Ray/MLflow end-to-end tests (marked slow); `make test` runs them too.
 test-fast: $(STAMP) lint
-	@$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

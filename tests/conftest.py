@@ -33,30 +33,7 @@ def _has_cuda() -> bool:
         return False
 
 
-#: Modules that take a minute or more each (pytest --durations, 2026-12-05), longest first. `make test`
-#: runs the suite on two pytest-xdist workers, one module per worker at a time (``--dist loadfile``):
-#: collecting these first lets both workers start on the long ones and finish together, instead of
-#: one worker running the longest module alone at the end. Scheduling only; nothing depends on it.
-LONG_MODULES = (
-    "tests/test_lifecycle.py",
-    "tests/cluster/test_multinode.py",
-    "tests/steps/test_segment.py",
-    "tests/test_workflow_e2e.py",
-    "tests/test_workflow_defects.py",
-    "tests/test_workflow_instances.py",
-    "tests/steps/test_volumes_3d.py",
-    "tests/engine/test_finetune.py",
-    "tests/integration/test_tracking_stack.py",
-)
-
-
-def _long_first(item: pytest.Item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    return LONG_MODULES.index(path) if path in LONG_MODULES else len(LONG_MODULES)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=_long_first)  # stable: every module keeps its own order
     if _has_cuda():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
