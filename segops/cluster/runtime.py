@@ -23,6 +23,8 @@ class _LogFileOnly(logging.Filter):
         return True
 
 
+#: Ray Train's switch for its preemption watcher (``ray.train.v2._internal.constants``); off on a local Ray.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 #: Least CPU a training run leaves free: Ray Data's split coordinator and read tasks ask whole CPUs.
 TRAIN_MIN_RESERVE = 1.0
 #: Least CPU an inference pool leaves free: its read tasks ask 0.25 CPU beside fractional actors
@@ -58,6 +60,9 @@ def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
         address = os.environ.get("RAY_ADDRESS") or cluster.address
         if address is None:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local only: no token warning
+            # Ray Train's preemption watcher is an extra actor process per training run (~2 s of CPU
+            # to start) that follows the draining of autoscaled or spot nodes: a local Ray has none
+            os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
         ray.init(
             address=address,
             num_cpus=cluster.num_cpus if address is None else None,

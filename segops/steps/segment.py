@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from segops.cluster.datasets import read_dataset, read_source, take_records
+from segops.cluster.datasets import load_dataset, read_source, take_records
 from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.cluster.label_check import check_dataset_labels, check_source_labels
@@ -409,7 +409,9 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
         path = _ingested(ctx).dataset
     check_dataset_labels(path, model_spec.classes, model_spec.task == "instance")  # before any actor starts
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
-    return read_dataset(path, num_cpus=read_cpus), sum(1 for s in status.to_pylist() if s == STATUS_OK), Path(path)
+    # a small dataset is read by the driver (no read-task workers to start), a large one streams
+    ds = load_dataset(path, materialize=False, num_cpus=read_cpus)
+    return ds, sum(1 for s in status.to_pylist() if s == STATUS_OK), Path(path)
 
 
 def write_overlays(
