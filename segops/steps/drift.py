@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segops.cluster.datasets import read_dataset, read_source
+from segops.cluster.datasets import load_dataset, read_source
 from segops.cluster.embeddings import dataset_embeddings
 from segops.cluster.fingerprint import FINGERPRINT_FILE, fingerprint_sample
 from segops.cluster.runtime import ensure_ray
@@ -120,9 +120,9 @@ def _step_input(step: SegmentStep, ctx: RunContext):
         path = ingest.volumes if step.records == "volumes" else ingest.dataset
         if path is None:
             raise StepError("records: volumes, but the ingest step found no series with regular geometry")
-        return read_dataset(path)
+        return load_dataset(path, materialize=False)
     if isinstance(source, DatasetSource):
-        return read_dataset(source.path)
+        return load_dataset(source.path, materialize=False)
     return read_source(source, streaming=True)
 
 
@@ -293,6 +293,6 @@ def _folder_input(folder: Path, kind: str):
     if kind not in KINDS:
         raise StepError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     if kind == "dataset":
-        return read_dataset(folder)
+        return load_dataset(folder, materialize=False)
     source = {"images": ImageSource, "dicom": DicomSource, "volumes": VolumeSource}[kind](kind=kind, path=folder)
     return read_source(source, streaming=True)

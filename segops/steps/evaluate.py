@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from segops.cluster.datasets import read_dataset, read_source
+from segops.cluster.datasets import load_dataset, read_source
 from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.compare import Comparison, compare
@@ -72,7 +72,7 @@ def _challenger(step: EvaluateStep, ctx: RunContext) -> tuple[Path, dict[str, st
 
 def _held_out(step: EvaluateStep, read_cpus: float):
     if isinstance(step.source, DatasetSource):
-        return read_dataset(step.source.path, num_cpus=read_cpus)
+        return load_dataset(step.source.path, materialize=False, num_cpus=read_cpus)  # small: the driver reads
     return read_source(step.source, streaming=True, num_cpus=read_cpus)
 
 
