@@ -112,18 +112,30 @@ def read_model_fingerprint(checkpoint: str | Path) -> Fingerprint | None:
     return Fingerprint.from_json(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def segment_input_path(step: SegmentStep, ctx: RunContext) -> Path | None:
+    """The Parquet dataset a segment step reads (the step and this check share it): its own dataset
+    source, else the ingest step's dataset (its volumes with ``records: volumes``); None when the
+    source is a folder of files, read as files.
+
+    Raises:
+        StepError: no source and no ingest step before it, or ``records: volumes`` with no volumes.
+    """
+    if isinstance(step.source, DatasetSource):
+        return step.source.path
+    if step.source is not None:
+        return None
+    ingest = ctx.require(IngestResult, "segment has no source and no ingest step before it")
+    if step.records != "volumes":
+        return ingest.dataset
+    if ingest.volumes is None:
+        raise StepError("records: volumes, but the ingest step found no series with regular geometry")
+    return ingest.volumes
+
+
 def _step_input(step: SegmentStep, ctx: RunContext):
     """The segment step's input, read lazily (the same choice as the step itself makes)."""
-    source = step.source
-    if source is None:
-        ingest = ctx.require(IngestResult, "segment has no source and no ingest step before it")
-        path = ingest.volumes if step.records == "volumes" else ingest.dataset
-        if path is None:
-            raise StepError("records: volumes, but the ingest step found no series with regular geometry")
-        return load_dataset(path, materialize=False)
-    if isinstance(source, DatasetSource):
-        return load_dataset(source.path, materialize=False)
-    return read_source(source, streaming=True)
+    path = segment_input_path(step, ctx)
+    return read_source(step.source, streaming=True) if path is None else load_dataset(path, materialize=False)
 
 
 def embedding_drift(distances: np.ndarray, checkpoint: str | Path, threshold: float) -> DriftRow:

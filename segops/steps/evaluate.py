@@ -72,7 +72,7 @@ def _challenger(step: EvaluateStep, ctx: RunContext) -> tuple[Path, dict[str, st
 
 def _held_out(step: EvaluateStep, read_cpus: float):
     if isinstance(step.source, DatasetSource):
-        return load_dataset(step.source.path, materialize=False, num_cpus=read_cpus)  # small: the driver reads
+        return load_dataset(step.source.path, materialize=False, num_cpus=read_cpus)  # the driver reads a small one
     return read_source(step.source, streaming=True, num_cpus=read_cpus)
 
 

@@ -52,7 +52,7 @@ from segops.outputs.series_rtstruct import (
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.actor_memory import actor_memory
 from segops.steps.context import RunContext
-from segops.steps.drift import check_drift, model_embeddings, report_embedding_drift
+from segops.steps.drift import check_drift, model_embeddings, report_embedding_drift, segment_input_path
 from segops.steps.model_refs import step_checkpoint
 from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
@@ -396,17 +396,10 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
 
     Label values are checked against ``model_spec.classes`` first: a dataset's from its label
     census columns, a folder source's from its masks alone or the classes its labels declare."""
-    if step.records == "volumes" and step.source is None:
-        path = _ingested(ctx).volumes
-        if path is None:
-            raise StepError("records: volumes, but the ingest step found no series with regular geometry")
-    elif isinstance(step.source, DatasetSource):
-        path = step.source.path
-    elif step.source is not None:
+    path = segment_input_path(step, ctx)
+    if path is None:
         check_source_labels(step.source, model_spec.classes, model_spec.task == "instance")  # before any actor starts
         return read_source(step.source, streaming=True, num_cpus=read_cpus), None, None  # bad files become rows
-    else:
-        path = _ingested(ctx).dataset
     check_dataset_labels(path, model_spec.classes, model_spec.task == "instance")  # before any actor starts
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
     # a small dataset is read by the driver (no read-task workers to start), a large one streams

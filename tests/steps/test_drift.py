@@ -21,7 +21,8 @@ from segops.engine.checkpoint import load_checkpoint
 from segops.engine.embeddings import EMBEDDINGS_FILE, EmbeddingReference
 from segops.errors import StepError
 from segops.steps import segment
-from segops.steps.drift import check_drift, report_embedding_drift, resolve_model
+from segops.steps.drift import check_drift, report_embedding_drift, resolve_model, segment_input_path
+from segops.steps.results import IngestResult
 from segops.synth import make_inspection_archive
 
 from .contexts import make_context, tiny_checkpoint
@@ -119,3 +120,20 @@ def test_model_references_resolve_to_checkpoints_that_carry_their_drift_files(tm
         resolve_model("models:/drifty", uri, tmp_path / "bad")
     with pytest.raises(StepError, match=r"neither a model URI .* nor a checkpoint folder"):
         resolve_model(str(tmp_path), uri, tmp_path / "bad")
+
+
+def test_segment_input_is_the_steps_dataset_or_the_ingests_and_says_what_is_missing(tmp_path: Path) -> None:
+    """The one answer the segment step and its drift check share to "which Parquet dataset does it read"."""
+    folder = ImageSource(kind="images", path=tmp_path / "photos")
+    with pytest.raises(StepError, match="segment has no source and no ingest step before it"):
+        segment_input_path(SegmentStep(step="segment"), make_context(tmp_path, run="none"))
+    ingest = IngestResult(folder, tmp_path / "dataset", {})
+    ctx = make_context(tmp_path, [ingest], run="ingested")
+    assert segment_input_path(SegmentStep(step="segment"), ctx) == tmp_path / "dataset"
+    with pytest.raises(StepError, match="records: volumes, but the ingest step found no series with regular"):
+        segment_input_path(SegmentStep(step="segment", records="volumes"), ctx)
+    with_volumes = make_context(tmp_path, [IngestResult(folder, tmp_path / "dataset", {}, tmp_path / "vol")], run="v")
+    assert segment_input_path(SegmentStep(step="segment", records="volumes"), with_volumes) == tmp_path / "vol"
+    own = {"kind": "dataset", "path": str(tmp_path / "held-out")}
+    assert segment_input_path(SegmentStep(step="segment", source=own), ctx) == tmp_path / "held-out"
+    assert segment_input_path(SegmentStep(step="segment", source=folder), ctx) is None  # files, read as files
