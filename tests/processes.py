@@ -152,6 +152,11 @@ class ActorWatch:
             for pid, title in node.worker_titles().items():
                 self.seen[node.name].setdefault(title.split(" ", 1)[0].split(".", 1)[0], set()).add(pid)
 
+    def live(self, node: str, prefix: str) -> set[int]:
+        """pids on ``node`` whose title starts with ``prefix`` now (``pids`` keeps every pid ever seen)."""
+        found = next(n for n in self.nodes if n.name == node).worker_titles()
+        return {pid for pid, title in found.items() if title.startswith(prefix)}
+
     def pids(self, node: str, prefix: str) -> set[int]:
         """pids on ``node`` whose title starts with ``prefix`` (e.g. ``ray::RayTrainWorker``)."""
         return {pid for title, pids in self.seen[node].items() if title.startswith(prefix) for pid in pids}

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from segops.cluster.train_hooks import SNAPSHOT_NAME
 from segops.config import validate_workflow_text
 from segops.metrics import case_scores
 from segops.outputs.manifest import load_manifest, read_manifest
@@ -57,7 +58,8 @@ def _text(root: Path, archive: Path) -> str:
 @pytest.fixture(scope="module")
 def runs(ray_session, ct_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The finished run, then the same run resumed after a simulated crash in fold 1's prediction
-    (its fold record removed, the train step marked failed), with what fold 0 looked like before."""
+    (its fold record removed, the train step marked failed, and Ray Train's checkpoint record cut
+    short as a kill during its write leaves it), with what fold 0 looked like before."""
     from segops.workflows import run_workflow
 
     root = tmp_path_factory.mktemp("folds")
@@ -72,6 +74,7 @@ def runs(ray_session, ct_archive: Path, tmp_path_factory: pytest.TempPathFactory
         "outputs": load_manifest(run_dir)["steps"][1]["outputs"],
     }
     (run_dir / "oof" / "fold_1.json").unlink()
+    (run_dir / "ray-train" / "fold_1" / "train" / SNAPSHOT_NAME).write_bytes(b"")
     manifest = read_manifest(run_dir)
     manifest.step_failed(1, RuntimeError("simulated crash"))
     manifest.save()
@@ -146,7 +149,7 @@ def test_a_resumed_run_keeps_the_finished_fold_and_resumes_the_other(runs: dict)
     # fold 0 was not touched: its record (written once, after its prediction) and its epochs are as they were
     assert (run_dir / "oof" / "fold_0.json").stat().st_mtime_ns == before["fold0_record"]
     assert (run_dir / "ray-train" / "fold_0" / "progress.jsonl").read_text() == before["fold0_epochs"]
-    # fold 1 resumed from its Ray Train checkpoint: no epoch trained again
+    # fold 1 resumed from its Ray Train checkpoint (its record put back from segops' copy): no epoch trained again
     progress = (run_dir / "ray-train" / "fold_1" / "progress.jsonl").read_text()
     assert progress.count("\n") == before["fold1_epochs"] == 2
     assert (run_dir / "oof" / "fold_1.json").is_file()

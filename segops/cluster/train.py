@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import ray
 import ray.train
 import torch
@@ -32,7 +31,7 @@ from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
 from segops.cluster.runtime import TRAIN_MIN_RESERVE, cpu_reserve
-from segops.cluster.train_hooks import EpochFeed
+from segops.cluster.train_hooks import SNAPSHOT_NAME, EpochFeed, repair_snapshot
 from segops.config.schema import TrainStep
 from segops.data.augment import Augmenter
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -155,7 +154,8 @@ def train_model(
     storage_dir.mkdir(parents=True, exist_ok=True)
     progress = storage_dir / "progress.jsonl"  # driver side: the epoch bar's feed
     filesystem, storage_path = open_storage(storage or str(storage_dir))
-    resuming = _exists(filesystem, f"{storage_path}/train/checkpoint_manager_snapshot.json")
+    snapshot = f"{storage_path}/train/{SNAPSHOT_NAME}"  # Ray Train's record of the run's checkpoints
+    resuming = repair_snapshot(filesystem, snapshot)
     if resuming:
         log.info("resuming training from the last checkpoint in %s", storage or storage_dir)
     else:
@@ -184,7 +184,7 @@ def train_model(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_score", checkpoint_score_order="max"
             ),
-            callbacks=[EpochFeed(str(progress.resolve()))],
+            callbacks=[EpochFeed(str(progress.resolve()), filesystem, snapshot)],
             failure_config=FailureConfig(max_failures=step.max_failures),
         ),
     )
@@ -204,10 +204,6 @@ def train_model(
     with best.as_directory() as local:
         shutil.copytree(local, checkpoint_dir, ignore=shutil.ignore_patterns(TRAIN_STATE_FILE))
     return TrainOutcome(checkpoint_dir, history, int(best_row["epoch"]), float(best_row["val_score"]), use_gpu)
-
-
-def _exists(filesystem: pafs.FileSystem, path: str) -> bool:
-    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int, desc: str = "train") -> Any:
