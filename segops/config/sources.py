@@ -13,8 +13,25 @@ from pydantic import Field, model_validator
 
 from segops.config.spec import Spec
 
+_EMPTY_HELP = (
+    "Glob patterns (as a source's include) of inputs whose missing mask means an empty mask: no foreground, "
+    "trained on and scored as such, e.g. ['good/**'] for MVTec AD's defect-free images. Other inputs without "
+    "a mask are unlabelled (segmented, never trained on or scored)."
+)
 
-class MaskPngLabels(Spec):
+
+class _MaskFiles(Spec):
+    """What mask-per-image labels share: ``empty_when_missing``."""
+
+    empty_when_missing: tuple[str, ...] = Field(default=(), description=_EMPTY_HELP)
+
+    @model_validator(mode="after")
+    def _empty_globs_relative(self) -> _MaskFiles:
+        _check_globs(self.empty_when_missing, (), "empty_when_missing")
+        return self
+
+
+class MaskPngLabels(_MaskFiles):
     """One mask image per input, found by the input's relative path.
 
     ``pattern`` is formatted with ``rel_dir``, ``stem`` and ``rel_stem`` (relative path without
@@ -23,7 +40,8 @@ class MaskPngLabels(Spec):
     maps stored values to classes instead, e.g. ``{0: 1, 255: 0}`` where black marks the
     structure (ISBI 2012 membranes); then every stored value must be listed. ``threshold: T``
     binarises instead: stored value >= T is foreground (1), else 0, for anti-aliased, resized
-    or JPEG-compressed masks whose edges hold values between 0 and 255.
+    or JPEG-compressed masks whose edges hold values between 0 and 255. ``empty_when_missing``:
+    inputs (globs) whose absent mask means "nothing to segment", e.g. ``["good/**"]``.
     """
 
     kind: Literal["mask-png"]
@@ -70,8 +88,9 @@ class CocoLabels(Spec):
     instances: bool = Field(default=False, description="Keep instances apart (for arch: maskrcnn).")
 
 
-class InstancePngLabels(Spec):
-    """Instance-id mask images (0 = background, k = instance k), found by ``pattern`` as in mask-png.
+class InstancePngLabels(_MaskFiles):
+    """Instance-id mask images (0 = background, k = instance k), found by ``pattern`` as in mask-png
+    (``empty_when_missing`` too: an input it names without a mask has no instances).
 
     Every instance has class ``class_id``; with ``classes_pattern``, a class-index mask found
     by that pattern gives each instance the most frequent class under its pixels.
@@ -146,8 +165,8 @@ _INCLUDE_HELP = (
 _EXCLUDE_HELP = "Glob patterns as for include; a matching file is never read (e.g. '**/README*', '**/DICOMDIR')."
 
 
-def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
-    for name, patterns in (("include", include), ("exclude", exclude)):
+def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...], name_of_include: str = "include") -> None:
+    for name, patterns in ((name_of_include, include), ("exclude", exclude)):
         for pattern in patterns:
             if not pattern or pattern.startswith("/") or "\\" in pattern:
                 raise ValueError(

@@ -34,6 +34,7 @@ from segops.config.schema import (
     RtstructLabels,
 )
 from segops.data.coco import coco_instances, coco_label, index_coco
+from segops.data.globs import compile_globs
 from segops.data.instances import INSTANCE_STRIDE, encode_instances
 from segops.data.label_census import label_counts
 from segops.data.records import ImageRecord
@@ -140,6 +141,20 @@ def _read_page(path: str | Path, page: int, what: str) -> np.ndarray:
     return array
 
 
+#: ``label_uri`` of an empty label given by ``empty_when_missing`` (no file): ``empty:<rel_path>``.
+EMPTY_LABEL_PREFIX = "empty:"
+
+
+def empty_label(
+    spec: MaskPngLabels | InstancePngLabels, rel_path: str, shape: tuple[int, int], dtype: type
+) -> tuple[np.ndarray, str] | None:
+    """An all-background label for an input without a mask file that ``spec.empty_when_missing``
+    names (MVTec AD's ``good/**``), else None (the input is unlabelled)."""
+    if not spec.empty_when_missing or not any(r.fullmatch(rel_path) for r in compile_globs(spec.empty_when_missing)):
+        return None
+    return np.zeros(shape, dtype), EMPTY_LABEL_PREFIX + rel_path
+
+
 def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
     if array.shape != tuple(shape):
         raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
@@ -199,14 +214,14 @@ class LabelResolver:
         if isinstance(self.spec, MaskPngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
-                return None
+                return empty_label(self.spec, record.rel_path, shape, np.uint8)
             page = _page(self.spec.pattern, record)
             label = read_mask_png(path, shape, page, self.spec.values, self.spec.threshold)
             return label, str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
-                return None
+                return empty_label(self.spec, record.rel_path, shape, np.int32)
             return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
         if isinstance(self.spec, DicomSegLabels):
             seg_path = self.seg_index.get(record.instance_uid)

@@ -3,8 +3,12 @@
 - binary: at most two values; ``{0, 255}`` reads as 0/1 as stored, another pair gets ``values``.
 - anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
   the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255).
-- instance ids: 16-bit storage or more than :data:`MAX_GUESSED_CLASSES` values in one mask,
+- instance ids: 16-bit storage, more than :data:`MAX_GUESSED_CLASSES` values in one mask, or
+  the layout of per-image ids (PennFudan's ``PedMasks``): ≥ 90 % of masks number their objects
+  1..k with no gap, k differing between masks (at least 3 different counts, up to 3 or more);
   and ≥ 80 % of (mask, value) pairs are one connected blob → ``instance-png``, task instance.
+  Class maps rarely look like that: a mask lacking class 2 but holding class 3 breaks the
+  1..k numbering, and most classes are not one blob in every image.
 - multi-class otherwise: values 0..K are class indices, other value sets get a ``values`` map.
 """
 
@@ -37,6 +41,8 @@ class MaskCensus:
         edge_share: share of pixels valued neither 0 nor the maximum that lie on an edge
             (a 3x3 neighbourhood with two values); 1.0 when there are none.
         blob_share: share of (mask, nonzero value) pairs forming one connected component.
+        id_layout_share: share of masks with foreground whose nonzero values are 1..k, no gap.
+        id_counts: how many different k those masks have.
     """
 
     masks: int
@@ -45,6 +51,8 @@ class MaskCensus:
     max_values_per_mask: int
     edge_share: float
     blob_share: float
+    id_layout_share: float = 0.0
+    id_counts: int = 0
 
 
 def _read_raw(path: Path) -> np.ndarray | None:
@@ -60,6 +68,8 @@ def mask_census(paths: list[Path]) -> MaskCensus:
     """Stored values of ``paths`` (as stored, no rescaling), and the shape cues of :func:`classify_masks`."""
     values: dict[int, list[int]] = {}
     bits, most, off_total, off_edge, blobs, pairs, n = 8, 0, 0, 0, 0, 0, 0
+    numbered: list[int] = []  # k of each mask whose nonzero values are 1..k
+    with_foreground = 0
     arrays = [(p, a) for p in paths if (a := _read_raw(p)) is not None and a.ndim == 2]
     top = max((int(a.max(initial=0)) for _, a in arrays), default=0)
     for i, (_, mask) in enumerate(arrays):
@@ -70,6 +80,11 @@ def mask_census(paths: list[Path]) -> MaskCensus:
             entry = values.setdefault(int(v), [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + int(c)
         most = max(most, int((uniq != 0).sum()))
+        nonzero = uniq[uniq != 0]
+        if nonzero.size:
+            with_foreground += 1
+            if nonzero[0] == 1 and nonzero[-1] == nonzero.size:  # sorted and distinct: 1..k exactly
+                numbered.append(int(nonzero.size))
         off = (mask != 0) & (mask != top)
         if off.any():
             edge = ndimage.maximum_filter(mask, 3) != ndimage.minimum_filter(mask, 3)
@@ -85,6 +100,8 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         most,
         off_edge / off_total if off_total else 1.0,
         blobs / pairs if pairs else 0.0,
+        len(numbered) / with_foreground if with_foreground else 0.0,
+        len(set(numbered)),
     )
 
 
@@ -114,14 +131,16 @@ def classify_masks(
     main = sum(census.values.get(x, (0, 0))[1] for x in {0, top})
     total = sum(p for _, p in census.values.values()) or 1
     aliased = len(vals) > 2 and main / total >= 0.98 and census.edge_share >= 0.9
-    instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES
+    numbered = census.id_layout_share >= 0.9 and census.id_counts >= 3 and census.max_values_per_mask >= 3
+    instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES or numbered
     if task == "instance" or (task is None and not aliased and instance_cue and census.blob_share >= 0.8):
         return (
             {"kind": "instance-png"},
             "instance",
             2,
             "instance-id",
-            f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit",
+            f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit"
+            + (f", numbered 1..k in {census.id_layout_share:.0%} of masks" if numbered else ""),
         )
     if len(vals) <= 2:
         fields = {} if set(vals) <= {0, 1} or set(vals) <= {0, 255} else {"values": {0: 0, top: 1}}

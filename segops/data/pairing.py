@@ -15,7 +15,8 @@ Pairing styles, tried in this order:
 3. DICOM SEG objects (Modality ``SEG``) among the DICOM files; else RTSTRUCT objects (Modality
    ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
 4. A parallel tree: a folder with an image folder and a mask folder named like
-   :data:`MASK_DIRS` (``images/a/x.png`` ↔ ``masks/a/x.png``).
+   :data:`MASK_DIRS` or holding a mask word (``images/a/x.png`` ↔ ``masks/a/x.png``,
+   ``PNGImages/x.png`` ↔ ``PedMasks/x_mask.png``); of several, the pair that pairs most.
 5. The same folder: ``x.jpg`` + ``x.png``, or a suffix such as ``x_mask.png``.
 
 Mask contents are guessed by :mod:`segops.data.mask_kinds`.
@@ -61,9 +62,17 @@ MASK_DIRS = (
     "target",
     "instances",
 )
+#: Words that make a folder name a mask folder beyond :data:`MASK_DIRS` (``PedMasks``, ``SegmentationClass``).
+MASK_WORDS = re.compile(r"mask|label|annot|ground_?truth|segmentation|(?<![a-z])gt(?![a-z])")
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
 #: Unpaired image files with these words in their name are overview figures, not data.
 STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)
+#: Folder names of defect-free samples (MVTec AD's ``good``): their images' missing masks are empty masks.
+NORMAL_DIR = re.compile(
+    r"(.*[-_ ])?(good|ok|okay|normal|negatives?|clean|nominal|free"
+    r"|defect[-_ ]?free|no[-_ ]?defects?|non[-_ ]?defective)"
+)
+GLOB_CHARS = re.compile(r"[*?\[\]]")
 MAX_LISTED = 50_000
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -167,8 +176,34 @@ def best_pattern(images: list[str], masks: set[str], same_folder: bool = False) 
     return best
 
 
+def is_mask_dir(name: str) -> bool:
+    """A folder named like masks: :data:`MASK_DIRS`, or a name with a mask word in it
+    (``PedMasks``, ``SegmentationClass``, ``GroundTruth``, ``train_labels``)."""
+    lower = name.lower()
+    return lower in MASK_DIRS or MASK_WORDS.search(lower) is not None
+
+
+def _under(files: list[str], parent: str, folder: str, exts: tuple[str, ...]) -> list[str]:
+    """Files of ``parent/folder`` with one of ``exts``, relative to that folder."""
+    prefix = "/".join(p for p in (parent, folder) if p) + "/"
+    return [f[len(prefix) :] for f in files if f.startswith(prefix) and PurePosixPath(f).suffix.lower() in exts]
+
+
+def _image_like(name: str, count: int) -> tuple[bool, int]:
+    """Sort key of an image folder: an image-like name (``images``, ``PNGImages``, ``input``), then size."""
+    lower = name.lower()
+    return lower.startswith(("image", "img", "input")) or "image" in lower, count
+
+
 def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
-    """(image folder, mask folder) relative to ``root``: sibling folders, one named like a mask folder."""
+    """(image folder, mask folder) relative to ``root``: sibling folders, one named like a mask folder.
+
+    At the shallowest level that has such siblings, the pair whose images find the most masks
+    (:func:`best_pattern`) wins, so a folder of text annotations beside the mask folder
+    (PennFudan's ``Annotation`` beside ``PedMasks``) or an image folder without masks (MVTec's
+    ``train`` beside ``test`` and ``ground_truth``) is not chosen; with no pair that finds a
+    mask, the first mask-named folder and the most image-like sibling (for the error message).
+    """
     tops: dict[str, Counter] = {}
     for f in files:
         parts = PurePosixPath(f).parts
@@ -177,11 +212,24 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
             tops.setdefault(parent, Counter())[child] += 1
     for parent in sorted(tops, key=len):
         children = tops[parent]
-        masks = [c for c in children if c.lower() in MASK_DIRS and (root / parent / c).is_dir()]
+        masks = [c for c in children if is_mask_dir(c) and (root / parent / c).is_dir()]
         others = [c for c in children if c not in masks and (root / parent / c).is_dir()]
-        if masks and others:
-            image_dir = max(others, key=lambda c: (c.lower().startswith(("image", "img", "input")), children[c]))
-            return "/".join(p for p in (parent, image_dir) if p), "/".join(p for p in (parent, masks[0]) if p)
+        if not (masks and others):
+            continue
+        scored = [
+            (
+                best_pattern(_under(files, parent, i, IMAGE_EXTS), set(_under(files, parent, m, MASK_EXTS)))[1],
+                _image_like(i, children[i]),
+                i,
+                m,
+            )
+            for m in masks
+            for i in others
+        ]
+        hits, _, image_dir, mask_dir = max(scored, key=lambda t: (t[0], t[1]))
+        if not hits:
+            image_dir, mask_dir = max(others, key=lambda c: _image_like(c, children[c])), masks[0]
+        return "/".join(p for p in (parent, image_dir) if p), "/".join(p for p in (parent, mask_dir) if p)
     return None
 
 
@@ -242,13 +290,46 @@ def _paired(
     labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides.task, overrides.foreground_value)
     labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
+    notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
+    normal = normal_folders(data, set(paired))
+    if normal:
+        labels_spec["empty_when_missing"] = [f"{d}/**" for d in normal]
+        normal_images = [i for i in data if i not in set(paired) and str(PurePosixPath(i).parent) in normal]
+        notes["labels.empty_when_missing"] = (
+            f"{len(normal_images)} images in {', '.join(normal)} have no mask: defect-free by the folder's name, "
+            "trained on as empty masks"
+        )
+        paired += normal_images
     exclude = stray_files(data, set(paired))
     if exclude:
         source["exclude"] = exclude
-    notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
-    if exclude:
         notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
+    outside = [f for f in images if not wanted(f) and not (label_prefix and f.startswith(label_prefix + "/"))]
+    if prefix and outside:
+        folders = sorted({PurePosixPath(f).parts[0] for f in outside})
+        notes["path"] = (
+            f"{len(outside)} image(s) outside it ({', '.join(folders[:5])}) pair with no mask and are left out"
+        )
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
+
+
+def normal_folders(images: list[str], paired: set[str]) -> list[str]:
+    """Folders (relative) whose images all lack a mask and whose name says they hold defect-free
+    samples (:data:`NORMAL_DIR`: MVTec AD's ``good``, ``ok``, ``normal``, ``defect_free`` …),
+    while other images have masks: their missing masks mean "nothing to segment"."""
+    if not paired:
+        return []
+    by_dir: dict[str, list[str]] = {}
+    for i in images:
+        by_dir.setdefault(str(PurePosixPath(i).parent), []).append(i)
+    return sorted(
+        d
+        for d, members in by_dir.items()
+        if d != "."
+        and NORMAL_DIR.fullmatch(PurePosixPath(d).name.lower())
+        and not GLOB_CHARS.search(d)
+        and not any(i in paired for i in members)
+    )
 
 
 def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:

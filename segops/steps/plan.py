@@ -196,12 +196,12 @@ def _ingest(y: _Lines, detection: Detection) -> None:
     y.lines.append("  - step: ingest")
     y.add(4, "source")
     y.add(6, "kind", src["kind"], f"{detection.n_images} images")
-    y.add(6, "path", src["path"])
+    y.add(6, "path", src["path"], detection.notes.get("path", ""))
     if "exclude" in src:
         y.add(6, "exclude", src["exclude"], detection.notes.get("exclude", ""))
     y.add(6, "labels", why=detection.notes.get("labels", ""))
     for key, value in src["labels"].items():
-        y.add(8, key, value)
+        y.add(8, key, value, detection.notes.get(f"labels.{key}", ""))
 
 
 def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice]) -> None:

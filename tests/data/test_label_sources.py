@@ -367,3 +367,32 @@ def test_declared_label_rows_give_the_classes_coco_and_instance_ids_will_hold(tm
     Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8)).save(tmp_path / "ids" / "x.png")
     ids = InstancePngLabels(kind="instance-png", path=tmp_path / "ids", class_id=4)
     assert [r["label_values"] for r in declared_label_rows(build_resolver(ids))] == [[4001]]
+
+
+@pytest.mark.parametrize("kind", ["mask-png", "instance-png"])
+def test_empty_when_missing_gives_named_inputs_without_a_mask_an_empty_label(tmp_path: Path, kind: str) -> None:
+    """MVTec AD: defect-free ``good/`` images have no mask file; ``unsorted/`` stays unlabelled."""
+    images, masks = tmp_path / "test", tmp_path / "ground_truth"
+    for rel in ("good/000.png", "crack/000.png", "unsorted/000.png"):
+        _gray(images / rel)
+    mask = np.zeros((24, 32), np.uint8)
+    mask[3:9, 4:12] = 255
+    (masks / "crack").mkdir(parents=True)
+    Image.fromarray(mask).save(masks / "crack" / "000_mask.png")
+    spec_type = MaskPngLabels if kind == "mask-png" else InstancePngLabels
+    spec = spec_type(kind=kind, path=masks, pattern="{rel_stem}_mask.png", empty_when_missing=("good/**",))
+    source = ImageSource(kind="images", path=images, labels=spec)
+    resolver = build_resolver(spec)
+    rows = {
+        rel: decode_file(str(images / rel), rel, source, resolver)[0]
+        for rel in ("good/000.png", "crack/000.png", "unsorted/000.png")
+    }
+    good, crack, unsorted = rows["good/000.png"], rows["crack/000.png"], rows["unsorted/000.png"]
+    dtype = np.uint8 if kind == "mask-png" else np.int32
+    assert good["status"] == "ok" and good["has_label"] and good["label"].dtype == dtype
+    assert good["label"].shape == (24, 32) and not good["label"].any()
+    assert good["label_uri"] == "empty:good/000.png"
+    assert crack["has_label"] and int(crack["label"].astype(bool).sum()) == 48
+    assert not unsorted["has_label"]
+    with pytest.raises(ValueError, match="empty_when_missing pattern '/good' is not a relative POSIX glob"):
+        spec_type(kind=kind, path=masks, empty_when_missing=("/good",))

@@ -71,6 +71,64 @@ def test_parallel_tree(tmp_path: Path) -> None:
     }
 
 
+def test_a_mask_folder_named_with_a_mask_word_and_text_annotations_beside_it(tmp_path: Path) -> None:
+    # PennFudan's layout: PNGImages/ + PedMasks/*_mask.png (instance ids 1..k, 8-bit) + Annotation/*.txt
+    root = tmp_path / "PennFudanPed"
+    for i, k in enumerate((1, 2, 3, 5, 4, 2)):
+        _image(root / "PNGImages" / f"Ped{i:05d}.png", i, h=40, w=64)
+        ids = np.zeros((40, 64), np.uint8)
+        for j in range(1, k + 1):
+            ids[5:30, 10 * j : 10 * j + 6] = j  # upright, apart: one blob per person
+        _mask(root / "PedMasks" / f"Ped{i:05d}_mask.png", ids)
+        (root / "Annotation").mkdir(exist_ok=True)
+        (root / "Annotation" / f"Ped{i:05d}.txt").write_text("# boxes\n")
+    (root / "readme.txt").write_text("PennFudan-like")
+    d = detect(root)
+    assert d.pairing == "parallel-tree" and (d.n_images, d.n_paired) == (6, 6)
+    assert d.source["path"] == str(root / "PNGImages")
+    assert d.source["labels"] == {
+        "kind": "instance-png",
+        "path": str(root / "PedMasks"),
+        "pattern": "{rel_stem}_mask.png",
+    }
+    assert d.task == "instance" and "numbered 1..k in 100% of masks" in d.notes["labels"]
+    # the same ids as classes are a class map once the user says so
+    assert detect(root, PlanOverrides(task="semantic")).classes == 6
+
+
+def test_class_maps_that_skip_a_class_stay_semantic(tmp_path: Path) -> None:
+    masks = []
+    for present in ((1, 2, 3), (2, 3), (3,), (1, 3), (1, 2, 3, 4)):  # cardiac-like: apex slices lack class 1
+        m = np.zeros((24, 32), np.uint8)
+        for c in present:
+            m[2 + 4 * c : 5 + 4 * c, 4:20] = c
+        masks.append(m)
+    census, (fields, task, classes, kind, _) = _census(tmp_path, masks)
+    assert census.blob_share == 1.0 and census.id_layout_share == pytest.approx(0.4)
+    assert (task, classes, kind) == ("semantic", 5, "multi-class")
+
+
+def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> None:
+    root = tmp_path / "bottle"
+    for i in range(3):
+        _image(root / "train" / "good" / f"{i:03d}.png", i)
+        _image(root / "test" / "good" / f"{i:03d}.png", 10 + i)
+        _image(root / "test" / "crack" / f"{i:03d}.png", 20 + i)
+        _mask(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", _square())
+    _image(root / "test" / "unsorted" / "000.png", 30)  # no mask and not named defect-free: left unlabelled
+    d = detect(root)
+    assert d.pairing == "parallel-tree" and d.source["path"] == str(root / "test")
+    assert d.source["labels"] == {
+        "kind": "mask-png",
+        "path": str(root / "ground_truth"),
+        "pattern": "{rel_stem}_mask.png",
+        "empty_when_missing": ["good/**"],
+    }
+    assert (d.n_images, d.n_paired) == (7, 6) and d.source["exclude"] == ["unsorted/000.png"]
+    assert "3 images in good have no mask" in d.notes["labels.empty_when_missing"]
+    assert "3 image(s) outside it (train)" in d.notes["path"]
+
+
 def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     for name in ("series-000", "series-001"):
         shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
