@@ -138,3 +138,5 @@ def test_census_command_counts_pydicom_files() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "census of" in proc.stdout and "JPEG Baseline (Process 1)" in proc.stdout
     assert "RT Plan" not in proc.stdout and "skipped" in proc.stdout
+    # Ray started quietly: not even the C++ core's note that segops set its log level
+    assert "RAY_BACKEND_LOG_LEVEL" not in proc.stderr and "logging.cc" not in proc.stderr, proc.stderr

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from segops.config.schema import ClusterSpec
 
@@ -21,6 +26,34 @@ class _LogFileOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.hide = True
         return True
+
+
+#: What Ray's C++ core writes to the driver's stderr when ``ray.init`` starts it with
+#: ``RAY_BACKEND_LOG_LEVEL`` set (which segops sets to keep its ERROR chatter out): an INFO line
+#: saying so, printed whatever the level.
+_BACKEND_LEVEL_LINE = re.compile(r"Set ray log level from environment variable RAY_BACKEND_LOG_LEVEL")
+
+
+@contextmanager
+def _stderr_without(line: re.Pattern[str]) -> Iterator[None]:
+    """Run the block with file descriptor 2 going to a temporary file, then write what it got to
+    the real stderr, less the lines matching ``line`` (C++ code writes to the descriptor, so
+    ``sys.stderr`` cannot be swapped instead). Everything else appears, after the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [x for x in held.read().decode("utf-8", "replace").splitlines(True) if not line.search(x)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 #: Ray Train's switch for its preemption watcher (``ray.train.v2._internal.constants``); off on a local Ray.
@@ -63,14 +96,15 @@ def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
             # Ray Train's preemption watcher is an extra actor process per training run (~2 s of CPU
             # to start) that follows the draining of autoscaled or spot nodes: a local Ray has none
             os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-        ray.init(
-            address=address,
-            num_cpus=cluster.num_cpus if address is None else None,
-            include_dashboard=False,
-            log_to_driver=verbose,
-            logging_level=logging.INFO if verbose else logging.WARNING,
-            configure_logging=True,
-        )
+        with _stderr_without(re.compile("(?!)") if verbose else _BACKEND_LEVEL_LINE):
+            ray.init(
+                address=address,
+                num_cpus=cluster.num_cpus if address is None else None,
+                include_dashboard=False,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.WARNING,
+                configure_logging=True,
+            )
         log.debug("Ray %s: %s", "attached to " + address if address else "local", ray.cluster_resources())
     quiet_ray(verbose)
     limit_data_memory(cluster.data_memory_gb)

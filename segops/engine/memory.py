@@ -108,8 +108,12 @@ def peak_growth(fn: Callable[[], object]) -> tuple[int, float]:
 
 
 def probe_inference(loaded: LoadedModel, settings: InferenceSettings, shape: tuple[int, ...]) -> MemoryProbe:
-    """Segment one blank image of ``shape`` ((C, H, W) or (C, Z, H, W)) as an actor would and measure it."""
-    image = np.zeros(shape, np.float32)
+    """Segment one image of ``shape`` ((C, H, W) or (C, Z, H, W)) as an actor would and measure it.
+
+    The image is a ramp, not blank: per-image percentile scaling of a constant image divides by
+    zero (MONAI warns "Divide by zero (a_min == a_max)" into the user's terminal).
+    """
+    image = np.linspace(0.0, 1.0, int(np.prod(shape)), dtype=np.float32).reshape(shape)
     with torch.inference_mode():
         growth, seconds = peak_growth(lambda: predict_batch(loaded, [image], settings))
     probe = MemoryProbe(model_bytes(loaded.model), growth, seconds, tuple(shape))

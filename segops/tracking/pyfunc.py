@@ -9,6 +9,10 @@ package still exports, so they keep loading.
 
 from __future__ import annotations
 
+import io
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -68,7 +72,7 @@ def log_pyfunc_model(
         outputs=Schema([TensorSpec(output.dtype, (-1, *spatial))]),
     )
     use_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), _without_registry_prints():
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SegmentationPyfunc(),
@@ -80,6 +84,23 @@ def log_pyfunc_model(
             await_registration_for=60,
         )
     return str(info.registered_model_version)
+
+
+#: What ``mlflow.register_model`` prints to stderr itself; segops logs the registered version instead.
+REGISTRY_PRINTS = ("Successfully registered model", "Created version")
+
+
+@contextmanager
+def _without_registry_prints() -> Iterator[None]:
+    """``sys.stderr`` captured during the block and written back after it, less MLflow's
+    registration prints (anything else, log lines included, still appears)."""
+    held = io.StringIO()
+    try:
+        with redirect_stderr(held):
+            yield
+    finally:
+        kept = [line for line in held.getvalue().splitlines(True) if not line.startswith(REGISTRY_PRINTS)]
+        sys.stderr.write("".join(kept))
 
 
 def _pip_requirements() -> list[str]:

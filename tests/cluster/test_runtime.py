@@ -32,3 +32,18 @@ def test_issue_detector_advice_goes_to_ray_datas_log_file_not_the_console() -> N
     assert all(h.filter(record) for h in files)  # ... only in <session>/logs/ray-data/ray-data.log
     other = _record("ray.data._internal.execution.streaming_executor")
     assert all(h.filter(other) for h in console)  # other Ray Data warnings are not hidden
+
+
+def test_stderr_lines_are_filtered_at_the_file_descriptor_and_the_rest_kept_in_order(capfd) -> None:
+    import os
+    import re
+
+    from segops.cluster.runtime import _stderr_without
+
+    with _stderr_without(re.compile("noise")):
+        os.write(2, b"[C++] some noise from the core\n")  # what Ray's core writes: below sys.stderr
+        os.write(2, b"a real problem\n")
+        os.write(2, b"more noise\n")
+        os.write(2, b"a second one\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "a real problem\na second one\nafter\n"

@@ -60,3 +60,17 @@ def test_training_probe_measures_a_bigger_batch_as_more_memory() -> None:
     assert small.parameters == large.parameters > 0 and large.shape == (16, 1, 256, 256)
     # 16 patches' activations, kept for the backward pass, are far more than one patch's
     assert large.peak_per_image * 16 > small.peak_per_image + 100 * MIB
+
+
+def test_the_probe_image_scales_without_a_warning_under_per_image_percentiles() -> None:
+    import warnings
+
+    from segops.config.schema import PercentileIntensity
+
+    spec = UNetSpec(arch="unet", classes=2, channels=(4, 8), strides=(2,), num_res_units=0)
+    pre = PreprocessSpec(intensity=PercentileIntensity(kind="percentile"), patch_size=(32, 32))
+    loaded = LoadedModel(build_model(spec).eval(), spec, pre, {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a blank image made MONAI warn "Divide by zero (a_min == a_max)"
+        probe = probe_inference(loaded, InferenceSettings(amp=False), (1, 32, 32))
+    assert probe.shape == (1, 32, 32)
