@@ -63,7 +63,7 @@ MASK_DIRS = (
     "instances",
 )
 #: Words that make a folder name a mask folder beyond :data:`MASK_DIRS` (``PedMasks``, ``SegmentationClass``).
-MASK_WORDS = re.compile(r"mask|label|annot|ground_?truth|segmentation|(?<![a-z])gt(?![a-z])")
+MASK_WORDS = re.compile(r"mask|label|annot|ground_?truth|segmentation|(?<![a-z])(gts?|lab|labs)(?![a-z])")
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
 #: Unpaired image files with these words in their name are overview figures, not data.
 STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)
@@ -160,19 +160,44 @@ def _match(pattern: str, image: str) -> str:
     return pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=0).lstrip("/")
 
 
+def mask_patterns(masks: set[str]) -> list[str]:
+    """Candidate mask patterns for the mask files ``masks``, most usual first: ``{rel_stem}<suffix><ext>``
+    for :data:`MASK_SUFFIXES` x :data:`MASK_EXTS`; the same in the case the files use (KolektorSDD2's
+    ``_GT``, DAGM's ``.PNG``); and ``{rel_dir}/<folder>/{stem}<suffix><ext>`` for a mask folder inside
+    the images' folder (DAGM's ``Train/Label/0576_label.PNG`` for ``Train/0576.PNG``)."""
+    exts = {PurePosixPath(m).suffix for m in masks}
+    stems = {PurePosixPath(m).stem for m in masks}
+    tails = [
+        (suffix, ext)
+        for suffix in MASK_SUFFIXES
+        for ext in MASK_EXTS
+        if ext in exts  # the lower-case candidates, in the usual order
+    ]
+    for suffix in MASK_SUFFIXES:
+        for variant in dict.fromkeys((suffix.upper(), suffix.title())):
+            if variant != suffix and any(stem.endswith(variant) for stem in stems):
+                tails += [(variant, ext) for ext in MASK_EXTS if ext in exts]
+    for ext in MASK_EXTS:
+        if ext.upper() in exts:
+            tails += [(v, ext.upper()) for suffix in MASK_SUFFIXES for v in dict.fromkeys((suffix, suffix.upper()))]
+    patterns = [f"{{rel_stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
+    subfolders = sorted({PurePosixPath(m).parent.name for m in masks} - {""})
+    for sub in [d for d in subfolders if is_mask_dir(d) and "{" not in d and "}" not in d][:3]:
+        patterns += [f"{{rel_dir}}/{sub}/{{stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
+    return patterns
+
+
 def best_pattern(images: list[str], masks: set[str], same_folder: bool = False) -> tuple[str | None, int]:
-    """The mask pattern (``{rel_stem}<suffix><ext>``) that finds a mask for the most images, and how many.
+    """The mask pattern (of :func:`mask_patterns`) that finds a mask for the most images, and how many.
 
     With ``same_folder`` (masks and images in one tree) an image is never its own mask; on a
     tie the earlier candidate (no suffix, ``.png``) wins.
     """
     best: tuple[str | None, int] = (None, 0)
-    for suffix in MASK_SUFFIXES:
-        for ext in MASK_EXTS:
-            pattern = f"{{rel_stem}}{suffix}{ext}"
-            hits = sum(1 for i in images if (m := _match(pattern, i)) in masks and not (same_folder and m == i))
-            if hits > best[1]:
-                best = (pattern, hits)
+    for pattern in mask_patterns(masks):
+        hits = sum(1 for i in images if (m := _match(pattern, i)) in masks and not (same_folder and m == i))
+        if hits > best[1]:
+            best = (pattern, hits)
     return best
 
 

@@ -129,6 +129,34 @@ def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> Non
     assert "3 image(s) outside it (train)" in d.notes["path"]
 
 
+@pytest.mark.parametrize(
+    ("layout", "pattern"),
+    [
+        # KolektorSDD2: train/10000.png + train/10000_GT.png (upper-case suffix)
+        ({"train/{i}.png": "image", "train/{i}_GT.png": "mask"}, "{rel_stem}_GT.png"),
+        # DAGM 2007: Class1/Train/0576.PNG + Class1/Train/Label/0576_label.PNG (a mask folder inside)
+        (
+            {"Class1/Train/{i}.PNG": "image", "Class1/Train/Label/{i}_label.PNG": "mask"},
+            "{rel_dir}/Label/{stem}_label.PNG",
+        ),
+        # DeepCrack: train_img/x.jpg + train_lab/x.png
+        ({"train_img/{i}.jpg": "image", "train_lab/{i}.png": "mask"}, "{rel_stem}.png"),
+    ],
+)
+def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pattern: str) -> None:
+    for i in range(4):
+        for template, what in layout.items():
+            path = tmp_path / template.format(i=f"{i:04d}")
+            if what == "image":
+                _image(path, i)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(_square()).save(path, format="PNG")
+    d = detect(tmp_path)
+    assert d.source["labels"]["pattern"] == pattern and (d.n_images, d.n_paired) == (4, 4), d.notes
+    assert "exclude" not in d.source
+
+
 def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     for name in ("series-000", "series-001"):
         shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
