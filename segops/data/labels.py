@@ -37,6 +37,7 @@ from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import compile_globs
 from segops.data.instances import INSTANCE_STRIDE, encode_instances
 from segops.data.label_census import label_counts
+from segops.data.mask_kinds import as_single_channel
 from segops.data.records import ImageRecord
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.errors import LabelError
@@ -135,9 +136,12 @@ def _read_page(path: str | Path, page: int, what: str) -> np.ndarray:
         raise LabelError(f"cannot read {what} {path}: {exc}") from exc
     if page >= len(frames):
         raise LabelError(f"{what} {path} has {len(frames)} page(s); page {page} was asked for")
-    array = frames[page]
-    if array.ndim != 2:
-        raise LabelError(f"{what} {path} has shape {array.shape}; expected a single-channel (H, W) image")
+    array = as_single_channel(frames[page])
+    if array is None:
+        raise LabelError(
+            f"{what} {path} has shape {frames[page].shape} with channels that differ (a colour image, e.g. "
+            "colour-coded classes); expected one channel, or a gray image stored as RGB: convert it to class indices"
+        )
     return array
 
 

@@ -2,7 +2,9 @@
 
 - binary: at most two values; ``{0, 255}`` reads as 0/1 as stored, another pair gets ``values``.
 - anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
-  the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255).
+  the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255); JPEG masks the
+  same when ≥ 98 % of pixels lie within 1/16 of the range of 0 or the maximum (block noise is
+  not only on edges). A gray mask stored as RGB is read from one channel.
 - instance ids: 16-bit storage, more than :data:`MAX_GUESSED_CLASSES` values in one mask, or
   the layout of per-image ids (PennFudan's ``PedMasks``): ≥ 90 % of masks number their objects
   1..k with no gap, k differing between masks (at least 3 different counts, up to 3 or more);
@@ -28,6 +30,26 @@ from segops.errors import PlanError
 log = logging.getLogger(__name__)
 
 MAX_GUESSED_CLASSES = 10
+#: Mask files whose values carry compression noise: binarised at the midpoint when nearly binary.
+LOSSY_MASK_EXTS = (".jpg", ".jpeg")
+#: Most a gray mask stored as a colour image may differ between its channels (JPEG's rounding).
+GRAY_TOLERANCE = 8
+
+
+def as_single_channel(array: np.ndarray) -> np.ndarray | None:
+    """A stored mask as (H, W): as stored when 2-D; the first channel of a gray image stored as
+    RGB/RGBA (colour channels equal within :data:`GRAY_TOLERANCE`, as masks saved by OpenCV or
+    as JPEG are) or as gray + alpha; None for a colour image (e.g. colour-coded classes)."""
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3 or array.shape[2] not in (2, 3, 4):
+        return None
+    if array.shape[2] == 2:
+        return array[..., 0]
+    colour = array[..., :3].astype(np.int32)
+    if np.abs(colour - colour[..., :1]).max(initial=0) > GRAY_TOLERANCE:
+        return None
+    return np.ascontiguousarray(array[..., 0])
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,7 @@ class MaskCensus:
         blob_share: share of (mask, nonzero value) pairs forming one connected component.
         id_layout_share: share of masks with foreground whose nonzero values are 1..k, no gap.
         id_counts: how many different k those masks have.
+        lossy: some masks are JPEG files (compression noise around every edge and block).
     """
 
     masks: int
@@ -53,15 +76,19 @@ class MaskCensus:
     blob_share: float
     id_layout_share: float = 0.0
     id_counts: int = 0
+    lossy: bool = False
 
 
 def _read_raw(path: Path) -> np.ndarray | None:
     try:
         with Image.open(path) as img:
-            return np.asarray(img)
+            array = as_single_channel(np.asarray(img))
     except (UnidentifiedImageError, OSError) as exc:
         log.warning("cannot read mask %s: %s", path, exc)
         return None
+    if array is None:
+        log.warning("mask %s is a colour image; class masks are read from one channel", path)
+    return array
 
 
 def mask_census(paths: list[Path]) -> MaskCensus:
@@ -102,6 +129,7 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         blobs / pairs if pairs else 0.0,
         len(numbered) / with_foreground if with_foreground else 0.0,
         len(set(numbered)),
+        any(p.suffix.lower() in LOSSY_MASK_EXTS for p, _ in arrays),
     )
 
 
@@ -130,7 +158,11 @@ def classify_masks(
         )
     main = sum(census.values.get(x, (0, 0))[1] for x in {0, top})
     total = sum(p for _, p in census.values.values()) or 1
-    aliased = len(vals) > 2 and main / total >= 0.98 and census.edge_share >= 0.9
+    tol = top // 16  # JPEG noise: values within 1/16 of the range of 0 or the maximum
+    near = sum(p for v, (_, p) in census.values.items() if v <= tol or v >= top - tol)
+    aliased = len(vals) > 2 and (
+        (main / total >= 0.98 and census.edge_share >= 0.9) or (census.lossy and near / total >= 0.98)
+    )
     numbered = census.id_layout_share >= 0.9 and census.id_counts >= 3 and census.max_values_per_mask >= 3
     instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES or numbered
     if task == "instance" or (task is None and not aliased and instance_cue and census.blob_share >= 0.8):
@@ -153,7 +185,11 @@ def classify_masks(
             "semantic",
             2,
             "anti-aliased",
-            f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}",
+            (
+                f"JPEG masks: {share:.2f} % of pixels between 0 and {top} (compression noise), binarised at {t}"
+                if census.lossy
+                else f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}"
+            ),
         )
     if len(vals) > 256:
         raise PlanError(

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from segops.data.mask_kinds import MaskCensus, classify_masks, mask_census
+from segops.data.mask_kinds import LOSSY_MASK_EXTS, MaskCensus, classify_masks, mask_census
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.errors import PlanError
@@ -173,6 +173,7 @@ def mask_patterns(masks: set[str]) -> list[str]:
         for ext in MASK_EXTS
         if ext in exts  # the lower-case candidates, in the usual order
     ]
+    tails += [(suffix, ext) for ext in LOSSY_MASK_EXTS for suffix in MASK_SUFFIXES if ext in exts]  # Kvasir-SEG
     for suffix in MASK_SUFFIXES:
         for variant in dict.fromkeys((suffix.upper(), suffix.title())):
             if variant != suffix and any(stem.endswith(variant) for stem in stems):
@@ -243,7 +244,9 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
             continue
         scored = [
             (
-                best_pattern(_under(files, parent, i, IMAGE_EXTS), set(_under(files, parent, m, MASK_EXTS)))[1],
+                best_pattern(
+                    _under(files, parent, i, IMAGE_EXTS), set(_under(files, parent, m, MASK_EXTS + LOSSY_MASK_EXTS))
+                )[1],
                 _image_like(i, children[i]),
                 i,
                 m,

@@ -162,8 +162,10 @@ def test_instance_tiff_and_instance_png_errors(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_instance_png(tmp_path / "ids.tif", (24, 32)), ids)
     with pytest.raises(LabelError, match=r"instance-id image .*ids\.tif is 32x24 but its image is 30x20"):
         read_instance_png(tmp_path / "ids.tif", (20, 30))
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(LabelError, match=r"rgb\.png has shape \(24, 32, 3\); expected a single-channel"):
+    colour = np.zeros((24, 32, 3), np.uint8)
+    colour[1:5, 1:5] = (10, 200, 30)  # ids as colours: refused
+    Image.fromarray(colour).save(tmp_path / "rgb.png")
+    with pytest.raises(LabelError, match=r"rgb\.png has shape \(24, 32, 3\) with channels that differ"):
         read_instance_png(tmp_path / "rgb.png", (24, 32))
     Image.fromarray(np.zeros((24, 32), np.float32)).save(tmp_path / "float.tif")
     with pytest.raises(LabelError, match=r"float\.tif has float32 pixels; expected integer instance ids"):

@@ -21,9 +21,18 @@ def test_binary_255_masks_become_0_1_and_indices_are_kept(tmp_path) -> None:
     np.testing.assert_array_equal(read_mask_png(tmp_path / "multi.png", (2, 2)), [[0, 1], [2, 3]])
     with pytest.raises(LabelError, match="is 2x2 but its image is 3x2"):
         read_mask_png(tmp_path / "bin.png", (2, 3))
-    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(LabelError, match=r"expected a single-channel \(H, W\) image"):
-        read_mask_png(tmp_path / "rgb.png", (2, 2))
+    # a gray mask saved as RGB (OpenCV) or as a JPEG (channels within a few levels) reads as one channel
+    gray = np.array([[0, 255], [255, 0]], np.uint8)
+    Image.fromarray(np.stack([gray, gray, gray], -1)).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_mask_png(tmp_path / "rgb.png", (2, 2)), [[0, 1], [1, 0]])
+    near = np.stack([gray, np.clip(gray.astype(int) - 3, 0, 255).astype(np.uint8), gray, np.full_like(gray, 255)], -1)
+    Image.fromarray(near, "RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(read_mask_png(tmp_path / "rgba.png", (2, 2)), [[0, 1], [1, 0]])
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[0, 1] = (255, 0, 0)  # colour-coded classes: refused, not read as one channel
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(LabelError, match=r"colour\.png has shape \(2, 2, 3\) with channels that differ"):
+        read_mask_png(tmp_path / "colour.png", (2, 2))
 
 
 def test_intensity_normalisations() -> None:

@@ -157,6 +157,27 @@ def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pat
     assert "exclude" not in d.source
 
 
+def test_jpeg_masks_stored_as_rgb_are_binarised_at_the_midpoint(tmp_path: Path) -> None:
+    # Kvasir-SEG: images/x.jpg + masks/x.jpg, the masks 3-channel JPEGs with compression noise
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:120, :160]
+    for i in range(5):
+        _image(tmp_path / "images" / f"{i}.jpg", i, 120, 160)
+        cy, cx = rng.integers(30, 90), rng.integers(30, 130)
+        disc = np.where((yy - cy) ** 2 + (xx - cx) ** 2 < 400, 255, 0).astype(np.uint8)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(np.stack([disc] * 3, -1)).save(tmp_path / "masks" / f"{i}.jpg", quality=75)
+    d = detect(tmp_path)
+    assert d.pairing == "parallel-tree" and (d.n_images, d.n_paired) == (5, 5)
+    assert d.source["labels"] == {
+        "kind": "mask-png",
+        "path": str(tmp_path / "masks"),
+        "pattern": "{rel_stem}.jpg",
+        "threshold": 128,
+    }
+    assert d.mask_kind == "anti-aliased" and "JPEG masks" in d.notes["labels"] and d.census.lossy
+
+
 def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     for name in ("series-000", "series-001"):
         shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
