@@ -34,6 +34,8 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
   (128..800), ``max_size`` the longer side at that scale (≤ 1333); ``anchor_sizes`` start at the
   power of two nearest the 5th-percentile object diameter at that scale (8..64) and double per
   FPN level; ``box_batch_size_per_image: 128`` when images hold ≤ 32 objects (median), else 512.
+  Published weights when the torch hub cache has them (:func:`plan_maskrcnn_start`): COCO's
+  ResNet-50 Mask R-CNN (with its anchors, 1e-4, one warm-up epoch), else an ImageNet ResNet-18.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from segops.data.fingerprint import Fingerprint
 from segops.errors import PlanError
@@ -68,6 +70,11 @@ class PlanSettings:
     base_channels: int = 16
     max_channels: int = 256
     workers: int = 2
+    #: Published Mask R-CNN weights found in the torch hub cache (``segops plan`` looks; nothing is
+    #: downloaded): ``coco`` (ResNet-50 FPN, COCO), ``imagenet`` (a ResNet-18 backbone), or None.
+    maskrcnn_weights: Literal["coco", "imagenet"] | None = None
+    #: Where they were looked for, for the comment of a from-scratch plan.
+    weights_cache: str = ""
 
 
 def plan_intensity(fp: Fingerprint) -> Choice:
@@ -256,6 +263,51 @@ def plan_maskrcnn(fp: Fingerprint) -> dict[str, Choice]:
     }
 
 
+#: The anchors torchvision's COCO Mask R-CNN learnt with: a pretrained RPN keeps what it learnt.
+COCO_ANCHORS = [32, 64, 128, 256, 512]
+
+
+def plan_maskrcnn_start(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
+    """Where a Mask R-CNN starts: published weights when the cache holds them (a from-scratch
+    Mask R-CNN learns little in a CPU budget; torchvision's fine-tuning tutorial starts from COCO).
+
+    ``coco``: ResNet-50 FPN with COCO's weights and anchors, AdamW at 1e-4 with a one-epoch
+    warm-up; ``imagenet``: ResNet-18 FPN on an ImageNet backbone. Either way 8-bit images keep
+    their 0-255 scale (``window`` 0..255 → [0, 1], then ImageNet's mean and std, as the weights
+    saw them), not per-image percentiles. Keys: ``model.*`` fields, ``preprocess.intensity``, and
+    step fields (``learning_rate``, ``warmup_epochs``).
+    """
+    weights = settings.maskrcnn_weights
+    if weights is None:
+        where = f" in {settings.weights_cache}" if settings.weights_cache else ""
+        return {
+            "model.backbone": Choice(
+                "resnet18_fpn",
+                f"from scratch: no published weights{where} "
+                "(maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth there gives a COCO start)",
+            )
+        }
+    stats = fp.intensity_all
+    eight_bit = stats is not None and stats.p00_5 >= 0 and stats.p99_5 <= 255
+    out: dict[str, Choice] = {}
+    if eight_bit:
+        out["preprocess.intensity"] = Choice(
+            {"kind": "window", "lower": 0, "upper": 255}, "8-bit images: 0-255 → [0, 1], as the pretrained weights saw"
+        )
+    if weights == "coco":
+        return out | {
+            "model.backbone": Choice("resnet50_fpn", "COCO's Mask R-CNN is cached"),
+            "model.weights": Choice("coco", "box and mask predictors replaced for the classes"),
+            "model.anchor_sizes": Choice(COCO_ANCHORS, "COCO's anchors: the pretrained RPN keeps what it learnt"),
+            "learning_rate": Choice(1e-4, "fine-tuning pretrained weights"),
+            "warmup_epochs": Choice(1, "linear warm-up of the new heads' first epoch"),
+        }
+    return out | {
+        "model.backbone": Choice("resnet18_fpn", "ImageNet ResNet-18 is cached (no COCO Mask R-CNN)"),
+        "model.backbone_weights": Choice("imagenet", "the heads train from scratch on a pretrained backbone"),
+    }
+
+
 def plan_train(
     fp: Fingerprint, classes: int, settings: PlanSettings, seconds_per_sample: Callable[[dict[str, Any]], float]
 ) -> dict[str, Choice]:
@@ -280,11 +332,15 @@ def plan_train(
     }
     if fp.task == "instance":
         mrcnn = plan_maskrcnn(fp)
-        out |= {f"model.{k}": v for k, v in mrcnn.items()}
+        start = plan_maskrcnn_start(fp, settings)
+        mrcnn |= {k[len("model.") :]: v for k, v in start.items() if k.startswith("model.")}
+        out |= {f"model.{k}": v for k, v in mrcnn.items()} | {k: v for k, v in start.items() if "." not in k}
+        if "preprocess.intensity" in start:
+            out["preprocess.intensity"] = start["preprocess.intensity"]
         batch = 2
+        timed = {k: v.value for k, v in mrcnn.items() if k not in ("weights", "backbone_weights")}  # speed only
         s = seconds_per_sample(
-            {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch}
-            | {k: v.value for k, v in mrcnn.items()}
+            {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch} | timed
         )
         n_val, n_train = _split_cases(fp, fractions)
         epoch_s = (n_train + n_val / 3) * s / settings.workers + EPOCH_OVERHEAD_S

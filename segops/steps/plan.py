@@ -74,6 +74,9 @@ def plan_workflow(
         raise PlanError(f"no image under {detection.source['path']} decoded with a label; check --labels and --pattern")
     if _has_cuda():
         settings = replace(settings, max_patch_side=512, base_channels=32, max_channels=512)
+    if detection.task == "instance":
+        weights, cache = cached_maskrcnn_weights()
+        settings = replace(settings, maskrcnn_weights=weights, weights_cache=cache)
     choices = plan_train(fp, detection.classes, settings, probe_seconds)
     output = Path(output)
     fp_file = atomic_write_text(output.parent / FINGERPRINT_FILE, fp.to_json())
@@ -81,6 +84,22 @@ def plan_workflow(
     atomic_write_text(output, text)
     log.info("wrote %s and %s", output, fp_file)
     return PlanResult(output, Path(fp_file), fp, detection, choices)
+
+
+def cached_maskrcnn_weights() -> tuple[str | None, str]:
+    """(``coco`` | ``imagenet`` | None, the cache folder): published weights a planned Mask R-CNN can
+    start from, found where torchvision keeps them (``$TORCH_HOME/hub/checkpoints``); never downloads."""
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    from segops.models.weights import hub_checkpoint_path
+
+    coco = hub_checkpoint_path(MaskRCNN_ResNet50_FPN_Weights.COCO_V1.url)
+    if coco.is_file():
+        return "coco", str(coco.parent)
+    if hub_checkpoint_path(ResNet18_Weights.IMAGENET1K_V1.url).is_file():
+        return "imagenet", str(coco.parent)
+    return None, str(coco.parent)
 
 
 def _has_cuda() -> bool:
@@ -210,7 +229,9 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
     census = ", ".join(f"{v}: {f} images/{p} px" for v, (f, p) in list(fp.label_census.items())[:6])
     if fp.task == "instance":
         y.add(6, "arch", "maskrcnn", "instance task: " + detection.mask_kind)
-        y.add(6, "backbone", "resnet18_fpn")
+        for key in ("backbone", "weights", "backbone_weights"):
+            if f"model.{key}" in c:
+                y.choice(6, key, c[f"model.{key}"])
         y.choice(6, "in_channels", c["model.in_channels"])
         y.add(6, "classes", detection.classes, f"background + {detection.classes - 1} class(es)")
         for key in ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image"):
@@ -239,6 +260,9 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
     y.add(6, "seed", 0)
     y.choice(4, "epochs", c["epochs"])
     y.choice(4, "batch_size", c["batch_size"])
+    for key in ("learning_rate", "warmup_epochs"):
+        if key in c:
+            y.choice(4, key, c[key])
     y.add(4, "select", "last", "no split chooses the epoch; validation chooses only the postprocessing")
     n_test, n_val = (round(c[f"split.{k}"].value * fp.n_groups) for k in ("test_fraction", "val_fraction"))
     n_train = round((fp.n_groups - n_test - n_val) * fp.n_labelled / max(fp.n_groups, 1))

@@ -195,3 +195,29 @@ def test_in_channels_are_the_most_common_channel_count(channels: dict[int, int],
     # nnU-Net datasets with two modalities (_0000, _0001) are 2-channel cases; ties go to the fewer channels
     plan = plan_train(replace(ISBI, channels=channels), 2, PlanSettings(budget_minutes=10), lambda plan: 0.05)
     assert plan["model.in_channels"].value == expected
+
+
+@pytest.mark.parametrize("weights", [None, "imagenet", "coco"])
+def test_mask_rcnn_starts_from_published_weights_when_the_cache_has_them(weights: str | None) -> None:
+    photos = replace(ISBI, task="instance", median_shape=(128, 128), objects=ObjectStats(6.0, 12, 64.0, 200.0, 900.0))
+    timed: list[dict] = []
+    settings = PlanSettings(maskrcnn_weights=weights, weights_cache="/cache/hub/checkpoints")
+    plan = plan_train(photos, 2, settings, lambda p: timed.append(p) or 0.5)
+    values = {k: v.value for k, v in plan.items()}
+    assert "weights" not in timed[0] and "backbone_weights" not in timed[0]  # the probe times the network only
+    if weights is None:
+        assert values["model.backbone"] == "resnet18_fpn" and "model.weights" not in values
+        assert "no published weights in /cache/hub/checkpoints" in plan["model.backbone"].why
+        assert values["preprocess.intensity"]["kind"] == "percentile" and "learning_rate" not in values
+    elif weights == "imagenet":
+        assert (values["model.backbone"], values["model.backbone_weights"]) == ("resnet18_fpn", "imagenet")
+        assert values["model.anchor_sizes"][0] in (8, 16)  # the RPN trains from scratch: the data's anchors
+        assert values["preprocess.intensity"] == {"kind": "window", "lower": 0, "upper": 255}
+    else:
+        assert (values["model.backbone"], values["model.weights"]) == ("resnet50_fpn", "coco")
+        assert values["model.anchor_sizes"] == [32, 64, 128, 256, 512] and timed[0]["backbone"] == "resnet50_fpn"
+        assert (values["learning_rate"], values["warmup_epochs"]) == (1e-4, 1)
+        assert values["preprocess.intensity"] == {"kind": "window", "lower": 0, "upper": 255}
+    sixteen_bit = replace(photos, intensity_all=IntensityStats(900.0, 40.0, 20.0, 4000.0, 0.0, 4095.0, 1000))
+    kept = plan_train(sixteen_bit, 2, settings, lambda p: 0.5)["preprocess.intensity"].value
+    assert kept["kind"] == "percentile"  # 12-bit data is not squeezed into a 0-255 window

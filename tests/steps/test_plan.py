@@ -61,9 +61,11 @@ def test_plan_maps_the_foreground_value_of_membrane_labels(tmp_path: Path, monke
     assert stored.n_labelled == 6 and stored.label_census[1][0] == 6  # membranes in every slice
 
 
-def test_plan_for_instances_from_a_coco_file(tmp_path: Path) -> None:
+def test_plan_for_instances_from_a_coco_file(tmp_path: Path, monkeypatch) -> None:
+    from segops.steps.plan import cached_maskrcnn_weights
     from segops.synth import make_instance_archive
 
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty cache: from scratch
     make_instance_archive(tmp_path / "cells", count=6, size=64, seed=3)
     out = tmp_path / "cells.yaml"
     result = runner.invoke(app, ["plan", str(tmp_path / "cells"), "-o", str(out), "--budget-minutes", "2"])
@@ -71,4 +73,13 @@ def test_plan_for_instances_from_a_coco_file(tmp_path: Path) -> None:
     _, train, segment = load_workflow(out).steps
     assert train.model.arch == "maskrcnn" and train.model.classes == 3 and train.model.min_size == 128
     assert train.model.anchor_sizes[0] in (8, 16) and segment.segments == {1: "class-1", 2: "class-2"}
-    assert "# 5th-percentile object" in out.read_text()
+    assert train.model.backbone == "resnet18_fpn" and train.model.weights is None
+    assert "# 5th-percentile object" in out.read_text() and "from scratch: no published weights in" in out.read_text()
+    # the plan looks where torchvision caches its files (the file's presence is the rule; loading
+    # published weights is tested with the weights' own tests)
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "resnet18-f37072fd.pth").touch()
+    assert cached_maskrcnn_weights() == ("imagenet", str(checkpoints))
+    (checkpoints / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth").touch()
+    assert cached_maskrcnn_weights() == ("coco", str(checkpoints))
