@@ -113,7 +113,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
             return _nnunet(root, files, nnunet, sample)
         coco = _find_coco(root, files)
         if coco is not None:
-            return _coco(root, files, coco, overrides)
+            return _coco(root, files, coco[0], overrides, coco[1])
     dicom = _dicom_files(root, files)
     pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
@@ -371,7 +371,10 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
     )
 
 
-def _find_coco(root: Path, files: list[str]) -> Path | None:
+def _find_coco(root: Path, files: list[str]) -> tuple[Path, list[Path]] | None:
+    """The COCO file with the most annotations, and the other COCO files (Roboflow's and CVAT's
+    exports put one per split: ``train/_annotations.coco.json``, ``valid/…``, ``test/…``)."""
+    found: list[tuple[int, Path]] = []
     for f in files:
         if f.lower().endswith(".json") and (root / f).stat().st_size < 500 * 2**20:
             try:
@@ -379,13 +382,23 @@ def _find_coco(root: Path, files: list[str]) -> Path | None:
             except (UnicodeDecodeError, json.JSONDecodeError):
                 continue
             if isinstance(doc, dict) and "images" in doc and "annotations" in doc:
-                return root / f
-    return None
+                found.append((len(doc["annotations"]), root / f))
+    if not found:
+        return None
+    found.sort(key=lambda t: (-t[0], str(t[1])))
+    return found[0][1], [p for _, p in found[1:]]
 
 
-def _coco(root: Path, files: list[str], path: Path, overrides: PlanOverrides) -> Detection:
+def _coco(
+    root: Path, files: list[str], path: Path, overrides: PlanOverrides, others: list[Path] | None = None
+) -> Detection:
     """A COCO file: the image folder is where its ``file_name``s resolve; instance task when an
-    image holds two or more objects of one category (touching objects must be kept apart)."""
+    image holds two or more objects of one category (touching objects must be kept apart).
+
+    Categories no annotation uses (Roboflow's supercategory ``id: 0``) get no class: the used
+    ones are mapped to 1..K in id order (``categories``). ``others``: further COCO files found
+    (other splits), named in the note.
+    """
     doc = json.loads(path.read_text(encoding="utf-8"))
     names = [str(im["file_name"]) for im in doc["images"]]
     image_dir = _coco_image_dir(root, files, names)
@@ -395,10 +408,18 @@ def _coco(root: Path, files: list[str], path: Path, overrides: PlanOverrides) ->
     labels: dict[str, Any] = {"kind": "coco", "path": str(path)}
     if task == "instance":
         labels["instances"] = True
-    classes = len(doc.get("categories", [])) + 1
+    declared = sorted({int(c["id"]) for c in doc.get("categories", [])})
+    used = sorted({int(a["category_id"]) for a in doc["annotations"]})
+    unused = [c for c in declared if c not in used]
+    if unused and used:
+        labels["categories"] = {cid: rank + 1 for rank, cid in enumerate(used)}
+    classes = (len(used) if unused and used else len(declared)) + 1
     note = (
-        f"COCO file {path.name}: {len(names)} images, {len(doc['annotations'])} annotations, {classes - 1} "
-        f"categories; up to {max(per_image.values(), default=0)} objects of one category per image → {task}"
+        f"COCO file {path.relative_to(root) if path.is_relative_to(root) else path}: {len(names)} images, "
+        f"{len(doc['annotations'])} annotations, {classes - 1} categories"
+        + (f" (ids {unused[:5]} unused: no class)" if unused and used else "")
+        + f"; up to {max(per_image.values(), default=0)} objects of one category per image → {task}"
+        + (f"; other COCO files, not read: {', '.join(str(p.relative_to(root)) for p in others[:3])}" if others else "")
     )
     source = {"kind": "images", "path": str(image_dir), "labels": labels}
     return Detection(source, task, classes, "coco", "coco", len(names), len(names), {"labels": note})

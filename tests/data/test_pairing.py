@@ -250,6 +250,34 @@ def test_coco_file(tmp_path: Path, per_image: int, task: str) -> None:
     assert d.source["labels"] == expected | ({"instances": True} if task == "instance" else {})
 
 
+def test_roboflow_coco_export_reads_the_largest_split_and_skips_the_unused_supercategory(tmp_path: Path) -> None:
+    # train/valid/test, each with its images and _annotations.coco.json; category 0 is Roboflow's
+    # supercategory, which no annotation uses
+    for split, n in (("test", 1), ("train", 3), ("valid", 1)):
+        images, anns = [], []
+        for i in range(n):
+            _image(tmp_path / split / f"{split}{i}.jpg", i)
+            images.append({"id": i, "file_name": f"{split}{i}.jpg", "height": 24, "width": 32})
+            for k, cat in enumerate((1, 1, 2)):
+                x = 2 + 8 * k
+                poly = [x, 2, x + 4, 2, x + 4, 6, x, 6]
+                anns.append({"id": len(anns), "image_id": i, "category_id": cat, "segmentation": [poly], "iscrowd": 0})
+        cats = [{"id": 0, "name": "parts"}, {"id": 1, "name": "scratch"}, {"id": 2, "name": "dent"}]
+        doc = {"images": images, "annotations": anns, "categories": cats}
+        (tmp_path / split / "_annotations.coco.json").write_text(json.dumps(doc))
+    d = detect(tmp_path)
+    assert d.pairing == "coco" and d.task == "instance" and d.classes == 3
+    assert d.source["path"] == str(tmp_path / "train")
+    assert d.source["labels"] == {
+        "kind": "coco",
+        "path": str(tmp_path / "train" / "_annotations.coco.json"),
+        "instances": True,
+        "categories": {1: 1, 2: 2},
+    }
+    assert "ids [0] unused: no class" in d.notes["labels"]
+    assert "other COCO files, not read: test/_annotations.coco.json, valid/_annotations.coco.json" in d.notes["labels"]
+
+
 def _census(tmp_path: Path, masks: list[np.ndarray]) -> tuple:
     paths = []
     for i, m in enumerate(masks):
