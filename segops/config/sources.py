@@ -20,10 +20,17 @@ _EMPTY_HELP = (
 )
 
 
+_VOID_HELP = (
+    "Stored value of 'void' pixels (Pascal VOC's 255 object borders): read as background (no class, no "
+    "instance), before values/threshold; segops has no ignore label, so they train and score as background."
+)
+
+
 class _MaskFiles(Spec):
-    """What mask-per-image labels share: ``empty_when_missing``."""
+    """What mask-per-image labels share: ``empty_when_missing`` and ``void``."""
 
     empty_when_missing: tuple[str, ...] = Field(default=(), description=_EMPTY_HELP)
+    void: int | None = Field(default=None, ge=0, le=65535, description=_VOID_HELP)
 
     @model_validator(mode="after")
     def _empty_globs_relative(self) -> _MaskFiles:

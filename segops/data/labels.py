@@ -59,11 +59,13 @@ def read_mask_png(
     page: int = 0,
     values: dict[int, int] | None = None,
     threshold: int | None = None,
+    void: int | None = None,
 ) -> np.ndarray:
     """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
 
     A binary mask stored as {0, 255} becomes {0, 1}, unless ``values`` (stored value → class)
-    says otherwise; with ``threshold``, stored value >= threshold is 1, else 0.
+    says otherwise; with ``threshold``, stored value >= threshold is 1, else 0. Pixels stored as
+    ``void`` are background (0) first, and need not be listed in ``values``.
 
     Args:
         shape: (H, W) of the image the mask belongs to.
@@ -72,7 +74,7 @@ def read_mask_png(
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
-    return _checked(_read_page(path, page, "mask"), shape, str(path), values, threshold)
+    return _checked(_without_void(_read_page(path, page, "mask"), void), shape, str(path), values, threshold)
 
 
 def has_label_masks(spec: LabelsSpec | None) -> bool:
@@ -84,7 +86,7 @@ def has_label_masks(spec: LabelsSpec | None) -> bool:
 
 def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> tuple[str, list[int], list[int]] | None:
     """(label uri, class values, pixels of each) of the mask of input ``rel_path`` (first page),
-    as training would see it (through ``values`` / ``threshold``), read without its image; None
+    as training would see it (through ``void``, ``values`` / ``threshold``), read without its image; None
     when the input has no mask or its mask cannot be read (decoding then files it as a label
     problem of that case). For instance-png labels with ``classes_pattern``, the class mask's
     nonzero classes, as instance values (``class * 1000 + 1``, the layout of
@@ -96,6 +98,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         return None
     try:
         mask = _read_page(path, 0, "mask")
+        mask = mask if instance else _without_void(mask, spec.void)
         classes = _checked(
             mask, mask.shape, str(path), None if instance else spec.values, None if instance else spec.threshold
         )
@@ -159,6 +162,13 @@ def empty_label(
     return np.zeros(shape, dtype), EMPTY_LABEL_PREFIX + rel_path
 
 
+def _without_void(mask: np.ndarray, void: int | None) -> np.ndarray:
+    """``mask`` with its ``void`` pixels (Pascal VOC's 255 borders) set to 0 (background)."""
+    if void is None:
+        return mask
+    return np.where(mask == void, np.zeros((), mask.dtype), mask)
+
+
 def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
     if array.shape != tuple(shape):
         raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
@@ -220,7 +230,7 @@ class LabelResolver:
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
             page = _page(self.spec.pattern, record)
-            label = read_mask_png(path, shape, page, self.spec.values, self.spec.threshold)
+            label = read_mask_png(path, shape, page, self.spec.values, self.spec.threshold, self.spec.void)
             return label, str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
@@ -324,7 +334,7 @@ def _page(pattern: str, record: ImageRecord) -> int:
 
 def _instance_png_label(spec: InstancePngLabels, path: Path, record: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
     """Instance-id image (+ class mask) of one record → (H, W) int32 instance label map."""
-    ids = read_instance_png(path, shape, _page(spec.pattern, record))
+    ids = _without_void(read_instance_png(path, shape, _page(spec.pattern, record)), spec.void)
     if spec.classes_pattern is None:
         classes = {int(i): spec.class_id for i in np.unique(ids) if i != 0}
     else:

@@ -66,6 +66,7 @@ class MaskCensus:
         id_layout_share: share of masks with foreground whose nonzero values are 1..k, no gap.
         id_counts: how many different k those masks have.
         lossy: some masks are JPEG files (compression noise around every edge and block).
+        void: the stored value of void borders (:func:`void_value`), left out of the other cues.
     """
 
     masks: int
@@ -77,6 +78,7 @@ class MaskCensus:
     id_layout_share: float = 0.0
     id_counts: int = 0
     lossy: bool = False
+    void: int | None = None
 
 
 def _read_raw(path: Path) -> np.ndarray | None:
@@ -98,8 +100,11 @@ def mask_census(paths: list[Path]) -> MaskCensus:
     numbered: list[int] = []  # k of each mask whose nonzero values are 1..k
     with_foreground = 0
     arrays = [(p, a) for p in paths if (a := _read_raw(p)) is not None and a.ndim == 2]
+    void = void_value([a for _, a in arrays])
     top = max((int(a.max(initial=0)) for _, a in arrays), default=0)
     for i, (_, mask) in enumerate(arrays):
+        if void is not None:  # the cues below are about classes and objects: void pixels are neither
+            mask = np.where(mask == void, np.zeros((), mask.dtype), mask)
         n += 1
         bits = max(bits, 16 if mask.dtype.itemsize > 1 else 8)
         uniq, counts = np.unique(mask, return_counts=True)
@@ -130,7 +135,30 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         len(numbered) / with_foreground if with_foreground else 0.0,
         len(set(numbered)),
         any(p.suffix.lower() in LOSSY_MASK_EXTS for p, _ in arrays),
+        void,
     )
+
+
+#: The stored value datasets use for "void" borders (Pascal VOC, Cityscapes' ignore).
+VOID_CANDIDATE = 255
+#: How close to another value (px) a void pixel lies: VOC's borders are ~5 px wide.
+VOID_REACH = 3
+
+
+def void_value(masks: list[np.ndarray]) -> int | None:
+    """255 when it marks thin borders between other values, as Pascal VOC's void: present with
+    smaller nonzero values, and >= 90 % of its pixels within :data:`VOID_REACH` px of another
+    value (an object coloured 255 has an interior); else None. 20 masks at most are looked at."""
+    near, total, with_others = 0, 0, 0
+    for mask in [m for m in masks if (m == VOID_CANDIDATE).any()][:20]:
+        others = np.unique(mask[(mask != VOID_CANDIDATE) & (mask != 0)])
+        if others.size == 0 or others.max() > VOID_CANDIDATE:
+            continue
+        with_others += 1
+        is_void = mask == VOID_CANDIDATE
+        close = ndimage.maximum_filter((~is_void).astype(np.uint8), size=2 * VOID_REACH + 1).astype(bool)
+        near, total = near + int((is_void & close).sum()), total + int(is_void.sum())
+    return VOID_CANDIDATE if with_others and total and near / total >= 0.9 else None
 
 
 def classify_masks(
@@ -138,13 +166,26 @@ def classify_masks(
     task: Literal["semantic", "instance"] | None = None,
     foreground_value: int | None = None,
 ) -> tuple[dict[str, Any], str, int, str, str]:
-    """Labels spec fields (``kind``, ``values``/``threshold``), task, classes, mask kind and why.
+    """Labels spec fields (``kind``, ``values``/``threshold``, ``void``), task, classes, mask kind and why.
 
     Args:
-        census: stored values and shape cues of the sampled masks (:func:`mask_census`).
+        census: stored values and shape cues of the sampled masks (:func:`mask_census`); its
+            values and cues already leave void pixels out.
         task: the user's ``--task``, winning over the instance-id cues.
         foreground_value: the user's ``--foreground-value``: that stored value is class 1, every other 0.
     """
+    fields, task_, classes, kind, why = _classify(census, task, foreground_value)
+    if census.void is not None and foreground_value != census.void:
+        fields = {**fields, "void": census.void}
+        why += f"; {census.void} on thin borders between them is void (read as background)"
+    return fields, task_, classes, kind, why
+
+
+def _classify(
+    census: MaskCensus,
+    task: Literal["semantic", "instance"] | None,
+    foreground_value: int | None,
+) -> tuple[dict[str, Any], str, int, str, str]:
     vals = sorted(census.values)
     top = vals[-1] if vals else 0
     if foreground_value is not None:

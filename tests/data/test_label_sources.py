@@ -398,3 +398,19 @@ def test_empty_when_missing_gives_named_inputs_without_a_mask_an_empty_label(tmp
     assert not unsorted["has_label"]
     with pytest.raises(ValueError, match="empty_when_missing pattern '/good' is not a relative POSIX glob"):
         spec_type(kind=kind, path=masks, empty_when_missing=("/good",))
+
+
+def test_void_pixels_read_as_background_in_class_and_instance_masks(tmp_path: Path) -> None:
+    stored = np.zeros((24, 32), np.uint8)
+    stored[2:12, 2:12] = 255
+    stored[4:10, 4:10] = 15  # a VOC class inside its void border
+    stored[14:20, 20:28] = 255
+    stored[15:19, 21:27] = 2
+    Image.fromarray(stored).save(tmp_path / "m.png")
+    label = read_mask_png(tmp_path / "m.png", (24, 32), values={0: 0, 2: 1, 15: 2}, void=255)
+    assert sorted(np.unique(label).tolist()) == [0, 1, 2] and int((label == 2).sum()) == 36
+    _gray(tmp_path / "img" / "m.png")
+    spec = InstancePngLabels(kind="instance-png", path=tmp_path, void=255)
+    (record,) = read_image(tmp_path / "img" / "m.png", "m.png")
+    ids, _ = build_resolver(spec).label_for(record)
+    assert sorted(np.unique(ids).tolist()) == [0, 1001, 1002]  # objects 2 and 15; the borders are no object

@@ -312,6 +312,34 @@ def test_instance_id_masks_16_bit(tmp_path: Path) -> None:
     assert (fields, task, classes, kind) == ({"kind": "instance-png"}, "instance", 2, "instance-id")
 
 
+def _voc_mask(objects: list[tuple[int, int, int]], border: int = 2) -> np.ndarray:
+    """Pascal VOC style: each (value, row, col) a filled square, ringed by a 255 'void' border."""
+    m = np.zeros((64, 96), np.uint8)
+    for value, r, c in objects:
+        m[r - border : r + 12 + border, c - border : c + 12 + border] = 255
+        m[r : r + 12, c : c + 12] = value
+    return m
+
+
+def test_voc_void_borders_are_void_not_a_class(tmp_path: Path) -> None:
+    classes = [_voc_mask([(15, 10, 10), (7, 30, 50)]), _voc_mask([(15, 40, 20)]), _voc_mask([(3, 20, 60)])]
+    census, (fields, task, n, kind, why) = _census(tmp_path, classes)
+    assert census.void == 255 and 255 not in census.values
+    assert fields == {"kind": "mask-png", "values": {0: 0, 3: 1, 7: 2, 15: 3}, "void": 255}
+    assert (task, n, kind) == ("semantic", 4, "multi-class") and "255 on thin borders" in why
+    objects = [
+        _voc_mask([(1, 10, 10), (2, 30, 50), (3, 10, 70)]),
+        _voc_mask([(1, 40, 20)]),
+        _voc_mask([(1, 5, 5), (2, 40, 60)]),
+    ]
+    census, (fields, task, *_rest) = _census(tmp_path, objects)  # SegmentationObject: ids 1..k with void borders
+    assert (fields, task) == ({"kind": "instance-png", "void": 255}, "instance")
+    solid = [_square(value=255) + _square(value=0), _voc_mask([(1, 10, 10)], border=0)]
+    solid[0][14:20, 20:30] = 2  # 255 is a class with an interior here: no void
+    census, _ = _census(tmp_path, solid)
+    assert census.void is None and 255 in census.values
+
+
 def test_anti_aliased_masks_are_thresholded_at_the_midpoint(tmp_path: Path) -> None:
     m = np.zeros((80, 80), np.uint8)
     m[20:60, 20:60] = 255
