@@ -53,6 +53,8 @@ from segops.errors import PlanError
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
+#: Image and mask folders a parallel-tree level pairs against each other (the most image-like first).
+MAX_CANDIDATE_DIRS = 6
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
@@ -152,7 +154,9 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
     (:func:`best_pattern`) wins, so a folder of text annotations beside the mask folder
     (PennFudan's ``Annotation`` beside ``PedMasks``) or an image folder without masks (MVTec's
     ``train`` beside ``test`` and ``ground_truth``) is not chosen; with no pair that finds a
-    mask, the first mask-named folder and the most image-like sibling (for the error message).
+    mask there, deeper levels are tried, and with none anywhere the first level's first mask-named
+    folder and most image-like sibling are returned (for the error message). At most
+    :data:`MAX_CANDIDATE_DIRS` folders of each kind are paired per level.
     """
     tops: dict[str, Counter] = {}
     for f in files:
@@ -160,12 +164,15 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
         for depth in range(min(3, len(parts) - 1)):
             parent, child = "/".join(parts[:depth]), parts[depth]
             tops.setdefault(parent, Counter())[child] += 1
-    for parent in sorted(tops, key=len):
+    fallback: tuple[str, str] | None = None
+    for parent in sorted(tops, key=len):  # shallowest first
         children = tops[parent]
         masks = [c for c in children if is_mask_dir(c) and (root / parent / c).is_dir()]
         others = [c for c in children if c not in masks and (root / parent / c).is_dir()]
         if not (masks and others):
             continue
+        others.sort(key=lambda c: _image_like(c, children[c]), reverse=True)
+        fallback = fallback or (_join(parent, others[0]), _join(parent, masks[0]))
         scored = [
             (
                 best_pattern(
@@ -175,14 +182,17 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
                 i,
                 m,
             )
-            for m in masks
-            for i in others
+            for m in masks[:MAX_CANDIDATE_DIRS]
+            for i in others[:MAX_CANDIDATE_DIRS]
         ]
         hits, _, image_dir, mask_dir = max(scored, key=lambda t: (t[0], t[1]))
-        if not hits:
-            image_dir, mask_dir = max(others, key=lambda c: _image_like(c, children[c])), masks[0]
-        return "/".join(p for p in (parent, image_dir) if p), "/".join(p for p in (parent, mask_dir) if p)
-    return None
+        if hits:
+            return _join(parent, image_dir), _join(parent, mask_dir)
+    return fallback
+
+
+def _join(parent: str, folder: str) -> str:
+    return "/".join(p for p in (parent, folder) if p)
 
 
 def _roots(

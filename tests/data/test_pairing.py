@@ -178,6 +178,21 @@ def test_jpeg_masks_stored_as_rgb_are_binarised_at_the_midpoint(tmp_path: Path) 
     assert d.mask_kind == "anti-aliased" and "JPEG masks" in d.notes["labels"] and d.census.lossy
 
 
+def test_the_mask_folder_is_the_one_that_pairs_even_when_a_shallower_level_has_none(tmp_path: Path) -> None:
+    # YOLO's labels/*.txt beside images/ and masks/; a notes folder named like annotations one level up
+    for i in range(3):
+        _image(tmp_path / "data" / "images" / f"{i}.jpg", i)
+        (tmp_path / "data" / "labels").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+        _mask(tmp_path / "data" / "masks" / f"{i}.png", _square())
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "protocol.txt").write_text("how we labelled")
+    d = detect(tmp_path)
+    assert d.pairing == "parallel-tree" and d.n_paired == 3
+    assert d.source["path"] == str(tmp_path / "data" / "images")
+    assert d.source["labels"]["path"] == str(tmp_path / "data" / "masks")
+
+
 def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     for name in ("series-000", "series-001"):
         shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
