@@ -266,6 +266,12 @@ def _paired(
     if exclude:
         source["exclude"] = exclude
         notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
+    unlabelled = len(data) - len(paired) - len(exclude)
+    if unlabelled and labels_spec["kind"] in ("mask-png", "instance-png"):
+        notes["labels"] += (
+            f"; {unlabelled} image(s) have no mask: unlabelled (segmented, never trained on); if they are "
+            "defect-free, add empty_when_missing: ['**'] to train on them as empty masks"
+        )
     outside = [f for f in images if not wanted(f) and not (label_prefix and f.startswith(label_prefix + "/"))]
     if prefix and outside:
         folders = sorted({PurePosixPath(f).parts[0] for f in outside})

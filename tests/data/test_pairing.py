@@ -2,7 +2,7 @@
 
 import json
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pydicom
@@ -154,7 +154,11 @@ def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pat
                 Image.fromarray(_square()).save(path, format="PNG")
     d = detect(tmp_path)
     assert d.source["labels"]["pattern"] == pattern and (d.n_images, d.n_paired) == (4, 4), d.notes
-    assert "exclude" not in d.source
+    assert "exclude" not in d.source and "no mask" not in d.notes["labels"]
+    _image(tmp_path / PurePosixPath(next(iter(layout))).parent / "9999.png", 9)  # a defect-free image: no mask
+    d = detect(tmp_path)
+    assert (d.n_images, d.n_paired) == (5, 4)
+    assert "1 image(s) have no mask: unlabelled" in d.notes["labels"] and "empty_when_missing" in d.notes["labels"]
 
 
 def test_jpeg_masks_stored_as_rgb_are_binarised_at_the_midpoint(tmp_path: Path) -> None:
