@@ -71,6 +71,13 @@ def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int, edges: tuple[float
             census = (str(meta.get("transfer_syntax", "")), str(meta.get("photometric", "")))
             acc.add(row, str(meta["group_id"]), str(meta["modality"]), (meta["spacing_y"], meta["spacing_x"]), *census)
     fp = acc.result()
+    # DEBUG: the train step takes it beside a live progress bar, which a log line would split
+    log.debug("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)
+    return fp
+
+
+def log_fingerprint(fp: Fingerprint) -> Fingerprint:
+    """Say what a fingerprint covers (INFO), where no progress bar is live; returns ``fp``."""
     log.info("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)
     return fp
 
@@ -79,7 +86,7 @@ def fingerprint_source(
     source: DicomSource | ImageSource, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
 ) -> Fingerprint:
     """Fingerprint of every decodable record of ``source`` (decoded in Ray tasks, streaming)."""
-    return _fold(read_source(source, streaming=True), task, k, seed)
+    return log_fingerprint(_fold(read_source(source, streaming=True), task, k, seed))
 
 
 def fingerprint_dataset(

@@ -22,7 +22,7 @@ import pandas as pd
 from segops.cluster.calibration import write_risk_calibration
 from segops.cluster.datasets import dataset_digest, load_dataset
 from segops.cluster.embeddings import write_model_embeddings
-from segops.cluster.fingerprint import fingerprint_dataset, write_fingerprint
+from segops.cluster.fingerprint import fingerprint_dataset, log_fingerprint, write_fingerprint
 from segops.cluster.folds import (
     cv_metrics,
     driver_device,
@@ -114,7 +114,7 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         )
         tracker.log_artifact(report, "train")
     _log_datasets(tracker, datasets, labelled, split)
-    taken = fingerprint_taken(fingerprinting, datasets[0], step.model.task, ctx.spec.seed)
+    taken = log_fingerprint(fingerprint_taken(fingerprinting, datasets[0], step.model.task, ctx.spec.seed))
     fingerprint = write_fingerprint(taken, trained.checkpoint)
     if trained.predictions is not None:
         smallest = _smallest_object(fingerprint)
