@@ -375,11 +375,18 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
     images = [f for f in dicom if f not in set(structs)]
     if not images:
         raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
-    rois, (image_dir, struct_dir) = proposed_rois(root, structs), (_common_dir(images), _common_dir(structs))
-    labels = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
+    (rois, synonyms), (image_dir, struct_dir) = (
+        proposed_rois(root, structs),
+        (_common_dir(images), _common_dir(structs)),
+    )
+    labels: dict[str, Any] = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
+    if synonyms:
+        labels["synonyms"] = synonyms
     note = (
         f"{len(structs)} RTSTRUCT object(s) in {struct_dir or '.'}, {len(images)} image files in {image_dir or '.'}; "
-        f"ROI names → classes 1..{len(rois)} (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
+        f"ROI names → classes 1..{len(rois)} by name (spellings that differ in case or separators merged), "
+        "listed smallest structure first: where ROIs overlap the first listed wins, so a body outline keeps only "
+        "what no organ covers (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
     )
     source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
     return Detection(

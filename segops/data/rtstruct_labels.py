@@ -12,6 +12,7 @@ drew and every ROI no rule matched (:func:`contour_census`). The rasterisation r
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -257,18 +258,69 @@ def find_structure_sets(root: Path, files: list[str], sample: int) -> list[str]:
     return found
 
 
-def proposed_rois(root: Path, structs: list[str]) -> dict[str, int]:
-    """The ``rois`` rules a plan proposes: every ROI name of ``structs`` (case-insensitively
-    distinct, as a glob that matches the name only) → classes 1..K in name order."""
-    names: dict[str, str] = {}  # lower-case name → name as first seen
-    for f in structs:
-        ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["StructureSetROISequence"])
-        for roi in ds.get("StructureSetROISequence", []):
-            name = str(roi.get("ROIName", "")).strip()
-            if name:
-                names.setdefault(name.lower(), name)
-    ordered = sorted(names.values(), key=str.lower)
-    return {re.sub(r"([*?\[])", r"[\1]", n): k for k, n in enumerate(ordered, start=1)}
+#: How many structure sets :func:`proposed_rois` measures contour areas in.
+PROPOSAL_SAMPLE = 20
+
+
+def proposed_rois(root: Path, structs: list[str]) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+    """The ``rois`` rules (and ``synonyms``) a plan proposes for the structure sets ``structs``.
+
+    Every ROI name is a class, 1..K in name order; names that differ only in case, spaces, ``-``,
+    ``_`` or ``.`` (``Lung_L``, ``lung-l``) are one class, the first spelling its rule and the
+    others its synonyms. The rules are listed smallest structure first (mean contour area per
+    structure set, over at most :data:`PROPOSAL_SAMPLE` of them): where ROIs overlap the rule
+    listed first wins, so a tumour drawn inside an organ and the organs inside a body outline
+    (``External``, ``BODY``) keep their pixels, and the outline keeps only what nothing else covers.
+    """
+    spellings: dict[str, list[str]] = {}  # merge key → names as seen
+    area: dict[str, float] = {}
+    seen_in: dict[str, int] = {}
+    for i, f in enumerate(structs):
+        if i < PROPOSAL_SAMPLE:
+            try:
+                rois = [
+                    (r.name, sum(_polygon_area(c.points) for c in r.contours))
+                    for r in read_structure_set(root / f).rois
+                ]
+            except LabelError:
+                continue
+        else:  # names only
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["StructureSetROISequence"])
+            rois = [(str(r.get("ROIName", "")), 0.0) for r in ds.get("StructureSetROISequence", [])]
+        for name, mm2 in rois:
+            name = name.strip()
+            if not name:
+                continue
+            key = re.sub(r"[\s._-]+", "", name.lower())
+            names = spellings.setdefault(key, [])
+            if name not in names:
+                names.append(name)
+            if i < PROPOSAL_SAMPLE:
+                area[key] = area.get(key, 0.0) + mm2
+                seen_in[key] = seen_in.get(key, 0) + 1
+    by_name = sorted(spellings, key=lambda k: spellings[k][0].lower())
+    classes = {k: c for c, k in enumerate(by_name, start=1)}
+    priority = sorted(by_name, key=lambda k: (area.get(k, 0.0) / max(seen_in.get(k, 0), 1) or math.inf, k))
+    rois = {_literal_glob(spellings[k][0]): classes[k] for k in priority}
+    synonyms = {
+        _literal_glob(spellings[k][0]): tuple(_literal_glob(n) for n in spellings[k][1:])
+        for k in priority
+        if len(spellings[k]) > 1 and len({n.lower() for n in spellings[k]}) > 1
+    }
+    return rois, synonyms
+
+
+def _literal_glob(name: str) -> str:
+    """A glob that matches ``name`` only (``*``, ``?`` and ``[`` escaped)."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Area (mm²) of a planar polygon in 3D, any orientation: half the norm of the summed cross products."""
+    if len(points) < 3:
+        return 0.0
+    centred = points - points.mean(axis=0)
+    return 0.5 * float(np.linalg.norm(np.cross(centred, np.roll(centred, -1, axis=0)).sum(axis=0)))
 
 
 def _row_geometry(row: Mapping[str, Any], by_sop: Mapping[str, list[Mapping[str, Any]]]) -> SliceGeometry | None:

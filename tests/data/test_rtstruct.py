@@ -184,3 +184,37 @@ def test_resolver_labels_the_referenced_series_only(archive) -> None:
 def test_missing_rtstruct_folder_is_a_label_error(tmp_path: Path) -> None:
     with pytest.raises(LabelError, match="RTSTRUCT folder .* does not exist"):
         build_resolver(_spec(tmp_path / "nowhere"))
+
+
+def test_a_plan_lists_small_structures_first_and_merges_spellings(tmp_path: Path) -> None:
+    """A clinical structure set: a body outline around everything, a lung, a tumour inside it; a
+    second patient spells the lung differently. The plan's rules keep class numbers in name order
+    and list the smallest structure first, so the tumour and the lung keep their pixels."""
+    from pydicom.uid import generate_uid
+
+    from segops.config.schema import RtstructLabels
+    from segops.data.pairing import detect
+
+    from .rtstruct_archive import Ellipse, _contour, build_rtstruct, write_ct_series
+
+    def patient(name: str, lung: str) -> None:
+        cts = write_ct_series(tmp_path / "ct" / name, 3, generate_uid(), generate_uid())
+        uid = [ct.SOPInstanceUID for ct in cts]
+        shapes = {"External": (30.0, 30.0), lung: (14.0, 12.0), "GTV": (4.0, 4.0)}
+        rois = [
+            (n, [_contour(Ellipse(k, 32, 32, a, b).points(), refs=(uid[k],)) for k in range(3)])
+            for n, (a, b) in shapes.items()
+        ]
+        build_rtstruct(cts, rois).save_as(tmp_path / "rs" / f"{name}.dcm", enforce_file_format=True)
+
+    (tmp_path / "rs").mkdir()
+    patient("p1", "Lung_L")
+    patient("p2", "lung-l")
+    d = detect(tmp_path)
+    labels = d.source["labels"]
+    assert list(labels["rois"].items()) == [("GTV", 2), ("Lung_L", 3), ("External", 1)]  # priority order
+    assert labels["synonyms"] == {"Lung_L": ("lung-l",)} and d.classes == 4
+    spec = RtstructLabels(**labels)
+    # (class, rank): the outline ranks last, so it loses every overlap
+    assert roi_class("lung-l", spec.rois, spec.synonyms) == (3, 1)
+    assert roi_class("EXTERNAL", spec.rois, spec.synonyms) == (1, 2)
