@@ -249,7 +249,8 @@ def plan(
     fp = result.fingerprint
     out.print(
         f"[green]planned[/] {result.workflow} ({result.detection.pairing} pairing, {result.detection.mask_kind} masks, "
-        f"{fp.n_labelled}/{fp.n_images} images labelled); fingerprint in {result.fingerprint_file}"
+        f"{result.detection.n_paired}/{result.detection.n_images} images labelled); fingerprint of the "
+        f"{fp.n_labelled} labelled in {result.fingerprint_file}"
     )
     out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
 

@@ -34,15 +34,19 @@ _META = ("case_id", "group_id", "modality", "spacing_y", "spacing_x")
 _CENSUS = ("transfer_syntax", "photometric")
 
 
-def _stats_batch(batch: dict[str, np.ndarray], task: str, k: int, seed: int) -> dict[str, np.ndarray]:
+def _stats_batch(
+    batch: dict[str, np.ndarray], task: str, k: int, seed: int, labelled_only: bool = False
+) -> dict[str, np.ndarray]:
     """Ray Data UDF: decoded rows → one pickled stats row per ``ok`` record (one binary column,
-    so every block has the same schema whatever it holds)."""
+    so every block has the same schema whatever it holds); with ``labelled_only``, labelled ones."""
     out = []
     status = batch.get("status")
     for i in range(len(batch["case_id"])):
         if status is not None and status[i] != STATUS_OK:
             continue
         label = batch["label"][i] if ("has_label" not in batch or batch["has_label"][i]) else None
+        if labelled_only and label is None:
+            continue
         row = record_stats(
             np.asarray(batch["image"][i]),
             None if label is None else np.asarray(label),
@@ -59,11 +63,17 @@ def _stats_batch(batch: dict[str, np.ndarray], task: str, k: int, seed: int) -> 
     return {"stats": np.array(out, dtype=object)}
 
 
-def _fold(ds: ray.data.Dataset, task: str, k: int, seed: int, edges: tuple[float, ...] | None = None) -> Fingerprint:
+def _fold(
+    ds: ray.data.Dataset,
+    task: str,
+    k: int,
+    seed: int,
+    edges: tuple[float, ...] | None = None,
+    labelled_only: bool = False,
+) -> Fingerprint:
     acc = FingerprintAccumulator(task=task, seed=seed, samples_per_case=k, histogram_edges=edges)
-    stats = ds.map_batches(
-        _stats_batch, fn_kwargs={"task": task, "k": k, "seed": seed}, batch_format="numpy", batch_size=64
-    )
+    kwargs = {"task": task, "k": k, "seed": seed, "labelled_only": labelled_only}
+    stats = ds.map_batches(_stats_batch, fn_kwargs=kwargs, batch_format="numpy", batch_size=64)
     for batch in stats.iter_batches(batch_format="numpy", batch_size=256):
         for blob in batch["stats"]:
             row = pickle.loads(blob)
@@ -83,10 +93,16 @@ def log_fingerprint(fp: Fingerprint) -> Fingerprint:
 
 
 def fingerprint_source(
-    source: DicomSource | ImageSource, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
+    source: DicomSource | ImageSource,
+    task: str = "semantic",
+    k: int = SAMPLES_PER_CASE,
+    seed: int = 0,
+    labelled_only: bool = False,
 ) -> Fingerprint:
-    """Fingerprint of every decodable record of ``source`` (decoded in Ray tasks, streaming)."""
-    return log_fingerprint(_fold(read_source(source, streaming=True), task, k, seed))
+    """Fingerprint of every decodable record of ``source`` (decoded in Ray tasks, streaming), or
+    with ``labelled_only`` of those with a label: what a plan sizes training by (a study folder's
+    unlabelled PET or scout series would otherwise set the modality, sizes and intensities)."""
+    return log_fingerprint(_fold(read_source(source, streaming=True), task, k, seed, labelled_only=labelled_only))
 
 
 def fingerprint_dataset(

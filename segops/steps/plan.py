@@ -69,7 +69,7 @@ def plan_workflow(
     except ValidationError as exc:
         raise PlanError(f"the planned source {detection.source} is not a valid source spec: {exc}") from exc
     ensure_ray(ClusterSpec(num_cpus=num_cpus))
-    fp = fingerprint_source(source, detection.task)
+    fp = fingerprint_source(source, detection.task, labelled_only=True)  # what training will see
     if fp.n_labelled == 0:
         raise PlanError(f"no image under {detection.source['path']} decoded with a label; check --labels and --pattern")
     if _has_cuda():

@@ -37,6 +37,30 @@ def test_plan_writes_a_loadable_workflow_and_the_fingerprint(tmp_path: Path) -> 
     assert "anti-aliased" in text and segment.outputs == ("png",)
 
 
+def test_plan_sizes_training_by_the_labelled_images(tmp_path: Path) -> None:
+    """A study folder's unlabelled series (here larger RGB photos, outnumbering the labelled gray
+    slices) do not set the planned channels, patch or intensities."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / f"slice{i}.png")
+        mask = np.zeros((64, 64), np.uint8)
+        mask[10:30, 10:30] = 255
+        Image.fromarray(mask).save(tmp_path / f"slice{i}_mask.png")
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(tmp_path / f"photo{i}.png")
+    out = tmp_path / "plan.yaml"
+    result = runner.invoke(app, ["plan", str(tmp_path), "-o", str(out), "--budget-minutes", "2"])
+    assert result.exit_code == 0, result.output
+    assert "6/16 images labelled); fingerprint of the 6 labelled" in " ".join(result.output.split())
+    fp = Fingerprint.from_json((tmp_path / "fingerprint.json").read_text())
+    assert (fp.n_images, fp.n_labelled, fp.channels, fp.median_shape) == (6, 6, {1: 6}, (64, 64))
+    _, train, _ = load_workflow(out).steps
+    assert train.model.in_channels == 1 and train.preprocess.patch_size == (64, 64)
+
+
 def test_plan_failure_names_the_option_to_give(tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.jpg").write_bytes(b"")
