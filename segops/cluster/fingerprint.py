@@ -108,11 +108,12 @@ def fingerprint_source(
 def fingerprint_dataset(
     path: str | Path, task: str = "semantic", k: int = SAMPLES_PER_CASE, seed: int = 0
 ) -> Fingerprint:
-    """Fingerprint of the ``ok`` rows of an ingested Parquet dataset (the same stats as
-    :func:`fingerprint_source`); a small dataset is read by the driver (:func:`load_dataset`)."""
+    """Fingerprint of the labelled ``ok`` rows of an ingested Parquet dataset, what a model trains
+    on (the same stats as :func:`fingerprint_source` with ``labelled_only``): the reference a model
+    keeps for the drift check and the risk. A small dataset is read by the driver (:func:`load_dataset`)."""
     names = pads.dataset(str(path), format="parquet").schema.names
     columns = [*_META, *(c for c in _CENSUS if c in names), "has_label", "image", "label"]
-    return _fold(load_dataset(path, columns=columns, materialize=False), task, k, seed)
+    return _fold(load_dataset(path, labelled_only=True, columns=columns, materialize=False), task, k, seed)
 
 
 def fingerprint_sample(

@@ -158,3 +158,8 @@ def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None
     written = write_model_fingerprint(tmp_path / "dataset", tmp_path / "model")
     assert Path(written) == tmp_path / "model" / FINGERPRINT_FILE
     assert Fingerprint.from_json(Path(written).read_text()) == fp
+    # a model's reference is what it trained on: an unlabelled image in the ingest is not in it
+    Image.fromarray(np.full((90, 90), 7, np.uint8)).save(tmp_path / "data" / "images" / "unlabelled.png")
+    write_dataset(read_source(source), tmp_path / "with-unlabelled")
+    assert fingerprint_source(source).n_images == 5
+    assert fingerprint_dataset(tmp_path / "with-unlabelled") == fp == fingerprint_source(source, labelled_only=True)
