@@ -147,12 +147,12 @@ VOID_REACH = 3
 
 def void_value(masks: list[np.ndarray]) -> int | None:
     """255 when it marks thin borders between other values, as Pascal VOC's void: present with
-    smaller nonzero values, and >= 90 % of its pixels within :data:`VOID_REACH` px of another
+    nonzero values below 128 (class indices, not a run of ids reaching 255), and >= 90 % of its pixels within :data:`VOID_REACH` px of another
     value (an object coloured 255 has an interior); else None. 20 masks at most are looked at."""
     near, total, with_others = 0, 0, 0
     for mask in [m for m in masks if (m == VOID_CANDIDATE).any()][:20]:
         others = np.unique(mask[(mask != VOID_CANDIDATE) & (mask != 0)])
-        if others.size == 0 or others.max() > VOID_CANDIDATE:
+        if others.size == 0 or others.max() >= 128:  # 255 apart from small class indices, not one id of a run
             continue
         with_others += 1
         is_void = mask == VOID_CANDIDATE
