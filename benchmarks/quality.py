@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,8 @@ def run_row(recipe: dict[str, Any], row: str, args: argparse.Namespace) -> list[
     spec = validated(doc)
     split, test = heldout_cases(spec)
     folds = step_of(doc, "train").get("folds", 1)
-    epochs = args.epochs or probe_epochs(
-        spec, args.minutes, len(split.train), len(split.val), test[0].label.shape, folds
-    )
+    epochs = (args.epochs or _folds_row_epochs(doc["name"])) if row == "postprocessing" else args.epochs
+    epochs = epochs or probe_epochs(spec, args.minutes, len(split.train), len(split.val), test[0].label.shape, folds)
     step_of(doc, "train")["epochs"] = epochs
     doc["name"] += f"-{epochs}ep"  # postprocessing: the folds row's workflow, so its run (resumed when finished)
     try:
@@ -134,6 +134,17 @@ def run_row(recipe: dict[str, Any], row: str, args: argparse.Namespace) -> list[
             }
         )
     return rows
+
+
+def _folds_row_epochs(name: str) -> int | None:
+    """The epochs of the finished ``folds`` row whose run is ``name`` (the postprocessing row scores
+    that run: a new timing probe could size it differently and train it again)."""
+    done = OUT / "folds.json"
+    if not done.exists():
+        return None
+    rows = json.loads(done.read_text())
+    own = re.compile(re.escape(name) + r"-\d+ep-")
+    return next((int(r["epochs"]) for r in rows if own.match(Path(r.get("run_dir", "")).name)), None)
 
 
 def same_model_mirroring(recipe: dict[str, Any], row: str, args: argparse.Namespace) -> list[dict[str, Any]]:
