@@ -30,7 +30,7 @@ MASK_DIRS = (
     "instances",
 )
 #: Words that make a folder name a mask folder beyond :data:`MASK_DIRS` (``PedMasks``, ``SegmentationClass``).
-MASK_WORDS = re.compile(r"mask|label|annot|ground_?truth|segmentation|(?<![a-z])(gts?|lab|labs)(?![a-z])")
+MASK_WORDS = re.compile(r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|lab|labs)(?![a-z])")
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
 #: Unpaired image files with these words in their name are overview figures, not data.
 STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)

@@ -141,6 +141,8 @@ def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> Non
         ),
         # DeepCrack: train_img/x.jpg + train_lab/x.png
         ({"train_img/{i}.jpg": "image", "train_lab/{i}.png": "mask"}, "{rel_stem}.png"),
+        # CVC-ClinicDB: Original/x.tif + "Ground Truth"/x.tif (a space in the folder's name)
+        ({"Original/{i}.tif": "image", "Ground Truth/{i}.tif": "mask"}, "{rel_stem}.tif"),
     ],
 )
 def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pattern: str) -> None:
@@ -151,7 +153,7 @@ def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pat
                 _image(path, i)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(_square()).save(path, format="PNG")
+                Image.fromarray(_square()).save(path)
     d = detect(tmp_path)
     assert d.source["labels"]["pattern"] == pattern and (d.n_images, d.n_paired) == (4, 4), d.notes
     assert "exclude" not in d.source and "no mask" not in d.notes["labels"]
