@@ -147,8 +147,9 @@ VOID_REACH = 3
 
 def void_value(masks: list[np.ndarray]) -> int | None:
     """255 when it marks thin borders between other values, as Pascal VOC's void: present with
-    nonzero values below 128 (class indices, not a run of ids reaching 255), and >= 90 % of its pixels within :data:`VOID_REACH` px of another
-    value (an object coloured 255 has an interior); else None. 20 masks at most are looked at."""
+    nonzero values below 128 (class indices, not a run of ids reaching 255), and >= 90 % of its
+    pixels within :data:`VOID_REACH` px of another value (an object coloured 255 has an interior);
+    else None. 20 masks at most are looked at."""
     near, total, with_others = 0, 0, 0
     for mask in [m for m in masks if (m == VOID_CANDIDATE).any()][:20]:
         others = np.unique(mask[(mask != VOID_CANDIDATE) & (mask != 0)])
