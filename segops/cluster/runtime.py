@@ -8,7 +8,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from segops.config.schema import ClusterSpec
 
@@ -96,7 +96,7 @@ def ensure_ray(cluster: ClusterSpec) -> dict[str, float]:
             # Ray Train's preemption watcher is an extra actor process per training run (~2 s of CPU
             # to start) that follows the draining of autoscaled or spot nodes: a local Ray has none
             os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
-        with _stderr_without(re.compile("(?!)") if verbose else _BACKEND_LEVEL_LINE):
+        with nullcontext() if verbose else _stderr_without(_BACKEND_LEVEL_LINE):
             ray.init(
                 address=address,
                 num_cpus=cluster.num_cpus if address is None else None,

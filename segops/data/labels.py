@@ -34,10 +34,10 @@ from segops.config.schema import (
     RtstructLabels,
 )
 from segops.data.coco import coco_instances, coco_label, index_coco
-from segops.data.globs import compile_globs
+from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances
 from segops.data.label_census import label_counts
-from segops.data.mask_kinds import as_single_channel
+from segops.data.mask_kinds import as_single_channel, without_void
 from segops.data.records import ImageRecord
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.errors import LabelError
@@ -74,7 +74,7 @@ def read_mask_png(
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
-    return _checked(_without_void(_read_page(path, page, "mask"), void), shape, str(path), values, threshold)
+    return _checked(without_void(_read_page(path, page, "mask"), void), shape, str(path), values, threshold)
 
 
 def has_label_masks(spec: LabelsSpec | None) -> bool:
@@ -98,7 +98,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         return None
     try:
         mask = _read_page(path, 0, "mask")
-        mask = mask if instance else _without_void(mask, spec.void)
+        mask = mask if instance else without_void(mask, spec.void)
         classes = _checked(
             mask, mask.shape, str(path), None if instance else spec.values, None if instance else spec.threshold
         )
@@ -157,16 +157,9 @@ def empty_label(
 ) -> tuple[np.ndarray, str] | None:
     """An all-background label for an input without a mask file that ``spec.empty_when_missing``
     names (MVTec AD's ``good/**``), else None (the input is unlabelled)."""
-    if not spec.empty_when_missing or not any(r.fullmatch(rel_path) for r in compile_globs(spec.empty_when_missing)):
+    if not spec.empty_when_missing or not path_selected(rel_path, include=spec.empty_when_missing):
         return None
     return np.zeros(shape, dtype), EMPTY_LABEL_PREFIX + rel_path
-
-
-def _without_void(mask: np.ndarray, void: int | None) -> np.ndarray:
-    """``mask`` with its ``void`` pixels (Pascal VOC's 255 borders) set to 0 (background)."""
-    if void is None:
-        return mask
-    return np.where(mask == void, np.zeros((), mask.dtype), mask)
 
 
 def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
@@ -334,7 +327,7 @@ def _page(pattern: str, record: ImageRecord) -> int:
 
 def _instance_png_label(spec: InstancePngLabels, path: Path, record: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
     """Instance-id image (+ class mask) of one record → (H, W) int32 instance label map."""
-    ids = _without_void(read_instance_png(path, shape, _page(spec.pattern, record)), spec.void)
+    ids = without_void(read_instance_png(path, shape, _page(spec.pattern, record)), spec.void)
     if spec.classes_pattern is None:
         classes = {int(i): spec.class_id for i in np.unique(ids) if i != 0}
     else:

@@ -52,6 +52,13 @@ def as_single_channel(array: np.ndarray) -> np.ndarray | None:
     return np.ascontiguousarray(array[..., 0])
 
 
+def without_void(mask: np.ndarray, void: int | None) -> np.ndarray:
+    """``mask`` with its ``void`` pixels (Pascal VOC's 255 borders) set to 0 (background)."""
+    if void is None:
+        return mask
+    return np.where(mask == void, np.zeros((), mask.dtype), mask)
+
+
 @dataclass(frozen=True)
 class MaskCensus:
     """Raw stored values of the sampled masks.
@@ -102,9 +109,8 @@ def mask_census(paths: list[Path]) -> MaskCensus:
     arrays = [(p, a) for p in paths if (a := _read_raw(p)) is not None and a.ndim == 2]
     void = void_value([a for _, a in arrays])
     top = max((int(a.max(initial=0)) for _, a in arrays), default=0)
-    for i, (_, mask) in enumerate(arrays):
-        if void is not None:  # the cues below are about classes and objects: void pixels are neither
-            mask = np.where(mask == void, np.zeros((), mask.dtype), mask)
+    for i, (_, stored) in enumerate(arrays):
+        mask = without_void(stored, void)  # the cues below are about classes and objects: void pixels are neither
         n += 1
         bits = max(bits, 16 if mask.dtype.itemsize > 1 else 8)
         uniq, counts = np.unique(mask, return_counts=True)

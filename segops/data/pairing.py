@@ -253,10 +253,11 @@ def _paired(
     labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
-    normal = normal_folders(data, set(paired))
+    paired_set = set(paired)
+    normal = normal_folders(data, paired_set)
     if normal:
         labels_spec["empty_when_missing"] = [f"{d}/**" for d in normal]
-        normal_images = [i for i in data if i not in set(paired) and str(PurePosixPath(i).parent) in normal]
+        normal_images = [i for i in data if i not in paired_set and str(PurePosixPath(i).parent) in normal]
         notes["labels.empty_when_missing"] = (
             f"{len(normal_images)} images in {', '.join(normal)} have no mask: defect-free by the folder's name, "
             "trained on as empty masks"
@@ -375,10 +376,8 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
     images = [f for f in dicom if f not in set(structs)]
     if not images:
         raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
-    (rois, synonyms), (image_dir, struct_dir) = (
-        proposed_rois(root, structs),
-        (_common_dir(images), _common_dir(structs)),
-    )
+    rois, synonyms = proposed_rois(root, structs)
+    image_dir, struct_dir = _common_dir(images), _common_dir(structs)
     labels: dict[str, Any] = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
     if synonyms:
         labels["synonyms"] = synonyms

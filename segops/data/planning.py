@@ -334,9 +334,8 @@ def plan_train(
         mrcnn = plan_maskrcnn(fp)
         start = plan_maskrcnn_start(fp, settings)
         mrcnn |= {k[len("model.") :]: v for k, v in start.items() if k.startswith("model.")}
-        out |= {f"model.{k}": v for k, v in mrcnn.items()} | {k: v for k, v in start.items() if "." not in k}
-        if "preprocess.intensity" in start:
-            out["preprocess.intensity"] = start["preprocess.intensity"]
+        out |= {f"model.{k}": v for k, v in mrcnn.items()}
+        out |= {k: v for k, v in start.items() if not k.startswith("model.")}  # intensity, learning_rate, warm-up
         batch = 2
         timed = {k: v.value for k, v in mrcnn.items() if k not in ("weights", "backbone_weights")}  # speed only
         s = seconds_per_sample(
