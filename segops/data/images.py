@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from segops.data.records import ImageRecord, path_case_id
 from segops.errors import DecodeError
 
 _GRAY_MODES = ("L", "I", "I;16", "I;16B", "I;16L", "I;16S", "F", "1")
+#: The EXIF tag that says how a stored photo is turned for display (1: as stored).
+EXIF_ORIENTATION = 0x0112
 _COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LA")
 
 
@@ -18,7 +20,9 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
     """Read an image file as (C, H, W) float32 records, C = 1 (gray) or 3 (RGB).
 
     A multi-page TIFF gives one record per page (``frame``); 16-bit values are kept as is
-    (no rescaling to 8 bits), so intensity normalisation sees the real dynamic range.
+    (no rescaling to 8 bits), so intensity normalisation sees the real dynamic range. A photo is
+    read in the orientation its EXIF ``Orientation`` tag asks for (a phone's portrait shot is
+    stored landscape), as labelling tools show it and so as its mask was drawn.
 
     Raises:
         DecodeError: unreadable, truncated, or not an image.
@@ -27,6 +31,8 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
         with Image.open(path) as img:
             fmt = img.format or ""
             pages = [_to_array(page) for page in ImageSequence.Iterator(img)]
+            if len(pages) == 1 and img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+                pages = [_to_array(ImageOps.exif_transpose(img))]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     base_id = path_case_id(rel_path)

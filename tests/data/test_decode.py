@@ -105,3 +105,21 @@ def test_listing_entries_split_the_tree_without_listing_it_all(tmp_path: Path) -
     deeper = listing_entries(source, min_entries=1000, chunk=64)
     assert sorted(e["dir"] for e in deeper if not e["files"]) == []  # whole tree opened: only file chunks
     assert sum(len(e["files"]) for e in deeper) == 130 + 30
+
+
+def test_a_photo_is_read_as_its_exif_orientation_shows_it(tmp_path: Path) -> None:
+    """A phone's portrait photo is stored landscape with EXIF Orientation 6; its mask was drawn upright."""
+    images, labels = tmp_path / "img", tmp_path / "lbl"
+    images.mkdir()
+    labels.mkdir()
+    upright = np.zeros((40, 24), np.uint8)
+    upright[2:10, 3:7] = 200  # a mark near the top left as shown
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(images / "a.jpg", exif=exif, quality=95)
+    Image.fromarray((upright > 0).astype(np.uint8)).save(labels / "a.png")
+    source = ImageSource(kind="images", path=images, labels=MaskPngLabels(kind="mask-png", path=labels))
+    (row,) = decode_file(str(images / "a.jpg"), "a.jpg", source)
+    assert row["status"] == "ok" and row["has_label"]
+    image = np.asarray(row["image"]).reshape(row["channels"], row["height"], row["width"])[0]
+    assert image.shape == (40, 24) and image[2:10, 3:7].mean() > 150 > image[20:, 12:].mean()
