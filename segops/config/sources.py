@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from segops.config.spec import Spec
 
@@ -23,6 +23,13 @@ _EMPTY_HELP = (
 _VOID_HELP = (
     "Stored value of 'void' pixels (Pascal VOC's 255 object borders): read as background (no class, no "
     "instance), before values/threshold; segops has no ignore label, so they train and score as background."
+)
+
+
+_COLOURS_HELP = (
+    "Colour-coded masks: '#rrggbb' → class, e.g. {'#000000': 0, '#ff0000': 1}. Transparent pixels are background; "
+    "pixels of an unlisted colour (anti-aliased or JPEG edges) take the nearest listed colour's class, up to 5 % "
+    "of a mask."
 )
 
 
@@ -47,7 +54,8 @@ class MaskPngLabels(_MaskFiles):
     maps stored values to classes instead, e.g. ``{0: 1, 255: 0}`` where black marks the
     structure (ISBI 2012 membranes); then every stored value must be listed. ``threshold: T``
     binarises instead: stored value >= T is foreground (1), else 0, for anti-aliased, resized
-    or JPEG-compressed masks whose edges hold values between 0 and 255. ``empty_when_missing``:
+    or JPEG-compressed masks whose edges hold values between 0 and 255. ``colors`` reads
+    colour-coded masks (``'#ff0000': 1``). ``empty_when_missing``:
     inputs (globs) whose absent mask means "nothing to segment", e.g. ``["good/**"]``.
     """
 
@@ -58,15 +66,24 @@ class MaskPngLabels(_MaskFiles):
     threshold: int | None = Field(
         default=None, ge=1, le=65535, description="Stored value >= threshold is class 1, else 0 (e.g. 128)."
     )
+    colors: dict[Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")], Annotated[int, Field(ge=0, le=255)]] | None = (
+        Field(default=None, description=_COLOURS_HELP)
+    )
 
     @model_validator(mode="after")
-    def _threshold_or_values(self) -> MaskPngLabels:
-        if self.threshold is not None and self.values is not None:
+    def _one_reading(self) -> MaskPngLabels:
+        given = [name for name in ("values", "threshold", "colors") if getattr(self, name) is not None]
+        if len(given) > 1:
             raise ValueError(
-                f"threshold ({self.threshold}) and values ({self.values}) are both given; threshold binarises "
-                "(stored >= threshold → 1) and values maps each stored value: keep one of them"
+                f"{' and '.join(given)} are given together; values maps each stored value, threshold binarises "
+                "(stored >= threshold → 1), colors maps each colour of a colour-coded mask: keep one of them"
             )
         return self
+
+    @field_validator("colors")
+    @classmethod
+    def _lower_case(cls, colors: dict[str, int] | None) -> dict[str, int] | None:
+        return None if colors is None else {key.lower(): value for key, value in colors.items()}
 
 
 class DicomSegLabels(Spec):

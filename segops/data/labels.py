@@ -37,7 +37,7 @@ from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances
 from segops.data.label_census import label_counts
-from segops.data.mask_kinds import as_single_channel, without_void
+from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
 from segops.data.records import ImageRecord
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.errors import LabelError
@@ -55,7 +55,7 @@ def mask_png_path(root: str | Path, pattern: str, rel_path: str, frame: int = 0)
 
 def read_mask_png(
     path: str | Path,
-    shape: tuple[int, int],
+    shape: tuple[int, int] | None,
     page: int = 0,
     values: dict[int, int] | None = None,
     threshold: int | None = None,
@@ -68,13 +68,14 @@ def read_mask_png(
     ``void`` are background (0) first, and need not be listed in ``values``.
 
     Args:
-        shape: (H, W) of the image the mask belongs to.
+        shape: (H, W) of the image the mask belongs to (None: not checked).
 
     Raises:
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
-    return _checked(without_void(_read_page(path, page, "mask"), void), shape, str(path), values, threshold)
+    mask = without_void(_read_page(path, page, "mask"), void)
+    return _checked(mask, shape or mask.shape, str(path), values, threshold)
 
 
 def has_label_masks(spec: LabelsSpec | None) -> bool:
@@ -97,11 +98,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     if not path.is_file():
         return None
     try:
-        mask = _read_page(path, 0, "mask")
-        mask = mask if instance else without_void(mask, spec.void)
-        classes = _checked(
-            mask, mask.shape, str(path), None if instance else spec.values, None if instance else spec.threshold
-        )
+        classes = read_mask_png(path, None) if instance else spec_mask(spec, path)
     except LabelError:
         return None
     values, pixels = label_counts(classes)
@@ -120,7 +117,7 @@ def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -
         LabelError: unreadable, not single-channel, missing page, non-integer or negative ids,
             or of another size than the image.
     """
-    ids = _read_page(path, page, "instance-id image")
+    ids = _read_page(path, page, "instance-id image", soft=False)
     _check_size(ids, shape, f"instance-id image {path}")
     if ids.dtype.kind not in "biu":
         raise LabelError(f"instance-id image {path} has {ids.dtype} pixels; expected integer instance ids")
@@ -130,8 +127,20 @@ def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -
     return ids
 
 
-def _read_page(path: str | Path, page: int, what: str) -> np.ndarray:
-    """Page ``page`` of a single-channel image file, as stored."""
+def _read_page(path: str | Path, page: int, what: str, soft: bool = True) -> np.ndarray:
+    """Page ``page`` of a single-channel image file, as stored (integers: see :func:`as_single_channel`)."""
+    frame = _read_frame(path, page, what)
+    array = as_single_channel(frame, soft)
+    if array is None:
+        raise LabelError(
+            f"{what} {path} has shape {frame.shape} with channels that differ (a colour image, e.g. colour-coded "
+            "classes); expected one channel or a gray image stored as RGB; for colour-coded classes give "
+            "labels.colors ('#rrggbb': class)"
+        )
+    return array
+
+
+def _read_frame(path: str | Path, page: int, what: str) -> np.ndarray:
     try:
         with Image.open(path) as img:
             frames = [np.asarray(p) for p in ImageSequence.Iterator(img)]
@@ -139,13 +148,25 @@ def _read_page(path: str | Path, page: int, what: str) -> np.ndarray:
         raise LabelError(f"cannot read {what} {path}: {exc}") from exc
     if page >= len(frames):
         raise LabelError(f"{what} {path} has {len(frames)} page(s); page {page} was asked for")
-    array = as_single_channel(frames[page])
-    if array is None:
-        raise LabelError(
-            f"{what} {path} has shape {frames[page].shape} with channels that differ (a colour image, e.g. "
-            "colour-coded classes); expected one channel, or a gray image stored as RGB: convert it to class indices"
-        )
-    return array
+    return frames[page]
+
+
+def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | None = None, page: int = 0) -> np.ndarray:
+    """The (H, W) uint8 class map of mask file ``path`` as ``spec`` reads it: through ``colors``
+    (colour-coded masks), else ``void`` then ``values`` / ``threshold`` (:func:`read_mask_png`).
+
+    Args:
+        shape: (H, W) of its image; None when read without it (the label census).
+
+    Raises:
+        LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
+    """
+    if spec.colors is None:
+        mask = without_void(_read_page(path, page, "mask"), spec.void)
+        return _checked(mask, shape or mask.shape, str(path), spec.values, spec.threshold)
+    frame = _read_frame(path, page, "mask")
+    _check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")
+    return colour_classes(frame, spec.colors, str(path))
 
 
 #: ``label_uri`` of an empty label given by ``empty_when_missing`` (no file): ``empty:<rel_path>``.
@@ -222,9 +243,7 @@ class LabelResolver:
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
-            page = _page(self.spec.pattern, record)
-            label = read_mask_png(path, shape, page, self.spec.values, self.spec.threshold, self.spec.void)
-            return label, str(path.resolve())
+            return spec_mask(self.spec, path, shape, _page(self.spec.pattern, record)), str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():

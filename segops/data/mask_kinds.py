@@ -4,14 +4,17 @@
 - anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
   the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255); JPEG masks the
   same when ≥ 98 % of pixels lie within 1/16 of the range of 0 or the maximum (block noise is
-  not only on edges). A gray mask stored as RGB is read from one channel.
-- instance ids: 16-bit storage, more than :data:`MAX_GUESSED_CLASSES` values in one mask, or
-  the layout of per-image ids (PennFudan's ``PedMasks``): ≥ 90 % of masks number their objects
-  1..k with no gap, k differing between masks (at least 3 different counts, up to 3 or more);
-  and ≥ 80 % of (mask, value) pairs are one connected blob → ``instance-png``, task instance.
-  Class maps rarely look like that: a mask lacking class 2 but holding class 3 breaks the
-  1..k numbering, and most classes are not one blob in every image.
+  not only on edges). A gray mask stored as RGB is read from one channel; a float mask as
+  integers (:func:`integral`).
+- instance ids: 16-bit storage with two or more ids in a mask, more than
+  :data:`MAX_GUESSED_CLASSES` values in one mask, or the layout of per-image ids (PennFudan's
+  ``PedMasks``): ≥ 90 % of masks number their objects 1..k with no gap, k differing between
+  masks (at least 3 different counts, up to 3 or more); and ≥ 80 % of (mask, value) pairs are
+  one connected blob → ``instance-png``, task instance. Class maps rarely look like that: a
+  mask lacking class 2 but holding class 3 breaks the 1..k numbering, and most classes are not
+  one blob in every image.
 - multi-class otherwise: values 0..K are class indices, other value sets get a ``values`` map.
+- colour-coded (most sampled masks are colour images): ``colors`` (:func:`classify_colours`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from segops.errors import PlanError
+from segops.errors import LabelError, PlanError
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +39,48 @@ LOSSY_MASK_EXTS = (".jpg", ".jpeg")
 GRAY_TOLERANCE = 8
 
 
-def as_single_channel(array: np.ndarray) -> np.ndarray | None:
+def as_single_channel(array: np.ndarray, soft: bool = True) -> np.ndarray | None:
     """A stored mask as (H, W): as stored when 2-D; the first channel of a gray image stored as
     RGB/RGBA (colour channels equal within :data:`GRAY_TOLERANCE`, as masks saved by OpenCV or
-    as JPEG are) or as gray + alpha; None for a colour image (e.g. colour-coded classes)."""
+    as JPEG are) or as gray + alpha; the alpha channel of one colour painted on a transparent
+    layer; None for a colour image (e.g. colour-coded classes). Values as :func:`integral`."""
     if array.ndim == 2:
-        return array
+        return integral(array, soft)
     if array.ndim != 3 or array.shape[2] not in (2, 3, 4):
         return None
+    if array.shape[2] in (2, 4) and _drawn_in_alpha(array):
+        return integral(np.ascontiguousarray(array[..., -1]), soft)
     if array.shape[2] == 2:
-        return array[..., 0]
+        return integral(array[..., 0], soft)
     colour = array[..., :3].astype(np.int32)
     if np.abs(colour - colour[..., :1]).max(initial=0) > GRAY_TOLERANCE:
         return None
-    return np.ascontiguousarray(array[..., 0])
+    return integral(np.ascontiguousarray(array[..., 0]), soft)
+
+
+def _drawn_in_alpha(array: np.ndarray) -> bool:
+    """A mask painted as opacity on a transparent layer: one colour everywhere (black strokes), the
+    alpha channel varying. Read from the colour, it would be empty."""
+    colour, alpha = array[..., :-1], array[..., -1]
+    return bool((colour == colour.flat[0]).all() and alpha.min() != alpha.max())
+
+
+def integral(mask: np.ndarray, soft: bool = True) -> np.ndarray:
+    """A mask's stored values as integers: 1-bit (bool) as 0/1; a float mask (32-bit TIFF from a
+    scientific pipeline) with whole values as the narrowest unsigned type that holds them; a soft
+    float mask within [0, 1] (probabilities) as round(255 p), which the planner then binarises at
+    128 as it does an anti-aliased mask (not with ``soft`` False: instance ids). Other float
+    masks are returned as stored."""
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    if mask.dtype.kind != "f" or not np.isfinite(mask).all():
+        return mask
+    low, high = float(mask.min(initial=0)), float(mask.max(initial=0))
+    if low >= 0 and np.array_equal(mask, np.round(mask)) and high <= np.iinfo(np.uint16).max:
+        return mask.astype(np.uint8 if high <= 255 else np.uint16)
+    if soft and low >= 0 and high <= 1:
+        return np.round(mask * 255).astype(np.uint8)
+    return mask
 
 
 def without_void(mask: np.ndarray, void: int | None) -> np.ndarray:
@@ -212,7 +243,9 @@ def _classify(
         (main / total >= 0.98 and census.edge_share >= 0.9) or (census.lossy and near / total >= 0.98)
     )
     numbered = census.id_layout_share >= 0.9 and census.id_counts >= 3 and census.max_values_per_mask >= 3
-    instance_cue = census.bits == 16 or census.max_values_per_mask > MAX_GUESSED_CLASSES or numbered
+    # 16-bit storage says ids only where a mask holds two or more: one value per mask reads the same either way
+    wide = census.bits == 16 and census.max_values_per_mask >= 2
+    instance_cue = wide or census.max_values_per_mask > MAX_GUESSED_CLASSES or numbered
     if task == "instance" or (task is None and not aliased and instance_cue and census.blob_share >= 0.8):
         return (
             {"kind": "instance-png"},
@@ -250,4 +283,128 @@ def _classify(
         len(vals),
         "multi-class",
         f"{len(vals)} classes (values {vals[:12]})",
+    )
+
+
+# --------------------------------------------------------------------------- colour-coded masks
+
+#: Most unlisted pixels a colour mask may hold (anti-aliased or JPEG edges between listed colours,
+#: read as the nearest listed colour); more means the list misses a class.
+MAX_UNLISTED_SHARE = 0.05
+#: Most class colours ``segops plan`` reads from colour masks.
+MAX_COLOUR_CLASSES = 32
+
+
+def colour_key(rgb: tuple[int, int, int] | np.ndarray) -> str:
+    """``#rrggbb`` of an RGB triple, the key of ``labels.colors``."""
+    r, g, b = (int(v) for v in rgb)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _rgb_and_opaque(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stored mask frame as (H, W, 3) uint8 colours and an (H, W) "not transparent" mask."""
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    alpha = frame.shape[2] in (2, 4)
+    colour = frame[..., :-1] if alpha else frame
+    rgb = np.repeat(colour, 3, axis=2) if colour.shape[2] == 1 else colour[..., :3]
+    opaque = frame[..., -1] > 0 if alpha else np.ones(frame.shape[:2], bool)
+    return np.clip(rgb, 0, 255).astype(np.uint8), opaque
+
+
+def _packed(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def colour_classes(frame: np.ndarray, colors: dict[str, int], where: str) -> np.ndarray:
+    """A colour-coded mask → (H, W) uint8 class map through ``colors`` (``#rrggbb`` → class).
+
+    Transparent pixels are background (0). Pixels of an unlisted colour (anti-aliased or JPEG
+    edges) take the class of the nearest listed colour, up to :data:`MAX_UNLISTED_SHARE` of the
+    mask.
+
+    Raises:
+        LabelError: more unlisted pixels than that, naming the commonest unlisted colours.
+    """
+    rgb, opaque = _rgb_and_opaque(frame)
+    keys = np.array([int(k[1:], 16) for k in colors], np.int64)
+    classes = np.array(list(colors.values()), np.uint8)
+    packed = _packed(rgb)
+    order = np.argsort(keys)
+    pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
+    listed = keys[order][pos] == packed
+    out = classes[order][pos]
+    stray = ~listed & opaque
+    if stray.any():
+        if stray.mean() > MAX_UNLISTED_SHARE:
+            values, counts = np.unique(packed[stray], return_counts=True)
+            common = [f"#{v:06x}" for v in values[np.argsort(-counts)][:5]]
+            raise LabelError(
+                f"colour mask {where}: {stray.mean():.1%} of its pixels have colours labels.colors does not list "
+                f"(commonest {', '.join(common)}); add them to labels.colors with their class"
+            )
+        table = np.array([[int(k[i : i + 2], 16) for i in (1, 3, 5)] for k in colors], np.float32)
+        distance = ((rgb[stray][:, None, :].astype(np.float32) - table[None]) ** 2).sum(-1)
+        out[stray] = classes[distance.argmin(1)]
+    out[~opaque] = 0
+    return out
+
+
+def is_colour_mask(path: Path) -> bool:
+    """Whether a mask file is a colour image that :func:`as_single_channel` cannot read as gray."""
+    try:
+        with Image.open(path) as img:
+            return img.mode not in ("P", "PA") and as_single_channel(np.asarray(img)) is None
+    except (UnidentifiedImageError, OSError):
+        return False
+
+
+def colour_census(paths: list[Path]) -> dict[str, tuple[int, int, int]]:
+    """Colour → (masks holding it, pixels, pixels in a 2x2 block of that one colour) over ``paths``
+    (transparent pixels count as ``#000000``). A class colour fills regions, so has block pixels;
+    the blends of anti-aliased edges mostly do not."""
+    found: dict[int, list[int]] = {}
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                rgb, opaque = _rgb_and_opaque(np.asarray(img))
+        except (UnidentifiedImageError, OSError) as exc:
+            log.warning("cannot read mask %s: %s", path, exc)
+            continue
+        packed = np.where(opaque, _packed(rgb), 0)
+        block = (packed[:-1, :-1] == packed[1:, :-1]) & (packed[:-1, :-1] == packed[:-1, 1:])
+        block &= packed[:-1, :-1] == packed[1:, 1:]
+        values, counts = np.unique(packed, return_counts=True)
+        in_blocks = dict(zip(*np.unique(packed[:-1, :-1][block], return_counts=True)))
+        for v, c in zip(values.tolist(), counts.tolist()):
+            entry = found.setdefault(v, [0, 0, 0])
+            entry[0], entry[1], entry[2] = entry[0] + 1, entry[1] + c, entry[2] + int(in_blocks.get(v, 0))
+    return {f"#{v:06x}": (m, p, b) for v, (m, p, b) in sorted(found.items())}
+
+
+def classify_colours(census: dict[str, tuple[int, int, int]]) -> tuple[dict[str, Any], str, int, str, str]:
+    """``labels.colors`` for colour-coded masks: the commonest colour (by pixels) is background (0),
+    every other colour that fills a 2x2 block somewhere a class, numbered by pixels, most first;
+    other colours (edge blends) are read as the nearest class colour.
+
+    Raises:
+        PlanError: more than :data:`MAX_COLOUR_CLASSES` class colours (not a mask, or a photo).
+    """
+    filled = sorted((c for c, (_, _, b) in census.items() if b >= 4), key=lambda c: -census[c][1])
+    if len(filled) > MAX_COLOUR_CLASSES + 1:
+        raise PlanError(
+            f"masks are colour images with {len(filled)} colours that fill regions; expected a few class colours "
+            "(are they photos?); give --labels FOLDER with class-index masks"
+        )
+    if len(filled) < 2:
+        raise PlanError("masks are colour images but hold one colour: no class to learn")
+    colors = {c: i for i, c in enumerate(filled)}
+    shown = ", ".join(f"{c} → {i}" for c, i in list(colors.items())[:8])
+    return (
+        {"kind": "mask-png", "colors": colors},
+        "semantic",
+        len(colors),
+        "colour-coded",
+        f"colour-coded masks: {shown} (background the commonest colour)",
     )

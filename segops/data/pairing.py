@@ -34,7 +34,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from segops.data.mask_kinds import LOSSY_MASK_EXTS, MaskCensus, classify_masks, mask_census
+from segops.data.mask_kinds import (
+    LOSSY_MASK_EXTS,
+    MaskCensus,
+    classify_colours,
+    classify_masks,
+    colour_census,
+    is_colour_mask,
+    mask_census,
+)
 from segops.data.mask_names import (
     IMAGE_EXTS,
     MASK_DIRS,
@@ -248,8 +256,13 @@ def _paired(
     data = [i for i in rel_images if i not in masks_set]
     same = label_root == image_root
     paired = [i for i in data if not (same and mask_of[i] == i) and (label_root / mask_of[i]).is_file()]
-    census = mask_census([label_root / mask_of[i] for i in _spread(paired, sample)])
-    labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides.task, overrides.foreground_value)
+    sampled = [label_root / mask_of[i] for i in _spread(paired, sample)]
+    census = None
+    if overrides.foreground_value is None and 2 * sum(map(is_colour_mask, sampled)) > len(sampled):
+        labels_spec, task, classes, mask_kind, why = classify_colours(colour_census(sampled))
+    else:
+        census = mask_census(sampled)
+        labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides.task, overrides.foreground_value)
     labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}

@@ -139,7 +139,5 @@ def test_decoded_record_carries_the_census_of_its_thresholded_label(tmp_path: Pa
 
 
 def test_threshold_and_values_together_are_a_spec_error(tmp_path: Path) -> None:
-    with pytest.raises(
-        ValidationError, match=r"threshold \(128\) and values \(\{0: 0, 255: 1\}\) are both given.*keep one"
-    ):
+    with pytest.raises(ValidationError, match=r"values and threshold are given together.*keep one"):
         MaskPngLabels(kind="mask-png", path=tmp_path, threshold=128, values={0: 0, 255: 1})

@@ -167,7 +167,11 @@ def test_instance_tiff_and_instance_png_errors(tmp_path: Path) -> None:
     Image.fromarray(colour).save(tmp_path / "rgb.png")
     with pytest.raises(LabelError, match=r"rgb\.png has shape \(24, 32, 3\) with channels that differ"):
         read_instance_png(tmp_path / "rgb.png", (24, 32))
-    Image.fromarray(np.zeros((24, 32), np.float32)).save(tmp_path / "float.tif")
+    whole = np.zeros((24, 32), np.float32)
+    whole[1:5, 1:5] = 3.0  # ids written by a float pipeline: read as integers
+    Image.fromarray(whole).save(tmp_path / "whole.tif")
+    np.testing.assert_array_equal(read_instance_png(tmp_path / "whole.tif", (24, 32)), whole.astype(np.int64))
+    Image.fromarray(whole / 4).save(tmp_path / "float.tif")  # 0.75: no instance id
     with pytest.raises(LabelError, match=r"float\.tif has float32 pixels; expected integer instance ids"):
         read_instance_png(tmp_path / "float.tif", (24, 32))
     (tmp_path / "junk.png").write_bytes(b"not a png")

@@ -9,9 +9,11 @@ import pydicom
 import pytest
 from PIL import Image
 
-from segops.data.mask_kinds import classify_masks, mask_census
+from segops.config.schema import MaskPngLabels
+from segops.data.labels import read_mask_png, spec_mask
+from segops.data.mask_kinds import classify_masks, integral, mask_census
 from segops.data.pairing import PlanOverrides, detect
-from segops.errors import PlanError
+from segops.errors import LabelError, PlanError
 from segops.outputs.dicom_seg import build_seg, write_seg
 
 from .rtstruct_archive import make_rtstruct_archive
@@ -299,10 +301,10 @@ def test_roboflow_coco_export_reads_the_largest_split_and_skips_the_unused_super
     assert "other COCO files, not read: test/_annotations.coco.json, valid/_annotations.coco.json" in d.notes["labels"]
 
 
-def _census(tmp_path: Path, masks: list[np.ndarray]) -> tuple:
+def _census(tmp_path: Path, masks: list[np.ndarray], ext: str = ".png") -> tuple:
     paths = []
     for i, m in enumerate(masks):
-        paths.append(tmp_path / f"m{i}.png")
+        paths.append(tmp_path / f"m{i}{ext}")
         Image.fromarray(m).save(paths[-1])
     census = mask_census(paths)
     return census, classify_masks(census)
@@ -331,6 +333,24 @@ def test_instance_id_masks_16_bit(tmp_path: Path) -> None:
     census, (fields, task, classes, kind, _) = _census(tmp_path, [ids, ids[::-1]])
     assert census.bits == 16 and census.blob_share == 1.0
     assert (fields, task, classes, kind) == ({"kind": "instance-png"}, "instance", 2, "instance-id")
+
+
+def test_one_id_per_16_bit_mask_is_a_binary_mask(tmp_path: Path) -> None:
+    census, (fields, task, classes, kind, _) = _census(tmp_path, [_square().astype(np.uint16), _square()[::-1]])
+    assert census.bits == 16 and census.max_values_per_mask == 1
+    assert (fields, task, classes, kind) == ({"kind": "mask-png"}, "semantic", 2, "binary")
+
+
+def test_float_tiff_masks_are_read_as_integers(tmp_path: Path) -> None:
+    one = _square(value=1)
+    whole = [one.astype(np.float32), one[::-1].astype(np.float32)]  # 0.0 / 1.0 in 32-bit float TIFFs
+    census, (fields, task, *_rest) = _census(tmp_path, whole, ".tif")
+    assert (census.values.keys(), census.bits, fields, task) == ({0, 1}, 8, {"kind": "mask-png"}, "semantic")
+    label = read_mask_png(tmp_path / "m0.tif", (24, 32))
+    assert label.dtype == np.uint8 and np.array_equal(label, one)
+    soft = one.astype(np.float32) * 0.8  # probabilities: stored as round(255 p)
+    assert np.array_equal(integral(soft), one * 204)
+    assert integral(np.array([[-1.5, 2.0]], np.float32)).dtype == np.float32  # neither: left as stored
 
 
 def _voc_mask(objects: list[tuple[int, int, int]], border: int = 2) -> np.ndarray:
@@ -396,3 +416,41 @@ def test_no_images_is_a_plan_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("nothing")
     with pytest.raises(PlanError, match="no image or DICOM files under"):
         detect(tmp_path)
+
+
+def test_colour_coded_masks_get_a_colour_map(tmp_path: Path) -> None:
+    """Red and green defects painted on black (RGB) or on a transparent layer (RGBA), with
+    anti-aliased edges: two class colours, the blends read as the nearest."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((32, 40), 90, np.uint8)).save(images / f"p{i}.png")
+        rgba = np.zeros((32, 40, 4), np.uint8)
+        rgba[4:12, 5:15] = (255, 0, 0, 255)
+        rgba[20:28, 20:34] = (0, 200, 0, 255) if i % 2 else (255, 0, 0, 255)
+        rgba[12, 5:15] = (128, 0, 0, 255)  # an anti-aliased edge: half red, half black
+        Image.fromarray(rgba if i % 3 else rgba[..., :3].copy()).save(labels / f"p{i}.png")
+    detection = detect(tmp_path, PlanOverrides())
+    spec = detection.source["labels"]
+    assert (detection.task, detection.classes, detection.mask_kind) == ("semantic", 3, "colour-coded")
+    assert spec["colors"] == {"#000000": 0, "#ff0000": 1, "#00c800": 2}
+    labels_spec = MaskPngLabels(**spec)
+    classes = spec_mask(labels_spec, labels / "p1.png", (32, 40))
+    assert (classes[4:12, 5:15] == 1).all() and (classes[20:28, 20:34] == 2).all()
+    assert (classes[12, 5:15] == 1).all()  # the blend (128, 0, 0) is nearest to red
+    assert classes.sum() == 10 * 9 + 2 * 8 * 14
+    stray = np.zeros((32, 40, 3), np.uint8)
+    stray[:, :20] = (0, 0, 255)  # half the mask in a colour the map does not list
+    Image.fromarray(stray).save(tmp_path / "blue.png")
+    with pytest.raises(LabelError, match=r"50.0% of its pixels have colours labels.colors does not list.*#0000ff"):
+        spec_mask(labels_spec, tmp_path / "blue.png", (32, 40))
+
+
+def test_a_mask_painted_in_the_alpha_channel_is_read_from_it(tmp_path: Path) -> None:
+    """Black strokes on a transparent layer: read from the colour, every mask would be empty."""
+    stroke = np.zeros((24, 32, 4), np.uint8)
+    stroke[4:12, 6:18, 3] = 255
+    census, (fields, task, classes, kind, _) = _census(tmp_path, [stroke, stroke[::-1].copy()])
+    assert census.values == {0: (2, 2 * (24 * 32 - 96)), 255: (2, 2 * 96)}
+    assert (fields, kind) == ({"kind": "mask-png"}, "binary")
