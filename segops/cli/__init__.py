@@ -251,6 +251,7 @@ def plan(
         f"[green]planned[/] {result.workflow} ({result.detection.pairing} pairing, {result.detection.mask_kind} masks, "
         f"{result.detection.n_paired}/{result.detection.n_images} images labelled); fingerprint of the "
         f"{fp.n_labelled} labelled in {result.fingerprint_file}"
+        + (f"; {fp.left_out} file(s) left out, named in the warning above" if fp.left_out else "")
     )
     out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
 

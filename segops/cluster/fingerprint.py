@@ -23,7 +23,7 @@ from segops.data.fingerprint import (
     FingerprintAccumulator,
     record_stats,
 )
-from segops.data.records import STATUS_OK
+from segops.data.records import STATUS_OK, STATUS_QUARANTINED
 from segops.outputs.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,14 @@ def _stats_batch(
     batch: dict[str, np.ndarray], task: str, k: int, seed: int, labelled_only: bool = False
 ) -> dict[str, np.ndarray]:
     """Ray Data UDF: decoded rows → one pickled stats row per ``ok`` record (one binary column,
-    so every block has the same schema whatever it holds); with ``labelled_only``, labelled ones."""
+    so every block has the same schema whatever it holds); with ``labelled_only``, labelled ones.
+    A quarantined row gives ``{"left_out": (rel_path, why)}``."""
     out = []
     status = batch.get("status")
     for i in range(len(batch["case_id"])):
         if status is not None and status[i] != STATUS_OK:
+            if status[i] == STATUS_QUARANTINED:  # skipped rows are files that hold no image (an RTSTRUCT)
+                out.append(pickle.dumps({"left_out": (str(batch["rel_path"][i]), str(batch["error"][i]))}))
             continue
         label = batch["label"][i] if ("has_label" not in batch or batch["has_label"][i]) else None
         if labelled_only and label is None:
@@ -77,6 +80,9 @@ def _fold(
     for batch in stats.iter_batches(batch_format="numpy", batch_size=256):
         for blob in batch["stats"]:
             row = pickle.loads(blob)
+            if "left_out" in row:
+                acc.add_left_out(*row["left_out"])
+                continue
             meta = row.pop("meta")
             census = (str(meta.get("transfer_syntax", "")), str(meta.get("photometric", "")))
             acc.add(row, str(meta["group_id"]), str(meta["modality"]), (meta["spacing_y"], meta["spacing_x"]), *census)

@@ -33,6 +33,8 @@ MAX_OBJECTS_PER_CASE = 64
 HISTOGRAM_BINS = 50
 #: Per-image scalars kept (a uniform sample of images) for the drift check's KS tests.
 MAX_IMAGE_SAMPLES = 2_000
+#: Left-out files a fingerprint names with their reason (all are counted).
+MAX_LEFT_OUT_EXAMPLES = 10
 #: The per-image scalars :attr:`Fingerprint.image_samples` holds.
 IMAGE_SCALARS = ("mean", "height", "width", "spacing_y", "spacing_x")
 
@@ -102,6 +104,9 @@ class Fingerprint:
             :data:`MAX_IMAGE_SAMPLES` images, for the drift check; empty in older files.
         transfer_syntaxes, photometrics: images per transfer syntax (file format for images) and
             photometric interpretation; empty in older files.
+        left_out: files (or frames) that decoded to no record: unreadable, or their label could
+            not be read or does not fit (a mask of another size); ``left_out_examples`` names
+            :data:`MAX_LEFT_OUT_EXAMPLES` of them with the reason.
     """
 
     task: str
@@ -126,6 +131,8 @@ class Fingerprint:
     image_samples: dict[str, list[float]] = field(default_factory=dict)
     transfer_syntaxes: dict[str, int] = field(default_factory=dict)
     photometrics: dict[str, int] = field(default_factory=dict)
+    left_out: int = 0
+    left_out_examples: dict[str, str] = field(default_factory=dict)
 
     @property
     def modality(self) -> str:
@@ -295,6 +302,8 @@ class FingerprintAccumulator:
     histogram_edges: tuple[float, ...] | None = None
     transfer_syntaxes: Counter = field(default_factory=Counter)
     photometrics: Counter = field(default_factory=Counter)
+    left_out: int = 0
+    left_out_examples: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -342,6 +351,12 @@ class FingerprintAccumulator:
         self.object_counts[row["object_count"]] += 1
         self._sizes.add(np.asarray(row["object_sizes"], np.float64))
 
+    def add_left_out(self, rel_path: str, reason: str) -> None:
+        """A file (or frame) that gave no record, and why (the first few are kept by name)."""
+        self.left_out += 1
+        if len(self.left_out_examples) < MAX_LEFT_OUT_EXAMPLES:
+            self.left_out_examples[rel_path] = reason
+
     def result(self) -> Fingerprint:
         labelled_px = sum(p for _, p in self.census.values()) or 1
         return Fingerprint(
@@ -373,6 +388,8 @@ class FingerprintAccumulator:
             image_samples=self._images.columns(IMAGE_SCALARS),
             transfer_syntaxes=dict(self.transfer_syntaxes),
             photometrics=dict(self.photometrics),
+            left_out=self.left_out,
+            left_out_examples=dict(self.left_out_examples),
         )
 
     def _histogram(self) -> Histogram | None:

@@ -71,7 +71,12 @@ def plan_workflow(
     ensure_ray(ClusterSpec(num_cpus=num_cpus))
     fp = fingerprint_source(source, detection.task, labelled_only=True)  # what training will see
     if fp.n_labelled == 0:
-        raise PlanError(f"no image under {detection.source['path']} decoded with a label; check --labels and --pattern")
+        raise PlanError(
+            f"no image under {detection.source['path']} decoded with a label; check --labels and --pattern"
+            + (f". {left_out_paragraph(fp)}" if fp.left_out else "")
+        )
+    if fp.left_out:
+        log.warning("%s", left_out_paragraph(fp))
     if _has_cuda():
         settings = replace(settings, max_patch_side=512, base_channels=32, max_channels=512)
     if detection.task == "instance":
@@ -84,6 +89,17 @@ def plan_workflow(
     atomic_write_text(output, text)
     log.info("wrote %s and %s", output, fp_file)
     return PlanResult(output, Path(fp_file), fp, detection, choices)
+
+
+def left_out_paragraph(fp: Fingerprint) -> str:
+    """What the fingerprint could not read, by file and reason, and what to do about it."""
+    shown = "; ".join(f"{rel}: {why}" for rel, why in fp.left_out_examples.items())
+    more = f" (and {fp.left_out - len(fp.left_out_examples)} more)" if fp.left_out > len(fp.left_out_examples) else ""
+    return (
+        f"{fp.left_out} file(s) gave no record and are left out of the plan{more} — {shown}. "
+        "Ingest quarantines them with the same reason and trains on the rest; fix their masks (same size as the "
+        "image, one channel) or list them under the source's `exclude`"
+    )
 
 
 def cached_maskrcnn_weights() -> tuple[str | None, str]:

@@ -51,12 +51,17 @@ def test_plan_sizes_training_by_the_labelled_images(tmp_path: Path) -> None:
         Image.fromarray(mask).save(tmp_path / f"slice{i}_mask.png")
     for i in range(10):
         Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(tmp_path / f"photo{i}.png")
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(tmp_path / "slice6.png")
+    Image.fromarray(mask[:32]).save(tmp_path / "slice6_mask.png")  # exported at another size: left out, by name
     out = tmp_path / "plan.yaml"
     result = runner.invoke(app, ["plan", str(tmp_path), "-o", str(out), "--budget-minutes", "2"])
     assert result.exit_code == 0, result.output
-    assert "6/16 images labelled); fingerprint of the 6 labelled" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "7/17 images labelled); fingerprint of the 6 labelled" in said and "1 file(s) left out" in said
+    assert "slice6.png: mask" in said and "is 64x32 but its image is 64x64" in said
     fp = Fingerprint.from_json((tmp_path / "fingerprint.json").read_text())
     assert (fp.n_images, fp.n_labelled, fp.channels, fp.median_shape) == (6, 6, {1: 6}, (64, 64))
+    assert fp.left_out == 1 and list(fp.left_out_examples) == ["slice6.png"]
     _, train, _ = load_workflow(out).steps
     assert train.model.in_channels == 1 and train.preprocess.patch_size == (64, 64)
 
