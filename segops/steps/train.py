@@ -162,6 +162,15 @@ def fingerprint_taken(pending: Future, dataset: Path, task: str, seed: int) -> F
         return fingerprint_dataset(dataset, task, seed=seed)
 
 
+def _foreground_strata(labelled: pd.DataFrame) -> dict[str, bool] | None:
+    """Group → whether any of its labels holds foreground, the strata of the split (None for a
+    dataset written before ``label_values`` existed)."""
+    if "label_values" not in labelled:
+        return None
+    has_fg = labelled["label_values"].map(lambda values: any(int(v) > 0 for v in values))
+    return has_fg.groupby(labelled["group_id"]).any().to_dict()
+
+
 @dataclass(frozen=True)
 class _Split:
     """The run's split as trained: with folds, ``train`` holds every non-test group and ``val`` none."""
@@ -179,13 +188,14 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
     training run gets a case per worker, and write ``split.json`` (``train``, ``val``, ``test``, and
     ``folds``: each fold's validation groups)."""
     groups = labelled["group_id"]
-    split = split_groups(groups.tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed)
+    strata = _foreground_strata(labelled)
+    split = split_groups(groups.tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed, strata)
     if step.split.test_fraction > 0 and not split.test:
         log.warning("only %d labelled groups: no test set is held out, so no held-out figures", groups.nunique())
     folds: list[tuple[str, ...]] = []
     train, val = list(split.train), list(split.val)
     if step.folds > 1:
-        folds = fold_groups(train + val, step.folds, step.split.seed)
+        folds = fold_groups(train + val, step.folds, step.split.seed, strata)
         train, val = sorted(train + val), []
     n_train, n_val = int(groups.isin(train).sum()), int(groups.isin(val).sum())
     fewest = min((n_train - int(groups.isin(f).sum()) for f in folds), default=n_train)

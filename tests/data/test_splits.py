@@ -45,3 +45,28 @@ def test_folds_are_disjoint_grouped_and_cover_every_group_once():
 def test_more_folds_than_groups_is_an_error_naming_the_fix():
     with pytest.raises(StepError, match="lower train.folds"):
         fold_groups(["a", "b"], 3, seed=0)
+
+
+def test_rare_defect_groups_are_spread_over_the_parts_in_proportion():
+    """60 images, 6 with a defect: every seed puts one in validation and one or two in test
+    (a random split leaves validation without a defect for some seeds)."""
+    images = [f"img-{i:02d}" for i in range(60)]
+    defect = {g: i % 10 == 0 for i, g in enumerate(images)}
+    unstratified = [sum(defect[g] for g in split_groups(images, 0.1, 0.2, seed=s).val) for s in range(20)]
+    assert 0 in unstratified  # the failure this guards against
+    for seed in range(20):
+        split = split_groups(images, 0.1, 0.2, seed=seed, strata=defect)
+        counted = [sum(defect[g] for g in part) for part in (split.train, split.val, split.test)]
+        assert counted[1] == 1 and counted[2] in (1, 2) and sum(counted) == 6
+        assert (len(split.train), len(split.val), len(split.test)) == (42, 6, 12)  # sizes as without strata
+    assert split_groups(images, 0.1, 0.2, 3, defect) != split_groups(images, 0.1, 0.2, 4, defect)
+    one_stratum = dict.fromkeys(images, True)
+    assert split_groups(images, 0.1, 0.2, 5, one_stratum) == split_groups(images, 0.1, 0.2, 5)
+
+
+def test_folds_spread_each_stratum_evenly():
+    images = [f"img-{i:02d}" for i in range(50)]
+    defect = {g: i % 5 == 0 for i, g in enumerate(images)}  # 10 of 50
+    folds = fold_groups(images, 5, seed=0, strata=defect)
+    assert [sum(defect[g] for g in fold) for fold in folds] == [2, 2, 2, 2, 2]
+    assert sorted(g for fold in folds for g in fold) == images
