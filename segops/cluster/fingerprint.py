@@ -39,14 +39,17 @@ def _stats_batch(
 ) -> dict[str, np.ndarray]:
     """Ray Data UDF: decoded rows → one pickled stats row per ``ok`` record (one binary column,
     so every block has the same schema whatever it holds); with ``labelled_only``, labelled ones.
-    A quarantined row gives ``{"left_out": (rel_path, why)}``."""
+    A quarantined row (with ``labelled_only``, also a record whose label could not be read) gives
+    ``{"left_out": (rel_path, why)}``."""
     out = []
     status = batch.get("status")
+    stage = batch.get("stage")
     for i in range(len(batch["case_id"])):
-        if status is not None and status[i] != STATUS_OK:
-            if status[i] == STATUS_QUARANTINED:  # skipped rows are files that hold no image (an RTSTRUCT)
-                out.append(pickle.dumps({"left_out": (str(batch["rel_path"][i]), str(batch["error"][i]))}))
-            continue
+        unread_label = stage is not None and stage[i] == "label"  # a record kept without its label
+        if status is not None and (status[i] == STATUS_QUARANTINED or (labelled_only and unread_label)):
+            out.append(pickle.dumps({"left_out": (str(batch["rel_path"][i]), str(batch["error"][i]))}))
+        if status is not None and (status[i] != STATUS_OK or (labelled_only and unread_label)):
+            continue  # skipped rows are files that hold no image (an RTSTRUCT): not left-out data
         label = batch["label"][i] if ("has_label" not in batch or batch["has_label"][i]) else None
         if labelled_only and label is None:
             continue

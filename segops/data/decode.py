@@ -19,7 +19,7 @@ from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
 from segops.data.labels import LabelResolver, build_resolver, pattern_regex
-from segops.data.records import STATUS_QUARANTINED, STATUS_SKIPPED, problem_row
+from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension, volume_label
 from segops.errors import LabelError, NoPixelDataError
 
@@ -162,7 +162,9 @@ def _label_regex(pattern: str) -> re.Pattern[str]:
 
 
 def decode_file(path: str, rel_path: str, source: Source, labels: LabelResolver | None = None) -> list[dict[str, Any]]:
-    """Decode one file (and its label) into rows; failures become one quarantine/skip row.
+    """Decode one file (and its label) into rows; failures become one quarantine/skip row. A record
+    whose label cannot be read or does not fit (a mask of another size) stays an ``ok`` row, unlabelled,
+    with stage ``label`` and the error: the image is still segmented, and the quarantine table lists it.
 
     Args:
         labels: built by :func:`segops.data.labels.build_resolver` from ``source.labels``;
@@ -187,8 +189,8 @@ def decode_file(path: str, rel_path: str, source: Source, labels: LabelResolver 
     for record in records:
         try:
             found = labels.label_for(record) if labels is not None else None
-        except LabelError as exc:
-            rows.append(problem_row(path, rel_path, STATUS_QUARANTINED, "label", exc, record.case_id))
+        except LabelError as exc:  # the image is fine: kept unlabelled (segmented, never trained on), and says why
+            rows.append(record.to_row() | failure_fields(STATUS_OK, "label", exc))
             continue
         if found is not None:  # no label: the record is unlabelled, counted, not an error
             record.label, record.label_uri = found

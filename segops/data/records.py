@@ -29,6 +29,8 @@ STATUS_OK = "ok"
 STATUS_QUARANTINED = "quarantined"
 STATUS_SKIPPED = "skipped"
 STATUS_FAILED = "failed"  # decoded, but segmenting or writing this one case failed
+#: Quarantine-table status of a record kept without its label (the label could not be read or does not fit).
+STATUS_UNLABELLED = "unlabelled"
 
 #: A record's columns without pixels, in the order they are written, with explicit types so that
 #: every block has the same schema (an all-empty list column would otherwise be inferred as
@@ -213,9 +215,21 @@ def records_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table({name: [row[name] for row in rows] for name in META_COLUMNS}, schema=RECORD_SCHEMA)
 
 
-def quarantine_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The quarantine table (:data:`QUARANTINE_COLUMNS`) of rows that are not ``ok``."""
-    return rows[rows["status"] != STATUS_OK][list(QUARANTINE_COLUMNS)].reset_index(drop=True)
+def label_problems(rows: pd.DataFrame) -> pd.Series:
+    """Which ``ok`` rows are records whose label could not be read (kept unlabelled, stage ``label``)."""
+    return (rows["status"] == STATUS_OK) & (rows["stage"] == "label")
+
+
+def quarantine_table(rows: pd.DataFrame, with_label_problems: bool = True) -> pd.DataFrame:
+    """The quarantine table (:data:`QUARANTINE_COLUMNS`) of rows that are not ``ok``, and (unless
+    ``with_label_problems`` is False) of records whose label could not be read (status
+    :data:`STATUS_UNLABELLED`: the image is segmented, not scored)."""
+    listed = rows["status"] != STATUS_OK
+    if with_label_problems:
+        listed |= label_problems(rows)
+    table = rows[listed][list(QUARANTINE_COLUMNS)].copy()
+    table.loc[table["status"] == STATUS_OK, "status"] = STATUS_UNLABELLED
+    return table.reset_index(drop=True)
 
 
 def dataset_meta(dataset_dir: str | Path) -> pd.DataFrame:

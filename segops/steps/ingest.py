@@ -19,7 +19,15 @@ from segops.config.schema import DicomSource, IngestStep, RtstructLabels, Volume
 from segops.config.sources import is_instance_labels
 from segops.data.label_census import label_census, unusual_labels_warning
 from segops.data.labels import build_resolver
-from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, dataset_meta, quarantine_table
+from segops.data.records import (
+    STATUS_OK,
+    STATUS_QUARANTINED,
+    STATUS_SKIPPED,
+    STATUS_UNLABELLED,
+    dataset_meta,
+    label_problems,
+    quarantine_table,
+)
 from segops.data.rtstruct_labels import CENSUS_COLUMNS, contour_census
 from segops.data.series import SeriesGeometry, assemble_series, series_table, volume_affine
 from segops.data.volumes import file_order_geometry, volume_label_files
@@ -66,9 +74,22 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
 
     metrics = ingest_metrics(meta, tables)
     ctx.tracker.log_metrics(metrics)
-    if len(tables["quarantine"]):
+    unread = int(metrics["ingest_label_problems"])
+    if len(tables["quarantine"]) > unread:
         log.warning(
-            "%d file(s) not ingested (quarantined or skipped); see %s", len(tables["quarantine"]), paths["quarantine"]
+            "%d file(s) not ingested (quarantined or skipped); see %s",
+            len(tables["quarantine"]) - unread,
+            paths["quarantine"],
+        )
+    if unread:
+        first = tables["quarantine"][tables["quarantine"]["status"] == STATUS_UNLABELLED].iloc[0]
+        log.warning(
+            "%d image(s) kept without their label, which could not be read or does not fit (e.g. %s: %s): they are "
+            "segmented but neither trained on nor scored; fix the labels and run again; all are listed in %s",
+            unread,
+            first["rel_path"],
+            first["error"],
+            paths["quarantine"],
         )
     if len(tables.get("rtstruct-contours", ())):
         counts = tables["rtstruct-contours"]["reason"].value_counts().sort_index()
@@ -104,6 +125,7 @@ def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[
         "ingest_labelled": float(ok["has_label"].sum()),
         "ingest_unlabelled": float((~ok["has_label"]).sum()),
         "ingest_quarantined": float((meta["status"] == STATUS_QUARANTINED).sum()),
+        "ingest_label_problems": float(label_problems(meta).sum()),
         "ingest_skipped_no_pixels": float((meta["status"] == STATUS_SKIPPED).sum()),
     }
     if "unmatched-labels" in tables:

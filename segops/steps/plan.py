@@ -96,9 +96,9 @@ def left_out_paragraph(fp: Fingerprint) -> str:
     shown = "; ".join(f"{rel}: {why}" for rel, why in fp.left_out_examples.items())
     more = f" (and {fp.left_out - len(fp.left_out_examples)} more)" if fp.left_out > len(fp.left_out_examples) else ""
     return (
-        f"{fp.left_out} file(s) gave no record and are left out of the plan{more} — {shown}. "
-        "Ingest quarantines them with the same reason and trains on the rest; fix their masks (same size as the "
-        "image, one channel) or list them under the source's `exclude`"
+        f"{fp.left_out} file(s) could not be read with their label and are left out of the plan{more} — {shown}. "
+        "Ingest lists them in quarantine.csv with the same reason and trains on the rest (a readable image is "
+        "still segmented); fix their masks (the image's size, one channel) or list them under the source's `exclude`"
     )
 
 

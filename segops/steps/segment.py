@@ -162,7 +162,9 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     if "coco-rle" in step.outputs:
         coco_path = write_coco_results(ok, step.segments, loaded.model_spec.classes, root / "coco_results.json")
         ctx.tracker.log_artifact(coco_path, artifact_dir)
-    bad = quarantine_table(results)
+    # label problems of an ingested dataset are in the ingest's quarantine table already
+    folder = step.source is not None and not isinstance(step.source, DatasetSource)
+    bad = quarantine_table(results, with_label_problems=folder)
     if len(bad):
         qpath, qcsv = write_table(bad, root / "segment-quarantine")
         ctx.tracker.log_artifact(qcsv, artifact_dir)

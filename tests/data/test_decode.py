@@ -1,12 +1,13 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from pydicom.data import get_testdata_file
 
 from segops.config.schema import DicomSource, ImageSource, MaskPngLabels
 from segops.data.decode import decode_file, list_source_files
-from segops.data.records import META_COLUMNS
+from segops.data.records import META_COLUMNS, quarantine_table
 
 
 def _dicom_source(root: Path, labels: Path | None = None) -> DicomSource:
@@ -42,7 +43,7 @@ def test_bad_files_become_quarantine_or_skip_rows(tmp_path: Path) -> None:
     assert plan["status"] == "skipped" and plan["error_type"] == "NoPixelDataError"
 
 
-def test_label_of_wrong_size_quarantines_at_label_stage(tmp_path: Path) -> None:
+def test_label_of_wrong_size_leaves_the_image_unlabelled_and_says_why(tmp_path: Path) -> None:
     images, labels = tmp_path / "img", tmp_path / "lbl"
     images.mkdir()
     labels.mkdir()
@@ -50,8 +51,10 @@ def test_label_of_wrong_size_quarantines_at_label_stage(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(labels / "a.png")
     source = ImageSource(kind="images", path=images, labels=MaskPngLabels(kind="mask-png", path=labels))
     (row,) = decode_file(str(images / "a.png"), "a.png", source)
-    assert row["status"] == "quarantined" and row["stage"] == "label"
+    assert (row["status"], row["has_label"], row["stage"]) == ("ok", False, "label")  # still segmented
     assert "is 10x10 but its image is 30x20" in row["error"]
+    (listed,) = quarantine_table(pd.DataFrame([row])).to_dict("records")
+    assert (listed["status"], listed["stage"], listed["rel_path"]) == ("unlabelled", "label", "a.png")
 
 
 def test_inspection_png_gray_and_rgb(inspection_archive: Path) -> None:

@@ -205,7 +205,7 @@ def test_instance_classes_are_the_majority_class_under_each_instance(tmp_path: P
         resolver.label_for(record)
     source = ImageSource(kind="images", path=images, labels=spec)
     (row,) = decode_file(str(images / "x.png"), "x.png", source, resolver)
-    assert (row["status"], row["stage"], row["error_type"]) == ("quarantined", "label", "LabelError")
+    assert (row["status"], row["has_label"], row["stage"], row["error_type"]) == ("ok", False, "label", "LabelError")
     (root / "classes" / "x.png").unlink()
     with pytest.raises(LabelError, match=r"instances/x\.png has no class mask: .*classes/x\.png does not exist"):
         resolver.label_for(record)
