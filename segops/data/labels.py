@@ -154,16 +154,13 @@ def _read_frame(path: str | Path, page: int, what: str) -> np.ndarray:
 def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | None = None, page: int = 0) -> np.ndarray:
     """The (H, W) uint8 class map of mask file ``path`` as ``spec`` reads it: through ``colors``
     (colour-coded masks), else ``void`` then ``values`` / ``threshold`` (:func:`read_mask_png`).
-
-    Args:
-        shape: (H, W) of its image; None when read without it (the label census).
+    ``shape``: its image's (H, W), None when read without it (the label census).
 
     Raises:
         LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
     """
     if spec.colors is None:
-        mask = without_void(_read_page(path, page, "mask"), spec.void)
-        return _checked(mask, shape or mask.shape, str(path), spec.values, spec.threshold)
+        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void)
     frame = _read_frame(path, page, "mask")
     _check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")
     return colour_classes(frame, spec.colors, str(path))

@@ -14,8 +14,18 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from segops.errors import StepError
+
+
+def foreground_strata(labelled: pd.DataFrame) -> dict[str, bool] | None:
+    """Group → whether any of its labels holds foreground (``label_values`` above 0): the strata of
+    the split; None for a dataset written before ``label_values`` existed."""
+    if "label_values" not in labelled:
+        return None
+    has_fg = labelled["label_values"].map(lambda values: any(int(v) > 0 for v in values))
+    return has_fg.groupby(labelled["group_id"]).any().to_dict()
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.data.fingerprint import Fingerprint
 from segops.data.records import STATUS_OK, dataset_meta
-from segops.data.splits import fold_groups, split_groups
+from segops.data.splits import fold_groups, foreground_strata, split_groups
 from segops.engine.checkpoint import (
     INIT_WEIGHTS_KEY,
     InitialWeights,
@@ -162,15 +162,6 @@ def fingerprint_taken(pending: Future, dataset: Path, task: str, seed: int) -> F
         return fingerprint_dataset(dataset, task, seed=seed)
 
 
-def _foreground_strata(labelled: pd.DataFrame) -> dict[str, bool] | None:
-    """Group → whether any of its labels holds foreground, the strata of the split (None for a
-    dataset written before ``label_values`` existed)."""
-    if "label_values" not in labelled:
-        return None
-    has_fg = labelled["label_values"].map(lambda values: any(int(v) > 0 for v in values))
-    return has_fg.groupby(labelled["group_id"]).any().to_dict()
-
-
 @dataclass(frozen=True)
 class _Split:
     """The run's split as trained: with folds, ``train`` holds every non-test group and ``val`` none."""
@@ -188,7 +179,7 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
     training run gets a case per worker, and write ``split.json`` (``train``, ``val``, ``test``, and
     ``folds``: each fold's validation groups)."""
     groups = labelled["group_id"]
-    strata = _foreground_strata(labelled)
+    strata = foreground_strata(labelled)
     split = split_groups(groups.tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed, strata)
     if step.split.test_fraction > 0 and not split.test:
         log.warning("only %d labelled groups: no test set is held out, so no held-out figures", groups.nunique())

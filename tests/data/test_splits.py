@@ -1,8 +1,9 @@
 """Grouped train/validation/test splits and k folds."""
 
+import pandas as pd
 import pytest
 
-from segops.data.splits import fold_groups, split_groups
+from segops.data.splits import fold_groups, foreground_strata, split_groups
 from segops.errors import StepError
 
 GROUPS = [f"series-{i:02d}" for i in range(10) for _ in range(3)]  # 10 groups, 3 slices each
@@ -70,3 +71,14 @@ def test_folds_spread_each_stratum_evenly():
     folds = fold_groups(images, 5, seed=0, strata=defect)
     assert [sum(defect[g] for g in fold) for fold in folds] == [2, 2, 2, 2, 2]
     assert sorted(g for fold in folds for g in fold) == images
+
+
+def test_foreground_strata_of_the_labelled_rows():
+    rows = pd.DataFrame(
+        {
+            "group_id": ["series-a", "series-a", "img-b", "img-c"],
+            "label_values": [[0], [0, 1], [0], [0, 2]],  # series-a: one slice with foreground is enough
+        }
+    )
+    assert foreground_strata(rows) == {"series-a": True, "img-b": False, "img-c": True}
+    assert foreground_strata(rows.drop(columns="label_values")) is None  # a dataset from before the column
