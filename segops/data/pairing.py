@@ -155,8 +155,9 @@ def _image_like(name: str, count: int) -> tuple[bool, int]:
     return lower.startswith(("image", "img", "input")) or "image" in lower, count
 
 
-def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
-    """(image folder, mask folder) relative to ``root``: sibling folders, one named like a mask folder.
+def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str, list[str]] | None:
+    """(image folder, mask folder, other datasets) relative to ``root``: sibling folders, one named
+    like a mask folder.
 
     At the shallowest level that has such siblings, the pair whose images find the most masks
     (:func:`best_pattern`) wins, so a folder of text annotations beside the mask folder
@@ -164,7 +165,10 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
     ``train`` beside ``test`` and ``ground_truth``) is not chosen; with no pair that finds a
     mask there, deeper levels are tried, and with none anywhere the first level's first mask-named
     folder and most image-like sibling are returned (for the error message). At most
-    :data:`MAX_CANDIDATE_DIRS` folders of each kind are paired per level.
+    :data:`MAX_CANDIDATE_DIRS` folders of each kind are paired per level. Where several folders
+    of one level each hold such a pair (MVTec AD's root: ``bottle/``, ``screw/``, … each with
+    ``test/`` and ``ground_truth/``), they are separate datasets: the one that pairs the most
+    files is chosen, and the others are returned as the third item.
     """
     tops: dict[str, Counter] = {}
     for f in files:
@@ -172,15 +176,18 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
         for depth in range(min(3, len(parts) - 1)):
             parent, child = "/".join(parts[:depth]), parts[depth]
             tops.setdefault(parent, Counter())[child] += 1
-    fallback: tuple[str, str] | None = None
-    for parent in sorted(tops, key=len):  # shallowest first
+    fallback: tuple[str, str, list[str]] | None = None
+    found: list[tuple[int, str, str, str]] = []  # (hits, parent, image folder, mask folder) at one level
+    for parent in sorted(tops, key=lambda p: (len(PurePosixPath(p).parts), p)):  # shallowest first
+        if found and len(PurePosixPath(parent).parts) > len(PurePosixPath(found[0][1]).parts):
+            break
         children = tops[parent]
         masks = [c for c in children if is_mask_dir(c) and (root / parent / c).is_dir()]
         others = [c for c in children if c not in masks and (root / parent / c).is_dir()]
         if not (masks and others):
             continue
         others.sort(key=lambda c: _image_like(c, children[c]), reverse=True)
-        fallback = fallback or (_join(parent, others[0]), _join(parent, masks[0]))
+        fallback = fallback or (_join(parent, others[0]), _join(parent, masks[0]), [])
         scored = [
             (
                 best_pattern(
@@ -195,8 +202,11 @@ def _parallel_tree(root: Path, files: list[str]) -> tuple[str, str] | None:
         ]
         hits, _, image_dir, mask_dir = max(scored, key=lambda t: (t[0], t[1]))
         if hits:
-            return _join(parent, image_dir), _join(parent, mask_dir)
-    return fallback
+            found.append((hits, parent, image_dir, mask_dir))
+    if not found:
+        return fallback
+    _, parent, image_dir, mask_dir = min(found, key=lambda t: (-t[0], t[1]))  # most masks, then by name
+    return _join(parent, image_dir), _join(parent, mask_dir), sorted(p for _, p, _, _ in found if p != parent)
 
 
 def _join(parent: str, folder: str) -> str:
@@ -205,14 +215,14 @@ def _join(parent: str, folder: str) -> str:
 
 def _roots(
     root: Path, files: list[str], images: list[str], labels: Path | None, pattern: str | None
-) -> tuple[Path, Path, str]:
-    """(image folder, mask folder, pairing style)."""
+) -> tuple[Path, Path, str, list[str]]:
+    """(image folder, mask folder, pairing style, other datasets of the same layout beside it)."""
     if labels is not None:
-        return _image_root_for(root, images, labels, pattern), labels, "labels-option"
+        return _image_root_for(root, images, labels, pattern), labels, "labels-option", []
     tree = _parallel_tree(root, files)
     if tree is not None:
-        return root / tree[0], root / tree[1], "parallel-tree"
-    return root, root, "same-folder"
+        return root / tree[0], root / tree[1], "parallel-tree", tree[2]
+    return root, root, "same-folder", []
 
 
 def _paired(
@@ -225,7 +235,7 @@ def _paired(
     sample: int,
 ) -> Detection:
     """Images and mask files (parallel tree, same folder or ``--labels``) → Detection."""
-    image_root, label_root, pairing = _roots(root, files, images, labels, overrides.pattern)
+    image_root, label_root, pairing, siblings = _roots(root, files, images, labels, overrides.pattern)
     prefix = image_root.relative_to(root).as_posix() if image_root != root else ""
     label_prefix = (
         label_root.relative_to(root).as_posix() if label_root.is_relative_to(root) and label_root != root else None
@@ -287,11 +297,23 @@ def _paired(
             "defect-free, add empty_when_missing: ['**'] to train on them as empty masks"
         )
     outside = [f for f in images if not wanted(f) and not (label_prefix and f.startswith(label_prefix + "/"))]
+    if siblings:
+        outside = [f for f in outside if not any(f.startswith(sib + "/") for sib in siblings)]
     if prefix and outside:
         folders = sorted({PurePosixPath(f).parts[0] for f in outside})
         notes["path"] = (
             f"{len(outside)} image(s) outside it ({', '.join(folders[:5])}) pair with no mask and are left out"
         )
+    if siblings:
+        chosen = image_root.relative_to(root).parts[0]
+        others = ", ".join(siblings[:5]) + (", …" if len(siblings) > 5 else "")
+        separate = (
+            f"{len(siblings) + 1} folders hold images and masks in this layout ({chosen}, {others}): separate "
+            f"datasets, one model each as MVTec AD's categories are trained; planned {chosen} (the most masks); "
+            f"plan another with: segops plan {root / siblings[0]}"
+        )
+        log.warning("%s", separate)
+        notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
 
 

@@ -454,3 +454,21 @@ def test_a_mask_painted_in_the_alpha_channel_is_read_from_it(tmp_path: Path) -> 
     census, (fields, task, classes, kind, _) = _census(tmp_path, [stroke, stroke[::-1].copy()])
     assert census.values == {0: (2, 2 * (24 * 32 - 96)), 255: (2, 2 * 96)}
     assert (fields, kind) == ({"kind": "mask-png"}, "binary")
+
+
+def test_an_mvtec_root_of_several_categories_plans_one_and_names_the_others(tmp_path: Path) -> None:
+    """MVTec AD's root holds 15 categories, each with test/ and ground_truth/: separate datasets.
+    Before, the category with the shortest name was planned and the others were said to pair
+    with no mask."""
+    root = tmp_path / "mvtec"
+    for cat, n in (("screw", 2), ("bottle", 3), ("zipper", 1)):
+        for i in range(n):
+            _image(root / cat / "test" / "crack" / f"{i:03d}.png", i)
+            _mask(root / cat / "ground_truth" / "crack" / f"{i:03d}_mask.png", _square())
+            _image(root / cat / "train" / "good" / f"{i:03d}.png", 10 + i)
+    d = detect(root)
+    assert d.source["path"] == str(root / "bottle" / "test") and d.n_paired == 3  # the most masks
+    assert d.source["labels"]["path"] == str(root / "bottle" / "ground_truth")
+    note = d.notes["path"]
+    assert "3 folders hold images and masks in this layout (bottle, screw, zipper): separate datasets" in note
+    assert f"segops plan {root / 'screw'}" in note and "3 image(s) outside it (bottle)" in note  # bottle/train
