@@ -1,11 +1,12 @@
 """Which file is whose mask, from names alone: mask folders, mask file patterns, defect-free
-folders and stray figures (the name rules behind :mod:`segops.data.pairing`). Pure: no file is
-opened."""
+folders, stray figures, and the image/mask folder pair of a tree (the name rules behind
+:mod:`segops.data.pairing`). No file is opened: names, and whether a folder exists."""
 
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from collections import Counter
+from pathlib import Path, PurePosixPath
 
 from segops.data.mask_kinds import LOSSY_MASK_EXTS
 
@@ -39,6 +40,8 @@ NORMAL_DIR = re.compile(
     r"(.*[-_ ])?(good|ok|okay|normal|negatives?|clean|nominal|free"
     r"|defect[-_ ]?free|no[-_ ]?defects?|non[-_ ]?defective)"
 )
+#: Image and mask folders a parallel-tree level pairs against each other (the most image-like first).
+MAX_CANDIDATE_DIRS = 6
 GLOB_CHARS = re.compile(r"[*?\[\]]")
 
 
@@ -129,3 +132,73 @@ def stray_files(images: list[str], paired: set[str]) -> list[str]:
         if i not in paired
         and (STRAY_WORDS.search(PurePosixPath(i).stem) or str(PurePosixPath(i).parent) not in paired_dirs)
     ]
+
+
+def _under(files: list[str], parent: str, folder: str, exts: tuple[str, ...]) -> list[str]:
+    """Files of ``parent/folder`` with one of ``exts``, relative to that folder."""
+    prefix = "/".join(p for p in (parent, folder) if p) + "/"
+    return [f[len(prefix) :] for f in files if f.startswith(prefix) and PurePosixPath(f).suffix.lower() in exts]
+
+
+def _image_like(name: str, count: int) -> tuple[bool, int]:
+    """Sort key of an image folder: an image-like name (``images``, ``PNGImages``, ``input``), then size."""
+    lower = name.lower()
+    return lower.startswith(("image", "img", "input")) or "image" in lower, count
+
+
+def parallel_tree(root: Path, files: list[str]) -> tuple[str, str, list[str]] | None:
+    """(image folder, mask folder, other datasets) relative to ``root``: sibling folders, one named
+    like a mask folder.
+
+    At the shallowest level that has such siblings, the pair whose images find the most masks
+    (:func:`best_pattern`) wins, so a folder of text annotations beside the mask folder
+    (PennFudan's ``Annotation`` beside ``PedMasks``) or an image folder without masks (MVTec's
+    ``train`` beside ``test`` and ``ground_truth``) is not chosen; with no pair that finds a
+    mask there, deeper levels are tried, and with none anywhere the first level's first mask-named
+    folder and most image-like sibling are returned (for the error message). At most
+    :data:`MAX_CANDIDATE_DIRS` folders of each kind are paired per level. Where several folders
+    of one level each hold such a pair (MVTec AD's root: ``bottle/``, ``screw/``, … each with
+    ``test/`` and ``ground_truth/``), they are separate datasets: the one that pairs the most
+    files is chosen, and the others are returned as the third item.
+    """
+    tops: dict[str, Counter] = {}
+    for f in files:
+        parts = PurePosixPath(f).parts
+        for depth in range(min(3, len(parts) - 1)):
+            parent, child = "/".join(parts[:depth]), parts[depth]
+            tops.setdefault(parent, Counter())[child] += 1
+    fallback: tuple[str, str, list[str]] | None = None
+    found: list[tuple[int, str, str, str]] = []  # (hits, parent, image folder, mask folder) at one level
+    for parent in sorted(tops, key=lambda p: (len(PurePosixPath(p).parts), p)):  # shallowest first
+        if found and len(PurePosixPath(parent).parts) > len(PurePosixPath(found[0][1]).parts):
+            break
+        children = tops[parent]
+        masks = [c for c in children if is_mask_dir(c) and (root / parent / c).is_dir()]
+        others = [c for c in children if c not in masks and (root / parent / c).is_dir()]
+        if not (masks and others):
+            continue
+        others.sort(key=lambda c: _image_like(c, children[c]), reverse=True)
+        fallback = fallback or (_join(parent, others[0]), _join(parent, masks[0]), [])
+        scored = [
+            (
+                best_pattern(
+                    _under(files, parent, i, IMAGE_EXTS), set(_under(files, parent, m, MASK_EXTS + LOSSY_MASK_EXTS))
+                )[1],
+                _image_like(i, children[i]),
+                i,
+                m,
+            )
+            for m in masks[:MAX_CANDIDATE_DIRS]
+            for i in others[:MAX_CANDIDATE_DIRS]
+        ]
+        hits, _, image_dir, mask_dir = max(scored, key=lambda t: (t[0], t[1]))
+        if hits:
+            found.append((hits, parent, image_dir, mask_dir))
+    if not found:
+        return fallback
+    _, parent, image_dir, mask_dir = min(found, key=lambda t: (-t[0], t[1]))  # most masks, then by name
+    return _join(parent, image_dir), _join(parent, mask_dir), sorted(p for _, p, _, _ in found if p != parent)
+
+
+def _join(parent: str, folder: str) -> str:
+    return "/".join(p for p in (parent, folder) if p)
