@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from segops.config import validate_workflow_text
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.engine.risk_rule import CALIBRATION_FILE, RiskCalibration

@@ -20,7 +20,7 @@ from skimage.measure import label as connected_regions
 from skimage.metrics import adapted_rand_error
 
 from segops.config import validate_workflow_text
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.synth import make_membrane_archive
 from tests.stores import sqlite_store
 

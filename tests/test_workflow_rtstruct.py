@@ -20,7 +20,7 @@ import yaml
 from pydicom.uid import generate_uid
 
 from segops.config import validate_workflow_text
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.data.rtstruct import rasterise_slice, read_structure_set
 from segops.steps.results import IngestResult, SegmentResult
 from tests.stores import sqlite_store

@@ -93,7 +93,7 @@ def write_overlays(
 
 def _side_masks(row: dict[str, Any], labels: tuple[str, str], shape: tuple[int, int]) -> tuple[list[Mask], list[str]]:
     """Both sides' masks of a paired case (None where not readable here), and what is missing."""
-    from segops.data.labels import read_mask_png
+    from segops.data.mask_files import read_mask_png
 
     masks, missing = [], []
     for side, colour, label in (("a", COLOUR_A, labels[0]), ("b", COLOUR_B, labels[1])):

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pydicom
-from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from segops.config.schema import (
     CocoLabels,
@@ -37,7 +36,8 @@ from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances
 from segops.data.label_census import label_counts
-from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
+from segops.data.mask_files import class_map, read_instance_png, read_mask_png, spec_mask
+from segops.data.mask_kinds import without_void
 from segops.data.records import ImageRecord
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.errors import LabelError
@@ -51,31 +51,6 @@ def mask_png_path(root: str | Path, pattern: str, rel_path: str, frame: int = 0)
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
     name = pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=frame)
     return Path(root) / name.lstrip("/")
-
-
-def read_mask_png(
-    path: str | Path,
-    shape: tuple[int, int] | None,
-    page: int = 0,
-    values: dict[int, int] | None = None,
-    threshold: int | None = None,
-    void: int | None = None,
-) -> np.ndarray:
-    """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
-
-    A binary mask stored as {0, 255} becomes {0, 1}, unless ``values`` (stored value → class)
-    says otherwise; with ``threshold``, stored value >= threshold is 1, else 0. Pixels stored as
-    ``void`` are background (0) first, and need not be listed in ``values``.
-
-    Args:
-        shape: (H, W) of the image the mask belongs to (None: not checked).
-
-    Raises:
-        LabelError: unreadable, not single-channel, missing page, of another size than the
-            image, or with a value ``values`` does not list.
-    """
-    mask = without_void(_read_page(path, page, "mask"), void)
-    return _checked(mask, shape or mask.shape, str(path), values, threshold)
 
 
 def has_label_masks(spec: LabelsSpec | None) -> bool:
@@ -108,64 +83,6 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     return str(path.resolve()), values, pixels
 
 
-def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
-    """Read an instance-id image (8/16-bit PNG/TIFF, single channel): (H, W) int64, 0 = background.
-
-    Ids are kept as stored: no {0, 255} → {0, 1} rescaling, no cast to 8 bits.
-
-    Raises:
-        LabelError: unreadable, not single-channel, missing page, non-integer or negative ids,
-            or of another size than the image.
-    """
-    ids = _read_page(path, page, "instance-id image", soft=False)
-    _check_size(ids, shape, f"instance-id image {path}")
-    if ids.dtype.kind not in "biu":
-        raise LabelError(f"instance-id image {path} has {ids.dtype} pixels; expected integer instance ids")
-    ids = ids.astype(np.int64)
-    if ids.min(initial=0) < 0:
-        raise LabelError(f"instance-id image {path} has negative id {ids.min()}; expected 0 (background) or k >= 1")
-    return ids
-
-
-def _read_page(path: str | Path, page: int, what: str, soft: bool = True) -> np.ndarray:
-    """Page ``page`` of a single-channel image file, as stored (integers: see :func:`as_single_channel`)."""
-    frame = _read_frame(path, page, what)
-    array = as_single_channel(frame, soft)
-    if array is None:
-        raise LabelError(
-            f"{what} {path} has shape {frame.shape} with channels that differ (a colour image, e.g. colour-coded "
-            "classes); expected one channel or a gray image stored as RGB; for colour-coded classes give "
-            "labels.colors ('#rrggbb': class)"
-        )
-    return array
-
-
-def _read_frame(path: str | Path, page: int, what: str) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            frames = [np.asarray(p) for p in ImageSequence.Iterator(img)]
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LabelError(f"cannot read {what} {path}: {exc}") from exc
-    if page >= len(frames):
-        raise LabelError(f"{what} {path} has {len(frames)} page(s); page {page} was asked for")
-    return frames[page]
-
-
-def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | None = None, page: int = 0) -> np.ndarray:
-    """The (H, W) uint8 class map of mask file ``path`` as ``spec`` reads it: through ``colors``
-    (colour-coded masks), else ``void`` then ``values`` / ``threshold`` (:func:`read_mask_png`).
-    ``shape``: its image's (H, W), None when read without it (the label census).
-
-    Raises:
-        LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
-    """
-    if spec.colors is None:
-        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void)
-    frame = _read_frame(path, page, "mask")
-    _check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")
-    return colour_classes(frame, spec.colors, str(path))
-
-
 #: ``label_uri`` of an empty label given by ``empty_when_missing`` (no file): ``empty:<rel_path>``.
 EMPTY_LABEL_PREFIX = "empty:"
 
@@ -178,40 +95,6 @@ def empty_label(
     if not spec.empty_when_missing or not path_selected(rel_path, include=spec.empty_when_missing):
         return None
     return np.zeros(shape, dtype), EMPTY_LABEL_PREFIX + rel_path
-
-
-def _check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
-    if array.shape != tuple(shape):
-        raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
-
-
-def _checked(
-    mask: np.ndarray,
-    shape: tuple[int, int],
-    where: str,
-    mapping: dict[int, int] | None = None,
-    threshold: int | None = None,
-) -> np.ndarray:
-    """A stored mask → (H, W) uint8 class map: binarised at ``threshold`` (stored >= threshold → 1),
-    or through ``mapping`` (stored value → class; every stored value must be listed), else as
-    class indices with {0, 255} read as {0, 1}."""
-    _check_size(mask, shape, f"mask {where}")
-    if threshold is not None:
-        return (mask >= threshold).astype(np.uint8)
-    values = np.unique(mask)
-    if mapping is not None:
-        unlisted = sorted(set(values.tolist()) - set(mapping))
-        if unlisted:
-            raise LabelError(f"mask {where} has value(s) {unlisted[:10]} that labels.values does not map to a class")
-        lut = np.zeros(int(max(mapping)) + 1, dtype=np.uint8)
-        for stored, cls in mapping.items():
-            lut[stored] = cls
-        return lut[mask]
-    if values.max(initial=0) == 255 and set(values.tolist()) <= {0, 255}:
-        mask = mask // 255
-    if values.max(initial=0) > 255:
-        raise LabelError(f"mask {where} has class index {values.max()} (> 255)")
-    return mask.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- resolvers
@@ -496,4 +379,4 @@ def _seg_label(
         for number, cls in segments.items():
             mapped[label == number] = cls
         label = mapped
-    return _checked(label.astype(np.uint16), shape, f"SEG {path}")
+    return class_map(label.astype(np.uint16), shape, f"SEG {path}")

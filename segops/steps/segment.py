@@ -19,7 +19,7 @@ from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.cluster.label_check import check_dataset_labels, check_source_labels
 from segops.config.schema import DatasetSource, SegmentStep
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.data.records import STATUS_FAILED, STATUS_OK, quarantine_table
 from segops.data.transforms import prepare_image
 from segops.engine.cases import InferenceSettings

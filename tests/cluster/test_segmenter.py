@@ -9,7 +9,7 @@ import torch
 
 from segops.cluster.infer import _Segmenter, read_parts
 from segops.config.schema import PreprocessSpec, SlidingWindowSpec, UNetSpec, ZScoreIntensity
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import save_checkpoint
 from segops.models import build_model

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from segops.config.schema import ImageSource, MaskPngLabels
 from segops.data.decode import decode_file
 from segops.data.label_census import check_label_values, label_census, label_counts, unusual_labels_warning
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.errors import LabelValueError
 
 

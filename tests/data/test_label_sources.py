@@ -15,7 +15,8 @@ from segops.data.decode import decode_file
 from segops.data.dicom import read_dicom
 from segops.data.images import read_image
 from segops.data.instances import split_instances
-from segops.data.labels import build_resolver, read_instance_png, read_mask_png
+from segops.data.labels import build_resolver
+from segops.data.mask_files import read_instance_png, read_mask_png
 from segops.errors import LabelError
 from segops.outputs.dicom_seg import build_seg, write_seg
 

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from segops.config.schema import PercentileIntensity, WindowIntensity, ZScoreIntensity
-from segops.data.labels import mask_png_path, read_mask_png
+from segops.data.labels import mask_png_path
+from segops.data.mask_files import read_mask_png
 from segops.data.transforms import match_channels, normalize_intensity, pad_to_multiple, random_patch
 from segops.errors import LabelError, ShapeError
 

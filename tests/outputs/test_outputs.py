@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.errors import SegopsError
 from segops.outputs.atomic import atomic_write, atomic_write_text, safe_join
 from segops.outputs.manifest import RunManifest, StepState, load_manifest

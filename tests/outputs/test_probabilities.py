@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from segops.config.schema import PreprocessSpec, UNetSpec, ZScoreIntensity
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.engine.cases import CaseResult, InferenceSettings, case_result, predict_batch
 from segops.engine.checkpoint import LoadedModel
 from segops.errors import SegopsError, ShapeError

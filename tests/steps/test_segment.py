@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from segops.config import validate_workflow_text
 from segops.config.schema import DicomSource, PreprocessSpec, UNetSpec, WindowIntensity
 from segops.data.decode import decode_file
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.engine.checkpoint import load_checkpoint, save_checkpoint
 from segops.engine.predict import class_probabilities, predict, probability_class_map
 from segops.models import build_model

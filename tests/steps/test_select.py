@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from segops.config import validate_workflow_text
 from segops.config.schema import MaskPngLabels, PreprocessSpec, UNetSpec, WindowIntensity
-from segops.data.labels import mask_file_counts, read_mask_png
+from segops.data.labels import mask_file_counts
+from segops.data.mask_files import read_mask_png
 from segops.data.records import path_case_id
 from segops.engine.checkpoint import save_checkpoint
 from segops.errors import StepError

@@ -12,7 +12,7 @@ import yaml
 
 from segops.config import validate_workflow_text
 from segops.config.schema import PreprocessSpec, SegmentStep, UNetSpec
-from segops.data.labels import read_mask_png
+from segops.data.mask_files import read_mask_png
 from segops.engine.checkpoint import LoadedModel
 from segops.errors import StepError
 from segops.models import build_model

@@ -1,0 +1,131 @@
+"""Reading one mask file (PNG/TIFF/BMP, a page of a multi-page TIFF) into a class map or an
+instance-id map, checked against its image's size: the file readers behind
+:mod:`segops.data.labels` (which finds each record's label) and the label census."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from segops.config.schema import MaskPngLabels
+from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
+from segops.errors import LabelError
+
+
+def read_mask_png(
+    path: str | Path,
+    shape: tuple[int, int] | None,
+    page: int = 0,
+    values: dict[int, int] | None = None,
+    threshold: int | None = None,
+    void: int | None = None,
+) -> np.ndarray:
+    """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
+
+    A binary mask stored as {0, 255} becomes {0, 1}, unless ``values`` (stored value → class)
+    says otherwise; with ``threshold``, stored value >= threshold is 1, else 0. Pixels stored as
+    ``void`` are background (0) first, and need not be listed in ``values``.
+
+    Args:
+        shape: (H, W) of the image the mask belongs to (None: not checked).
+
+    Raises:
+        LabelError: unreadable, not single-channel, missing page, of another size than the
+            image, or with a value ``values`` does not list.
+    """
+    mask = without_void(_read_page(path, page, "mask"), void)
+    return class_map(mask, shape or mask.shape, str(path), values, threshold)
+
+
+def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | None = None, page: int = 0) -> np.ndarray:
+    """The (H, W) uint8 class map of mask file ``path`` as ``spec`` reads it: through ``colors``
+    (colour-coded masks), else ``void`` then ``values`` / ``threshold`` (:func:`read_mask_png`).
+    ``shape``: its image's (H, W), None when read without it (the label census).
+
+    Raises:
+        LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
+    """
+    if spec.colors is None:
+        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void)
+    frame = _read_frame(path, page, "mask")
+    check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")
+    return colour_classes(frame, spec.colors, str(path))
+
+
+def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
+    """Read an instance-id image (8/16-bit PNG/TIFF, single channel): (H, W) int64, 0 = background.
+
+    Ids are kept as stored: no {0, 255} → {0, 1} rescaling, no cast to 8 bits.
+
+    Raises:
+        LabelError: unreadable, not single-channel, missing page, non-integer or negative ids,
+            or of another size than the image.
+    """
+    ids = _read_page(path, page, "instance-id image", soft=False)
+    check_size(ids, shape, f"instance-id image {path}")
+    if ids.dtype.kind not in "biu":
+        raise LabelError(f"instance-id image {path} has {ids.dtype} pixels; expected integer instance ids")
+    ids = ids.astype(np.int64)
+    if ids.min(initial=0) < 0:
+        raise LabelError(f"instance-id image {path} has negative id {ids.min()}; expected 0 (background) or k >= 1")
+    return ids
+
+
+def _read_page(path: str | Path, page: int, what: str, soft: bool = True) -> np.ndarray:
+    """Page ``page`` of a single-channel image file, as stored (integers: see :func:`as_single_channel`)."""
+    frame = _read_frame(path, page, what)
+    array = as_single_channel(frame, soft)
+    if array is None:
+        raise LabelError(
+            f"{what} {path} has shape {frame.shape} with channels that differ (a colour image, e.g. colour-coded "
+            "classes); expected one channel or a gray image stored as RGB; for colour-coded classes give "
+            "labels.colors ('#rrggbb': class)"
+        )
+    return array
+
+
+def _read_frame(path: str | Path, page: int, what: str) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            frames = [np.asarray(p) for p in ImageSequence.Iterator(img)]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise LabelError(f"cannot read {what} {path}: {exc}") from exc
+    if page >= len(frames):
+        raise LabelError(f"{what} {path} has {len(frames)} page(s); page {page} was asked for")
+    return frames[page]
+
+
+def check_size(array: np.ndarray, shape: tuple[int, int], where: str) -> None:
+    if array.shape != tuple(shape):
+        raise LabelError(f"{where} is {array.shape[1]}x{array.shape[0]} but its image is {shape[1]}x{shape[0]}")
+
+
+def class_map(
+    mask: np.ndarray,
+    shape: tuple[int, int],
+    where: str,
+    mapping: dict[int, int] | None = None,
+    threshold: int | None = None,
+) -> np.ndarray:
+    """A stored mask → (H, W) uint8 class map: binarised at ``threshold`` (stored >= threshold → 1),
+    or through ``mapping`` (stored value → class; every stored value must be listed), else as
+    class indices with {0, 255} read as {0, 1}."""
+    check_size(mask, shape, f"mask {where}")
+    if threshold is not None:
+        return (mask >= threshold).astype(np.uint8)
+    values = np.unique(mask)
+    if mapping is not None:
+        unlisted = sorted(set(values.tolist()) - set(mapping))
+        if unlisted:
+            raise LabelError(f"mask {where} has value(s) {unlisted[:10]} that labels.values does not map to a class")
+        lut = np.zeros(int(max(mapping)) + 1, dtype=np.uint8)
+        for stored, cls in mapping.items():
+            lut[stored] = cls
+        return lut[mask]
+    if values.max(initial=0) == 255 and set(values.tolist()) <= {0, 255}:
+        mask = mask // 255
+    if values.max(initial=0) > 255:
+        raise LabelError(f"mask {where} has class index {values.max()} (> 255)")
+    return mask.astype(np.uint8)
