@@ -171,15 +171,46 @@ class VolumeLabels(Spec):
     tolerance_mm: float = Field(default=1e-3, gt=0)
 
 
+class RleCsvLabels(Spec):
+    """Run-length encoded masks in a CSV file, Kaggle's layout (Severstal, Airbus ships, SIIM):
+    a row per (image, class) or per object, ``start length`` pairs with 1-based starts.
+
+    Images are matched by ``image_column`` (relative path, file name, or either without its
+    extension). ``class_column`` (e.g. ``ClassId``) gives each row's class, through ``classes``
+    (value → class; by default integers as they are, names numbered 1..K in sorted order);
+    without it every row is class 1. ``order``: Kaggle numbers pixels top to bottom, then left
+    to right (``column-major``); ``row-major`` along rows. An empty encoding (NaN, -1) lists an
+    image with no foreground; ``empty_when_missing: ["**"]`` makes images the CSV does not list
+    empty too (Severstal lists only defects). With ``instances: true`` each row is one object
+    (for ``arch: maskrcnn``).
+    """
+
+    kind: Literal["rle-csv"]
+    path: Path
+    image_column: str = "ImageId"
+    rle_column: str = "EncodedPixels"
+    class_column: str | None = None
+    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+    order: Literal["column-major", "row-major"] = "column-major"
+    instances: bool = Field(default=False, description="Each row one object (for arch: maskrcnn).")
+    empty_when_missing: tuple[str, ...] = Field(default=(), description=_EMPTY_HELP)
+
+    @model_validator(mode="after")
+    def _empty_globs_relative(self) -> RleCsvLabels:
+        _check_globs(self.empty_when_missing, (), "empty_when_missing")
+        return self
+
+
 LabelsSpec = Annotated[
-    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels | RtstructLabels, Field(discriminator="kind")
+    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels | RtstructLabels | RleCsvLabels,
+    Field(discriminator="kind"),
 ]
 
 
 def is_instance_labels(labels: object) -> bool:
-    """True for label specs that yield instance label maps (instance-png; coco with instances)."""
+    """True for label specs that yield instance label maps (instance-png; coco and rle-csv with instances)."""
     kind = getattr(labels, "kind", None)
-    return kind == "instance-png" or (kind == "coco" and bool(getattr(labels, "instances", False)))
+    return kind == "instance-png" or (kind in ("coco", "rle-csv") and bool(getattr(labels, "instances", False)))
 
 
 _INCLUDE_HELP = (

@@ -1,14 +1,14 @@
 """Label readers: each label is an (H, W) array aligned with its image.
 
 Semantic sources give uint8 class-index maps: mask images found by path pattern, DICOM SEG
-objects matched by referenced SOP Instance UID, COCO JSON annotations matched by file
-name, and RTSTRUCT contours rasterised onto the slices of the series they reference (see
-:mod:`segops.data.rtstruct_labels`). Instance sources (instance-id images, COCO with
+objects matched by referenced SOP Instance UID, COCO JSON annotations matched by file name,
+RTSTRUCT contours rasterised onto the slices of the series they reference (see
+:mod:`segops.data.rtstruct_labels`), and run-length encodings in a CSV
+(:mod:`segops.data.rle_csv`). Instance sources (instance-id images, COCO or RLE CSV with
 ``instances: true``) give int32 instance label maps (``class * 1000 + k``, see
-:mod:`segops.data.instances`). One interface
-(:class:`LabelResolver`) serves all: a resolver is built once on the driver (it indexes SEG
-headers / the COCO file) and shipped to decode tasks; it also reports labels that matched no
-image.
+:mod:`segops.data.instances`). One interface (:class:`LabelResolver`) serves all: a resolver
+is built once on the driver (it indexes SEG headers / the COCO or CSV file) and shipped to
+decode tasks; it also reports labels that matched no image.
 """
 
 from __future__ import annotations
@@ -30,15 +30,18 @@ from segops.config.schema import (
     InstancePngLabels,
     LabelsSpec,
     MaskPngLabels,
+    RleCsvLabels,
     RtstructLabels,
 )
+from segops.config.sources import is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
-from segops.data.instances import INSTANCE_STRIDE, encode_instances
+from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
 from segops.data.label_census import label_counts
 from segops.data.mask_files import class_map, read_instance_png, read_mask_png, spec_mask
 from segops.data.mask_kinds import without_void
 from segops.data.records import ImageRecord
+from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.errors import LabelError
 
@@ -109,6 +112,7 @@ class LabelResolver:
     coco_images: dict[str, dict[str, Any]] = field(default_factory=dict)  # file_name → image + anns
     coco_classes: dict[int, int] = field(default_factory=dict)
     rtstruct: RtstructIndex | None = None  # which series / images each RTSTRUCT references
+    rle_images: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # image id → (class, RLE)
 
     def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
         """(label, uri) for ``record``, or None if it has no label.
@@ -137,6 +141,12 @@ class LabelResolver:
             return _seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
         if isinstance(self.spec, RtstructLabels):
             return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms)
+        if isinstance(self.spec, RleCsvLabels):
+            key = next((k for k in image_keys(record.rel_path) if k in self.rle_images), None)
+            if key is None:
+                return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
+            uri = f"{self.spec.path}#image={key}"
+            return rle_label(self.rle_images[key], shape, self.spec.order, self.spec.instances, uri), uri
         entry = self.coco_images.get(record.rel_path) or self.coco_images.get(PurePosixPath(record.rel_path).name)
         if entry is None:
             return None
@@ -159,6 +169,8 @@ class LabelResolver:
             return set(self.seg_index.values())
         if isinstance(self.spec, RtstructLabels):
             return self.rtstruct.keys()
+        if isinstance(self.spec, RleCsvLabels):
+            return {f"{self.spec.path}#image={key}" for key in self.rle_images}
         return {f"{self.spec.path}#image={e['id']}" for e in self.coco_images.values()}
 
 
@@ -172,7 +184,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
     pixels: empty here (see :func:`mask_file_counts`).
     """
     spec = resolver.spec
-    instance = isinstance(spec, InstancePngLabels) or (isinstance(spec, CocoLabels) and spec.instances)
+    instance = is_instance_labels(spec)
 
     def row(uri: str, classes: set[int]) -> dict[str, Any]:
         values = sorted(c * INSTANCE_STRIDE + 1 if instance else c for c in classes if c > 0)
@@ -193,6 +205,8 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         return [row(uri, {spec.class_id}) for uri in sorted(_instance_png_keys(spec))]
     if isinstance(spec, RtstructLabels):
         return [row(uri, classes) for uri, classes in declared_rows(resolver.rtstruct, spec.rois, spec.synonyms)]
+    if isinstance(spec, RleCsvLabels):
+        return [row(f"{spec.path}#image={k}", {c for c, _ in e}) for k, e in sorted(resolver.rle_images.items())]
     return []
 
 
@@ -211,6 +225,11 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))
+    if isinstance(spec, RleCsvLabels):
+        rows = read_rle_csv(Path(spec.path), spec.image_column, spec.rle_column, spec.class_column)
+        return LabelResolver(
+            spec, rle_images=index_rows(rows, spec.classes or class_numbers([r["class"] for r in rows]))
+        )
     if not Path(spec.path).is_dir():
         raise LabelError(f"label folder {spec.path} does not exist")
     return LabelResolver(spec)

@@ -53,6 +53,7 @@ from segops.data.mask_names import (
     stray_files,
 )
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
+from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.errors import PlanError
 
@@ -79,8 +80,8 @@ class Detection:
     source: dict[str, Any]
     task: Literal["semantic", "instance"]
     classes: int
-    pairing: str  # "parallel-tree", "same-folder", "suffix", "dicom-seg", "coco", "labels-option"
-    mask_kind: str  # "binary", "anti-aliased", "multi-class", "instance-id", "coco", "dicom-seg"
+    pairing: str  # "parallel-tree", "same-folder", "suffix", "dicom-seg", "coco", "rle-csv", "labels-option"
+    mask_kind: str  # "binary", "anti-aliased", "multi-class", "colour-coded", "instance-id", "coco", "rle", …
     n_images: int
     n_paired: int
     notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
@@ -120,6 +121,11 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         coco = _find_coco(root, files)
         if coco is not None:
             return _coco(root, files, coco[0], overrides, coco[1])
+        pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
+        rle = find_rle_csv(root, files, pictures, overrides.task)
+        if rle is not None:
+            notes = {"labels": rle.note}
+            return Detection(rle.source, rle.task, rle.classes, "rle-csv", "rle", rle.n_images, rle.n_paired, notes)
     dicom = _dicom_files(root, files)
     pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
