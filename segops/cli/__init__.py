@@ -235,7 +235,7 @@ def plan(
     if task not in (None, "semantic", "instance"):
         console.print(f"[red]--task must be semantic or instance, got {task!r}[/]")
         raise typer.Exit(EXIT_SPEC_ERROR)
-    from segops.data.pairing import PlanOverrides
+    from segops.data.detection import PlanOverrides
     from segops.data.planning import PlanSettings
     from segops.errors import SegopsError
     from segops.steps.plan import plan_workflow

@@ -9,28 +9,17 @@ at most a few label files read.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
+from segops.data.detection import Detection
 from segops.data.volumes import case_of, read_dataset_json, read_volume_file
 from segops.errors import PlanError
 
 IMAGES, LABELS = "imagesTr", "labelsTr"
 VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-
-
-@dataclass(frozen=True)
-class NnunetLayout:
-    """What was found: the source spec (plain data, the YAML ``source`` block) and why."""
-
-    source: dict[str, Any]
-    classes: int
-    cases: int
-    labelled: int
-    note: str
 
 
 def nnunet_folder(files: list[str]) -> str | None:
@@ -52,7 +41,7 @@ def nnunet_folder(files: list[str]) -> str | None:
     return None
 
 
-def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) -> NnunetLayout:
+def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) -> Detection:
     """The volumes source of the dataset in ``root / folder``: images ``imagesTr``, labels
     ``labelsTr/{case}<file ending>``; classes from ``dataset.json`` labels where present, else the
     largest value in at most ``sample`` (and 5) label files.
@@ -91,7 +80,8 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
         f"nnU-Net layout in {folder or '.'}: {len(labelled)} of {len(cases)} cases ({channels} channel(s){named}) "
         f"have a label in {LABELS} ({pattern}); {why}"
     )
-    return NnunetLayout(source, classes, len(cases), len(labelled), note)
+    notes = {"labels": note}
+    return Detection(source, "semantic", classes, "nnunet", "volume", len(cases), len(labelled), notes)
 
 
 def _classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:

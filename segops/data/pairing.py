@@ -28,14 +28,13 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from segops.data.detection import Detection, PlanOverrides
 from segops.data.mask_kinds import (
-    MaskCensus,
     classify_colours,
     classify_masks,
     colour_census,
@@ -61,31 +60,6 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-@dataclass(frozen=True)
-class PlanOverrides:
-    """What the user said, winning over any guess (``segops plan`` options)."""
-
-    labels: Path | None = None
-    pattern: str | None = None
-    task: Literal["semantic", "instance"] | None = None
-    foreground_value: int | None = None
-
-
-@dataclass(frozen=True)
-class Detection:
-    """The guessed source (as a plain dict, the YAML ``source`` block) and why."""
-
-    source: dict[str, Any]
-    task: Literal["semantic", "instance"]
-    classes: int
-    pairing: str  # "parallel-tree", "same-folder", "suffix", "dicom-seg", "coco", "rle-csv", "labels-option"
-    mask_kind: str  # "binary", "anti-aliased", "multi-class", "colour-coded", "instance-id", "coco", "rle", …
-    n_images: int
-    n_paired: int
-    notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
-    census: MaskCensus | None = None
 
 
 def list_files(root: Path, limit: int = MAX_LISTED) -> list[str]:
@@ -124,8 +98,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
         rle = find_rle_csv(root, files, pictures, overrides.task)
         if rle is not None:
-            notes = {"labels": rle.note}
-            return Detection(rle.source, rle.task, rle.classes, "rle-csv", "rle", rle.n_images, rle.n_paired, notes)
+            return rle
     dicom = _dicom_files(root, files)
     pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
@@ -440,7 +413,4 @@ def _coco_image_dir(root: Path, files: list[str], names: list[str]) -> Path:
 
 def _nnunet(root: Path, files: list[str], folder: str, sample: int) -> Detection:
     """An nnU-Net/MSD dataset (see :func:`segops.data.nnunet_layout.nnunet_layout`)."""
-    found = nnunet_layout(root, files, folder, sample)
-    return Detection(
-        found.source, "semantic", found.classes, "nnunet", "volume", found.cases, found.labelled, {"labels": found.note}
-    )
+    return nnunet_layout(root, files, folder, sample)

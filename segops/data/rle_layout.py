@@ -7,12 +7,12 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from segops.data.detection import Detection
 from segops.data.rle_csv import RLE_TEXT, class_numbers, image_keys, is_empty_rle, likely_order
 
 #: CSV rows read to guess the columns (the whole file is read by the resolver at ingest).
@@ -21,19 +21,7 @@ SAMPLE_ROWS = 5_000
 CLASS_COLUMN = re.compile(r"class|label|categ|type", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class RleLayout:
-    """What ``segops plan`` found: the source block, task, classes, counts and why."""
-
-    source: dict[str, Any]
-    task: str
-    classes: int
-    n_images: int
-    n_paired: int
-    note: str
-
-
-def find_rle_csv(root: Path, files: list[str], images: list[str], task: str | None = None) -> RleLayout | None:
+def find_rle_csv(root: Path, files: list[str], images: list[str], task: str | None = None) -> Detection | None:
     """The CSV (two folders deep at most) with a column of run-length encodings whose image ids
     name images under ``root``; None when there is none."""
     keys: dict[str, str] = {}
@@ -82,7 +70,7 @@ def _layout(
     keys: dict[str, str],
     found: tuple[str, str, str | None, list[dict[str, str]]],
     task: str | None,
-) -> RleLayout:
+) -> Detection:
     image_col, rle_col, class_col, rows = found
     listed = {keys[r[image_col].strip()] for r in rows if r[image_col].strip() in keys}
     folder = Counter(str(PurePosixPath(p).parent) for p in listed).most_common(1)[0][0]
@@ -128,4 +116,4 @@ def _layout(
     )
     source = {"kind": "images", "path": str(image_root), "labels": labels}
     n_paired = len(under) if "empty_when_missing" in labels else len(listed)
-    return RleLayout(source, task, n_classes, len(under), n_paired, note)
+    return Detection(source, task, n_classes, "rle-csv", "rle", len(under), n_paired, {"labels": note})

@@ -23,8 +23,9 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from segops.config.schema import ClusterSpec, ModelSpec, SourceSpec
+from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
-from segops.data.pairing import Detection, PlanOverrides, detect
+from segops.data.pairing import detect
 from segops.data.planning import Choice, PlanSettings, plan_train
 from segops.errors import PlanError
 from segops.outputs.atomic import atomic_write_text

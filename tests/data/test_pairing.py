@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from segops.config.schema import MaskPngLabels
+from segops.data.detection import PlanOverrides
 from segops.data.mask_files import read_mask_png, spec_mask
 from segops.data.mask_kinds import classify_masks, integral, mask_census
-from segops.data.pairing import PlanOverrides, detect
+from segops.data.pairing import detect
 from segops.errors import LabelError, PlanError
 from segops.outputs.dicom_seg import build_seg, write_seg
 

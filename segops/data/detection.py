@@ -1,0 +1,36 @@
+"""What ``segops plan`` guessed about an archive (:class:`Detection`) and what the user said
+(:class:`PlanOverrides`): the types :mod:`segops.data.pairing` and its layout finders
+(:mod:`segops.data.nnunet_layout`, :mod:`segops.data.rle_layout`) return and take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from segops.data.mask_kinds import MaskCensus
+
+
+@dataclass(frozen=True)
+class PlanOverrides:
+    """What the user said, winning over any guess (``segops plan`` options)."""
+
+    labels: Path | None = None
+    pattern: str | None = None
+    task: Literal["semantic", "instance"] | None = None
+    foreground_value: int | None = None
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The guessed source (as a plain dict, the YAML ``source`` block) and why."""
+
+    source: dict[str, Any]
+    task: Literal["semantic", "instance"]
+    classes: int
+    pairing: str  # "parallel-tree", "same-folder", "suffix", "dicom-seg", "coco", "rle-csv", "labels-option"
+    mask_kind: str  # "binary", "anti-aliased", "multi-class", "colour-coded", "instance-id", "coco", "rle", …
+    n_images: int
+    n_paired: int
+    notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
+    census: MaskCensus | None = None
