@@ -45,7 +45,7 @@ from segops.engine.train import (
     training_batch,
     validation_sums,
 )
-from segops.errors import StepError
+from segops.errors import SegopsError, StepError
 from segops.losses import build_loss
 from segops.models import build_model
 from segops.outputs.storage import open_storage
@@ -226,7 +226,20 @@ def _fit_with_progress(trainer: TorchTrainer, progress: Path, epochs: int, desc:
                 bar.update(1)
             shown = max(shown, len(lines))
             if finished:
-                return future.result()
+                try:
+                    return future.result()
+                except Exception as exc:
+                    cause = worker_error(exc)
+                    if cause is None:
+                        raise
+                    raise cause from None  # the worker's own one-paragraph error, not Ray's wrapper
+
+
+def worker_error(exc: BaseException) -> SegopsError | None:
+    """The :class:`SegopsError` a training worker raised (a data or divergence problem it can name),
+    from Ray Train's ``WorkerGroupError.worker_failures``; None for any other failure."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    return next((e for _, e in sorted(failures.items()) if isinstance(e, SegopsError)), None)
 
 
 def _epoch_summary(row: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ torchvision's per-image target dict here, and predictions become a label map aga
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from segops.config.schema import PreprocessSpec
 from segops.data.instances import split_instances, stack_instances
 from segops.data.transforms import prepare_image
 from segops.engine.checkpoint import LoadedModel
+from segops.engine.optim import check_progress, clipped_step
 from segops.engine.precision import autocast
 from segops.errors import ShapeError, StepError
 
@@ -89,7 +91,8 @@ def detection_train_steps(
     amp: bool = False,
     max_grad_norm: float = MAX_GRAD_NORM,
 ) -> dict[str, float]:
-    """One optimisation step per batch on the sum of Mask R-CNN's losses (gradient norm clipped).
+    """One optimisation step per batch on the sum of Mask R-CNN's losses (gradient norm clipped; a
+    non-finite step skipped, and an epoch of only those an error: :mod:`segops.engine.optim`).
 
     ``model`` may be wrapped in DistributedDataParallel; it is called as ``model(images, targets)``.
 
@@ -101,7 +104,7 @@ def detection_train_steps(
     """
     model.train()
     sums: dict[str, float] = defaultdict(float)
-    count = 0
+    count, steps, taken = 0, 0, 0
     for images, targets in batches:
         images = [x.to(device) for x in images]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
@@ -110,12 +113,15 @@ def detection_train_steps(
             losses = model(images, targets)
         loss = sum(losses.values())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
+        steps += 1
+        if not clipped_step(model, optimizer, max_grad_norm) or not math.isfinite(float(loss.detach())):
+            continue  # a non-finite gradient: no update, and the step is left out of the sums
+        taken += 1
         n = len(images)
         for name, value in (("loss", loss), *losses.items()):
             sums[name] += float(value.detach()) * n
         count += n
+    check_progress(taken, steps)
     return {**sums, "images": count}
 
 

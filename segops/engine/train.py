@@ -19,6 +19,7 @@ from segops.config.schema import AugmentSpec, PreprocessSpec, TrainStep
 from segops.data.augment import Augmenter
 from segops.data.transforms import prepare_image, random_patch
 from segops.engine.checkpoint import LoadedModel
+from segops.engine.optim import check_progress, clipped_step
 from segops.engine.precision import autocast
 from segops.engine.predict import predict_masks
 from segops.metrics import case_scores
@@ -138,22 +139,30 @@ def train_steps(
     device: torch.device,
     amp: bool = False,
 ) -> tuple[float, int]:
-    """Run one optimisation step per batch (forward and loss under bf16 autocast when ``amp`` on CUDA).
+    """Run one optimisation step per batch (forward and loss under bf16 autocast when ``amp`` on CUDA),
+    the gradient norm clipped at nnU-Net's 12; a step whose gradient is not finite is skipped
+    (:func:`segops.engine.optim.clipped_step`) and left out of the sums.
 
     Returns:
         (sum of per-sample loss, number of samples), so callers can average across workers.
+
+    Raises:
+        StepError: every step of the epoch was skipped (:data:`segops.engine.optim.DIVERGED`).
     """
     model.train()
-    total, count = 0.0, 0
+    total, count, steps, taken = 0.0, 0, 0, 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             loss = loss_fn(model(x), y)
         loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(x)
-        count += len(x)
+        steps += 1
+        if clipped_step(model, optimizer) and math.isfinite(loss_value := float(loss.detach())):
+            taken += 1
+            total += loss_value * len(x)
+            count += len(x)
+    check_progress(taken, steps)
     return total, count
 
 
