@@ -25,7 +25,7 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
     stored landscape), as labelling tools show it and so as its mask was drawn.
 
     Raises:
-        DecodeError: unreadable, truncated, or not an image.
+        DecodeError: unreadable, truncated, not an image, or holding NaN/inf pixels.
     """
     try:
         with Image.open(path) as img:
@@ -35,6 +35,14 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
                 pages = [_to_array(ImageOps.exif_transpose(img))]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    for index, array in enumerate(pages):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:  # a float TIFF's no-data pixels: every intensity statistic and loss would be NaN
+            where = f" on page {index}" if len(pages) > 1 else ""
+            raise DecodeError(
+                f"{bad} pixel(s){where} are NaN or infinite (a float image's no-data value?); replace them with a "
+                "number (e.g. the background value) and run again"
+            )
     base_id = path_case_id(rel_path)
     return [
         ImageRecord(

@@ -126,3 +126,16 @@ def test_a_photo_is_read_as_its_exif_orientation_shows_it(tmp_path: Path) -> Non
     assert row["status"] == "ok" and row["has_label"]
     image = np.asarray(row["image"]).reshape(row["channels"], row["height"], row["width"])[0]
     assert image.shape == (40, 24) and image[2:10, 3:7].mean() > 150 > image[20:, 12:].mean()
+
+
+def test_a_float_image_with_nan_pixels_is_quarantined_saying_so(tmp_path: Path) -> None:
+    depth = np.full((12, 16), 3.5, np.float32)
+    depth[2:4, 5:9] = np.nan  # a depth sensor's missing points
+    Image.fromarray(depth).save(tmp_path / "scan.tif")
+    Image.fromarray(np.full((12, 16), 2.0, np.float32)).save(tmp_path / "fine.tif")
+    source = ImageSource(kind="images", path=tmp_path)
+    (row,) = decode_file(str(tmp_path / "scan.tif"), "scan.tif", source)
+    assert (row["status"], row["stage"]) == ("quarantined", "read")
+    assert "8 pixel(s) are NaN or infinite" in row["error"] and "replace them" in row["error"]
+    (ok,) = decode_file(str(tmp_path / "fine.tif"), "fine.tif", source)
+    assert ok["status"] == "ok"
