@@ -105,6 +105,8 @@ class MaskCensus:
         id_counts: how many different k those masks have.
         lossy: some masks are JPEG files (compression noise around every edge and block).
         void: the stored value of void borders (:func:`void_value`), left out of the other cues.
+        with_foreground: masks holding any nonzero value (all of them: masks were drawn only
+            where there is something to segment, as DAGM's and Severstal's are).
     """
 
     masks: int
@@ -117,6 +119,7 @@ class MaskCensus:
     id_counts: int = 0
     lossy: bool = False
     void: int | None = None
+    with_foreground: int = 0
 
 
 def _read_raw(path: Path) -> np.ndarray | None:
@@ -173,6 +176,7 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         len(set(numbered)),
         any(p.suffix.lower() in LOSSY_MASK_EXTS for p, _ in arrays),
         void,
+        with_foreground,
     )
 
 

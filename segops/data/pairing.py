@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.mask_kinds import (
@@ -196,7 +197,20 @@ def _paired(
         source["exclude"] = exclude
         notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
     unlabelled = len(data) - len(paired) - len(exclude)
-    if unlabelled and labels_spec["kind"] in ("mask-png", "instance-png"):
+    only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
+    unmasked = [i for i in data if i not in paired_set and i not in set(exclude)]
+    only_defects = only_defects and not normal and _alike(image_root, unmasked, paired, sample)
+    if unlabelled and labels_spec["kind"] in ("mask-png", "instance-png") and only_defects:
+        # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
+        # without one are the defect-free ones; left out, a model would never see a clean part
+        labels_spec["empty_when_missing"] = ["**"]
+        notes["labels.empty_when_missing"] = (
+            f"every sampled mask has foreground, so masks were drawn only where there is a defect: the "
+            f"{unlabelled} image(s) without one are trained on and scored as defect-free (empty masks); "
+            "delete this line if they are merely not annotated yet"
+        )
+        paired += unmasked
+    elif unlabelled and labels_spec["kind"] in ("mask-png", "instance-png"):
         notes["labels"] += (
             f"; {unlabelled} image(s) have no mask: unlabelled (segmented, never trained on); if they are "
             "defect-free, add empty_when_missing: ['**'] to train on them as empty masks"
@@ -220,6 +234,26 @@ def _paired(
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
+
+
+def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:
+    """Whether the images without a mask look like those with one (the same colour mode and
+    median size within 1.5x, from file headers), so they are the same parts, not another series
+    (a study folder's photos beside its labelled slices)."""
+
+    def headers(names: list[str]) -> tuple[str, float]:
+        modes, sides = Counter(), []
+        for name in _spread(names, min(sample, 50)):
+            try:
+                with Image.open(root / name) as img:
+                    modes[img.mode == "RGB" or img.mode == "RGBA"] += 1
+                    sides.append(img.width * img.height)
+            except (OSError, UnidentifiedImageError):
+                continue
+        return (modes.most_common(1)[0][0] if modes else None), float(np.median(sides)) if sides else 0.0
+
+    (mode_a, size_a), (mode_b, size_b) = headers(unmasked), headers(masked)
+    return mode_a == mode_b and size_a > 0 and size_b > 0 and max(size_a, size_b) <= 1.5**2 * min(size_a, size_b)
 
 
 def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:

@@ -160,9 +160,22 @@ def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pat
     d = detect(tmp_path)
     assert d.source["labels"]["pattern"] == pattern and (d.n_images, d.n_paired) == (4, 4), d.notes
     assert "exclude" not in d.source and "no mask" not in d.notes["labels"]
-    _image(tmp_path / PurePosixPath(next(iter(layout))).parent / "9999.png", 9)  # a defect-free image: no mask
+    folder = tmp_path / PurePosixPath(next(iter(layout))).parent
+    _image(folder / "9999.png", 9)  # a defect-free image: no mask, as DAGM stores them
     d = detect(tmp_path)
-    assert (d.n_images, d.n_paired) == (5, 4)
+    assert (d.n_images, d.n_paired, d.source["labels"]["empty_when_missing"]) == (5, 5, ["**"])
+    assert "the 1 image(s) without one are trained on and scored as defect-free" in d.notes["labels.empty_when_missing"]
+
+
+def test_unmasked_images_stay_unlabelled_where_empty_masks_were_drawn_too(tmp_path: Path) -> None:
+    """Annotators who drew an empty mask for a clean image did not skip the clean ones: an image
+    without a mask there is not annotated yet, not defect-free."""
+    for i in range(4):
+        _image(tmp_path / "images" / f"{i}.png", i)
+        _mask(tmp_path / "masks" / f"{i}.png", _square() if i % 2 else np.zeros((24, 32), np.uint8))
+    _image(tmp_path / "images" / "9.png", 9)
+    d = detect(tmp_path)
+    assert (d.n_images, d.n_paired) == (5, 4) and "empty_when_missing" not in d.source["labels"]
     assert "1 image(s) have no mask: unlabelled" in d.notes["labels"] and "empty_when_missing" in d.notes["labels"]
 
 
