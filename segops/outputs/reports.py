@@ -216,7 +216,8 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
     Keys: ``dice_mean``/``_median``/``_p5`` (all labelled), ``heldout_dice_mean`` … (test only),
     ``val_dice_mean`` … (val only), ``fg_dice_mean`` / ``heldout_fg_dice_mean`` / ``val_fg_dice_mean``
     (cases whose ground truth is not empty: on mostly empty data the plain mean is dominated by empty
-    cases), the same for IoU, pixel error and (where scored) Rand error, and the counts
+    cases), the same for IoU, pixel error and (where scored) Rand error, the image-level
+    ``empty_flagged`` / ``fg_missed`` (:func:`image_level`), and the counts
     ``labelled_cases``, ``heldout_cases`` and ``val_cases``. A part without cases gets its count
     (0) and nothing else: with no test set there are no ``heldout_`` figures, and validation cases
     never stand in for them. Each part with Dice and risk also gets
@@ -234,11 +235,26 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
         metrics |= summarize(part["pixel_error"], f"{prefix}pixel_error")
         metrics |= summarize(part["rand_error"], f"{prefix}rand_error")  # NaN unless boundary_class is set
         metrics |= summarize(part[part["label_fg_fraction"] > 0]["dice"], f"{prefix}fg_dice")
+        metrics |= image_level(part, prefix)
         if "risk" in part.columns and part["risk"].notna().any():
             metrics |= {f"{prefix}{k}": v for k, v in risk_quality(part["risk"], part["dice"]).items()}
         if "matched_dice" in report.columns:
             metrics |= summarize(part["matched_dice"], f"{prefix}matched_dice") | _detection_counts(part, prefix)
     return metrics
+
+
+def image_level(part: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """Whole-image calls, the figures an inspection line is judged by, which no Dice mean shows:
+    ``empty_flagged``, the share of cases with an empty ground truth (defect-free parts) given any
+    foreground, and ``fg_missed``, the share of cases with foreground given none. Each only where
+    the part has such cases."""
+    empty, fg = part["label_fg_fraction"] == 0, part["label_fg_fraction"] > 0
+    out = {}
+    if empty.any():
+        out[f"{prefix}empty_flagged"] = float((part.loc[empty, "fg_fraction"] > 0).mean())
+    if fg.any():
+        out[f"{prefix}fg_missed"] = float((part.loc[fg, "fg_fraction"] == 0).mean())
+    return out
 
 
 def _detection_counts(part: pd.DataFrame, prefix: str) -> dict[str, float]:

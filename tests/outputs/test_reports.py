@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segops.outputs.reports import SplitGroups, build_report, report_metrics, split_column
+from segops.outputs.reports import SplitGroups, build_report, image_level, report_metrics, split_column
 
 #: groups: t1, t2 test; v1 validation; r1 trained on; x1 a source the split never saw.
 GROUPS = ["t1", "t1", "t2", "v1", "v1", "r1", "x1"]
@@ -60,6 +60,20 @@ def test_heldout_figures_are_over_test_and_val_figures_over_validation() -> None
     assert metrics["dice_mean"] == pytest.approx(sum(DICE) / 7)
     assert metrics["fg_dice_mean"] == pytest.approx((0.9 + 0.5 + 0.6 + 0.95 + 0.3) / 5)
     assert not any(k.startswith(("heldout_rand", "val_rand", "rand")) for k in metrics)  # no boundary_class
+    assert "heldout_empty_flagged" in metrics and metrics["heldout_fg_missed"] == 0.0
+
+
+def test_image_level_calls_count_false_alarms_on_clean_cases_and_missed_cases() -> None:
+    """Four clean parts (one given a spot) and two defective ones (one given nothing): Dice means
+    would not say either."""
+    df = pd.DataFrame(
+        {
+            "label_fg_fraction": [0.0, 0.0, 0.0, 0.0, 0.01, 0.02],
+            "fg_fraction": [0.0, 0.003, 0.0, 0.0, 0.0, 0.02],
+        }
+    )
+    assert image_level(df, "heldout_") == {"heldout_empty_flagged": 0.25, "heldout_fg_missed": 0.5}
+    assert image_level(df[df["label_fg_fraction"] > 0]) == {"fg_missed": 0.5}  # no clean case: no false-alarm figure
 
 
 def test_without_a_test_set_there_are_no_heldout_figures_and_val_never_stands_in() -> None:
