@@ -197,9 +197,10 @@ def _paired(
         source["exclude"] = exclude
         notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
     unlabelled = len(data) - len(paired) - len(exclude)
+    excluded = set(exclude)
+    unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and not normal else []
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
-    unmasked = [i for i in data if i not in paired_set and i not in set(exclude)]
-    only_defects = only_defects and not normal and _alike(image_root, unmasked, paired, sample)
+    only_defects = only_defects and bool(unmasked) and _alike(image_root, unmasked, paired, sample)
     if unlabelled and labels_spec["kind"] in ("mask-png", "instance-png") and only_defects:
         # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
         # without one are the defect-free ones; left out, a model would never see a clean part
