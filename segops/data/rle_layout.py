@@ -78,7 +78,9 @@ def _layout(
     prefix = "" if image_root == root else folder + "/"
     under = [i for i in images if i.startswith(prefix)]
     classes = class_numbers([(r.get(class_col) or "").strip() for r in rows]) if class_col else {"1": 1}
-    per_class = Counter((r[image_col], r.get(class_col, "1")) for r in rows if not is_empty_rle(r[rle_col]))
+    per_class = Counter(
+        (r[image_col], (r.get(class_col) if class_col else "1")) for r in rows if not is_empty_rle(r[rle_col])
+    )
     objects = max(per_class.values(), default=0)
     task = task or ("instance" if objects >= 2 else "semantic")
     samples = []
