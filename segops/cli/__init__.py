@@ -253,7 +253,14 @@ def plan(
         f"{fp.n_labelled} labelled in {result.fingerprint_file}"
         + (f"; {fp.left_out} file(s) left out, named in the warning above" if fp.left_out else "")
     )
+    for key in _PLAN_DECISIONS:  # the guesses that decide which images train, said here, not only in the file
+        if key in result.detection.notes:
+            out.print(f"  {key}: {result.detection.notes[key]}", highlight=False)
     out.print(f"check it with: segops validate {result.workflow}; run it with: segops run {result.workflow}")
+
+
+#: Detection notes ``segops plan`` prints: what decides which images train and which are left out.
+_PLAN_DECISIONS = ("path", "labels.empty_when_missing", "exclude")
 
 
 @app.command()
