@@ -151,3 +151,33 @@ def test_header_census_matches_the_archive(archive: Path) -> None:
     # header-only: truncated-pixel files still have complete headers, so only decode finds them
     assert (ok["modality"] == "CT").sum() >= 18
     assert rows.loc[rows["rel_path"] == "rtplan.dcm", "status"].item() == "skipped"
+
+
+def test_an_image_whose_mask_does_not_fit_is_kept_unlabelled_and_listed(tmp_path: Path) -> None:
+    """Two masks exported at half size: their images are still ingested (and so segmented), not
+    trained on, and the quarantine table says why."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((32, 48), 60 * i, np.uint8)).save(images / f"p{i}.png")
+        size = (24, 16) if i in (1, 3) else (48, 32)
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(labels / f"p{i}.png")
+    run = _run(
+        tmp_path,
+        "ingest-half-masks",
+        {
+            "step": "ingest",
+            "source": {"kind": "images", "path": str(images), "labels": {"kind": "mask-png", "path": str(labels)}},
+        },
+    )
+    dataset = pd.read_parquet(run.run_dir / "dataset", columns=["rel_path", "status", "has_label"])
+    assert (dataset["status"] == "ok").all() and sorted(dataset.loc[~dataset["has_label"], "rel_path"]) == [
+        "p1.png",
+        "p3.png",
+    ]
+    quarantine = pd.read_parquet(run.run_dir / "quarantine.parquet")
+    assert sorted(quarantine["rel_path"]) == ["p1.png", "p3.png"] and set(quarantine["status"]) == {"unlabelled"}
+    assert quarantine["error"].str.contains("is 24x16 but its image is 48x32").all()
+    metrics = MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id).data.metrics
+    assert (metrics["ingest_label_problems"], metrics["ingest_quarantined"], metrics["ingest_labelled"]) == (2, 0, 2)
