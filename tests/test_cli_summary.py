@@ -57,6 +57,19 @@ def test_summary_leads_with_foreground_dice_and_warns_on_empty_predictions(capsy
     assert "predicted no foreground" not in capsys.readouterr().out
 
 
+def test_summary_warns_when_most_clean_cases_got_a_mask(capsys: pytest.CaptureFixture[str]) -> None:
+    """A rare-defect model with fine foreground Dice that marks every clean part: the held-out
+    figure decides; validation speaks only where nothing was held out."""
+    metrics = {"segment_heldout_cases": 12.0, "segment_heldout_fg_dice_mean": 0.6, "segment_heldout_empty_flagged": 1.0}
+    _print_summary(_result(metrics | {"segment_val_empty_flagged": 0.0}, frozenset({"t"})))
+    said = " ".join(capsys.readouterr().out.split())
+    assert "100% of the held-out cases with nothing to segment (clean parts) got a mask" in said
+    _print_summary(_result(metrics | {"segment_heldout_empty_flagged": 0.2, "segment_val_empty_flagged": 1.0}))
+    assert "got a mask" not in capsys.readouterr().out  # the held-out figure is below the line
+    _print_summary(_result({"segment_val_cases": 4.0, "segment_val_empty_flagged": 0.75}, frozenset()))
+    assert "75% of the validation cases" in " ".join(capsys.readouterr().out.split())
+
+
 def test_summary_says_in_words_when_no_test_set_was_held_out(capsys: pytest.CaptureFixture[str]) -> None:
     metrics = {"segment_heldout_cases": 0.0, "segment_val_cases": 4.0, "segment_val_dice_mean": 0.8}
     _print_summary(_result(metrics, frozenset()))

@@ -131,9 +131,32 @@ def _print_summary(result) -> None:
             "[red]the model predicted no foreground on any segmented image: it learnt "
             "background only (see val_fg_dice in the training history)[/]",
         )
+    alarm = _false_alarms(metrics)
+    if alarm:
+        table.add_row("[red]warning[/]", f"[red]{alarm}[/]")
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+
+
+#: Share of clean (empty-truth) cases given a mask at which the summary warns of false alarms.
+FALSE_ALARM_WARNING = 0.5
+
+
+def _false_alarms(metrics: Mapping[str, float]) -> str | None:
+    """A warning when half or more of the clean cases of the most trustworthy part (held-out, else
+    validation, else all) got a mask: on rare defects the foreground Dice can look fine meanwhile."""
+    for key, part in (("heldout_", "held-out"), ("val_", "validation"), ("", "labelled")):
+        share = metrics.get(f"segment_{key}empty_flagged")
+        if share is not None:
+            if share < FALSE_ALARM_WARNING:
+                return None
+            return (
+                f"{share:.0%} of the {part} cases with nothing to segment (clean parts) got a mask: false alarms "
+                "that the foreground Dice does not count; see report.parquet (fg_fraction > 0 where "
+                "label_fg_fraction is 0) and train longer or on more clean images"
+            )
+    return None
 
 
 #: The summary rows that head the held-out and the validation figures: (label, what the part is).
