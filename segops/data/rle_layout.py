@@ -47,16 +47,20 @@ def _columns(path: Path, keys: dict[str, str]) -> tuple[str, str, str | None, li
     if not rows:
         return None
 
-    def share(column: str, test) -> float:
-        values = [(r.get(column) or "").strip() for r in rows]
-        values = [v for v in values if v and not is_empty_rle(v)] if test is RLE_TEXT.match else values
-        return sum(1 for v in values if test(v)) / len(values) if values else 0.0
+    def values(column: str) -> list[str]:
+        return [(r.get(column) or "").strip() for r in rows]
 
-    rle = max(header, key=lambda c: share(c, RLE_TEXT.match), default=None)
-    if rle is None or share(rle, RLE_TEXT.match) < 0.8:
+    def share(found: list[str], test) -> float:
+        return sum(1 for v in found if test(v)) / len(found) if found else 0.0
+
+    # encodings are judged on non-empty values: most of Airbus' rows list an image with no ship
+    rle_share = {c: share([v for v in values(c) if not is_empty_rle(v)], RLE_TEXT.match) for c in header}
+    rle = max(header, key=rle_share.__getitem__, default=None)
+    if rle is None or rle_share[rle] < 0.8:
         return None
-    image = max((c for c in header if c != rle), key=lambda c: share(c, keys.__contains__), default=None)
-    if image is None or share(image, keys.__contains__) == 0:
+    id_share = {c: share(values(c), keys.__contains__) for c in header if c != rle}
+    image = max(id_share, key=id_share.__getitem__, default=None)
+    if image is None or id_share[image] == 0:
         return None
     others = [c for c in header if c not in (rle, image) and CLASS_COLUMN.search(c)]
     few = [c for c in others if 1 <= len({r.get(c) for r in rows}) <= 32]

@@ -155,3 +155,20 @@ def test_plan_reads_one_object_per_row_as_instances_and_a_row_major_csv(tmp_path
     labels = d.source["labels"]
     assert (d.task, labels["order"], labels["instances"], d.n_paired) == ("instance", "row-major", True, 4)
     assert "empty_when_missing" not in labels and "class_column" not in labels
+
+
+def test_plan_finds_a_csv_whose_rows_are_mostly_empty_encodings(tmp_path: Path):
+    """Airbus lists every image, most with no ship (an empty encoding): the encodings column is
+    judged on its non-empty values. Before, the empty ones counted against it and nothing was found."""
+    from segops.data.pairing import detect
+
+    (tmp_path / "train_v2").mkdir()
+    ship = np.zeros((30, 40), bool)
+    ship[5:12, 8:30] = True
+    rows = ["ImageId,EncodedPixels"]
+    for i in range(10):
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "train_v2" / f"{i:03d}.jpg")
+        rows.append(f"{i:03d}.jpg,{encode_rle(ship) if i < 2 else ''}")
+    (tmp_path / "train_ship_segmentations_v2.csv").write_text("\n".join(rows) + "\n")
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_paired, d.source["labels"]["rle_column"]) == ("rle-csv", 10, "EncodedPixels")
