@@ -45,10 +45,10 @@ def _stats_batch(
     status = batch.get("status")
     stage = batch.get("stage")
     for i in range(len(batch["case_id"])):
-        unread_label = stage is not None and stage[i] == "label"  # a record kept without its label
-        if status is not None and (status[i] == STATUS_QUARANTINED or (labelled_only and unread_label)):
+        unread_label = labelled_only and stage is not None and stage[i] == "label"  # kept without its label
+        if status is not None and (status[i] == STATUS_QUARANTINED or unread_label):
             out.append(pickle.dumps({"left_out": (str(batch["rel_path"][i]), str(batch["error"][i]))}))
-        if status is not None and (status[i] != STATUS_OK or (labelled_only and unread_label)):
+        if status is not None and (status[i] != STATUS_OK or unread_label):
             continue  # skipped rows are files that hold no image (an RTSTRUCT): not left-out data
         label = batch["label"][i] if ("has_label" not in batch or batch["has_label"][i]) else None
         if labelled_only and label is None:

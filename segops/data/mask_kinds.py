@@ -299,12 +299,6 @@ MAX_UNLISTED_SHARE = 0.05
 MAX_COLOUR_CLASSES = 32
 
 
-def colour_key(rgb: tuple[int, int, int] | np.ndarray) -> str:
-    """``#rrggbb`` of an RGB triple, the key of ``labels.colors``."""
-    r, g, b = (int(v) for v in rgb)
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
 def _rgb_and_opaque(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A stored mask frame as (H, W, 3) uint8 colours and an (H, W) "not transparent" mask."""
     if frame.ndim == 2:
@@ -348,7 +342,7 @@ def colour_classes(frame: np.ndarray, colors: dict[str, int], where: str) -> np.
                 f"colour mask {where}: {stray.mean():.1%} of its pixels have colours labels.colors does not list "
                 f"(commonest {', '.join(common)}); add them to labels.colors with their class"
             )
-        table = np.array([[int(k[i : i + 2], 16) for i in (1, 3, 5)] for k in colors], np.float32)
+        table = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=1).astype(np.float32)
         distance = ((rgb[stray][:, None, :].astype(np.float32) - table[None]) ** 2).sum(-1)
         out[stray] = classes[distance.argmin(1)]
     out[~opaque] = 0

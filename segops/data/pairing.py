@@ -89,6 +89,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     labels = overrides.labels.resolve() if overrides.labels else None
     if labels is not None and labels.suffix.lower() == ".json":
         return _coco(root, files, labels, overrides)
+    pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
     if labels is None:
         nnunet = nnunet_folder(files)
         if nnunet is not None:
@@ -96,12 +97,10 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         coco = _find_coco(root, files)
         if coco is not None:
             return _coco(root, files, coco[0], overrides, coco[1])
-        pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
         rle = find_rle_csv(root, files, pictures, overrides.task)
         if rle is not None:
             return rle
     dicom = _dicom_files(root, files)
-    pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
         segs = _seg_files(root, dicom, sample)
@@ -197,11 +196,11 @@ def _paired(
         source["exclude"] = exclude
         notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
     unlabelled = len(data) - len(paired) - len(exclude)
+    per_file = labels_spec["kind"] in ("mask-png", "instance-png")  # kinds with empty_when_missing
     excluded = set(exclude)
-    unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and not normal else []
+    unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and per_file else []
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
-    only_defects = only_defects and bool(unmasked) and _alike(image_root, unmasked, paired, sample)
-    if unlabelled and labels_spec["kind"] in ("mask-png", "instance-png") and only_defects:
+    if unmasked and not normal and only_defects and _alike(image_root, unmasked, paired, sample):
         # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
         # without one are the defect-free ones; left out, a model would never see a clean part
         labels_spec["empty_when_missing"] = ["**"]
@@ -211,7 +210,7 @@ def _paired(
             "delete this line if they are merely not annotated yet"
         )
         paired += unmasked
-    elif unlabelled and labels_spec["kind"] in ("mask-png", "instance-png"):
+    elif unlabelled and per_file:
         notes["labels"] += (
             f"; {unlabelled} image(s) have no mask: unlabelled (segmented, never trained on); if they are "
             "defect-free, add empty_when_missing: ['**'] to train on them as empty masks"
@@ -242,7 +241,7 @@ def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> b
     median size within 1.5x, from file headers), so they are the same parts, not another series
     (a study folder's photos beside its labelled slices)."""
 
-    def headers(names: list[str]) -> tuple[str, float]:
+    def headers(names: list[str]) -> tuple[bool | None, float]:
         modes, sides = Counter(), []
         for name in _spread(names, min(sample, 50)):
             try:
