@@ -29,20 +29,12 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
     """
     try:
         with Image.open(path) as img:
-            fmt = img.format or ""
-            pages = [_to_array(page) for page in ImageSequence.Iterator(img)]
-            if len(pages) == 1 and img.getexif().get(EXIF_ORIENTATION, 1) != 1:
-                pages = [_to_array(ImageOps.exif_transpose(img))]
+            fmt, n_pages = img.format or "", getattr(img, "n_frames", 1)
+            turned = n_pages == 1 and img.getexif().get(EXIF_ORIENTATION, 1) != 1
+            frames = [ImageOps.exif_transpose(img)] if turned else ImageSequence.Iterator(img)
+            pages = [_finite(_to_array(page), page.mode, index, n_pages) for index, page in enumerate(frames)]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
-    for index, array in enumerate(pages):
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        if bad:  # a float TIFF's no-data pixels: every intensity statistic and loss would be NaN
-            where = f" on page {index}" if len(pages) > 1 else ""
-            raise DecodeError(
-                f"{bad} pixel(s){where} are NaN or infinite (a float image's no-data value?); replace them with a "
-                "number (e.g. the background value) and run again"
-            )
     base_id = path_case_id(rel_path)
     return [
         ImageRecord(
@@ -58,6 +50,19 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
         )
         for index, array in enumerate(pages)
     ]
+
+
+def _finite(array: np.ndarray, mode: str, index: int, n_pages: int) -> np.ndarray:
+    """``array``, checked for NaN/inf where its stored mode can hold them (32-bit float, ``F``): a
+    float TIFF's no-data pixels would make every intensity statistic and loss NaN."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array))) if mode == "F" else 0
+    if bad:
+        where = f" on page {index}" if n_pages > 1 else ""
+        raise DecodeError(
+            f"{bad} pixel(s){where} are NaN or infinite (a float image's no-data value?); replace them with a "
+            "number (e.g. the background value) and run again"
+        )
+    return array
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
