@@ -99,12 +99,22 @@ def class_numbers(names: list[str]) -> dict[str, int]:
 
 
 def index_rows(rows: list[dict[str, str]], classes: dict[str, int]) -> dict[str, list[tuple[int, str]]]:
-    """Image id → its (class, encoding) pairs; an empty encoding leaves the image listed with none."""
+    """Image id → its (class, encoding) pairs; an empty encoding leaves the image listed with none.
+
+    Raises:
+        LabelError: an encoding's class value that ``classes`` does not map (its pixels would be lost).
+    """
+    unmapped = sorted({row["class"] for row in rows if row["class"] not in classes and not is_empty_rle(row["rle"])})
+    if unmapped:
+        raise LabelError(
+            f"RLE CSV rows have class value(s) {unmapped[:10]} that labels.classes ({classes}) does not map; "
+            "add them with their class"
+        )
     index: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for row in rows:
         entries = index[row["image"]]
         if not is_empty_rle(row["rle"]):
-            entries.append((classes.get(row["class"], 0), row["rle"]))
+            entries.append((classes[row["class"]], row["rle"]))
     return dict(index)
 
 

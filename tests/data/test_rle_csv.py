@@ -113,6 +113,9 @@ def test_ids_without_extension_names_instances_and_a_row_that_does_not_fit(tmp_p
     assert "train.csv#image=cell-b" in bad["error"] and "runs past the 30x20 image" in bad["error"]
     with pytest.raises(LabelError, match=r"has no column 'ImageId'; its columns are \['id', 'annotation'"):
         build_resolver(RleCsvLabels(kind="rle-csv", path=tmp_path / "train.csv"))
+    partial = spec.model_copy(update={"classes": {"astro": 1}})  # shsy5y rows would silently vanish
+    with pytest.raises(LabelError, match=r"class value\(s\) \['shsy5y'\] that labels.classes .* does not map"):
+        build_resolver(partial)
 
 
 def test_plan_finds_severstals_csv_its_columns_order_and_unlisted_defect_free_images(tmp_path: Path):
