@@ -33,16 +33,21 @@ _COLOURS_HELP = (
 )
 
 
-class _MaskFiles(Spec):
-    """What mask-per-image labels share: ``empty_when_missing`` and ``void``."""
+class _EmptyWhenMissing(Spec):
+    """Labels where an input without one may mean "nothing to segment": ``empty_when_missing``."""
 
     empty_when_missing: tuple[str, ...] = Field(default=(), description=_EMPTY_HELP)
-    void: int | None = Field(default=None, ge=0, le=65535, description=_VOID_HELP)
 
     @model_validator(mode="after")
-    def _empty_globs_relative(self) -> _MaskFiles:
+    def _empty_globs_relative(self) -> _EmptyWhenMissing:
         _check_globs(self.empty_when_missing, (), "empty_when_missing")
         return self
+
+
+class _MaskFiles(_EmptyWhenMissing):
+    """What mask-per-image labels share: ``empty_when_missing`` and ``void``."""
+
+    void: int | None = Field(default=None, ge=0, le=65535, description=_VOID_HELP)
 
 
 class MaskPngLabels(_MaskFiles):
@@ -171,7 +176,7 @@ class VolumeLabels(Spec):
     tolerance_mm: float = Field(default=1e-3, gt=0)
 
 
-class RleCsvLabels(Spec):
+class RleCsvLabels(_EmptyWhenMissing):
     """Run-length encoded masks in a CSV file, Kaggle's layout (Severstal, Airbus ships, SIIM):
     a row per (image, class) or per object, ``start length`` pairs with 1-based starts.
 
@@ -193,12 +198,6 @@ class RleCsvLabels(Spec):
     classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
     order: Literal["column-major", "row-major"] = "column-major"
     instances: bool = Field(default=False, description="Each row one object (for arch: maskrcnn).")
-    empty_when_missing: tuple[str, ...] = Field(default=(), description=_EMPTY_HELP)
-
-    @model_validator(mode="after")
-    def _empty_globs_relative(self) -> RleCsvLabels:
-        _check_globs(self.empty_when_missing, (), "empty_when_missing")
-        return self
 
 
 LabelsSpec = Annotated[
