@@ -80,6 +80,7 @@ def _e2e_text(archive: dict) -> str:
                 "split": {"val_fraction": 0.34},
                 "epochs": 2,
                 "batch_size": 4,
+                "samples_per_epoch": 3,  # an epoch draws 3 training slices (2 per worker): an archive's short epochs
             },
             {"step": "segment", "overlays": 2, "outputs": ["png", "rtstruct"]},
         ],
@@ -214,6 +215,10 @@ def test_one_mlflow_run_with_params_metrics_and_artifacts(run) -> None:
     )
     assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "train_loss")] == [0, 1]
     assert [m.step for m in client.get_metric_history(run.mlflow_run_id, "val_fg_dice")] == [0, 1]
+    # samples_per_epoch 3 over 2 workers: ceil(3 / 2) = 2 slices per worker, 1 patch each, every epoch
+    assert int(data.params["train.cases"]) >= 6  # each worker's share (>= 3) is more than its draw
+    epochs = [json.loads(line) for line in (run.run_dir / "ray-train" / "progress.jsonl").read_text().splitlines()]
+    assert [row["train_samples"] for row in epochs] == [4.0, 4.0]
     assert data.params["train.select_metric"] in ("val_dice", "val_fg_dice") and "best_val_fg_dice" in data.metrics
     report = pd.read_parquet(run.run_dir / "report.parquet")
     assert data.metrics["segment_dice_mean"] == pytest.approx(report["dice"].mean())

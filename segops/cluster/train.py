@@ -40,6 +40,7 @@ from segops.engine.instance_eval import entries_ap, eval_entry
 from segops.engine.train import (
     ForegroundReservoir,
     build_optimizer,
+    epoch_rows,
     select_metric,
     train_steps,
     training_batch,
@@ -165,6 +166,8 @@ def train_model(
         "seed": seed,
         "threads": max(1, int(cpus)),
         "init_checkpoint": str(init_checkpoint.resolve()) if init_checkpoint else None,
+        # samples_per_epoch draws from each rank's share of these rows (engine.train.epoch_rows)
+        "train_rows": train_ds.count() if step.samples_per_epoch else 0,
     }
     os.environ.setdefault(POLL_INTERVAL_ENV, str(POLL_INTERVAL_S))  # read when fit() starts the controller
     trainer = TorchTrainer(
@@ -293,13 +296,15 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         device=device,
         rank=rank,
         world=ctx.get_world_size(),
+        seed=config["seed"],
+        train_rows=config.get("train_rows", 0),
     )
     run_epoch = _instance_epoch if instance else _semantic_epoch
     for epoch in range(len(history), step.epochs):
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         if len(optimizer.param_groups) > 1:
             metrics["backbone_lr"] = optimizer.param_groups[1]["lr"]
-        metrics |= run_epoch(worker)
+        metrics |= run_epoch(worker, epoch)
         scheduler.step()
         history.append(metrics)
         _report(history, net, optimizer, scheduler, step, rank)
@@ -329,9 +334,17 @@ class _Worker:
     device: torch.device
     rank: int
     world: int
+    seed: int
+    train_rows: int  # rows of the whole training dataset (0 when every row trains each epoch)
+
+    def train_pairs(self, epoch: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+        """This epoch's training (image, label) lists of ``batch_size``: every row of the shard, or
+        ``samples_per_epoch``'s draw of them."""
+        keep = epoch_rows(self.train_rows, self.world, self.step.samples_per_epoch, self.seed, epoch, self.rank)
+        return _pairs(self.train_shard, self.step.batch_size, keep)
 
 
-def _semantic_epoch(w: _Worker) -> dict[str, float]:
+def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     """U-Net: Dice+CE on random patches (with foreground oversampling); whole-image (3D:
     whole-volume) validation Dice over all cases and over foreground cases. The selection score
     is the foreground Dice when most validation cases are empty (:func:`select_metric`)."""
@@ -353,7 +366,7 @@ def _semantic_epoch(w: _Worker) -> dict[str, float]:
             step.foreground_oversample,
             w.reservoir,
         )
-        for pairs in _pairs(w.train_shard, step.batch_size)
+        for pairs in w.train_pairs(epoch)
     )
     loss_sum, n_samples = train_steps(w.model, batches, loss_fn, w.optimizer, w.device, step.amp)
     val_pairs = ((image, label) for _, image, label in _own_cases(w.val_shard, w.rank, w.world))
@@ -371,14 +384,11 @@ def _semantic_epoch(w: _Worker) -> dict[str, float]:
     return metrics | {"val_score": metrics[select_metric(int(n_val), int(n_fg))]}
 
 
-def _instance_epoch(w: _Worker) -> dict[str, float]:
+def _instance_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     """Mask R-CNN: whole images, loss components averaged over all ranks; validation mask AP
     over every rank's predictions together (AP is a property of the set; the selection score)."""
     step = w.step
-    batches = (
-        detection_batch(pairs, step.preprocess, step.model.in_channels, w.rng)
-        for pairs in _pairs(w.train_shard, step.batch_size)
-    )
+    batches = (detection_batch(pairs, step.preprocess, step.model.in_channels, w.rng) for pairs in w.train_pairs(epoch))
     sums = detection_train_steps(w.model, batches, w.optimizer, w.device, step.amp)
     names = sorted(k for k in sums if k != "images")
     reduced = _all_reduce([sums[k] for k in names] + [sums["images"]])
@@ -400,10 +410,27 @@ def _instance_epoch(w: _Worker) -> dict[str, float]:
     }
 
 
-def _pairs(shard: Any, batch_size: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    """Lists of (image, label) arrays from a dataset shard."""
+def _pairs(
+    shard: Any, batch_size: int, keep: np.ndarray | None = None
+) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
+    """Lists of ``batch_size`` (image, label) arrays from a dataset shard (the last may be
+    shorter); with ``keep``, only the rows it marks (rows past its end are left out)."""
+    if keep is None:
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
+            yield list(zip(batch["image"], batch["label"]))
+        return
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    row = 0
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-        yield list(zip(batch["image"], batch["label"]))
+        for image, label in zip(batch["image"], batch["label"]):
+            if row < len(keep) and keep[row]:
+                pending.append((image, label))
+                if len(pending) == batch_size:
+                    yield pending
+                    pending = []
+            row += 1
+    if pending:
+        yield pending
 
 
 def _own_cases(shard: Any, rank: int, world: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:

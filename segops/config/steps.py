@@ -155,6 +155,14 @@ class TrainStep(Spec):
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     patches_per_image: int = Field(default=1, ge=1, le=64, description="Random patches per image per epoch.")
+    samples_per_epoch: int | None = Field(
+        default=None,
+        ge=1,
+        description="Training images (3D: volumes) drawn at random, without repeats, for each epoch, each giving "
+        "patches_per_image patches; none: every training image once. An epoch of a large archive then stays "
+        "short (nnU-Net fixes an epoch at 250 steps whatever the dataset's size), so a time budget holds and "
+        "validation, checkpoints and the learning-rate schedule keep their rhythm. Seeded per epoch and rank.",
+    )
     foreground_oversample: float = Field(
         default=0.33,
         ge=0.0,

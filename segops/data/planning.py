@@ -29,7 +29,12 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
 - **Epochs.** ``(budget − 45 s start-up) / epoch time``, 1..1000. Epoch time = (training
   patches + validation images x tiles / 3 (forward only)) x seconds per patch / ``workers``
   + 1 s overhead; seconds per patch come from a timing probe of the planned model (one CPU
-  thread, as each Ray Train worker runs).
+  thread, as each Ray Train worker runs). When a pass over every training image leaves fewer
+  than :data:`MIN_EPOCHS` epochs in the budget (a large archive), an epoch is a random draw of
+  ``samples_per_epoch`` training images instead, as many as let :data:`MIN_EPOCHS` epochs fit
+  (nnU-Net's epoch is 250 steps whatever the dataset's size): the budget holds, and validation,
+  the schedule and the progress bar keep their rhythm, where one pass would overrun the budget
+  many times over and validate once.
 - **Mask R-CNN** (instance tasks). ``min_size`` = the median shorter side rounded to 32
   (128..800), ``max_size`` the longer side at that scale (≤ 1333); ``anchor_sizes`` start at the
   power of two nearest the 5th-percentile object diameter at that scale (8..64) and double per
@@ -49,6 +54,8 @@ from segops.data.fingerprint import Fingerprint
 from segops.errors import PlanError
 
 STARTUP_S = 45.0
+#: Fewest epochs a plan keeps within its budget before drawing ``samples_per_epoch`` images per epoch.
+MIN_EPOCHS = 5
 EPOCH_OVERHEAD_S = 1.0
 PIXELS_PER_STEP = 8 * 256 * 256
 
@@ -215,6 +222,20 @@ def plan_val_split(fp: Fingerprint, test_fraction: float) -> Choice:
     return Choice(round(n_val / n, 4), f"{n_val} of {n} groups validate (choose the postprocessing)")
 
 
+@dataclass(frozen=True)
+class EpochCost:
+    """Estimated seconds of one epoch over every training case: ``train`` (grows with the cases
+    drawn), ``fixed`` (validation and overhead, the same whatever is drawn)."""
+
+    train: float
+    fixed: float
+    n_train: float
+
+    @property
+    def total(self) -> float:
+        return self.train + self.fixed
+
+
 def epoch_seconds(
     fp: Fingerprint,
     fractions: tuple[float, float],
@@ -222,12 +243,13 @@ def epoch_seconds(
     patch: list[int],
     seconds_per_patch: float,
     workers: int = 1,
-) -> float:
+) -> EpochCost:
     """Estimated seconds of one epoch (training patches, validation tiles, spread over ``workers``;
     overhead), ``fractions`` being (val_fraction, test_fraction)."""
     n_val, n_train = _split_cases(fp, fractions)
     tiles = max(1.0, math.prod(fp.median_shape) / math.prod(patch))
-    return (n_train * ppi + n_val * tiles / 3) * seconds_per_patch / workers + EPOCH_OVERHEAD_S
+    validation = n_val * tiles / 3 * seconds_per_patch / workers
+    return EpochCost(n_train * ppi * seconds_per_patch / workers, validation + EPOCH_OVERHEAD_S, n_train)
 
 
 def _split_cases(fp: Fingerprint, fractions: tuple[float, float]) -> tuple[float, float]:
@@ -237,10 +259,28 @@ def _split_cases(fp: Fingerprint, fractions: tuple[float, float]) -> tuple[float
     return n_val, fp.n_labelled - n_val - n_test
 
 
-def plan_epochs(budget_minutes: float, epoch_s: float) -> Choice:
-    """As many epochs as fit the budget after Ray start-up, 1..1000."""
-    epochs = max(1, min(1000, int((60 * budget_minutes - STARTUP_S) // epoch_s)))
-    return Choice(epochs, f"{budget_minutes:g} min budget, ~{epoch_s:.1f} s/epoch measured on this machine")
+def plan_epochs(budget_minutes: float, cost: EpochCost, least: int = 1) -> dict[str, Choice]:
+    """``epochs``: as many as fit the budget after Ray start-up, 1..1000; and, when a pass over
+    every training case leaves fewer than :data:`MIN_EPOCHS`, ``samples_per_epoch``: the cases
+    an epoch draws so that :data:`MIN_EPOCHS` fit (at least ``least``: one step per worker)."""
+    available = 60 * budget_minutes - STARTUP_S
+    n_train = int(cost.n_train)
+    if available // cost.total >= MIN_EPOCHS or n_train <= least or cost.train <= 0:
+        epochs = max(1, min(1000, int(available // cost.total)))
+        why = f"{budget_minutes:g} min budget, ~{cost.total:.1f} s/epoch measured on this machine"
+        return {"epochs": Choice(epochs, why)}
+    share = (available / MIN_EPOCHS - cost.fixed) / cost.train
+    samples = max(least, min(n_train - 1, int(share * n_train)))
+    epoch_s = cost.train * samples / n_train + cost.fixed
+    epochs = max(1, min(1000, int(available // epoch_s)))
+    return {
+        "epochs": Choice(epochs, f"{budget_minutes:g} min budget, ~{epoch_s:.1f} s/epoch measured on this machine"),
+        "samples_per_epoch": Choice(
+            samples,
+            f"of {n_train} training images: a pass over all takes ~{cost.total:.0f} s, "
+            f"so {MIN_EPOCHS} would not fit the budget",
+        ),
+    }
 
 
 def plan_maskrcnn(fp: Fingerprint) -> dict[str, Choice]:
@@ -342,11 +382,12 @@ def plan_train(
             {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch} | timed
         )
         n_val, n_train = _split_cases(fp, fractions)
-        epoch_s = (n_train + n_val / 3) * s / settings.workers + EPOCH_OVERHEAD_S
-        return out | {
-            "batch_size": Choice(batch, "whole images"),
-            "epochs": plan_epochs(settings.budget_minutes, epoch_s),
-        }
+        cost = EpochCost(n_train * s / settings.workers, n_val / 3 * s / settings.workers + EPOCH_OVERHEAD_S, n_train)
+        return (
+            out
+            | {"batch_size": Choice(batch, "whole images")}
+            | plan_epochs(settings.budget_minutes, cost, batch * settings.workers)
+        )
     geo = plan_geometry(fp, settings)
     sampling = plan_sampling(fp, geo["patch_size"].value)
     s = seconds_per_sample(
@@ -361,17 +402,20 @@ def plan_train(
             "batch": sampling["batch_size"].value * sampling["patches_per_image"].value,
         }
     )
-    epoch_s = epoch_seconds(
+    cost = epoch_seconds(
         fp, fractions, sampling["patches_per_image"].value, geo["patch_size"].value, s, settings.workers
     )
-    return out | {
-        "model.kernels": geo["kernels"],
-        "model.strides": geo["strides"],
-        "model.filters": geo["filters"],
-        "preprocess.patch_size": geo["patch_size"],
-        "augment.rotate90": geo["rotate90"],
-        "foreground_oversample": plan_oversample(fp),
-        "patches_per_image": sampling["patches_per_image"],
-        "batch_size": sampling["batch_size"],
-        "epochs": plan_epochs(settings.budget_minutes, epoch_s),
-    }
+    return (
+        out
+        | {
+            "model.kernels": geo["kernels"],
+            "model.strides": geo["strides"],
+            "model.filters": geo["filters"],
+            "preprocess.patch_size": geo["patch_size"],
+            "augment.rotate90": geo["rotate90"],
+            "foreground_oversample": plan_oversample(fp),
+            "patches_per_image": sampling["patches_per_image"],
+            "batch_size": sampling["batch_size"],
+        }
+        | plan_epochs(settings.budget_minutes, cost, sampling["batch_size"].value * settings.workers)
+    )

@@ -59,6 +59,27 @@ class ForegroundReservoir:
         return self._pairs[int(rng.integers(len(self._pairs)))]
 
 
+def epoch_rows(rows: int, world: int, samples: int | None, seed: int, epoch: int, rank: int) -> np.ndarray | None:
+    """Which rows of one rank's shard train in ``epoch`` (``TrainStep.samples_per_epoch``), as a
+    boolean mask over the shard's rows; None: all of them.
+
+    Ray Train splits ``rows`` training rows equally over ``world`` ranks (``rows // world`` each, the
+    remainder dropped), so every rank takes the same ``ceil(samples / world)`` of its share and
+    all ranks run the same number of steps (DDP needs that). Drawn without repeats from a stream
+    seeded by (seed, epoch, rank): reproducible, a new draw each epoch, the same after a resume.
+    """
+    share = rows // max(world, 1)
+    if samples is None or share == 0:
+        return None
+    take = math.ceil(samples / max(world, 1))
+    if take >= share:
+        return None
+    rng = np.random.default_rng([seed, epoch, rank])
+    keep = np.zeros(share, dtype=bool)
+    keep[rng.choice(share, size=take, replace=False)] = True
+    return keep
+
+
 def forced_foreground_count(n_patches: int, share: float) -> int:
     """Patches of a batch of ``n_patches`` that must be centred on foreground: ``ceil(share * n)``
     (nnU-Net's 0.33 of a batch of 8: 3), so the share is a floor, also for small batches."""

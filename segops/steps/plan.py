@@ -276,6 +276,8 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
     y.choice(6, "test_fraction", c["split.test_fraction"])
     y.add(6, "seed", 0)
     y.choice(4, "epochs", c["epochs"])
+    if "samples_per_epoch" in c:
+        y.choice(4, "samples_per_epoch", c["samples_per_epoch"])
     y.choice(4, "batch_size", c["batch_size"])
     for key in ("learning_rate", "warmup_epochs"):
         if key in c:

@@ -221,3 +221,17 @@ def test_mask_rcnn_starts_from_published_weights_when_the_cache_has_them(weights
     sixteen_bit = replace(photos, intensity_all=IntensityStats(900.0, 40.0, 20.0, 4000.0, 0.0, 4095.0, 1000))
     kept = plan_train(sixteen_bit, 2, settings, lambda p: 0.5)["preprocess.intensity"].value
     assert kept["kind"] == "percentile"  # 12-bit data is not squeezed into a 0-255 window
+
+
+def test_a_large_archive_draws_images_per_epoch_so_the_budget_holds() -> None:
+    big = replace(ISBI, n_images=3000, n_labelled=3000, n_groups=3000)
+    c = {k: v.value for k, v in plan_train(big, 2, PlanSettings(budget_minutes=10), lambda _: 0.05).items()}
+    # 200 test, 100 val, 2700 train groups; batch 1 x 8 patches of 256² at 0.05 s / 2 workers:
+    # a pass = 2700 x 8 x 0.025 = 540 s + 100 val x 4 tiles / 3 x 0.025 + 1 s = 544.3 s: 1 epoch in (600 - 45) s.
+    # 5 epochs (MIN_EPOCHS) need (111 - 4.33) / 540 of the images: 533 per epoch, 110.9 s each
+    assert c["samples_per_epoch"] == 533 and c["epochs"] == 5
+    assert 5 * (540 * 533 / 2700 + 4.334) <= 600 - 45
+
+
+def test_a_small_dataset_trains_on_every_image_each_epoch() -> None:
+    assert "samples_per_epoch" not in plan_train(ISBI, 2, PlanSettings(budget_minutes=10), lambda _: 0.05)
