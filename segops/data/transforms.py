@@ -81,7 +81,10 @@ def random_patch(
     where the image is smaller.
 
     With probability ``foreground_prob`` the patch is centred on a random foreground pixel
-    (nnU-Net's oversampling), so small structures are seen often enough to be learnt.
+    (nnU-Net's oversampling), so small structures are seen often enough to be learnt. Where the
+    label holds several foreground classes, one of them is chosen first, uniformly, then one of
+    its pixels (as nnU-Net's data loader): an oesophagus beside two lungs, or a rare defect type
+    beside a common one, is centred as often as the large class, not in proportion to its pixels.
 
     Args:
         image: (C, *spatial); label: (*spatial), with ``len(spatial) == len(patch_size)``.
@@ -94,6 +97,10 @@ def random_patch(
         label = np.pad(label, [(0, p) for p in pads])
     fg = np.argwhere(label > 0) if rng.random() < foreground_prob else np.empty((0, label.ndim))
     if len(fg):
+        values = label[tuple(fg.T)]
+        classes = np.unique(values)
+        if len(classes) > 1:  # one class alone draws nothing more: binary labels keep their seeded patches
+            fg = fg[values == classes[rng.integers(len(classes))]]
         centre = fg[rng.integers(len(fg))]
         starts = [int(np.clip(c - p // 2, 0, n - p)) for c, p, n in zip(centre, patch_size, label.shape)]
     else:

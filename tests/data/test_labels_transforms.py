@@ -87,6 +87,17 @@ def test_3d_patches_keep_volume_and_label_aligned_and_find_foreground() -> None:
     assert hits == [1] * 5
 
 
+def test_a_small_class_beside_a_large_one_is_centred_as_often_as_the_large_one() -> None:
+    rng = np.random.default_rng(0)
+    label = np.zeros((128, 128), np.uint8)
+    label[4:68, 4:68] = 1  # 4096 px of a large class (two lungs)
+    label[120:122, 120:122] = 2  # 4 px of a small one (an oesophagus), far from it
+    image = np.zeros((1, 128, 128), np.float32)
+    shown = [2 in random_patch(image, label, (16, 16), rng, foreground_prob=1.0)[1] for _ in range(400)]
+    # a class first, then its pixel: about half the patches show class 2 (by pixels: 4 in 4100)
+    assert 0.4 < np.mean(shown) < 0.6
+
+
 def test_3d_patch_larger_than_volume_pads_and_wrong_rank_is_named() -> None:
     x, y = random_patch(
         np.ones((1, 5, 10, 12), np.float32), np.ones((5, 10, 12), np.uint8), (8, 16, 16), np.random.default_rng(1)
