@@ -350,17 +350,26 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
     images = [f for f in dicom if f not in set(structs)]
     if not images:
         raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
-    rois, synonyms = proposed_rois(root, structs)
+    proposal = proposed_rois(root, structs)
+    rois = proposal.rois
     image_dir, struct_dir = _common_dir(images), _common_dir(structs)
     labels: dict[str, Any] = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
-    if synonyms:
-        labels["synonyms"] = synonyms
+    if proposal.synonyms:
+        labels["synonyms"] = proposal.synonyms
     note = (
         f"{len(structs)} RTSTRUCT object(s) in {struct_dir or '.'}, {len(images)} image files in {image_dir or '.'}; "
         f"ROI names → classes 1..{len(rois)} by name (spellings that differ in case or separators merged), "
         "listed smallest structure first: where ROIs overlap the first listed wins, so a body outline keeps only "
         "what no organ covers (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
     )
+    if proposal.partial:
+        note += "; not drawn in every structure set, so the others teach it as background: " + "; ".join(
+            f"{name} {why}" for name, why in proposal.partial.items()
+        )
+    if proposal.left_out:
+        note += "; left out (add a rule to keep one): " + "; ".join(
+            f"{name}: {why}" for name, why in proposal.left_out.items()
+        )
     source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
     return Detection(
         source, "semantic", len(rois) + 1, "dicom-rtstruct", "rtstruct", len(images), len(images), {"labels": note}

@@ -262,19 +262,36 @@ def find_structure_sets(root: Path, files: list[str], sample: int) -> list[str]:
 PROPOSAL_SAMPLE = 20
 
 
-def proposed_rois(root: Path, structs: list[str]) -> tuple[dict[str, int], dict[str, tuple[str, ...]]]:
+@dataclass(frozen=True)
+class RoiProposal:
+    """What :func:`proposed_rois` proposes: ``rois`` rules and ``synonyms`` for the labels, the ROI
+    names left out with the reason (``left_out``), and the classes some sampled structure sets
+    do not draw (``partial``: name → "drawn in k of n"), which a comment states."""
+
+    rois: dict[str, int]
+    synonyms: dict[str, tuple[str, ...]]
+    left_out: dict[str, str]
+    partial: dict[str, str]
+
+
+def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     """The ``rois`` rules (and ``synonyms``) a plan proposes for the structure sets ``structs``.
 
-    Every ROI name is a class, 1..K in name order; names that differ only in case, spaces, ``-``,
-    ``_`` or ``.`` (``Lung_L``, ``lung-l``) are one class, the first spelling its rule and the
-    others its synonyms. The rules are listed smallest structure first (mean contour area per
-    structure set, over at most :data:`PROPOSAL_SAMPLE` of them): where ROIs overlap the rule
-    listed first wins, so a tumour drawn inside an organ and the organs inside a body outline
-    (``External``, ``BODY``) keep their pixels, and the outline keeps only what nothing else covers.
+    ROI names that differ only in case, spaces, ``-``, ``_`` or ``.`` (``Lung_L``, ``lung-l``) are
+    one name, the first spelling its rule and the others its synonyms. A name is a class when it
+    has an area drawn (closed contours) in at least half of the sampled structure sets (at most
+    :data:`PROPOSAL_SAMPLE`): a marker or isocentre point, a ROI defined but never drawn, or a
+    structure only a few patients have (``GTV-2``, a planning ring) is left out and named, since a
+    structure set without it teaches the model that it is background; classes are numbered
+    1..K in name order. The rules are listed smallest structure first (mean area per structure
+    set that draws it): where ROIs overlap the rule listed first wins, so a tumour drawn inside
+    an organ and the organs inside a body outline (``External``, ``BODY``) keep their pixels,
+    and the outline keeps only what nothing else covers.
     """
     spellings: dict[str, list[str]] = {}  # merge key → names as seen
     area: dict[str, float] = {}
-    seen_in: dict[str, int] = {}
+    seen_in: dict[str, int] = {}  # sampled structure sets that draw an area of it
+    sampled = 0
     for i, f in enumerate(structs):
         if i < PROPOSAL_SAMPLE:
             try:
@@ -284,6 +301,7 @@ def proposed_rois(root: Path, structs: list[str]) -> tuple[dict[str, int], dict[
                 ]
             except LabelError:
                 continue
+            sampled += 1
         else:  # names only
             ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["StructureSetROISequence"])
             rois = [(str(r.get("ROIName", "")), 0.0) for r in ds.get("StructureSetROISequence", [])]
@@ -295,19 +313,31 @@ def proposed_rois(root: Path, structs: list[str]) -> tuple[dict[str, int], dict[
             names = spellings.setdefault(key, [])
             if name not in names:
                 names.append(name)
-            if i < PROPOSAL_SAMPLE:
+            if i < PROPOSAL_SAMPLE and mm2 > 0:
                 area[key] = area.get(key, 0.0) + mm2
                 seen_in[key] = seen_in.get(key, 0) + 1
     by_name = sorted(spellings, key=lambda k: spellings[k][0].lower())
-    classes = {k: c for c, k in enumerate(by_name, start=1)}
-    priority = sorted(by_name, key=lambda k: (area.get(k, 0.0) / max(seen_in.get(k, 0), 1) or math.inf, k))
+    kept = [k for k in by_name if 2 * seen_in.get(k, 0) >= max(sampled, 1)]
+    kept = kept or [k for k in by_name if k in seen_in] or by_name  # never no class at all
+    left_out = {spellings[k][0]: _why_left_out(seen_in.get(k, 0), sampled) for k in by_name if k not in kept}
+    partial = {
+        spellings[k][0]: f"drawn in {seen_in.get(k, 0)} of {sampled}" for k in kept if 0 < seen_in.get(k, 0) < sampled
+    }
+    classes = {k: c for c, k in enumerate(kept, start=1)}
+    priority = sorted(kept, key=lambda k: (area.get(k, 0.0) / max(seen_in.get(k, 0), 1) or math.inf, k))
     rois = {_literal_glob(spellings[k][0]): classes[k] for k in priority}
     synonyms = {
         _literal_glob(spellings[k][0]): tuple(_literal_glob(n) for n in spellings[k][1:])
         for k in priority
         if len(spellings[k]) > 1 and len({n.lower() for n in spellings[k]}) > 1
     }
-    return rois, synonyms
+    return RoiProposal(rois, synonyms, left_out, partial)
+
+
+def _why_left_out(drawn: int, sampled: int) -> str:
+    if drawn == 0:
+        return f"no area drawn in the {sampled} structure set(s) read (a point, or defined but empty)"
+    return f"drawn in {drawn} of {sampled} structure sets: the others would teach it as background"
 
 
 def _literal_glob(name: str) -> str:

@@ -243,6 +243,32 @@ def test_dicom_rtstruct_objects_propose_their_roi_names_as_classes(tmp_path: Pat
     assert RtstructLabels(**d.source["labels"]).rois == rois
 
 
+def test_points_empty_rois_and_structures_few_patients_have_are_left_out_of_the_classes(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    from .rtstruct_archive import CORD, GTV, _contour, build_rtstruct, point, write_ct_series
+
+    for n in range(4):  # four patients' structure sets, as a clinical archive holds them
+        cts = write_ct_series(tmp_path / "ct" / f"p{n}", 4, generate_uid(), generate_uid())
+        uid = [ct.SOPInstanceUID for ct in cts]
+        rois = [
+            ("Lung_L", [_contour(GTV[k].points(), refs=(uid[k],)) for k in (1, 2)]),
+            ("Heart", [_contour(CORD[2].points(), refs=(uid[2],))] if n < 3 else []),  # 3 of 4 draw it
+            ("GTV-2", [_contour(GTV[3].points(), refs=(uid[3],))] if n == 0 else []),  # 1 of 4
+            ("Isocenter", [_contour(point(1, 30, 30)[None], "POINT", (uid[1],))]),  # a point, no area
+            ("PTV_opt", []),  # defined, never drawn
+        ]
+        path = tmp_path / "rtstruct" / f"RS.p{n}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build_rtstruct(cts, rois).save_as(path, enforce_file_format=True)
+    d = detect(tmp_path)
+    assert d.source["labels"]["rois"] == {"Heart": 1, "Lung_L": 2} and d.classes == 3
+    note = d.notes["labels"]
+    assert "Heart drawn in 3 of 4" in note
+    assert "GTV-2: drawn in 1 of 4 structure sets" in note
+    assert "Isocenter: no area drawn" in note and "PTV_opt: no area drawn" in note
+
+
 def test_an_rtstruct_among_the_images_is_found_by_its_name(tmp_path: Path) -> None:
     make_rtstruct_archive(tmp_path / "src")
     shutil.copytree(tmp_path / "src" / "ct" / "a", tmp_path / "a")
