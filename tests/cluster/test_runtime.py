@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from segops.cluster.runtime import ISSUE_DETECTION_LOGGER, quiet_ray
+from segops.cluster.runtime import ISSUE_DETECTION_LOGGER, NO_CPU_WARNING, quiet_ray
 
 
-def _record(name: str) -> logging.LogRecord:
-    message = "Operator 'MapBatches(_Segmenter)' uses 1.7GiB of memory per task on average ... memory=1825361100"
+def _record(name: str, message: str = "") -> logging.LogRecord:
+    message = (
+        message or "Operator 'MapBatches(_Segmenter)' uses 1.7GiB of memory per task on average ... memory=1825361100"
+    )
     return logging.getLogger(name).makeRecord(name, logging.WARNING, __file__, 1, message, None, None)
 
 
@@ -32,6 +34,19 @@ def test_issue_detector_advice_goes_to_ray_datas_log_file_not_the_console() -> N
     assert all(h.filter(record) for h in files)  # ... only in <session>/logs/ray-data/ray-data.log
     other = _record("ray.data._internal.execution.streaming_executor")
     assert all(h.filter(other) for h in console)  # other Ray Data warnings are not hidden
+
+
+def test_the_no_free_cpu_warning_goes_to_the_log_file_and_other_dataset_warnings_stay() -> None:
+    import ray.data  # noqa: F401 - configures Ray Data's loggers and handlers
+
+    quiet_ray()
+    handlers = logging.getLogger("ray.data").handlers
+    console = [h for h in handlers if type(h).__name__ == "PlainRayHandler"]
+    logger = logging.getLogger("ray.data.dataset")
+    text = f"{NO_CPU_WARNING}. The Dataset job will hang unless more CPUs are freed up."
+    no_cpu, other = _record("ray.data.dataset", text), _record("ray.data.dataset", "Dataset is empty")
+    assert logger.filter(no_cpu) and logger.filter(other)
+    assert not any(h.filter(no_cpu) for h in console) and all(h.filter(other) for h in console)
 
 
 def test_stderr_lines_are_filtered_at_the_file_descriptor_and_the_rest_kept_in_order(capfd) -> None:
