@@ -11,6 +11,13 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
   than 1.5x as long as it is wide: then the long side is at most ``max_patch_side**2 / s0``
   and ``rotate90: 0``. Each side is rounded down to a multiple of its axis's pooling divisor
   (a square patch: of the largest), so the bottleneck is 4–7 px.
+- **Scale.** Large images whose structures are large are shrunk (``preprocess.scale``) so the
+  median image's shorter side is 2 patch sides (512 px on a CPU): a 4000x3000 photo at 0.17 is
+  683x512, where a 256 px patch sees a lesion whole and inference takes ~20 tiles, not ~700;
+  but never so far that the 5th-percentile object (the square root of its area) is under 16 px
+  across, and not at all above 0.75 or when object sizes are unknown. nnU-Net keeps 2D images at
+  full resolution and lets its patch grow with GPU memory; on a CPU budget that is not possible.
+  Patch, network, sampling and epochs are then planned on the scaled median image.
 - **Network.** ``arch: dynunet`` (nnU-Net's network, deep supervision on) with kernels and strides
   from nnU-Net's ``get_pool_and_conv_props`` (:func:`plan_network`): an axis is pooled while it
   stays at least 8 px (feature maps down to 4) and its spacing is less than 2x the finest
@@ -47,10 +54,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from segops.data.fingerprint import Fingerprint
+from segops.data.transforms import scaled_shape
 from segops.errors import PlanError
 
 STARTUP_S = 45.0
@@ -136,6 +144,35 @@ def plan_network(
             pools[d], sp[d], size[d] = pools[d] + 1, sp[d] * 2, size[d] // 2
     kernels[-1] = [3] * dims  # the bottleneck (nnU-Net)
     return kernels, strides
+
+
+#: The median image's shorter side a planned scale keeps, in patch sides.
+SCALE_SIDE_PATCHES = 2
+#: Pixels across (square root of the area) the 5th-percentile object keeps after scaling.
+MIN_OBJECT_PX = 16
+#: A scale above this is not worth resampling for.
+MAX_USEFUL_SCALE = 0.75
+
+
+def plan_scale(fp: Fingerprint, settings: PlanSettings) -> Choice:
+    """``preprocess.scale`` (see the module docstring); 1.0 for full resolution."""
+    h, w = fp.median_shape
+    image_scale = SCALE_SIDE_PATCHES * settings.max_patch_side / min(h, w)
+    median = f"median image {h}x{w} px"
+    if fp.task != "semantic" or image_scale >= MAX_USEFUL_SCALE:
+        return Choice(1.0, f"{median}: full resolution")
+    if fp.objects is None or fp.objects.size_p05 <= 0:
+        return Choice(1.0, f"{median}, object sizes unknown: full resolution")
+    across = math.sqrt(fp.objects.size_p05)
+    scale = max(image_scale, MIN_OBJECT_PX / across)
+    if scale >= MAX_USEFUL_SCALE:
+        return Choice(1.0, f"{median}; the small objects (5th percentile ~{across:.0f} px across) need full resolution")
+    scale = round(scale, 3)
+    small = "x".join(str(n) for n in scaled_shape((h, w), scale))
+    return Choice(
+        scale,
+        f"{median} → {small} px; the 5th-percentile object ~{across:.0f} px across → {across * scale:.0f} px",
+    )
 
 
 def plan_geometry(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
@@ -388,6 +425,10 @@ def plan_train(
             | {"batch_size": Choice(batch, "whole images")}
             | plan_epochs(settings.budget_minutes, cost, batch * settings.workers)
         )
+    scale = plan_scale(fp, settings)
+    if scale.value != 1:  # the network sees the scaled images: plan on them
+        fp = replace(fp, median_shape=scaled_shape(fp.median_shape, scale.value))
+        out["preprocess.scale"] = scale
     geo = plan_geometry(fp, settings)
     sampling = plan_sampling(fp, geo["patch_size"].value)
     s = seconds_per_sample(

@@ -7,6 +7,7 @@ or on one volume: ``image`` (C, Z, H, W), ``label`` (Z, H, W).
 from __future__ import annotations
 
 import numpy as np
+import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 from segops.config.schema import IntensitySpec, PercentileIntensity, WindowIntensity
@@ -54,6 +55,32 @@ def prepare_image(image: np.ndarray, intensity: IntensitySpec, in_channels: int,
     # a copy: MONAI's NormalizeIntensity (z-score) writes into a writable input, and the caller's
     # record must stay as decoded (the risk, the embeddings and the prediction each read it)
     return normalize_intensity(match_channels(np.array(image, dtype=np.float32), in_channels), intensity)
+
+
+def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, ...]:
+    """(H, W) resized by ``scale`` (``PreprocessSpec.scale``): each side rounded, at least 1 px."""
+    return tuple(max(1, round(n * scale)) for n in shape)
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """(C, H, W) float32 resized by ``scale``: area-averaged (antialiased bilinear) when shrinking,
+    so thin bright or dark lines fade rather than alias; unchanged at 1."""
+    if scale == 1:
+        return image
+    size = scaled_shape(image.shape[1:], scale)
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].numpy()
+
+
+def rescale_label(label: np.ndarray, scale: float) -> np.ndarray:
+    """(H, W) class map resized by ``scale`` by nearest neighbour (no class mixes); unchanged at 1."""
+    if scale == 1:
+        return label
+    size = scaled_shape(label.shape, scale)
+    rows = np.minimum((np.arange(size[0]) + 0.5) * label.shape[0] / size[0], label.shape[0] - 1).astype(np.intp)
+    cols = np.minimum((np.arange(size[1]) + 0.5) * label.shape[1] / size[1], label.shape[1] - 1).astype(np.intp)
+    return label[np.ix_(rows, cols)]
 
 
 def pad_to_multiple(image: np.ndarray, divisor: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets import DynUNet, UNet
 from torch import nn
 
-from segops.data.transforms import pad_to_multiple, prepare_image
+from segops.data.transforms import pad_to_multiple, prepare_image, rescale_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.ensemble import SoftmaxEnsemble
 from segops.engine.precision import autocast
@@ -177,6 +177,8 @@ def _network_input(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
     crop of the training patch size first."""
     spec, pre = loaded.model_spec, loaded.preprocess
     arr = prepare_image(image, pre.intensity, spec.in_channels, spec.spatial_dims)
+    if spec.spatial_dims == 2:
+        arr = rescale_image(arr, pre.scale)  # what the network sees when it segments
     spatial = arr.shape[1:]
     if spec.spatial_dims == 3 or int(np.prod(spatial)) > MAX_PIXELS:
         crop = tuple(min(n, p) for n, p in zip(spatial, pre.patch_size))

@@ -11,7 +11,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from segops.config.schema import SlidingWindowSpec
-from segops.data.transforms import pad_to_multiple, prepare_image
+from segops.data.transforms import pad_to_multiple, prepare_image, rescale_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.embeddings import BottleneckTap
@@ -90,26 +90,44 @@ def predict(
         prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
         with torch.inference_mode(), autocast(device, amp):
             return [_sliding(loaded, net, v, sliding, device, head) for v in prepared]
-    prepared = [prepare_image(img, pre.intensity, spec.in_channels) for img in images]
+    prepared = [rescale_image(prepare_image(img, pre.intensity, spec.in_channels), pre.scale) for img in images]
+    # scaled: the network's scores are resized back to each input's size before ``head``
+    inner = head if pre.scale == 1 else _scores
     outputs: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
     with torch.inference_mode(), autocast(device, amp):
         for i, arr in enumerate(prepared):
             if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
-                outputs[i] = _sliding(loaded, net, arr, sliding, device, head)
+                outputs[i] = _sliding(loaded, net, arr, sliding, device, inner)
             else:
                 whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
         for indices in whole.values():  # batch only equal shapes together
             batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
             if tap is not None:
                 tap.start()
-            results = head(net(batch.to(device))).cpu().numpy()
+            results = inner(net(batch.to(device))).cpu().numpy()
             if tap is not None and tap.takes(batch.shape[1:]):
                 tap.keep(indices)
             for i, result in zip(indices, results):
-                h, w = images[i].shape[1:]
+                h, w = prepared[i].shape[1:]
                 outputs[i] = result[..., :h, :w]
+        if pre.scale != 1:
+            outputs = [_full_size(head, out, img.shape[1:]) for out, img in zip(outputs, images)]
     return outputs  # type: ignore[return-value]
+
+
+def _scores(logits: torch.Tensor) -> torch.Tensor:
+    """The network's output as float32 (the ``head`` of a scaled prediction, before resizing back)."""
+    return logits.float()
+
+
+def _full_size(
+    head: Callable[[torch.Tensor], torch.Tensor], scores: np.ndarray | None, size: tuple[int, ...]
+) -> np.ndarray:
+    """(C, h, w) scores of a scaled image → ``head`` of them resized (bilinear) to the input's (H, W)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(scores))[None]
+    full = torch.nn.functional.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
+    return head(full)[0].cpu().numpy()
 
 
 #: The class maps of :func:`predict` (its default ``head``), under the name most callers use.

@@ -17,7 +17,7 @@ from torch import nn
 
 from segops.config.schema import AugmentSpec, PreprocessSpec, TrainStep
 from segops.data.augment import Augmenter
-from segops.data.transforms import prepare_image, random_patch
+from segops.data.transforms import prepare_image, random_patch, rescale_image, rescale_label
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.optim import check_progress, clipped_step
 from segops.engine.precision import autocast
@@ -115,8 +115,13 @@ def training_batch(
     dims = len(preprocess.patch_size)
     if augmenter is None:
         augmenter = Augmenter(AugmentSpec(), int(rng.integers(2**31)), spatial_dims=dims)
+    scale = preprocess.scale if dims == 2 else 1.0
     prepared = [
-        (prepare_image(image, preprocess.intensity, in_channels, spatial_dims=dims), label) for image, label in pairs
+        (
+            rescale_image(prepare_image(image, preprocess.intensity, in_channels, spatial_dims=dims), scale),
+            rescale_label(label, scale),
+        )
+        for image, label in pairs
     ]
     if reservoir is not None:
         for image, label in prepared:

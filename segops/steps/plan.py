@@ -266,6 +266,8 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
     y.choice(6, "intensity", c["preprocess.intensity"])
     if "preprocess.patch_size" in c:
         y.choice(6, "patch_size", c["preprocess.patch_size"])
+        if "preprocess.scale" in c:
+            y.choice(6, "scale", c["preprocess.scale"])
         y.add(4, "augment")
         y.add(6, "flip", 0.5)
         y.choice(6, "rotate90", c["augment.rotate90"])

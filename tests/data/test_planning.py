@@ -235,3 +235,23 @@ def test_a_large_archive_draws_images_per_epoch_so_the_budget_holds() -> None:
 
 def test_a_small_dataset_trains_on_every_image_each_epoch() -> None:
     assert "samples_per_epoch" not in plan_train(ISBI, 2, PlanSettings(budget_minutes=10), lambda _: 0.05)
+
+
+def test_large_photos_of_large_structures_are_planned_smaller() -> None:
+    photos = replace(
+        ISBI, median_shape=(3000, 4000), channels={3: 30}, objects=ObjectStats(1.0, 1, 1_000_000.0, 2e6, 4e6)
+    )
+    c = plan_train(photos, 2, PlanSettings(budget_minutes=10), lambda _: 0.05)
+    # shorter side to 2 x 256 px: 512 / 3000 = 0.171; the smallest lesions (1000 px across) stay 171 px
+    assert c["preprocess.scale"].value == 0.171 and "513x684 px" in c["preprocess.scale"].why
+    assert c["preprocess.patch_size"].value == [256, 256]
+    assert c["patches_per_image"].value == 11  # ceil(2 x 513 x 684 / 256²), not the 16 of the full image
+
+
+def test_small_objects_or_small_images_keep_full_resolution() -> None:
+    scratches = replace(ISBI, median_shape=(3000, 4000), objects=ObjectStats(1.0, 1, 300.0, 900.0, 4000.0))
+    assert "preprocess.scale" not in plan_train(scratches, 2, PlanSettings(), lambda _: 0.05)  # 17 px across
+    cells = replace(ISBI, median_shape=(3000, 4000), objects=ObjectStats(1.0, 1, 2500.0, 9000.0, 40_000.0))
+    # 50 px across: 16 / 50 = 0.32 is as far as the images may shrink, above the 0.171 the size asks for
+    assert plan_train(cells, 2, PlanSettings(), lambda _: 0.05)["preprocess.scale"].value == 0.32
+    assert "preprocess.scale" not in plan_train(ISBI, 2, PlanSettings(), lambda _: 0.05)  # 512 px: 1.0
