@@ -68,7 +68,8 @@ def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1:
         return image
     size = scaled_shape(image.shape[1:], scale)
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    array = np.ascontiguousarray(image, dtype=np.float32)
+    tensor = torch.from_numpy(array if array.flags.writeable else array.copy())[None]  # a record's pixels are read-only
     resized = torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
     return resized[0].numpy()
 

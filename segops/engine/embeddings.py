@@ -176,9 +176,8 @@ def _network_input(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
     """Normalised input padded to the size divisor; volumes and very large images cut to a centred
     crop of the training patch size first."""
     spec, pre = loaded.model_spec, loaded.preprocess
-    arr = prepare_image(image, pre.intensity, spec.in_channels, spec.spatial_dims)
-    if spec.spatial_dims == 2:
-        arr = rescale_image(arr, pre.scale)  # what the network sees when it segments
+    scaled = rescale_image(image, pre.scale) if spec.spatial_dims == 2 else image  # what the network sees
+    arr = prepare_image(scaled, pre.intensity, spec.in_channels, spec.spatial_dims)
     spatial = arr.shape[1:]
     if spec.spatial_dims == 3 or int(np.prod(spatial)) > MAX_PIXELS:
         crop = tuple(min(n, p) for n, p in zip(spatial, pre.patch_size))

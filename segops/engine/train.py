@@ -118,7 +118,7 @@ def training_batch(
     scale = preprocess.scale if dims == 2 else 1.0
     prepared = [
         (
-            rescale_image(prepare_image(image, preprocess.intensity, in_channels, spatial_dims=dims), scale),
+            prepare_image(rescale_image(image, scale), preprocess.intensity, in_channels, spatial_dims=dims),
             rescale_label(label, scale),
         )
         for image, label in pairs

@@ -1,5 +1,7 @@
 """``preprocess.scale``: large images go through the network smaller, masks come back at full size."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,10 @@ def test_resizing_keeps_values_and_classes() -> None:
     assert small.shape == (30, 40) and set(np.unique(small)) == {0, 1, 2}  # nearest: no class between two
     assert (small[:15, :20] == 1).all() and (small[15:, 20:] == 2).all()
     assert rescale_image(image, 1.0) is image
+    image.setflags(write=False)  # a record's pixels, as Arrow hands them out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about non-writable arrays into the user's terminal
+        assert rescale_image(image, 0.5).shape == (3, 150, 200)
 
 
 @pytest.mark.parametrize("max_pixels", [1_000_000, 1_000])  # whole image, then tiles
