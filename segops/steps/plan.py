@@ -297,11 +297,13 @@ def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
     if detection.classes > 2:
         y.add(4, "segments", {k: f"class-{k}" for k in range(1, detection.classes)})
     if "preprocess.patch_size" in c:
-        patch = c["preprocess.patch_size"].value
+        # the training validation (and the postprocessing it chooses) predicts with these defaults: so
+        # does the segment step, or validation scores a prediction the archive never gets
         y.add(
             4,
             "sliding_window",
-            {"max_pixels": patch[0] * patch[1], "overlap": 0.5, "mode": "gaussian"},
-            "images larger than a training patch: Gaussian-blended tiles of the patch size",
+            {"max_pixels": 1024 * 1024, "overlap": 0.25, "mode": "gaussian"},
+            "whole images up to 1024² px, as validation predicted them in training; larger ones in Gaussian-blended "
+            "tiles of the patch size",
         )
     y.add(4, "overlays", 4)
