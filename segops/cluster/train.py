@@ -415,15 +415,11 @@ def _pairs(
 ) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
     """Lists of ``batch_size`` (image, label) arrays from a dataset shard (the last may be
     shorter); with ``keep``, only the rows it marks (rows past its end are left out)."""
-    if keep is None:
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-            yield list(zip(batch["image"], batch["label"]))
-        return
     pending: list[tuple[np.ndarray, np.ndarray]] = []
     row = 0
     for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
         for image, label in zip(batch["image"], batch["label"]):
-            if row < len(keep) and keep[row]:
+            if keep is None or (row < len(keep) and keep[row]):
                 pending.append((image, label))
                 if len(pending) == batch_size:
                     yield pending

@@ -26,7 +26,7 @@ from monai.networks.layers import SkipConnection
 from monai.networks.nets import DynUNet, UNet
 from torch import nn
 
-from segops.data.transforms import pad_to_multiple, prepare_image, rescale_image
+from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.ensemble import SoftmaxEnsemble
 from segops.engine.precision import autocast
@@ -176,8 +176,7 @@ def _network_input(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
     """Normalised input padded to the size divisor; volumes and very large images cut to a centred
     crop of the training patch size first."""
     spec, pre = loaded.model_spec, loaded.preprocess
-    scaled = rescale_image(image, pre.scale) if spec.spatial_dims == 2 else image  # what the network sees
-    arr = prepare_image(scaled, pre.intensity, spec.in_channels, spec.spatial_dims)
+    arr = prepare_image(image, pre.intensity, spec.in_channels, spec.spatial_dims, pre.scale)  # as it segments
     spatial = arr.shape[1:]
     if spec.spatial_dims == 3 or int(np.prod(spatial)) > MAX_PIXELS:
         crop = tuple(min(n, p) for n, p in zip(spatial, pre.patch_size))

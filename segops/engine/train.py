@@ -17,7 +17,7 @@ from torch import nn
 
 from segops.config.schema import AugmentSpec, PreprocessSpec, TrainStep
 from segops.data.augment import Augmenter
-from segops.data.transforms import prepare_image, random_patch, rescale_image, rescale_label
+from segops.data.transforms import prepare_image, random_patch, rescale_label
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.optim import check_progress, clipped_step
 from segops.engine.precision import autocast
@@ -115,12 +115,9 @@ def training_batch(
     dims = len(preprocess.patch_size)
     if augmenter is None:
         augmenter = Augmenter(AugmentSpec(), int(rng.integers(2**31)), spatial_dims=dims)
-    scale = preprocess.scale if dims == 2 else 1.0
+    scale = preprocess.scale if dims == 2 else 1.0  # volumes are never resized
     prepared = [
-        (
-            prepare_image(rescale_image(image, scale), preprocess.intensity, in_channels, spatial_dims=dims),
-            rescale_label(label, scale),
-        )
+        (prepare_image(image, preprocess.intensity, in_channels, dims, scale), rescale_label(label, scale))
         for image, label in pairs
     ]
     if reservoir is not None:
