@@ -10,15 +10,29 @@ only when it raises the mean Dice. We follow it and add one candidate:
    step is the same as step 2 and is skipped.
 2. Then, on the predictions as step 1 left them, each foreground class alone on its binary mask:
    candidates "largest" (nnU-Net) and "min_size" (remove components smaller than ``min_size``
-   pixels/voxels; ours), with sizes of 1/4 and 1/2 of the smallest true component seen — in the
-   deciding cases' labels, and in the training set when the caller knows it (``smallest_object``).
-   Only sizes well below every real object are tried: a validation set of a few cases may hold
-   none of the smallest defects, and a size taken from its own objects (e.g. their median) would
-   erase such defects in every later case while scoring well where it was chosen. The candidate with the
-   highest mean Dice of the class over the cases wins (ties: "largest" first, then smaller sizes;
-   a candidate that removes nothing in any case is skipped) and is applied only if that Dice is
-   strictly above the Dice without it; otherwise "none".
-   Removing pixels of one class changes no other class's mask, so classes are decided independently.
+   pixels/voxels; ours). Two kinds of size are tried:
+
+   - 1/4 and 1/2 of the smallest true component seen, in the deciding cases' labels and in the
+     training set when the caller knows it (``smallest_object``): sizes well below every real
+     object, safe although a validation set of a few cases may hold none of the smallest objects.
+   - **False alarms on clean cases**: when at least ``min_cases`` deciding cases hold the class and
+     at least ``min_cases`` do not, one more than the largest component predicted in each clean case.
+     This is what rare-defect inspection needs: a model that marks a few specks on every defect-free
+     part flags every part, and nnU-Net's candidates cannot remove the specks (a part keeps its
+     largest speck; true defects are often thinner than the specks, so no fraction of them is
+     large enough). Such sizes are measured on predictions, not on true objects, so they are
+     guarded by the detections instead: in this case no candidate (of any kind) may leave a case
+     empty that holds the class and had it predicted (a defect found on validation stays found).
+
+   When at least ``min_cases`` cases hold the class and at least ``min_cases`` do not, a
+   candidate's score is *balanced*: the mean of the class's mean Dice over the cases holding it and
+   over the cases without it (a clean case scores 1 when left empty, else 0), so neither group
+   outweighs the other (a validation set that is 90 % clean would otherwise reward removing
+   everything); else it is the mean Dice over all cases. The candidate with the highest score wins
+   (ties: "largest" first, then smaller sizes; a candidate that removes nothing in any case is
+   skipped) and is applied only if its score is strictly above the score without it; otherwise
+   "none". Removing pixels of one class changes no other class's mask, so classes are decided
+   independently.
 
 Dice follows :mod:`segops.metrics` (both empty → 1.0, one empty → 0.0), so the numbers match the
 segment report's per-class Dice. Components are full-connectivity (8 in 2D, 26 in 3D), as nnU-Net's
@@ -71,6 +85,10 @@ class ClassRule:
         candidate: the best candidate tried, ``"largest"`` or ``"min_size <n>"`` (the rule itself when
             applied); ``None`` when none was tried.
         dice_candidate: mean Dice with that candidate.
+        empty_flagged_before: share of the deciding cases without the class that were given some of
+            it, without the rule; None unless the score was balanced (see the module docstring),
+            whose Dice values are then the balanced scores.
+        empty_flagged_after: the same with the rule (== before for ``"none"``).
     """
 
     cls: int
@@ -80,6 +98,8 @@ class ClassRule:
     dice_after: float
     candidate: str | None = None
     dice_candidate: float | None = None
+    empty_flagged_before: float | None = None
+    empty_flagged_after: float | None = None
 
     @property
     def applied(self) -> bool:
@@ -142,6 +162,8 @@ class Postprocessing:
                     "dice_after": r.dice_after,
                     "candidate": r.candidate,
                     "dice_candidate": r.dice_candidate,
+                    "empty_flagged_before": r.empty_flagged_before,
+                    "empty_flagged_after": r.empty_flagged_after,
                 }
                 for r in self.rules
             ],
@@ -165,7 +187,8 @@ class Postprocessing:
     def metrics(self) -> dict[str, float]:
         """Flat MLflow metrics: ``postprocess_cases`` and, per rule, ``postprocess_class<c>_`` (or
         ``postprocess_foreground_``) ``dice_before``, ``dice_after``, ``applied`` (0/1) and, for
-        ``min_size`` rules, ``min_size``."""
+        ``min_size`` rules, ``min_size``; with a balanced score, ``empty_flagged_before`` and
+        ``empty_flagged_after``."""
         out: dict[str, float] = {"postprocess_cases": float(self.cases)}
         for r in self.rules:
             prefix = f"postprocess_{r.key()}"
@@ -174,6 +197,9 @@ class Postprocessing:
             out[f"{prefix}_applied"] = float(r.applied)
             if r.op == "min_size" and r.min_size is not None:
                 out[f"{prefix}_min_size"] = float(r.min_size)
+            if r.empty_flagged_before is not None and r.empty_flagged_after is not None:
+                out[f"{prefix}_empty_flagged_before"] = r.empty_flagged_before
+                out[f"{prefix}_empty_flagged_after"] = r.empty_flagged_after
         return out
 
     def describe(self) -> str:
@@ -182,8 +208,15 @@ class Postprocessing:
         parts = []
         for r in self.rules:
             if r.applied:
+                flagged = (
+                    ""
+                    if r.empty_flagged_before is None or r.empty_flagged_after is None
+                    else f"; clean cases flagged {r.empty_flagged_before:.0%} → {r.empty_flagged_after:.0%}"
+                )
+                score = "balanced Dice" if r.empty_flagged_before is not None else "Dice"
                 parts.append(
-                    f"{r.name()}: {_op_text(r.op, r.min_size)} (Dice {r.dice_before:.2f} → {r.dice_after:.2f})"
+                    f"{r.name()}: {_op_text(r.op, r.min_size)} ({score} {r.dice_before:.2f} → {r.dice_after:.2f}"
+                    f"{flagged})"
                 )
             elif r.candidate is not None and r.dice_candidate is not None:
                 parts.append(f"{r.name()}: none ({r.dice_before:.2f}, {r.dice_candidate:.2f} with {r.candidate})")
@@ -204,6 +237,7 @@ def choose_postprocessing(
     source: str = "out-of-fold",
     smallest_object: float | None = None,
     min_cases: int = MIN_CASES,
+    clean_cases: bool = True,
 ) -> Postprocessing:
     """Decide the component rules on predictions with known truth (see the module docstring).
 
@@ -216,6 +250,9 @@ def choose_postprocessing(
             a low percentile of the fingerprint's object sizes); caps the min_size candidates.
         min_cases: a class (all foreground, for the all-foreground rule) must be in the truth of at
             least this many cases for any rule on it to be tried; otherwise its rule is "none".
+        clean_cases: balance clean against holding cases and try the false-alarm sizes where the
+            module docstring says; False: nnU-Net's candidates and the mean over all cases only
+            (the baseline of ``benchmarks/postprocess.py``).
     """
     _check_inputs(predictions, labels, classes)
     preds = [np.asarray(p) for p in predictions]
@@ -229,7 +266,7 @@ def choose_postprocessing(
         if fg_rule.applied:
             preds = [Postprocessing((fg_rule,), 0, source).apply(p) for p in preds]
     for c in range(1, classes):
-        rule = _choose_class(preds, truths, c, smallest_object)
+        rule = _choose_class(preds, truths, c, smallest_object, min_cases, clean_cases)
         holding = sum(bool((t == c).any()) for t in truths)
         if holding < min_cases:
             logger.info(
@@ -310,28 +347,62 @@ def _choose_foreground(preds: list[np.ndarray], truths: list[np.ndarray], classe
 
 
 def _choose_class(
-    preds: list[np.ndarray], truths: list[np.ndarray], c: int, smallest_object: float | None = None
+    preds: list[np.ndarray],
+    truths: list[np.ndarray],
+    c: int,
+    smallest_object: float | None = None,
+    min_cases: int = MIN_CASES,
+    clean_cases: bool = True,
 ) -> ClassRule:
     """Step 2 for class ``c``: the best of "largest" and the min_size candidates, if it beats none."""
-    before = float(np.mean(_baseline(preds, truths, [c])[:, 0]))
     stats = [_case_stats(p == c, p, t, [c]) for p, t in zip(preds, truths)]
+    holds = np.array([bool(s.truth[0] > 0) for s in stats])
+    found = np.array([s.sizes.size > 0 for s in stats])  # the class predicted somewhere in the case
+    balanced = clean_cases and _balanced(holds, min_cases)
+    before = _score(np.array([s.dice(np.ones(s.sizes.shape, bool))[0] for s in stats]), holds, balanced)
     candidates: list[tuple[Op, int | None]] = [("largest", None)]
-    candidates += [("min_size", m) for m in _min_size_candidates(truths, c, smallest_object)]
+    sizes = set(_min_size_candidates(truths, c, smallest_object))
+    if balanced:  # one more than each clean case's largest false alarm
+        sizes |= {int(s.sizes.max()) + 1 for s, h, f in zip(stats, holds, found) if f and not h}
+    candidates += [("min_size", m) for m in sorted(sizes)]
     best: tuple[Op, int | None] | None = None
-    best_dice = -math.inf
+    best_score, best_kept = -math.inf, found
     for op, size in candidates:
         keeps = [_select(s.sizes, op, size) for s in stats]
         if all(k.all() for k in keeps):
             continue  # removes nothing in any case: not a candidate
-        dice = float(np.mean([s.dice(k)[0] for s, k in zip(stats, keeps)]))
-        if dice > best_dice:  # strict: ties keep the earlier candidate
-            best, best_dice = (op, size), dice
+        kept = np.array([bool(k.any()) for k in keeps])
+        if balanced and (holds & found & ~kept).any():
+            continue  # a case holding the class, where it was found, would be left without it
+        score = _score(np.array([s.dice(k)[0] for s, k in zip(stats, keeps)]), holds, balanced)
+        if score > best_score:  # strict: ties keep the earlier candidate
+            best, best_score, best_kept = (op, size), score, kept
+    flagged = _flagged(found, holds) if balanced else None
     if best is None:
-        return ClassRule(c, "none", None, before, before)
+        return ClassRule(c, "none", None, before, before, None, None, flagged, flagged)
     label = _op_label(*best)
-    if best_dice > before:
-        return ClassRule(c, best[0], best[1], before, best_dice, label, best_dice)
-    return ClassRule(c, "none", None, before, before, label, best_dice)
+    if best_score > before:
+        after = _flagged(best_kept, holds) if balanced else None
+        return ClassRule(c, best[0], best[1], before, best_score, label, best_score, flagged, after)
+    return ClassRule(c, "none", None, before, before, label, best_score, flagged, flagged)
+
+
+def _balanced(holds: np.ndarray, min_cases: int) -> bool:
+    """Whether at least ``min_cases`` cases hold the class and at least ``min_cases`` do not."""
+    return int(holds.sum()) >= min_cases and int((~holds).sum()) >= min_cases
+
+
+def _score(dice: np.ndarray, holds: np.ndarray, balanced: bool) -> float:
+    """A candidate's score from its (cases,) Dice: the mean of the two groups' means when
+    ``balanced``, else the mean over all cases."""
+    if not balanced:
+        return float(np.mean(dice))
+    return float(0.5 * np.mean(dice[holds]) + 0.5 * np.mean(dice[~holds]))
+
+
+def _flagged(given: np.ndarray, holds: np.ndarray) -> float:
+    """Share of the cases without the class that were ``given`` some of it."""
+    return float(given[~holds].mean())
 
 
 def _baseline(preds: list[np.ndarray], truths: list[np.ndarray], scored: Sequence[int]) -> np.ndarray:
@@ -392,6 +463,7 @@ def _rule_from_json(r: Mapping[str, Any]) -> ClassRule:
     if op == "min_size" and min_size is None:
         raise ValueError("a min_size rule needs its min_size")
     dice_candidate = r.get("dice_candidate")
+    flagged = [None if r.get(k) is None else float(r[k]) for k in ("empty_flagged_before", "empty_flagged_after")]
     return ClassRule(
         cls=int(r["cls"]),
         op=op,
@@ -400,6 +472,8 @@ def _rule_from_json(r: Mapping[str, Any]) -> ClassRule:
         dice_after=float(r["dice_after"]),
         candidate=r.get("candidate"),
         dice_candidate=None if dice_candidate is None else float(dice_candidate),
+        empty_flagged_before=flagged[0],
+        empty_flagged_after=flagged[1],
     )
 
 

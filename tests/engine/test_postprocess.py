@@ -170,7 +170,8 @@ def test_all_foreground_rule_refused_when_one_class_falls_though_the_mean_rises(
     )
     assert fg.dice_candidate > fg.dice_before
     assert c1 == ClassRule(1, "largest", None, pytest.approx(before_1), 1.0, "largest", 1.0)
-    assert c2 == ClassRule(2, "none", None, 1.0, 1.0)  # one component per case: nothing to try
+    # one component per case: nothing to try; 5 cases without class 2 (min_cases 1): none flagged
+    assert c2 == ClassRule(2, "none", None, 1.0, 1.0, None, None, 0.0, 0.0)
     assert np.array_equal(post.apply(preds[0]), truth) and np.array_equal(post.apply(both), both)
 
 
@@ -238,3 +239,85 @@ def test_no_rule_is_chosen_on_fewer_cases_holding_the_class_than_min_cases() -> 
     assert four.rules[0].dice_before == pytest.approx(4 / 7 * (2 * 36 / (40 + 36)) + 3 / 7)
     five = choose_postprocessing([pred] * 5, [truth] * 5, classes=2)
     assert five.rules[0].op == "largest" and five.rules[0].dice_after == 1.0
+
+
+def _rare_defect_cases(found_small: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """10 clean parts, each predicted with a 3×3 speck (9 px) and a 2×2 one, and 5 defective parts
+    whose thin true scratch (1×12 px) is predicted 3 px wide (36 px) beside a 2×2 speck. With
+    ``found_small`` the last defect is predicted as a 2×3 (6 px) component only."""
+    preds, truths = [], []
+    for i in range(10):
+        pred = np.zeros((32, 32), np.uint8)
+        pred[2 + i : 5 + i, 20:23] = 1
+        pred[28:30, 2:4] = 1
+        preds.append(pred)
+        truths.append(np.zeros_like(pred))
+    for i in range(5):
+        truth = np.zeros((32, 32), np.uint8)
+        truth[10, 4 + i : 16 + i] = 1
+        pred = np.zeros_like(truth)
+        pred[9:12, 4 + i : 16 + i] = 1
+        pred[28:30, 28:30] = 1
+        if found_small and i == 4:
+            pred[:] = 0
+            pred[10:12, 8:11] = 1
+        preds.append(pred)
+        truths.append(truth)
+    return preds, truths
+
+
+def test_false_alarms_on_clean_cases_are_removed_when_every_found_defect_stays_found() -> None:
+    """Rare defects: every clean part gets specks. The sizes below the smallest true object (3 and 6
+    px: a quarter and half of the 12 px scratch) leave each clean part its 9 px speck; one more than
+    the clean parts' largest false alarm (10 px) clears them all and keeps every scratch."""
+    preds, truths = _rare_defect_cases()
+    post = choose_postprocessing(preds, truths, classes=2, source="validation")
+    (rule,) = post.rules
+    assert (rule.op, rule.min_size) == ("min_size", 10)
+    fg_before = 2 * 12 / (36 + 4 + 12)  # each scratch: Dice with its speck
+    fg_after = 2 * 12 / (36 + 12)
+    assert rule.dice_before == pytest.approx(0.5 * fg_before + 0.5 * 0.0)  # balanced: no clean part right
+    assert rule.dice_after == pytest.approx(0.5 * fg_after + 0.5 * 1.0)
+    assert (rule.empty_flagged_before, rule.empty_flagged_after) == (1.0, 0.0)
+    assert all(not post.apply(p).any() for p in preds[:10])
+    for pred in preds[10:]:  # the scratch stays, its speck goes
+        scratch = pred.copy()
+        scratch[28:30] = 0
+        assert np.array_equal(post.apply(pred), scratch)
+    assert post.describe() == (
+        "class 1: remove components < 10 px (balanced Dice 0.23 → 0.75; clean cases flagged 100% → 0%)"
+    )
+    assert post.metrics()["postprocess_class1_empty_flagged_after"] == 0.0
+    assert Postprocessing.from_json(json.loads(json.dumps(post.to_json()))) == post
+
+
+def test_no_size_removes_a_defect_that_validation_found() -> None:
+    """As above, but one scratch is found only as a 6 px component: 10 px would lose it, so the
+    largest size that keeps every found defect wins (7 px, one more than 6, is not a clean part's
+    largest false alarm; "largest" ties with 6 px and is tried first: each clean part keeps a speck)."""
+    preds, truths = _rare_defect_cases(found_small=True)
+    post = choose_postprocessing(preds, truths, classes=2, source="validation")
+    (rule,) = post.rules
+    assert (rule.op, rule.empty_flagged_before, rule.empty_flagged_after) == ("largest", 1.0, 1.0)
+    assert np.array_equal(post.apply(preds[14]), preds[14])
+
+
+def test_clean_cases_are_not_balanced_against_too_few_defective_ones() -> None:
+    """Four defective parts (fewer than min_cases): no rule at all, as before; with min_cases 4 the
+    false-alarm size is tried and chosen."""
+    preds, truths = _rare_defect_cases()
+    few = choose_postprocessing(preds[:14], truths[:14], classes=2)
+    assert few.rules[0].op == "none" and few.rules[0].empty_flagged_before is None
+    four = choose_postprocessing(preds[:14], truths[:14], classes=2, min_cases=4)
+    assert (four.rules[0].op, four.rules[0].min_size) == ("min_size", 10)
+
+
+def test_a_decision_stored_before_the_false_alarm_figures_still_loads() -> None:
+    stored = {
+        "source": "validation",
+        "cases": 3,
+        "rules": [{"cls": 1, "op": "largest", "min_size": None, "dice_before": 0.5, "dice_after": 0.6}],
+    }
+    post = Postprocessing.from_json(stored)
+    assert post is not None and post.rules[0].empty_flagged_before is None
+    assert "empty_flagged" not in " ".join(post.metrics())
