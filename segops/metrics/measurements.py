@@ -77,6 +77,10 @@ TOTAL_QUANTITIES = {
 TOTAL_PREFIX = "meas_"
 #: Objects per class and case measured one by one: the largest (see the module docstring).
 MAX_OBJECTS = 200
+#: Edge points up to which an object's longest axis is found by comparing all pairs in one batch.
+_BATCH_POINTS = 128
+#: Point pairs compared at once in that batch (bounds its memory to ~32 MB).
+_BATCH_PAIRS = 1 << 20
 #: Points per block when searching the farthest pair of hull vertices (bounds memory to ~2 MB per 1000 points).
 _PAIR_BLOCK = 256
 
@@ -208,38 +212,170 @@ def _measure_map(
             labels = np.where(mask, np.asarray(instances)[crop], 0).astype(np.int64, copy=False)
             n = int(labels.max(initial=0))
         origin = np.array([s.start for s in crop])
-        boxes = ndimage.find_objects(labels, n)
-        present = [k for k, box in enumerate(boxes, start=1) if box is not None]
-        keep = set(present)
-        if len(present) > MAX_OBJECTS:  # the largest only (ties: the lower index); the rest counted
-            sizes = np.bincount(labels.ravel(), minlength=n + 1)
-            order = np.argsort(-sizes[present], kind="stable")
-            keep = {present[i] for i in order[:MAX_OBJECTS]}
-            skipped = [present[i] for i in order[MAX_OBJECTS:]]
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        kept = np.flatnonzero(sizes[1:]) + 1
+        if kept.size > MAX_OBJECTS:  # the largest only (ties: the lower index); the rest counted
+            order = np.argsort(-sizes[kept], kind="stable")
+            skipped = kept[order[MAX_OBJECTS:]]
             rest[c] = (len(skipped), int(sizes[skipped].sum()))
-        for k in present:
-            if k in keep:
-                box = boxes[k - 1]
-                measured = _measure_object(labels[box] == k, origin + [s.start for s in box], mm)
-                rows.append({"class": c, "component": k, "kind": kind} | measured)
+            kept = np.sort(kept[order[:MAX_OBJECTS]])
+        kept = kept.tolist()
+        if class_map.ndim == 2:
+            measured = _measure_objects_2d(labels, kept, origin, mm)
+        else:
+            boxes = ndimage.find_objects(labels, n)
+            measured = [
+                _measure_object(labels[boxes[k - 1]] == k, origin + [s.start for s in boxes[k - 1]], mm) for k in kept
+            ]
+        rows.extend({"class": c, "component": k, "kind": kind} | m for k, m in zip(kept, measured))
     return rows, rest
+
+
+def _measure_objects_2d(
+    labels: np.ndarray, ids: list[int], origin: np.ndarray, mm: np.ndarray | None
+) -> list[dict[str, Any]]:
+    """:func:`_measure_object`'s columns for the objects ``ids`` of a 2D label map at once.
+
+    The per-object path costs ~0.3 ms of Python an object, 60 ms for the 200 specks measured on
+    each image of an untrained model (2-3x its network pass). Here counts and centroids come from
+    one ``bincount`` each, boxes from one sort of the objects' pixels, and the longest axis from
+    the per-line extreme points :func:`_hull_vertices` takes, gathered for every object in one
+    sort: objects of at most
+    :data:`_BATCH_POINTS` points compare all their pairs in one batch, larger ones go through their
+    hull as before.
+    """
+    if not ids:
+        return []
+    wanted = np.zeros(int(labels.max()) + 1, bool)
+    wanted[ids] = True
+    ys, xs = np.nonzero(wanted[labels])
+    owner = labels[ys, xs]
+    counts = np.bincount(owner, minlength=wanted.size)
+    sum_y = np.bincount(owner, weights=ys, minlength=counts.size)
+    sum_x = np.bincount(owner, weights=xs, minlength=counts.size)
+    by_object = np.argsort(owner, kind="stable")
+    at = np.searchsorted(owner[by_object], ids)
+    yx = np.stack([ys[by_object], xs[by_object]], axis=1)
+    firsts = origin + np.minimum.reduceat(yx, at, axis=0)
+    lasts = origin + np.maximum.reduceat(yx, at, axis=0)
+    points, point_owner = _line_extremes(ys, xs, owner)
+    order = np.argsort(point_owner, kind="stable")
+    points, point_owner = points[order], point_owner[order]
+    starts = np.searchsorted(point_owner, ids)
+    ends = np.searchsorted(point_owner, ids, side="right")
+    axes_px = _longest_axes(points, starts, ends)
+    axes_mm = _longest_axes(points * mm, starts, ends) if mm is not None else [None] * len(ids)
+    rows = []
+    for k, first, last, axis_px, axis_mm in zip(ids, firsts, lasts, axes_px, axes_mm):
+        centroid = origin + np.array([sum_y[k], sum_x[k]]) / counts[k]
+        rows.append(
+            _object_row(
+                int(counts[k]),
+                first,
+                last,
+                centroid,
+                float(axis_px),
+                None if axis_mm is None else float(axis_mm),
+                mm,
+            )
+        )
+    return rows
+
+
+def _line_extremes(ys: np.ndarray, xs: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) candidate hull points of every object at once and their (N,) labels: along each row
+    and each column of each object, the points half a pixel before its first and after its last
+    pixel (what :func:`_hull_vertices` gathers for one object)."""
+    points, owners = [], []
+    for along, across in ((ys, xs), (xs, ys)):
+        order = np.lexsort((along, across, owner))  # by object, then line, then position on it
+        key_owner, key_line, pos = owner[order], across[order], along[order]
+        starts = np.flatnonzero(np.r_[True, (np.diff(key_owner) != 0) | (np.diff(key_line) != 0)])
+        ends = np.r_[starts[1:], order.size] - 1
+        for at, shift in ((starts, -0.5), (ends, 0.5)):
+            coords = np.stack([pos[at] + shift, key_line[at].astype(np.float64)], axis=1)
+            points.append(coords if along is ys else coords[:, ::-1])
+            owners.append(key_owner[at])
+    return np.concatenate(points), np.concatenate(owners)
+
+
+def _longest_axes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[float]:
+    """:func:`_farthest_pair` of ``points[starts[i]:ends[i]]`` for every i, vectorised over the
+    objects: the same first guess and bound pick each object's candidates, and objects with at
+    most :data:`_BATCH_POINTS` candidates compare all their pairs in one batch (padded with their
+    first candidate, which changes no maximum; a few objects at a time so memory stays bounded);
+    objects with more go through their hull, one by one."""
+    sizes = ends - starts
+    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
+    seg = np.repeat(np.arange(sizes.size), sizes)
+    pts = points[np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)])]
+    centre = np.add.reduceat(pts, offsets, axis=0) / sizes[:, None]
+    radius = np.sqrt(((pts - centre[seg]) ** 2).sum(axis=1))
+    r_max = np.maximum.reduceat(radius, offsets)
+    first_max = np.flatnonzero(radius == r_max[seg])
+    start = first_max[np.unique(seg[first_max], return_index=True)[1]]
+    low = np.maximum.reduceat(np.sqrt(((pts - pts[start][seg]) ** 2).sum(axis=1)), offsets)
+    best = low**2
+    candidate = np.flatnonzero(radius > (low - r_max)[seg])
+    counts = np.bincount(seg[candidate], minlength=sizes.size)
+    firsts = np.r_[0, np.cumsum(counts)[:-1]]
+    for fewest, most in _count_buckets(_BATCH_POINTS):  # objects of similar counts padded together
+        small = np.flatnonzero((counts >= fewest) & (counts <= most))
+        if not small.size:
+            continue
+        width = int(counts[small].max())
+        step = max(1, _BATCH_PAIRS // (width * width))
+        for i in range(0, small.size, step):
+            chunk = small[i : i + step]
+            index = firsts[chunk, None] + np.minimum(np.arange(width)[None, :], counts[chunk, None] - 1)
+            batch = pts[candidate[index]]  # (objects, width, ndim)
+            d2 = sum((batch[:, :, None, k] - batch[:, None, :, k]) ** 2 for k in range(pts.shape[1]))
+            best[chunk] = np.maximum(best[chunk], d2.max(axis=(1, 2)))
+    for i in np.flatnonzero(counts > _BATCH_POINTS):
+        own = pts[offsets[i] : offsets[i] + sizes[i]]
+        best[i] = _farthest_pair(_hull_points(own, own)) ** 2
+    return np.sqrt(best).tolist()
+
+
+def _count_buckets(limit: int) -> list[tuple[int, int]]:
+    """(2, 2), (3, 4), (5, 8), ... up to ``limit``: ranges of candidate counts batched together."""
+    buckets, most = [], 2
+    while most // 2 + 1 <= limit:
+        buckets.append((max(2, most // 2 + 1), min(most, limit)))
+        most *= 2
+    return buckets
 
 
 def _measure_object(sub: np.ndarray, first: np.ndarray, mm: np.ndarray | None) -> dict[str, Any]:
     """One object's columns from its mask cropped to its bounding box, whose first index is ``first``."""
-    ndim = sub.ndim
     count = int(np.count_nonzero(sub))
     last = first + np.array(sub.shape) - 1
-    centroid = first + np.array([_axis_mean(sub, a, count) for a in range(ndim)])
+    centroid = first + np.array([_axis_mean(sub, a, count) for a in range(sub.ndim)])
     hull = _hull_vertices(sub) + first
+    axis_mm = _farthest_pair(hull * mm) if mm is not None else None
+    return _object_row(count, first, last, centroid, _farthest_pair(hull), axis_mm, mm)
+
+
+def _object_row(
+    count: int,
+    first: np.ndarray,
+    last: np.ndarray,
+    centroid: np.ndarray,
+    axis_px: float,
+    axis_mm: float | None,
+    mm: np.ndarray | None,
+) -> dict[str, Any]:
+    """An object's columns from its pixel count, bounding box (first and last index), centroid
+    (mean index) and longest axis."""
+    ndim = len(first)
     size_px = float(count)
     size_mm = size_px * float(np.prod(mm)) if mm is not None else None
     row: dict[str, Any] = {
         "units": "px" if mm is None else "mm",
         "equivalent_diameter_px": _equivalent_diameter(size_px, ndim),
         "equivalent_diameter_mm": _equivalent_diameter(size_mm, ndim) if size_mm is not None else None,
-        "longest_axis_px": _farthest_pair(hull),
-        "longest_axis_mm": _farthest_pair(hull * mm) if mm is not None else None,
+        "longest_axis_px": axis_px,
+        "longest_axis_mm": axis_mm,
     }
     if ndim == 2:
         row |= {"area_px": count, "area_mm2": size_mm, "voxels": None, "volume_mm3": None, "volume_ml": None}
