@@ -21,6 +21,11 @@ def mask_relpath(rel_path: str, frame: int) -> str:
     return f"{mirror_stem(rel_path, frame)}.png"
 
 
+#: zlib level of mask PNGs. PIL's default (6) took 6.8 ms for a noisy 256 px mask and 0.65 ms for a
+#: smooth one; level 1 takes 1.5 and 0.4 ms for files 36 % and ~250 bytes larger (same pixels).
+PNG_COMPRESS_LEVEL = 1
+
+
 def encode_mask_png(mask: np.ndarray, classes: int) -> bytes:
     """PNG bytes of an (H, W) class map; binary masks are stored as 0/255 so they are visible.
 
@@ -28,7 +33,7 @@ def encode_mask_png(mask: np.ndarray, classes: int) -> bytes:
     """
     values = mask.astype(np.uint8) * 255 if classes == 2 else mask.astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(values).save(buf, format="PNG")
+    Image.fromarray(values).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
@@ -44,5 +49,7 @@ def encode_instance_png(instance_ids: np.ndarray) -> bytes:
             f"instance id {int(instance_ids.max())} does not fit a 16-bit PNG (at most 65535 instances per image)"
         )
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(instance_ids, dtype=np.uint16)).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(instance_ids, dtype=np.uint16)).save(
+        buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    )
     return buf.getvalue()
