@@ -315,7 +315,8 @@ def plan_epochs(budget_minutes: float, cost: EpochCost, least: int = 1) -> dict[
         "samples_per_epoch": Choice(
             samples,
             f"of {n_train} training images: a pass over all takes ~{cost.total:.0f} s, "
-            f"so {MIN_EPOCHS} would not fit the budget",
+            f"so {MIN_EPOCHS} would not fit the {available:.0f} s the budget leaves after "
+            f"~{STARTUP_S:.0f} s of start-up",
         ),
     }
 
