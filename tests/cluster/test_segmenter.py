@@ -1,8 +1,10 @@
 """The inference actor class, called directly (no Ray): per-case failure isolation and parts."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -39,6 +41,16 @@ def _batch(images: list[np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+def _call(actor: _Segmenter, batch: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Call the actor on ``batch``; its rows as the part it wrote records them (the actor returns
+    only each case's id and seconds to Ray: the rows are read back from the parts)."""
+    out = actor(batch)
+    assert list(out) == ["case_id", "infer_seconds"] and list(out["case_id"]) == list(batch["case_id"])
+    assert np.all(out["infer_seconds"] > 0)
+    digest = hashlib.sha1("\n".join(sorted(batch["case_id"])).encode()).hexdigest()[:20]  # write_part's name
+    return pd.read_parquet(Path(actor.parts_dir) / f"part-{digest}.parquet")
+
+
 def _dice_against_all_ones(fg_fraction: float) -> float:
     """Dice of a prediction covering ``fg_fraction`` of the pixels against a label of all ones:
     2|P|/(|P| + N) = 2f/(f + 1)."""
@@ -65,7 +77,7 @@ def test_a_case_that_fails_alone_is_marked_failed_and_the_batch_goes_on(tmp_path
     actor = _actor(tmp_path, _SPEC_2D, preprocess)
     good = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     bad = np.zeros((2, 12, 12), np.float32)  # two channels: the model takes one, no conversion exists
-    out = actor(_batch([good, bad, good.copy()]))
+    out = _call(actor, _batch([good, bad, good.copy()]))
     assert list(out["status"]) == ["ok", "failed", "ok"]
     assert out["error_type"][1] == "ShapeError" and "2 channel" in out["error"][1]
     assert out["mask_path"][1] == "" and Path(out["mask_path"][0]).is_file()
@@ -86,7 +98,7 @@ def test_a_case_that_cannot_be_scored_is_marked_failed_and_the_batch_goes_on(tmp
     image = np.random.default_rng(0).normal(size=(1, 12, 12)).astype(np.float32)
     batch = _batch([image, image.copy()])
     batch["label"][1] = np.ones((10, 12), np.uint8)  # not the image's shape
-    out = actor(batch)
+    out = _call(actor, batch)
     assert list(out["status"]) == ["ok", "failed"] and list(out["stage"]) == ["", "score"]
     assert out["error_type"][1] == "ShapeError" and out["mask_path"][1] == "" and np.isnan(out["fg_fraction"][1])
     assert len(read_parts(tmp_path / "parts")) == 2
@@ -103,10 +115,10 @@ def test_a_3d_model_segments_volume_records_whole_and_fails_slice_records(tmp_pa
         "affine": np.array([np.eye(4).ravel()], dtype=object),
         "source_uris": np.array([[]], dtype=object),
     }
-    out = actor(batch)
+    out = _call(actor, batch)
     nifti = nib.load(out["mask_path"][0])
     assert out["mask_path"][0].endswith(".nii.gz") and nifti.shape == (24, 20, 6)  # (x, y, z) of a (Z, H, W) mask
     fg = float((np.asarray(nifti.dataobj) > 0).mean())
     assert list(out["status"]) == ["ok"] and out["dice"][0] == pytest.approx(_dice_against_all_ones(fg))  # one 3D Dice
-    out = actor(_batch([volume[:, 0]]))  # a slice record: the segment step refuses this up front
+    out = _call(actor, _batch([volume[:, 0]]))  # a slice record: the segment step refuses this up front
     assert list(out["status"]) == ["failed"] and "takes volumes of shape (C, Z, H, W)" in out["error"][0]
