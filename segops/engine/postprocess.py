@@ -2,7 +2,7 @@
 
 nnU-Net v2 (``nnunetv2/postprocessing/remove_connected_components.py``, ``determine_postprocessing``)
 tries "keep only the largest connected component" on its out-of-fold predictions and keeps a rule
-only when it raises the mean Dice. We follow it and add one candidate:
+only when it raises the mean Dice. We follow it and add candidates:
 
 1. With more than one foreground class, all foreground classes as one region (rule ``cls`` 0,
    :data:`FOREGROUND`): keep its largest component if the mean foreground Dice rises strictly
@@ -16,13 +16,10 @@ only when it raises the mean Dice. We follow it and add one candidate:
      training set when the caller knows it (``smallest_object``): sizes well below every real
      object, safe although a validation set of a few cases may hold none of the smallest objects.
    - **False alarms on clean cases**: when at least ``min_cases`` deciding cases hold the class and
-     at least ``min_cases`` do not, one more than the largest component predicted in each clean case.
-     This is what rare-defect inspection needs: a model that marks a few specks on every defect-free
-     part flags every part, and nnU-Net's candidates cannot remove the specks (a part keeps its
-     largest speck; true defects are often thinner than the specks, so no fraction of them is
-     large enough). Such sizes are measured on predictions, not on true objects, so they are
-     guarded by the detections instead: in this case no candidate (of any kind) may leave a case
-     empty that holds the class and had it predicted (a defect found on validation stays found).
+     at least ``min_cases`` do not, one more than the largest component predicted in each clean case
+     (rare defects: specks on every defect-free part, which "largest" keeps one of and sizes below
+     thin true defects do not reach). These sizes come from predictions, so detections guard them:
+     then no candidate may leave a case empty that holds the class and had it predicted.
 
    When at least ``min_cases`` cases hold the class and at least ``min_cases`` do not, a
    candidate's score is *balanced*: the mean of the class's mean Dice over the cases holding it and

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from segops.errors import SegopsError, ShapeError
+from segops.metrics.feret import farthest_pair, hull_vertices, line_extremes, longest_axes
 
 #: One object's row: (column, Python type). ``None`` where a column does not apply (``area_*`` in
 #: 3D, ``voxels``/``volume_*`` and ``*_z*`` in 2D) or where spacing is unknown (every ``*_mm*``).
@@ -77,12 +77,6 @@ TOTAL_QUANTITIES = {
 TOTAL_PREFIX = "meas_"
 #: Objects per class and case measured one by one: the largest (see the module docstring).
 MAX_OBJECTS = 200
-#: Edge points up to which an object's longest axis is found by comparing all pairs in one batch.
-_BATCH_POINTS = 128
-#: Point pairs compared at once in that batch (bounds its memory to ~32 MB).
-_BATCH_PAIRS = 1 << 20
-#: Points per block when searching the farthest pair of hull vertices (bounds memory to ~2 MB per 1000 points).
-_PAIR_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -239,10 +233,7 @@ def _measure_objects_2d(
     The per-object path costs ~0.3 ms of Python an object, 60 ms for the 200 specks measured on
     each image of an untrained model (2-3x its network pass). Here counts and centroids come from
     one ``bincount`` each, boxes from one sort of the objects' pixels, and the longest axis from
-    the per-line extreme points :func:`_hull_vertices` takes, gathered for every object in one
-    sort: objects of at most
-    :data:`_BATCH_POINTS` points compare all their pairs in one batch, larger ones go through their
-    hull as before.
+    every object's per-line extremes at once (:func:`~segops.metrics.feret.longest_axes`).
     """
     if not ids:
         return []
@@ -258,13 +249,13 @@ def _measure_objects_2d(
     yx = np.stack([ys[by_object], xs[by_object]], axis=1)
     firsts = origin + np.minimum.reduceat(yx, at, axis=0)
     lasts = origin + np.maximum.reduceat(yx, at, axis=0)
-    points, point_owner = _line_extremes(ys, xs, owner)
+    points, point_owner = line_extremes(ys, xs, owner)
     order = np.argsort(point_owner, kind="stable")
     points, point_owner = points[order], point_owner[order]
     starts = np.searchsorted(point_owner, ids)
     ends = np.searchsorted(point_owner, ids, side="right")
-    axes_px = _longest_axes(points, starts, ends)
-    axes_mm = _longest_axes(points * mm, starts, ends) if mm is not None else [None] * len(ids)
+    axes_px = longest_axes(points, starts, ends)
+    axes_mm = longest_axes(points * mm, starts, ends) if mm is not None else [None] * len(ids)
     rows = []
     for k, first, last, axis_px, axis_mm in zip(ids, firsts, lasts, axes_px, axes_mm):
         centroid = origin + np.array([sum_y[k], sum_x[k]]) / counts[k]
@@ -282,78 +273,14 @@ def _measure_objects_2d(
     return rows
 
 
-def _line_extremes(ys: np.ndarray, xs: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2) candidate hull points of every object at once and their (N,) labels: along each row
-    and each column of each object, the points half a pixel before its first and after its last
-    pixel (what :func:`_hull_vertices` gathers for one object)."""
-    points, owners = [], []
-    for along, across in ((ys, xs), (xs, ys)):
-        order = np.lexsort((along, across, owner))  # by object, then line, then position on it
-        key_owner, key_line, pos = owner[order], across[order], along[order]
-        starts = np.flatnonzero(np.r_[True, (np.diff(key_owner) != 0) | (np.diff(key_line) != 0)])
-        ends = np.r_[starts[1:], order.size] - 1
-        for at, shift in ((starts, -0.5), (ends, 0.5)):
-            coords = np.stack([pos[at] + shift, key_line[at].astype(np.float64)], axis=1)
-            points.append(coords if along is ys else coords[:, ::-1])
-            owners.append(key_owner[at])
-    return np.concatenate(points), np.concatenate(owners)
-
-
-def _longest_axes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[float]:
-    """:func:`_farthest_pair` of ``points[starts[i]:ends[i]]`` for every i, vectorised over the
-    objects: the same first guess and bound pick each object's candidates, and objects with at
-    most :data:`_BATCH_POINTS` candidates compare all their pairs in one batch (padded with their
-    first candidate, which changes no maximum; a few objects at a time so memory stays bounded);
-    objects with more go through their hull, one by one."""
-    sizes = ends - starts
-    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
-    seg = np.repeat(np.arange(sizes.size), sizes)
-    pts = points[np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)])]
-    centre = np.add.reduceat(pts, offsets, axis=0) / sizes[:, None]
-    radius = np.sqrt(((pts - centre[seg]) ** 2).sum(axis=1))
-    r_max = np.maximum.reduceat(radius, offsets)
-    first_max = np.flatnonzero(radius == r_max[seg])
-    start = first_max[np.unique(seg[first_max], return_index=True)[1]]
-    low = np.maximum.reduceat(np.sqrt(((pts - pts[start][seg]) ** 2).sum(axis=1)), offsets)
-    best = low**2
-    candidate = np.flatnonzero(radius > (low - r_max)[seg])
-    counts = np.bincount(seg[candidate], minlength=sizes.size)
-    firsts = np.r_[0, np.cumsum(counts)[:-1]]
-    for fewest, most in _count_buckets(_BATCH_POINTS):  # objects of similar counts padded together
-        small = np.flatnonzero((counts >= fewest) & (counts <= most))
-        if not small.size:
-            continue
-        width = int(counts[small].max())
-        step = max(1, _BATCH_PAIRS // (width * width))
-        for i in range(0, small.size, step):
-            chunk = small[i : i + step]
-            index = firsts[chunk, None] + np.minimum(np.arange(width)[None, :], counts[chunk, None] - 1)
-            batch = pts[candidate[index]]  # (objects, width, ndim)
-            d2 = sum((batch[:, :, None, k] - batch[:, None, :, k]) ** 2 for k in range(pts.shape[1]))
-            best[chunk] = np.maximum(best[chunk], d2.max(axis=(1, 2)))
-    for i in np.flatnonzero(counts > _BATCH_POINTS):
-        own = pts[offsets[i] : offsets[i] + sizes[i]]
-        best[i] = _farthest_pair(_hull_points(own, own)) ** 2
-    return np.sqrt(best).tolist()
-
-
-def _count_buckets(limit: int) -> list[tuple[int, int]]:
-    """(2, 2), (3, 4), (5, 8), ... up to ``limit``: ranges of candidate counts batched together."""
-    buckets, most = [], 2
-    while most // 2 + 1 <= limit:
-        buckets.append((max(2, most // 2 + 1), min(most, limit)))
-        most *= 2
-    return buckets
-
-
 def _measure_object(sub: np.ndarray, first: np.ndarray, mm: np.ndarray | None) -> dict[str, Any]:
     """One object's columns from its mask cropped to its bounding box, whose first index is ``first``."""
     count = int(np.count_nonzero(sub))
     last = first + np.array(sub.shape) - 1
     centroid = first + np.array([_axis_mean(sub, a, count) for a in range(sub.ndim)])
-    hull = _hull_vertices(sub) + first
-    axis_mm = _farthest_pair(hull * mm) if mm is not None else None
-    return _object_row(count, first, last, centroid, _farthest_pair(hull), axis_mm, mm)
+    hull = hull_vertices(sub) + first
+    axis_mm = farthest_pair(hull * mm) if mm is not None else None
+    return _object_row(count, first, last, centroid, farthest_pair(hull), axis_mm, mm)
 
 
 def _object_row(
@@ -397,62 +324,6 @@ def _axis_mean(sub: np.ndarray, axis: int, count: int) -> float:
     """Mean index of the object's pixels along ``axis`` (relative to the box)."""
     profile = sub.sum(axis=tuple(a for a in range(sub.ndim) if a != axis), dtype=np.int64)
     return float(profile @ np.arange(profile.size)) / count
-
-
-def _hull_vertices(sub: np.ndarray) -> np.ndarray:
-    """(N, ndim) vertices of the convex hull of the pixel-edge contour, in pixel indices of the box.
-
-    Along every line parallel to each axis, only the points half a pixel before the first and
-    after the last object pixel can be hull vertices; gathering those is a few passes over the box.
-    In 3D, a hull vertex is also a vertex of the 2D hull of its own plane (the points with the same
-    slice coordinate), which cuts a large organ's points ~15-fold before the 3D hull.
-    """
-    points = []
-    for axis in range(sub.ndim):
-        present = sub.any(axis=axis)
-        size = sub.shape[axis]
-        before = np.argmax(sub, axis=axis)[present] - 0.5
-        after = size - np.argmax(np.flip(sub, axis=axis), axis=axis)[present] - 0.5
-        others = np.nonzero(present)  # coordinates of the other axes, in order
-        for along in (before, after):
-            coords = list(others)
-            coords.insert(axis, along)
-            points.append(np.stack(coords, axis=1).astype(np.float64))
-    pts = np.concatenate(points)  # no duplicates: each axis' points are half-integer along that axis only
-    if sub.ndim == 3:
-        pts = pts[np.argsort(pts[:, 0], kind="stable")]
-        planes = np.split(pts, np.flatnonzero(np.diff(pts[:, 0])) + 1)
-        pts = np.concatenate([_hull_points(plane, plane[:, 1:]) for plane in planes])
-    return _hull_points(pts, pts)
-
-
-def _hull_points(points: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    """The rows of ``points`` whose ``coords`` are vertices of the convex hull of ``coords``."""
-    try:
-        return points[ConvexHull(coords).vertices]
-    except QhullError:  # too few or collinear/flat points: every one stays a candidate
-        return points
-
-
-def _farthest_pair(points: np.ndarray) -> float:
-    """Largest distance between two of ``points`` (N, d), exactly.
-
-    A first guess ``low`` (the farthest point from the point farthest from the centre) bounds the
-    search: a longer pair needs both ends farther than ``low - r_max`` from the centre, which on a
-    compact object leaves few candidates; those are compared in blocks so memory stays bounded.
-    """
-    if len(points) < 2:
-        return 0.0
-    radius = np.linalg.norm(points - points.mean(axis=0), axis=1)
-    start = points[np.argmax(radius)]
-    low = float(np.linalg.norm(points - start, axis=1).max())
-    candidates = points[radius > low - radius.max()]
-    best = low**2
-    for i in range(0, len(candidates), _PAIR_BLOCK):
-        block, rest = candidates[i : i + _PAIR_BLOCK], candidates[i:]
-        d2 = sum((block[:, k, None] - rest[None, :, k]) ** 2 for k in range(points.shape[1]))
-        best = max(best, float(np.max(d2, initial=0.0)))
-    return math.sqrt(best)
 
 
 def _equivalent_diameter(size: float, ndim: int) -> float:

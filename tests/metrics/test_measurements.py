@@ -12,7 +12,7 @@ from scipy.spatial.distance import pdist
 
 from segops.data.instances import class_map, encode_instances, instance_id_map
 from segops.errors import SegopsError, ShapeError
-from segops.metrics import measurements
+from segops.metrics import feret
 from segops.metrics.measurements import COMPONENT_COLUMNS, MAX_OBJECTS, _measure_object, measure_case, total_columns
 
 
@@ -252,7 +252,7 @@ def test_2d_objects_measured_together_equal_each_measured_alone(spacing, batch_p
     path's (:func:`_measure_object` on the object's own box): specks, lines (no 2D hull), a disc
     and noise, over several seeds; with a batch of 3 points, objects with more candidates take the
     hull path."""
-    monkeypatch.setattr(measurements, "_BATCH_POINTS", batch_points)
+    monkeypatch.setattr(feret, "BATCH_POINTS", batch_points)
     rng = np.random.default_rng(7)
     for seed in range(6):
         cmap = (rng.random((90, 110)) < 0.25 + 0.1 * seed).astype(np.uint8)
