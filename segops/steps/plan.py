@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, replace
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, ModelSpec, SourceSpec
+from segops.config.schema import ClusterSpec, ModelSpec, SlidingWindowSpec, SourceSpec
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
 from segops.data.pairing import detect
@@ -297,13 +298,15 @@ def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
     if detection.classes > 2:
         y.add(4, "segments", {k: f"class-{k}" for k in range(1, detection.classes)})
     if "preprocess.patch_size" in c:
-        # the training validation (and the postprocessing it chooses) predicts with these defaults: so
+        # the training validation (and the postprocessing it chooses) predicts with the defaults: so
         # does the segment step, or validation scores a prediction the archive never gets
+        window = SlidingWindowSpec()
+        side = math.isqrt(window.max_pixels)
         y.add(
             4,
             "sliding_window",
-            {"max_pixels": 1024 * 1024, "overlap": 0.25, "mode": "gaussian"},
-            "whole images up to 1024² px, as validation predicted them in training; larger ones in Gaussian-blended "
-            "tiles of the patch size",
+            {"max_pixels": window.max_pixels, "overlap": window.overlap, "mode": window.mode},
+            f"whole images up to {side}² px, as validation predicted them in training; larger ones in "
+            f"{window.mode.capitalize()}-blended tiles of the patch size",
         )
     y.add(4, "overlays", 4)
