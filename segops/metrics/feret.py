@@ -97,16 +97,16 @@ def line_extremes(ys: np.ndarray, xs: np.ndarray, owner: np.ndarray) -> tuple[np
     return np.concatenate(points), np.concatenate(owners)
 
 
-def longest_axes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> list[float]:
-    """:func:`farthest_pair` of ``points[starts[i]:ends[i]]`` for every i, vectorised over the
-    objects: the same first guess and bound pick each object's candidates, and objects with at
+def longest_axes(pts: np.ndarray, owner: np.ndarray) -> list[float]:
+    """:func:`farthest_pair` of each object's points, vectorised over the objects: ``pts`` (N, d)
+    grouped by their (N,) ``owner`` label (sorted), one result per label in that order. The
+    same first guess and bound pick each object's candidates, and objects with at
     most :data:`BATCH_POINTS` candidates compare all their pairs in one batch (padded with their
     first candidate, which changes no maximum; a few objects at a time so memory stays bounded);
     objects with more go through their hull, one by one."""
-    sizes = ends - starts
-    offsets = np.r_[0, np.cumsum(sizes)[:-1]]
+    offsets = np.flatnonzero(np.r_[True, np.diff(owner) != 0])
+    sizes = np.diff(np.r_[offsets, owner.size])
     seg = np.repeat(np.arange(sizes.size), sizes)
-    pts = points[np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)])]
     centre = np.add.reduceat(pts, offsets, axis=0) / sizes[:, None]
     radius = np.sqrt(((pts - centre[seg]) ** 2).sum(axis=1))
     r_max = np.maximum.reduceat(radius, offsets)

@@ -251,11 +251,9 @@ def _measure_objects_2d(
     lasts = origin + np.maximum.reduceat(yx, at, axis=0)
     points, point_owner = line_extremes(ys, xs, owner)
     order = np.argsort(point_owner, kind="stable")
-    points, point_owner = points[order], point_owner[order]
-    starts = np.searchsorted(point_owner, ids)
-    ends = np.searchsorted(point_owner, ids, side="right")
-    axes_px = longest_axes(points, starts, ends)
-    axes_mm = longest_axes(points * mm, starts, ends) if mm is not None else [None] * len(ids)
+    points, point_owner = points[order], point_owner[order]  # every point is one of ``ids``' (ascending)
+    axes_px = longest_axes(points, point_owner)
+    axes_mm = longest_axes(points * mm, point_owner) if mm is not None else [None] * len(ids)
     rows = []
     for k, first, last, axis_px, axis_mm in zip(ids, firsts, lasts, axes_px, axes_mm):
         centroid = origin + np.array([sum_y[k], sum_x[k]]) / counts[k]
