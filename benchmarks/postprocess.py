@@ -15,10 +15,10 @@ predictions:
 
 Each rule set is chosen on the validation predictions and applied to the *test* split's
 predictions (made here by the run's model, as its segment step would: whole images), scored with
-:func:`segops.metrics.dice_score`: mean Dice over all cases, over foreground cases, the share of
-clean cases given any foreground (``empty_flagged``) and of foreground cases given none
-(``fg_missed``). Test predictions are cached beside the results in
-``benchmarks/out/postprocess/``.
+:func:`segops.metrics.case_scores` as the segment report is: mean Dice over all cases, over
+foreground cases, and the report's image-level figures: the share of clean cases given any
+foreground (``empty_flagged``) and of foreground cases given none (``fg_missed``). Test
+predictions are cached beside the results in ``benchmarks/out/postprocess/``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.postprocess import choose_postprocessing
 from segops.engine.predict import predict
-from segops.metrics import dice_score
+from segops.metrics import case_scores
+from segops.outputs.reports import image_level
 
 OUT = Path(__file__).resolve().parent / "out" / "postprocess"
 
@@ -62,15 +64,18 @@ def _test_predictions(run: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 
 def _figures(maps: list[np.ndarray], labels: list[np.ndarray], classes: int) -> dict[str, float]:
-    dice = np.array([np.mean([dice_score(m == c, t == c) for c in range(1, classes)]) for m, t in zip(maps, labels)])
-    holds = np.array([bool(t.any()) for t in labels])
-    given = np.array([bool(m.any()) for m in maps])
-    return {
-        "dice": float(dice.mean()),
-        "fg_dice": float(dice[holds].mean()) if holds.any() else float("nan"),
-        "empty_flagged": float(given[~holds].mean()) if (~holds).any() else float("nan"),
-        "fg_missed": float((~given[holds]).mean()) if holds.any() else float("nan"),
-    }
+    """The segment report's Dice (:func:`segops.metrics.case_scores`) over all and over foreground
+    cases, and its image-level figures (:func:`segops.outputs.reports.image_level`)."""
+    cases = pd.DataFrame(
+        {
+            "dice": [case_scores(m, t, classes)["dice"] for m, t in zip(maps, labels)],
+            "fg_fraction": [float((m > 0).mean()) for m in maps],
+            "label_fg_fraction": [float((t > 0).mean()) for t in labels],
+        }
+    )
+    holds = cases["label_fg_fraction"] > 0
+    figures = {"dice": float(cases["dice"].mean()), "fg_dice": float(cases.loc[holds, "dice"].mean())}
+    return figures | {"empty_flagged": float("nan"), "fg_missed": float("nan")} | image_level(cases)
 
 
 def measure(run: Path) -> dict:
