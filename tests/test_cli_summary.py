@@ -11,13 +11,15 @@ from segops.steps.results import SegmentResult, TrainResult
 from segops.workflows import RunResult
 
 
-def _result(metrics: dict[str, float], test_groups: frozenset[str] | None = None) -> RunResult:
+def _result(
+    metrics: dict[str, float], test_groups: frozenset[str] | None = None, selected_by: str = "val_dice"
+) -> RunResult:
     """A run of one segment step, after a train step that held out ``test_groups`` (None: no train step)."""
     root = Path("runs/r1")
     segment = SegmentResult(root / "outputs.parquet", root / "report.parquet", "d1", root, str(root), metrics)
     steps: tuple = (segment,)
     if test_groups is not None:
-        train = TrainResult(root / "model", frozenset({"v"}), 3, "val_dice", {}, test_groups=test_groups)
+        train = TrainResult(root / "model", frozenset({"v"}), 3, selected_by, {}, test_groups=test_groups)
         steps = (train, segment)
     return RunResult("r1", root, "m1", "sqlite:///mlruns.db", [s.to_manifest() for s in steps], steps)
 
@@ -77,6 +79,9 @@ def test_summary_says_in_words_when_no_test_set_was_held_out(capsys: pytest.Capt
     assert ["held-out (test)", NO_TEST_SET] in _rows(text)
     assert NO_TEST_SET == "no test set (split.test_fraction: 0 or too few groups): no held-out figures"
     assert "heldout_" not in text and "4 cases; chose the checkpoint" in text
+    _print_summary(_result(metrics, frozenset(), selected_by="none (select: last)"))
+    text = " ".join(capsys.readouterr().out.split())
+    assert "4 cases; chose the postprocessing, not the epoch (select: last)" in text and "flatters" not in text
     _print_summary(_result(metrics | {"segment_val_cases": 0.0}))  # no train step: a model from elsewhere
     text = capsys.readouterr().out
     assert "held-out (test)" not in text and "validation" not in text

@@ -184,6 +184,8 @@ def _split_row(key: str, metrics: Mapping[str, float], train: TrainResult | None
         )
     if cases == 0:
         return None
+    if key == "segment_val_cases" and train is not None and train.select_metric.startswith("none"):
+        what = "chose the postprocessing, not the epoch (select: last)"
     if train is None:  # a model from elsewhere: which cases it saw is not known here
         what = "every labelled case" if key == "segment_labelled_cases" else what
     return label, f"{cases} case{'s' if cases != 1 else ''}; {what}"
