@@ -132,6 +132,29 @@ class InstancePngLabels(_MaskFiles):
     class_id: int = Field(default=1, ge=1, le=255)
 
 
+class MaskFolderLabels(_EmptyWhenMissing):
+    """One binary mask file per object, every mask file of an input in one folder that ``pattern``
+    names: the Data Science Bowl 2018 nuclei layout (``<case>/images/<case>.png`` with
+    ``<case>/masks/*.png``: pattern ``{parent_dir}/masks``) or ``masks/<image stem>/*.png``
+    beside ``images/`` (pattern ``{rel_stem}``, the default).
+
+    ``pattern`` takes the fields of mask-png's, and ``parent_dir``: the folder above the input's
+    folder (``<case>`` for ``<case>/images/x.png``). A file's pixels above half its largest value
+    are the object (0/1, 0/255 and anti-aliased masks alike); an all-zero file is no object. The
+    objects are class ``class_id``: their union is the class map, or with ``instances: true``
+    each file is one instance (for ``arch: maskrcnn``), files taken in name order, where two
+    overlap the later one keeps the shared pixels. A folder without mask files lists an input
+    with nothing to segment; an input without a folder is unlabelled (``empty_when_missing``:
+    empty instead).
+    """
+
+    kind: Literal["mask-folder"]
+    path: Path
+    pattern: str = "{rel_stem}"
+    class_id: int = Field(default=1, ge=1, le=255)
+    instances: bool = Field(default=False, description="Each file one instance (for arch: maskrcnn).")
+
+
 class RtstructLabels(Spec):
     """A folder of DICOM RTSTRUCT objects (any depth): contours per ROI, rasterised onto each slice.
 
@@ -201,15 +224,17 @@ class RleCsvLabels(_EmptyWhenMissing):
 
 
 LabelsSpec = Annotated[
-    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels | RtstructLabels | RleCsvLabels,
+    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels | MaskFolderLabels | RtstructLabels | RleCsvLabels,
     Field(discriminator="kind"),
 ]
 
 
 def is_instance_labels(labels: object) -> bool:
-    """True for label specs that yield instance label maps (instance-png; coco and rle-csv with instances)."""
+    """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
+    with instances)."""
     kind = getattr(labels, "kind", None)
-    return kind == "instance-png" or (kind in ("coco", "rle-csv") and bool(getattr(labels, "instances", False)))
+    with_flag = kind in ("coco", "rle-csv", "mask-folder")
+    return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 
 _INCLUDE_HELP = (

@@ -14,11 +14,18 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from segops.config.schema import DicomSource, ImageSource, InstancePngLabels, MaskPngLabels, VolumeSource
+from segops.config.schema import (
+    DicomSource,
+    ImageSource,
+    InstancePngLabels,
+    MaskFolderLabels,
+    MaskPngLabels,
+    VolumeSource,
+)
 from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
-from segops.data.labels import LabelResolver, build_resolver, pattern_regex
+from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension, volume_label
 from segops.errors import LabelError, NoPixelDataError
@@ -121,6 +128,9 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
     if prefix is None or not rel.startswith(prefix):
         return False
     label_rel = rel[len(prefix) :]
+    if isinstance(source.labels, MaskFolderLabels):
+        folder = str(PurePosixPath(label_rel).parent)
+        return folder != "." and _is_mask_folder(str(root), prefix, folder, source)
     for pattern in _label_patterns(source.labels):
         match = _label_regex(pattern).fullmatch(label_rel)
         if match is None:
@@ -134,10 +144,34 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
     return False
 
 
+@lru_cache(maxsize=4096)
+def _is_mask_folder(root: str, prefix: str, folder: str, source: ImageSource | DicomSource) -> bool:
+    """Whether ``folder`` (relative to the label root, at ``prefix`` in the source tree) is the mask
+    folder of an input: the pattern names it from an input that exists (``{rel_stem}``: the file
+    ``<folder>.<ext>``; ``{parent_dir}``: a file one folder below the parent it names); for a
+    pattern with neither, every folder it can name is taken for a mask folder."""
+    labels = source.labels
+    match = _label_regex(labels.pattern).fullmatch(folder)
+    if match is None:
+        return False
+    fields, base = match.groupdict(), Path(root) / prefix
+    if fields.get("rel_stem"):
+        return any((base / (fields["rel_stem"] + ext)).is_file() for ext in source.extensions if ext)
+    if "parent_dir" in fields:
+        parent = base / (fields["parent_dir"] or "")
+        for sub in (d for d in parent.iterdir() if d.is_dir() and d != base / folder):
+            for image in sub.iterdir():
+                rel = (image.relative_to(base)).as_posix()
+                if _selected(rel, source) and mask_png_path(base, labels.pattern, rel) == base / folder:
+                    return True
+        return False
+    return True
+
+
 def _label_prefix(root: Path, source: Source) -> str | None:
     """``""`` or ``"dir/"`` when mask labels live in (a folder of) the source tree, else None."""
     labels = source.labels
-    if not isinstance(labels, MaskPngLabels | InstancePngLabels):
+    if not isinstance(labels, MaskPngLabels | InstancePngLabels | MaskFolderLabels):
         return None
     return _folder_prefix(str(root), str(labels.path))
 

@@ -29,6 +29,7 @@ from segops.config.schema import (
     DicomSegLabels,
     InstancePngLabels,
     LabelsSpec,
+    MaskFolderLabels,
     MaskPngLabels,
     RleCsvLabels,
     RtstructLabels,
@@ -38,7 +39,14 @@ from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
 from segops.data.label_census import label_counts
-from segops.data.mask_files import class_map, read_instance_png, read_mask_png, spec_mask
+from segops.data.mask_files import (
+    class_map,
+    mask_folder_files,
+    read_instance_png,
+    read_mask_folder,
+    read_mask_png,
+    spec_mask,
+)
 from segops.data.mask_kinds import without_void
 from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
@@ -49,10 +57,14 @@ log = logging.getLogger(__name__)
 
 
 def mask_png_path(root: str | Path, pattern: str, rel_path: str, frame: int = 0) -> Path:
-    """Where the mask for input ``rel_path`` lives, per ``pattern`` (see ``MaskPngLabels``)."""
+    """Where the mask (or mask folder) for input ``rel_path`` lives, per ``pattern`` (see
+    ``MaskPngLabels``; ``parent_dir``: the folder above the input's, see ``MaskFolderLabels``)."""
     rel = PurePosixPath(rel_path)
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
-    name = pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=frame)
+    parent_dir = str(rel.parent.parent) if str(rel.parent.parent) != "." else ""
+    name = pattern.format(
+        rel_dir=rel_dir, parent_dir=parent_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=frame
+    )
     return Path(root) / name.lstrip("/")
 
 
@@ -91,7 +103,10 @@ EMPTY_LABEL_PREFIX = "empty:"
 
 
 def empty_label(
-    spec: MaskPngLabels | InstancePngLabels, rel_path: str, shape: tuple[int, int], dtype: type
+    spec: MaskPngLabels | InstancePngLabels | MaskFolderLabels | RleCsvLabels,
+    rel_path: str,
+    shape: tuple[int, int],
+    dtype: type,
 ) -> tuple[np.ndarray, str] | None:
     """An all-background label for an input without a mask file that ``spec.empty_when_missing``
     names (MVTec AD's ``good/**``), else None (the input is unlabelled)."""
@@ -133,6 +148,11 @@ class LabelResolver:
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.int32)
             return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
+        if isinstance(self.spec, MaskFolderLabels):
+            folder = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
+            if not folder.is_dir():
+                return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
+            return _mask_folder_label(self.spec, folder, shape), str(folder.resolve())
         if isinstance(self.spec, DicomSegLabels):
             seg_path = self.seg_index.get(record.instance_uid)
             if seg_path is None:
@@ -165,6 +185,8 @@ class LabelResolver:
             }
         if isinstance(self.spec, InstancePngLabels):
             return _instance_png_keys(self.spec)
+        if isinstance(self.spec, MaskFolderLabels):
+            return mask_folder_keys(self.spec)
         if isinstance(self.spec, DicomSegLabels):
             return set(self.seg_index.values())
         if isinstance(self.spec, RtstructLabels):
@@ -203,6 +225,8 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         ]
     if isinstance(spec, InstancePngLabels) and spec.classes_pattern is None:
         return [row(uri, {spec.class_id}) for uri in sorted(_instance_png_keys(spec))]
+    if isinstance(spec, MaskFolderLabels):
+        return [row(uri, {spec.class_id}) for uri in sorted(mask_folder_keys(spec))]
     if isinstance(spec, RtstructLabels):
         return [row(uri, classes) for uri, classes in declared_rows(resolver.rtstruct, spec.rois, spec.synonyms)]
     if isinstance(spec, RleCsvLabels):
@@ -287,6 +311,29 @@ def _majority_classes(ids: np.ndarray, class_mask: np.ndarray, where: str) -> di
     return classes
 
 
+# --------------------------------------------------------------------------- mask folders
+
+
+def _mask_folder_label(spec: MaskFolderLabels, folder: Path, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        return read_mask_folder(spec, folder, shape)
+    except LabelError as exc:
+        raise LabelError(f"mask folder {folder}: {exc}") from exc
+
+
+def mask_folder_keys(spec: MaskFolderLabels) -> set[str]:
+    """Folders under the root that ``pattern`` can name and that hold a mask file, resolved."""
+    root, regex = Path(spec.path), pattern_regex(spec.pattern)
+    return {
+        str(p.resolve())
+        for p in root.rglob("*")
+        if p.is_dir()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and regex.fullmatch(p.relative_to(root).as_posix())
+        and mask_folder_files(p)
+    }
+
+
 def _instance_png_keys(spec: InstancePngLabels) -> set[str]:
     """Files under the root that ``pattern`` can name, less the class masks ``classes_pattern`` names for them.
 
@@ -309,14 +356,20 @@ def _instance_png_keys(spec: InstancePngLabels) -> set[str]:
     return {str(p) for p in files}
 
 
-_FIELD_REGEX = {"rel_dir": ".+", "stem": "[^/]+", "rel_stem": ".+", "frame": "[0-9]+"}
+_FIELD_REGEX = {
+    "rel_dir": ".+",
+    "parent_dir": ".+",
+    "stem": "[^/]+",
+    "rel_stem": ".+",
+    "frame": "[0-9]+",
+}
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """Regex that matches the relative paths a label pattern (see ``MaskPngLabels``) produces.
 
-    Fields become named groups; ``{rel_dir}/`` is optional, as an input at the top level has
-    an empty ``rel_dir``.
+    Fields become named groups; ``{rel_dir}/`` (and ``{parent_dir}/``) is optional, as an input at
+    the top level has an empty ``rel_dir``.
     """
     parts: list[str] = []
     seen: set[str] = set()
@@ -325,7 +378,7 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
         if after_dir and literal.startswith("/"):
             parts[-1], literal = f"(?:{parts[-1]}/)?", literal[1:]
         parts.append(re.escape(literal))
-        after_dir = name == "rel_dir"
+        after_dir = name in ("rel_dir", "parent_dir")
         if name is not None:
             parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{_FIELD_REGEX.get(name, '.*')})")
             seen.add(name)

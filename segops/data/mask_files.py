@@ -1,6 +1,7 @@
 """Reading one mask file (PNG/TIFF/BMP, a page of a multi-page TIFF) into a class map or an
-instance-id map, checked against its image's size: the file readers behind
-:mod:`segops.data.labels` (which finds each record's label) and the label census."""
+instance-id map, or a folder of one binary mask per object into either, checked against its
+image's size: the file readers behind :mod:`segops.data.labels` (which finds each record's
+label) and the label census."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from segops.config.schema import MaskPngLabels
+from segops.config.schema import MaskFolderLabels, MaskPngLabels
+from segops.data.instances import stack_instances
 from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
 from segops.errors import LabelError
 
@@ -71,6 +73,44 @@ def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -
     if ids.min(initial=0) < 0:
         raise LabelError(f"instance-id image {path} has negative id {ids.min()}; expected 0 (background) or k >= 1")
     return ids
+
+
+#: Files of a mask folder read as masks (by suffix, case-insensitive); hidden files never.
+MASK_FOLDER_EXTS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".jpg", ".jpeg")
+
+
+def mask_folder_files(folder: str | Path) -> list[Path]:
+    """The mask files of a mask folder (see :class:`~segops.config.sources.MaskFolderLabels`), by name."""
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.suffix.lower() in MASK_FOLDER_EXTS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def read_mask_folder(spec: MaskFolderLabels, folder: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A folder of one binary mask file per object → (H, W) uint8 class map (the objects' union as
+    ``spec.class_id``), or with ``spec.instances`` an int32 instance label map (one instance per
+    file with foreground, in name order, a later file on top where two overlap).
+
+    A file's object is its pixels above half its largest value; an all-zero file adds nothing.
+
+    Raises:
+        LabelError: a file that cannot be read, is not single-channel or is of another size.
+    """
+    objects = []
+    for path in mask_folder_files(folder):
+        mask = _read_page(path, 0, "mask")
+        check_size(mask, shape, f"mask {path}")
+        top = mask.max(initial=0)
+        if top > 0:
+            objects.append(mask > top / 2)
+    if spec.instances:
+        return stack_instances(objects, [spec.class_id] * len(objects), shape)
+    union = np.zeros(shape, dtype=np.uint8)
+    for mask in objects:
+        union[mask] = spec.class_id
+    return union
 
 
 def _read_page(path: str | Path, page: int, what: str, soft: bool = True) -> np.ndarray:

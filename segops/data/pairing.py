@@ -14,6 +14,8 @@ Pairing styles, tried in this order:
 2. A COCO JSON (top-level ``images`` and ``annotations``) anywhere in the folder.
 3. DICOM SEG objects (Modality ``SEG``) among the DICOM files; else RTSTRUCT objects (Modality
    ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
+3a. One mask file per object in a folder per image (:mod:`segops.data.mask_folder_layout`:
+   Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
 4. A parallel tree: a folder with an image folder and a mask folder named like
    :data:`MASK_DIRS` or holding a mask word (``images/a/x.png`` ↔ ``masks/a/x.png``,
    ``PNGImages/x.png`` ↔ ``PedMasks/x_mask.png``); of several, the pair that pairs most.
@@ -35,6 +37,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segops.data.detection import Detection, PlanOverrides
+from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
     classify_colours,
     classify_masks,
@@ -100,6 +103,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         rle = find_rle_csv(root, files, pictures, overrides.task)
         if rle is not None:
             return rle
+        folders = find_mask_folders(root, files, pictures, overrides.task)
+        if folders is not None:
+            return folders
     dicom = _dicom_files(root, files)
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
