@@ -186,8 +186,11 @@ class VolumeLabels(Spec):
     """Label volumes (NIfTI ``.nii``/``.nii.gz``, NRRD, MHA/MHD), one per case, on the image's grid.
 
     ``pattern`` is formatted with ``case`` (the image file's name without its extension and
-    without an nnU-Net channel suffix ``_0000``) and ``rel_dir``: nnU-Net's
-    ``labelsTr/<case>.nii.gz`` is the default. A label must have the image's shape and affine
+    without an nnU-Net channel suffix ``_0000``), ``rel_dir`` and ``case_number`` (the case name's
+    trailing digits: ``segmentation-{case_number}.nii`` for LiTS' ``volume-12.nii``): nnU-Net's
+    ``labelsTr/<case>.nii.gz`` is the default. Labels in the source folder itself (KiTS'
+    ``<case>/imaging.nii.gz`` beside ``<case>/segmentation.nii.gz``: pattern
+    ``{rel_dir}/segmentation.nii.gz``) are never read as images. A label must have the image's shape and affine
     (within ``tolerance_mm``); otherwise it is a label error naming both geometries, or with
     ``resample: true`` it is resampled onto the image grid (nearest neighbour, logged).
     """

@@ -27,7 +27,8 @@ from segops.data.globs import path_selected
 from segops.data.images import read_image
 from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
-from segops.data.volumes import is_case_entry, read_volume_case, volume_extension, volume_label
+from segops.data.volume_labels import names_a_label, volume_label
+from segops.data.volumes import is_case_entry, read_volume_case, volume_extension
 from segops.errors import LabelError, NoPixelDataError
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ def _wanted(root: Path, rel: str, source: Source) -> bool:
     if isinstance(source, VolumeSource):
         labels = _folder_prefix(str(root), str(source.labels.path)) if source.labels is not None else None
         in_labels = bool(labels) and rel.startswith(labels)  # a label folder inside the source folder
-        return _selected(rel, source) and not in_labels and is_case_entry(root, rel, source)
+        wanted = _selected(rel, source) and not in_labels and is_case_entry(root, rel, source)
+        return wanted and not names_a_label(root, rel, source)
     return _selected(rel, source) and not _beside_label(root, rel, source)
 
 

@@ -362,6 +362,8 @@ _FIELD_REGEX = {
     "stem": "[^/]+",
     "rel_stem": ".+",
     "frame": "[0-9]+",
+    "case": "[^/]+",
+    "case_number": "[0-9]*",
 }
 
 

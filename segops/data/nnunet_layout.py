@@ -67,7 +67,7 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
             f"{base / IMAGES} holds {len(cases)} case(s) but {base / LABELS} has no {pattern} for any; "
             "give --labels FOLDER"
         )
-    classes, why = _classes(doc, [base / LABELS / f"{c}{ending}" for c in labelled[: min(sample, 5)]])
+    classes, why = volume_classes(doc, [base / LABELS / f"{c}{ending}" for c in labelled[: min(sample, 5)]])
     names = doc.get("channel_names") or doc.get("modality") or {}
     channels = max(len(v) for v in cases.values())
     named = f": {', '.join(str(v) for v in names.values())}" if isinstance(names, dict) and names else ""
@@ -84,7 +84,7 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
     return Detection(source, "semantic", classes, "nnunet", "volume", len(cases), len(labelled), notes)
 
 
-def _classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:
+def volume_classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:
     """(classes, why): 1 + the largest label value ``dataset.json`` declares, else that the label files hold."""
     declared = doc.get("labels")
     values: list[int] = []

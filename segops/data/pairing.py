@@ -16,6 +16,8 @@ Pairing styles, tried in this order:
    ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
 3a. One mask file per object in a folder per image (:mod:`segops.data.mask_folder_layout`:
    Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
+3b. Volume files outside the nnU-Net layout (:mod:`segops.data.volume_layout`: KiTS, LiTS,
+   BTCV, suffixes, mask-named sibling folders).
 4. A parallel tree: a folder with an image folder and a mask folder named like
    :data:`MASK_DIRS` or holding a mask word (``images/a/x.png`` ↔ ``masks/a/x.png``,
    ``PNGImages/x.png`` ↔ ``PedMasks/x_mask.png``); of several, the pair that pairs most.
@@ -58,6 +60,7 @@ from segops.data.mask_names import (
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
+from segops.data.volume_layout import find_volume_pairs
 from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,10 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         structs = find_structure_sets(root, dicom, sample)
         if structs:
             return _dicom_rtstruct(root, dicom, structs)
+    if not is_dicom and labels is None:
+        volumes = find_volume_pairs(root, files, pictures, sample)
+        if volumes is not None:
+            return volumes
     images = dicom if is_dicom else pictures
     if not images:
         raise PlanError(f"no image or DICOM files under {root}; expected {', '.join(IMAGE_EXTS)} or DICOM files")

@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segops.config.sources import VolumeLabels, VolumeSource
+from segops.config.sources import VolumeSource
 from segops.data.globs import path_selected
 from segops.data.records import ImageRecord, path_case_id
 from segops.data.series import SeriesGeometry, slice_normal
-from segops.errors import DecodeError, LabelError
+from segops.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +279,9 @@ def slice_records(
     n_slices = image.shape[-1]
     return [
         ImageRecord(
-            image=np.ascontiguousarray(np.transpose(image[..., k], (0, 2, 1))),
+            # a copy per slice: a view of the volume, even one numpy calls contiguous (one channel of a
+            # Fortran-ordered NIfTI array), makes Ray's tensor column fail to concatenate the slices
+            image=np.transpose(image[..., k], (0, 2, 1)).copy(order="C"),
             case_id=f"{base_id}.{k}",
             group_id=group_id,
             source_uri=source_uri,
@@ -319,90 +321,6 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def label_path(spec: VolumeLabels, case: VolumeCase) -> Path:
-    """Where ``spec.pattern`` puts the label of ``case``."""
-    return Path(spec.path) / spec.pattern.format(case=case.name, rel_dir=case.rel_dir).lstrip("/")
-
-
-def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray], str] | None:
-    """The label of a case, read once and cut into its slices: ((H, W) uint8 per slice, uri), or
-    None when the pattern names no file (the case is unlabelled).
-
-    Raises:
-        LabelError: unreadable; not integer class values in 0..255; or on another grid than the
-            image (beyond ``spec.tolerance_mm``) without ``resample: true``. The message names
-            both geometries.
-    """
-    path = label_path(spec, case)
-    if not path.is_file():
-        return None
-    try:
-        array, grid, _fmt_name = read_volume_file(path, "label")
-    except DecodeError as exc:
-        raise LabelError(str(exc)) from exc
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
-    classes = _class_values(array, path)
-    if grid.shape != case.grid.shape or case.grid.distance_mm(grid) > spec.tolerance_mm:
-        if not spec.resample:
-            raise LabelError(
-                f"label {path} is not on its image's grid (tolerance {spec.tolerance_mm} mm): label {grid.describe()}; "
-                f"image {case.records[0].source_uri}: {case.grid.describe()}. Fix the label, or set "
-                "labels.resample: true to resample it onto the image grid (nearest neighbour)"
-            )
-        log.info("resampling label %s (%s) onto its image's grid (%s)", path, grid.describe(), case.grid.describe())
-        classes = resample_nearest(classes, grid, case.grid)
-    return [np.ascontiguousarray(classes[:, :, k].T) for k in range(classes.shape[2])], str(path.resolve())
-
-
-def _class_values(array: np.ndarray, path: Path) -> np.ndarray:
-    """A label array → uint8 class map; every value an integer in 0..255."""
-    if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise LabelError(f"label {path} has non-integer values; expected class indices 0..255")
-    elif array.dtype.kind not in "biu":
-        raise LabelError(f"label {path} has {array.dtype} values; expected integer class indices")
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    if low < 0 or high > 255:
-        raise LabelError(f"label {path} has class values {low:g}..{high:g}; expected class indices 0..255")
-    return array.astype(np.uint8)
-
-
-def resample_nearest(label: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
-    """``label`` on ``source`` → ``target``'s shape by nearest neighbour in patient coordinates
-    (voxels outside the source grid are 0). One target slice at a time, so memory stays at a
-    slice's coordinates."""
-    to_source = np.linalg.inv(source.affine) @ target.affine  # target voxel → source voxel
-    n_i, n_j, n_k = target.shape
-    i, j = np.meshgrid(np.arange(n_i), np.arange(n_j), indexing="ij")
-    plane = to_source[:3, :2] @ np.stack([i.ravel(), j.ravel()]) + to_source[:3, 3:]
-    bounds = np.asarray(label.shape[:3])[:, None]
-    out = np.zeros(target.shape, np.uint8)
-    for k in range(n_k):
-        index = np.rint(plane + to_source[:3, 2:3] * k).astype(np.int64)
-        inside = np.all((index >= 0) & (index < bounds), axis=0)
-        values = np.zeros(n_i * n_j, np.uint8)
-        values[inside] = label[index[0, inside], index[1, inside], index[2, inside]]
-        out[:, :, k] = values.reshape(n_i, n_j)
-    return out
-
-
-def volume_label_files(spec: VolumeLabels) -> set[str]:
-    """Every file under the label folder that could be a label (any volume extension), resolved."""
-    root = Path(spec.path)
-    exts = tuple(FORMATS)
-    return {
-        str(p.resolve())
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and volume_extension(p.name, exts)
-    }
 
 
 # --------------------------------------------------------------------------- volume records

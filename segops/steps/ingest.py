@@ -30,7 +30,8 @@ from segops.data.records import (
 )
 from segops.data.rtstruct_labels import CENSUS_COLUMNS, contour_census
 from segops.data.series import SeriesGeometry, assemble_series, series_table, volume_affine
-from segops.data.volumes import file_order_geometry, volume_label_files
+from segops.data.volume_labels import volume_label_files
+from segops.data.volumes import file_order_geometry
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
 from segops.steps.results import IngestResult

@@ -1,0 +1,138 @@
+"""Label volumes of volume-file cases: where a pattern puts a case's label, reading it onto the
+case's grid (checked, or resampled by nearest neighbour), the label files a folder holds, and which
+files beside the images are labels, not inputs (see :class:`~segops.config.sources.VolumeLabels`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from segops.config.sources import VolumeLabels, VolumeSource
+from segops.data.labels import pattern_regex
+from segops.data.volumes import FORMATS, Grid, VolumeCase, case_of, read_volume_file, volume_extension
+from segops.errors import DecodeError, LabelError
+
+log = logging.getLogger(__name__)
+
+_TRAILING_DIGITS = re.compile(r"[0-9]+$")
+
+
+def label_path(spec: VolumeLabels, case: VolumeCase) -> Path:
+    """Where ``spec.pattern`` puts the label of ``case``."""
+    return label_path_of(spec.path, spec.pattern, case.name, case.rel_dir)
+
+
+def label_path_of(root: str | Path, pattern: str, case: str, rel_dir: str) -> Path:
+    """Where ``pattern`` (fields ``case``, ``rel_dir``, ``case_number``: the case name's trailing
+    digits, "" when it has none) puts the label of case ``case`` in folder ``rel_dir``."""
+    number = _TRAILING_DIGITS.search(case)
+    name = pattern.format(case=case, rel_dir=rel_dir, case_number=number[0] if number else "")
+    return Path(root) / name.lstrip("/")
+
+
+def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray], str] | None:
+    """The label of a case, read once and cut into its slices: ((H, W) uint8 per slice, uri), or
+    None when the pattern names no file (the case is unlabelled).
+
+    Raises:
+        LabelError: unreadable; not integer class values in 0..255; or on another grid than the
+            image (beyond ``spec.tolerance_mm``) without ``resample: true``. The message names
+            both geometries.
+    """
+    path = label_path(spec, case)
+    if not path.is_file():
+        return None
+    try:
+        array, grid, _fmt_name = read_volume_file(path, "label")
+    except DecodeError as exc:
+        raise LabelError(str(exc)) from exc
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
+    classes = _class_values(array, path)
+    if grid.shape != case.grid.shape or case.grid.distance_mm(grid) > spec.tolerance_mm:
+        if not spec.resample:
+            raise LabelError(
+                f"label {path} is not on its image's grid (tolerance {spec.tolerance_mm} mm): label {grid.describe()}; "
+                f"image {case.records[0].source_uri}: {case.grid.describe()}. Fix the label, or set "
+                "labels.resample: true to resample it onto the image grid (nearest neighbour)"
+            )
+        log.info("resampling label %s (%s) onto its image's grid (%s)", path, grid.describe(), case.grid.describe())
+        classes = resample_nearest(classes, grid, case.grid)
+    return [classes[:, :, k].T.copy(order="C") for k in range(classes.shape[2])], str(path.resolve())
+
+
+def _class_values(array: np.ndarray, path: Path) -> np.ndarray:
+    """A label array → uint8 class map; every value an integer in 0..255."""
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise LabelError(f"label {path} has non-integer values; expected class indices 0..255")
+    elif array.dtype.kind not in "biu":
+        raise LabelError(f"label {path} has {array.dtype} values; expected integer class indices")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise LabelError(f"label {path} has class values {low:g}..{high:g}; expected class indices 0..255")
+    return array.astype(np.uint8)
+
+
+def resample_nearest(label: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
+    """``label`` on ``source`` → ``target``'s shape by nearest neighbour in patient coordinates
+    (voxels outside the source grid are 0). One target slice at a time, so memory stays at a
+    slice's coordinates."""
+    to_source = np.linalg.inv(source.affine) @ target.affine  # target voxel → source voxel
+    n_i, n_j, n_k = target.shape
+    i, j = np.meshgrid(np.arange(n_i), np.arange(n_j), indexing="ij")
+    plane = to_source[:3, :2] @ np.stack([i.ravel(), j.ravel()]) + to_source[:3, 3:]
+    bounds = np.asarray(label.shape[:3])[:, None]
+    out = np.zeros(target.shape, np.uint8)
+    for k in range(n_k):
+        index = np.rint(plane + to_source[:3, 2:3] * k).astype(np.int64)
+        inside = np.all((index >= 0) & (index < bounds), axis=0)
+        values = np.zeros(n_i * n_j, np.uint8)
+        values[inside] = label[index[0, inside], index[1, inside], index[2, inside]]
+        out[:, :, k] = values.reshape(n_i, n_j)
+    return out
+
+
+def volume_label_files(spec: VolumeLabels) -> set[str]:
+    """Every file under the label folder that could be a label (any volume extension, a name the
+    pattern can give), resolved."""
+    root = Path(spec.path)
+    exts, regex = tuple(FORMATS), pattern_regex(spec.pattern)
+    return {
+        str(p.resolve())
+        for p in root.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and volume_extension(p.name, exts)
+        and regex.fullmatch(p.relative_to(root).as_posix())
+    }
+
+
+def names_a_label(root: Path, rel_path: str, source: VolumeSource) -> bool:
+    """Whether ``rel_path`` is the label that the pattern names for another volume of its folder,
+    where labels are kept in the source folder itself (KiTS' ``segmentation.nii.gz`` beside
+    ``imaging.nii.gz``; LiTS' ``segmentation-0.nii`` beside ``volume-0.nii``): then it is no input."""
+    labels = source.labels
+    if labels is None or Path(labels.path).resolve() != Path(root).resolve():
+        return False
+    folder = PurePosixPath(rel_path).parent.as_posix()
+    return rel_path in _labels_named_in(str(root), "" if folder == "." else folder, labels.pattern, source.extensions)
+
+
+@lru_cache(maxsize=256)
+def _labels_named_in(root: str, rel_dir: str, pattern: str, extensions: tuple[str, ...]) -> frozenset[str]:
+    """Relative paths of the labels ``pattern`` names for the volume files of one folder (not themselves)."""
+    named = set()
+    for path in (Path(root) / rel_dir).iterdir():
+        if not path.is_file() or volume_extension(path.name, extensions) is None:
+            continue
+        label = label_path_of(root, pattern, case_of(path.name, extensions)[0], rel_dir)
+        if label != path and label.is_relative_to(root):
+            named.add(label.relative_to(root).as_posix())
+    return frozenset(named)

@@ -1,0 +1,145 @@
+"""``segops plan`` for volume files (NIfTI, NRRD, MHA) outside the nnU-Net layout: which files
+are images, which their labels, and the ``pattern`` that joins them.
+
+Layouts found by trying, for a sample of images, every pattern that names a label-like file
+(:data:`LABEL_WORDS` in its name, or under a mask-named folder) from the image's own name:
+
+- a folder per case with fixed names: KiTS' ``<case>/imaging.nii.gz`` + ``<case>/segmentation.nii.gz``
+  → ``{rel_dir}/segmentation.nii.gz``;
+- the case's number under another word: LiTS' ``volume-12.nii`` + ``segmentation-12.nii``
+  → ``{rel_dir}/segmentation-{case_number}.nii``; BTCV's ``img/img0001.nii.gz`` +
+  ``label/label0001.nii.gz`` (labels folder ``label``) → ``{rel_dir}/label{case_number}.nii.gz``;
+- a suffix: ``x.nii.gz`` + ``x_seg.nii.gz`` → ``{rel_dir}/{case}_seg.nii.gz``;
+- the same name in a mask-named sibling folder: ``images/x.nrrd`` + ``masks/x.nrrd``.
+
+The pattern naming the most labels wins, provided it pairs at least half of the images and
+nearly every paired image has a label of its own. Pure: names only, and a few label files read
+for the number of classes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+from segops.data.detection import Detection
+from segops.data.mask_names import is_mask_dir
+from segops.data.nnunet_layout import VOLUME_EXTS, volume_classes
+from segops.data.volume_labels import label_path_of
+from segops.data.volumes import case_of, volume_extension
+from segops.errors import PlanError
+
+#: Words that make a volume file a label (case-insensitive, not inside a longer word).
+LABEL_WORDS = re.compile(
+    r"(?<![a-z])(seg|segs|segmentations?|labels?|masks?|gt|ground_?truth|annotations?)(?![a-z])", re.IGNORECASE
+)
+#: Images whose patterns are proposed (the proposals are then counted on every image).
+PROPOSING = 20
+
+
+def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample: int = 5) -> Detection | None:
+    """The volumes source of the archive under ``root``, or None when it holds fewer volume files
+    than pictures (or none).
+
+    Raises:
+        PlanError: volume files that no pattern pairs with labels (the message says what to write).
+    """
+    volumes = [f for f in files if volume_extension(f, VOLUME_EXTS)]
+    if not volumes or len(volumes) < len(pictures):
+        return None
+    labelish = {f for f in volumes if _label_like(f)}
+    images = [f for f in volumes if f not in labelish]
+    found = Counter(volumes)
+    best: tuple[int, str, str, str, int, int] | None = None  # (hits, image root, label root, pattern, images, rank)
+    for image_root, label_root in _roots(images, labelish):
+        under = [_relative(i, image_root) for i in images if _inside(i, image_root)]
+        labels_rel = {_relative(f, label_root) for f in labelish if _inside(f, label_root)}
+        for pattern in sorted(_proposals(under[:PROPOSING], labels_rel)):
+            named = [_named(pattern, i) for i in under]
+            paths = [_join(label_root, n) for n in named]
+            hits = sum(1 for p in paths if p in found)
+            distinct = len({p for p in paths if p in found})
+            if hits and distinct >= 0.9 * hits and (best is None or (hits, -_rank(pattern)) > (best[0], -best[5])):
+                best = (hits, image_root, label_root, pattern, len(under), _rank(pattern))
+    if best is None or best[0] < 0.5 * best[4]:
+        raise PlanError(
+            f"found {len(volumes)} volume files under {root} ({len(labelish)} named like labels) but no pattern "
+            "pairs most images with a label file; write the source by hand: kind volumes with labels {kind: volume, "
+            "path, pattern} (fields case, rel_dir, case_number, e.g. '{rel_dir}/{case}_seg.nii.gz'). Cases of "
+            "several files (BraTS' t1/t1ce/t2/flair) must be named as nnU-Net's channels: <case>_0000.nii.gz …"
+        )
+    hits, image_root, label_root, pattern, n_images, _ = best
+    paired = [_join(label_root, _named(pattern, _relative(i, image_root))) for i in images if _inside(i, image_root)]
+    classes, why = volume_classes({}, [root / p for p in paired if p in found][:sample])
+    source = {
+        "kind": "volumes",
+        "path": str(root / image_root),
+        "labels": {"kind": "volume", "path": str(root / label_root), "pattern": pattern},
+    }
+    note = f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
+    return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, {"labels": note})
+
+
+def _rank(pattern: str) -> int:
+    """Of patterns that pair as many images: the case's name first, then its number, then a fixed name."""
+    return 0 if "{case}" in pattern else 1 if "{case_number}" in pattern else 2
+
+
+def _label_like(f: str) -> bool:
+    parts = PurePosixPath(f).parts
+    stem = parts[-1][: len(parts[-1]) - len(volume_extension(parts[-1], VOLUME_EXTS) or "")]
+    return LABEL_WORDS.search(stem) is not None or any(is_mask_dir(p) for p in parts[:-1])
+
+
+def _roots(images: list[str], labelish: set[str]) -> list[tuple[str, str]]:
+    """("", "") and every (image folder, mask-named sibling folder) pair that holds images and labels."""
+    pairs = {("", "")}
+    image_dirs = {PurePosixPath(i).parts[:d] for i in images for d in range(1, len(PurePosixPath(i).parts))}
+    for f in labelish:
+        parts = PurePosixPath(f).parts
+        for d in range(len(parts) - 1):
+            if is_mask_dir(parts[d]):
+                for dirs in image_dirs:
+                    if len(dirs) == d + 1 and dirs[:d] == parts[:d] and dirs[d] != parts[d]:
+                        pairs.add(("/".join(dirs), "/".join(parts[: d + 1])))
+    return sorted(pairs)
+
+
+def _proposals(images: list[str], labels: set[str]) -> set[str]:
+    """Patterns that name a label of the same relative folder from an image's name."""
+    by_dir: dict[str, list[str]] = {}
+    for label in labels:
+        by_dir.setdefault(PurePosixPath(label).parent.as_posix(), []).append(PurePosixPath(label).name)
+    out = set()
+    for image in images:
+        folder = PurePosixPath(image).parent.as_posix()
+        case, _, _ = case_of(image, VOLUME_EXTS)
+        number = re.search(r"[0-9]+$", case)
+        for name in by_dir.get(folder, []):
+            out.add("{rel_dir}/" + name)  # a fixed name per case folder
+            if name.startswith(case):
+                out.add("{rel_dir}/{case}" + name[len(case) :])
+            stem = name[: len(name) - len(volume_extension(name, VOLUME_EXTS) or "")]
+            if number and stem.endswith(number[0]):
+                out.add("{rel_dir}/" + stem[: len(stem) - len(number[0])] + "{case_number}" + name[len(stem) :])
+    return out
+
+
+def _named(pattern: str, rel_image: str) -> str:
+    """The label path (relative to the label root) ``pattern`` names for an image path relative to the image root."""
+    folder = PurePosixPath(rel_image).parent.as_posix()
+    case, _, _ = case_of(rel_image, VOLUME_EXTS)
+    return label_path_of("", pattern, case, "" if folder == "." else folder).as_posix()
+
+
+def _inside(f: str, folder: str) -> bool:
+    return not folder or f.startswith(folder + "/")
+
+
+def _relative(f: str, folder: str) -> str:
+    return f[len(folder) + 1 :] if folder else f
+
+
+def _join(folder: str, rel: str) -> str:
+    return f"{folder}/{rel}" if folder else rel
