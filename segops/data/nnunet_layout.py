@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from segops.data.detection import Detection
-from segops.data.volumes import case_of, read_dataset_json, read_volume_file
+from segops.data.volumes import channel_case_of, read_dataset_json, read_volume_file
 from segops.errors import PlanError
 
 IMAGES, LABELS = "imagesTr", "labelsTr"
@@ -53,9 +53,10 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
     prefix = f"{folder}/{IMAGES}/" if folder else f"{IMAGES}/"
     cases: dict[str, set[int]] = {}
     endings: Counter[str] = Counter()
+    listed = set(files)
     for f in files:
         if f.startswith(prefix) and f.lower().endswith(VOLUME_EXTS):
-            case, channel, ext = case_of(f[len(prefix) :], VOLUME_EXTS)
+            case, channel, ext = channel_case_of(f[len(prefix) :], VOLUME_EXTS, lambda rel: prefix + rel in listed)
             cases.setdefault(case, set()).add(channel or 0)
             endings[ext] += 1
     doc = read_dataset_json(base / "dataset.json")

@@ -27,7 +27,7 @@ from segops.data.detection import Detection
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, volume_classes
 from segops.data.volume_labels import label_path_of
-from segops.data.volumes import case_of, volume_extension
+from segops.data.volumes import channel_case_of, volume_extension
 from segops.errors import PlanError
 
 #: Words that make a volume file a label (case-insensitive, not inside a longer word).
@@ -55,8 +55,9 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
     for image_root, label_root in _roots(images, labelish):
         under = [_relative(i, image_root) for i in images if _inside(i, image_root)]
         labels_rel = {_relative(f, label_root) for f in labelish if _inside(f, label_root)}
-        for pattern in sorted(_proposals(under[:PROPOSING], labels_rel)):
-            named = [_named(pattern, i) for i in under]
+        cases = {i: _case(i, image_root, found) for i in under}
+        for pattern in sorted(_proposals(under[:PROPOSING], labels_rel, cases)):
+            named = [_named(pattern, i, cases[i]) for i in under]
             paths = [_join(label_root, n) for n in named]
             hits = sum(1 for p in paths if p in found)
             distinct = len({p for p in paths if p in found})
@@ -70,7 +71,10 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
             "several files (BraTS' t1/t1ce/t2/flair) must be named as nnU-Net's channels: <case>_0000.nii.gz …"
         )
     hits, image_root, label_root, pattern, n_images, _ = best
-    paired = [_join(label_root, _named(pattern, _relative(i, image_root))) for i in images if _inside(i, image_root)]
+    paired = [
+        _join(label_root, _named(pattern, rel, _case(rel, image_root, found)))
+        for rel in (_relative(i, image_root) for i in images if _inside(i, image_root))
+    ]
     classes, why = volume_classes({}, [root / p for p in paired if p in found][:sample])
     source = {
         "kind": "volumes",
@@ -106,15 +110,19 @@ def _roots(images: list[str], labelish: set[str]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def _proposals(images: list[str], labels: set[str]) -> set[str]:
+def _case(rel_image: str, image_root: str, listed: Counter[str]) -> str:
+    """The case name of an image (relative to ``image_root``): its name less extension and channel suffix."""
+    return channel_case_of(rel_image, VOLUME_EXTS, lambda rel: _join(image_root, rel) in listed)[0]
+
+
+def _proposals(images: list[str], labels: set[str], cases: dict[str, str]) -> set[str]:
     """Patterns that name a label of the same relative folder from an image's name."""
     by_dir: dict[str, list[str]] = {}
     for label in labels:
         by_dir.setdefault(PurePosixPath(label).parent.as_posix(), []).append(PurePosixPath(label).name)
     out = set()
     for image in images:
-        folder = PurePosixPath(image).parent.as_posix()
-        case, _, _ = case_of(image, VOLUME_EXTS)
+        folder, case = PurePosixPath(image).parent.as_posix(), cases[image]
         number = re.search(r"[0-9]+$", case)
         for name in by_dir.get(folder, []):
             out.add("{rel_dir}/" + name)  # a fixed name per case folder
@@ -126,10 +134,10 @@ def _proposals(images: list[str], labels: set[str]) -> set[str]:
     return out
 
 
-def _named(pattern: str, rel_image: str) -> str:
-    """The label path (relative to the label root) ``pattern`` names for an image path relative to the image root."""
+def _named(pattern: str, rel_image: str, case: str) -> str:
+    """The label path (relative to the label root) ``pattern`` names for an image (relative to the
+    image root) of case ``case``."""
     folder = PurePosixPath(rel_image).parent.as_posix()
-    case, _, _ = case_of(rel_image, VOLUME_EXTS)
     return label_path_of("", pattern, case, "" if folder == "." else folder).as_posix()
 
 

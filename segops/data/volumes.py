@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import product
@@ -123,6 +124,20 @@ def case_of(rel_path: str, extensions: tuple[str, ...]) -> tuple[str, int | None
     return match["case"], int(match["channel"]), name[len(stem) :]
 
 
+def channel_case_of(
+    rel_path: str, extensions: tuple[str, ...], exists: Callable[[str], bool]
+) -> tuple[str, int | None, str]:
+    """:func:`case_of`, where a four-digit suffix is a channel only when its case has a ``_0000``
+    file (``exists``, given a relative path): nnU-Net numbers a case's channels from ``_0000``, so
+    AMOS' and WORD's ``amos_0001.nii.gz`` beside ``amos_0004.nii.gz``, with no ``amos_0000``, is
+    case ``amos_0001``, not channel 1 of case ``amos``."""
+    case, channel, ext = case_of(rel_path, extensions)
+    if channel is None or exists(str(PurePosixPath(rel_path).with_name(f"{case}_0000{ext}"))):
+        return case, channel, ext
+    name = PurePosixPath(rel_path).name
+    return name[: len(name) - len(ext)], None, ext
+
+
 def is_case_entry(root: Path, rel_path: str, source: VolumeSource) -> bool:
     """Whether ``rel_path`` is listed as a case: a file without channel suffix, a ``_0000`` file,
     or a channel file whose ``_0000`` is not an input (decoding then says what is missing). The
@@ -140,7 +155,7 @@ def channel_files(root: Path, rel_path: str, source: VolumeSource) -> list[str]:
     Raises:
         DecodeError: the channel suffixes do not run ``_0000``, ``_0001`` … without a gap.
     """
-    case, channel, ext = case_of(rel_path, source.extensions)
+    case, channel, ext = channel_case_of(rel_path, source.extensions, lambda rel: (root / rel).is_file())
     if channel is None:
         return [rel_path]
     folder = PurePosixPath(rel_path).parent
@@ -241,7 +256,7 @@ def read_volume_case(path: str | Path, rel_path: str, source: VolumeSource) -> V
         arrays.append(array)
     channels = [np.asarray(a[..., c] if a.ndim == 4 else a, np.float32) for a in arrays for c in range(_n(a))]
     image = np.stack(channels)  # (C, I, J, K)
-    case, _channel, _ext = case_of(rel_path, source.extensions)
+    case, _channel, _ext = channel_case_of(rel_path, source.extensions, lambda rel: (root / rel).is_file())
     rel_dir = str(PurePosixPath(rel_path).parent)
     rel_dir = "" if rel_dir == "." else rel_dir
     records = slice_records(

@@ -26,9 +26,15 @@ def sanitize_component(value: object, fallback: str = "unknown") -> str:
 
 def mirror_stem(rel_path: str, frame: int, n_frames: int = 1) -> str:
     """``a/b.dcm`` → ``a/b``; frames of a multi-frame input get ``.fNNNN``; every slice of a volume
-    file does, named by its case (``a/case_0000.nii.gz`` slice 3 → ``a/case.f0003``)."""
-    if volume_extension(rel_path, VOLUME_EXTENSIONS) is not None:
-        return str(PurePosixPath(rel_path).with_name(f"{case_of(rel_path, VOLUME_EXTENSIONS)[0]}.f{frame:04d}"))
+    file does, named by its case (``a/case_0000.nii.gz`` slice 3 → ``a/case.f0003``: a case of
+    channel files is listed by its ``_0000`` file; any other name is the case's whole name, as
+    AMOS' ``amos_0001.nii.gz``)."""
+    ext = volume_extension(rel_path, VOLUME_EXTENSIONS)
+    if ext is not None:
+        case, channel, _ = case_of(rel_path, VOLUME_EXTENSIONS)
+        name = PurePosixPath(rel_path).name
+        stem = case if channel == 0 else name[: len(name) - len(ext)]
+        return str(PurePosixPath(rel_path).with_name(f"{stem}.f{frame:04d}"))
     stem = str(PurePosixPath(rel_path).with_suffix(""))
     return f"{stem}.f{frame:04d}" if (frame or n_frames > 1) else stem
 

@@ -20,6 +20,7 @@ from segops.data.records import STATUS_OK, STATUS_QUARANTINED
 from segops.data.series import assemble_series, pixel_to_patient
 from segops.data.volumes import file_order_geometry
 from segops.outputs.case_outputs import OutputConfig, write_volume_outputs
+from segops.outputs.layout import mirror_stem
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -320,3 +321,25 @@ def test_a_4d_nifti_holds_its_channels_on_its_last_axis(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "BRATS_001.nii.gz")  # MSD: (x, y, z, modality)
     rows = _decode(_source(tmp_path))
     assert [r["image"].shape for r in rows] == [(2, 3, 4)] * 2 and rows[0]["image"][:, 2, 3].tolist() == [5.0, 7.0]
+
+
+def test_four_digit_names_without_a_0000_file_are_cases_not_channels(tmp_path: Path) -> None:
+    """AMOS and WORD name their cases ``amos_0001.nii.gz`` … in imagesTr and labelsTr: nnU-Net
+    channels start at ``_0000``, so without one each file is a case of its own, labelled by its
+    whole name, with slice masks named after it (not all ``amos.f0000``)."""
+    for folder in ("imagesTr", "labelsTr"):
+        (tmp_path / folder).mkdir()
+    for n, fill in ((1, 1), (4, 2), (5, 0)):
+        nib.save(nib.Nifti1Image(_volume((4, 3, 2), n), np.eye(4)), tmp_path / "imagesTr" / f"amos_{n:04d}.nii.gz")
+        label = np.full((4, 3, 2), fill, np.uint8)
+        nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "labelsTr" / f"amos_{n:04d}.nii.gz")
+    rows = _decode(_source(tmp_path / "imagesTr", tmp_path / "labelsTr"))
+    assert {r["status"] for r in rows} == {STATUS_OK} and len(rows) == 3 * 2
+    assert sorted({r["group_id"] for r in rows}) == ["amos_0001", "amos_0004", "amos_0005"]
+    assert {r["group_id"]: int(r["label"].max()) for r in rows} == {"amos_0001": 1, "amos_0004": 2, "amos_0005": 0}
+    stems = {mirror_stem(r["rel_path"], r["frame"]) for r in rows}
+    assert len(stems) == 6 and "amos_0004.f0001" in stems
+    assert mirror_stem("liver_7_0000.nii.gz", 3) == "liver_7.f0003"  # a channel case keeps its case name
+    found = detect(tmp_path)
+    assert (found.n_images, found.n_paired) == (3, 3)
+    assert found.source["labels"]["pattern"] == "{case}.nii.gz"
