@@ -44,10 +44,18 @@ class _EmptyWhenMissing(Spec):
         return self
 
 
+_REPLACE_HELP = (
+    "Words of the input's path (without suffix) replaced before the pattern names its mask, for masks named "
+    "with another word: {'volume': 'labels'} for ISBI 2012's train-volume.tif → train-labels.tif, "
+    "{'leftImg8bit': 'gtFine_labelIds'} for Cityscapes."
+)
+
+
 class _MaskFiles(_EmptyWhenMissing):
-    """What mask-per-image labels share: ``empty_when_missing`` and ``void``."""
+    """What mask-per-image labels share: ``empty_when_missing``, ``void`` and ``replace``."""
 
     void: int | None = Field(default=None, ge=0, le=65535, description=_VOID_HELP)
+    replace: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict, description=_REPLACE_HELP)
 
 
 class MaskPngLabels(_MaskFiles):

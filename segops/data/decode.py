@@ -25,7 +25,7 @@ from segops.config.schema import (
 from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
-from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex
+from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex, replaced
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
 from segops.data.volume_labels import names_a_label, volume_label
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension
@@ -139,6 +139,7 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
             continue
         fields = match.groupdict()
         rel_stem = fields.get("rel_stem") or "/".join(v for v in (fields.get("rel_dir"), fields.get("stem")) if v)
+        rel_stem = replaced(rel_stem, source.labels.replace, reverse=True)  # the input's name
         for ext in {e.lower() for e in source.extensions} - {""}:
             for image in {rel_stem + ext, rel_stem + ext.upper()}:
                 if image != rel and _selected(image, source) and (root / image).is_file():

@@ -17,6 +17,7 @@ import logging
 import re
 import string
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -56,10 +57,13 @@ from segops.errors import LabelError
 log = logging.getLogger(__name__)
 
 
-def mask_png_path(root: str | Path, pattern: str, rel_path: str, frame: int = 0) -> Path:
+def mask_png_path(
+    root: str | Path, pattern: str, rel_path: str, frame: int = 0, replace: Mapping[str, str] | None = None
+) -> Path:
     """Where the mask (or mask folder) for input ``rel_path`` lives, per ``pattern`` (see
-    ``MaskPngLabels``; ``parent_dir``: the folder above the input's, see ``MaskFolderLabels``)."""
-    rel = PurePosixPath(rel_path)
+    ``MaskPngLabels``; ``parent_dir``: the folder above the input's, see ``MaskFolderLabels``),
+    after ``replace`` (word → word) on the input's path without its suffix."""
+    rel = PurePosixPath(replaced(rel_path, replace))
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
     parent_dir = str(rel.parent.parent) if str(rel.parent.parent) != "." else ""
     name = pattern.format(
@@ -84,7 +88,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     :func:`declared_label_rows`), under the class mask's path.
     """
     instance = isinstance(spec, InstancePngLabels)
-    path = mask_png_path(spec.path, spec.classes_pattern if instance else spec.pattern, rel_path)
+    path = mask_png_path(spec.path, spec.classes_pattern if instance else spec.pattern, rel_path, 0, spec.replace)
     if not path.is_file():
         return None
     try:
@@ -139,12 +143,12 @@ class LabelResolver:
         """
         shape = record.image.shape[1:]
         if isinstance(self.spec, MaskPngLabels):
-            path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
+            path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
             return spec_mask(self.spec, path, shape, _page(self.spec.pattern, record)), str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
-            path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
+            path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.int32)
             return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
@@ -176,12 +180,17 @@ class LabelResolver:
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
         if isinstance(self.spec, MaskPngLabels):
-            # only files the pattern can name: masks may sit beside their images (x.jpg + x.png)
+            # only files the pattern can name: masks may sit beside their images (x.jpg + x.png); with
+            # replace, only names holding a replacement (train-labels.tif beside train-volume.tif)
             root, regex = Path(self.spec.path), pattern_regex(self.spec.pattern)
+            words = [w for w in self.spec.replace.values() if w]
             return {
                 str(p.resolve())
                 for p in root.rglob("*")
-                if regex.fullmatch(p.relative_to(root).as_posix()) and p.is_file() and not p.name.startswith(".")
+                if regex.fullmatch(p.relative_to(root).as_posix())
+                and p.is_file()
+                and not p.name.startswith(".")
+                and (not words or any(w in p.relative_to(root).as_posix() for w in words))
             }
         if isinstance(self.spec, InstancePngLabels):
             return _instance_png_keys(self.spec)
@@ -273,7 +282,7 @@ def _instance_png_label(spec: InstancePngLabels, path: Path, record: ImageRecord
     if spec.classes_pattern is None:
         classes = {int(i): spec.class_id for i in np.unique(ids) if i != 0}
     else:
-        class_path = mask_png_path(spec.path, spec.classes_pattern, record.rel_path, record.frame)
+        class_path = mask_png_path(spec.path, spec.classes_pattern, record.rel_path, record.frame, spec.replace)
         if not class_path.is_file():
             raise LabelError(f"instance-id image {path} has no class mask: {class_path} does not exist")
         class_mask = read_mask_png(class_path, shape, _page(spec.classes_pattern, record))
@@ -309,6 +318,18 @@ def _majority_classes(ids: np.ndarray, class_mask: np.ndarray, where: str) -> di
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LabelError(f"{where}: instance {missing[0]}{more} lies only on class 0 (background) in the class mask")
     return classes
+
+
+def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:
+    """``rel_path`` with each key of ``replace`` in its path without suffix replaced by its value
+    (``reverse``: each value by its key), the suffix kept."""
+    if not replace:
+        return rel_path
+    rel = PurePosixPath(rel_path)
+    body = str(rel.with_suffix("")) if rel.suffix else rel_path
+    for old, new in replace.items():
+        body = body.replace(new, old) if reverse else body.replace(old, new)
+    return body + rel.suffix
 
 
 # --------------------------------------------------------------------------- mask folders

@@ -4,6 +4,7 @@ folders, stray figures, and the image/mask folder pair of a tree (the name rules
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -31,7 +32,9 @@ MASK_DIRS = (
     "instances",
 )
 #: Words that make a folder name a mask folder beyond :data:`MASK_DIRS` (``PedMasks``, ``SegmentationClass``).
-MASK_WORDS = re.compile(r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|lab|labs)(?![a-z])")
+MASK_WORDS = re.compile(
+    r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|gt(fine|coarse)|lab|labs)(?![a-z])"
+)
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
 #: Unpaired image files with these words in their name are overview figures, not data.
 STRAY_WORDS = re.compile(r"readme|overview|dataset|example|sample|preview|figure|montage|thumb|license", re.IGNORECASE)
@@ -45,8 +48,14 @@ MAX_CANDIDATE_DIRS = 6
 GLOB_CHARS = re.compile(r"[*?\[\]]")
 
 
-def match_pattern(pattern: str, image: str) -> str:
-    """The mask path ``pattern`` names for image ``image`` (both relative, POSIX)."""
+def match_pattern(pattern: str, image: str, replace: dict[str, str] | None = None) -> str:
+    """The mask path ``pattern`` names for image ``image`` (both relative, POSIX), after ``replace``
+    (word → word, on the image's path without suffix; see ``MaskPngLabels.replace``)."""
+    if replace:
+        stem = str(PurePosixPath(image).with_suffix(""))
+        for old, new in replace.items():
+            stem = stem.replace(old, new)
+        image = stem + PurePosixPath(image).suffix
     rel = PurePosixPath(image)
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
     return pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=0).lstrip("/")
@@ -78,6 +87,76 @@ def mask_patterns(masks: set[str]) -> list[str]:
     for sub in [d for d in subfolders if is_mask_dir(d) and "{" not in d and "}" not in d][:3]:
         patterns += [f"{{rel_dir}}/{sub}/{{stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
     return patterns
+
+
+def renamed_patterns(images: list[str], masks: set[str], sample: int = 50) -> list[tuple[str, dict[str, str]]]:
+    """(pattern, replace) candidates for masks named with another word than their images: the part
+    of an image's name that differs from a mask's in the same folder, where the mask's part holds a
+    mask word (ISBI 2012's ``train-volume.tif`` / ``train-labels.tif`` → ``{'volume': 'labels'}``;
+    Cityscapes' ``x_leftImg8bit.png`` / ``x_gtFine_labelIds.png``), or a suffix with a mask word
+    that :data:`MASK_SUFFIXES` lacks (``training_groundtruth.tif`` → ``{rel_stem}_groundtruth.tif``)."""
+    by_dir: dict[str, list[PurePosixPath]] = {}
+    for m in masks:
+        by_dir.setdefault(str(PurePosixPath(m).parent), []).append(PurePosixPath(m))
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], None] = {}
+    for image in images[:sample]:
+        rel = PurePosixPath(image)
+        stem = rel.stem
+        for mask in by_dir.get(str(rel.parent), []):
+            if mask.stem == stem:
+                continue
+            head = _word_start(stem, len(os.path.commonprefix([stem, mask.stem])))
+            back = len(os.path.commonprefix([stem[head:][::-1], mask.stem[head:][::-1]]))
+            tail = len(stem) - _word_end(stem, len(stem) - back)  # whole words differ, not "est" for "test"
+            old, new = stem[head : len(stem) - tail], mask.stem[head : len(mask.stem) - tail]
+            if not MASK_WORDS.search(new.lower()):
+                continue
+            if not old and not tail:  # the image's name plus a suffix
+                found[(f"{{rel_stem}}{new}{mask.suffix}", ())] = None
+            elif old:
+                found[(f"{{rel_stem}}{mask.suffix}", ((old, new),))] = None
+    return [(pattern, dict(replace)) for pattern, replace in found]
+
+
+def best_renamed(
+    images: list[str], masks: set[str], same_folder: bool = False
+) -> tuple[str | None, dict[str, str], int]:
+    """The (pattern, replace) of :func:`renamed_patterns` that finds a mask for the most images, and how many."""
+    best: tuple[str | None, dict[str, str], int] = (None, {}, 0)
+    # of as many hits, a name with label/mask/seg in it (Cityscapes' labelIds, not its color masks), then the
+    # smallest change ({'volume': 'labels'}, not {'test-volume': 'train-labels'})
+    candidates = sorted(
+        renamed_patterns(images, masks),
+        key=lambda c: (
+            not any(_NAMED_MASK.search(v.lower()) for v in c[1].values()),
+            sum(len(k) + len(v) for k, v in c[1].items()),
+        ),
+    )
+    for pattern, replace in candidates:
+        hits = sum(
+            1 for i in images if (m := match_pattern(pattern, i, replace)) in masks and not (same_folder and m == i)
+        )
+        if hits > best[2]:
+            best = (pattern, replace, hits)
+    return best
+
+
+_SEPARATORS = "-_. "
+_NAMED_MASK = re.compile(r"label|mask|seg|annot|truth")
+
+
+def _word_start(name: str, at: int) -> int:
+    """``at`` moved back to the start of the word it is in (after a separator, or 0)."""
+    while 0 < at < len(name) and name[at - 1] not in _SEPARATORS:
+        at -= 1
+    return at
+
+
+def _word_end(name: str, at: int) -> int:
+    """``at`` moved forward to the end of the word it is in (before a separator, or the end)."""
+    while 0 < at < len(name) and name[at] not in _SEPARATORS:
+        at += 1
+    return at
 
 
 def best_pattern(images: list[str], masks: set[str], same_folder: bool = False) -> tuple[str | None, int]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -52,6 +53,7 @@ from segops.data.mask_names import (
     MASK_DIRS,
     MASK_SUFFIXES,
     best_pattern,
+    best_renamed,
     match_pattern,
     normal_folders,
     parallel_tree,
@@ -66,6 +68,8 @@ from segops.errors import PlanError
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
+#: Words in the path of an image without a mask that name it test data, not a defect-free sample.
+TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
@@ -164,6 +168,7 @@ def _paired(
 
     rel_images = [f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)]
     mask_files = set(files) if label_root == root else set(list_files(label_root))
+    replace: dict[str, str] = {}
     if overrides.pattern:
         pattern, hits = (
             overrides.pattern,
@@ -171,6 +176,10 @@ def _paired(
         )
     else:
         pattern, hits = best_pattern(rel_images, mask_files, label_root == image_root)
+        if hits < len(rel_images):  # masks named with another word (train-volume.tif / train-labels.tif)
+            renamed, words, more = best_renamed(rel_images, mask_files, label_root == image_root)
+            if more > hits:
+                pattern, replace, hits = renamed, words, more
     if not pattern or not hits:
         raise PlanError(
             f"found {len(rel_images)} images under {image_root} but no mask for any of them (looked for "
@@ -179,7 +188,7 @@ def _paired(
         )
     if pairing == "same-folder" and "{rel_stem}." not in pattern:
         pairing = "suffix"
-    mask_of = {i: match_pattern(pattern, i) for i in rel_images}
+    mask_of = {i: match_pattern(pattern, i, replace) for i in rel_images}
     masks_set = {m for i, m in mask_of.items() if m != i and m in mask_files} if label_root == image_root else set()
     data = [i for i in rel_images if i not in masks_set]
     same = label_root == image_root
@@ -192,6 +201,8 @@ def _paired(
         census = mask_census(sampled)
         labels_spec, task, classes, mask_kind, why = classify_masks(census, overrides.task, overrides.foreground_value)
     labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
+    if replace:
+        labels_spec["replace"] = replace
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
     paired_set = set(paired)
@@ -213,7 +224,8 @@ def _paired(
     excluded = set(exclude)
     unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and per_file else []
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
-    if unmasked and not normal and only_defects and _alike(image_root, unmasked, paired, sample):
+    test_data = [i for i in unmasked if TEST_WORDS.search(i.lower())]
+    if unmasked and not normal and only_defects and not test_data and _alike(image_root, unmasked, paired, sample):
         # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
         # without one are the defect-free ones; left out, a model would never see a clean part
         labels_spec["empty_when_missing"] = ["**"]
@@ -223,6 +235,11 @@ def _paired(
             "delete this line if they are merely not annotated yet"
         )
         paired += unmasked
+    elif test_data:  # ISBI 2012's test-volume.tif beside train-volume.tif: test data, not defect-free parts
+        notes["labels"] += (
+            f"; {unlabelled} image(s) have no mask, named as test data ({test_data[0]}): unlabelled (segmented, "
+            "never trained on)"
+        )
     elif unlabelled and per_file:
         notes["labels"] += (
             f"; {unlabelled} image(s) have no mask: unlabelled (segmented, never trained on); if they are "

@@ -9,8 +9,10 @@ import pydicom
 import pytest
 from PIL import Image
 
-from segops.config.schema import MaskPngLabels
+from segops.config.schema import ImageSource, MaskPngLabels
+from segops.data.decode import decode_file, list_source_files
 from segops.data.detection import PlanOverrides
+from segops.data.labels import build_resolver
 from segops.data.mask_files import read_mask_png, spec_mask
 from segops.data.mask_kinds import classify_masks, integral, mask_census
 from segops.data.pairing import detect
@@ -512,3 +514,53 @@ def test_an_mvtec_root_of_several_categories_plans_one_and_names_the_others(tmp_
     note = d.notes["path"]
     assert "3 folders hold images and masks in this layout (bottle, screw, zipper): separate datasets" in note
     assert f"segops plan {root / 'screw'}" in note and "3 image(s) outside it (bottle)" in note  # bottle/train
+
+
+def _stack(path: Path, pages: list[np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(p) for p in pages]
+    images[0].save(path, save_all=True, append_images=images[1:])
+
+
+def test_masks_named_with_another_word_isbi_2012_stacks(tmp_path: Path) -> None:
+    """ISBI 2012 as downloaded: train-volume.tif (a page per slice), train-labels.tif, test-volume.tif.
+    The masks' name swaps a word; the test stack without labels is test data, not a defect-free part."""
+    rng = np.random.default_rng(0)
+    pages = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(3)]
+    labels = [np.where(rng.random((16, 16)) > 0.7, 0, 255).astype(np.uint8) for _ in range(3)]
+    _stack(tmp_path / "train-volume.tif", pages)
+    _stack(tmp_path / "train-labels.tif", labels)
+    _stack(tmp_path / "test-volume.tif", pages)
+    d = detect(tmp_path)
+    labels_spec = d.source["labels"]
+    assert labels_spec["pattern"] == "{rel_stem}.tif" and labels_spec["replace"] == {"volume": "labels"}
+    assert "empty_when_missing" not in labels_spec and "named as test data" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == ["test-volume.tif", "train-volume.tif"]  # the labels are no input
+    resolver = build_resolver(source.labels)
+    rows = {
+        (r["rel_path"], r["frame"]): r for f in files for r in decode_file(f["path"], f["rel_path"], source, resolver)
+    }
+    for k in range(3):  # page k of the labels is the label of page k
+        assert np.array_equal(rows[("train-volume.tif", k)]["label"], labels[k] // 255)
+        assert not rows[("test-volume.tif", k)]["has_label"]
+    assert resolver.all_label_keys() == {str((tmp_path / "train-labels.tif").resolve())}
+
+
+def test_cityscapes_names_and_a_suffix_with_a_mask_word(tmp_path: Path) -> None:
+    for city, n in (("aachen", 0), ("bremen", 1)):
+        stem = f"{city}_000000_00001{n}"
+        _image(tmp_path / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png", n)
+        for kind, values in (("labelIds", _square(value=7)), ("color", _square(value=200))):
+            _mask(tmp_path / "gtFine" / "train" / city / f"{stem}_gtFine_{kind}.png", values)
+    d = detect(tmp_path)
+    assert d.source["path"] == str(tmp_path / "leftImg8bit")
+    assert d.source["labels"]["replace"] == {"leftImg8bit": "gtFine_labelIds"}  # the one with a mask word
+    assert d.n_paired == 2
+    for i in range(3):  # EPFL mitochondria: training.tif + training_groundtruth.tif
+        _image(tmp_path / "epfl" / f"vol{i}.tif", i)
+        _mask(tmp_path / "epfl" / f"vol{i}_groundtruth.tif", _square())
+    e = detect(tmp_path / "epfl")
+    assert e.source["labels"]["pattern"] == "{rel_stem}_groundtruth.tif" and "replace" not in e.source["labels"]
+    assert (e.n_images, e.n_paired) == (3, 3)
