@@ -244,8 +244,22 @@ def plan_oversample(fp: Fingerprint) -> Choice:
 
 def plan_split(fp: Fingerprint) -> Choice:
     """``test_fraction`` holding out 20 % of groups, 3..200 of them, at most half: the test set
-    the segment step reports as held-out, touched by nothing before it."""
+    the segment step reports as held-out, touched by nothing before it. Two groups: none (one
+    validates, one trains).
+
+    Raises:
+        PlanError: one group (a single stack file or series): nothing can be held out.
+    """
     n = fp.n_groups
+    if n < 2:
+        raise PlanError(
+            f"the {fp.n_labelled} labelled images all belong to one group (one DICOM series, or one image file "
+            "such as a multi-page TIFF stack): segops splits train / validation / test by group so that no "
+            "series or file is in two of them, and one group cannot be split; save the pages or slices as "
+            "one file each (e.g. ISBI 2012's PNG export), or add labelled files"
+        )
+    if n == 2:
+        return Choice(0.0, "2 groups: no test set (one validates, one trains)")
     n_test = max(1, min(max(3, round(0.2 * n)), 200, n // 2))
     return Choice(round(n_test / n, 4), f"{n_test} of {n} groups held out (test)")
 
@@ -255,6 +269,8 @@ def plan_val_split(fp: Fingerprint, test_fraction: float) -> Choice:
     With ``select: last`` validation only chooses the postprocessing, so it stays small."""
     n = fp.n_groups
     n_test = round(test_fraction * n)
+    if n == 2:
+        return Choice(0.5, "1 of 2 groups validates (choose the postprocessing)")
     n_val = max(1, min(round(0.1 * n), 100, n - n_test - 1))
     return Choice(round(n_val / n, 4), f"{n_val} of {n} groups validate (choose the postprocessing)")
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from segops.config.schema import DynUNetSpec
+from segops.config.schema import DynUNetSpec, SplitSpec
 from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
 from segops.data.planning import (
     PlanSettings,
@@ -158,6 +158,14 @@ def test_validation_is_small_and_leaves_groups_to_train(groups: int, test: float
     fp = replace(ISBI, n_groups=groups)
     assert plan_split(fp).value == test
     assert plan_val_split(fp, test).value == val
+
+
+def test_two_groups_keep_no_test_set_and_one_group_is_a_plan_error() -> None:
+    two = replace(ISBI, n_groups=2)
+    assert (plan_split(two).value, plan_val_split(two, 0.0).value) == (0.0, 0.5)
+    SplitSpec(val_fraction=0.5, test_fraction=0.0)  # what the plan writes is a valid split
+    with pytest.raises(PlanError, match="one group cannot be split"):
+        plan_split(replace(ISBI, n_groups=1))
 
 
 def test_epochs_stay_within_bounds() -> None:
