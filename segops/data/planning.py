@@ -45,7 +45,10 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
 - **Mask R-CNN** (instance tasks). ``min_size`` = the median shorter side rounded to 32
   (128..800), ``max_size`` the longer side at that scale (≤ 1333); ``anchor_sizes`` start at the
   power of two nearest the 5th-percentile object diameter at that scale (8..64) and double per
-  FPN level; ``box_batch_size_per_image: 128`` when images hold ≤ 32 objects (median), else 512.
+  FPN level; ``box_batch_size_per_image: 128`` when images hold ≤ 32 objects (median), else 512;
+  ``detections_per_image`` (torchvision's 100) raised to 1.5 × the most objects an image holds,
+  rounded up to 50 (at most :data:`MAX_DETECTIONS`), so a dense image (nuclei, cells) is not
+  capped at 100 found objects.
   Published weights when the torch hub cache has them (:func:`plan_maskrcnn_start`): COCO's
   ResNet-50 Mask R-CNN (with its anchors, 1e-4, one warm-up epoch), else an ImageNet ResNet-18.
 """
@@ -337,8 +340,12 @@ def plan_epochs(budget_minutes: float, cost: EpochCost, least: int = 1) -> dict[
     }
 
 
+#: The most detections per image a plan asks Mask R-CNN for (each is a full-size mask at inference).
+MAX_DETECTIONS = 1000
+
+
 def plan_maskrcnn(fp: Fingerprint) -> dict[str, Choice]:
-    """Mask R-CNN image sizes and anchors from the median image and the object sizes."""
+    """Mask R-CNN image sizes, anchors and detections per image from the median image and the objects."""
     short, long = sorted(fp.median_shape)
     min_size = max(128, min(800, 32 * round(short / 32)))
     scale = min_size / short
@@ -354,7 +361,16 @@ def plan_maskrcnn(fp: Fingerprint) -> dict[str, Choice]:
             [a0 * 2**i for i in range(5)], f"5th-percentile object ~{d05:.0f} px across at that scale"
         ),
         "box_batch_size_per_image": Choice(128 if count <= 32 else 512, f"median {count:g} objects per image"),
+        "detections_per_image": _detections(objects.count_max if objects else 0),
     }
+
+
+def _detections(most: int) -> Choice:
+    """torchvision's 100 detections per image, or 1.5 × ``most`` objects in an image, rounded up to 50."""
+    wanted = min(MAX_DETECTIONS, 50 * math.ceil(1.5 * most / 50))
+    if wanted <= 100:
+        return Choice(100, f"at most {most} objects in an image")
+    return Choice(wanted, f"up to {most} objects in an image (1.5x, found objects are not capped at 100)")
 
 
 #: The anchors torchvision's COCO Mask R-CNN learnt with: a pretrained RPN keeps what it learnt.

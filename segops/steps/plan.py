@@ -252,7 +252,7 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
                 y.choice(6, key, c[f"model.{key}"])
         y.choice(6, "in_channels", c["model.in_channels"])
         y.add(6, "classes", detection.classes, f"background + {detection.classes - 1} class(es)")
-        for key in ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image"):
+        for key in ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image", "detections_per_image"):
             y.choice(6, key, c[f"model.{key}"])
     else:
         y.add(6, "arch", "dynunet", "nnU-Net's network")

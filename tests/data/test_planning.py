@@ -179,16 +179,19 @@ def test_epochs_stay_within_bounds() -> None:
 @pytest.mark.parametrize(
     ("median_shape", "objects", "planned"),
     [
-        ((128, 128), ObjectStats(6.0, 12, 64.0, 200.0, 900.0), (128, 128, [8, 16, 32, 64, 128], 128)),
-        ((600, 1000), ObjectStats(40.0, 90, 400.0, 900.0, 4000.0), (608, 1024, [16, 32, 64, 128, 256], 512)),
+        ((128, 128), ObjectStats(6.0, 12, 64.0, 200.0, 900.0), (128, 128, [8, 16, 32, 64, 128], 128, 100)),
+        ((600, 1000), ObjectStats(40.0, 90, 400.0, 900.0, 4000.0), (608, 1024, [16, 32, 64, 128, 256], 512, 150)),
+        ((256, 256), ObjectStats(120.0, 375, 30.0, 60.0, 200.0), (256, 256, [8, 16, 32, 64, 128], 512, 600)),
+        ((512, 512), ObjectStats(900.0, 2400, 30.0, 60.0, 200.0), (512, 512, [8, 16, 32, 64, 128], 512, 1000)),
     ],
 )
 def test_mask_rcnn_sizes_and_anchors_from_objects(
-    median_shape: tuple[int, int], objects: ObjectStats, planned: tuple[int, int, list[int], int]
+    median_shape: tuple[int, int], objects: ObjectStats, planned: tuple[int, int, list[int], int, int]
 ) -> None:
-    """``planned``: min_size, max_size, anchor_sizes, box_batch_size_per_image, and nothing else."""
+    """``planned``: min_size, max_size, anchor_sizes, box_batch_size_per_image, detections_per_image
+    (dense images: DSB's up to 375 nuclei, LIVECell's thousands of cells), and nothing else."""
     fp = replace(ISBI, task="instance", median_shape=median_shape, objects=objects)
-    keys = ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image")
+    keys = ("min_size", "max_size", "anchor_sizes", "box_batch_size_per_image", "detections_per_image")
     assert {k: v.value for k, v in plan_maskrcnn(fp).items()} == dict(zip(keys, planned))
 
 
