@@ -16,7 +16,7 @@ from typing import Any
 
 from segops.data.detection import Detection
 from segops.data.mask_files import MASK_FOLDER_EXTS
-from segops.data.mask_names import is_mask_dir
+from segops.data.mask_names import is_mask_dir, normal_folders
 
 #: A layout counts when at least this share of the images (outside mask folders) has a mask folder of its own.
 MIN_SHARE = 0.5
@@ -34,10 +34,20 @@ def find_mask_folders(root: Path, files: list[str], pictures: list[str], task: s
         return None
     for finder in (_per_case, _parallel):
         found = finder(images, in_folders)
-        distinct = len(set(found[3].values())) if found is not None else 0  # a folder per image, not one for all
-        if found is not None and distinct >= MIN_SHARE * len(images) and distinct >= 2:
+        if found is None:
+            continue
+        distinct = len(set(found[3].values()))  # a folder per image, not one for all
+        rel = _under(images, found[0])
+        normal = set(normal_folders(rel, set(_under(list(found[3]), found[0]))))
+        eligible = [i for i in rel if str(PurePosixPath(i).parent) not in normal]  # not MVTec's good/
+        if distinct >= MIN_SHARE * len(eligible) and distinct >= 2:
             return _detection(root, images, in_folders, *found, task)
     return None
+
+
+def _under(paths: list[str], folder: str) -> list[str]:
+    """The paths under ``folder``, relative to it."""
+    return [p[len(folder) + 1 :] for p in paths if p.startswith(folder + "/")] if folder else list(paths)
 
 
 def _mask_folder_files(files: list[str]) -> dict[str, int]:
@@ -107,15 +117,23 @@ def _detection(
     found: dict[str, str],
     task: str | None,
 ) -> Detection:
-    under = [i for i in images if not image_root or i.startswith(image_root + "/")]
+    rel, paired = _under(images, image_root), set(_under(list(found), image_root))
     most = max(folders[f] for f in found.values())
     chosen = task or ("instance" if most >= 2 else "semantic")
     labels: dict[str, Any] = {"kind": "mask-folder", "path": str(root / label_root), "pattern": pattern}
     if chosen == "instance":
         labels["instances"] = True
-    note = (
-        f"one mask file per object, a folder per image ({pattern} under {label_root or '.'}): {len(found)} of "
-        f"{len(under)} images have one, up to {most} mask files each → {chosen}"
-    )
+    notes = {
+        "labels": f"one mask file per object, a folder per image ({pattern} under {label_root or '.'}): "
+        f"{len(found)} of {len(rel)} images have one, up to {most} mask files each → {chosen}"
+    }
+    normal = normal_folders(rel, paired)  # MVTec LOCO's test/good: no mask folder, nothing to segment
+    n_normal = sum(1 for i in rel if i not in paired and str(PurePosixPath(i).parent) in normal)
+    if normal:
+        labels["empty_when_missing"] = [f"{d}/**" for d in normal]
+        notes["labels.empty_when_missing"] = (
+            f"{n_normal} images in {', '.join(normal)} have no mask folder: defect-free by the folder's name, "
+            "trained on as empty masks"
+        )
     source = {"kind": "images", "path": str(root / image_root), "labels": labels}
-    return Detection(source, chosen, 2, "mask-folder", "mask-folder", len(under), len(found), {"labels": note})
+    return Detection(source, chosen, 2, "mask-folder", "mask-folder", len(rel), len(found) + n_normal, notes)

@@ -154,3 +154,25 @@ def test_a_mask_per_image_file_is_not_a_mask_folder_layout(tmp_path: Path) -> No
         _save(tmp_path / "images" / f"p{i}.png", np.zeros((32, 40), np.uint8))
         _save(tmp_path / "masks" / f"p{i}.png", _disc(10, 10, 4))
     assert detect(tmp_path).source["labels"]["kind"] == "mask-png"
+
+
+def test_plan_finds_mvtec_loco_masks_and_its_defect_free_folder(tmp_path: Path) -> None:
+    """MVTec LOCO AD: ``test/<defect>/000.png`` with ``ground_truth/<defect>/000/*.png`` (one mask per
+    defect region), ``test/good`` without masks."""
+    root = tmp_path / "breakfast_box"
+    for defect in ("logical_anomalies", "structural_anomalies"):
+        for i in range(2):
+            _save(root / "test" / defect / f"{i:03d}.png", np.zeros((32, 40), np.uint8))
+            for j in range(i + 1):
+                _save(root / "ground_truth" / defect / f"{i:03d}" / f"{j:03d}.png", _disc(8 + 12 * j, 10, 4))
+    for i in range(3):
+        _save(root / "test" / "good" / f"{i:03d}.png", np.zeros((32, 40), np.uint8))
+        _save(root / "train" / "good" / f"{i:03d}.png", np.zeros((32, 40), np.uint8))
+    d = detect(tmp_path)
+    assert d.source["path"] == str(root / "test")
+    labels = d.source["labels"]
+    assert (labels["path"], labels["pattern"]) == (str(root / "ground_truth"), "{rel_stem}")
+    assert labels["empty_when_missing"] == ["good/**"] and (d.n_images, d.n_paired) == (7, 7)
+    rows = _labels(ImageSource.model_validate(d.source))
+    assert all(r["has_label"] for r in rows.values()) and not rows["good/000.png"]["label"].any()
+    assert len(split_instances(rows["logical_anomalies/001.png"]["label"])[0]) == 2
