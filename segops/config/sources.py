@@ -163,6 +163,23 @@ class MaskFolderLabels(_EmptyWhenMissing):
     instances: bool = Field(default=False, description="Each file one instance (for arch: maskrcnn).")
 
 
+class LabelmeLabels(_EmptyWhenMissing):
+    """LabelMe JSON files, one per input, found by ``pattern`` (``{rel_stem}.json``: beside the image,
+    as the LabelMe tool saves them). Each area shape (polygon, rectangle, circle, LabelMe 5's mask)
+    is a region of class ``classes[label]`` (a name mapped to 0 is left out; a name not listed is a
+    label error of that image); by default every label name in the files, numbered 1..K in sorted
+    order (then the files are all read once when ingest starts). Lines and points are no area and
+    are left out. Later shapes on top; with ``instances: true`` each shape is one instance (shapes
+    sharing a ``group_id``, one) for ``arch: maskrcnn``.
+    """
+
+    kind: Literal["labelme"]
+    path: Path
+    pattern: str = "{rel_stem}.json"
+    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+    instances: bool = Field(default=False, description="Each shape one instance (for arch: maskrcnn).")
+
+
 class RtstructLabels(Spec):
     """A folder of DICOM RTSTRUCT objects (any depth): contours per ROI, rasterised onto each slice.
 
@@ -235,7 +252,14 @@ class RleCsvLabels(_EmptyWhenMissing):
 
 
 LabelsSpec = Annotated[
-    MaskPngLabels | DicomSegLabels | CocoLabels | InstancePngLabels | MaskFolderLabels | RtstructLabels | RleCsvLabels,
+    MaskPngLabels
+    | DicomSegLabels
+    | CocoLabels
+    | InstancePngLabels
+    | MaskFolderLabels
+    | LabelmeLabels
+    | RtstructLabels
+    | RleCsvLabels,
     Field(discriminator="kind"),
 ]
 
@@ -244,7 +268,7 @@ def is_instance_labels(labels: object) -> bool:
     """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
     with instances)."""
     kind = getattr(labels, "kind", None)
-    with_flag = kind in ("coco", "rle-csv", "mask-folder")
+    with_flag = kind in ("coco", "rle-csv", "mask-folder", "labelme")
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 

@@ -25,7 +25,8 @@ from segops.config.schema import (
 from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
-from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex, replaced
+from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex
+from segops.data.mask_names import replaced
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
 from segops.data.volume_labels import names_a_label, volume_label
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension

@@ -29,6 +29,7 @@ from segops.config.schema import (
     CocoLabels,
     DicomSegLabels,
     InstancePngLabels,
+    LabelmeLabels,
     LabelsSpec,
     MaskFolderLabels,
     MaskPngLabels,
@@ -40,6 +41,7 @@ from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
 from segops.data.label_census import label_counts
+from segops.data.labelme import label_names, labelme_label
 from segops.data.mask_files import (
     class_map,
     mask_folder_files,
@@ -49,6 +51,7 @@ from segops.data.mask_files import (
     spec_mask,
 )
 from segops.data.mask_kinds import without_void
+from segops.data.mask_names import replaced
 from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
@@ -107,7 +110,7 @@ EMPTY_LABEL_PREFIX = "empty:"
 
 
 def empty_label(
-    spec: MaskPngLabels | InstancePngLabels | MaskFolderLabels | RleCsvLabels,
+    spec: MaskPngLabels | InstancePngLabels | MaskFolderLabels | LabelmeLabels | RleCsvLabels,
     rel_path: str,
     shape: tuple[int, int],
     dtype: type,
@@ -132,6 +135,7 @@ class LabelResolver:
     coco_classes: dict[int, int] = field(default_factory=dict)
     rtstruct: RtstructIndex | None = None  # which series / images each RTSTRUCT references
     rle_images: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # image id → (class, RLE)
+    labelme_classes: dict[str, int] = field(default_factory=dict)  # LabelMe name → class, when not given
 
     def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
         """(label, uri) for ``record``, or None if it has no label.
@@ -152,6 +156,12 @@ class LabelResolver:
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.int32)
             return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
+        if isinstance(self.spec, LabelmeLabels):
+            path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
+            if not path.is_file():
+                return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
+            classes = self.spec.classes or self.labelme_classes
+            return labelme_label(path, shape, classes, self.spec.instances), str(path.resolve())
         if isinstance(self.spec, MaskFolderLabels):
             folder = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not folder.is_dir():
@@ -179,6 +189,8 @@ class LabelResolver:
 
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
+        if isinstance(self.spec, LabelmeLabels):
+            return _pattern_files(self.spec.path, self.spec.pattern)
         if isinstance(self.spec, MaskPngLabels):
             # only files the pattern can name: masks may sit beside their images (x.jpg + x.png); with
             # replace, only names holding a replacement (train-labels.tif beside train-volume.tif)
@@ -265,7 +277,20 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
         )
     if not Path(spec.path).is_dir():
         raise LabelError(f"label folder {spec.path} does not exist")
+    if isinstance(spec, LabelmeLabels) and spec.classes is None:  # every name in the files, 1..K
+        names = label_names([Path(p) for p in sorted(_pattern_files(spec.path, spec.pattern))])
+        return LabelResolver(spec, labelme_classes={name: k + 1 for k, name in enumerate(names)})
     return LabelResolver(spec)
+
+
+def _pattern_files(root: str | Path, pattern: str) -> set[str]:
+    """Files under ``root`` that ``pattern`` can name (hidden ones left out), resolved."""
+    regex = pattern_regex(pattern)
+    return {
+        str(p.resolve())
+        for p in Path(root).rglob("*")
+        if p.is_file() and not p.name.startswith(".") and regex.fullmatch(p.relative_to(root).as_posix())
+    }
 
 
 def _page(pattern: str, record: ImageRecord) -> int:
@@ -318,18 +343,6 @@ def _majority_classes(ids: np.ndarray, class_mask: np.ndarray, where: str) -> di
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise LabelError(f"{where}: instance {missing[0]}{more} lies only on class 0 (background) in the class mask")
     return classes
-
-
-def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:
-    """``rel_path`` with each key of ``replace`` in its path without suffix replaced by its value
-    (``reverse``: each value by its key), the suffix kept."""
-    if not replace:
-        return rel_path
-    rel = PurePosixPath(rel_path)
-    body = str(rel.with_suffix("")) if rel.suffix else rel_path
-    for old, new in replace.items():
-        body = body.replace(new, old) if reverse else body.replace(old, new)
-    return body + rel.suffix
 
 
 # --------------------------------------------------------------------------- mask folders

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from segops.data.mask_kinds import LOSSY_MASK_EXTS
@@ -48,17 +49,24 @@ MAX_CANDIDATE_DIRS = 6
 GLOB_CHARS = re.compile(r"[*?\[\]]")
 
 
-def match_pattern(pattern: str, image: str, replace: dict[str, str] | None = None) -> str:
+def match_pattern(pattern: str, image: str, replace: Mapping[str, str] | None = None) -> str:
     """The mask path ``pattern`` names for image ``image`` (both relative, POSIX), after ``replace``
     (word → word, on the image's path without suffix; see ``MaskPngLabels.replace``)."""
-    if replace:
-        stem = str(PurePosixPath(image).with_suffix(""))
-        for old, new in replace.items():
-            stem = stem.replace(old, new)
-        image = stem + PurePosixPath(image).suffix
-    rel = PurePosixPath(image)
+    rel = PurePosixPath(replaced(image, replace))
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
     return pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=0).lstrip("/")
+
+
+def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:
+    """``rel_path`` with each key of ``replace`` in its path without suffix replaced by its value
+    (``reverse``: each value by its key), the suffix kept."""
+    if not replace:
+        return rel_path
+    rel = PurePosixPath(rel_path)
+    body = str(rel.with_suffix("")) if rel.suffix else rel_path
+    for old, new in replace.items():
+        body = body.replace(new, old) if reverse else body.replace(old, new)
+    return body + rel.suffix
 
 
 def mask_patterns(masks: set[str]) -> list[str]:

@@ -16,7 +16,8 @@ Pairing styles, tried in this order:
    ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
 3a. One mask file per object in a folder per image (:mod:`segops.data.mask_folder_layout`:
    Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
-3b. Volume files outside the nnU-Net layout (:mod:`segops.data.volume_layout`: KiTS, LiTS,
+3b. LabelMe JSON files beside their images (:mod:`segops.data.labelme`).
+3c. Volume files outside the nnU-Net layout (:mod:`segops.data.volume_layout`: KiTS, LiTS,
    BTCV, suffixes, mask-named sibling folders).
 4. A parallel tree: a folder with an image folder and a mask folder named like
    :data:`MASK_DIRS` or holding a mask word (``images/a/x.png`` ↔ ``masks/a/x.png``,
@@ -40,6 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segops.data.detection import Detection, PlanOverrides
+from segops.data.labelme import find_labelme
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
     classify_colours,
@@ -113,6 +115,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         folders = find_mask_folders(root, files, pictures, overrides.task)
         if folders is not None:
             return folders
+        labelme = find_labelme(root, files, pictures, overrides.task)
+        if labelme is not None:
+            return labelme
     dicom = _dicom_files(root, files)
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:

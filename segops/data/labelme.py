@@ -1,0 +1,183 @@
+"""LabelMe JSON annotations (one file per image, as the LabelMe tool saves them) → label maps, and
+``segops plan``'s detection of them.
+
+A file holds ``shapes``, each with a ``label`` (the class name), a ``shape_type`` and ``points`` in
+pixel coordinates: ``polygon`` (3 points or more), ``rectangle`` (two corners), ``circle`` (centre
+and a point on the circle) and ``mask`` (LabelMe 5: a base64 PNG of the region between its two
+``points``) are areas; ``line``, ``linestrip`` and ``point`` are not, and are left out. Shapes
+sharing a ``group_id`` are one object. See :class:`~segops.config.sources.LabelmeLabels`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from segops.data.detection import Detection
+from segops.data.instances import stack_instances
+from segops.errors import LabelError
+
+#: Shape types that cover an area (the others, lines and points, are left out).
+AREA_SHAPES = ("polygon", "rectangle", "circle", "mask")
+#: Files ``segops plan`` reads for the class names (all of them up to this many, else a spread sample).
+PLAN_FILES = 2000
+
+
+def read_labelme(path: str | Path) -> dict[str, Any]:
+    """A LabelMe file's JSON (``shapes`` a list).
+
+    Raises:
+        LabelError: unreadable, not JSON, or without a ``shapes`` list.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise LabelError(f"cannot read LabelMe file {path}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
+        raise LabelError(f"LabelMe file {path} has no 'shapes' list")
+    return doc
+
+
+def label_names(paths: list[Path]) -> list[str]:
+    """The class names (``label``) of the area shapes in ``paths``, sorted; unreadable files are skipped."""
+    names: set[str] = set()
+    for path in paths:
+        try:
+            shapes = read_labelme(path)["shapes"]
+        except LabelError:
+            continue
+        names |= {str(s.get("label")) for s in shapes if s.get("shape_type", "polygon") in AREA_SHAPES}
+    return sorted(names)
+
+
+def labelme_label(path: str | Path, shape: tuple[int, int], classes: dict[str, int], instances: bool) -> np.ndarray:
+    """One LabelMe file → (H, W) uint8 class map, or with ``instances`` an int32 instance label map
+    (one instance per shape, or per ``group_id``); later shapes on top; class-0 names left out.
+
+    Raises:
+        LabelError: the file is unreadable, records another image size, holds a class name that
+            ``classes`` lacks, or a shape that cannot be drawn.
+    """
+    doc = read_labelme(path)
+    h, w = shape
+    size = (doc.get("imageHeight"), doc.get("imageWidth"))
+    if size[0] not in (None, h) or size[1] not in (None, w):
+        raise LabelError(f"LabelMe file {path} is for a {size[1]}x{size[0]} image but its image is {w}x{h}")
+    objects: dict[Any, tuple[int, np.ndarray]] = {}
+    for k, item in enumerate(doc["shapes"]):
+        if item.get("shape_type", "polygon") not in AREA_SHAPES:
+            continue
+        name = str(item.get("label"))
+        if name not in classes:
+            raise LabelError(
+                f"LabelMe file {path} has label {name!r}, which labels.classes {sorted(classes)} lacks; add it "
+                "(0 leaves it out)"
+            )
+        if classes[name] == 0:
+            continue
+        mask = _shape_mask(item, h, w, f"shape {k} ({name!r}) of LabelMe file {path}")
+        group = item.get("group_id")
+        key = ("group", group, name) if group is not None else ("shape", k)
+        if key in objects:
+            mask = mask | objects.pop(key)[1]  # re-inserted: the group is on top of what came before it
+        objects[key] = (classes[name], mask)
+    if instances:
+        try:
+            return stack_instances([m for _, m in objects.values()], [c for c, _ in objects.values()], (h, w))
+        except LabelError as exc:
+            raise LabelError(f"LabelMe file {path}: {exc}") from exc
+    label = np.zeros((h, w), np.uint8)
+    for cls, mask in objects.values():
+        label[mask] = cls
+    return label
+
+
+def _shape_mask(item: dict[str, Any], h: int, w: int, where: str) -> np.ndarray:
+    """One area shape's (H, W) bool mask."""
+    try:
+        points = [(float(x), float(y)) for x, y in item.get("points") or []]
+    except (TypeError, ValueError) as exc:
+        raise LabelError(f"{where}: points are not (x, y) pairs: {exc}") from exc
+    kind = item.get("shape_type", "polygon")
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    if kind == "polygon" and len(points) >= 3:
+        draw.polygon(points, fill=1, outline=1)
+    elif kind == "rectangle" and len(points) == 2:
+        (x0, y0), (x1, y1) = points
+        draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), fill=1)
+    elif kind == "circle" and len(points) == 2:
+        (cx, cy), (px, py) = points
+        r = math.hypot(px - cx, py - cy)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=1)
+    elif kind == "mask" and len(points) == 2 and item.get("mask"):
+        return _region_mask(item["mask"], points, h, w, where)
+    else:
+        raise LabelError(f"{where}: a {kind} with {len(points)} point(s) cannot be drawn")
+    return np.asarray(canvas, dtype=bool)
+
+
+def _region_mask(data: str, points: list[tuple[float, float]], h: int, w: int, where: str) -> np.ndarray:
+    """LabelMe 5's mask shape: a base64 PNG covering the box from its first point, placed on the image."""
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as img:
+            region = np.asarray(img.convert("L")) > 0
+    except (ValueError, OSError) as exc:
+        raise LabelError(f"{where}: its mask is not a base64 PNG: {exc}") from exc
+    x0, y0 = (max(0, int(round(min(p[i] for p in points)))) for i in (0, 1))
+    region = region[: max(0, h - y0), : max(0, w - x0)]
+    mask = np.zeros((h, w), bool)
+    mask[y0 : y0 + region.shape[0], x0 : x0 + region.shape[1]] = region
+    return mask
+
+
+# --------------------------------------------------------------------------- segops plan
+
+
+def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | None = None) -> Detection | None:
+    """LabelMe files beside their images (``x.jpg`` + ``x.json``), or None when fewer than half of the
+    images have one. Classes: every label name of an area shape in the files (read all up to
+    :data:`PLAN_FILES`, else a spread sample), numbered 1..K in sorted order; instance task when an
+    image holds two objects of one name, as for COCO."""
+    jsons = {f for f in files if f.lower().endswith(".json")}
+    paired = [p for p in pictures if str(PurePosixPath(p).with_suffix(".json")) in jsons]
+    if len(paired) < 2 or len(paired) < 0.5 * len(pictures):
+        return None
+    step = max(1, len(paired) // PLAN_FILES)
+    sample = [root / PurePosixPath(p).with_suffix(".json") for p in paired[::step]]
+    try:
+        docs = [read_labelme(path) for path in sample[:20]]
+    except LabelError:
+        return None  # JSON files of another kind
+    names = label_names(sample)
+    if not names:
+        return None
+    crowded = max(
+        (n for d in docs for n in Counter(str(s.get("label")) for s in d["shapes"] if _is_area(s)).values()),
+        default=0,
+    )
+    chosen = task or ("instance" if crowded >= 2 else "semantic")
+    classes = {name: k + 1 for k, name in enumerate(names)}
+    labels: dict[str, Any] = {"kind": "labelme", "path": str(root), "pattern": "{rel_stem}.json", "classes": classes}
+    if chosen == "instance":
+        labels["instances"] = True
+    read = f"{len(sample)} read" if step > 1 else "all read"
+    note = (
+        f"LabelMe files beside their images: {len(paired)} of {len(pictures)} images have one ({read}); "
+        f"label names → classes 1..{len(names)} in name order; up to {crowded} shapes of one name per image "
+        f"→ {chosen}"
+    )
+    source = {"kind": "images", "path": str(root), "labels": labels}
+    return Detection(source, chosen, len(names) + 1, "labelme", "labelme", len(pictures), len(paired), {"labels": note})
+
+
+def _is_area(shape: dict[str, Any]) -> bool:
+    return shape.get("shape_type", "polygon") in AREA_SHAPES
