@@ -258,8 +258,9 @@ def plan_split(fp: Fingerprint) -> Choice:
         raise PlanError(
             f"the {fp.n_labelled} labelled images all belong to one group (one DICOM series, or one image file "
             "such as a multi-page TIFF stack): segops splits train / validation / test by group so that no "
-            "series or file is in two of them, and one group cannot be split; save the pages or slices as "
-            "one file each (e.g. ISBI 2012's PNG export), or add labelled files"
+            "series or file is in two of them, and one group cannot be split; add labelled series or files "
+            "(at least 2, and 3 for a held-out test set), or save a stack file's pages as one file each (as "
+            "ISBI 2012's PNG export)"
         )
     if n == 2:
         return Choice(0.0, "2 groups: no test set (one validates, one trains)")
