@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 
 from segops.data.detection import Detection
 from segops.data.instances import stack_instances
+from segops.data.mask_names import is_mask_dir
 from segops.errors import LabelError
 
 #: Shape types that cover an area (the others, lines and points, are left out).
@@ -143,16 +144,25 @@ def _region_mask(data: str, points: list[tuple[float, float]], h: int, w: int, w
 
 
 def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | None = None) -> Detection | None:
-    """LabelMe files beside their images (``x.jpg`` + ``x.json``), or None when fewer than half of the
-    images have one. Classes: every label name of an area shape in the files (read all up to
-    :data:`PLAN_FILES`, else a spread sample), numbered 1..K in sorted order; instance task when an
-    image holds two objects of one name, as for COCO."""
+    """LabelMe files beside their images (``x.jpg`` + ``x.json``) or in a mask-named sibling folder
+    (``images/x.jpg`` + ``annotations/x.json``), or None when fewer than half of the images under
+    the image folder have one. Classes: every label name of an area shape in the files (read all
+    up to :data:`PLAN_FILES`, else a spread sample), numbered 1..K in sorted order; instance task
+    when an image holds two objects of one name, as for COCO."""
     jsons = {f for f in files if f.lower().endswith(".json")}
-    paired = [p for p in pictures if str(PurePosixPath(p).with_suffix(".json")) in jsons]
-    if len(paired) < 2 or len(paired) < 0.5 * len(pictures):
+    best: tuple[list[str], list[str], str, str] | None = None
+    for image_dir, label_dir in _folder_pairs(jsons, pictures):
+        under = [p[len(image_dir) :] for p in pictures if p.startswith(image_dir)]
+        paired = [p for p in under if label_dir + str(PurePosixPath(p).with_suffix(".json")) in jsons]
+        if best is None or len(paired) > len(best[1]):
+            best = (under, paired, image_dir, label_dir)
+    if best is None:
+        return None
+    under, paired, image_dir, label_dir = best
+    if len(paired) < 2 or len(paired) < 0.5 * len(under):
         return None
     step = max(1, len(paired) // PLAN_FILES)
-    sample = [root / PurePosixPath(p).with_suffix(".json") for p in paired[::step]]
+    sample = [root / (label_dir + str(PurePosixPath(p).with_suffix(".json"))) for p in paired[::step]]
     try:
         docs = [read_labelme(path) for path in sample[:20]]
     except LabelError:
@@ -166,17 +176,37 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
     )
     chosen = task or ("instance" if crowded >= 2 else "semantic")
     classes = {name: k + 1 for k, name in enumerate(names)}
-    labels: dict[str, Any] = {"kind": "labelme", "path": str(root), "pattern": "{rel_stem}.json", "classes": classes}
+    labels: dict[str, Any] = {
+        "kind": "labelme",
+        "path": str(root / label_dir) if label_dir else str(root),
+        "pattern": "{rel_stem}.json",
+        "classes": classes,
+    }
     if chosen == "instance":
         labels["instances"] = True
     read = f"{len(sample)} read" if step > 1 else "all read"
     note = (
-        f"LabelMe files beside their images: {len(paired)} of {len(pictures)} images have one ({read}); "
+        f"LabelMe files {f'in {label_dir[:-1]}' if label_dir else 'beside their images'}: {len(paired)} of "
+        f"{len(under)} images have one ({read}); "
         f"label names → classes 1..{len(names)} in name order; up to {crowded} shapes of one name per image "
         f"→ {chosen}"
     )
-    source = {"kind": "images", "path": str(root), "labels": labels}
-    return Detection(source, chosen, len(names) + 1, "labelme", "labelme", len(pictures), len(paired), {"labels": note})
+    source = {"kind": "images", "path": str(root / image_dir) if image_dir else str(root), "labels": labels}
+    return Detection(source, chosen, len(names) + 1, "labelme", "labelme", len(under), len(paired), {"labels": note})
+
+
+def _folder_pairs(jsons: set[str], pictures: list[str]) -> list[tuple[str, str]]:
+    """("", "") and ("<parent>/<image dir>/", "<parent>/<mask-named dir>/") for sibling folders that
+    hold the pictures and the JSON files (prefixes, "" for the root)."""
+    pairs = {("", "")}
+    json_dirs = {PurePosixPath(f).parts[:d] for f in jsons for d in range(1, len(PurePosixPath(f).parts))}
+    for picture in pictures:
+        parts = PurePosixPath(picture).parts
+        for d in range(len(parts) - 1):
+            for dirs in json_dirs:
+                if len(dirs) == d + 1 and dirs[:d] == parts[:d] and dirs[d] != parts[d] and is_mask_dir(dirs[d]):
+                    pairs.add(("/".join(parts[: d + 1]) + "/", "/".join(dirs) + "/"))
+    return sorted(pairs)
 
 
 def _is_area(shape: dict[str, Any]) -> bool:

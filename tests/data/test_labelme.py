@@ -124,3 +124,18 @@ def test_without_classes_the_resolver_numbers_every_name_in_the_files(tmp_path: 
     assert build_resolver(source.labels).labelme_classes == {"pit": 1, "scratch": 2}
     (tmp_path / "notes.json").write_text(json.dumps({"author": "x"}))  # other JSON is no LabelMe file
     assert detect(tmp_path).pairing == "labelme"
+
+
+def test_plan_finds_labelme_files_in_an_annotations_folder(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    _photos(tmp_path / "images")
+    for f in (tmp_path / "images").glob("*.json"):
+        f.rename(tmp_path / "annotations" / f.name)
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("labelme", 4, 3)
+    assert d.source["path"] == str(tmp_path / "images")
+    assert d.source["labels"]["path"] == str(tmp_path / "annotations")
+    source = ImageSource.model_validate(d.source)
+    rows = [decode_file(f["path"], f["rel_path"], source)[0] for f in list_source_files(source)]
+    assert [r["has_label"] for r in rows] == [True, True, True, False]
