@@ -69,7 +69,9 @@ class MaskPngLabels(_MaskFiles):
     binarises instead: stored value >= T is foreground (1), else 0, for anti-aliased, resized
     or JPEG-compressed masks whose edges hold values between 0 and 255. ``colors`` reads
     colour-coded masks (``'#ff0000': 1``). ``empty_when_missing``:
-    inputs (globs) whose absent mask means "nothing to segment", e.g. ``["good/**"]``.
+    inputs (globs) whose absent mask means "nothing to segment", e.g. ``["good/**"]``. ``parts``:
+    a mask may be split over numbered files beside it (BUSI's ``x_mask.png``, ``x_mask_1.png``,
+    ``x_mask_2.png`` …, one per lesion), read as one mask: each pixel the largest class of the parts.
     """
 
     kind: Literal["mask-png"]
@@ -82,6 +84,7 @@ class MaskPngLabels(_MaskFiles):
     colors: dict[Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")], Annotated[int, Field(ge=0, le=255)]] | None = (
         Field(default=None, description=_COLOURS_HELP)
     )
+    parts: bool = Field(default=False, description="Also read x_mask_1.png, x_mask_2.png … beside x_mask.png.")
 
     @model_validator(mode="after")
     def _one_reading(self) -> MaskPngLabels:

@@ -26,7 +26,7 @@ from segops.data.dicom import read_dicom
 from segops.data.globs import path_selected
 from segops.data.images import read_image
 from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex
-from segops.data.mask_names import replaced
+from segops.data.mask_names import MASK_PART, replaced
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
 from segops.data.volume_labels import names_a_label, volume_label
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension
@@ -134,8 +134,11 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
     if isinstance(source.labels, MaskFolderLabels):
         folder = str(PurePosixPath(label_rel).parent)
         return folder != "." and _is_mask_folder(str(root), prefix, folder, source)
-    for pattern in _label_patterns(source.labels):
-        match = _label_regex(pattern).fullmatch(label_rel)
+    names = [label_rel]
+    if getattr(source.labels, "parts", False):  # x_mask_1.png: a numbered part of x_mask.png
+        names.append(MASK_PART.sub(r"\g<ext>", label_rel))
+    for pattern, name in ((p, n) for p in _label_patterns(source.labels) for n in names):
+        match = _label_regex(pattern).fullmatch(name)
         if match is None:
             continue
         fields = match.groupdict()

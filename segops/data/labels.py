@@ -48,7 +48,7 @@ from segops.data.mask_files import (
     read_instance_png,
     read_mask_folder,
     read_mask_png,
-    spec_mask,
+    spec_mask_with_parts,
 )
 from segops.data.mask_kinds import without_void
 from segops.data.mask_names import replaced
@@ -95,7 +95,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     if not path.is_file():
         return None
     try:
-        classes = read_mask_png(path, None) if instance else spec_mask(spec, path)
+        classes = read_mask_png(path, None) if instance else spec_mask_with_parts(spec, path)
     except LabelError:
         return None
     values, pixels = label_counts(classes)
@@ -150,7 +150,8 @@ class LabelResolver:
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
-            return spec_mask(self.spec, path, shape, _page(self.spec.pattern, record)), str(path.resolve())
+            page = _page(self.spec.pattern, record)
+            return spec_mask_with_parts(self.spec, path, shape, page), str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not path.is_file():

@@ -56,6 +56,27 @@ def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | No
     return colour_classes(frame, spec.colors, str(path))
 
 
+def mask_parts(path: str | Path) -> list[Path]:
+    """The numbered parts beside a mask file (``x_mask_1.png``, ``x_mask_2.png`` … for
+    ``x_mask.png``), in number order, up to the first number missing."""
+    path = Path(path)
+    parts = []
+    while (part := path.with_name(f"{path.stem}_{len(parts) + 1}{path.suffix}")).is_file():
+        parts.append(part)
+    return parts
+
+
+def spec_mask_with_parts(
+    spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | None = None, page: int = 0
+) -> np.ndarray:
+    """:func:`spec_mask`, merged with its numbered parts when ``spec.parts``: each pixel the largest
+    class of the files (BUSI stores a second lesion in ``x_mask_1.png``)."""
+    mask = spec_mask(spec, path, shape, page)
+    for part in mask_parts(path) if spec.parts else []:
+        mask = np.maximum(mask, spec_mask(spec, part, mask.shape, page))
+    return mask
+
+
 def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
     """Read an instance-id image (8/16-bit PNG/TIFF, single channel): (H, W) int64, 0 = background.
 

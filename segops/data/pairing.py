@@ -53,6 +53,7 @@ from segops.data.mask_kinds import (
 from segops.data.mask_names import (
     IMAGE_EXTS,
     MASK_DIRS,
+    MASK_PART,
     MASK_SUFFIXES,
     best_pattern,
     best_renamed,
@@ -194,8 +195,10 @@ def _paired(
     if pairing == "same-folder" and "{rel_stem}." not in pattern:
         pairing = "suffix"
     mask_of = {i: match_pattern(pattern, i, replace) for i in rel_images}
+    named = set(mask_of.values())
+    parts = {f for f in mask_files if (base := MASK_PART.sub(r"\g<ext>", f)) != f and base in named}  # BUSI
     masks_set = {m for i, m in mask_of.items() if m != i and m in mask_files} if label_root == image_root else set()
-    data = [i for i in rel_images if i not in masks_set]
+    data = [i for i in rel_images if i not in masks_set and not (label_root == image_root and i in parts)]
     same = label_root == image_root
     paired = [i for i in data if not (same and mask_of[i] == i) and (label_root / mask_of[i]).is_file()]
     sampled = [label_root / mask_of[i] for i in _spread(paired, sample)]
@@ -208,8 +211,12 @@ def _paired(
     labels_spec = {"kind": labels_spec.pop("kind"), "path": str(label_root), "pattern": pattern, **labels_spec}
     if replace:
         labels_spec["replace"] = replace
+    if parts and labels_spec["kind"] == "mask-png":
+        labels_spec["parts"] = True
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
+    if parts:
+        notes["labels.parts"] = f"{len(parts)} numbered part(s) beside masks ({sorted(parts)[0]}): one mask with them"
     paired_set = set(paired)
     normal = normal_folders(data, paired_set)
     if normal:

@@ -564,3 +564,22 @@ def test_cityscapes_names_and_a_suffix_with_a_mask_word(tmp_path: Path) -> None:
     e = detect(tmp_path / "epfl")
     assert e.source["labels"]["pattern"] == "{rel_stem}_groundtruth.tif" and "replace" not in e.source["labels"]
     assert (e.n_images, e.n_paired) == (3, 3)
+
+
+def test_a_mask_split_over_numbered_files_is_read_as_one_busi(tmp_path: Path) -> None:
+    """BUSI: ``benign (3).png`` with ``benign (3)_mask.png`` and a second lesion in ``benign (3)_mask_1.png``."""
+    second = np.zeros((24, 32), np.uint8)
+    second[16:22, 20:30] = 255
+    for i in (1, 2, 3):
+        _image(tmp_path / "benign" / f"benign ({i}).png", i)
+        _mask(tmp_path / "benign" / f"benign ({i})_mask.png", _square())
+    _mask(tmp_path / "benign" / "benign (3)_mask_1.png", second)
+    d = detect(tmp_path)
+    assert d.source["labels"]["pattern"] == "{rel_stem}_mask.png" and d.source["labels"]["parts"] is True
+    assert (d.n_images, d.n_paired) == (3, 3)  # the part is no image
+    source = ImageSource.model_validate(d.source)
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == [f"benign/benign ({i}).png" for i in (1, 2, 3)]
+    labels = {f["rel_path"]: decode_file(f["path"], f["rel_path"], source)[0]["label"] for f in files}
+    assert np.array_equal(labels["benign/benign (3).png"], (_square() | second) // 255)  # both lesions
+    assert np.array_equal(labels["benign/benign (1).png"], _square() // 255)
