@@ -36,7 +36,7 @@ MASK_DIRS = (
 MASK_WORDS = re.compile(
     r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|gt(fine|coarse)|lab|labs)(?![a-z])"
 )
-MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label")
+MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label", "_anno")
 #: A numbered part of a mask file (BUSI's ``x_mask_1.png`` beside ``x_mask.png``).
 MASK_PART = re.compile(r"_[0-9]+(?P<ext>\.[^./]+)$")
 #: Unpaired image files with these words in their name are overview figures, not data.

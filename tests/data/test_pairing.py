@@ -148,6 +148,11 @@ def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> Non
         ({"train_img/{i}.jpg": "image", "train_lab/{i}.png": "mask"}, "{rel_stem}.png"),
         # CVC-ClinicDB: Original/x.tif + "Ground Truth"/x.tif (a space in the folder's name)
         ({"Original/{i}.tif": "image", "Ground Truth/{i}.tif": "mask"}, "{rel_stem}.tif"),
+        # GlaS: train_1.bmp + train_1_anno.bmp in one folder
+        (
+            {"Warwick QU Dataset/train_{i}.bmp": "image", "Warwick QU Dataset/train_{i}_anno.bmp": "mask"},
+            "{rel_stem}_anno.bmp",
+        ),
     ],
 )
 def test_defect_dataset_layouts_pair(tmp_path: Path, layout: dict[str, str], pattern: str) -> None:
