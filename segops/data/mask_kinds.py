@@ -259,6 +259,12 @@ def _classify(
             f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit"
             + (f", numbered 1..k in {census.id_layout_share:.0%} of masks" if numbered else ""),
         )
+    if 0 not in vals and 2 <= len(vals) <= MAX_GUESSED_CLASSES:  # no 0 stored: background by coverage
+        background = max(vals, key=lambda v: (census.values[v][1], -v))
+        order = [background] + [v for v in vals if v != background]
+        why = f"no value 0: {background}, the most pixels, is background (Oxford-IIIT Pet's trimaps 1/2/3)"
+        kind = "binary" if len(vals) == 2 else "multi-class"
+        return {"kind": "mask-png", "values": {v: order.index(v) for v in vals}}, "semantic", len(vals), kind, why
     if len(vals) <= 2:
         fields = {} if set(vals) <= {0, 1} or set(vals) <= {0, 255} else {"values": {0: 0, top: 1}}
         return {"kind": "mask-png", **fields}, "semantic", 2, "binary", f"binary masks (values {vals})"

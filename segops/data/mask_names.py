@@ -96,6 +96,11 @@ def mask_patterns(masks: set[str]) -> list[str]:
     subfolders = sorted({PurePosixPath(m).parent.name for m in masks} - {""})
     for sub in [d for d in subfolders if is_mask_dir(d) and "{" not in d and "}" not in d][:3]:
         patterns += [f"{{rel_dir}}/{sub}/{{stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
+    # the masks one folder down in the mask folder (Oxford-IIIT Pet's annotations/trimaps/x.png)
+    tops = Counter(PurePosixPath(m).parts[0] for m in masks if len(PurePosixPath(m).parts) > 1)
+    for top, _ in tops.most_common(3):
+        if "{" not in top and "}" not in top:
+            patterns += [f"{top}/{{rel_stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
     return patterns
 
 

@@ -588,3 +588,28 @@ def test_a_mask_split_over_numbered_files_is_read_as_one_busi(tmp_path: Path) ->
     labels = {f["rel_path"]: decode_file(f["path"], f["rel_path"], source)[0]["label"] for f in files}
     assert np.array_equal(labels["benign/benign (3).png"], (_square() | second) // 255)  # both lesions
     assert np.array_equal(labels["benign/benign (1).png"], _square() // 255)
+
+
+def test_oxford_pets_trimaps_one_folder_down_and_background_by_coverage(tmp_path: Path) -> None:
+    """images/x.jpg + annotations/trimaps/x.png (annotations/xmls/ beside), values 1 pet, 2 background,
+    3 border: no 0 is stored, so the value covering the most pixels is background."""
+    trimap = np.full((24, 32), 2, np.uint8)
+    trimap[4:16, 6:20] = 1
+    trimap[16, 6:20] = 3
+    for i in range(3):
+        _image(tmp_path / "images" / f"Abyssinian_{i}.jpg", i)
+        _mask(tmp_path / "annotations" / "trimaps" / f"Abyssinian_{i}.png", trimap)
+        (tmp_path / "annotations" / "xmls").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "annotations" / "xmls" / f"Abyssinian_{i}.xml").write_text("<annotation/>")
+    d = detect(tmp_path)
+    assert d.source["labels"]["path"] == str(tmp_path / "annotations")
+    assert d.source["labels"]["pattern"] == "trimaps/{rel_stem}.png" and d.n_paired == 3
+    assert d.source["labels"]["values"] == {1: 1, 2: 0, 3: 2} and d.classes == 3
+    binary = np.where(trimap == 1, 2, 1).astype(np.uint8)  # masks stored as 1 = background, 2 = object
+    census = mask_census([_write(tmp_path / "b.png", binary)])
+    assert classify_masks(census, None, None)[0] == {"kind": "mask-png", "values": {1: 0, 2: 1}}
+
+
+def _write(path: Path, values: np.ndarray) -> Path:
+    _mask(path, values)
+    return path
