@@ -28,7 +28,9 @@ class Detection:
     source: dict[str, Any]
     task: Literal["semantic", "instance"]
     classes: int
-    pairing: str  # "parallel-tree", "same-folder", "suffix", "dicom-seg", "coco", "rle-csv", "labels-option"
+    # "parallel-tree", "split-folders", "same-folder", "suffix", "dicom-seg", "coco", "rle-csv", "mask-folder",
+    # "labelme", "volume-files", "labels-option"
+    pairing: str
     mask_kind: str  # "binary", "anti-aliased", "multi-class", "colour-coded", "instance-id", "coco", "rle", …
     n_images: int
     n_paired: int

@@ -71,6 +71,8 @@ from segops.errors import PlanError
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
+#: Mask folder names made of an image folder's name and one of these (``train`` → ``train_labels``).
+SPLIT_MASK_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_annotations", "-labels", "-masks")
 #: Words in the path of an image without a mask that name it test data, not a defect-free sample.
 TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -186,6 +188,13 @@ def _paired(
             renamed, words, more = best_renamed(rel_images, mask_files, label_root == image_root)
             if more > hits:
                 pattern, replace, hits = renamed, words, more
+    split = _split_folders(root, images, image_root, label_root, pattern, replace) if pattern and not labels else None
+    if split is not None and split[2] > hits:  # train/ + train_labels/, val/ + val_labels/ …: one dataset
+        image_root = label_root = split[0]
+        prefix, label_prefix = (image_root.relative_to(root).as_posix() if image_root != root else ""), None
+        pattern, hits, pairing, siblings = split[1], split[2], "split-folders", []
+        rel_images = [f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)]
+        mask_files = set(list_files(label_root))
     if not pattern or not hits:
         raise PlanError(
             f"found {len(rel_images)} images under {image_root} but no mask for any of them (looked for "
@@ -276,6 +285,26 @@ def _paired(
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
+
+
+def _split_folders(
+    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, replace: dict[str, str]
+) -> tuple[Path, str, int] | None:
+    """(parent, pattern, masks found) where the chosen image and mask folders are siblings named
+    ``<split>`` and ``<split><suffix>`` (:data:`SPLIT_MASK_SUFFIXES`) and the other splits beside them
+    follow suit (Massachusetts Roads' ``train/`` + ``train_labels/``, ``val/`` + ``val_labels/`` …):
+    then the splits are one dataset, read from the parent with ``{rel_dir}<suffix>/…``; else None."""
+    suffix = label_root.name[len(image_root.name) :]
+    if image_root.parent != label_root.parent or not label_root.name.startswith(image_root.name):
+        return None
+    if suffix not in SPLIT_MASK_SUFFIXES or "{rel_stem}" not in pattern or replace:
+        return None
+    parent = image_root.parent
+    combined = "{rel_dir}" + suffix + "/" + pattern.replace("{rel_stem}", "{stem}")
+    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
+    under = [f[len(base) :] for f in images if f.startswith(base) and PurePosixPath(f[len(base) :]).parent.name]
+    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
+    return parent, combined, hits
 
 
 def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:

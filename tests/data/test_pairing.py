@@ -613,3 +613,21 @@ def test_oxford_pets_trimaps_one_folder_down_and_background_by_coverage(tmp_path
 def _write(path: Path, values: np.ndarray) -> Path:
     _mask(path, values)
     return path
+
+
+def test_split_folders_each_beside_its_mask_folder_are_one_dataset(tmp_path: Path) -> None:
+    """Massachusetts Roads: train/ + train_labels/, val/ + val_labels/, test/ + test_labels/ (tiff images,
+    tif masks): every split is read, not only the one with the most masks."""
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+        for i in range(n):
+            _image(tmp_path / split / f"{i:05d}_15.tiff", i)
+            _mask(tmp_path / f"{split}_labels" / f"{i:05d}_15.tif", _square())
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 6, 6) and "path" not in d.notes
+    assert d.source["path"] == d.source["labels"]["path"] == str(tmp_path)
+    assert d.source["labels"]["pattern"] == "{rel_dir}_labels/{stem}.tif"
+    source = ImageSource.model_validate(d.source)
+    files = [f["rel_path"] for f in list_source_files(source)]
+    assert files == sorted(f"{s}/{i:05d}_15.tiff" for s, n in (("train", 3), ("val", 1), ("test", 2)) for i in range(n))
+    row = decode_file(str(tmp_path / "val" / "00000_15.tiff"), "val/00000_15.tiff", source)[0]
+    assert np.array_equal(row["label"], _square() // 255)
