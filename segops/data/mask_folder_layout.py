@@ -40,7 +40,8 @@ def find_mask_folders(root: Path, files: list[str], pictures: list[str], task: s
         rel = _under(images, found[0])
         normal = set(normal_folders(rel, set(_under(list(found[3]), found[0]))))
         eligible = [i for i in rel if str(PurePosixPath(i).parent) not in normal]  # not MVTec's good/
-        if distinct >= MIN_SHARE * len(eligible) and distinct >= 2:
+        own = distinct >= 0.9 * len(found[3])  # each image its own folder, not train/masks for all of train/
+        if own and distinct >= MIN_SHARE * len(eligible) and distinct >= 2:
             return _detection(root, images, in_folders, *found, task)
     return None
 

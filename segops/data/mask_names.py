@@ -56,7 +56,9 @@ def match_pattern(pattern: str, image: str, replace: Mapping[str, str] | None = 
     (word → word, on the image's path without suffix; see ``MaskPngLabels.replace``)."""
     rel = PurePosixPath(replaced(image, replace))
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
-    return pattern.format(rel_dir=rel_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=0).lstrip("/")
+    parent_dir = str(rel.parent.parent) if str(rel.parent.parent) != "." else ""
+    fields = {"rel_dir": rel_dir, "parent_dir": parent_dir, "stem": rel.stem, "rel_stem": str(rel.with_suffix(""))}
+    return pattern.format(**fields, frame=0).lstrip("/")
 
 
 def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:

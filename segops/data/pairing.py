@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segops.data.detection import Detection, PlanOverrides
+from segops.data.globs import path_selected
 from segops.data.labelme import find_labelme
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
 #: Mask folder names made of an image folder's name and one of these (``train`` → ``train_labels``).
+SPLIT_NAMES = re.compile(r"(train|training|val|valid|validation|dev|test|testing|eval)([-_ ]?[0-9]+)?")
 SPLIT_MASK_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_annotations", "-labels", "-masks")
 #: Words in the path of an image without a mask that name it test data, not a defect-free sample.
 TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
@@ -188,12 +190,19 @@ def _paired(
             renamed, words, more = best_renamed(rel_images, mask_files, label_root == image_root)
             if more > hits:
                 pattern, replace, hits = renamed, words, more
-    split = _split_folders(root, images, image_root, label_root, pattern, replace) if pattern and not labels else None
-    if split is not None and split[2] > hits:  # train/ + train_labels/, val/ + val_labels/ …: one dataset
+    include: list[str] = []
+    split = None
+    if pattern and not labels and not replace:
+        split = _split_folders(root, images, image_root, label_root, pattern) or _split_pairs(
+            root, images, image_root, label_root, pattern, siblings
+        )
+    if split is not None and split[2] > hits:  # train/ + train_labels/, or train/{images,masks} + val/…: one dataset
         image_root = label_root = split[0]
         prefix, label_prefix = (image_root.relative_to(root).as_posix() if image_root != root else ""), None
-        pattern, hits, pairing, siblings = split[1], split[2], "split-folders", []
-        rel_images = [f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)]
+        pattern, hits, pairing, siblings, include = split[1], split[2], "split-folders", [], split[3]
+        rel_images = [
+            i for i in (f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)) if path_selected(i, include)
+        ]
         mask_files = set(list_files(label_root))
     if not pattern or not hits:
         raise PlanError(
@@ -223,6 +232,8 @@ def _paired(
     if parts and labels_spec["kind"] == "mask-png":
         labels_spec["parts"] = True
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
+    if include:
+        source["include"] = include
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
     if parts:
         notes["labels.parts"] = f"{len(parts)} numbered part(s) beside masks ({sorted(parts)[0]}): one mask with them"
@@ -288,8 +299,8 @@ def _paired(
 
 
 def _split_folders(
-    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, replace: dict[str, str]
-) -> tuple[Path, str, int] | None:
+    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str
+) -> tuple[Path, str, int, list[str]] | None:
     """(parent, pattern, masks found) where the chosen image and mask folders are siblings named
     ``<split>`` and ``<split><suffix>`` (:data:`SPLIT_MASK_SUFFIXES`) and the other splits beside them
     follow suit (Massachusetts Roads' ``train/`` + ``train_labels/``, ``val/`` + ``val_labels/`` …):
@@ -297,14 +308,36 @@ def _split_folders(
     suffix = label_root.name[len(image_root.name) :]
     if image_root.parent != label_root.parent or not label_root.name.startswith(image_root.name):
         return None
-    if suffix not in SPLIT_MASK_SUFFIXES or "{rel_stem}" not in pattern or replace:
+    if suffix not in SPLIT_MASK_SUFFIXES or "{rel_stem}" not in pattern:
         return None
     parent = image_root.parent
     combined = "{rel_dir}" + suffix + "/" + pattern.replace("{rel_stem}", "{stem}")
     base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
     under = [f[len(base) :] for f in images if f.startswith(base) and PurePosixPath(f[len(base) :]).parent.name]
     hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return parent, combined, hits
+    return parent, combined, hits, []
+
+
+def _split_pairs(
+    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, siblings: list[str]
+) -> tuple[Path, str, int, list[str]] | None:
+    """(parent, pattern, masks found, include) where the chosen pair's folder and the "separate
+    datasets" beside it are named as splits (``train/images`` + ``train/masks``, ``valid/…``,
+    ``test/…``, as Kaggle and Roboflow export): one dataset, read from their parent with
+    ``include: ["*/images/**"]`` and ``{parent_dir}/masks/{stem}…``; else None."""
+    split_dir = image_root.parent
+    if not siblings or label_root.parent != split_dir or "{rel_stem}" not in pattern:
+        return None
+    names = [split_dir.name] + [PurePosixPath(s).name for s in siblings]
+    if not all(SPLIT_NAMES.fullmatch(n.lower()) for n in names):
+        return None
+    parent = split_dir.parent
+    include = [f"*/{image_root.name}/**"]
+    combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
+    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
+    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
+    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
+    return parent, combined, hits, include
 
 
 def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:

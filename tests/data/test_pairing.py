@@ -631,3 +631,20 @@ def test_split_folders_each_beside_its_mask_folder_are_one_dataset(tmp_path: Pat
     assert files == sorted(f"{s}/{i:05d}_15.tiff" for s, n in (("train", 3), ("val", 1), ("test", 2)) for i in range(n))
     row = decode_file(str(tmp_path / "val" / "00000_15.tiff"), "val/00000_15.tiff", source)[0]
     assert np.array_equal(row["label"], _square() // 255)
+
+
+def test_split_folders_each_with_images_and_masks_are_one_dataset(tmp_path: Path) -> None:
+    """Kaggle / Roboflow exports: train/images + train/masks, valid/…, test/… (MVTec's categories, each
+    with test/ + ground_truth/, stay separate datasets: see the test of an MVTec root above)."""
+    for split, n in (("train", 3), ("valid", 1), ("test", 2)):
+        for i in range(n):
+            _image(tmp_path / split / "images" / f"img_{i}.jpg", i)
+            _mask(tmp_path / split / "masks" / f"img_{i}.png", _square())
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 6, 6)
+    assert d.source["include"] == ["*/images/**"] and d.source["labels"]["pattern"] == "{parent_dir}/masks/{stem}.png"
+    source = ImageSource.model_validate(d.source)
+    files = [f["rel_path"] for f in list_source_files(source)]
+    assert len(files) == 6 and all("/images/" in f for f in files)
+    row = decode_file(str(tmp_path / "valid" / "images" / "img_0.jpg"), "valid/images/img_0.jpg", source)[0]
+    assert np.array_equal(row["label"], _square() // 255)
