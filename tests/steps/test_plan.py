@@ -113,3 +113,27 @@ def test_plan_for_instances_from_a_coco_file(tmp_path: Path, monkeypatch) -> Non
     assert cached_maskrcnn_weights() == ("imagenet", str(checkpoints))
     (checkpoints / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth").touch()
     assert cached_maskrcnn_weights() == ("coco", str(checkpoints))
+
+
+def test_plan_of_split_folders_writes_the_include_glob(tmp_path: Path) -> None:
+    """train/images + train/masks, valid/…: the written source reads the images folders only."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 8:20] = 255
+    for split, n in (("train", 4), ("valid", 2)):
+        for folder in ("images", "masks"):
+            (tmp_path / "ds" / split / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(
+                tmp_path / "ds" / split / "images" / f"{i}.png"
+            )
+            Image.fromarray(mask).save(tmp_path / "ds" / split / "masks" / f"{i}.png")
+    out = tmp_path / "plan.yaml"
+    result = runner.invoke(app, ["plan", str(tmp_path / "ds"), "-o", str(out), "--budget-minutes", "1"])
+    assert result.exit_code == 0, result.output
+    source = load_workflow(out).steps[0].source
+    assert source.include == ("*/images/**",) and source.labels.pattern == "{parent_dir}/masks/{stem}.png"
+    assert Fingerprint.from_json((tmp_path / "fingerprint.json").read_text()).n_images == 6
