@@ -29,7 +29,6 @@ Mask contents are guessed by :mod:`segops.data.mask_kinds`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import path_selected
 from segops.data.labelme import find_labelme
@@ -66,15 +66,13 @@ from segops.data.mask_names import (
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
+from segops.data.split_folders import split_folders, split_pairs
 from segops.data.volume_layout import find_volume_pairs
 from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
-#: Mask folder names made of an image folder's name and one of these (``train`` → ``train_labels``).
-SPLIT_NAMES = re.compile(r"(train|training|val|valid|validation|dev|test|testing|eval)([-_ ]?[0-9]+)?")
-SPLIT_MASK_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_annotations", "-labels", "-masks")
 #: Words in the path of an image without a mask that name it test data, not a defect-free sample.
 TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -105,15 +103,15 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     files = list_files(root)
     labels = overrides.labels.resolve() if overrides.labels else None
     if labels is not None and labels.suffix.lower() == ".json":
-        return _coco(root, files, labels, overrides)
+        return coco_layout(root, files, labels, overrides)
     pictures = [f for f in files if PurePosixPath(f).suffix.lower() in IMAGE_EXTS]
     if labels is None:
         nnunet = nnunet_folder(files)
         if nnunet is not None:
             return _nnunet(root, files, nnunet, sample)
-        coco = _find_coco(root, files)
+        coco = find_coco(root, files)
         if coco is not None:
-            return _coco(root, files, coco[0], overrides, coco[1])
+            return coco_layout(root, files, coco[0], overrides, coco[1])
         rle = find_rle_csv(root, files, pictures, overrides.task)
         if rle is not None:
             return rle
@@ -193,7 +191,7 @@ def _paired(
     include: list[str] = []
     split = None
     if pattern and not labels and not replace:
-        split = _split_folders(root, images, image_root, label_root, pattern) or _split_pairs(
+        split = split_folders(root, images, image_root, label_root, pattern) or split_pairs(
             root, images, image_root, label_root, pattern, siblings
         )
     if split is not None and split[2] > hits:  # train/ + train_labels/, or train/{images,masks} + val/…: one dataset
@@ -296,48 +294,6 @@ def _paired(
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
-
-
-def _split_folders(
-    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str
-) -> tuple[Path, str, int, list[str]] | None:
-    """(parent, pattern, masks found) where the chosen image and mask folders are siblings named
-    ``<split>`` and ``<split><suffix>`` (:data:`SPLIT_MASK_SUFFIXES`) and the other splits beside them
-    follow suit (Massachusetts Roads' ``train/`` + ``train_labels/``, ``val/`` + ``val_labels/`` …):
-    then the splits are one dataset, read from the parent with ``{rel_dir}<suffix>/…``; else None."""
-    suffix = label_root.name[len(image_root.name) :]
-    if image_root.parent != label_root.parent or not label_root.name.startswith(image_root.name):
-        return None
-    if suffix not in SPLIT_MASK_SUFFIXES or "{rel_stem}" not in pattern:
-        return None
-    parent = image_root.parent
-    combined = "{rel_dir}" + suffix + "/" + pattern.replace("{rel_stem}", "{stem}")
-    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
-    under = [f[len(base) :] for f in images if f.startswith(base) and PurePosixPath(f[len(base) :]).parent.name]
-    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return parent, combined, hits, []
-
-
-def _split_pairs(
-    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, siblings: list[str]
-) -> tuple[Path, str, int, list[str]] | None:
-    """(parent, pattern, masks found, include) where the chosen pair's folder and the "separate
-    datasets" beside it are named as splits (``train/images`` + ``train/masks``, ``valid/…``,
-    ``test/…``, as Kaggle and Roboflow export): one dataset, read from their parent with
-    ``include: ["*/images/**"]`` and ``{parent_dir}/masks/{stem}…``; else None."""
-    split_dir = image_root.parent
-    if not siblings or label_root.parent != split_dir or "{rel_stem}" not in pattern:
-        return None
-    names = [split_dir.name] + [PurePosixPath(s).name for s in siblings]
-    if not all(SPLIT_NAMES.fullmatch(n.lower()) for n in names):
-        return None
-    parent = split_dir.parent
-    include = [f"*/{image_root.name}/**"]
-    combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
-    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
-    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
-    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return parent, combined, hits, include
 
 
 def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:
@@ -478,81 +434,6 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
     return Detection(
         source, "semantic", len(rois) + 1, "dicom-rtstruct", "rtstruct", len(images), len(images), {"labels": note}
     )
-
-
-def _find_coco(root: Path, files: list[str]) -> tuple[Path, list[Path]] | None:
-    """The COCO file with the most annotations, and the other COCO files (Roboflow's and CVAT's
-    exports put one per split: ``train/_annotations.coco.json``, ``valid/…``, ``test/…``)."""
-    found: list[tuple[int, Path]] = []
-    for f in files:
-        if f.lower().endswith(".json") and (root / f).stat().st_size < 500 * 2**20:
-            try:
-                doc = json.loads((root / f).read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                continue
-            if isinstance(doc, dict) and "images" in doc and "annotations" in doc:
-                found.append((len(doc["annotations"]), root / f))
-    if not found:
-        return None
-    found.sort(key=lambda t: (-t[0], str(t[1])))
-    return found[0][1], [p for _, p in found[1:]]
-
-
-def _coco(
-    root: Path, files: list[str], path: Path, overrides: PlanOverrides, others: list[Path] | None = None
-) -> Detection:
-    """A COCO file: the image folder is where its ``file_name``s resolve; instance task when an
-    image holds two or more objects of one category (touching objects must be kept apart).
-
-    Categories no annotation uses (Roboflow's supercategory ``id: 0``) get no class: the used
-    ones are mapped to 1..K in id order (``categories``). ``others``: further COCO files found
-    (other splits), named in the note.
-    """
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    names = [str(im["file_name"]) for im in doc["images"]]
-    image_dir = _coco_image_dir(root, files, names)
-    per_image = Counter((a["image_id"], a["category_id"]) for a in doc["annotations"])
-    crowded = max(per_image.values(), default=0) >= 2
-    task = overrides.task or ("instance" if crowded else "semantic")
-    labels: dict[str, Any] = {"kind": "coco", "path": str(path)}
-    if task == "instance":
-        labels["instances"] = True
-    declared = sorted({int(c["id"]) for c in doc.get("categories", [])})
-    used = sorted({int(a["category_id"]) for a in doc["annotations"]})
-    unused = [c for c in declared if c not in used]
-    if unused and used:
-        labels["categories"] = {cid: rank + 1 for rank, cid in enumerate(used)}
-    classes = (len(used) if unused and used else len(declared)) + 1
-    note = (
-        f"COCO file {path.relative_to(root) if path.is_relative_to(root) else path}: {len(names)} images, "
-        f"{len(doc['annotations'])} annotations, {classes - 1} categories"
-        + (f" (ids {unused[:5]} unused: no class)" if unused and used else "")
-        + f"; up to {max(per_image.values(), default=0)} objects of one category per image → {task}"
-        + (f"; other COCO files, not read: {', '.join(str(p.relative_to(root)) for p in others[:3])}" if others else "")
-    )
-    source = {"kind": "images", "path": str(image_dir), "labels": labels}
-    return Detection(source, task, classes, "coco", "coco", len(names), len(names), {"labels": note})
-
-
-def _coco_image_dir(root: Path, files: list[str], names: list[str]) -> Path:
-    """The folder where the COCO file names resolve (full relative name, else base name); among
-    several, one named like an image folder and not like a mask folder."""
-    found: set[str] = set()
-    for name in names[:20]:
-        found |= {f[: len(f) - len(name)].rstrip("/") for f in files if f == name or f.endswith("/" + name)}
-    if not found:
-        bases = {PurePosixPath(n).name for n in names[:20]}
-        found = {str(PurePosixPath(f).parent) for f in files if PurePosixPath(f).name in bases}
-    if not found:
-        raise PlanError(f"none of the COCO file's first image names ({names[:3]}) is a file under {root}")
-    best = max(
-        sorted(found),
-        key=lambda d: (
-            PurePosixPath(d).name.lower().startswith(("image", "img")),
-            PurePosixPath(d).name.lower() not in (*MASK_DIRS, "classes"),
-        ),
-    )
-    return root / best if best not in ("", ".") else root
 
 
 # --------------------------------------------------------------------------- nnU-Net / MSD volumes
