@@ -55,7 +55,7 @@ def label_names(paths: list[Path]) -> list[str]:
             shapes = read_labelme(path)["shapes"]
         except LabelError:
             continue
-        names |= {str(s.get("label")) for s in shapes if s.get("shape_type", "polygon") in AREA_SHAPES}
+        names |= {str(s.get("label")) for s in shapes if _is_area(s)}
     return sorted(names)
 
 
@@ -74,7 +74,7 @@ def labelme_label(path: str | Path, shape: tuple[int, int], classes: dict[str, i
         raise LabelError(f"LabelMe file {path} is for a {size[1]}x{size[0]} image but its image is {w}x{h}")
     objects: dict[Any, tuple[int, np.ndarray]] = {}
     for k, item in enumerate(doc["shapes"]):
-        if item.get("shape_type", "polygon") not in AREA_SHAPES:
+        if not _is_area(item):
             continue
         name = str(item.get("label"))
         if name not in classes:

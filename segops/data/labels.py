@@ -51,7 +51,7 @@ from segops.data.mask_files import (
     spec_mask_with_parts,
 )
 from segops.data.mask_kinds import without_void
-from segops.data.mask_names import replaced
+from segops.data.mask_names import match_pattern
 from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
@@ -66,13 +66,7 @@ def mask_png_path(
     """Where the mask (or mask folder) for input ``rel_path`` lives, per ``pattern`` (see
     ``MaskPngLabels``; ``parent_dir``: the folder above the input's, see ``MaskFolderLabels``),
     after ``replace`` (word → word) on the input's path without its suffix."""
-    rel = PurePosixPath(replaced(rel_path, replace))
-    rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
-    parent_dir = str(rel.parent.parent) if str(rel.parent.parent) != "." else ""
-    name = pattern.format(
-        rel_dir=rel_dir, parent_dir=parent_dir, stem=rel.stem, rel_stem=str(rel.with_suffix("")), frame=frame
-    )
-    return Path(root) / name.lstrip("/")
+    return Path(root) / match_pattern(pattern, rel_path, replace, frame)
 
 
 def has_label_masks(spec: LabelsSpec | None) -> bool:
@@ -191,20 +185,13 @@ class LabelResolver:
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
         if isinstance(self.spec, LabelmeLabels):
-            return _pattern_files(self.spec.path, self.spec.pattern)
+            return pattern_files(self.spec.path, self.spec.pattern)
         if isinstance(self.spec, MaskPngLabels):
             # only files the pattern can name: masks may sit beside their images (x.jpg + x.png); with
             # replace, only names holding a replacement (train-labels.tif beside train-volume.tif)
-            root, regex = Path(self.spec.path), pattern_regex(self.spec.pattern)
-            words = [w for w in self.spec.replace.values() if w]
-            return {
-                str(p.resolve())
-                for p in root.rglob("*")
-                if regex.fullmatch(p.relative_to(root).as_posix())
-                and p.is_file()
-                and not p.name.startswith(".")
-                and (not words or any(w in p.relative_to(root).as_posix() for w in words))
-            }
+            root, words = Path(self.spec.path).resolve(), [w for w in self.spec.replace.values() if w]
+            files = pattern_files(self.spec.path, self.spec.pattern)
+            return {f for f in files if not words or any(w in Path(f).relative_to(root).as_posix() for w in words)}
         if isinstance(self.spec, InstancePngLabels):
             return _instance_png_keys(self.spec)
         if isinstance(self.spec, MaskFolderLabels):
@@ -279,12 +266,12 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
     if not Path(spec.path).is_dir():
         raise LabelError(f"label folder {spec.path} does not exist")
     if isinstance(spec, LabelmeLabels) and spec.classes is None:  # every name in the files, 1..K
-        names = label_names([Path(p) for p in sorted(_pattern_files(spec.path, spec.pattern))])
+        names = label_names([Path(p) for p in sorted(pattern_files(spec.path, spec.pattern))])
         return LabelResolver(spec, labelme_classes={name: k + 1 for k, name in enumerate(names)})
     return LabelResolver(spec)
 
 
-def _pattern_files(root: str | Path, pattern: str) -> set[str]:
+def pattern_files(root: str | Path, pattern: str) -> set[str]:
     """Files under ``root`` that ``pattern`` can name (hidden ones left out), resolved."""
     regex = pattern_regex(pattern)
     return {

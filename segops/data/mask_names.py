@@ -51,14 +51,15 @@ MAX_CANDIDATE_DIRS = 6
 GLOB_CHARS = re.compile(r"[*?\[\]]")
 
 
-def match_pattern(pattern: str, image: str, replace: Mapping[str, str] | None = None) -> str:
+def match_pattern(pattern: str, image: str, replace: Mapping[str, str] | None = None, frame: int = 0) -> str:
     """The mask path ``pattern`` names for image ``image`` (both relative, POSIX), after ``replace``
-    (word → word, on the image's path without suffix; see ``MaskPngLabels.replace``)."""
+    (word → word, on the image's path without suffix; see ``MaskPngLabels.replace``). Fields:
+    ``rel_dir``, ``parent_dir`` (the folder above the image's), ``stem``, ``rel_stem``, ``frame``."""
     rel = PurePosixPath(replaced(image, replace))
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
     parent_dir = str(rel.parent.parent) if str(rel.parent.parent) != "." else ""
     fields = {"rel_dir": rel_dir, "parent_dir": parent_dir, "stem": rel.stem, "rel_stem": str(rel.with_suffix(""))}
-    return pattern.format(**fields, frame=0).lstrip("/")
+    return pattern.format(**fields, frame=frame).lstrip("/")
 
 
 def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:
