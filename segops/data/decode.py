@@ -104,7 +104,7 @@ def _wanted(root: Path, rel: str, source: Source) -> bool:
         labels = _folder_prefix(str(root), str(source.labels.path)) if source.labels is not None else None
         in_labels = bool(labels) and rel.startswith(labels)  # a label folder inside the source folder
         wanted = _selected(rel, source) and not in_labels and is_case_entry(root, rel, source)
-        return wanted and not names_a_label(root, rel, source)
+        return wanted and not (labels == "" and names_a_label(root, rel, source))  # labels beside the images
     return _selected(rel, source) and not _beside_label(root, rel, source)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from segops.config.sources import VolumeLabels, VolumeSource
-from segops.data.labels import pattern_regex
-from segops.data.volumes import FORMATS, Grid, VolumeCase, case_of, read_volume_file, volume_extension
+from segops.data.labels import pattern_files
+from segops.data.volumes import FORMATS, Grid, VolumeCase, channel_case_of, read_volume_file, volume_extension
 from segops.errors import DecodeError, LabelError
 
 log = logging.getLogger(__name__)
@@ -102,37 +102,28 @@ def resample_nearest(label: np.ndarray, source: Grid, target: Grid) -> np.ndarra
 def volume_label_files(spec: VolumeLabels) -> set[str]:
     """Every file under the label folder that could be a label (any volume extension, a name the
     pattern can give), resolved."""
-    root = Path(spec.path)
-    exts, regex = tuple(FORMATS), pattern_regex(spec.pattern)
-    return {
-        str(p.resolve())
-        for p in root.rglob("*")
-        if p.is_file()
-        and not p.name.startswith(".")
-        and volume_extension(p.name, exts)
-        and regex.fullmatch(p.relative_to(root).as_posix())
-    }
+    exts = tuple(FORMATS)
+    return {f for f in pattern_files(spec.path, spec.pattern) if volume_extension(Path(f).name, exts)}
 
 
 def names_a_label(root: Path, rel_path: str, source: VolumeSource) -> bool:
-    """Whether ``rel_path`` is the label that the pattern names for another volume of its folder,
-    where labels are kept in the source folder itself (KiTS' ``segmentation.nii.gz`` beside
-    ``imaging.nii.gz``; LiTS' ``segmentation-0.nii`` beside ``volume-0.nii``): then it is no input."""
-    labels = source.labels
-    if labels is None or Path(labels.path).resolve() != Path(root).resolve():
-        return False
+    """Whether ``rel_path`` is the label that the pattern names for another volume of its folder;
+    for sources whose labels are kept in the source folder itself (KiTS' ``segmentation.nii.gz``
+    beside ``imaging.nii.gz``; LiTS' ``segmentation-0.nii`` beside ``volume-0.nii``): then it is no
+    input."""
     folder = PurePosixPath(rel_path).parent.as_posix()
-    return rel_path in _labels_named_in(str(root), "" if folder == "." else folder, labels.pattern, source.extensions)
+    pattern = source.labels.pattern
+    return rel_path in _labels_named_in(str(root), "" if folder == "." else folder, pattern, source.extensions)
 
 
 @lru_cache(maxsize=256)
 def _labels_named_in(root: str, rel_dir: str, pattern: str, extensions: tuple[str, ...]) -> frozenset[str]:
     """Relative paths of the labels ``pattern`` names for the volume files of one folder (not themselves)."""
     named = set()
-    for path in (Path(root) / rel_dir).iterdir():
-        if not path.is_file() or volume_extension(path.name, extensions) is None:
-            continue
-        label = label_path_of(root, pattern, case_of(path.name, extensions)[0], rel_dir)
+    volumes = [p for p in (Path(root) / rel_dir).iterdir() if p.is_file() and volume_extension(p.name, extensions)]
+    names = {p.name for p in volumes}
+    for path in volumes:  # each case named as reading names it (AMOS' amos_0001 is a case, not a channel)
+        label = label_path_of(root, pattern, channel_case_of(path.name, extensions, names.__contains__)[0], rel_dir)
         if label != path and label.is_relative_to(root):
             named.add(label.relative_to(root).as_posix())
     return frozenset(named)

@@ -108,3 +108,21 @@ def test_a_stray_volume_among_pictures_does_not_make_a_volume_dataset(tmp_path: 
         Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
     _case(tmp_path / "atlas.nii.gz", None, 0)
     assert detect(tmp_path).source["kind"] == "images"
+
+
+def test_labels_beside_cases_with_four_digit_names_are_not_inputs(tmp_path: Path) -> None:
+    """``amos_0001.nii.gz`` + ``amos_0001_seg.nii.gz``: the listing names the case as reading does
+    (``amos_0001``, not channel 1 of ``amos``), so its label is left out of the inputs and found."""
+    for n in (1, 4):
+        _case(tmp_path / f"amos_{n:04d}.nii.gz", tmp_path / f"amos_{n:04d}_seg.nii.gz", n)
+    source = VolumeSource.model_validate(
+        {
+            "kind": "volumes",
+            "path": str(tmp_path),
+            "labels": {"kind": "volume", "path": str(tmp_path), "pattern": "{rel_dir}/{case}_seg.nii.gz"},
+        }
+    )
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == ["amos_0001.nii.gz", "amos_0004.nii.gz"]
+    rows = [r for f in files for r in decode_file(f["path"], f["rel_path"], source)]
+    assert len(rows) == 8 and all(r["has_label"] for r in rows)
