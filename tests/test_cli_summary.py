@@ -116,3 +116,20 @@ def test_summary_says_the_review_queue_is_off_and_a_resumed_run_reloads_no_queue
     assert SegmentResult.from_manifest(on.to_manifest()) == on
     _print_summary(RunResult("r1", root, "m1", "sqlite:///mlruns.db", [on.to_manifest()], (on,)))
     assert ["review queue", "2 case(s) flagged: runs/r1/review.parquet"] in _rows(capsys.readouterr().out)
+
+
+def test_summary_names_each_class_dice_and_warns_of_a_class_never_found(capsys: pytest.CaptureFixture[str]) -> None:
+    """Four organs with a held-out mean of 0.72 over classes: the cord scores 0 and the summary names it."""
+    per_class = {"segment_heldout_class_1_dice_mean": 0.96, "segment_heldout_class_1_cases": 24.0}
+    per_class |= {"segment_heldout_class_2_dice_mean": 0.0, "segment_heldout_class_2_cases": 42.0}
+    metrics = {"segment_heldout_cases": 42.0, "segment_heldout_fg_dice_mean": 0.72} | per_class
+    metrics |= {"segment_val_class_1_dice_mean": 0.5, "segment_val_class_1_cases": 3.0}
+    result = _result(metrics, frozenset({"t"}))
+    named = replace(result.results[-1], class_names={1: "Heart", 2: "SpinalCord"})
+    _print_summary(replace(result, results=(*result.results[:-1], named)))
+    rows = {r[0]: r[1] for r in _rows(capsys.readouterr().out) if len(r) > 1}
+    assert rows["held-out Dice per class"].startswith("Heart 0.9600 (24) · SpinalCord 0.0000 (42)")
+    assert "SpinalCord: held-out Dice below 0.1" in rows["warning"]
+    _print_summary(_result({k: v for k, v in metrics.items() if "heldout_class" not in k}))
+    rows = {r[0]: r[1] for r in _rows(capsys.readouterr().out) if len(r) > 1}
+    assert rows["validation Dice per class"].startswith("class 1 0.5000 (3)") and "warning" not in rows

@@ -98,7 +98,7 @@ def _print_summary(result) -> None:
             table.add_row("registered model", train.model_uri)
     if segment is not None:
         root = segment.report.parent
-        for folder in ("masks", "segs"):
+        for folder in ("masks", "segs", "rtstruct"):
             if (root / folder).is_dir():
                 table.add_row(folder, str(root / folder))
         if "://" in segment.outputs_root:
@@ -125,6 +125,8 @@ def _print_summary(result) -> None:
                 key.removeprefix("segment_"),
                 f"{value:.0f}" if key in ("segment_outputs", "segment_failed") else f"{value:.4f}",
             )
+    for row in _class_rows(metrics, segment.class_names if segment is not None else {}):
+        table.add_row(*row)
     if metrics.get("segment_empty_prediction_fraction") == 1.0:
         table.add_row(
             "[red]warning[/]",
@@ -137,6 +139,38 @@ def _print_summary(result) -> None:
     out.print(table)
     uri = result.tracking_uri
     out.print(f"Open the run in MLflow:  mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+
+
+#: Per-class Dice below which the summary warns that the class is not found.
+MISSED_CLASS_DICE = 0.1
+
+
+def _class_rows(metrics: Mapping[str, float], names: Mapping[int, str]) -> list[tuple[str, str]]:
+    """The most trustworthy part's Dice per class (held-out, else validation, else all; models of two or
+    more foreground classes), and a warning naming each class below :data:`MISSED_CLASS_DICE`: the
+    mean over classes hides a structure the model never finds."""
+    parts = (("heldout_", "held-out"), ("val_", "validation"), ("", "labelled"))
+    found = [(f"segment_{key}class_", name) for key, name in parts]
+    found = [(prefix, name) for prefix, name in found if any(k.startswith(prefix) for k in metrics)]
+    if not found:
+        return []
+    prefix, part = found[0]
+    classes = sorted({int(k[len(prefix) :].split("_")[0]) for k in metrics if k.startswith(prefix)})
+    dice = {c: metrics[f"{prefix}{c}_dice_mean"] for c in classes}
+    label = {c: names.get(c, f"class {c}") for c in classes}
+    text = " · ".join(f"{label[c]} {dice[c]:.4f} ({metrics[f'{prefix}{c}_cases']:.0f})" for c in classes)
+    rows = [(f"{part} Dice per class", f"{text}  (cases holding the class)")]
+    missed = [c for c in classes if dice[c] < MISSED_CLASS_DICE]
+    if missed:
+        rows.append(
+            (
+                "[red]warning[/]",
+                f"[red]{', '.join(label[c] for c in missed)}: {part} Dice below {MISSED_CLASS_DICE} — the model "
+                "does not find it, which the mean over classes hides. Small structures need more training "
+                "(train.epochs), a larger patch or foreground_oversample; see dice_per_class in report.parquet[/]",
+            )
+        )
+    return rows
 
 
 #: Share of clean (empty-truth) cases given a mask at which the summary warns of false alarms.

@@ -171,6 +171,7 @@ class CaseScores:
     dice_per_class: dict[int, float]  # class 1..classes-1 → Dice
     pixel_error: float
     rand_error: float | None  # None unless InferenceSettings.boundary_class is set
+    label_classes: tuple[int, ...] = ()  # the foreground classes the truth holds
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ class CaseResult:
                 "dice": s.dice,
                 "iou": s.iou,
                 "dice_per_class": json.dumps(s.dice_per_class),
+                "label_classes": json.dumps(list(s.label_classes)),
                 "pixel_error": s.pixel_error,
             }
             if s.rand_error is not None:
@@ -468,4 +470,5 @@ def _scores(mask: np.ndarray, truth: np.ndarray, settings: InferenceSettings, cl
         dice_per_class={c: scores[f"dice_{c}"] for c in range(1, classes)},
         pixel_error=scores["pixel_error"],
         rand_error=None if settings.boundary_class is None else rand_error(mask, truth, settings.boundary_class),
+        label_classes=tuple(int(c) for c in np.unique(truth) if 0 < c < classes),
     )

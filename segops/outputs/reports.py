@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -53,6 +54,7 @@ _RESULT_FIELDS = (
     ("dice", pa.float64(), _NAN),
     ("iou", pa.float64(), _NAN),
     ("dice_per_class", pa.string(), ""),  # JSON {class: Dice}
+    ("label_classes", pa.string(), ""),  # JSON [classes the ground truth holds]
     ("pixel_error", pa.float64(), _NAN),
     ("rand_error", pa.float64(), _NAN),  # NaN unless the step sets boundary_class
     *((name, pa.float64(), _NAN) for name in INSTANCE_COLUMNS),
@@ -88,6 +90,7 @@ REPORT_COLUMNS = (
     "dice",
     "iou",
     "dice_per_class",
+    "label_classes",
     "pixel_error",
     "rand_error",
     "fg_fraction",
@@ -182,8 +185,9 @@ def build_report(results: pd.DataFrame, split: SplitGroups | None, instances: bo
             df[column] = float("nan")
     if "risk_reasons" not in df.columns:
         df["risk_reasons"] = ""
-    if "dice_per_class" not in df.columns:  # result parts written by an older segops
-        df["dice_per_class"] = ""
+    for column in ("dice_per_class", "label_classes"):  # result parts written by an older segops
+        if column not in df.columns:
+            df[column] = ""
     columns = list(REPORT_COLUMNS) + (list(INSTANCE_COLUMNS) if instances else [])
     return df[columns].sort_values(["rel_path", "frame"]).reset_index(drop=True)
 
@@ -236,11 +240,39 @@ def report_metrics(report: pd.DataFrame) -> dict[str, float]:
         metrics |= summarize(part["rand_error"], f"{prefix}rand_error")  # NaN unless boundary_class is set
         metrics |= summarize(part[part["label_fg_fraction"] > 0]["dice"], f"{prefix}fg_dice")
         metrics |= image_level(part, prefix)
+        metrics |= class_dice(part, prefix)
         if "risk" in part.columns and part["risk"].notna().any():
             metrics |= {f"{prefix}{k}": v for k, v in risk_quality(part["risk"], part["dice"]).items()}
         if "matched_dice" in report.columns:
             metrics |= summarize(part["matched_dice"], f"{prefix}matched_dice") | _detection_counts(part, prefix)
     return metrics
+
+
+def class_dice(part: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """Each foreground class's mean Dice (``class_<c>_dice_mean``) and case count (``class_<c>_cases``)
+    over the cases whose truth or prediction holds it, as nnU-Net's summary counts them: a case with
+    neither says nothing about the class. Where there are two or more foreground classes only: their
+    plain mean can look fine while one class is never found. Empty for reports without
+    ``label_classes`` (written by an older segops)."""
+    if "label_classes" not in part.columns:
+        return {}
+    scores: dict[int, list[float]] = {}
+    classes = 0
+    for per_class, present in part[["dice_per_class", "label_classes"]].itertuples(index=False):
+        if not per_class or not present:
+            continue
+        truth, dice_of = set(json.loads(present)), json.loads(per_class)
+        classes = max(classes, len(dice_of))
+        for c, dice in dice_of.items():
+            if int(c) in truth or dice < 1.0:  # absent from the truth and Dice 1: absent from both
+                scores.setdefault(int(c), []).append(float(dice))
+    if classes < 2:
+        return {}
+    out: dict[str, float] = {}
+    for c, values in sorted(scores.items()):
+        out[f"{prefix}class_{c}_dice_mean"] = float(np.mean(values))
+        out[f"{prefix}class_{c}_cases"] = float(len(values))
+    return out
 
 
 def image_level(part: pd.DataFrame, prefix: str = "") -> dict[str, float]:

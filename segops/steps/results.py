@@ -136,6 +136,7 @@ class SegmentResult:
     review_page: Path | None = None
     measurements: Path | None = None
     risk: bool = True
+    class_names: Mapping[int, str] = field(default_factory=dict)  # the step's ``segments``
 
     @property
     def flagged(self) -> int | None:
@@ -158,6 +159,8 @@ class SegmentResult:
             outputs["measurements"] = str(self.measurements)
         if not self.risk:
             outputs["risk"] = False
+        if self.class_names:
+            outputs["class_names"] = {str(c): name for c, name in self.class_names.items()}
         return outputs | {"root": str(self.root), "outputs_root": self.outputs_root} | dict(self.metrics)
 
     @classmethod
@@ -176,6 +179,7 @@ class SegmentResult:
             _path(outputs.get("review_page")),
             _path(outputs.get("measurements")),
             bool(outputs.get("risk", True)),
+            {int(c): str(name) for c, name in (outputs.get("class_names") or {}).items()},
         )
 
 

@@ -187,6 +187,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         None if review is None else review.page,
         Path(measurements),
         risk=step.review.enabled,
+        class_names=dict(step.segments),
     )
 
 

@@ -52,6 +52,7 @@ def _assert_semantic_scores(result: CaseResult, label: np.ndarray, classes: int)
     assert scores.dice == pytest.approx(sum(dice.values()) / len(dice), abs=1e-12)
     assert scores.iou == pytest.approx(sum(iou) / len(iou), abs=1e-12)
     assert scores.pixel_error == (mask != label).sum() / mask.size
+    assert scores.label_classes == tuple(c for c in range(1, classes) if (label == c).any())
 
 
 def test_settings_are_frozen_picklable_and_built_from_the_segment_step() -> None:
@@ -86,12 +87,14 @@ def test_a_2d_case_class_map_and_scores() -> None:
     assert result.scores.rand_error == rand_error(mask, label, 2)
     row = result.row_fields()
     assert json.loads(row["dice_per_class"]) == {str(c): d for c, d in result.scores.dice_per_class.items()}
+    assert json.loads(row["label_classes"]) == [1, 2]
     assert set(row) == {
         "fg_fraction",
         "label_fg_fraction",
         "dice",
         "iou",
         "dice_per_class",
+        "label_classes",
         "pixel_error",
         "rand_error",
     }

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segops.outputs.reports import SplitGroups, build_report, image_level, report_metrics, split_column
+from segops.outputs.reports import SplitGroups, build_report, class_dice, image_level, report_metrics, split_column
 
 #: groups: t1, t2 test; v1 validation; r1 trained on; x1 a source the split never saw.
 GROUPS = ["t1", "t1", "t2", "v1", "v1", "r1", "x1"]
@@ -117,3 +117,26 @@ def test_each_part_says_how_well_the_risk_ranks_its_bad_masks() -> None:
     assert metrics["risk_auroc"] == 1.0 and metrics["risk_top10_dice"] == pytest.approx(0.3)
     assert metrics["val_risk_cases"] == 2
     assert "risk_auroc" not in report_metrics(build_report(_results(), SPLIT))  # no risk column: no figures
+
+
+def test_class_dice_counts_a_class_only_where_truth_or_prediction_holds_it() -> None:
+    """Three organs: class 3 is in two truths and never found (Dice 0), which the mean over classes
+    (0.67 here) hides; a case with class 2 in neither truth nor prediction (Dice 1) is not counted for
+    it, one that predicts class 2 where the truth has none (Dice 0) is."""
+    per_class = ['{"1": 0.9, "2": 0.8, "3": 0.0}', '{"1": 0.7, "2": 1.0, "3": 0.0}', '{"1": 0.5, "2": 0.0, "3": 1.0}']
+    present = ["[1, 2, 3]", "[1, 3]", "[1]"]
+    df = pd.DataFrame({"dice_per_class": per_class, "label_classes": present})
+    figures = class_dice(df, "heldout_")
+    assert figures["heldout_class_1_dice_mean"] == pytest.approx(0.7) and figures["heldout_class_1_cases"] == 3
+    assert figures["heldout_class_2_dice_mean"] == pytest.approx(0.4) and figures["heldout_class_2_cases"] == 2
+    assert figures["heldout_class_3_dice_mean"] == 0.0 and figures["heldout_class_3_cases"] == 2
+    binary = pd.DataFrame({"dice_per_class": ['{"1": 0.9}'], "label_classes": ["[1]"]})
+    assert class_dice(binary) == {}  # one foreground class: the foreground Dice says it already
+    assert class_dice(df.drop(columns="label_classes")) == {}  # a report from before the column
+
+
+def test_report_metrics_give_each_part_its_class_dice() -> None:
+    results = _results().assign(dice_per_class=['{"1": 0.9, "2": 0.1}'] * 7, label_classes=["[1, 2]"] * 6 + ["[]"])
+    metrics = report_metrics(build_report(results, SPLIT))
+    assert metrics["heldout_class_2_dice_mean"] == pytest.approx(0.1) and metrics["heldout_class_2_cases"] == 3
+    assert metrics["val_class_1_cases"] == 2 and metrics["class_1_cases"] == 7  # x1: predicted where truth is empty
