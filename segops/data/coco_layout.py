@@ -64,7 +64,12 @@ def coco_layout(
         + (f"; other COCO files, not read: {', '.join(str(p.relative_to(root)) for p in others[:3])}" if others else "")
     )
     source = {"kind": "images", "path": str(image_dir), "labels": labels}
-    return Detection(source, task, classes, "coco", "coco", len(names), len(names), {"labels": note})
+    mapping = labels.get("categories") or {cid: rank + 1 for rank, cid in enumerate(declared)}  # ranks by default
+    named = {int(c["id"]): str(c.get("name", "")) for c in doc.get("categories", [])}
+    class_names = {k: named[cid] for cid, k in mapping.items() if named.get(cid)}
+    return Detection(
+        source, task, classes, "coco", "coco", len(names), len(names), {"labels": note}, class_names=class_names
+    )
 
 
 def _coco_image_dir(root: Path, files: list[str], names: list[str]) -> Path:

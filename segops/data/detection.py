@@ -36,3 +36,4 @@ class Detection:
     n_paired: int
     notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
     census: MaskCensus | None = None
+    class_names: dict[int, str] = field(default_factory=dict)  # class → its name where the labels name it

@@ -192,7 +192,17 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
         f"→ {chosen}"
     )
     source = {"kind": "images", "path": str(root / image_dir) if image_dir else str(root), "labels": labels}
-    return Detection(source, chosen, len(names) + 1, "labelme", "labelme", len(under), len(paired), {"labels": note})
+    return Detection(
+        source,
+        chosen,
+        len(names) + 1,
+        "labelme",
+        "labelme",
+        len(under),
+        len(paired),
+        {"labels": note},
+        class_names={k: name for name, k in classes.items()},
+    )
 
 
 def _folder_pairs(jsons: set[str], pictures: list[str]) -> list[tuple[str, str]]:

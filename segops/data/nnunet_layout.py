@@ -82,7 +82,24 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
         f"have a label in {LABELS} ({pattern}); {why}"
     )
     notes = {"labels": note}
-    return Detection(source, "semantic", classes, "nnunet", "volume", len(cases), len(labelled), notes)
+    return Detection(
+        source, "semantic", classes, "nnunet", "volume", len(cases), len(labelled), notes, class_names=label_names(doc)
+    )
+
+
+def label_names(doc: dict[str, Any]) -> dict[int, str]:
+    """Foreground class → name from ``dataset.json`` labels (nnU-Net v2 ``{name: value}``, MSD
+    ``{"1": name}``); nnU-Net v2 regions (a name → several values) name no single class."""
+    declared = doc.get("labels")
+    names: dict[int, str] = {}
+    if not isinstance(declared, dict):
+        return names
+    for key, value in declared.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            names[value] = str(key)
+        elif isinstance(key, str) and key.isdigit() and isinstance(value, str):
+            names[int(key)] = value
+    return {c: n for c, n in names.items() if c > 0}
 
 
 def volume_classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:

@@ -431,8 +431,17 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
             f"{name}: {why}" for name, why in proposal.left_out.items()
         )
     source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
+    names = {c: glob.replace("[", "").replace("]", "") for glob, c in rois.items()}  # _literal_glob's escapes
     return Detection(
-        source, "semantic", len(rois) + 1, "dicom-rtstruct", "rtstruct", len(images), len(images), {"labels": note}
+        source,
+        "semantic",
+        len(rois) + 1,
+        "dicom-rtstruct",
+        "rtstruct",
+        len(images),
+        len(images),
+        {"labels": note},
+        class_names=names,
     )
 
 

@@ -86,7 +86,8 @@ def index_structure_sets(root: Path) -> RtstructIndex:
     index = RtstructIndex()
     series_paths: dict[str, list[str]] = {}
     sop_paths: dict[str, list[str]] = {}
-    ignored: list[str] = []  # images beside the structure sets are common: one warning, not one per file
+    ignored: list[str] = []  # files that are not DICOM: one warning, not one per file
+    beside = 0  # DICOM images in the same tree (TCIA's patient/study/series folders): expected, not a problem
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -94,7 +95,7 @@ def index_structure_sets(root: Path) -> RtstructIndex:
             ignored.append(f"{path} ({type(exc).__name__})")
             continue
         if not is_rtstruct(ds):
-            ignored.append(f"{path} (modality {ds.get('Modality', '')!r})")
+            beside += 1
             continue
         resolved = str(path.resolve())
         series, _ = referenced_images(ds)
@@ -109,9 +110,9 @@ def index_structure_sets(root: Path) -> RtstructIndex:
             for uid in {str(i.ReferencedSOPInstanceUID) for c in contours for i in c.get("ContourImageSequence", [])}:
                 sop_paths.setdefault(uid, []).append(resolved)
     if ignored:
-        log.warning(
-            "ignored %d file(s) in the RTSTRUCT folder that are not RTSTRUCT, e.g. %s", len(ignored), ignored[0]
-        )
+        log.warning("ignored %d file(s) in the RTSTRUCT folder that are not DICOM, e.g. %s", len(ignored), ignored[0])
+    if beside:
+        log.info("%d other DICOM file(s) beside the structure sets under %s (not labels)", beside, root)
     index.series = {uid: tuple(p) for uid, p in series_paths.items()}
     index.sops = {uid: tuple(p) for uid, p in sop_paths.items()}
     return index

@@ -295,9 +295,13 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
 
 def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
     y.lines.append("  - step: segment")
-    y.add(4, "outputs", ["png"])
-    if detection.classes > 2:
-        y.add(4, "segments", {k: f"class-{k}" for k in range(1, detection.classes)})
+    # DICOM labels: masks come back in the labels' own format too, for the viewer or planning system
+    also = {"rtstruct": "rtstruct", "dicom-seg": "dicom-seg"}.get(detection.mask_kind)
+    outputs = ["png", also] if also else ["png"]
+    y.add(4, "outputs", outputs, f"and {also}, the format of the labels" if also else "")
+    if detection.class_names or detection.classes > 2:
+        names = {k: detection.class_names.get(k, f"class-{k}")[:64] for k in range(1, detection.classes)}
+        y.add(4, "segments", names, "the labels' names" if detection.class_names else "")
     if "preprocess.patch_size" in c:
         # the training validation (and the postprocessing it chooses) predicts with the defaults: so
         # does the segment step, or validation scores a prediction the archive never gets

@@ -104,6 +104,7 @@ def test_plan_finds_labelme_files_and_ingest_reads_them(tmp_path: Path, per_imag
     assert (d.pairing, d.task, d.classes, d.n_images, d.n_paired) == ("labelme", task, 3, 4, 3)
     labels = d.source["labels"]
     assert labels["kind"] == "labelme" and labels["classes"] == {"pit": 1, "scratch": 2}
+    assert d.class_names == {1: "pit", 2: "scratch"}
     assert labels.get("instances", False) == (task == "instance")
     source = ImageSource.model_validate(d.source)
     files = list_source_files(source)

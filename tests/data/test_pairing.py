@@ -248,6 +248,7 @@ def test_dicom_rtstruct_objects_propose_their_roi_names_as_classes(tmp_path: Pat
     assert d.source["labels"] == {"kind": "rtstruct", "path": str(tmp_path / "rtstruct"), "rois": rois}
     assert d.n_images == 8 and "1 RTSTRUCT object(s) in rtstruct" in d.notes["labels"]
     assert RtstructLabels(**d.source["labels"]).rois == rois
+    assert d.class_names == {1: "Couch", 2: "GTV_primary", 3: "Ring", 4: "SpinalCord"}
 
 
 def test_points_empty_rois_and_structures_few_patients_have_are_left_out_of_the_classes(tmp_path: Path) -> None:

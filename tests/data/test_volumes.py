@@ -269,6 +269,7 @@ def test_plan_detects_the_nnunet_layout_and_reads_dataset_json(tmp_path: Path) -
     }
     assert (found.classes, found.task, found.pairing, found.n_images, found.n_paired) == (4, "semantic", "nnunet", 3, 2)
     assert "2 channel(s): CT, PET" in found.notes["labels"]
+    assert found.class_names == {1: "liver", 2: "tumour", 3: "lesion"}
     source = TypeAdapter(SourceSpec).validate_python(found.source)
     rows = _decode(source)
     assert {r["modality"] for r in rows} == {"CT"} and {r["channels"] for r in rows} == {2}
@@ -280,6 +281,7 @@ def test_plan_without_dataset_json_reads_classes_from_labels(tmp_path: Path) -> 
     found = detect(tmp_path)
     assert found.source["kind"] == "volumes" and found.classes == 3
     assert "largest value in 2 label file(s): 2" in found.notes["labels"]
+    assert found.class_names == {}
 
 
 def test_the_planned_workflow_of_an_nnunet_dataset_is_valid(tmp_path: Path) -> None:
@@ -314,6 +316,7 @@ def test_the_planned_workflow_of_an_nnunet_dataset_is_valid(tmp_path: Path) -> N
     assert ingest.source.kind == "volumes" and ingest.source.path == tmp_path / "imagesTr"
     assert ingest.source.labels.kind == "volume" and ingest.source.labels.path == tmp_path / "labelsTr"
     assert spec.steps[1].model.classes == 2 and "(nnunet, volume masks)" in text
+    assert spec.steps[2].segments == {1: "liver"} and spec.steps[2].outputs == ("png",)  # dataset.json's name
 
 
 def test_a_4d_nifti_holds_its_channels_on_its_last_axis(tmp_path: Path) -> None:

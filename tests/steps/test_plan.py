@@ -102,7 +102,7 @@ def test_plan_for_instances_from_a_coco_file(tmp_path: Path, monkeypatch) -> Non
     assert result.exit_code == 0, result.output
     _, train, segment = load_workflow(out).steps
     assert train.model.arch == "maskrcnn" and train.model.classes == 3 and train.model.min_size == 128
-    assert train.model.anchor_sizes[0] in (8, 16) and segment.segments == {1: "class-1", 2: "class-2"}
+    assert train.model.anchor_sizes[0] in (8, 16) and segment.segments == {1: "cell", 2: "rod"}  # COCO's names
     assert train.model.backbone == "resnet18_fpn" and train.model.weights is None
     assert "# 5th-percentile object" in out.read_text() and "from scratch: no published weights in" in out.read_text()
     # the plan looks where torchvision caches its files (the file's presence is the rule; loading

@@ -1,0 +1,73 @@
+"""The planned segment step: the labels' class names become ``segments``, and DICOM labels (RTSTRUCT,
+SEG) come back in their own format beside the PNG masks. Pure: a hand-made detection and fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segops.config import validate_workflow_text
+from segops.data.detection import Detection
+from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
+from segops.data.nnunet_layout import label_names
+from segops.data.planning import PlanSettings, plan_train
+from segops.steps.plan import workflow_yaml
+
+
+def _fingerprint(classes: int) -> Fingerprint:
+    """Nine 64x64 CT slices of three patients."""
+    return Fingerprint(
+        task="semantic",
+        n_images=9,
+        n_labelled=9,
+        n_groups=3,
+        modalities={"CT": 9},
+        channels={1: 9},
+        shapes=[[64, 64, 9]],
+        median_shape=(64, 64),
+        median_spacing=(1.0, 1.0),
+        intensity_all=IntensityStats(100.0, 20.0, 60.0, 140.0, 20.0, 180.0, 36864),
+        intensity_fg=IntensityStats(100.0, 20.0, 60.0, 140.0, 20.0, 180.0, 80),
+        label_census={c: (9, 100) for c in range(classes)},
+        class_fractions={c: 1 / classes for c in range(classes)},
+        foreground_image_fraction=1.0,
+        objects=ObjectStats(10.0, 1, 40.0, 40.0, 40.0),
+    )
+
+
+def _planned(tmp_path: Path, detection: Detection):
+    fp = _fingerprint(detection.classes)
+    choices = plan_train(fp, detection.classes, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    return validate_workflow_text(workflow_yaml("ct", tmp_path, detection, fp, choices)).steps[2]
+
+
+def test_rtstruct_labels_plan_rtstruct_masks_named_by_their_rois(tmp_path: Path) -> None:
+    labels = {"kind": "rtstruct", "path": str(tmp_path), "rois": {"SpinalCord": 3, "Heart": 1, "Lung_L": 2}}
+    source = {"kind": "dicom", "path": str(tmp_path), "labels": labels}
+    names = {1: "Heart", 2: "Lung_L", 3: "SpinalCord"}
+    found = Detection(source, "semantic", 4, "dicom-rtstruct", "rtstruct", 9, 9, class_names=names)
+    segment = _planned(tmp_path, found)
+    assert segment.outputs == ("png", "rtstruct") and segment.segments == names
+
+
+@pytest.mark.parametrize(
+    "class_names, expected",
+    [({}, {1: "class-1", 2: "class-2"}), ({2: "scratch"}, {1: "class-1", 2: "scratch"}), ({1: "x" * 80}, None)],
+)
+def test_unnamed_classes_keep_a_numbered_name_and_long_names_are_cut(
+    tmp_path: Path, class_names: dict[int, str], expected: dict[int, str] | None
+) -> None:
+    source = {"kind": "images", "path": str(tmp_path), "labels": {"kind": "mask-png", "path": str(tmp_path)}}
+    classes = 2 if expected is None else 3
+    found = Detection(source, "semantic", classes, "parallel-tree", "multi-class", 9, 9, class_names=class_names)
+    segment = _planned(tmp_path, found)
+    assert segment.outputs == ("png",)
+    assert segment.segments == (expected or {1: "x" * 64})  # DICOM's LO: at most 64 characters
+
+
+def test_dataset_json_names_its_classes_in_both_nnunet_and_msd_spellings() -> None:
+    assert label_names({"labels": {"background": 0, "liver": 1, "tumour": 2}}) == {1: "liver", 2: "tumour"}
+    assert label_names({"labels": {"0": "background", "1": "Left Atrium"}}) == {1: "Left Atrium"}
+    assert label_names({"labels": {"background": 0, "whole tumour": [1, 2, 3], "core": [2, 3]}}) == {}  # regions
+    assert label_names({}) == {}
