@@ -26,6 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from segops.config.schema import ClusterSpec, ModelSpec, SlidingWindowSpec, SourceSpec
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
+from segops.data.laterality import mirroring_choices
 from segops.data.pairing import detect
 from segops.data.planning import Choice, PlanSettings, plan_train
 from segops.errors import PlanError
@@ -84,7 +85,7 @@ def plan_workflow(
     if detection.task == "instance":
         weights, cache = cached_maskrcnn_weights()
         settings = replace(settings, maskrcnn_weights=weights, weights_cache=cache)
-    choices = plan_train(fp, detection.classes, settings, probe_seconds)
+    choices = plan_train(fp, detection.classes, settings, probe_seconds) | mirroring_choices(detection.class_names)
     output = Path(output)
     fp_file = atomic_write_text(output.parent / FINGERPRINT_FILE, fp.to_json())
     text = workflow_yaml(name or _name(Path(root)), Path(root), detection, fp, choices)
@@ -271,10 +272,13 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
         if "preprocess.scale" in c:
             y.choice(6, "scale", c["preprocess.scale"])
         y.add(4, "augment")
-        y.add(6, "flip", 0.5)
+        y.choice(6, "flip", c.get("augment.flip", Choice(0.5, "")))
         y.choice(6, "rotate90", c["augment.rotate90"])
         y.choice(4, "foreground_oversample", c["foreground_oversample"])
         y.choice(4, "patches_per_image", c["patches_per_image"])
+    elif "augment.flip" in c:  # Mask R-CNN trains on flipped whole images
+        y.add(4, "augment")
+        y.choice(6, "flip", c["augment.flip"])
     y.add(4, "split")
     y.choice(6, "val_fraction", c["split.val_fraction"])
     y.choice(6, "test_fraction", c["split.test_fraction"])

@@ -3,6 +3,7 @@ SEG) come back in their own format beside the PNG masks. Pure: a hand-made detec
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from segops.config import validate_workflow_text
 from segops.data.detection import Detection
 from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
+from segops.data.laterality import mirroring_choices
 from segops.data.nnunet_layout import label_names
 from segops.data.planning import PlanSettings, plan_train
 from segops.steps.plan import workflow_yaml
@@ -36,19 +38,29 @@ def _fingerprint(classes: int) -> Fingerprint:
     )
 
 
-def _planned(tmp_path: Path, detection: Detection):
+def _planned(tmp_path: Path, detection: Detection, step: int = 2):
+    """The planned workflow's step (as :func:`segops.steps.plan.run_plan` chooses its values)."""
     fp = _fingerprint(detection.classes)
     choices = plan_train(fp, detection.classes, PlanSettings(budget_minutes=1), lambda plan: 0.01)
-    return validate_workflow_text(workflow_yaml("ct", tmp_path, detection, fp, choices)).steps[2]
+    choices |= mirroring_choices(detection.class_names)
+    return validate_workflow_text(workflow_yaml("ct", tmp_path, detection, fp, choices)).steps[step]
 
 
 def test_rtstruct_labels_plan_rtstruct_masks_named_by_their_rois(tmp_path: Path) -> None:
-    labels = {"kind": "rtstruct", "path": str(tmp_path), "rois": {"SpinalCord": 3, "Heart": 1, "Lung_L": 2}}
-    source = {"kind": "dicom", "path": str(tmp_path), "labels": labels}
-    names = {1: "Heart", 2: "Lung_L", 3: "SpinalCord"}
-    found = Detection(source, "semantic", 4, "dicom-rtstruct", "rtstruct", 9, 9, class_names=names)
+    rois = {"SpinalCord": 4, "Heart": 1, "Lung_L": 2, "Lung_R": 3}
+    source = {
+        "kind": "dicom",
+        "path": str(tmp_path),
+        "labels": {"kind": "rtstruct", "path": str(tmp_path), "rois": rois},
+    }
+    names = {1: "Heart", 2: "Lung_L", 3: "Lung_R", 4: "SpinalCord"}
+    found = Detection(source, "semantic", 5, "dicom-rtstruct", "rtstruct", 9, 9, class_names=names)
     segment = _planned(tmp_path, found)
     assert segment.outputs == ("png", "rtstruct") and segment.segments == names
+    train = _planned(tmp_path, found, step=1)  # Lung_L / Lung_R: no mirroring
+    assert (train.augment.flip, train.augment.rotate90) == (0.0, 0.0)
+    unsided = replace(found, class_names={1: "Heart", 2: "Lung", 3: "Lung_R", 4: "SpinalCord"})
+    assert _planned(tmp_path, unsided, step=1).augment.flip == 0.5
 
 
 @pytest.mark.parametrize(
@@ -71,3 +83,15 @@ def test_dataset_json_names_its_classes_in_both_nnunet_and_msd_spellings() -> No
     assert label_names({"labels": {"0": "background", "1": "Left Atrium"}}) == {1: "Left Atrium"}
     assert label_names({"labels": {"background": 0, "whole tumour": [1, 2, 3], "core": [2, 3]}}) == {}  # regions
     assert label_names({}) == {}
+
+
+def test_a_mask_rcnn_plan_writes_its_flip_off_for_sided_classes(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    labels = {"kind": "coco", "path": str(tmp_path / "c.json"), "instances": True}
+    source = {"kind": "images", "path": str(tmp_path), "labels": labels}
+    found = Detection(source, "instance", 3, "coco", "coco", 9, 9, class_names={1: "hand_left", 2: "hand_right"})
+    fp = replace(_fingerprint(3), task="instance")
+    choices = plan_train(fp, 3, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    choices |= mirroring_choices(found.class_names)
+    train = validate_workflow_text(workflow_yaml("hands", tmp_path, found, fp, choices)).steps[1]
+    assert train.model.arch == "maskrcnn" and train.augment.flip == 0.0
