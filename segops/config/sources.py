@@ -218,7 +218,8 @@ class VolumeLabels(Spec):
     trailing digits: ``segmentation-{case_number}.nii`` for LiTS' ``volume-12.nii``): nnU-Net's
     ``labelsTr/<case>.nii.gz`` is the default. Labels in the source folder itself (KiTS'
     ``<case>/imaging.nii.gz`` beside ``<case>/segmentation.nii.gz``: pattern
-    ``{rel_dir}/segmentation.nii.gz``) are never read as images. A label must have the image's shape and affine
+    ``{rel_dir}/segmentation.nii.gz``) are never read as images. Per-structure files (``structures``) give
+    one binary file per class, ``{structure}`` in the pattern. A label must have the image's shape and affine
     (within ``tolerance_mm``); otherwise it is a label error naming both geometries, or with
     ``resample: true`` it is resampled onto the image grid (nearest neighbour, logged).
     """
@@ -226,8 +227,26 @@ class VolumeLabels(Spec):
     kind: Literal["volume"]
     path: Path
     pattern: str = "{case}.nii.gz"
+    structures: dict[str, Annotated[int, Field(ge=1, le=255)]] | None = Field(
+        default=None,
+        description="One binary file per structure (TotalSegmentator's and AbdomenAtlas' "
+        "<case>/segmentations/liver.nii.gz): structure name → class, the pattern naming the file with "
+        "{structure}; any non-zero voxel is the structure, the first listed wins where they overlap, a "
+        "missing file is an empty structure and a case with none of them is unlabelled.",
+    )
     resample: bool = False
     tolerance_mm: float = Field(default=1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _structure_field(self) -> VolumeLabels:
+        if (self.structures is not None) != ("{structure}" in self.pattern):
+            raise ValueError(
+                "structures and a pattern with {structure} go together: per-structure files need both "
+                "(e.g. pattern: '{rel_dir}/segmentations/{structure}.nii.gz', structures: {liver: 1, spleen: 2})"
+            )
+        if self.structures is not None and "/" in self.pattern.split("{structure}", 1)[1]:
+            raise ValueError("pattern: {structure} must be in the file name (the files of one case share a folder)")
+        return self
 
 
 class RleCsvLabels(_EmptyWhenMissing):

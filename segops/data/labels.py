@@ -386,6 +386,7 @@ _FIELD_REGEX = {
     "frame": "[0-9]+",
     "case": "[^/]+",
     "case_number": "[0-9]*",
+    "structure": "[^/]+",
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from segops.config.sources import VolumeLabels, VolumeSource
-from segops.data.labels import pattern_files
+from segops.data.labels import pattern_files, pattern_regex
 from segops.data.volumes import FORMATS, Grid, VolumeCase, channel_case_of, read_volume_file, volume_extension
 from segops.errors import DecodeError, LabelError
 
@@ -26,11 +26,12 @@ def label_path(spec: VolumeLabels, case: VolumeCase) -> Path:
     return label_path_of(spec.path, spec.pattern, case.name, case.rel_dir)
 
 
-def label_path_of(root: str | Path, pattern: str, case: str, rel_dir: str) -> Path:
+def label_path_of(root: str | Path, pattern: str, case: str, rel_dir: str, structure: str = "") -> Path:
     """Where ``pattern`` (fields ``case``, ``rel_dir``, ``case_number``: the case name's trailing
-    digits, "" when it has none) puts the label of case ``case`` in folder ``rel_dir``."""
+    digits, "" when it has none; ``structure`` for per-structure files) puts the label of case
+    ``case`` in folder ``rel_dir``."""
     number = _TRAILING_DIGITS.search(case)
-    name = pattern.format(case=case, rel_dir=rel_dir, case_number=number[0] if number else "")
+    name = pattern.format(case=case, rel_dir=rel_dir, case_number=number[0] if number else "", structure=structure)
     return Path(root) / name.lstrip("/")
 
 
@@ -43,9 +44,33 @@ def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray]
             image (beyond ``spec.tolerance_mm``) without ``resample: true``. The message names
             both geometries.
     """
+    if spec.structures is not None:
+        return _structure_label(spec, case)
     path = label_path(spec, case)
     if not path.is_file():
         return None
+    classes = _on_case_grid(spec, case, path, _class_values)
+    return [classes[:, :, k].T.copy(order="C") for k in range(classes.shape[2])], str(path.resolve())
+
+
+def _structure_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray], str] | None:
+    """The class map of a case's per-structure files (``spec.structures``, first listed wins);
+    None when none of them exists. Its uri is the folder that holds them."""
+    assert spec.structures is not None
+    paths = {name: label_path_of(spec.path, spec.pattern, case.name, case.rel_dir, name) for name in spec.structures}
+    found = {name: p for name, p in paths.items() if p.is_file()}
+    if not found:
+        return None
+    classes = np.zeros(case.grid.shape, np.uint8)
+    for name, path in reversed(found.items()):  # the first listed is painted last: it wins
+        classes[_on_case_grid(spec, case, path, _structure_values) > 0] = spec.structures[name]
+    folder = next(iter(found.values())).parent
+    return [classes[:, :, k].T.copy(order="C") for k in range(classes.shape[2])], str(folder.resolve())
+
+
+def _on_case_grid(spec: VolumeLabels, case: VolumeCase, path: Path, values) -> np.ndarray:
+    """The label file ``path`` as uint8 ``values`` (:func:`_class_values`, :func:`_structure_values`)
+    on the case's grid: checked, or resampled with ``resample: true``."""
     try:
         array, grid, _fmt_name = read_volume_file(path, "label")
     except DecodeError as exc:
@@ -54,7 +79,7 @@ def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray]
         array = array[..., 0]
     if array.ndim != 3:
         raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
-    classes = _class_values(array, path)
+    classes = values(array, path)
     if grid.shape != case.grid.shape or case.grid.distance_mm(grid) > spec.tolerance_mm:
         if not spec.resample:
             raise LabelError(
@@ -64,7 +89,7 @@ def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray]
             )
         log.info("resampling label %s (%s) onto its image's grid (%s)", path, grid.describe(), case.grid.describe())
         classes = resample_nearest(classes, grid, case.grid)
-    return [classes[:, :, k].T.copy(order="C") for k in range(classes.shape[2])], str(path.resolve())
+    return classes
 
 
 def _class_values(array: np.ndarray, path: Path) -> np.ndarray:
@@ -78,6 +103,13 @@ def _class_values(array: np.ndarray, path: Path) -> np.ndarray:
     if low < 0 or high > 255:
         raise LabelError(f"label {path} has class values {low:g}..{high:g}; expected class indices 0..255")
     return array.astype(np.uint8)
+
+
+def _structure_values(array: np.ndarray, path: Path) -> np.ndarray:
+    """A structure file → uint8 0/1 (any non-zero voxel is the structure; NaN is not)."""
+    if array.dtype.kind not in "biuf":
+        raise LabelError(f"structure file {path} has {array.dtype} values; expected a binary mask")
+    return (np.nan_to_num(array) != 0).astype(np.uint8)
 
 
 def resample_nearest(label: np.ndarray, source: Grid, target: Grid) -> np.ndarray:
@@ -103,7 +135,17 @@ def volume_label_files(spec: VolumeLabels) -> set[str]:
     """Every file under the label folder that could be a label (any volume extension, a name the
     pattern can give), resolved."""
     exts = tuple(FORMATS)
-    return {f for f in pattern_files(spec.path, spec.pattern) if volume_extension(Path(f).name, exts)}
+    files = {f for f in pattern_files(spec.path, spec.pattern) if volume_extension(Path(f).name, exts)}
+    if spec.structures is not None:  # a case's label is the folder of its structure files
+        names = set(spec.structures)
+        return {str(Path(f).parent) for f in files if _structure_of(spec.pattern, Path(f).name) in names}
+    return files
+
+
+def _structure_of(pattern: str, file_name: str) -> str | None:
+    """The ``{structure}`` a file name gives under ``pattern``'s file-name part, or None."""
+    match = pattern_regex(PurePosixPath(pattern).name).fullmatch(file_name)
+    return match["structure"] if match else None
 
 
 def names_a_label(root: Path, rel_path: str, source: VolumeSource) -> bool:
@@ -113,6 +155,8 @@ def names_a_label(root: Path, rel_path: str, source: VolumeSource) -> bool:
     input."""
     folder = PurePosixPath(rel_path).parent.as_posix()
     pattern = source.labels.pattern
+    if source.labels.structures is not None:
+        return pattern_regex(pattern.lstrip("/")).fullmatch(rel_path) is not None
     return rel_path in _labels_named_in(str(root), "" if folder == "." else folder, pattern, source.extensions)
 
 

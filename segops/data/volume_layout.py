@@ -10,7 +10,10 @@ Layouts found by trying, for a sample of images, every pattern that names a labe
   → ``{rel_dir}/segmentation-{case_number}.nii``; BTCV's ``img/img0001.nii.gz`` +
   ``label/label0001.nii.gz`` (labels folder ``label``) → ``{rel_dir}/label{case_number}.nii.gz``;
 - a suffix: ``x.nii.gz`` + ``x_seg.nii.gz`` → ``{rel_dir}/{case}_seg.nii.gz``;
-- the same name in a mask-named sibling folder: ``images/x.nrrd`` + ``masks/x.nrrd``.
+- the same name in a mask-named sibling folder: ``images/x.nrrd`` + ``masks/x.nrrd``;
+- one binary file per structure in a mask-named folder of each case (TotalSegmentator, AbdomenAtlas:
+  ``s0001/ct.nii.gz`` + ``s0001/segmentations/liver.nii.gz`` …) → ``structures`` and
+  ``{rel_dir}/segmentations/{structure}.nii.gz``.
 
 The pattern naming the most labels wins, provided it pairs at least half of the images and
 nearly every paired image has a label of its own. Pure: names only, and a few label files read
@@ -50,6 +53,9 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
         return None
     labelish = {f for f in volumes if _label_like(f)}
     images = [f for f in volumes if f not in labelish]
+    structures = _structure_folders(root, images, labelish)
+    if structures is not None:
+        return structures
     found = Counter(volumes)
     best: tuple[int, str, str, str, int, int] | None = None  # (hits, image root, label root, pattern, images, rank)
     for image_root, label_root in _roots(images, labelish):
@@ -83,6 +89,55 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
     }
     note = f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
     return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, {"labels": note})
+
+
+def _structure_folders(root: Path, images: list[str], labelish: set[str]) -> Detection | None:
+    """TotalSegmentator's and AbdomenAtlas' layout, or None: a folder per case holding its image and a
+    mask-named folder (``segmentations/``) of one binary file per structure, the same names in every
+    case. Structures are numbered in name order; the pattern is ``{rel_dir}/<folder>/{structure}<ext>``."""
+    by_parent: dict[str, dict[str, list[str]]] = {}  # case folder → mask-named child → its file names
+    for f in labelish:
+        path = PurePosixPath(f)
+        if is_mask_dir(path.parent.name):
+            case_dir = path.parent.parent.as_posix()
+            by_parent.setdefault(case_dir, {}).setdefault(path.parent.name, []).append(path.name)
+    image_dirs = Counter(PurePosixPath(i).parent.as_posix() for i in images)
+    cases = [d for d, n in image_dirs.items() if n == 1 and any(len(v) >= 2 for v in by_parent.get(d, {}).values())]
+    if not cases or len(cases) < 0.5 * len(images):
+        return None
+    folder = Counter(k for d in cases for k, v in by_parent[d].items() if len(v) >= 2).most_common(1)[0][0]
+    files = Counter(name for d in cases for name in by_parent[d].get(folder, []))
+    ext = Counter(volume_extension(n, VOLUME_EXTS) or "" for n in files).most_common(1)[0][0]
+    names = sorted(n[: len(n) - len(ext)] for n in files if n.endswith(ext))
+    if files.most_common(1)[0][1] < 0.5 * len(cases):  # no name shared by most cases: not one set of structures
+        return None
+    structures = {name: k for k, name in enumerate(names, start=1)}
+    pattern = f"{{rel_dir}}/{folder}/{{structure}}{ext}"
+    source = {
+        "kind": "volumes",
+        "path": str(root),
+        "labels": {"kind": "volume", "path": str(root), "pattern": pattern, "structures": structures},
+    }
+    partial = [n for n in names if files[n + ext] < len(cases)]
+    note = (
+        f"per-structure label files: {len(cases)} of {len(images)} cases have a {folder}/ folder of "
+        f"{len(names)} structures ({pattern}), numbered in name order; where structures overlap the first "
+        "listed wins"
+        + (f"; missing in some cases (empty there): {', '.join(partial[:5])}" if partial else "")
+        + (f" and {len(partial) - 5} more" if len(partial) > 5 else "")
+    )
+    class_names = {k: name for name, k in structures.items()}
+    return Detection(
+        source,
+        "semantic",
+        len(names) + 1,
+        "volume-files",
+        "volume",
+        len(images),
+        len(cases),
+        {"labels": note},
+        class_names=class_names,
+    )
 
 
 def _rank(pattern: str) -> int:

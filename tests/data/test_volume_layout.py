@@ -126,3 +126,76 @@ def test_labels_beside_cases_with_four_digit_names_are_not_inputs(tmp_path: Path
     assert [f["rel_path"] for f in files] == ["amos_0001.nii.gz", "amos_0004.nii.gz"]
     rows = [r for f in files for r in decode_file(f["path"], f["rel_path"], source)]
     assert len(rows) == 8 and all(r["has_label"] for r in rows)
+
+
+def _structure_case(folder: Path, seed: int, structures: tuple[str, ...]) -> np.ndarray:
+    """TotalSegmentator's case folder: ``ct.nii.gz`` and ``segmentations/<structure>.nii.gz``, one
+    binary file per structure (uint8, as TotalSegmentator writes them); returns the expected class
+    map with the structures numbered in name order, the first listed winning where two overlap."""
+    _case(folder / "ct.nii.gz", None, seed)
+    boxes = {
+        "kidney_left": (slice(1, 4), slice(1, 4), slice(0, 2)),
+        "kidney_right": (slice(6, 9), slice(1, 4), slice(0, 2)),
+        "liver": (slice(2, 8), slice(5, 9), slice(1, 4)),
+        "spleen": (slice(7, 11), slice(6, 10), slice(2, 4)),  # overlaps the liver at [7, 6:9, 2:4]
+    }
+    expected = np.zeros((12, 10, 4), np.uint8)
+    order = sorted(boxes)
+    for name in reversed(order):  # numbered in name order; the first (lower class) wins
+        if name in structures:
+            expected[boxes[name]] = order.index(name) + 1
+    for name in order:
+        seg = np.zeros((12, 10, 4), np.uint8)
+        if name in structures:
+            seg[boxes[name]] = 1
+        (folder / "segmentations").mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(seg, AFFINE), folder / "segmentations" / f"{name}.nii.gz")
+    return expected
+
+
+def test_plan_reads_per_structure_files_as_one_class_map(tmp_path: Path) -> None:
+    """TotalSegmentator / AbdomenAtlas: a case folder of ct.nii.gz and segmentations/*.nii.gz, one
+    binary file per structure; the structure files are never inputs, a case without them is unlabelled."""
+    everything = ("kidney_left", "kidney_right", "liver", "spleen")
+    expected = {f"s{n:04d}": _structure_case(tmp_path / f"s{n:04d}", n, everything[n:]) for n in range(3)}
+    _case(tmp_path / "s0003" / "ct.nii.gz", None, 3)  # not segmented yet
+    d = detect(tmp_path)
+    structures = {"kidney_left": 1, "kidney_right": 2, "liver": 3, "spleen": 4}
+    assert d.source["labels"] == {
+        "kind": "volume",
+        "path": str(tmp_path),
+        "pattern": "{rel_dir}/segmentations/{structure}.nii.gz",
+        "structures": structures,
+    }
+    assert (d.classes, d.n_images, d.n_paired) == (5, 4, 3) and d.class_names[1] == "kidney_left"
+    source = VolumeSource.model_validate(d.source)
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == [f"s{n:04d}/ct.nii.gz" for n in range(4)]
+    for f in files:
+        rows = decode_file(f["path"], f["rel_path"], source)
+        case = f["rel_path"].split("/")[0]
+        assert {r["status"] for r in rows} == {"ok"} and len(rows) == 4
+        if case == "s0003":
+            assert not any(r["has_label"] for r in rows)
+            continue
+        assert {r["label_uri"] for r in rows} == {str((tmp_path / case / "segmentations").resolve())}
+        got = np.stack([r["label"] for r in rows], axis=-1)  # slices (H, W) = (J, I) of the (I, J, K) volume
+        np.testing.assert_array_equal(got, expected[case].transpose(1, 0, 2))
+    from segops.data.volume_labels import volume_label_files
+
+    assert volume_label_files(source.labels) == {
+        str((tmp_path / f"s{n:04d}" / "segmentations").resolve()) for n in range(3)
+    }
+
+
+def test_per_structure_labels_need_the_structure_field_and_names() -> None:
+    from pydantic import ValidationError
+
+    from segops.config.schema import VolumeLabels
+
+    with pytest.raises(ValidationError, match="structures and a pattern with"):
+        VolumeLabels(kind="volume", path=Path("x"), pattern="{rel_dir}/segmentations/{structure}.nii.gz")
+    with pytest.raises(ValidationError, match="structures and a pattern with"):
+        VolumeLabels(kind="volume", path=Path("x"), structures={"liver": 1})
+    with pytest.raises(ValidationError, match="must be in the file name"):
+        VolumeLabels(kind="volume", path=Path("x"), pattern="{structure}/seg.nii.gz", structures={"liver": 1})
