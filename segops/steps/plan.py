@@ -232,6 +232,8 @@ def workflow_yaml(name: str, root: Path, detection: Detection, fp: Fingerprint, 
 def _ingest(y: _Lines, detection: Detection) -> None:
     src = detection.source
     y.lines.append("  - step: ingest")
+    if src["kind"] == "volumes":
+        y.add(4, "volumes", True, "also one record per case, so segment writes one mask volume per case")
     y.add(4, "source")
     y.add(6, "kind", src["kind"], f"{detection.n_images} images")
     y.add(6, "path", src["path"], detection.notes.get("path", ""))
@@ -299,6 +301,8 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
 
 def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
     y.lines.append("  - step: segment")
+    if detection.source["kind"] == "volumes":
+        y.add(4, "records", "volumes", "a mask per case on its image's grid, scored per case in 3D (nnU-Net's Dice)")
     # DICOM labels: masks come back in the labels' own format too, for the viewer or planning system
     also = {"rtstruct": "rtstruct", "dicom-seg": "dicom-seg"}.get(detection.mask_kind)
     outputs = ["png", also] if also else ["png"]

@@ -317,6 +317,7 @@ def test_the_planned_workflow_of_an_nnunet_dataset_is_valid(tmp_path: Path) -> N
     assert ingest.source.labels.kind == "volume" and ingest.source.labels.path == tmp_path / "labelsTr"
     assert spec.steps[1].model.classes == 2 and "(nnunet, volume masks)" in text
     assert spec.steps[2].segments == {1: "liver"} and spec.steps[2].outputs == ("png",)  # dataset.json's name
+    assert ingest.volumes and spec.steps[2].records == "volumes"  # a NIfTI mask per case, scored per case
 
 
 def test_a_4d_nifti_holds_its_channels_on_its_last_axis(tmp_path: Path) -> None:
