@@ -96,14 +96,17 @@ class PlanSettings:
 
 
 def plan_intensity(fp: Fingerprint) -> Choice:
-    """CT: a window from foreground percentiles; otherwise per-image percentiles."""
-    stats = fp.intensity_fg or fp.intensity_all
-    if fp.modality == "CT" and stats is not None and stats.p99_5 > stats.p00_5:
+    """CT (declared, or undeclared with air in Hounsfield units at the 0.5th percentile, as NIfTI files
+    without ``dataset.json``): a window from foreground percentiles; otherwise per-image percentiles."""
+    stats, every = fp.intensity_fg or fp.intensity_all, fp.intensity_all
+    hu = not fp.modality and every is not None and every.p00_5 <= -500 and every.p99_5 >= 0
+    if (fp.modality == "CT" or hu) and stats is not None and stats.p99_5 > stats.p00_5:
         lo, hi = round(stats.p00_5, 1), round(stats.p99_5, 1)
         where = "foreground" if fp.intensity_fg else "all"
+        ct = f"CT by its values (0.5th percentile {every.p00_5:g}: air in HU)" if hu and every else "CT"
         return Choice(
             {"kind": "window", "lower": lo, "upper": hi},
-            f"CT: 0.5/99.5 percentiles of {stats.samples} sampled {where} pixels",
+            f"{ct}: 0.5/99.5 percentiles of {stats.samples} sampled {where} pixels",
         )
     return Choice(
         {"kind": "percentile", "lower": 0.5, "upper": 99.5},

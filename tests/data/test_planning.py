@@ -77,6 +77,21 @@ def test_ct_windows_on_foreground_percentiles() -> None:
     assert "5000 sampled foreground pixels" in choice.why
 
 
+def test_undeclared_volumes_with_air_in_hounsfield_units_are_windowed_as_ct() -> None:
+    """NIfTI CT without dataset.json (KiTS, TotalSegmentator) declares no modality; its air (-1000 HU)
+    says what it is. MR (no negative values) and a declared modality are left as they are."""
+    fg = IntensityStats(40.0, 60.0, -100.04, 250.26, -1024.0, 900.0, 5000)
+    nifti_ct = replace(
+        ISBI, modalities={"": 10}, intensity_all=IntensityStats(-400, 500, -1000, 1200, -1024, 3000, 9), intensity_fg=fg
+    )
+    choice = plan_intensity(nifti_ct)
+    assert choice.value == {"kind": "window", "lower": -100.0, "upper": 250.3}
+    assert choice.why.startswith("CT by its values (0.5th percentile -1000: air in HU)")
+    mr = replace(nifti_ct, intensity_all=IntensityStats(300, 200, 0, 1500, 0, 2000, 9))
+    assert plan_intensity(mr).value["kind"] == "percentile"
+    assert plan_intensity(replace(nifti_ct, modalities={"MR": 10})).value["kind"] == "percentile"  # declared
+
+
 @pytest.mark.parametrize(
     ("shape", "patch", "pools", "rotate90"),
     [
