@@ -418,17 +418,22 @@ def _index_segs(root: Path) -> dict[str, str]:
     if not root.is_dir():
         raise LabelError(f"DICOM SEG folder {root} does not exist")
     index: dict[str, str] = {}
+    ignored, beside = [], 0  # images beside the SEGs (TCIA's series folders) are expected: counted, not warned
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as exc:  # not a DICOM file: not a label, say so and go on
-            log.warning("ignoring %s in the SEG folder: %s", path, exc)
+            ignored.append(f"{path} ({type(exc).__name__})")
             continue
         if getattr(ds, "Modality", "") != "SEG":
-            log.warning("ignoring %s in the SEG folder: modality %r, not SEG", path, getattr(ds, "Modality", ""))
+            beside += 1
             continue
         for sop in _seg_sources(ds):
             index[sop] = str(path.resolve())
+    if ignored:
+        log.warning("ignored %d file(s) in the SEG folder that are not DICOM, e.g. %s", len(ignored), ignored[0])
+    if beside:
+        log.info("%d other DICOM file(s) beside the SEG objects under %s (not labels)", beside, root)
     return index
 
 

@@ -66,6 +66,7 @@ from segops.data.mask_names import (
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
+from segops.data.seg_layout import common_dir, dicom_seg, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.volume_layout import find_volume_pairs
 from segops.errors import PlanError
@@ -75,7 +76,6 @@ log = logging.getLogger(__name__)
 MAX_LISTED = 50_000
 #: Words in the path of an image without a mask that name it test data, not a defect-free sample.
 TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def list_files(root: Path, limit: int = MAX_LISTED) -> list[str]:
@@ -124,9 +124,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     dicom = _dicom_files(root, files)
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
-        segs = _seg_files(root, dicom, sample)
+        segs = seg_files(root, dicom, sample)
         if segs:
-            return _dicom_seg(root, dicom, segs)
+            return dicom_seg(root, dicom, segs, sample)
         structs = find_structure_sets(root, dicom, sample)
         if structs:
             return _dicom_rtstruct(root, dicom, structs)
@@ -362,49 +362,6 @@ def _dicom_files(root: Path, files: list[str]) -> list[str]:
     return found
 
 
-def _seg_files(root: Path, dicom: list[str], sample: int) -> list[str]:
-    """DICOM SEG objects among ``dicom``: headers of folders' first files, then of every file in a SEG folder."""
-    import pydicom
-
-    def is_seg(f: str) -> bool:
-        try:
-            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-        except Exception:  # noqa: BLE001 - unreadable headers are for ingest to quarantine
-            return False
-        return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or ds.get("Modality", "") == "SEG"
-
-    folders: dict[str, list[str]] = {}
-    for f in dicom:
-        folders.setdefault(str(PurePosixPath(f).parent), []).append(f)
-    seg_dirs = [d for d, fs in list(folders.items())[:sample] if is_seg(fs[0])]
-    return [f for d in seg_dirs for f in folders[d] if is_seg(f)]
-
-
-def _common_dir(paths: list[str]) -> str:
-    common = os.path.commonpath([str(PurePosixPath(p).parent) for p in paths]) if paths else ""
-    return "" if common == "." else common
-
-
-def _dicom_seg(root: Path, dicom: list[str], segs: list[str]) -> Detection:
-    seg_set = set(segs)
-    images = [f for f in dicom if f not in seg_set]
-    if not images:
-        raise PlanError(f"every DICOM file under {root} is a SEG object; give the folder that holds the images too")
-    image_dir, seg_dir = _common_dir(images), _common_dir(segs)
-    source: dict[str, Any] = {
-        "kind": "dicom",
-        "path": str(root / image_dir),
-        "labels": {"kind": "dicom-seg", "path": str(root / seg_dir)},
-    }
-    if seg_dir == image_dir:  # SEG objects among the images: exclude them by name
-        source["exclude"] = sorted(str(PurePosixPath(f).relative_to(image_dir)) if image_dir else f for f in segs)[:500]
-    elif seg_dir.startswith(f"{image_dir}/" if image_dir else ""):
-        rel = PurePosixPath(seg_dir).relative_to(image_dir) if image_dir else PurePosixPath(seg_dir)
-        source["exclude"] = [f"{rel.as_posix()}/**"]
-    note = f"{len(segs)} DICOM SEG object(s) in {seg_dir or '.'}, {len(images)} image files in {image_dir or '.'}"
-    return Detection(source, "semantic", 2, "dicom-seg", "dicom-seg", len(images), len(images), {"labels": note})
-
-
 def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detection:
     """DICOM images with RTSTRUCT labels: the ROI names found become ``rois`` (classes 1..K, sorted)."""
     images = [f for f in dicom if f not in set(structs)]
@@ -412,7 +369,7 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
         raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
     proposal = proposed_rois(root, structs)
     rois = proposal.rois
-    image_dir, struct_dir = _common_dir(images), _common_dir(structs)
+    image_dir, struct_dir = common_dir(images), common_dir(structs)
     labels: dict[str, Any] = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
     if proposal.synonyms:
         labels["synonyms"] = proposal.synonyms

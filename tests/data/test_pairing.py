@@ -235,6 +235,23 @@ def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     assert d.source["path"] == str(tmp_path / "ct")
     assert d.source["labels"] == {"kind": "dicom-seg", "path": str(tmp_path / "seg")}
     assert d.n_images == 2 * len(series)
+    assert d.classes == 2 and d.class_names == {1: "lesion"}
+
+
+def test_dicom_seg_segments_name_the_classes_and_a_renumbered_one_is_said(ct_archive: Path, tmp_path: Path) -> None:
+    """Two segments per SEG: classes 1..2 by segment number, named by SegmentLabel; a SEG that calls
+    segment 2 something else is named in the note (pixels are read by number)."""
+    labels = ({1: "Liver", 2: "Tumor"}, {1: "liver", 2: "Cyst"})
+    for k, name in enumerate(("series-000", "series-001")):
+        shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
+        series = sorted((tmp_path / "ct" / name).glob("*.dcm"))
+        sources = [pydicom.dcmread(p) for p in series]
+        masks = np.zeros((len(series), *sources[0].pixel_array.shape), np.uint8)
+        masks[:, 10:20, 10:20], masks[:, 12:15, 12:15] = 1, 2
+        write_seg(tmp_path / "seg" / f"s{k}.dcm", build_seg(sources, masks, labels[k]))
+    d = detect(tmp_path)
+    assert d.classes == 3 and d.class_names == {1: "Liver", 2: "Tumor / Cyst"}
+    assert "different SEGs name one segment number differently (segment 2 is Tumor, Cyst)" in d.notes["labels"]
 
 
 def test_dicom_rtstruct_objects_propose_their_roi_names_as_classes(tmp_path: Path) -> None:

@@ -1,0 +1,105 @@
+"""``segops plan`` for DICOM images labelled by DICOM SEG objects: which files are SEGs, where the
+images are, and the classes the SEGs' segments give (see :mod:`segops.data.pairing`). Pure: DICOM
+headers only, never pixel data."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pydicom
+
+from segops.data.detection import Detection
+from segops.errors import PlanError
+
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: SEG headers read for their segments.
+SEGMENT_SAMPLE = 50
+
+
+def seg_files(root: Path, dicom: list[str], sample: int) -> list[str]:
+    """DICOM SEG objects among ``dicom``: headers of folders' first files, then of every file in a SEG folder."""
+
+    def is_seg(f: str) -> bool:
+        try:
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+        except Exception:  # noqa: BLE001 - unreadable headers are for ingest to quarantine
+            return False
+        return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or ds.get("Modality", "") == "SEG"
+
+    folders: dict[str, list[str]] = {}
+    for f in dicom:
+        folders.setdefault(str(PurePosixPath(f).parent), []).append(f)
+    seg_dirs = [d for d, fs in list(folders.items())[:sample] if is_seg(fs[0])]
+    return [f for d in seg_dirs for f in folders[d] if is_seg(f)]
+
+
+def common_dir(paths: list[str]) -> str:
+    """The deepest folder holding every path ("" for the root)."""
+    common = os.path.commonpath([str(PurePosixPath(p).parent) for p in paths]) if paths else ""
+    return "" if common == "." else common
+
+
+def segment_names(root: Path, segs: list[str], sample: int = SEGMENT_SAMPLE) -> tuple[dict[int, str], str]:
+    """(segment number → its SegmentLabel, a note) over up to ``sample`` SEG headers. A number
+    labelled differently by different SEGs gets the names joined by " / " and the note says so
+    (its pixels are read by number: rename or renumber the segments to make them one class)."""
+    names: dict[int, Counter[str]] = {}
+    step = max(1, len(segs) // sample)
+    for f in segs[::step][:sample]:
+        try:
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - unreadable SEGs are for ingest to report
+            continue
+        for item in getattr(ds, "SegmentSequence", []):
+            label = str(getattr(item, "SegmentLabel", "") or "").strip()
+            names.setdefault(int(item.SegmentNumber), Counter())[label] += 1
+    out, mixed = {}, []
+    for number, labels in sorted(names.items()):
+        spellings: dict[str, str] = {}
+        for label, _ in labels.most_common():  # the commonest spelling of each case-insensitive name
+            spellings.setdefault(label.lower(), label)
+        out[number] = " / ".join(spellings.values()) or f"segment-{number}"
+        if len(spellings) > 1:
+            mixed.append(f"segment {number} is {', '.join(spellings.values())}")
+    note = f"; different SEGs name one segment number differently ({'; '.join(mixed[:3])})" if mixed else ""
+    return out, note
+
+
+def dicom_seg(root: Path, dicom: list[str], segs: list[str], sample: int = SEGMENT_SAMPLE) -> Detection:
+    """DICOM images with SEG labels: a class per segment number (SegmentLabel its name)."""
+    seg_set = set(segs)
+    images = [f for f in dicom if f not in seg_set]
+    if not images:
+        raise PlanError(f"every DICOM file under {root} is a SEG object; give the folder that holds the images too")
+    image_dir, seg_dir = common_dir(images), common_dir(segs)
+    source: dict[str, Any] = {
+        "kind": "dicom",
+        "path": str(root / image_dir),
+        "labels": {"kind": "dicom-seg", "path": str(root / seg_dir)},
+    }
+    if seg_dir == image_dir:  # SEG objects among the images: exclude them by name
+        source["exclude"] = sorted(str(PurePosixPath(f).relative_to(image_dir)) if image_dir else f for f in segs)[:500]
+    elif seg_dir.startswith(f"{image_dir}/" if image_dir else ""):
+        rel = PurePosixPath(seg_dir).relative_to(image_dir) if image_dir else PurePosixPath(seg_dir)
+        source["exclude"] = [f"{rel.as_posix()}/**"]
+    names, mixed = segment_names(root, segs, min(sample, SEGMENT_SAMPLE))
+    classes = max(names, default=1) + 1
+    shown = ", ".join(f"{n}: {name}" for n, name in list(names.items())[:8])
+    note = (
+        f"{len(segs)} DICOM SEG object(s) in {seg_dir or '.'}, {len(images)} image files in {image_dir or '.'}; "
+        f"segment numbers are the classes ({shown or 'no segments declared'}){mixed}"
+    )
+    return Detection(
+        source,
+        "semantic",
+        classes,
+        "dicom-seg",
+        "dicom-seg",
+        len(images),
+        len(images),
+        {"labels": note},
+        class_names=names,
+    )
