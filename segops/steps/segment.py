@@ -19,6 +19,7 @@ from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.cluster.label_check import check_dataset_labels, check_source_labels
 from segops.config.schema import DatasetSource, SegmentStep
+from segops.data.laterality import side_pairs
 from segops.data.mask_files import read_mask_png
 from segops.data.records import STATUS_FAILED, STATUS_OK, quarantine_table
 from segops.data.transforms import prepare_image
@@ -324,6 +325,14 @@ def _check_model_fits_step(step: SegmentStep, loaded: LoadedModel) -> None:
             f"0..{loaded.model_spec.classes - 1})"
         )
     InferenceSettings.from_step(step).check_model(loaded.model_spec, "segment")  # tta, probabilities
+    pairs = side_pairs(step.segments) if step.tta.flip_axes else []
+    if pairs:
+        log.warning(
+            "tta.flip_axes %s mirrors the images, and segments names classes told apart by side (%s): a mirrored "
+            "prediction calls the left one right. Mirror only an axis that does not swap the sides, or drop tta",
+            list(step.tta.flip_axes),
+            ", ".join(f"{a} / {b}" for a, b in pairs[:3]),
+        )
 
 
 def _split_groups(ctx: RunContext) -> SplitGroups | None:

@@ -30,3 +30,22 @@ def test_an_instance_model_takes_neither_mirroring_nor_probabilities() -> None:
     with pytest.raises(StepError, match=r"^segment.outputs: probabilities needs a semantic model"):
         segment._check_model_fits_step(SegmentStep(step="segment", outputs=["png", "probabilities"]), maskrcnn)
     segment._check_model_fits_step(SegmentStep(step="segment", outputs=["png", "coco-rle"]), maskrcnn)
+
+
+def test_mirroring_classes_told_apart_by_side_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    sided = {1: "Lung_L", 2: "Lung_R", 3: "Heart"}
+    with caplog.at_level("WARNING", logger="segops.steps.segment"):
+        segment._check_model_fits_step(
+            SegmentStep(step="segment", tta={"flip_axes": [1]}, segments=sided),
+            _loaded(UNetSpec(arch="unet", classes=4)),
+        )
+    assert "classes told apart by side (Lung_L / Lung_R)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="segops.steps.segment"):
+        segment._check_model_fits_step(
+            SegmentStep(step="segment", segments=sided), _loaded(UNetSpec(arch="unet", classes=4))
+        )
+        segment._check_model_fits_step(
+            SegmentStep(step="segment", tta={"flip_axes": [1]}), _loaded(UNetSpec(arch="unet"))
+        )
+    assert "told apart by side" not in caplog.text
