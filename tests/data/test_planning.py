@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from segops.config.schema import DynUNetSpec, SplitSpec
-from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
+from segops.data.fingerprint import IntensityStats, ObjectStats
 from segops.data.planning import (
     PlanSettings,
     plan_geometry,
@@ -19,23 +19,7 @@ from segops.data.planning import (
 )
 from segops.errors import PlanError
 
-ISBI = Fingerprint(
-    task="semantic",
-    n_images=30,
-    n_labelled=30,
-    n_groups=30,
-    modalities={"OT": 30},
-    channels={1: 30},
-    shapes=[[512, 512, 30]],
-    median_shape=(512, 512),
-    median_spacing=(1.0, 1.0),
-    intensity_all=IntensityStats(120.0, 40.0, 20.0, 230.0, 0.0, 255.0, 300_000),
-    intensity_fg=IntensityStats(90.0, 30.0, 25.0, 180.0, 0.0, 255.0, 300_000),
-    label_census={0: (30, 6_137_070), 1: (30, 1_727_250)},
-    class_fractions={0: 0.78, 1: 0.22},
-    foreground_image_fraction=1.0,
-    objects=ObjectStats(1.0, 3, 100.0, 5000.0, 90000.0),
-)
+from ..fingerprints import ISBI
 
 
 def test_isbi_like_plan_is_exact() -> None:

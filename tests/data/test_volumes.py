@@ -286,29 +286,14 @@ def test_plan_without_dataset_json_reads_classes_from_labels(tmp_path: Path) -> 
 
 def test_the_planned_workflow_of_an_nnunet_dataset_is_valid(tmp_path: Path) -> None:
     from segops.config import validate_workflow_text
-    from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
     from segops.data.planning import PlanSettings, plan_train
     from segops.steps.plan import workflow_yaml
 
+    from ..fingerprints import CT_SLICES
+
     _nnunet_dataset(tmp_path, {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1}}, channels=1)
     found = detect(tmp_path)
-    fp = Fingerprint(  # hand-made: 9 slices of 64x64 in 3 cases
-        task="semantic",
-        n_images=9,
-        n_labelled=6,
-        n_groups=3,
-        modalities={"CT": 9},
-        channels={1: 9},
-        shapes=[[64, 64, 9]],
-        median_shape=(64, 64),
-        median_spacing=(1.0, 1.0),
-        intensity_all=IntensityStats(100.0, 20.0, 60.0, 140.0, 20.0, 180.0, 36864),
-        intensity_fg=IntensityStats(100.0, 20.0, 60.0, 140.0, 20.0, 180.0, 8),
-        label_census={0: (6, 24568), 1: (2, 8)},
-        class_fractions={0: 0.98, 1: 0.02},
-        foreground_image_fraction=0.33,
-        objects=ObjectStats(1.0, 1, 4.0, 4.0, 4.0),
-    )
+    fp = CT_SLICES
     choices = plan_train(fp, found.classes, PlanSettings(budget_minutes=1), lambda plan: 0.01)
     text = workflow_yaml("liver", tmp_path, found, fp, choices)
     spec = validate_workflow_text(text)

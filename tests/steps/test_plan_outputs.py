@@ -10,37 +10,17 @@ import pytest
 
 from segops.config import validate_workflow_text
 from segops.data.detection import Detection
-from segops.data.fingerprint import Fingerprint, IntensityStats, ObjectStats
 from segops.data.laterality import mirroring_choices
 from segops.data.nnunet_layout import label_names
 from segops.data.planning import PlanSettings, plan_train
 from segops.steps.plan import workflow_yaml
 
-
-def _fingerprint(classes: int) -> Fingerprint:
-    """Nine 64x64 CT slices of three patients."""
-    return Fingerprint(
-        task="semantic",
-        n_images=9,
-        n_labelled=9,
-        n_groups=3,
-        modalities={"CT": 9},
-        channels={1: 9},
-        shapes=[[64, 64, 9]],
-        median_shape=(64, 64),
-        median_spacing=(1.0, 1.0),
-        intensity_all=IntensityStats(100.0, 20.0, 60.0, 140.0, 20.0, 180.0, 36864),
-        intensity_fg=IntensityStats(100.0, 20.0, 60.0, 140.0, 20.0, 180.0, 80),
-        label_census={c: (9, 100) for c in range(classes)},
-        class_fractions={c: 1 / classes for c in range(classes)},
-        foreground_image_fraction=1.0,
-        objects=ObjectStats(10.0, 1, 40.0, 40.0, 40.0),
-    )
+from ..fingerprints import ct_slices
 
 
 def _planned(tmp_path: Path, detection: Detection, step: int = 2):
     """The planned workflow's step (as :func:`segops.steps.plan.run_plan` chooses its values)."""
-    fp = _fingerprint(detection.classes)
+    fp = ct_slices(detection.classes)
     choices = plan_train(fp, detection.classes, PlanSettings(budget_minutes=1), lambda plan: 0.01)
     choices |= mirroring_choices(detection.class_names)
     return validate_workflow_text(workflow_yaml("ct", tmp_path, detection, fp, choices)).steps[step]
@@ -90,7 +70,7 @@ def test_a_mask_rcnn_plan_writes_its_flip_off_for_sided_classes(tmp_path: Path) 
     labels = {"kind": "coco", "path": str(tmp_path / "c.json"), "instances": True}
     source = {"kind": "images", "path": str(tmp_path), "labels": labels}
     found = Detection(source, "instance", 3, "coco", "coco", 9, 9, class_names={1: "hand_left", 2: "hand_right"})
-    fp = replace(_fingerprint(3), task="instance")
+    fp = replace(ct_slices(3), task="instance")
     choices = plan_train(fp, 3, PlanSettings(budget_minutes=1), lambda plan: 0.01)
     choices |= mirroring_choices(found.class_names)
     train = validate_workflow_text(workflow_yaml("hands", tmp_path, found, fp, choices)).steps[1]
