@@ -110,6 +110,8 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
         {
             f"{artifact_dir}.tta.flip_axes": list(step.tta.flip_axes),
             f"{artifact_dir}.postprocess": "none" if post is None else post.describe(),
+            # class numbers → names, so class_<c>_dice_mean metrics can be read by name in MLflow
+            f"{artifact_dir}.segments": json.dumps({str(c): name for c, name in sorted(step.segments.items())}),
         }
     )
     if post is not None:

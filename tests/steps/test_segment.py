@@ -145,6 +145,7 @@ def test_mirrored_segmentation_writes_each_cases_probabilities_beside_its_mask(
         np.testing.assert_array_equal(mask, probability_class_map(expected))
     mlflow_run = MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id)
     assert mlflow_run.data.params["segment.tta.flip_axes"] == "[0, 1]"
+    assert mlflow_run.data.params["segment.segments"] == '{"1": "foreground"}'  # class numbers by name
     assert "segment_flagged_cases" not in mlflow_run.data.metrics and "segment_outputs" in mlflow_run.data.metrics
 
 
