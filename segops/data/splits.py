@@ -1,7 +1,9 @@
 """Seeded, grouped splits of cases: train / validation / test, and k folds for cross-validation.
 
 Everything splits by *group* (a DICOM series, or an image file), so all slices of a series fall
-on one side and validation measures generalisation to unseen series, not to neighbouring slices.
+on one side and validation measures generalisation to unseen series, not to neighbouring slices;
+where a DICOM archive holds several series of one patient (contrast phases, follow-ups, 4D-CT), by
+patient, so the held-out figures are for unseen patients (:func:`split_labelled`).
 Given ``strata`` (a group → stratum map, e.g. "has foreground"), each stratum is spread over the
 parts in proportion, as scikit-learn's ``StratifiedGroupKFold`` does: on an inspection archive
 where one image in ten shows a defect, a random 6-image validation set has none half of the
@@ -10,6 +12,7 @@ time, and then neither checkpoint selection nor the held-out figures see a defec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
@@ -17,6 +20,11 @@ import numpy as np
 import pandas as pd
 
 from segops.errors import StepError
+
+log = logging.getLogger(__name__)
+
+#: Distinct patients an archive must name before its split keeps each patient's series together.
+MIN_PATIENTS = 3
 
 
 def foreground_strata(labelled: pd.DataFrame) -> dict[str, bool] | None:
@@ -103,3 +111,40 @@ def _stratified_order(
     rank = {g: i for i, g in enumerate(order)}
     key = {g: ((j + 0.5) / len(gs), rank[g]) for gs in members.values() for j, g in enumerate(gs)}
     return sorted(order, key=key.__getitem__)
+
+
+def patient_units(labelled: pd.DataFrame) -> dict[str, str] | None:
+    """Group → the unit a split keeps together: ``patient:<PatientID>`` where the archive names at
+    least :data:`MIN_PATIENTS` patients and one of them has several series (a group without a
+    PatientID is its own unit); None where each group is its own unit (one series per patient, image
+    files, or an archive anonymised to fewer patient IDs than could be held out)."""
+    if "patient_id" not in labelled.columns:
+        return None
+    by_group = labelled.drop_duplicates("group_id").set_index("group_id")["patient_id"]
+    patient = by_group.fillna("").astype(str).str.strip()
+    named = patient[patient != ""]
+    if named.nunique() < MIN_PATIENTS or named.nunique() == len(named):
+        return None
+    log.info("%d series of %d patients: the split keeps each patient's series on one side", len(named), named.nunique())
+    return {str(g): f"patient:{p}" if p else str(g) for g, p in patient.items()}
+
+
+def split_labelled(
+    labelled: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, folds: int = 1
+) -> tuple[Split, list[tuple[str, ...]]]:
+    """The run's split of the labelled records' groups (:func:`split_groups`, stratified by
+    :func:`foreground_strata`, by patient where :func:`patient_units` says so), and with ``folds`` > 1
+    its non-test groups cut into folds (:func:`fold_groups`); every part lists groups."""
+    units = patient_units(labelled) or {}
+    members: dict[str, list[str]] = {}
+    for group in sorted(set(labelled["group_id"])):
+        members.setdefault(units.get(group, group), []).append(group)
+    strata = foreground_strata(labelled)
+    unit_strata = None if strata is None else {u: any(strata[g] for g in gs) for u, gs in members.items()}
+
+    def groups_of(part: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted(g for unit in part for g in members[unit]))
+
+    split = split_groups(list(members), val_fraction, test_fraction, seed, unit_strata)
+    cut = fold_groups([*split.train, *split.val], folds, seed, unit_strata) if folds > 1 else []
+    return Split(groups_of(split.train), groups_of(split.val), groups_of(split.test)), [groups_of(f) for f in cut]

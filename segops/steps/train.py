@@ -36,7 +36,7 @@ from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.data.fingerprint import Fingerprint
 from segops.data.records import STATUS_OK, dataset_meta
-from segops.data.splits import fold_groups, foreground_strata, split_groups
+from segops.data.splits import split_labelled
 from segops.engine.checkpoint import (
     INIT_WEIGHTS_KEY,
     InitialWeights,
@@ -178,15 +178,14 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
     """Split the groups (and with ``folds`` > 1 cut the non-test ones into folds), check every
     training run gets a case per worker, and write ``split.json`` (``train``, ``val``, ``test``, and
     ``folds``: each fold's validation groups)."""
-    groups = labelled["group_id"]
-    strata = foreground_strata(labelled)
-    split = split_groups(groups.tolist(), step.split.val_fraction, step.split.test_fraction, step.split.seed, strata)
+    groups, split_spec = labelled["group_id"], step.split
+    split, folds = split_labelled(
+        labelled, split_spec.val_fraction, split_spec.test_fraction, split_spec.seed, step.folds
+    )
     if step.split.test_fraction > 0 and not split.test:
         log.warning("only %d labelled groups: no test set is held out, so no held-out figures", groups.nunique())
-    folds: list[tuple[str, ...]] = []
     train, val = list(split.train), list(split.val)
     if step.folds > 1:
-        folds = fold_groups(train + val, step.folds, step.split.seed, strata)
         train, val = sorted(train + val), []
     n_train, n_val = int(groups.isin(train).sum()), int(groups.isin(val).sum())
     fewest = min((n_train - int(groups.isin(f).sum()) for f in folds), default=n_train)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from segops.data.splits import fold_groups, foreground_strata, split_groups
+from segops.data.splits import fold_groups, foreground_strata, patient_units, split_groups, split_labelled
 from segops.errors import StepError
 
 GROUPS = [f"series-{i:02d}" for i in range(10) for _ in range(3)]  # 10 groups, 3 slices each
@@ -82,3 +82,39 @@ def test_foreground_strata_of_the_labelled_rows():
     )
     assert foreground_strata(rows) == {"series-a": True, "img-b": False, "img-c": True}
     assert foreground_strata(rows.drop(columns="label_values")) is None  # a dataset from before the column
+
+
+def _series(patients: dict[str, int], slices: int = 2) -> pd.DataFrame:
+    """Labelled slice rows: ``patients`` maps a PatientID to its number of series (all with foreground)."""
+    rows = [
+        {"group_id": f"{p}-s{s}", "patient_id": p, "label_values": [0, 1]}
+        for p, n in patients.items()
+        for s in range(n)
+        for _ in range(slices)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_patients_series_stay_on_one_side_of_the_split_and_of_the_folds():
+    """Ten patients of three series each (contrast phases): no patient is both trained on and held out."""
+    labelled = _series({f"P{i:02d}": 3 for i in range(10)})
+    assert patient_units(labelled)["P03-s1"] == "patient:P03"
+    split, folds = split_labelled(labelled, 0.2, 0.3, seed=0, folds=1)
+    patients = [{g.split("-")[0] for g in part} for part in (split.train, split.val, split.test)]
+    assert [len(p) for p in patients] == [5, 2, 3] and set().union(*patients) == {f"P{i:02d}" for i in range(10)}
+    assert sum(map(len, patients)) == 10  # no patient in two parts
+    assert len(split.test) == 9 and folds == []  # every series of the held-out patients
+    _, folds = split_labelled(labelled, 0.2, 0.3, seed=0, folds=3)
+    assert sorted(len({g.split("-")[0] for g in f}) for f in folds) == [2, 2, 3]
+    assert all(len(f) == 3 * len({g.split("-")[0] for g in f}) for f in folds)
+
+
+def test_one_series_per_patient_or_an_anonymised_archive_splits_by_series_as_before():
+    one_each = _series({f"P{i}": 1 for i in range(6)})
+    assert patient_units(one_each) is None
+    assert split_labelled(one_each, 0.2, 0.3, seed=0)[0] == split_groups(list(one_each["group_id"]), 0.2, 0.3, 0)
+    anonymised = _series({"ANON": 6, "": 2})  # one patient ID for every series: nothing could be held out by patient
+    assert patient_units(anonymised) is None
+    assert patient_units(_series({"A": 2, "B": 1, "": 2})) is None  # two named patients: too few
+    files = pd.DataFrame({"group_id": ["a.png", "b.png", "c.png"], "label_values": [[0, 1]] * 3})
+    assert patient_units(files) is None  # image files carry no PatientID column here
