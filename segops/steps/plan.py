@@ -303,10 +303,13 @@ def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
     y.lines.append("  - step: segment")
     if detection.source["kind"] == "volumes":
         y.add(4, "records", "volumes", "a mask per case on its image's grid, scored per case in 3D (nnU-Net's Dice)")
-    # DICOM labels: masks come back in the labels' own format too, for the viewer or planning system
+    # DICOM labels: masks come back in the labels' own format too, for the viewer or planning system;
+    # instances also as COCO results (RLE masks and scores), what pycocotools and COCO tools read
     also = {"rtstruct": "rtstruct", "dicom-seg": "dicom-seg"}.get(detection.mask_kind)
-    outputs = ["png", also] if also else ["png"]
-    y.add(4, "outputs", outputs, f"and {also}, the format of the labels" if also else "")
+    why = f"and {also}, the format of the labels" if also else ""
+    if detection.task == "instance":
+        also, why = "coco-rle", "and COCO results (RLE masks, scores) for the instances"
+    y.add(4, "outputs", ["png", also] if also else ["png"], why)
     if detection.class_names or detection.classes > 2:
         names = {k: detection.class_names.get(k, f"class-{k}")[:64] for k in range(1, detection.classes)}
         y.add(4, "segments", names, "the labels' names" if detection.class_names else "")

@@ -75,3 +75,5 @@ def test_a_mask_rcnn_plan_writes_its_flip_off_for_sided_classes(tmp_path: Path) 
     choices |= mirroring_choices(found.class_names)
     train = validate_workflow_text(workflow_yaml("hands", tmp_path, found, fp, choices)).steps[1]
     assert train.model.arch == "maskrcnn" and train.augment.flip == 0.0
+    segment = validate_workflow_text(workflow_yaml("hands", tmp_path, found, fp, choices)).steps[2]
+    assert segment.outputs == ("png", "coco-rle") and segment.segments == {1: "hand_left", 2: "hand_right"}
