@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 FINGERPRINT_FILE = "fingerprint.json"
 _META = ("case_id", "group_id", "modality", "spacing_y", "spacing_x")
 #: Census columns counted when the rows have them (datasets written by older segops may not).
-_CENSUS = ("transfer_syntax", "photometric")
+_CENSUS = ("transfer_syntax", "photometric", "patient_id")  # optional: datasets of an older segops lack some
 
 
 def _stats_batch(
@@ -88,7 +88,8 @@ def _fold(
                 continue
             meta = row.pop("meta")
             census = (str(meta.get("transfer_syntax", "")), str(meta.get("photometric", "")))
-            acc.add(row, str(meta["group_id"]), str(meta["modality"]), (meta["spacing_y"], meta["spacing_x"]), *census)
+            spacing, patient = (meta["spacing_y"], meta["spacing_x"]), str(meta.get("patient_id", ""))
+            acc.add(row, str(meta["group_id"]), str(meta["modality"]), spacing, *census, patient_id=patient)
     fp = acc.result()
     # DEBUG: the train step takes it beside a live progress bar, which a log line would split
     log.debug("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)

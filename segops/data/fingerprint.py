@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from segops.data.instances import INSTANCE_STRIDE
+from segops.data.splits import patient_unit_map
 
 #: Pixels sampled per case for the intensity statistics (nnU-Net: 10^8 over the dataset).
 SAMPLES_PER_CASE = 10_000
@@ -290,6 +291,7 @@ class FingerprintAccumulator:
     n_labelled: int = 0
     n_with_fg: int = 0
     groups: set[str] = field(default_factory=set)
+    patients: dict[str, str] = field(default_factory=dict)  # group → PatientID ("" where none)
     modalities: Counter = field(default_factory=Counter)
     channels: Counter = field(default_factory=Counter)
     shapes: Counter = field(default_factory=Counter)
@@ -322,6 +324,7 @@ class FingerprintAccumulator:
         spacing: tuple[float, float] = (1.0, 1.0),
         transfer_syntax: str = "",
         photometric: str = "",
+        patient_id: str = "",
     ) -> None:
         """One record's stats (from :func:`record_stats`) and its metadata."""
         self.n_images += 1
@@ -330,6 +333,7 @@ class FingerprintAccumulator:
         mean = row.get("mean", float("nan"))
         self._images.add((mean, row["height"], row["width"], float(spacing[0]), float(spacing[-1])))
         self.groups.add(group_id)
+        self.patients.setdefault(group_id, patient_id)
         self.modalities[modality] += 1
         self.channels[row["channels"]] += 1
         self.shapes[(row["height"], row["width"])] += 1
@@ -359,11 +363,12 @@ class FingerprintAccumulator:
 
     def result(self) -> Fingerprint:
         labelled_px = sum(p for _, p in self.census.values()) or 1
+        units = patient_unit_map(self.patients)  # as the train step's split counts them
         return Fingerprint(
             task=self.task,
             n_images=self.n_images,
             n_labelled=self.n_labelled,
-            n_groups=len(self.groups),
+            n_groups=len({units.get(g, g) for g in self.groups} if units else self.groups),  # split units
             modalities=dict(self.modalities),
             channels={int(k): v for k, v in self.channels.items()},
             shapes=[[h, w, n] for (h, w), n in self.shapes.most_common(20)],

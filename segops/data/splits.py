@@ -114,19 +114,29 @@ def _stratified_order(
 
 
 def patient_units(labelled: pd.DataFrame) -> dict[str, str] | None:
-    """Group → the unit a split keeps together: ``patient:<PatientID>`` where the archive names at
-    least :data:`MIN_PATIENTS` patients and one of them has several series (a group without a
-    PatientID is its own unit); None where each group is its own unit (one series per patient, image
-    files, or an archive anonymised to fewer patient IDs than could be held out)."""
+    """Group → the unit a split keeps together (:func:`patient_unit_map` over the records' PatientIDs)."""
     if "patient_id" not in labelled.columns:
         return None
     by_group = labelled.drop_duplicates("group_id").set_index("group_id")["patient_id"]
-    patient = by_group.fillna("").astype(str).str.strip()
-    named = patient[patient != ""]
-    if named.nunique() < MIN_PATIENTS or named.nunique() == len(named):
+    units = patient_unit_map({str(g): str(p) for g, p in by_group.fillna("").items()})
+    if units is not None:
+        patients = {u for u in units.values() if u.startswith("patient:")}
+        log.info(
+            "%d series of %d patients: the split keeps each patient's series on one side", len(units), len(patients)
+        )
+    return units
+
+
+def patient_unit_map(patients: Mapping[str, str]) -> dict[str, str] | None:
+    """Group → ``patient:<PatientID>`` (a group without a PatientID: itself) where ``patients``
+    (group → PatientID) names at least :data:`MIN_PATIENTS` patients and one of them has several
+    series; None where each group is its own unit (one series per patient, image files, or an
+    archive anonymised to fewer patient IDs than could be held out)."""
+    named = {g: p.strip() for g, p in patients.items() if p.strip()}
+    distinct = len(set(named.values()))
+    if distinct < MIN_PATIENTS or distinct == len(named):
         return None
-    log.info("%d series of %d patients: the split keeps each patient's series on one side", len(named), named.nunique())
-    return {str(g): f"patient:{p}" if p else str(g) for g, p in patient.items()}
+    return {g: f"patient:{named[g]}" if g in named else g for g in patients}
 
 
 def split_labelled(

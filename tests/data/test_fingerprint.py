@@ -88,6 +88,16 @@ def test_unlabelled_records_count_as_images_only() -> None:
     assert (fp.n_images, fp.n_labelled, fp.channels, fp.intensity_fg, fp.objects) == (1, 0, {3: 1}, None, None)
 
 
+def test_groups_count_patients_where_the_split_keeps_their_series_together() -> None:
+    """Eight series of four patients: the plan sizes its split on the 4 units the train step splits."""
+    row = record_stats(np.ones((1, 4, 5), np.float32), None, "u")
+    acc, one_each = FingerprintAccumulator(), FingerprintAccumulator()
+    for k in range(8):
+        acc.add(row, f"series-{k}", "CT", patient_id=f"P{k % 4}")
+        one_each.add(row, f"series-{k}", "CT", patient_id=f"P{k}")
+    assert acc.result().n_groups == 4 and one_each.result().n_groups == 8
+
+
 def test_json_round_trip() -> None:
     fp = _fold(_records())
     assert Fingerprint.from_json(fp.to_json()) == fp
