@@ -278,8 +278,9 @@ class RoiProposal:
 def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     """The ``rois`` rules (and ``synonyms``) a plan proposes for the structure sets ``structs``.
 
-    ROI names that differ only in case, spaces, ``-``, ``_`` or ``.`` (``Lung_L``, ``lung-l``) are
-    one name, the first spelling its rule and the others its synonyms. A name is a class when it
+    ROI names that differ only in case, spaces, ``-``, ``_`` or ``.`` (``Lung_L``, ``lung-l``), or in
+    where and how they spell the side (``L Lung``, ``Lt Lung``: :func:`roi_key`) are one name, the
+    first spelling its rule and the others its synonyms. A name is a class when it
     has an area drawn (closed contours) in at least half of the sampled structure sets (at most
     :data:`PROPOSAL_SAMPLE`): a marker or isocentre point, a ROI defined but never drawn, or a
     structure only a few patients have (``GTV-2``, a planning ring) is left out and named, since a
@@ -310,7 +311,7 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
             name = name.strip()
             if not name:
                 continue
-            key = re.sub(r"[\s._-]+", "", name.lower())
+            key = roi_key(name)
             names = spellings.setdefault(key, [])
             if name not in names:
                 names.append(name)
@@ -333,6 +334,22 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
         if len(spellings[k]) > 1 and len({n.lower() for n in spellings[k]}) > 1
     }
     return RoiProposal(rois, synonyms, left_out, partial)
+
+
+#: Side words of ROI names (TG-263's ``_L``/``_R``, clinical ``Lt``/``Rt``, ``Left``/``Right``).
+_SIDES = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
+
+
+def roi_key(name: str) -> str:
+    """The merge key of a ROI name: lower case without spaces, ``_``, ``-`` and ``.``, and a side word
+    (``L``, ``Lt``, ``Left``; ``R`` …) wherever it stands taken out as the side, so ``Lung_L``,
+    ``lung-l``, ``L Lung``, ``Lt Lung`` and ``Left lung`` are one structure (``left:lung``) and
+    ``SpinalCord`` and ``Spinal_Cord`` another (``spinalcord``)."""
+    words = [w for w in re.split(r"[\s._-]+", name.lower()) if w]
+    sides = {_SIDES[w] for w in words if w in _SIDES}
+    if len(words) < 2 or len(sides) != 1:
+        return "".join(words)
+    return f"{sides.pop()}:" + "".join(w for w in words if w not in _SIDES)
 
 
 def _why_left_out(drawn: int, sampled: int) -> str:

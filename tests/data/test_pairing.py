@@ -294,6 +294,34 @@ def test_points_empty_rois_and_structures_few_patients_have_are_left_out_of_the_
     assert "Isocenter: no area drawn" in note and "PTV_opt: no area drawn" in note
 
 
+def test_a_side_spelt_four_ways_is_one_class_with_its_spellings_as_synonyms(tmp_path: Path) -> None:
+    """Clinical archives spell a side as TG-263 (``Lung_L``), before the organ (``L Lung``), short
+    (``Lt Lung``) or whole (``Left lung``): one structure, drawn in every structure set, not four
+    drawn in a quarter each (which would all be left out)."""
+    from pydicom.uid import generate_uid
+
+    from segops.data.rtstruct_labels import roi_key
+
+    from .rtstruct_archive import CORD, GTV, _contour, build_rtstruct, write_ct_series
+
+    spellings = ("Lung_L", "L Lung", "Lt Lung", "Left lung")
+    for n, left in enumerate(spellings):
+        cts = write_ct_series(tmp_path / "ct" / f"p{n}", 4, generate_uid(), generate_uid())
+        uid = [ct.SOPInstanceUID for ct in cts]
+        rois = [
+            (left, [_contour(GTV[k].points(), refs=(uid[k],)) for k in (1, 2)]),
+            ("Spinal_Cord" if n % 2 else "SpinalCord", [_contour(CORD[2].points(), refs=(uid[2],))]),
+        ]
+        path = tmp_path / "rtstruct" / f"RS.p{n}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build_rtstruct(cts, rois).save_as(path, enforce_file_format=True)
+    d = detect(tmp_path)
+    assert set(d.source["labels"]["rois"]) == {"Lung_L", "SpinalCord"} and d.classes == 3
+    assert d.source["labels"]["synonyms"]["Lung_L"] == ("L Lung", "Lt Lung", "Left lung")
+    assert {roi_key(s) for s in spellings} == {"left:lung"} and roi_key("Lung_R") == "right:lung"
+    assert roi_key("Spinal_Cord") == roi_key("SpinalCord") == "spinalcord" and roi_key("L") == "l"
+
+
 def test_an_rtstruct_among_the_images_is_found_by_its_name(tmp_path: Path) -> None:
     make_rtstruct_archive(tmp_path / "src")
     shutil.copytree(tmp_path / "src" / "ct" / "a", tmp_path / "a")
