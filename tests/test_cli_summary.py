@@ -133,3 +133,22 @@ def test_summary_names_each_class_dice_and_warns_of_a_class_never_found(capsys: 
     _print_summary(_result({k: v for k, v in metrics.items() if "heldout_class" not in k}))
     rows = {r[0]: r[1] for r in _rows(capsys.readouterr().out) if len(r) > 1}
     assert rows["validation Dice per class"].startswith("class 1 0.5000 (3)") and "warning" not in rows
+
+
+def test_a_summary_of_many_classes_names_the_lowest_twelve(capsys: pytest.CaptureFixture[str]) -> None:
+    """117 structures (TotalSegmentator): one line, the twelve lowest, and how many more there are."""
+    metrics = {"segment_heldout_cases": 3.0}
+    for c in range(1, 118):
+        metrics |= {f"segment_heldout_class_{c}_dice_mean": 0.5 + c / 1000, f"segment_heldout_class_{c}_cases": 3.0}
+    _print_summary(_result(metrics, frozenset({"t"})))
+    rows = _rows(capsys.readouterr().out)
+    start = [r[0] for r in rows].index("held-out Dice per class")
+    cell = [rows[start][1]]
+    for row in rows[start + 1 :]:
+        if len(row) > 1 or row[0].startswith("└"):
+            break
+        cell.append(row[0])  # a wrapped cell goes on in lines whose first column is empty
+    said = " ".join(" ".join(cell).split())
+    assert said.startswith("class 1 0.5010 (3) · class 2 0.5020 (3)")
+    assert "class 12 0.5120 (3) · and 105 more above" in said and "class 13 " not in said
+    assert "warning" not in [r[0] for r in rows]

@@ -143,6 +143,8 @@ def _print_summary(result) -> None:
 
 #: Per-class Dice below which the summary warns that the class is not found.
 MISSED_CLASS_DICE = 0.1
+#: Classes the summary names one by one; of more (TotalSegmentator's 117), the lowest.
+MAX_CLASSES_SHOWN = 12
 
 
 def _class_rows(metrics: Mapping[str, float], names: Mapping[int, str]) -> list[tuple[str, str]]:
@@ -158,10 +160,15 @@ def _class_rows(metrics: Mapping[str, float], names: Mapping[int, str]) -> list[
     classes = sorted({int(k[len(prefix) :].split("_")[0]) for k in metrics if k.startswith(prefix)})
     dice = {c: metrics[f"{prefix}{c}_dice_mean"] for c in classes}
     label = {c: names.get(c, f"class {c}") for c in classes}
-    text = " · ".join(f"{label[c]} {dice[c]:.4f} ({metrics[f'{prefix}{c}_cases']:.0f})" for c in classes)
+    shown = classes if len(classes) <= MAX_CLASSES_SHOWN else sorted(classes, key=lambda c: (dice[c], c))
+    text = " · ".join(
+        f"{label[c]} {dice[c]:.4f} ({metrics[f'{prefix}{c}_cases']:.0f})" for c in shown[:MAX_CLASSES_SHOWN]
+    )
+    more = len(classes) - MAX_CLASSES_SHOWN
+    text += f" · and {more} more above (the lowest shown; every class in MLflow)" if more > 0 else ""
     rows = [(f"{part} Dice per class", f"{text}  (cases holding the class)")]
     missed = [c for c in classes if dice[c] < MISSED_CLASS_DICE]
-    if missed:
+    if missed:  # every one named: these are what the user must know
         rows.append(
             (
                 "[red]warning[/]",
