@@ -293,6 +293,13 @@ def _paired(
         )
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
+    if task == "semantic" and _same_region(sampled):  # DRIVE's and HRF's mask/ folders: the retina, not the vessels
+        region = (
+            f"every sampled mask in {label_root} is the same region (a field of view or region of interest, "
+            "not a label?): if the labels are elsewhere, give --labels FOLDER"
+        )
+        log.warning("%s", region)
+        notes["path"] = region + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
 
 
@@ -360,6 +367,26 @@ def _dicom_files(root: Path, files: list[str]) -> list[str]:
                 if fh.read(4) == b"DICM":
                     found.append(f)
     return found
+
+
+#: Masks compared by :func:`_same_region`, and the IoU with the first above which they are one region.
+SAME_REGION_SAMPLE, SAME_REGION_IOU = 8, 0.98
+
+
+def _same_region(masks: list[Path]) -> bool:
+    """Whether at least 3 of the masks (:data:`SAME_REGION_SAMPLE` read) hold one and the same
+    foreground region (IoU ≥ :data:`SAME_REGION_IOU` with the first) covering a fifth of the image or
+    more: a field-of-view or region-of-interest mask, which no real label set repeats on every image."""
+    arrays = []
+    for path in masks[:: max(1, len(masks) // SAME_REGION_SAMPLE)][:SAME_REGION_SAMPLE]:
+        try:
+            arrays.append(np.asarray(Image.open(path).convert("L")) > 0)
+        except (OSError, UnidentifiedImageError, ValueError):
+            return False
+    if len(arrays) < 3 or len({a.shape for a in arrays}) > 1 or arrays[0].mean() < 0.2:
+        return False
+    first = arrays[0]
+    return all((a & first).sum() >= SAME_REGION_IOU * (a | first).sum() for a in arrays[1:])
 
 
 def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detection:

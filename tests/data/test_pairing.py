@@ -222,6 +222,21 @@ def test_the_mask_folder_is_the_one_that_pairs_even_when_a_shallower_level_has_n
     assert d.source["labels"]["path"] == str(tmp_path / "data" / "masks")
 
 
+def test_masks_that_are_one_region_on_every_image_are_said_to_be_no_label(tmp_path: Path) -> None:
+    """DRIVE's ``mask/`` folder holds the retina's field of view, the same disc on every image (its
+    vessel labels are in ``1st_manual/``): the plan says so instead of training on it in silence."""
+    yy, xx = np.mgrid[:40, :48]
+    disc = ((yy - 20) ** 2 + (xx - 24) ** 2 < 18**2).astype(np.uint8) * 255
+    for i in range(5):
+        _image(tmp_path / "images" / f"{i:02d}_training.png", i, 40, 48)
+        _mask(tmp_path / "mask" / f"{i:02d}_training_mask.png", disc)
+    note = detect(tmp_path).notes["path"]
+    assert note.startswith(f"every sampled mask in {tmp_path / 'mask'} is the same region")
+    moved = (yy - 20) ** 2 + (xx - 10) ** 2 < 12**2  # labels that differ between images: no such note
+    _mask(tmp_path / "mask" / "03_training_mask.png", moved.astype(np.uint8) * 255)
+    assert "same region" not in detect(tmp_path).notes.get("path", "")
+
+
 def test_dicom_seg_objects(ct_archive: Path, tmp_path: Path) -> None:
     for name in ("series-000", "series-001"):
         shutil.copytree(ct_archive / "images" / name, tmp_path / "ct" / name)
