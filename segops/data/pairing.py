@@ -66,7 +66,7 @@ from segops.data.mask_names import (
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
-from segops.data.seg_layout import common_dir, dicom_seg, seg_files
+from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.volume_layout import find_volume_pairs
 from segops.errors import PlanError
@@ -415,6 +415,9 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
             f"{name}: {why}" for name, why in proposal.left_out.items()
         )
     source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
+    exclude = label_objects_excluded(image_dir, struct_dir, structs)  # RTSTRUCTs are no images: not "skipped"
+    if exclude:
+        source["exclude"] = exclude
     names = {c: glob.replace("[", "").replace("]", "") for glob, c in rois.items()}  # _literal_glob's escapes
     return Detection(
         source,

@@ -42,6 +42,18 @@ def common_dir(paths: list[str]) -> str:
     return "" if common == "." else common
 
 
+def label_objects_excluded(image_dir: str, label_dir: str, label_files: list[str]) -> list[str]:
+    """``exclude`` globs (relative to ``image_dir``) that keep DICOM label objects (SEG, RTSTRUCT)
+    inside the image folder out of the inputs: their folder when it is below the images', else each
+    file by name (TCIA's patient/study/series tree holds both; at most 500 listed)."""
+    if label_dir != image_dir and label_dir.startswith(f"{image_dir}/" if image_dir else ""):
+        rel = PurePosixPath(label_dir).relative_to(image_dir) if image_dir else PurePosixPath(label_dir)
+        return [f"{rel.as_posix()}/**"]
+    if label_dir == image_dir:
+        return sorted(str(PurePosixPath(f).relative_to(image_dir)) if image_dir else f for f in label_files)[:500]
+    return []
+
+
 def segment_names(root: Path, segs: list[str], sample: int = SEGMENT_SAMPLE) -> tuple[dict[int, str], str]:
     """(segment number → its SegmentLabel, a note) over up to ``sample`` SEG headers. A number
     labelled differently by different SEGs gets the names joined by " / " and the note says so
@@ -80,11 +92,9 @@ def dicom_seg(root: Path, dicom: list[str], segs: list[str], sample: int = SEGME
         "path": str(root / image_dir),
         "labels": {"kind": "dicom-seg", "path": str(root / seg_dir)},
     }
-    if seg_dir == image_dir:  # SEG objects among the images: exclude them by name
-        source["exclude"] = sorted(str(PurePosixPath(f).relative_to(image_dir)) if image_dir else f for f in segs)[:500]
-    elif seg_dir.startswith(f"{image_dir}/" if image_dir else ""):
-        rel = PurePosixPath(seg_dir).relative_to(image_dir) if image_dir else PurePosixPath(seg_dir)
-        source["exclude"] = [f"{rel.as_posix()}/**"]
+    exclude = label_objects_excluded(image_dir, seg_dir, segs)
+    if exclude:
+        source["exclude"] = exclude
     names, mixed = segment_names(root, segs, min(sample, SEGMENT_SAMPLE))
     classes = max(names, default=1) + 1
     shown = ", ".join(f"{n}: {name}" for n, name in list(names.items())[:8])

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SLICES_DIR = "rtstruct-slices"
 #: The tags an image's contours need, read when its record does not carry them.
 GEOMETRY_TAGS = ("SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+#: Contours per slice above which a series' masks are called fragmented (a warning says why writing is slow).
+FRAGMENTED_CONTOURS = 200
 #: The geometry of one image: :class:`~segops.outputs.rtstruct.SliceMask` fields but the class map.
 Geometry = dict[str, Any]
 
@@ -108,6 +110,16 @@ def _write(cfg: OutputConfig, header: pydicom.Dataset, slices: list[SliceMask], 
         sop_uid=generate_uid(entropy_srcs=["segops-rtstruct", series, cfg.model_digest]),
         description=_description(cfg),
     )
+    contours = sum(len(item.get("ContourSequence", [])) for item in ds.ROIContourSequence)
+    if contours > FRAGMENTED_CONTOURS * max(len(slices), 1):
+        log.warning(
+            "series %s: %d contours on %d slices; masks this fragmented (an undertrained model, or noise) make "
+            "the RTSTRUCT slow to write and to open. Remove small components (train with validation cases, "
+            "so postprocessing is chosen) or train longer",
+            series,
+            contours,
+            len(slices),
+        )
     return str(write_rtstruct(path, ds))
 
 

@@ -346,6 +346,7 @@ def test_an_rtstruct_among_the_images_is_found_by_its_name(tmp_path: Path) -> No
     d = detect(tmp_path / "a")
     assert d.pairing == "dicom-rtstruct" and d.n_images == 6
     assert d.source["labels"]["path"] == str(tmp_path / "a")
+    assert d.source["exclude"] == ["rtstruct.dcm"]  # no image: left out of the inputs, not "skipped" by ingest
 
 
 def _coco_archive(root: Path, per_image: int) -> None:

@@ -336,3 +336,26 @@ def test_empty_class_gets_a_roi_without_contours(tmp_path: Path) -> None:
     ds = pydicom.dcmread(write_rtstruct(tmp_path / "rt.dcm", _build(maps)))
     assert [r.ROIName for r in ds.StructureSetROISequence] == ["liver", "lesion"]
     assert "ContourSequence" in ds.ROIContourSequence[0] and "ContourSequence" not in ds.ROIContourSequence[1]
+
+
+def test_a_series_of_speckled_masks_is_written_and_warned_of(tmp_path: Path, caplog) -> None:
+    """An undertrained model's speckle (a lone pixel every few pixels) makes thousands of contours per
+    slice: the RTSTRUCT is still exact, and the log says why it was slow to write."""
+    speckle = np.zeros(SHAPE, np.uint8)
+    speckle[::3, ::3] = 1  # 14 x 19 lone pixels per slice
+    maps = [speckle.copy() for _ in _class_maps()]
+    rows = _write_series(tmp_path, maps)
+    cfg = _config(tmp_path)
+    for row, m in zip(rows.to_dict("records"), maps):
+        keep_slice_map(cfg, row, m)
+    with caplog.at_level(logging.WARNING, logger="segops.outputs.series_rtstruct"):
+        assert write_series_rtstructs(cfg, rows, {}) == (1, 0)
+    assert f"{len(maps) * 14 * 19} contours on {len(maps)} slices; masks this fragmented" in caplog.text
+    caplog.clear()
+    smooth, cfg = _class_maps(), _config(tmp_path / "smooth")
+    rows = _write_series(tmp_path / "smooth", smooth)
+    for row, m in zip(rows.to_dict("records"), smooth):
+        keep_slice_map(cfg, row, m)
+    with caplog.at_level(logging.WARNING, logger="segops.outputs.series_rtstruct"):
+        assert write_series_rtstructs(cfg, rows, {}) == (1, 0)
+    assert "fragmented" not in caplog.text
