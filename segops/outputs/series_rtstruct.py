@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pydicom
 from pydicom.uid import generate_uid
+from tqdm import tqdm
 
 from segops import __version__
 from segops.errors import SegopsError
@@ -175,7 +176,9 @@ def write_series_rtstructs(cfg: OutputConfig, rows: pd.DataFrame, geometry: Mapp
         is logged and left out.
     """
     written = existing = 0
-    for series_uid, part in rows.groupby("group_id", sort=True):
+    groups = rows.groupby("group_id", sort=True)
+    bar = tqdm(groups, total=groups.ngroups, desc="rtstruct", unit="series", dynamic_ncols=True, mininterval=1.0)
+    for series_uid, part in bar:
         part = part.sort_values(["rel_path", "case_id"])
         if (part["frame"].astype(int) > 0).any():
             log.warning("no RTSTRUCT for multi-frame series %s: contours reference single-frame images", series_uid)
