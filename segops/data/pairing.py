@@ -418,7 +418,6 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
     exclude = label_objects_excluded(image_dir, struct_dir, structs)  # RTSTRUCTs are no images: not "skipped"
     if exclude:
         source["exclude"] = exclude
-    names = {c: glob.replace("[", "").replace("]", "") for glob, c in rois.items()}  # _literal_glob's escapes
     return Detection(
         source,
         "semantic",
@@ -428,7 +427,7 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
         len(images),
         len(images),
         {"labels": note},
-        class_names=names,
+        class_names=proposal.names,
     )
 
 

@@ -266,13 +266,15 @@ PROPOSAL_SAMPLE = 20
 @dataclass(frozen=True)
 class RoiProposal:
     """What :func:`proposed_rois` proposes: ``rois`` rules and ``synonyms`` for the labels, the ROI
-    names left out with the reason (``left_out``), and the classes some sampled structure sets
-    do not draw (``partial``: name → "drawn in k of n"), which a comment states."""
+    names left out with the reason (``left_out``), the classes some sampled structure sets
+    do not draw (``partial``: name → "drawn in k of n"), which a comment states, and each class's
+    name as the structure sets spell it first (``names``: class → name, unescaped)."""
 
     rois: dict[str, int]
     synonyms: dict[str, tuple[str, ...]]
     left_out: dict[str, str]
     partial: dict[str, str]
+    names: dict[int, str]
 
 
 def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
@@ -333,7 +335,7 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
         for k in priority
         if len(spellings[k]) > 1 and len({n.lower() for n in spellings[k]}) > 1
     }
-    return RoiProposal(rois, synonyms, left_out, partial)
+    return RoiProposal(rois, synonyms, left_out, partial, {classes[k]: spellings[k][0] for k in kept})
 
 
 #: Side words of ROI names (TG-263's ``_L``/``_R``, clinical ``Lt``/``Rt``, ``Left``/``Right``).
