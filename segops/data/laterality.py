@@ -3,20 +3,21 @@
 shows a left organ where the right one lies and still calls it left, so mirroring (flips, and the
 180° turn that ``rotate90`` includes) teaches the model to confuse them. TotalSegmentator trains
 nnU-Net without mirroring for this reason; ``segops plan`` does the same when the labels' class
-names hold such a pair. Pure: names only."""
+names hold such a pair (:func:`segops.steps.plan.mirroring_choices`). Pure: names only, no imports
+beyond ``re``, so label readers can use its words."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 
-from segops.data.planning import Choice
-
-#: A side word: ``left``/``right`` anywhere (``kidneyleft``), or ``l``/``r``/``lt``/``rt`` standing alone
-#: between separators or at either end (``Lung_L``, ``L Kidney``), never beside letters or digits
-#: (``vertebrae_L1`` is a vertebra, not a side).
-_SIDE = re.compile(r"left|right|(?<![a-z0-9])(?:lt|rt|l|r)(?![a-z0-9])")
-_LEFT = ("left", "lt", "l")
+#: Side words (TG-263's ``_L``/``_R``, clinical ``Lt``/``Rt``, ``Left``/``Right``) → the side they name.
+SIDE_WORDS = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
+#: A side word in a name: ``left``/``right`` anywhere (``kidneyleft``), or a short one (``l``, ``r``, ``lt``,
+#: ``rt``) standing alone between separators or at either end (``Lung_L``, ``L Kidney``), never beside
+#: letters or digits (``vertebrae_L1`` is a vertebra, not a side).
+_SHORT = "|".join(sorted((w for w in SIDE_WORDS if w not in ("left", "right")), key=len, reverse=True))
+_SIDE = re.compile(rf"left|right|(?<![a-z0-9])(?:{_SHORT})(?![a-z0-9])")
 
 
 def side_pairs(names: Mapping[int, str]) -> list[tuple[str, str]]:
@@ -28,15 +29,5 @@ def side_pairs(names: Mapping[int, str]) -> list[tuple[str, str]]:
         if len(sides) != 1:
             continue
         key = _SIDE.sub("#", lower)
-        by_key.setdefault(key, {}).setdefault("left" if sides[0] in _LEFT else "right", name)
+        by_key.setdefault(key, {}).setdefault(SIDE_WORDS[sides[0]], name)
     return [(pair["left"], pair["right"]) for pair in by_key.values() if len(pair) == 2]
-
-
-def mirroring_choices(names: Mapping[int, str]) -> dict[str, Choice]:
-    """``augment.flip`` and ``augment.rotate90`` off where :func:`side_pairs` finds a pair; else nothing."""
-    pairs = side_pairs(names)
-    if not pairs:
-        return {}
-    shown = ", ".join(f"{a} / {b}" for a, b in pairs[:3]) + (f" and {len(pairs) - 3} more" if len(pairs) > 3 else "")
-    why = f"{shown}: told apart by side, which mirroring swaps (as TotalSegmentator, no mirroring)"
-    return {"augment.flip": Choice(0.0, why), "augment.rotate90": Choice(0.0, "a 180° turn mirrors both axes")}

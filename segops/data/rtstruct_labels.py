@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from segops.data.laterality import SIDE_WORDS
 from segops.data.records import ImageRecord
 from segops.data.rtstruct import (
     DEFAULT_TOLERANCE_MM,
@@ -338,20 +339,16 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     return RoiProposal(rois, synonyms, left_out, partial, {classes[k]: spellings[k][0] for k in kept})
 
 
-#: Side words of ROI names (TG-263's ``_L``/``_R``, clinical ``Lt``/``Rt``, ``Left``/``Right``).
-_SIDES = {"l": "left", "lt": "left", "left": "left", "r": "right", "rt": "right", "right": "right"}
-
-
 def roi_key(name: str) -> str:
     """The merge key of a ROI name: lower case without spaces, ``_``, ``-`` and ``.``, and a side word
-    (``L``, ``Lt``, ``Left``; ``R`` …) wherever it stands taken out as the side, so ``Lung_L``,
+    (:data:`~segops.data.laterality.SIDE_WORDS`) wherever it stands taken out as the side, so ``Lung_L``,
     ``lung-l``, ``L Lung``, ``Lt Lung`` and ``Left lung`` are one structure (``left:lung``) and
     ``SpinalCord`` and ``Spinal_Cord`` another (``spinalcord``)."""
     words = [w for w in re.split(r"[\s._-]+", name.lower()) if w]
-    sides = {_SIDES[w] for w in words if w in _SIDES}
+    sides = {SIDE_WORDS[w] for w in words if w in SIDE_WORDS}
     if len(words) < 2 or len(sides) != 1:
         return "".join(words)
-    return f"{sides.pop()}:" + "".join(w for w in words if w not in _SIDES)
+    return f"{sides.pop()}:" + "".join(w for w in words if w not in SIDE_WORDS)
 
 
 def _why_left_out(drawn: int, sampled: int) -> str:

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import TypeAdapter, ValidationError
 from segops.config.schema import ClusterSpec, ModelSpec, SlidingWindowSpec, SourceSpec
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
-from segops.data.laterality import mirroring_choices
+from segops.data.laterality import side_pairs
 from segops.data.pairing import detect
 from segops.data.planning import Choice, PlanSettings, plan_train
 from segops.errors import PlanError
@@ -92,6 +93,17 @@ def plan_workflow(
     atomic_write_text(output, text)
     log.info("wrote %s and %s", output, fp_file)
     return PlanResult(output, Path(fp_file), fp, detection, choices)
+
+
+def mirroring_choices(names: Mapping[int, str]) -> dict[str, Choice]:
+    """``augment.flip`` and ``augment.rotate90`` off where the class names hold a left/right pair
+    (:func:`segops.data.laterality.side_pairs`); else nothing."""
+    pairs = side_pairs(names)
+    if not pairs:
+        return {}
+    shown = ", ".join(f"{a} / {b}" for a, b in pairs[:3]) + (f" and {len(pairs) - 3} more" if len(pairs) > 3 else "")
+    why = f"{shown}: told apart by side, which mirroring swaps (as TotalSegmentator, no mirroring)"
+    return {"augment.flip": Choice(0.0, why), "augment.rotate90": Choice(0.0, "a 180° turn mirrors both axes")}
 
 
 def left_out_paragraph(fp: Fingerprint) -> str:

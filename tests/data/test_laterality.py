@@ -1,10 +1,10 @@
-"""Class names told apart by side: mirroring swaps them, so a plan turns it off."""
+"""Class names told apart by side (a plan then turns mirroring off: tests/steps/test_plan_outputs.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from segops.data.laterality import mirroring_choices, side_pairs
+from segops.data.laterality import side_pairs
 
 
 @pytest.mark.parametrize(
@@ -24,10 +24,3 @@ from segops.data.laterality import mirroring_choices, side_pairs
 )
 def test_side_pairs_are_names_the_same_but_for_a_side_word(names: dict[int, str], pairs: list) -> None:
     assert side_pairs(names) == pairs
-
-
-def test_a_pair_turns_mirroring_off_and_says_why() -> None:
-    choices = mirroring_choices({1: "Lung_L", 2: "Lung_R"})
-    assert choices["augment.flip"].value == 0.0 and choices["augment.rotate90"].value == 0.0
-    assert choices["augment.flip"].why.startswith("Lung_L / Lung_R: told apart by side")
-    assert mirroring_choices({1: "liver", 2: "Lung_L"}) == {}

@@ -10,10 +10,9 @@ import pytest
 
 from segops.config import validate_workflow_text
 from segops.data.detection import Detection
-from segops.data.laterality import mirroring_choices
 from segops.data.nnunet_layout import label_names
 from segops.data.planning import PlanSettings, plan_train
-from segops.steps.plan import workflow_yaml
+from segops.steps.plan import mirroring_choices, workflow_yaml
 
 from ..fingerprints import ct_slices
 
@@ -77,3 +76,10 @@ def test_a_mask_rcnn_plan_writes_its_flip_off_for_sided_classes(tmp_path: Path) 
     assert train.model.arch == "maskrcnn" and train.augment.flip == 0.0
     segment = validate_workflow_text(workflow_yaml("hands", tmp_path, found, fp, choices)).steps[2]
     assert segment.outputs == ("png", "coco-rle") and segment.segments == {1: "hand_left", 2: "hand_right"}
+
+
+def test_a_pair_turns_mirroring_off_and_says_why() -> None:
+    choices = mirroring_choices({1: "Lung_L", 2: "Lung_R"})
+    assert choices["augment.flip"].value == 0.0 and choices["augment.rotate90"].value == 0.0
+    assert choices["augment.flip"].why.startswith("Lung_L / Lung_R: told apart by side")
+    assert mirroring_choices({1: "liver", 2: "Lung_L"}) == {}
