@@ -7,7 +7,6 @@ listings; tests call it directly. Nothing here raises for a bad input file.
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from collections.abc import Iterator
 from functools import lru_cache
@@ -138,7 +137,7 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
     if getattr(source.labels, "parts", False):  # x_mask_1.png: a numbered part of x_mask.png
         names.append(MASK_PART.sub(r"\g<ext>", label_rel))
     for pattern, name in ((p, n) for p in _label_patterns(source.labels) for n in names):
-        match = _label_regex(pattern).fullmatch(name)
+        match = pattern_regex(pattern).fullmatch(name)
         if match is None:
             continue
         fields = match.groupdict()
@@ -158,7 +157,7 @@ def _is_mask_folder(root: str, prefix: str, folder: str, source: ImageSource | D
     ``<folder>.<ext>``; ``{parent_dir}``: a file one folder below the parent it names); for a
     pattern with neither, every folder it can name is taken for a mask folder."""
     labels = source.labels
-    match = _label_regex(labels.pattern).fullmatch(folder)
+    match = pattern_regex(labels.pattern).fullmatch(folder)
     if match is None:
         return False
     fields, base = match.groupdict(), Path(root) / prefix
@@ -195,11 +194,6 @@ def _folder_prefix(root: str, folder: str) -> str | None:
 def _label_patterns(labels: MaskPngLabels | InstancePngLabels) -> list[str]:
     classes = getattr(labels, "classes_pattern", None)
     return [labels.pattern] + ([classes] if classes else [])
-
-
-@lru_cache(maxsize=64)
-def _label_regex(pattern: str) -> re.Pattern[str]:
-    return pattern_regex(pattern)
 
 
 def decode_file(path: str, rel_path: str, source: Source, labels: LabelResolver | None = None) -> list[dict[str, Any]]:

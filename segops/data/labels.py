@@ -19,6 +19,7 @@ import string
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -390,8 +391,10 @@ _FIELD_REGEX = {
 }
 
 
+@lru_cache(maxsize=64)
 def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Regex that matches the relative paths a label pattern (see ``MaskPngLabels``) produces.
+    """Regex that matches the relative paths a label pattern (see ``MaskPngLabels``) produces
+    (cached: listings test every file against one pattern).
 
     Fields become named groups; ``{rel_dir}/`` (and ``{parent_dir}/``) is optional, as an input at
     the top level has an empty ``rel_dir``.
