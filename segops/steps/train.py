@@ -182,7 +182,7 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
     split, folds = split_labelled(
         labelled, split_spec.val_fraction, split_spec.test_fraction, split_spec.seed, step.folds
     )
-    if step.split.test_fraction > 0 and not split.test:
+    if split_spec.test_fraction > 0 and not split.test:
         log.warning("only %d labelled groups: no test set is held out, so no held-out figures", groups.nunique())
     train, val = list(split.train), list(split.val)
     if step.folds > 1:
