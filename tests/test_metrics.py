@@ -93,3 +93,19 @@ def test_rand_error_of_a_split_and_of_no_regions() -> None:
     recall = (32 * 31 + 8 * 7 + 24 * 23) / (64 * 63)  # 32 + 24 pixels either side, 8 predicted as membrane
     assert error == pytest.approx(1 - 2 * recall / (recall + 1))  # precision 1: nothing merged
     assert np.isnan(rand_error(truth, np.ones_like(truth), boundary_class=1))  # all boundary: nothing to score
+
+
+def test_a_case_mean_leaves_out_classes_neither_mask_holds() -> None:
+    """A photo holding 1 of 4 foreground classes, predicted empty, scores 0 (counting the 3 absent
+    classes as perfect would give 0.75: a model that finds nothing would look good)."""
+    truth = np.zeros((6, 6), dtype=np.uint8)
+    truth[:3, :3] = 2
+    empty = np.zeros_like(truth)
+    assert case_scores(empty, truth, classes=5)["dice"] == 0.0
+    assert case_scores(empty, truth, classes=5)["dice_1"] == 1.0  # per class, both empty is still agreement
+    wrong_class = np.where(truth == 2, 3, 0).astype(np.uint8)  # right place, wrong class: two classes, both 0
+    assert case_scores(wrong_class, truth, classes=5)["dice"] == 0.0
+    extra = truth.copy()
+    extra[5, 5] = 4  # right, plus one false pixel of a class the truth lacks: mean of 1.0 and 0.0
+    assert case_scores(extra, truth, classes=5)["dice"] == pytest.approx(0.5)
+    assert case_scores(empty, empty, classes=5)["dice"] == case_scores(empty, empty, classes=5)["iou"] == 1.0

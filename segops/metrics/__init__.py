@@ -3,7 +3,10 @@
 Empty-mask conventions (as in nnU-Net's evaluation, and MONAI's ``ignore_empty=False``):
 - truth and prediction both empty for a class → Dice = IoU = 1.0 (perfect agreement);
 - exactly one of them empty → Dice = IoU = 0.0.
-A case's Dice/IoU is the mean over foreground classes 1..K-1.
+A case's Dice/IoU is the mean over the foreground classes its truth or prediction holds (nnU-Net's
+NaN for a class absent from both, left out of the mean), and 1.0 where neither holds any: a
+photo holding 2 of 20 classes, predicted empty, scores 0, not the 0.9 that counting the 18
+absent classes as perfect would give. With one foreground class this is the plain Dice.
 
 For the ISBI 2012 challenge's error measures (as reported in the U-Net paper) see
 :func:`pixel_error` and :func:`rand_error`; both take the hard (argmax) segmentation, where
@@ -87,16 +90,20 @@ def case_scores(pred: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, 
         classes: number of classes including background.
 
     Returns:
-        ``{"dice": mean, "iou": mean, "dice_1": ..., "iou_1": ..., ...}``.
+        ``{"dice": mean, "iou": mean, "dice_1": ..., "iou_1": ..., ...}``: per class (1.0 where
+        both are empty), and their means over the classes either holds (1.0 where neither holds any).
     """
     _check_same_shape(pred, truth)
     scores: dict[str, float] = {}
+    held = []
     for c in range(1, classes):
-        scores[f"dice_{c}"] = dice_score(pred == c, truth == c)
-        scores[f"iou_{c}"] = iou_score(pred == c, truth == c)
-    fg = range(1, classes)
-    scores["dice"] = float(np.mean([scores[f"dice_{c}"] for c in fg]))
-    scores["iou"] = float(np.mean([scores[f"iou_{c}"] for c in fg]))
+        p, t = pred == c, truth == c
+        scores[f"dice_{c}"] = dice_score(p, t)
+        scores[f"iou_{c}"] = iou_score(p, t)
+        if p.any() or t.any():
+            held.append(c)
+    scores["dice"] = float(np.mean([scores[f"dice_{c}"] for c in held])) if held else 1.0
+    scores["iou"] = float(np.mean([scores[f"iou_{c}"] for c in held])) if held else 1.0
     scores["pixel_error"] = pixel_error(pred, truth)
     return scores
 
