@@ -133,14 +133,27 @@ class InstancePngLabels(_MaskFiles):
     (``empty_when_missing`` too: an input it names without a mask has no instances).
 
     Every instance has class ``class_id``; with ``classes_pattern``, a class-index mask found
-    by that pattern gives each instance the most frequent class under its pixels.
+    by that pattern gives each instance the most frequent class under its pixels (Pascal VOC:
+    ``SegmentationObject/{rel_stem}.png`` with ``SegmentationClass/{rel_stem}.png``), its stored
+    values mapped to classes by ``class_values`` where given (``void`` pixels, in either file, are
+    no object).
     """
 
     kind: Literal["instance-png"]
     path: Path
     pattern: str = "{rel_stem}.png"
     classes_pattern: str | None = None
+    class_values: dict[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=255)]] | None = Field(
+        default=None,
+        description="The class masks' stored value → class (every stored value listed), as mask-png's values.",
+    )
     class_id: int = Field(default=1, ge=1, le=255)
+
+    @model_validator(mode="after")
+    def _class_values_with_classes(self) -> InstancePngLabels:
+        if self.class_values is not None and self.classes_pattern is None:
+            raise ValueError("class_values maps the values of class masks: give classes_pattern too, or drop it")
+        return self
 
 
 class MaskFolderLabels(_EmptyWhenMissing):

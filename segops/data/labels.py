@@ -90,7 +90,11 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     if not path.is_file():
         return None
     try:
-        classes = read_mask_png(path, None) if instance else spec_mask_with_parts(spec, path)
+        classes = (
+            read_mask_png(path, None, values=spec.class_values, void=spec.void)
+            if instance
+            else spec_mask_with_parts(spec, path)
+        )
     except LabelError:
         return None
     values, pixels = label_counts(classes)
@@ -299,7 +303,9 @@ def _instance_png_label(spec: InstancePngLabels, path: Path, record: ImageRecord
         class_path = mask_png_path(spec.path, spec.classes_pattern, record.rel_path, record.frame, spec.replace)
         if not class_path.is_file():
             raise LabelError(f"instance-id image {path} has no class mask: {class_path} does not exist")
-        class_mask = read_mask_png(class_path, shape, _page(spec.classes_pattern, record))
+        class_mask = read_mask_png(
+            class_path, shape, _page(spec.classes_pattern, record), values=spec.class_values, void=spec.void
+        )
         classes = _majority_classes(ids, class_mask, where=f"instance-id image {path} (classes {class_path})")
     try:
         return encode_instances(ids, classes)

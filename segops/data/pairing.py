@@ -42,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import path_selected
+from segops.data.instance_trees import InstanceTree, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
@@ -68,6 +69,7 @@ from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
 from segops.data.split_folders import split_folders, split_pairs
+from segops.data.unannotated import not_annotated
 from segops.data.volume_layout import find_volume_pairs
 from segops.errors import PlanError
 
@@ -233,6 +235,17 @@ def _paired(
     if include:
         source["include"] = include
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
+    tree = None
+    if task == "semantic" and overrides.task is None and not parts and labels_spec.keys() <= _CLASS_MASK_KEYS:
+        tree = instance_tree(label_root, pattern, sampled, labels_spec.get("void"))
+    if tree is not None:  # Pascal VOC: SegmentationObject ids + SegmentationClass classes → instances
+        labels_spec = source["labels"] = _instance_labels(labels_spec, tree, pattern)
+        task, mask_kind = "instance", "instance-id"
+        notes["labels"] += (
+            f"; instance ids in {tree.instances}/ beside the class masks in {tree.classes}/ (same names, up to "
+            f"{tree.most_objects} objects per mask): each object takes the class under most of its pixels, "
+            "trained as instances (--task semantic for class masks alone)"
+        )
     if parts:
         notes["labels.parts"] = f"{len(parts)} numbered part(s) beside masks ({sorted(parts)[0]}): one mask with them"
     paired_set = set(paired)
@@ -255,7 +268,17 @@ def _paired(
     unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and per_file else []
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
     test_data = [i for i in unmasked if TEST_WORDS.search(i.lower())]
-    if unmasked and not normal and only_defects and not test_data and _alike(image_root, unmasked, paired, sample):
+    elsewhere = (
+        not_annotated(root, files, paired, _spread(unmasked, 50))
+        if unmasked and only_defects and not normal and not test_data
+        else None
+    )
+    if elsewhere:  # Pascal VOC: 14k photos with boxes but no mask are not background
+        notes["labels"] += (
+            f"; {unlabelled} image(s) have no mask and are not taken as empty: {elsewhere}; unlabelled "
+            "(segmented, never trained on)"
+        )
+    elif unmasked and not normal and only_defects and not test_data and _alike(image_root, unmasked, paired, sample):
         # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
         # without one are the defect-free ones; left out, a model would never see a clean part
         labels_spec["empty_when_missing"] = ["**"]
@@ -276,6 +299,8 @@ def _paired(
             "defect-free, add empty_when_missing: ['**'] to train on them as empty masks"
         )
     outside = [f for f in images if not wanted(f) and not (label_prefix and f.startswith(label_prefix + "/"))]
+    if tree is not None:
+        outside = [f for f in outside if not (root / f).is_relative_to(tree.parent / tree.instances)]
     if siblings:
         outside = [f for f in outside if not any(f.startswith(sib + "/") for sib in siblings)]
     if prefix and outside:
@@ -301,6 +326,23 @@ def _paired(
         log.warning("%s", region)
         notes["path"] = region + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
+
+
+#: Keys of a mask-png spec that an instance-png spec with class masks can carry over.
+_CLASS_MASK_KEYS = {"kind", "path", "pattern", "values", "void", "replace"}
+
+
+def _instance_labels(labels: dict[str, Any], tree: InstanceTree, pattern: str) -> dict[str, Any]:
+    """The mask-png spec of the class masks → instance-png labels of the instance-id tree with them."""
+    out: dict[str, Any] = {
+        "kind": "instance-png",
+        "path": str(tree.parent),
+        "pattern": f"{tree.instances}/{pattern}",
+        "classes_pattern": f"{tree.classes}/{pattern}",
+    }
+    if "values" in labels:
+        out["class_values"] = labels["values"]
+    return out | {k: labels[k] for k in ("void", "replace") if k in labels}
 
 
 def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:
