@@ -249,9 +249,10 @@ def plan_oversample(fp: Fingerprint) -> Choice:
 
 
 def plan_split(fp: Fingerprint) -> Choice:
-    """``test_fraction`` holding out 20 % of groups, 3..200 of them, at most half: the test set
-    the segment step reports as held-out, touched by nothing before it. Two groups: none (one
-    validates, one trains).
+    """``test_fraction`` holding out 20 % of groups, 1..200 of them: the test set the segment step
+    reports as held-out, touched by nothing before it. A small archive keeps its groups to train
+    on (6 patients: 1 tested, 1 validates, 4 train, where a floor of 3 tested left 2 to train).
+    Two groups: none (one validates, one trains).
 
     Raises:
         PlanError: one group (a single stack file or series): nothing can be held out.
@@ -267,7 +268,7 @@ def plan_split(fp: Fingerprint) -> Choice:
         )
     if n == 2:
         return Choice(0.0, "2 groups: no test set (one validates, one trains)")
-    n_test = max(1, min(max(3, round(0.2 * n)), 200, n // 2))
+    n_test = max(1, min(round(0.2 * n), 200))
     return Choice(round(n_test / n, 4), f"{n_test} of {n} groups held out (test)")
 
 

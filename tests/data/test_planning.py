@@ -145,13 +145,14 @@ def test_foreground_oversample_rises_for_rare_foreground(fractions, with_fg, exp
     )
 
 
-@pytest.mark.parametrize(("groups", "fraction"), [(30, 0.2), (8, 0.375), (4, 0.5), (5000, 0.04)])
+@pytest.mark.parametrize(("groups", "fraction"), [(30, 0.2), (8, 0.25), (6, 0.1667), (4, 0.25), (5000, 0.04)])
 def test_split_holds_out_a_few_groups(groups: int, fraction: float) -> None:
     assert plan_split(replace(ISBI, n_groups=groups)).value == fraction
 
 
 @pytest.mark.parametrize(
-    ("groups", "test", "val"), [(30, 0.2, 0.1), (4, 0.5, 0.25), (3, 0.3333, 0.3333), (5000, 0.04, 0.02)]
+    ("groups", "test", "val"),
+    [(30, 0.2, 0.1), (4, 0.25, 0.25), (6, 0.1667, 0.1667), (3, 0.3333, 0.3333), (5000, 0.04, 0.02)],
 )
 def test_validation_is_small_and_leaves_groups_to_train(groups: int, test: float, val: float) -> None:
     fp = replace(ISBI, n_groups=groups)
