@@ -44,6 +44,7 @@ from segops.config.sources import (
     SourceSpec,
     VolumeLabels,
     VolumeSource,
+    YoloLabels,
 )
 from segops.config.spec import Spec
 from segops.config.steps import (
@@ -79,6 +80,7 @@ __all__ = [
     "IngestStep",
     "InstancePngLabels",
     "LabelmeLabels",
+    "YoloLabels",
     "MaskFolderLabels",
     "IntensityAugment",
     "IntensitySpec",

@@ -196,6 +196,23 @@ class LabelmeLabels(_EmptyWhenMissing):
     instances: bool = Field(default=False, description="Each shape one instance (for arch: maskrcnn).")
 
 
+class YoloLabels(_EmptyWhenMissing):
+    """YOLO segmentation label files (Ultralytics; Roboflow's YOLOv8 export), one ``.txt`` per input
+    found by ``pattern`` (``{rel_stem}.txt`` under ``labels/`` for ``images/train/x.jpg``;
+    ``{parent_dir}/labels/{stem}.txt`` for Roboflow's ``train/images/x.jpg``). Each line is one
+    object, ``class x1 y1 … xn yn``: a polygon in fractions of the image's width and height, YOLO
+    class k → class k + 1. An empty file is an image without objects; an input without a file is
+    unlabelled unless ``empty_when_missing`` names it (Ultralytics reads it as background). Box
+    lines (``class cx cy w h``, YOLO detection) have no outline: a label problem of their image.
+    With ``instances: true`` each line is one instance (for ``arch: maskrcnn``); later lines on top.
+    """
+
+    kind: Literal["yolo"]
+    path: Path
+    pattern: str = "{rel_stem}.txt"
+    instances: bool = Field(default=False, description="Each line one instance (for arch: maskrcnn).")
+
+
 class RtstructLabels(Spec):
     """A folder of DICOM RTSTRUCT objects (any depth): contours per ROI, rasterised onto each slice.
 
@@ -293,6 +310,7 @@ LabelsSpec = Annotated[
     | InstancePngLabels
     | MaskFolderLabels
     | LabelmeLabels
+    | YoloLabels
     | RtstructLabels
     | RleCsvLabels,
     Field(discriminator="kind"),
@@ -303,7 +321,7 @@ def is_instance_labels(labels: object) -> bool:
     """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
     with instances)."""
     kind = getattr(labels, "kind", None)
-    with_flag = kind in ("coco", "rle-csv", "mask-folder", "labelme")
+    with_flag = kind in ("coco", "rle-csv", "mask-folder", "labelme", "yolo")
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 

@@ -36,6 +36,7 @@ from segops.config.schema import (
     MaskPngLabels,
     RleCsvLabels,
     RtstructLabels,
+    YoloLabels,
 )
 from segops.config.sources import is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
@@ -56,6 +57,7 @@ from segops.data.mask_names import match_pattern
 from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
+from segops.data.yolo import yolo_classes, yolo_label
 from segops.errors import LabelError
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ EMPTY_LABEL_PREFIX = "empty:"
 
 
 def empty_label(
-    spec: MaskPngLabels | InstancePngLabels | MaskFolderLabels | LabelmeLabels | RleCsvLabels,
+    spec: MaskPngLabels | InstancePngLabels | MaskFolderLabels | LabelmeLabels | YoloLabels | RleCsvLabels,
     rel_path: str,
     shape: tuple[int, int],
     dtype: type,
@@ -156,10 +158,12 @@ class LabelResolver:
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, np.int32)
             return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
-        if isinstance(self.spec, LabelmeLabels):
+        if isinstance(self.spec, (LabelmeLabels, YoloLabels)):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
+            if isinstance(self.spec, YoloLabels):
+                return yolo_label(path, shape, self.spec.instances), str(path.resolve())
             classes = self.spec.classes or self.labelme_classes
             return labelme_label(path, shape, classes, self.spec.instances), str(path.resolve())
         if isinstance(self.spec, MaskFolderLabels):
@@ -189,7 +193,7 @@ class LabelResolver:
 
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
-        if isinstance(self.spec, LabelmeLabels):
+        if isinstance(self.spec, (LabelmeLabels, YoloLabels)):
             return pattern_files(self.spec.path, self.spec.pattern)
         if isinstance(self.spec, MaskPngLabels):
             # only files the pattern can name: masks may sit beside their images (x.jpg + x.png); with
@@ -213,9 +217,9 @@ class LabelResolver:
 def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
     """What the labels of a resolver will hold, known without reading a pixel: one row per label
     (``label_uri``, ``label_values``, ``label_pixels``) in the layout of the records' census
-    columns, for COCO (each annotated image: the classes of its annotations' categories), DICOM
-    SEG (each object: its segment numbers, through ``segments``) and instance-png with
-    ``class_id`` alone. Values of instance labels are ``class * 1000 + 1`` (one per class). Pixel
+    columns, for COCO (each annotated image: its annotations' categories), DICOM SEG (each object:
+    its segment numbers, through ``segments``), instance-png with ``class_id`` alone and YOLO files
+    (their lines' classes). Instance labels' values are ``class * 1000 + 1`` (one per class). Pixel
     counts are unknown: 1 each. Mask-png labels and class masks hold their values in their
     pixels: empty here (see :func:`mask_file_counts`).
     """
@@ -245,6 +249,8 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         return [row(uri, classes) for uri, classes in declared_rows(resolver.rtstruct, spec.rois, spec.synonyms)]
     if isinstance(spec, RleCsvLabels):
         return [row(f"{spec.path}#image={k}", {c for c, _ in e}) for k, e in sorted(resolver.rle_images.items())]
+    if isinstance(spec, YoloLabels):
+        return [row(uri, yolo_classes(uri)) for uri in sorted(pattern_files(spec.path, spec.pattern))]
     return []
 
 

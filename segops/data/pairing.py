@@ -16,7 +16,8 @@ Pairing styles, tried in this order:
    ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
 3a. One mask file per object in a folder per image (:mod:`segops.data.mask_folder_layout`:
    Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
-3b. LabelMe JSON files beside their images (:mod:`segops.data.labelme`).
+3b. LabelMe JSON files beside their images (:mod:`segops.data.labelme`), or YOLO segmentation
+   ``.txt`` files in ``labels/`` beside ``images/`` (:mod:`segops.data.yolo`).
 3c. Volume files outside the nnU-Net layout (:mod:`segops.data.volume_layout`: KiTS, LiTS,
    BTCV, suffixes, mask-named sibling folders).
 4. A parallel tree: a folder with an image folder and a mask folder named like
@@ -71,6 +72,7 @@ from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.unannotated import not_annotated
 from segops.data.volume_layout import find_volume_pairs
+from segops.data.yolo import find_yolo
 from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         labelme = find_labelme(root, files, pictures, overrides.task)
         if labelme is not None:
             return labelme
+        yolo = find_yolo(root, files, pictures, overrides.task)
+        if yolo is not None:
+            return yolo
     dicom = _dicom_files(root, files)
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
