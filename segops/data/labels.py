@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import string
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,7 +23,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import pydicom
 
 from segops.config.schema import (
     CocoLabels,
@@ -45,7 +43,6 @@ from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
 from segops.data.label_census import label_counts
 from segops.data.labelme import label_names, labelme_label
 from segops.data.mask_files import (
-    class_map,
     mask_folder_files,
     read_instance_png,
     read_mask_folder,
@@ -57,6 +54,7 @@ from segops.data.mask_names import match_pattern
 from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
+from segops.data.seg_labels import index_segs, seg_label, segment_numbers
 from segops.data.yolo import yolo_classes, yolo_label
 from segops.errors import LabelError
 
@@ -176,7 +174,7 @@ class LabelResolver:
             if seg_path is None:
                 return None
             frame = record.frame + 1 if record.n_frames > 1 else None
-            return _seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
+            return seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
         if isinstance(self.spec, RtstructLabels):
             return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms)
         if isinstance(self.spec, RleCsvLabels):
@@ -238,7 +236,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         ]
     if isinstance(spec, DicomSegLabels):
         return [
-            row(path, {spec.segments.get(n, 0) if spec.segments else n for n in _segment_numbers(path)})
+            row(path, {spec.segments.get(n, 0) if spec.segments else n for n in segment_numbers(path)})
             for path in sorted(set(resolver.seg_index.values()))
         ]
     if isinstance(spec, InstancePngLabels) and spec.classes_pattern is None:
@@ -254,16 +252,10 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
     return []
 
 
-def _segment_numbers(path: str) -> set[int]:
-    """The SegmentNumbers a DICOM SEG declares (header only)."""
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return {int(item.SegmentNumber) for item in getattr(ds, "SegmentSequence", [])}
-
-
 def build_resolver(spec: LabelsSpec) -> LabelResolver:
     """Index the labels once (SEG headers, COCO file) so decode tasks can look them up."""
     if isinstance(spec, DicomSegLabels):
-        return LabelResolver(spec, seg_index=_index_segs(Path(spec.path)))
+        return LabelResolver(spec, seg_index=index_segs(Path(spec.path)))
     if isinstance(spec, CocoLabels):
         images, classes = index_coco(Path(spec.path), spec.categories)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
@@ -423,77 +415,3 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
             parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>{_FIELD_REGEX.get(name, '.*')})")
             seen.add(name)
     return re.compile("".join(parts))
-
-
-# --------------------------------------------------------------------------- DICOM SEG
-
-
-def _index_segs(root: Path) -> dict[str, str]:
-    """SOPInstanceUID of each referenced source image → path of the SEG that labels it."""
-    if not root.is_dir():
-        raise LabelError(f"DICOM SEG folder {root} does not exist")
-    index: dict[str, str] = {}
-    ignored, beside = [], 0  # images beside the SEGs (TCIA's series folders) are expected: counted, not warned
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception as exc:  # not a DICOM file: not a label, say so and go on
-            ignored.append(f"{path} ({type(exc).__name__})")
-            continue
-        if getattr(ds, "Modality", "") != "SEG":
-            beside += 1
-            continue
-        for sop in _seg_sources(ds):
-            index[sop] = str(path.resolve())
-    if ignored:
-        log.warning("ignored %d file(s) in the SEG folder that are not DICOM, e.g. %s", len(ignored), ignored[0])
-    if beside:
-        log.info("%d other DICOM file(s) beside the SEG objects under %s (not labels)", beside, root)
-    return index
-
-
-def _seg_sources(ds: pydicom.Dataset) -> set[str]:
-    sources = set()
-    for series in getattr(ds, "ReferencedSeriesSequence", []):
-        for inst in getattr(series, "ReferencedInstanceSequence", []):
-            sources.add(str(inst.ReferencedSOPInstanceUID))
-    for frame in getattr(ds, "PerFrameFunctionalGroupsSequence", []):
-        for deriv in getattr(frame, "DerivationImageSequence", []):
-            for src in getattr(deriv, "SourceImageSequence", []):
-                sources.add(str(src.ReferencedSOPInstanceUID))
-    return sources
-
-
-_SEG_CACHE: OrderedDict[str, Any] = OrderedDict()
-
-
-def _read_seg(path: str) -> Any:
-    """highdicom Segmentation, cached: consecutive slices of a series share one SEG file."""
-    import highdicom as hd
-
-    if path not in _SEG_CACHE:
-        _SEG_CACHE[path] = hd.seg.segread(path)
-        while len(_SEG_CACHE) > 2:
-            _SEG_CACHE.popitem(last=False)
-    return _SEG_CACHE[path]
-
-
-def _seg_label(
-    path: str, sop_uid: str, frame: int | None, shape: tuple[int, int], segments: dict[int, int] | None
-) -> np.ndarray:
-    """Label map of one source image (or one frame, 1-based, of a multi-frame source)."""
-    try:
-        seg = _read_seg(path)
-        if frame is None:
-            pixels = seg.get_pixels_by_source_instance([sop_uid], combine_segments=True, skip_overlap_checks=True)
-        else:
-            pixels = seg.get_pixels_by_source_frame(sop_uid, [frame], combine_segments=True, skip_overlap_checks=True)
-    except Exception as exc:
-        raise LabelError(f"cannot read SEG frames for {sop_uid} from {path}: {type(exc).__name__}: {exc}") from exc
-    label = np.asarray(pixels[0]).astype(np.int64)
-    if segments:
-        mapped = np.zeros_like(label)
-        for number, cls in segments.items():
-            mapped[label == number] = cls
-        label = mapped
-    return class_map(label.astype(np.uint16), shape, f"SEG {path}")
