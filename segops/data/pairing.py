@@ -105,6 +105,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     if not root.is_dir():
         raise PlanError(f"{root} is not a folder; give the folder that holds the images (and masks)")
     files = list_files(root)
+    boxes: PlanError | None = None
     labels = overrides.labels.resolve() if overrides.labels else None
     if labels is not None and labels.suffix.lower() == ".json":
         return coco_layout(root, files, labels, overrides)
@@ -125,9 +126,13 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         labelme = find_labelme(root, files, pictures, overrides.task)
         if labelme is not None:
             return labelme
-        yolo = find_yolo(root, files, pictures, overrides.task)
-        if yolo is not None:
-            return yolo
+        try:
+            yolo = find_yolo(root, files, pictures, overrides.task)
+        except PlanError as exc:  # YOLO boxes: the reason to give if no mask is found either
+            boxes = exc
+        else:
+            if yolo is not None:
+                return yolo
     dicom = _dicom_files(root, files)
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
@@ -144,7 +149,12 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     images = dicom if is_dicom else pictures
     if not images:
         raise PlanError(f"no image or DICOM files under {root}; expected {', '.join(IMAGE_EXTS)} or DICOM files")
-    return _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
+    try:
+        return _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
+    except PlanError:
+        if boxes is not None:
+            raise boxes from None
+        raise
 
 
 # --------------------------------------------------------------------------- mask pairing
