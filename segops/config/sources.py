@@ -114,16 +114,20 @@ class DicomSegLabels(Spec):
 
 
 class CocoLabels(Spec):
-    """A COCO JSON file of instance annotations (polygons or RLE).
+    """A COCO JSON file of instance annotations (polygons or RLE), and ``more_files`` of the same
+    categories read with it (other splits: Roboflow's ``valid/_annotations.coco.json``, COCO's
+    ``instances_val2017.json``).
 
-    Images are matched by ``file_name`` (relative path, else base name). The class of an
-    annotation is ``categories[category_id]``, by default the category's rank among the file's
-    categories (1..K). Rasterised to a class map, or with ``instances: true`` to an instance
-    label map (see :mod:`segops.data.instances`) for instance models.
+    Images are matched by the ``file_name`` beside their COCO file, else by ``file_name``
+    relative to the source folder, else by base name (a name two files share: only beside its
+    file). The class of an annotation is ``categories[category_id]``, by default the category's
+    rank among the files' categories (1..K). Rasterised to a class map, or with
+    ``instances: true`` to an instance label map (see :mod:`segops.data.instances`) for instance models.
     """
 
     kind: Literal["coco"]
     path: Path
+    more_files: tuple[Path, ...] = Field(default=(), description="Further COCO files of the same categories.")
     categories: dict[int, Annotated[int, Field(ge=0, le=255)]] | None = None
     instances: bool = Field(default=False, description="Keep instances apart (for arch: maskrcnn).")
 

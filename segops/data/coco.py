@@ -18,15 +18,37 @@ from segops.data.instances import stack_instances
 from segops.errors import LabelError
 
 
-def index_coco(path: Path, categories: dict[int, int] | None) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
-    """A COCO file → (image entry by ``file_name`` and by base name, class of each category id).
+def index_coco(
+    path: Path, categories: dict[int, int] | None, more: tuple[Path, ...] | list[Path] = ()
+) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
+    """COCO file(s) → (image entry by key, class of each category id).
 
-    ``categories`` maps category ids to classes; by default a category's class is its rank among
-    the file's category ids (1..K).
+    An entry is found by the image's absolute path (the ``file_name`` beside its COCO file, as
+    Roboflow exports each split), by ``file_name`` and by base name; with ``more`` files (other
+    splits), a name two files share is left to the absolute path. Each entry carries its label
+    ``uri`` (``<file>#image=<id>``). ``categories`` maps category ids to classes; by default a
+    category's class is its rank among the files' category ids (1..K).
 
     Raises:
-        LabelError: the file cannot be read or has no ``images``.
+        LabelError: a file cannot be read or has no ``images``.
     """
+    entries: dict[str, dict[str, Any]] = {}  # absolute paths, then names
+    names: dict[str, dict[str, Any]] = {}
+    ambiguous: set[str] = set()
+    ids: set[int] = set()
+    for file in (Path(path), *map(Path, more)):
+        keys, file_ids = _index_file(file, entries)
+        ids |= file_ids
+        ambiguous |= {name for name in keys if name in names}  # e.g. 0001.jpg in two splits
+        names.update({name: entry for name, entry in keys.items() if name not in names})
+    entries.update({name: entry for name, entry in names.items() if name not in ambiguous})
+    if categories is None:
+        categories = {cid: rank + 1 for rank, cid in enumerate(sorted(ids))}
+    return entries, categories
+
+
+def _index_file(path: Path, into: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], set[int]]:
+    """One COCO file's entries by their keys (not yet merged ``into`` the index), and its category ids."""
     try:
         data = json.loads(path.read_text())
         images, anns = data["images"], data.get("annotations", [])
@@ -35,20 +57,23 @@ def index_coco(path: Path, categories: dict[int, int] | None) -> tuple[dict[str,
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in anns:
         by_image[ann["image_id"]].append(ann)
-    entries = {}
-    for image in images:
+    keys: dict[str, dict[str, Any]] = {}
+    for image in images:  # a file_name twice in one file: the later entry by name, the first by base name
         entry = {
             "id": image["id"],
+            "uri": f"{path}#image={image['id']}",
             "height": image.get("height"),
             "width": image.get("width"),
             "annotations": by_image.get(image["id"], []),
         }
-        entries[str(image["file_name"])] = entry
-        entries.setdefault(PurePosixPath(str(image["file_name"])).name, entry)
-    if categories is None:
-        ids = sorted({c["id"] for c in data.get("categories", [])} | {a["category_id"] for a in anns})
-        categories = {cid: rank + 1 for rank, cid in enumerate(ids)}
-    return entries, categories
+        name = str(image["file_name"])
+        beside = path.parent / name
+        if beside.is_file():
+            into[str(beside.resolve())] = entry
+        keys[name] = entry
+        keys.setdefault(PurePosixPath(name).name, entry)
+    ids = {c["id"] for c in data.get("categories", [])} | {a["category_id"] for a in anns}
+    return keys, ids
 
 
 def coco_label(entry: dict[str, Any], shape: tuple[int, int], classes: dict[int, int]) -> np.ndarray:

@@ -183,11 +183,12 @@ class LabelResolver:
                 return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
             uri = f"{self.spec.path}#image={key}"
             return rle_label(self.rle_images[key], shape, self.spec.order, self.spec.instances, uri), uri
-        entry = self.coco_images.get(record.rel_path) or self.coco_images.get(PurePosixPath(record.rel_path).name)
+        keys = (record.source_uri, record.rel_path, PurePosixPath(record.rel_path).name)
+        entry = next((self.coco_images[k] for k in keys if k in self.coco_images), None)
         if entry is None:
             return None
         read = coco_instances if self.spec.instances else coco_label
-        return read(entry, shape, self.coco_classes), f"{self.spec.path}#image={entry['id']}"
+        return read(entry, shape, self.coco_classes), entry["uri"]
 
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""
@@ -209,7 +210,7 @@ class LabelResolver:
             return self.rtstruct.keys()
         if isinstance(self.spec, RleCsvLabels):
             return {f"{self.spec.path}#image={key}" for key in self.rle_images}
-        return {f"{self.spec.path}#image={e['id']}" for e in self.coco_images.values()}
+        return {e["uri"] for e in self.coco_images.values()}
 
 
 def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
@@ -229,10 +230,10 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         return {"label_uri": uri, "label_values": values, "label_pixels": [1] * len(values)}
 
     if isinstance(spec, CocoLabels):
-        entries = {e["id"]: e for e in resolver.coco_images.values()}
+        entries = {e["uri"]: e for e in resolver.coco_images.values()}
         return [
-            row(f"{spec.path}#image={i}", {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
-            for i, e in entries.items()
+            row(uri, {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
+            for uri, e in entries.items()
         ]
     if isinstance(spec, DicomSegLabels):
         return [
@@ -257,7 +258,7 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
     if isinstance(spec, DicomSegLabels):
         return LabelResolver(spec, seg_index=index_segs(Path(spec.path)))
     if isinstance(spec, CocoLabels):
-        images, classes = index_coco(Path(spec.path), spec.categories)
+        images, classes = index_coco(Path(spec.path), spec.categories, spec.more_files)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))

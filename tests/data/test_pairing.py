@@ -382,32 +382,72 @@ def test_coco_file(tmp_path: Path, per_image: int, task: str) -> None:
     assert d.source["labels"] == expected | ({"instances": True} if task == "instance" else {})
 
 
-def test_roboflow_coco_export_reads_the_largest_split_and_skips_the_unused_supercategory(tmp_path: Path) -> None:
-    # train/valid/test, each with its images and _annotations.coco.json; category 0 is Roboflow's
-    # supercategory, which no annotation uses
-    for split, n in (("test", 1), ("train", 3), ("valid", 1)):
+def test_roboflow_coco_export_reads_every_split_and_skips_the_unused_supercategory(tmp_path: Path) -> None:
+    # train/valid/test, each with its images and _annotations.coco.json, image ids from 0 and the
+    # same file names in each; category 0 is Roboflow's supercategory, which no annotation uses
+    for split, n in (("test", 1), ("train", 3), ("valid", 2)):
         images, anns = [], []
         for i in range(n):
-            _image(tmp_path / split / f"{split}{i}.jpg", i)
-            images.append({"id": i, "file_name": f"{split}{i}.jpg", "height": 24, "width": 32})
-            for k, cat in enumerate((1, 1, 2)):
+            _image(tmp_path / split / f"{i}.jpg", i)
+            images.append({"id": i, "file_name": f"{i}.jpg", "height": 24, "width": 32})
+            for k, cat in enumerate((1, 1, 2) if split != "valid" else (2,) * (i + 1)):
                 x = 2 + 8 * k
                 poly = [x, 2, x + 4, 2, x + 4, 6, x, 6]
                 anns.append({"id": len(anns), "image_id": i, "category_id": cat, "segmentation": [poly], "iscrowd": 0})
         cats = [{"id": 0, "name": "parts"}, {"id": 1, "name": "scratch"}, {"id": 2, "name": "dent"}]
         doc = {"images": images, "annotations": anns, "categories": cats}
         (tmp_path / split / "_annotations.coco.json").write_text(json.dumps(doc))
+    captions = {"images": [{"id": 0, "file_name": "0.jpg"}], "annotations": [{"id": 0, "image_id": 0, "caption": "a"}]}
+    (tmp_path / "captions.json").write_text(json.dumps(captions))  # COCO's captions file: not instances
     d = detect(tmp_path)
-    assert d.pairing == "coco" and d.task == "instance" and d.classes == 3
-    assert d.source["path"] == str(tmp_path / "train")
+    assert d.pairing == "coco" and d.task == "instance" and d.classes == 3 and d.n_paired == 6
+    assert d.source["path"] == str(tmp_path)
     assert d.source["labels"] == {
         "kind": "coco",
         "path": str(tmp_path / "train" / "_annotations.coco.json"),
+        "more_files": [str(tmp_path / split / "_annotations.coco.json") for split in ("test", "valid")],
         "instances": True,
         "categories": {1: 1, 2: 2},
     }
     assert "ids [0] unused: no class" in d.notes["labels"]
-    assert "other COCO files, not read: test/_annotations.coco.json, valid/_annotations.coco.json" in d.notes["labels"]
+    assert "other COCO files, not read: captions.json" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    resolver = build_resolver(source.labels)
+    rows = {
+        rel: decode_file(str(tmp_path / rel), rel, source, resolver)[0] for rel in ("train/1.jpg", "valid/1.jpg")
+    }
+    # the same name and image id in two splits: each image finds the annotations of its own split
+    assert rows["train/1.jpg"]["label_uri"] == f"{tmp_path / 'train' / '_annotations.coco.json'}#image=1"
+    assert rows["valid/1.jpg"]["label_uri"] == f"{tmp_path / 'valid' / '_annotations.coco.json'}#image=1"
+    assert sorted(np.unique(np.asarray(rows["train/1.jpg"]["label"])).tolist()) == [0, 1001, 1002, 2003]
+    assert sorted(np.unique(np.asarray(rows["valid/1.jpg"]["label"])).tolist()) == [0, 2001, 2002]
+    assert len(resolver.all_label_keys()) == 6
+
+
+def test_coco_2017_layout_reads_train_and_val_but_not_the_keypoints_file(tmp_path: Path) -> None:
+    cats = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    for split, n in (("train2017", 3), ("val2017", 2)):
+        images, anns = [], []
+        for i in range(n):
+            name = f"{split[:-4]}{i:012d}.jpg"
+            _image(tmp_path / split / name, i)
+            images.append({"id": 100 * i + 7, "file_name": name, "height": 24, "width": 32})
+            poly = [2, 2, 10, 2, 10, 10, 2, 10]
+            anns.append({"id": i, "image_id": 100 * i + 7, "category_id": 3, "segmentation": [poly], "iscrowd": 0})
+        doc = {"images": images, "annotations": anns, "categories": cats}
+        (tmp_path / "annotations").mkdir(exist_ok=True)
+        (tmp_path / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+        keypoints = {**doc, "categories": cats[:1], "annotations": [{**a, "category_id": 1} for a in anns]}
+        (tmp_path / "annotations" / f"person_keypoints_{split}.json").write_text(json.dumps(keypoints))
+    d = detect(tmp_path)
+    assert d.source["path"] == str(tmp_path) and d.n_paired == 5 and d.class_names == {1: "car"}  # person: unused
+    assert d.source["labels"]["path"] == str(tmp_path / "annotations" / "instances_train2017.json")
+    assert d.source["labels"]["more_files"] == [str(tmp_path / "annotations" / "instances_val2017.json")]
+    assert "not read: annotations/person_keypoints_train2017.json" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    (row,) = decode_file(str(tmp_path / "val2017/val000000000001.jpg"), "val2017/val000000000001.jpg", source)
+    assert row["label_uri"] == f"{tmp_path / 'annotations' / 'instances_val2017.json'}#image=107"
+    assert int((np.asarray(row["label"]) == 1).sum()) == 81  # car → class 1 (the only category used)
 
 
 def _census(tmp_path: Path, masks: list[np.ndarray], ext: str = ".png") -> tuple:
