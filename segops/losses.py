@@ -7,6 +7,7 @@ from monai.losses import DeepSupervisionLoss as _MonaiDeepSupervisionLoss
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
+from segops.config.sources import IGNORE_LABEL
 from segops.errors import ShapeError
 
 
@@ -53,13 +54,43 @@ class DeepSupervisionLoss(nn.Module):
         return self.stacked(list(torch.unbind(logits, dim=1)), target)
 
 
+class IgnoringLoss(nn.Module):
+    """``base`` with the pixels whose target is :data:`~segops.config.sources.IGNORE_LABEL` left out
+    (mask-png ``ignore_void``), as nnU-Net's ignore label and torchvision's ``ignore_index=255``.
+
+    A batch without such pixels goes to ``base`` unchanged. Otherwise the soft Dice is taken over
+    softmax probabilities and one-hot targets both zeroed on ignored pixels (the same MONAI Dice
+    settings), plus, for ``dice_ce``, cross-entropy over the other pixels.
+    """
+
+    def __init__(self, base: nn.Module, dice: DiceLoss, with_ce: bool):
+        super().__init__()
+        self.base, self.dice, self.with_ce = base, dice, with_ce
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits: (N, K, *spatial); target: (N, 1, *spatial) class indices."""
+        ignored = target == IGNORE_LABEL
+        if not bool(ignored.any()):
+            return self.base(logits, target)
+        if bool(ignored.all()):
+            return logits.sum() * 0.0  # nothing to learn from, but a gradient (of zeros) for DDP
+        keep = (~ignored).to(logits.dtype)
+        classes = target.masked_fill(ignored, 0).long()[:, 0]
+        one_hot = torch.nn.functional.one_hot(classes, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+        loss = self.dice(torch.softmax(logits, dim=1) * keep, one_hot * keep)
+        if self.with_ce:
+            loss = loss + torch.nn.functional.cross_entropy(logits, target[:, 0].long(), ignore_index=IGNORE_LABEL)
+        return loss
+
+
 def build_loss(
     name: str, batch_dice: bool = False, include_background: bool = True, supervised_outputs: int = 1
 ) -> nn.Module:
     """Loss over (N, K, H, W) logits and (N, 1, H, W) integer targets ((N, K, Z, H, W) in 3D).
 
     ``dice_ce``: soft Dice + cross-entropy (nnU-Net's default); ``dice``: soft Dice alone.
-    Softmax is applied inside; targets are one-hot encoded inside.
+    Softmax is applied inside; targets are one-hot encoded inside; target pixels of
+    :data:`~segops.config.sources.IGNORE_LABEL` are left out (:class:`IgnoringLoss`).
 
     Args:
         batch_dice: one Dice over the whole batch (nnU-Net's ``batch_dice``) instead of one per
@@ -81,9 +112,11 @@ def build_loss(
         "smooth_dr": 1e-5,
     }
     if name == "dice_ce":
-        base: nn.Module = DiceCELoss(squared_pred=False, **common)
+        plain: nn.Module = DiceCELoss(squared_pred=False, **common)
     elif name == "dice":
-        base = DiceLoss(**common)
+        plain = DiceLoss(**common)
     else:
         raise ValueError(f"unknown loss {name!r}; known: dice_ce, dice")
+    masked = DiceLoss(**(common | {"to_onehot_y": False, "softmax": False}))  # on probabilities, one-hot given
+    base = IgnoringLoss(plain, masked, with_ce=name == "dice_ce")
     return DeepSupervisionLoss(base, supervised_outputs) if supervised_outputs > 1 else base

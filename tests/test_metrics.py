@@ -3,6 +3,7 @@ import pytest
 import torch
 from monai.metrics import compute_dice, compute_iou
 
+from segops.config.sources import IGNORE_LABEL
 from segops.errors import ShapeError
 from segops.metrics import case_scores, dice_score, iou_score, pixel_error, rand_error, summarize
 
@@ -109,3 +110,19 @@ def test_a_case_mean_leaves_out_classes_neither_mask_holds() -> None:
     extra[5, 5] = 4  # right, plus one false pixel of a class the truth lacks: mean of 1.0 and 0.0
     assert case_scores(extra, truth, classes=5)["dice"] == pytest.approx(0.5)
     assert case_scores(empty, empty, classes=5)["dice"] == case_scores(empty, empty, classes=5)["iou"] == 1.0
+
+
+def test_ignored_truth_pixels_count_in_no_score() -> None:
+    """ignore_void: whatever is predicted on pixels whose truth is 255 changes no score."""
+    truth = np.zeros((6, 6), dtype=np.uint8)
+    truth[1:4, 1:4] = 1
+    truth[0, :] = truth[:, 0] = IGNORE_LABEL  # a void border
+    pred = np.where(truth == 1, 1, 0).astype(np.uint8)
+    for on_void in (0, 1, 2):
+        guessed = np.where(truth == IGNORE_LABEL, on_void, pred).astype(np.uint8)
+        scores = case_scores(guessed, truth, classes=3)
+        assert scores["dice"] == scores["dice_1"] == 1.0 and scores["dice_2"] == 1.0
+        assert scores["pixel_error"] == 0.0
+    pred[5, 5] = 1  # one wrong pixel of the 25 scored
+    assert case_scores(pred, truth, classes=3)["pixel_error"] == pytest.approx(1 / 25)
+    assert case_scores(pred, truth, classes=3)["dice_1"] == pytest.approx(2 * 9 / (10 + 9))

@@ -13,6 +13,7 @@ import pyarrow.dataset as pads
 
 from segops.cluster.datasets import mask_label_rows
 from segops.config.schema import DicomSource, ImageSource
+from segops.config.sources import ignores_void
 from segops.data.label_census import check_label_values, label_counts
 from segops.data.labels import build_resolver, declared_label_rows, has_label_masks
 from segops.data.records import LABEL_COUNT_COLUMNS, STATUS_OK, dataset_meta
@@ -20,7 +21,7 @@ from segops.data.records import LABEL_COUNT_COLUMNS, STATUS_OK, dataset_meta
 log = logging.getLogger(__name__)
 
 
-def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool) -> None:
+def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool, ignore: bool = False) -> None:
     """Fail when a label value is not a class of the model.
 
     Args:
@@ -30,6 +31,7 @@ def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool) -> No
             in batches.
         classes: the model's ``classes``.
         instance: labels are instance label maps (``class * 1000 + k``).
+        ignore: the labels mark ignored pixels (mask-png ``ignore_void``): that value is no class.
 
     Raises:
         LabelValueError: see :func:`segops.data.label_census.check_label_values`.
@@ -47,15 +49,15 @@ def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool) -> No
     rows["label_uri"] = uri.where(
         uri != "", rows["dataset"].astype(str) + ":" + rows["rel_path"].astype(str)
     )  # volumes
-    check_label_values(rows, classes, instance)
+    check_label_values(rows, classes, instance, ignore)
 
 
-def check_dataset_labels(dataset_dir: str | Path, classes: int, instance: bool) -> None:
+def check_dataset_labels(dataset_dir: str | Path, classes: int, instance: bool, ignore: bool = False) -> None:
     """:func:`check_labels_fit` for every labelled record of one dataset (nothing if it has no labels)."""
     meta = dataset_meta(dataset_dir)
     labelled = meta[(meta["status"] == STATUS_OK) & meta["has_label"]]
     if not labelled.empty:
-        check_labels_fit(labelled.assign(dataset=str(dataset_dir)), classes, instance)
+        check_labels_fit(labelled.assign(dataset=str(dataset_dir)), classes, instance, ignore)
 
 
 def check_source_labels(source: DicomSource | ImageSource, classes: int, instance: bool = False) -> None:
@@ -71,7 +73,7 @@ def check_source_labels(source: DicomSource | ImageSource, classes: int, instanc
     else:
         rows = pd.DataFrame(declared_label_rows(build_resolver(source.labels)), columns=list(LABEL_COUNT_COLUMNS))
     if not rows.empty:
-        check_label_values(rows, classes, instance)
+        check_label_values(rows, classes, instance, ignores_void(source.labels))
 
 
 def _scan_label_counts(dataset: Path, case_ids: set[str]) -> dict[str, tuple[list[int], list[int]]]:

@@ -35,7 +35,7 @@ class UNetSpec(_SemanticSpec):
     arch: Literal["unet"]
     spatial_dims: Literal[2, 3] = Field(default=2, description="2: slices/images; 3: volumes (C, Z, H, W).")
     in_channels: int = Field(default=1, ge=1, le=4)
-    classes: int = Field(default=2, ge=2)
+    classes: int = Field(default=2, ge=2, le=255)  # 255 marks ignored pixels
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     num_res_units: int = Field(default=2, ge=0)
@@ -92,7 +92,7 @@ class DynUNetSpec(_SemanticSpec):
     arch: Literal["dynunet"]
     spatial_dims: Literal[2, 3] = Field(default=2, description="2: slices/images; 3: volumes (C, Z, H, W).")
     in_channels: int = Field(default=1, ge=1, le=4)
-    classes: int = Field(default=2, ge=2)
+    classes: int = Field(default=2, ge=2, le=255)  # 255 marks ignored pixels
     kernels: tuple[tuple[Annotated[int, Field(ge=1)], ...], ...]
     strides: tuple[tuple[Literal[1, 2], ...], ...]
     filters: tuple[Annotated[int, Field(ge=1)], ...] | None = None
@@ -303,7 +303,7 @@ class SmpSpec(_SemanticSpec):
         "non-strictly with a report of missing, unexpected and shape-mismatched keys.",
     )
     in_channels: int = Field(default=1, ge=1, le=4)
-    classes: int = Field(default=2, ge=2)
+    classes: int = Field(default=2, ge=2, le=255)  # 255 marks ignored pixels
     spatial_dims: int = Field(default=2, description="2 only: smp networks are 2D.")
 
     @model_validator(mode="after")

@@ -22,8 +22,13 @@ _EMPTY_HELP = (
 
 _VOID_HELP = (
     "Stored value of 'void' pixels (Pascal VOC's 255 object borders): read as background (no class, no "
-    "instance), before values/threshold; segops has no ignore label, so they train and score as background."
+    "instance), before values/threshold; with ignore_void (mask-png), left out of the loss and the scores."
 )
+
+#: The class-map value of pixels left out of the loss and the scores (nnU-Net's ignore label,
+#: torchvision's and mmsegmentation's ``ignore_index=255``): mask-png's ``void`` with ``ignore_void``.
+#: Never a class: a model whose labels hold it has at most 255 classes (0..254).
+IGNORE_LABEL = 255
 
 
 _COLOURS_HELP = (
@@ -85,6 +90,11 @@ class MaskPngLabels(_MaskFiles):
         Field(default=None, description=_COLOURS_HELP)
     )
     parts: bool = Field(default=False, description="Also read x_mask_1.png, x_mask_2.png … beside x_mask.png.")
+    ignore_void: bool = Field(
+        default=False,
+        description="void pixels are left out of the loss and of every score (an ignore label, as nnU-Net's and "
+        "torchvision's VOC reference treat VOC's borders) instead of read as background.",
+    )
 
     @model_validator(mode="after")
     def _one_reading(self) -> MaskPngLabels:
@@ -94,6 +104,10 @@ class MaskPngLabels(_MaskFiles):
                 f"{' and '.join(given)} are given together; values maps each stored value, threshold binarises "
                 "(stored >= threshold → 1), colors maps each colour of a colour-coded mask: keep one of them"
             )
+        if self.ignore_void and self.void is None:
+            raise ValueError("ignore_void leaves the void pixels out: give void, the stored value of those pixels")
+        if self.ignore_void and IGNORE_LABEL in (self.values or {}).values():
+            raise ValueError(f"with ignore_void, {IGNORE_LABEL} marks ignored pixels: map no value to class 255")
         return self
 
     @field_validator("colors")
@@ -319,6 +333,11 @@ LabelsSpec = Annotated[
     | RleCsvLabels,
     Field(discriminator="kind"),
 ]
+
+
+def ignores_void(labels: object) -> bool:
+    """Whether a label spec's class maps hold :data:`IGNORE_LABEL` pixels (mask-png with ``ignore_void``)."""
+    return bool(getattr(labels, "ignore_void", False))
 
 
 def is_instance_labels(labels: object) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from segops.config.sources import IGNORE_LABEL
 from segops.data.instances import INSTANCE_STRIDE
 from segops.data.splits import patient_unit_map
 
@@ -211,6 +212,10 @@ def record_stats(
         }
     classes = label // INSTANCE_STRIDE if task == "instance" else label
     values, counts = np.unique(classes, return_counts=True)
+    if task != "instance":  # ignored pixels (ignore_void) are no class and no foreground
+        values, counts = values[values != IGNORE_LABEL], counts[values != IGNORE_LABEL]
+        label = np.where(label == IGNORE_LABEL, 0, label)
+        classes = label
     fg = classes.ravel() > 0
     row |= {
         "class_values": values.tolist(),

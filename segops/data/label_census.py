@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from segops.config.sources import IGNORE_LABEL
 from segops.data.instances import INSTANCE_STRIDE
 from segops.errors import LabelValueError
 
@@ -87,13 +88,15 @@ def label_census(rows: pd.DataFrame, instance: bool = False) -> pd.DataFrame:
     return table.reset_index()[columns].astype(np.int64)
 
 
-def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False) -> None:
+def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False, ignore: bool = False) -> None:
     """Fail when a label value is not a class of the model (semantic: value >= ``classes``;
     instance: class part ``value // 1000`` >= ``classes``).
 
     Args:
         rows: labelled records with ``label_uri``, ``label_values`` and ``label_pixels``.
         classes: ``model.classes`` (background included).
+        ignore: the labels mark ignored pixels with :data:`~segops.config.sources.IGNORE_LABEL`
+            (mask-png ``ignore_void``): that value is no class, and fits every model.
 
     Raises:
         LabelValueError: the offending values, how many label files carry them, up to 10 of
@@ -101,6 +104,8 @@ def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False)
             ``labels.values`` mapping or ``model.classes``).
     """
     long = _long(rows)
+    if ignore and not instance:
+        long = long[long["value"] != IGNORE_LABEL]
     cls = long["value"] // INSTANCE_STRIDE if instance else long["value"]
     bad = long[cls >= classes]
     if bad.empty:
@@ -121,14 +126,17 @@ def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False)
     )
 
 
-def unusual_labels_warning(rows: pd.DataFrame) -> str | None:
+def unusual_labels_warning(rows: pd.DataFrame, ignore: bool = False) -> str | None:
     """The ingest warning for class-map labels whose values are neither {0, 1}, {0, 255} nor
     class indices (all below :data:`PLAUSIBLE_CLASSES`), with the fix; None when there are none.
+    ``ignore``: :data:`~segops.config.sources.IGNORE_LABEL` marks ignored pixels, not a value to warn of.
 
     Such masks are still ingested: whether a value is a class is checked against the model
     when a step trains or scores on them.
     """
     long = _long(rows)
+    if ignore:
+        long = long[long["value"] != IGNORE_LABEL]
     if long.empty:
         return None
     per_record = long.groupby("record")["value"].agg(lambda v: frozenset(v.tolist()))

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from segops.config.schema import MaskFolderLabels, MaskPngLabels
+from segops.config.sources import IGNORE_LABEL
 from segops.data.instances import stack_instances
 from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
 from segops.errors import LabelError
@@ -23,12 +24,14 @@ def read_mask_png(
     values: dict[int, int] | None = None,
     threshold: int | None = None,
     void: int | None = None,
+    ignore: bool = False,
 ) -> np.ndarray:
     """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
 
     A binary mask stored as {0, 255} becomes {0, 1}, unless ``values`` (stored value → class)
     says otherwise; with ``threshold``, stored value >= threshold is 1, else 0. Pixels stored as
-    ``void`` are background (0) first, and need not be listed in ``values``.
+    ``void`` are background (0) first, and need not be listed in ``values``; with ``ignore``
+    they end as :data:`~segops.config.sources.IGNORE_LABEL` (left out of the loss and scores).
 
     Args:
         shape: (H, W) of the image the mask belongs to (None: not checked).
@@ -37,8 +40,11 @@ def read_mask_png(
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
-    mask = without_void(_read_page(path, page, "mask"), void)
-    return class_map(mask, shape or mask.shape, str(path), values, threshold)
+    stored = _read_page(path, page, "mask")
+    label = class_map(without_void(stored, void), shape or stored.shape[:2], str(path), values, threshold)
+    if ignore and void is not None:
+        label[stored == void] = IGNORE_LABEL
+    return label
 
 
 def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | None = None, page: int = 0) -> np.ndarray:
@@ -50,7 +56,7 @@ def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | No
         LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
     """
     if spec.colors is None:
-        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void)
+        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void, spec.ignore_void)
     frame = _read_frame(path, page, "mask")
     check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")
     return colour_classes(frame, spec.colors, str(path))

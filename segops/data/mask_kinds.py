@@ -219,7 +219,7 @@ def classify_masks(
     fields, task_, classes, kind, why = _classify(census, task, foreground_value)
     if census.void is not None and foreground_value != census.void:
         fields = {**fields, "void": census.void}
-        why += f"; {census.void} on thin borders between them is void (read as background)"
+        why += f"; {census.void} on thin borders between them is void (no class or object)"
     return fields, task_, classes, kind, why
 
 

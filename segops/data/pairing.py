@@ -251,9 +251,9 @@ def _paired(
         source["include"] = include
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
     tree = None
-    if task == "semantic" and overrides.task is None and not parts and labels_spec.keys() <= _CLASS_MASK_KEYS:
+    if task == "semantic" and not parts and labels_spec.keys() <= _CLASS_MASK_KEYS:
         tree = instance_tree(label_root, pattern, sampled, labels_spec.get("void"))
-    if tree is not None:  # Pascal VOC: SegmentationObject ids + SegmentationClass classes → instances
+    if tree is not None and overrides.task is None:  # VOC: SegmentationObject ids + SegmentationClass classes
         labels_spec = source["labels"] = _instance_labels(labels_spec, tree, pattern)
         task, mask_kind = "instance", "instance-id"
         notes["labels"] += (
@@ -261,6 +261,9 @@ def _paired(
             f"{tree.most_objects} objects per mask): each object takes the class under most of its pixels, "
             "trained as instances (--task semantic for class masks alone)"
         )
+    elif labels_spec["kind"] == "mask-png" and "void" in labels_spec:  # VOC's borders: an ignore label
+        labels_spec["ignore_void"] = True
+        notes["labels"] += ", left out of the loss and the scores (ignore_void)"
     if parts:
         notes["labels.parts"] = f"{len(parts)} numbered part(s) beside masks ({sorted(parts)[0]}): one mask with them"
     paired_set = set(paired)

@@ -11,6 +11,7 @@ import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
 from segops.config.schema import IntensitySpec, PercentileIntensity, WindowIntensity
+from segops.config.sources import IGNORE_LABEL
 from segops.errors import ShapeError
 
 # ITU-R BT.601 luma weights, as PIL's RGB → L conversion uses
@@ -129,7 +130,8 @@ def random_patch(
     if any(pads):
         image = np.pad(image, ((0, 0), *((0, p) for p in pads)))
         label = np.pad(label, [(0, p) for p in pads])
-    fg = np.argwhere(label > 0) if rng.random() < foreground_prob else np.empty((0, label.ndim))
+    wanted = (label > 0) & (label != IGNORE_LABEL)  # ignored pixels (ignore_void) are no foreground
+    fg = np.argwhere(wanted) if rng.random() < foreground_prob else np.empty((0, label.ndim))
     if len(fg):
         values = label[tuple(fg.T)]
         classes = np.unique(values)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from segops.config.schema import SegmentStep, SlidingWindowSpec, TTASpec
+from segops.config.sources import IGNORE_LABEL
 from segops.data.instances import class_map
 from segops.engine.case_extras import (
     Spacing,
@@ -464,7 +465,7 @@ def _instance_risk(
 def _scores(mask: np.ndarray, truth: np.ndarray, settings: InferenceSettings, classes: int) -> CaseScores:
     scores = case_scores(mask, truth, classes)
     return CaseScores(
-        label_fg_fraction=float((truth > 0).mean()),
+        label_fg_fraction=float(((truth > 0) & (truth != IGNORE_LABEL)).mean()),
         dice=scores["dice"],
         iou=scores["iou"],
         dice_per_class={c: scores[f"dice_{c}"] for c in range(1, classes)},

@@ -49,8 +49,9 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
+from segops.config.sources import IGNORE_LABEL
 from segops.errors import CheckpointError, LabelError, LabelValueError, ShapeError
-from segops.metrics import dice_score
+from segops.metrics import dice_score, without_ignored
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +253,8 @@ def choose_postprocessing(
             (the baseline of ``benchmarks/postprocess.py``).
     """
     _check_inputs(predictions, labels, classes)
-    preds = [np.asarray(p) for p in predictions]
-    truths = [np.asarray(t) for t in labels]
+    pairs = [without_ignored(np.asarray(p), np.asarray(t)) for p, t in zip(predictions, labels)]  # ignore_void
+    preds, truths = [p for p, _ in pairs], [t for _, t in pairs]
     rules: list[ClassRule] = []
     if classes > 2:
         fg_rule = _choose_foreground(preds, truths, classes)
@@ -490,7 +491,7 @@ def _check_inputs(predictions: Sequence[np.ndarray], labels: Sequence[np.ndarray
                 f"case {i}: prediction shape {np.shape(p)} and label shape {np.shape(t)} must be the same "
                 "(H, W) or (Z, H, W)"
             )
-        top = int(np.max(t)) if np.size(t) else 0
+        top = int(np.max(t, where=np.asarray(t) != IGNORE_LABEL, initial=0))  # ignored pixels are no class
         if top >= classes or (np.size(t) and int(np.min(t)) < 0):
             raise LabelValueError(
                 f"case {i}: label values must be classes 0..{classes - 1}, found {top}; "

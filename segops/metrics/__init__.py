@@ -7,6 +7,8 @@ A case's Dice/IoU is the mean over the foreground classes its truth or predictio
 NaN for a class absent from both, left out of the mean), and 1.0 where neither holds any: a
 photo holding 2 of 20 classes, predicted empty, scores 0, not the 0.9 that counting the 18
 absent classes as perfect would give. With one foreground class this is the plain Dice.
+Pixels whose truth is :data:`~segops.config.sources.IGNORE_LABEL` (mask-png ``ignore_void``)
+are left out of every score, as nnU-Net's and torchvision's evaluations leave them out.
 
 For the ISBI 2012 challenge's error measures (as reported in the U-Net paper) see
 :func:`pixel_error` and :func:`rand_error`; both take the hard (argmax) segmentation, where
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from segops.config.sources import IGNORE_LABEL
 from segops.errors import ShapeError
 
 #: The run metrics people look at first, in the order they are shown: the CLI's run summary (its
@@ -94,6 +97,8 @@ def case_scores(pred: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, 
         both are empty), and their means over the classes either holds (1.0 where neither holds any).
     """
     _check_same_shape(pred, truth)
+    error = pixel_error(pred, truth)
+    pred, truth = without_ignored(pred, truth)
     scores: dict[str, float] = {}
     held = []
     for c in range(1, classes):
@@ -104,14 +109,23 @@ def case_scores(pred: np.ndarray, truth: np.ndarray, classes: int) -> dict[str, 
             held.append(c)
     scores["dice"] = float(np.mean([scores[f"dice_{c}"] for c in held])) if held else 1.0
     scores["iou"] = float(np.mean([scores[f"iou_{c}"] for c in held])) if held else 1.0
-    scores["pixel_error"] = pixel_error(pred, truth)
+    scores["pixel_error"] = error
     return scores
 
 
+def without_ignored(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``truth`` (class maps) as background where the truth is ignored."""
+    if not (ignored := truth == IGNORE_LABEL).any():
+        return pred, truth
+    return np.where(ignored, 0, pred).astype(pred.dtype), np.where(ignored, 0, truth).astype(truth.dtype)
+
+
 def pixel_error(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Fraction of pixels whose class differs: 1 − pixel accuracy (ISBI 2012's pixel error)."""
+    """Fraction of pixels whose class differs: 1 − pixel accuracy (ISBI 2012's pixel error);
+    ignored pixels count neither way."""
     _check_same_shape(pred, truth)
-    return float(np.mean(pred != truth)) if pred.size else 0.0
+    keep = truth != IGNORE_LABEL
+    return float(np.mean(pred[keep] != truth[keep])) if keep.any() else 0.0
 
 
 def rand_error(pred: np.ndarray, truth: np.ndarray, boundary_class: int) -> float:

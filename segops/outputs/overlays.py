@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from segops.config.schema import DicomSource, ImageSource, VolumeSource
-from segops.config.sources import VOLUME_EXTENSIONS
+from segops.config.sources import IGNORE_LABEL, VOLUME_EXTENSIONS
 from segops.data.decode import decode_file
 from segops.data.records import STATUS_OK
 from segops.data.volumes import volume_extension
@@ -89,7 +89,7 @@ def _mask(mask: np.ndarray, shape: tuple[int, ...], scale: int) -> np.ndarray:
         return np.zeros((shape[0] * scale, shape[1] * scale), dtype=bool)
     if mask.shape != tuple(shape):
         raise ShapeError(f"mask of shape {mask.shape} does not fit an image of shape {tuple(shape)}")
-    return _upscale(mask > 0, scale)
+    return _upscale((mask > 0) & (mask != IGNORE_LABEL), scale)  # ignored pixels (ignore_void) are no object
 
 
 def _upscale(array: np.ndarray, scale: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from segops.cluster.datasets import read_source, write_dataset, write_volumes
 from segops.config.schema import DicomSource, IngestStep, RtstructLabels, VolumeLabels, VolumeSource
-from segops.config.sources import is_instance_labels
+from segops.config.sources import ignores_void, is_instance_labels
 from segops.data.label_census import label_census, unusual_labels_warning
 from segops.data.labels import build_resolver
 from segops.data.records import (
@@ -143,7 +143,7 @@ def labels_table(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
     """The label census of an ingest; logs one warning when class-map labels look anti-aliased."""
     labelled = ok[ok["has_label"]]
     if not is_instance_labels(step.source.labels):
-        warning = unusual_labels_warning(labelled)
+        warning = unusual_labels_warning(labelled, ignores_void(step.source.labels))
         if warning:
             log.warning("%s", warning)
     return label_census(labelled, instance=is_instance_labels(step.source.labels))

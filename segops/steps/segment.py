@@ -19,6 +19,7 @@ from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import segment_dataset, size_actor_pool
 from segops.cluster.label_check import check_dataset_labels, check_source_labels
 from segops.config.schema import DatasetSource, SegmentStep
+from segops.config.sources import ignores_void
 from segops.data.laterality import side_pairs
 from segops.data.mask_files import read_mask_png
 from segops.data.records import STATUS_FAILED, STATUS_OK, quarantine_table
@@ -414,7 +415,9 @@ def _input_dataset(step: SegmentStep, ctx: RunContext, read_cpus: float, model_s
     if path is None:
         check_source_labels(step.source, model_spec.classes, model_spec.task == "instance")  # before any actor starts
         return read_source(step.source, streaming=True, num_cpus=read_cpus), None, None  # bad files become rows
-    check_dataset_labels(path, model_spec.classes, model_spec.task == "instance")  # before any actor starts
+    ingest = ctx.latest(IngestResult) if step.source is None else None
+    ignore = ingest is not None and ignores_void(ingest.source.labels)
+    check_dataset_labels(path, model_spec.classes, model_spec.task == "instance", ignore)  # before any actor starts
     status = pads.dataset(str(path), format="parquet").to_table(columns=["status"])["status"]
     # a small dataset is read by the driver (no read-task workers to start), a large one streams
     ds = load_dataset(path, materialize=False, num_cpus=read_cpus)

@@ -34,6 +34,7 @@ from segops.cluster.folds import (
 from segops.cluster.label_check import check_labels_fit
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
+from segops.config.sources import ignores_void
 from segops.data.fingerprint import Fingerprint
 from segops.data.records import STATUS_OK, dataset_meta
 from segops.data.splits import split_labelled
@@ -72,7 +73,8 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     initial = _starting_weights(step, ctx) if step.init_from is None else None
     datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
-    check_labels_fit(labelled, step.model.classes, step.model.task == "instance")  # in seconds, before any worker
+    ignore = ignores_void(ctx.require(IngestResult, "train needs an ingest step before it").source.labels)
+    check_labels_fit(labelled, step.model.classes, step.model.task == "instance", ignore)  # before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
     split = _split(step, labelled, ctx.run_dir)
     parent, init_checkpoints = _warm_start(step, ctx)

@@ -413,9 +413,7 @@ def test_roboflow_coco_export_reads_every_split_and_skips_the_unused_supercatego
     assert "other COCO files, not read: captions.json" in d.notes["labels"]
     source = ImageSource.model_validate(d.source)
     resolver = build_resolver(source.labels)
-    rows = {
-        rel: decode_file(str(tmp_path / rel), rel, source, resolver)[0] for rel in ("train/1.jpg", "valid/1.jpg")
-    }
+    rows = {rel: decode_file(str(tmp_path / rel), rel, source, resolver)[0] for rel in ("train/1.jpg", "valid/1.jpg")}
     # the same name and image id in two splits: each image finds the annotations of its own split
     assert rows["train/1.jpg"]["label_uri"] == f"{tmp_path / 'train' / '_annotations.coco.json'}#image=1"
     assert rows["valid/1.jpg"]["label_uri"] == f"{tmp_path / 'valid' / '_annotations.coco.json'}#image=1"

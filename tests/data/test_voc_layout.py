@@ -102,6 +102,7 @@ def test_task_semantic_keeps_the_class_masks_alone(tmp_path: Path) -> None:
     assert (d.task, d.classes) == ("semantic", 4)
     assert d.source["labels"]["kind"] == "mask-png"
     assert d.source["labels"]["path"] == str(voc / "SegmentationClass")
+    assert "path" not in d.notes  # the instance-id PNGs are still known as labels, not photos left out
 
 
 def test_a_split_list_of_the_masked_photos_alone_marks_the_rest_not_annotated(tmp_path: Path) -> None:

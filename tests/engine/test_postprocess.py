@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from segops.config.sources import IGNORE_LABEL
 from segops.engine.postprocess import (
     FOREGROUND,
     ClassRule,
@@ -321,3 +322,13 @@ def test_a_decision_stored_before_the_false_alarm_figures_still_loads() -> None:
     post = Postprocessing.from_json(stored)
     assert post is not None and post.rules[0].empty_flagged_before is None
     assert "empty_flagged" not in " ".join(post.metrics())
+
+
+def test_a_blob_on_ignored_truth_is_no_false_alarm() -> None:
+    """ignore_void: a predicted blob where the truth is ignored costs nothing, so no rule is
+    chosen to remove it; the same blob on scored background is removed (as above)."""
+    preds, truths = _spurious_blob_cases()
+    ignored = [t.copy() for t in truths]
+    ignored[0][14:18, 14:18] = IGNORE_LABEL  # the blob of case A lies on ignored pixels
+    post = choose_postprocessing(preds, ignored, classes=2, min_cases=1)
+    assert post.rules == (ClassRule(1, "none", None, 1.0, 1.0),)
