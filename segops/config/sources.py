@@ -146,6 +146,23 @@ class CocoLabels(Spec):
     instances: bool = Field(default=False, description="Keep instances apart (for arch: maskrcnn).")
 
 
+class ViaLabels(Spec):
+    """VGG Image Annotator (VIA 1 / 2) JSON: ``path`` and ``more_files`` (other splits, as the Mask
+    R-CNN balloon tutorial ships ``train/via_region_data.json`` and ``val/…``), images found by the
+    ``filename`` beside their file, else by name. Polygons, rectangles, circles and ellipses are
+    regions (points and lines are no area); a region's class is ``classes[name]`` for the name its
+    ``region_attributes[attribute]`` holds (``object`` without one); by default every name in the
+    files, numbered 1..K in sorted order. With ``instances: true`` each region is one instance.
+    """
+
+    kind: Literal["via"]
+    path: Path
+    more_files: tuple[Path, ...] = Field(default=(), description="Further VIA files (other splits).")
+    attribute: str | None = Field(default=None, description="The region attribute that names a region's class.")
+    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+    instances: bool = Field(default=False, description="Each region one instance (for arch: maskrcnn).")
+
+
 class InstancePngLabels(_MaskFiles):
     """Instance-id mask images (0 = background, k = instance k), found by ``pattern`` as in mask-png
     (``empty_when_missing`` too: an input it names without a mask has no instances).
@@ -325,6 +342,7 @@ LabelsSpec = Annotated[
     MaskPngLabels
     | DicomSegLabels
     | CocoLabels
+    | ViaLabels
     | InstancePngLabels
     | MaskFolderLabels
     | LabelmeLabels
@@ -344,7 +362,7 @@ def is_instance_labels(labels: object) -> bool:
     """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
     with instances)."""
     kind = getattr(labels, "kind", None)
-    with_flag = kind in ("coco", "rle-csv", "mask-folder", "labelme", "yolo")
+    with_flag = kind in ("coco", "via", "rle-csv", "mask-folder", "labelme", "yolo")
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,3 +87,20 @@ def _objects_on_classes(pairs: list[tuple[Path, Path]], void: int | None) -> int
         on, total = on + int(np.count_nonzero(classes[fg])), total + int(np.count_nonzero(fg))
         most = max(most, len(np.unique(ids[fg])))
     return most if total and on >= MIN_ON_CLASS * total else None
+
+
+#: Keys of a mask-png spec that an instance-png spec with class masks can carry over.
+CLASS_MASK_KEYS = {"kind", "path", "pattern", "values", "void", "replace"}
+
+
+def instance_labels(labels: dict[str, Any], tree: InstanceTree, pattern: str) -> dict[str, Any]:
+    """The mask-png spec of the class masks → instance-png labels of the instance-id tree with them."""
+    out: dict[str, Any] = {
+        "kind": "instance-png",
+        "path": str(tree.parent),
+        "pattern": f"{tree.instances}/{pattern}",
+        "classes_pattern": f"{tree.classes}/{pattern}",
+    }
+    if "values" in labels:
+        out["class_values"] = labels["values"]
+    return out | {k: labels[k] for k in ("void", "replace") if k in labels}

@@ -34,6 +34,7 @@ from segops.config.schema import (
     MaskPngLabels,
     RleCsvLabels,
     RtstructLabels,
+    ViaLabels,
     YoloLabels,
 )
 from segops.config.sources import is_instance_labels
@@ -55,6 +56,7 @@ from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.data.seg_labels import index_segs, seg_label, segment_numbers
+from segops.data.via import index_via
 from segops.data.yolo import yolo_classes, yolo_label
 from segops.errors import LabelError
 
@@ -229,7 +231,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         values = sorted(c * INSTANCE_STRIDE + 1 if instance else c for c in classes if c > 0)
         return {"label_uri": uri, "label_values": values, "label_pixels": [1] * len(values)}
 
-    if isinstance(spec, CocoLabels):
+    if isinstance(spec, (CocoLabels, ViaLabels)):
         entries = {e["uri"]: e for e in resolver.coco_images.values()}
         return [
             row(uri, {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
@@ -259,6 +261,9 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
         return LabelResolver(spec, seg_index=index_segs(Path(spec.path)))
     if isinstance(spec, CocoLabels):
         images, classes = index_coco(Path(spec.path), spec.categories, spec.more_files)
+        return LabelResolver(spec, coco_images=images, coco_classes=classes)
+    if isinstance(spec, ViaLabels):  # drawn as COCO polygons
+        images, classes, _ = index_via([Path(spec.path), *spec.more_files], spec.attribute, spec.classes)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))

@@ -17,7 +17,8 @@ Pairing styles, tried in this order:
 3a. One mask file per object in a folder per image (:mod:`segops.data.mask_folder_layout`:
    Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
 3b. LabelMe JSON files beside their images (:mod:`segops.data.labelme`), or YOLO segmentation
-   ``.txt`` files in ``labels/`` beside ``images/`` (:mod:`segops.data.yolo`).
+   ``.txt`` files in ``labels/`` beside ``images/`` (:mod:`segops.data.yolo`), or VIA JSON files
+   beside their images (:mod:`segops.data.via`).
 3c. Volume files outside the nnU-Net layout (:mod:`segops.data.volume_layout`: KiTS, LiTS,
    BTCV, suffixes, mask-named sibling folders).
 4. A parallel tree: a folder with an image folder and a mask folder named like
@@ -43,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import path_selected
-from segops.data.instance_trees import InstanceTree, instance_tree
+from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
@@ -71,6 +72,7 @@ from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.unannotated import not_annotated
+from segops.data.via import find_via
 from segops.data.volume_layout import find_volume_pairs
 from segops.data.yolo import find_yolo
 from segops.errors import PlanError
@@ -127,7 +129,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         if labelme is not None:
             return labelme
         try:
-            yolo = find_yolo(root, files, pictures, overrides.task)
+            yolo = find_yolo(root, files, pictures, overrides.task) or find_via(root, files, overrides.task)
         except PlanError as exc:  # YOLO boxes: the reason to give if no mask is found either
             boxes = exc
         else:
@@ -251,10 +253,10 @@ def _paired(
         source["include"] = include
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
     tree = None
-    if task == "semantic" and not parts and labels_spec.keys() <= _CLASS_MASK_KEYS:
+    if task == "semantic" and not parts and labels_spec.keys() <= CLASS_MASK_KEYS:
         tree = instance_tree(label_root, pattern, sampled, labels_spec.get("void"))
     if tree is not None and overrides.task is None:  # VOC: SegmentationObject ids + SegmentationClass classes
-        labels_spec = source["labels"] = _instance_labels(labels_spec, tree, pattern)
+        labels_spec = source["labels"] = instance_labels(labels_spec, tree, pattern)
         task, mask_kind = "instance", "instance-id"
         notes["labels"] += (
             f"; instance ids in {tree.instances}/ beside the class masks in {tree.classes}/ (same names, up to "
@@ -344,23 +346,6 @@ def _paired(
         log.warning("%s", region)
         notes["path"] = region + (f"; {notes['path']}" if "path" in notes else "")
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
-
-
-#: Keys of a mask-png spec that an instance-png spec with class masks can carry over.
-_CLASS_MASK_KEYS = {"kind", "path", "pattern", "values", "void", "replace"}
-
-
-def _instance_labels(labels: dict[str, Any], tree: InstanceTree, pattern: str) -> dict[str, Any]:
-    """The mask-png spec of the class masks → instance-png labels of the instance-id tree with them."""
-    out: dict[str, Any] = {
-        "kind": "instance-png",
-        "path": str(tree.parent),
-        "pattern": f"{tree.instances}/{pattern}",
-        "classes_pattern": f"{tree.classes}/{pattern}",
-    }
-    if "values" in labels:
-        out["class_values"] = labels["values"]
-    return out | {k: labels[k] for k in ("void", "replace") if k in labels}
 
 
 def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:
