@@ -63,3 +63,7 @@ class AuditError(SegopsError):
 
 class PlanError(SegopsError):
     """``segops plan`` cannot tell the images, their masks or the task from the files; an option can."""
+
+
+class RunInProgressError(SegopsError):
+    """Another process is running the same workflow run (the same run folder) right now."""

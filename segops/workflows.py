@@ -8,8 +8,12 @@ spec or model is another hash, hence a new run. ``new_run=True`` forces a fresh 
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any
 
 from segops.config.load import apply_tracking_env, spec_hash
 from segops.config.schema import WorkflowSpec
+from segops.errors import RunInProgressError
 from segops.outputs.atomic import atomic_write_text
 from segops.outputs.manifest import RunManifest, StepState, read_manifest
 from segops.steps.results import R, StepResult, latest
@@ -61,21 +66,61 @@ def run_id_for(spec: WorkflowSpec, new_run: bool = False) -> str:
     return f"{base}-{datetime.now(UTC):%Y%m%d-%H%M%S}" if new_run else base
 
 
+#: The file in a run folder that the process running it holds locked (and names itself in).
+LOCK_FILE = ".segops-run.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold ``run_dir`` for this process while it runs. A second ``segops run`` of the same
+    workflow (a nightly job started again before the last one ended) would otherwise resume the
+    same run beside it: train twice into one checkpoint folder, register two versions, write
+    the same outputs. The lock is the kernel's (``flock``): a killed run leaves none behind.
+
+    Raises:
+        RunInProgressError: another process holds the run; the message names it.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunInProgressError(
+                f"run {run_id} is already going in {run_dir} ({holder}): a second run of the same workflow "
+                "would train and write the same outputs beside it; wait for it to end (running it again "
+                "afterwards resumes where it stopped), stop it first, or start a separate run with --new"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        handle.flush()
+        yield
+
+
 def run_workflow(spec: WorkflowSpec, workflow_text: str | None = None, new_run: bool = False) -> RunResult:
     """Execute (or resume) every step of ``spec`` in order.
 
     Creates ``<output_dir>/<run-id>/`` with ``manifest.json`` and the step outputs, and one
     MLflow run holding params, metrics, artifacts and the registered model. ``MLFLOW_TRACKING_URI``
-    in the environment wins over ``tracking.uri`` (see :func:`apply_tracking_env`).
+    in the environment wins over ``tracking.uri`` (see :func:`apply_tracking_env`). The run folder
+    is held by this process while it runs (:func:`run_lock`).
     """
+    spec = apply_tracking_env(spec)  # before hashing: the tracking server is part of the run's identity
+    run_id = run_id_for(spec, new_run)
+    run_dir = (Path(spec.output_dir) / run_id).resolve()
+    with run_lock(run_dir, run_id):
+        return _run_held(spec, workflow_text, run_id, run_dir)
+
+
+def _run_held(spec: WorkflowSpec, workflow_text: str | None, run_id: str, run_dir: Path) -> RunResult:
+    """:func:`run_workflow` once this process holds the run folder."""
     from segops.cluster.runtime import ensure_ray
     from segops.steps.context import RunContext
     from segops.tracking import RunTracker, lineage_tags
 
-    spec = apply_tracking_env(spec)  # before hashing: the tracking server is part of the run's identity
     digest = spec_hash(spec)
-    run_id = run_id_for(spec, new_run)
-    run_dir = (Path(spec.output_dir) / run_id).resolve()
     manifest = read_manifest(run_dir)
     finished = manifest is not None and manifest.state == "done"
     resources = {} if finished else ensure_ray(spec.cluster)  # a finished run needs no cluster
