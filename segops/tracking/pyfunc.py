@@ -87,7 +87,7 @@ def log_pyfunc_model(
 
 
 #: What ``mlflow.register_model`` prints to stderr itself; segops logs the registered version instead.
-REGISTRY_PRINTS = ("Successfully registered model", "Created version")
+REGISTRY_PRINTS = ("Successfully registered model", "Created version", "Registered model")  # …already exists
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.predict import predict_label_maps
@@ -48,3 +49,19 @@ def test_pip_requirements_are_pinned() -> None:
     reqs = _pip_requirements()
     assert [r.split("==")[0] for r in reqs] == ["segops", "torch", "monai", "numpy", "pydantic"]
     assert f"numpy=={version('numpy')}" in reqs
+
+
+def test_the_registrys_own_prints_stay_out_of_the_terminal_and_nothing_else_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A retrain registers a new version of an existing name: MLflow prints that it "already
+    exists" to stderr in the middle of the progress output; segops logs the version instead."""
+    from mlflow.utils.logging_utils import eprint
+
+    from segops.tracking.pyfunc import _without_registry_prints
+
+    with _without_registry_prints():
+        eprint("Registered model 'isbi-unet' already exists. Creating a new version of this model...")
+        eprint("Created version '2' of model 'isbi-unet'.")
+        eprint("a warning of another library")
+    assert capsys.readouterr().err == "a warning of another library\n"
