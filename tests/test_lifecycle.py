@@ -200,7 +200,7 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint_in_the_same_mlflow_
 ) -> None:
     from segops.workflows import run_workflow
 
-    text = _retrain(data, server, "retrain-resume", "good", 4, 0.003)
+    text = _retrain(data, server, "retrain-resume", "good", 6, 0.003)  # epochs to spare: a loaded machine lags
     workflow = tmp_path / "resume.yaml"
     workflow.write_text(text)
     proc = subprocess_run(workflow)
@@ -215,15 +215,15 @@ def test_sigkilled_training_resumes_from_its_last_checkpoint_in_the_same_mlflow_
     assert progress is not None, "training did not report two epochs in time"
     kill_session(proc)
     before = [json.loads(line)["epoch"] for line in progress.read_text().splitlines()]
-    assert before[:2] == [0, 1] and len(before) < 4
+    assert before[:2] == [0, 1] and len(before) < 6
 
     result = run_workflow(validate_workflow_text(text), text)
     assert result.resumed
     epochs = [json.loads(line)["epoch"] for line in progress.read_text().splitlines()]
-    assert epochs == [0, 1, 2, 3]  # the epochs done before the kill are not trained again
+    assert epochs == [0, 1, 2, 3, 4, 5]  # the epochs done before the kill are not trained again
     client = MlflowClient(server)
     history = client.get_metric_history(result.mlflow_run_id, "train_loss")
-    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    assert sorted(m.step for m in history) == [0, 1, 2, 3, 4, 5]
     runs = client.search_runs(
         [client.get_experiment_by_name("lifecycle").experiment_id],
         filter_string="tags.`segops.workflow` = 'retrain-resume'",
