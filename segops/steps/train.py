@@ -259,14 +259,9 @@ def _train_single(
     metric, best = _selection(step, outcome)
     _log_history(ctx.tracker, outcome.history, "")
     ctx.tracker.log_metrics(best | {"best_epoch": outcome.best_epoch})
-    log.info(
-        "kept epoch %d of %d (%s by %s): %s",
-        outcome.best_epoch + 1,
-        step.epochs,
-        step.select,
-        metric,
-        ", ".join(f"{k} {v:.4f}" for k, v in best.items()),
-    )
+    how = "the last, select: last" if step.select == "last" else f"{step.select} by {metric}"
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in best.items())
+    log.info("kept epoch %d of %d (%s): %s", outcome.best_epoch + 1, step.epochs, how, scores)
     predictions = None
     if step.model.task != "instance":
         loaded = load_checkpoint(outcome.checkpoint_dir, driver_device())
