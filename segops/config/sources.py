@@ -163,6 +163,21 @@ class ViaLabels(Spec):
     instances: bool = Field(default=False, description="Each region one instance (for arch: maskrcnn).")
 
 
+class SuperviselyLabels(Spec):
+    """A Supervisely project (as Dataset Ninja publishes public datasets): ``path`` holds
+    ``meta.json`` and dataset folders of ``img/<name>`` with ``ann/<name>.json``. Polygons (with
+    holes), rectangles and bitmaps are objects of class ``classes[classTitle]`` (a title mapped to 0
+    is left out); by default the area classes of ``meta.json`` numbered 1..K in its order. An image
+    whose annotation lists no object has nothing to segment; one without an annotation file is
+    unlabelled. With ``instances: true`` each object is one instance.
+    """
+
+    kind: Literal["supervisely"]
+    path: Path
+    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+    instances: bool = Field(default=False, description="Each object one instance (for arch: maskrcnn).")
+
+
 class InstancePngLabels(_MaskFiles):
     """Instance-id mask images (0 = background, k = instance k), found by ``pattern`` as in mask-png
     (``empty_when_missing`` too: an input it names without a mask has no instances).
@@ -343,6 +358,7 @@ LabelsSpec = Annotated[
     | DicomSegLabels
     | CocoLabels
     | ViaLabels
+    | SuperviselyLabels
     | InstancePngLabels
     | MaskFolderLabels
     | LabelmeLabels
@@ -362,7 +378,7 @@ def is_instance_labels(labels: object) -> bool:
     """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
     with instances)."""
     kind = getattr(labels, "kind", None)
-    with_flag = kind in ("coco", "via", "rle-csv", "mask-folder", "labelme", "yolo")
+    with_flag = kind in ("coco", "via", "supervisely", "rle-csv", "mask-folder", "labelme", "yolo")
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 

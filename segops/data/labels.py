@@ -34,6 +34,7 @@ from segops.config.schema import (
     MaskPngLabels,
     RleCsvLabels,
     RtstructLabels,
+    SuperviselyLabels,
     ViaLabels,
     YoloLabels,
 )
@@ -56,6 +57,7 @@ from segops.data.records import ImageRecord
 from segops.data.rle_csv import class_numbers, image_keys, index_rows, read_rle_csv, rle_label
 from segops.data.rtstruct_labels import RtstructIndex, declared_rows, index_structure_sets, rtstruct_label
 from segops.data.seg_labels import index_segs, seg_label, segment_numbers
+from segops.data.supervisely import annotation_index, project_classes, supervisely_label
 from segops.data.via import index_via
 from segops.data.yolo import yolo_classes, yolo_label
 from segops.errors import LabelError
@@ -137,6 +139,8 @@ class LabelResolver:
     rtstruct: RtstructIndex | None = None  # which series / images each RTSTRUCT references
     rle_images: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # image id → (class, RLE)
     labelme_classes: dict[str, int] = field(default_factory=dict)  # LabelMe name → class, when not given
+    sly_index: dict[str, str] = field(default_factory=dict)  # Supervisely: image path → annotation file
+    sly_classes: dict[str, int] = field(default_factory=dict)  # Supervisely class title → class
 
     def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
         """(label, uri) for ``record``, or None if it has no label.
@@ -166,6 +170,11 @@ class LabelResolver:
                 return yolo_label(path, shape, self.spec.instances), str(path.resolve())
             classes = self.spec.classes or self.labelme_classes
             return labelme_label(path, shape, classes, self.spec.instances), str(path.resolve())
+        if isinstance(self.spec, SuperviselyLabels):
+            ann = self.sly_index.get(record.source_uri)
+            if ann is None:
+                return None
+            return supervisely_label(ann, shape, self.sly_classes, self.spec.instances), ann
         if isinstance(self.spec, MaskFolderLabels):
             folder = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not folder.is_dir():
@@ -206,6 +215,8 @@ class LabelResolver:
             return _instance_png_keys(self.spec)
         if isinstance(self.spec, MaskFolderLabels):
             return mask_folder_keys(self.spec)
+        if isinstance(self.spec, SuperviselyLabels):
+            return set(self.sly_index.values())
         if isinstance(self.spec, DicomSegLabels):
             return set(self.seg_index.values())
         if isinstance(self.spec, RtstructLabels):
@@ -262,6 +273,11 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
     if isinstance(spec, CocoLabels):
         images, classes = index_coco(Path(spec.path), spec.categories, spec.more_files)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
+    if isinstance(spec, SuperviselyLabels):
+        index = annotation_index(spec.path)
+        return LabelResolver(
+            spec, sly_index=index, sly_classes=spec.classes or project_classes(spec.path, list(index.values()))
+        )
     if isinstance(spec, ViaLabels):  # drawn as COCO polygons
         images, classes, _ = index_via([Path(spec.path), *spec.more_files], spec.attribute, spec.classes)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)

@@ -18,7 +18,7 @@ Pairing styles, tried in this order:
    Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
 3b. LabelMe JSON files beside their images (:mod:`segops.data.labelme`), or YOLO segmentation
    ``.txt`` files in ``labels/`` beside ``images/`` (:mod:`segops.data.yolo`), or VIA JSON files
-   beside their images (:mod:`segops.data.via`).
+   beside their images (:mod:`segops.data.via`), or a Supervisely project (:mod:`segops.data.supervisely`).
 3c. Volume files outside the nnU-Net layout (:mod:`segops.data.volume_layout`: KiTS, LiTS,
    BTCV, suffixes, mask-named sibling folders).
 4. A parallel tree: a folder with an image folder and a mask folder named like
@@ -71,6 +71,7 @@ from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
 from segops.data.split_folders import split_folders, split_pairs
+from segops.data.supervisely import find_supervisely
 from segops.data.unannotated import not_annotated
 from segops.data.via import find_via
 from segops.data.volume_layout import find_volume_pairs
@@ -129,7 +130,11 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         if labelme is not None:
             return labelme
         try:
-            yolo = find_yolo(root, files, pictures, overrides.task) or find_via(root, files, overrides.task)
+            yolo = (
+                find_yolo(root, files, pictures, overrides.task)
+                or find_via(root, files, overrides.task)
+                or find_supervisely(root, files, overrides.task)
+            )
         except PlanError as exc:  # YOLO boxes: the reason to give if no mask is found either
             boxes = exc
         else:
