@@ -56,6 +56,22 @@ def stack_instances(masks: list[np.ndarray], classes: list[int], shape: tuple[in
     return encode_instances(ids, {k: c for k, c in enumerate(classes, start=1)})
 
 
+def objects_label(
+    masks: list[np.ndarray], classes: list[int], shape: tuple[int, int], instances: bool, where: str
+) -> np.ndarray:
+    """Drawn objects (boolean masks, later ones on top) → an int32 instance label map with
+    ``instances``, else an (H, W) uint8 class map; ``where`` names the label file in errors."""
+    if instances:
+        try:
+            return stack_instances(masks, classes, shape)
+        except LabelError as exc:
+            raise LabelError(f"{where}: {exc}") from exc
+    label = np.zeros(shape, np.uint8)
+    for cls, mask in zip(classes, masks):
+        label[np.asarray(mask, dtype=bool)] = cls
+    return label
+
+
 def split_instances(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Instance label map → (masks (N, H, W) bool, classes (N,) int64), in instance-index order.
 

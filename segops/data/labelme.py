@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segops.data.detection import Detection
-from segops.data.instances import stack_instances
+from segops.data.instances import objects_label
 from segops.data.mask_names import is_mask_dir
 from segops.errors import LabelError
 
@@ -90,15 +90,8 @@ def labelme_label(path: str | Path, shape: tuple[int, int], classes: dict[str, i
         if key in objects:
             mask = mask | objects.pop(key)[1]  # re-inserted: the group is on top of what came before it
         objects[key] = (classes[name], mask)
-    if instances:
-        try:
-            return stack_instances([m for _, m in objects.values()], [c for c, _ in objects.values()], (h, w))
-        except LabelError as exc:
-            raise LabelError(f"LabelMe file {path}: {exc}") from exc
-    label = np.zeros((h, w), np.uint8)
-    for cls, mask in objects.values():
-        label[mask] = cls
-    return label
+    masks, labels = [m for _, m in objects.values()], [c for c, _ in objects.values()]
+    return objects_label(masks, labels, (h, w), instances, f"LabelMe file {path}")
 
 
 def _shape_mask(item: dict[str, Any], h: int, w: int, where: str) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segops.data.detection import Detection
-from segops.data.instances import stack_instances
+from segops.data.instances import objects_label
 from segops.errors import LabelError
 
 #: Geometry types that cover an area.
@@ -86,15 +86,7 @@ def supervisely_label(path: str | Path, shape: tuple[int, int], classes: dict[st
         if classes[title]:
             masks.append(_object_mask(obj, h, w, f"object {k} ({title!r}) of {path}"))
             labels.append(classes[title])
-    if instances:
-        try:
-            return stack_instances(masks, labels, (h, w))
-        except LabelError as exc:
-            raise LabelError(f"Supervisely annotation {path}: {exc}") from exc
-    label = np.zeros((h, w), np.uint8)
-    for cls, mask in zip(labels, masks):
-        label[mask] = cls
-    return label
+    return objects_label(masks, labels, (h, w), instances, f"Supervisely annotation {path}")
 
 
 def _read(path: str | Path) -> dict[str, Any]:

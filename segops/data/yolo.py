@@ -22,7 +22,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from segops.data.detection import Detection
-from segops.data.instances import stack_instances
+from segops.data.instances import objects_label
 from segops.data.unannotated import not_annotated
 from segops.errors import LabelError, PlanError
 
@@ -85,15 +85,7 @@ def yolo_label(path: str | Path, shape: tuple[int, int], instances: bool) -> np.
         ImageDraw.Draw(canvas).polygon(points, fill=1, outline=1)
         masks.append(np.asarray(canvas, dtype=bool))
         classes.append(cls + 1)
-    if instances:
-        try:
-            return stack_instances(masks, classes, (h, w))
-        except LabelError as exc:
-            raise LabelError(f"YOLO label file {path}: {exc}") from exc
-    label = np.zeros((h, w), np.uint8)
-    for cls, mask in zip(classes, masks):
-        label[mask] = cls
-    return label
+    return objects_label(masks, classes, (h, w), instances, f"YOLO label file {path}")
 
 
 def yolo_classes(path: str | Path) -> set[int]:
