@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from segops.data.detection import Detection
 from segops.data.instances import objects_label
 from segops.data.mask_names import is_mask_dir
+from segops.data.unannotated import TEST_WORDS, alike, not_annotated, spread
 from segops.errors import LabelError
 
 #: Shape types that cover an area (the others, lines and points, are left out).
@@ -152,8 +153,9 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
     if best is None:
         return None
     under, paired, image_dir, label_dir = best
-    if len(paired) < 2 or len(paired) < 0.5 * len(under):
-        return None
+    few = len(paired) < 0.5 * len(under)  # files for defective parts only (the clean ones need none)?
+    if len(paired) < 2 or (few and any(is_mask_dir(part) for f in files for part in PurePosixPath(f).parts[:-1])):
+        return None  # a mask folder is there: the masks label the images, not a few stray JSON files
     step = max(1, len(paired) // PLAN_FILES)
     sample = [root / (label_dir + str(PurePosixPath(p).with_suffix(".json"))) for p in paired[::step]]
     try:
@@ -161,7 +163,7 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
     except LabelError:
         return None  # JSON files of another kind
     names = label_names(sample)
-    if not names:
+    if not names or (few and not all(any(_is_area(s) for s in d["shapes"]) for d in docs)):
         return None
     crowded = max(
         (n for d in docs for n in Counter(str(s.get("label")) for s in d["shapes"] if _is_area(s)).values()),
@@ -178,13 +180,17 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
     if chosen == "instance":
         labels["instances"] = True
     read = f"{len(sample)} read" if step > 1 else "all read"
-    note = (
-        f"LabelMe files {f'in {label_dir[:-1]}' if label_dir else 'beside their images'}: {len(paired)} of "
-        f"{len(under)} images have one ({read}); "
-        f"label names → classes 1..{len(names)} in name order; up to {crowded} shapes of one name per image "
-        f"→ {chosen}"
-    )
-    source = {"kind": "images", "path": str(root / image_dir) if image_dir else str(root), "labels": labels}
+    notes = {
+        "labels": (
+            f"LabelMe files {f'in {label_dir[:-1]}' if label_dir else 'beside their images'}: {len(paired)} of "
+            f"{len(under)} images have one ({read}); "
+            f"label names → classes 1..{len(names)} in name order; up to {crowded} shapes of one name per image "
+            f"→ {chosen}"
+        )
+    }
+    image_root = root / image_dir if image_dir else root
+    n_paired = len(paired) + _without_file(root, files, image_root, under, paired, few, labels, notes)
+    source = {"kind": "images", "path": str(image_root), "labels": labels}
     return Detection(
         source,
         chosen,
@@ -192,10 +198,45 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
         "labelme",
         "labelme",
         len(under),
-        len(paired),
-        {"labels": note},
+        n_paired,
+        notes,
         class_names={k: name for name, k in classes.items()},
     )
+
+
+def _without_file(
+    root: Path,
+    files: list[str],
+    image_root: Path,
+    under: list[str],
+    paired: list[str],
+    few: bool,
+    labels: dict[str, Any],
+    notes: dict[str, str],
+) -> int:
+    """How many images without a LabelMe file are planned as empty (``empty_when_missing``, set in
+    ``labels``): all of them when ``few`` images have a file (fewer than half; each outlining
+    something, as :func:`find_labelme` checked: parts labelled only where there is a defect, as in
+    DAGM) and they look like the labelled ones, are not named as test data and are not annotated
+    elsewhere; else none (unlabelled, said in ``notes``: with most images labelled, the rest are
+    more likely not labelled yet)."""
+    done = set(paired)
+    missing = [p for p in under if p not in done]
+    if not missing:
+        return 0
+    named_test = any(TEST_WORDS.search(p.lower()) for p in missing)
+    if few and not named_test and alike(image_root, missing, paired, 50):
+        elsewhere = not_annotated(root, files, paired, spread(missing, 50))
+        if elsewhere is None:
+            labels["empty_when_missing"] = ["**"]
+            notes["labels.empty_when_missing"] = (
+                f"every sampled LabelMe file outlines something, so the {len(missing)} image(s) without one are "
+                "the defect-free parts: trained on and scored as empty masks; delete this line if they are "
+                "merely not annotated yet"
+            )
+            return len(missing)
+    notes["labels"] += f"; {len(missing)} image(s) have no LabelMe file: unlabelled (segmented, never trained on)"
+    return 0
 
 
 def _folder_pairs(jsons: set[str], pictures: list[str]) -> list[tuple[str, str]]:

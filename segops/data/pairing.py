@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -72,7 +70,7 @@ from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.supervisely import find_supervisely
-from segops.data.unannotated import not_annotated
+from segops.data.unannotated import TEST_WORDS, alike, not_annotated, spread
 from segops.data.via import find_via
 from segops.data.volume_layout import find_volume_pairs
 from segops.data.yolo import find_yolo
@@ -81,8 +79,6 @@ from segops.errors import PlanError
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50_000
-#: Words in the path of an image without a mask that name it test data, not a defect-free sample.
-TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
 
 
 def list_files(root: Path, limit: int = MAX_LISTED) -> list[str]:
@@ -241,7 +237,7 @@ def _paired(
     data = [i for i in rel_images if i not in masks_set and not (label_root == image_root and i in parts)]
     same = label_root == image_root
     paired = [i for i in data if not (same and mask_of[i] == i) and (label_root / mask_of[i]).is_file()]
-    sampled = [label_root / mask_of[i] for i in _spread(paired, sample)]
+    sampled = [label_root / mask_of[i] for i in spread(paired, sample)]
     census = None
     if overrides.foreground_value is None and 2 * sum(map(is_colour_mask, sampled)) > len(sampled):
         labels_spec, task, classes, mask_kind, why = classify_colours(colour_census(sampled))
@@ -294,7 +290,7 @@ def _paired(
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
     test_data = [i for i in unmasked if TEST_WORDS.search(i.lower())]
     elsewhere = (
-        not_annotated(root, files, paired, _spread(unmasked, 50))
+        not_annotated(root, files, paired, spread(unmasked, 50))
         if unmasked and only_defects and not normal and not test_data
         else None
     )
@@ -303,7 +299,7 @@ def _paired(
             f"; {unlabelled} image(s) have no mask and are not taken as empty: {elsewhere}; unlabelled "
             "(segmented, never trained on)"
         )
-    elif unmasked and not normal and only_defects and not test_data and _alike(image_root, unmasked, paired, sample):
+    elif unmasked and not normal and only_defects and not test_data and alike(image_root, unmasked, paired, sample):
         # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
         # without one are the defect-free ones; left out, a model would never see a clean part
         labels_spec["empty_when_missing"] = ["**"]
@@ -353,26 +349,6 @@ def _paired(
     return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
 
 
-def _alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:
-    """Whether the images without a mask look like those with one (the same colour mode and
-    median size within 1.5x, from file headers), so they are the same parts, not another series
-    (a study folder's photos beside its labelled slices)."""
-
-    def headers(names: list[str]) -> tuple[bool | None, float]:
-        modes, sides = Counter(), []
-        for name in _spread(names, min(sample, 50)):
-            try:
-                with Image.open(root / name) as img:
-                    modes[img.mode == "RGB" or img.mode == "RGBA"] += 1
-                    sides.append(img.width * img.height)
-            except (OSError, UnidentifiedImageError):
-                continue
-        return (modes.most_common(1)[0][0] if modes else None), float(np.median(sides)) if sides else 0.0
-
-    (mode_a, size_a), (mode_b, size_b) = headers(unmasked), headers(masked)
-    return mode_a == mode_b and size_a > 0 and size_b > 0 and max(size_a, size_b) <= 1.5**2 * min(size_a, size_b)
-
-
 def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:
     """With ``--labels``: the folder (the root or one below it, 3 levels at most) whose images find
     the most masks; ties go to an image-like name, then to the deeper folder."""
@@ -392,13 +368,6 @@ def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | 
         if score > best_score and (root / sub).resolve() != labels:
             best, best_score = root / sub if sub else root, score
     return best
-
-
-def _spread(items: list[str], n: int) -> list[str]:
-    """At most ``n`` items, evenly spread over the list (deterministic)."""
-    if len(items) <= n:
-        return items
-    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]
 
 
 # --------------------------------------------------------------------------- DICOM, COCO

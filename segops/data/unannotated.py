@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 #: Sidecar annotation files that can name the objects of the image of the same stem.
 SIDECAR_EXTS = (".xml", ".txt", ".json")
@@ -31,6 +35,8 @@ MAX_TEXT_BYTES = 5 * 2**20
 MIN_LISTED = 5
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?(e-?\d+)?$", re.IGNORECASE)
 _JSON_OBJECT_KEYS = ("shapes", "objects", "annotations", "regions")
+#: Words in the path of an image without a mask that name it test data, not a defect-free sample.
+TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
 
 
 def not_annotated(root: Path, files: list[str], masked: list[str], unmasked: list[str]) -> str | None:
@@ -115,3 +121,30 @@ def _listed_stems(path: Path) -> set[str]:
     """The first word of each line of a list file, as a file stem (folders and suffix dropped)."""
     text = _text(path) or ""
     return {PurePosixPath(line.split()[0]).stem.lower() for line in text.splitlines() if line.split()}
+
+
+def alike(root: Path, unmasked: list[str], masked: list[str], sample: int) -> bool:
+    """Whether the images without a mask look like those with one (the same colour mode and
+    median size within 1.5x, from file headers), so they are the same parts, not another series
+    (a study folder's photos beside its labelled slices)."""
+
+    def headers(names: list[str]) -> tuple[bool | None, float]:
+        modes, sides = Counter(), []
+        for name in spread(names, min(sample, 50)):
+            try:
+                with Image.open(root / name) as img:
+                    modes[img.mode == "RGB" or img.mode == "RGBA"] += 1
+                    sides.append(img.width * img.height)
+            except (OSError, UnidentifiedImageError):
+                continue
+        return (modes.most_common(1)[0][0] if modes else None), float(np.median(sides)) if sides else 0.0
+
+    (mode_a, size_a), (mode_b, size_b) = headers(unmasked), headers(masked)
+    return mode_a == mode_b and size_a > 0 and size_b > 0 and max(size_a, size_b) <= 1.5**2 * min(size_a, size_b)
+
+
+def spread(items: list[str], n: int) -> list[str]:
+    """At most ``n`` items, evenly spread over the list (deterministic)."""
+    if len(items) <= n:
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round()]

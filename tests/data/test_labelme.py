@@ -140,3 +140,33 @@ def test_plan_finds_labelme_files_in_an_annotations_folder(tmp_path: Path) -> No
     source = ImageSource.model_validate(d.source)
     rows = [decode_file(f["path"], f["rel_path"], source)[0] for f in list_source_files(source)]
     assert [r["has_label"] for r in rows] == [True, True, True, False]
+
+
+def _inspection(root: Path, n: int = 10, labelled: int = 3) -> None:
+    """Parts photographed alike; LabelMe files only for the defective ones (the clean parts need none)."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(root / f"part{i:02d}.jpg")
+        if i < labelled:
+            _labelme(root / f"part{i:02d}.json", [_shape("scratch", "polygon", [[2, 2], [20, 2], [11, 9]])])
+
+
+def test_labelme_files_for_the_defective_parts_only_plan_the_rest_as_clean(tmp_path: Path) -> None:
+    _inspection(tmp_path)
+    d = detect(tmp_path)
+    assert (d.pairing, d.task, d.classes, d.n_images, d.n_paired) == ("labelme", "semantic", 2, 10, 10)
+    assert d.source["labels"]["empty_when_missing"] == ["**"]
+    assert "7 image(s) without one are the defect-free parts" in d.notes["labels.empty_when_missing"]
+    source = ImageSource.model_validate(d.source)
+    (clean,) = decode_file(str(tmp_path / "part05.jpg"), "part05.jpg", source)
+    assert clean["has_label"] and clean["label_uri"] == "empty:part05.jpg" and not np.asarray(clean["label"]).any()
+
+
+def test_a_few_labelme_files_beside_a_mask_folder_do_not_win_over_the_masks(tmp_path: Path) -> None:
+    _inspection(tmp_path, labelled=2)
+    (tmp_path / "masks").mkdir()
+    square = np.zeros((H, W), np.uint8)
+    square[5:15, 5:15] = 255
+    for i in range(10):
+        Image.fromarray(square).save(tmp_path / "masks" / f"part{i:02d}.png")
+    assert detect(tmp_path).pairing != "labelme"
