@@ -23,32 +23,47 @@ def index_coco(
 ) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
     """COCO file(s) → (image entry by key, class of each category id).
 
-    An entry is found by the image's absolute path (the ``file_name`` beside its COCO file, as
-    Roboflow exports each split), by ``file_name`` and by base name; with ``more`` files (other
-    splits), a name two files share is left to the absolute path. Each entry carries its label
-    ``uri`` (``<file>#image=<id>``). ``categories`` maps category ids to classes; by default a
-    category's class is its rank among the files' category ids (1..K).
+    Entries are keyed by :func:`index_entries` (with ``more`` files, other splits, a name two
+    files share is left to the absolute path). Each entry carries its label ``uri``
+    (``<file>#image=<id>``). ``categories`` maps category ids to classes; by default a category's
+    class is its rank among the files' category ids (1..K).
 
     Raises:
         LabelError: a file cannot be read or has no ``images``.
     """
-    entries: dict[str, dict[str, Any]] = {}  # absolute paths, then names
-    names: dict[str, dict[str, Any]] = {}
-    ambiguous: set[str] = set()
-    ids: set[int] = set()
-    for file in (Path(path), *map(Path, more)):
-        keys, file_ids = _index_file(file, entries)
-        ids |= file_ids
-        ambiguous |= {name for name in keys if name in names}  # e.g. 0001.jpg in two splits
-        names.update({name: entry for name, entry in keys.items() if name not in names})
-    entries.update({name: entry for name, entry in names.items() if name not in ambiguous})
+    parsed = [(file, *_file_entries(file)) for file in (Path(path), *map(Path, more))]
+    entries = index_entries([(file, images) for file, images, _ in parsed])
     if categories is None:
+        ids = set().union(*(file_ids for _, _, file_ids in parsed))
         categories = {cid: rank + 1 for rank, cid in enumerate(sorted(ids))}
     return entries, categories
 
 
-def _index_file(path: Path, into: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], set[int]]:
-    """One COCO file's entries by their keys (not yet merged ``into`` the index), and its category ids."""
+def index_entries(per_file: list[tuple[Path, list[tuple[str, dict[str, Any]]]]]) -> dict[str, dict[str, Any]]:
+    """Image entries of annotation files (each ``(file, [(file name, entry), …])``, COCO's or VIA's)
+    keyed as the label readers look an image up: by the absolute path of the image beside its
+    file (Roboflow's splits), by file name and by base name. A file name twice in one file: the
+    later entry by name, the first by base name; a name two files share (``0001.jpg`` in two
+    splits) is left to the absolute path."""
+    entries: dict[str, dict[str, Any]] = {}  # absolute paths, then names
+    names: dict[str, dict[str, Any]] = {}
+    ambiguous: set[str] = set()
+    for file, images in per_file:
+        keys: dict[str, dict[str, Any]] = {}
+        for name, entry in images:
+            beside = file.parent / name
+            if beside.is_file():
+                entries[str(beside.resolve())] = entry
+            keys[name] = entry
+            keys.setdefault(PurePosixPath(name).name, entry)
+        ambiguous |= keys.keys() & names.keys()
+        names.update({name: entry for name, entry in keys.items() if name not in names})
+    entries.update({name: entry for name, entry in names.items() if name not in ambiguous})
+    return entries
+
+
+def _file_entries(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], set[int]]:
+    """One COCO file's (file name, image entry) pairs and its category ids."""
     try:
         data = json.loads(path.read_text())
         images, anns = data["images"], data.get("annotations", [])
@@ -57,23 +72,21 @@ def _index_file(path: Path, into: dict[str, dict[str, Any]]) -> tuple[dict[str, 
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in anns:
         by_image[ann["image_id"]].append(ann)
-    keys: dict[str, dict[str, Any]] = {}
-    for image in images:  # a file_name twice in one file: the later entry by name, the first by base name
-        entry = {
-            "id": image["id"],
-            "uri": f"{path}#image={image['id']}",
-            "height": image.get("height"),
-            "width": image.get("width"),
-            "annotations": by_image.get(image["id"], []),
-        }
-        name = str(image["file_name"])
-        beside = path.parent / name
-        if beside.is_file():
-            into[str(beside.resolve())] = entry
-        keys[name] = entry
-        keys.setdefault(PurePosixPath(name).name, entry)
+    entries = [
+        (
+            str(image["file_name"]),
+            {
+                "id": image["id"],
+                "uri": f"{path}#image={image['id']}",
+                "height": image.get("height"),
+                "width": image.get("width"),
+                "annotations": by_image.get(image["id"], []),
+            },
+        )
+        for image in images
+    ]
     ids = {c["id"] for c in data.get("categories", [])} | {a["category_id"] for a in anns}
-    return keys, ids
+    return entries, ids
 
 
 def coco_label(entry: dict[str, Any], shape: tuple[int, int], classes: dict[int, int]) -> np.ndarray:

@@ -4,6 +4,7 @@ which folder its image names resolve in, and the task (see :mod:`segops.data.pai
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -83,7 +84,7 @@ def coco_layout(
         + f"; up to {max(per_image.values(), default=0)} objects of one category per image → {task}"
         + (f"; other COCO files, not read: {', '.join(rel(p) for p in skipped[:3])}" if skipped else "")
     )
-    source = {"kind": "images", "path": str(_common_dir(dirs)), "labels": labels}
+    source = {"kind": "images", "path": os.path.commonpath(dirs), "labels": labels}  # the folder above them all
     mapping = labels.get("categories") or {cid: rank + 1 for rank, cid in enumerate(declared)}  # ranks by default
     named = {int(c["id"]): str(c.get("name", "")) for c in doc.get("categories", [])}
     class_names = {k: named[cid] for cid, k in mapping.items() if named.get(cid)}
@@ -121,13 +122,6 @@ def _renumbered(doc: dict[str, Any], more: dict[str, Any]) -> list[dict[str, Any
     """Annotations of both documents, ``more``'s image ids offset past ``doc``'s (each file numbers from 0)."""
     offset = 1 + max((int(im["id"]) for im in doc["images"]), default=0)
     return doc["annotations"] + [{**a, "image_id": int(a["image_id"]) + offset} for a in more["annotations"]]
-
-
-def _common_dir(dirs: list[Path]) -> Path:
-    common = dirs[0]
-    while not all(d.is_relative_to(common) for d in dirs):
-        common = common.parent
-    return common
 
 
 def _coco_image_dir(root: Path, files: list[str], names: list[str], coco: Path | None = None) -> Path:

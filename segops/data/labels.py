@@ -279,7 +279,7 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
             spec, sly_index=index, sly_classes=spec.classes or project_classes(spec.path, list(index.values()))
         )
     if isinstance(spec, ViaLabels):  # drawn as COCO polygons
-        images, classes, _ = index_via([Path(spec.path), *spec.more_files], spec.attribute, spec.classes)
+        images, classes = index_via([Path(spec.path), *spec.more_files], spec.attribute, spec.classes)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from segops.data.coco import index_entries
 from segops.data.detection import Detection
+from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
 #: The class name of regions without the attribute (or of every region where no attribute names one).
@@ -58,29 +60,19 @@ def region_class_name(region: dict[str, Any], attribute: str | None) -> str:
 
 def index_via(
     files: list[Path], attribute: str | None, classes: dict[str, int] | None
-) -> tuple[dict[str, dict[str, Any]], dict[int, int], dict[str, int]]:
-    """VIA files → (COCO image entries keyed by absolute path, file name and base name as
-    :func:`segops.data.coco.index_coco` keys them, identity category map, class of each name).
-    ``classes``: name → class; by default every name in the files, 1..K in sorted order."""
+) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
+    """VIA files → (COCO image entries keyed as :func:`segops.data.coco.index_entries` keys
+    them, the identity category map of their classes). ``classes``: name → class; by default
+    every name in the files, 1..K in sorted order."""
     docs = [(Path(f), read_via(f)) for f in files]
     if classes is None:
         names = {region_class_name(r, attribute) for _, doc in docs for v in doc.values() for r in v["regions"]}
         classes = {name: k + 1 for k, name in enumerate(sorted(names))}
-    entries: dict[str, dict[str, Any]] = {}
-    names_seen: dict[str, dict[str, Any]] = {}
-    ambiguous: set[str] = set()
-    for file, doc in docs:
-        for key, image in doc.items():
-            entry = _entry(file, key, image, attribute, classes)
-            name = str(image["filename"])
-            if (file.parent / name).is_file():
-                entries[str((file.parent / name).resolve())] = entry
-            for k in {name, PurePosixPath(name).name}:
-                if k in names_seen and names_seen[k] is not entry:
-                    ambiguous.add(k)
-                names_seen.setdefault(k, entry)
-    entries.update({k: e for k, e in names_seen.items() if k not in ambiguous})
-    return entries, {c: c for c in classes.values()}, classes
+    per_file = [
+        (file, [(str(image["filename"]), _entry(file, key, image, attribute, classes)) for key, image in doc.items()])
+        for file, doc in docs
+    ]
+    return index_entries(per_file), {c: c for c in classes.values()}
 
 
 def _entry(
@@ -183,10 +175,7 @@ def find_via(root: Path, files: list[str], task: str | None = None) -> Detection
     ]
     crowded = max((n for c in per_image for n in c.values()), default=0)
     chosen = task or ("instance" if crowded >= 2 else "semantic")
-    parents = [PurePosixPath(f).parent for f, _ in found]
-    common = parents[0]
-    while not all(p == common or common in p.parents for p in parents):
-        common = common.parent
+    common = common_dir([f for f, _ in found])  # the folder above every VIA file ("" for the root)
     labels: dict[str, Any] = {"kind": "via", "path": str(root / found[0][0])}
     if len(found) > 1:
         labels["more_files"] = [str(root / f) for f, _ in found[1:]]
@@ -204,7 +193,7 @@ def find_via(root: Path, files: list[str], task: str | None = None) -> Detection
         )
         + f" → 1..{len(names)} in name order; up to {crowded} regions of one class per image → {chosen}"
     )
-    source = {"kind": "images", "path": str(root / common) if str(common) != "." else str(root), "labels": labels}
+    source = {"kind": "images", "path": str(root / common) if common else str(root), "labels": labels}
     return Detection(
         source,
         chosen,
