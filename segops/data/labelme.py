@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from segops.data.detection import Detection
 from segops.data.instances import objects_label
 from segops.data.mask_names import is_mask_dir
-from segops.data.unannotated import TEST_WORDS, alike, not_annotated, spread
+from segops.data.unannotated import clean_parts
 from segops.errors import LabelError
 
 #: Shape types that cover an area (the others, lines and points, are left out).
@@ -224,17 +224,14 @@ def _without_file(
     missing = [p for p in under if p not in done]
     if not missing:
         return 0
-    named_test = any(TEST_WORDS.search(p.lower()) for p in missing)
-    if few and not named_test and alike(image_root, missing, paired, 50):
-        elsewhere = not_annotated(root, files, paired, spread(missing, 50))
-        if elsewhere is None:
-            labels["empty_when_missing"] = ["**"]
-            notes["labels.empty_when_missing"] = (
-                f"every sampled LabelMe file outlines something, so the {len(missing)} image(s) without one are "
-                "the defect-free parts: trained on and scored as empty masks; delete this line if they are "
-                "merely not annotated yet"
-            )
-            return len(missing)
+    if few and clean_parts(root, files, image_root, paired, missing)[0]:
+        labels["empty_when_missing"] = ["**"]
+        notes["labels.empty_when_missing"] = (
+            f"every sampled LabelMe file outlines something, so the {len(missing)} image(s) without one are "
+            "the defect-free parts: trained on and scored as empty masks; delete this line if they are "
+            "merely not annotated yet"
+        )
+        return len(missing)
     notes["labels"] += f"; {len(missing)} image(s) have no LabelMe file: unlabelled (segmented, never trained on)"
     return 0
 

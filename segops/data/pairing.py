@@ -70,7 +70,7 @@ from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
 from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.supervisely import find_supervisely
-from segops.data.unannotated import TEST_WORDS, alike, not_annotated, spread
+from segops.data.unannotated import TEST_WORDS, clean_parts, spread
 from segops.data.via import find_via
 from segops.data.volume_layout import find_volume_pairs
 from segops.data.yolo import find_yolo
@@ -289,17 +289,17 @@ def _paired(
     unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and per_file else []
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
     test_data = [i for i in unmasked if TEST_WORDS.search(i.lower())]
-    elsewhere = (
-        not_annotated(root, files, paired, spread(unmasked, 50))
-        if unmasked and only_defects and not normal and not test_data
-        else None
+    clean, elsewhere = (
+        clean_parts(root, files, image_root, paired, unmasked, sample)
+        if unmasked and only_defects and not normal
+        else (False, None)
     )
     if elsewhere:  # Pascal VOC: 14k photos with boxes but no mask are not background
         notes["labels"] += (
             f"; {unlabelled} image(s) have no mask and are not taken as empty: {elsewhere}; unlabelled "
             "(segmented, never trained on)"
         )
-    elif unmasked and not normal and only_defects and not test_data and alike(image_root, unmasked, paired, sample):
+    elif clean:
         # every mask shows something (DAGM's Label/ holds masks of defective samples only): the images
         # without one are the defect-free ones; left out, a model would never see a clean part
         labels_spec["empty_when_missing"] = ["**"]

@@ -74,6 +74,22 @@ def not_annotated(root: Path, files: list[str], masked: list[str], unmasked: lis
     return None
 
 
+def clean_parts(
+    root: Path, files: list[str], image_root: Path, masked: list[str], unmasked: list[str], sample: int = 50
+) -> tuple[bool, str | None]:
+    """Whether the ``unmasked`` images (relative to ``image_root``) are the defect-free parts of a
+    set whose labels were drawn only where there is a defect (DAGM's masks, LabelMe files for the
+    defective parts): not named as test data (:data:`TEST_WORDS`), not annotated elsewhere
+    (:func:`not_annotated`, whose reason is returned second where it speaks) and alike the
+    labelled ``masked`` ones (:func:`alike`)."""
+    if any(TEST_WORDS.search(u.lower()) for u in unmasked):
+        return False, None
+    elsewhere = not_annotated(root, files, masked, spread(unmasked, 50))
+    if elsewhere:
+        return False, elsewhere
+    return alike(image_root, unmasked, masked, sample), None
+
+
 def _sidecars(files: list[str]) -> dict[str, list[str]]:
     """Stem (lower case) → annotation-like files of that stem."""
     out: dict[str, list[str]] = {}

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from segops.data.detection import Detection
 from segops.data.instances import objects_label
-from segops.data.unannotated import not_annotated
+from segops.data.unannotated import not_annotated, spread
 from segops.errors import LabelError, PlanError
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def find_yolo(root: Path, files: list[str], pictures: list[str], task: str | Non
         )
     }
     if unmasked:
-        elsewhere = not_annotated(root, files, paired, unmasked[:: max(1, len(unmasked) // 50)])
+        elsewhere = not_annotated(root, files, paired, spread(unmasked, 50))
         if elsewhere:
             notes["labels"] += f"; {len(unmasked)} image(s) have no file: unlabelled, as {elsewhere}"
         else:
