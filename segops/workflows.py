@@ -125,8 +125,7 @@ def _run_held(spec: WorkflowSpec, workflow_text: str | None, run_id: str, run_di
     finished = manifest is not None and manifest.state == "done"
     resources = {} if finished else ensure_ray(spec.cluster)  # a finished run needs no cluster
     tracker = RunTracker(spec.tracking)
-    if manifest is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if manifest is None:  # run_dir exists: run_lock made it
         spec_file = atomic_write_text(run_dir / "workflow.yaml", workflow_text or spec.model_dump_json(indent=2))
         mlflow_run_id = tracker.start(
             run_name=run_id,

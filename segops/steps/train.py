@@ -71,9 +71,10 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         )
     # published or local starting weights: found, read and fitted on the driver before any worker starts
     initial = _starting_weights(step, ctx) if step.init_from is None else None
-    datasets = [_ingested(step, ctx), *(Path(p) for p in step.extra_datasets)]
+    ingest = ctx.require(IngestResult, "train needs an ingest step before it")
+    datasets = [_ingested(step, ingest), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
-    ignore = ignores_void(ctx.require(IngestResult, "train needs an ingest step before it").source.labels)
+    ignore = ignores_void(ingest.source.labels)
     check_labels_fit(labelled, step.model.classes, step.model.task == "instance", ignore)  # before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
     split = _split(step, labelled, ctx.run_dir)
@@ -355,9 +356,8 @@ def _selection(step: TrainStep, outcome: TrainOutcome) -> tuple[str, dict[str, f
     return ("none (select: last)" if step.select == "last" else metric), best
 
 
-def _ingested(step: TrainStep, ctx: RunContext) -> Path:
+def _ingested(step: TrainStep, ingest: IngestResult) -> Path:
     """The ingest step's slice dataset, or for a 3D model its volume dataset."""
-    ingest = ctx.require(IngestResult, "train needs an ingest step before it")
     if step.model.spatial_dims == 2:
         return ingest.dataset
     if ingest.volumes is None:
