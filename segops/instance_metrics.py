@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,8 @@ from segops.errors import LabelError, SegopsError, ShapeError
 
 logger = logging.getLogger(__name__)
 
-#: COCO's detection limits per image; AP/AP50/AP75 use the last one (the 100 highest scores).
+#: COCO's detection limits per image; AP/AP50/AP75 use the last one (the 100 highest scores),
+#: raised to the most ground-truth instances of an image where a dense image holds more.
 MAX_DETS = (1, 10, 100)
 
 
@@ -107,7 +109,11 @@ def mask_ap(
 
     ``ap`` averages over IoU 0.50:0.05:0.95, ``ap50``/``ap75`` at one IoU; all use COCO's
     101-point interpolated precision, area range "all" and at most ``MAX_DETS[-1]`` (100)
-    highest-scoring predictions per image. Categories without ground truth are left out of the
+    highest-scoring predictions per image, or as many as the image of the set with the most
+    ground-truth instances holds (a confluent cell image of 1,600 cells would otherwise cap
+    recall at 100/1600 for a perfect model; LIVECell's evaluation likewise raises COCO's
+    limit). The limit depends on the ground truth only, so models scored on the same cases are
+    scored alike. Categories without ground truth are left out of the
     mean (COCO's rule); with no ground truth at all every value is NaN. No results with ground
     truth present gives 0.0. Annotation and result ids are renumbered 1.. internally; the inputs
     are not modified.
@@ -128,23 +134,37 @@ def mask_ap(
     # Not COCO.loadRes: it fails on an empty list, and for results that carry a bbox it sets
     # area to the box area. Results are indexed like the ground truth, with their mask area.
     dt_anns = [{**res, "id": k, "iscrowd": 0, "area": _rle_area(res)} for k, res in enumerate(results, start=1)]
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):  # pycocotools reports progress with print()
+    per_image = Counter(int(ann["image_id"]) for ann in gt_anns)
+    max_dets = max(MAX_DETS[-1], *per_image.values()) if per_image else MAX_DETS[-1]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress with print()
         evaluator = COCOeval(_coco(images, gt_anns, categories), _coco(images, dt_anns, categories), iouType="segm")
-        evaluator.params.maxDets = list(MAX_DETS)
+        evaluator.params.maxDets = [*MAX_DETS[:-1], max_dets]
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
+    scores = {"ap": _precision_mean(evaluator), "ap50": _precision_mean(evaluator, 0.5)}
+    scores["ap75"] = _precision_mean(evaluator, 0.75)
     logger.debug(
-        "COCOeval over %d images, %d annotations, %d results:\n%s",
+        "COCOeval over %d images, %d annotations, %d results (at most %d per image): %s",
         len(images),
         len(gt_anns),
         len(dt_anns),
-        output.getvalue(),
+        max_dets,
+        scores,
     )
-    # COCO reports an undefined value (no ground truth) as -1
-    ap, ap50, ap75 = (float("nan") if s < 0 else float(s) for s in evaluator.stats[:3])
-    return {"ap": ap, "ap50": ap50, "ap75": ap75}
+    return scores
+
+
+def _precision_mean(evaluator: COCOeval, iou: float | None = None) -> float:
+    """COCOeval.summarize's AP: the mean interpolated precision over IoU thresholds (or the one
+    at ``iou``), recall points and categories with ground truth, area range "all", the last
+    ``maxDets``; NaN where no category has ground truth (COCO's -1). Computed here because
+    ``summarize`` reads its AP at a hard-coded 100 detections."""
+    precision = evaluator.eval["precision"]  # (IoU thresholds, recall points, categories, areas, maxDets)
+    if iou is not None:
+        precision = precision[np.isclose(evaluator.params.iouThrs, iou)]
+    values = precision[..., evaluator.params.areaRngLbl.index("all"), -1]
+    values = values[values > -1]
+    return float(np.mean(values)) if values.size else float("nan")
 
 
 def match_instances(
@@ -223,7 +243,9 @@ def _encode_with_geometry(
     if not rles:
         return [], [], []
     boxes = mask_utils.toBbox(rles).reshape(-1, 4)
-    areas = mask_utils.area(rles).reshape(-1)
+    # the masks' own pixel counts: pycocotools' area() of more than 255 RLEs at once overflows a
+    # uint8 under numpy 2 (pycocotools 2.0.11), which a dense image's instances reach
+    areas = masks.reshape(len(masks), -1).sum(axis=1, dtype=np.int64)
     return rles, [[float(v) for v in box] for box in boxes], [float(a) for a in areas]
 
 

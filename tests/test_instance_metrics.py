@@ -93,6 +93,32 @@ def test_ap_is_one_when_results_equal_ground_truth(capsys: pytest.CaptureFixture
     assert (images, annotations, results) == before  # COCOeval writes into what it is given
 
 
+def _dense(n: int, side: int = 3) -> np.ndarray:
+    """(n, S, S) disjoint ``side``-px squares on a grid: a confluent image of n cells."""
+    per_row = math.ceil(math.sqrt(n))
+    size = per_row * (side + 1)
+    masks = np.zeros((n, size, size), dtype=bool)
+    for i in range(n):
+        y, x = divmod(i, per_row)
+        masks[i, y * (side + 1) : y * (side + 1) + side, x * (side + 1) : x * (side + 1) + side] = True
+    return masks
+
+
+def test_a_dense_image_scores_every_instance() -> None:
+    """300 cells in one image, each predicted exactly: COCO's limit of 100 detections would cap
+    recall at 1/3; the limit rises to the image's 300 instances, so the perfect model scores 1.
+    (pycocotools' area() of more than 255 masks at once also overflowed under numpy 2.)"""
+    masks = _dense(300)
+    classes = np.ones(300, dtype=np.int64)
+    annotations = coco_annotations(1, masks, classes)
+    results = coco_results(1, masks, np.linspace(1.0, 0.5, 300), classes)
+    assert [a["area"] for a in annotations] == [9.0] * 300 and [r["area"] for r in results] == [9.0] * 300
+    image = {"id": 1, "height": masks.shape[1], "width": masks.shape[2]}
+    assert mask_ap([image], annotations, results, [1]) == pytest.approx({"ap": 1.0, "ap50": 1.0, "ap75": 1.0})
+    half = results[::2]  # every other cell found: recall 1/2 at precision 1
+    assert mask_ap([image], annotations, half, [1])["ap50"] == pytest.approx(0.5, abs=0.01)
+
+
 def test_ap_with_a_higher_scored_false_positive_is_known() -> None:
     # Two ground-truth objects A and B; predictions: a false positive (score 0.95) and A exactly
     # (score 0.9). Ranked by score: FP then TP → recall [0, 1/2], precision [0, 1/2], made
