@@ -30,7 +30,7 @@ def check_labels_fit(labelled: pd.DataFrame, classes: int, instance: bool, ignor
             before the census columns existed get them by scanning those datasets' label column
             in batches.
         classes: the model's ``classes``.
-        instance: labels are instance label maps (``class * 1000 + k``).
+        instance: labels are instance label maps (``class * 65536 + k``).
         ignore: the labels mark ignored pixels (mask-png ``ignore_void``): that value is no class.
 
     Raises:

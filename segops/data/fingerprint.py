@@ -184,7 +184,7 @@ def record_stats(
 
     Args:
         image: (C, H, W) float32 ((C, Z, H, W) volumes work too).
-        label: (H, W) class map (semantic) or instance label map (``class * 1000 + k``, task
+        label: (H, W) class map (semantic) or instance label map (``class * 65536 + k``, task
             instance); None or empty when unlabelled.
 
     Returns:

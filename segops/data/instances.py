@@ -1,7 +1,9 @@
 """Instance label maps: one (H, W) int32 array that carries both instance and class.
 
-A pixel's value is ``class * INSTANCE_STRIDE + k`` for the k-th instance (k = 1..999), 0 for
-background: the Cityscapes ``instanceIds`` convention. One array keeps the record layout of
+A pixel's value is ``class * INSTANCE_STRIDE + k`` for the k-th instance, 0 for background:
+the class in the high 16 bits, the instance index k = 1..65535 in the low 16 (``value >> 16``,
+``value & 0xFFFF``), so a dense microscopy image with thousands of cells fits, and every value
+of a class up to 255 is exact in float32 (below 2**24). One array keeps the record layout of
 semantic labels (one ``label`` tensor column), so ingest, datasets and splits need no second
 column; :func:`split_instances` turns it into the per-instance masks and classes that Mask
 R-CNN targets, COCO annotations and instance metrics use. Instances do not overlap in a label
@@ -15,8 +17,8 @@ import numpy as np
 from segops.config.sources import is_instance_labels
 from segops.errors import LabelError
 
-#: label value = class * INSTANCE_STRIDE + instance index (1..INSTANCE_STRIDE - 1)
-INSTANCE_STRIDE = 1000
+#: label value = class * INSTANCE_STRIDE + instance index (1..INSTANCE_STRIDE - 1): the low 16 bits
+INSTANCE_STRIDE = 1 << 16
 
 
 def label_dtype(labels: object) -> np.dtype:

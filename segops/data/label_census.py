@@ -65,7 +65,7 @@ def label_census(rows: pd.DataFrame, instance: bool = False) -> pd.DataFrame:
 
     Args:
         rows: labelled records with ``label_uri``, ``label_values`` and ``label_pixels``.
-        instance: labels are instance label maps (``class * 1000 + k``).
+        instance: labels are instance label maps (``class * 65536 + k``).
 
     Returns:
         Semantic: per value ``value, records, files, pixels``. Instance: per class
@@ -90,7 +90,7 @@ def label_census(rows: pd.DataFrame, instance: bool = False) -> pd.DataFrame:
 
 def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False, ignore: bool = False) -> None:
     """Fail when a label value is not a class of the model (semantic: value >= ``classes``;
-    instance: class part ``value // 1000`` >= ``classes``).
+    instance: class part ``value // 65536`` >= ``classes``).
 
     Args:
         rows: labelled records with ``label_uri``, ``label_values`` and ``label_pixels``.
@@ -106,13 +106,15 @@ def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False,
     long = _long(rows)
     if ignore and not instance:
         long = long[long["value"] != IGNORE_LABEL]
+    if instance:
+        _check_instance_classes(long)
     cls = long["value"] // INSTANCE_STRIDE if instance else long["value"]
     bad = long[cls >= classes]
     if bad.empty:
         return
     bad_values = sorted(set((cls[cls >= classes]).tolist()))
     files = list(dict.fromkeys(bad["label_uri"]))
-    what = "class(es) (value // 1000 of instance labels)" if instance else "value(s)"
+    what = "class(es) (value // 65536 of instance labels)" if instance else "value(s)"
     fix = (
         _instance_fix(bad_values)
         if instance
@@ -123,6 +125,25 @@ def check_label_values(rows: pd.DataFrame, classes: int, instance: bool = False,
         f"0..{classes - 1}): "
         f"{len(files)} of {long['label_uri'].nunique()} label file(s) carry them, e.g. "
         f"{', '.join(files[:EXAMPLES])}. {fix}"
+    )
+
+
+def _check_instance_classes(long: pd.DataFrame) -> None:
+    """Every instance of an instance label map has a class of at least 1 (``value >= 65536``).
+
+    A value below that is an instance without a class, which segops' label readers never
+    write: a dataset ingested by a segops older than the 16-bit layout (``class * 1000 + k``).
+    """
+    bad = long[(long["value"] > 0) & (long["value"] < INSTANCE_STRIDE)]
+    if bad.empty:
+        return
+    files = list(dict.fromkeys(bad["label_uri"]))
+    raise LabelValueError(
+        f"instance label value(s) {_few(sorted(set(bad['value'].tolist())))} carry no class: segops' instance "
+        f"label maps hold class * {INSTANCE_STRIDE} + k, and {len(files)} label file(s) were stored otherwise, "
+        f"e.g. {', '.join(files[:EXAMPLES])}. A dataset ingested by an older segops (class * 1000 + k) is read "
+        "wrongly by this one: run the ingest step again (a new run folder, or a workflow without the old "
+        "dataset in train.extra_datasets)"
     )
 
 

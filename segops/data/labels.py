@@ -5,7 +5,7 @@ objects matched by referenced SOP Instance UID, COCO JSON annotations matched by
 RTSTRUCT contours rasterised onto the slices of the series they reference (see
 :mod:`segops.data.rtstruct_labels`), and run-length encodings in a CSV
 (:mod:`segops.data.rle_csv`). Instance sources (instance-id images, COCO or RLE CSV with
-``instances: true``) give int32 instance label maps (``class * 1000 + k``, see
+``instances: true``) give int32 instance label maps (``class * 65536 + k``, see
 :mod:`segops.data.instances`). One interface (:class:`LabelResolver`) serves all: a resolver
 is built once on the driver (it indexes SEG headers / the COCO or CSV file) and shipped to
 decode tasks; it also reports labels that matched no image.
@@ -86,7 +86,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     as training would see it (through ``void``, ``values`` / ``threshold``), read without its image; None
     when the input has no mask or its mask cannot be read (decoding then files it as a label
     problem of that case). For instance-png labels with ``classes_pattern``, the class mask's
-    nonzero classes, as instance values (``class * 1000 + 1``, the layout of
+    nonzero classes, as instance values (``class * 65536 + 1``, the layout of
     :func:`declared_label_rows`), under the class mask's path.
     """
     instance = isinstance(spec, InstancePngLabels)
@@ -231,7 +231,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
     (``label_uri``, ``label_values``, ``label_pixels``) in the layout of the records' census
     columns, for COCO (each annotated image: its annotations' categories), DICOM SEG (each object:
     its segment numbers, through ``segments``), instance-png with ``class_id`` alone and YOLO files
-    (their lines' classes). Instance labels' values are ``class * 1000 + 1`` (one per class). Pixel
+    (their lines' classes). Instance labels' values are ``class * 65536 + 1`` (one per class). Pixel
     counts are unknown: 1 each. Mask-png labels and class masks hold their values in their
     pixels: empty here (see :func:`mask_file_counts`).
     """

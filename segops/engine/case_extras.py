@@ -85,7 +85,7 @@ def case_measurements(
 
     Args:
         mask: (H, W) or (Z, H, W) class map.
-        label_map: an instance model's (H, W) label map (``class * 1000 + k``): objects are its
+        label_map: an instance model's (H, W) label map (``class * 65536 + k``): objects are its
             instances; None for a semantic model (objects: connected components).
         truth: the case's truth in the same form as the prediction (class map, or instance label map).
         spacing: mm per axis of ``mask``, None when unknown (then px only).

@@ -181,7 +181,7 @@ class CaseResult:
 
     Attributes:
         class_map: (H, W) or (Z, H, W) uint8 class map, 0 = background.
-        label_map: (H, W) int32 instance label map (class * 1000 + k) of an instance model; else None.
+        label_map: (H, W) int32 instance label map (class * 65536 + k) of an instance model; else None.
         detections: an instance case's COCO results (RLE masks, no ``image_id``); empty otherwise.
         probabilities: (classes, *class_map.shape) float16 softmax when
             :attr:`InferenceSettings.probabilities` is set; else None.

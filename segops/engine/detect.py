@@ -32,7 +32,7 @@ def detection_target(label: np.ndarray) -> dict[str, torch.Tensor]:
     """Instance label map → torchvision Mask R-CNN target.
 
     Args:
-        label: (H, W) integer instance label map (``class * 1000 + k``, 0 = background).
+        label: (H, W) integer instance label map (``class * 65536 + k``, 0 = background).
 
     Returns:
         ``boxes`` (N, 4) float32 xyxy with exclusive x2, y2 (a one-pixel instance at (x, y)

@@ -22,7 +22,7 @@ def eval_entry(
 
     Args:
         masks: (N, H, W) bool predicted instance masks; scores, classes: (N,).
-        label: (H, W) instance label map (class * 1000 + k).
+        label: (H, W) instance label map (class * 65536 + k).
     """
     return _entry(image_id, masks, scores, classes, label, *split_instances(label))
 

@@ -279,7 +279,7 @@ def instance_risk(
     instance painted there (see the module docstring).
 
     Args:
-        label_map: (H, W) instance label map (``class * 1000 + k``); class_map: its classes.
+        label_map: (H, W) instance label map (``class * 65536 + k``); class_map: its classes.
         scores: (N,) detection scores of instances k = 1..N, in that order.
     """
     index = label_map % INSTANCE_STRIDE

@@ -90,7 +90,7 @@ def write_instance_outputs(
     a 16-bit instance-id PNG (``png``) and the case's COCO results with RLE masks (``coco-rle``).
 
     Args:
-        label_map: (H, W) instance label map (class * 1000 + k, see :mod:`segops.data.instances`).
+        label_map: (H, W) instance label map (class * 65536 + k, see :mod:`segops.data.instances`).
         results: COCO result dicts of the case's detections (without ``image_id``).
 
     Returns:

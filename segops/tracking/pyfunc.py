@@ -28,7 +28,7 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 
 class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: (N, C, H, W) float32 raw images → (N, H, W) uint8 class maps (semantic
-    models) or int32 instance label maps, class * 1000 + instance (instance models); for a 3D
+    models) or int32 instance label maps, class * 65536 + instance (instance models); for a 3D
     model (N, C, Z, H, W) volumes → (N, Z, H, W) class maps."""
 
     def load_context(self, context: Any) -> None:

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from segops.data.fingerprint import Fingerprint, FingerprintAccumulator, record_stats
+from segops.data.instances import INSTANCE_STRIDE as S
 
 
 def _records(seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -74,7 +75,7 @@ def test_pooled_samples_are_capped() -> None:
 
 def test_instance_labels_count_objects_and_census_classes() -> None:
     label = np.zeros((10, 10), np.int32)
-    label[0:2, 0:2], label[5:8, 5:8], label[9, 0:5] = 1001, 1002, 2001  # class 1: 4 + 9 px, class 2: 5 px
+    label[0:2, 0:2], label[5:8, 5:8], label[9, 0:5] = S + 1, S + 2, 2 * S + 1  # class 1: 4 + 9 px, class 2: 5 px
     row = record_stats(np.zeros((1, 10, 10), np.float32), label, "c", task="instance")
     assert (row["class_values"], row["class_pixels"]) == ([0, 1, 2], [82, 13, 5])
     assert (row["object_count"], sorted(row["object_sizes"])) == (3, [4, 5, 9])

@@ -1,4 +1,4 @@
-"""Instance label maps: value = class * 1000 + k (segops.data.instances)."""
+"""Instance label maps: value = class * 65536 + k (segops.data.instances)."""
 
 import numpy as np
 import pytest
@@ -13,12 +13,14 @@ from segops.data.instances import (
 )
 from segops.errors import LabelError
 
+S = INSTANCE_STRIDE
+
 
 def test_encode_renumbers_sparse_ids_in_increasing_order() -> None:
     ids = np.array([[0, 250, 250], [3, 0, 17], [3, 3, 0]], dtype=np.uint16)
     label = encode_instances(ids, {3: 2, 17: 1, 250: 2})
     assert label.dtype == np.int32
-    np.testing.assert_array_equal(label, [[0, 2003, 2003], [2001, 0, 1002], [2001, 2001, 0]])
+    np.testing.assert_array_equal(label, [[0, 2 * S + 3, 2 * S + 3], [2 * S + 1, 0, S + 2], [2 * S + 1, 2 * S + 1, 0]])
     assert encode_instances(np.zeros((2, 2), np.uint16), {}).max() == 0
 
 
@@ -28,10 +30,22 @@ def test_encode_errors_name_the_instance_and_count() -> None:
         encode_instances(ids, {5: 1})
     with pytest.raises(LabelError, match=r"instance 5 has no foreground class \(got 0\)"):
         encode_instances(ids, {5: 0, 17: 1})
-    many = np.arange(INSTANCE_STRIDE + 1, dtype=np.uint16).reshape(7, 143)
-    with pytest.raises(LabelError, match=r"1000 instances in one image; at most 999 are supported"):
+    many = np.arange(INSTANCE_STRIDE + 1, dtype=np.uint32).reshape(1, -1)  # 65536 instances
+    with pytest.raises(LabelError, match=r"65536 instances in one image; at most 65535 are supported"):
         encode_instances(many, {i: 1 for i in range(1, INSTANCE_STRIDE + 1)})
-    assert encode_instances(many % INSTANCE_STRIDE, {i: 1 for i in range(1, INSTANCE_STRIDE)}).max() == 1999
+
+
+def test_a_dense_image_of_thousands_of_instances_round_trips() -> None:
+    """A confluent microscopy image holds thousands of cells (LIVECell: over 2,000 in some)."""
+    ids = np.arange(1, 2501, dtype=np.uint16).reshape(50, 50)[::-1]  # 2,500 one-pixel cells, ids out of order
+    label = encode_instances(ids, {i: 1 + i % 2 for i in range(1, 2501)})
+    assert label.max() == 2 * S + 2499 and len(np.unique(label)) == 2500
+    masks, classes = split_instances(label)
+    assert len(masks) == 2500 and (masks.sum(axis=(1, 2)) == 1).all()
+    np.testing.assert_array_equal(classes, 1 + np.arange(1, 2501) % 2)
+    np.testing.assert_array_equal(instance_id_map(label), ids)  # the 16-bit instance PNG's values
+    np.testing.assert_array_equal(class_map(label), 1 + ids % 2)
+    assert np.array_equal(label.astype(np.float32).astype(np.int64), label)  # exact through float32 (class <= 255)
 
 
 def test_stack_puts_later_masks_on_top() -> None:
@@ -40,10 +54,10 @@ def test_stack_puts_later_masks_on_top() -> None:
     b = np.zeros((4, 6), bool)
     b[1:4, 2:6] = True
     label = stack_instances([a, b], [1, 2], (4, 6))
-    assert label[0, 0] == 1001 and label[1, 2] == 2002 and label[3, 5] == 2002 and label[3, 0] == 0
-    assert int((label == 1001).sum()) == 12 - 4  # the overlap belongs to b
+    assert label[0, 0] == S + 1 and label[1, 2] == 2 * S + 2 and label[3, 5] == 2 * S + 2 and label[3, 0] == 0
+    assert int((label == S + 1).sum()) == 12 - 4  # the overlap belongs to b
     swapped = stack_instances([b, a], [2, 1], (4, 6))
-    assert swapped[1, 2] == 1002  # now a, drawn second, is on top
+    assert swapped[1, 2] == S + 2  # now a, drawn second, is on top
 
 
 def test_split_masks_and_classes_and_hidden_instances() -> None:

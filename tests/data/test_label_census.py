@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from segops.config.schema import ImageSource, MaskPngLabels
 from segops.data.decode import decode_file
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.label_census import check_label_values, label_census, label_counts, unusual_labels_warning
 from segops.data.mask_files import read_mask_png
 from segops.errors import LabelValueError
@@ -46,7 +47,10 @@ def test_semantic_census_counts_files_and_pixels_per_value() -> None:
 
 def test_instance_census_counts_instances_per_class() -> None:
     rows = _rows(
-        {"a.png": np.array([[0, 1001], [1002, 2001]], np.int32), "b.png": np.array([[1001, 1001], [0, 0]], np.int32)}
+        {
+            "a.png": np.array([[0, S + 1], [S + 2, 2 * S + 1]], np.int32),
+            "b.png": np.array([[S + 1, S + 1], [0, 0]], np.int32),
+        }
     )
     census = label_census(rows, instance=True)
     expected = {
@@ -102,12 +106,20 @@ def test_class_indices_beyond_the_model_suggest_more_classes() -> None:
 
 
 def test_instance_labels_are_checked_by_their_class_part() -> None:
-    rows = _rows({"/l/a.png": np.array([[0, 1001], [2999, 3001]], np.int32)})
+    rows = _rows({"/l/a.png": np.array([[0, S + 1], [2 * S + 65535, 3 * S + 1]], np.int32)})
     with pytest.raises(
-        LabelValueError, match=r"class\(es\) \(value // 1000 of instance labels\) \[3\].*model.classes: 4"
+        LabelValueError, match=r"class\(es\) \(value // 65536 of instance labels\) \[3\].*model.classes: 4"
     ):
         check_label_values(rows, classes=3, instance=True)
     check_label_values(rows, classes=4, instance=True)
+
+
+def test_instance_values_without_a_class_name_the_older_layout_and_the_fix() -> None:
+    """1001 was class 1, instance 1 when instance maps were class * 1000 + k: now it has no class."""
+    rows = _rows({"/l/old.png": np.array([[0, 1001], [1002, 2001]], np.int32), "/l/new.png": np.array([[S + 1]])})
+    with pytest.raises(LabelValueError, match=r"\[1001, 1002, 2001\] carry no class.*1 label file.*/l/old.png.*ingest"):
+        check_label_values(rows, classes=3, instance=True)
+    check_label_values(rows.iloc[1:], classes=3, instance=True)  # the new layout alone passes
 
 
 def test_ingest_warning_only_for_masks_that_are_not_class_indices() -> None:

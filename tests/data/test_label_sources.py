@@ -14,6 +14,7 @@ from segops.data.coco import coco_segmentation_mask
 from segops.data.decode import decode_file
 from segops.data.dicom import read_dicom
 from segops.data.images import read_image
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.instances import split_instances
 from segops.data.labels import build_resolver
 from segops.data.mask_files import read_instance_png, read_mask_png
@@ -148,9 +149,14 @@ def test_instance_png_ids_become_int32_instance_label_maps(tmp_path: Path) -> No
     (a,) = decode_file(str(images / "a.png"), "a.png", source, resolver)
     assert a["status"] == "ok" and a["has_label"] and a["label"].dtype == np.int32
     assert a["label_uri"] == str((labels / "a.png").resolve())
-    assert (a["label"][15, 6], a["label"][3, 3], a["label"][13, 25], a["label"][0, 0]) == (2001, 2002, 2003, 0)
+    assert (a["label"][15, 6], a["label"][3, 3], a["label"][13, 25], a["label"][0, 0]) == (
+        2 * S + 1,
+        2 * S + 2,
+        2 * S + 3,
+        0,
+    )
     (b,) = decode_file(str(images / "sub/b.png"), "sub/b.png", source, resolver)
-    np.testing.assert_array_equal(b["label"], np.where(binary == 255, 2001, 0))
+    np.testing.assert_array_equal(b["label"], np.where(binary == 255, 2 * S + 1, 0))
     (c,) = decode_file(str(images / "c.png"), "c.png", source, resolver)
     assert not c["has_label"]
     assert resolver.all_label_keys() - {a["label_uri"], b["label_uri"]} == {str((labels / "extra.png").resolve())}
@@ -197,7 +203,7 @@ def test_instance_classes_are_the_majority_class_under_each_instance(tmp_path: P
     resolver = build_resolver(spec)
     (record,) = read_image(images / "x.png", "x.png")
     label, uri = resolver.label_for(record)
-    assert (label[1, 5], label[11, 5], label[20, 5]) == (2001, 1002, 1003)
+    assert (label[1, 5], label[11, 5], label[20, 5]) == (2 * S + 1, S + 2, S + 3)
     assert resolver.all_label_keys() == {uri} == {str((root / "instances" / "x.png").resolve())}
 
     classes[10:14, :] = 0  # instance 7 now lies on background only
@@ -271,9 +277,9 @@ def test_coco_instances_stack_in_file_order_and_skip_crowds(tmp_path: Path) -> N
     second[10:25, 12:30] = True
     third = np.zeros((30, 40), bool)
     third[0:3, 0:3] = True
-    np.testing.assert_array_equal(label == 2001, first & ~second)  # category 9 → class 2 (rank), under #2
-    np.testing.assert_array_equal(label == 1002, second)  # category 7 → class 1, drawn later: on top
-    np.testing.assert_array_equal(label == 1003, third)
+    np.testing.assert_array_equal(label == 2 * S + 1, first & ~second)  # category 9 → class 2 (rank), under #2
+    np.testing.assert_array_equal(label == S + 2, second)  # category 7 → class 1, drawn later: on top
+    np.testing.assert_array_equal(label == S + 3, third)
     assert not label[26:30].any()  # the crowd region is no instance
     masks, classes = split_instances(label)
     assert masks.shape == (3, 30, 40) and classes.tolist() == [2, 1, 1]  # in annotation (instance) order
@@ -293,9 +299,9 @@ def test_coco_instances_class_mapping_and_errors(tmp_path: Path) -> None:
         return build_resolver(spec).label_for(record)[0]
 
     mapped = label_with({7: 3, 9: 1})
-    assert (mapped[6, 6], mapped[12, 15], mapped[1, 1]) == (1001, 3002, 3003)
+    assert (mapped[6, 6], mapped[12, 15], mapped[1, 1]) == (S + 1, 3 * S + 2, 3 * S + 3)
     dropped = label_with({7: 1, 9: 0})  # class 0: left out
-    assert set(np.unique(dropped).tolist()) == {0, 1001, 1002}
+    assert set(np.unique(dropped).tolist()) == {0, S + 1, S + 2}
     with pytest.raises(LabelError, match=r"COCO annotation 1 of image 1 has category_id 9, which has no class"):
         label_with({7: 1})
 
@@ -363,8 +369,8 @@ def test_declared_label_rows_give_the_classes_coco_and_instance_ids_will_hold(tm
     spec = CocoLabels(kind="coco", path=tmp_path / "coco.json", instances=True)
     rows = pd.DataFrame(declared_label_rows(build_resolver(spec)))
     assert dict(zip(rows["label_uri"], rows["label_values"])) == {
-        f"{tmp_path / 'coco.json'}#image=1": [2001],
-        f"{tmp_path / 'coco.json'}#image=2": [1001],
+        f"{tmp_path / 'coco.json'}#image=1": [2 * S + 1],
+        f"{tmp_path / 'coco.json'}#image=2": [S + 1],
     }
     check_label_values(rows, classes=3, instance=True)  # cell = 1, rod = 2: fits 3 classes
     with pytest.raises(LabelValueError, match=r"\[2\] are not classes"):
@@ -373,7 +379,7 @@ def test_declared_label_rows_give_the_classes_coco_and_instance_ids_will_hold(tm
     (tmp_path / "ids").mkdir()
     Image.fromarray(np.array([[0, 1], [2, 2]], np.uint8)).save(tmp_path / "ids" / "x.png")
     ids = InstancePngLabels(kind="instance-png", path=tmp_path / "ids", class_id=4)
-    assert [r["label_values"] for r in declared_label_rows(build_resolver(ids))] == [[4001]]
+    assert [r["label_values"] for r in declared_label_rows(build_resolver(ids))] == [[4 * S + 1]]
 
 
 @pytest.mark.parametrize("kind", ["mask-png", "instance-png"])
@@ -418,4 +424,4 @@ def test_void_pixels_read_as_background_in_class_and_instance_masks(tmp_path: Pa
     spec = InstancePngLabels(kind="instance-png", path=tmp_path, void=255)
     (record,) = read_image(tmp_path / "img" / "m.png", "m.png")
     ids, _ = build_resolver(spec).label_for(record)
-    assert sorted(np.unique(ids).tolist()) == [0, 1001, 1002]  # objects 2 and 15; the borders are no object
+    assert sorted(np.unique(ids).tolist()) == [0, S + 1, S + 2]  # objects 2 and 15; the borders are no object

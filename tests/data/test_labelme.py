@@ -13,7 +13,7 @@ from PIL import Image
 from segops.config.schema import ImageSource
 from segops.data.decode import decode_file, list_source_files
 from segops.data.detection import PlanOverrides
-from segops.data.instances import split_instances
+from segops.data.instances import INSTANCE_STRIDE, split_instances
 from segops.data.labelme import labelme_label
 from segops.data.labels import build_resolver
 from segops.data.pairing import detect
@@ -112,7 +112,11 @@ def test_plan_finds_labelme_files_and_ingest_reads_them(tmp_path: Path, per_imag
     resolver = build_resolver(source.labels)
     rows = {f["rel_path"]: decode_file(f["path"], f["rel_path"], source, resolver)[0] for f in files}
     assert [rows[f"p{i}.jpg"]["has_label"] for i in range(4)] == [True, True, True, False]
-    assert sorted(np.unique(rows["p1.jpg"]["label"] // (1000 if task == "instance" else 1)).tolist()) == [0, 1, 2]
+    assert sorted(np.unique(rows["p1.jpg"]["label"] // (INSTANCE_STRIDE if task == "instance" else 1)).tolist()) == [
+        0,
+        1,
+        2,
+    ]
     assert resolver.all_label_keys() == {str((tmp_path / f"p{i}.json").resolve()) for i in range(3)}
     assert detect(tmp_path, PlanOverrides(task="semantic")).task == "semantic"
 

@@ -10,6 +10,7 @@ from PIL import Image
 from segops.config.schema import ImageSource
 from segops.data.decode import decode_file, list_source_files
 from segops.data.detection import PlanOverrides
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.instances import split_instances
 from segops.data.labels import build_resolver, declared_label_rows
 from segops.data.pairing import detect
@@ -112,7 +113,7 @@ def test_label_keys_and_declared_classes(tmp_path: Path) -> None:
     keys = resolver.all_label_keys()
     assert keys == {str((tmp_path / f"case{k}" / "masks").resolve()) for k in range(3)}
     rows = declared_label_rows(resolver)
-    assert [r["label_values"] for r in rows] == [[3001]] * 3
+    assert [r["label_values"] for r in rows] == [[3 * S + 1]] * 3
 
 
 def test_plan_finds_the_dsb_layout(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 from segops.config.schema import ImageSource, MaskPngLabels
 from segops.data.decode import decode_file, list_source_files
 from segops.data.detection import PlanOverrides
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.labels import build_resolver
 from segops.data.mask_files import read_mask_png, spec_mask
 from segops.data.mask_kinds import classify_masks, integral, mask_census
@@ -417,8 +418,8 @@ def test_roboflow_coco_export_reads_every_split_and_skips_the_unused_supercatego
     # the same name and image id in two splits: each image finds the annotations of its own split
     assert rows["train/1.jpg"]["label_uri"] == f"{tmp_path / 'train' / '_annotations.coco.json'}#image=1"
     assert rows["valid/1.jpg"]["label_uri"] == f"{tmp_path / 'valid' / '_annotations.coco.json'}#image=1"
-    assert sorted(np.unique(np.asarray(rows["train/1.jpg"]["label"])).tolist()) == [0, 1001, 1002, 2003]
-    assert sorted(np.unique(np.asarray(rows["valid/1.jpg"]["label"])).tolist()) == [0, 2001, 2002]
+    assert sorted(np.unique(np.asarray(rows["train/1.jpg"]["label"])).tolist()) == [0, S + 1, S + 2, 2 * S + 3]
+    assert sorted(np.unique(np.asarray(rows["valid/1.jpg"]["label"])).tolist()) == [0, 2 * S + 1, 2 * S + 2]
     assert len(resolver.all_label_keys()) == 6
 
 

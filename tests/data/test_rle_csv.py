@@ -12,6 +12,7 @@ from PIL import Image
 
 from segops.config.schema import ImageSource, RleCsvLabels
 from segops.data.decode import decode_file
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.labels import build_resolver, declared_label_rows
 from segops.data.rle_csv import decode_rle, encode_rle, likely_order
 from segops.errors import LabelError
@@ -106,8 +107,8 @@ def test_ids_without_extension_names_instances_and_a_row_that_does_not_fit(tmp_p
     source = ImageSource(kind="images", path=images, labels=spec)
     (row,) = decode_file(str(images / "cell-a.png"), "cell-a.png", source)
     label = np.asarray(row["label"]).reshape(20, 30)
-    assert set(np.unique(label)) == {0, 1001, 2002}  # astro = class 1, shsy5y = class 2; one object per row
-    assert (label[2:6, 2:6] == 1001).all() and (label[10:15, 10:20] == 2002).all()
+    assert set(np.unique(label)) == {0, S + 1, 2 * S + 2}  # astro = class 1, shsy5y = class 2; one object per row
+    assert (label[2:6, 2:6] == S + 1).all() and (label[10:15, 10:20] == 2 * S + 2).all()
     (bad,) = decode_file(str(images / "cell-b.png"), "cell-b.png", source)
     assert (bad["status"], bad["has_label"], bad["stage"]) == ("ok", False, "label")
     assert "train.csv#image=cell-b" in bad["error"] and "runs past the 30x20 image" in bad["error"]

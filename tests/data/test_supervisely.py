@@ -13,6 +13,7 @@ from PIL import Image
 
 from segops.config.schema import ImageSource
 from segops.data.decode import decode_file
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.labels import build_resolver
 from segops.data.pairing import detect
 from segops.data.supervisely import supervisely_label
@@ -99,9 +100,9 @@ def test_a_supervisely_project_is_planned_and_drawn(tmp_path: Path) -> None:
     assert len(resolver.all_label_keys()) == 5
     (row,) = decode_file(str(tmp_path / "proj/train/img/train_0.jpg"), "train/img/train_0.jpg", source, resolver)
     label = np.asarray(row["label"]).reshape(H, W)
-    assert sorted(np.unique(label).tolist()) == [0, 1001, 2002]  # the crack and the stain; the tag is a point
-    assert int((label == 1001).sum()) == 13 * 13 - 7 * 7  # a 13-px square less its 7-px hole (outlines drawn)
-    assert int((label == 2002).sum()) == 6 and (label[21:23, 31:34] == 2002).all()  # the bitmap at x 30, y 20
+    assert sorted(np.unique(label).tolist()) == [0, S + 1, 2 * S + 2]  # the crack and the stain; the tag is a point
+    assert int((label == S + 1).sum()) == 13 * 13 - 7 * 7  # a 13-px square less its 7-px hole (outlines drawn)
+    assert int((label == 2 * S + 2).sum()) == 6 and (label[21:23, 31:34] == 2 * S + 2).all()  # the bitmap at x 30, y 20
     assert row["label_uri"] == str((tmp_path / "proj/train/ann/train_0.jpg.json").resolve())
 
 

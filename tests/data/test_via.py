@@ -10,6 +10,7 @@ from PIL import Image
 
 from segops.config.schema import ImageSource
 from segops.data.decode import decode_file
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.labels import build_resolver, declared_label_rows
 from segops.data.pairing import detect
 from segops.data.via import read_via
@@ -67,8 +68,8 @@ def test_the_balloon_layout_is_planned_from_every_split_and_drawn(tmp_path: Path
     resolver = build_resolver(source.labels)
     (row,) = decode_file(str(tmp_path / "train" / "train1.jpg"), "train/train1.jpg", source, resolver)
     label = np.asarray(row["label"]).reshape(H, W)
-    assert sorted(np.unique(label).tolist()) == [0, 1001, 1002]
-    assert int((label == 1001).sum()) == 81  # an 8-px square drawn with its outline: 9 x 9
+    assert sorted(np.unique(label).tolist()) == [0, S + 1, S + 2]
+    assert int((label == S + 1).sum()) == 81  # an 8-px square drawn with its outline: 9 x 9
     assert row["label_uri"] == f"{tmp_path / 'train' / 'via_region_data.json'}#image=train1.jpg"
     assert len(declared_label_rows(resolver)) == 6
 

@@ -15,6 +15,8 @@ from segops.data.pairing import detect
 from segops.data.yolo import read_yolo, yolo_label
 from segops.errors import LabelError, PlanError
 
+S = INSTANCE_STRIDE
+
 H, W = 40, 50
 #: A square (rows 10-19, columns 10-29) and a triangle, in YOLO's fractions of width and height.
 SQUARE = "0 0.2 0.25 0.6 0.25 0.6 0.5 0.2 0.5"
@@ -40,7 +42,7 @@ def test_polygons_are_drawn_in_fractions_of_the_image_one_instance_per_line(tmp_
     assert (square == 1).all() and int((classes == 1).sum()) == square.size + 6 * 5
     assert classes[30, 40] == 2 and classes[5, 40] == 0
     instances = yolo_label(tmp_path / "a.txt", (H, W), instances=True)
-    assert sorted(np.unique(instances).tolist()) == [0, 1 * INSTANCE_STRIDE + 1, 1 * INSTANCE_STRIDE + 3, 2002]
+    assert sorted(np.unique(instances).tolist()) == [0, S + 1, S + 3, 2 * S + 2]
     _label(tmp_path / "empty.txt")
     assert not yolo_label(tmp_path / "empty.txt", (H, W), instances=True).any()  # a background image
 
@@ -92,13 +94,13 @@ def test_ultralytics_layout_is_planned_with_its_names_and_background_images(tmp_
     resolver = build_resolver(source.labels)
     (row,) = decode_file(str(tmp_path / "images/train/train1.jpg"), "train/train1.jpg", source, resolver)
     label = np.asarray(row["label"]).reshape(H, W)
-    assert sorted(np.unique(label).tolist()) == [0, 1001, 2002, 2003]  # a square and two triangles
+    assert sorted(np.unique(label).tolist()) == [0, S + 1, 2 * S + 2, 2 * S + 3]  # a square and two triangles
     assert row["label_uri"] == str(tmp_path / "labels/train/train1.txt")
     (background,) = decode_file(str(tmp_path / "images/train/train5.jpg"), "train/train5.jpg", source, resolver)
     assert background["has_label"] and background["label_uri"] == "empty:train/train5.jpg"
     assert not np.asarray(background["label"]).any()
     declared = {Path(r["label_uri"]).name: r["label_values"] for r in declared_label_rows(resolver)}
-    assert declared["train1.txt"] == [1001, 2001] and declared["train0.txt"] == [1001] and len(declared) == 7
+    assert declared["train1.txt"] == [S + 1, 2 * S + 1] and declared["train0.txt"] == [S + 1] and len(declared) == 7
 
 
 def test_roboflow_split_folders_are_read_from_their_parent(tmp_path: Path) -> None:

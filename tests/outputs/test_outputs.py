@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.mask_files import read_mask_png
 from segops.errors import SegopsError
 from segops.outputs.atomic import atomic_write, atomic_write_text, safe_join
@@ -241,7 +242,7 @@ def test_instance_outputs_write_class_png_instance_png_and_coco_json(tmp_path: P
 
     assert written["mask_path"] == str(tmp_path / "masks" / "plate" / "img.png")
     assert written["instance_path"] == str(tmp_path / "instances" / "plate" / "img.png")
-    np.testing.assert_array_equal(read_mask_png(written["mask_path"], (6, 8)), label_map // 1000)
+    np.testing.assert_array_equal(read_mask_png(written["mask_path"], (6, 8)), label_map // S)
     with Image.open(written["instance_path"]) as img:
         ids = np.asarray(img)
     assert ids.dtype == np.uint16 and set(np.unique(ids)) == {0, 1, 2}

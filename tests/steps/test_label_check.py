@@ -22,6 +22,7 @@ from PIL import Image
 
 from segops.cluster.label_check import check_dataset_labels
 from segops.config import validate_workflow_text
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.errors import LabelValueError
 from tests.stores import sqlite_store
 
@@ -232,9 +233,9 @@ def test_segment_source_class_masks_of_instance_pngs_are_checked(photos: dict, t
     source = ImageSource(kind="images", path=photos["root"] / "images", labels=labels)
     rows = mask_label_rows(source).set_index("label_uri")
     bad = str((tmp_path / "classes" / "part5.png").resolve())
-    assert list(rows.loc[bad, "label_values"]) == [1001, 3001]
+    assert list(rows.loc[bad, "label_values"]) == [S + 1, 3 * S + 1]
     assert list(rows.loc[bad, "label_pixels"]) == [100, 200]
-    assert list(rows.loc[str((tmp_path / "classes" / "part0.png").resolve()), "label_values"]) == [1001, 2001]
+    assert list(rows.loc[str((tmp_path / "classes" / "part0.png").resolve()), "label_values"]) == [S + 1, 2 * S + 1]
     check_source_labels(source, classes=4, instance=True)  # classes 1..3 fit a 4-class model
     with pytest.raises(LabelValueError, match="part5.png") as err:
         check_source_labels(source, classes=3, instance=True)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from segops.config.schema import SegmentStep
+from segops.data.instances import INSTANCE_STRIDE as S
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.instance_eval import eval_entry
 from segops.engine.risk import RISK_COLUMNS
@@ -23,7 +24,7 @@ from .contexts import make_context, tiny_checkpoint
 def _row(group: str, hit: bool) -> dict[str, str]:
     """One labelled image with one true object (class 1), predicted exactly (``hit``) or elsewhere."""
     label = np.zeros((16, 16), np.int32)
-    label[2:8, 2:8] = 1001
+    label[2:8, 2:8] = S + 1
     pred = np.zeros((1, 16, 16), bool)
     pred[0, 2:8, 2:8] = hit
     pred[0, 10:14, 10:14] = not hit
