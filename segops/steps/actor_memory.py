@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -24,26 +25,43 @@ from segops.errors import StepError
 log = logging.getLogger(__name__)
 
 
-def actor_memory(
-    loaded: LoadedModel,
-    settings: InferenceSettings,
-    batch_size: int,
-    dataset: Path | None,
-    checkpoint: Path,
-    available: float | None = None,
-) -> int | None:
-    """Bytes an inference actor asks Ray for, or None when no image size is known.
+def run_shape(dataset: Path | None, checkpoint: Path) -> tuple[int, ...] | None:
+    """The run's largest image: (H, W), or (Z, H, W) of volume records; None when not known.
 
     Args:
         dataset: the Parquet dataset the step segments (slice or volume records); None for a
             folder source.
         checkpoint: the model's folder (its ``fingerprint.json`` sizes a folder source).
+    """
+    return _dataset_shape(dataset) if dataset is not None else _fingerprint_shape(checkpoint)
+
+
+def decoded_row_bytes(shape: tuple[int, ...] | None, in_channels: int) -> int:
+    """Bytes of one decoded record of ``shape`` in the object store: its float32 image and a label of
+    at most 4 bytes a pixel; 0 when the shape is not known. A 2D image counts 3 channels at least
+    (photos keep their colour channels until the model's input is prepared)."""
+    if shape is None:
+        return 0
+    channels = max(in_channels, 3) if len(shape) == 2 else in_channels
+    return 4 * (channels + 1) * math.prod(shape)
+
+
+def actor_memory(
+    loaded: LoadedModel,
+    settings: InferenceSettings,
+    batch_size: int,
+    shape: tuple[int, ...] | None,
+    available: float | None = None,
+) -> int | None:
+    """Bytes an inference actor asks Ray for, or None when no image size is known.
+
+    Args:
+        shape: the run's largest image (:func:`run_shape`).
         available: the cluster's ``memory`` resource in bytes (``ray.cluster_resources()``), if known.
 
     Raises:
         StepError: one actor would need more memory than the cluster has, so none could start.
     """
-    shape = _dataset_shape(dataset) if dataset is not None else _fingerprint_shape(checkpoint)
     if shape is None:
         log.info("no image size known before decoding: inference actors ask Ray for no memory")
         return None

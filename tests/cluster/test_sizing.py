@@ -66,3 +66,16 @@ def test_training_workers_ask_for_measured_memory_and_refuse_what_the_cluster_la
     assert need > ACTOR_BASE_BYTES
     with pytest.raises(StepError, match=r"2 training worker\(s\) would need .* GiB each .*lower train.batch_size"):
         worker_memory(step, {"CPU": 2.0, "memory": 1.5 * need})  # one fits, both do not
+
+
+def test_the_in_flight_budget_holds_the_actors_batches_of_large_rows() -> None:
+    from segops.cluster.infer import IN_FLIGHT_PER_ACTOR, MIN_IN_FLIGHT, PoolSize, in_flight_budget
+
+    slices = PoolSize(1, 2, 0.5, 0.0, 1, row_bytes=4 * 4 * 512 * 512)  # 4 MB CT slices: the fixed budget holds plenty
+    assert in_flight_budget(slices, batch_size=8) == max(MIN_IN_FLIGHT, 2 * IN_FLIGHT_PER_ACTOR)
+    photos = PoolSize(1, 2, 0.5, 0.0, 1, row_bytes=192_000_000)  # 12-megapixel photos
+    # per actor: the batch in hand, the next one and one being decoded
+    assert in_flight_budget(photos, batch_size=2) == (2 * 2 + 1) * 2 * 192_000_000
+    assert in_flight_budget(photos, batch_size=2, store_bytes=0.8e9) == max(MIN_IN_FLIGHT, 2 * IN_FLIGHT_PER_ACTOR)
+    assert in_flight_budget(photos, batch_size=2, store_bytes=3e9) == 1_500_000_000  # half the object store
+    assert in_flight_budget(PoolSize(1, 2, 0.5, 0.0, 1), batch_size=8) == max(MIN_IN_FLIGHT, 2 * IN_FLIGHT_PER_ACTOR)

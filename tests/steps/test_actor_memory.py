@@ -15,7 +15,7 @@ from segops.engine.checkpoint import LoadedModel
 from segops.engine.memory import ACTOR_BASE_BYTES, model_bytes
 from segops.errors import StepError
 from segops.models import build_model
-from segops.steps.actor_memory import _dataset_shape, _fingerprint_shape, actor_memory
+from segops.steps.actor_memory import _dataset_shape, _fingerprint_shape, actor_memory, decoded_row_bytes, run_shape
 
 SETTINGS = InferenceSettings(amp=False)
 
@@ -59,9 +59,16 @@ def test_a_folder_source_is_sized_from_the_training_fingerprint(tmp_path: Path) 
 
 def test_request_covers_base_model_and_batch_and_refuses_what_no_node_has(tmp_path: Path) -> None:
     loaded = _loaded()
-    assert actor_memory(loaded, SETTINGS, 4, None, tmp_path) is None  # no size known: Ray's default
-    dataset = _dataset(tmp_path, [{"status": "ok", "height": 128, "width": 128}])
-    request = actor_memory(loaded, SETTINGS, 4, dataset, tmp_path)
+    assert run_shape(None, tmp_path) is None and actor_memory(loaded, SETTINGS, 4, None) is None  # Ray's default
+    shape = run_shape(_dataset(tmp_path, [{"status": "ok", "height": 128, "width": 128}]), tmp_path)
+    request = actor_memory(loaded, SETTINGS, 4, shape)
     assert request > ACTOR_BASE_BYTES + model_bytes(loaded.model)  # plus what the batch was measured to take
     with pytest.raises(StepError, match=r"one inference actor would need .* GiB .*batch_size 4.* lower the step's"):
-        actor_memory(loaded, SETTINGS, 4, dataset, tmp_path, available=ACTOR_BASE_BYTES / 2)
+        actor_memory(loaded, SETTINGS, 4, shape, available=ACTOR_BASE_BYTES / 2)
+
+
+def test_a_decoded_row_counts_its_float32_image_and_label() -> None:
+    assert decoded_row_bytes(None, 1) == 0
+    assert decoded_row_bytes((3000, 4000), 3) == 4 * 4 * 12_000_000  # a 12-megapixel photo: 192 MB
+    assert decoded_row_bytes((512, 512), 1) == 4 * 4 * 512 * 512  # a gray slice still counts 3 colour channels
+    assert decoded_row_bytes((64, 256, 256), 2) == 4 * 3 * 64 * 256 * 256  # a 2-channel volume: as it is
