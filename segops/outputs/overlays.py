@@ -23,6 +23,8 @@ from segops.errors import DecodeError, SegopsError, ShapeError
 #: File suffixes read as 2D images; anything else is read as DICOM (see :func:`guess_source`).
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 RED = (1.0, 0.1, 0.1)
+#: The longest side, in pixels, of an overlay picture (review page, segment overlays).
+DISPLAY_SIDE = 1024
 GREEN = (0.1, 1.0, 0.1)
 
 Colour = tuple[float, float, float]  # RGB in [0, 1]
@@ -78,9 +80,29 @@ def overlay_rgb(image01: np.ndarray, pred: np.ndarray, truth: np.ndarray | None 
         truth: optional (H, W) class map, drawn as a green outline.
 
     Returns:
-        (H, W, 3) uint8 RGB.
+        (H, W, 3) uint8 RGB; an image longer than :data:`DISPLAY_SIDE` is first shrunk by a whole
+        factor to fit it (:func:`fit_for_display`), so a 12-megapixel photo gives a picture of
+        about 1000 px, not a 20 MB PNG.
     """
+    image01, pred, truth = fit_for_display(image01, pred, truth)
     return draw_masks(image01, fill=(pred, RED), outlines=[(truth, GREEN)] if truth is not None else [])
+
+
+def fit_for_display(
+    image01: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Shrink an image and its masks by the smallest whole factor that brings the longer side to at
+    most :data:`DISPLAY_SIDE`: the image by block means, the masks by taking every factor-th pixel
+    (no class mixes). Smaller images are returned as they are."""
+    h, w = image01.shape[:2]
+    factor = -(-max(h, w) // DISPLAY_SIDE)
+    if factor <= 1:
+        return image01, pred, truth
+    rows, cols = -(-h // factor) * factor, -(-w // factor) * factor
+    padded = np.pad(image01, [(0, rows - h), (0, cols - w)] + [(0, 0)] * (image01.ndim - 2), mode="edge")
+    small = padded.reshape(rows // factor, factor, cols // factor, factor, *image01.shape[2:]).mean(axis=(1, 3))
+    shrink = lambda m: m if m is None or np.asarray(m).size == 0 else np.asarray(m)[::factor, ::factor]  # noqa: E731
+    return small, shrink(pred), shrink(truth)
 
 
 def _mask(mask: np.ndarray, shape: tuple[int, ...], scale: int) -> np.ndarray:

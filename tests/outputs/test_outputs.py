@@ -11,7 +11,14 @@ from segops.errors import SegopsError
 from segops.outputs.atomic import atomic_write, atomic_write_text, safe_join
 from segops.outputs.manifest import RunManifest, StepState, load_manifest
 from segops.outputs.masks import mask_relpath, write_mask_png
-from segops.outputs.overlays import decode_case, display_image, draw_masks, guess_source, overlay_rgb
+from segops.outputs.overlays import (
+    decode_case,
+    display_image,
+    draw_masks,
+    fit_for_display,
+    guess_source,
+    overlay_rgb,
+)
 from segops.outputs.reports import SplitGroups, build_report, report_metrics, write_table
 
 
@@ -114,6 +121,26 @@ def test_overlay_marks_prediction_and_truth_outline() -> None:
     assert rgb[1, 1, 0] > rgb[1, 1, 1]  # red tint on prediction
     assert tuple(rgb[4, 4]) == (26, 255, 26)  # truth edge in green
     assert tuple(rgb[0, 5]) == (128, 128, 128)  # untouched
+
+
+def test_a_large_image_is_shrunk_to_a_display_size_with_its_masks() -> None:
+    """A 12-megapixel photo's overlay is a ~1000 px picture, not a 20 MB PNG: the image block-averaged,
+    the masks subsampled (no class mixes), so a mask still sits where it was."""
+    h, w = 3000, 4000  # factor 4 -> 750 x 1000
+    image = np.zeros((h, w))
+    image[:, w // 2 :] = 1.0
+    pred = np.zeros((h, w), np.uint8)
+    pred[1000:1400, 2000:2400] = 2
+    small, small_pred, small_truth = fit_for_display(image, pred, np.zeros((0, 0), np.uint8))
+    assert small.shape == (750, 1000) and small_pred.shape == (750, 1000) and small_truth.size == 0
+    assert small[0, 499] == 0.0 and small[0, 500] == 1.0 and set(np.unique(small_pred)) == {0, 2}
+    assert np.argwhere(small_pred).min(axis=0).tolist() == [250, 500]
+    rgb = overlay_rgb(image, pred, pred)
+    assert rgb.shape == (750, 1000, 3)
+    assert tuple(rgb[250, 500]) == (26, 255, 26) and tuple(rgb[300, 550]) == (255, 152, 152)  # outline; white tinted 45 % red
+    odd = np.full((1500, 7), 0.5)  # a long strip: the factor pads the last block with the edge
+    assert fit_for_display(odd, np.zeros((1500, 7), np.uint8))[0].shape == (750, 4)
+    assert fit_for_display(np.zeros((1024, 10)), np.zeros((1024, 10)))[0].shape == (1024, 10)  # fits: as it is
 
 
 def test_overlay_ignores_the_empty_label_of_an_unlabelled_record() -> None:
