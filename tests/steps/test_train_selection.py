@@ -39,3 +39,30 @@ def test_mostly_empty_validation_selects_by_foreground_dice() -> None:
 def test_empty_prediction_fraction() -> None:
     assert empty_prediction_fraction(pd.Series([0.0, 0.0, 0.0])) == 1.0
     assert empty_prediction_fraction(pd.Series([0.0, 0.02, 0.0, 0.0])) == 0.75
+
+
+def test_the_registered_models_input_example_is_cut_to_the_training_patch() -> None:
+    """MLflow stores the example as JSON and runs the model on it: a photo's whole 3x3000x4000 pixels
+    were 36 million numbers; the example is the training patch's corner of the image."""
+    import numpy as np
+
+    from segops.steps.train import model_example
+
+    photo = np.arange(3 * 300 * 400, dtype=np.float64).reshape(3, 300, 400)
+    step = TrainStep.model_validate(
+        {
+            "step": "train",
+            "model": {"arch": "unet", "in_channels": 3},
+            "preprocess": {"patch_size": [64, 96]},
+            "augment": {"rotate90": 0},
+        }
+    )
+    example = model_example(photo, step)
+    assert example.shape == (1, 3, 64, 96) and example.dtype == np.float32 and example.flags.c_contiguous
+    np.testing.assert_array_equal(example[0], photo[:, :64, :96])
+    assert model_example(photo[:, :40, :50], step).shape == (1, 3, 40, 50)  # smaller than the patch: whole
+    volume = np.zeros((1, 40, 300, 300), np.float32)
+    step3d = TrainStep.model_validate(
+        {"step": "train", "model": {"arch": "unet", "spatial_dims": 3}, "preprocess": {"patch_size": [16, 64, 64]}}
+    )
+    assert model_example(volume, step3d).shape == (1, 1, 16, 64, 64)
