@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -370,9 +371,12 @@ def _ingested(step: TrainStep, ingest: IngestResult) -> Path:
 
 def model_example(image: np.ndarray, step: TrainStep) -> np.ndarray:
     """A (1, C, H, W) — 3D: (1, C, Z, H, W) — input example for the registered model, cut to the
-    training patch: MLflow stores the example as JSON and runs the model on it when it logs it (a
-    whole CT would be hundreds of MB; a 12-megapixel photo's example took 45 s of the train step)."""
-    image = image[(slice(None), *(slice(0, p) for p in step.preprocess.patch_size))]
+    region one training patch covers (the patch, over ``preprocess.scale`` for a 2D model that
+    resizes its input): MLflow stores the example as JSON and runs the model on it when it logs it
+    (a whole CT would be hundreds of MB; a 12-megapixel photo's example took 45 s of the train step),
+    and a smaller cut could be too small for the network's deepest level."""
+    scale = step.preprocess.scale if step.model.spatial_dims == 2 else 1.0
+    image = image[(slice(None), *(slice(0, math.ceil(p / scale)) for p in step.preprocess.patch_size))]
     return np.ascontiguousarray(image[None], dtype=np.float32)
 
 

@@ -61,6 +61,8 @@ def test_the_registered_models_input_example_is_cut_to_the_training_patch() -> N
     assert example.shape == (1, 3, 64, 96) and example.dtype == np.float32 and example.flags.c_contiguous
     np.testing.assert_array_equal(example[0], photo[:, :64, :96])
     assert model_example(photo[:, :40, :50], step).shape == (1, 3, 40, 50)  # smaller than the patch: whole
+    scaled = step.model_copy(update={"preprocess": step.preprocess.model_copy(update={"scale": 0.25})})
+    assert model_example(photo, scaled).shape == (1, 3, 256, 384)  # the region a patch covers before resizing
     volume = np.zeros((1, 40, 300, 300), np.float32)
     step3d = TrainStep.model_validate(
         {"step": "train", "model": {"arch": "unet", "spatial_dims": 3}, "preprocess": {"patch_size": [16, 64, 64]}}
