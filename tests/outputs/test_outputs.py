@@ -137,7 +137,8 @@ def test_a_large_image_is_shrunk_to_a_display_size_with_its_masks() -> None:
     assert np.argwhere(small_pred).min(axis=0).tolist() == [250, 500]
     rgb = overlay_rgb(image, pred, pred)
     assert rgb.shape == (750, 1000, 3)
-    assert tuple(rgb[250, 500]) == (26, 255, 26) and tuple(rgb[300, 550]) == (255, 152, 152)  # outline; white tinted 45 % red
+    assert tuple(rgb[250, 500]) == (26, 255, 26)  # the truth's outline
+    assert tuple(rgb[300, 550]) == (255, 152, 152)  # white tinted 45 % red
     odd = np.full((1500, 7), 0.5)  # a long strip: the factor pads the last block with the edge
     assert fit_for_display(odd, np.zeros((1500, 7), np.uint8))[0].shape == (750, 4)
     assert fit_for_display(np.zeros((1024, 10)), np.zeros((1024, 10)))[0].shape == (1024, 10)  # fits: as it is
