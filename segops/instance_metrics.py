@@ -111,9 +111,8 @@ def mask_ap(
     101-point interpolated precision, area range "all" and at most ``MAX_DETS[-1]`` (100)
     highest-scoring predictions per image, or as many as the image of the set with the most
     ground-truth instances holds (a confluent cell image of 1,600 cells would otherwise cap
-    recall at 100/1600 for a perfect model; LIVECell's evaluation likewise raises COCO's
-    limit). The limit depends on the ground truth only, so models scored on the same cases are
-    scored alike. Categories without ground truth are left out of the
+    recall at 100/1600 for a perfect model). The limit depends on the ground truth only, so
+    models scored on the same cases are scored alike. Categories without ground truth are left out of the
     mean (COCO's rule); with no ground truth at all every value is NaN. No results with ground
     truth present gives 0.0. Annotation and result ids are renumbered 1.. internally; the inputs
     are not modified.

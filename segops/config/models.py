@@ -190,9 +190,8 @@ class MaskRCNNSpec(Spec):
     arch: Literal["maskrcnn"]
     backbone: Literal["resnet18_fpn", "resnet50_fpn", "resnet50_fpn_v2"] = "resnet18_fpn"
     in_channels: int = Field(default=1, ge=1, le=3)
-    classes: int = Field(
-        default=2, ge=2, le=255
-    )  # class maps are uint8; instance maps keep class << 16 exact in float32
+    # class maps are uint8, and an instance map's class << 16 | k stays exact in float32
+    classes: int = Field(default=2, ge=2, le=255)
     min_size: int = Field(default=256, ge=32)
     max_size: int = Field(default=512, ge=32)
     anchor_sizes: tuple[int, int, int, int, int] = Field(
