@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, ModelSpec, SlidingWindowSpec, SourceSpec
+from segops.config.schema import ClusterSpec, ModelSpec, SegmentStep, SlidingWindowSpec, SourceSpec
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
 from segops.data.laterality import side_pairs
@@ -237,7 +237,7 @@ def workflow_yaml(name: str, root: Path, detection: Detection, fp: Fingerprint, 
     y.add(0, "steps")
     _ingest(y, detection)
     _train(y, detection, fp, choices)
-    _segment(y, detection, choices)
+    _segment(y, detection, fp, choices)
     return "\n".join(y.lines) + "\n"
 
 
@@ -311,7 +311,14 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
         y.add(4, "scaling", {"workers": 1}, f"{n_train} training image(s)")
 
 
-def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
+#: Pixels a planned segment batch holds at most (8 images of 1024²). An inference actor's memory grows
+#: with its batch's pixels (the actor-memory probe: ~75 MiB per megapixel for a DynUNet predicting
+#: whole images): 8 photos of 12 megapixels asked 11-12 GiB per actor, so one actor ran on a 24 GiB
+#: machine where two fit at batch 2 (10 such photos: segment bar 48 s at batch 8, 34 s at batch 2).
+SEGMENT_BATCH_PIXELS = 8 * 1024 * 1024
+
+
+def _segment(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice]) -> None:
     y.lines.append("  - step: segment")
     if detection.source["kind"] == "volumes":
         y.add(4, "records", "volumes", "a mask per case on its image's grid, scored per case in 3D (nnU-Net's Dice)")
@@ -337,4 +344,12 @@ def _segment(y: _Lines, detection: Detection, c: dict[str, Choice]) -> None:
             f"whole images up to {side}² px, as validation predicted them in training; larger ones in "
             f"{window.mode.capitalize()}-blended tiles of the patch size",
         )
+    default_batch = SegmentStep.model_fields["batch_size"].default
+    if detection.source["kind"] != "volumes" and len(fp.median_shape) == 2:
+        h, w = fp.median_shape
+        batch = max(1, min(default_batch, SEGMENT_BATCH_PIXELS // max(h * w, 1)))
+        if batch < default_batch:
+            y.add(
+                4, "batch_size", batch, f"median image {h}x{w} px: at most 8 megapixels a batch, so actors stay small"
+            )
     y.add(4, "overlays", 4)

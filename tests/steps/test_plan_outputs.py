@@ -83,3 +83,17 @@ def test_a_pair_turns_mirroring_off_and_says_why() -> None:
     assert choices["augment.flip"].value == 0.0 and choices["augment.rotate90"].value == 0.0
     assert choices["augment.flip"].why.startswith("Lung_L / Lung_R: told apart by side")
     assert mirroring_choices({1: "liver", 2: "Lung_L"}) == {}
+
+
+@pytest.mark.parametrize("shape, batch", [((512, 512), None), ((1080, 1920), 4), ((3000, 4000), 1)])
+def test_large_images_plan_a_smaller_segment_batch(tmp_path: Path, shape: tuple[int, int], batch: int | None) -> None:
+    """At most 8 megapixels a batch: an actor's memory grows with its batch's pixels (CT slices: the default 8)."""
+    source = {"kind": "images", "path": str(tmp_path), "labels": {"kind": "mask-png", "path": str(tmp_path)}}
+    found = Detection(source, "semantic", 2, "parallel-tree", "binary", 9, 9)
+    fp = replace(ct_slices(2), median_shape=shape)
+    choices = plan_train(fp, 2, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    text = workflow_yaml("photos", tmp_path, found, fp, choices)
+    segment = validate_workflow_text(text).steps[2]
+    assert segment.batch_size == (batch or 8) and ("batch_size" in text.split("step: segment")[1]) == (
+        batch is not None
+    )
