@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.dataset as pads
 
 from segops.cluster.fingerprint import FINGERPRINT_FILE
+from segops.cluster.infer import PoolSize
 from segops.data.records import STATUS_OK
 from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel
@@ -23,6 +25,26 @@ from segops.engine.memory import probe_inference
 from segops.errors import StepError
 
 log = logging.getLogger(__name__)
+
+
+def sized_for_run(
+    pool: PoolSize,
+    loaded: LoadedModel,
+    settings: InferenceSettings,
+    batch_size: int,
+    dataset: Path | None,
+    checkpoint: Path,
+    available: float | None = None,
+) -> PoolSize:
+    """``pool`` with the memory its actors ask Ray for (:func:`actor_memory`) and the decoded row size
+    its pipeline keeps room for (:func:`decoded_row_bytes`), both from the run's largest image
+    (:func:`run_shape`; ``dataset``, ``checkpoint`` as there, ``available`` as in :func:`actor_memory`)."""
+    shape = run_shape(dataset, checkpoint)
+    return replace(
+        pool,
+        memory_per_actor=actor_memory(loaded, settings, batch_size, shape, available),
+        row_bytes=decoded_row_bytes(shape, loaded.model_spec.in_channels),
+    )
 
 
 def run_shape(dataset: Path | None, checkpoint: Path) -> tuple[int, ...] | None:

@@ -31,7 +31,7 @@ from segops.outputs.atomic import atomic_write_text
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
 from segops.outputs.reports import write_table
 from segops.outputs.storage import join
-from segops.steps.actor_memory import actor_memory, decoded_row_bytes, run_shape
+from segops.steps.actor_memory import sized_for_run
 from segops.steps.context import RunContext
 from segops.steps.model_refs import checkpoint_for, step_checkpoint
 from segops.steps.results import EvaluateResult, TrainResult
@@ -91,10 +91,15 @@ def _evaluate_one(
     # each model's risk against its own training fingerprint
     settings = replace(_settings(step), reference=RiskReference.from_model_dir(checkpoint, FINGERPRINT_FILE))
     dataset = step.source.path if isinstance(step.source, DatasetSource) else None
-    shape = run_shape(dataset, checkpoint)
-    memory = actor_memory(loaded, settings, step.batch_size, shape, ctx.resources.get("memory"))
-    row_bytes = decoded_row_bytes(shape, loaded.model_spec.in_channels)
-    pool = replace(size_actor_pool(step.actors, ctx.resources), memory_per_actor=memory, row_bytes=row_bytes)
+    pool = sized_for_run(
+        size_actor_pool(step.actors, ctx.resources),
+        loaded,
+        settings,
+        step.batch_size,
+        dataset,
+        checkpoint,
+        ctx.resources.get("memory"),
+    )
     log.info("evaluating the %s on the held-out (test) set", role)
     run_ = segment_dataset(
         _held_out(step, pool.read_cpus), checkpoint, config, join(root, "parts"), pool, step.batch_size, settings

@@ -52,7 +52,7 @@ from segops.outputs.series_rtstruct import (
     write_series_rtstructs,
 )
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
-from segops.steps.actor_memory import actor_memory, decoded_row_bytes, run_shape
+from segops.steps.actor_memory import sized_for_run
 from segops.steps.context import RunContext
 from segops.steps.drift import check_drift, model_embeddings, report_embedding_drift, segment_input_path
 from segops.steps.model_refs import step_checkpoint
@@ -101,12 +101,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     )
     # Ray packs actors by what they ask for: ask for what the model was measured to take; the
     # pipeline keeps room for the actors' batches at the largest image's size
-    shape = run_shape(dataset_path, checkpoint)
-    pool = replace(
-        pool,
-        memory_per_actor=actor_memory(loaded, settings, step.batch_size, shape, ctx.resources.get("memory")),
-        row_bytes=decoded_row_bytes(shape, loaded.model_spec.in_channels),
-    )
+    pool = sized_for_run(pool, loaded, settings, step.batch_size, dataset_path, checkpoint, ctx.resources.get("memory"))
     post = postprocessing_from_meta(loaded.meta) if step.postprocess else None
     ctx.tracker.log_params(
         {

@@ -72,3 +72,16 @@ def test_a_decoded_row_counts_its_float32_image_and_label() -> None:
     assert decoded_row_bytes((3000, 4000), 3) == 4 * 4 * 12_000_000  # a 12-megapixel photo: 192 MB
     assert decoded_row_bytes((512, 512), 1) == 4 * 4 * 512 * 512  # a gray slice still counts 3 colour channels
     assert decoded_row_bytes((64, 256, 256), 2) == 4 * 3 * 64 * 256 * 256  # a 2-channel volume: as it is
+
+
+def test_a_pool_is_sized_from_the_runs_largest_image(tmp_path: Path) -> None:
+    from segops.cluster.infer import PoolSize
+    from segops.steps.actor_memory import sized_for_run
+
+    loaded, pool = _loaded(), PoolSize(1, 2, 0.5, 0.0, 1)
+    dataset = _dataset(tmp_path, [{"status": "ok", "height": 128, "width": 96}])
+    sized = sized_for_run(pool, loaded, SETTINGS, 4, dataset, tmp_path)
+    assert sized.memory_per_actor > ACTOR_BASE_BYTES + model_bytes(loaded.model)  # measured, as actor_memory does
+    assert sized.row_bytes == decoded_row_bytes((128, 96), loaded.model_spec.in_channels)
+    assert (sized.min_actors, sized.max_actors, sized.cpus_per_actor) == (1, 2, 0.5)
+    assert sized_for_run(pool, loaded, SETTINGS, 4, None, tmp_path) == pool  # no size known: as it was
