@@ -101,8 +101,12 @@ def fit_for_display(
     rows, cols = -(-h // factor) * factor, -(-w // factor) * factor
     padded = np.pad(image01, [(0, rows - h), (0, cols - w)] + [(0, 0)] * (image01.ndim - 2), mode="edge")
     small = padded.reshape(rows // factor, factor, cols // factor, factor, *image01.shape[2:]).mean(axis=(1, 3))
-    shrink = lambda m: m if m is None or np.asarray(m).size == 0 else np.asarray(m)[::factor, ::factor]  # noqa: E731
-    return small, shrink(pred), shrink(truth)
+    return small, _every(pred, factor), _every(truth, factor)
+
+
+def _every(mask: np.ndarray | None, factor: int) -> np.ndarray | None:
+    """Every ``factor``-th pixel of a mask each way; None and the empty label of an unlabelled record as they are."""
+    return mask if mask is None or np.asarray(mask).size == 0 else np.asarray(mask)[::factor, ::factor]
 
 
 def _mask(mask: np.ndarray, shape: tuple[int, ...], scale: int) -> np.ndarray:

@@ -350,6 +350,10 @@ def _segment(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choi
         batch = max(1, min(default_batch, SEGMENT_BATCH_PIXELS // max(h * w, 1)))
         if batch < default_batch:
             y.add(
-                4, "batch_size", batch, f"median image {h}x{w} px: at most 8 megapixels a batch, so actors stay small"
+                4,
+                "batch_size",
+                batch,
+                f"median image {h}x{w} px: at most {SEGMENT_BATCH_PIXELS // 2**20} megapixels a batch, "
+                "so actors stay small",
             )
     y.add(4, "overlays", 4)
