@@ -14,6 +14,7 @@ decode tasks; it also reports labels that matched no image.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
 from collections.abc import Mapping
@@ -108,6 +109,13 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     return str(path.resolve()), values, pixels
 
 
+def _is_input(mask: Path, record: ImageRecord) -> bool:
+    """Whether the mask a pattern names for ``record`` is the record's own file (an image beside its
+    masks whose name the pattern leaves unchanged, e.g. ``x_fg.png`` under ``{rel_stem}.png`` with
+    ``replace: {rgb: label}``): no file is its own mask."""
+    return mask.is_file() and os.path.realpath(mask) == os.path.realpath(record.source_uri)
+
+
 #: ``label_uri`` of an empty label given by ``empty_when_missing`` (no file): ``empty:<rel_path>``.
 EMPTY_LABEL_PREFIX = "empty:"
 
@@ -153,13 +161,13 @@ class LabelResolver:
         shape = record.image.shape[1:]
         if isinstance(self.spec, MaskPngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
-            if not path.is_file():
+            if not path.is_file() or _is_input(path, record):
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
             page = _page(self.spec.pattern, record)
             return spec_mask_with_parts(self.spec, path, shape, page), str(path.resolve())
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
-            if not path.is_file():
+            if not path.is_file() or _is_input(path, record):
                 return empty_label(self.spec, record.rel_path, shape, np.int32)
             return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
         if isinstance(self.spec, (LabelmeLabels, YoloLabels)):

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+from segops.data.globs import path_selected
 from segops.data.mask_kinds import LOSSY_MASK_EXTS
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -34,7 +35,7 @@ MASK_DIRS = (
 )
 #: Words that make a folder name a mask folder beyond :data:`MASK_DIRS` (``PedMasks``, ``SegmentationClass``).
 MASK_WORDS = re.compile(
-    r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|gt(fine|coarse)|lab|labs)(?![a-z])"
+    r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|gt(fine|coarse)|lab|labs|fg)(?![a-z])"
 )
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label", "_anno")
 #: A numbered part of a mask file (BUSI's ``x_mask_1.png`` beside ``x_mask.png``).
@@ -141,12 +142,14 @@ def best_renamed(
 ) -> tuple[str | None, dict[str, str], int]:
     """The (pattern, replace) of :func:`renamed_patterns` that finds a mask for the most images, and how many."""
     best: tuple[str | None, dict[str, str], int] = (None, {}, 0)
-    # of as many hits, a name with label/mask/seg in it (Cityscapes' labelIds, not its color masks), then the
-    # smallest change ({'volume': 'labels'}, not {'test-volume': 'train-labels'})
+    # of as many hits, a name with label/mask/seg in it (Cityscapes' labelIds, not its color masks), from a
+    # name without a mask word (CVPPP's plant_rgb → plant_label, not its binary plant_fg → plant_label), then
+    # the smallest change ({'volume': 'labels'}, not {'test-volume': 'train-labels'})
     candidates = sorted(
         renamed_patterns(images, masks),
         key=lambda c: (
             not any(_NAMED_MASK.search(v.lower()) for v in c[1].values()),
+            any(MASK_WORDS.search(k.lower()) for k in c[1]),
             sum(len(k) + len(v) for k, v in c[1].items()),
         ),
     )
@@ -217,9 +220,11 @@ def normal_folders(images: list[str], paired: set[str]) -> list[str]:
     )
 
 
-def stray_files(images: list[str], paired: set[str]) -> list[str]:
-    """Unpaired image files that are not data: overview figures (README, dataset, example...) or
-    files in a folder where no image has a mask, when at least half of the images are paired."""
+def stray_files(images: list[str], paired: set[str], masks_beside: bool = False) -> list[str]:
+    """Unpaired image files that are not data: overview figures (README, dataset, example...),
+    files in a folder where no image has a mask, and, where masks lie beside their images
+    (``masks_beside``), files whose name ends in a mask word (CVPPP's binary ``plant_fg.png`` beside
+    the ``plant_rgb.png`` / ``plant_label.png`` pairs): when at least half of the images are paired."""
     if len(paired) < len(images) / 2:
         return []
     paired_dirs = {str(PurePosixPath(p).parent) for p in paired}
@@ -227,8 +232,30 @@ def stray_files(images: list[str], paired: set[str]) -> list[str]:
         i
         for i in images
         if i not in paired
-        and (STRAY_WORDS.search(PurePosixPath(i).stem) or str(PurePosixPath(i).parent) not in paired_dirs)
+        and (
+            STRAY_WORDS.search(PurePosixPath(i).stem)
+            or str(PurePosixPath(i).parent) not in paired_dirs
+            or (masks_beside and MASK_WORDS.fullmatch(re.split(r"[-_. ]", PurePosixPath(i).stem.lower())[-1]))
+        )
     ]
+
+
+def file_globs(files: list[str], keep: set[str], least: int = 3) -> list[str]:
+    """``files`` as globs where at least ``least`` of them end in the same last name word and
+    extension (``**/*_fg.png``) and the glob selects none of ``keep``; the other files as they are."""
+    endings: dict[str, list[str]] = {}
+    for f in files:
+        name = PurePosixPath(f).name
+        cut = max(name.rfind(sep, 0, len(name) - len(PurePosixPath(f).suffix)) for sep in "-_. ")
+        if cut > 0:
+            endings.setdefault(name[cut:], []).append(f)
+    globs: dict[str, None] = {}
+    for f in files:
+        name = PurePosixPath(f).name
+        ending = next((e for e, members in endings.items() if name.endswith(e) and len(members) >= least), None)
+        glob = f"**/*{ending}" if ending else None
+        globs[glob if glob and not any(path_selected(k, include=(glob,)) for k in keep) else f] = None
+    return list(globs)
 
 
 def _under(files: list[str], parent: str, folder: str, exts: tuple[str, ...]) -> list[str]:

@@ -59,6 +59,7 @@ from segops.data.mask_names import (
     MASK_SUFFIXES,
     best_pattern,
     best_renamed,
+    file_globs,
     match_pattern,
     normal_folders,
     parallel_tree,
@@ -214,10 +215,11 @@ def _paired(
         split = split_folders(root, images, image_root, label_root, pattern) or split_pairs(
             root, images, image_root, label_root, pattern, siblings
         )
-    if split is not None and split[2] > hits:  # train/ + train_labels/, or train/{images,masks} + val/…: one dataset
-        image_root = label_root = split[0]
+    if split is not None and split.hits > hits:  # train/ + train_labels/, or train/{images,masks} + val/…: one dataset
+        image_root = label_root = split.parent
         prefix, label_prefix = (image_root.relative_to(root).as_posix() if image_root != root else ""), None
-        pattern, hits, pairing, siblings, include = split[1], split[2], "split-folders", [], split[3]
+        pattern, hits, pairing, siblings, include = split.pattern, split.hits, "split-folders", [], split.include
+        replace = split.replace
         rel_images = [
             i for i in (f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)) if path_selected(i, include)
         ]
@@ -279,10 +281,10 @@ def _paired(
             "trained on as empty masks"
         )
         paired += normal_images
-    exclude = stray_files(data, set(paired))
+    exclude = stray_files(data, set(paired), masks_beside=same)
     if exclude:
-        source["exclude"] = exclude
-        notes["exclude"] = f"{len(exclude)} unpaired overview/non-data file(s)"
+        source["exclude"] = file_globs(exclude, set(paired))
+        notes["exclude"] = f"{len(exclude)} unpaired overview, non-data or mask-named file(s), e.g. {exclude[0]}"
     unlabelled = len(data) - len(paired) - len(exclude)
     per_file = labels_spec["kind"] in ("mask-png", "instance-png")  # kinds with empty_when_missing
     excluded = set(exclude)
@@ -346,7 +348,7 @@ def _paired(
         )
         log.warning("%s", region)
         notes["path"] = region + (f"; {notes['path']}" if "path" in notes else "")
-    return Detection(source, task, classes, pairing, mask_kind, len(data), len(paired), notes, census)
+    return Detection(source, task, classes, pairing, mask_kind, len(data) - len(exclude), len(paired), notes, census)
 
 
 def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:

@@ -1,15 +1,18 @@
 """Datasets stored as split folders, planned as one dataset: ``train/`` + ``train_labels/``,
-``val/`` + ``val_labels/`` (Massachusetts Roads), or ``train/images`` + ``train/masks``, ``valid/…``,
-``test/…`` (Kaggle and Roboflow exports). segops draws its own seeded split from them all. Pure:
-names and ``is_file`` checks only (see :mod:`segops.data.pairing`)."""
+``val/`` + ``val_labels/`` (Massachusetts Roads), ``train_img/`` + ``train_lab/``, ``test_img/`` +
+``test_lab/`` (DeepCrack), or ``train/images`` + ``train/masks``, ``valid/…``, ``test/…`` (Kaggle
+and Roboflow exports). segops draws its own seeded split from them all. Pure: names and
+``is_file`` checks only (see :mod:`segops.data.pairing`)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from segops.data.globs import path_selected
-from segops.data.mask_names import match_pattern
+from segops.data.mask_names import is_mask_dir, match_pattern
 
 #: Folder names of a dataset's splits (``train``, ``valid``, ``test2017`` …).
 SPLIT_NAMES = re.compile(r"(train|training|val|valid|validation|dev|test|testing|eval)([-_ ]?[0-9]+)?")
@@ -17,30 +20,92 @@ SPLIT_NAMES = re.compile(r"(train|training|val|valid|validation|dev|test|testing
 SPLIT_MASK_SUFFIXES = ("_labels", "_label", "_masks", "_mask", "_gt", "_annotations", "-labels", "-masks")
 
 
+class SplitLayout(NamedTuple):
+    """Split folders read as one dataset: the folder they are read from, the mask pattern, how many
+    of their images it finds a mask for, the ``include`` globs of the image folders (empty: all)
+    and the labels' ``replace`` (image folder → mask folder)."""
+
+    parent: Path
+    pattern: str
+    hits: int
+    include: list[str]
+    replace: dict[str, str]
+
+
 def split_folders(
     root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str
-) -> tuple[Path, str, int, list[str]] | None:
-    """(parent, pattern, masks found) where the chosen image and mask folders are siblings named
+) -> SplitLayout | None:
+    """The split folders' layout where the chosen image and mask folders are siblings named
     ``<split>`` and ``<split><suffix>`` (:data:`SPLIT_MASK_SUFFIXES`) and the other splits beside them
     follow suit (Massachusetts Roads' ``train/`` + ``train_labels/``, ``val/`` + ``val_labels/`` …):
-    then the splits are one dataset, read from the parent with ``{rel_dir}<suffix>/…``; else None."""
+    then the splits are one dataset, read from the parent with ``{rel_dir}<suffix>/…``; or siblings
+    named ``<split><image word>`` and ``<split><mask word>`` (:func:`_worded_splits`); else None."""
     suffix = label_root.name[len(image_root.name) :]
-    if image_root.parent != label_root.parent or not label_root.name.startswith(image_root.name):
+    if image_root.parent != label_root.parent or "{rel_stem}" not in pattern:
         return None
-    if suffix not in SPLIT_MASK_SUFFIXES or "{rel_stem}" not in pattern:
+    if not label_root.name.startswith(image_root.name):
+        return _worded_splits(root, images, image_root, label_root, pattern)
+    if suffix not in SPLIT_MASK_SUFFIXES:
         return None
     parent = image_root.parent
     combined = "{rel_dir}" + suffix + "/" + pattern.replace("{rel_stem}", "{stem}")
     base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
     under = [f[len(base) :] for f in images if f.startswith(base) and PurePosixPath(f[len(base) :]).parent.name]
     hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return parent, combined, hits, []
+    return SplitLayout(parent, combined, hits, [], {})
+
+
+def _split_word(a: str, b: str) -> tuple[str, str] | None:
+    """(word of ``a``, word of ``b``) where the two folder names share a split name at their start
+    (``train_img``, ``train_lab``) or end (``images_train``, ``masks_train``) and differ in the rest."""
+    for flip in (False, True):
+        x, y = (a[::-1], b[::-1]) if flip else (a, b)
+        common = os.path.commonprefix([x.lower(), y.lower()])
+        for n in range(min(len(common), len(x) - 1, len(y) - 1), 0, -1):  # the longest whole split word
+            if x[n - 1] in "-_ " or x[n] in "-_ ":
+                split = x[:n][::-1] if flip else x[:n]
+                if SPLIT_NAMES.fullmatch(split.strip("-_ ").lower()):
+                    return (a[: len(a) - n], b[: len(b) - n]) if flip else (a[n:], b[n:])
+    return None
+
+
+def _worded_splits(
+    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str
+) -> SplitLayout | None:
+    """DeepCrack's ``train_img/`` + ``train_lab/``, ``test_img/`` + ``test_lab/`` (or ``images_train/`` +
+    ``masks_train/`` …): sibling folders named by a split and an image or mask word, every split
+    read from the parent, each image folder's masks in its split's mask folder (``replace``)."""
+    words = _split_word(image_root.name, label_root.name)
+    if words is None or not is_mask_dir(words[1].strip("-_ ")) or is_mask_dir(words[0].strip("-_ ")):
+        return None
+    image_word, mask_word = words
+    parent = image_root.parent
+    replace: dict[str, str] = {}
+    for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
+        at = (
+            folder.name.find(image_word)
+            if folder.name.endswith(image_word) or folder.name.startswith(image_word)
+            else -1
+        )
+        if at < 0:
+            continue
+        masks = folder.name[:at] + mask_word + folder.name[at + len(image_word) :]
+        split = (folder.name[:at] + folder.name[at + len(image_word) :]).strip("-_ ")
+        if SPLIT_NAMES.fullmatch(split.lower()) and (parent / masks).is_dir():
+            replace[folder.name + "/"] = masks + "/"
+    if len(replace) < 2:
+        return None
+    include = [f"{folder[:-1]}/**" for folder in replace]
+    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
+    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
+    hits = sum(1 for i in under if (parent / match_pattern(pattern, i, replace)).is_file())
+    return SplitLayout(parent, pattern, hits, include, replace)
 
 
 def split_pairs(
     root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, siblings: list[str]
-) -> tuple[Path, str, int, list[str]] | None:
-    """(parent, pattern, masks found, include) where the chosen pair's folder and the "separate
+) -> SplitLayout | None:
+    """The split folders' layout where the chosen pair's folder and the "separate
     datasets" beside it are named as splits (``train/images`` + ``train/masks``, ``valid/…``,
     ``test/…``, as Kaggle and Roboflow export): one dataset, read from their parent with
     ``include: ["*/images/**"]`` and ``{parent_dir}/masks/{stem}…``; else None."""
@@ -56,4 +121,4 @@ def split_pairs(
     base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
     under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
     hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return parent, combined, hits, include
+    return SplitLayout(parent, combined, hits, include, {})

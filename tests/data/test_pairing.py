@@ -50,7 +50,7 @@ def test_same_folder_same_stem_and_stray_overview_figures(tmp_path: Path) -> Non
     assert d.pairing == "same-folder" and d.mask_kind == "binary" and d.task == "semantic" and d.classes == 2
     assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path), "pattern": "{rel_stem}.png"}
     assert d.source["exclude"] == ["README.png", "docs/layout.jpg"]
-    assert (d.n_images, d.n_paired) == (6, 4)  # the masks are not counted as images
+    assert (d.n_images, d.n_paired) == (4, 4)  # neither the masks nor the excluded figures are counted as images
 
 
 def test_mask_suffix_in_the_same_folder(tmp_path: Path) -> None:
@@ -121,7 +121,9 @@ def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> Non
         _image(root / "test" / "good" / f"{i:03d}.png", 10 + i)
         _image(root / "test" / "crack" / f"{i:03d}.png", 20 + i)
         _mask(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", _square())
-    _image(root / "test" / "unsorted" / "000.png", 30)  # no mask and not named defect-free: left unlabelled
+    _image(
+        root / "test" / "unsorted" / "000.png", 30
+    )  # no mask, not named defect-free, nothing paired beside it: excluded
     d = detect(root)
     assert d.pairing == "parallel-tree" and d.source["path"] == str(root / "test")
     assert d.source["labels"] == {
@@ -130,7 +132,7 @@ def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> Non
         "pattern": "{rel_stem}_mask.png",
         "empty_when_missing": ["good/**"],
     }
-    assert (d.n_images, d.n_paired) == (7, 6) and d.source["exclude"] == ["unsorted/000.png"]
+    assert (d.n_images, d.n_paired) == (6, 6) and d.source["exclude"] == ["unsorted/000.png"]
     assert "3 images in good have no mask" in d.notes["labels.empty_when_missing"]
     assert "3 image(s) outside it (train)" in d.notes["path"]
 
@@ -734,6 +736,41 @@ def test_split_folders_each_beside_its_mask_folder_are_one_dataset(tmp_path: Pat
     assert np.array_equal(row["label"], _square() // 255)
 
 
+@pytest.mark.parametrize(
+    ("image_folder", "mask_folder"), [("{}_img", "{}_lab"), ("images_{}", "masks_{}"), ("{}-images", "{}-GT")]
+)
+def test_split_folders_named_by_split_and_word_are_one_dataset(
+    tmp_path: Path, image_folder: str, mask_folder: str
+) -> None:
+    """DeepCrack: train_img/ + train_lab/, test_img/ + test_lab/ (and the word before the split:
+    images_train/ + masks_train/): both splits are read, each image's mask from its own split's
+    mask folder even where the two splits reuse file names."""
+    for split, n in (("train", 3), ("test", 2)):
+        for i in range(n):
+            _image(tmp_path / image_folder.format(split) / f"{i:03d}.jpg", i)
+            _mask(
+                tmp_path / mask_folder.format(split) / f"{i:03d}.png",
+                _square() if split == "train" else 255 - _square(),
+            )
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 5, 5) and "path" not in d.notes
+    assert d.source["path"] == d.source["labels"]["path"] == str(tmp_path)
+    assert sorted(d.source["include"]) == sorted(f"{image_folder.format(s)}/**" for s in ("train", "test"))
+    source = ImageSource.model_validate(d.source)
+    files = [f["rel_path"] for f in list_source_files(source)]
+    assert len(files) == 5 and all(
+        f.split("/")[0] in (image_folder.format("train"), image_folder.format("test")) for f in files
+    )
+    train = decode_file(
+        str(tmp_path / image_folder.format("train") / "000.jpg"), f"{image_folder.format('train')}/000.jpg", source
+    )
+    test = decode_file(
+        str(tmp_path / image_folder.format("test") / "000.jpg"), f"{image_folder.format('test')}/000.jpg", source
+    )
+    assert np.array_equal(train[0]["label"], _square() // 255)
+    assert np.array_equal(test[0]["label"], 1 - _square() // 255)  # the test split's own mask, not train's
+
+
 def test_split_folders_each_with_images_and_masks_are_one_dataset(tmp_path: Path) -> None:
     """Kaggle / Roboflow exports: train/images + train/masks, valid/…, test/… (MVTec's categories, each
     with test/ + ground_truth/, stay separate datasets: see the test of an MVTec root above)."""
@@ -749,3 +786,45 @@ def test_split_folders_each_with_images_and_masks_are_one_dataset(tmp_path: Path
     assert len(files) == 6 and all("/images/" in f for f in files)
     row = decode_file(str(tmp_path / "valid" / "images" / "img_0.jpg"), "valid/images/img_0.jpg", source)[0]
     assert np.array_equal(row["label"], _square() // 255)
+
+
+def _leaves(seed: int, n: int) -> np.ndarray:
+    """An instance-id mask of ``n`` discs numbered 1..n (later discs on top)."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((24, 32), np.uint8)
+    yy, xx = np.ogrid[:24, :32]
+    for k in range(1, n + 1):
+        y, x = rng.integers(4, 20), rng.integers(4, 28)
+        ids[(yy - y) ** 2 + (xx - x) ** 2 < 9] = k
+    return ids
+
+
+def test_cvppp_rgb_label_and_fg_files_in_one_folder(tmp_path: Path) -> None:
+    """CVPPP: plant_rgb.png (the photo), plant_label.png (palette instance ids) and plant_fg.png (the
+    binary plant) side by side. The photo pairs with its label, not the fg mask with the label; the fg
+    masks are left out as files named as masks, and no file is ever read as its own mask."""
+    for i in range(6):
+        _image(tmp_path / "A1" / f"plant{i:03d}_rgb.png", i, ext_mode="L")
+        leaves = _leaves(i, 2 + i)
+        label = Image.fromarray(leaves, "P")
+        label.putpalette([0, 0, 0] + [(37 * k) % 256 for k in range(765)])
+        label.save(tmp_path / "A1" / f"plant{i:03d}_label.png")
+        _mask(tmp_path / "A1" / f"plant{i:03d}_fg.png", ((leaves > 0) * 255).astype(np.uint8))
+    d = detect(tmp_path)
+    labels = d.source["labels"]
+    assert (labels["kind"], labels["pattern"], labels["replace"]) == (
+        "instance-png",
+        "{rel_stem}.png",
+        {"rgb": "label"},
+    )
+    assert d.source["exclude"] == ["**/*_fg.png"] and (d.n_images, d.n_paired) == (6, 6)
+    source = ImageSource.model_validate(d.source)
+    assert [f["rel_path"] for f in list_source_files(source)] == [f"A1/plant{i:03d}_rgb.png" for i in range(6)]
+    row = decode_file(str(tmp_path / "A1" / "plant003_rgb.png"), "A1/plant003_rgb.png", source)[0]
+    assert row["label_uri"] == str(tmp_path / "A1" / "plant003_label.png")
+    assert len(np.unique(row["label"])) == 1 + 5  # background and the 5 leaves
+
+    # without the exclude, a fg mask is an input whose pattern names itself: unlabelled, not its own mask
+    listed = ImageSource.model_validate({**d.source, "exclude": []})
+    fg = decode_file(str(tmp_path / "A1" / "plant003_fg.png"), "A1/plant003_fg.png", listed)[0]
+    assert not fg["has_label"] and fg["label_uri"] == ""
