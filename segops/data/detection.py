@@ -29,7 +29,7 @@ class Detection:
     task: Literal["semantic", "instance"]
     classes: int
     # "parallel-tree", "split-folders", "same-folder", "suffix", "dicom-seg", "coco", "rle-csv", "mask-folder",
-    # "labelme", "yolo", "volume-files", "labels-option"
+    # "labelme", "yolo", "volume-files", "labels-option", "ctc"
     pairing: str
     mask_kind: str  # "binary", "anti-aliased", "multi-class", "colour-coded", "instance-id", "coco", "rle", …
     n_images: int

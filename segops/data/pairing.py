@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segops.data.coco_layout import coco_layout, find_coco
+from segops.data.ctc_layout import find_ctc
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
@@ -120,7 +121,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         rle = find_rle_csv(root, files, pictures, overrides.task)
         if rle is not None:
             return rle
-        folders = find_mask_folders(root, files, pictures, overrides.task)
+        folders = find_mask_folders(root, files, pictures, overrides.task) or find_ctc(
+            root, files, overrides.task, sample
+        )
         if folders is not None:
             return folders
         labelme = find_labelme(root, files, pictures, overrides.task)
