@@ -330,10 +330,9 @@ def _paired(
     if siblings:
         outside = [f for f in outside if not any(f.startswith(sib + "/") for sib in siblings)]
     if prefix and outside:
-        folders = sorted({PurePosixPath(f).parts[0] for f in outside})
-        notes["path"] = (
-            f"{len(outside)} image(s) outside it ({', '.join(folders[:5])}) pair with no mask and are left out"
-        )
+        folders = sorted({str(PurePosixPath(f).parent) for f in outside})  # BTAD's 01/train/ok, not 01
+        named = ", ".join(folders[:5]) + (", …" if len(folders) > 5 else "")
+        notes["path"] = f"{len(outside)} image(s) outside it ({named}) pair with no mask and are left out"
     if siblings:
         chosen = image_root.relative_to(root).parts[0]
         others = ", ".join(siblings[:5]) + (", …" if len(siblings) > 5 else "")

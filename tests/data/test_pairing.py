@@ -134,7 +134,7 @@ def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> Non
     }
     assert (d.n_images, d.n_paired) == (6, 6) and d.source["exclude"] == ["unsorted/000.png"]
     assert "3 images in good have no mask" in d.notes["labels.empty_when_missing"]
-    assert "3 image(s) outside it (train)" in d.notes["path"]
+    assert "3 image(s) outside it (train/good)" in d.notes["path"]
 
 
 @pytest.mark.parametrize(
@@ -621,7 +621,7 @@ def test_an_mvtec_root_of_several_categories_plans_one_and_names_the_others(tmp_
     assert d.source["labels"]["path"] == str(root / "bottle" / "ground_truth")
     note = d.notes["path"]
     assert "3 folders hold images and masks in this layout (bottle, screw, zipper): separate datasets" in note
-    assert f"segops plan {root / 'screw'}" in note and "3 image(s) outside it (bottle)" in note  # bottle/train
+    assert f"segops plan {root / 'screw'}" in note and "3 image(s) outside it (bottle/train/good)" in note
 
 
 def _stack(path: Path, pages: list[np.ndarray]) -> None:
