@@ -62,7 +62,7 @@ def _drawn_in_alpha(array: np.ndarray) -> bool:
     """A mask painted as opacity on a transparent layer: one colour everywhere (black strokes), the
     alpha channel varying. Read from the colour, it would be empty."""
     colour, alpha = array[..., :-1], array[..., -1]
-    return bool((colour == colour.flat[0]).all() and alpha.min() != alpha.max())
+    return bool((colour == colour[0, 0]).all() and alpha.min() != alpha.max())  # one colour, e.g. red (255, 0, 0)
 
 
 def integral(mask: np.ndarray, soft: bool = True) -> np.ndarray:

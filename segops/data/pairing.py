@@ -47,6 +47,7 @@ from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instanc
 from segops.data.labelme import find_labelme
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
+    as_single_channel,
     classify_colours,
     classify_masks,
     colour_census,
@@ -403,7 +404,9 @@ def _same_region(masks: list[Path]) -> bool:
     arrays = []
     for path in masks[:: max(1, len(masks) // SAME_REGION_SAMPLE)][:SAME_REGION_SAMPLE]:
         try:
-            arrays.append(np.asarray(Image.open(path).convert("L")) > 0)
+            with Image.open(path) as img:
+                single = as_single_channel(np.asarray(img)) if img.mode not in ("P", "PA") else None
+                arrays.append((single if single is not None else np.asarray(img.convert("L"))) > 0)
         except (OSError, UnidentifiedImageError, ValueError):
             return False
     if len(arrays) < 3 or len({a.shape for a in arrays}) > 1 or arrays[0].mean() < 0.2:

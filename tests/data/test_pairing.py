@@ -597,13 +597,22 @@ def test_colour_coded_masks_get_a_colour_map(tmp_path: Path) -> None:
         spec_mask(labels_spec, tmp_path / "blue.png", (32, 40))
 
 
-def test_a_mask_painted_in_the_alpha_channel_is_read_from_it(tmp_path: Path) -> None:
-    """Black strokes on a transparent layer: read from the colour, every mask would be empty."""
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 0, 0)])
+def test_a_mask_painted_in_the_alpha_channel_is_read_from_it(tmp_path: Path, colour: tuple[int, int, int]) -> None:
+    """Black (or red) strokes on a transparent layer: read from the colour, every mask would be empty
+    (black) or the whole image (red; before, red strokes were taken for colour-coded classes and the
+    plan warned that every mask was the same region)."""
     stroke = np.zeros((24, 32, 4), np.uint8)
+    stroke[..., :3] = colour
     stroke[4:12, 6:18, 3] = 255
     census, (fields, task, classes, kind, _) = _census(tmp_path, [stroke, stroke[::-1].copy()])
     assert census.values == {0: (2, 2 * (24 * 32 - 96)), 255: (2, 2 * 96)}
     assert (fields, kind) == ({"kind": "mask-png"}, "binary")
+    for i in range(4):
+        _image(tmp_path / "set" / "images" / f"{i}.png", i)
+        _mask(tmp_path / "set" / "masks" / f"{i}.png", np.roll(stroke, 3 * i, axis=1))
+    d = detect(tmp_path / "set")
+    assert d.mask_kind == "binary" and "path" not in d.notes  # no "every mask is the same region" warning
 
 
 def test_an_mvtec_root_of_several_categories_plans_one_and_names_the_others(tmp_path: Path) -> None:
