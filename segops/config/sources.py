@@ -453,13 +453,25 @@ class VolumeSource(_FileSelection):
     :mod:`segops.data.volumes`). Files whose names end in an nnU-Net channel suffix (``_0000``,
     ``_0001`` …, four digits) are the channels of one case, so a folder of single-channel files
     named ``case_0000.nii.gz``, ``case_0001.nii.gz`` … reads as one multi-channel case: rename
-    such files (e.g. ``case_0000_0000.nii.gz``).
+    such files (e.g. ``case_0000_0000.nii.gz``). ``channels`` names the channels by word instead
+    (BraTS' ``<case>_flair.nii.gz``, ``<case>_t1.nii.gz`` …).
     """
 
     kind: Literal["volumes"]
     path: Path
     labels: VolumeLabels | None = None
     extensions: tuple[str, ...] = VOLUME_EXTENSIONS
+    channels: tuple[Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")], ...] = Field(
+        default=(),
+        description="A case's channel files by name, in channel order: <case>_<name><ext> for each, e.g. BraTS' "
+        "['flair', 't1', 't1ce', 't2']; empty: nnU-Net's _0000, _0001 … suffixes.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_channels(self) -> VolumeSource:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"channels {list(self.channels)} name a channel twice")
+        return self
 
 
 class DatasetSource(Spec):

@@ -113,10 +113,18 @@ def volume_classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:
                     values.append(int(v))
     if values:
         return max(values) + 1, f"classes from dataset.json labels {declared}"
-    found = 0
+    seen: set[int] = set()
     for path in labels:
         try:
-            found = max(found, int(np.max(read_volume_file(path, "label")[0])))
+            seen.update(int(v) for v in np.unique(read_volume_file(path, "label")[0]))
         except Exception:  # noqa: BLE001 - an unreadable label is for ingest to report
             continue
-    return max(found, 1) + 1, f"largest value in {len(labels)} label file(s): {found}"
+    found = max(seen, default=0)
+    why = f"largest value in {len(labels)} label file(s): {found}"
+    absent = sorted(set(range(1, found)) - seen)
+    if absent:  # BraTS' 0, 1, 2, 4
+        why += (
+            f"; value(s) {absent} in none of them (values {sorted(seen)}): trained as classes no case holds, "
+            "reported as such"
+        )
+    return max(found, 1) + 1, why

@@ -157,17 +157,21 @@ def names_a_label(root: Path, rel_path: str, source: VolumeSource) -> bool:
     pattern = source.labels.pattern
     if source.labels.structures is not None:
         return pattern_regex(pattern.lstrip("/")).fullmatch(rel_path) is not None
-    return rel_path in _labels_named_in(str(root), "" if folder == "." else folder, pattern, source.extensions)
+    rel_dir = "" if folder == "." else folder
+    return rel_path in _labels_named_in(str(root), rel_dir, pattern, source.extensions, source.channels)
 
 
 @lru_cache(maxsize=256)
-def _labels_named_in(root: str, rel_dir: str, pattern: str, extensions: tuple[str, ...]) -> frozenset[str]:
+def _labels_named_in(
+    root: str, rel_dir: str, pattern: str, extensions: tuple[str, ...], channels: tuple[str, ...] = ()
+) -> frozenset[str]:
     """Relative paths of the labels ``pattern`` names for the volume files of one folder (not themselves)."""
     named = set()
     volumes = [p for p in (Path(root) / rel_dir).iterdir() if p.is_file() and volume_extension(p.name, extensions)]
     names = {p.name for p in volumes}
     for path in volumes:  # each case named as reading names it (AMOS' amos_0001 is a case, not a channel)
-        label = label_path_of(root, pattern, channel_case_of(path.name, extensions, names.__contains__)[0], rel_dir)
+        case = channel_case_of(path.name, extensions, names.__contains__, channels)[0]
+        label = label_path_of(root, pattern, case, rel_dir)
         if label != path and label.is_relative_to(root):
             named.add(label.relative_to(root).as_posix())
     return frozenset(named)

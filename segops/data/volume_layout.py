@@ -30,7 +30,7 @@ from segops.data.detection import Detection
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, volume_classes
 from segops.data.volume_labels import label_path_of
-from segops.data.volumes import channel_case_of, volume_extension
+from segops.data.volumes import case_of, channel_case_of, volume_extension
 from segops.errors import PlanError
 
 #: Words that make a volume file a label (case-insensitive, not inside a longer word).
@@ -56,12 +56,15 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
     structures = _structure_folders(root, images, labelish)
     if structures is not None:
         return structures
+    channels = named_channels(images)
+    if channels:  # BraTS: a case is read from its first channel's file, with the others beside it
+        images = [i for i in images if case_of(i, VOLUME_EXTS, channels)[1] in (0, None)]
     found = Counter(volumes)
     best: tuple[int, str, str, str, int, int] | None = None  # (hits, image root, label root, pattern, images, rank)
     for image_root, label_root in _roots(images, labelish):
         under = [_relative(i, image_root) for i in images if _inside(i, image_root)]
         labels_rel = {_relative(f, label_root) for f in labelish if _inside(f, label_root)}
-        cases = {i: _case(i, image_root, found) for i in under}
+        cases = {i: _case(i, image_root, found, channels) for i in under}
         for pattern in sorted(_proposals(under[:PROPOSING], labels_rel, cases)):
             named = [_named(pattern, i, cases[i]) for i in under]
             paths = [_join(label_root, n) for n in named]
@@ -74,21 +77,27 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
             f"found {len(volumes)} volume files under {root} ({len(labelish)} named like labels) but no pattern "
             "pairs most images with a label file; write the source by hand: kind volumes with labels {kind: volume, "
             "path, pattern} (fields case, rel_dir, case_number, e.g. '{rel_dir}/{case}_seg.nii.gz'). Cases of "
-            "several files (BraTS' t1/t1ce/t2/flair) must be named as nnU-Net's channels: <case>_0000.nii.gz …"
+            "several files are named as nnU-Net's channels (<case>_0000.nii.gz …) or by the source's channels "
+            "(BraTS' <case>_flair.nii.gz …: channels: [flair, t1, t1ce, t2])"
         )
     hits, image_root, label_root, pattern, n_images, _ = best
     paired = [
-        _join(label_root, _named(pattern, rel, _case(rel, image_root, found)))
+        _join(label_root, _named(pattern, rel, _case(rel, image_root, found, channels)))
         for rel in (_relative(i, image_root) for i in images if _inside(i, image_root))
     ]
     classes, why = volume_classes({}, [root / p for p in paired if p in found][:sample])
-    source = {
-        "kind": "volumes",
-        "path": str(root / image_root),
-        "labels": {"kind": "volume", "path": str(root / label_root), "pattern": pattern},
+    source: dict = {"kind": "volumes", "path": str(root / image_root)}
+    notes = {
+        "labels": f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
     }
-    note = f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
-    return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, {"labels": note})
+    if channels:
+        source["channels"] = list(channels)
+        notes["channels"] = (
+            f"each case is {len(channels)} files, <case>_<channel>: {', '.join(channels)} (in this order, the model's "
+            "input channels; name order unless you reorder them here and retrain)"
+        )
+    source["labels"] = {"kind": "volume", "path": str(root / label_root), "pattern": pattern}
+    return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, notes)
 
 
 def _structure_folders(root: Path, images: list[str], labelish: set[str]) -> Detection | None:
@@ -165,9 +174,28 @@ def _roots(images: list[str], labelish: set[str]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
-def _case(rel_image: str, image_root: str, listed: Counter[str]) -> str:
+def _case(rel_image: str, image_root: str, listed: Counter[str], channels: tuple[str, ...] = ()) -> str:
     """The case name of an image (relative to ``image_root``): its name less extension and channel suffix."""
-    return channel_case_of(rel_image, VOLUME_EXTS, lambda rel: _join(image_root, rel) in listed)[0]
+    return channel_case_of(rel_image, VOLUME_EXTS, lambda rel: _join(image_root, rel) in listed, channels)[0]
+
+
+def named_channels(images: list[str]) -> tuple[str, ...]:
+    """The channel names of cases kept as one file per channel, ``<case>_<name><ext>`` (BraTS'
+    ``_flair``, ``_t1``, ``_t1ce``, ``_t2``), in name order: the last words of the images' names
+    where at least two cases, and half of all, hold one file of each of the same two or more words;
+    else (). Numbers are not names (nnU-Net's ``_0000`` channels, AMOS' ``amos_0001`` cases)."""
+    by_case: dict[tuple[str, str], set[str]] = {}
+    for f in images:
+        path = PurePosixPath(f)
+        stem = path.name[: len(path.name) - len(volume_extension(path.name, VOLUME_EXTS) or "")]
+        case, sep, word = stem.rpartition("_")
+        if sep and case and word and not word.isdigit():
+            by_case.setdefault((str(path.parent), case), set()).add(word)
+    sets = Counter(frozenset(words) for words in by_case.values() if len(words) >= 2)
+    if not sets:
+        return ()
+    words, n = sets.most_common(1)[0]
+    return tuple(sorted(words)) if n >= 2 and n >= 0.5 * len(by_case) else ()
 
 
 def _proposals(images: list[str], labels: set[str], cases: dict[str, str]) -> set[str]:

@@ -113,11 +113,15 @@ def volume_extension(name: str, extensions: tuple[str, ...]) -> str | None:
     return max(found, key=len) if found else None
 
 
-def case_of(rel_path: str, extensions: tuple[str, ...]) -> tuple[str, int | None, str]:
-    """(case name, channel number or None, extension as written) of a volume file's relative path."""
+def case_of(rel_path: str, extensions: tuple[str, ...], channels: tuple[str, ...] = ()) -> tuple[str, int | None, str]:
+    """(case name, channel number or None, extension as written) of a volume file's relative path;
+    with ``channels`` (see ``VolumeSource.channels``) the channel is the name after the case's ``_``."""
     name = PurePosixPath(rel_path).name
     ext = volume_extension(name, extensions) or PurePosixPath(name).suffix
     stem = name[: len(name) - len(ext)]
+    if channels:
+        word = max((c for c in channels if stem.endswith(f"_{c}") and len(stem) > len(c) + 1), key=len, default=None)
+        return (stem, None, ext) if word is None else (stem[: -len(word) - 1], channels.index(word), ext)
     match = _CHANNEL.fullmatch(stem)
     if match is None:
         return stem, None, name[len(stem) :]
@@ -125,12 +129,14 @@ def case_of(rel_path: str, extensions: tuple[str, ...]) -> tuple[str, int | None
 
 
 def channel_case_of(
-    rel_path: str, extensions: tuple[str, ...], exists: Callable[[str], bool]
+    rel_path: str, extensions: tuple[str, ...], exists: Callable[[str], bool], channels: tuple[str, ...] = ()
 ) -> tuple[str, int | None, str]:
     """:func:`case_of`, where a four-digit suffix is a channel only when its case has a ``_0000``
     file (``exists``, given a relative path): nnU-Net numbers a case's channels from ``_0000``, so
     AMOS' and WORD's ``amos_0001.nii.gz`` beside ``amos_0004.nii.gz``, with no ``amos_0000``, is
-    case ``amos_0001``, not channel 1 of case ``amos``."""
+    case ``amos_0001``, not channel 1 of case ``amos``. Named ``channels`` are taken as named."""
+    if channels:
+        return case_of(rel_path, extensions, channels)
     case, channel, ext = case_of(rel_path, extensions)
     if channel is None or exists(str(PurePosixPath(rel_path).with_name(f"{case}_0000{ext}"))):
         return case, channel, ext
@@ -141,11 +147,13 @@ def channel_case_of(
 def is_case_entry(root: Path, rel_path: str, source: VolumeSource) -> bool:
     """Whether ``rel_path`` is listed as a case: a file without channel suffix, a ``_0000`` file,
     or a channel file whose ``_0000`` is not an input (decoding then says what is missing). The
-    other channel files are read with their case's first one."""
-    case, channel, ext = case_of(rel_path, source.extensions)
+    other channel files are read with their case's first one. With named ``source.channels``: the
+    file of the first name, or another channel's file where that one is missing."""
+    case, channel, ext = case_of(rel_path, source.extensions, source.channels)
     if not channel:
         return True
-    first = str(PurePosixPath(rel_path).with_name(f"{case}_0000{ext}"))
+    first_name = f"{case}_{source.channels[0]}{ext}" if source.channels else f"{case}_0000{ext}"
+    first = str(PurePosixPath(rel_path).with_name(first_name))
     return not (path_selected(first, source.include, source.exclude) and (root / first).is_file())
 
 
@@ -155,10 +163,23 @@ def channel_files(root: Path, rel_path: str, source: VolumeSource) -> list[str]:
     Raises:
         DecodeError: the channel suffixes do not run ``_0000``, ``_0001`` … without a gap.
     """
-    case, channel, ext = channel_case_of(rel_path, source.extensions, lambda rel: (root / rel).is_file())
+    case, channel, ext = channel_case_of(
+        rel_path, source.extensions, lambda rel: (root / rel).is_file(), source.channels
+    )
     if channel is None:
         return [rel_path]
     folder = PurePosixPath(rel_path).parent
+    if source.channels:
+        named = [
+            str(folder / f"{case}_{c}{ext}") if str(folder) != "." else f"{case}_{c}{ext}" for c in source.channels
+        ]
+        missing = [c for c, rel in zip(source.channels, named) if not (root / rel).is_file()]
+        if missing:
+            raise DecodeError(
+                f"case {case!r} in {root / folder} has no file for channel(s) {missing} of the source's channels "
+                f"{list(source.channels)} (<case>_<channel>{ext}); every channel of a case must be there"
+            )
+        return named
     pattern = re.compile(re.escape(case) + r"_([0-9]{4})" + re.escape(ext))
     found = {}
     for path in (root / folder).iterdir():
@@ -256,7 +277,9 @@ def read_volume_case(path: str | Path, rel_path: str, source: VolumeSource) -> V
         arrays.append(array)
     channels = [np.asarray(a[..., c] if a.ndim == 4 else a, np.float32) for a in arrays for c in range(_n(a))]
     image = np.stack(channels)  # (C, I, J, K)
-    case, _channel, _ext = channel_case_of(rel_path, source.extensions, lambda rel: (root / rel).is_file())
+    case, _channel, _ext = channel_case_of(
+        rel_path, source.extensions, lambda rel: (root / rel).is_file(), source.channels
+    )
     rel_dir = str(PurePosixPath(rel_path).parent)
     rel_dir = "" if rel_dir == "." else rel_dir
     records = slice_records(

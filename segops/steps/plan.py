@@ -249,9 +249,8 @@ def _ingest(y: _Lines, detection: Detection) -> None:
     y.add(4, "source")
     y.add(6, "kind", src["kind"], f"{detection.n_images} images")
     y.add(6, "path", src["path"], detection.notes.get("path", ""))
-    for key in ("include", "exclude"):
-        if key in src:
-            y.add(6, key, src[key], detection.notes.get(key, ""))
+    for key in (k for k in src if k not in ("kind", "path", "labels")):  # include, exclude, channels
+        y.add(6, key, src[key], detection.notes.get(key, ""))
     y.add(6, "labels", why=detection.notes.get("labels", ""))
     for key, value in src["labels"].items():
         y.add(8, key, value, detection.notes.get(f"labels.{key}", ""))

@@ -85,15 +85,54 @@ def test_plan_pairs_volume_files_and_the_source_reads_only_the_images(tmp_path: 
     assert len(labelled) == 4 * d.n_paired and max(int(r["label"].max()) for r in labelled) == 2
 
 
-def test_cases_of_several_files_without_channel_suffixes_are_a_plan_error(tmp_path: Path) -> None:
-    for n in range(2):  # BraTS: four modalities and a label per case folder
-        folder = tmp_path / f"BraTS_{n:05d}"
-        for modality in ("t1", "t1ce", "t2", "flair"):
-            _case(folder / f"BraTS_{n:05d}_{modality}.nii.gz", None, n)
-        _case(folder / "unused.nii.gz", folder / f"BraTS_{n:05d}_seg.nii.gz", n)
-        (folder / "unused.nii.gz").unlink()
-    with pytest.raises(PlanError, match="nnU-Net's channels"):
-        detect(tmp_path)
+def _brats(root: Path, n: int, skip: str | None = None) -> None:
+    """A BraTS case folder: one file per modality (modality k holds the case's volume + 1000 * k, so a
+    channel's position is readable from its values) and a label of values 0, 1, 2 and 4."""
+    folder = root / f"BraTS_{n:05d}"
+    _case(folder / "image.nii.gz", folder / f"BraTS_{n:05d}_seg.nii.gz", n)
+    volume = np.asarray(nib.load(folder / "image.nii.gz").dataobj).astype(np.int16)
+    (folder / "image.nii.gz").unlink()
+    seg = np.asarray(nib.load(folder / f"BraTS_{n:05d}_seg.nii.gz").dataobj).copy()
+    seg[seg == 2] = 4
+    seg[0, 0, 0] = 2
+    nib.save(nib.Nifti1Image(seg, AFFINE), folder / f"BraTS_{n:05d}_seg.nii.gz")
+    for k, modality in enumerate(("flair", "t1", "t1ce", "t2")):
+        if modality != skip:
+            nib.save(nib.Nifti1Image(volume + 1000 * k, AFFINE), folder / f"BraTS_{n:05d}_{modality}.nii.gz")
+
+
+def test_cases_of_one_file_per_modality_are_planned_with_named_channels(tmp_path: Path) -> None:
+    """BraTS: four modalities and a label per case folder (before: a plan error asking to rename every
+    file to nnU-Net's _0000 channels)."""
+    for n in range(3):
+        _brats(tmp_path, n)
+    d = detect(tmp_path)
+    assert d.source["channels"] == ["flair", "t1", "t1ce", "t2"] and (d.n_images, d.n_paired) == (3, 3)
+    assert d.source["labels"]["pattern"] == "{rel_dir}/{case}_seg.nii.gz" and d.classes == 5
+    assert "value(s) [3] in none of them (values [0, 1, 2, 4])" in d.notes["labels"]
+    source = VolumeSource.model_validate(d.source)
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == [f"BraTS_{n:05d}/BraTS_{n:05d}_flair.nii.gz" for n in range(3)]
+    rows = decode_file(files[1]["path"], files[1]["rel_path"], source)
+    assert len(rows) == 4 and all(r["has_label"] for r in rows) and rows[0]["image"].shape == (4, 10, 12)
+    offsets = [float(np.median(rows[0]["image"][k] - rows[0]["image"][0])) for k in range(4)]
+    assert offsets == [0.0, 1000.0, 2000.0, 3000.0]  # flair, t1, t1ce, t2: the source's order
+    assert rows[0]["group_id"].endswith("BraTS_00001") and sorted(np.unique(rows[2]["label"])) == [0, 1, 4]
+
+
+def test_a_case_missing_a_named_channel_is_quarantined_naming_it(tmp_path: Path) -> None:
+    _brats(tmp_path, 0)
+    _brats(tmp_path, 1, skip="t1ce")
+    labels = {"kind": "volume", "path": str(tmp_path), "pattern": "{rel_dir}/{case}_seg.nii.gz"}
+    source = VolumeSource.model_validate(
+        {"kind": "volumes", "path": str(tmp_path), "channels": ["flair", "t1", "t1ce", "t2"], "labels": labels}
+    )
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == [f"BraTS_{n:05d}/BraTS_{n:05d}_flair.nii.gz" for n in range(2)]
+    (bad,) = decode_file(files[1]["path"], files[1]["rel_path"], source)
+    assert bad["status"] != "ok" and "no file for channel(s) ['t1ce']" in bad["error"]
+    with pytest.raises(ValueError, match="name a channel twice"):
+        VolumeSource.model_validate({"kind": "volumes", "path": str(tmp_path), "channels": ["t1", "t1"]})
 
 
 def test_a_stray_volume_among_pictures_does_not_make_a_volume_dataset(tmp_path: Path) -> None:
