@@ -81,6 +81,9 @@ def _on_case_grid(spec: VolumeLabels, case: VolumeCase, path: Path, values) -> n
         raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
     classes = values(array, path)
     if grid.shape != case.grid.shape or case.grid.distance_mm(grid) > spec.tolerance_mm:
+        offset = block_offset(grid, case.grid, spec.tolerance_mm)
+        if offset is not None:  # 3D Slicer's .seg.nrrd: the image's voxels, cropped to the segments' extent
+            return embed_block(classes, offset, case.grid.shape, path)
         if not spec.resample:
             raise LabelError(
                 f"label {path} is not on its image's grid (tolerance {spec.tolerance_mm} mm): label {grid.describe()}; "
@@ -110,6 +113,34 @@ def _structure_values(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise LabelError(f"structure file {path} has {array.dtype} values; expected a binary mask")
     return (np.nan_to_num(array) != 0).astype(np.uint8)
+
+
+def block_offset(block: Grid, grid: Grid, tolerance_mm: float) -> tuple[int, int, int] | None:
+    """The voxel of ``grid`` where ``block``'s first voxel lies, when ``block`` is a block of
+    ``grid``'s own voxels (same axes and spacing; origin a whole number of voxels away, within
+    ``tolerance_mm``), as 3D Slicer writes a segmentation cropped to its segments; else None."""
+    if not np.allclose(block.affine[:3, :3], grid.affine[:3, :3], atol=tolerance_mm / max(max(block.shape), 1)):
+        return None
+    at = np.linalg.solve(grid.affine[:3, :3], block.affine[:3, 3] - grid.affine[:3, 3])
+    offset = np.rint(at)
+    if np.linalg.norm(grid.affine[:3, :3] @ (at - offset)) > tolerance_mm:
+        return None
+    return int(offset[0]), int(offset[1]), int(offset[2])
+
+
+def embed_block(block: np.ndarray, offset: tuple[int, int, int], shape: tuple[int, int, int], path: Path) -> np.ndarray:
+    """``block`` placed at voxel ``offset`` of an all-background array of ``shape``; what lies outside
+    is cut off (a label voxel so lost is logged: its image holds no such voxel)."""
+    out = np.zeros(shape, block.dtype)
+    lo = [max(o, 0) for o in offset]
+    hi = [min(o + n, m) for o, n, m in zip(offset, block.shape, shape)]
+    if all(h > low for low, h in zip(lo, hi)):
+        inner = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, offset))
+        out[tuple(slice(low, h) for low, h in zip(lo, hi))] = block[inner]
+    lost = int(np.count_nonzero(block)) - int(np.count_nonzero(out))
+    if lost:
+        log.warning("label %s: %d labelled voxel(s) lie outside its image's grid and are left out", path, lost)
+    return out
 
 
 def resample_nearest(label: np.ndarray, source: Grid, target: Grid) -> np.ndarray:

@@ -185,6 +185,27 @@ def test_a_label_on_another_grid_is_refused_naming_both_geometries(tmp_path: Pat
     assert "resample: true" in message
 
 
+@pytest.mark.parametrize(("start", "size"), [((2, 1, 1), (3, 3, 2)), ((4, -1, 2), (4, 4, 3))])
+def test_a_label_cropped_to_its_segments_is_placed_on_the_image_grid(
+    tmp_path: Path, start: tuple[int, int, int], size: tuple[int, int, int]
+) -> None:
+    """3D Slicer writes a .seg.nrrd holding only the block of the image's voxels its segments cover:
+    placed at its voxel offset exactly (no resample needed); a part beyond the image is cut off."""
+    block = np.random.default_rng(5).integers(0, 3, size=size).astype(np.uint8)
+    moved = AFFINES["oblique"].copy()
+    moved[:3, 3] = (AFFINES["oblique"] @ [*start, 1.0])[:3]  # the block's first voxel is image voxel `start`
+    rows = _labelled_case(tmp_path, block, moved)
+    expected = np.zeros((6, 5, 4), np.uint8)
+    lo = [max(s, 0) for s in start]
+    hi = [min(s + n, m) for s, n, m in zip(start, size, (6, 5, 4))]
+    expected[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = block[
+        lo[0] - start[0] : hi[0] - start[0], lo[1] - start[1] : hi[1] - start[1], lo[2] - start[2] : hi[2] - start[2]
+    ]
+    assert [r["status"] for r in rows] == [STATUS_OK] * 4
+    for r in rows:
+        assert np.array_equal(r["label"], expected[:, :, r["frame"]].T)
+
+
 def test_resample_true_takes_the_nearest_label_voxel(tmp_path: Path) -> None:
     fine = AFFINES["oblique"] @ np.diag([0.5, 0.5, 0.5, 1.0])  # half the spacing, same first voxel centre
     label = np.random.default_rng(3).integers(0, 3, size=(12, 10, 8)).astype(np.uint8)
