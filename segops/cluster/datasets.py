@@ -21,10 +21,11 @@ from ray.data.extensions import ArrowVariableShapedTensorArray
 
 from segops.config.schema import DicomSource, ImageSource
 from segops.data.census import header_row
-from segops.data.decode import decode_file, entry_files, listing_entries
+from segops.data.decode import decode_file, entry_files, label_reader, listing_entries
 from segops.data.instances import label_dtype
-from segops.data.labels import LabelResolver, build_resolver, has_label_masks, mask_file_counts
+from segops.data.labels import LabelResolver, has_label_masks, mask_file_counts
 from segops.data.records import DICOM_ID_COLUMNS, LABEL_COUNT_COLUMNS, STATUS_OK, ImageRecord, records_table
+from segops.data.volume_labels import DicomSliceLabels
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _entry_chunks(batch: dict[str, np.ndarray], source: DicomSource | ImageSourc
 
 
 def _decode_entries(
-    batch: dict[str, np.ndarray], source: DicomSource | ImageSource, labels: LabelResolver | None
+    batch: dict[str, np.ndarray], source: DicomSource | ImageSource, labels: LabelResolver | DicomSliceLabels | None
 ) -> Iterator[pa.Table]:
     """Ray Data UDF: listing entries → decoded rows, one output block per ``FILES_PER_BLOCK`` files,
     or sooner once its pixels reach :data:`BLOCK_BYTES`."""
@@ -112,7 +113,7 @@ def read_source(
         FileNotFoundError: the source folder does not exist.
     """
     entries = listing_entries(source, chunk=FILES_PER_BLOCK)
-    labels = build_resolver(source.labels) if source.labels is not None else None
+    labels = label_reader(source.labels) if source.labels is not None else None
     log.info("reading %s in %d units", source.path, len(entries))
     return _entries_dataset(entries, one_per_task=streaming).map_batches(
         _decode_entries,

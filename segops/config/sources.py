@@ -7,7 +7,7 @@ one of <known kinds>``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -353,20 +353,25 @@ class RleCsvLabels(_EmptyWhenMissing):
     instances: bool = Field(default=False, description="Each row one object (for arch: maskrcnn).")
 
 
-LabelsSpec = Annotated[
-    MaskPngLabels
-    | DicomSegLabels
-    | CocoLabels
-    | ViaLabels
-    | SuperviselyLabels
-    | InstancePngLabels
-    | MaskFolderLabels
-    | LabelmeLabels
-    | YoloLabels
-    | RtstructLabels
-    | RleCsvLabels,
-    Field(discriminator="kind"),
-]
+_IMAGE_LABELS = (
+    MaskPngLabels,
+    DicomSegLabels,
+    CocoLabels,
+    ViaLabels,
+    SuperviselyLabels,
+    InstancePngLabels,
+    MaskFolderLabels,
+    LabelmeLabels,
+    YoloLabels,
+    RtstructLabels,
+    RleCsvLabels,
+)
+LabelsSpec = Annotated[Union[_IMAGE_LABELS], Field(discriminator="kind")]  # noqa: UP007 - a union of a tuple
+
+
+#: A DICOM source's labels: those of images, or label volumes cut along its slices (ITK-SNAP's and
+#: 3D Slicer's NIfTI / NRRD segmentations of a series; see segops.data.volume_labels.DicomSliceLabels).
+DicomLabelsSpec = Annotated[Union[(*_IMAGE_LABELS, VolumeLabels)], Field(discriminator="kind")]  # noqa: UP007
 
 
 def ignores_void(labels: object) -> bool:
@@ -420,7 +425,7 @@ class DicomSource(_FileSelection):
 
     kind: Literal["dicom"]
     path: Path
-    labels: LabelsSpec | None = None
+    labels: DicomLabelsSpec | None = None
     extensions: tuple[str, ...] = (".dcm", "")
 
 

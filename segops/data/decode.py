@@ -19,6 +19,7 @@ from segops.config.schema import (
     InstancePngLabels,
     MaskFolderLabels,
     MaskPngLabels,
+    VolumeLabels,
     VolumeSource,
 )
 from segops.data.dicom import read_dicom
@@ -27,7 +28,7 @@ from segops.data.images import read_image
 from segops.data.labels import LabelResolver, build_resolver, mask_png_path, pattern_regex
 from segops.data.mask_names import MASK_PART, replaced
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
-from segops.data.volume_labels import names_a_label, volume_label
+from segops.data.volume_labels import DicomSliceLabels, names_a_label, volume_label
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension
 from segops.errors import LabelError, NoPixelDataError
 
@@ -196,20 +197,28 @@ def _label_patterns(labels: MaskPngLabels | InstancePngLabels) -> list[str]:
     return [labels.pattern] + ([classes] if classes else [])
 
 
-def decode_file(path: str, rel_path: str, source: Source, labels: LabelResolver | None = None) -> list[dict[str, Any]]:
+def label_reader(spec: Any) -> LabelResolver | DicomSliceLabels:
+    """What finds the labels of an image or DICOM source's records: label volumes cut along DICOM
+    slices (:class:`DicomSliceLabels`), else :func:`segops.data.labels.build_resolver`."""
+    return DicomSliceLabels(spec) if isinstance(spec, VolumeLabels) else build_resolver(spec)
+
+
+def decode_file(
+    path: str, rel_path: str, source: Source, labels: LabelResolver | DicomSliceLabels | None = None
+) -> list[dict[str, Any]]:
     """Decode one file (and its label) into rows; failures become one quarantine/skip row. A record
     whose label cannot be read or does not fit (a mask of another size) stays an ``ok`` row, unlabelled,
     with stage ``label`` and the error: the image is still segmented, and the quarantine table lists it.
 
     Args:
-        labels: built by :func:`segops.data.labels.build_resolver` from ``source.labels``;
+        labels: built by :func:`label_reader` from ``source.labels``;
             built here when omitted (fine for one file, wasteful for many). Not used for
             volumes: a case's label volume is read with the case (:func:`_decode_volume_case`).
     """
     if isinstance(source, VolumeSource):
         return _decode_volume_case(path, rel_path, source)
     if labels is None and source.labels is not None:
-        labels = build_resolver(source.labels)
+        labels = label_reader(source.labels)
     reader = read_dicom if isinstance(source, DicomSource) else read_image
     try:
         with warnings.catch_warnings():  # pydicom warns on every malformed element; the row says why

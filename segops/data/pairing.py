@@ -75,7 +75,7 @@ from segops.data.split_folders import split_folders, split_pairs
 from segops.data.supervisely import find_supervisely
 from segops.data.unannotated import TEST_WORDS, clean_parts, spread
 from segops.data.via import find_via
-from segops.data.volume_layout import find_volume_pairs
+from segops.data.volume_layout import find_dicom_volume_labels, find_volume_pairs
 from segops.data.yolo import find_yolo
 from segops.errors import PlanError
 
@@ -150,6 +150,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         structs = find_structure_sets(root, dicom, sample)
         if structs:
             return _dicom_rtstruct(root, dicom, structs)
+        label_volumes = find_dicom_volume_labels(root, dicom, files, sample)
+        if label_volumes is not None:
+            return label_volumes
     if not is_dicom and labels is None:
         volumes = find_volume_pairs(root, files, pictures, sample)
         if volumes is not None:

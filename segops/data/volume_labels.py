@@ -1,6 +1,7 @@
 """Label volumes of volume-file cases: where a pattern puts a case's label, reading it onto the
 case's grid (checked, or resampled by nearest neighbour), the label files a folder holds, and which
-files beside the images are labels, not inputs (see :class:`~segops.config.sources.VolumeLabels`)."""
+files beside the images are labels, not inputs (see :class:`~segops.config.sources.VolumeLabels`);
+and the same label volumes cut along the slices of DICOM series (:class:`DicomSliceLabels`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from segops.config.sources import VolumeLabels, VolumeSource
 from segops.data.labels import pattern_files, pattern_regex
+from segops.data.records import ImageRecord
 from segops.data.volumes import FORMATS, Grid, VolumeCase, channel_case_of, read_volume_file, volume_extension
 from segops.errors import DecodeError, LabelError
 
@@ -206,3 +208,96 @@ def _labels_named_in(
         if label != path and label.is_relative_to(root):
             named.add(label.relative_to(root).as_posix())
     return frozenset(named)
+
+
+# --------------------------------------------------------------------------- DICOM series
+
+
+def dicom_case(rel_path: str) -> tuple[str, str]:
+    """(case, rel_dir) of a DICOM file for a label ``pattern``: the first folder of its path (the
+    patient or case folder as the archive stores it; the file's name without suffix when it has no
+    folder) and the folder that holds it."""
+    parts = PurePosixPath(rel_path).parts
+    rel_dir = PurePosixPath(rel_path).parent.as_posix()
+    return (parts[0] if len(parts) > 1 else PurePosixPath(rel_path).stem), ("" if rel_dir == "." else rel_dir)
+
+
+@lru_cache(maxsize=2)
+def _label_volume(path: str, mtime: float) -> tuple[np.ndarray, Grid]:
+    """A label file as a uint8 class map on its own grid (the last two read kept: a series' slices
+    come one after another)."""
+    try:
+        array, grid, _fmt_name = read_volume_file(path, "label")
+    except DecodeError as exc:
+        raise LabelError(str(exc)) from exc
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
+    return _class_values(array, Path(path)), grid
+
+
+class DicomSliceLabels:
+    """The labels of DICOM slices from label volumes (NIfTI, NRRD …; one per case, as ITK-SNAP and
+    3D Slicer save a segmentation of a DICOM series), found by ``spec.pattern`` with ``case`` the
+    file's first folder (:func:`dicom_case`). Each slice's label is the label volume read at the
+    slice's pixel centres (ImagePositionPatient, ImageOrientationPatient, PixelSpacing): exact
+    where the volume shares the series' voxel grid (within ``spec.tolerance_mm``), nearest
+    neighbour with ``resample: true``, else a label error naming both geometries. Pixels outside
+    the volume (a label cropped to its segments) are background. Same interface as
+    :class:`segops.data.labels.LabelResolver`; picklable."""
+
+    def __init__(self, spec: VolumeLabels) -> None:
+        if spec.structures is not None:
+            raise LabelError("labels of kind volume with structures are read for volume sources only, not DICOM")
+        self.spec = spec
+
+    def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
+        case, rel_dir = dicom_case(record.rel_path)
+        path = label_path_of(self.spec.path, self.spec.pattern, case, rel_dir)
+        if not path.is_file():
+            return None
+        classes, grid = _label_volume(str(path), path.stat().st_mtime)
+        return slice_of_volume(classes, grid, record, self.spec, path), str(path.resolve())
+
+    def all_label_keys(self) -> set[str]:
+        return volume_label_files(self.spec)
+
+
+def slice_of_volume(classes: np.ndarray, grid: Grid, record: ImageRecord, spec: VolumeLabels, path: Path) -> np.ndarray:
+    """The (H, W) uint8 label of a DICOM slice read from a label volume on ``grid`` (see
+    :class:`DicomSliceLabels`).
+
+    Raises:
+        LabelError: the slice has no position or orientation, or its pixels are not the volume's
+            voxel centres (beyond ``spec.tolerance_mm``) without ``resample: true``.
+    """
+    if len(record.position) != 3 or len(record.orientation) != 6 or not record.spacing_known:
+        raise LabelError(
+            f"DICOM slice {record.source_uri} has no ImagePositionPatient, ImageOrientationPatient or PixelSpacing: "
+            f"label volume {path} cannot be placed on it"
+        )
+    h, w = record.image.shape[-2:]
+    to_voxel = np.linalg.inv(grid.affine)
+    origin = (to_voxel @ [*record.position, 1.0])[:3]
+    row_step = to_voxel[:3, :3] @ (np.asarray(record.orientation[3:]) * record.spacing[0])  # one row down
+    col_step = to_voxel[:3, :3] @ (np.asarray(record.orientation[:3]) * record.spacing[1])  # one column right
+    corners = [origin + r * row_step + c * col_step for r in (0, h - 1) for c in (0, w - 1)]
+    off_grid = max(float(np.linalg.norm(grid.affine[:3, :3] @ (v - np.rint(v)))) for v in corners)
+    if off_grid > spec.tolerance_mm and not spec.resample:
+        raise LabelError(
+            f"label {path} does not share the voxel grid of DICOM slice {record.source_uri} (its pixels lie up to "
+            f"{off_grid:.3g} mm from the label's voxel centres; tolerance {spec.tolerance_mm} mm): label "
+            f"{grid.describe()}; slice at {_mm(record.position)} mm (LPS), spacing {_mm(record.spacing)} mm. Fix the "
+            "label, or set labels.resample: true to resample it (nearest neighbour)"
+        )
+    r, c = np.mgrid[:h, :w]
+    index = np.rint(origin[:, None, None] + row_step[:, None, None] * r + col_step[:, None, None] * c).astype(np.int64)
+    inside = np.all((index >= 0) & (index < np.asarray(classes.shape)[:, None, None]), axis=0)
+    out = np.zeros((h, w), np.uint8)
+    out[inside] = classes[index[0][inside], index[1][inside], index[2][inside]]
+    return out
+
+
+def _mm(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from segops.data.detection import Detection
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, volume_classes
+from segops.data.seg_layout import common_dir
 from segops.data.volume_labels import label_path_of
 from segops.data.volumes import case_of, channel_case_of, volume_extension
 from segops.errors import PlanError
@@ -234,3 +235,42 @@ def _relative(f: str, folder: str) -> str:
 
 def _join(folder: str, rel: str) -> str:
     return f"{folder}/{rel}" if folder else rel
+
+
+def find_dicom_volume_labels(root: Path, dicom: list[str], files: list[str], sample: int = 5) -> Detection | None:
+    """A DICOM archive whose series are labelled by label volumes (NIfTI, NRRD …: ITK-SNAP's and 3D
+    Slicer's segmentations, NIH Pancreas-CT's ``label0001.nii.gz`` for ``PANCREAS_0001/``): the
+    pattern (relative to ``root``; ``{case}`` the first folder of a DICOM file below the folder that
+    holds them all, ``{case_number}`` its trailing digits) naming a label for the most cases, at
+    least half of them; else None."""
+    volumes = [f for f in files if volume_extension(f, VOLUME_EXTS) and "{" not in f and "}" not in f]
+    base = common_dir(dicom)  # the DICOM source's folder: each case a folder below it
+    under = [_relative(f, base) for f in dicom]
+    cases = sorted({PurePosixPath(f).parts[0] for f in under if len(PurePosixPath(f).parts) > 1})
+    if not volumes or len(cases) < 2:
+        return None
+    found = set(volumes)
+    candidates: set[str] = set()
+    for case in cases[:PROPOSING]:  # patterns proposed from a few cases, then counted on all
+        number = re.search(r"[0-9]+$", case)
+        for volume in volumes:
+            if case in volume:
+                candidates.add("{case}".join(volume.split(case)))
+            if number and number[0] in PurePosixPath(volume).name:
+                name = PurePosixPath(volume).name.replace(number[0], "{case_number}", 1)
+                candidates.add(str(PurePosixPath(volume).with_name(name)))
+    counts = {p: sum(1 for c in cases if label_path_of("", p, c, "").as_posix() in found) for p in candidates}
+    if not counts:
+        return None
+    pattern, hits = max(counts.items(), key=lambda kv: (kv[1], "{case}" in kv[0], -len(kv[0])))
+    if hits < max(2, 0.5 * len(cases)):
+        return None
+    paths = [root / label_path_of("", pattern, c, "") for c in cases]
+    classes, why = volume_classes({}, [p for p in paths if p.is_file()][:sample])
+    labels = {"kind": "volume", "path": str(root), "pattern": pattern}
+    source = {"kind": "dicom", "path": str(root / base), "labels": labels}
+    note = (
+        f"label volumes of DICOM series: {hits} of {len(cases)} cases (first folders) have one ({pattern}); each "
+        f"slice's label is its plane of the volume, read at the slice's position; {why}"
+    )
+    return Detection(source, "semantic", classes, "volume-files", "volume", len(cases), hits, {"labels": note})

@@ -11,7 +11,6 @@ from segops.cluster.datasets import rows_to_table
 from segops.config.schema import VolumeSource
 from segops.data.decode import decode_file, list_source_files
 from segops.data.pairing import detect
-from segops.errors import PlanError
 
 AFFINE = np.diag([0.8, 0.8, 3.0, 1.0])
 
