@@ -73,14 +73,7 @@ def _structure_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndar
 def _on_case_grid(spec: VolumeLabels, case: VolumeCase, path: Path, values) -> np.ndarray:
     """The label file ``path`` as uint8 ``values`` (:func:`_class_values`, :func:`_structure_values`)
     on the case's grid: checked, or resampled with ``resample: true``."""
-    try:
-        array, grid, _fmt_name = read_volume_file(path, "label")
-    except DecodeError as exc:
-        raise LabelError(str(exc)) from exc
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
+    array, grid = _read_label_map(path)
     classes = values(array, path)
     if grid.shape != case.grid.shape or case.grid.distance_mm(grid) > spec.tolerance_mm:
         offset = block_offset(grid, case.grid, spec.tolerance_mm)
@@ -226,6 +219,16 @@ def dicom_case(rel_path: str) -> tuple[str, str]:
 def _label_volume(path: str, mtime: float) -> tuple[np.ndarray, Grid]:
     """A label file as a uint8 class map on its own grid (the last two read kept: a series' slices
     come one after another)."""
+    array, grid = _read_label_map(Path(path))
+    return _class_values(array, Path(path)), grid
+
+
+def _read_label_map(path: Path) -> tuple[np.ndarray, Grid]:
+    """A label file's (I, J, K) array as stored, and its grid.
+
+    Raises:
+        LabelError: unreadable, or not one map (a 4D file of several layers).
+    """
     try:
         array, grid, _fmt_name = read_volume_file(path, "label")
     except DecodeError as exc:
@@ -234,7 +237,7 @@ def _label_volume(path: str, mtime: float) -> tuple[np.ndarray, Grid]:
         array = array[..., 0]
     if array.ndim != 3:
         raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
-    return _class_values(array, Path(path)), grid
+    return array, grid
 
 
 class DicomSliceLabels:
