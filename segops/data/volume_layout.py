@@ -86,7 +86,9 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
         _join(label_root, _named(pattern, rel, _case(rel, image_root, found, channels)))
         for rel in (_relative(i, image_root) for i in images if _inside(i, image_root))
     ]
-    classes, why = volume_classes({}, [root / p for p in paired if p in found][:sample])
+    sampled = [root / p for p in paired if p in found][:sample]
+    classes, why = volume_classes({}, sampled)
+    names = next((n for n in map(slicer_segment_names, sampled) if n), {})
     source: dict = {"kind": "volumes", "path": str(root / image_root)}
     notes = {
         "labels": f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
@@ -98,7 +100,7 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
             "input channels; name order unless you reorder them here and retrain)"
         )
     source["labels"] = {"kind": "volume", "path": str(root / label_root), "pattern": pattern}
-    return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, notes)
+    return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, notes, class_names=names)
 
 
 def _structure_folders(root: Path, images: list[str], labelish: set[str]) -> Detection | None:
@@ -266,11 +268,37 @@ def find_dicom_volume_labels(root: Path, dicom: list[str], files: list[str], sam
     if hits < max(2, 0.5 * len(cases)):
         return None
     paths = [root / label_path_of("", pattern, c, "") for c in cases]
-    classes, why = volume_classes({}, [p for p in paths if p.is_file()][:sample])
+    sampled = [p for p in paths if p.is_file()][:sample]
+    classes, why = volume_classes({}, sampled)
+    names = next((n for n in map(slicer_segment_names, sampled) if n), {})
     labels = {"kind": "volume", "path": str(root), "pattern": pattern}
     source = {"kind": "dicom", "path": str(root / base), "labels": labels}
     note = (
         f"label volumes of DICOM series: {hits} of {len(cases)} cases (first folders) have one ({pattern}); each "
         f"slice's label is its plane of the volume, read at the slice's position; {why}"
     )
-    return Detection(source, "semantic", classes, "volume-files", "volume", len(cases), hits, {"labels": note})
+    return Detection(
+        source, "semantic", classes, "volume-files", "volume", len(cases), hits, {"labels": note}, class_names=names
+    )
+
+
+def slicer_segment_names(path: Path, limit: int = 1 << 16) -> dict[int, str]:
+    """Class → name of the segments a 3D Slicer ``.seg.nrrd`` declares in its header
+    (``Segment<i>_Name:=liver``, ``Segment<i>_LabelValue:=1``; label value i + 1 when not given);
+    {} for any other file or a header that names none."""
+    if not path.name.lower().endswith(".seg.nrrd"):
+        return {}
+    try:
+        with path.open("rb") as f:
+            head = f.read(limit).split(b"\n\n", 1)[0].decode("latin-1")
+    except OSError:
+        return {}
+    fields = dict(line.split(":=", 1) for line in head.splitlines() if ":=" in line)
+    names = {}
+    for key, name in fields.items():
+        match = re.fullmatch(r"Segment([0-9]+)_Name", key)
+        if match and name.strip():
+            value = fields.get(f"Segment{match[1]}_LabelValue", str(int(match[1]) + 1)).strip()
+            if value.isdigit() and 0 < int(value) < 256:
+                names[int(value)] = name.strip()
+    return dict(sorted(names.items()))

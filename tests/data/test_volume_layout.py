@@ -237,3 +237,41 @@ def test_per_structure_labels_need_the_structure_field_and_names() -> None:
         VolumeLabels(kind="volume", path=Path("x"), structures={"liver": 1})
     with pytest.raises(ValidationError, match="must be in the file name"):
         VolumeLabels(kind="volume", path=Path("x"), pattern="{structure}/seg.nii.gz", structures={"liver": 1})
+
+
+def _nrrd(path: Path, array: np.ndarray, origin: tuple[float, float, float], extra: str = "") -> None:
+    """A raw NRRD in LPS as 3D Slicer writes one: (I, J, K) array, 0.8 x 0.8 x 3 mm voxels."""
+    kind = {np.dtype(np.uint8): "unsigned char", np.dtype(np.int16): "short"}[array.dtype]
+    header = (
+        f"NRRD0004\ntype: {kind}\ndimension: 3\nspace: left-posterior-superior\n"
+        f"sizes: {' '.join(map(str, array.shape))}\n"
+        "space directions: (0.8,0,0) (0,0.8,0) (0,0,3)\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
+        f"space origin: ({origin[0]},{origin[1]},{origin[2]})\n{extra}\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header.encode() + np.asfortranarray(array).tobytes(order="F"))
+
+
+def test_3d_slicer_segmentations_cropped_to_their_segments_are_planned_with_their_names(tmp_path: Path) -> None:
+    """3D Slicer: ``case/CT.nrrd`` + ``case/Segmentation.seg.nrrd`` holding only the block of the CT's
+    voxels its segments cover, the segments' names in its header."""
+    names = "Segment0_ID:=Segment_1\nSegment0_Name:=tumour\nSegment0_LabelValue:=1\nSegment1_Name:=necrosis\n"
+    block = np.zeros((5, 4, 2), np.uint8)
+    block[1:4, 1:3, 0] = 1
+    block[2, 2, 1] = 2
+    for n in range(2):
+        ct = np.random.default_rng(n).normal(0, 40, (12, 10, 4)).astype(np.int16)
+        _nrrd(tmp_path / f"case{n}" / "CT.nrrd", ct, (0.0, 0.0, 0.0))
+        _nrrd(tmp_path / f"case{n}" / "Segmentation.seg.nrrd", block, (3 * 0.8, 2 * 0.8, 1 * 3.0), names)
+    d = detect(tmp_path)
+    assert d.source["labels"]["pattern"] == "{rel_dir}/Segmentation.seg.nrrd" and d.n_paired == 2
+    assert d.class_names == {1: "tumour", 2: "necrosis"} and d.classes == 3
+    source = VolumeSource.model_validate(d.source)
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == ["case0/CT.nrrd", "case1/CT.nrrd"]
+    rows = decode_file(files[0]["path"], files[0]["rel_path"], source)
+    expected = np.zeros((12, 10, 4), np.uint8)
+    expected[3:8, 2:6, 1:3] = block  # the block's first voxel is the CT's voxel (3, 2, 1)
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    for k, r in enumerate(rows):
+        assert np.array_equal(r["label"], expected[:, :, k].T)
