@@ -224,10 +224,11 @@ def _label_volume(path: str, mtime: float) -> tuple[np.ndarray, Grid]:
 
 
 def _read_label_map(path: Path) -> tuple[np.ndarray, Grid]:
-    """A label file's (I, J, K) array as stored, and its grid.
+    """A label file's (I, J, K) array as stored, and its grid; a 3D Slicer segmentation of several
+    layers (segments that overlap) as one map of its segments numbered in order (:func:`slicer_segments`).
 
     Raises:
-        LabelError: unreadable, or not one map (a 4D file of several layers).
+        LabelError: unreadable, or not one map (a 4D file of several layers that names no segments).
     """
     try:
         array, grid, _fmt_name = read_volume_file(path, "label")
@@ -235,9 +236,47 @@ def _read_label_map(path: Path) -> tuple[np.ndarray, Grid]:
         raise LabelError(str(exc)) from exc
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
+    segments = slicer_segments(path) if array.ndim == 4 else []
+    if segments:
+        merged = np.zeros(array.shape[:3], np.uint8)
+        for number, (_name, layer, value) in reversed(list(enumerate(segments, start=1))):  # the first one wins
+            if layer < array.shape[-1]:
+                merged[array[..., layer] == value] = number
+        array = merged
     if array.ndim != 3:
         raise LabelError(f"label {path} has shape {array.shape}; expected one class map (I, J, K)")
     return array, grid
+
+
+def slicer_segments(path: Path, limit: int = 1 << 16) -> list[tuple[str, int, int]]:
+    """(name, layer, label value) of each segment a 3D Slicer ``.seg.nrrd`` declares in its header
+    (``Segment<i>_Name:=liver``, ``_Layer``, ``_LabelValue``; layer 0 and value i + 1 when not given),
+    in segment order; [] for any other file."""
+    if not path.name.lower().endswith(".seg.nrrd"):
+        return []
+    try:
+        with path.open("rb") as f:
+            head = f.read(limit).split(b"\n\n", 1)[0].decode("latin-1")
+    except OSError:
+        return []
+    fields = {k.strip(): v.strip() for k, v in (line.split(":=", 1) for line in head.splitlines() if ":=" in line)}
+    numbers = sorted({int(m[1]) for k in fields if (m := re.fullmatch(r"Segment([0-9]+)_(Name|ID)", k))})
+    segments = []
+    for i in numbers:
+        layer, value = fields.get(f"Segment{i}_Layer", "0"), fields.get(f"Segment{i}_LabelValue", str(i + 1))
+        if layer.isdigit() and value.isdigit():
+            segments.append((fields.get(f"Segment{i}_Name", f"segment-{i}"), int(layer), int(value)))
+    return segments
+
+
+def slicer_segment_names(path: Path) -> dict[int, str]:
+    """Class → name of a 3D Slicer segmentation's segments: their label values in a file of one
+    layer, their order (as :func:`_read_label_map` numbers them) in a file of several; {} for any
+    other file."""
+    segments = slicer_segments(path)
+    if len({layer for _, layer, _ in segments}) > 1:
+        return {number: name for number, (name, _, _) in enumerate(segments, start=1)}
+    return {value: name for name, _, value in segments if 0 < value < 256}
 
 
 class DicomSliceLabels:

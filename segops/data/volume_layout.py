@@ -30,7 +30,7 @@ from segops.data.detection import Detection
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, volume_classes
 from segops.data.seg_layout import common_dir
-from segops.data.volume_labels import label_path_of
+from segops.data.volume_labels import label_path_of, slicer_segment_names
 from segops.data.volumes import case_of, channel_case_of, volume_extension
 from segops.errors import PlanError
 
@@ -89,6 +89,7 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
     sampled = [root / p for p in paired if p in found][:sample]
     classes, why = volume_classes({}, sampled)
     names = next((n for n in map(slicer_segment_names, sampled) if n), {})
+    classes = max(classes, max(names, default=0) + 1)  # a Slicer file of several layers numbers its segments
     source: dict = {"kind": "volumes", "path": str(root / image_root)}
     notes = {
         "labels": f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
@@ -271,6 +272,7 @@ def find_dicom_volume_labels(root: Path, dicom: list[str], files: list[str], sam
     sampled = [p for p in paths if p.is_file()][:sample]
     classes, why = volume_classes({}, sampled)
     names = next((n for n in map(slicer_segment_names, sampled) if n), {})
+    classes = max(classes, max(names, default=0) + 1)  # a Slicer file of several layers numbers its segments
     labels = {"kind": "volume", "path": str(root), "pattern": pattern}
     source = {"kind": "dicom", "path": str(root / base), "labels": labels}
     note = (
@@ -280,25 +282,3 @@ def find_dicom_volume_labels(root: Path, dicom: list[str], files: list[str], sam
     return Detection(
         source, "semantic", classes, "volume-files", "volume", len(cases), hits, {"labels": note}, class_names=names
     )
-
-
-def slicer_segment_names(path: Path, limit: int = 1 << 16) -> dict[int, str]:
-    """Class → name of the segments a 3D Slicer ``.seg.nrrd`` declares in its header
-    (``Segment<i>_Name:=liver``, ``Segment<i>_LabelValue:=1``; label value i + 1 when not given);
-    {} for any other file or a header that names none."""
-    if not path.name.lower().endswith(".seg.nrrd"):
-        return {}
-    try:
-        with path.open("rb") as f:
-            head = f.read(limit).split(b"\n\n", 1)[0].decode("latin-1")
-    except OSError:
-        return {}
-    fields = dict(line.split(":=", 1) for line in head.splitlines() if ":=" in line)
-    names = {}
-    for key, name in fields.items():
-        match = re.fullmatch(r"Segment([0-9]+)_Name", key)
-        if match and name.strip():
-            value = fields.get(f"Segment{match[1]}_LabelValue", str(int(match[1]) + 1)).strip()
-            if value.isdigit() and 0 < int(value) < 256:
-                names[int(value)] = name.strip()
-    return dict(sorted(names.items()))

@@ -215,11 +215,12 @@ def read_volume_file(path: str | Path, what: str = "volume") -> tuple[np.ndarray
         if fmt == "NIfTI":
             array, affine = _read_nifti(path)
         else:
-            array, affine = _read_itk(path)
+            array, affine = _read_itk_or_nrrd(path, fmt)
     except DecodeError:
         raise
     except Exception as exc:  # every reader failure is a decode problem of this file
-        raise DecodeError(f"cannot read {what} {path}: {type(exc).__name__}: {exc}", fmt) from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # ITK's messages run 150 lines
+        raise DecodeError(f"cannot read {what} {path}: {type(exc).__name__}: {first}", fmt) from exc
     if array.ndim == 5 and array.shape[3] == 1:
         array = array[:, :, :, 0, :]
     if array.ndim == 2:
@@ -237,6 +238,23 @@ def _read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     image = nib.load(str(path))
     return np.asanyarray(image.dataobj), _RAS_TO_LPS @ np.asarray(image.affine, float)
+
+
+def _read_itk_or_nrrd(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_read_itk`, and for a NRRD it cannot read (3D Slicer's segmentations of several layers:
+    ITK's Python wrapping has no 8-bit vector images) :func:`segops.data.nrrd.read_nrrd`."""
+    try:
+        return _read_itk(path)
+    except Exception:
+        if fmt != "NRRD":
+            raise
+        from segops.data.nrrd import read_nrrd
+
+        try:
+            return read_nrrd(path)
+        except DecodeError:
+            pass
+        raise
 
 
 def _read_itk(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

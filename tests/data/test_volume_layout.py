@@ -240,12 +240,15 @@ def test_per_structure_labels_need_the_structure_field_and_names() -> None:
 
 
 def _nrrd(path: Path, array: np.ndarray, origin: tuple[float, float, float], extra: str = "") -> None:
-    """A raw NRRD in LPS as 3D Slicer writes one: (I, J, K) array, 0.8 x 0.8 x 3 mm voxels."""
+    """A raw NRRD in LPS as 3D Slicer writes one: (I, J, K) array, 0.8 x 0.8 x 3 mm voxels; a 4D
+    (layers, I, J, K) array is a segmentation of several layers."""
     kind = {np.dtype(np.uint8): "unsigned char", np.dtype(np.int16): "short"}[array.dtype]
+    layers = array.ndim == 4
     header = (
-        f"NRRD0004\ntype: {kind}\ndimension: 3\nspace: left-posterior-superior\n"
+        f"NRRD0004\ntype: {kind}\ndimension: {array.ndim}\nspace: left-posterior-superior\n"
         f"sizes: {' '.join(map(str, array.shape))}\n"
-        "space directions: (0.8,0,0) (0,0.8,0) (0,0,3)\nkinds: domain domain domain\nendian: little\nencoding: raw\n"
+        f"space directions: {'none ' if layers else ''}(0.8,0,0) (0,0.8,0) (0,0,3)\n"
+        f"kinds: {'list ' if layers else ''}domain domain domain\nendian: little\nencoding: raw\n"
         f"space origin: ({origin[0]},{origin[1]},{origin[2]})\n{extra}\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,5 +276,32 @@ def test_3d_slicer_segmentations_cropped_to_their_segments_are_planned_with_thei
     expected = np.zeros((12, 10, 4), np.uint8)
     expected[3:8, 2:6, 1:3] = block  # the block's first voxel is the CT's voxel (3, 2, 1)
     assert [r["status"] for r in rows] == ["ok"] * 4
+    for k, r in enumerate(rows):
+        assert np.array_equal(r["label"], expected[:, :, k].T)
+
+
+def test_a_slicer_segmentation_of_overlapping_layers_is_one_map_of_its_segments(tmp_path: Path) -> None:
+    """Segments that overlap (a tumour inside the liver) make Slicer write several layers; read as one
+    map, segments numbered in order, the first one listed winning where they overlap."""
+    names = (
+        "Segment0_Name:=liver\nSegment0_Layer:=0\nSegment0_LabelValue:=1\n"
+        "Segment1_Name:=tumour\nSegment1_Layer:=1\nSegment1_LabelValue:=1\n"
+        "Segment2_Name:=vessel\nSegment2_Layer:=0\nSegment2_LabelValue:=2\n"
+    )
+    layers = np.zeros((2, 12, 10, 4), np.uint8)
+    layers[0, 2:10, 2:8, :] = 1  # liver
+    layers[0, 0:2, 0:2, :] = 2  # vessel
+    layers[1, 4:6, 4:6, 1:3] = 1  # tumour, inside the liver
+    for n in range(2):
+        _nrrd(tmp_path / f"case{n}" / "CT.nrrd", np.zeros((12, 10, 4), np.int16), (0.0, 0.0, 0.0))
+        _nrrd(tmp_path / f"case{n}" / "Segmentation.seg.nrrd", layers, (0.0, 0.0, 0.0), names)
+    d = detect(tmp_path)
+    assert d.class_names == {1: "liver", 2: "tumour", 3: "vessel"} and d.classes == 4
+    source = VolumeSource.model_validate(d.source)
+    rows = decode_file(str(tmp_path / "case0" / "CT.nrrd"), "case0/CT.nrrd", source)
+    expected = np.zeros((12, 10, 4), np.uint8)
+    expected[4:6, 4:6, 1:3] = 2
+    expected[0:2, 0:2, :] = 3
+    expected[2:10, 2:8, :] = 1  # the liver, listed first, wins over the tumour inside it
     for k, r in enumerate(rows):
         assert np.array_equal(r["label"], expected[:, :, k].T)
