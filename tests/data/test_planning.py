@@ -220,9 +220,11 @@ def test_mask_rcnn_starts_from_published_weights_when_the_cache_has_them(weights
         assert values["model.backbone"] == "resnet18_fpn" and "model.weights" not in values
         assert "no published weights in /cache/hub/checkpoints" in plan["model.backbone"].why
         assert values["preprocess.intensity"]["kind"] == "percentile" and "learning_rate" not in values
+        assert values["warmup_epochs"] == 2  # untrained heads: warmed up
     elif weights == "imagenet":
         assert (values["model.backbone"], values["model.backbone_weights"]) == ("resnet18_fpn", "imagenet")
         assert values["model.anchor_sizes"][0] in (8, 16)  # the RPN trains from scratch: the data's anchors
+        assert values["warmup_epochs"] == 2
         assert values["preprocess.intensity"] == {"kind": "window", "lower": 0, "upper": 255}
     else:
         assert (values["model.backbone"], values["model.weights"]) == ("resnet50_fpn", "coco")
