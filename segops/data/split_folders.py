@@ -82,12 +82,11 @@ def _worded_splits(
     parent = image_root.parent
     replace: dict[str, str] = {}
     for folder in sorted(p for p in parent.iterdir() if p.is_dir()):
-        at = (
-            folder.name.find(image_word)
-            if folder.name.endswith(image_word) or folder.name.startswith(image_word)
-            else -1
-        )
-        if at < 0:
+        if folder.name.endswith(image_word):  # train_img
+            at = len(folder.name) - len(image_word)
+        elif folder.name.startswith(image_word):  # images_train
+            at = 0
+        else:
             continue
         masks = folder.name[:at] + mask_word + folder.name[at + len(image_word) :]
         split = (folder.name[:at] + folder.name[at + len(image_word) :]).strip("-_ ")
