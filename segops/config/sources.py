@@ -428,6 +428,15 @@ class DicomSource(_FileSelection):
     labels: DicomLabelsSpec | None = None
     extensions: tuple[str, ...] = (".dcm", "")
 
+    @model_validator(mode="after")
+    def _one_label_volume_per_case(self) -> DicomSource:
+        if isinstance(self.labels, VolumeLabels) and self.labels.structures is not None:
+            raise ValueError(
+                "labels of kind volume on a dicom source are one class map per case: structures (one file per "
+                "structure) are read for volume sources only"
+            )
+        return self
+
 
 class ImageSource(_FileSelection):
     """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth.

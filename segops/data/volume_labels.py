@@ -290,9 +290,7 @@ class DicomSliceLabels:
     :class:`segops.data.labels.LabelResolver`; picklable."""
 
     def __init__(self, spec: VolumeLabels) -> None:
-        if spec.structures is not None:
-            raise LabelError("labels of kind volume with structures are read for volume sources only, not DICOM")
-        self.spec = spec
+        self.spec = spec  # without structures: DicomSource refuses them
 
     def label_for(self, record: ImageRecord) -> tuple[np.ndarray, str] | None:
         case, rel_dir = dicom_case(record.rel_path)

@@ -97,19 +97,10 @@ def test_a_cropped_label_is_placed_and_an_off_grid_one_is_refused_or_resampled(t
     assert all(resampled[r["rel_path"]]["has_label"] for r in rows["series-000"])
 
 
-def test_volume_labels_with_structures_are_for_volume_sources() -> None:
-    from segops.data.volume_labels import DicomSliceLabels
-    from segops.errors import LabelError
-
-    source = DicomSource.model_validate(
-        {
-            "kind": "dicom",
-            "path": "/x",
-            "labels": {"kind": "volume", "path": "/y", "pattern": "{case}/{structure}.nii.gz", "structures": {"a": 1}},
-        }
-    )
-    with pytest.raises(LabelError, match="volume sources only"):
-        DicomSliceLabels(source.labels)
+def test_volume_labels_with_structures_are_refused_on_a_dicom_source() -> None:
+    labels = {"kind": "volume", "path": "/y", "pattern": "{case}/{structure}.nii.gz", "structures": {"a": 1}}
+    with pytest.raises(ValueError, match="structures .* are read for volume sources only"):
+        DicomSource.model_validate({"kind": "dicom", "path": "/x", "labels": labels})
 
 
 def test_plan_pairs_case_folders_with_label_volumes_by_case_number(tmp_path: Path) -> None:
