@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from segops.data.detection import Detection
-from segops.data.volumes import channel_case_of, read_dataset_json, read_volume_file
+from segops.data.volumes import channel_case_of, read_dataset_json, read_volume_file, volume_extension
 from segops.errors import PlanError
 
 IMAGES, LABELS = "imagesTr", "labelsTr"
@@ -54,11 +54,12 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
     cases: dict[str, set[int]] = {}
     endings: Counter[str] = Counter()
     listed = set(files)
-    for f in files:
-        if f.startswith(prefix) and f.lower().endswith(VOLUME_EXTS):
-            case, channel, ext = channel_case_of(f[len(prefix) :], VOLUME_EXTS, lambda rel: prefix + rel in listed)
-            cases.setdefault(case, set()).add(channel or 0)
-            endings[ext] += 1
+    images = [f[len(prefix) :] for f in files if f.startswith(prefix) and f.lower().endswith(VOLUME_EXTS)]
+    named = named_channels(images)  # HECKTOR's imagesTr/CHUM-001__CT.nii.gz + __PT, not _0000 / _0001
+    for rel in images:
+        case, channel, ext = channel_case_of(rel, VOLUME_EXTS, lambda r: prefix + r in listed, named)
+        cases.setdefault(case, set()).add(channel or 0)
+        endings[ext] += 1
     doc = read_dataset_json(base / "dataset.json")
     ending = str(doc.get("file_ending") or endings.most_common(1)[0][0])
     pattern = f"{{case}}{ending}"
@@ -71,14 +72,14 @@ def nnunet_layout(root: Path, files: list[str], folder: str, sample: int = 5) ->
     classes, why = volume_classes(doc, [base / LABELS / f"{c}{ending}" for c in labelled[: min(sample, 5)]])
     names = doc.get("channel_names") or doc.get("modality") or {}
     channels = max(len(v) for v in cases.values())
-    named = f": {', '.join(str(v) for v in names.values())}" if isinstance(names, dict) and names else ""
-    source = {
-        "kind": "volumes",
-        "path": str(base / IMAGES),
-        "labels": {"kind": "volume", "path": str(base / LABELS), "pattern": pattern},
-    }
+    listing = names if isinstance(names, dict) and names else dict(enumerate(named))
+    said = f": {', '.join(str(v) for v in listing.values())}" if listing else ""
+    source: dict[str, Any] = {"kind": "volumes", "path": str(base / IMAGES)}
+    if named:
+        source["channels"] = list(named)
+    source["labels"] = {"kind": "volume", "path": str(base / LABELS), "pattern": pattern}
     note = (
-        f"nnU-Net layout in {folder or '.'}: {len(labelled)} of {len(cases)} cases ({channels} channel(s){named}) "
+        f"nnU-Net layout in {folder or '.'}: {len(labelled)} of {len(cases)} cases ({channels} channel(s){said}) "
         f"have a label in {LABELS} ({pattern}); {why}"
     )
     notes = {"labels": note}
@@ -128,3 +129,23 @@ def volume_classes(doc: dict[str, Any], labels: list[Path]) -> tuple[int, str]:
             "reported as such"
         )
     return max(found, 1) + 1, why
+
+
+def named_channels(images: list[str]) -> tuple[str, ...]:
+    """The channel names of cases kept as one file per channel, ``<case>_<name><ext>`` (BraTS'
+    ``_flair``, ``_t1``, ``_t1ce``, ``_t2``), in name order: the last words of the images' names
+    where at least two cases, and half of all, hold one file of each of the same two or more words;
+    else (). Numbers are not names (nnU-Net's ``_0000`` channels, AMOS' ``amos_0001`` cases)."""
+    by_case: dict[tuple[str, str], set[str]] = {}
+    for f in images:
+        path = PurePosixPath(f)
+        stem = path.name[: len(path.name) - len(volume_extension(path.name, VOLUME_EXTS) or "")]
+        case, sep, word = stem.rpartition("_")
+        case = case.rstrip("_")  # HECKTOR's CHUM-001__CT
+        if sep and case and word and not word.isdigit():
+            by_case.setdefault((str(path.parent), case), set()).add(word)
+    sets = Counter(frozenset(words) for words in by_case.values() if len(words) >= 2)
+    if not sets:
+        return ()
+    words, n = sets.most_common(1)[0]
+    return tuple(sorted(words)) if n >= 2 and n >= 0.5 * len(by_case) else ()

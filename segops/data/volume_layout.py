@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from segops.data.detection import Detection
 from segops.data.mask_names import is_mask_dir
-from segops.data.nnunet_layout import VOLUME_EXTS, volume_classes
+from segops.data.nnunet_layout import VOLUME_EXTS, named_channels, volume_classes
 from segops.data.seg_layout import common_dir
 from segops.data.volume_labels import label_path_of, slicer_segment_names
 from segops.data.volumes import case_of, channel_case_of, volume_extension
@@ -181,25 +181,6 @@ def _roots(images: list[str], labelish: set[str]) -> list[tuple[str, str]]:
 def _case(rel_image: str, image_root: str, listed: Counter[str], channels: tuple[str, ...] = ()) -> str:
     """The case name of an image (relative to ``image_root``): its name less extension and channel suffix."""
     return channel_case_of(rel_image, VOLUME_EXTS, lambda rel: _join(image_root, rel) in listed, channels)[0]
-
-
-def named_channels(images: list[str]) -> tuple[str, ...]:
-    """The channel names of cases kept as one file per channel, ``<case>_<name><ext>`` (BraTS'
-    ``_flair``, ``_t1``, ``_t1ce``, ``_t2``), in name order: the last words of the images' names
-    where at least two cases, and half of all, hold one file of each of the same two or more words;
-    else (). Numbers are not names (nnU-Net's ``_0000`` channels, AMOS' ``amos_0001`` cases)."""
-    by_case: dict[tuple[str, str], set[str]] = {}
-    for f in images:
-        path = PurePosixPath(f)
-        stem = path.name[: len(path.name) - len(volume_extension(path.name, VOLUME_EXTS) or "")]
-        case, sep, word = stem.rpartition("_")
-        if sep and case and word and not word.isdigit():
-            by_case.setdefault((str(path.parent), case), set()).add(word)
-    sets = Counter(frozenset(words) for words in by_case.values() if len(words) >= 2)
-    if not sets:
-        return ()
-    words, n = sets.most_common(1)[0]
-    return tuple(sorted(words)) if n >= 2 and n >= 0.5 * len(by_case) else ()
 
 
 def _proposals(images: list[str], labels: set[str], cases: dict[str, str]) -> set[str]:

@@ -120,12 +120,32 @@ def case_of(rel_path: str, extensions: tuple[str, ...], channels: tuple[str, ...
     ext = volume_extension(name, extensions) or PurePosixPath(name).suffix
     stem = name[: len(name) - len(ext)]
     if channels:
-        word = max((c for c in channels if stem.endswith(f"_{c}") and len(stem) > len(c) + 1), key=len, default=None)
-        return (stem, None, ext) if word is None else (stem[: -len(word) - 1], channels.index(word), ext)
+        parts = named_channel(stem, channels)
+        return (stem, None, ext) if parts is None else (parts[0], channels.index(parts[2]), ext)
     match = _CHANNEL.fullmatch(stem)
     if match is None:
         return stem, None, name[len(stem) :]
     return match["case"], int(match["channel"]), name[len(stem) :]
+
+
+def named_channel(stem: str, channels: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(case, separator, channel name) of a file name without extension that ends in one of
+    ``channels`` after one or more ``_`` (BraTS' ``BraTS_00001_flair``, HECKTOR's ``CHUM-001__CT``:
+    case ``CHUM-001``, separator ``__``), the longest name first; else None."""
+    for word in sorted(channels, key=len, reverse=True):
+        case = stem[: len(stem) - len(word)].rstrip("_")
+        if stem.endswith(word) and case and len(case) < len(stem) - len(word):
+            return case, stem[len(case) : len(stem) - len(word)], word
+    return None
+
+
+def _channel_file(rel_path: str, channel: str, source: VolumeSource) -> str:
+    """The relative path of ``channel``'s file of the case of ``rel_path`` (one of its named
+    channel files), with the same separator."""
+    name = PurePosixPath(rel_path).name
+    ext = volume_extension(name, source.extensions) or PurePosixPath(name).suffix
+    case, sep, _word = named_channel(name[: len(name) - len(ext)], source.channels)  # type: ignore[misc]
+    return str(PurePosixPath(rel_path).with_name(f"{case}{sep}{channel}{ext}"))
 
 
 def channel_case_of(
@@ -152,8 +172,10 @@ def is_case_entry(root: Path, rel_path: str, source: VolumeSource) -> bool:
     case, channel, ext = case_of(rel_path, source.extensions, source.channels)
     if not channel:
         return True
-    first_name = f"{case}_{source.channels[0]}{ext}" if source.channels else f"{case}_0000{ext}"
-    first = str(PurePosixPath(rel_path).with_name(first_name))
+    if source.channels:
+        first = _channel_file(rel_path, source.channels[0], source)
+    else:
+        first = str(PurePosixPath(rel_path).with_name(f"{case}_0000{ext}"))
     return not (path_selected(first, source.include, source.exclude) and (root / first).is_file())
 
 
@@ -170,9 +192,7 @@ def channel_files(root: Path, rel_path: str, source: VolumeSource) -> list[str]:
         return [rel_path]
     folder = PurePosixPath(rel_path).parent
     if source.channels:
-        named = [
-            str(folder / f"{case}_{c}{ext}") if str(folder) != "." else f"{case}_{c}{ext}" for c in source.channels
-        ]
+        named = [_channel_file(rel_path, c, source) for c in source.channels]
         missing = [c for c, rel in zip(source.channels, named) if not (root / rel).is_file()]
         if missing:
             raise DecodeError(

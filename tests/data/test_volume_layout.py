@@ -305,3 +305,19 @@ def test_a_slicer_segmentation_of_overlapping_layers_is_one_map_of_its_segments(
     expected[2:10, 2:8, :] = 1  # the liver, listed first, wins over the tumour inside it
     for k, r in enumerate(rows):
         assert np.array_equal(r["label"], expected[:, :, k].T)
+
+
+def test_channels_after_a_double_underscore_are_named_channels(tmp_path: Path) -> None:
+    """HECKTOR (PET/CT): ``imagesTr/CHUM-001__CT.nii.gz`` + ``CHUM-001__PT.nii.gz``, its label
+    ``labelsTr/CHUM-001.nii.gz``: nnU-Net's folders, channels named instead of numbered."""
+    for n in range(1, 4):
+        _case(tmp_path / "imagesTr" / f"CHUM-00{n}__CT.nii.gz", tmp_path / "labelsTr" / f"CHUM-00{n}.nii.gz", n)
+        _case(tmp_path / "imagesTr" / f"CHUM-00{n}__PT.nii.gz", None, 10 + n)
+    d = detect(tmp_path)
+    assert d.source["channels"] == ["CT", "PT"] and (d.n_images, d.n_paired) == (3, 3)
+    source = VolumeSource.model_validate(d.source)
+    files = list_source_files(source)
+    assert [f["rel_path"] for f in files] == [f"CHUM-00{n}__CT.nii.gz" for n in range(1, 4)]
+    rows = decode_file(files[0]["path"], files[0]["rel_path"], source)
+    assert len(rows) == 4 and all(r["has_label"] for r in rows) and rows[0]["image"].shape[0] == 2
+    assert rows[0]["group_id"].endswith("CHUM-001")
