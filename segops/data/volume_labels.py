@@ -15,7 +15,15 @@ import numpy as np
 from segops.config.sources import VolumeLabels, VolumeSource
 from segops.data.labels import pattern_files, pattern_regex
 from segops.data.records import ImageRecord
-from segops.data.volumes import FORMATS, Grid, VolumeCase, channel_case_of, read_volume_file, volume_extension
+from segops.data.volumes import (
+    FORMATS,
+    Grid,
+    VolumeCase,
+    channel_case_of,
+    format_values,
+    read_volume_file,
+    volume_extension,
+)
 from segops.errors import DecodeError, LabelError
 
 log = logging.getLogger(__name__)
@@ -328,8 +336,9 @@ def slice_of_volume(classes: np.ndarray, grid: Grid, record: ImageRecord, spec: 
         raise LabelError(
             f"label {path} does not share the voxel grid of DICOM slice {record.source_uri} (its pixels lie up to "
             f"{off_grid:.3g} mm from the label's voxel centres; tolerance {spec.tolerance_mm} mm): label "
-            f"{grid.describe()}; slice at {_mm(record.position)} mm (LPS), spacing {_mm(record.spacing)} mm. Fix the "
-            "label, or set labels.resample: true to resample it (nearest neighbour)"
+            f"{grid.describe()}; slice at {format_values(record.position)} mm (LPS), "
+            f"spacing {format_values(record.spacing)} mm. Fix the label, or set labels.resample: true to resample it "
+            "(nearest neighbour)"
         )
     r, c = np.mgrid[:h, :w]
     index = np.rint(origin[:, None, None] + row_step[:, None, None] * r + col_step[:, None, None] * c).astype(np.int64)
@@ -337,7 +346,3 @@ def slice_of_volume(classes: np.ndarray, grid: Grid, record: ImageRecord, spec: 
     out = np.zeros((h, w), np.uint8)
     out[inside] = classes[index[0][inside], index[1][inside], index[2][inside]]
     return out
-
-
-def _mm(values: tuple[float, ...]) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

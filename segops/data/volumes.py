@@ -77,9 +77,10 @@ class Grid:
         """Shape, spacing, origin and axis directions, for error messages."""
         axes = self.affine[:3, :3]
         spacing = np.linalg.norm(axes, axis=0)
-        directions = [_fmt(axes[:, n] / s if s > 0 else axes[:, n]) for n, s in enumerate(spacing)]
+        directions = [format_values(axes[:, n] / s if s > 0 else axes[:, n]) for n, s in enumerate(spacing)]
         return (
-            f"shape {self.shape}, spacing {_fmt(spacing)} mm, origin {_fmt(self.affine[:3, 3])} mm (LPS), "
+            f"shape {self.shape}, spacing {format_values(spacing)} mm, "
+            f"origin {format_values(self.affine[:3, 3])} mm (LPS), "
             f"axis directions {', '.join(directions)}"
         )
 
@@ -99,7 +100,8 @@ class VolumeCase:
     rel_dir: str  # the case's folder relative to the source root ("" at the top)
 
 
-def _fmt(values: np.ndarray) -> str:
+def format_values(values: np.ndarray | tuple[float, ...]) -> str:
+    """``(v1, v2, …)`` with 4 significant digits each, as geometries are described in messages."""
     return "(" + ", ".join(f"{v:.4g}" for v in np.asarray(values, float).ravel()) + ")"
 
 
