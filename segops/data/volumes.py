@@ -141,13 +141,13 @@ def named_channel(stem: str, channels: tuple[str, ...]) -> tuple[str, str, str] 
     return None
 
 
-def _channel_file(rel_path: str, channel: str, source: VolumeSource) -> str:
-    """The relative path of ``channel``'s file of the case of ``rel_path`` (one of its named
-    channel files), with the same separator."""
+def _named_channel_files(rel_path: str, source: VolumeSource) -> list[str]:
+    """The relative paths of every named channel's file of the case of ``rel_path`` (one of its
+    named channel files), in ``source.channels`` order, with its separator."""
     name = PurePosixPath(rel_path).name
     ext = volume_extension(name, source.extensions) or PurePosixPath(name).suffix
     case, sep, _word = named_channel(name[: len(name) - len(ext)], source.channels)  # type: ignore[misc]
-    return str(PurePosixPath(rel_path).with_name(f"{case}{sep}{channel}{ext}"))
+    return [str(PurePosixPath(rel_path).with_name(f"{case}{sep}{c}{ext}")) for c in source.channels]
 
 
 def channel_case_of(
@@ -175,7 +175,7 @@ def is_case_entry(root: Path, rel_path: str, source: VolumeSource) -> bool:
     if not channel:
         return True
     if source.channels:
-        first = _channel_file(rel_path, source.channels[0], source)
+        first = _named_channel_files(rel_path, source)[0]
     else:
         first = str(PurePosixPath(rel_path).with_name(f"{case}_0000{ext}"))
     return not (path_selected(first, source.include, source.exclude) and (root / first).is_file())
@@ -194,7 +194,7 @@ def channel_files(root: Path, rel_path: str, source: VolumeSource) -> list[str]:
         return [rel_path]
     folder = PurePosixPath(rel_path).parent
     if source.channels:
-        named = [_channel_file(rel_path, c, source) for c in source.channels]
+        named = _named_channel_files(rel_path, source)
         missing = [c for c, rel in zip(source.channels, named) if not (root / rel).is_file()]
         if missing:
             raise DecodeError(
@@ -267,7 +267,7 @@ def _read_itk_or_nrrd(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarra
     ITK's Python wrapping has no 8-bit vector images) :func:`segops.data.nrrd.read_nrrd`."""
     try:
         return _read_itk(path)
-    except Exception:
+    except Exception as exc:
         if fmt != "NRRD":
             raise
         from segops.data.nrrd import read_nrrd
@@ -275,8 +275,7 @@ def _read_itk_or_nrrd(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarra
         try:
             return read_nrrd(path)
         except DecodeError:
-            pass
-        raise
+            raise exc from None  # neither reads it: ITK's reason is the one to give
 
 
 def _read_itk(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
