@@ -222,6 +222,10 @@ def channel_files(root: Path, rel_path: str, source: VolumeSource) -> list[str]:
 # --------------------------------------------------------------------------- reading one file
 
 
+#: Most characters of a reader's error kept in a decode error (a row of the quarantine table).
+MAX_REASON = 600
+
+
 def read_volume_file(path: str | Path, what: str = "volume") -> tuple[np.ndarray, Grid, str]:
     """One volume file → (array (I, J, K) or (I, J, K, C) as stored, grid in LPS, format name).
 
@@ -241,8 +245,9 @@ def read_volume_file(path: str | Path, what: str = "volume") -> tuple[np.ndarray
     except DecodeError:
         raise
     except Exception as exc:  # every reader failure is a decode problem of this file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""  # ITK's messages run 150 lines
-        raise DecodeError(f"cannot read {what} {path}: {type(exc).__name__}: {first}", fmt) from exc
+        reason = " ".join(str(exc).split())  # ITK's run to 150 lines, the reason after a source location
+        reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+        raise DecodeError(f"cannot read {what} {path}: {type(exc).__name__}: {reason}", fmt) from exc
     if array.ndim == 5 and array.shape[3] == 1:
         array = array[:, :, :, 0, :]
     if array.ndim == 2:

@@ -45,3 +45,12 @@ def test_layers_of_8_bit_values_come_last_and_other_files_are_refused(tmp_path: 
     (tmp_path / "detached.nhdr").write_text("NRRD0004\ntype: short\ndimension: 3\ndata file: x.raw\n\n")
     with pytest.raises(DecodeError, match="layout not read here"):
         read_nrrd(tmp_path / "detached.nhdr")
+
+
+def test_a_nrrd_neither_reader_reads_is_a_decode_error_with_itks_reason_bounded(tmp_path: Path) -> None:
+    from segops.data.volumes import MAX_REASON, read_volume_file
+
+    (tmp_path / "x.nrrd").write_bytes(b"NRRD0004\ntype: short\ndimension: 3\nsizes: 4 4 4\nencoding: raw\n\nxx")
+    with pytest.raises(DecodeError, match=r"cannot read volume .*x\.nrrd: RuntimeError: .*require endian info") as err:
+        read_volume_file(tmp_path / "x.nrrd")
+    assert "\n" not in str(err.value) and len(str(err.value)) < MAX_REASON + len(str(tmp_path)) + 80
