@@ -42,10 +42,11 @@ def find_ctc(root: Path, files: list[str], task: str | None = None, sample: int 
     replace = {"/t": f"_{truth}/SEG/man_seg"}
     pattern = "{rel_stem}" + PurePosixPath(masks[0]).suffix
     images = sorted(f for seq in seqs for f in frames[seq])
-    paired = [i for i in images if (root / match_pattern(pattern, i, replace)).is_file()]
+    mask_of = {i: root / match_pattern(pattern, i, replace) for i in images}
+    paired = [i for i in images if mask_of[i].is_file()]
     if not paired:
         return None
-    census = mask_census([root / match_pattern(pattern, i, replace) for i in spread(paired, sample)])
+    census = mask_census([mask_of[i] for i in spread(paired, sample)])
     spec, chosen, classes, mask_kind, why = classify_masks(census, task, None)
     labels = {"kind": spec.pop("kind"), "path": str(root), "pattern": pattern, "replace": replace, **spec}
     exts = sorted({PurePosixPath(i).suffix for i in images})

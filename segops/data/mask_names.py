@@ -243,19 +243,17 @@ def stray_files(images: list[str], paired: set[str], masks_beside: bool = False)
 def file_globs(files: list[str], keep: set[str], least: int = 3) -> list[str]:
     """``files`` as globs where at least ``least`` of them end in the same last name word and
     extension (``**/*_fg.png``) and the glob selects none of ``keep``; the other files as they are."""
-    endings: dict[str, list[str]] = {}
+    ending_of = {}
     for f in files:
         name = PurePosixPath(f).name
         cut = max(name.rfind(sep, 0, len(name) - len(PurePosixPath(f).suffix)) for sep in "-_. ")
-        if cut > 0:
-            endings.setdefault(name[cut:], []).append(f)
-    globs: dict[str, None] = {}
-    for f in files:
-        name = PurePosixPath(f).name
-        ending = next((e for e, members in endings.items() if name.endswith(e) and len(members) >= least), None)
-        glob = f"**/*{ending}" if ending else None
-        globs[glob if glob and not any(path_selected(k, include=(glob,)) for k in keep) else f] = None
-    return list(globs)
+        ending_of[f] = name[cut:] if cut > 0 else None
+    counts = Counter(e for e in ending_of.values() if e)
+    usable = {
+        e: not any(path_selected(k, include=(f"**/*{e}",)) for k in keep) for e, n in counts.items() if n >= least
+    }
+    globs = [f"**/*{ending_of[f]}" if usable.get(ending_of[f]) else f for f in files]
+    return list(dict.fromkeys(globs))
 
 
 def _under(files: list[str], parent: str, folder: str, exts: tuple[str, ...]) -> list[str]:

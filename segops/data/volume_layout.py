@@ -86,10 +86,7 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
         _join(label_root, _named(pattern, rel, _case(rel, image_root, found, channels)))
         for rel in (_relative(i, image_root) for i in images if _inside(i, image_root))
     ]
-    sampled = [root / p for p in paired if p in found][:sample]
-    classes, why = volume_classes({}, sampled)
-    names = next((n for n in map(slicer_segment_names, sampled) if n), {})
-    classes = max(classes, max(names, default=0) + 1)  # a Slicer file of several layers numbers its segments
+    classes, why, names = _label_classes([root / p for p in paired if p in found][:sample])
     source: dict = {"kind": "volumes", "path": str(root / image_root)}
     notes = {
         "labels": f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
@@ -178,6 +175,15 @@ def _roots(images: list[str], labelish: set[str]) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+def _label_classes(sampled: list[Path]) -> tuple[int, str, dict[int, str]]:
+    """(classes, why, class names) of label volumes: the classes their values hold
+    (:func:`volume_classes`), or as many as a 3D Slicer header names (its segments, numbered in
+    order in a file of several layers), and those names."""
+    classes, why = volume_classes({}, sampled)
+    names = next((n for n in map(slicer_segment_names, sampled) if n), {})
+    return max(classes, max(names, default=0) + 1), why, names
+
+
 def _case(rel_image: str, image_root: str, listed: Counter[str], channels: tuple[str, ...] = ()) -> str:
     """The case name of an image (relative to ``image_root``): its name less extension and channel suffix."""
     return channel_case_of(rel_image, VOLUME_EXTS, lambda rel: _join(image_root, rel) in listed, channels)[0]
@@ -250,10 +256,7 @@ def find_dicom_volume_labels(root: Path, dicom: list[str], files: list[str], sam
     if hits < max(2, 0.5 * len(cases)):
         return None
     paths = [root / label_path_of("", pattern, c, "") for c in cases]
-    sampled = [p for p in paths if p.is_file()][:sample]
-    classes, why = volume_classes({}, sampled)
-    names = next((n for n in map(slicer_segment_names, sampled) if n), {})
-    classes = max(classes, max(names, default=0) + 1)  # a Slicer file of several layers numbers its segments
+    classes, why, names = _label_classes([p for p in paths if p.is_file()][:sample])
     labels = {"kind": "volume", "path": str(root), "pattern": pattern}
     source = {"kind": "dicom", "path": str(root / base), "labels": labels}
     note = (
