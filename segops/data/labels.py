@@ -113,7 +113,7 @@ def _is_input(mask: Path, record: ImageRecord) -> bool:
     """Whether the mask a pattern names for ``record`` is the record's own file (an image beside its
     masks whose name the pattern leaves unchanged, e.g. ``x_fg.png`` under ``{rel_stem}.png`` with
     ``replace: {rgb: label}``): no file is its own mask."""
-    return mask.is_file() and os.path.realpath(mask) == os.path.realpath(record.source_uri)
+    return os.path.realpath(mask) == os.path.realpath(record.source_uri)
 
 
 #: ``label_uri`` of an empty label given by ``empty_when_missing`` (no file): ``empty:<rel_path>``.
