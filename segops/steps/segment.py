@@ -348,8 +348,12 @@ def _split_groups(ctx: RunContext) -> SplitGroups | None:
 
 def mask_ap_metrics(results: pd.DataFrame, split: SplitGroups | None, classes: int) -> dict[str, float]:
     """Mask AP / AP50 / AP75 over all labelled cases (``mask_ap``…), the held-out test cases
-    (``heldout_mask_ap``…) and the validation cases (``val_mask_ap``…); a part without cases has none."""
-    labelled = results[results["eval_json"].astype(str) != ""]
+    (``heldout_mask_ap``…) and the validation cases (``val_mask_ap``…); a part without cases has none.
+
+    Images are numbered in file order (``rel_path``, ``frame``), as in ``coco_results.json``, not in
+    the order the actors finished them: COCOeval breaks ties between equal scores of different
+    images by image id, so the same predictions read in another order could score another AP."""
+    labelled = results[results["eval_json"].astype(str) != ""].sort_values(["rel_path", "frame"], kind="stable")
     parts = pd.Series(split_column(labelled, split), index=labelled.index)
     metrics: dict[str, float] = {}
     for prefix, name in REPORT_PARTS:

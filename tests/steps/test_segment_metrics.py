@@ -21,19 +21,20 @@ from segops.steps.segment import mask_ap_metrics, without_risk, write_review_que
 from .contexts import make_context, tiny_checkpoint
 
 
-def _row(group: str, hit: bool) -> dict[str, str]:
+def _row(group: str, hit: bool, name: str = "", score: float | None = None) -> dict[str, object]:
     """One labelled image with one true object (class 1), predicted exactly (``hit``) or elsewhere."""
     label = np.zeros((16, 16), np.int32)
     label[2:8, 2:8] = S + 1
     pred = np.zeros((1, 16, 16), bool)
     pred[0, 2:8, 2:8] = hit
     pred[0, 10:14, 10:14] = not hit
-    entry = eval_entry(0, pred, np.array([0.9 if hit else 0.8]), np.array([1]), label)
-    return {"group_id": group, "eval_json": json.dumps(entry)}
+    entry = eval_entry(0, pred, np.array([score or (0.9 if hit else 0.8)]), np.array([1]), label)
+    return {"group_id": group, "eval_json": json.dumps(entry), "rel_path": name or f"{group}.png", "frame": 0}
 
 
 def test_mask_ap_is_scored_per_part_and_a_missing_test_set_gives_no_heldout_ap() -> None:
-    results = pd.DataFrame([_row("t1", True), _row("v1", False), {"group_id": "t1", "eval_json": ""}])
+    unscored = {"group_id": "t1", "eval_json": "", "rel_path": "u.png", "frame": 0}
+    results = pd.DataFrame([_row("t1", True), _row("v1", False), unscored])
     split = SplitGroups(val=frozenset({"v1"}), test=frozenset({"t1"}))
     metrics = mask_ap_metrics(results, split, classes=2)
     assert metrics["heldout_mask_ap50"] == pytest.approx(1.0) and metrics["heldout_mask_ap"] == pytest.approx(1.0)
@@ -43,6 +44,15 @@ def test_mask_ap_is_scored_per_part_and_a_missing_test_set_gives_no_heldout_ap()
     no_test = mask_ap_metrics(results, SplitGroups(val=frozenset({"v1", "t1"})), classes=2)
     assert sorted(no_test) == ["mask_ap", "mask_ap50", "mask_ap75", "val_mask_ap", "val_mask_ap50", "val_mask_ap75"]
     assert no_test["val_mask_ap50"] == pytest.approx(51 / 101)
+
+
+def test_mask_ap_does_not_depend_on_the_order_the_actors_finished_the_images() -> None:
+    """A hit and a miss of equal score on two images: COCOeval ranks the tie by image id, so the
+    images are numbered in file order, whatever order their result rows came in."""
+    rows = [_row("g", True, "a.png", score=0.8), _row("g", False, "b.png", score=0.8)]
+    in_order = mask_ap_metrics(pd.DataFrame(rows), None, classes=2)
+    reversed_ = mask_ap_metrics(pd.DataFrame(rows[::-1]), None, classes=2)
+    assert in_order == reversed_ and in_order["mask_ap50"] == pytest.approx(51 / 101)  # the hit ranks first
 
 
 def test_with_review_off_the_outputs_and_report_tables_have_no_risk_columns() -> None:
