@@ -1,8 +1,9 @@
 """Distributed training with Ray Train's ``TorchTrainer`` (DDP; GPU when present, CPU here).
 
-The per-worker loop only glues Ray to :mod:`segops.engine.train`: it pulls its dataset
-shard, builds augmented batches, steps the optimiser, all-reduces loss/Dice, and reports a
-checkpoint every epoch. It never talks to MLflow; the driver logs the returned history.
+The per-worker loop only glues Ray to :mod:`segops.engine.train`: it reads its share of the
+dataset's blocks (:mod:`segops.cluster.shards`), builds augmented batches, steps the optimiser,
+all-reduces loss/Dice, and reports a checkpoint every epoch. It never talks to MLflow; the driver
+logs the returned history.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import math
 import os
 import shutil
 import tempfile
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,11 +26,12 @@ import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
 from segops.cluster.runtime import TRAIN_MIN_RESERVE, cpu_reserve
+from segops.cluster.shards import PIXEL_COLUMNS, Blocks, owns, train_rows
 from segops.cluster.train_hooks import SNAPSHOT_NAME, EpochFeed, repair_snapshot
 from segops.config.schema import TrainStep
 from segops.data.augment import Augmenter
@@ -166,8 +167,9 @@ def train_model(
         "seed": seed,
         "threads": max(1, int(cpus)),
         "init_checkpoint": str(init_checkpoint.resolve()) if init_checkpoint else None,
-        # samples_per_epoch draws from each rank's share of these rows (engine.train.epoch_rows)
-        "train_rows": train_ds.count() if step.samples_per_epoch else 0,
+        # the workers read the blocks in place: no Ray Data execution per epoch (segops.cluster.shards)
+        "train_blocks": Blocks.of(train_ds),
+        "val_blocks": Blocks.of(val_ds),
     }
     os.environ.setdefault(POLL_INTERVAL_ENV, str(POLL_INTERVAL_S))  # read when fit() starts the controller
     trainer = TorchTrainer(
@@ -176,10 +178,6 @@ def train_model(
         scaling_config=ScalingConfig(
             num_workers=step.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
         ),
-        datasets={"train": train_ds, "val": val_ds},
-        # Ray splits equally and drops the remainder (5 validation cases over 2 workers: 2 each, one
-        # never scored; 1 volume: none), so every worker reads all validation cases and scores its own
-        dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(
             name="train",
             storage_path=storage_path,
@@ -288,8 +286,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         model=model,
         evaluator=LoadedModel(model=net, model_spec=step.model, preprocess=step.preprocess, meta={}),
         optimizer=optimizer,
-        train_shard=ray.train.get_dataset_shard("train"),
-        val_shard=ray.train.get_dataset_shard("val"),
+        train=config["train_blocks"],
+        val=config["val_blocks"],
         rng=rng,
         augmenter=Augmenter(step.augment, int(rng.integers(2**31)), step.model.spatial_dims),
         reservoir=ForegroundReservoir(),
@@ -297,7 +295,6 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         rank=rank,
         world=ctx.get_world_size(),
         seed=config["seed"],
-        train_rows=config.get("train_rows", 0),
     )
     run_epoch = _instance_epoch if instance else _semantic_epoch
     for epoch in range(len(history), step.epochs):
@@ -326,8 +323,8 @@ class _Worker:
     model: torch.nn.Module  # DDP-wrapped
     evaluator: LoadedModel  # the unwrapped network, for validation
     optimizer: torch.optim.Optimizer
-    train_shard: Any
-    val_shard: Any
+    train: Blocks  # every training row; this rank reads its share of them each epoch
+    val: Blocks  # every validation row; this rank scores its own cases of them
     rng: np.random.Generator
     augmenter: Augmenter  # seeded from ``rng``: reproducible per (seed, rank, epochs done)
     reservoir: ForegroundReservoir  # recent foreground-bearing training pairs, for foreground oversampling
@@ -335,13 +332,19 @@ class _Worker:
     rank: int
     world: int
     seed: int
-    train_rows: int  # rows of the whole training dataset (0 when every row trains each epoch)
 
     def train_pairs(self, epoch: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-        """This epoch's training (image, label) lists of ``batch_size``: every row of the shard, or
-        ``samples_per_epoch``'s draw of them."""
-        keep = epoch_rows(self.train_rows, self.world, self.step.samples_per_epoch, self.seed, epoch, self.rank)
-        return _pairs(self.train_shard, self.step.batch_size, keep)
+        """This epoch's training (image, label) lists of ``batch_size``: every row of this rank's
+        share, or ``samples_per_epoch``'s draw of them."""
+        rows = train_rows(self.train.num_rows, self.world, self.rank, epoch)
+        keep = epoch_rows(self.train.num_rows, self.world, self.step.samples_per_epoch, self.seed, epoch, self.rank)
+        if keep is not None:
+            rows = rows[keep]
+        return _batched(self.train.rows(rows, PIXEL_COLUMNS), self.step.batch_size)
+
+    def own_cases(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(case id, image, label) of the validation cases this rank scores (:func:`owns`)."""
+        return self.val.where("case_id", lambda case_id: owns(case_id, self.rank, self.world))
 
 
 def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
@@ -369,7 +372,7 @@ def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
         for pairs in w.train_pairs(epoch)
     )
     loss_sum, n_samples = train_steps(w.model, batches, loss_fn, w.optimizer, w.device, step.amp)
-    val_pairs = ((image, label) for _, image, label in _own_cases(w.val_shard, w.rank, w.world))
+    val_pairs = ((image, label) for _, image, label in w.own_cases())
     v = validation_sums(w.evaluator, val_pairs, w.device, step.amp)
     reduced = _all_reduce([loss_sum, n_samples, v.dice_sum, v.cases, v.fg_dice_sum, v.fg_cases])
     loss_sum, n_samples, dice_sum, n_val, fg_sum, n_fg = reduced
@@ -395,7 +398,7 @@ def _instance_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     n_images = reduced[-1]
     metrics = {f"train_{k}": v / max(n_images, 1) for k, v in zip(names, reduced)}
     entries, offset = [], w.rank * 1_000_000  # image ids unique across ranks
-    for _, image, label in _own_cases(w.val_shard, w.rank, w.world):
+    for _, image, label in w.own_cases():
         (pred,) = predict_instances(w.evaluator, [image], w.device, step.amp)
         entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
     entries = _all_gather(entries)
@@ -410,32 +413,18 @@ def _instance_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     }
 
 
-def _pairs(
-    shard: Any, batch_size: int, keep: np.ndarray | None = None
+def _batched(
+    pairs: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int
 ) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
-    """Lists of ``batch_size`` (image, label) arrays from a dataset shard (the last may be
-    shorter); with ``keep``, only the rows it marks (rows past its end are left out)."""
+    """Lists of ``batch_size`` (image, label) pairs (the last may be shorter)."""
     pending: list[tuple[np.ndarray, np.ndarray]] = []
-    row = 0
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=1):
-        for image, label in zip(batch["image"], batch["label"]):
-            if keep is None or (row < len(keep) and keep[row]):
-                pending.append((image, label))
-                if len(pending) == batch_size:
-                    yield pending
-                    pending = []
-            row += 1
+    for pair in pairs:
+        pending.append(pair)
+        if len(pending) == batch_size:
+            yield pending
+            pending = []
     if pending:
         yield pending
-
-
-def _own_cases(shard: Any, rank: int, world: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """This rank's share of an unsplit dataset: each case goes to exactly one rank, chosen by a
-    hash of its case id, so the shares do not depend on the order ranks read rows in."""
-    for batch in shard.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
-        for case_id, image, label in zip(batch["case_id"], batch["image"], batch["label"]):
-            if zlib.crc32(str(case_id).encode()) % world == rank:
-                yield str(case_id), image, label
 
 
 def _all_reduce(values: list[float]) -> list[float]:
