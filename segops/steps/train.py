@@ -193,7 +193,7 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
         train, val = sorted(train + val), []
     n_train, n_val = int(groups.isin(train).sum()), int(groups.isin(val).sum())
     fewest = min((n_train - int(groups.isin(f).sum()) for f in folds), default=n_train)
-    if fewest < step.scaling.workers:  # Ray splits training data equally: a worker would get nothing
+    if fewest < step.scaling.workers:  # rows are split equally (cluster.shards): a worker would get none
         raise StepError(
             f"{fewest} training case(s) for {step.scaling.workers} workers; set scaling.workers to at most {fewest}"
         )
