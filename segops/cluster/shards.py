@@ -20,15 +20,16 @@ the cases whose case-id hash falls to it (:func:`owns`), so every case is scored
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
 from ray.data.block import BlockAccessor
 
-#: The pixel columns a training worker reads (with ``case_id`` for validation).
+#: The pixel columns a training worker reads.
 PIXEL_COLUMNS = ("image", "label")
 
 
@@ -79,14 +80,14 @@ class Blocks:
             yield from _rows(ray.get(self.refs[b]), columns, first, i - run)
             run = i
 
-    def where(self, column: str, keep) -> Iterator[tuple]:
-        """``(column, *PIXEL_COLUMNS)`` of the rows whose ``column`` value ``keep`` accepts, block
-        by block (each block read once)."""
-        for ref, offset, start, end in zip(self.refs, self.offsets, self.starts, self.starts[1:]):
-            table = ray.get(ref).slice(offset, end - start)
-            for i, value in enumerate(table.column(column).to_pylist()):
-                if keep(value):
-                    yield from _rows(table, (column, *PIXEL_COLUMNS), i, 1)
+    def indices_where(self, column: str, keep: Callable[[Any], bool]) -> np.ndarray:
+        """Indices of the rows whose ``column`` value ``keep`` accepts (only that column is read)."""
+        values = (
+            v
+            for ref, offset, start, end in zip(self.refs, self.offsets, self.starts, self.starts[1:])
+            for v in ray.get(ref).column(column).slice(offset, end - start).to_pylist()
+        )
+        return np.array([i for i, value in enumerate(values) if keep(value)], dtype=np.int64)
 
 
 def _rows(table: pa.Table, columns: tuple[str, ...], first: int, count: int) -> Iterator[tuple]:

@@ -258,7 +258,7 @@ def _finite(value: float) -> float:
 def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
     step = TrainStep.model_validate(config["step"])
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])  # same init on every rank (DDP also broadcasts)
     rng = np.random.default_rng([config["seed"], rank])
@@ -288,12 +288,14 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         optimizer=optimizer,
         train=config["train_blocks"],
         val=config["val_blocks"],
+        # which validation cases this rank scores: the same every epoch, so found once
+        val_rows=config["val_blocks"].indices_where("case_id", lambda case_id: owns(case_id, rank, world)),
         rng=rng,
         augmenter=Augmenter(step.augment, int(rng.integers(2**31)), step.model.spatial_dims),
         reservoir=ForegroundReservoir(),
         device=device,
         rank=rank,
-        world=ctx.get_world_size(),
+        world=world,
         seed=config["seed"],
     )
     run_epoch = _instance_epoch if instance else _semantic_epoch
@@ -324,7 +326,8 @@ class _Worker:
     evaluator: LoadedModel  # the unwrapped network, for validation
     optimizer: torch.optim.Optimizer
     train: Blocks  # every training row; this rank reads its share of them each epoch
-    val: Blocks  # every validation row; this rank scores its own cases of them
+    val: Blocks  # every validation row
+    val_rows: np.ndarray  # the validation rows this rank scores (:func:`owns`)
     rng: np.random.Generator
     augmenter: Augmenter  # seeded from ``rng``: reproducible per (seed, rank, epochs done)
     reservoir: ForegroundReservoir  # recent foreground-bearing training pairs, for foreground oversampling
@@ -342,9 +345,9 @@ class _Worker:
             rows = rows[keep]
         return _batched(self.train.rows(rows, PIXEL_COLUMNS), self.step.batch_size)
 
-    def own_cases(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(case id, image, label) of the validation cases this rank scores (:func:`owns`)."""
-        return self.val.where("case_id", lambda case_id: owns(case_id, self.rank, self.world))
+    def val_pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(image, label) of the validation cases this rank scores."""
+        return self.val.rows(self.val_rows, PIXEL_COLUMNS)
 
 
 def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
@@ -372,8 +375,7 @@ def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
         for pairs in w.train_pairs(epoch)
     )
     loss_sum, n_samples = train_steps(w.model, batches, loss_fn, w.optimizer, w.device, step.amp)
-    val_pairs = ((image, label) for _, image, label in w.own_cases())
-    v = validation_sums(w.evaluator, val_pairs, w.device, step.amp)
+    v = validation_sums(w.evaluator, w.val_pairs(), w.device, step.amp)
     reduced = _all_reduce([loss_sum, n_samples, v.dice_sum, v.cases, v.fg_dice_sum, v.fg_cases])
     loss_sum, n_samples, dice_sum, n_val, fg_sum, n_fg = reduced
     metrics = {
@@ -398,7 +400,7 @@ def _instance_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     n_images = reduced[-1]
     metrics = {f"train_{k}": v / max(n_images, 1) for k, v in zip(names, reduced)}
     entries, offset = [], w.rank * 1_000_000  # image ids unique across ranks
-    for _, image, label in w.own_cases():
+    for image, label in w.val_pairs():
         (pred,) = predict_instances(w.evaluator, [image], w.device, step.amp)
         entries.append(eval_entry(offset + len(entries), pred.masks, pred.scores, pred.classes, label))
     entries = _all_gather(entries)

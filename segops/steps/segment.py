@@ -60,6 +60,10 @@ from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
 log = logging.getLogger(__name__)
 
+#: The order cases are numbered in for COCO: ``coco_results.json`` and the step's mask AP use the same
+#: ids (COCOeval breaks score ties between images by id).
+FILE_ORDER = ["rel_path", "frame"]
+
 
 def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     # the first segment step writes into the run folder; a k-th one into segment-<k>/, and its
@@ -353,7 +357,7 @@ def mask_ap_metrics(results: pd.DataFrame, split: SplitGroups | None, classes: i
     Images are numbered in file order (``rel_path``, ``frame``), as in ``coco_results.json``, not in
     the order the actors finished them: COCOeval breaks ties between equal scores of different
     images by image id, so the same predictions read in another order could score another AP."""
-    labelled = results[results["eval_json"].astype(str) != ""].sort_values(["rel_path", "frame"], kind="stable")
+    labelled = results[results["eval_json"].astype(str) != ""].sort_values(FILE_ORDER, kind="stable")
     parts = pd.Series(split_column(labelled, split), index=labelled.index)
     metrics: dict[str, float] = {}
     for prefix, name in REPORT_PARTS:
@@ -374,7 +378,7 @@ def write_coco_results(results: pd.DataFrame, segments: dict[int, str], classes:
     """One COCO-format file of every case's detections (``images``, ``categories``, ``annotations``
     with RLE masks and scores), loadable with ``pycocotools.coco.COCO``; built from the per-case
     files, so it is complete after a resumed run too."""
-    rows = results[results["coco_path"].astype(str) != ""].sort_values(["rel_path", "frame"])
+    rows = results[results["coco_path"].astype(str) != ""].sort_values(FILE_ORDER)
     images, annotations = [], []
     for image_id, coco_file in enumerate(rows["coco_path"], start=1):
         doc = json.loads(Path(coco_file).read_text())

@@ -37,7 +37,9 @@ def test_rows_come_back_in_the_order_asked_across_blocks_with_their_own_shapes()
     rows = list(blocks.rows(order, PIXEL_COLUMNS))
     assert _ids(rows) == list(order)
     assert [image.shape for image, _ in rows] == [(1, 2 + i % 3, 4) for i in order]  # variable-shaped tensors
-    odd = list(blocks.where("case_id", lambda c: int(c.split("-")[1]) % 2))
+    odd = list(
+        blocks.rows(blocks.indices_where("case_id", lambda c: int(c.split("-")[1]) % 2), ("case_id", *PIXEL_COLUMNS))
+    )
     assert [c for c, _, _ in odd] == [f"case-{i}" for i in range(1, 10, 2)] and _ids(p[1:] for p in odd) == [
         1,
         3,
