@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from segops.config.load import validate_workflow_text
 from segops.config.schema import WorkflowSpec
 from segops.data.decode import decode_file, list_source_files
 from segops.data.labels import build_resolver, read_mask_png
-from segops.data.planning import EPOCH_OVERHEAD_S, STARTUP_S
+from segops.data.planning import EPOCH_OVERHEAD_S, STARTUP_S, WORKER_SLOWDOWN
 from segops.data.records import STATUS_OK
 from segops.data.splits import Split, split_groups
 from segops.metrics import case_scores, rand_error
@@ -250,41 +249,25 @@ def probe_epochs(
     spec: WorkflowSpec, minutes: float, n_train: int, n_val: int, image_shape: tuple[int, ...], folds: int = 1
 ) -> int:
     """Epochs of the train step that fit ``minutes``: the planner's epoch-time formula
-    (:mod:`segops.data.planning`) with seconds per patch timed on this model (one thread, as a Ray
-    Train worker runs). With ``folds: k``, k models train one after another, each on (k-1)/k."""
-    import torch
-
-    from segops.losses import build_loss
-    from segops.models.registry import build_model
+    (:mod:`segops.data.planning`) with seconds per patch timed by the planner's own probe
+    (:func:`segops.steps.plan.probe_seconds`: one thread, as a Ray Train worker runs) at the batch a
+    worker's step holds (``batch_size`` x ``patches_per_image`` patches: per-patch time depends on
+    it, for DynUNet by ~30 %). With ``folds: k``, k models train one after another, each on (k-1)/k."""
+    from segops.steps.plan import probe_seconds
 
     step = next(s for s in spec.steps if s.step == "train")
     if folds > 1:
         total = n_train + n_val
         n_val, n_train = total / folds, total - total / folds
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        outputs = getattr(step.model, "supervised_outputs", 1)  # deep supervision: (N, S, C, H, W) in training
-        model = build_model(step.model).to(device).train()
-        loss_fn = build_loss(step.loss, supervised_outputs=outputs) if outputs > 1 else build_loss(step.loss)
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(step.batch_size, step.model.in_channels, *step.preprocess.patch_size, generator=gen)
-        y = torch.randint(0, step.model.classes, (step.batch_size, 1, *step.preprocess.patch_size), generator=gen)
-        x, y = x.to(device), y.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    per_patch = float(np.median(times[2:])) / step.batch_size
+    plan = step.model.model_dump(mode="json") | {
+        "batch": step.samples_per_step,
+        "patch_size": list(step.preprocess.patch_size),
+    }
+    per_patch = probe_seconds(plan)
     tiles = max(1.0, float(np.prod(image_shape)) / float(np.prod(step.preprocess.patch_size)))
-    epoch_s = (n_train * step.patches_per_image + n_val * tiles / 3) * per_patch / step.scaling.workers
+    epoch_s = (
+        (n_train * step.patches_per_image + n_val * tiles / 3) * per_patch * WORKER_SLOWDOWN / step.scaling.workers
+    )
     epoch_s += EPOCH_OVERHEAD_S
     epochs = max(1, int((60 * minutes - folds * STARTUP_S) // (folds * epoch_s)))
     log.info("probe: %.3f s per patch, ~%.1f s per epoch, %d epoch(s) in %g min", per_patch, epoch_s, epochs, minutes)

@@ -123,6 +123,13 @@ def test_weights_origin_and_fine_tuning_controls_reach_mlflow_and_the_checkpoint
     backbone = sorted(client.get_metric_history(run.mlflow_run_id, "backbone_lr"), key=lambda m: m.step)
     # warm-up: half the rate in epoch 0; encoder frozen in epoch 0, then at half the head's rate
     assert lr[0] == pytest.approx(1e-3 * 0.5) and [m.value for m in backbone] == [0.0, pytest.approx(0.5 * lr[1])]
+    # each epoch's wall time and the validation's share of it, per epoch
+    seconds = {
+        name: [m.value for m in sorted(client.get_metric_history(run.mlflow_run_id, name), key=lambda m: m.step)]
+        for name in ("epoch_seconds", "val_seconds")
+    }
+    assert len(seconds["epoch_seconds"]) == len(lr) == len(seconds["val_seconds"])
+    assert all(0 < v < e for v, e in zip(seconds["val_seconds"], seconds["epoch_seconds"]))
     checkpoint = run.latest(TrainResult).checkpoint
     assert read_meta(checkpoint)[INIT_WEIGHTS_KEY] == [
         {

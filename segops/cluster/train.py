@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -112,15 +113,16 @@ def worker_memory(step: TrainStep, resources: dict[str, float]) -> int:
     """
     from segops.engine.memory import probe_training  # the driver's: workers need not import the inference path
 
-    need = probe_training(step).actor_bytes(step.batch_size)
+    batch = step.samples_per_step
+    need = probe_training(step).actor_bytes(batch)
     available = resources.get("memory")
     if available and need * step.scaling.workers > available:
         raise StepError(
-            f"{step.scaling.workers} training worker(s) would need {need / 2**30:.1f} GiB each (batch_size "
-            f"{step.batch_size}) but the cluster offers Ray "
-            f"{available / 2**30:.1f} GiB: lower train.batch_size or scaling.workers"
+            f"{step.scaling.workers} training worker(s) would need {need / 2**30:.1f} GiB each ({batch} patches "
+            f"per step: batch_size {step.batch_size}, patches_per_image {step.patches_per_image}) but the cluster "
+            f"offers Ray {available / 2**30:.1f} GiB: lower train.batch_size, patches_per_image or scaling.workers"
         )
-    log.info("each training worker asks for %.2f GiB (measured at batch %d)", need / 2**30, step.batch_size)
+    log.info("each training worker asks for %.2f GiB (measured at %d patches per step)", need / 2**30, batch)
     return need
 
 
@@ -303,7 +305,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> list[dict[str, float]]:
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         if len(optimizer.param_groups) > 1:
             metrics["backbone_lr"] = optimizer.param_groups[1]["lr"]
+        start = time.perf_counter()
         metrics |= run_epoch(worker, epoch)
+        metrics["epoch_seconds"] = time.perf_counter() - start  # this rank's; ranks meet in the all-reduce
         scheduler.step()
         history.append(metrics)
         _report(history, net, optimizer, scheduler, step, rank)
@@ -375,8 +379,10 @@ def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
         for pairs in w.train_pairs(epoch)
     )
     loss_sum, n_samples = train_steps(w.model, batches, loss_fn, w.optimizer, w.device, step.amp)
+    start = time.perf_counter()
     v = validation_sums(w.evaluator, w.val_pairs(), w.device, step.amp)
     reduced = _all_reduce([loss_sum, n_samples, v.dice_sum, v.cases, v.fg_dice_sum, v.fg_cases])
+    val_seconds = time.perf_counter() - start  # until the slowest rank's validation is done
     loss_sum, n_samples, dice_sum, n_val, fg_sum, n_fg = reduced
     metrics = {
         "train_loss": loss_sum / max(n_samples, 1),
@@ -385,6 +391,7 @@ def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:
         "train_samples": n_samples,
         "val_cases": n_val,
         "val_fg_cases": n_fg,
+        "val_seconds": val_seconds,
     }
     return metrics | {"val_score": metrics[select_metric(int(n_val), int(n_fg))]}
 

@@ -215,6 +215,12 @@ class TrainStep(Spec):
         description="Linear learning-rate warm-up: epoch e < N trains at (e + 1) / (N + 1) of the scheduled rate.",
     )
 
+    @property
+    def samples_per_step(self) -> int:
+        """Samples one optimiser step sees: ``batch_size`` images of ``patches_per_image`` patches each
+        (Mask R-CNN trains on whole images, one per image)."""
+        return self.batch_size * (self.patches_per_image if self.model.task == "semantic" else 1)
+
     @model_validator(mode="after")
     def _augment_fits_model(self) -> TrainStep:
         if self.preprocess.scale != 1 and (self.model.task == "instance" or self.model.spatial_dims == 3):

@@ -36,7 +36,8 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
 - **Epochs.** ``(budget − 45 s start-up) / epoch time``, 1..1000. Epoch time = (training
   patches + validation images x tiles / 3 (forward only)) x seconds per patch / ``workers``
   + 1 s overhead; seconds per patch come from a timing probe of the planned model (one CPU
-  thread, as each Ray Train worker runs). When a pass over every training image leaves fewer
+  thread, as each Ray Train worker runs, at the batch a worker's step holds), times
+  :data:`WORKER_SLOWDOWN` for what the probe leaves out. When a pass over every training image leaves fewer
   than :data:`MIN_EPOCHS` epochs in the budget (a large archive), an epoch is a random draw of
   ``samples_per_epoch`` training images instead, as many as let :data:`MIN_EPOCHS` epochs fit
   (nnU-Net's epoch is 250 steps whatever the dataset's size): the budget holds, and validation,
@@ -70,6 +71,12 @@ STARTUP_S = 45.0
 #: Fewest epochs a plan keeps within its budget before drawing ``samples_per_epoch`` images per epoch.
 MIN_EPOCHS = 5
 EPOCH_OVERHEAD_S = 1.0
+#: A Ray Train worker's seconds per patch over the probe's (one process, random tensors): two
+#: workers sharing the CPUs' caches and memory bandwidth, decoding, cropping and augmenting the
+#: patches, the clipped and all-reduced gradient. Measured on the ISBI 2012 recipe (2 cores, 2
+#: workers, 8 patches per step): U-Net 16.3 s per epoch against 13.9 s probed, DynUNet 103-107 s
+#: against 86.8 s (benchmarks/README.md, "The epoch probe").
+WORKER_SLOWDOWN = 1.2
 PIXELS_PER_STEP = 8 * 256 * 256
 
 
@@ -287,8 +294,9 @@ def epoch_seconds(
     overhead), ``fractions`` being (val_fraction, test_fraction)."""
     n_val, n_train = _split_cases(fp, fractions)
     tiles = max(1.0, math.prod(fp.median_shape) / math.prod(patch))
-    validation = n_val * tiles / 3 * seconds_per_patch / workers
-    return EpochCost(n_train * ppi * seconds_per_patch / workers, validation + EPOCH_OVERHEAD_S, n_train)
+    per_worker = seconds_per_patch * WORKER_SLOWDOWN / workers
+    validation = n_val * tiles / 3 * per_worker
+    return EpochCost(n_train * ppi * per_worker, validation + EPOCH_OVERHEAD_S, n_train)
 
 
 def _split_cases(fp: Fingerprint, fractions: tuple[float, float]) -> tuple[float, float]:
@@ -357,7 +365,8 @@ def plan_train(
             {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch} | timed
         )
         n_val, n_train = _split_cases(fp, fractions)
-        cost = EpochCost(n_train * s / settings.workers, n_val / 3 * s / settings.workers + EPOCH_OVERHEAD_S, n_train)
+        per_worker = s * WORKER_SLOWDOWN / settings.workers
+        cost = EpochCost(n_train * per_worker, n_val / 3 * per_worker + EPOCH_OVERHEAD_S, n_train)
         return (
             out
             | {"batch_size": Choice(batch, "whole images")}

@@ -128,18 +128,20 @@ def probe_inference(loaded: LoadedModel, settings: InferenceSettings, shape: tup
 
 
 def probe_training(step: TrainStep) -> MemoryProbe:
-    """Measure two optimiser steps of ``step``'s model on a batch of its size, on one CPU thread as a worker runs."""
+    """Measure two optimiser steps of ``step``'s model on a batch of the size a worker trains on
+    (``batch_size`` x ``patches_per_image`` patches), on one CPU thread as a worker runs."""
     spec = step.model
     size = step.preprocess.patch_size if spec.task == "semantic" else (spec.min_size,)
+    batch = step.samples_per_step
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, train_step = random_training_step(spec, step.batch_size, size, torch.device("cpu"))
+        model, train_step = random_training_step(spec, batch, size, torch.device("cpu"))
         growth, seconds = peak_growth(lambda: (train_step(), train_step()))
     finally:
         torch.set_num_threads(threads)
-    shape = (step.batch_size, spec.in_channels, *size)
-    probe = MemoryProbe(model_bytes(model), growth // step.batch_size, seconds / 2, shape)
+    shape = (batch, spec.in_channels, *size)
+    probe = MemoryProbe(model_bytes(model), growth // batch, seconds / 2, shape)
     log.debug("memory probe of a training step at %s: +%.0f MiB (%.2f s)", shape, growth / 2**20, seconds / 2)
     return probe
 

@@ -50,16 +50,24 @@ def test_training_probe_measures_a_bigger_batch_as_more_memory() -> None:
     from segops.config.schema import TrainStep
     from segops.engine.memory import probe_training
 
-    def step(batch: int) -> TrainStep:
+    def step(batch: int, patches: int = 1) -> TrainStep:
         model = {"arch": "unet", "channels": [16, 32, 64], "strides": [2, 2], "num_res_units": 1}
         return TrainStep.model_validate(
-            {"step": "train", "model": model, "preprocess": {"patch_size": [256, 256]}, "batch_size": batch}
+            {
+                "step": "train",
+                "model": model,
+                "preprocess": {"patch_size": [256, 256]},
+                "batch_size": batch,
+                "patches_per_image": patches,
+            }
         )
 
     small, large = probe_training(step(1)), probe_training(step(16))
     assert small.parameters == large.parameters > 0 and large.shape == (16, 1, 256, 256)
     # 16 patches' activations, kept for the backward pass, are far more than one patch's
     assert large.peak_per_image * 16 > small.peak_per_image + 100 * MIB
+    # a worker's step holds batch_size images x patches_per_image patches: the probe measures that many
+    assert probe_training(step(2, patches=3)).shape == (6, 1, 256, 256)
 
 
 def test_the_probe_image_scales_without_a_warning_under_per_image_percentiles() -> None:
