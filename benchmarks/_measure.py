@@ -26,38 +26,49 @@ class PeakRSS:
         self.interval, self.overhead = interval, overhead
         self.peak = 0
         self.peak_processes = 0  # how many processes (driver + Ray) existed at most
+        self.driver_at_peak = 0  # this process's own share of the peak (what the driver holds)
+        self.baseline_driver = 0  # this process's own memory when measuring started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tree_rss(self) -> int:
+    def _tree_rss(self) -> tuple[int, int]:
+        """(summed memory of this process and its descendants, this process's own)."""
         me = psutil.Process()
-        total = 0
+        total = own = 0
         procs = [me, *me.children(recursive=True)]
         self.peak_processes = max(self.peak_processes, len(procs))
         for proc in procs:
             try:
                 info = proc.memory_full_info()
-                total += getattr(info, "pss", info.rss)
+                used = getattr(info, "pss", info.rss)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        return total
+                continue
+            total += used
+            own = used if proc.pid == me.pid else own
+        return total, own
+
+    def _sample(self) -> None:
+        total, own = self._tree_rss()
+        if total > self.peak:
+            self.peak, self.driver_at_peak = total, own
 
     def _run(self) -> None:
         while not self._stop.is_set():
             start = time.thread_time()
-            self.peak = max(self.peak, self._tree_rss())
+            self._sample()
             cost = time.thread_time() - start  # this thread's CPU time, kernel time included
             self._stop.wait(max(self.interval, self.overhead * cost))
 
     def __enter__(self) -> PeakRSS:
-        self.peak = self._tree_rss()
+        self._sample()
+        self.baseline_driver = self.driver_at_peak
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._tree_rss())
+        self._sample()
 
 
 @contextmanager

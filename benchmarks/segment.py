@@ -251,7 +251,8 @@ def main() -> None:
     check_same_masks(OUT / "results" / "plain", OUT / "results" / "engine", OUT / "results" / "s1" / "masks")
     print(
         f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)} in up to "
-        f"{rss_small.peak_processes} processes"
+        f"{rss_small.peak_processes} processes; the driver {gib(rss_small.driver_at_peak)} of it "
+        f"({gib(rss_small.baseline_driver)} before segops started)"
     )
     figures: dict[str, object] = {
         "slices": args.slices,
@@ -285,7 +286,9 @@ def main() -> None:
         )
         print(
             f"peak memory, {args.scale}x: {gib(rss_big.peak)} in up to {rss_big.peak_processes} processes; "
-            f"growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2)"
+            f"growth {rss_big.peak / rss_small.peak:.2f}x  (goal <= 1.2); the driver {gib(rss_big.driver_at_peak)} "
+            f"of it ({gib(rss_big.baseline_driver)} before segops started); without the driver "
+            f"{gib(rss_small.peak - rss_small.driver_at_peak)} -> {gib(rss_big.peak - rss_big.driver_at_peak)}"
         )
         figures |= {
             "scale": args.scale,
@@ -295,6 +298,8 @@ def main() -> None:
             "big_ratio_vs_plain": big_rate / big_plain,
             "big_peak_pss_gib": rss_big.peak / 2**30,
             "memory_growth": rss_big.peak / rss_small.peak,
+            "driver_pss_gib": [rss_small.driver_at_peak / 2**30, rss_big.driver_at_peak / 2**30],
+            "driver_pss_before_gib": [rss_small.baseline_driver / 2**30, rss_big.baseline_driver / 2**30],
         }
         save(figures, args.out)
 

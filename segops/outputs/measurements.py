@@ -7,7 +7,7 @@ unknown the cell is null (empty in the CSV), never NaN or a guessed number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +46,35 @@ def measurements_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=MEASUREMENT_SCHEMA)
 
 
-def write_measurements(rows: Iterable[dict[str, Any]] | pa.Table, root: str | Path) -> tuple[Path | str, Path | str]:
+def write_measurements(
+    rows: Iterable[dict[str, Any]] | pa.Table | Iterator[Iterable[dict[str, Any]] | pa.Table], root: str | Path
+) -> tuple[Path | str, Path | str]:
     """Write ``root/measurements.parquet`` and ``root/measurements.csv`` atomically (each file is
     complete or absent); ``root`` may be a storage URI. Returns the two paths (parquet, csv).
 
-    ``rows``: rows as :func:`measurement_rows` gives them, or a table already in :data:`MEASUREMENT_SCHEMA`.
+    ``rows``: rows as :func:`measurement_rows` gives them, a table already in
+    :data:`MEASUREMENT_SCHEMA`, or an iterator of either: chunks, written one after another, so a
+    run's millions of objects are never in memory at once (see
+    :func:`segops.outputs.reports.component_chunks`).
     """
-    table = rows.cast(MEASUREMENT_SCHEMA) if isinstance(rows, pa.Table) else measurements_table(rows)
-    parquet = atomic_write(_path(root, ".parquet"), lambda tmp: pq.write_table(table, tmp))
-    csv = atomic_write(_path(root, ".csv"), lambda tmp: pacsv.write_csv(table, tmp))
-    return parquet, csv
+    chunks = rows if isinstance(rows, Iterator) else iter([rows])
+
+    def write_parquet(parquet_tmp: Path) -> None:
+        def write_csv(csv_tmp: Path) -> None:
+            with (
+                pq.ParquetWriter(parquet_tmp, MEASUREMENT_SCHEMA) as parquet,
+                pacsv.CSVWriter(csv_tmp, MEASUREMENT_SCHEMA) as csv,
+            ):
+                for chunk in chunks:
+                    table = chunk.cast(MEASUREMENT_SCHEMA) if isinstance(chunk, pa.Table) else measurements_table(chunk)
+                    parquet.write_table(table)
+                    csv.write_table(table)
+
+        paths.append(atomic_write(_path(root, ".csv"), write_csv))
+
+    paths: list[Path | str] = []
+    parquet = atomic_write(_path(root, ".parquet"), write_parquet)
+    return parquet, paths[0]
 
 
 def _path(root: str | Path, suffix: str) -> Path | str:

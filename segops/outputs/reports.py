@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,21 @@ def build_outputs(results: pd.DataFrame) -> pd.DataFrame:
     table = results[list(OUTPUT_COLUMNS)].reset_index(drop=True)
     totals = pd.DataFrame([json.loads(m) if m else {} for m in results["measurements"]], index=table.index)
     return pd.concat([table, totals], axis=1).sort_values(["rel_path", "frame"]).reset_index(drop=True)
+
+
+def component_chunks(frames: Iterable[pd.DataFrame], rows: int = 65536) -> Iterator[list[dict[str, Any]]]:
+    """:func:`component_rows` of result frames (e.g. one per part file,
+    :func:`segops.cluster.infer.iter_parts`), yielded about ``rows`` objects at a time: an untrained
+    model's specks, 200 measured per case, are millions of rows in a large run, too many to hold as
+    dicts at once."""
+    pending: list[dict[str, Any]] = []
+    for frame in frames:
+        pending += component_rows(frame)
+        if len(pending) >= rows:
+            yield pending
+            pending = []
+    if pending:
+        yield pending
 
 
 def component_rows(results: pd.DataFrame) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from segops.cluster.datasets import load_dataset, read_source, take_records
 from segops.cluster.fingerprint import FINGERPRINT_FILE
-from segops.cluster.infer import segment_dataset, size_actor_pool
+from segops.cluster.infer import iter_parts, segment_dataset, size_actor_pool
 from segops.cluster.label_check import check_dataset_labels, check_source_labels
 from segops.config.schema import DatasetSource, SegmentStep
 from segops.config.sources import ignores_void
@@ -39,7 +39,7 @@ from segops.outputs.reports import (
     SplitGroups,
     build_outputs,
     build_report,
-    component_rows,
+    component_chunks,
     report_metrics,
     split_column,
     write_table,
@@ -117,9 +117,8 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     )
     if post is not None:
         log.info("postprocessing stored with the model (%s): %s", post.source, post.describe())
-    run_ = segment_dataset(
-        ds, checkpoint, config, join(node_root, "segment-parts"), pool, step.batch_size, settings, total
-    )
+    parts = join(node_root, "segment-parts")
+    run_ = segment_dataset(ds, checkpoint, config, parts, pool, step.batch_size, settings, total)
     written = ("masks", "segs", "rtstruct", "rtstruct-slices", "instances", "coco", "probabilities", "segment-parts")
     stale = sum(remove_stale_temps(join(node_root, d)) for d in written)
     if stale:
@@ -129,7 +128,9 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     ok = results[results["status"] == STATUS_OK]
     rtstructs = write_rtstructs(ok, step, ctx, config) if "rtstruct" in step.outputs else None
     outputs_path, outputs_csv = write_table(without_risk(build_outputs(ok), step), root / "outputs")
-    measurements, measurements_csv = write_measurements(component_rows(ok), root)
+    measurements, measurements_csv = write_measurements(
+        component_chunks(iter_parts(parts, ["case_id", "source_uri", "components"], ok["case_id"])), root
+    )
     ctx.tracker.log_artifact(measurements_csv, artifact_dir)
     distances = pd.to_numeric(ok["embedding_distance"], errors="coerce").to_numpy(float)
     report_embedding_drift(drift, distances, checkpoint, step, ctx, root, artifact_dir)

@@ -15,7 +15,7 @@ from segops.engine.checkpoint import LoadedModel
 from segops.engine.embeddings import EmbeddingReference, embed
 from segops.metrics.measurements import measure_case
 from segops.models import build_model
-from segops.outputs.reports import build_outputs, component_rows, result_defaults
+from segops.outputs.reports import build_outputs, component_chunks, component_rows, result_defaults
 
 
 def _unet() -> LoadedModel:
@@ -56,6 +56,8 @@ def test_each_case_is_measured_in_mm_where_its_spacing_is_known_and_in_px_where_
         and outputs.loc[1, "meas_area_px_1"] == unknown.measurements.totals["meas_area_px_1"]
     )
     objects = component_rows(pd.DataFrame(rows))
+    frames = [pd.DataFrame(rows[:1]), pd.DataFrame(rows[1:])]
+    assert [o for chunk in component_chunks(frames, rows=1) for o in chunk] == objects
     assert len(objects) == len(known.measurements.components) + len(unknown.measurements.components)
     assert {o["case_id"] for o in objects} <= {"a", "b"} and all("area_px" in o for o in objects)
     assert json.loads(rows[0]["measurements"]) == json.loads(json.dumps(expected.totals))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segops.cluster.infer import read_parts, write_part
+from segops.cluster.infer import iter_parts, read_parts, write_part
 from segops.errors import SegopsError
 from segops.outputs.atomic import atomic_write, remove_stale_temps, safe_join
 from segops.outputs.masks import write_mask_png
@@ -84,3 +84,5 @@ def test_result_parts_are_listed_and_read_back_once_per_case(root: str) -> None:
     assert len(list_files(parts, prefix="part-", suffix=".parquet")) == 2
     done = read_parts(parts).sort_values("case_id")
     assert done["case_id"].tolist() == ["c1", "c2", "c3"] and done["dice"].tolist() == [0.5, 0.7, 0.9]
+    streamed = pd.concat(iter_parts(parts, ["case_id", "dice"], ["c1", "c2", "c3"])).sort_values("case_id")
+    assert streamed["case_id"].tolist() == ["c1", "c2", "c3"] and streamed["dice"].tolist() == [0.5, 0.7, 0.9]

@@ -47,6 +47,21 @@ def test_rows_round_trip_through_parquet_and_csv_with_the_schema(tmp_path: Path)
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
 
 
+def test_chunks_are_written_one_after_another_as_one_table(tmp_path: Path) -> None:
+    rows = _two_cases()
+    chunks = iter([rows[:1], measurements_table(rows[1:2]), [], rows[2:]])
+    parquet, csv = write_measurements(chunks, tmp_path)
+    table = pq.read_table(parquet)
+    assert table.equals(measurements_table(rows))
+    read_back = pacsv.read_csv(csv, convert_options=pacsv.ConvertOptions(column_types=MEASUREMENT_SCHEMA))
+    assert read_back.select(MEASUREMENT_SCHEMA.names).equals(table)
+    assert Path(csv).read_text().count('"case_id"') == 1  # one header
+    # no chunk at all (a run whose cases all failed): the empty table, header included
+    parquet, csv = write_measurements(iter([]), tmp_path / "none")
+    assert pq.read_table(parquet).num_rows == 0 and pq.read_table(parquet).schema.equals(MEASUREMENT_SCHEMA)
+    assert Path(csv).read_text().splitlines() == [",".join(f'"{n}"' for n in MEASUREMENT_SCHEMA.names)]
+
+
 def test_a_run_without_objects_writes_the_empty_table(tmp_path: Path) -> None:
     empty = measurement_rows("c", "/in/c.png", measure_case(np.zeros((8, 8), np.uint8), (1.0, 1.0), [1]))
     parquet, csv = write_measurements(empty, tmp_path)
@@ -63,4 +78,4 @@ def test_a_table_is_written_as_given_and_a_bad_row_writes_nothing(tmp_path: Path
     bad[0]["area_px"] = "sixteen"
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
         write_measurements(bad, tmp_path / "bad")
-    assert not (tmp_path / "bad").exists()
+    assert not [p for p in (tmp_path / "bad").rglob("*") if p.is_file()]  # no table, no temp file
