@@ -173,6 +173,13 @@ def test_training_logs_loss_components_and_validation_ap_per_epoch(run) -> None:
         assert [m.step for m in history] == [0, 1] and all(np.isfinite(m.value) and m.value > 0 for m in history)
     for name in ("val_mask_ap", "val_mask_ap50", "val_mask_ap75"):
         assert [m.step for m in client.get_metric_history(run.mlflow_run_id, name)] == [0, 1]
+    # each epoch's wall time, and the validation's part of it
+    seconds = {
+        name: sorted(client.get_metric_history(run.mlflow_run_id, name), key=lambda m: m.step)
+        for name in ("epoch_seconds", "val_seconds")
+    }
+    assert [m.step for m in seconds["epoch_seconds"]] == [m.step for m in seconds["val_seconds"]] == [0, 1]
+    assert all(0 < v.value < e.value for v, e in zip(seconds["val_seconds"], seconds["epoch_seconds"]))
     params = client.get_run(run.mlflow_run_id).data.params
     assert params["model.arch"] == "maskrcnn" and params["model.mask_dice_weight"] == "1.0"
 

@@ -406,6 +406,7 @@ def _instance_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     reduced = _all_reduce([sums[k] for k in names] + [sums["images"]])
     n_images = reduced[-1]
     metrics = {f"train_{k}": v / max(n_images, 1) for k, v in zip(names, reduced)}
+    start = time.perf_counter()
     entries, offset = [], w.rank * 1_000_000  # image ids unique across ranks
     for image, label in w.val_pairs():
         (pred,) = predict_instances(w.evaluator, [image], w.device, step.amp)
@@ -413,6 +414,7 @@ def _instance_epoch(w: _Worker, epoch: int) -> dict[str, float]:
     entries = _all_gather(entries)
     ap = entries_ap(entries, step.model.classes)
     return metrics | {
+        "val_seconds": time.perf_counter() - start,  # until every rank's predictions are scored
         "train_images": n_images,
         "val_cases": len(entries),
         "val_mask_ap": ap["ap"],
