@@ -26,7 +26,7 @@ from segops.config.load import validate_workflow_text
 from segops.config.schema import WorkflowSpec
 from segops.data.decode import decode_file, list_source_files
 from segops.data.labels import build_resolver, read_mask_png
-from segops.data.planning import EPOCH_OVERHEAD_S, STARTUP_S, WORKER_SLOWDOWN
+from segops.data.planning import STARTUP_S, epoch_cost
 from segops.data.records import STATUS_OK
 from segops.data.splits import Split, split_groups
 from segops.metrics import case_scores, rand_error
@@ -265,10 +265,9 @@ def probe_epochs(
     }
     per_patch = probe_seconds(plan)
     tiles = max(1.0, float(np.prod(image_shape)) / float(np.prod(step.preprocess.patch_size)))
-    epoch_s = (
-        (n_train * step.patches_per_image + n_val * tiles / 3) * per_patch * WORKER_SLOWDOWN / step.scaling.workers
-    )
-    epoch_s += EPOCH_OVERHEAD_S
+    epoch_s = epoch_cost(
+        n_train * step.patches_per_image, n_val * tiles, per_patch, step.scaling.workers, n_train
+    ).total
     epochs = max(1, int((60 * minutes - folds * STARTUP_S) // (folds * epoch_s)))
     log.info("probe: %.3f s per patch, ~%.1f s per epoch, %d epoch(s) in %g min", per_patch, epoch_s, epochs, minutes)
     return epochs

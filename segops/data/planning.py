@@ -282,6 +282,17 @@ class EpochCost:
         return self.train + self.fixed
 
 
+def epoch_cost(
+    train_samples: float, val_samples: float, seconds_per_sample: float, workers: int, n_train: float
+) -> EpochCost:
+    """An epoch of ``train_samples`` training samples (patches, or whole images) and ``val_samples``
+    validation forward passes (tiles, or whole images; each a third of a training step), spread over
+    ``workers``, at the probe's ``seconds_per_sample`` times :data:`WORKER_SLOWDOWN`, plus overhead;
+    ``n_train``: the training cases behind ``train_samples``."""
+    per_worker = seconds_per_sample * WORKER_SLOWDOWN / workers
+    return EpochCost(train_samples * per_worker, val_samples / 3 * per_worker + EPOCH_OVERHEAD_S, n_train)
+
+
 def epoch_seconds(
     fp: Fingerprint,
     fractions: tuple[float, float],
@@ -294,9 +305,7 @@ def epoch_seconds(
     overhead), ``fractions`` being (val_fraction, test_fraction)."""
     n_val, n_train = _split_cases(fp, fractions)
     tiles = max(1.0, math.prod(fp.median_shape) / math.prod(patch))
-    per_worker = seconds_per_patch * WORKER_SLOWDOWN / workers
-    validation = n_val * tiles / 3 * per_worker
-    return EpochCost(n_train * ppi * per_worker, validation + EPOCH_OVERHEAD_S, n_train)
+    return epoch_cost(n_train * ppi, n_val * tiles, seconds_per_patch, workers, n_train)
 
 
 def _split_cases(fp: Fingerprint, fractions: tuple[float, float]) -> tuple[float, float]:
@@ -365,8 +374,7 @@ def plan_train(
             {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch} | timed
         )
         n_val, n_train = _split_cases(fp, fractions)
-        per_worker = s * WORKER_SLOWDOWN / settings.workers
-        cost = EpochCost(n_train * per_worker, n_val / 3 * per_worker + EPOCH_OVERHEAD_S, n_train)
+        cost = epoch_cost(n_train, n_val, s, settings.workers, n_train)
         return (
             out
             | {"batch_size": Choice(batch, "whole images")}
