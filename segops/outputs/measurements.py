@@ -7,7 +7,7 @@ unknown the cell is null (empty in the CSV), never NaN or a guessed number.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +46,21 @@ def measurements_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=MEASUREMENT_SCHEMA)
 
 
-def write_measurements(
-    rows: Iterable[dict[str, Any]] | pa.Table | Iterator[Iterable[dict[str, Any]] | pa.Table], root: str | Path
-) -> tuple[Path | str, Path | str]:
+def write_measurements(rows: Iterable[dict[str, Any]] | pa.Table, root: str | Path) -> tuple[Path | str, Path | str]:
     """Write ``root/measurements.parquet`` and ``root/measurements.csv`` atomically (each file is
     complete or absent); ``root`` may be a storage URI. Returns the two paths (parquet, csv).
 
-    ``rows``: rows as :func:`measurement_rows` gives them, a table already in
-    :data:`MEASUREMENT_SCHEMA`, or an iterator of either: chunks, written one after another, so a
-    run's millions of objects are never in memory at once (see
-    :func:`segops.outputs.reports.component_chunks`).
+    ``rows``: rows as :func:`measurement_rows` gives them, or a table already in :data:`MEASUREMENT_SCHEMA`.
     """
-    chunks = rows if isinstance(rows, Iterator) else iter([rows])
+    return write_measurement_chunks([rows], root)
+
+
+def write_measurement_chunks(
+    chunks: Iterable[Iterable[dict[str, Any]] | pa.Table], root: str | Path
+) -> tuple[Path | str, Path | str]:
+    """:func:`write_measurements` of chunks of rows (or tables), written one after another in one
+    pass, so a run's millions of objects are never in memory at once (see
+    :func:`segops.outputs.reports.component_chunks`)."""
 
     def write_parquet(parquet_tmp: Path) -> None:
         def write_csv(csv_tmp: Path) -> None:

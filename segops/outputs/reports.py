@@ -148,9 +148,9 @@ def build_outputs(results: pd.DataFrame) -> pd.DataFrame:
 
 def component_chunks(frames: Iterable[pd.DataFrame], rows: int = 65536) -> Iterator[list[dict[str, Any]]]:
     """:func:`component_rows` of result frames (e.g. one per part file,
-    :func:`segops.cluster.infer.iter_parts`), yielded about ``rows`` objects at a time: an untrained
-    model's specks, 200 measured per case, are millions of rows in a large run, too many to hold as
-    dicts at once."""
+    :func:`segops.cluster.infer.iter_parts`), yielded about ``rows`` objects at a time for
+    :func:`segops.outputs.measurements.write_measurement_chunks`: an untrained model's specks, 200
+    measured per case, are millions of rows in a large run, too many to hold as dicts at once."""
     pending: list[dict[str, Any]] = []
     for frame in frames:
         pending += component_rows(frame)

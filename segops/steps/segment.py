@@ -32,7 +32,7 @@ from segops.engine.risk import RISK_COLUMNS, RiskReference
 from segops.errors import DecodeError, StepError
 from segops.outputs.atomic import atomic_write, atomic_write_text, remove_stale_temps
 from segops.outputs.case_outputs import OutputConfig, checkpoint_digest
-from segops.outputs.measurements import write_measurements
+from segops.outputs.measurements import write_measurement_chunks
 from segops.outputs.overlays import decode_case, overlay_rgb
 from segops.outputs.reports import (
     REPORT_PARTS,
@@ -128,7 +128,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     ok = results[results["status"] == STATUS_OK]
     rtstructs = write_rtstructs(ok, step, ctx, config) if "rtstruct" in step.outputs else None
     outputs_path, outputs_csv = write_table(without_risk(build_outputs(ok), step), root / "outputs")
-    measurements, measurements_csv = write_measurements(
+    measurements, measurements_csv = write_measurement_chunks(
         component_chunks(iter_parts(parts, ["case_id", "source_uri", "components"], ok["case_id"])), root
     )
     ctx.tracker.log_artifact(measurements_csv, artifact_dir)

@@ -15,6 +15,7 @@ from segops.outputs.measurements import (
     MEASUREMENT_SCHEMA,
     measurement_rows,
     measurements_table,
+    write_measurement_chunks,
     write_measurements,
 )
 
@@ -45,19 +46,22 @@ def test_rows_round_trip_through_parquet_and_csv_with_the_schema(tmp_path: Path)
     read_back = pacsv.read_csv(csv, convert_options=pacsv.ConvertOptions(column_types=MEASUREMENT_SCHEMA))
     assert read_back.select(MEASUREMENT_SCHEMA.names).equals(table)
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    # rows given as a generator are rows, not chunks
+    parquet, _ = write_measurements((row for row in _two_cases()), tmp_path / "gen")
+    assert pq.read_table(parquet).equals(table)
 
 
 def test_chunks_are_written_one_after_another_as_one_table(tmp_path: Path) -> None:
     rows = _two_cases()
     chunks = iter([rows[:1], measurements_table(rows[1:2]), [], rows[2:]])
-    parquet, csv = write_measurements(chunks, tmp_path)
+    parquet, csv = write_measurement_chunks(chunks, tmp_path)
     table = pq.read_table(parquet)
     assert table.equals(measurements_table(rows))
     read_back = pacsv.read_csv(csv, convert_options=pacsv.ConvertOptions(column_types=MEASUREMENT_SCHEMA))
     assert read_back.select(MEASUREMENT_SCHEMA.names).equals(table)
     assert Path(csv).read_text().count('"case_id"') == 1  # one header
     # no chunk at all (a run whose cases all failed): the empty table, header included
-    parquet, csv = write_measurements(iter([]), tmp_path / "none")
+    parquet, csv = write_measurement_chunks([], tmp_path / "none")
     assert pq.read_table(parquet).num_rows == 0 and pq.read_table(parquet).schema.equals(MEASUREMENT_SCHEMA)
     assert Path(csv).read_text().splitlines() == [",".join(f'"{n}"' for n in MEASUREMENT_SCHEMA.names)]
 
