@@ -8,7 +8,9 @@ rounds so that warm-up and the machine's drift weigh on every form alike:
 - **channels_last**: weights and input in channels-last memory format;
 - **TorchScript frozen**: ``torch.jit.freeze(torch.jit.trace(...))``, oneDNN's fused kernels
   (deprecated in torch 2.14 in favour of ``torch.compile``);
-- **torch.compile** (inductor, ``--compile``): its one-off compile time is printed apart.
+- **torch.compile** (inductor, ``--compile``): its one-off compile time is printed apart;
+- **bfloat16 autocast** (and with channels-last): ``torch.autocast("cpu", torch.bfloat16)``, what
+  segops' inference runs on a CPU with native bfloat16 (AMX or AVX512-BF16) when ``amp`` is on.
 
 Per form: the median ms per image over the rounds (and the fastest round), the ratio to eager,
 the largest absolute difference of its logits from eager's and the share of pixels whose class
@@ -56,6 +58,8 @@ def main() -> None:
             x.contiguous(memory_format=torch.channels_last),
         )
         forms["TorchScript frozen"] = (torch.jit.freeze(torch.jit.trace(eager, x)), x)
+        forms["bf16 autocast"] = (_bf16(eager), x)
+        forms["bf16 + channels_last"] = (_bf16(last), forms["channels_last"][1])
         if args.compile:
             start = time.perf_counter()
             compiled = torch.compile(eager)
@@ -84,6 +88,16 @@ def main() -> None:
         print(f"{name:<20} {median:>16.1f} {min(values):>8.1f} {base / median:>8.2f}x {diff:>13.2e} {flips:>17.2e}")
     if compile_s is not None:
         print(f"torch.compile: {compile_s:.0f} s to compile and run the first batch")
+
+
+def _bf16(model: torch.nn.Module):
+    """``model`` called under CPU bfloat16 autocast."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+
+    return run
 
 
 if __name__ == "__main__":

@@ -190,7 +190,11 @@ class TrainStep(Spec):
         "(then the validation cases play no part in choosing the model and are a true held-out set).",
     )
     scaling: ScalingSpec = Field(default_factory=ScalingSpec)
-    amp: bool = Field(default=True, description="bfloat16 autocast on GPU workers (no effect on CPU).")
+    amp: bool = Field(
+        default=True,
+        description="bfloat16 autocast on GPU workers; on a CPU, validation's inference only, where the CPU has "
+        "bfloat16 in hardware (AMX, AVX512-BF16); training on a CPU stays float32.",
+    )
     init_from: str | None = Field(
         default=None,
         description="Warm start: a model URI (models:/name@champion) or checkpoint folder of the same architecture.",
@@ -354,7 +358,12 @@ class SegmentStep(Spec):
         description="Apply the postprocessing stored with the model (chosen on its out-of-fold or validation "
         "predictions at training time: see the train step); false: the plain argmax.",
     )
-    amp: bool = Field(default=True, description="bfloat16 autocast on GPU (no effect on CPU).")
+    amp: bool = Field(
+        default=True,
+        description="bfloat16 autocast on GPU, and for semantic models on a CPU with bfloat16 in hardware (AMX, "
+        "AVX512-BF16: 2.5-3.6x faster networks, masks equal but for pixels the two classes nearly tie on); "
+        "false: float32.",
+    )
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
     boundary_class: int | None = Field(
         default=None,

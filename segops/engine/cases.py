@@ -83,7 +83,8 @@ class InferenceSettings:
     """How cases are segmented and scored; built once on the driver, shipped to actors as is.
 
     Attributes:
-        amp: bfloat16 autocast on CUDA (no effect on CPU).
+        amp: bfloat16 autocast on CUDA, and for semantic models on a CPU with bfloat16 in hardware
+            (:func:`segops.engine.precision.inference_autocast`).
         sliding: MONAI sliding-window settings (large 2D images, every 3D volume).
         boundary_class: class index of boundaries; set, labelled cases get the ISBI 2012 Rand error.
         tta: test-time mirroring (semantic models): the mean softmax over the mirrors decides.

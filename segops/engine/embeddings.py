@@ -29,7 +29,7 @@ from torch import nn
 from segops.data.transforms import pad_to_multiple, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.ensemble import SoftmaxEnsemble
-from segops.engine.precision import autocast
+from segops.engine.precision import inference_autocast
 from segops.errors import CheckpointError, ShapeError
 
 #: The file in a checkpoint folder that holds the training cases' :class:`EmbeddingReference`.
@@ -80,13 +80,14 @@ def embed(
     Args:
         images: each (C, H, W) float32 as decoded (before intensity normalisation); (C, Z, H, W)
             for a 3D model. The result of an image does not depend on the others given with it.
-        amp: autocast to bfloat16 on CUDA (ignored on CPU).
+        amp: bfloat16 autocast on CUDA, and on a CPU with bfloat16 in hardware
+            (:func:`segops.engine.precision.inference_autocast`).
     """
     if not len(images):
         return np.zeros((0, 0), np.float32)
     dev = torch.device(device)
     members = list(loaded.model.members) if isinstance(loaded.model, SoftmaxEnsemble) else [loaded.model]
-    with torch.inference_mode(), autocast(dev, amp):
+    with torch.inference_mode(), inference_autocast(dev, amp):
         if loaded.model_spec.task == "instance":
             parts = [_backbone_embeddings(m, loaded, images, dev) for m in members]
         else:

@@ -16,7 +16,7 @@ from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.embeddings import BottleneckTap
 from segops.engine.ensemble import MirroredModel
-from segops.engine.precision import autocast
+from segops.engine.precision import inference_autocast
 from segops.errors import ShapeError
 
 
@@ -65,7 +65,8 @@ def predict(
     Args:
         images: each (C, H, W) float32 as decoded (before intensity normalisation); for a
             3D model each (C, Z, H, W).
-        amp: autocast to bfloat16 on CUDA (ignored on CPU).
+        amp: bfloat16 autocast on CUDA, and on a CPU with bfloat16 in hardware
+            (:func:`segops.engine.precision.inference_autocast`).
         flip_axes: test-time mirroring along these spatial axes (see :func:`network`); () for none.
         head: what each image's (N, C, *spatial) logits become: :func:`class_indices` (class maps)
             or :func:`class_probabilities`, whose :func:`probability_class_map` is the class map
@@ -88,14 +89,14 @@ def predict(
     net = network(loaded, flip_axes) if net is None else net
     if spec.spatial_dims == 3:
         prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
-        with torch.inference_mode(), autocast(device, amp):
+        with torch.inference_mode(), inference_autocast(device, amp):
             return [_sliding(loaded, net, v, sliding, device, head) for v in prepared]
     prepared = [prepare_image(img, pre.intensity, spec.in_channels, scale=pre.scale) for img in images]
     # scaled: the network's scores are resized back to each input's size before ``head``
     inner = head if pre.scale == 1 else _scores
     outputs: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    with torch.inference_mode(), autocast(device, amp):
+    with torch.inference_mode(), inference_autocast(device, amp):
         for i, arr in enumerate(prepared):
             if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
                 outputs[i] = _sliding(loaded, net, arr, sliding, device, inner)
