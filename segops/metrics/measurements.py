@@ -253,22 +253,56 @@ def _measure_objects_2d(
     order = np.argsort(point_owner, kind="stable")
     points, point_owner = points[order], point_owner[order]  # every point is one of ``ids``' (ascending)
     axes_px = longest_axes(points, point_owner)
-    axes_mm = longest_axes(points * mm, point_owner) if mm is not None else [None] * len(ids)
-    rows = []
-    for k, first, last, axis_px, axis_mm in zip(ids, firsts, lasts, axes_px, axes_mm):
-        centroid = origin + np.array([sum_y[k], sum_x[k]]) / counts[k]
-        rows.append(
-            _object_row(
-                int(counts[k]),
-                first,
-                last,
-                centroid,
-                float(axis_px),
-                None if axis_mm is None else float(axis_mm),
-                mm,
-            )
-        )
-    return rows
+    axes_mm = longest_axes(points * mm, point_owner) if mm is not None else None
+    keys = np.asarray(ids)
+    count = counts[keys]
+    centroid = origin + np.stack([sum_y[keys], sum_x[keys]], axis=1) / count[:, None]
+    return _object_rows_2d(count, firsts, lasts, centroid, np.asarray(axes_px, float), axes_mm, mm)
+
+
+def _object_rows_2d(
+    count: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    centroid: np.ndarray,
+    axis_px: np.ndarray,
+    axis_mm: Sequence[float] | None,
+    mm: np.ndarray | None,
+) -> list[dict[str, Any]]:
+    """:func:`_object_row` for n 2D objects at once (columns as arrays: ``count`` (n,), ``first``,
+    ``last``, ``centroid`` (n, 2), ``axis_px`` (n,)), the same values and Python types; built
+    column-wise, as 9 us of dict building an object was a third of measuring an untrained model's
+    200 specks."""
+    n = len(count)
+    none = [None] * n
+    diameter = 2.0 * np.sqrt(count / math.pi)
+    columns: dict[str, list[Any]] = {
+        "units": ["px" if mm is None else "mm"] * n,
+        "area_px": count.tolist(),
+        "voxels": none,
+        "volume_mm3": none,
+        "volume_ml": none,
+        "equivalent_diameter_px": diameter.tolist(),
+        "longest_axis_px": axis_px.tolist(),
+        "bbox_min_z": none,
+        "bbox_max_z": none,
+        "bbox_size_z_mm": none,
+        "centroid_z": none,
+        "centroid_z_mm": none,
+    }
+    area = float(np.prod(mm)) if mm is not None else None
+    columns["area_mm2"] = (count * area).tolist() if area is not None else none
+    columns["equivalent_diameter_mm"] = (2.0 * np.sqrt(count * area / math.pi)).tolist() if area is not None else none
+    columns["longest_axis_mm"] = [float(a) for a in axis_mm] if axis_mm is not None else none
+    for a, axis in enumerate("yx"):
+        columns[f"bbox_min_{axis}"] = first[:, a].tolist()
+        columns[f"bbox_max_{axis}"] = last[:, a].tolist()
+        columns[f"centroid_{axis}"] = centroid[:, a].tolist()
+        extent = (last[:, a] - first[:, a] + 1) * mm[a] if mm is not None else None
+        columns[f"bbox_size_{axis}_mm"] = extent.tolist() if extent is not None else none
+        columns[f"centroid_{axis}_mm"] = (centroid[:, a] * mm[a]).tolist() if mm is not None else none
+    names = COMPONENT_COLUMNS[3:]
+    return [dict(zip(names, values)) for values in zip(*(columns[name] for name in names))]
 
 
 def _measure_object(sub: np.ndarray, first: np.ndarray, mm: np.ndarray | None) -> dict[str, Any]:
