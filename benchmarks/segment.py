@@ -12,6 +12,12 @@ one mask PNG per slice. Two baselines, run in this process on the same files:
 
 torch uses every core in both loops. segops streams Ray Data decode tasks into an actor pool.
 
+The plain loop runs float32. The engine loop and segops run what a segment step runs by default
+(``amp``: bfloat16 autocast on a CPU with bfloat16 in hardware, see
+:mod:`segops.engine.precision`); their masks are then compared with the plain loop's pixel by
+pixel (the share of pixels that agree). ``--fp32`` turns ``amp`` off, and every mask must then be
+byte-for-byte the plain loop's.
+
 ``--risk-cost``: after the 1x runs, the engine loop and segops 1x with the per-case risk off, on,
 and on with the embedding distance (:func:`risk_cost`), ``--risk-reps`` times each, interleaved so
 that warm-up and the machine's drift weigh on every setting, and the cost in % of the median
@@ -19,6 +25,7 @@ images/s without them. The figures go
 to ``--out`` (default ``benchmarks/out/segment.json``).
 
     .venv/bin/python benchmarks/segment.py --slices 600 --scale 10
+    .venv/bin/python benchmarks/segment.py --slices 600 --scale 10 --fp32
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from segops.data.transforms import pad_to_multiple, prepare_image  # noqa: E402
 from segops.engine.cases import InferenceSettings, segment_cases  # noqa: E402
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint  # noqa: E402
 from segops.engine.embeddings import EmbeddingReference, embed  # noqa: E402
+from segops.engine.precision import cpu_has_bf16  # noqa: E402
 from segops.engine.predict import predict_masks  # noqa: E402
 from segops.engine.risk import RiskReference  # noqa: E402
 from segops.models import build_model  # noqa: E402
@@ -116,34 +124,44 @@ def plain_loop(source: DicomSource, checkpoint: Path, out: Path) -> int:
     return n
 
 
-def engine_loop(source: DicomSource, checkpoint: Path, out: Path) -> int:
+def engine_loop(source: DicomSource, checkpoint: Path, out: Path, amp: bool) -> int:
     """segops' engine without Ray: ``predict_masks`` and the atomic ``write_mask_png``."""
     loaded = load_checkpoint(checkpoint)
     n = 0
     for batch in _batches(source):
-        for row, mask in zip(batch, predict_masks(loaded, [r["image"] for r in batch])):
+        for row, mask in zip(batch, predict_masks(loaded, [r["image"] for r in batch], amp=amp)):
             write_mask_png(out, mask_relpath(row["rel_path"], row["frame"]), mask, 2)
         n += len(batch)
     return n
 
 
-def check_same_masks(plain: Path, *others: Path) -> None:
-    """Every mask the plain loop wrote is byte-for-byte the same image in the other outputs."""
+def compare_masks(plain: Path, others: dict[str, Path], identical: bool) -> dict[str, float]:
+    """Each other output's masks against the plain loop's: the share of pixels that agree, per output.
+
+    ``identical`` (float32 everywhere): any differing mask ends the benchmark."""
     files = sorted(plain.rglob("*.png"))
+    same, total = dict.fromkeys(others, 0), 0
     for path in files:
         expected = np.asarray(Image.open(path))
-        for root in others:
-            if not np.array_equal(np.asarray(Image.open(root / path.relative_to(plain))), expected):
+        total += expected.size
+        for name, root in others.items():
+            mask = np.asarray(Image.open(root / path.relative_to(plain)))
+            if identical and not np.array_equal(mask, expected):
                 raise SystemExit(f"{root}: mask {path.relative_to(plain)} differs from the plain loop's")
-    print(f"masks: all {len(files)} identical in the plain loop, the engine loop and segops")
+            same[name] += int((mask == expected).sum())
+    agreement = {name: count / total for name, count in same.items()}
+    print(
+        f"masks ({len(files)}), pixels agreeing with the plain loop's float32 masks: "
+        + ", ".join(f"{name} {100 * a:.3f} %" for name, a in agreement.items())
+    )
+    return agreement
 
 
 def segops_segment(
-    source: DicomSource, checkpoint: Path, out: Path, resources: dict, options: InferenceSettings | None = None
+    source: DicomSource, checkpoint: Path, out: Path, resources: dict, options: InferenceSettings
 ) -> int:
     pool = size_actor_pool(ActorPoolSpec(), resources)
     config = OutputConfig(str(out), ("png",), "mirror", {1: "lesion"}, 2, "bench")
-    options = options or InferenceSettings()  # amp, default sliding window, risk on
     run = segment_dataset(
         read_source(source, streaming=True, num_cpus=pool.read_cpus),
         checkpoint,
@@ -165,7 +183,9 @@ def risk_references(loaded: LoadedModel, images: list[np.ndarray]) -> tuple[Risk
     return risk, EmbeddingReference.from_embeddings(embed(loaded, images))
 
 
-def risk_cost(source: DicomSource, checkpoint: Path, resources: dict, reps: int = 3) -> dict[str, float | list[float]]:
+def risk_cost(
+    source: DicomSource, checkpoint: Path, resources: dict, amp: bool, reps: int = 3
+) -> dict[str, float | list[float]]:
     """What the per-case risk and the embedding distance cost, against the same run without them.
 
     Three settings: ``off`` (no risk, no embeddings), ``risk`` (the segment step's default risk,
@@ -179,9 +199,9 @@ def risk_cost(source: DicomSource, checkpoint: Path, resources: dict, reps: int 
     batches = [[np.asarray(r["image"], np.float32) for r in batch] for batch in _batches(source)]
     reference, embeddings = risk_references(loaded, [image for images in batches for image in images][:64])
     settings = {
-        "off": InferenceSettings(risk=False),
-        "risk": InferenceSettings(risk=True, reference=reference),
-        "risk+emb": InferenceSettings(risk=True, reference=reference, embeddings=embeddings),
+        "off": InferenceSettings(amp=amp, risk=False),
+        "risk": InferenceSettings(amp=amp, risk=True, reference=reference),
+        "risk+emb": InferenceSettings(amp=amp, risk=True, reference=reference, embeddings=embeddings),
     }
 
     def engine(options: InferenceSettings) -> int:
@@ -226,7 +246,10 @@ def main() -> None:
     )
     parser.add_argument("--risk-reps", type=int, default=3, help="--risk-cost: runs per setting (default 3)")
     parser.add_argument("--out", type=Path, default=OUT.parent / "segment.json", help="the figures as JSON")
+    parser.add_argument("--fp32", action="store_true", help="amp off: float32 inference everywhere, masks identical")
     args = parser.parse_args()
+    amp = not args.fp32
+    options = InferenceSettings(amp=amp)  # a segment step's defaults: default sliding window, risk on
     logging.basicConfig(level=logging.WARNING)
     shutil.rmtree(OUT / "results", ignore_errors=True)
     checkpoint = make_checkpoint()
@@ -234,21 +257,25 @@ def main() -> None:
     resources = ensure_ray(ClusterSpec(num_cpus=args.num_cpus, data_memory_gb=args.data_memory_gb))
     print(
         f"{resources.get('CPU', 0):.0f} CPUs, {resources.get('GPU', 0):.0f} GPUs; torch threads in the plain "
-        f"loop: {torch.get_num_threads()}"
+        f"loop: {torch.get_num_threads()}; engine and segops in "
+        f"{'bfloat16 (amp, CPU with bf16)' if amp and cpu_has_bf16() else 'float32'}"
     )
 
     plain = rate("plain loop, 1x", lambda: plain_loop(small, checkpoint, OUT / "results" / "plain"))
-    engine = rate("engine loop, 1x", lambda: engine_loop(small, checkpoint, OUT / "results" / "engine"))
+    engine = rate("engine loop, 1x", lambda: engine_loop(small, checkpoint, OUT / "results" / "engine", amp))
     with PeakRSS() as rss_small:
         cold = rate(
             "segops 1x (actor start-up included)",
-            lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources),
+            lambda: segops_segment(small, checkpoint, OUT / "results" / "s1", resources, options),
         )
     print(
         f"throughput ratio segops / plain loop, 1x: {cold / plain:.2f}  (goal >= 1.3); segops / engine loop: "
         f"{cold / engine:.2f}"
     )
-    check_same_masks(OUT / "results" / "plain", OUT / "results" / "engine", OUT / "results" / "s1" / "masks")
+    results = OUT / "results"
+    agreement = compare_masks(
+        results / "plain", {"engine": results / "engine", "segops": results / "s1" / "masks"}, identical=args.fp32
+    )
     print(
         f"peak memory (PSS, driver + Ray workers), 1x: {gib(rss_small.peak)} in up to "
         f"{rss_small.peak_processes} processes; the driver {gib(rss_small.driver_at_peak)} of it "
@@ -256,6 +283,8 @@ def main() -> None:
     )
     figures: dict[str, object] = {
         "slices": args.slices,
+        "bf16": amp and cpu_has_bf16(),
+        "pixels_agreeing_with_plain": agreement,
         "cpus": resources.get("CPU", 0),
         "gpus": resources.get("GPU", 0),
         "plain_images_per_s": plain,
@@ -266,7 +295,7 @@ def main() -> None:
     }
     save(figures, args.out)
     if args.risk_cost:
-        figures |= risk_cost(small, checkpoint, resources, args.risk_reps)
+        figures |= risk_cost(small, checkpoint, resources, amp, args.risk_reps)
         save(figures, args.out)
     if args.scale:
         big = make_inputs(args.slices * args.scale, seed=1)
@@ -274,11 +303,12 @@ def main() -> None:
             f"plain loop, {args.scale}x", lambda: plain_loop(big, checkpoint, OUT / "results" / "plain-big")
         )
         big_engine = rate(
-            f"engine loop, {args.scale}x", lambda: engine_loop(big, checkpoint, OUT / "results" / "engine-big")
+            f"engine loop, {args.scale}x", lambda: engine_loop(big, checkpoint, OUT / "results" / "engine-big", amp)
         )
         with PeakRSS() as rss_big:
             big_rate = rate(
-                f"segops {args.scale}x", lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources)
+                f"segops {args.scale}x",
+                lambda: segops_segment(big, checkpoint, OUT / "results" / "s10", resources, options),
             )
         print(
             f"throughput ratio segops / plain loop, {args.scale}x: {big_rate / big_plain:.2f}  (goal >= 1.3); "
