@@ -12,12 +12,9 @@ from segops.engine.checkpoint import LoadedModel
 from segops.engine.embeddings import embed
 from segops.engine.precision import autocast, cpu_flags_have_bf16, cpu_has_bf16, inference_autocast
 from segops.engine.predict import class_probabilities, predict, predict_masks
-from segops.engine.train import train_steps, training_batch
-from segops.losses import build_loss
 from segops.metrics import dice_score
-from segops.models import build_model
 
-from .squares import squares
+from .squares import squares, trained_on_squares
 
 SPEC = UNetSpec(arch="unet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
 PRE = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=0, upper=255), patch_size=(32, 32))
@@ -51,15 +48,7 @@ def test_training_stays_float32_on_cpu_and_inference_follows_the_hardware() -> N
 
 @pytest.fixture(scope="module")
 def trained() -> LoadedModel:
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = build_model(SPEC)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    data = squares(16, 1)
-    for _ in range(40):
-        batches = [training_batch(data[i : i + 8], PRE, 1, rng) for i in range(0, 16, 8)]
-        train_steps(model, batches, build_loss("dice_ce"), optimizer, CPU)
-    return LoadedModel(model.eval(), SPEC, PRE, {})
+    return LoadedModel(trained_on_squares(SPEC, PRE), SPEC, PRE, {})
 
 
 @needs_bf16

@@ -14,7 +14,7 @@ from segops.errors import CheckpointError
 from segops.losses import build_loss
 from segops.models import build_model
 
-from .squares import squares
+from .squares import squares, trained_on_squares
 
 SPEC = UNetSpec(arch="unet", channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
 PRE = PreprocessSpec(intensity=WindowIntensity(kind="window", lower=0, upper=255), patch_size=(32, 32))
@@ -80,21 +80,7 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
 def test_sliding_window_matches_whole_image_inference() -> None:
     from segops.config.schema import SlidingWindowSpec
 
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = build_model(SPEC)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    data = squares(16, 1)
-    for _ in range(40):
-        for i in range(0, 16, 8):
-            train_steps(
-                model,
-                [training_batch(data[i : i + 8], PRE, 1, rng)],
-                build_loss("dice_ce"),
-                optimizer,
-                torch.device("cpu"),
-            )
-    loaded = LoadedModel(model.eval(), SPEC, PRE, {})
+    loaded = LoadedModel(trained_on_squares(SPEC, PRE), SPEC, PRE, {})
     # a 96 x 128 scene of several squares: three times the 32 x 32 training patch
     image = np.random.default_rng(3).normal(60, 20, (1, 96, 128)).astype(np.float32)
     for y, x, s in [(5, 5, 10), (40, 70, 12), (70, 20, 8), (60, 100, 14)]:
