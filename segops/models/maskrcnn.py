@@ -12,6 +12,13 @@ or a public part:
 * the RoI heads add ``loss_mask_dice`` (soft Dice on positive RoIs' masks) beside
   torchvision's BCE ``loss_mask``, without copying ``RoIHeads.forward``.
 
+Under bfloat16 autocast (``amp``) the RPN head, box predictor and mask predictor hand their
+outputs on in float32 (forward hooks, :func:`float32_heads`): torchvision's box coder casts
+anchors and proposals to the dtype of the predicted offsets, so in bfloat16 every box coordinate
+was rounded to bfloat16's 8 significant bits (2 px steps from 256 px, 4 px from 512: the boxes,
+and the masks pasted into them, of a 1024 px photo moved by up to 4 px). The convolutions stay in
+bfloat16; decoding, NMS, losses and mask pasting run in float32.
+
 The state dict keys are exactly torchvision's, so a stock ``MaskRCNN`` loads our weights.
 """
 
@@ -65,7 +72,23 @@ def build_maskrcnn(spec: MaskRCNNSpec) -> nn.Module:
     stats = (IMAGENET_MEAN, IMAGENET_STD) if spec.image_stats == "imagenet" else (IMAGE_MEAN, IMAGE_STD)
     model.transform = ChannelsTo3Transform(spec.in_channels, spec.min_size, spec.max_size, *stats)
     model.roi_heads = DiceRoIHeads.from_heads(model.roi_heads, spec.mask_dice_weight)
+    float32_heads(model)
     return model
+
+
+def float32_heads(model: MaskRCNN) -> None:
+    """Make the RPN head, box predictor and mask predictor return float32 under autocast (module docstring)."""
+    for head in (model.rpn.head, model.roi_heads.box_predictor, model.roi_heads.mask_predictor):
+        head.register_forward_hook(_float32_outputs)
+
+
+def _float32_outputs(module: nn.Module, args: tuple, output: object) -> object:
+    """A forward hook: floating tensors of ``output`` (nested in tuples and lists) as float32."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.is_floating_point() else output
+    if isinstance(output, (tuple, list)):
+        return type(output)(_float32_outputs(module, args, o) for o in output)
+    return output
 
 
 def _torchvision_maskrcnn(spec: MaskRCNNSpec, anchors: AnchorGenerator) -> MaskRCNN:
