@@ -361,7 +361,7 @@ class SegmentStep(Spec):
     amp: bool = Field(
         default=True,
         description="bfloat16 autocast on GPU, and for semantic models on a CPU with bfloat16 in hardware (AMX, "
-        "AVX512-BF16: 2.5-3.6x faster networks, masks equal but for pixels the two classes nearly tie on); "
+        "AVX512-BF16: 1.9-2.4x faster networks, masks equal but for pixels the two classes nearly tie on); "
         "false: float32.",
     )
     overlays: int = Field(default=4, ge=0, description="Mask-overlay PNGs logged to MLflow.")
