@@ -33,7 +33,8 @@ BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def autocast(device: torch.device, amp: bool) -> AbstractContextManager:
-    """Training's autocast: bfloat16 on CUDA when ``amp``; a no-op context elsewhere."""
+    """bfloat16 on CUDA when ``amp``; a no-op context elsewhere: training's autocast, and Mask R-CNN
+    inference's (float32 on a CPU, see the module docstring)."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
