@@ -31,7 +31,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _isbi_heldout import heldout_cases, validated  # noqa: E402
+from _isbi_heldout import derive, heldout_cases, run_segops, step_of, validated  # noqa: E402
 
 from segops.config.schema import TTASpec  # noqa: E402
 from segops.engine.cases import CaseResult, InferenceSettings, segment_cases  # noqa: E402
@@ -110,24 +110,19 @@ def _class_map(result: Any) -> np.ndarray:
 
 
 def train_quickstart() -> Path:
-    """Run ``workflows/quickstart.yaml`` (its output folder under benchmarks/out/precision); the run folder."""
-    from segops.workflows import run_workflow
+    """Run ``workflows/quickstart.yaml`` on its archive (seed 0), its runs, MLflow store and data
+    under benchmarks/out/precision/quickstart; the run folder."""
+    from segops.synth import make_ct_archive
 
-    doc = yaml.safe_load(QUICKSTART.read_text())
     root = OUT / "precision" / "quickstart"
-    doc["output_dir"] = str(root / "runs")
-    doc["tracking"] = {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "precision"}
     data = root / "data"
     if not (data / "images").is_dir():
-        from segops.synth import make_ct_archive
-
         make_ct_archive(data, series=6, slices=20, seed=0)  # what `segops synth ct --seed 0` makes
-    ingest = next(s for s in doc["steps"] if s["step"] == "ingest")
-    ingest["source"]["path"] = str(data / "images")
-    ingest["source"]["labels"]["path"] = str(data / "labels")
-    root.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(doc, sort_keys=False)
-    return run_workflow(validated(doc), text).run_dir
+    recipe = yaml.safe_load(QUICKSTART.read_text(encoding="utf-8"))
+    doc = derive(recipe, recipe["name"], root)
+    source = step_of(doc, "ingest")["source"]
+    source["path"], source["labels"]["path"] = str(data / "images"), str(data / "labels")
+    return run_segops(doc, root / "workflow.yaml", new_run=False)
 
 
 def main() -> None:
