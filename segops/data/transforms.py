@@ -6,6 +6,8 @@ or on one volume: ``image`` (C, Z, H, W), ``label`` (Z, H, W).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
@@ -91,15 +93,21 @@ def rescale_label(label: np.ndarray, scale: float) -> np.ndarray:
     return label[np.ix_(rows, cols)]
 
 
-def pad_to_multiple(image: np.ndarray, divisor: int) -> np.ndarray:
+def pad_to_multiple(image: np.ndarray, divisor: int, min_size: Sequence[int] = ()) -> np.ndarray:
     """Pad (C, H, W) or (C, Z, H, W) at the end of each spatial axis to multiples of ``divisor``,
-    mirroring the image at its edge.
+    mirroring the image at its edge; with ``min_size`` (the training patch size), an axis shorter
+    than it is first padded up to it.
 
     Mirrored, not zero: after a window or percentile normalisation 0 is the darkest value, and a
     black band along the bottom and right edges looks like a dark defect to a network that
     learnt dark pits and cracks (it then predicted foreground along those edges of every image).
+    ``min_size``: an image smaller than the patches the network trained on (a 28 px crop beside
+    200 px photos) goes through it at the patch size, as nnU-Net pads such images; padded only to
+    the divisor, its bottleneck would be 1 px, where instance normalisation has nothing to
+    normalise over (torch raises) and a network's context ends at the image's edge.
     """
-    pads = [-n % divisor for n in image.shape[1:]]
+    sizes = [max(n, m) for n, m in zip(image.shape[1:], min_size)] + list(image.shape[1 + len(min_size) :])
+    pads = [s - n + (-s % divisor) for s, n in zip(sizes, image.shape[1:])]
     if not any(pads):
         return image
     return np.pad(image, ((0, 0), *((0, p) for p in pads)), mode="symmetric")

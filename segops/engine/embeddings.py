@@ -174,15 +174,17 @@ class BottleneckTap:
 
 
 def _network_input(loaded: LoadedModel, image: np.ndarray) -> np.ndarray:
-    """Normalised input padded to the size divisor; volumes and very large images cut to a centred
-    crop of the training patch size first."""
+    """Normalised input padded to the size divisor (2D: and up to the training patch size, as
+    :func:`~segops.engine.predict.predict` pads it); volumes and very large images cut to a
+    centred crop of the training patch size first."""
     spec, pre = loaded.model_spec, loaded.preprocess
     arr = prepare_image(image, pre.intensity, spec.in_channels, spec.spatial_dims, pre.scale)  # as it segments
     spatial = arr.shape[1:]
     if spec.spatial_dims == 3 or int(np.prod(spatial)) > MAX_PIXELS:
         crop = tuple(min(n, p) for n, p in zip(spatial, pre.patch_size))
         arr = arr[(slice(None), *(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(spatial, crop)))]
-    return pad_to_multiple(np.ascontiguousarray(arr), spec.size_divisor)
+    min_size = pre.patch_size if spec.spatial_dims == 2 else ()
+    return pad_to_multiple(np.ascontiguousarray(arr), spec.size_divisor, min_size)
 
 
 def _bottleneck_embeddings(

@@ -55,7 +55,8 @@ def predict(
     """Segment raw record images (2D models) or volumes (3D models).
 
     2D: images up to ``sliding.max_pixels`` go through the network whole (padded to the
-    model's size divisor, equal shapes batched together); larger ones are tiled with MONAI's
+    model's size divisor, and up to the training patch size where smaller; equal shapes batched
+    together); larger ones are tiled with MONAI's
     ``sliding_window_inference`` so memory stays bounded by ``tile_batch`` tiles.
     3D: every volume is tiled (see :func:`_sliding`), whatever its size. ``head`` is applied
     after the sliding window's blending and, with ``flip_axes``, to the log mean softmax over the
@@ -101,9 +102,10 @@ def predict(
             if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
                 outputs[i] = _sliding(loaded, net, arr, sliding, device, inner)
             else:
-                whole[pad_to_multiple(arr, spec.size_divisor).shape].append(i)
+                whole[pad_to_multiple(arr, spec.size_divisor, pre.patch_size).shape].append(i)
         for indices in whole.values():  # batch only equal shapes together
-            batch = torch.from_numpy(np.stack([pad_to_multiple(prepared[i], spec.size_divisor) for i in indices]))
+            padded = [pad_to_multiple(prepared[i], spec.size_divisor, pre.patch_size) for i in indices]
+            batch = torch.from_numpy(np.stack(padded))
             if tap is not None:
                 tap.start()
             results = inner(net(batch.to(device))).cpu().numpy()

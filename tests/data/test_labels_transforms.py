@@ -59,6 +59,9 @@ def test_pad_and_patch_keep_image_and_label_aligned() -> None:
     rng = np.random.default_rng(0)
     image = np.arange(50 * 70, dtype=np.float32).reshape(1, 50, 70)
     assert pad_to_multiple(image, 16).shape == (1, 64, 80)
+    # up to the patch size first where smaller (mirrored), then to the divisor
+    assert pad_to_multiple(image, 16, (96, 40)).shape == (1, 96, 80)
+    np.testing.assert_array_equal(pad_to_multiple(image, 16, (96, 40))[0, 50:, 0], image[0, ::-1, 0][:46])
     label = (image[0] % 7 == 0).astype(np.uint8)
     for _ in range(20):
         x, y = random_patch(image, label, (32, 32), rng)

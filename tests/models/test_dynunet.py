@@ -148,3 +148,26 @@ def test_sliding_window_on_a_large_image_and_a_volume() -> None:
     volume = rng.uniform(0, 255, (1, 12, 40, 36)).astype(np.float32)
     (mask,) = predict_masks(loaded_3d, [volume])
     assert mask.shape == (12, 40, 36) and set(np.unique(mask)) <= {0, 1}
+
+
+def test_an_image_smaller_than_the_size_divisor_is_segmented_at_the_patch_size() -> None:
+    """A 9x13 crop beside 32 px training patches: padded only to the 16 px divisor, the bottleneck
+    would be 1x1 and instance normalisation raises; padded to the patch size, it is segmented, and
+    its mask and embedding are those of the padded input cropped back."""
+    from segops.data.transforms import pad_to_multiple, prepare_image
+    from segops.engine.embeddings import BottleneckTap, embed
+
+    torch.manual_seed(3)
+    loaded = LoadedModel(build_model(TINY_2D).eval(), TINY_2D, PRE_2D, {})
+    tiny = np.random.default_rng(4).uniform(0, 255, (1, 9, 13)).astype(np.float32)
+    prepared = prepare_image(tiny, PRE_2D.intensity, 1)
+    with torch.no_grad(), pytest.raises(ValueError, match="more than 1 spatial element"):
+        loaded.model(torch.from_numpy(pad_to_multiple(prepared, TINY_2D.size_divisor))[None])
+    with BottleneckTap(loaded) as tap:
+        (mask,) = predict_masks(loaded, [tiny], tap=tap)
+    assert mask.shape == (9, 13) and mask.dtype == np.uint8
+    with torch.no_grad():
+        padded = torch.from_numpy(pad_to_multiple(prepared, TINY_2D.size_divisor, (32, 32)))[None]
+        assert padded.shape == (1, 1, 32, 32)
+        np.testing.assert_array_equal(mask, loaded.model(padded).argmax(1)[0, :9, :13].numpy())
+    np.testing.assert_allclose(tap.embeddings(loaded, [tiny], "cpu", False), embed(loaded, [tiny]), atol=1e-6)
