@@ -1,6 +1,8 @@
 """What sampled mask files hold, from their raw stored values: the mask-kind guess behind ``segops plan``.
 
-- binary: at most two values; ``{0, 255}`` reads as 0/1 as stored, another pair gets ``values``.
+- binary: at most two values; ``{0, 255}`` reads as 0/1 as stored, another pair gets ``values``;
+  also ``{0, 1, 255}`` where no mask holds both 1 and 255 (files saved 0/1 and 0/255 by two tools
+  or sources, merged): both are the foreground.
 - anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
   the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255); JPEG masks the
   same when ≥ 98 % of pixels lie within 1/16 of the range of 0 or the maximum (block noise is
@@ -258,6 +260,16 @@ def _classify(
             "instance-id",
             f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit"
             + (f", numbered 1..k in {census.id_layout_share:.0%} of masks" if numbered else ""),
+        )
+    if vals == [0, 1, 255] and census.max_values_per_mask == 1:
+        # masks merged from two sources: 0/1 in some files, 0/255 in others, never both in one
+        return (
+            {"kind": "mask-png", "values": {0: 0, 1: 1, 255: 1}},
+            "semantic",
+            2,
+            "binary",
+            "binary masks stored two ways, 0/1 in some files and 0/255 in others (never both in one): "
+            "1 and 255 are both the foreground",
         )
     if 0 not in vals and 2 <= len(vals) <= MAX_GUESSED_CLASSES:  # no 0 stored: background by coverage
         background = max(vals, key=lambda v: (census.values[v][1], -v))

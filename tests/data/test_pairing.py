@@ -476,6 +476,24 @@ def test_multi_class_masks(tmp_path: Path) -> None:
     assert fields == {"kind": "mask-png", "values": {0: 0, 50: 1, 100: 2, 150: 3}}
 
 
+def test_masks_saved_0_1_by_one_tool_and_0_255_by_another_are_one_binary_class(tmp_path: Path) -> None:
+    """A folder merged from two sources: small defects stored as 1 in some files and as 255 in others."""
+    ones, full = _square(value=1), _square(value=255)[::-1]
+    _, (fields, task, classes, kind, why) = _census(tmp_path, [ones, full, _square(value=0)])
+    assert (fields, task, classes, kind) == (
+        {"kind": "mask-png", "values": {0: 0, 1: 1, 255: 1}},
+        "semantic",
+        2,
+        "binary",
+    )
+    assert "0/1 in some files and 0/255 in others" in why
+    both = ones.copy()
+    both[12:24, 18:32] = 255  # one file holding both (a region, not a thin border): two classes, as before
+    (tmp_path / "both").mkdir()
+    _, (fields, _task, classes, kind, _why) = _census(tmp_path / "both", [both, full])
+    assert (fields, classes, kind) == ({"kind": "mask-png", "values": {0: 0, 1: 1, 255: 2}}, 3, "multi-class")
+
+
 def test_instance_id_masks_16_bit(tmp_path: Path) -> None:
     ids = np.zeros((24, 32), np.uint16)
     for k in range(1, 6):
