@@ -94,9 +94,10 @@ OUT = ROOT / "out" / "active"
 #: ``representative``: the pool case nearest each of N k-means centres of the embeddings (typical
 #: cases, no risk); ``risk-top``: the N riskiest cases (no diversity); ``half-random``: half the
 #: budget by ``select``, the rest uniform among the others; ``strata-random``: uniform within two
-#: strata, cases with and without predicted foreground, each given its share of the pool.
+#: strata, cases with and without predicted foreground, each given its share of the pool;
+#: ``strata-select``: the same strata and shares, ``select``'s risk-weighted k-center within each.
 GOAL_ARMS = ("select", "random")
-REFERENCE_ARMS = ("representative", "risk-top", "half-random", "strata-random")
+REFERENCE_ARMS = ("representative", "risk-top", "half-random", "strata-random", "strata-select")
 ARMS = GOAL_ARMS + ("representative",)
 
 
@@ -334,6 +335,14 @@ def reference_picks(run_dir: Path, budget: int, seed: int, arm: str) -> list[str
         n_fg = int(round(budget * with_fg.mean()))
         picks = list(rng.choice(np.flatnonzero(with_fg), n_fg, replace=False))
         picks += list(rng.choice(np.flatnonzero(~with_fg), budget - n_fg, replace=False))
+    elif arm == "strata-select":
+        rows, emb = embed_cases(finished, rows)
+        with_fg = rows["fg_fraction"].astype(float).to_numpy() > 0
+        n_fg = int(round(budget * with_fg.mean()))
+        picks = []
+        for members, n in ((np.flatnonzero(with_fg), n_fg), (np.flatnonzero(~with_fg), budget - n_fg)):
+            part = select_cases(rows["case_id"].iloc[members].tolist(), risk[members], emb[members], n)
+            picks += list(members[part.indices])
     else:
         raise ValueError(f"unknown arm {arm!r}")
     return rows.iloc[picks]["rel_path"].astype(str).tolist()
