@@ -197,7 +197,12 @@ def plan_geometry(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
     pools = [sum(s[d] == 2 for s in strides) for d in range(2)]
     bottleneck = [p // 2**n for p, n in zip(patch, pools)]
     return {
-        "patch_size": Choice(patch, f"{median}; at most {cap} px a side, multiples of {divs}"),
+        "patch_size": Choice(
+            patch,
+            f"{median}; at most {cap} px a side, multiples of {divs}"
+            if square
+            else f"{median}; the short side at most {cap} px, the long one up to {cap}² px in all, multiples of {divs}",
+        ),
         "rotate90": rotate,
         "filters": Choice(filters, f"{settings.base_channels} doubling to at most {settings.max_channels}"),
         "kernels": Choice(kernels, f"spacing {list(spacing)}: 3 where within 2x of the finest"),

@@ -96,6 +96,8 @@ def test_patch_and_strides_from_the_median_shape(shape, patch, pools, rotate90) 
     assert tuple(sum(s[d] == 2 for s in strides) for d in range(2)) == pools
     assert all(4 <= p // 2**n < 8 for p, n in zip(patch, pools))  # the bottleneck
     assert geo["rotate90"].value == rotate90
+    # the comment states the rule that made the patch: 384 px is over 256 only on an elongated image
+    assert ("the long one up to 256² px in all" in geo["patch_size"].why) == (rotate90 == 0.0)
     spec = DynUNetSpec(arch="dynunet", kernels=kernels, strides=strides, filters=geo["filters"].value)
     assert all(p % d == 0 for p, d in zip(patch, spec.axis_divisors))
 
