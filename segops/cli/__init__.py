@@ -166,7 +166,7 @@ def _class_rows(metrics: Mapping[str, float], names: Mapping[int, str]) -> list[
     )
     more = len(classes) - MAX_CLASSES_SHOWN
     text += f" · and {more} more above (the lowest shown; every class in MLflow)" if more > 0 else ""
-    rows = [(f"{part} Dice per class", f"{text}  (cases holding the class)")]
+    rows = [(f"{part} Dice per class", f"{text}  (cases whose truth or mask holds the class)")]
     missed = [c for c in classes if dice[c] < MISSED_CLASS_DICE]
     if missed:  # every one named: these are what the user must know
         rows.append(

@@ -81,6 +81,7 @@ def plan_workflow(
         )
     if fp.left_out:
         log.warning("%s", left_out_paragraph(fp))
+    detection = classes_in_census(detection, fp)
     if _has_cuda():
         settings = replace(settings, max_patch_side=512, base_channels=32, max_channels=512)
     if detection.task == "instance":
@@ -93,6 +94,27 @@ def plan_workflow(
     atomic_write_text(output, text)
     log.info("wrote %s and %s", output, fp_file)
     return PlanResult(output, Path(fp_file), fp, detection, choices)
+
+
+def classes_in_census(detection: Detection, fp: Fingerprint) -> Detection:
+    """A semantic plan whose labels hold classes the sampled masks did not show, with those classes.
+
+    What masks hold is guessed from at most 300 of them; the fingerprint's label census reads every
+    labelled image as the planned labels spec reads it. A class value that only unsampled masks
+    hold (one defect type in 1 of 420 masks) would stop the planned run at ingest (``model.classes``
+    too small), so the plan takes ``classes`` from the census where it is larger, and says so.
+    """
+    unseen = [v for v in fp.label_census if v >= detection.classes]
+    if detection.task != "semantic" or not unseen:
+        return detection
+    classes = max(unseen) + 1
+    images = sum(fp.label_census[v][0] for v in unseen)
+    note = (
+        f"{detection.notes.get('labels', '')}; the label census of every mask also holds value(s) {unseen} "
+        f"({images} image(s), not among the sampled masks): {classes} classes"
+    ).lstrip("; ")
+    log.warning("labels: %s", note)
+    return replace(detection, classes=classes, mask_kind="multi-class", notes=detection.notes | {"labels": note})
 
 
 def mirroring_choices(names: Mapping[int, str]) -> dict[str, Choice]:

@@ -97,3 +97,23 @@ def test_large_images_plan_a_smaller_segment_batch(tmp_path: Path, shape: tuple[
     assert segment.batch_size == (batch or 8) and ("batch_size" in text.split("step: segment")[1]) == (
         batch is not None
     )
+
+
+def test_a_class_only_unsampled_masks_hold_is_planned_from_the_label_census(tmp_path: Path) -> None:
+    """The mask kind is guessed from 300 sampled masks; the census reads all 420 and has value 2 in one."""
+    from segops.steps.plan import classes_in_census
+
+    source = {"kind": "images", "path": str(tmp_path), "labels": {"kind": "mask-png", "path": str(tmp_path)}}
+    found = Detection(source, "semantic", 2, "parallel-tree", "binary", 420, 420, notes={"labels": "binary masks"})
+    fp = replace(ct_slices(2), label_census={0: (420, 629975), 1: (420, 42000), 2: (1, 25)})
+    planned = classes_in_census(found, fp)
+    assert (planned.classes, planned.mask_kind) == (3, "multi-class")
+    assert planned.notes["labels"] == (
+        "binary masks; the label census of every mask also holds value(s) [2] (1 image(s), not among the sampled "
+        "masks): 3 classes"
+    )
+    choices = plan_train(fp, planned.classes, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    train = validate_workflow_text(workflow_yaml("parts", tmp_path, planned, fp, choices)).steps[1]
+    assert train.model.classes == 3
+    seen = replace(fp, label_census={0: (420, 629975), 1: (420, 42000)})
+    assert classes_in_census(found, seen) is found  # nothing beyond the sample: the detection as it was
