@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from segops.data.globs import path_selected
 from segops.data.mask_kinds import LOSSY_MASK_EXTS
+from segops.data.unannotated import TEST_WORDS
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 MASK_EXTS = (".png", ".tif", ".tiff", ".bmp")
@@ -224,17 +225,26 @@ def stray_files(images: list[str], paired: set[str], masks_beside: bool = False)
     """Unpaired image files that are not data: overview figures (README, dataset, example...),
     files in a folder where no image has a mask, and, where masks lie beside their images
     (``masks_beside``), files whose name ends in a mask word (CVPPP's binary ``plant_fg.png`` beside
-    the ``plant_rgb.png`` / ``plant_label.png`` pairs): when at least half of the images are paired."""
+    the ``plant_rgb.png`` / ``plant_label.png`` pairs): when at least half of the images are paired.
+
+    A folder without masks whose path names it as test or unlabelled data (:data:`TEST_WORDS`:
+    Kaggle's and Roboflow's ``test/images`` beside ``train/images`` + ``train/masks``), holding
+    files of the paired images' type, is data: the images a user wants segmented, not figures."""
     if len(paired) < len(images) / 2:
         return []
     paired_dirs = {str(PurePosixPath(p).parent) for p in paired}
+    paired_types = {PurePosixPath(p).suffix.lower() for p in paired}
+
+    def test_data(i: str) -> bool:
+        return TEST_WORDS.search(i.lower()) is not None and PurePosixPath(i).suffix.lower() in paired_types
+
     return [
         i
         for i in images
         if i not in paired
         and (
             STRAY_WORDS.search(PurePosixPath(i).stem)
-            or str(PurePosixPath(i).parent) not in paired_dirs
+            or (str(PurePosixPath(i).parent) not in paired_dirs and not test_data(i))
             or (masks_beside and MASK_WORDS.fullmatch(re.split(r"[-_. ]", PurePosixPath(i).stem.lower())[-1]))
         )
     ]

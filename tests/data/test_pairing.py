@@ -815,6 +815,24 @@ def test_split_folders_each_with_images_and_masks_are_one_dataset(tmp_path: Path
     assert np.array_equal(row["label"], _square() // 255)
 
 
+def test_a_test_split_without_masks_is_segmented_not_excluded(tmp_path: Path) -> None:
+    """Kaggle's usual export: train/ and valid/ with masks, test/images without any: the images the
+    user wants masks for. They stay in the source, unlabelled; a figure beside them is still left out."""
+    for split, n in (("train", 4), ("valid", 2), ("test", 3)):
+        for i in range(n):
+            _image(tmp_path / split / "images" / f"img_{i}.jpg", i)
+            if split != "test":
+                _mask(tmp_path / split / "masks" / f"img_{i}.png", _square())
+    _image(tmp_path / "test" / "images" / "overview.jpg", 9)
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 9, 6)  # the figure is not an image of the data
+    assert d.source["exclude"] == ["test/images/overview.jpg"]
+    assert "3 image(s) have no mask, named as test data" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    files = sorted(f["rel_path"] for f in list_source_files(source))
+    assert [f for f in files if f.startswith("test/")] == [f"test/images/img_{i}.jpg" for i in range(3)]
+
+
 def _leaves(seed: int, n: int) -> np.ndarray:
     """An instance-id mask of ``n`` discs numbered 1..n (later discs on top)."""
     rng = np.random.default_rng(seed)
