@@ -352,7 +352,8 @@ def plan_train(
 
     ``seconds_per_sample(model_plan)`` times one training sample (a patch; a whole image for
     Mask R-CNN) of the planned model, given ``{"arch", "filters", "kernels", "strides",
-    "patch_size", "batch", "in_channels", "classes"}`` (or Mask R-CNN's sizes).
+    "patch_size", "batch", "in_channels", "classes"}`` (or Mask R-CNN's sizes and the median
+    image's ``objects``).
     """
     in_channels = Choice(
         max(fp.channels, key=lambda c: (fp.channels[c], -c)) if fp.channels else 1,  # the most common count
@@ -375,8 +376,16 @@ def plan_train(
         out |= {k: v for k, v in start.items() if not k.startswith("model.")}  # intensity, learning_rate, warm-up
         batch = 2
         timed = {k: v.value for k, v in mrcnn.items() if k not in ("weights", "backbone_weights")}  # speed only
+        objects = max(1, round(fp.objects.count_median)) if fp.objects else 1
         s = seconds_per_sample(
-            {"arch": "maskrcnn", "in_channels": in_channels.value, "classes": classes, "batch": batch} | timed
+            {
+                "arch": "maskrcnn",
+                "in_channels": in_channels.value,
+                "classes": classes,
+                "batch": batch,
+                "objects": objects,
+            }
+            | timed
         )
         n_val, n_train = _split_cases(fp, fractions)
         cost = epoch_cost(n_train, n_val, s, settings.workers, n_train)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -12,27 +13,24 @@ from segops.models.registry import build_model
 
 
 def random_training_step(
-    spec: ModelSpec, batch: int, size: Sequence[int], device: torch.device, seed: int = 0
+    spec: ModelSpec, batch: int, size: Sequence[int], device: torch.device, seed: int = 0, objects: int = 1
 ) -> tuple[torch.nn.Module, Callable[[], None]]:
     """(model of ``spec`` in training mode on ``device``, a function doing one Adam step on it).
 
     Args:
         batch: samples per step.
-        size: a semantic model's patch (H, W) or (Z, H, W); a Mask R-CNN's image side (one value:
-            square images, one box and mask each).
+        size: a semantic model's patch (H, W) or (Z, H, W); a Mask R-CNN's image (H, W), or one
+            side (square images).
+        objects: a Mask R-CNN image's objects (boxes and masks, on a grid): its mask head's work
+            grows with the proposals that match one.
     """
     gen = torch.Generator().manual_seed(seed)
     model = build_model(spec).to(device)
     if spec.task == "instance":
-        side = int(size[0])
-        images = [torch.rand(spec.in_channels, side, side, generator=gen).to(device) for _ in range(batch)]
-        mask = torch.zeros(1, side, side, dtype=torch.uint8)
-        mask[:, side // 4 : side // 2, side // 4 : side // 2] = 1
-        box = torch.tensor([[side / 4, side / 4, side / 2, side / 2]])
-        targets = [
-            {"boxes": box.to(device), "labels": torch.ones(1, dtype=torch.int64).to(device), "masks": mask.to(device)}
-            for _ in range(batch)
-        ]
+        h, w = int(size[0]), int(size[-1])
+        images = [torch.rand(spec.in_channels, h, w, generator=gen).to(device) for _ in range(batch)]
+        target = {k: v.to(device) for k, v in _grid_objects(h, w, max(1, objects)).items()}
+        targets = [target] * batch
 
         def loss() -> torch.Tensor:
             return sum(model(images, targets).values())
@@ -56,3 +54,21 @@ def random_training_step(
             torch.cuda.synchronize()
 
     return model, step
+
+
+def _grid_objects(h: int, w: int, k: int) -> dict[str, torch.Tensor]:
+    """``k`` square objects of class 1 on a grid over an ``h`` x ``w`` image: boxes, labels, masks."""
+    cells = math.ceil(math.sqrt(k))
+    step_y, step_x = h // cells, w // cells
+    side = max(2, min(step_y, step_x) // 2)
+    masks = torch.zeros(k, h, w, dtype=torch.uint8)
+    boxes = []
+    for i in range(k):
+        y, x = (i // cells) * step_y + step_y // 4, (i % cells) * step_x + step_x // 4
+        masks[i, y : y + side, x : x + side] = 1
+        boxes.append([x, y, x + side, y + side])
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.ones(k, dtype=torch.int64),
+        "masks": masks,
+    }

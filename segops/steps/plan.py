@@ -195,9 +195,12 @@ def _probe(plan: dict[str, Any], steps: int) -> float:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = int(plan["batch"])
     # the plan is the model's fields, the batch and (a U-Net's) patch size
-    spec = TypeAdapter(ModelSpec).validate_python({k: v for k, v in plan.items() if k not in ("batch", "patch_size")})
-    size = plan["patch_size"] if spec.task == "semantic" else [plan["min_size"]]
-    _, step = random_training_step(spec, batch, size, device)
+    spec = TypeAdapter(ModelSpec).validate_python(
+        {k: v for k, v in plan.items() if k not in ("batch", "patch_size", "objects")}
+    )
+    # Mask R-CNN: the median image as it trains (shorter side min_size, the longer at that scale), its objects
+    size = plan["patch_size"] if spec.task == "semantic" else [plan["min_size"], plan["max_size"]]
+    _, step = random_training_step(spec, batch, size, device, objects=int(plan.get("objects", 1)))
     times = []
     for i in range(steps + PROBE_WARMUP):
         start = time.perf_counter()
