@@ -13,7 +13,9 @@ from segops.errors import DecodeError
 _GRAY_MODES = ("L", "I", "I;16", "I;16B", "I;16L", "I;16S", "F", "1")
 #: The EXIF tag that says how a stored photo is turned for display (1: as stored).
 EXIF_ORIENTATION = 0x0112
-_COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "LA")
+_COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
+#: Gray with an alpha channel (a gray PNG exported with transparency): read as gray, alpha dropped.
+_GRAY_ALPHA_MODES = ("LA", "La")
 
 
 def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
@@ -70,6 +72,8 @@ def _to_array(img: Image.Image) -> np.ndarray:
     if img.mode in _COLOUR_MODES:
         array = np.asarray(img.convert("RGB"), dtype=np.float32)
         return np.ascontiguousarray(np.moveaxis(array, -1, 0))
+    if img.mode in _GRAY_ALPHA_MODES:
+        return np.asarray(img.getchannel(0), dtype=np.float32)[None]
     if img.mode in _GRAY_MODES:
         return np.asarray(img, dtype=np.float32)[None]
     raise DecodeError(f"unsupported image mode {img.mode!r}")

@@ -119,6 +119,9 @@ def test_image_formats(tmp_path: Path) -> None:
     (jpg,) = read_image(tmp_path / "c.jpg", "c.jpg")
     (bmp,) = read_image(tmp_path / "g.bmp", "g.bmp")
     assert jpg.image.shape == (3, 48, 64) and bmp.image.shape == (1, 48, 64)
+    Image.fromarray((ramp % 256).astype(np.uint8)).convert("LA").save(tmp_path / "la.png")  # gray + alpha
+    (gray_alpha,) = read_image(tmp_path / "la.png", "la.png")
+    assert gray_alpha.image.shape == (1, 48, 64) and np.array_equal(gray_alpha.image[0], ramp % 256)
     assert (jpg.transfer_syntax, bmp.transfer_syntax) == ("JPEG", "BMP")
 
 
