@@ -243,8 +243,11 @@ def _classify(
         )
     main = sum(census.values.get(x, (0, 0))[1] for x in {0, top})
     total = sum(p for _, p in census.values.values()) or 1
-    tol = top // 16  # JPEG noise: values within 1/16 of the range of 0 or the maximum
-    near = sum(p for v, (_, p) in census.values.items() if v <= tol or v >= top - tol)
+    # JPEG noise: values within 1/16 of the range (at least 2 levels) of 0 or of the stored foreground,
+    # the nonzero value covering the most pixels (255 of 0/255 masks; 1 of 0/1 masks, whose noise reaches 2)
+    peak = max((v for v in vals if v), key=lambda v: (census.values[v][1], v), default=top) if census.lossy else top
+    tol = max(2, peak // 16) if census.lossy else top // 16
+    near = sum(p for v, (_, p) in census.values.items() if v <= tol or abs(v - peak) <= tol)
     aliased = len(vals) > 2 and (
         (main / total >= 0.98 and census.edge_share >= 0.9) or (census.lossy and near / total >= 0.98)
     )
@@ -281,15 +284,16 @@ def _classify(
         fields = {} if set(vals) <= {0, 1} or set(vals) <= {0, 255} else {"values": {0: 0, top: 1}}
         return {"kind": "mask-png", **fields}, "semantic", 2, "binary", f"binary masks (values {vals})"
     if aliased:
-        t = (top + 1) // 2
-        share = 100 * (1 - main / total)
+        t = max(1, (peak + 1) // 2) if census.lossy else (top + 1) // 2
+        exact = sum(census.values.get(x, (0, 0))[1] for x in {0, peak})
+        share = 100 * (1 - (exact if census.lossy else main) / total)
         return (
             {"kind": "mask-png", "threshold": t},
             "semantic",
             2,
             "anti-aliased",
             (
-                f"JPEG masks: {share:.2f} % of pixels between 0 and {top} (compression noise), binarised at {t}"
+                f"JPEG masks: {share:.2f} % of pixels neither 0 nor {peak} (compression noise), binarised at {t}"
                 if census.lossy
                 else f"anti-aliased: {share:.2f} % of pixels between 0 and {top} on edges, binarised at {t}"
             ),

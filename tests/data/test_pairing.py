@@ -494,6 +494,22 @@ def test_masks_saved_0_1_by_one_tool_and_0_255_by_another_are_one_binary_class(t
     assert (fields, classes, kind) == ({"kind": "mask-png", "values": {0: 0, 1: 1, 255: 2}}, 3, "multi-class")
 
 
+def test_jpeg_masks_stored_0_1_are_binarised_not_three_classes(tmp_path: Path) -> None:
+    """0/1 masks saved as JPEG: compression noise adds 2s around the edges, which a range-relative
+    tolerance (1/16 of 2) did not see as noise, so the plan trained a third class on the noise."""
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(6):
+        m = np.zeros((64, 64), np.uint8)
+        y, x = rng.integers(5, 40, 2)
+        m[y : y + 15, x : x + 20] = 1
+        masks.append(m)
+    census, (fields, task, classes, kind, why) = _census(tmp_path, masks, ".jpg")
+    assert 2 in census.values and census.lossy  # the noise this is about
+    assert (fields, task, classes, kind) == ({"kind": "mask-png", "threshold": 1}, "semantic", 2, "anti-aliased")
+    assert "neither 0 nor 1 (compression noise), binarised at 1" in why
+
+
 def test_instance_id_masks_16_bit(tmp_path: Path) -> None:
     ids = np.zeros((24, 32), np.uint16)
     for k in range(1, 6):
