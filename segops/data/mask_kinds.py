@@ -5,8 +5,9 @@
   or sources, merged): both are the foreground.
 - anti-aliased: more than two values, but ≥ 98 % of pixels are 0 or the maximum and ≥ 90 % of
   the others lie on an edge → ``threshold`` at the midpoint (128 for 0/255); JPEG masks the
-  same when ≥ 98 % of pixels lie within 1/16 of the range of 0 or the maximum (block noise is
-  not only on edges). A gray mask stored as RGB is read from one channel; a float mask as
+  same when ≥ 98 % of pixels lie within 1/16 of the range (at least 2 levels) of 0 or of the
+  stored foreground value, the nonzero value covering the most pixels (block noise is not only
+  on edges; 0/1 JPEG masks are binarised at 1). A gray mask stored as RGB is read from one channel; a float mask as
   integers (:func:`integral`).
 - instance ids: 16-bit storage with two or more ids in a mask, more than
   :data:`MAX_GUESSED_CLASSES` values in one mask, or the layout of per-image ids (PennFudan's
