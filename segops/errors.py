@@ -34,7 +34,12 @@ class NoPixelDataError(DecodeError):
 
 
 class LabelError(SegopsError):
-    """A label file is missing, unreadable, or does not fit its image."""
+    """A label file is missing, unreadable, or does not fit its image.
+
+    ``label_uri``: the label being read, where the reader knew it (the record keeps it, so the
+    label is not reported as matching no image)."""
+
+    label_uri: str | None = None
 
 
 class LabelValueError(LabelError):

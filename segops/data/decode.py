@@ -234,7 +234,8 @@ def decode_file(
         try:
             found = labels.label_for(record) if labels is not None else None
         except LabelError as exc:  # the image is fine: kept unlabelled (segmented, never trained on), and says why
-            rows.append(record.to_row() | failure_fields(STATUS_OK, "label", exc))
+            # the label it matched (and could not use) is kept: it is in the quarantine, not "matched no image"
+            rows.append(record.to_row() | failure_fields(STATUS_OK, "label", exc) | {"label_uri": exc.label_uri or ""})
             continue
         if found is not None:  # no label: the record is unlabelled, counted, not an error
             record.label, record.label_uri = found

@@ -17,7 +17,8 @@ import logging
 import os
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -136,6 +137,17 @@ def empty_label(
 # --------------------------------------------------------------------------- resolvers
 
 
+@contextmanager
+def _reading(uri: str) -> Iterator[None]:
+    """A :class:`LabelError` raised while reading the label ``uri`` names it (``label_uri``)."""
+    try:
+        yield
+    except LabelError as exc:
+        if exc.label_uri is None:
+            exc.label_uri = uri
+        raise
+
+
 @dataclass
 class LabelResolver:
     """Finds the label of a record. Build with :func:`build_resolver`; picklable."""
@@ -164,36 +176,42 @@ class LabelResolver:
             if not path.is_file() or _is_input(path, record):
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
             page = _page(self.spec.pattern, record)
-            return spec_mask_with_parts(self.spec, path, shape, page), str(path.resolve())
+            with _reading(uri := str(path.resolve())):
+                return spec_mask_with_parts(self.spec, path, shape, page), uri
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not path.is_file() or _is_input(path, record):
                 return empty_label(self.spec, record.rel_path, shape, np.int32)
-            return _instance_png_label(self.spec, path, record, shape), str(path.resolve())
+            with _reading(uri := str(path.resolve())):
+                return _instance_png_label(self.spec, path, record, shape), uri
         if isinstance(self.spec, (LabelmeLabels, YoloLabels)):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not path.is_file():
                 return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
-            if isinstance(self.spec, YoloLabels):
-                return yolo_label(path, shape, self.spec.instances), str(path.resolve())
-            classes = self.spec.classes or self.labelme_classes
-            return labelme_label(path, shape, classes, self.spec.instances), str(path.resolve())
+            with _reading(uri := str(path.resolve())):
+                if isinstance(self.spec, YoloLabels):
+                    return yolo_label(path, shape, self.spec.instances), uri
+                classes = self.spec.classes or self.labelme_classes
+                return labelme_label(path, shape, classes, self.spec.instances), uri
         if isinstance(self.spec, SuperviselyLabels):
             ann = self.sly_index.get(record.source_uri)
             if ann is None:
                 return None
-            return supervisely_label(ann, shape, self.sly_classes, self.spec.instances), ann
+            with _reading(ann):
+                return supervisely_label(ann, shape, self.sly_classes, self.spec.instances), ann
         if isinstance(self.spec, MaskFolderLabels):
             folder = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
             if not folder.is_dir():
                 return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
-            return _mask_folder_label(self.spec, folder, shape), str(folder.resolve())
+            with _reading(uri := str(folder.resolve())):
+                return _mask_folder_label(self.spec, folder, shape), uri
         if isinstance(self.spec, DicomSegLabels):
             seg_path = self.seg_index.get(record.instance_uid)
             if seg_path is None:
                 return None
             frame = record.frame + 1 if record.n_frames > 1 else None
-            return seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
+            with _reading(seg_path):
+                return seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
         if isinstance(self.spec, RtstructLabels):
             return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms)
         if isinstance(self.spec, RleCsvLabels):
@@ -201,13 +219,15 @@ class LabelResolver:
             if key is None:
                 return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
             uri = f"{self.spec.path}#image={key}"
-            return rle_label(self.rle_images[key], shape, self.spec.order, self.spec.instances, uri), uri
+            with _reading(uri):
+                return rle_label(self.rle_images[key], shape, self.spec.order, self.spec.instances, uri), uri
         keys = (record.source_uri, record.rel_path, PurePosixPath(record.rel_path).name)
         entry = next((self.coco_images[k] for k in keys if k in self.coco_images), None)
         if entry is None:
             return None
         read = coco_instances if self.spec.instances else coco_label
-        return read(entry, shape, self.coco_classes), entry["uri"]
+        with _reading(entry["uri"]):
+            return read(entry, shape, self.coco_classes), entry["uri"]
 
     def all_label_keys(self) -> set[str]:
         """Every label this resolver knows, as the ``label_uri`` it gives when matched."""

@@ -428,3 +428,23 @@ def test_void_pixels_read_as_background_in_class_and_instance_masks(tmp_path: Pa
     (record,) = read_image(tmp_path / "img" / "m.png", "m.png")
     ids, _ = build_resolver(spec).label_for(record)
     assert sorted(np.unique(ids).tolist()) == [0, S + 1, S + 2]  # objects 2 and 15; the borders are no object
+
+
+def test_an_image_whose_label_cannot_be_used_keeps_that_label_s_uri(tmp_path: Path) -> None:
+    """A mask of the wrong size: the image stays (unlabelled, with the reason) and its row names the
+    mask, so the ingest's unmatched-labels table does not also list it as matching no image."""
+    from segops.config.schema import ImageSource
+
+    _gray(tmp_path / "images" / "a.png")
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "masks" / "a.png")
+    source = ImageSource.model_validate(
+        {
+            "kind": "images",
+            "path": str(tmp_path / "images"),
+            "labels": {"kind": "mask-png", "path": str(tmp_path / "masks")},
+        }
+    )
+    (row,) = decode_file(str(tmp_path / "images" / "a.png"), "a.png", source)
+    assert (row["status"], row["stage"], row["has_label"]) == ("ok", "label", False)
+    assert "20x20" in row["error"] and row["label_uri"] == str((tmp_path / "masks" / "a.png").resolve())
