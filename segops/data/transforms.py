@@ -93,6 +93,13 @@ def rescale_label(label: np.ndarray, scale: float) -> np.ndarray:
     return label[np.ix_(rows, cols)]
 
 
+def padded_size(spatial: Sequence[int], divisor: int, min_size: Sequence[int] = ()) -> tuple[int, ...]:
+    """The spatial size :func:`pad_to_multiple` pads ``spatial`` to (each axis at least ``min_size``'s,
+    then up to a multiple of ``divisor``), without padding anything."""
+    sizes = [max(n, m) for n, m in zip(spatial, min_size)] + list(spatial[len(min_size) :])
+    return tuple(s + (-s % divisor) for s in sizes)
+
+
 def pad_to_multiple(image: np.ndarray, divisor: int, min_size: Sequence[int] = ()) -> np.ndarray:
     """Pad (C, H, W) or (C, Z, H, W) at the end of each spatial axis to multiples of ``divisor``,
     mirroring the image at its edge; with ``min_size`` (the training patch size), an axis shorter
@@ -106,8 +113,7 @@ def pad_to_multiple(image: np.ndarray, divisor: int, min_size: Sequence[int] = (
     the divisor, its bottleneck would be 1 px, where instance normalisation has nothing to
     normalise over (torch raises) and a network's context ends at the image's edge.
     """
-    sizes = [max(n, m) for n, m in zip(image.shape[1:], min_size)] + list(image.shape[1 + len(min_size) :])
-    pads = [s - n + (-s % divisor) for s, n in zip(sizes, image.shape[1:])]
+    pads = [t - n for t, n in zip(padded_size(image.shape[1:], divisor, min_size), image.shape[1:])]
     if not any(pads):
         return image
     return np.pad(image, ((0, 0), *((0, p) for p in pads)), mode="symmetric")

@@ -11,7 +11,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from segops.config.schema import SlidingWindowSpec
-from segops.data.transforms import pad_to_multiple, prepare_image
+from segops.data.transforms import pad_to_multiple, padded_size, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.embeddings import BottleneckTap
@@ -102,7 +102,7 @@ def predict(
             if arr.shape[1] * arr.shape[2] > sliding.max_pixels:
                 outputs[i] = _sliding(loaded, net, arr, sliding, device, inner)
             else:
-                whole[pad_to_multiple(arr, spec.size_divisor, pre.patch_size).shape].append(i)
+                whole[(arr.shape[0], *padded_size(arr.shape[1:], spec.size_divisor, pre.patch_size))].append(i)
         for indices in whole.values():  # batch only equal shapes together
             padded = [pad_to_multiple(prepared[i], spec.size_divisor, pre.patch_size) for i in indices]
             batch = torch.from_numpy(np.stack(padded))
