@@ -331,21 +331,25 @@ def reference_picks(run_dir: Path, budget: int, seed: int, arm: str) -> list[str
         rest = np.setdiff1d(np.arange(len(rows)), picks)
         picks += list(rng.choice(rest, budget - len(picks), replace=False))
     elif arm == "strata-random":
-        with_fg = rows["fg_fraction"].astype(float).to_numpy() > 0
-        n_fg = int(round(budget * with_fg.mean()))
-        picks = list(rng.choice(np.flatnonzero(with_fg), n_fg, replace=False))
-        picks += list(rng.choice(np.flatnonzero(~with_fg), budget - n_fg, replace=False))
+        picks = [i for members, n in _strata(rows, budget) for i in rng.choice(members, n, replace=False)]
     elif arm == "strata-select":
-        rows, emb = embed_cases(finished, rows)
-        with_fg = rows["fg_fraction"].astype(float).to_numpy() > 0
-        n_fg = int(round(budget * with_fg.mean()))
+        rows, emb = embed_cases(finished, rows)  # the cases that still read: risk and strata of these
+        risk = rows["risk"].astype(float).to_numpy()
         picks = []
-        for members, n in ((np.flatnonzero(with_fg), n_fg), (np.flatnonzero(~with_fg), budget - n_fg)):
+        for members, n in _strata(rows, budget):
             part = select_cases(rows["case_id"].iloc[members].tolist(), risk[members], emb[members], n)
             picks += list(members[part.indices])
     else:
         raise ValueError(f"unknown arm {arm!r}")
     return rows.iloc[picks]["rel_path"].astype(str).tolist()
+
+
+def _strata(rows: pd.DataFrame, budget: int) -> list[tuple[np.ndarray, int]]:
+    """(positions, picks) of the two strata, cases with and without predicted foreground, each
+    given its share of ``budget`` as of the candidates."""
+    with_fg = rows["fg_fraction"].astype(float).to_numpy() > 0
+    n_fg = int(round(budget * with_fg.mean()))
+    return [(np.flatnonzero(with_fg), n_fg), (np.flatnonzero(~with_fg), budget - n_fg)]
 
 
 def run_seed(

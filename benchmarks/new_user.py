@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,7 +140,7 @@ CASES = {
 def _segops(args: list[str], cwd: Path, log: Path) -> tuple[int, float]:
     start = time.perf_counter()
     with log.open("w") as out:
-        rc = subprocess.run([*SEGOPS, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=os.environ).returncode
+        rc = subprocess.run([*SEGOPS, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
     return rc, time.perf_counter() - start
 
 
@@ -147,8 +148,6 @@ def run_case(name: str, budget: float, seed: int) -> dict[str, Any]:
     folder = OUT / name
     data = folder / "data"
     if not (folder / "made").exists():
-        import shutil
-
         shutil.rmtree(folder, ignore_errors=True)
         CASES[name](data, np.random.default_rng(seed))
         (folder / "made").touch()
