@@ -95,9 +95,13 @@ class Contour:
 
 @dataclass(frozen=True)
 class Roi:
+    """A ROI: its number, name and contours, and its RTROIInterpretedType (``EXTERNAL`` for the body
+    outline, ``ORGAN``, ``GTV``, ``PTV``, …; "" where the structure set gives none)."""
+
     number: int
     name: str
     contours: tuple[Contour, ...]
+    interpreted_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,16 +168,27 @@ def read_structure_set(source: str | Path | pydicom.Dataset) -> StructureSet:
             f"{ds.get('SOPClassUID', '')!r}); keep only RTSTRUCT files in the labels folder"
         )
     names = {int(r.ROINumber): str(getattr(r, "ROIName", "")).strip() for r in ds.get("StructureSetROISequence", [])}
+    kinds = interpreted_types(ds)
     rois = []
     for item in ds.get("ROIContourSequence", []):
         number = int(item.ReferencedROINumber)
         contours = tuple(_contour(c, where, number) for c in item.get("ContourSequence", []))
-        rois.append(Roi(number, names.get(number, f"ROI {number}"), contours))
+        rois.append(Roi(number, names.get(number, f"ROI {number}"), contours, kinds.get(number, "")))
     listed = {r.number for r in rois}
-    rois += [Roi(n, name, ()) for n, name in names.items() if n not in listed]
+    rois += [Roi(n, name, (), kinds.get(n, "")) for n, name in names.items() if n not in listed]
     series, sops = referenced_images(ds)
     sops |= {sop for r in rois for c in r.contours for sop, _ in c.references}
     return StructureSet(path, tuple(rois), tuple(series), frozenset(sops))
+
+
+def interpreted_types(ds: pydicom.Dataset) -> dict[int, str]:
+    """ROI number → its RTROIInterpretedType, upper case (``EXTERNAL``, ``ORGAN``, …), from the
+    RTROIObservationsSequence (works on a header read of that sequence)."""
+    return {
+        int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "")).strip().upper()
+        for o in ds.get("RTROIObservationsSequence", [])
+        if "ReferencedROINumber" in o
+    }
 
 
 def is_rtstruct(ds: pydicom.Dataset) -> bool:

@@ -30,6 +30,7 @@ from segops.data.rtstruct import (
     SliceGeometry,
     StructureSet,
     contour_report,
+    interpreted_types,
     is_rtstruct,
     rasterise_slice,
     read_structure_set,
@@ -283,7 +284,8 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
 
     ROI names that differ only in case, spaces, ``-``, ``_`` or ``.`` (``Lung_L``, ``lung-l``), or in
     where and how they spell the side (``L Lung``, ``Lt Lung``: :func:`roi_key`) are one name, the
-    first spelling its rule and the others its synonyms. A name is a class when it
+    first spelling its rule and the others its synonyms; so are the body outline's names (``External``,
+    ``BODY``) and any ROI whose RTROIInterpretedType is ``EXTERNAL``. A name is a class when it
     has an area drawn (closed contours) in at least half of the sampled structure sets (at most
     :data:`PROPOSAL_SAMPLE`): a marker or isocentre point, a ROI defined but never drawn, or a
     structure only a few patients have (``GTV-2``, a planning ring) is left out and named, since a
@@ -301,20 +303,25 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
         if i < PROPOSAL_SAMPLE:
             try:
                 rois = [
-                    (r.name, sum(_polygon_area(c.points) for c in r.contours))
+                    (r.name, sum(_polygon_area(c.points) for c in r.contours), r.interpreted_type)
                     for r in read_structure_set(root / f).rois
                 ]
             except LabelError:
                 continue
             sampled += 1
         else:  # names only
-            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=["StructureSetROISequence"])
-            rois = [(str(r.get("ROIName", "")), 0.0) for r in ds.get("StructureSetROISequence", [])]
-        for name, mm2 in rois:
+            tags = ["StructureSetROISequence", "RTROIObservationsSequence"]
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True, specific_tags=tags)
+            kinds = interpreted_types(ds)
+            rois = [
+                (str(r.get("ROIName", "")), 0.0, kinds.get(int(r.ROINumber), ""))
+                for r in ds.get("StructureSetROISequence", [])
+            ]
+        for name, mm2, kind in rois:
             name = name.strip()
             if not name:
                 continue
-            key = roi_key(name)
+            key = BODY_OUTLINE_KEY if kind == "EXTERNAL" else roi_key(name)
             names = spellings.setdefault(key, [])
             if name not in names:
                 names.append(name)
@@ -339,12 +346,24 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     return RoiProposal(rois, synonyms, left_out, partial, {classes[k]: spellings[k][0] for k in kept})
 
 
+#: Names planning systems give the body outline (AAPM TG-263's ``External``; ``BODY``, ``Body``,
+#: ``Outline``, …), merged as one structure. TG-263's ``Skin`` is a rind under the surface, not the outline.
+BODY_OUTLINE_NAMES = frozenset(
+    {"external", "ext", "body", "bodyoutline", "outline", "externalcontour", "bodycontour", "patientoutline"}
+)
+BODY_OUTLINE_KEY = "external"
+
+
 def roi_key(name: str) -> str:
     """The merge key of a ROI name: lower case without spaces, ``_``, ``-`` and ``.``, and a side word
     (:data:`~segops.data.laterality.SIDE_WORDS`) wherever it stands taken out as the side, so ``Lung_L``,
     ``lung-l``, ``L Lung``, ``Lt Lung`` and ``Left lung`` are one structure (``left:lung``) and
-    ``SpinalCord`` and ``Spinal_Cord`` another (``spinalcord``)."""
+    ``SpinalCord`` and ``Spinal_Cord`` another (``spinalcord``); the body outline's names
+    (:data:`BODY_OUTLINE_NAMES`: ``External``, ``BODY``) are one (``external``). :func:`proposed_rois`
+    also merges into it any ROI whose RTROIInterpretedType is ``EXTERNAL``, whatever its name."""
     words = [w for w in re.split(r"[\s._-]+", name.lower()) if w]
+    if "".join(words) in BODY_OUTLINE_NAMES:
+        return BODY_OUTLINE_KEY
     sides = {SIDE_WORDS[w] for w in words if w in SIDE_WORDS}
     if len(words) < 2 or len(sides) != 1:
         return "".join(words)

@@ -340,6 +340,48 @@ def test_a_side_spelt_four_ways_is_one_class_with_its_spellings_as_synonyms(tmp_
     assert roi_key("Spinal_Cord") == roi_key("SpinalCord") == "spinalcord" and roi_key("L") == "l"
 
 
+def test_the_body_outline_spelt_per_planning_system_is_one_class(tmp_path: Path) -> None:
+    """``External`` (TG-263), ``BODY``, ``Body`` and a ROI whose RTROIInterpretedType is EXTERNAL
+    whatever its name are the body outline, drawn in every structure set: one class with the
+    others as synonyms, not one drawn in half (a class the others teach as background) and
+    the rest left out. TG-263's ``Skin`` (a rind) is not the outline."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    from segops.data.rtstruct_labels import roi_key
+
+    from .rtstruct_archive import CORD, RING_OUTER, _contour, build_rtstruct, write_ct_series
+
+    outlines = ("External", "BODY", "Body", "Contour_1")
+    for n, outline in enumerate(outlines):
+        cts = write_ct_series(tmp_path / "ct" / f"p{n}", 4, generate_uid(), generate_uid())
+        uid = [ct.SOPInstanceUID for ct in cts]
+        rois = [
+            (outline, [_contour(RING_OUTER.points(), refs=(uid[k],)) for k in (1, 2)]),
+            ("SpinalCord", [_contour(CORD[2].points(), refs=(uid[2],))]),
+        ]
+        if n == 0:
+            rois.append(("Skin", [_contour(RING_OUTER.points(), refs=(uid[3],))]))
+        ds = build_rtstruct(cts, rois)
+        ds.RTROIObservationsSequence = Sequence()
+        for number, kind in ((1, "EXTERNAL"), (2, "ORGAN")):
+            observation = Dataset()
+            observation.ObservationNumber, observation.ReferencedROINumber = number, number
+            observation.RTROIInterpretedType = kind
+            ds.RTROIObservationsSequence.append(observation)
+        path = tmp_path / "rtstruct" / f"RS.p{n}.dcm"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+    d = detect(tmp_path)
+    labels = d.source["labels"]
+    assert labels["rois"] == {"SpinalCord": 2, "External": 1} and d.classes == 3
+    assert labels["synonyms"] == {"External": ("BODY", "Body", "Contour_1")}
+    assert "Skin: drawn in 1 of 4" in d.notes["labels"]
+    assert roi_key("BODY") == roi_key("External") == roi_key("body outline") == "external"
+    assert roi_key("Skin") == "skin" and roi_key("Contour_1") == "contour1"
+
+
 def test_an_rtstruct_among_the_images_is_found_by_its_name(tmp_path: Path) -> None:
     make_rtstruct_archive(tmp_path / "src")
     shutil.copytree(tmp_path / "src" / "ct" / "a", tmp_path / "a")
