@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from segops.config.contour_labels import LidcLabels
 from segops.config.models import BACKBONE_MODULES, DynUNetSpec, MaskRCNNSpec, ModelSpec, SmpSpec, UNetSpec
 from segops.config.preprocess import (
     AugmentSpec,
@@ -82,6 +83,7 @@ __all__ = [
     "IngestStep",
     "InstancePngLabels",
     "LabelmeLabels",
+    "LidcLabels",
     "YoloLabels",
     "ViaLabels",
     "SuperviselyLabels",

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from segops.config.contour_labels import LidcLabels, RtstructLabels
 from segops.config.spec import Spec
 
 _EMPTY_HELP = (
@@ -263,33 +264,6 @@ class YoloLabels(_EmptyWhenMissing):
     instances: bool = Field(default=False, description="Each line one instance (for arch: maskrcnn).")
 
 
-class RtstructLabels(Spec):
-    """A folder of DICOM RTSTRUCT objects (any depth): contours per ROI, rasterised onto each slice.
-
-    ``rois`` maps ROI-name globs (case-insensitive, ``*`` and ``?``) to classes, e.g.
-    ``{"GTV*": 1, "spinal*": 2}``; ``synonyms`` adds further globs for a rule where names vary
-    between archives (``{"GTV*": ["tumou?r*", "lesion"]}``). A ROI is matched by the first rule
-    that fits; where ROIs of different rules overlap, the rule listed first wins. Contours are
-    joined to slices by ReferencedSOPInstanceUID, else by slice position; nested contours of one
-    ROI make holes (even-odd rule). Contours off every slice, open contours and ROIs that match no
-    rule are counted in the label census. A series no RTSTRUCT references is unlabelled.
-    """
-
-    kind: Literal["rtstruct"]
-    path: Path
-    rois: dict[str, Annotated[int, Field(ge=1, le=255)]] = Field(min_length=1)
-    synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _synonyms_name_rules(self) -> RtstructLabels:
-        unknown = sorted(set(self.synonyms) - set(self.rois))
-        if unknown:
-            raise ValueError(
-                f"synonyms for {unknown} name no rule of rois ({sorted(self.rois)}); key them by a rois glob"
-            )
-        return self
-
-
 class VolumeLabels(Spec):
     """Label volumes (NIfTI ``.nii``/``.nii.gz``, NRRD, MHA/MHD), one per case, on the image's grid.
 
@@ -369,9 +343,10 @@ _IMAGE_LABELS = (
 LabelsSpec = Annotated[Union[_IMAGE_LABELS], Field(discriminator="kind")]  # noqa: UP007 - a union of a tuple
 
 
-#: A DICOM source's labels: those of images, or label volumes cut along its slices (ITK-SNAP's and
-#: 3D Slicer's NIfTI / NRRD segmentations of a series; see segops.data.volume_labels.DicomSliceLabels).
-DicomLabelsSpec = Annotated[Union[(*_IMAGE_LABELS, VolumeLabels)], Field(discriminator="kind")]  # noqa: UP007
+#: A DICOM source's labels: those of images, label volumes cut along its slices (ITK-SNAP's and
+#: 3D Slicer's NIfTI / NRRD segmentations of a series; see segops.data.volume_labels.DicomSliceLabels),
+#: or LIDC-IDRI's XML nodule outlines.
+DicomLabelsSpec = Annotated[Union[(*_IMAGE_LABELS, VolumeLabels, LidcLabels)], Field(discriminator="kind")]  # noqa: UP007
 
 
 def ignores_void(labels: object) -> bool:

@@ -32,6 +32,7 @@ from segops.config.schema import (
     InstancePngLabels,
     LabelmeLabels,
     LabelsSpec,
+    LidcLabels,
     MaskFolderLabels,
     MaskPngLabels,
     RleCsvLabels,
@@ -46,6 +47,7 @@ from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
 from segops.data.label_census import label_counts
 from segops.data.labelme import label_names, labelme_label
+from segops.data.lidc import LidcIndex, index_lidc, lidc_label
 from segops.data.mask_files import (
     mask_folder_files,
     read_instance_png,
@@ -157,6 +159,7 @@ class LabelResolver:
     coco_images: dict[str, dict[str, Any]] = field(default_factory=dict)  # file_name → image + anns
     coco_classes: dict[int, int] = field(default_factory=dict)
     rtstruct: RtstructIndex | None = None  # which series / images each RTSTRUCT references
+    lidc: LidcIndex | None = None  # LIDC-IDRI XML outlines by slice, readers by series
     rle_images: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # image id → (class, RLE)
     labelme_classes: dict[str, int] = field(default_factory=dict)  # LabelMe name → class, when not given
     sly_index: dict[str, str] = field(default_factory=dict)  # Supervisely: image path → annotation file
@@ -214,6 +217,9 @@ class LabelResolver:
                 return seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
         if isinstance(self.spec, RtstructLabels):
             return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms)
+        if isinstance(self.spec, LidcLabels):
+            uid = record.series_uid or record.group_id
+            return lidc_label(self.lidc, uid, record.instance_uid, shape, self.spec.agreement, self.spec.class_id)
         if isinstance(self.spec, RleCsvLabels):
             key = next((k for k in image_keys(record.rel_path) if k in self.rle_images), None)
             if key is None:
@@ -249,6 +255,8 @@ class LabelResolver:
             return set(self.seg_index.values())
         if isinstance(self.spec, RtstructLabels):
             return self.rtstruct.keys()
+        if isinstance(self.spec, LidcLabels):
+            return self.lidc.keys()
         if isinstance(self.spec, RleCsvLabels):
             return {f"{self.spec.path}#image={key}" for key in self.rle_images}
         return {e["uri"] for e in self.coco_images.values()}
@@ -287,6 +295,8 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         return [row(uri, {spec.class_id}) for uri in sorted(mask_folder_keys(spec))]
     if isinstance(spec, RtstructLabels):
         return [row(uri, classes) for uri, classes in declared_rows(resolver.rtstruct, spec.rois, spec.synonyms)]
+    if isinstance(spec, LidcLabels):
+        return [row(resolver.lidc.uri(uid), {spec.class_id}) for uid in sorted(resolver.lidc.files)]
     if isinstance(spec, RleCsvLabels):
         return [row(f"{spec.path}#image={k}", {c for c, _ in e}) for k, e in sorted(resolver.rle_images.items())]
     if isinstance(spec, YoloLabels):
@@ -311,6 +321,8 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))
+    if isinstance(spec, LidcLabels):
+        return LabelResolver(spec, lidc=index_lidc(Path(spec.path)))
     if isinstance(spec, RleCsvLabels):
         rows = read_rle_csv(Path(spec.path), spec.image_column, spec.rle_column, spec.class_column)
         return LabelResolver(

@@ -13,7 +13,8 @@ Pairing styles, tried in this order:
    suffixes ``_0000`` …) beside ``labelsTr``, classes from ``dataset.json`` where present.
 2. A COCO JSON (top-level ``images`` and ``annotations``) anywhere in the folder.
 3. DICOM SEG objects (Modality ``SEG``) among the DICOM files; else RTSTRUCT objects (Modality
-   ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order.
+   ``RTSTRUCT``), whose ROI names become the ``rois`` rules, classes 1..K in name order; else
+   LIDC-IDRI's XML reading files (:mod:`segops.data.lidc`).
 3a. One mask file per object in a folder per image (:mod:`segops.data.mask_folder_layout`:
    Data Science Bowl 2018's ``<case>/images`` + ``<case>/masks``, or ``masks/<stem>/``).
 3b. LabelMe JSON files beside their images (:mod:`segops.data.labelme`), or YOLO segmentation
@@ -45,6 +46,7 @@ from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
+from segops.data.lidc import find_lidc, lidc_layout
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
     as_single_channel,
@@ -150,6 +152,9 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         structs = find_structure_sets(root, dicom, sample)
         if structs:
             return _dicom_rtstruct(root, dicom, structs)
+        lidc = find_lidc(root, files, sample)
+        if lidc:
+            return lidc_layout(root, dicom, lidc)
         label_volumes = find_dicom_volume_labels(root, dicom, files, sample)
         if label_volumes is not None:
             return label_volumes
