@@ -58,7 +58,9 @@ def split_groups(
     above 0), then the validation groups from the rest (at least 1); at least one group trains.
     With fewer than 3 groups there is no test set (a warning is the caller's to give). With
     ``strata``, each stratum goes to test, validation and training in proportion
-    (:func:`_stratified_order`); one stratum alone splits as without.
+    (:func:`_stratified_order`); one stratum alone splits as without. With "has foreground" strata
+    (booleans), test and then validation each hold a foreground-bearing group wherever training
+    keeps one besides (:func:`_with_foreground`).
 
     Raises:
         StepError: fewer than two groups (nothing to hold out).
@@ -71,7 +73,24 @@ def split_groups(
     n_test = 0 if test_fraction <= 0 or n < 3 else min(n - 2, max(1, round(test_fraction * n)))
     n_val = min(n - n_test - 1, max(1, round(val_fraction * n)))
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    if strata is not None and all(isinstance(strata.get(g), bool) for g in unique):
+        for part in (test, val):  # test first: the held-out figures must see the task
+            _with_foreground(part, train, strata)
     return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test)))
+
+
+def _with_foreground(part: list[str], train: list[str], has_fg: Mapping[str, Hashable]) -> None:
+    """Where a held-out part holds no foreground-bearing group while training keeps two or more,
+    swap the first of those in for the part's last group. Proportional interleaving alone can
+    leave a small part without one: 8 of 10 series with nodules, test 2 and validation 1 takes
+    the order's third group, the first of the 2 without; a validation set without foreground
+    chooses no postprocessing and calibrates no risk, a test set without it scores only background."""
+    if not part or any(has_fg.get(g) for g in part):
+        return
+    spare = [g for g in train if has_fg.get(g)]
+    if len(spare) < 2:  # training keeps at least one
+        return
+    train[train.index(spare[0])], part[-1] = part[-1], spare[0]
 
 
 def fold_groups(

@@ -65,6 +65,23 @@ def test_rare_defect_groups_are_spread_over_the_parts_in_proportion():
     assert split_groups(images, 0.1, 0.2, 5, one_stratum) == split_groups(images, 0.1, 0.2, 5)
 
 
+def test_a_small_held_out_part_gets_a_foreground_group_while_training_keeps_one():
+    """8 of 10 series with nodules, test 2 and validation 1: in proportion, validation took a
+    series without (its val_fg_dice was nan, postprocessing chose nothing); now each part holds
+    one with foreground, the sizes stay, and training keeps the rest."""
+    series = [f"s{i}" for i in range(10)]
+    for seed in range(20):
+        nodules = {g: i not in (seed % 10, (seed + 3) % 10) for i, g in enumerate(series)}
+        split = split_groups(series, 0.1, 0.2, seed=seed, strata=nodules)
+        assert (len(split.train), len(split.val), len(split.test)) == (7, 1, 2)
+        assert all(any(nodules[g] for g in part) for part in (split.train, split.val, split.test))
+        assert sorted(split.train + split.val + split.test) == series
+    rare = {g: g in ("s3", "s7") for g in series}  # two: one held out, training keeps the other
+    for seed in range(20):
+        split = split_groups(series, 0.1, 0.2, seed=seed, strata=rare)
+        assert [sum(rare[g] for g in split.train), sum(rare[g] for g in split.val + split.test)] == [1, 1]
+
+
 def test_folds_spread_each_stratum_evenly():
     images = [f"img-{i:02d}" for i in range(50)]
     defect = {g: i % 5 == 0 for i, g in enumerate(images)}  # 10 of 50
