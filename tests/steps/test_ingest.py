@@ -181,3 +181,28 @@ def test_an_image_whose_mask_does_not_fit_is_kept_unlabelled_and_listed(tmp_path
     assert quarantine["error"].str.contains("is 24x16 but its image is 48x32").all()
     metrics = MlflowClient(run.tracking_uri).get_run(run.mlflow_run_id).data.metrics
     assert (metrics["ingest_label_problems"], metrics["ingest_quarantined"], metrics["ingest_labelled"]) == (2, 0, 2)
+
+
+def test_lidc_outlines_label_the_series_their_files_name(archive: Path, tmp_path: Path) -> None:
+    """LIDC reading files among the DICOM folders, through Ray's decode tasks: the series a file
+    names is labelled (the consensus drawn on its slice), the others unlabelled, and a file naming a
+    series the archive lacks is listed as unmatched."""
+    from ..data.lidc_archive import Outline, Reader, rectangle, write_lidc_xml
+
+    images = tmp_path / "images"
+    shutil.copytree(archive / "ct" / "images", images, ignore=shutil.ignore_patterns("zz-bad", "rtplan.dcm"))
+    slices = [pydicom.dcmread(p) for p in sorted((images / "series-001").glob("*.dcm"))]
+    outline = Outline(slices[2].SOPInstanceUID, rectangle(10, 12, 17, 20))
+    write_lidc_xml(images / "series-001" / "069.xml", slices[0].SeriesInstanceUID, [Reader([[outline]])] * 2)
+    write_lidc_xml(images / "gone" / "070.xml", "1.2.3.4", [Reader([[outline]])])
+    source = {"kind": "dicom", "path": str(images), "labels": {"kind": "lidc-xml", "path": str(images)}}
+    run = _run(archive, "ingest-lidc", {"step": "ingest", "source": source})
+    dataset = pd.read_parquet(run.run_dir / "dataset", columns=["rel_path", "status", "has_label", "label_values"])
+    ok = dataset[dataset["status"] == "ok"].set_index("rel_path")
+    assert len(ok) == 18 and sorted(ok.index[ok["has_label"]]) == [
+        f"series-001/{Path(s.filename).name}" for s in slices
+    ]
+    nodule = {p for p, values in ok["label_values"].items() if 1 in list(values)}
+    assert nodule == {f"series-001/{Path(slices[2].filename).name}"}
+    unmatched = pd.read_parquet(run.run_dir / "unmatched-labels.parquet")
+    assert [Path(u.split("#")[0]).name for u in unmatched["label_uri"]] == ["070.xml"]
