@@ -44,7 +44,8 @@ class LidcIndex:
     Attributes:
         readers: SeriesInstanceUID → reading sessions (radiologists) in its XML files.
         files: SeriesInstanceUID → the XML files naming it.
-        outlines: SOPInstanceUID → (reader, inclusion, (N, 2) int32 column/row edge points) per ROI.
+        outlines: SOPInstanceUID → (reader, inclusion, (N, 2) int16 column/row edge points) per ROI
+            (int16: LIDC-IDRI holds a few million points, and the index travels with the decode tasks).
         marks: nodules < 3 mm and non-nodules (points, not drawn).
     """
 
@@ -77,7 +78,7 @@ def _text(element: ET.Element, name: str) -> str:
 def _edge_points(roi: ET.Element) -> np.ndarray:
     points = [(_text(e, "xCoord"), _text(e, "yCoord")) for e in _children(roi, "edgeMap")]
     try:
-        return np.array([(int(float(x)), int(float(y))) for x, y in points], np.int32).reshape(-1, 2)
+        return np.array([(int(float(x)), int(float(y))) for x, y in points], np.int16).reshape(-1, 2)
     except ValueError as exc:
         raise LabelError(f"an edgeMap point is not a number ({exc})") from exc
 
