@@ -9,6 +9,9 @@ from pydantic import Field, model_validator
 
 from segops.config.spec import Spec
 
+#: The class-map value of ignored pixels (:data:`segops.config.sources.IGNORE_LABEL`, which imports this module).
+IGNORE_CLASS = 255
+
 
 class RtstructLabels(Spec):
     """A folder of DICOM RTSTRUCT objects (any depth): contours per ROI, rasterised onto each slice.
@@ -20,12 +23,19 @@ class RtstructLabels(Spec):
     joined to slices by ReferencedSOPInstanceUID, else by slice position; nested contours of one
     ROI make holes (even-odd rule). Contours off every slice, open contours and ROIs that match no
     rule are counted in the label census. A series no RTSTRUCT references is unlabelled.
+
+    ``missing_rois``: what the pixels no ROI covers are on the slices of a series whose structure
+    sets draw no contour for some class (clinical archives draw the heart for some patients and not
+    others): ``background`` (the default) teaches the undrawn class as background there;
+    ``ignore`` leaves those pixels out of the loss and the scores (nnU-Net's ignore label, as for
+    partial annotations), so only the classes drawn are learnt from that series.
     """
 
     kind: Literal["rtstruct"]
     path: Path
     rois: dict[str, Annotated[int, Field(ge=1, le=255)]] = Field(min_length=1)
     synonyms: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    missing_rois: Literal["background", "ignore"] = "background"
 
     @model_validator(mode="after")
     def _synonyms_name_rules(self) -> RtstructLabels:
@@ -33,6 +43,10 @@ class RtstructLabels(Spec):
         if unknown:
             raise ValueError(
                 f"synonyms for {unknown} name no rule of rois ({sorted(self.rois)}); key them by a rois glob"
+            )
+        if self.missing_rois == "ignore" and IGNORE_CLASS in self.rois.values():
+            raise ValueError(
+                f"with missing_rois: ignore, {IGNORE_CLASS} marks ignored pixels; number the classes below it"
             )
         return self
 

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from segops.config.contour_labels import LidcLabels, RtstructLabels
+from segops.config.contour_labels import IGNORE_CLASS, LidcLabels, RtstructLabels
 from segops.config.spec import Spec
 
 _EMPTY_HELP = (
@@ -29,7 +29,7 @@ _VOID_HELP = (
 #: The class-map value of pixels left out of the loss and the scores (nnU-Net's ignore label,
 #: torchvision's and mmsegmentation's ``ignore_index=255``): mask-png's ``void`` with ``ignore_void``.
 #: Never a class: a model whose labels hold it has at most 255 classes (0..254).
-IGNORE_LABEL = 255
+IGNORE_LABEL = IGNORE_CLASS
 
 
 _COLOURS_HELP = (
@@ -350,8 +350,9 @@ DicomLabelsSpec = Annotated[Union[(*_IMAGE_LABELS, VolumeLabels, LidcLabels)], F
 
 
 def ignores_void(labels: object) -> bool:
-    """Whether a label spec's class maps hold :data:`IGNORE_LABEL` pixels (mask-png with ``ignore_void``)."""
-    return bool(getattr(labels, "ignore_void", False))
+    """Whether a label spec's class maps hold :data:`IGNORE_LABEL` pixels (mask-png with ``ignore_void``,
+    rtstruct with ``missing_rois: ignore``)."""
+    return bool(getattr(labels, "ignore_void", False)) or getattr(labels, "missing_rois", None) == "ignore"
 
 
 def is_instance_labels(labels: object) -> bool:

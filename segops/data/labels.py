@@ -216,7 +216,8 @@ class LabelResolver:
             with _reading(seg_path):
                 return seg_label(seg_path, record.instance_uid, frame, shape, self.spec.segments), seg_path
         if isinstance(self.spec, RtstructLabels):
-            return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms)
+            ignore = self.spec.missing_rois == "ignore"
+            return rtstruct_label(self.rtstruct, record, self.spec.rois, self.spec.synonyms, ignore)
         if isinstance(self.spec, LidcLabels):
             uid = record.series_uid or record.group_id
             return lidc_label(self.lidc, uid, record.instance_uid, shape, self.spec.agreement, self.spec.class_id)

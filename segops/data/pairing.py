@@ -440,9 +440,13 @@ def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detecti
         "listed smallest structure first: where ROIs overlap the first listed wins, so a body outline keeps only "
         "what no organ covers (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
     )
-    if proposal.partial:
-        note += "; not drawn in every structure set, so the others teach it as background: " + "; ".join(
-            f"{name} {why}" for name, why in proposal.partial.items()
+    if proposal.partial:  # the others would teach it as background where it lies: their uncovered pixels ignored
+        labels["missing_rois"] = "ignore"
+        note += (
+            "; not drawn in every structure set: "
+            + "; ".join(f"{name} {why}" for name, why in proposal.partial.items())
+            + " (missing_rois: ignore leaves the pixels no ROI covers out of the loss and the scores on the slices of "
+            "a series that lacks a class, rather than teach the class as background there)"
         )
     if proposal.left_out:
         note += "; left out (add a rule to keep one): " + "; ".join(

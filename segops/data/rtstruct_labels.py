@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import pydicom
 
+from segops.config.sources import IGNORE_LABEL
 from segops.data.laterality import SIDE_WORDS
 from segops.data.records import ImageRecord
 from segops.data.rtstruct import (
+    CLOSED,
     DEFAULT_TOLERANCE_MM,
     SliceGeometry,
     StructureSet,
@@ -167,15 +169,33 @@ def record_geometry(record: ImageRecord) -> SliceGeometry:
 
 
 def rtstruct_label(
-    index: RtstructIndex, record: ImageRecord, rules: dict[str, int], synonyms: dict[str, tuple[str, ...]]
+    index: RtstructIndex,
+    record: ImageRecord,
+    rules: dict[str, int],
+    synonyms: dict[str, tuple[str, ...]],
+    ignore_missing: bool = False,
 ) -> tuple[np.ndarray, str] | None:
     """((H, W) uint8 class map, label uri) of a record's slice, or None when no RTSTRUCT
-    references its series (or image). A referenced slice without contours is all background."""
+    references its series (or image). A referenced slice without contours is all background;
+    with ``ignore_missing``, where the series' structure sets draw no class of some rule, the
+    pixels no ROI covers are :data:`~segops.config.sources.IGNORE_LABEL` instead (``missing_rois: ignore``)."""
     paths, uri = index.paths_for(record.series_uid or record.group_id, record.instance_uid)
     if not paths:
         return None
-    drawn = rasterise_slice(merged(paths), record_geometry(record), rules, synonyms, DEFAULT_TOLERANCE_MM)
-    return drawn.label, uri
+    structures = merged(paths)
+    label = rasterise_slice(structures, record_geometry(record), rules, synonyms, DEFAULT_TOLERANCE_MM).label
+    if ignore_missing and set(rules.values()) - drawn_classes(structures, rules, synonyms):
+        label = np.where(label == 0, IGNORE_LABEL, label).astype(label.dtype)
+    return label, uri
+
+
+def drawn_classes(structures: StructureSet, rules: dict[str, int], synonyms: dict[str, tuple[str, ...]]) -> set[int]:
+    """The classes a structure set draws: those of its ROIs with a closed contour of 3 or more points."""
+    return {
+        roi_class(r.name, rules, synonyms)[0]
+        for r in structures.rois
+        if any(c.geometric_type == CLOSED and len(c.points) >= 3 for c in r.contours)
+    } - {0}
 
 
 def declared_rows(

@@ -306,8 +306,9 @@ def test_points_empty_rois_and_structures_few_patients_have_are_left_out_of_the_
         build_rtstruct(cts, rois).save_as(path, enforce_file_format=True)
     d = detect(tmp_path)
     assert d.source["labels"]["rois"] == {"Heart": 1, "Lung_L": 2} and d.classes == 3
+    assert d.source["labels"]["missing_rois"] == "ignore"  # the 4th structure set must not teach Heart as background
     note = d.notes["labels"]
-    assert "Heart drawn in 3 of 4" in note
+    assert "Heart drawn in 3 of 4" in note and "missing_rois: ignore" in note
     assert "GTV-2: drawn in 1 of 4 structure sets" in note
     assert "Isocenter: no area drawn" in note and "PTV_opt: no area drawn" in note
 

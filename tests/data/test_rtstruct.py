@@ -218,3 +218,44 @@ def test_a_plan_lists_small_structures_first_and_merges_spellings(tmp_path: Path
     # (class, rank): the outline ranks last, so it loses every overlap
     assert roi_class("lung-l", spec.rois, spec.synonyms) == (3, 1)
     assert roi_class("EXTERNAL", spec.rois, spec.synonyms) == (1, 2)
+
+
+def test_missing_rois_ignore_leaves_uncovered_pixels_of_a_series_lacking_a_class_out(tmp_path: Path) -> None:
+    """Patient a's structure set draws the GTV and the cord, patient b's the GTV only: with
+    ``missing_rois: ignore`` b's slices mark what no ROI covers as ignored (not cord-free
+    background), keep b's GTV, and leave a's slices as they were; by default both are background."""
+    from pydicom.uid import generate_uid
+
+    from segops.config.sources import IGNORE_LABEL, ignores_void
+
+    from .rtstruct_archive import _contour, build_rtstruct, write_ct_series
+
+    for name, with_cord in (("a", True), ("b", False)):
+        cts = write_ct_series(tmp_path / "ct" / name, 4, generate_uid(), generate_uid())
+        uid = [ct.SOPInstanceUID for ct in cts]
+        rois = [("GTV_primary", [_contour(GTV[k].points(), refs=(uid[k],)) for k in (1, 2)])]
+        if with_cord:
+            rois.append(("SpinalCord", [_contour(CORD[2].points(), refs=(uid[2],))]))
+        (tmp_path / "rs").mkdir(exist_ok=True)
+        build_rtstruct(cts, rois).save_as(tmp_path / "rs" / f"RS.{name}.dcm", enforce_file_format=True)
+    rules = {"GTV*": 1, "spinal*": 2}
+    ignoring = RtstructLabels(kind="rtstruct", path=tmp_path / "rs", rois=rules, missing_rois="ignore")
+    plain = RtstructLabels(kind="rtstruct", path=tmp_path / "rs", rois=rules)
+    assert ignores_void(ignoring) and not ignores_void(plain)
+    labels = {}
+    for spec in (ignoring, plain):
+        resolver = build_resolver(spec)
+        for name in ("a", "b"):
+            for r in [r for p in sorted((tmp_path / "ct" / name).glob("*.dcm")) for r in read_dicom(p, p.name)]:
+                labels[spec.missing_rois, name, r.instance_number - 1] = resolver.label_for(r)[0]
+    for k in (1, 2):
+        gtv = GTV[k].mask()
+        assert _dice(labels["ignore", "b", k] == 1, gtv) >= 0.98
+        assert np.array_equal(labels["ignore", "b", k] == IGNORE_LABEL, labels["background", "b", k] == 0)
+    assert (labels["ignore", "b", 0] == IGNORE_LABEL).all()  # a slice of b without contours: all ignored
+    for k in range(4):
+        assert not (labels["ignore", "a", k] == IGNORE_LABEL).any()
+        assert np.array_equal(labels["ignore", "a", k], labels["background", "a", k])
+    assert (labels["background", "a", 2] == 2).any() and not (labels["background", "b", 2] == IGNORE_LABEL).any()
+    with pytest.raises(ValueError, match="255 marks ignored pixels"):
+        RtstructLabels(kind="rtstruct", path=tmp_path, rois={"GTV*": 255}, missing_rois="ignore")
