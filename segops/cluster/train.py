@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -52,6 +52,9 @@ from segops.errors import SegopsError, StepError
 from segops.losses import build_loss
 from segops.models import build_model
 from segops.outputs.storage import open_storage
+
+if TYPE_CHECKING:  # the memory probe is the driver's: workers need not import the inference path
+    from segops.engine.memory import TrainingImage
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,9 @@ def worker_cpus(workers: int, requested: float | None, resources: dict[str, floa
     return max(0.25, math.floor(share * 4) / 4)
 
 
-def worker_memory(step: TrainStep, resources: dict[str, float]) -> int:
-    """The ``memory`` a CPU training worker asks Ray for: measured by :func:`segops.engine.memory.probe_training`.
+def worker_memory(step: TrainStep, resources: dict[str, float], image: TrainingImage | None = None) -> int:
+    """The ``memory`` a CPU training worker asks Ray for: measured by :func:`segops.engine.memory.probe_training`
+    (a Mask R-CNN's on ``image``, the run's largest training image as it trains).
 
     Raises:
         StepError: the workers would need more memory together than the cluster offers, so Ray
@@ -114,7 +118,7 @@ def worker_memory(step: TrainStep, resources: dict[str, float]) -> int:
     from segops.engine.memory import probe_training  # the driver's: workers need not import the inference path
 
     batch = step.samples_per_step
-    need = probe_training(step).actor_bytes(batch)
+    need = probe_training(step, image).actor_bytes(batch)
     available = resources.get("memory")
     if available and need * step.scaling.workers > available:
         raise StepError(
@@ -137,6 +141,7 @@ def train_model(
     init_checkpoint: Path | None = None,
     storage: str | None = None,
     desc: str = "train",
+    image: TrainingImage | None = None,
 ) -> TrainOutcome:
     """Fit ``step.model`` on ``train_ds``, validating on ``val_ds`` each epoch.
 
@@ -150,10 +155,13 @@ def train_model(
     ``init_checkpoint``: warm start from these weights (same architecture). ``storage``: a path
     or URI (``s3://…``) for the checkpoints instead of ``storage_dir`` (see ``ClusterSpec.storage``);
     the progress feed stays in ``storage_dir``. ``desc``: the progress bar's label (``fold 1/5``).
+    ``image``: a Mask R-CNN's largest training image, that the workers' memory is measured on.
     """
     use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
-    resources_per_worker = {"CPU": cpus} | ({"GPU": 1.0} if use_gpu else {"memory": worker_memory(step, resources)})
+    resources_per_worker = {"CPU": cpus} | (
+        {"GPU": 1.0} if use_gpu else {"memory": worker_memory(step, resources, image)}
+    )
     log.info("training on %d worker(s) x %s CPU%s", step.scaling.workers, cpus, " + 1 GPU" if use_gpu else "")
     storage_dir.mkdir(parents=True, exist_ok=True)
     progress = storage_dir / "progress.jsonl"  # driver side: the epoch bar's feed

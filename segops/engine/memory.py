@@ -24,7 +24,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,16 +127,22 @@ def probe_inference(loaded: LoadedModel, settings: InferenceSettings, shape: tup
     return probe
 
 
-def probe_training(step: TrainStep) -> MemoryProbe:
+def probe_training(step: TrainStep, image: TrainingImage | None = None) -> MemoryProbe:
     """Measure two optimiser steps of ``step``'s model on a batch of the size a worker trains on
-    (``batch_size`` x ``patches_per_image`` patches), on one CPU thread as a worker runs."""
+    (``batch_size`` x ``patches_per_image`` patches), on one CPU thread as a worker runs.
+
+    ``image``: a Mask R-CNN's largest training image as it trains (resized) and its objects
+    (:func:`largest_training_image`); without it, a square ``min_size`` image with one object."""
     spec = step.model
-    size = step.preprocess.patch_size if spec.task == "semantic" else (spec.min_size,)
+    if spec.task == "semantic":
+        size, objects = tuple(step.preprocess.patch_size), 1
+    else:
+        size, objects = (image.size, image.objects) if image is not None else ((spec.min_size,), 1)
     batch = step.samples_per_step
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, train_step = random_training_step(spec, batch, size, torch.device("cpu"))
+        model, train_step = random_training_step(spec, batch, size, torch.device("cpu"), objects=objects)
         growth, seconds = peak_growth(lambda: (train_step(), train_step()))
     finally:
         torch.set_num_threads(threads)
@@ -144,6 +150,37 @@ def probe_training(step: TrainStep) -> MemoryProbe:
     probe = MemoryProbe(model_bytes(model), growth // batch, seconds / 2, shape)
     log.debug("memory probe of a training step at %s: +%.0f MiB (%.2f s)", shape, growth / 2**20, seconds / 2)
     return probe
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    """A Mask R-CNN training image as the model sees it: (H, W) after its resize, and its objects."""
+
+    size: tuple[int, int]
+    objects: int
+
+
+#: Objects a probe image holds at most: the mask head trains on at most a quarter of the 512 sampled
+#: proposals as positives, so memory stops growing with objects long before this.
+MAX_PROBE_OBJECTS = 128
+
+
+def largest_training_image(
+    shapes: Iterable[tuple[int, int]], objects: Iterable[int], min_size: int, max_size: int
+) -> TrainingImage:
+    """The largest image among ``shapes`` ((H, W) as stored) once resized as torchvision's
+    GeneralizedRCNNTransform resizes it (shorter side to ``min_size`` unless the longer would pass
+    ``max_size``), with the most objects any image holds (at most :data:`MAX_PROBE_OBJECTS`)."""
+    resized = [resized_shape(h, w, min_size, max_size) for h, w in shapes]
+    size = max(resized, key=lambda hw: hw[0] * hw[1], default=(min_size, min_size))
+    return TrainingImage(size, min(MAX_PROBE_OBJECTS, max(1, max(objects, default=1))))
+
+
+def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(H, W) of an (h, w) image after torchvision's Mask R-CNN resize (scale min(min_size / short
+    side, max_size / long side), sizes floored)."""
+    scale = min(min_size / min(h, w), max_size / max(h, w))
+    return int(h * scale), int(w * scale)
 
 
 def _trim() -> None:

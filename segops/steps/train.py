@@ -48,6 +48,7 @@ from segops.engine.checkpoint import (
     save_ensemble,
     update_meta,
 )
+from segops.engine.memory import TrainingImage, largest_training_image
 from segops.engine.postprocess import META_KEY, choose_postprocessing
 from segops.engine.train import select_metric
 from segops.errors import StepError
@@ -176,6 +177,7 @@ class _Split:
     folds: list[tuple[str, ...]]
     n_train: int
     n_val: int
+    largest_image: TrainingImage | None = None  # a Mask R-CNN's, as it trains: its workers' memory probe
 
 
 def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
@@ -218,7 +220,14 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
         {"folds": [list(f) for f in folds]} if folds else {}
     )
     atomic_write_text(run_dir / "split.json", json.dumps(body, indent=2))
-    return _Split(train, val, list(split.test), folds, n_train, n_val)
+    image = None
+    if step.model.task == "instance":
+        rows = labelled[groups.isin(train)]
+        values = rows["label_values"] if "label_values" in rows else pd.Series([[1]] * len(rows))  # older datasets
+        objects = values.map(lambda vs: sum(int(v) > 0 for v in vs))
+        shapes = zip(rows["height"].astype(int), rows["width"].astype(int))
+        image = largest_training_image(shapes, objects, step.model.min_size, step.model.max_size)
+    return _Split(train, val, list(split.test), folds, n_train, n_val, image)
 
 
 @dataclass(frozen=True)
@@ -257,6 +266,7 @@ def _train_single(
         ctx.resources,
         init_checkpoint,
         storage,
+        image=split.largest_image,
     )
     metric, best = _selection(step, outcome)
     _log_history(ctx.tracker, outcome.history, "")

@@ -70,6 +70,27 @@ def test_training_probe_measures_a_bigger_batch_as_more_memory() -> None:
     assert probe_training(step(2, patches=3)).shape == (6, 1, 256, 256)
 
 
+def test_a_mask_rcnn_worker_is_probed_on_the_runs_largest_image_as_it_trains() -> None:
+    """Photos of 300x400 train at 240x320 with min_size 240: the probe is that image with the most
+    objects any image holds, not a square min_size one; the resize is torchvision's own."""
+    import torch
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    from segops.config.schema import TrainStep
+    from segops.engine.memory import TrainingImage, largest_training_image, probe_training, resized_shape
+
+    for h, w, lo, hi in ((300, 400, 240, 400), (100, 900, 128, 512), (37, 41, 64, 96), (512, 512, 256, 256)):
+        resize = GeneralizedRCNNTransform(lo, hi, [0.0], [1.0])
+        batch, _ = resize([torch.zeros(1, h, w)])
+        assert resized_shape(h, w, lo, hi) == tuple(batch.image_sizes[0]), (h, w)
+    image = largest_training_image([(300, 400), (200, 200), (120, 700)], [2, 0, 5], 240, 400)
+    assert image == TrainingImage((240, 320), 5)  # 120x700 → 68x400 is fewer pixels
+    assert largest_training_image([], [], 240, 400) == TrainingImage((240, 240), 1)
+    model = {"arch": "maskrcnn", "backbone": "resnet18_fpn", "classes": 2, "min_size": 128, "max_size": 192}
+    step = TrainStep.model_validate({"step": "train", "model": model, "batch_size": 1})
+    assert probe_training(step, TrainingImage((96, 192), 3)).shape == (1, 1, 96, 192)
+
+
 def test_the_probe_image_scales_without_a_warning_under_per_image_percentiles() -> None:
     import warnings
 
