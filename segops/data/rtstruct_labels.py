@@ -309,7 +309,9 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     has an area drawn (closed contours) in at least half of the sampled structure sets (at most
     :data:`PROPOSAL_SAMPLE`): a marker or isocentre point, a ROI defined but never drawn, or a
     structure only a few patients have (``GTV-2``, a planning ring) is left out and named, since a
-    structure set without it teaches the model that it is background; classes are numbered
+    structure set without it teaches the model that it is background; so is a planning helper
+    (:data:`HELPER_TYPES`: ``CouchSurface`` of type SUPPORT, optimisation structures of type
+    CONTROL; or a TG-263 helper name, :data:`HELPER_NAME`: ``zPTV_opt``); classes are numbered
     1..K in name order. The rules are listed smallest structure first (mean area per structure
     set that draws it): where ROIs overlap the rule listed first wins, so a tumour drawn inside
     an organ and the organs inside a body outline (``External``, ``BODY``) keep their pixels,
@@ -318,6 +320,7 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     spellings: dict[str, list[str]] = {}  # merge key → names as seen
     area: dict[str, float] = {}
     seen_in: dict[str, int] = {}  # sampled structure sets that draw an area of it
+    helpers: dict[str, str] = {}  # merge key → why it is a planning helper, not anatomy or a target
     sampled = 0
     for i, f in enumerate(structs):
         if i < PROPOSAL_SAMPLE:
@@ -342,6 +345,10 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
             if not name:
                 continue
             key = BODY_OUTLINE_KEY if kind == "EXTERNAL" else roi_key(name)
+            if kind in HELPER_TYPES:
+                helpers.setdefault(key, f"a planning helper (RTROIInterpretedType {kind})")
+            elif HELPER_NAME.match(name):
+                helpers.setdefault(key, "a planning helper (TG-263: a name starting with z or _)")
             names = spellings.setdefault(key, [])
             if name not in names:
                 names.append(name)
@@ -349,9 +356,11 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
                 area[key] = area.get(key, 0.0) + mm2
                 seen_in[key] = seen_in.get(key, 0) + 1
     by_name = sorted(spellings, key=lambda k: spellings[k][0].lower())
-    kept = [k for k in by_name if 2 * seen_in.get(k, 0) >= max(sampled, 1)]
+    kept = [k for k in by_name if 2 * seen_in.get(k, 0) >= max(sampled, 1) and k not in helpers]
     kept = kept or [k for k in by_name if k in seen_in] or by_name  # never no class at all
-    left_out = {spellings[k][0]: _why_left_out(seen_in.get(k, 0), sampled) for k in by_name if k not in kept}
+    left_out = {
+        spellings[k][0]: helpers.get(k) or _why_left_out(seen_in.get(k, 0), sampled) for k in by_name if k not in kept
+    }
     partial = {
         spellings[k][0]: f"drawn in {seen_in.get(k, 0)} of {sampled}" for k in kept if 0 < seen_in.get(k, 0) < sampled
     }
@@ -365,6 +374,29 @@ def proposed_rois(root: Path, structs: list[str]) -> RoiProposal:
     }
     return RoiProposal(rois, synonyms, left_out, partial, {classes[k]: spellings[k][0] for k in kept})
 
+
+#: RTROIInterpretedTypes (DICOM PS3.3 C.8.8.8) of structures that are neither anatomy nor a target:
+#: optimisation and dose structures, the couch and immobilisation, bolus, markers, brachytherapy
+#: hardware. A plan leaves them out of the classes.
+HELPER_TYPES = frozenset(
+    {
+        "CONTROL",
+        "DOSE_REGION",
+        "SUPPORT",
+        "FIXATION",
+        "BOLUS",
+        "MARKER",
+        "REGISTRATION",
+        "ISOCENTER",
+        "BRACHY_CHANNEL",
+        "BRACHY_ACCESSORY",
+        "BRACHY_SRC_APP",
+        "BRACHY_CHNL_SHLD",
+    }
+)
+#: AAPM TG-263: structures not meant for evaluation are named from ``z`` or ``_`` (``zPTV_opt``,
+#: ``z_Ring``, ``_avoid``); a capital Z (``Zygoma_L``) is anatomy.
+HELPER_NAME = re.compile(r"^(?:z[A-Z0-9_\s.-]|_)")
 
 #: Names planning systems give the body outline (AAPM TG-263's ``External``; ``BODY``, ``Body``,
 #: ``Outline``, …), merged as one structure. TG-263's ``Skin`` is a rind under the surface, not the outline.

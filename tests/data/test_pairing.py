@@ -383,6 +383,43 @@ def test_the_body_outline_spelt_per_planning_system_is_one_class(tmp_path: Path)
     assert roi_key("Skin") == "skin" and roi_key("Contour_1") == "contour1"
 
 
+def test_planning_helpers_drawn_for_every_patient_are_no_classes(tmp_path: Path) -> None:
+    """A treatment-planning export draws the couch (type SUPPORT), an optimisation ring (CONTROL)
+    and TG-263 helpers (``zPTV_opt``, ``_avoid``) for every patient: none is anatomy, so none is a
+    class, each left out with its reason; ``Zygoma_L`` (a capital Z) and ``Heart`` stay."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    from .rtstruct_archive import CORD, GTV, RING_OUTER, _contour, build_rtstruct, write_ct_series
+
+    names = ("Heart", "Zygoma_L", "CouchSurface", "Ring_opt", "zPTV_opt", "_avoid")
+    kinds = ("ORGAN", "ORGAN", "SUPPORT", "CONTROL", "", "")
+    for n in range(2):
+        cts = write_ct_series(tmp_path / "ct" / f"p{n}", 4, generate_uid(), generate_uid())
+        uid = [ct.SOPInstanceUID for ct in cts]
+        shapes = (GTV[1], CORD[2], RING_OUTER, GTV[2], GTV[3], CORD[3])
+        slices = (1, 2, 0, 2, 3, 3)
+        ds = build_rtstruct(
+            cts, [(name, [_contour(e.points(), refs=(uid[k],))]) for name, e, k in zip(names, shapes, slices)]
+        )
+        ds.RTROIObservationsSequence = Sequence()
+        for number, kind in enumerate(kinds, start=1):
+            if kind:
+                observation = Dataset()
+                observation.ObservationNumber, observation.ReferencedROINumber = number, number
+                observation.RTROIInterpretedType = kind
+                ds.RTROIObservationsSequence.append(observation)
+        (tmp_path / "rtstruct").mkdir(exist_ok=True)
+        ds.save_as(tmp_path / "rtstruct" / f"RS.p{n}.dcm", enforce_file_format=True)
+    d = detect(tmp_path)
+    assert set(d.source["labels"]["rois"]) == {"Heart", "Zygoma_L"} and d.classes == 3
+    note = d.notes["labels"]
+    assert "CouchSurface: a planning helper (RTROIInterpretedType SUPPORT)" in note
+    assert "Ring_opt: a planning helper (RTROIInterpretedType CONTROL)" in note
+    assert "zPTV_opt: a planning helper (TG-263" in note and "_avoid: a planning helper (TG-263" in note
+
+
 def test_an_rtstruct_among_the_images_is_found_by_its_name(tmp_path: Path) -> None:
     make_rtstruct_archive(tmp_path / "src")
     shutil.copytree(tmp_path / "src" / "ct" / "a", tmp_path / "a")
