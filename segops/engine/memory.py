@@ -24,14 +24,15 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import psutil
 import torch
 
-from segops.config.schema import TrainStep
+from segops.config.schema import MaskRCNNSpec, TrainStep
 from segops.engine.cases import InferenceSettings, predict_batch
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.probe import random_training_step
@@ -165,15 +166,17 @@ class TrainingImage:
 MAX_PROBE_OBJECTS = 128
 
 
-def largest_training_image(
-    shapes: Iterable[tuple[int, int]], objects: Iterable[int], min_size: int, max_size: int
-) -> TrainingImage:
-    """The largest image among ``shapes`` ((H, W) as stored) once resized as torchvision's
-    GeneralizedRCNNTransform resizes it (shorter side to ``min_size`` unless the longer would pass
-    ``max_size``), with the most objects any image holds (at most :data:`MAX_PROBE_OBJECTS`)."""
-    resized = [resized_shape(h, w, min_size, max_size) for h, w in shapes]
-    size = max(resized, key=lambda hw: hw[0] * hw[1], default=(min_size, min_size))
-    return TrainingImage(size, min(MAX_PROBE_OBJECTS, max(1, max(objects, default=1))))
+def largest_training_image(records: pd.DataFrame, spec: MaskRCNNSpec) -> TrainingImage:
+    """The largest of ``records``' images (their ``height`` and ``width``) once resized as
+    torchvision's GeneralizedRCNNTransform resizes it for ``spec`` (shorter side to ``min_size``
+    unless the longer would pass ``max_size``), with the most objects any image holds (its nonzero
+    ``label_values``; at most :data:`MAX_PROBE_OBJECTS`)."""
+    shapes = zip(records["height"].astype(int), records["width"].astype(int))
+    resized = [resized_shape(h, w, spec.min_size, spec.max_size) for h, w in shapes]
+    size = max(resized, key=lambda hw: hw[0] * hw[1], default=(spec.min_size, spec.min_size))
+    values = records["label_values"] if "label_values" in records else []  # older datasets lack the column
+    objects = max((sum(int(v) > 0 for v in vs) for vs in values), default=1)
+    return TrainingImage(size, min(MAX_PROBE_OBJECTS, max(1, objects)))
 
 
 def resized_shape(h: int, w: int, min_size: int, max_size: int) -> tuple[int, int]:

@@ -220,13 +220,7 @@ def _split(step: TrainStep, labelled: pd.DataFrame, run_dir: Path) -> _Split:
         {"folds": [list(f) for f in folds]} if folds else {}
     )
     atomic_write_text(run_dir / "split.json", json.dumps(body, indent=2))
-    image = None
-    if step.model.task == "instance":
-        rows = labelled[groups.isin(train)]
-        values = rows["label_values"] if "label_values" in rows else pd.Series([[1]] * len(rows))  # older datasets
-        objects = values.map(lambda vs: sum(int(v) > 0 for v in vs))
-        shapes = zip(rows["height"].astype(int), rows["width"].astype(int))
-        image = largest_training_image(shapes, objects, step.model.min_size, step.model.max_size)
+    image = largest_training_image(labelled[groups.isin(train)], step.model) if step.model.task == "instance" else None
     return _Split(train, val, list(split.test), folds, n_train, n_val, image)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 
 from segops.config.schema import PreprocessSpec, UNetSpec, ZScoreIntensity
@@ -83,10 +84,19 @@ def test_a_mask_rcnn_worker_is_probed_on_the_runs_largest_image_as_it_trains() -
         resize = GeneralizedRCNNTransform(lo, hi, [0.0], [1.0])
         batch, _ = resize([torch.zeros(1, h, w)])
         assert resized_shape(h, w, lo, hi) == tuple(batch.image_sizes[0]), (h, w)
-    image = largest_training_image([(300, 400), (200, 200), (120, 700)], [2, 0, 5], 240, 400)
-    assert image == TrainingImage((240, 320), 5)  # 120x700 → 68x400 is fewer pixels
-    assert largest_training_image([], [], 240, 400) == TrainingImage((240, 240), 1)
-    model = {"arch": "maskrcnn", "backbone": "resnet18_fpn", "classes": 2, "min_size": 128, "max_size": 192}
+    model = {"arch": "maskrcnn", "backbone": "resnet18_fpn", "classes": 2, "min_size": 240, "max_size": 400}
+    step = TrainStep.model_validate({"step": "train", "model": model, "batch_size": 1})
+    photos = pd.DataFrame(
+        {
+            "height": [300, 200, 120],
+            "width": [400, 200, 700],
+            "label_values": [[0, 65537, 65538], [0], list(range(65537, 65542))],
+        }
+    )
+    assert largest_training_image(photos, step.model) == TrainingImage((240, 320), 5)  # 120x700 → 68x400: fewer px
+    assert largest_training_image(photos.iloc[:0], step.model) == TrainingImage((240, 240), 1)
+    assert largest_training_image(photos.drop(columns="label_values"), step.model).objects == 1  # an older dataset
+    model |= {"min_size": 128, "max_size": 192}
     step = TrainStep.model_validate({"step": "train", "model": model, "batch_size": 1})
     assert probe_training(step, TrainingImage((96, 192), 3)).shape == (1, 1, 96, 192)
 
