@@ -87,7 +87,10 @@ def rows_to_table(rows: list[dict[str, Any]], labels_as: np.dtype = np.dtype(np.
 
 
 def read_source(
-    source: DicomSource | ImageSource, streaming: bool = False, num_cpus: float | None = None
+    source: DicomSource | ImageSource,
+    streaming: bool = False,
+    num_cpus: float | None = None,
+    labels: LabelResolver | DicomSliceLabels | None = None,
 ) -> ray.data.Dataset:
     """A lazy dataset of decoded rows (``ok``, ``quarantined`` and ``skipped`` alike).
 
@@ -108,12 +111,16 @@ def read_source(
             mark drops from 0.87 to 0.15 GiB.
         num_cpus: CPUs each decode task asks for (default 1; see
             :attr:`segops.cluster.infer.PoolSize.read_cpus`).
+        labels: the source's label reader (:func:`segops.data.decode.label_reader`) where the
+            caller built it to use again (ingest lists the labels no image matched from it);
+            else built here.
 
     Raises:
         FileNotFoundError: the source folder does not exist.
     """
     entries = listing_entries(source, chunk=FILES_PER_BLOCK)
-    labels = label_reader(source.labels) if source.labels is not None else None
+    if labels is None and source.labels is not None:
+        labels = label_reader(source.labels)
     log.info("reading %s in %d units", source.path, len(entries))
     return _entries_dataset(entries, one_per_task=streaming).map_batches(
         _decode_entries,

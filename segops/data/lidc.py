@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 #: The root element of an LIDC CT reading file (namespace ``http://www.nih.gov`` left out).
 READ_MESSAGE = "LidcReadMessage"
-_SAID: set[str] = set()
 
 
 @dataclass
@@ -142,13 +141,14 @@ def index_lidc(root: Path) -> LidcIndex:
             + (f"; {other} other XML file(s) were skipped" if other else "")
         )
     index.files = {uid: tuple(paths) for uid, paths in files.items()}
-    said = (
-        f"LIDC: {len(files)} series with outlines from {sum(index.readers.values())} reading sessions; "
-        f"{index.marks} point marks (nodules < 3 mm, non-nodules) not drawn"
-        + (f"; {other} other XML file(s) skipped" if other else "")
+    log.info(
+        "LIDC: %d series with outlines from %d reading sessions; %d point marks (nodules < 3 mm, non-nodules) "
+        "not drawn%s",
+        len(files),
+        sum(index.readers.values()),
+        index.marks,
+        f"; {other} other XML file(s) skipped" if other else "",
     )
-    log.log(logging.DEBUG if said in _SAID else logging.INFO, said)  # ingest indexes twice: say it once
-    _SAID.add(said)
     return index
 
 
@@ -183,9 +183,8 @@ def find_lidc(root: Path, files: list[str], sample: int) -> list[str]:
     """The LIDC reading files among ``files`` (relative to ``root``), for ``segops plan``: none unless
     one of the first ``sample`` XML files is one."""
     xmls = [f for f in files if PurePosixPath(f).suffix.lower() == ".xml"]
-    if not any(is_lidc_xml(root / f) for f in xmls[:sample]):
-        return []
-    return [f for f in xmls if is_lidc_xml(root / f)]
+    found = [f for f in xmls[:sample] if is_lidc_xml(root / f)]
+    return found + [f for f in xmls[sample:] if is_lidc_xml(root / f)] if found else []
 
 
 def lidc_layout(root: Path, dicom: list[str], xmls: list[str]) -> Detection:

@@ -17,8 +17,9 @@ import pandas as pd
 from segops.cluster.datasets import read_source, write_dataset, write_volumes
 from segops.config.schema import DicomSource, IngestStep, RtstructLabels, VolumeLabels, VolumeSource
 from segops.config.sources import ignores_void, is_instance_labels
+from segops.data.decode import label_reader
 from segops.data.label_census import label_census, unusual_labels_warning
-from segops.data.labels import build_resolver
+from segops.data.labels import LabelResolver
 from segops.data.records import (
     STATUS_OK,
     STATUS_QUARANTINED,
@@ -30,7 +31,7 @@ from segops.data.records import (
 )
 from segops.data.rtstruct_labels import CENSUS_COLUMNS, contour_census
 from segops.data.series import SeriesGeometry, assemble_series, series_table, volume_affine
-from segops.data.volume_labels import volume_label_files
+from segops.data.volume_labels import DicomSliceLabels, volume_label_files
 from segops.data.volumes import file_order_geometry
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
@@ -43,7 +44,9 @@ CENSUS_KEYS = ["modality", "transfer_syntax", "photometric", "channels", "height
 
 def run(step: IngestStep, ctx: RunContext) -> IngestResult:
     dataset_dir = ctx.run_dir / "dataset"
-    write_dataset(read_source(step.source), dataset_dir)
+    # indexed once (an LIDC or RTSTRUCT folder's files are read to index them): decode and the tables share it
+    labels = label_reader(step.source.labels) if step.source.labels is not None else None
+    write_dataset(read_source(step.source, labels=labels), dataset_dir)
     meta = dataset_meta(dataset_dir)
     ok = meta[meta["status"] == STATUS_OK]
     tables = {
@@ -51,10 +54,10 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
         "census": census_table(ok),
     }
     if step.source.labels is not None:
-        tables["unmatched-labels"] = unmatched_labels(step, ok)
+        tables["unmatched-labels"] = unmatched_labels(step, ok, labels)
         tables["labels"] = labels_table(step, ok)
     if isinstance(step.source.labels, RtstructLabels):
-        tables["rtstruct-contours"] = rtstruct_contours(step, ok)
+        tables["rtstruct-contours"] = rtstruct_contours(step, ok, labels)
     volumes = None
     if isinstance(step.source, DicomSource | VolumeSource) and not ok.empty:
         series = assemble_series(ok)
@@ -159,20 +162,21 @@ def census_table(ok: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def unmatched_labels(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
-    """Labels that matched no decoded image (a typo in a pattern shows up here, not silently)."""
-    labels = step.source.labels
-    known = volume_label_files(labels) if isinstance(labels, VolumeLabels) else build_resolver(labels).all_label_keys()
+def unmatched_labels(step: IngestStep, ok: pd.DataFrame, labels: LabelResolver | DicomSliceLabels) -> pd.DataFrame:
+    """Labels that matched no decoded image (a typo in a pattern shows up here, not silently);
+    ``labels``: the reader decode used."""
+    spec = step.source.labels
+    known = volume_label_files(spec) if isinstance(spec, VolumeLabels) else labels.all_label_keys()
     unmatched = sorted(known - set(ok["label_uri"]))
     return pd.DataFrame({"label_uri": unmatched})
 
 
-def rtstruct_contours(step: IngestStep, ok: pd.DataFrame) -> pd.DataFrame:
+def rtstruct_contours(step: IngestStep, ok: pd.DataFrame, labels: LabelResolver) -> pd.DataFrame:
     """RTSTRUCT contours no ingested slice drew (open, between or off the slices, of ROIs no rule
     matches), one row each with the RTSTRUCT, ROI name and reason (see
     :func:`segops.data.rtstruct_labels.contour_census`)."""
     spec = step.source.labels
-    rows = contour_census(build_resolver(spec).rtstruct, ok.to_dict("records"), spec.rois, spec.synonyms)
+    rows = contour_census(labels.rtstruct, ok.to_dict("records"), spec.rois, spec.synonyms)
     return pd.DataFrame(rows, columns=list(CENSUS_COLUMNS))
 
 
