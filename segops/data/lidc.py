@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segops.data.detection import Detection
+from segops.data.records import series_label_uri
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -55,7 +56,7 @@ class LidcIndex:
 
     def uri(self, series_uid: str) -> str:
         """The label uri of a series: its XML file(s) and the series."""
-        return f"{'|'.join(self.files[series_uid])}#series={series_uid}"
+        return series_label_uri(self.files[series_uid], series_uid)
 
     def keys(self) -> set[str]:
         return {self.uri(uid) for uid in self.files}

@@ -166,6 +166,12 @@ class ImageRecord:
         }
 
 
+def series_label_uri(paths: tuple[str, ...] | list[str], series_uid: str) -> str:
+    """The ``label_uri`` of a series labelled by label files that name it (RTSTRUCT, LIDC XML):
+    the files joined by ``|``, then ``#series=<uid>``."""
+    return f"{'|'.join(paths)}#series={series_uid}"
+
+
 def failure_fields(status: str, stage: str, exc: BaseException) -> dict[str, str]:
     """The columns that say why a row has no usable record (or result): status, stage, error."""
     return {"status": status, "stage": stage, "error_type": type(exc).__name__, "error": str(exc)[:MAX_ERROR_CHARS]}

@@ -25,7 +25,7 @@ import pydicom
 
 from segops.config.sources import IGNORE_LABEL
 from segops.data.laterality import SIDE_WORDS
-from segops.data.records import ImageRecord
+from segops.data.records import ImageRecord, series_label_uri
 from segops.data.rtstruct import (
     CLOSED,
     DEFAULT_TOLERANCE_MM,
@@ -67,15 +67,13 @@ class RtstructIndex:
         """(RTSTRUCT paths, label uri) of an image; ((), "") when none labels it."""
         if series_uid in self.series:
             paths = self.series[series_uid]
-            return paths, f"{'|'.join(paths)}#series={series_uid}"
+            return paths, series_label_uri(paths, series_uid)
         paths = self.sops.get(instance_uid, ())
         return paths, "|".join(paths)
 
     def keys(self) -> set[str]:
         """Every label uri :meth:`paths_for` can give."""
-        return {f"{'|'.join(p)}#series={uid}" for uid, p in self.series.items()} | {
-            "|".join(p) for p in self.sops.values()
-        }
+        return {series_label_uri(p, uid) for uid, p in self.series.items()} | {"|".join(p) for p in self.sops.values()}
 
 
 def index_structure_sets(root: Path) -> RtstructIndex:
@@ -205,7 +203,7 @@ def declared_rows(
     rows = []
     for uid, paths in sorted(index.series.items()):
         names = [n for p in paths for n in index.roi_names.get(p, ())]
-        rows.append((f"{'|'.join(paths)}#series={uid}", {roi_class(n, rules, synonyms)[0] for n in names}))
+        rows.append((series_label_uri(paths, uid), {roi_class(n, rules, synonyms)[0] for n in names}))
     for paths in sorted(set(index.sops.values())):
         names = [n for p in paths for n in index.roi_names.get(p, ())]
         rows.append(("|".join(paths), {roi_class(n, rules, synonyms)[0] for n in names}))
