@@ -328,7 +328,7 @@ def plan(
 
 
 #: Detection notes ``segops plan`` prints: what decides which images train and which are left out.
-_PLAN_DECISIONS = ("path", "labels.empty_when_missing", "exclude")
+_PLAN_DECISIONS = ("path", "labels.empty_when_missing", "exclude", "group_by")
 
 
 @app.command()

@@ -6,6 +6,7 @@ one of <known kinds>``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -368,6 +369,14 @@ _INCLUDE_HELP = (
     "'**' for any number of folders, e.g. 'good/**', '**/*.jpg'); when given, only matching files are read."
 )
 _EXCLUDE_HELP = "Glob patterns as for include; a matching file is never read (e.g. '**/README*', '**/DICOMDIR')."
+#: ``group_by`` values that are not a regular expression.
+GROUP_WORDS = ("file", "folder")
+_GROUP_HELP = (
+    "What a train/validation/test split keeps together: 'file' (each image file, the pages of a TIFF together), "
+    "'folder' (the images of one folder: a part photographed from several sides, a patient's slices), or a "
+    "regular expression with one capture group searched in the path relative to the source folder, the "
+    "captured text naming the unit, e.g. '^(\\w+?)_\\d+\\.png$' (an image it does not match is its own unit)."
+)
 
 
 def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...], name_of_include: str = "include") -> None:
@@ -427,6 +436,20 @@ class ImageSource(_FileSelection):
     path: Path
     labels: LabelsSpec | None = None
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+    group_by: str = Field(default="file", min_length=1, description=_GROUP_HELP)
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_rule(cls, value: str) -> str:
+        if value in GROUP_WORDS:
+            return value
+        try:
+            groups = re.compile(value).groups
+        except re.error as exc:
+            raise ValueError(f"{value!r} is neither 'file', 'folder' nor a regular expression ({exc})") from exc
+        if groups != 1:
+            raise ValueError(f"the regular expression {value!r} has {groups} capture groups; give exactly one")
+        return value
 
 
 #: Volume file suffixes read by default (``.nii.gz`` is one suffix here).

@@ -24,7 +24,8 @@ class ScalingSpec(Spec):
 
 
 class SplitSpec(Spec):
-    """Train / validation / test split by group (DICOM series, or image file), deterministic by seed.
+    """Train / validation / test split by group (DICOM series or patient; for images the source's ``group_by``:
+    an image file, a folder, or what a pattern captures), deterministic by seed.
 
     The test groups are drawn first and touched by nothing until the segment step, which reports
     them as held-out; the validation groups choose the checkpoint and the postprocessing and are

@@ -219,11 +219,14 @@ def decode_file(
         return _decode_volume_case(path, rel_path, source)
     if labels is None and source.labels is not None:
         labels = label_reader(source.labels)
-    reader = read_dicom if isinstance(source, DicomSource) else read_image
     try:
         with warnings.catch_warnings():  # pydicom warns on every malformed element; the row says why
             warnings.simplefilter("ignore")
-            records = reader(path, rel_path)
+            records = (
+                read_dicom(path, rel_path)
+                if isinstance(source, DicomSource)
+                else read_image(path, rel_path, source.group_by)
+            )
     except NoPixelDataError as exc:
         return [problem_row(path, rel_path, STATUS_SKIPPED, "read", exc)]
     except Exception as exc:  # any decoder failure is quarantined, never raised

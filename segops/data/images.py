@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
@@ -18,8 +19,9 @@ _COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
 _GRAY_ALPHA_MODES = ("LA", "La")
 
 
-def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
-    """Read an image file as (C, H, W) float32 records, C = 1 (gray) or 3 (RGB).
+def read_image(path: str | Path, rel_path: str, group_by: str = "file") -> list[ImageRecord]:
+    """Read an image file as (C, H, W) float32 records, C = 1 (gray) or 3 (RGB), in the split
+    group :func:`image_group` gives (``group_by``: the source's rule).
 
     A multi-page TIFF gives one record per page (``frame``); 16-bit values are kept as is
     (no rescaling to 8 bits), so intensity normalisation sees the real dynamic range. A photo is
@@ -38,11 +40,12 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
     base_id = path_case_id(rel_path)
+    group_id = image_group(rel_path, group_by) or base_id
     return [
         ImageRecord(
             image=array,
             case_id=base_id if len(pages) == 1 else f"{base_id}.{index}",
-            group_id=base_id,
+            group_id=group_id,
             source_uri=str(Path(path).resolve()),
             rel_path=rel_path,
             frame=index,
@@ -52,6 +55,20 @@ def read_image(path: str | Path, rel_path: str) -> list[ImageRecord]:
         )
         for index, array in enumerate(pages)
     ]
+
+
+def image_group(rel_path: str, group_by: str) -> str | None:
+    """The split group of the image at ``rel_path`` (relative to the source folder) under the rule
+    ``group_by`` (see :class:`segops.config.sources.ImageSource`): the file's id for ``file``; the
+    folder's relative path for ``folder`` (``.`` for the source folder itself); else the text the
+    regular expression's capture group matched, as ``re:<text>``, or None where it does not match (the
+    caller keeps the file its own group, and the ingest step names such files)."""
+    if group_by == "file":
+        return path_case_id(rel_path)
+    if group_by == "folder":
+        return PurePosixPath(rel_path).parent.as_posix()
+    found = re.search(group_by, rel_path)
+    return f"re:{found.group(1)}" if found is not None and found.group(1) else None
 
 
 def _finite(array: np.ndarray, mode: str, index: int, n_pages: int) -> np.ndarray:

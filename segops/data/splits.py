@@ -1,9 +1,11 @@
 """Seeded, grouped splits of cases: train / validation / test, and k folds for cross-validation.
 
-Everything splits by *group* (a DICOM series, or an image file), so all slices of a series fall
-on one side and validation measures generalisation to unseen series, not to neighbouring slices;
-where a DICOM archive holds several series of one patient (contrast phases, follow-ups, 4D-CT), by
-patient, so the held-out figures are for unseen patients (:func:`split_labelled`).
+Everything splits by *group* (a DICOM series, or an image file, or a folder of images with an image
+source's ``group_by``), so all slices of a series fall on one side and validation measures
+generalisation to unseen series, not to neighbouring slices; where a DICOM archive holds several
+series of one patient (contrast phases, follow-ups, 4D-CT), by patient, so the held-out figures are
+for unseen patients (:func:`split_labelled`). :func:`folder_units` is the plan's rule for when an
+image archive's folders are such units.
 Given ``strata`` (a group → stratum map, e.g. "has foreground"), each stratum is spread over the
 parts in proportion, as scikit-learn's ``StratifiedGroupKFold`` does: on an inspection archive
 where one image in ten shows a defect, a random 6-image validation set has none half of the
@@ -13,8 +15,12 @@ time, and then neither checkpoint selection nor the held-out figures see a defec
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Mapping
+import re
+import statistics
+from collections import Counter
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -25,6 +31,41 @@ log = logging.getLogger(__name__)
 
 #: Distinct patients an archive must name before its split keeps each patient's series together.
 MIN_PATIENTS = 3
+#: Image folders a plan keeps whole in the split whatever their names (``group_by: folder``) ...
+MANY_FOLDERS = 20
+#: ... or, where the folders are numbered alike (``kos01``, ``kos02``, …; ``patient_7``), at least this many.
+MIN_NUMBERED_FOLDERS = 4
+
+
+def folder_units(rel_paths: Iterable[str]) -> str | None:
+    """Why the images at ``rel_paths`` (relative to the source folder) should be split by folder,
+    or None where each image is its own unit.
+
+    A folder is taken for one unit (a part photographed from several sides, as KolektorSDD's
+    ``kos01/Part0..7``; a patient's slices, as the LGG MRI set's ``TCGA_…/``; a city, as Cityscapes')
+    where the median folder holds two or more images and there are :data:`MANY_FOLDERS` folders, or
+    :data:`MIN_NUMBERED_FOLDERS` whose names differ only in their digits. A few folders with word
+    names are categories (MVTec AD's defect types, ``MT_Blowhole``/``MT_Crack``, a split's
+    ``train``/``test``): holding one out would test on a category never trained on, so those stay
+    split by image. Splitting the images of one unit between training and the held-out set scores
+    the model on near-copies of what it trained on.
+    """
+    counts = Counter(PurePosixPath(p).parent.as_posix() for p in rel_paths)
+    if len(counts) < MIN_NUMBERED_FOLDERS or statistics.median(counts.values()) < 2:
+        return None
+    names = [PurePosixPath(f).name for f in counts]
+    stems = Counter(re.sub(r"\d+", "#", n) for n in names if re.search(r"\d", n))
+    stem, numbered = stems.most_common(1)[0] if stems else ("", 0)
+    if len(counts) < MANY_FOLDERS and numbered < max(MIN_NUMBERED_FOLDERS, 0.8 * len(counts)):
+        return None
+    shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+    named = f"numbered alike ({stem.replace('#', 'N')})" if numbered >= 0.8 * len(counts) else "many"
+    return (
+        f"{sum(counts.values())} images in {len(counts)} folders ({shown}; {named}), "
+        f"{statistics.median(counts.values()):g} in the median one: a folder is taken for one part, patient or "
+        "scene, kept whole on one side of the split so held-out figures are for folders never trained on "
+        "('file' splits the images themselves)"
+    )
 
 
 def foreground_strata(labelled: pd.DataFrame) -> dict[str, bool] | None:

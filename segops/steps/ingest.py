@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from segops.cluster.datasets import read_source, write_dataset, write_volumes
-from segops.config.schema import DicomSource, IngestStep, RtstructLabels, VolumeLabels, VolumeSource
-from segops.config.sources import ignores_void, is_instance_labels
+from segops.config.schema import DicomSource, ImageSource, IngestStep, RtstructLabels, VolumeLabels, VolumeSource
+from segops.config.sources import GROUP_WORDS, ignores_void, is_instance_labels
 from segops.data.decode import label_reader
+from segops.data.images import image_group
 from segops.data.label_census import label_census, unusual_labels_warning
 from segops.data.labels import LabelResolver
 from segops.data.records import (
@@ -33,6 +34,7 @@ from segops.data.rtstruct_labels import CENSUS_COLUMNS, contour_census
 from segops.data.series import SeriesGeometry, assemble_series, series_table, volume_affine
 from segops.data.volume_labels import DicomSliceLabels, volume_label_files
 from segops.data.volumes import file_order_geometry
+from segops.errors import StepError
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext
 from segops.steps.results import IngestResult
@@ -76,6 +78,8 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
         paths[name] = parquet
         ctx.tracker.log_artifact(csv, "ingest")
 
+    if isinstance(step.source, ImageSource) and step.source.group_by not in GROUP_WORDS:
+        check_group_pattern(step.source.group_by, ok)
     metrics = ingest_metrics(meta, tables)
     ctx.tracker.log_metrics(metrics)
     unread = int(metrics["ingest_label_problems"])
@@ -103,6 +107,35 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
             paths["rtstruct-contours"],
         )
     return IngestResult(step.source, dataset_dir, paths, volumes, metrics)
+
+
+def check_group_pattern(pattern: str, ok: pd.DataFrame) -> None:
+    """A ``group_by`` regular expression that matches none of the decoded images' paths is an error
+    (every image would be its own group, as ``group_by: file``, while the workflow says otherwise);
+    one that misses some is a warning naming them (each stays its own group).
+
+    Raises:
+        StepError: the pattern matched no image's path.
+    """
+    paths = sorted(set(ok["rel_path"]))
+    missed = [p for p in paths if image_group(p, pattern) is None]
+    if not missed:
+        return
+    examples = ", ".join(missed[:3]) + (", ..." if len(missed) > 3 else "")
+    if len(missed) == len(paths):
+        raise StepError(
+            f"source.group_by {pattern!r} matched none of the {len(paths)} images' paths (e.g. {examples}), so "
+            "nothing would be kept together in the split; the expression is searched in each path relative to "
+            "source.path and its one capture group names the unit: fix it, or use group_by: folder or file"
+        )
+    log.warning(
+        "source.group_by %r matched %d of %d images' paths; the other %d are each their own split group (%s)",
+        pattern,
+        len(paths) - len(missed),
+        len(paths),
+        len(missed),
+        examples,
+    )
 
 
 def series_order_geometry(

@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, ModelSpec, SegmentStep, SlidingWindowSpec, SourceSpec
+from segops.config.schema import ClusterSpec, ImageSource, ModelSpec, SegmentStep, SlidingWindowSpec, SourceSpec
+from segops.data.decode import list_source_files
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
 from segops.data.laterality import side_pairs
 from segops.data.pairing import detect
 from segops.data.planning import Choice, PlanSettings, plan_train
+from segops.data.splits import folder_units
 from segops.errors import PlanError
 from segops.outputs.atomic import atomic_write_text
 
@@ -72,6 +74,7 @@ def plan_workflow(
         source = TypeAdapter(SourceSpec).validate_python(detection.source)
     except ValidationError as exc:
         raise PlanError(f"the planned source {detection.source} is not a valid source spec: {exc}") from exc
+    detection, source = folder_groups(detection, source)
     ensure_ray(ClusterSpec(num_cpus=num_cpus))
     fp = fingerprint_source(source, detection.task, labelled_only=True)  # what training will see
     if fp.n_labelled == 0:
@@ -94,6 +97,20 @@ def plan_workflow(
     atomic_write_text(output, text)
     log.info("wrote %s and %s", output, fp_file)
     return PlanResult(output, Path(fp_file), fp, detection, choices)
+
+
+def folder_groups(detection: Detection, source: Any) -> tuple[Detection, Any]:
+    """An image source whose folders are units (:func:`segops.data.splits.folder_units`) with
+    ``group_by: folder``, before the fingerprint counts the split's groups; others as they are."""
+    if not isinstance(source, ImageSource) or "group_by" in detection.source:
+        return detection, source
+    why = folder_units(f["rel_path"] for f in list_source_files(source))
+    if why is None:
+        return detection, source
+    log.info("group_by: folder: %s", why)
+    planned = detection.source | {"group_by": "folder"}
+    detection = replace(detection, source=planned, notes=detection.notes | {"group_by": why})
+    return detection, source.model_copy(update={"group_by": "folder"})
 
 
 def classes_in_census(detection: Detection, fp: Fingerprint) -> Detection:

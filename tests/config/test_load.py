@@ -144,6 +144,16 @@ INVALID = [
         {"kind": "coco", "path": "data/a.json", "categories": {"7": 300}},
         "steps[0].source.labels.categories.7: Input should be less than or equal to 255",
     ),
+    (
+        ["steps", 0, "source"],
+        {"kind": "images", "path": "data/ct", "group_by": "(kos[0-9]+"},
+        "steps[0].source.group_by: '(kos[0-9]+' is neither 'file', 'folder' nor a regular expression",
+    ),
+    (
+        ["steps", 0, "source"],
+        {"kind": "images", "path": "data/ct", "group_by": "^(a)_(b)"},
+        "steps[0].source.group_by: the regular expression '^(a)_(b)' has 2 capture groups; give exactly one",
+    ),
 ]
 
 

@@ -139,3 +139,32 @@ def test_a_float_image_with_nan_pixels_is_quarantined_saying_so(tmp_path: Path) 
     assert "8 pixel(s) are NaN or infinite" in row["error"] and "replace them" in row["error"]
     (ok,) = decode_file(str(tmp_path / "fine.tif"), "fine.tif", source)
     assert ok["status"] == "ok"
+
+
+def test_an_image_source_groups_its_images_by_file_folder_or_pattern(tmp_path: Path) -> None:
+    """The split group of each record: the file by default (a TIFF's pages together), its folder
+    with ``group_by: folder``, the captured text of a pattern (an unmatched file its own group)."""
+    from segops.data.images import image_group
+    from segops.data.records import path_case_id
+
+    for rel in ("kos01/Part0.png", "kos01/Part1.png", "kos02/Part0.png", "loose.png", "p7_s3.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.fromarray(np.full((8, 8), 9, np.uint8)).save(tmp_path / rel)
+
+    def groups(group_by: str) -> dict[str, str]:
+        source = ImageSource(kind="images", path=tmp_path, group_by=group_by)
+        rows = [r for f in list_source_files(source) for r in decode_file(f["path"], f["rel_path"], source)]
+        return {r["rel_path"]: r["group_id"] for r in rows}
+
+    assert groups("file") == {rel: path_case_id(rel) for rel in groups("file")}
+    assert groups("folder") == {
+        "kos01/Part0.png": "kos01",
+        "kos01/Part1.png": "kos01",
+        "kos02/Part0.png": "kos02",
+        "loose.png": ".",
+        "p7_s3.png": ".",
+    }
+    by_part = groups(r"Part(\d)")
+    assert by_part["kos01/Part0.png"] == by_part["kos02/Part0.png"] == "re:0" and by_part["kos01/Part1.png"] == "re:1"
+    assert by_part["loose.png"] == path_case_id("loose.png")  # no match: its own group
+    assert image_group("p7_s3.png", r"^p(\d+)_") == "re:7" and image_group("loose.png", r"^p(\d+)_") is None

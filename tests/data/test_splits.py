@@ -135,3 +135,27 @@ def test_one_series_per_patient_or_an_anonymised_archive_splits_by_series_as_bef
     assert patient_units(_series({"A": 2, "B": 1, "": 2})) is None  # two named patients: too few
     files = pd.DataFrame({"group_id": ["a.png", "b.png", "c.png"], "label_values": [[0, 1]] * 3})
     assert patient_units(files) is None  # image files carry no PatientID column here
+
+
+def test_folders_are_split_units_when_numbered_alike_or_many_not_when_few_categories():
+    """The plan's rule: KolektorSDD's kos01..kos14 (a part each) and 21 Cityscapes cities are units;
+    MVTec's defect folders, Magnetic-tile's MT_<defect>/Imgs, 2 numbered sequences, and one image per
+    folder are not."""
+    from segops.data.splits import folder_units
+
+    ksdd = [f"kos{k:02d}/Part{p}.jpg" for k in range(1, 15) for p in range(8)]
+    why = folder_units(ksdd)
+    assert why is not None and why.startswith(
+        "112 images in 14 folders (kos01, kos02, kos03, ...; numbered alike (kosN))"
+    )
+    assert folder_units([f"kos{k:02d}/Part{p}.jpg" for k in range(1, 4) for p in range(8)]) is None  # 3: too few
+    cities = [
+        f"leftImg8bit/train/{c}/{c}_{i}.png" for c in map("city_{}".format, "abcdefghijklmnopqrstu") for i in range(3)
+    ]
+    assert folder_units(cities) is not None and "21 folders" in folder_units(cities)
+    assert folder_units([f"c{chr(97 + k)}/{i}.png" for k in range(19) for i in range(3)]) is None  # 19 word folders
+    mvtec = [f"test/{d}/{i:03d}.png" for d in ("crack", "cut", "hole", "print", "good", "scratch") for i in range(9)]
+    tiles = [f"MT_{d}/Imgs/exp1_num_{i}.jpg" for d in ("Blowhole", "Break", "Crack", "Fray", "Free") for i in range(9)]
+    for layout in (mvtec, tiles, [f"0{s}/t{i:03d}.tif" for s in (1, 2) for i in range(40)]):
+        assert folder_units(layout) is None
+    assert folder_units([f"case{k}/images/case{k}.png" for k in range(40)]) is None  # one image a folder

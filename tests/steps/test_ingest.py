@@ -206,3 +206,35 @@ def test_lidc_outlines_label_the_series_their_files_name(archive: Path, tmp_path
     assert nodule == {f"series-001/{Path(slices[2].filename).name}"}
     unmatched = pd.read_parquet(run.run_dir / "unmatched-labels.parquet")
     assert [Path(u.split("#")[0]).name for u in unmatched["label_uri"]] == ["070.xml"]
+
+
+def test_images_grouped_by_folder_keep_their_folder_as_split_group(tmp_path: Path, caplog) -> None:
+    """``group_by: folder`` through real Ray decode tasks: every record's group is its folder; a
+    pattern that matches some paths warns naming the others, one that matches none stops the step."""
+    from segops.errors import StepError
+    from segops.steps.ingest import check_group_pattern
+
+    images = tmp_path / "parts"
+    for part in ("kos01", "kos02"):
+        (images / part).mkdir(parents=True)
+        for view in range(3):
+            Image.fromarray(np.full((16, 24), 40 * view, np.uint8)).save(images / part / f"Part{view}.png")
+    run = _run(
+        tmp_path,
+        "ingest-groups",
+        {"step": "ingest", "source": {"kind": "images", "path": str(images), "group_by": "folder"}},
+    )
+    dataset = pd.read_parquet(run.run_dir / "dataset", columns=["rel_path", "group_id"])
+    assert dict(zip(dataset["rel_path"], dataset["group_id"], strict=True)) == {
+        f"{part}/Part{view}.png": part for part in ("kos01", "kos02") for view in range(3)
+    }
+    ok = dataset.assign(status="ok")
+    check_group_pattern(r"kos(\d+)/", ok)  # every path matches: silent
+    caplog.clear()
+    check_group_pattern(r"kos0(1)/", ok)
+    assert "matched 3 of 6 images' paths; the other 3 are each their own split group (kos02/Part0.png" in caplog.text
+    with pytest.raises(
+        StepError,
+        match=r"source.group_by 'patient_\(\\\\d\+\)' matched none of the 6 images' paths \(e.g. kos01/Part0.png",
+    ):
+        check_group_pattern(r"patient_(\d+)", ok)

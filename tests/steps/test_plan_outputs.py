@@ -117,3 +117,39 @@ def test_a_class_only_unsampled_masks_hold_is_planned_from_the_label_census(tmp_
     assert train.model.classes == 3
     seen = replace(fp, label_census={0: (420, 629975), 1: (420, 42000)})
     assert classes_in_census(found, seen) is found  # nothing beyond the sample: the detection as it was
+
+
+def test_a_kolektor_like_archive_is_planned_split_by_folder(tmp_path: Path) -> None:
+    """KolektorSDD's layout (``kosNN/PartK.jpg`` + ``PartK_label.bmp``, one part per folder): the
+    planned ingest keeps each folder whole in the split (``group_by: folder``, with its reason);
+    the same images in word-named defect folders are left split by image."""
+    import numpy as np
+    from PIL import Image
+    from pydantic import TypeAdapter
+
+    from segops.config.schema import SourceSpec
+    from segops.data.pairing import detect
+    from segops.steps.plan import folder_groups
+
+    for k in range(1, 6):
+        for p in range(3):
+            (tmp_path / "ksdd" / f"kos{k:02d}").mkdir(parents=True, exist_ok=True)
+            mask = np.zeros((40, 16), np.uint8)
+            mask[10 : 12 + k, 4:8] = 255
+            Image.fromarray(np.full((40, 16), 30 * p, np.uint8)).save(
+                tmp_path / "ksdd" / f"kos{k:02d}" / f"Part{p}.jpg"
+            )
+            Image.fromarray(mask).save(tmp_path / "ksdd" / f"kos{k:02d}" / f"Part{p}_label.bmp")
+    detection = detect(tmp_path / "ksdd")
+    detection, source = folder_groups(detection, TypeAdapter(SourceSpec).validate_python(detection.source))
+    assert source.group_by == "folder" and detection.source["group_by"] == "folder"
+    assert detection.notes["group_by"].startswith("15 images in 5 folders (kos01, kos02, kos03, ...; numbered alike")
+    choices = plan_train(ct_slices(2), 2, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    text = workflow_yaml("ksdd", tmp_path, detection, ct_slices(2), choices)
+    assert validate_workflow_text(text, check_paths=False).steps[0].source.group_by == "folder"
+    assert '      group_by: "folder"                      # 15 images in 5 folders' in text
+    for k, name in enumerate(("crack", "hole", "cut", "print", "scratch"), start=1):  # categories: by image
+        (tmp_path / "ksdd" / f"kos{k:02d}").rename(tmp_path / "ksdd" / name)
+    detection = detect(tmp_path / "ksdd")
+    unchanged, _ = folder_groups(detection, TypeAdapter(SourceSpec).validate_python(detection.source))
+    assert unchanged == detection and "group_by" not in detection.source
