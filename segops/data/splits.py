@@ -44,7 +44,8 @@ def folder_units(rel_paths: Iterable[str]) -> str | None:
     A folder is taken for one unit (a part photographed from several sides, as KolektorSDD's
     ``kos01/Part0..7``; a patient's slices, as the LGG MRI set's ``TCGA_…/``; a city, as Cityscapes')
     where the median folder holds two or more images and there are :data:`MANY_FOLDERS` folders, or
-    :data:`MIN_NUMBERED_FOLDERS` whose names differ only in their digits. A few folders with word
+    :data:`MIN_NUMBERED_FOLDERS` whose names differ only in their digits, and the names are distinct
+    (DAGM's ``Class1/Train``, ``Class2/Train`` … are textures' splits, not units). A few folders with word
     names are categories (MVTec AD's defect types, ``MT_Blowhole``/``MT_Crack``, a split's
     ``train``/``test``): holding one out would test on a category never trained on, so those stay
     split by image. Splitting the images of one unit between training and the held-out set scores
@@ -54,6 +55,8 @@ def folder_units(rel_paths: Iterable[str]) -> str | None:
     if len(counts) < MIN_NUMBERED_FOLDERS or statistics.median(counts.values()) < 2:
         return None
     names = [PurePosixPath(f).name for f in counts]
+    if len(set(names)) < 0.8 * len(names):  # DAGM's Class1/Train, Class1/Test, Class2/Train …: not units
+        return None
     stems = Counter(re.sub(r"\d+", "#", n) for n in names if re.search(r"\d", n))
     stem, numbered = stems.most_common(1)[0] if stems else ("", 0)
     if len(counts) < MANY_FOLDERS and numbered < max(MIN_NUMBERED_FOLDERS, 0.8 * len(counts)):

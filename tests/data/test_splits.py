@@ -139,8 +139,8 @@ def test_one_series_per_patient_or_an_anonymised_archive_splits_by_series_as_bef
 
 def test_folders_are_split_units_when_numbered_alike_or_many_not_when_few_categories():
     """The plan's rule: KolektorSDD's kos01..kos14 (a part each) and 21 Cityscapes cities are units;
-    MVTec's defect folders, Magnetic-tile's MT_<defect>/Imgs, 2 numbered sequences, and one image per
-    folder are not."""
+    MVTec's defect folders, Magnetic-tile's MT_<defect>/Imgs, DAGM's 20 Class<k>/Train|Test folders,
+    2 numbered sequences, and one image per folder are not."""
     from segops.data.splits import folder_units
 
     ksdd = [f"kos{k:02d}/Part{p}.jpg" for k in range(1, 15) for p in range(8)]
@@ -156,6 +156,7 @@ def test_folders_are_split_units_when_numbered_alike_or_many_not_when_few_catego
     assert folder_units([f"c{chr(97 + k)}/{i}.png" for k in range(19) for i in range(3)]) is None  # 19 word folders
     mvtec = [f"test/{d}/{i:03d}.png" for d in ("crack", "cut", "hole", "print", "good", "scratch") for i in range(9)]
     tiles = [f"MT_{d}/Imgs/exp1_num_{i}.jpg" for d in ("Blowhole", "Break", "Crack", "Fray", "Free") for i in range(9)]
-    for layout in (mvtec, tiles, [f"0{s}/t{i:03d}.tif" for s in (1, 2) for i in range(40)]):
+    dagm = [f"Class{c}/{part}/{i:04d}.PNG" for c in range(1, 11) for part in ("Train", "Test") for i in range(5)]
+    for layout in (mvtec, tiles, dagm, [f"0{s}/t{i:03d}.tif" for s in (1, 2) for i in range(40)]):
         assert folder_units(layout) is None
     assert folder_units([f"case{k}/images/case{k}.png" for k in range(40)]) is None  # one image a folder
