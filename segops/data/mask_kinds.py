@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.errors import LabelError, PlanError
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,11 @@ class MaskCensus:
 
 def _read_raw(path: Path) -> np.ndarray | None:
     try:
+        if is_mat(path):
+            return read_mat_mask(path)
         with Image.open(path) as img:
             array = as_single_channel(np.asarray(img))
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, LabelError) as exc:
         log.warning("cannot read mask %s: %s", path, exc)
         return None
     if array is None:
@@ -377,7 +380,7 @@ def is_colour_mask(path: Path) -> bool:
     try:
         with Image.open(path) as img:
             return img.mode not in ("P", "PA") and as_single_channel(np.asarray(img)) is None
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError):  # a .mat file too: never colour
         return False
 
 

@@ -69,6 +69,7 @@ from segops.data.mask_names import (
     parallel_tree,
     stray_files,
 )
+from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
@@ -79,7 +80,7 @@ from segops.data.unannotated import TEST_WORDS, clean_parts, spread
 from segops.data.via import find_via
 from segops.data.volume_layout import find_dicom_volume_labels, find_volume_pairs
 from segops.data.yolo import find_yolo
-from segops.errors import PlanError
+from segops.errors import LabelError, PlanError
 
 log = logging.getLogger(__name__)
 
@@ -408,16 +409,26 @@ SAME_REGION_SAMPLE, SAME_REGION_IOU = 8, 0.98
 def _same_region(masks: list[Path]) -> bool:
     """Whether at least 3 of the masks (:data:`SAME_REGION_SAMPLE` read) hold one and the same
     foreground region (IoU ≥ :data:`SAME_REGION_IOU` with the first) covering a fifth of the image or
-    more: a field-of-view or region-of-interest mask, which no real label set repeats on every image."""
-    arrays = []
+    more: a field-of-view or region-of-interest mask, which no real label set repeats on every image.
+    Foreground: values above 0, or where the masks store no 0 (CrackForest's 1/2, Oxford-IIIT Pet's
+    trimaps 1/2/3) every value but the commonest."""
+    stored = []
     for path in masks[:: max(1, len(masks) // SAME_REGION_SAMPLE)][:SAME_REGION_SAMPLE]:
         try:
+            if is_mat(path):
+                stored.append(read_mat_mask(path))
+                continue
             with Image.open(path) as img:
                 single = as_single_channel(np.asarray(img)) if img.mode not in ("P", "PA") else None
-                arrays.append((single if single is not None else np.asarray(img.convert("L"))) > 0)
-        except (OSError, UnidentifiedImageError, ValueError):
+                stored.append(single if single is not None else np.asarray(img.convert("L")))
+        except (OSError, UnidentifiedImageError, ValueError, LabelError):
             return False
-    if len(arrays) < 3 or len({a.shape for a in arrays}) > 1 or arrays[0].mean() < 0.2:
+    if len(stored) < 3 or len({a.shape for a in stored}) > 1:
+        return False
+    values, counts = np.unique(np.stack(stored), return_counts=True)
+    background = 0 if values[0] <= 0 else values[counts.argmax()]
+    arrays = [a != background for a in stored]
+    if arrays[0].mean() < 0.2:
         return False
     first = arrays[0]
     return all((a & first).sum() >= SAME_REGION_IOU * (a | first).sum() for a in arrays[1:])
