@@ -16,7 +16,9 @@ Folders (``--cases``, default all):
 - ``tcia-contours``: 7 thorax CTs with RTSTRUCT contours in a TCIA download's layout (see
   :func:`make_tcia_contours`);
 - ``tcia-partial``: the same, the cord drawn for 4 of the 7 patients only;
-- ``lidc``: 10 thorax CTs with LIDC-IDRI's XML nodule outlines by four readers (see :func:`make_lidc`).
+- ``lidc``: 10 thorax CTs with LIDC-IDRI's XML nodule outlines by four readers (see :func:`make_lidc`);
+- ``crackforest``: 40 road photos with CrackForest's MATLAB ``groundTruth/*.mat`` masks (1/2 values);
+- ``kolektor``: KolektorSDD's ``kosNN/PartK.jpg`` + ``PartK_label.bmp``, 20 parts of 8 views each.
 
     .venv/bin/python benchmarks/new_user.py                       # every folder (~20 min on 2 cores)
     .venv/bin/python benchmarks/new_user.py --cases mixed kaggle --budget-minutes 1.5
@@ -130,6 +132,48 @@ def make_instances(root: Path, rng: np.random.Generator) -> None:
             img[y : y + hh, x : x + ww] = rng.normal(40 + 40 * j, 10, 3)
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "PNGImages" / f"FudanPed{i:05d}.png")
         Image.fromarray(ids).save(root / "PedMasks" / f"FudanPed{i:05d}_mask.png")
+
+
+def _crack(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A wandering two-pixel line across most of the width (a crack), as a boolean mask."""
+    crack, y = np.zeros((h, w), bool), int(rng.integers(8, h - 8))
+    for x in range(int(rng.integers(2, w // 4)), int(rng.integers(3 * w // 4, w - 2))):
+        y = min(max(y + int(rng.integers(-1, 2)), 1), h - 2)
+        crack[y - 1 : y + 1, x] = True
+    return crack
+
+
+def make_crackforest(root: Path, rng: np.random.Generator) -> None:
+    """The CrackForest dataset's layout: ``image/001.jpg`` (road photos), ``groundTruth/001.mat``
+    (a MATLAB struct ``groundTruth`` with ``Segmentation``: 1 background, 2 crack, and
+    ``Boundaries``) and ``seg/001.seg`` (text)."""
+    from scipy.io import savemat
+
+    for folder in ("image", "groundTruth", "seg"):
+        (root / folder).mkdir(parents=True)
+    for i in range(1, 41):
+        crack = _crack(120, 160, rng)
+        image = rng.normal(135, 14, (120, 160, 3)) - 70 * crack[..., None]
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "image" / f"{i:03d}.jpg", quality=90)
+        seg = np.where(crack, 2, 1).astype(np.uint8)
+        savemat(root / "groundTruth" / f"{i:03d}.mat", {"groundTruth": {"Segmentation": seg, "Boundaries": crack}})
+        (root / "seg" / f"{i:03d}.seg").write_text("format ascii cr\nwidth 160\nheight 120\ndata\n")
+
+
+def make_kolektor(root: Path, rng: np.random.Generator) -> None:
+    """KolektorSDD's layout: ``kos01/Part0.jpg`` + ``Part0_label.bmp`` … ``Part7``, one folder per
+    commutator photographed from eight sides (a defect on one side, seen in the neighbouring view
+    too); tall gray 150x60 px images, most masks empty."""
+    for k in range(1, 21):
+        folder = root / f"kos{k:02d}"
+        folder.mkdir(parents=True)
+        surface = rng.normal(120, 8, (150, 60)) + rng.uniform(-20, 20)
+        crack = _crack(60, 150, rng).T if k % 3 == 0 else None  # along the part
+        for p in range(8):
+            mask = np.zeros((150, 60), bool) if crack is None or p not in (3, 4) else np.roll(crack, 4 * p, 0)
+            image = surface + rng.normal(0, 5, (150, 60)) - 60 * mask
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"Part{p}.jpg", quality=95)
+            Image.fromarray((mask * 255).astype(np.uint8)).save(folder / f"Part{p}_label.bmp")
 
 
 def _ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
@@ -355,6 +399,8 @@ CASES = {
     # the cord drawn for 4 of 7 patients: a class (half or more), planned with missing_rois: ignore
     "tcia-partial": lambda root, rng: make_tcia_contours(root, rng, no_cord=(1, 2, 4)),
     "lidc": make_lidc,
+    "crackforest": make_crackforest,
+    "kolektor": make_kolektor,
 }
 
 

@@ -42,7 +42,7 @@ def test_summary_leads_with_foreground_dice_and_warns_on_empty_predictions(capsy
         "segment_dice_mean": 0.7,
         "segment_empty_prediction_fraction": 1.0,
     }
-    _print_summary(_result(metrics, frozenset({"t"})))
+    _print_summary(_result(metrics, frozenset(f"t{i}" for i in range(20))))
     text = capsys.readouterr().out
     rows = _rows(text)
     firsts = [r[0] for r in rows]
@@ -50,7 +50,7 @@ def test_summary_leads_with_foreground_dice_and_warns_on_empty_predictions(capsy
     assert firsts[held : held + 3] == ["held-out (test)", "heldout_fg_dice_mean", "heldout_dice_mean"]
     assert firsts[val : val + 3] == ["validation", "val_fg_dice_mean", "val_dice_mean"]
     assert firsts[val + 3 : val + 6] == ["all labelled", "fg_dice_mean", "dice_mean"]
-    assert rows[held][1] == "20 cases; touched by nothing before this step"
+    assert rows[held][1] == "20 cases; touched by nothing before this step"  # a group a case: no count
     assert rows[val][1] == "1 case; chose the checkpoint: flatters the model"
     assert rows[val + 3][1] == "30 cases; train, validation and test together"
     assert NO_TEST_SET not in text
@@ -78,10 +78,14 @@ def test_summary_says_in_words_when_no_test_set_was_held_out(capsys: pytest.Capt
     text = capsys.readouterr().out
     assert ["held-out (test)", NO_TEST_SET] in _rows(text)
     assert NO_TEST_SET == "no test set (split.test_fraction: 0 or too few groups): no held-out figures"
-    assert "heldout_" not in text and "4 cases; chose the checkpoint" in text
+    assert (
+        "heldout_" not in text
+        and "4 cases of 1 group (few: varies with split.seed; train.folds scores every group); chose the checkpoint"
+        in " ".join(text.split())
+    )
     _print_summary(_result(metrics, frozenset(), selected_by="none (select: last)"))
     text = " ".join(capsys.readouterr().out.split())
-    assert "4 cases; chose the postprocessing, not the epoch (select: last)" in text and "flatters" not in text
+    assert "group); chose the postprocessing, not the epoch" in text and "flatters" not in text
     _print_summary(_result(metrics | {"segment_val_cases": 0.0}))  # no train step: a model from elsewhere
     text = capsys.readouterr().out
     assert "held-out (test)" not in text and "validation" not in text
@@ -92,12 +96,30 @@ def test_summary_gives_the_out_of_fold_figure_with_folds(capsys: pytest.CaptureF
     metrics = {"segment_heldout_cases": 3.0, "segment_heldout_dice_mean": 0.7, "segment_val_cases": 0.0}
     segment = SegmentResult(root / "outputs.parquet", root / "report.parquet", "d1", root, str(root), metrics)
     best = {"cv_dice_mean": 0.81, "cv_fg_dice_mean": 0.62}
-    train = TrainResult(root / "model", frozenset(), -1, "val_dice", best, test_groups=frozenset({"t"}), folds=5)
+    test = frozenset({"t1", "t2", "t3"})
+    train = TrainResult(root / "model", frozenset(), -1, "val_dice", best, test_groups=test, folds=5)
     steps = (train, segment)
     _print_summary(RunResult("r1", root, "m1", "sqlite:///mlruns.db", [s.to_manifest() for s in steps], steps))
     rows = _rows(capsys.readouterr().out)
     assert ["cross-validation", "5 folds, out-of-fold Dice 0.8100, foreground Dice 0.6200"] in rows
-    assert ["held-out (test)", "3 cases; touched by nothing before this step"] in rows
+    assert ["held-out (test)", "3 cases; touched by nothing before this step"] in rows  # 3 groups of one case
+
+
+def test_summary_counts_the_groups_a_part_rests_on_and_says_when_they_are_few(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Held-out slices of 3 series (or views of 3 parts): a figure that moves with the split seed."""
+    metrics = {"segment_heldout_cases": 24.0, "segment_heldout_fg_dice_mean": 0.58, "segment_val_cases": 16.0}
+    _print_summary(_result(metrics, frozenset({"part03", "part07", "part11"})))
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "24 cases of 3 groups (few: varies with split.seed; train.folds scores every group); touched by nothing "
+        "before this step" in text
+    )
+    assert "16 cases of 1 group (few: varies with split.seed" in text
+    _print_summary(_result(metrics, frozenset(f"part{i:02d}" for i in range(6))))
+    text = " ".join(capsys.readouterr().out.split())
+    assert "24 cases of 6 groups; touched by nothing before this step" in text
 
 
 def test_summary_says_the_review_queue_is_off_and_a_resumed_run_reloads_no_queue(
