@@ -11,7 +11,11 @@ predictions:
 - ``nnU-Net candidates``: :func:`segops.engine.postprocess.choose_postprocessing` with
   ``clean_cases=False`` (largest component, sizes below the smallest true object, mean Dice over
   all cases: the behaviour before clean-case balancing);
-- ``balanced``: the default (false-alarm sizes from clean cases, balanced Dice, found defects kept).
+- ``balanced``: clean-case balancing on the validation cases alone (false-alarm sizes from clean
+  cases, balanced Dice, found defects kept): the default before training cases were added;
+- ``balanced, + training cases``: the default where a class is in fewer than 5 validation cases
+  and the training cases make up for it (:mod:`segops.cluster.postprocess_choice`: the same seeded
+  sample of at most 200 training cases, predicted here whole); absent where the train step adds none.
 
 Each rule set is chosen on the validation predictions and applied to the *test* split's
 predictions (made here by the run's model, as its segment step would: whole images), scored with
@@ -26,12 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 
+from segops.cluster.postprocess_choice import rare_classes, training_sample
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.postprocess import choose_postprocessing
 from segops.engine.predict import predict
@@ -42,25 +49,44 @@ OUT = Path(__file__).resolve().parent / "out" / "postprocess"
 
 
 def _tensor(cell: dict, dtype: type) -> np.ndarray:
+    if isinstance(cell, np.ndarray):  # Ray's tensor extension type, registered once Ray is imported
+        return cell.astype(dtype)
     return np.asarray(cell["data"], dtype).reshape(cell["shape"])
 
 
-def _test_predictions(run: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    cache = OUT / f"{run.name}-test.npz"
+def _predictions(run: Path, name: str, wanted: Callable[[dict], bool]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The run's model's whole-image predictions of the labelled dataset rows ``wanted`` picks, and
+    their labels; cached as ``<run>-<name>.npz``."""
+    cache = OUT / f"{run.name}-{name}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=True) as data:
             return list(data["maps"]), list(data["labels"])
-    test = set(json.loads((run / "split.json").read_text())["test"])
     loaded = load_checkpoint(run / "model")
     maps, labels = [], []
     for part in sorted((run / "dataset").glob("*.parquet")):
-        for row in pq.read_table(part, columns=["group_id", "image", "label"]).to_pylist():
-            if row["group_id"] in test and row["label"] is not None:
+        for row in pq.read_table(part, columns=["case_id", "group_id", "image", "label"]).to_pylist():
+            if wanted(row) and row["label"] is not None:
                 labels.append(_tensor(row["label"], np.uint8))
                 maps.append(predict(loaded, [_tensor(row["image"], np.float32)])[0])
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(cache, maps=np.array(maps, dtype=object), labels=np.array(labels, dtype=object))
     return maps, labels
+
+
+def _test_predictions(run: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    test = set(json.loads((run / "split.json").read_text())["test"])
+    return _predictions(run, "test", lambda row: row["group_id"] in test)
+
+
+def _training_cases(run: Path, val_labels: list[np.ndarray], classes: int) -> tuple[list, list] | None:
+    """The training cases a train step adds to the validation ones where a class is rare there
+    (:mod:`segops.cluster.postprocess_choice`: the same sample, predicted here whole); None where
+    it adds none."""
+    rare = rare_classes(val_labels, classes)
+    train = json.loads((run / "split.json").read_text())["train"]
+    seed = yaml.safe_load((run / "workflow.yaml").read_text()).get("seed", 0)
+    ids = set(training_sample((run / "dataset", train, seed), val_labels, rare)) if rare else set()
+    return _predictions(run, "train", lambda row: row["case_id"] in ids) if ids else None
 
 
 def _figures(maps: list[np.ndarray], labels: list[np.ndarray], classes: int) -> dict[str, float]:
@@ -93,12 +119,18 @@ def measure(run: Path) -> dict:
         "test_fg_cases": sum(bool(t.any()) for t in labels),
         "rows": {"none": {"rule": "-"} | _figures(maps, labels, classes)},
     }
-    for name, balanced in (("nnU-Net candidates", False), ("balanced", True)):
+    arms = [("nnU-Net candidates", False, val_maps, val_labels), ("balanced", True, val_maps, val_labels)]
+    training = _training_cases(run, val_labels, classes)
+    if training is not None:
+        arms.append(("balanced, + training cases", True, val_maps + training[0], val_labels + training[1]))
+    for name, balanced, deciding, truths in arms:
         post = choose_postprocessing(
-            val_maps, val_labels, classes, source="validation", smallest_object=smallest, clean_cases=balanced
+            deciding, truths, classes, source="validation", smallest_object=smallest, clean_cases=balanced
         )
         applied = [post.apply(m) for m in maps]
-        result["rows"][name] = {"rule": post.describe()} | _figures(applied, labels, classes)
+        result["rows"][name] = {"rule": post.describe(), "deciding_cases": len(deciding)} | _figures(
+            applied, labels, classes
+        )
     return result
 
 
@@ -114,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{r['run']}: validation {r['val_cases']} cases ({r['val_fg_cases']} with foreground), "
             f"test {r['test_cases']} ({r['test_fg_cases']})"
         )
-        print("| postprocessing | Dice | fg Dice | clean flagged | fg missed | rule |")
-        print("|---|---|---|---|---|---|")
+        print("| postprocessing | deciding cases | Dice | fg Dice | clean flagged | fg missed | rule |")
+        print("|---|---|---|---|---|---|---|")
         for name, row in r["rows"].items():
             print(
-                f"| {name} | {row['dice']:.3f} | {row['fg_dice']:.3f} | {row['empty_flagged']:.2f} | "
-                f"{row['fg_missed']:.2f} | {row['rule']} |"
+                f"| {name} | {row.get('deciding_cases', '-')} | {row['dice']:.3f} | {row['fg_dice']:.3f} "
+                f"| {row['empty_flagged']:.2f} | {row['fg_missed']:.2f} | {row['rule']} |"
             )
     return 0
 

@@ -196,8 +196,8 @@ def _false_alarms(metrics: Mapping[str, float]) -> str | None:
                 f"{share:.0%} of the {part} cases with nothing to segment (clean parts) got a mask: false alarms "
                 "that the foreground Dice does not count; see report.parquet (fg_fraction > 0 where "
                 "label_fg_fraction is 0). The postprocessing clears such specks when the cases that choose it "
-                "hold at least 5 clean and 5 defective ones (a larger split.val_fraction, or train.folds); "
-                "else train longer or on more clean images"
+                "(validation, with training cases where it holds too few defects) hold at least 5 clean and 5 "
+                "defective ones (else train.folds); else train longer or on more clean images"
             )
     return None
 

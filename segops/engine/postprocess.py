@@ -117,7 +117,8 @@ class Postprocessing:
     Attributes:
         rules: one per foreground class (after a :data:`FOREGROUND` rule when there are several).
         cases: how many out-of-fold / validation cases decided it.
-        source: ``"out-of-fold"`` or ``"validation"``.
+        source: ``"out-of-fold"``, ``"validation"`` or ``"validation+training"``
+            (:mod:`segops.cluster.postprocess_choice`).
     """
 
     rules: tuple[ClassRule, ...]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from segops.cluster.folds import (
     train_folds,
 )
 from segops.cluster.label_check import check_labels_fit
+from segops.cluster.postprocess_choice import store_postprocessing
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.config.sources import ignores_void
@@ -49,7 +49,6 @@ from segops.engine.checkpoint import (
     update_meta,
 )
 from segops.engine.memory import TrainingImage, largest_training_image
-from segops.engine.postprocess import META_KEY, choose_postprocessing
 from segops.engine.train import select_metric
 from segops.errors import StepError
 from segops.outputs.atomic import atomic_write_text
@@ -123,7 +122,10 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     fingerprint = write_fingerprint(taken, trained.checkpoint)
     if trained.predictions is not None:
         smallest = _smallest_object(fingerprint)
-        _choose_postprocessing(step, ctx, trained.checkpoint, trained.predictions, trained.source, smallest)
+        training = (str(datasets[0]), list(split.train), ctx.spec.seed)  # where validation is short of a class
+        store_postprocessing(
+            trained.checkpoint, trained.predictions, trained.source, step.model.classes, ctx.tracker, smallest, training
+        )
     tracker.log_artifact(ctx.run_dir / "split.json", "train")
     tracker.log_artifact(fingerprint, "train")
     write_model_embeddings(datasets[0], trained.checkpoint, split.train, ctx.spec.seed)  # drift: embeddings.npz
@@ -308,30 +310,6 @@ def _log_history(tracker: Any, history: list[dict[str, float]], prefix: str) -> 
     for row in history:
         per_epoch = {f"{prefix}{k}": v for k, v in row.items() if k not in _NOT_PER_EPOCH}
         tracker.log_metrics(per_epoch, step=int(row["epoch"]))
-
-
-def _choose_postprocessing(
-    step: TrainStep,
-    ctx: RunContext,
-    checkpoint: Path,
-    predictions: tuple[list[np.ndarray], list[np.ndarray]],
-    source: str,
-    smallest_object: float | None,
-) -> None:
-    """Choose postprocessing on the validation (or out-of-fold) ``predictions`` (class maps,
-    labels), store it in the checkpoint's ``segops.json`` (``postprocess``) and log its metrics."""
-    maps, labels = predictions
-    started = time.monotonic()
-    chosen = choose_postprocessing(maps, labels, step.model.classes, source=source, smallest_object=smallest_object)
-    update_meta(checkpoint, {META_KEY: chosen.to_json()})
-    ctx.tracker.log_metrics(chosen.metrics())
-    log.info(
-        "postprocessing chosen on %d %s case(s) in %.1f s: %s",
-        len(maps),
-        source,
-        time.monotonic() - started,
-        chosen.describe(),
-    )
 
 
 def _smallest_object(fingerprint_file: Path) -> float | None:
