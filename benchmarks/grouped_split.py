@@ -17,7 +17,7 @@ run's workflow gains a second segment step over as many fresh parts from the sam
 Both segment steps leave the stored postprocessing off (``postprocess: false``): it is chosen on
 the split's validation cases too, and the comparison is of the split alone.
 
-    .venv/bin/python benchmarks/grouped_split.py                       # ~25 min on 2 cores
+    .venv/bin/python benchmarks/grouped_split.py                       # 2 split seeds, ~20 min on 2 cores
     .venv/bin/python benchmarks/grouped_split.py --split-seeds 0 1 2 --budget-minutes 2
 
 Writes ``benchmarks/out/grouped_split/`` and ``benchmarks/out/grouped_split.json``.
