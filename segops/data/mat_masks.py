@@ -6,6 +6,7 @@ is read as that array. MATLAB 7.3 files (HDF5) are not read."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ MAT_SUFFIX = ".mat"
 SEGMENTATION_FIELD = "Segmentation"
 
 
-def is_mat(path: str | Path) -> bool:
-    return Path(path).suffix.lower() == MAT_SUFFIX
+def is_mat(path: object) -> bool:
+    """Whether ``path`` names a ``.mat`` file (a file object, as a mask read from an object store, never)."""
+    return isinstance(path, str | os.PathLike) and Path(path).suffix.lower() == MAT_SUFFIX
 
 
 def read_mat_mask(path: str | Path) -> np.ndarray:

@@ -85,3 +85,23 @@ def test_a_crackforest_folder_is_planned_and_decoded_with_its_mat_masks(tmp_path
     assert first["label_uri"].endswith("groundTruth/001.mat")
     assert list(first["label_values"]) == [0, 1]  # 1 → background, 2 → the crack, class 1
     assert list(first["label_pixels"]) == [int((segs[1] == 1).sum()), int((segs[1] == 2).sum())]
+
+
+def test_a_mask_read_from_a_file_object_is_not_taken_for_a_mat_file() -> None:
+    """Masks come as file objects from an object store (S3): read as images, as before .mat existed."""
+    import io
+
+    from segops.data.mask_files import read_mask_png
+    from segops.data.mat_masks import is_mat
+
+    buffer = io.BytesIO()
+    Image.fromarray(_square_mask()).save(buffer, format="PNG")
+    buffer.seek(0)
+    assert not is_mat(buffer) and is_mat("groundTruth/001.MAT")
+    assert read_mask_png(buffer, (8, 8)).tolist() == (_square_mask() > 0).astype(int).tolist()
+
+
+def _square_mask() -> np.ndarray:
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 3:6] = 255
+    return mask
