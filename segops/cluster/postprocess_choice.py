@@ -50,16 +50,17 @@ def store_postprocessing(
     checkpoint's ``segops.json`` and log its metrics to ``tracker``.
 
     Args:
-        training: (dataset folder, training groups, seed) to draw training cases from; None: never.
+        training: (dataset folder, training groups, seed) to draw training cases from; None: never
+            (the caller's choice: 2D semantic models only).
     """
     maps, labels = list(predictions[0]), list(predictions[1])
     started = time.monotonic()
-    rare = rare_classes(labels, classes) if training is not None and source == "validation" else []
-    ids = training_sample(training, labels, rare) if rare and training is not None else []
-    if ids and training is not None:
-        extra = training_predictions(checkpoint, training[0], ids)
-        if extra is not None:
-            maps, labels, source = maps + extra[0], labels + extra[1], "validation+training"
+    if training is not None and source == "validation":
+        rare = rare_classes(labels, classes)
+        ids = training_sample(training, labels, rare) if rare else []
+        if ids:
+            extra_maps, extra_labels = training_predictions(checkpoint, training[0], ids)
+            maps, labels, source = maps + extra_maps, labels + extra_labels, "validation+training"
     chosen = choose_postprocessing(maps, labels, classes, source=source, smallest_object=smallest_object)
     update_meta(checkpoint, {META_KEY: chosen.to_json()})
     tracker.log_metrics(chosen.metrics())
@@ -73,9 +74,14 @@ def store_postprocessing(
     return chosen
 
 
+def classes_present(labels: list[np.ndarray]) -> list[set[int]]:
+    """The class values each of ``labels`` holds."""
+    return [set(np.unique(t).tolist()) for t in labels]
+
+
 def rare_classes(labels: list[np.ndarray], classes: int) -> list[int]:
     """The foreground classes fewer than ``MIN_CASES`` of ``labels`` hold."""
-    present = [set(np.unique(t).tolist()) for t in labels]
+    present = classes_present(labels)
     return [c for c in range(1, classes) if sum(c in p for p in present) < MIN_CASES]
 
 
@@ -89,7 +95,7 @@ def training_sample(
     meta = dataset_meta(dataset)
     ids = seeded_sample(group_cases(dataset, groups, labelled_only=True), MAX_TRAINING_CASES, seed)
     values = meta.set_index("case_id").loc[ids, "label_values"] if ids else []
-    present = [set(np.unique(t).tolist()) for t in labels] + [{int(v) for v in vs} for vs in values]
+    present = classes_present(labels) + [{int(v) for v in vs} for vs in values]
     for c in rare:
         holding = sum(c in p for p in present)
         if holding < MIN_CASES or len(present) - holding < MIN_CASES:
@@ -99,13 +105,11 @@ def training_sample(
 
 def training_predictions(
     checkpoint: str | Path, dataset: str | Path, ids: list[str]
-) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-    """(class maps, labels) of the training cases ``ids``, predicted on the driver as a segment step
-    with default settings predicts them (no postprocessing, no risk); None for a 3D or instance model."""
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(class maps, labels) of the training cases ``ids`` (2D images), predicted on the driver as a
+    segment step with default settings predicts them (no postprocessing, no risk)."""
     device = driver_device()
     loaded = load_checkpoint(checkpoint, device)
-    if getattr(loaded.model_spec, "spatial_dims", 2) != 2 or loaded.model_spec.task != "semantic":
-        return None
     settings = InferenceSettings(postprocess=False, risk=False, measure=False)
     maps, labels = [], []
     for start in range(0, len(ids), 16):

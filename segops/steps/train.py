@@ -122,7 +122,9 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     fingerprint = write_fingerprint(taken, trained.checkpoint)
     if trained.predictions is not None:
         smallest = _smallest_object(fingerprint)
-        training = (str(datasets[0]), list(split.train), ctx.spec.seed)  # where validation is short of a class
+        # training cases join where validation is short of a class (2D semantic models)
+        supplement = step.model.task == "semantic" and step.model.spatial_dims == 2
+        training = (str(datasets[0]), list(split.train), ctx.spec.seed) if supplement else None
         store_postprocessing(
             trained.checkpoint, trained.predictions, trained.source, step.model.classes, ctx.tracker, smallest, training
         )
