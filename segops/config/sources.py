@@ -13,19 +13,17 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from segops.config.contour_labels import IGNORE_CLASS, LidcLabels, RtstructLabels
+from segops.config.source_help import (
+    CLASS_FILES_HELP,
+    COLOURS_HELP,
+    EMPTY_HELP,
+    EXCLUDE_HELP,
+    GROUP_HELP,
+    INCLUDE_HELP,
+    REPLACE_HELP,
+    VOID_HELP,
+)
 from segops.config.spec import Spec
-
-_EMPTY_HELP = (
-    "Glob patterns (as a source's include) of inputs whose missing mask means an empty mask: no foreground, "
-    "trained on and scored as such, e.g. ['good/**'] for MVTec AD's defect-free images. Other inputs without "
-    "a mask are unlabelled (segmented, never trained on or scored)."
-)
-
-
-_VOID_HELP = (
-    "Stored value of 'void' pixels (Pascal VOC's 255 object borders): read as background (no class, no "
-    "instance), before values/threshold; with ignore_void (mask-png), left out of the loss and the scores."
-)
 
 #: The class-map value of pixels left out of the loss and the scores (nnU-Net's ignore label,
 #: torchvision's and mmsegmentation's ``ignore_index=255``): mask-png's ``void`` with ``ignore_void``.
@@ -33,17 +31,10 @@ _VOID_HELP = (
 IGNORE_LABEL = IGNORE_CLASS
 
 
-_COLOURS_HELP = (
-    "Colour-coded masks: '#rrggbb' → class, e.g. {'#000000': 0, '#ff0000': 1}. Transparent pixels are background; "
-    "pixels of an unlisted colour (anti-aliased or JPEG edges) take the nearest listed colour's class, up to 5 % "
-    "of a mask."
-)
-
-
 class _EmptyWhenMissing(Spec):
     """Labels where an input without one may mean "nothing to segment": ``empty_when_missing``."""
 
-    empty_when_missing: tuple[str, ...] = Field(default=(), description=_EMPTY_HELP)
+    empty_when_missing: tuple[str, ...] = Field(default=(), description=EMPTY_HELP)
 
     @model_validator(mode="after")
     def _empty_globs_relative(self) -> _EmptyWhenMissing:
@@ -51,18 +42,11 @@ class _EmptyWhenMissing(Spec):
         return self
 
 
-_REPLACE_HELP = (
-    "Words of the input's path (without suffix) replaced before the pattern names its mask, for masks named "
-    "with another word: {'volume': 'labels'} for ISBI 2012's train-volume.tif → train-labels.tif, "
-    "{'leftImg8bit': 'gtFine_labelIds'} for Cityscapes."
-)
-
-
 class _MaskFiles(_EmptyWhenMissing):
     """What mask-per-image labels share: ``empty_when_missing``, ``void`` and ``replace``."""
 
-    void: int | None = Field(default=None, ge=0, le=65535, description=_VOID_HELP)
-    replace: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict, description=_REPLACE_HELP)
+    void: int | None = Field(default=None, ge=0, le=65535, description=VOID_HELP)
+    replace: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict, description=REPLACE_HELP)
 
 
 class MaskPngLabels(_MaskFiles):
@@ -79,6 +63,7 @@ class MaskPngLabels(_MaskFiles):
     inputs (globs) whose absent mask means "nothing to segment", e.g. ``["good/**"]``. ``parts``:
     a mask may be split over numbered files beside it (BUSI's ``x_mask.png``, ``x_mask_1.png``,
     ``x_mask_2.png`` …, one per lesion), read as one mask: each pixel the largest class of the parts.
+    ``class_files``: a binary mask per class in a folder per class (``pattern``'s mask is class 1).
     """
 
     kind: Literal["mask-png"]
@@ -89,9 +74,12 @@ class MaskPngLabels(_MaskFiles):
         default=None, ge=1, le=65535, description="Stored value >= threshold is class 1, else 0 (e.g. 128)."
     )
     colors: dict[Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")], Annotated[int, Field(ge=0, le=255)]] | None = (
-        Field(default=None, description=_COLOURS_HELP)
+        Field(default=None, description=COLOURS_HELP)
     )
     parts: bool = Field(default=False, description="Also read x_mask_1.png, x_mask_2.png … beside x_mask.png.")
+    class_files: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=2, le=254)]] | None = Field(
+        default=None, description=CLASS_FILES_HELP
+    )
     ignore_void: bool = Field(
         default=False,
         description="void pixels are left out of the loss and of every score (an ignore label, as nnU-Net's and "
@@ -110,6 +98,8 @@ class MaskPngLabels(_MaskFiles):
             raise ValueError("ignore_void leaves the void pixels out: give void, the stored value of those pixels")
         if self.ignore_void and IGNORE_LABEL in (self.values or {}).values():
             raise ValueError(f"with ignore_void, {IGNORE_LABEL} marks ignored pixels: map no value to class 255")
+        if self.class_files and self.pattern in self.class_files:
+            raise ValueError(f"class_files repeats pattern {self.pattern!r}: its mask is class 1 already")
         return self
 
     @field_validator("colors")
@@ -364,19 +354,8 @@ def is_instance_labels(labels: object) -> bool:
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 
-_INCLUDE_HELP = (
-    "Glob patterns on the path relative to the source folder (POSIX; '*' and '?' within one folder name, "
-    "'**' for any number of folders, e.g. 'good/**', '**/*.jpg'); when given, only matching files are read."
-)
-_EXCLUDE_HELP = "Glob patterns as for include; a matching file is never read (e.g. '**/README*', '**/DICOMDIR')."
 #: ``group_by`` values that are not a regular expression.
 GROUP_WORDS = ("file", "folder")
-_GROUP_HELP = (
-    "What a train/validation/test split keeps together: 'file' (each image file, the pages of a TIFF together), "
-    "'folder' (the images of one folder: a part photographed from several sides, a patient's slices), or a "
-    "regular expression with one capture group searched in the path relative to the source folder, the "
-    "captured text naming the unit, e.g. '^(\\w+?)_\\d+\\.png$' (an image it does not match is its own unit)."
-)
 
 
 def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...], name_of_include: str = "include") -> None:
@@ -392,8 +371,8 @@ def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...], name_of_inc
 class _FileSelection(Spec):
     """``include`` / ``exclude`` globs of a folder source (see :mod:`segops.data.globs`)."""
 
-    include: tuple[str, ...] = Field(default=(), description=_INCLUDE_HELP)
-    exclude: tuple[str, ...] = Field(default=(), description=_EXCLUDE_HELP)
+    include: tuple[str, ...] = Field(default=(), description=INCLUDE_HELP)
+    exclude: tuple[str, ...] = Field(default=(), description=EXCLUDE_HELP)
 
     @model_validator(mode="after")
     def _globs_relative(self) -> _FileSelection:
@@ -436,7 +415,7 @@ class ImageSource(_FileSelection):
     path: Path
     labels: LabelsSpec | None = None
     extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-    group_by: str = Field(default="file", min_length=1, description=_GROUP_HELP)
+    group_by: str = Field(default="file", min_length=1, description=GROUP_HELP)
 
     @field_validator("group_by")
     @classmethod

@@ -194,7 +194,7 @@ def _folder_prefix(root: str, folder: str) -> str | None:
 
 def _label_patterns(labels: MaskPngLabels | InstancePngLabels) -> list[str]:
     classes = getattr(labels, "classes_pattern", None)
-    return [labels.pattern] + ([classes] if classes else [])
+    return [labels.pattern] + ([classes] if classes else []) + list(getattr(labels, "class_files", None) or ())
 
 
 def label_reader(spec: Any) -> LabelResolver | DicomSliceLabels:

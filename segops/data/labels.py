@@ -41,7 +41,7 @@ from segops.config.schema import (
     ViaLabels,
     YoloLabels,
 )
-from segops.config.sources import is_instance_labels
+from segops.config.sources import IGNORE_LABEL, is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
@@ -53,6 +53,7 @@ from segops.data.mask_files import (
     read_instance_png,
     read_mask_folder,
     read_mask_png,
+    spec_mask,
     spec_mask_with_parts,
 )
 from segops.data.mask_kinds import without_void
@@ -101,7 +102,7 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         classes = (
             read_mask_png(path, None, values=spec.class_values, void=spec.void)
             if instance
-            else spec_mask_with_parts(spec, path)
+            else with_class_files(spec, spec_mask_with_parts(spec, path), rel_path)
         )
     except LabelError:
         return None
@@ -110,6 +111,23 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         kept = [(v * INSTANCE_STRIDE + 1, n) for v, n in zip(values, pixels) if v > 0]
         values, pixels = [v for v, _ in kept], [n for _, n in kept]
     return str(path.resolve()), values, pixels
+
+
+def with_class_files(spec: MaskPngLabels, mask: np.ndarray, rel_path: str, frame: int = 0, page: int = 0) -> np.ndarray:
+    """``mask`` (the class map of ``spec.pattern``'s file for input ``rel_path``) with the foreground
+    of each of ``spec.class_files`` (a binary mask per class, read as the pattern's file is) set to
+    its class, in order; a class file that is missing leaves its class absent.
+
+    Raises:
+        LabelError: a class file that cannot be read or does not fit (naming that file).
+    """
+    for pattern, k in (spec.class_files or {}).items():
+        path = mask_png_path(spec.path, pattern, rel_path, frame, spec.replace)
+        if path.is_file():
+            with _reading(str(path.resolve())):
+                found = spec_mask(spec, path, mask.shape, page)
+            mask[(found > 0) & (found != IGNORE_LABEL)] = k
+    return mask
 
 
 def _is_input(mask: Path, record: ImageRecord) -> bool:
@@ -180,7 +198,8 @@ class LabelResolver:
                 return empty_label(self.spec, record.rel_path, shape, np.uint8)
             page = _page(self.spec.pattern, record)
             with _reading(uri := str(path.resolve())):
-                return spec_mask_with_parts(self.spec, path, shape, page), uri
+                mask = spec_mask_with_parts(self.spec, path, shape, page)
+            return with_class_files(self.spec, mask, record.rel_path, record.frame, page), uri
         if isinstance(self.spec, InstancePngLabels):
             path = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not path.is_file() or _is_input(path, record):

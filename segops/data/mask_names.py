@@ -103,7 +103,7 @@ def mask_patterns(masks: set[str]) -> list[str]:
         patterns += [f"{{rel_dir}}/{sub}/{{stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
     # the masks one folder down in the mask folder (Oxford-IIIT Pet's annotations/trimaps/x.png)
     tops = Counter(PurePosixPath(m).parts[0] for m in masks if len(PurePosixPath(m).parts) > 1)
-    for top, _ in tops.most_common(3):
+    for top, _ in sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))[:3]:  # 1st_manual before 2nd_manual
         if "{" not in top and "}" not in top:
             patterns += [f"{top}/{{rel_stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
     return patterns

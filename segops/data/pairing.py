@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segops.data.class_folders import class_folders
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.ctc_layout import find_ctc
 from segops.data.detection import Detection, PlanOverrides
@@ -282,6 +283,13 @@ def _paired(
     elif labels_spec["kind"] == "mask-png" and "void" in labels_spec:  # VOC's borders: an ignore label
         labels_spec["ignore_void"] = True
         notes["labels"] += ", left out of the loss and the scores (ignore_void)"
+    per_class = None  # Montgomery's leftMask/ + rightMask/: binary masks in a folder per class
+    if task == "semantic" and tree is None and labels_spec["kind"] == "mask-png" and classes == 2 and paired:
+        per_class = class_folders(label_root, pattern, paired, replace)
+    if per_class is not None:
+        labels_spec.update({"class_files": per_class.class_files} if per_class.class_files else {})
+        classes, notes["labels"] = classes + len(per_class.class_files), notes["labels"] + per_class.note
+        mask_kind += ", a folder per class" if per_class.class_files else ""
     if parts:
         notes["labels.parts"] = f"{len(parts)} numbered part(s) beside masks ({sorted(parts)[0]}): one mask with them"
     paired_set = set(paired)
@@ -360,7 +368,10 @@ def _paired(
         )
         log.warning("%s", region)
         notes["path"] = region + (f"; {notes['path']}" if "path" in notes else "")
-    return Detection(source, task, classes, pairing, mask_kind, len(data) - len(exclude), len(paired), notes, census)
+    names = per_class.names if per_class is not None and per_class.class_files else {}
+    return Detection(
+        source, task, classes, pairing, mask_kind, len(data) - len(exclude), len(paired), notes, census, names
+    )
 
 
 def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:

@@ -969,3 +969,21 @@ def test_cvppp_rgb_label_and_fg_files_in_one_folder(tmp_path: Path) -> None:
     listed = ImageSource.model_validate({**d.source, "exclude": []})
     fg = decode_file(str(tmp_path / "A1" / "plant003_fg.png"), "A1/plant003_fg.png", listed)[0]
     assert not fg["has_label"] and fg["label_uri"] == ""
+
+
+def test_gif_masks_pair_and_read_as_their_palette_indices(tmp_path: Path) -> None:
+    """Carvana's and DRIVE's masks are GIFs (palette images, index 0 background): a mask folder of
+    them pairs as one of PNGs does."""
+    masks = []
+    for i in range(3):
+        _image(tmp_path / "images" / f"c{i}_01.jpg", i)
+        masks.append(_square(value=1))
+        masks[-1][20:, :4] = i % 2  # differ a little
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        Image.fromarray(masks[-1], "P").save(tmp_path / "masks" / f"c{i}_01_mask.gif")
+    d = detect(tmp_path)
+    assert d.pairing == "parallel-tree" and d.n_paired == 3 and d.mask_kind == "binary"
+    assert d.source["labels"]["pattern"] == "{rel_stem}_mask.gif"
+    spec = MaskPngLabels(**d.source["labels"])
+    for i, mask in enumerate(masks):
+        np.testing.assert_array_equal(spec_mask(spec, tmp_path / "masks" / f"c{i}_01_mask.gif", (24, 32)), mask)
