@@ -71,6 +71,49 @@ def folder_units(rel_paths: Iterable[str]) -> str | None:
     )
 
 
+#: The end of a file name that numbers the images of one unit: a separator, an optional short word
+#: (``slice``, ``frame``, ``view``, ``z``), the number (Carvana's ``<car>_01``, ``case0005_slice040``).
+_NUMBERED_END = re.compile(r"(?P<sep>[-_ ]+(?:[A-Za-z]{1,6}[-_ ]?)?)(?P<n>\d+)$")
+
+
+def name_units(rel_paths: Iterable[str]) -> tuple[str, str] | None:
+    """(``group_by`` regular expression, why) where the images' names, not their folders, say which
+    are one unit: ``<id><sep><n>`` with the same separator in 90 % of the names (Carvana's 16 views
+    ``<car>_01..16``; 2D exports of volumes, ``case0005_slice040``; video frames, ``video03_frame0045``),
+    :data:`MIN_NUMBERED_FOLDERS` or more ids holding two or more images in the median one, the ids
+    holding a digit (Oxford-IIIT Pet's ``Abyssinian_1`` names a breed, a category, not a unit), and the
+    numbers restarting at 0 or 1 in 80 % of them (Pascal VOC's ``2007_000032`` numbers a year's photos,
+    not views of one thing). None otherwise."""
+    paths = list(rel_paths)
+    ends = [_NUMBERED_END.search(PurePosixPath(p).stem) for p in paths]
+    seps = Counter(m["sep"] for m in ends if m)
+    if not seps:
+        return None
+    sep, count = seps.most_common(1)[0]
+    if count < 0.9 * len(paths):
+        return None
+    pattern = rf"^(.+){re.escape(sep)}\d+\.[^./]+$"
+    numbers: dict[str, list[int]] = {}
+    for path in paths:
+        if m := re.search(pattern, path):
+            numbers.setdefault(m[1], []).append(int(re.findall(r"\d+", path[m.end(1) :])[0]))
+    sizes = [len(v) for v in numbers.values()]
+    if len(numbers) < MIN_NUMBERED_FOLDERS or statistics.median(sizes) < 2:
+        return None
+    with_digit = sum(bool(re.search(r"\d", PurePosixPath(u).name)) for u in numbers)
+    restarting = sum(min(v) <= 1 for v in numbers.values())
+    if with_digit < 0.8 * len(numbers) or restarting < 0.8 * len(numbers):
+        return None
+    shown = ", ".join(PurePosixPath(u).name for u in sorted(numbers)[:3]) + (", ..." if len(numbers) > 3 else "")
+    why = (
+        f"{len(paths)} images named <id>{sep}<n> for {len(numbers)} ids ({shown}), {statistics.median(sizes):g} "
+        "in the median one, numbered from 0 or 1 each: an id is taken for one part, patient or sequence, kept "
+        "whole on one side of the split so held-out figures are for ids never trained on ('file' splits the "
+        "images themselves)"
+    )
+    return pattern, why
+
+
 def foreground_strata(labelled: pd.DataFrame) -> dict[str, bool] | None:
     """Group → whether any of its labels holds foreground (``label_values`` above 0): the strata of
     the split; None for a dataset written before ``label_values`` existed."""

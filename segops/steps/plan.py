@@ -31,7 +31,7 @@ from segops.data.fingerprint import Fingerprint
 from segops.data.laterality import side_pairs
 from segops.data.pairing import detect
 from segops.data.planning import Choice, PlanSettings, plan_train
-from segops.data.splits import folder_units
+from segops.data.splits import folder_units, name_units
 from segops.errors import PlanError
 from segops.outputs.atomic import atomic_write_text
 
@@ -101,16 +101,20 @@ def plan_workflow(
 
 def folder_groups(detection: Detection, source: Any) -> tuple[Detection, Any]:
     """An image source whose folders are units (:func:`segops.data.splits.folder_units`) with
-    ``group_by: folder``, before the fingerprint counts the split's groups; others as they are."""
+    ``group_by: folder``, or whose file names' ids are (:func:`~segops.data.splits.name_units`) with
+    that regular expression, before the fingerprint counts the split's groups; others as they are."""
     if not isinstance(source, ImageSource) or "group_by" in detection.source:
         return detection, source
-    why = folder_units(f["rel_path"] for f in list_source_files(source))
+    rel_paths = [f["rel_path"] for f in list_source_files(source)]
+    why, rule = folder_units(rel_paths), "folder"
+    if why is None and (by_name := name_units(rel_paths)) is not None:
+        rule, why = by_name
     if why is None:
         return detection, source
-    log.info("group_by: folder: %s", why)
-    planned = detection.source | {"group_by": "folder"}
+    log.info("group_by: %s: %s", rule, why)
+    planned = detection.source | {"group_by": rule}
     detection = replace(detection, source=planned, notes=detection.notes | {"group_by": why})
-    return detection, source.model_copy(update={"group_by": "folder"})
+    return detection, source.model_copy(update={"group_by": rule})
 
 
 def classes_in_census(detection: Detection, fp: Fingerprint) -> Detection:

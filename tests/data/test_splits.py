@@ -160,3 +160,33 @@ def test_folders_are_split_units_when_numbered_alike_or_many_not_when_few_catego
     for layout in (mvtec, tiles, dagm, [f"0{s}/t{i:03d}.tif" for s in (1, 2) for i in range(40)]):
         assert folder_units(layout) is None
     assert folder_units([f"case{k}/images/case{k}.png" for k in range(40)]) is None  # one image a folder
+
+
+def test_ids_in_file_names_are_units_where_each_ids_numbers_restart() -> None:
+    """Carvana's ``<car>_01..16`` views, ``case0005_slice040`` volume exports and video frames are
+    units by name (``group_by`` a regular expression capturing the id); Pascal VOC's year-numbered
+    photos, Oxford-IIIT Pet's breeds, Shenzhen/Montgomery's ``_0``/``_1`` diagnosis digit, ISIC ids
+    and GlaS's ``train_<k>`` are not."""
+    import re
+
+    from segops.data.images import image_group
+    from segops.data.splits import name_units
+
+    cars = [f"train/{c:012x}_{v:02d}.jpg" for c in range(0x5A1B2C3D4E50, 0x5A1B2C3D4E56) for v in range(1, 17)]
+    pattern, why = name_units(cars)
+    assert pattern == r"^(.+)_\d+\.[^./]+$"
+    assert why.startswith("96 images named <id>_<n> for 6 ids (5a1b2c3d4e50, 5a1b2c3d4e51, 5a1b2c3d4e52, ...), 16")
+    assert image_group("train/5a1b2c3d4e50_07.jpg", pattern) == "re:train/5a1b2c3d4e50"
+    slices = [f"case{c:04d}_slice{s:03d}.png" for c in range(5, 11) for s in range(30)]
+    assert name_units(slices)[0] == r"^(.+)_slice\d+\.[^./]+$"
+    frames = [f"video{c:02d}_frame{s:04d}.png" for c in range(1, 6) for s in range(0, 200, 10)]
+    assert re.search(name_units(frames)[0], "video03_frame0040.png")[1] == "video03"
+    assert name_units(frames[:60]) is None  # 3 videos: too few ids
+    voc = [f"{y}_{n:06d}.jpg" for y in range(2007, 2013) for n in range(32, 400, 7)]
+    pets = [f"{b}_{i}.jpg" for b in ("Abyssinian", "Bengal", "beagle", "pug", "boxer") for i in range(1, 40)]
+    shenzhen = [f"CHNCXR_{i:04d}_{i % 2}.png" for i in range(1, 100)]
+    isic = [f"ISIC_{i:07d}.jpg" for i in range(100)]
+    glas = [f"train_{i}.bmp" for i in range(1, 80)] + [f"testA_{i}.bmp" for i in range(1, 60)]
+    mixed = cars[:48] + [f"photo{i}.jpg" for i in range(10)]  # 17 % without the id form
+    for layout in (voc, pets, shenzhen, isic, glas, mixed):
+        assert name_units(layout) is None

@@ -153,3 +153,15 @@ def test_a_kolektor_like_archive_is_planned_split_by_folder(tmp_path: Path) -> N
     detection = detect(tmp_path / "ksdd")
     unchanged, _ = folder_groups(detection, TypeAdapter(SourceSpec).validate_python(detection.source))
     assert unchanged == detection and "group_by" not in detection.source
+    # Carvana's layout: one folder, the car's id in the name of each of its views
+    cars = tmp_path / "carvana"
+    (cars / "train").mkdir(parents=True)
+    (cars / "train_masks").mkdir()
+    for k in range(5):
+        for v in range(1, 4):
+            Image.fromarray(np.full((40, 16), 30 * v, np.uint8)).save(cars / "train" / f"{k:08x}_{v:02d}.jpg")
+            Image.fromarray(np.eye(40, 16, dtype=np.uint8) * 255).save(cars / "train_masks" / f"{k:08x}_{v:02d}.png")
+    detection = detect(cars)
+    detection, source = folder_groups(detection, TypeAdapter(SourceSpec).validate_python(detection.source))
+    assert source.group_by == detection.source["group_by"] == r"^(.+)_\d+\.[^./]+$"
+    assert detection.notes["group_by"].startswith("15 images named <id>_<n> for 5 ids (00000000, 00000001")
