@@ -43,3 +43,10 @@ GROUP_HELP = (
     "regular expression with one capture group searched in the path relative to the source folder, the "
     "captured text naming the unit, e.g. '^(\\w+?)_\\d+\\.png$' (an image it does not match is its own unit)."
 )
+
+CLASS_STRIDE_HELP = (
+    "Instance ids that encode their class: id = class × class_stride + object (Cityscapes' and KITTI-MOTS' "
+    "instanceIds: 26001 is object 1 of class 26 with 1000). Values below the stride are regions without objects "
+    "(stuff classes, crowds) and read as background; class_values maps the encoded classes (every one that "
+    "occurs listed; 0 leaves a class out), else they are the classes as they are."
+)

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from segops.config.contour_labels import IGNORE_CLASS, LidcLabels, RtstructLabels
 from segops.config.source_help import (
     CLASS_FILES_HELP,
+    CLASS_STRIDE_HELP,
     COLOURS_HELP,
     EMPTY_HELP,
     EXCLUDE_HELP,
@@ -178,7 +179,7 @@ class InstancePngLabels(_MaskFiles):
     by that pattern gives each instance the most frequent class under its pixels (Pascal VOC:
     ``SegmentationObject/{rel_stem}.png`` with ``SegmentationClass/{rel_stem}.png``), its stored
     values mapped to classes by ``class_values`` where given (``void`` pixels, in either file, are
-    no object).
+    no object). With ``class_stride``, each id holds its class (Cityscapes' ``instanceIds``).
     """
 
     kind: Literal["instance-png"]
@@ -190,11 +191,17 @@ class InstancePngLabels(_MaskFiles):
         description="The class masks' stored value → class (every stored value listed), as mask-png's values.",
     )
     class_id: int = Field(default=1, ge=1, le=255)
+    class_stride: int | None = Field(default=None, ge=2, le=65535, description=CLASS_STRIDE_HELP)
 
     @model_validator(mode="after")
     def _class_values_with_classes(self) -> InstancePngLabels:
-        if self.class_values is not None and self.classes_pattern is None:
-            raise ValueError("class_values maps the values of class masks: give classes_pattern too, or drop it")
+        if self.class_stride is not None and self.classes_pattern is not None:
+            raise ValueError("class_stride reads each id's class from the id itself: drop classes_pattern or it")
+        if self.class_values is not None and self.classes_pattern is None and self.class_stride is None:
+            raise ValueError(
+                "class_values maps the values of class masks (classes_pattern) or the classes ids encode "
+                "(class_stride): give one of them too, or drop class_values"
+            )
         return self
 
 

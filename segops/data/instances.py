@@ -30,6 +30,33 @@ def label_dtype(labels: object) -> np.dtype:
     return np.dtype(np.int32) if is_instance_labels(labels) else np.dtype(np.uint8)
 
 
+def class_coded_ids(
+    ids: np.ndarray, stride: int, class_values: dict[int, int] | None, where: str
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Instance ids that encode their class (``id = class * stride + object``, Cityscapes' and
+    KITTI-MOTS' ``instanceIds``) → the ids of objects and each one's class, for
+    :func:`encode_instances`. Ids below ``stride`` (stuff classes, crowd regions) are no object;
+    ``class_values`` maps the encoded classes (0: no object), else they are the classes.
+
+    Raises:
+        LabelError: an encoded class that ``class_values`` does not list, or above 255 without it.
+    """
+    ids = np.where(ids >= stride, ids, 0)
+    coded = {int(i): int(i) // stride for i in np.unique(ids) if i}
+    mapping = class_values if class_values is not None else {c: c for c in coded.values() if c <= 255}
+    unlisted = sorted({c for c in coded.values() if c not in mapping})
+    if unlisted:
+        raise LabelError(
+            f"{where} holds objects of encoded class(es) {unlisted} (id // {stride}) that "
+            f"{'class_values does not list' if class_values is not None else 'exceed 255'}; list every class "
+            "that occurs in class_values (0 leaves one out)"
+        )
+    left_out = [i for i, c in coded.items() if mapping[c] == 0]
+    if left_out:
+        ids = np.where(np.isin(ids, left_out), 0, ids)
+    return ids, {i: mapping[c] for i, c in coded.items() if mapping[c]}
+
+
 def encode_instances(instance_ids: np.ndarray, classes: dict[int, int]) -> np.ndarray:
     """Instance-id map (0 = background, k = instance k) + class of each id → instance label map.
 

@@ -41,10 +41,10 @@ from segops.config.schema import (
     ViaLabels,
     YoloLabels,
 )
-from segops.config.sources import IGNORE_LABEL, is_instance_labels
+from segops.config.sources import is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.globs import path_selected
-from segops.data.instances import INSTANCE_STRIDE, encode_instances, label_dtype
+from segops.data.instances import INSTANCE_STRIDE, class_coded_ids, encode_instances, label_dtype
 from segops.data.label_census import label_counts
 from segops.data.labelme import label_names, labelme_label
 from segops.data.lidc import LidcIndex, index_lidc, lidc_label
@@ -53,8 +53,8 @@ from segops.data.mask_files import (
     read_instance_png,
     read_mask_folder,
     read_mask_png,
-    spec_mask,
     spec_mask_with_parts,
+    with_class_files,
 )
 from segops.data.mask_kinds import without_void
 from segops.data.mask_names import match_pattern
@@ -83,7 +83,9 @@ def has_label_masks(spec: LabelsSpec | None) -> bool:
     """Whether the classes of a label spec are in mask files' pixels (mask-png; instance-png class
     masks), so checking them means reading those files; else they are declared (see
     :func:`declared_label_rows`)."""
-    return isinstance(spec, MaskPngLabels) or (isinstance(spec, InstancePngLabels) and spec.classes_pattern is not None)
+    return isinstance(spec, MaskPngLabels) or (
+        isinstance(spec, InstancePngLabels) and (spec.classes_pattern is not None or spec.class_stride is not None)
+    )
 
 
 def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> tuple[str, list[int], list[int]] | None:
@@ -91,19 +93,25 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     as training would see it (through ``void``, ``values`` / ``threshold``), read without its image; None
     when the input has no mask or its mask cannot be read (decoding then files it as a label
     problem of that case). For instance-png labels with ``classes_pattern``, the class mask's
-    nonzero classes, as instance values (``class * 65536 + 1``, the layout of
-    :func:`declared_label_rows`), under the class mask's path.
+    nonzero classes (with ``class_stride``, the classes the ids encode), as instance values
+    (``class * 65536 + 1``, the layout of :func:`declared_label_rows`), under the class mask's path.
     """
     instance = isinstance(spec, InstancePngLabels)
-    path = mask_png_path(spec.path, spec.classes_pattern if instance else spec.pattern, rel_path, 0, spec.replace)
+    coded = instance and spec.class_stride is not None  # the classes are in the instance ids
+    pattern = spec.classes_pattern if instance and not coded else spec.pattern
+    path = mask_png_path(spec.path, pattern, rel_path, 0, spec.replace)
     if not path.is_file():
         return None
     try:
-        classes = (
-            read_mask_png(path, None, values=spec.class_values, void=spec.void)
-            if instance
-            else with_class_files(spec, spec_mask_with_parts(spec, path), rel_path)
-        )
+        if coded:
+            ids, of_id = class_coded_ids(read_instance_png(path, None), spec.class_stride, spec.class_values, str(path))
+            classes = np.zeros(ids.shape, np.uint8)
+            for i, k in of_id.items():
+                classes[ids == i] = k
+        elif instance:
+            classes = read_mask_png(path, None, values=spec.class_values, void=spec.void)
+        else:
+            classes = with_class_files(spec, spec_mask_with_parts(spec, path), rel_path)
     except LabelError:
         return None
     values, pixels = label_counts(classes)
@@ -111,23 +119,6 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         kept = [(v * INSTANCE_STRIDE + 1, n) for v, n in zip(values, pixels) if v > 0]
         values, pixels = [v for v, _ in kept], [n for _, n in kept]
     return str(path.resolve()), values, pixels
-
-
-def with_class_files(spec: MaskPngLabels, mask: np.ndarray, rel_path: str, frame: int = 0, page: int = 0) -> np.ndarray:
-    """``mask`` (the class map of ``spec.pattern``'s file for input ``rel_path``) with the foreground
-    of each of ``spec.class_files`` (a binary mask per class, read as the pattern's file is) set to
-    its class, in order; a class file that is missing leaves its class absent.
-
-    Raises:
-        LabelError: a class file that cannot be read or does not fit (naming that file).
-    """
-    for pattern, k in (spec.class_files or {}).items():
-        path = mask_png_path(spec.path, pattern, rel_path, frame, spec.replace)
-        if path.is_file():
-            with _reading(str(path.resolve())):
-                found = spec_mask(spec, path, mask.shape, page)
-            mask[(found > 0) & (found != IGNORE_LABEL)] = k
-    return mask
 
 
 def _is_input(mask: Path, record: ImageRecord) -> bool:
@@ -377,7 +368,9 @@ def _page(pattern: str, record: ImageRecord) -> int:
 def _instance_png_label(spec: InstancePngLabels, path: Path, record: ImageRecord, shape: tuple[int, int]) -> np.ndarray:
     """Instance-id image (+ class mask) of one record → (H, W) int32 instance label map."""
     ids = without_void(read_instance_png(path, shape, _page(spec.pattern, record)), spec.void)
-    if spec.classes_pattern is None:
+    if spec.class_stride is not None:
+        ids, classes = class_coded_ids(ids, spec.class_stride, spec.class_values, f"instance-id image {path}")
+    elif spec.classes_pattern is None:
         classes = {int(i): spec.class_id for i in np.unique(ids) if i != 0}
     else:
         class_path = mask_png_path(spec.path, spec.classes_pattern, record.rel_path, record.frame, spec.replace)

@@ -14,6 +14,7 @@ from segops.config.schema import MaskFolderLabels, MaskPngLabels
 from segops.config.sources import IGNORE_LABEL
 from segops.data.instances import stack_instances
 from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
+from segops.data.mask_names import match_pattern
 from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.errors import LabelError
 
@@ -84,17 +85,38 @@ def spec_mask_with_parts(
     return mask
 
 
-def read_instance_png(path: str | Path, shape: tuple[int, int], page: int = 0) -> np.ndarray:
+def with_class_files(spec: MaskPngLabels, mask: np.ndarray, rel_path: str, frame: int = 0, page: int = 0) -> np.ndarray:
+    """``mask`` (the class map of ``spec.pattern``'s file for input ``rel_path``) with the foreground
+    of each of ``spec.class_files`` (a binary mask per class, read as the pattern's file is) set to
+    its class, in order; a class file that is missing leaves its class absent.
+
+    Raises:
+        LabelError: a class file that cannot be read or does not fit, its ``label_uri`` that file.
+    """
+    for pattern, k in (spec.class_files or {}).items():
+        path = Path(spec.path) / match_pattern(pattern, rel_path, spec.replace, frame)
+        if path.is_file():
+            try:
+                found = spec_mask(spec, path, mask.shape, page)
+            except LabelError as exc:
+                exc.label_uri = exc.label_uri or str(path.resolve())
+                raise
+            mask[(found > 0) & (found != IGNORE_LABEL)] = k
+    return mask
+
+
+def read_instance_png(path: str | Path, shape: tuple[int, int] | None, page: int = 0) -> np.ndarray:
     """Read an instance-id image (8/16-bit PNG/TIFF, single channel): (H, W) int64, 0 = background.
 
     Ids are kept as stored: no {0, 255} → {0, 1} rescaling, no cast to 8 bits.
 
     Raises:
         LabelError: unreadable, not single-channel, missing page, non-integer or negative ids,
-            or of another size than the image.
+            or of another size than the image (``shape``: None, not checked).
     """
     ids = _read_page(path, page, "instance-id image", soft=False)
-    check_size(ids, shape, f"instance-id image {path}")
+    if shape is not None:
+        check_size(ids, shape, f"instance-id image {path}")
     if ids.dtype.kind not in "biu":
         raise LabelError(f"instance-id image {path} has {ids.dtype} pixels; expected integer instance ids")
     ids = ids.astype(np.int64)

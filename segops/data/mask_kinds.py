@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_GUESSED_CLASSES = 10
 #: Mask files whose values carry compression noise: binarised at the midpoint when nearly binary.
+#: The stride of class-coded instance ids (Cityscapes', KITTI-MOTS': id = class x 1000 + object).
+CODED_STRIDE = 1000
 LOSSY_MASK_EXTS = (".jpg", ".jpeg")
 #: Most a gray mask stored as a colour image may differ between its channels (JPEG's rounding).
 GRAY_TOLERANCE = 8
@@ -259,6 +261,22 @@ def _classify(
     # 16-bit storage says ids only where a mask holds two or more: one value per mask reads the same either way
     wide = census.bits == 16 and census.max_values_per_mask >= 2
     instance_cue = wide or census.max_values_per_mask > MAX_GUESSED_CLASSES or numbered
+    big = [v for v in vals if v >= CODED_STRIDE]  # Cityscapes' instanceIds: 26001 is car (26) number 1
+    coded = sorted({v // CODED_STRIDE for v in big})
+    if census.bits == 16 and len(big) > len(coded) and coded[-1] <= 255 and not numbered and task != "semantic":
+        return (
+            {
+                "kind": "instance-png",
+                "class_stride": CODED_STRIDE,
+                "class_values": {c: k for k, c in enumerate(coded, 1)},
+            },
+            "instance",
+            len(coded) + 1,
+            "instance-id",
+            f"class-coded instance ids (class x {CODED_STRIDE} + object, as Cityscapes' instanceIds): classes {coded} "
+            f"→ 1..{len(coded)}, up to {census.max_values_per_mask} values per mask; values below {CODED_STRIDE} "
+            "(stuff, crowds) are no object",
+        )
     if task == "instance" or (task is None and not aliased and instance_cue and census.blob_share >= 0.8):
         return (
             {"kind": "instance-png"},

@@ -139,9 +139,11 @@ def renamed_patterns(images: list[str], masks: set[str], sample: int = 50) -> li
 
 
 def best_renamed(
-    images: list[str], masks: set[str], same_folder: bool = False
+    images: list[str], masks: set[str], same_folder: bool = False, instances: bool = False
 ) -> tuple[str | None, dict[str, str], int]:
-    """The (pattern, replace) of :func:`renamed_patterns` that finds a mask for the most images, and how many."""
+    """The (pattern, replace) of :func:`renamed_patterns` that finds a mask for the most images, and how
+    many; with ``instances`` (``--task instance``), of as many hits a name with an instance word first
+    (Cityscapes' ``gtFine_instanceIds``, not its ``gtFine_labelIds``)."""
     best: tuple[str | None, dict[str, str], int] = (None, {}, 0)
     # of as many hits, a name with label/mask/seg in it (Cityscapes' labelIds, not its color masks), from a
     # name without a mask word (CVPPP's plant_rgb → plant_label, not its binary plant_fg → plant_label), then
@@ -149,6 +151,7 @@ def best_renamed(
     candidates = sorted(
         renamed_patterns(images, masks),
         key=lambda c: (
+            instances and not any(_INSTANCE_WORD.search(v.lower()) for v in c[1].values()),
             not any(_NAMED_MASK.search(v.lower()) for v in c[1].values()),
             any(MASK_WORDS.search(k.lower()) for k in c[1]),
             sum(len(k) + len(v) for k, v in c[1].items()),
@@ -165,6 +168,7 @@ def best_renamed(
 
 _SEPARATORS = "-_. "
 _NAMED_MASK = re.compile(r"label|mask|seg|annot|truth")
+_INSTANCE_WORD = re.compile(r"inst|object")
 
 
 def _word_start(name: str, at: int) -> int:

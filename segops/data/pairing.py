@@ -220,7 +220,8 @@ def _paired(
     else:
         pattern, hits = best_pattern(rel_images, mask_files, label_root == image_root)
         if hits < len(rel_images):  # masks named with another word (train-volume.tif / train-labels.tif)
-            renamed, words, more = best_renamed(rel_images, mask_files, label_root == image_root)
+            instances = overrides.task == "instance"  # Cityscapes' instanceIds, not its labelIds
+            renamed, words, more = best_renamed(rel_images, mask_files, label_root == image_root, instances)
             if more > hits:
                 pattern, replace, hits = renamed, words, more
     include: list[str] = []
@@ -286,7 +287,7 @@ def _paired(
     per_class = None  # Montgomery's leftMask/ + rightMask/: binary masks in a folder per class
     if task == "semantic" and tree is None and labels_spec["kind"] == "mask-png" and classes == 2 and paired:
         per_class = class_folders(label_root, pattern, paired, replace)
-    if per_class is not None:
+    if per_class is not None:  # a note, and the classes where the folders are not another reader's
         labels_spec.update({"class_files": per_class.class_files} if per_class.class_files else {})
         classes, notes["labels"] = classes + len(per_class.class_files), notes["labels"] + per_class.note
         mask_kind += ", a folder per class" if per_class.class_files else ""
