@@ -254,8 +254,14 @@ def _classify(
     peak = max((v for v in vals if v), key=lambda v: (census.values[v][1], v), default=top) if census.lossy else top
     tol = max(2, peak // 16) if census.lossy else top // 16
     near = sum(p for v, (_, p) in census.values.items() if v <= tol or abs(v - peak) <= tol)
+    # thin structures (cracks, vessels) saved as JPEG: every pixel is near an edge, so the noise spreads
+    # over more than 1/16 of the range; still, nearly all pixels within 1/8 of either end and many values
+    tol_wide = max(2, peak // 8)
+    near_wide = sum(p for v, (_, p) in census.values.items() if v <= tol_wide or abs(v - peak) <= tol_wide)
     aliased = len(vals) > 2 and (
-        (main / total >= 0.98 and census.edge_share >= 0.9) or (census.lossy and near / total >= 0.98)
+        (main / total >= 0.98 and census.edge_share >= 0.9)
+        or (census.lossy and near / total >= 0.98)
+        or (census.lossy and len(vals) > MAX_GUESSED_CLASSES and near_wide / total >= 0.95)
     )
     numbered = census.id_layout_share >= 0.9 and census.id_counts >= 3 and census.max_values_per_mask >= 3
     # 16-bit storage says ids only where a mask holds two or more: one value per mask reads the same either way

@@ -32,13 +32,11 @@ Mask contents are guessed by :mod:`segops.data.mask_kinds`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from segops.data.class_folders import class_folders
 from segops.data.coco_layout import coco_layout, find_coco
@@ -48,9 +46,9 @@ from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
+from segops.data.mask_content import mask_folder_by_content, same_region
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
-    as_single_channel,
     classify_colours,
     classify_masks,
     colour_census,
@@ -70,7 +68,6 @@ from segops.data.mask_names import (
     parallel_tree,
     stray_files,
 )
-from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
@@ -81,7 +78,7 @@ from segops.data.unannotated import TEST_WORDS, clean_parts, spread
 from segops.data.via import find_via
 from segops.data.volume_layout import find_dicom_volume_labels, find_volume_pairs
 from segops.data.yolo import find_yolo
-from segops.errors import LabelError, PlanError
+from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +167,11 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     try:
         return _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
     except PlanError:
+        by_content = None if labels is not None or is_dicom else mask_folder_by_content(root, pictures)
+        if by_content is not None:  # rgb/ + BW/: the masks' folder told by its files, as --labels would name it
+            found = _paired(root, files, images, "images", root / by_content[0], overrides, sample)
+            note = found.notes["labels"].replace("labels-option pairing", f"content pairing ({by_content[1]})", 1)
+            return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
         if boxes is not None:
             raise boxes from None
         raise
@@ -362,7 +364,7 @@ def _paired(
         )
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
-    if task == "semantic" and _same_region(sampled):  # DRIVE's and HRF's mask/ folders: the retina, not the vessels
+    if task == "semantic" and same_region(sampled):  # DRIVE's and HRF's mask/ folders: the retina, not the vessels
         region = (
             f"every sampled mask in {label_root} is the same region (a field of view or region of interest, "
             "not a label?): if the labels are elsewhere, give --labels FOLDER"
@@ -412,38 +414,6 @@ def _dicom_files(root: Path, files: list[str]) -> list[str]:
                 if fh.read(4) == b"DICM":
                     found.append(f)
     return found
-
-
-#: Masks compared by :func:`_same_region`, and the IoU with the first above which they are one region.
-SAME_REGION_SAMPLE, SAME_REGION_IOU = 8, 0.98
-
-
-def _same_region(masks: list[Path]) -> bool:
-    """Whether at least 3 of the masks (:data:`SAME_REGION_SAMPLE` read) hold one and the same
-    foreground region (IoU ≥ :data:`SAME_REGION_IOU` with the first) covering a fifth of the image or
-    more: a field-of-view or region-of-interest mask, which no real label set repeats on every image.
-    Foreground: values above 0, or where the masks store no 0 (CrackForest's 1/2, Oxford-IIIT Pet's
-    trimaps 1/2/3) every value but the commonest."""
-    stored = []
-    for path in masks[:: max(1, len(masks) // SAME_REGION_SAMPLE)][:SAME_REGION_SAMPLE]:
-        try:
-            if is_mat(path):
-                stored.append(read_mat_mask(path))
-                continue
-            with Image.open(path) as img:
-                single = as_single_channel(np.asarray(img)) if img.mode not in ("P", "PA") else None
-                stored.append(single if single is not None else np.asarray(img.convert("L")))
-        except (OSError, UnidentifiedImageError, ValueError, LabelError):
-            return False
-    if len(stored) < 3 or len({a.shape for a in stored}) > 1:
-        return False
-    values, counts = np.unique(np.stack(stored), return_counts=True)
-    background = 0 if values[0] <= 0 else values[counts.argmax()]
-    arrays = [a != background for a in stored]
-    if arrays[0].mean() < 0.2:
-        return False
-    first = arrays[0]
-    return all((a & first).sum() >= SAME_REGION_IOU * (a | first).sum() for a in arrays[1:])
 
 
 def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detection:
