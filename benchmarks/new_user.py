@@ -19,6 +19,9 @@ Folders (``--cases``, default all):
 - ``lidc``: 10 thorax CTs with LIDC-IDRI's XML nodule outlines by four readers (see :func:`make_lidc`);
 - ``crackforest``: 40 road photos with CrackForest's MATLAB ``groundTruth/*.mat`` masks (1/2 values);
 - ``kolektor``: KolektorSDD's ``kosNN/PartK.jpg`` + ``PartK_label.bmp``, 20 parts of 8 views each.
+- ``montgomery``, ``carvana``, ``concrete``, ``cityscapes-instances`` (planned ``--task instance``):
+  see :mod:`_public_layouts` (lungs in a folder per side; a car's views named ``<car>_NN`` with GIF
+  masks; JPEG crack masks in ``BW/`` beside ``rgb/``; 16-bit class-coded instance ids).
 
     .venv/bin/python benchmarks/new_user.py                       # every folder (~20 min on 2 cores)
     .venv/bin/python benchmarks/new_user.py --cases mixed kaggle --budget-minutes 1.5
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from _public_layouts import make_carvana, make_cityscapes, make_concrete, make_montgomery
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
@@ -401,7 +405,13 @@ CASES = {
     "lidc": make_lidc,
     "crackforest": make_crackforest,
     "kolektor": make_kolektor,
+    "montgomery": make_montgomery,
+    "carvana": make_carvana,
+    "concrete": lambda root, rng: make_concrete(root, rng, _crack),
+    "cityscapes-instances": make_cityscapes,
 }
+#: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
+PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
 
 
 def _segops(args: list[str], cwd: Path, log: Path) -> tuple[int, float]:
@@ -420,7 +430,8 @@ def run_case(name: str, budget: float, seed: int) -> dict[str, Any]:
         (folder / "made").touch()
     plan_dir = folder / "plan"
     rc, plan_s = _segops(
-        ["plan", str(data), "-o", str(plan_dir / "workflow.yaml"), "--budget-minutes", str(budget)],
+        ["plan", str(data), "-o", str(plan_dir / "workflow.yaml"), "--budget-minutes", str(budget)]
+        + PLAN_ARGS.get(name, []),
         folder,
         folder / "plan.log",
     )

@@ -1,0 +1,100 @@
+"""More public datasets' layouts for ``new_user.py`` (names, folders, file formats and value codes as
+the datasets ship them; the pixels are drawn here): Montgomery's chest X-rays, Carvana's car views,
+the Concrete Crack Segmentation set and Cityscapes' instance ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_montgomery(root: Path, rng: np.random.Generator) -> None:
+    """``MontgomerySet/CXR_png/MCUCXR_0001_0.png`` (gray X-rays; the last digit the diagnosis) with
+    the lungs in ``ManualMask/leftMask/`` and ``ManualMask/rightMask/`` under the same names, and
+    ``ClinicalReadings/*.txt``."""
+    base = root / "MontgomerySet"
+    for sub in ("CXR_png", "ManualMask/leftMask", "ManualMask/rightMask", "ClinicalReadings"):
+        (base / sub).mkdir(parents=True)
+    yy, xx = np.mgrid[:128, :128]
+    for i in range(1, 41):
+        name = f"MCUCXR_{i:04d}_{int(rng.integers(0, 2))}.png"
+        cy, dx, ry, rx = rng.integers(58, 70), rng.integers(26, 34), rng.integers(34, 44), rng.integers(14, 20)
+        right = ((yy - cy) / ry) ** 2 + ((xx - 64 + dx) / rx) ** 2 < 1  # the patient's right: the image's left
+        left = ((yy - cy) / (ry - 2)) ** 2 + ((xx - 64 - dx) / (rx - 1)) ** 2 < 1
+        image = rng.normal(170, 12, (128, 128)) - 90 * (left | right) + 25 * (np.abs(xx - 64) < 6)
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(base / "CXR_png" / name)
+        Image.fromarray((left * 255).astype(np.uint8)).save(base / "ManualMask/leftMask" / name)
+        Image.fromarray((right * 255).astype(np.uint8)).save(base / "ManualMask/rightMask" / name)
+        (base / "ClinicalReadings" / name.replace(".png", ".txt")).write_text("Patient's Sex: F\n")
+
+
+def make_carvana(root: Path, rng: np.random.Generator) -> None:
+    """``train/<car>_01.jpg`` … ``_16`` (a car photographed from 16 angles in a studio) with GIF masks
+    ``train_masks/<car>_01_mask.gif``, and ``test/`` without masks; 10 cars of 8 views here."""
+    for sub in ("train", "train_masks", "test"):
+        (root / sub).mkdir(parents=True)
+    yy, xx = np.mgrid[:96, :144]
+    for c in range(11):
+        car = f"{int(rng.integers(0, 2**44)):011x}"
+        colour = rng.integers(20, 235, 3)
+        for v in range(1, 9):
+            length = 40 + 18 * abs(np.cos(v * np.pi / 8))  # seen from the side: long; from the front: short
+            body = (np.abs(xx - 72) < length) & (yy > 40) & (yy < 70)
+            cabin = (np.abs(xx - 72 + 6 * np.sin(v)) < length * 0.5) & (yy > 26) & (yy <= 40)
+            mask = body | cabin
+            image = np.where(
+                mask[..., None], colour + rng.normal(0, 12, (96, 144, 3)), rng.normal(200, 6, (96, 144, 3))
+            )
+            folder, stem = ("test", f"{car}_{v:02d}") if c == 10 else ("train", f"{car}_{v:02d}")
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / folder / f"{stem}.jpg", quality=90)
+            if folder == "train":
+                Image.fromarray(mask.astype(np.uint8), "P").save(root / "train_masks" / f"{stem}_mask.gif")
+
+
+def make_concrete(root: Path, rng: np.random.Generator, crack) -> None:  # noqa: ANN001 - new_user's _crack
+    """The Concrete Crack Segmentation set: ``rgb/00001.jpg`` with its mask ``BW/00001.jpg`` (a JPEG,
+    0/255 with compression noise along every 2-px crack), folders named without a mask word."""
+    (root / "rgb").mkdir(parents=True)
+    (root / "BW").mkdir()
+    for i in range(1, 41):
+        lines = crack(96, 96, rng) | (crack(96, 96, rng).T if i % 2 else False)
+        image = rng.normal(150, 16, (96, 96, 3)) - 80 * lines[..., None]
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / "rgb" / f"{i:05d}.jpg", quality=90)
+        Image.fromarray((lines * 255).astype(np.uint8)).save(root / "BW" / f"{i:05d}.jpg", quality=75)
+
+
+def make_cityscapes(root: Path, rng: np.random.Generator) -> None:
+    """Cityscapes' ``leftImg8bit/train/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` with
+    ``gtFine/…_gtFine_labelIds.png`` (8-bit label ids: road 7, sky 23, person 24, car 26),
+    ``_gtFine_instanceIds.png`` (16-bit: class x 1000 + object for cars and persons, the label id
+    elsewhere, a crowd of cars stored as plain 26), ``_gtFine_color.png`` and ``_gtFine_polygons.json``."""
+    for city in ("aachen", "bochum", "bremen", "cologne", "darmstadt"):
+        for split in ("leftImg8bit", "gtFine"):
+            (root / split / "train" / city).mkdir(parents=True)
+        for j in range(6):
+            stem = f"{city}_{j:06d}_000019"
+            labels = np.full((96, 192), 7, np.uint8)
+            labels[:36] = 23
+            ids = labels.astype(np.uint16)
+            image = np.where((labels == 23)[..., None], [120, 160, 220], [90, 90, 90]) + rng.normal(0, 8, (96, 192, 3))
+            for k in range(int(rng.integers(1, 4))):
+                x, w = int(rng.integers(4, 150)), int(rng.integers(26, 40))
+                y = int(rng.integers(46, 70))
+                labels[y : y + 18, x : x + w], ids[y : y + 18, x : x + w] = 26, 26000 + k
+                image[y : y + 18, x : x + w] = rng.integers(30, 220, 3)
+            for k in range(int(rng.integers(0, 3))):
+                x = int(rng.integers(4, 180))
+                labels[40:70, x : x + 7], ids[40:70, x : x + 7] = 24, 24000 + k
+                image[40:70, x : x + 7] = [200, 60, 60]
+            if j % 3 == 0:
+                labels[80:92, 150:190], ids[80:92, 150:190] = 26, 26  # a crowd: no instance id
+            out = root / "gtFine" / "train" / city
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(
+                root / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png"
+            )
+            Image.fromarray(labels).save(out / f"{stem}_gtFine_labelIds.png")
+            Image.fromarray(ids).save(out / f"{stem}_gtFine_instanceIds.png")
+            Image.fromarray(np.stack([labels * 9] * 3, -1).astype(np.uint8)).save(out / f"{stem}_gtFine_color.png")
+            (out / f"{stem}_gtFine_polygons.json").write_text('{"imgHeight": 96, "imgWidth": 192, "objects": []}')
