@@ -77,10 +77,7 @@ def mask_folder_by_content(root: Path, pictures: list[str]) -> tuple[str, str] |
                     continue
                 for d in (a, b):
                     if d not in masklike:
-                        masklike[d] = all(
-                            _mask_like(root / f)
-                            for f in by_dir[d][:: max(1, len(by_dir[d]) // CONTENT_SAMPLE)][:CONTENT_SAMPLE]
-                        )
+                        masklike[d] = all(_mask_like(root / f) for f in _sample(by_dir[d]))
                 if masklike[a] != masklike[b] and (best is None or shared > best[0]):
                     best = (shared, a if masklike[a] else b, b if masklike[a] else a)
     if best is None:
@@ -106,3 +103,39 @@ def _mask_like(path: Path) -> bool:
     lo, hi = int(values[0]), int(values[-1])  # JPEG or anti-aliased: nearly all pixels near the two ends
     tol = (hi - lo) // 8
     return bool(((array <= lo + tol) | (array >= hi - tol)).mean() >= MASK_TWO_VALUE_SHARE)
+
+
+def mask_suffix_by_content(root: Path, pictures: list[str]) -> tuple[str, list[str], str] | None:
+    """(mask suffix, other readers' suffixes, why) where most images ``x.jpg`` have a file
+    ``x<suffix>`` beside them (the suffix after ``_``, ``-`` or ``.``, with its extension) whose files
+    are mask-like (:func:`_mask_like`) while the images are not: CHASE_DB1's ``Image_01L.jpg`` with
+    ``Image_01L_1stHO.png`` and ``Image_01L_2ndHO.png``, two observers' vessels. Of several such
+    suffixes the first in name order is the label; the others are another reader's masks. None
+    otherwise."""
+    stems = {str(PurePosixPath(p).with_suffix("")): p for p in pictures}
+    found: dict[str, list[str]] = {}  # suffix with extension → the images that have a file with it
+    for p in pictures:
+        rel = str(PurePosixPath(p).with_suffix(""))
+        for cut in range(rel.rfind("/") + 2, len(rel)):
+            if rel[cut] in "_-." and (base := stems.get(rel[:cut])) is not None:
+                found.setdefault(rel[cut:] + PurePosixPath(p).suffix, []).append(base)
+    images = sorted({b for bases in found.values() for b in bases})
+    common = sorted(t for t, bases in found.items() if len(bases) >= max(2, SHARED_NAMES * len(images)))
+    if not common or any(_mask_like(root / p) for p in _sample(images)):
+        return None
+    masks = [t for t in common if all(_mask_like(root / (_without_suffix(b) + t)) for b in _sample(found[t]))]
+    if not masks:
+        return None
+    why = f"{len(found[masks[0]])} of {len(images)} images have a mask-like file <image>{masks[0]} beside them" + (
+        f"; {', '.join(masks[1:])} too: another reader's masks, left out" if masks[1:] else ""
+    )
+    return masks[0], masks[1:], why
+
+
+def _without_suffix(rel_path: str) -> str:
+    """A relative path without its suffix."""
+    return str(PurePosixPath(rel_path).with_suffix(""))
+
+
+def _sample(paths: list[str]) -> list[str]:
+    return paths[:: max(1, len(paths) // CONTENT_SAMPLE)][:CONTENT_SAMPLE]

@@ -46,7 +46,7 @@ from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
-from segops.data.mask_content import mask_folder_by_content, same_region
+from segops.data.mask_content import mask_folder_by_content, mask_suffix_by_content, same_region
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
     classify_colours,
@@ -167,17 +167,44 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     try:
         return _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
     except PlanError:
-        by_content = None if labels is not None or is_dicom else mask_folder_by_content(root, pictures)
-        if by_content is not None:  # rgb/ + BW/: the masks' folder told by its files, as --labels would name it
-            found = _paired(root, files, images, "images", root / by_content[0], overrides, sample)
-            note = found.notes["labels"].replace("labels-option pairing", f"content pairing ({by_content[1]})", 1)
-            return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
+        if labels is None and not is_dicom and overrides.pattern is None:
+            found = _paired_by_content(root, files, pictures, overrides, sample)
+            if found is not None:
+                return found
         if boxes is not None:
             raise boxes from None
         raise
 
 
 # --------------------------------------------------------------------------- mask pairing
+
+
+def _paired_by_content(
+    root: Path, files: list[str], pictures: list[str], overrides: PlanOverrides, sample: int
+) -> Detection | None:
+    """Where no name pairs images and masks: the masks told by their files (:mod:`segops.data.mask_content`),
+    a sibling folder (``rgb/`` + ``BW/``, as ``--labels`` would name it) or a suffix (CHASE_DB1's
+    ``_1stHO.png``, as ``--pattern`` would give it; another reader's ``_2ndHO.png`` excluded)."""
+    folder = mask_folder_by_content(root, pictures)
+    if folder is not None:
+        found = _paired(root, files, pictures, "images", root / folder[0], overrides, sample)
+        note = found.notes["labels"].replace("labels-option pairing", f"content pairing ({folder[1]})", 1)
+        return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
+    by_suffix = mask_suffix_by_content(root, pictures)
+    if by_suffix is None:
+        return None
+    suffix, readers, why = by_suffix
+    kept = [p for p in pictures if not p.endswith(tuple(readers))]
+    found = _paired(
+        root, files, kept, "images", None, dataclasses.replace(overrides, pattern="{rel_stem}" + suffix), sample
+    )
+    source = found.source | (
+        {"exclude": [*found.source.get("exclude", []), *(f"**/*{r}" for r in readers)]} if readers else {}
+    )
+    notes = found.notes | {"labels": f"content pairing ({why}); " + found.notes["labels"]}
+    if readers:
+        notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), "another reader's masks"])
+    return dataclasses.replace(found, source=source, pairing="content", notes=notes)
 
 
 def _roots(

@@ -54,3 +54,21 @@ def test_two_folders_of_photos_under_the_same_names_are_no_pairing(tmp_path: Pat
         Image.fromarray(np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(path)
     with pytest.raises(PlanError, match="no mask for any of them"):
         detect(tmp_path)
+
+
+def test_masks_beside_their_images_under_an_observers_suffix_pair_by_content(tmp_path: Path) -> None:
+    """CHASE_DB1: ``Image_01L.jpg`` with ``Image_01L_1stHO.png`` and ``Image_01L_2ndHO.png``, two
+    observers' vessels under a suffix without a mask word. The first observer's are the labels; the
+    second's are neither labels nor images (excluded)."""
+    rng = np.random.default_rng(2)
+    for i in range(1, 5):
+        for eye in "LR":
+            name = f"Image_{i:02d}{eye}"
+            Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(tmp_path / f"{name}.jpg")
+            Image.fromarray(_crack(i)).save(tmp_path / f"{name}_1stHO.png")
+            Image.fromarray(_crack(i + 1)).save(tmp_path / f"{name}_2ndHO.png")
+    d = detect(tmp_path)
+    assert d.pairing == "content" and (d.n_images, d.n_paired) == (8, 8)
+    assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path), "pattern": "{rel_stem}_1stHO.png"}
+    assert d.source["exclude"] == ["**/*_2ndHO.png"] and d.notes["exclude"] == "another reader's masks"
+    assert "_2ndHO.png too: another reader's masks, left out" in d.notes["labels"]
