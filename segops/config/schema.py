@@ -30,6 +30,7 @@ from segops.config.preprocess import (
 )
 from segops.config.sources import (
     CocoLabels,
+    CvatLabels,
     DatasetSource,
     DicomSegLabels,
     DicomSource,
@@ -73,6 +74,7 @@ __all__ = [
     "CaseRegression",
     "ClusterSpec",
     "CocoLabels",
+    "CvatLabels",
     "DatasetSource",
     "DicomSegLabels",
     "DicomSource",

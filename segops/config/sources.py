@@ -156,6 +156,21 @@ class ViaLabels(Spec):
     instances: bool = Field(default=False, description="Each region one instance (for arch: maskrcnn).")
 
 
+class CvatLabels(Spec):
+    """CVAT's "CVAT for images 1.1" XML export (``annotations.xml``; ``more_files``: other tasks' or
+    splits'), images found by their ``name`` beside the file, else by name. Polygons, boxes (turned
+    by ``rotation``), ellipses and masks are shapes, the higher ``z_order`` on top; polylines, points,
+    skeletons and cuboids are no area. A shape's class is ``classes[label]`` (0 leaves it out); by
+    default every label, numbered 1..K in name order. With ``instances: true`` each shape is one instance.
+    """
+
+    kind: Literal["cvat"]
+    path: Path
+    more_files: tuple[Path, ...] = Field(default=(), description="Further CVAT XML files (other tasks, splits).")
+    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
+    instances: bool = Field(default=False, description="Each shape one instance (for arch: maskrcnn).")
+
+
 class SuperviselyLabels(Spec):
     """A Supervisely project (as Dataset Ninja publishes public datasets): ``path`` holds
     ``meta.json`` and dataset folders of ``img/<name>`` with ``ann/<name>.json``. Polygons (with
@@ -330,6 +345,7 @@ _IMAGE_LABELS = (
     DicomSegLabels,
     CocoLabels,
     ViaLabels,
+    CvatLabels,
     SuperviselyLabels,
     InstancePngLabels,
     MaskFolderLabels,
@@ -357,7 +373,7 @@ def is_instance_labels(labels: object) -> bool:
     """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
     with instances)."""
     kind = getattr(labels, "kind", None)
-    with_flag = kind in ("coco", "via", "supervisely", "rle-csv", "mask-folder", "labelme", "yolo")
+    with_flag = kind in ("coco", "via", "cvat", "supervisely", "rle-csv", "mask-folder", "labelme", "yolo")
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 

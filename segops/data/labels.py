@@ -28,6 +28,7 @@ import numpy as np
 
 from segops.config.schema import (
     CocoLabels,
+    CvatLabels,
     DicomSegLabels,
     InstancePngLabels,
     LabelmeLabels,
@@ -43,6 +44,7 @@ from segops.config.schema import (
 )
 from segops.config.sources import is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
+from segops.data.cvat import index_cvat
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, class_coded_ids, encode_instances, label_dtype
 from segops.data.label_census import label_counts
@@ -289,7 +291,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         values = sorted(c * INSTANCE_STRIDE + 1 if instance else c for c in classes if c > 0)
         return {"label_uri": uri, "label_values": values, "label_pixels": [1] * len(values)}
 
-    if isinstance(spec, (CocoLabels, ViaLabels)):
+    if isinstance(spec, (CocoLabels, ViaLabels, CvatLabels)):
         entries = {e["uri"]: e for e in resolver.coco_images.values()}
         return [
             row(uri, {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
@@ -327,8 +329,10 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
         return LabelResolver(
             spec, sly_index=index, sly_classes=spec.classes or project_classes(spec.path, list(index.values()))
         )
-    if isinstance(spec, ViaLabels):  # drawn as COCO polygons
-        images, classes = index_via([Path(spec.path), *spec.more_files], spec.attribute, spec.classes)
+    if isinstance(spec, (ViaLabels, CvatLabels)):  # drawn as COCO polygons (and RLE for CVAT's masks)
+        files = [Path(spec.path), *spec.more_files]
+        via = isinstance(spec, ViaLabels)
+        images, classes = index_via(files, spec.attribute, spec.classes) if via else index_cvat(files, spec.classes)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))

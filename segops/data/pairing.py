@@ -41,6 +41,7 @@ from typing import Any
 from segops.data.class_folders import class_folders
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.ctc_layout import find_ctc
+from segops.data.cvat import find_cvat
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
@@ -135,6 +136,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
             yolo = (
                 find_yolo(root, files, pictures, overrides.task)
                 or find_via(root, files, overrides.task)
+                or find_cvat(root, files, overrides.task)
                 or find_supervisely(root, files, overrides.task)
             )
         except PlanError as exc:  # YOLO boxes: the reason to give if no mask is found either
