@@ -151,7 +151,7 @@ def best_renamed(
     candidates = sorted(
         renamed_patterns(images, masks),
         key=lambda c: (
-            instances and not any(_INSTANCE_WORD.search(v.lower()) for v in c[1].values()),
+            instances and not any(INSTANCE_WORD.search(v.lower()) for v in c[1].values()),
             not any(_NAMED_MASK.search(v.lower()) for v in c[1].values()),
             any(MASK_WORDS.search(k.lower()) for k in c[1]),
             sum(len(k) + len(v) for k, v in c[1].items()),
@@ -168,7 +168,7 @@ def best_renamed(
 
 _SEPARATORS = "-_. "
 _NAMED_MASK = re.compile(r"label|mask|seg|annot|truth")
-_INSTANCE_WORD = re.compile(r"inst|object")
+INSTANCE_WORD = re.compile(r"inst|object")
 
 
 def _word_start(name: str, at: int) -> int:

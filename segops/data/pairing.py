@@ -58,6 +58,7 @@ from segops.data.mask_kinds import (
 )
 from segops.data.mask_names import (
     IMAGE_EXTS,
+    INSTANCE_WORD,
     MASK_DIRS,
     MASK_PART,
     MASK_SUFFIXES,
@@ -71,8 +72,8 @@ from segops.data.mask_names import (
 )
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.rle_layout import find_rle_csv
-from segops.data.rtstruct_labels import find_structure_sets, proposed_rois
-from segops.data.seg_layout import common_dir, dicom_seg, label_objects_excluded, seg_files
+from segops.data.rtstruct_labels import find_structure_sets
+from segops.data.seg_layout import dicom_rtstruct, dicom_seg, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.supervisely import find_supervisely
 from segops.data.unannotated import TEST_WORDS, clean_parts, spread
@@ -117,7 +118,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     if labels is None:
         nnunet = nnunet_folder(files)
         if nnunet is not None:
-            return _nnunet(root, files, nnunet, sample)
+            return nnunet_layout(root, files, nnunet, sample)
         coco = find_coco(root, files)
         if coco is not None:
             return coco_layout(root, files, coco[0], overrides, coco[1])
@@ -152,7 +153,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
             return dicom_seg(root, dicom, segs, sample)
         structs = find_structure_sets(root, dicom, sample)
         if structs:
-            return _dicom_rtstruct(root, dicom, structs)
+            return dicom_rtstruct(root, dicom, structs)
         lidc = find_lidc(root, files, sample)
         if lidc:
             return lidc_layout(root, dicom, lidc)
@@ -255,6 +256,12 @@ def _paired(
             renamed, words, more = best_renamed(rel_images, mask_files, label_root == image_root, instances)
             if more > hits:
                 pattern, replace, hits = renamed, words, more
+    ids_beside = None  # Cityscapes: the x_gtFine_instanceIds.png beside the x_gtFine_labelIds.png planned
+    if replace and overrides.task is None:
+        _, other, found = best_renamed(rel_images, mask_files, label_root == image_root, instances=True)
+        ids_beside = (
+            next((v for v in other.values() if INSTANCE_WORD.search(v.lower())), None) if found >= hits else None
+        )
     include: list[str] = []
     split = None
     if pattern and not labels and not replace:
@@ -301,6 +308,10 @@ def _paired(
     if include:
         source["include"] = include
     notes = {"labels": f"{pairing} pairing: {len(paired)} of {len(data)} images have a mask ({pattern}); {why}"}
+    if ids_beside and task == "semantic":
+        notes["labels"] += (
+            f"; instance ids in the *{ids_beside}* files beside them: --task instance plans Mask R-CNN on those"
+        )
     tree = None
     if task == "semantic" and not parts and labels_spec.keys() <= CLASS_MASK_KEYS:
         tree = instance_tree(label_root, pattern, sampled, labels_spec.get("void"))
@@ -443,57 +454,3 @@ def _dicom_files(root: Path, files: list[str]) -> list[str]:
                 if fh.read(4) == b"DICM":
                     found.append(f)
     return found
-
-
-def _dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detection:
-    """DICOM images with RTSTRUCT labels: the ROI names found become ``rois`` (classes 1..K, sorted)."""
-    images = [f for f in dicom if f not in set(structs)]
-    if not images:
-        raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
-    proposal = proposed_rois(root, structs)
-    rois = proposal.rois
-    image_dir, struct_dir = common_dir(images), common_dir(structs)
-    labels: dict[str, Any] = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
-    if proposal.synonyms:
-        labels["synonyms"] = proposal.synonyms
-    note = (
-        f"{len(structs)} RTSTRUCT object(s) in {struct_dir or '.'}, {len(images)} image files in {image_dir or '.'}; "
-        f"ROI names → classes 1..{len(rois)} by name (spellings that differ in case or separators merged), "
-        "listed smallest structure first: where ROIs overlap the first listed wins, so a body outline keeps only "
-        "what no organ covers (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
-    )
-    if proposal.partial:  # the others would teach it as background where it lies: their uncovered pixels ignored
-        labels["missing_rois"] = "ignore"
-        note += (
-            "; not drawn in every structure set: "
-            + "; ".join(f"{name} {why}" for name, why in proposal.partial.items())
-            + " (missing_rois: ignore leaves the pixels no ROI covers out of the loss and the scores on the slices of "
-            "a series that lacks a class, rather than teach the class as background there)"
-        )
-    if proposal.left_out:
-        note += "; left out (add a rule to keep one): " + "; ".join(
-            f"{name}: {why}" for name, why in proposal.left_out.items()
-        )
-    source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
-    exclude = label_objects_excluded(image_dir, struct_dir, structs)  # RTSTRUCTs are no images: not "skipped"
-    if exclude:
-        source["exclude"] = exclude
-    return Detection(
-        source,
-        "semantic",
-        len(rois) + 1,
-        "dicom-rtstruct",
-        "rtstruct",
-        len(images),
-        len(images),
-        {"labels": note},
-        class_names=proposal.names,
-    )
-
-
-# --------------------------------------------------------------------------- nnU-Net / MSD volumes
-
-
-def _nnunet(root: Path, files: list[str], folder: str, sample: int) -> Detection:
-    """An nnU-Net/MSD dataset (see :func:`segops.data.nnunet_layout.nnunet_layout`)."""
-    return nnunet_layout(root, files, folder, sample)

@@ -1,6 +1,6 @@
-"""``segops plan`` for DICOM images labelled by DICOM SEG objects: which files are SEGs, where the
-images are, and the classes the SEGs' segments give (see :mod:`segops.data.pairing`). Pure: DICOM
-headers only, never pixel data."""
+"""``segops plan`` for DICOM images labelled by DICOM SEG objects (which files are SEGs, where the
+images are, and the classes the SEGs' segments give) or by RTSTRUCT structure sets (the ROI names
+as classes; see :mod:`segops.data.pairing`). Pure: DICOM headers only, never pixel data."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import pydicom
 
 from segops.data.detection import Detection
+from segops.data.rtstruct_labels import proposed_rois
 from segops.errors import PlanError
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -112,4 +113,50 @@ def dicom_seg(root: Path, dicom: list[str], segs: list[str], sample: int = SEGME
         len(images),
         {"labels": note},
         class_names=names,
+    )
+
+
+def dicom_rtstruct(root: Path, dicom: list[str], structs: list[str]) -> Detection:
+    """DICOM images with RTSTRUCT labels: the ROI names found become ``rois`` (classes 1..K, sorted)."""
+    images = [f for f in dicom if f not in set(structs)]
+    if not images:
+        raise PlanError(f"every DICOM file under {root} is an RTSTRUCT; give the folder that holds the images too")
+    proposal = proposed_rois(root, structs)
+    rois = proposal.rois
+    image_dir, struct_dir = common_dir(images), common_dir(structs)
+    labels: dict[str, Any] = {"kind": "rtstruct", "path": str(root / struct_dir), "rois": rois}
+    if proposal.synonyms:
+        labels["synonyms"] = proposal.synonyms
+    note = (
+        f"{len(structs)} RTSTRUCT object(s) in {struct_dir or '.'}, {len(images)} image files in {image_dir or '.'}; "
+        f"ROI names → classes 1..{len(rois)} by name (spellings that differ in case or separators merged), "
+        "listed smallest structure first: where ROIs overlap the first listed wins, so a body outline keeps only "
+        "what no organ covers (drop ROIs you do not want, e.g. body or couch; merge names by glob)"
+    )
+    if proposal.partial:  # the others would teach it as background where it lies: their uncovered pixels ignored
+        labels["missing_rois"] = "ignore"
+        note += (
+            "; not drawn in every structure set: "
+            + "; ".join(f"{name} {why}" for name, why in proposal.partial.items())
+            + " (missing_rois: ignore leaves the pixels no ROI covers out of the loss and the scores on the slices of "
+            "a series that lacks a class, rather than teach the class as background there)"
+        )
+    if proposal.left_out:
+        note += "; left out (add a rule to keep one): " + "; ".join(
+            f"{name}: {why}" for name, why in proposal.left_out.items()
+        )
+    source = {"kind": "dicom", "path": str(root / image_dir), "labels": labels}
+    exclude = label_objects_excluded(image_dir, struct_dir, structs)  # RTSTRUCTs are no images: not "skipped"
+    if exclude:
+        source["exclude"] = exclude
+    return Detection(
+        source,
+        "semantic",
+        len(rois) + 1,
+        "dicom-rtstruct",
+        "rtstruct",
+        len(images),
+        len(images),
+        {"labels": note},
+        class_names=proposal.names,
     )

@@ -62,6 +62,9 @@ def test_cityscapes_is_planned_on_label_ids_and_with_task_instance_on_instance_i
     _cityscapes(tmp_path)
     semantic = detect(tmp_path)
     assert semantic.task == "semantic" and semantic.source["labels"]["replace"] == {"leftImg8bit": "gtFine_labelIds"}
+    assert (
+        "instance ids in the *gtFine_instanceIds* files beside them: --task instance plans" in semantic.notes["labels"]
+    )
     d = detect(tmp_path, PlanOverrides(task="instance"))
     labels = d.source["labels"]
     assert labels["kind"] == "instance-png" and labels["replace"] == {"leftImg8bit": "gtFine_instanceIds"}
