@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segops.data.mask_kinds import as_single_channel
+from segops.data.mask_names import match_pattern
 from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.errors import LabelError
 
@@ -105,31 +106,78 @@ def _mask_like(path: Path) -> bool:
     return bool(((array <= lo + tol) | (array >= hi - tol)).mean() >= MASK_TWO_VALUE_SHARE)
 
 
-def mask_suffix_by_content(root: Path, pictures: list[str]) -> tuple[str, list[str], str] | None:
-    """(mask suffix, other readers' suffixes, why) where most images ``x.jpg`` have a file
-    ``x<suffix>`` beside them (the suffix after ``_``, ``-`` or ``.``, with its extension) whose files
-    are mask-like (:func:`_mask_like`) while the images are not: CHASE_DB1's ``Image_01L.jpg`` with
-    ``Image_01L_1stHO.png`` and ``Image_01L_2ndHO.png``, two observers' vessels. Of several such
-    suffixes the first in name order is the label; the others are another reader's masks. None
-    otherwise."""
-    stems = {str(PurePosixPath(p).with_suffix("")): p for p in pictures}
-    found: dict[str, list[str]] = {}  # suffix with extension → the images that have a file with it
+def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[str], str] | None:
+    """(mask pattern, ``exclude`` globs, why) where most images have a mask-like file (:func:`_mask_like`)
+    whose path is the image's under one pattern (:func:`_example_pattern`: the image's name in its
+    name, a folder of the image's or the one above it), though no name rule finds it: CHASE_DB1's
+    ``Image_01L.jpg`` + ``Image_01L_1stHO.png`` (``{rel_stem}_1stHO.png``), PH2's
+    ``IMD002/IMD002_Dermoscopic_Image/IMD002.bmp`` + ``IMD002/IMD002_lesion/IMD002_lesion.bmp``
+    (``{parent_dir}/{stem}_lesion/{stem}_lesion.bmp``). Of several such patterns the one that finds
+    the most masks, then the first in name order, is the label; the others' files (a second observer's
+    ``_2ndHO.png``, PH2's ``_roi/`` masks) are excluded. None where no pattern finds masks for half the
+    images, or where the images look like masks too."""
+    by_stem: dict[str, list[str]] = {}
     for p in pictures:
-        rel = str(PurePosixPath(p).with_suffix(""))
-        for cut in range(rel.rfind("/") + 2, len(rel)):
-            if rel[cut] in "_-." and (base := stems.get(rel[:cut])) is not None:
-                found.setdefault(rel[cut:] + PurePosixPath(p).suffix, []).append(base)
-    images = sorted({b for bases in found.values() for b in bases})
-    common = sorted(t for t, bases in found.items() if len(bases) >= max(2, SHARED_NAMES * len(images)))
-    if not common or any(_mask_like(root / p) for p in _sample(images)):
+        by_stem.setdefault(PurePosixPath(p).stem, []).append(p)
+    found: dict[str, dict[str, str]] = {}  # pattern → image → its file
+    for q in pictures:
+        stem = PurePosixPath(q).stem
+        for cut in [i for i, ch in enumerate(stem) if ch in _SEPARATORS] + [len(stem)]:
+            for image in by_stem.get(stem[:cut], []) if cut >= MIN_STEM else []:
+                pattern = _example_pattern(image, q)
+                if pattern is not None:
+                    found.setdefault(pattern, {})[image] = q
+    derived = {q for files in found.values() for q in files.values()}
+    images = sorted({i for files in found.values() for i in files} - derived)
+    masklike = [
+        pattern
+        for pattern, files in sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        if len(files) >= 2 and all(_mask_like(root / files[i]) for i in _sample(sorted(files)))
+    ]
+    if not images or not masklike or len(found[masklike[0]]) < MIN_EXAMPLE_SHARE * len(images):
         return None
-    masks = [t for t in common if all(_mask_like(root / (_without_suffix(b) + t)) for b in _sample(found[t]))]
-    if not masks:
+    if any(_mask_like(root / p) for p in _sample(images)):
         return None
-    why = f"{len(found[masks[0]])} of {len(images)} images have a mask-like file <image>{masks[0]} beside them" + (
-        f"; {', '.join(masks[1:])} too: another reader's masks, left out" if masks[1:] else ""
+    chosen, others = masklike[0], masklike[1:]
+    globs = [_as_glob(o) for o in others]
+    why = f"{len(found[chosen])} of {len(images)} images have a mask-like file at {chosen}" + (
+        f"; those at {', '.join(others)} are left out (another reader's or region masks)" if others else ""
     )
-    return masks[0], masks[1:], why
+    return chosen, globs, why
+
+
+#: Stem length an image's name needs before it is looked for in other files' names (not "1" in "11_mask").
+MIN_STEM = 3
+#: Share of the images a pattern found by example must give a mask.
+MIN_EXAMPLE_SHARE = 0.5
+_SEPARATORS = "_-. "
+
+
+def _example_pattern(image: str, other: str) -> str | None:
+    """The mask pattern that names ``other`` for ``image`` (both relative): the image's path without
+    suffix, its folder or the folder above it as the head (``{rel_stem}``, ``{rel_dir}``,
+    ``{parent_dir}``), its name where it recurs (``{stem}``); None unless the pattern names exactly
+    ``other`` back (:func:`segops.data.mask_names.match_pattern`) and uses a field."""
+    rel = PurePosixPath(image)
+    if other == image:
+        return None
+    heads = [("{rel_stem}", str(rel.with_suffix(""))), ("{rel_dir}/", str(rel.parent) + "/")]
+    heads += [("{parent_dir}/", str(rel.parent.parent) + "/")] if str(rel.parent) != "." else []
+    for field, value in heads:
+        if value not in ("./", "") and other.startswith(value):
+            pattern = field + other[len(value) :].replace(rel.stem, "{stem}")
+            break
+    else:
+        pattern = other.replace(rel.stem, "{stem}")
+    if "{" not in pattern or "{" in other or "}" in other:
+        return None
+    return pattern if match_pattern(pattern, image) == other else None
+
+
+def _as_glob(pattern: str) -> str:
+    """A mask pattern as an ``exclude`` glob matching the files it names for any image."""
+    glob = pattern.replace("{rel_stem}", "**/*").replace("{rel_dir}/", "**/").replace("{parent_dir}/", "**/")
+    return glob.replace("{stem}", "*")
 
 
 def _without_suffix(rel_path: str) -> str:

@@ -47,7 +47,7 @@ from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
-from segops.data.mask_content import mask_folder_by_content, mask_suffix_by_content, same_region
+from segops.data.mask_content import mask_folder_by_content, mask_pattern_by_example, same_region
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
     classify_colours,
@@ -186,27 +186,27 @@ def _paired_by_content(
     root: Path, files: list[str], pictures: list[str], overrides: PlanOverrides, sample: int
 ) -> Detection | None:
     """Where no name pairs images and masks: the masks told by their files (:mod:`segops.data.mask_content`),
-    a sibling folder (``rgb/`` + ``BW/``, as ``--labels`` would name it) or a suffix (CHASE_DB1's
-    ``_1stHO.png``, as ``--pattern`` would give it; another reader's ``_2ndHO.png`` excluded)."""
+    a sibling folder (``rgb/`` + ``BW/``, as ``--labels`` would name it) or a pattern found by example
+    (CHASE_DB1's ``{rel_stem}_1stHO.png``, PH2's ``{parent_dir}/{stem}_lesion/{stem}_lesion.bmp``, as
+    ``--pattern`` would give it; the other mask-like files, a second reader's ``_2ndHO.png``, excluded)."""
     folder = mask_folder_by_content(root, pictures)
     if folder is not None:
         found = _paired(root, files, pictures, "images", root / folder[0], overrides, sample)
         note = found.notes["labels"].replace("labels-option pairing", f"content pairing ({folder[1]})", 1)
         return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
-    by_suffix = mask_suffix_by_content(root, pictures)
-    if by_suffix is None:
+    by_example = mask_pattern_by_example(root, pictures)
+    if by_example is None:
         return None
-    suffix, readers, why = by_suffix
-    kept = [p for p in pictures if not p.endswith(tuple(readers))]
-    found = _paired(
-        root, files, kept, "images", None, dataclasses.replace(overrides, pattern="{rel_stem}" + suffix), sample
-    )
-    source = found.source | (
-        {"exclude": [*found.source.get("exclude", []), *(f"**/*{r}" for r in readers)]} if readers else {}
-    )
-    notes = found.notes | {"labels": f"content pairing ({why}); " + found.notes["labels"]}
-    if readers:
-        notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), "another reader's masks"])
+    pattern, globs, why = by_example
+    kept = [p for p in pictures if not any(path_selected(p, include=(g,)) for g in globs)]
+    try:
+        found = _paired(root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample)
+    except PlanError:  # the pattern was found relative to the root, the images' folder is another
+        return None
+    source = found.source | ({"exclude": [*found.source.get("exclude", []), *globs]} if globs else {})
+    notes = found.notes | {"labels": f"content pairing ({why}): " + found.notes["labels"].split(" pairing: ", 1)[-1]}
+    if globs:
+        notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), "the other mask-like files"])
     return dataclasses.replace(found, source=source, pairing="content", notes=notes)
 
 

@@ -70,5 +70,33 @@ def test_masks_beside_their_images_under_an_observers_suffix_pair_by_content(tmp
     d = detect(tmp_path)
     assert d.pairing == "content" and (d.n_images, d.n_paired) == (8, 8)
     assert d.source["labels"] == {"kind": "mask-png", "path": str(tmp_path), "pattern": "{rel_stem}_1stHO.png"}
-    assert d.source["exclude"] == ["**/*_2ndHO.png"] and d.notes["exclude"] == "another reader's masks"
-    assert "_2ndHO.png too: another reader's masks, left out" in d.notes["labels"]
+    assert d.source["exclude"] == ["**/*_2ndHO.png"] and d.notes["exclude"] == "the other mask-like files"
+    assert d.notes["labels"].startswith(
+        "content pairing (8 of 8 images have a mask-like file at {rel_stem}_1stHO.png; those at "
+        "{rel_stem}_2ndHO.png are left out (another reader's or region masks)): 8 of 8 images have a mask"
+    )
+
+
+def test_a_mask_in_a_folder_named_after_its_image_pairs_by_example(tmp_path: Path) -> None:
+    """PH2: ``IMD002/IMD002_Dermoscopic_Image/IMD002.bmp`` with ``IMD002/IMD002_lesion/IMD002_lesion.bmp``
+    (and, for some cases, colour-region masks in ``IMD002_roi/``): the pattern found from the examples,
+    the region masks excluded, nothing else taken for an image."""
+    rng = np.random.default_rng(3)
+    for i in range(2, 8):
+        case = tmp_path / "PH2 Dataset images" / f"IMD{i:03d}"
+        for sub in ("Dermoscopic_Image", "lesion", "roi"):
+            (case / f"IMD{i:03d}_{sub}").mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(
+            case / f"IMD{i:03d}_Dermoscopic_Image" / f"IMD{i:03d}.bmp"
+        )
+        Image.fromarray(_crack(i)).save(case / f"IMD{i:03d}_lesion" / f"IMD{i:03d}_lesion.bmp")
+        Image.fromarray(_crack(i + 1)).save(case / f"IMD{i:03d}_roi" / f"IMD{i:03d}_R1_Label4.bmp")
+    d = detect(tmp_path)
+    assert d.pairing == "content" and (d.n_images, d.n_paired) == (6, 6)
+    assert d.source["labels"]["pattern"] == "{parent_dir}/{stem}_lesion/{stem}_lesion.bmp"
+    assert d.source["exclude"] == ["**/*_roi/*_R1_Label4.bmp"]
+    # the region masks removed, the lesions alone still pair; the images are no masks
+    for f in tmp_path.rglob("*_R1_Label4.bmp"):
+        f.unlink()
+    d = detect(tmp_path)
+    assert d.source["labels"]["pattern"] == "{parent_dir}/{stem}_lesion/{stem}_lesion.bmp" and "exclude" not in d.source
