@@ -129,9 +129,10 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
                     found.setdefault(pattern, {})[image] = q
     derived = {q for files in found.values() for q in files.values()}
     images = sorted({i for files in found.values() for i in files} - derived)
+    commonest = sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_PATTERNS]  # a few files read each
     masklike = [
         pattern
-        for pattern, files in sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        for pattern, files in commonest
         if len(files) >= 2 and all(_mask_like(root / files[i]) for i in _sample(sorted(files)))
     ]
     if not images or not masklike or len(found[masklike[0]]) < MIN_EXAMPLE_SHARE * len(images):
@@ -148,8 +149,8 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
 
 #: Stem length an image's name needs before it is looked for in other files' names (not "1" in "11_mask").
 MIN_STEM = 3
-#: Share of the images a pattern found by example must give a mask.
-MIN_EXAMPLE_SHARE = 0.5
+#: Share of the images a pattern found by example must give a mask; patterns (the commonest) whose files are read.
+MIN_EXAMPLE_SHARE, MAX_PATTERNS = 0.5, 10
 _SEPARATORS = "_-. "
 
 
