@@ -68,7 +68,7 @@ def class_folders(
     classes: list[tuple[str, str]] = []
     readers: list[str] = []
     for other, candidate in beside:
-        iou = _mean_iou(label_root, pattern, candidate, sample, replace)
+        iou = mean_iou(label_root, pattern, candidate, sample, replace)
         (readers if iou is not None and iou >= SAME_STRUCTURE_IOU else classes).append((other, candidate))
     names = {1: folder.name} | {k: other for k, (other, _) in enumerate(classes, start=2)}
     class_files = {candidate: k for k, (_, candidate) in enumerate(classes, start=2)}
@@ -94,11 +94,11 @@ def _named_folder(mask: Path, name: str) -> Path | None:
     return None
 
 
-def _mean_iou(
+def mean_iou(
     root: Path, pattern: str, candidate: str, sample: list[str], replace: dict[str, str] | None
 ) -> float | None:
-    """Mean foreground IoU of the two patterns' masks over up to :data:`IOU_PAIRS` sampled images
-    with both (pairs where both are empty, or either is unreadable, are skipped); None without any."""
+    """Mean foreground IoU of the two patterns' masks (relative to ``root``) over up to :data:`IOU_PAIRS`
+    sampled images with both (pairs where both are empty, or either is unreadable, are skipped); None without any."""
     ious: list[float] = []
     for image in sample:
         if len(ious) >= IOU_PAIRS:

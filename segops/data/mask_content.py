@@ -5,11 +5,13 @@ which is not a label). Reads at most a few files per folder."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segops.data.class_folders import SAME_STRUCTURE_IOU, mean_iou
 from segops.data.mask_kinds import as_single_channel
 from segops.data.mask_names import match_pattern
 from segops.data.mat_masks import is_mat, read_mat_mask
@@ -115,7 +117,8 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
     (``{parent_dir}/{stem}_lesion/{stem}_lesion.bmp``). Of several such patterns the one that finds
     the most masks, then the first in name order, is the label; the others' files (a second observer's
     ``_2ndHO.png``, PH2's ``_roi/`` masks) are excluded. None where no pattern finds masks for half the
-    images, or where the images look like masks too."""
+    images, where the images look like masks too, or where patterns that differ only in a number name
+    masks of different regions (``x_0.png``, ``x_1.png``: one object each, none to be dropped)."""
     by_stem: dict[str, list[str]] = {}
     for p in pictures:
         by_stem.setdefault(PurePosixPath(p).stem, []).append(p)
@@ -140,6 +143,9 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
     if any(_mask_like(root / p) for p in _sample(images)):
         return None
     chosen, others = masklike[0], masklike[1:]
+    numbered = [o for o in others if re.sub(r"\d+", "#", o) == re.sub(r"\d+", "#", chosen)]
+    if any((mean_iou(root, chosen, o, images, None) or 0.0) < SAME_STRUCTURE_IOU for o in numbered):
+        return None  # x_0.png, x_1.png: one object each, not readers of one structure; none may be dropped
     globs = [_as_glob(o) for o in others]
     why = f"{len(found[chosen])} of {len(images)} images have a mask-like file at {chosen}" + (
         f"; those at {', '.join(others)} are left out (another reader's or region masks)" if others else ""

@@ -100,3 +100,23 @@ def test_a_mask_in_a_folder_named_after_its_image_pairs_by_example(tmp_path: Pat
         f.unlink()
     d = detect(tmp_path)
     assert d.source["labels"]["pattern"] == "{parent_dir}/{stem}_lesion/{stem}_lesion.bmp" and "exclude" not in d.source
+
+
+def test_objects_numbered_beside_their_image_are_not_taken_for_readers(tmp_path: Path) -> None:
+    """``x.jpg`` with ``x_0.png``, ``x_1.png``: one object per file. Taking ``_0`` for the label and
+    dropping ``_1`` as a second reader's would lose objects: no pattern is found by example, and the
+    plan stops with its error (``--task instance`` and mask-folder labels are the user's way)."""
+    rng = np.random.default_rng(4)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(tmp_path / f"part{i:03d}.jpg")
+        first, second = np.zeros((H, W), np.uint8), np.zeros((H, W), np.uint8)
+        first[2:8, 2:10], second[20:28, 20:30] = 255, 255
+        Image.fromarray(first).save(tmp_path / f"part{i:03d}_0.png")
+        Image.fromarray(second).save(tmp_path / f"part{i:03d}_1.png")
+    with pytest.raises(PlanError, match="no mask for any of them"):
+        detect(tmp_path)
+    # the same two files drawn by two readers of one region: the first is the label
+    for i in range(5):
+        Image.fromarray(np.asarray(Image.open(tmp_path / f"part{i:03d}_0.png"))).save(tmp_path / f"part{i:03d}_1.png")
+    d = detect(tmp_path)
+    assert d.source["labels"]["pattern"] == "{rel_stem}_0.png" and d.source["exclude"] == ["**/*_1.png"]
