@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection
+from segops.data.detection import Detection, annotation_file_detection
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -169,15 +169,4 @@ def find_cvat(root: Path, files: list[str], task: str | None = None) -> Detectio
         f"1..{len(labels)} in name order; up to {crowded} shapes of one label per image → {chosen}"
     )
     common = common_dir([p for p in files if Path(p).name in {Path(n).name for n in names}])
-    source = {"kind": "images", "path": str(root / common) if common else str(root), "labels": spec}
-    return Detection(
-        source,
-        chosen,
-        len(labels) + 1,
-        "cvat",
-        "cvat",
-        len(images),
-        len(images),
-        {"labels": note},
-        class_names={k + 1: name for k, name in enumerate(labels)},
-    )
+    return annotation_file_detection(root / common if common else root, spec, chosen, labels, len(images), note)

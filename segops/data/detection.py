@@ -37,3 +37,19 @@ class Detection:
     notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
     census: MaskCensus | None = None
     class_names: dict[int, str] = field(default_factory=dict)  # class → its name where the labels name it
+
+
+def annotation_file_detection(
+    image_dir: Path,
+    labels: dict[str, Any],
+    task: Literal["semantic", "instance"],
+    names: list[str],
+    n_images: int,
+    note: str,
+) -> Detection:
+    """The detection of an annotation-file layout (VIA JSON, CVAT XML) whose images all have an
+    entry: an image source at ``image_dir``, classes 1..K named ``names`` in order."""
+    source = {"kind": "images", "path": str(image_dir), "labels": labels}
+    kind = labels["kind"]
+    named = {k + 1: name for k, name in enumerate(names)}
+    return Detection(source, task, len(names) + 1, kind, kind, n_images, n_images, {"labels": note}, class_names=named)

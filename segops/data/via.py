@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection
+from segops.data.detection import Detection, annotation_file_detection
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -193,15 +193,4 @@ def find_via(root: Path, files: list[str], task: str | None = None) -> Detection
         )
         + f" → 1..{len(names)} in name order; up to {crowded} regions of one class per image → {chosen}"
     )
-    source = {"kind": "images", "path": str(root / common) if common else str(root), "labels": labels}
-    return Detection(
-        source,
-        chosen,
-        len(names) + 1,
-        "via",
-        "via",
-        n_images,
-        n_images,
-        {"labels": note},
-        class_names={k + 1: name for k, name in enumerate(names)},
-    )
+    return annotation_file_detection(root / common if common else root, labels, chosen, names, n_images, note)
