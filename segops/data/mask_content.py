@@ -1,7 +1,9 @@
 """What mask files' contents say about a layout that their names do not: a folder of masks beside
 the images' folder under names without a mask word (the Concrete Crack Segmentation set's ``rgb/`` +
-``BW/``), and masks that are one region on every image (DRIVE's field-of-view ``mask/`` folder,
-which is not a label). Reads at most a few files per folder."""
+``BW/``), a mask pattern read off examples of mask-like files named after their images (CHASE_DB1's
+``_1stHO.png``, PH2's ``<case>_lesion/`` folders), and masks that are one region on every image
+(DRIVE's field-of-view ``mask/`` folder, which is not a label). Reads at most a few files per folder
+or pattern."""
 
 from __future__ import annotations
 
