@@ -106,7 +106,8 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
         return None
     try:
         if coded:
-            ids, of_id = class_coded_ids(read_instance_png(path, None), spec.class_stride, spec.class_values, str(path))
+            stored = without_void(read_instance_png(path, None), spec.void)  # KITTI-MOTS' 10000: ignore
+            ids, of_id = class_coded_ids(stored, spec.class_stride, spec.class_values, str(path))
             classes = np.zeros(ids.shape, np.uint8)
             for i, k in of_id.items():
                 classes[ids == i] = k
