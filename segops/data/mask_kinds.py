@@ -37,9 +37,9 @@ from segops.errors import LabelError, PlanError
 log = logging.getLogger(__name__)
 
 MAX_GUESSED_CLASSES = 10
-#: Mask files whose values carry compression noise: binarised at the midpoint when nearly binary.
 #: The stride of class-coded instance ids (Cityscapes', KITTI-MOTS': id = class x 1000 + object).
 CODED_STRIDE = 1000
+#: Mask files whose values carry compression noise: binarised at the midpoint when nearly binary.
 LOSSY_MASK_EXTS = (".jpg", ".jpeg")
 #: Most a gray mask stored as a colour image may differ between its channels (JPEG's rounding).
 GRAY_TOLERANCE = 8
