@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from segops.data.coco import index_entries
 from segops.data.detection import Detection, annotation_file_detection
@@ -118,8 +119,7 @@ def _turned(points: list[tuple[float, float]], cx: float, cy: float, degrees: fl
 
 
 def _mask_rle(shape: ET.Element, h: int, w: int, where: str) -> dict[str, Any]:
-    """A ``<mask>``'s runs over its box (row-major, background first) → the image's uncompressed COCO
-    RLE (column-major)."""
+    """A ``<mask>``'s runs over its box (row-major, background first) → the image's COCO RLE."""
     left, top, width, height = (int(float(shape.get(k, ""))) for k in ("left", "top", "width", "height"))
     runs = [int(v) for v in shape.get("rle", "").replace(" ", "").split(",") if v]
     if sum(runs) != width * height:
@@ -128,10 +128,7 @@ def _mask_rle(shape: ET.Element, h: int, w: int, where: str) -> dict[str, Any]:
     full = np.zeros((h, w), bool)
     box = full[top : top + height, left : left + width]
     box[...] = flat.reshape(height, width)[: box.shape[0], : box.shape[1]]
-    column = full.flatten(order="F")
-    edges = np.flatnonzero(np.diff(column.astype(np.int8))) + 1
-    counts = np.diff(np.concatenate([[0], edges, [column.size]])).tolist()
-    return {"counts": ([0] if column[0] else []) + counts, "size": [h, w]}
+    return mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))  # as segops.data.coco decodes it
 
 
 # --------------------------------------------------------------------------- segops plan
@@ -149,9 +146,9 @@ def find_cvat(root: Path, files: list[str], task: str | None = None) -> Detectio
             found.append((f, read_cvat(root / f)))
         except LabelError:
             continue
-    names = [str(i.get("name")) for _, doc in found for i in doc]
-    by_base = {Path(f).name for f in files}
-    if not found or 2 * sum(Path(n).name in by_base for n in names) < len(names):
+    named = [Path(str(i.get("name"))).name for _, doc in found for i in doc]
+    by_base, in_files = {Path(f).name for f in files}, set(named)
+    if not found or 2 * sum(n in by_base for n in named) < len(named):
         return None
     images = [i for _, doc in found for i in doc]
     labels = label_names(images)
@@ -168,5 +165,5 @@ def find_cvat(root: Path, files: list[str], task: str | None = None) -> Detectio
         f"CVAT XML {', '.join(f for f, _ in found[:3])}: {len(images)} images, {shapes} area shapes; labels → "
         f"1..{len(labels)} in name order; up to {crowded} shapes of one label per image → {chosen}"
     )
-    common = common_dir([p for p in files if Path(p).name in {Path(n).name for n in names}])
+    common = common_dir([p for p in files if Path(p).name in in_files])
     return annotation_file_detection(root / common if common else root, spec, chosen, labels, len(images), note)
