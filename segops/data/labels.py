@@ -46,7 +46,7 @@ from segops.config.sources import is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.cvat import index_cvat
 from segops.data.globs import path_selected
-from segops.data.instances import INSTANCE_STRIDE, class_coded_ids, encode_instances, label_dtype
+from segops.data.instances import INSTANCE_STRIDE, class_coded_ids, class_map, encode_instances, label_dtype
 from segops.data.label_census import label_counts
 from segops.data.labelme import label_names, labelme_label
 from segops.data.lidc import LidcIndex, index_lidc, lidc_label
@@ -107,10 +107,9 @@ def mask_file_counts(spec: MaskPngLabels | InstancePngLabels, rel_path: str) -> 
     try:
         if coded:
             stored = without_void(read_instance_png(path, None), spec.void)  # KITTI-MOTS' 10000: ignore
-            ids, of_id = class_coded_ids(stored, spec.class_stride, spec.class_values, str(path))
-            classes = np.zeros(ids.shape, np.uint8)
-            for i, k in of_id.items():
-                classes[ids == i] = k
+            classes = class_map(
+                encode_instances(*class_coded_ids(stored, spec.class_stride, spec.class_values, str(path)))
+            )
         elif instance:
             classes = read_mask_png(path, None, values=spec.class_values, void=spec.void)
         else:

@@ -198,7 +198,7 @@ def _paired_by_content(
     if by_example is None:
         return None
     pattern, globs, why = by_example
-    kept = [p for p in pictures if not any(path_selected(p, include=(g,)) for g in globs)]
+    kept = [p for p in pictures if path_selected(p, exclude=tuple(globs))]
     try:
         found = _paired(root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample)
     except PlanError:  # the pattern was found relative to the root, the images' folder is another
