@@ -17,6 +17,7 @@ from segops.data.class_folders import SAME_STRUCTURE_IOU, mean_iou
 from segops.data.mask_kinds import as_single_channel
 from segops.data.mask_names import match_pattern
 from segops.data.mat_masks import is_mat, read_mat_mask
+from segops.data.unannotated import spread
 from segops.errors import LabelError
 
 #: Masks compared by :func:`same_region`, and the IoU with the first above which they are one region.
@@ -82,7 +83,7 @@ def mask_folder_by_content(root: Path, pictures: list[str]) -> tuple[str, str] |
                     continue
                 for d in (a, b):
                     if d not in masklike:
-                        masklike[d] = all(_mask_like(root / f) for f in _sample(by_dir[d]))
+                        masklike[d] = all(_mask_like(root / f) for f in spread(by_dir[d], CONTENT_SAMPLE))
                 if masklike[a] != masklike[b] and (best is None or shared > best[0]):
                     best = (shared, a if masklike[a] else b, b if masklike[a] else a)
     if best is None:
@@ -138,11 +139,11 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
     masklike = [
         pattern
         for pattern, files in commonest
-        if len(files) >= 2 and all(_mask_like(root / files[i]) for i in _sample(sorted(files)))
+        if len(files) >= 2 and all(_mask_like(root / files[i]) for i in spread(sorted(files), CONTENT_SAMPLE))
     ]
     if not images or not masklike or len(found[masklike[0]]) < MIN_EXAMPLE_SHARE * len(images):
         return None
-    if any(_mask_like(root / p) for p in _sample(images)):
+    if any(_mask_like(root / p) for p in spread(images, CONTENT_SAMPLE)):
         return None
     chosen, others = masklike[0], masklike[1:]
     numbered = [o for o in others if re.sub(r"\d+", "#", o) == re.sub(r"\d+", "#", chosen)]
@@ -187,12 +188,3 @@ def _as_glob(pattern: str) -> str:
     """A mask pattern as an ``exclude`` glob matching the files it names for any image."""
     glob = pattern.replace("{rel_stem}", "**/*").replace("{rel_dir}/", "**/").replace("{parent_dir}/", "**/")
     return glob.replace("{stem}", "*")
-
-
-def _without_suffix(rel_path: str) -> str:
-    """A relative path without its suffix."""
-    return str(PurePosixPath(rel_path).with_suffix(""))
-
-
-def _sample(paths: list[str]) -> list[str]:
-    return paths[:: max(1, len(paths) // CONTENT_SAMPLE)][:CONTENT_SAMPLE]
