@@ -98,3 +98,60 @@ def make_cityscapes(root: Path, rng: np.random.Generator) -> None:
             Image.fromarray(ids).save(out / f"{stem}_gtFine_instanceIds.png")
             Image.fromarray(np.stack([labels * 9] * 3, -1).astype(np.uint8)).save(out / f"{stem}_gtFine_color.png")
             (out / f"{stem}_gtFine_polygons.json").write_text('{"imgHeight": 96, "imgWidth": 192, "objects": []}')
+
+
+def add_archive_objects(root: Path, rng: np.random.Generator, ct_slice, meta) -> None:  # noqa: ANN001 - new_user's
+    """What a hospital's or TCIA's CT export holds beside the axial slices, added to each CT series'
+    study under ``root``: a localizer (coronal scout, ImageType LOCALIZER; in the CT series itself for
+    the first patient, its own series for the others), a dose-report screenshot (Secondary Capture,
+    RGB, Modality CT), and for the first two patients a PET series (PET/CT) of 16 slices."""
+    import pydicom
+    from pydicom.dataset import FileDataset
+    from pydicom.uid import PositronEmissionTomographyImageStorage as PET
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    series_dirs = sorted(p for p in root.glob("*/*/*") if p.is_dir() and len(list(p.iterdir())) > 1)
+    for i, ct_dir in enumerate(series_dirs):
+        first = pydicom.dcmread(sorted(ct_dir.iterdir())[0], stop_before_pixels=True)
+        study, frame = first.StudyInstanceUID, first.FrameOfReferenceUID
+        scout_dir = ct_dir if i == 0 else ct_dir.parent / f"2.000000-TOPOGRAM-{rng.integers(10000, 99999)}"
+        scout_dir.mkdir(exist_ok=True)
+        series = first.SeriesInstanceUID if i == 0 else generate_uid()
+        projection = rng.normal(0, 30, (128, 96)) - 824
+        scout = ct_slice(scout_dir / "1-999.dcm", projection, (study, series, frame), first.PatientID, 998, 0.0, 3.5, 1)
+        scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        scout.ImageOrientationPatient, scout.ImagePositionPatient = (
+            ["1", "0", "0", "0", "0", "-1"],
+            ["-168", "0", "100"],
+        )
+        scout.save_as(scout_dir / "1-999.dcm", enforce_file_format=True)
+        dose_dir = ct_dir.parent / f"999.000000-Dose Report-{rng.integers(10000, 99999)}"
+        dose_dir.mkdir()
+        sop = generate_uid()
+        dose = FileDataset("", {}, file_meta=meta(SecondaryCaptureImageStorage, sop), preamble=b"\0" * 128)
+        dose.SOPClassUID, dose.SOPInstanceUID, dose.Modality = SecondaryCaptureImageStorage, sop, "CT"
+        dose.StudyInstanceUID, dose.SeriesInstanceUID, dose.PatientID = study, generate_uid(), first.PatientID
+        dose.ImageType, dose.SeriesDescription = ["DERIVED", "SECONDARY", "OTHER"], "Dose Report"
+        dose.SamplesPerPixel, dose.PhotometricInterpretation, dose.PlanarConfiguration = 3, "RGB", 0
+        dose.Rows, dose.Columns = 80, 120
+        dose.BitsAllocated, dose.BitsStored, dose.HighBit, dose.PixelRepresentation = 8, 8, 7, 0
+        text = np.zeros((80, 120, 3), np.uint8)
+        text[10:70:12, 10:110] = 255  # lines of "text"
+        dose.PixelData = text.tobytes()
+        dose.save_as(dose_dir / "1-1.dcm", enforce_file_format=True)
+        if i >= 2:
+            continue
+        pet_dir, pet_series = ct_dir.parent / f"4.000000-PET AC-{rng.integers(10000, 99999)}", generate_uid()
+        pet_dir.mkdir()
+        for k in range(16):
+            sop = generate_uid()
+            pet = FileDataset("", {}, file_meta=meta(PET, sop), preamble=b"\0" * 128)
+            pet.SOPClassUID, pet.SOPInstanceUID, pet.Modality = PET, sop, "PT"
+            pet.StudyInstanceUID, pet.SeriesInstanceUID, pet.FrameOfReferenceUID = study, pet_series, frame
+            pet.PatientID, pet.InstanceNumber = first.PatientID, k + 1
+            pet.ImagePositionPatient = ["-168", "-168", f"{float(first.ImagePositionPatient[2]) + 5 * k:.1f}"]
+            pet.ImageOrientationPatient, pet.PixelSpacing = ["1", "0", "0", "0", "1", "0"], ["7", "7"]
+            pet.SamplesPerPixel, pet.PhotometricInterpretation, pet.Rows, pet.Columns = 1, "MONOCHROME2", 48, 48
+            pet.BitsAllocated, pet.BitsStored, pet.HighBit, pet.PixelRepresentation = 16, 16, 15, 0
+            pet.PixelData = rng.integers(0, 3000, (48, 48)).astype(np.uint16).tobytes()
+            pet.save_as(pet_dir / f"1-{k + 1:03d}.dcm", enforce_file_format=True)

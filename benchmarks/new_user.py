@@ -16,6 +16,8 @@ Folders (``--cases``, default all):
 - ``tcia-contours``: 7 thorax CTs with RTSTRUCT contours in a TCIA download's layout (see
   :func:`make_tcia_contours`);
 - ``tcia-partial``: the same, the cord drawn for 4 of the 7 patients only;
+- ``tcia-archive``: the same beside what CT exports hold too: a localizer per study (in the CT series
+  itself for one), a dose-report screenshot (Secondary Capture) per study, two PET series (PET/CT);
 - ``lidc``: 10 thorax CTs with LIDC-IDRI's XML nodule outlines by four readers (see :func:`make_lidc`);
 - ``crackforest``: 40 road photos with CrackForest's MATLAB ``groundTruth/*.mat`` masks (1/2 values);
 - ``kolektor``: KolektorSDD's ``kosNN/PartK.jpg`` + ``PartK_label.bmp``, 20 parts of 8 views each.
@@ -45,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from _public_layouts import make_carvana, make_cityscapes, make_concrete, make_montgomery
+from _public_layouts import add_archive_objects, make_carvana, make_cityscapes, make_concrete, make_montgomery
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
@@ -342,6 +344,13 @@ def make_tcia_contours(root: Path, rng: np.random.Generator, no_cord: tuple[int,
     pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
 
 
+def make_tcia_archive(root: Path, rng: np.random.Generator) -> None:
+    """``tcia-contours`` with localizers, dose-report screenshots and PET series beside (see
+    :func:`_public_layouts.add_archive_objects`)."""
+    make_tcia_contours(root, rng)
+    add_archive_objects(root / "LCTSC", rng, _ct_slice, _meta)
+
+
 def make_lidc(root: Path, rng: np.random.Generator) -> None:
     """LIDC-IDRI as TCIA ships it: ``LIDC-IDRI/<patient>/<study>/<series>/1-NNN.dcm`` with the
     series' reading file (``069.xml``, ``LidcReadMessage``) in its folder; four radiologists per
@@ -390,7 +399,25 @@ def make_lidc(root: Path, rng: np.random.Generator) -> None:
             if rng.random() < 0.5:
                 reader.nodules.append([Outline(sop, [(int(rng.integers(30, 60)), int(rng.integers(30, 60)))])])
         write_lidc_xml(ct_dir / "069.xml", uids[1], readers)
-    write_lidc_xml(root / "LIDC-IDRI" / "LIDC-IDRI-0001" / "cxr" / "158.xml", "1.2.3", [Reader()], "IdriReadMessage")
+    cxr = root / "LIDC-IDRI" / "LIDC-IDRI-0001" / "cxr"
+    write_lidc_xml(cxr / "158.xml", "1.2.3", [Reader()], "IdriReadMessage")
+    _chest_xray(cxr / "1-1.dcm", rng)
+
+
+def _chest_xray(path: Path, rng: np.random.Generator) -> None:
+    """A DX chest radiograph (LIDC-IDRI holds some beside its CTs), 128 x 128, 12-bit."""
+    from pydicom.dataset import FileDataset
+    from pydicom.uid import DigitalXRayImageStorageForPresentation as DX
+    from pydicom.uid import generate_uid
+
+    sop = generate_uid()
+    ds = FileDataset("", {}, file_meta=_meta(DX, sop), preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = DX, sop, "DX"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = generate_uid(), generate_uid(), "LIDC-IDRI-0001"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 128, 128
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = rng.integers(500, 3500, (128, 128)).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
 
 
 CASES = {
@@ -402,6 +429,7 @@ CASES = {
     "tcia-contours": make_tcia_contours,
     # the cord drawn for 4 of 7 patients: a class (half or more), planned with missing_rois: ignore
     "tcia-partial": lambda root, rng: make_tcia_contours(root, rng, no_cord=(1, 2, 4)),
+    "tcia-archive": lambda root, rng: make_tcia_archive(root, rng),
     "lidc": make_lidc,
     "crackforest": make_crackforest,
     "kolektor": make_kolektor,

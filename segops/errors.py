@@ -29,8 +29,16 @@ class DecodeError(SegopsError):
         self.transfer_syntax = transfer_syntax
 
 
-class NoPixelDataError(DecodeError):
+class SkippedError(DecodeError):
+    """A whole DICOM object that is not one of the source's images: listed with status ``skipped``."""
+
+
+class NoPixelDataError(SkippedError):
     """A DICOM object carries no image (SR, KOS, RT plan, presentation state...)."""
+
+
+class LeftOutError(SkippedError):
+    """A DICOM image the source's ``skip`` or ``modalities`` leaves out (a localizer, another modality)."""
 
 
 class LabelError(SegopsError):

@@ -345,7 +345,7 @@ def plan(
 
 
 #: Detection notes ``segops plan`` prints: what decides which images train and which are left out.
-_PLAN_DECISIONS = ("path", "labels.empty_when_missing", "exclude", "group_by")
+_PLAN_DECISIONS = ("path", "labels.empty_when_missing", "exclude", "skip", "modalities", "group_by")
 
 
 @app.command()

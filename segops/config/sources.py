@@ -13,14 +13,13 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from segops.config.contour_labels import IGNORE_CLASS, LidcLabels, RtstructLabels
+from segops.config.selection import DicomSelection, FileSelection, check_globs
 from segops.config.source_help import (
     CLASS_FILES_HELP,
     CLASS_STRIDE_HELP,
     COLOURS_HELP,
     EMPTY_HELP,
-    EXCLUDE_HELP,
     GROUP_HELP,
-    INCLUDE_HELP,
     REPLACE_HELP,
     VOID_HELP,
 )
@@ -39,7 +38,7 @@ class _EmptyWhenMissing(Spec):
 
     @model_validator(mode="after")
     def _empty_globs_relative(self) -> _EmptyWhenMissing:
-        _check_globs(self.empty_when_missing, (), "empty_when_missing")
+        check_globs(self.empty_when_missing, (), "empty_when_missing")
         return self
 
 
@@ -381,33 +380,12 @@ def is_instance_labels(labels: object) -> bool:
 GROUP_WORDS = ("file", "folder")
 
 
-def _check_globs(include: tuple[str, ...], exclude: tuple[str, ...], name_of_include: str = "include") -> None:
-    for name, patterns in ((name_of_include, include), ("exclude", exclude)):
-        for pattern in patterns:
-            if not pattern or pattern.startswith("/") or "\\" in pattern:
-                raise ValueError(
-                    f"{name} pattern {pattern!r} is not a relative POSIX glob; patterns match paths relative to the "
-                    "source folder with '/' between folders, e.g. 'good/**' or '**/README*'"
-                )
-
-
-class _FileSelection(Spec):
-    """``include`` / ``exclude`` globs of a folder source (see :mod:`segops.data.globs`)."""
-
-    include: tuple[str, ...] = Field(default=(), description=INCLUDE_HELP)
-    exclude: tuple[str, ...] = Field(default=(), description=EXCLUDE_HELP)
-
-    @model_validator(mode="after")
-    def _globs_relative(self) -> _FileSelection:
-        _check_globs(self.include, self.exclude)
-        return self
-
-
-class DicomSource(_FileSelection):
+class DicomSource(FileSelection, DicomSelection):
     """A folder of DICOM files (any depth). Files need not end in ``.dcm``.
 
     A file is read when its suffix is in ``extensions``, it matches an ``include`` pattern (when
-    any are given) and no ``exclude`` pattern; hidden files and folders are never read.
+    any are given) and no ``exclude`` pattern; hidden files and folders are never read. Of its
+    image objects, ``skip`` and ``modalities`` choose the archive's own (:mod:`segops.config.dicom_selection`).
     """
 
     kind: Literal["dicom"]
@@ -425,7 +403,7 @@ class DicomSource(_FileSelection):
         return self
 
 
-class ImageSource(_FileSelection):
+class ImageSource(FileSelection):
     """A folder of inspection images (PNG, TIFF, JPEG, BMP), any depth.
 
     Files are selected as for :class:`DicomSource`. Mask images stored beside their images
@@ -458,7 +436,7 @@ class ImageSource(_FileSelection):
 VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 
-class VolumeSource(_FileSelection):
+class VolumeSource(FileSelection):
     """A folder of volume files (NIfTI, NRRD, MHA/MHD), any depth, e.g. nnU-Net's ``imagesTr``.
 
     Each case becomes the same records a DICOM series does: one 2D record per slice (group: the

@@ -15,6 +15,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from segops.config.schema import DicomSource, ImageSource, VolumeSource
 from segops.data.dicom import non_image_problem, sop_class_name, sop_class_uid
 from segops.data.dicom_integrity import pixel_bytes_in_file, pixel_data_problem
+from segops.data.dicom_roles import left_out
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED
 from segops.data.sop_classes import is_non_image_class
 from segops.data.volumes import volume_header
@@ -38,7 +39,7 @@ def header_row(path: str, rel_path: str, source: DicomSource | ImageSource | Vol
     }
     try:
         if isinstance(source, DicomSource):
-            _dicom_header(path, row)
+            _dicom_header(path, row, source)
         elif isinstance(source, VolumeSource):
             row |= volume_header(path, rel_path, source)
         else:
@@ -48,7 +49,7 @@ def header_row(path: str, rel_path: str, source: DicomSource | ImageSource | Vol
     return row
 
 
-def _dicom_header(path: str, row: dict[str, Any]) -> None:
+def _dicom_header(path: str, row: dict[str, Any], source: DicomSource) -> None:
     with warnings.catch_warnings(), open(path, "rb") as fp:
         warnings.simplefilter("ignore")
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
@@ -66,13 +67,16 @@ def _dicom_header(path: str, row: dict[str, Any]) -> None:
         "frames": int(getattr(ds, "NumberOfFrames", 1) or 1),
     }
     problem = _dicom_problem(path, ds, row["transfer_syntax"], offset, head)
+    if problem is None and (why := left_out(ds, source.skip, source.modalities)):
+        problem = STATUS_SKIPPED, why
     if problem is not None:
         row |= {"status": problem[0], "error": problem[1], "frames": 0}
 
 
 def _dicom_problem(path: str, ds: pydicom.Dataset, ts: str, offset: int, head: bytes) -> tuple[str, str] | None:
     """(status, why) for a DICOM object that yields no image, by the rule of :func:`read_dicom`:
-    ``skipped`` only for an intact object of a non-image SOP class, else ``quarantined``."""
+    ``skipped`` only for an intact object of a non-image SOP class, else ``quarantined`` (a whole
+    image the source leaves out is ``skipped`` by its caller)."""
     sop_name = sop_class_name(ds)
     if is_non_image_class(sop_class_uid(ds)):
         problem = non_image_problem(path, ds)

@@ -30,7 +30,7 @@ from segops.data.mask_names import MASK_PART, replaced
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED, STATUS_SKIPPED, failure_fields, problem_row
 from segops.data.volume_labels import DicomSliceLabels, names_a_label, volume_label
 from segops.data.volumes import is_case_entry, read_volume_case, volume_extension
-from segops.errors import LabelError, NoPixelDataError
+from segops.errors import LabelError, LeftOutError, SkippedError
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +223,12 @@ def decode_file(
         with warnings.catch_warnings():  # pydicom warns on every malformed element; the row says why
             warnings.simplefilter("ignore")
             records = (
-                read_dicom(path, rel_path)
+                read_dicom(path, rel_path, source.skip, source.modalities)
                 if isinstance(source, DicomSource)
                 else read_image(path, rel_path, source.group_by)
             )
-    except NoPixelDataError as exc:
-        return [problem_row(path, rel_path, STATUS_SKIPPED, "read", exc)]
+    except SkippedError as exc:  # no pixels ("read"), or an image the source's skip / modalities leaves out
+        return [problem_row(path, rel_path, STATUS_SKIPPED, "select" if isinstance(exc, LeftOutError) else "read", exc)]
     except Exception as exc:  # any decoder failure is quarantined, never raised
         log.debug("quarantined %s: %s", path, exc)
         return [problem_row(path, rel_path, STATUS_QUARANTINED, "read", exc)]

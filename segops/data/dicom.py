@@ -23,9 +23,10 @@ from pydicom.uid import (
 )
 
 from segops.data.dicom_integrity import pixel_data_problem, stream_problem
+from segops.data.dicom_roles import left_out
 from segops.data.records import ImageRecord, path_case_id
 from segops.data.sop_classes import is_non_image_class
-from segops.errors import DecodeError, NoPixelDataError
+from segops.errors import DecodeError, LeftOutError, NoPixelDataError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ log = logging.getLogger(__name__)
 _IDENTITY_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID")
 
 
-def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
+def read_dicom(
+    path: str | Path, rel_path: str, skip: tuple[str, ...] = (), modalities: tuple[str, ...] = ()
+) -> list[ImageRecord]:
     """Read one DICOM file into one record per frame.
 
     Files without the 128-byte preamble and file meta (old "raw" DICOM) are read anyway, with
@@ -44,12 +47,17 @@ def read_dicom(path: str | Path, rel_path: str) -> list[ImageRecord]:
     Raises:
         NoPixelDataError: an intact object of a class that carries no image (SR, KOS, RT plan...,
             see :mod:`segops.data.sop_classes`).
+        LeftOutError: a whole image object that ``skip`` (roles) or ``modalities`` leaves out
+            (:func:`segops.data.dicom_roles.left_out`).
         DecodeError: the file is not DICOM, is damaged, or is an image object (any class not on
             that list, or of unknown class) without complete Pixel Data, or its pixels cannot be
             decoded.
     """
     ds = _read_dataset(path)
     ts = _complete_image(path, ds)
+    why = left_out(ds, skip, modalities)
+    if why:
+        raise LeftOutError(why, ts)
     photometric = str(getattr(ds, "PhotometricInterpretation", ""))
     try:
         pixels = ds.pixel_array

@@ -38,6 +38,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from segops.data.archive_objects import select_images, structure_set_series
 from segops.data.class_folders import class_folders
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.ctc_layout import find_ctc
@@ -149,14 +150,21 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
         segs = seg_files(root, dicom, sample)
-        if segs:
-            return dicom_seg(root, dicom, segs, sample)
-        structs = find_structure_sets(root, dicom, sample)
-        if structs:
-            return dicom_rtstruct(root, dicom, structs)
+        structs = [] if segs else find_structure_sets(root, dicom, sample)
+        if segs or structs:  # the images are the other DICOM files; the labels name the series they were drawn on
+            found = dicom_seg(root, dicom, segs, sample) if segs else dicom_rtstruct(root, dicom, structs)
+            images = sorted(set(dicom) - set(segs or structs))
+            series = structure_set_series(root, segs or structs)
+            return select_images(root, found, images, lambda o: o.series_uid in series)
         lidc = find_lidc(root, files, sample)
         if lidc:
-            return lidc_layout(root, dicom, lidc)
+            xml_folders = {str(PurePosixPath(f).parent) for f in lidc}  # a reading file lies in its series' folder
+            return select_images(
+                root,
+                lidc_layout(root, dicom, lidc),
+                dicom,
+                lambda o: str(PurePosixPath(o.rel_path).parent) in xml_folders,
+            )
         label_volumes = find_dicom_volume_labels(root, dicom, files, sample)
         if label_volumes is not None:
             return label_volumes

@@ -184,7 +184,7 @@ def problem_row(
 
     Args:
         status: :data:`STATUS_QUARANTINED` or :data:`STATUS_SKIPPED`.
-        stage: where it failed (``read``, ``label``).
+        stage: where it failed (``read``, ``label``), or ``select`` (an image the source leaves out).
         exc: why; its ``transfer_syntax`` attribute, if any, is kept.
         case_id: the record's id when known (a label problem); else the path's hash.
     """

@@ -166,7 +166,7 @@ def guess_source(path: Path, modality: str = "") -> DicomSource | ImageSource | 
         return ImageSource(kind="images", path=path.parent)
     if volume_extension(path.name, VOLUME_EXTENSIONS) is not None:
         return VolumeSource(kind="volumes", path=path.parent)
-    return DicomSource(kind="dicom", path=path.parent)
+    return DicomSource(kind="dicom", path=path.parent, skip=())  # a case that was segmented: read whatever it is
 
 
 def display_image(source_uri: str, rel_path: str, case_id: str, frame: int = 0, modality: str = "") -> np.ndarray:

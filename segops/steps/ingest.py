@@ -82,11 +82,20 @@ def run(step: IngestStep, ctx: RunContext) -> IngestResult:
         check_group_pattern(step.source.group_by, ok)
     metrics = ingest_metrics(meta, tables)
     ctx.tracker.log_metrics(metrics)
+    if metrics["ingest_skipped_by_selection"]:
+        reasons = meta[skipped_by_selection(meta)]["error"].str.split(";").str[0].value_counts()
+        log.info(
+            "%d DICOM image(s) left out as the source's skip / modalities say: %s; listed in %s",
+            int(metrics["ingest_skipped_by_selection"]),
+            "; ".join(f"{n} × {why}" for why, n in reasons.head(3).items()),
+            paths["quarantine"],
+        )
     unread = int(metrics["ingest_label_problems"])
-    if len(tables["quarantine"]) > unread:
+    not_ingested = len(tables["quarantine"]) - unread - int(metrics["ingest_skipped_by_selection"])
+    if not_ingested:
         log.warning(
             "%d file(s) not ingested (quarantined or skipped); see %s",
-            len(tables["quarantine"]) - unread,
+            not_ingested,
             paths["quarantine"],
         )
     if unread:
@@ -154,6 +163,11 @@ def series_order_geometry(
     return {s.series_uid: s.case_ids for s in regular}, geometry
 
 
+def skipped_by_selection(meta: pd.DataFrame) -> pd.Series:
+    """Rows of images the source chose not to read (stage ``select``: see :mod:`segops.data.dicom_roles`)."""
+    return (meta["status"] == STATUS_SKIPPED) & (meta["stage"] == "select")
+
+
 def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     ok = meta[meta["status"] == STATUS_OK]
     metrics = {
@@ -163,7 +177,9 @@ def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[
         "ingest_unlabelled": float((~ok["has_label"]).sum()),
         "ingest_quarantined": float((meta["status"] == STATUS_QUARANTINED).sum()),
         "ingest_label_problems": float(label_problems(meta).sum()),
-        "ingest_skipped_no_pixels": float((meta["status"] == STATUS_SKIPPED).sum()),
+        "ingest_skipped_no_pixels": float(((meta["status"] == STATUS_SKIPPED) & (meta["stage"] != "select")).sum()),
+        # images the source's skip / modalities leaves out: localizers, secondary captures, other modalities
+        "ingest_skipped_by_selection": float(skipped_by_selection(meta).sum()),
     }
     if "unmatched-labels" in tables:
         metrics["ingest_unmatched_labels"] = float(len(tables["unmatched-labels"]))

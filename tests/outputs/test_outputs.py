@@ -212,6 +212,18 @@ def test_a_volume_slice_is_shown_again_from_its_nifti_file(tmp_path: Path) -> No
     np.testing.assert_array_equal(np.asarray(row["image"])[0], volume[:, :, 2].T)
 
 
+def test_a_segmented_localizer_is_shown_again_though_a_default_source_skips_localizers(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    from tests.data.rtstruct_archive import write_ct_series
+
+    [ct] = write_ct_series(tmp_path, 1, generate_uid(), generate_uid(), pixels=lambda k: np.arange(64 * 64) % 97)
+    ct.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]  # a run with skip: [] segmented it; the audit shows it
+    ct.save_as(tmp_path / "scout.dcm", enforce_file_format=True)
+    shown = display_image(str(tmp_path / "scout.dcm"), "scout.dcm", ct.SOPInstanceUID)
+    assert shown.shape == (64, 64) and shown.max() == 1.0 and shown.min() == 0.0
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
