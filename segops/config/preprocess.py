@@ -87,6 +87,23 @@ class ElasticAugment(Spec):
         return self
 
 
+class ZoomAugment(Spec):
+    """Scaling as nnU-Net augments: the patch's content zoomed by a random factor in ``range`` (one
+    factor for every axis; above 1 magnifies), image bilinear, label nearest, borders reflected,
+    the patch size kept. It teaches a network structures at sizes the training images do not show:
+    the same organ under another scanner's pixel spacing, the same defect under another lens."""
+
+    prob: float = Field(default=0.2, ge=0.0, le=1.0)
+    range: tuple[float, float] = Field(default=(0.7, 1.4), description="Zoom factor range (nnU-Net's 0.7-1.4).")
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> ZoomAugment:
+        low, high = self.range
+        if not 0 < low <= high:
+            raise ValueError(f"range must be [low, high] with 0 < low <= high, got {list(self.range)}")
+        return self
+
+
 class IntensityAugment(Spec):
     """Intensity jitter on the normalised image: x·(1+s), x+o and gamma, each with ``prob``."""
 
@@ -109,12 +126,13 @@ class AugmentSpec(Spec):
 
     MONAI dictionary transforms, so image and label move together; applied in the Ray Train
     workers after patch sampling and seeded from the workflow seed and the worker's rank.
-    ``flip`` and ``rotate90`` are on by default (lossless); ``rotate``, ``elastic`` and
+    ``flip`` and ``rotate90`` are on by default (lossless); ``rotate``, ``zoom``, ``elastic`` and
     ``intensity`` are off unless given (e.g. ``elastic: {}`` for the defaults).
     """
 
     flip: float = Field(default=0.5, ge=0.0, le=1.0, description="Probability of a flip, per axis.")
     rotate90: float = Field(default=0.75, ge=0.0, le=1.0, description="Probability of a 90/180/270° rotation.")
     rotate: RotateAugment | None = None
+    zoom: ZoomAugment | None = None
     elastic: ElasticAugment | None = None
     intensity: IntensityAugment | None = None

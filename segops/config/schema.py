@@ -26,6 +26,7 @@ from segops.config.preprocess import (
     PreprocessSpec,
     RotateAugment,
     WindowIntensity,
+    ZoomAugment,
     ZScoreIntensity,
 )
 from segops.config.sources import (
@@ -105,6 +106,7 @@ __all__ = [
     "PromoteStep",
     "PromotionGate",
     "RotateAugment",
+    "ZoomAugment",
     "ScalingSpec",
     "SmpSpec",
     "SegmentSourceSpec",

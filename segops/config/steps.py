@@ -234,14 +234,15 @@ class TrainStep(Spec):
                 "max_size, and a 3D model takes volumes at their spacing (remove scale)"
             )
         aug = self.augment
-        if self.model.task == "instance" and (aug.rotate or aug.elastic or aug.intensity):
+        if self.model.task == "instance" and (aug.rotate or aug.zoom or aug.elastic or aug.intensity):
             raise ValueError(
-                "augment.rotate/elastic/intensity apply to U-Net patches; Mask R-CNN trains on flipped whole images"
+                "augment.rotate/zoom/elastic/intensity apply to U-Net patches; Mask R-CNN trains on flipped whole "
+                "images"
             )
         if self.model.spatial_dims == 3 and aug.elastic is not None:
             raise ValueError(
                 "augment.elastic deforms 2D images (a control-point grid in the image plane); it is not "
-                "available for model.spatial_dims: 3 (remove it; flip, rotate90, rotate and intensity are)"
+                "available for model.spatial_dims: 3 (remove it; flip, rotate90, rotate, zoom and intensity are)"
             )
         return self
 

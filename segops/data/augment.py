@@ -23,6 +23,7 @@ from monai.transforms import (
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandZoomd,
 )
 
 from segops.config.schema import AugmentSpec
@@ -54,6 +55,18 @@ def build_transforms(spec: AugmentSpec, spatial_dims: int = 2) -> list:
             keep_size=True,
         )
         transforms.append(rotate)
+    if spec.zoom is not None:  # one factor for every axis; reflected borders, as rotate's (not dark bands)
+        low, high = spec.zoom.range
+        zoom = RandZoomd(
+            _KEYS,
+            prob=spec.zoom.prob,
+            min_zoom=low,
+            max_zoom=high,
+            mode=("bilinear", "nearest"),
+            padding_mode="reflect",
+            keep_size=True,
+        )
+        transforms.append(zoom)
     if spec.elastic is not None:
         e = spec.elastic
         elastic = Rand2DElasticd(

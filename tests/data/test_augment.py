@@ -161,3 +161,25 @@ def test_elastic_is_rejected_for_3d() -> None:
                 "augment": {"elastic": {}},
             }
         )
+
+
+def test_zoom_scales_the_content_about_the_centre_and_keeps_the_patch_size() -> None:
+    label = np.zeros((64, 64), np.uint8)
+    label[24:40, 24:40] = 1  # a 16 px square in the middle
+    image = label[None].astype(np.float32)
+    for factor, side in ((2.0, 32), (0.5, 8)):
+        spec = AugmentSpec.model_validate({"flip": 0, "rotate90": 0, "zoom": {"prob": 1.0, "range": [factor, factor]}})
+        x, y = Augmenter(spec, 0)(image, label)
+        assert x.shape == image.shape and y.shape == label.shape and y.dtype == np.uint8
+        rows, cols = np.nonzero(y[16:48, 16:48])  # the middle: away from the reflected copies a zoom-out adds
+        assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (side, side)
+        assert np.mean((x[0] > 0.5) == (y == 1)) > 0.99  # image and label zoomed together
+    # a zoom-out reflects the patch at its borders (no dark band): the square's mirror images appear
+    spec = AugmentSpec.model_validate({"flip": 0, "rotate90": 0, "zoom": {"prob": 1.0, "range": [0.5, 0.5]}})
+    assert Augmenter(spec, 0)(image, label)[1].sum() > 64
+    x, y = Augmenter(AugmentSpec.model_validate({"zoom": {"prob": 1.0}}), 0, spatial_dims=3)(*_pattern_3d())
+    assert x.shape == (1, 8, 48, 48) and y.shape == (8, 48, 48)
+    with pytest.raises(ValidationError, match="range must be"):
+        AugmentSpec.model_validate({"zoom": {"range": [1.4, 0.7]}})
+    with pytest.raises(ValidationError, match="rotate/zoom/elastic/intensity"):
+        TrainStep.model_validate({"step": "train", "model": {"arch": "maskrcnn"}, "augment": {"zoom": {}}})
