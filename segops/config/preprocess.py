@@ -70,6 +70,14 @@ class RotateAugment(Spec):
     degrees: float = Field(default=180.0, gt=0.0, le=180.0)
 
 
+def _check_range(name: str, pair: tuple[float, float], zero_allowed: bool = False) -> None:
+    """Raise unless ``pair`` is [low, high] with low <= high and low above 0 (or at least 0)."""
+    low, high = pair
+    if not (0 <= low if zero_allowed else 0 < low) or low > high:
+        bound = "0 <=" if zero_allowed else "0 <"
+        raise ValueError(f"{name} must be [low, high] with {bound} low <= high, got {list(pair)}")
+
+
 class ElasticAugment(Spec):
     """Elastic deformation as in the U-Net paper: random displacements on a coarse grid of
     control points (``spacing`` px apart, Gaussian with a standard deviation drawn from
@@ -81,9 +89,7 @@ class ElasticAugment(Spec):
 
     @model_validator(mode="after")
     def _ordered(self) -> ElasticAugment:
-        low, high = self.magnitude
-        if not 0 <= low <= high:
-            raise ValueError(f"magnitude must be [low, high] with 0 <= low <= high, got {list(self.magnitude)}")
+        _check_range("magnitude", self.magnitude, zero_allowed=True)
         return self
 
 
@@ -98,9 +104,7 @@ class ZoomAugment(Spec):
 
     @model_validator(mode="after")
     def _range_ordered(self) -> ZoomAugment:
-        low, high = self.range
-        if not 0 < low <= high:
-            raise ValueError(f"range must be [low, high] with 0 < low <= high, got {list(self.range)}")
+        _check_range("range", self.range)
         return self
 
 
@@ -115,9 +119,7 @@ class IntensityAugment(Spec):
 
     @model_validator(mode="after")
     def _gamma_ordered(self) -> IntensityAugment:
-        low, high = self.gamma
-        if not 0 < low <= high:
-            raise ValueError(f"gamma must be [low, high] with 0 < low <= high, got {list(self.gamma)}")
+        _check_range("gamma", self.gamma)
         return self
 
 
