@@ -26,23 +26,18 @@ Writes ``benchmarks/out/grouped_split/`` and ``benchmarks/out/grouped_split.json
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
+from _runs import plan, run_in, with_fresh_segment
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "grouped_split"
-SEGOPS = [sys.executable, "-m", "segops.cli"]
 SIZE = 128
 
 
@@ -101,13 +96,6 @@ def make_parts(
             Image.fromarray((crack[window] * 255).astype(np.uint8)).save(folder / f"view{v}_label.png")
 
 
-def _segops(args: list[str], cwd: Path, log: Path) -> tuple[int, float]:
-    start = time.perf_counter()
-    with log.open("w") as out:
-        rc = subprocess.run([*SEGOPS, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
-    return rc, time.perf_counter() - start
-
-
 def _scores(report: pd.DataFrame) -> dict[str, float | int | None]:
     fg = report[report["label_fg_fraction"] > 0]
     return {
@@ -121,27 +109,18 @@ def _scores(report: pd.DataFrame) -> dict[str, float | int | None]:
 def run_arm(name: str, planned: dict[str, Any], group_by: str, fresh: Path, seed: int) -> dict[str, Any]:
     """The planned workflow with ``group_by``, split seed ``seed`` and a second segment step over
     ``fresh``, run in its folder."""
-    doc = copy.deepcopy(planned)
+    doc = with_fresh_segment(planned, fresh)
     doc["name"] = f"parts-{name}"
-    ingest = next(s for s in doc["steps"] if s["step"] == "ingest")
-    ingest["source"]["group_by"] = group_by
+    for source in (s["source"] for s in doc["steps"] if "source" in s):
+        source["group_by"] = group_by
     next(s for s in doc["steps"] if s["step"] == "train")["split"]["seed"] = seed
-    segment = next(s for s in doc["steps"] if s["step"] == "segment")
-    segment["postprocess"] = False  # the model alone: the postprocessing is chosen on the split too
-    new = copy.deepcopy(segment) | {"overlays": 0, "source": copy.deepcopy(ingest["source"])}
-    new["source"]["path"] = new["source"]["labels"]["path"] = str(fresh)
-    doc["steps"].append(new)
     folder = OUT / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "workflow.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    rc, seconds = _segops(["run", "workflow.yaml"], folder, folder / "run.log")
-    row: dict[str, Any] = {"arm": name, "group_by": group_by, "seed": seed, "run_rc": rc, "run_s": round(seconds, 1)}
-    runs = sorted((folder / "runs").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
-    if rc != 0 or not runs:
-        return row | {"run_error": (folder / "run.log").read_text()[-800:]}
-    manifest = json.loads(runs[-1].read_text())
-    reports = [pd.read_parquet(s["outputs"]["report"]) for s in manifest["steps"] if s["step"] == "segment"]
-    split = json.loads((runs[-1].parent / "split.json").read_text())
+    row, reports = run_in(folder, doc)
+    row = {"arm": name, "group_by": group_by, "seed": seed} | row
+    if not reports:
+        return row
+    run_dir = sorted((folder / "runs").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)[-1].parent
+    split = json.loads((run_dir / "split.json").read_text())
     heldout, tomorrow = _scores(reports[0][reports[0]["split"] == "test"]), _scores(reports[1])
     gap = {
         f"gap_{k}": round(heldout[k] - tomorrow[k], 4)
@@ -175,13 +154,7 @@ def main() -> None:
     archive, fresh = OUT / "archive", OUT / "fresh"
     make_parts(archive, args.parts, args.views, rng, contrast=args.contrast)
     make_parts(fresh, args.parts, args.views, rng, first=args.parts + 1, contrast=args.contrast)
-    plan = OUT / "plan" / "workflow.yaml"
-    rc, _ = _segops(
-        ["plan", str(archive), "-o", str(plan), "--budget-minutes", str(args.budget_minutes)], OUT, OUT / "plan.log"
-    )
-    if rc != 0:
-        raise SystemExit((OUT / "plan.log").read_text()[-800:])
-    planned = yaml.safe_load(plan.read_text())
+    planned = plan(archive, OUT, args.budget_minutes)
     chosen = next(s for s in planned["steps"] if s["step"] == "ingest")["source"].get("group_by", "file")
     print(f"segops plan chose group_by: {chosen}", flush=True)
     rows = []

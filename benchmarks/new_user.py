@@ -38,9 +38,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +46,11 @@ import numpy as np
 import pandas as pd
 import yaml
 from _public_layouts import add_archive_objects, make_carvana, make_cityscapes, make_concrete, make_montgomery
+from _runs import segops
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "new_user"
-SEGOPS = [sys.executable, "-m", "segops.cli"]
 
 
 def _disc_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -442,13 +440,6 @@ CASES = {
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
 
 
-def _segops(args: list[str], cwd: Path, log: Path) -> tuple[int, float]:
-    start = time.perf_counter()
-    with log.open("w") as out:
-        rc = subprocess.run([*SEGOPS, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT).returncode
-    return rc, time.perf_counter() - start
-
-
 def run_case(name: str, budget: float, seed: int) -> dict[str, Any]:
     folder = OUT / name
     data = folder / "data"
@@ -457,7 +448,7 @@ def run_case(name: str, budget: float, seed: int) -> dict[str, Any]:
         CASES[name](data, np.random.default_rng(seed))
         (folder / "made").touch()
     plan_dir = folder / "plan"
-    rc, plan_s = _segops(
+    rc, plan_s = segops(
         ["plan", str(data), "-o", str(plan_dir / "workflow.yaml"), "--budget-minutes", str(budget)]
         + PLAN_ARGS.get(name, []),
         folder,
@@ -477,7 +468,7 @@ def run_case(name: str, budget: float, seed: int) -> dict[str, Any]:
         "epochs": train["epochs"],
         "planned_epoch_s": float(planned.split("~")[1].split(" s/epoch")[0]) if "~" in planned else None,
     }
-    rc, run_s = _segops(["run", "workflow.yaml"], plan_dir, folder / "run.log")
+    rc, run_s = segops(["run", "workflow.yaml"], plan_dir, folder / "run.log")
     row |= {"run_rc": rc, "run_s": round(run_s, 1)}
     runs = sorted((plan_dir / "runs").glob("*/outputs.parquet"), key=lambda p: p.stat().st_mtime)
     if rc != 0 or not runs:
