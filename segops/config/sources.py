@@ -52,8 +52,9 @@ class _MaskFiles(_EmptyWhenMissing):
 class MaskPngLabels(_MaskFiles):
     """One mask image per input, found by the input's relative path.
 
-    ``pattern`` is formatted with ``rel_dir``, ``stem`` and ``rel_stem`` (relative path without
-    suffix) of the input, e.g. ``{rel_stem}.png`` or ``{rel_dir}/{stem}_mask.png``.
+    ``pattern`` is formatted with ``rel_dir``, ``parent_dir``, ``stem``, ``rel_stem`` (relative path
+    without suffix) and ``id`` (the name's first word) of the input, e.g. ``{rel_stem}.png``,
+    ``{rel_dir}/{stem}_mask.png`` or DRIVE's ``{parent_dir}/1st_manual/{id}_manual1.gif``.
     Pixel values are class indices; a binary mask stored as 0/255 is read as 0/1. ``values``
     maps stored values to classes instead, e.g. ``{0: 1, 255: 0}`` where black marks the
     structure (ISBI 2012 membranes); then every stored value must be listed. ``threshold: T``

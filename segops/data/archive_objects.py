@@ -21,7 +21,7 @@ import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pydicom
 
@@ -42,6 +42,21 @@ class ImageObject:
     modality: str
     role: str  # "", "localizer" or "secondary" (segops.data.dicom_roles.image_role)
     series_uid: str
+
+
+def dicom_files(root: Path, files: list[str]) -> list[str]:
+    """Files with a ``.dcm`` suffix or none whose bytes 128..132 read ``DICM``."""
+    found = []
+    for f in files:
+        suffix = PurePosixPath(f).suffix.lower()
+        if suffix == ".dcm":
+            found.append(f)
+        elif suffix == "":
+            with open(root / f, "rb") as fh:
+                fh.seek(128)
+                if fh.read(4) == b"DICM":
+                    found.append(f)
+    return found
 
 
 def read_objects(root: Path, files: list[str], sample: int = HEADER_SAMPLE) -> list[ImageObject]:

@@ -37,6 +37,7 @@ class Detection:
     notes: dict[str, str] = field(default_factory=dict)  # YAML key → why
     census: MaskCensus | None = None
     class_names: dict[int, str] = field(default_factory=dict)  # class → its name where the labels name it
+    region_only: bool = False  # every sampled mask is one region (a field of view, DRIVE's mask/): not a label
 
 
 def annotation_file_detection(

@@ -466,6 +466,7 @@ _FIELD_REGEX = {
     "rel_dir": ".+",
     "parent_dir": ".+",
     "stem": "[^/]+",
+    "id": "[^/_. -]+",
     "rel_stem": ".+",
     "frame": "[0-9]+",
     "case": "[^/]+",

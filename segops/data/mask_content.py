@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segops.data.class_folders import SAME_STRUCTURE_IOU, mean_iou
 from segops.data.mask_kinds import as_single_channel
-from segops.data.mask_names import match_pattern
+from segops.data.mask_names import match_pattern, name_id
 from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.data.unannotated import spread
 from segops.errors import LabelError
@@ -119,7 +119,8 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
     ``IMD002/IMD002_Dermoscopic_Image/IMD002.bmp`` + ``IMD002/IMD002_lesion/IMD002_lesion.bmp``
     (``{parent_dir}/{stem}_lesion/{stem}_lesion.bmp``). Of several such patterns the one that finds
     the most masks, then the first in name order, is the label; the others' files (a second observer's
-    ``_2ndHO.png``, PH2's ``_roi/`` masks) are excluded. None where no pattern finds masks for half the
+    ``_2ndHO.png``, PH2's ``_roi/`` masks) are excluded; masks that are one region on every image (a
+    field of view) are no label. None where no pattern finds masks for half the
     images, where the images look like masks too, or where patterns that differ only in a number name
     masks of different regions (``x_0.png``, ``x_1.png``: one object each, none to be dropped)."""
     by_stem: dict[str, list[str]] = {}
@@ -141,6 +142,7 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
         for pattern, files in commonest
         if len(files) >= 2 and all(_mask_like(root / files[i]) for i in spread(sorted(files), CONTENT_SAMPLE))
     ]
+    masklike = [p for p in masklike if not same_region([root / f for f in sorted(found[p].values())])]
     if not images or not masklike or len(found[masklike[0]]) < MIN_EXAMPLE_SHARE * len(images):
         return None
     if any(_mask_like(root / p) for p in spread(images, CONTENT_SAMPLE)):
@@ -187,4 +189,74 @@ def _example_pattern(image: str, other: str) -> str | None:
 def _as_glob(pattern: str) -> str:
     """A mask pattern as an ``exclude`` glob matching the files it names for any image."""
     glob = pattern.replace("{rel_stem}", "**/*").replace("{rel_dir}/", "**/").replace("{parent_dir}/", "**/")
-    return glob.replace("{stem}", "*")
+    return glob.replace("{stem}", "*").replace("{id}", "*")
+
+
+def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tuple[str, list[str], str] | None:
+    """(mask pattern, ``include`` globs, why) for masks that share no more than an id with their images,
+    the names' first word (:func:`segops.data.mask_names.name_id`): DRIVE's
+    ``training/images/21_training.tif`` + ``training/1st_manual/21_manual1.gif`` →
+    ``{parent_dir}/1st_manual/{id}_manual1.gif``. The images are the files of folders whose files are not
+    mask-like, each id once in its folder and holding a digit; the masks, files of mask-like folders. Of
+    the patterns that name a mask for at least half the sampled images, the one naming the most whose masks
+    are not one region on every image (DRIVE's field-of-view ``mask/``) wins, then the first in name order
+    (``1st_manual`` before ``2nd_manual``); ``include`` reads the image folders only. None where no pattern
+    qualifies."""
+    by_dir: dict[str, list[str]] = {}
+    for f in pictures:
+        by_dir.setdefault(str(PurePosixPath(f).parent), []).append(f)
+    masklike = {d: all(_mask_like(root / f) for f in spread(fs, 3)) for d, fs in by_dir.items()}
+    image_dirs = sorted(d for d in by_dir if not masklike[d])
+    for d in image_dirs:
+        ids = [name_id(PurePosixPath(f).stem) for f in by_dir[d]]
+        if len(set(ids)) < len(ids) or not all(any(c.isdigit() for c in i) for i in ids):
+            return None
+    by_id: dict[str, list[str]] = {}
+    for d in (d for d in by_dir if masklike[d]):
+        for f in by_dir[d]:
+            by_id.setdefault(name_id(PurePosixPath(f).stem), []).append(f)
+    images = spread(sorted(f for d in image_dirs for f in by_dir[d]), sample)
+    found: dict[str, dict[str, str]] = {}
+    for image in images:
+        for q in by_id.get(name_id(PurePosixPath(image).stem), []):
+            pattern = _id_pattern(image, q)
+            if pattern is not None:
+                found.setdefault(pattern, {})[image] = q
+    ranked = sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_PATTERNS]
+    chosen = next(
+        (
+            (pattern, files)
+            for pattern, files in ranked
+            if len(files) >= MIN_EXAMPLE_SHARE * len(images)
+            and not same_region([root / f for f in sorted(files.values())])
+        ),
+        None,
+    )
+    if not images or chosen is None:
+        return None
+    names = {PurePosixPath(d).name for d in image_dirs}
+    include = [f"**/{names.pop()}/*"] if len(names) == 1 else [f"{d}/*" for d in image_dirs]
+    if len(include) > 20:
+        return None
+    why = (
+        f"{len(chosen[1])} of {len(images)} sampled images have a mask-like file at {chosen[0]} (their names share "
+        "the id, their first word)"
+    )
+    return chosen[0], include, why
+
+
+def _id_pattern(image: str, other: str) -> str | None:
+    """:func:`_example_pattern` of ``other`` for ``image``, the image's id (its name's first word)
+    where it recurs as a word taken for ``{id}``; None unless that names ``other`` back."""
+    rel = PurePosixPath(image)
+    ident = name_id(rel.stem)
+    heads = [("{rel_dir}/", str(rel.parent) + "/")]
+    heads += [("{parent_dir}/", str(rel.parent.parent) + "/")] if str(rel.parent) != "." else []
+    head, rest = next(
+        ((f, other[len(v) :]) for f, v in heads if v not in ("./", "") and other.startswith(v)), ("", other)
+    )
+    rest = re.sub(rf"(?<![A-Za-z0-9]){re.escape(ident)}(?![A-Za-z0-9])", "{id}", rest.replace(rel.stem, "{stem}"))
+    pattern = head + rest
+    if "{" not in rest or "{" in other or "}" in other:
+        return None
+    return pattern if match_pattern(pattern, image) == other else None

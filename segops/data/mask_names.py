@@ -56,12 +56,20 @@ GLOB_CHARS = re.compile(r"[*?\[\]]")
 def match_pattern(pattern: str, image: str, replace: Mapping[str, str] | None = None, frame: int = 0) -> str:
     """The mask path ``pattern`` names for image ``image`` (both relative, POSIX), after ``replace``
     (word → word, on the image's path without suffix; see ``MaskPngLabels.replace``). Fields:
-    ``rel_dir``, ``parent_dir`` (the folder above the image's), ``stem``, ``rel_stem``, ``frame``."""
+    ``rel_dir``, ``parent_dir`` (the folder above the image's), ``stem``, ``rel_stem``, ``id`` (the
+    name's first word, :func:`name_id`), ``frame``."""
     rel = PurePosixPath(replaced(image, replace))
     rel_dir = str(rel.parent) if str(rel.parent) != "." else ""
     parent_dir = str(rel.parent.parent) if str(rel.parent.parent) != "." else ""
     fields = {"rel_dir": rel_dir, "parent_dir": parent_dir, "stem": rel.stem, "rel_stem": str(rel.with_suffix(""))}
-    return pattern.format(**fields, frame=frame).lstrip("/")
+    return pattern.format(**fields, id=name_id(rel.stem), frame=frame).lstrip("/")
+
+
+def name_id(stem: str) -> str:
+    """A file name's first word, up to the first ``_``, ``-``, ``.`` or space: the id a dataset may
+    share between an image and its mask when nothing else of their names is shared (DRIVE's ``21`` of
+    ``21_training.tif`` and ``21_manual1.gif``)."""
+    return re.split(r"[-_. ]", stem, maxsplit=1)[0]
 
 
 def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:

@@ -38,7 +38,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from segops.data.archive_objects import select_images, structure_set_series
+from segops.data.archive_objects import dicom_files, select_images, structure_set_series
 from segops.data.class_folders import class_folders
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.ctc_layout import find_ctc
@@ -48,7 +48,12 @@ from segops.data.globs import path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
-from segops.data.mask_content import mask_folder_by_content, mask_pattern_by_example, same_region
+from segops.data.mask_content import (
+    mask_folder_by_content,
+    mask_pattern_by_example,
+    mask_pattern_by_id,
+    same_region,
+)
 from segops.data.mask_folder_layout import find_mask_folders
 from segops.data.mask_kinds import (
     classify_colours,
@@ -146,7 +151,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
         else:
             if yolo is not None:
                 return yolo
-    dicom = _dicom_files(root, files)
+    dicom = dicom_files(root, files)
     is_dicom = bool(dicom) and len(dicom) >= len(pictures)  # DICOM images + mask pictures: as many of each
     if is_dicom and labels is None:
         segs = seg_files(root, dicom, sample)
@@ -176,7 +181,15 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     if not images:
         raise PlanError(f"no image or DICOM files under {root}; expected {', '.join(IMAGE_EXTS)} or DICOM files")
     try:
-        return _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
+        found = _paired(root, files, images, "dicom" if is_dicom else "images", labels, overrides, sample)
+        if found.region_only and labels is None and not is_dicom and overrides.pattern is None:
+            better = _paired_by_content(root, files, pictures, overrides, sample)  # DRIVE: vessels, not mask/
+            if better is not None and not better.region_only:
+                why = f"{found.source['labels']['path']} holds one region for every image (a field of view), no label"
+                return dataclasses.replace(better, notes=better.notes | {"labels": f"{better.notes['labels']}; {why}"})
+        if found.region_only:
+            log.warning("%s", found.notes["path"].split("; ")[0])
+        return found
     except PlanError:
         if labels is None and not is_dicom and overrides.pattern is None:
             found = _paired_by_content(root, files, pictures, overrides, sample)
@@ -204,7 +217,8 @@ def _paired_by_content(
         return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
     by_example = mask_pattern_by_example(root, pictures)
     if by_example is None:
-        return None
+        by_id = mask_pattern_by_id(root, [f for f in files if PurePosixPath(f).suffix.lower() in (*IMAGE_EXTS, ".gif")])
+        return None if by_id is None else _paired_by_id(root, files, pictures, overrides, sample, *by_id)
     pattern, globs, why = by_example
     kept = [p for p in pictures if path_selected(p, exclude=tuple(globs))]
     try:
@@ -216,6 +230,33 @@ def _paired_by_content(
     if globs:
         notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), "the other mask-like files"])
     return dataclasses.replace(found, source=source, pairing="content", notes=notes)
+
+
+def _paired_by_id(
+    root: Path,
+    files: list[str],
+    pictures: list[str],
+    overrides: PlanOverrides,
+    sample: int,
+    pattern: str,
+    include: list[str],
+    why: str,
+) -> Detection | None:
+    """The images ``include`` selects paired by ``pattern`` under ``root`` (DRIVE's
+    ``{parent_dir}/1st_manual/{id}_manual1.gif``, :func:`mask_pattern_by_id`), or None."""
+    kept = [p for p in pictures if path_selected(p, tuple(include))]
+    masks = sorted({match_pattern(pattern, i) for i in kept} & set(files))  # the other folders are not a tree
+    try:
+        found = _paired(
+            root, kept + masks, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample
+        )
+    except PlanError:
+        return None
+    notes = found.notes | {
+        "labels": f"content pairing ({why}): " + found.notes["labels"].split(" pairing: ", 1)[-1],
+        "include": "the images' folders; the other folders hold masks",
+    }
+    return dataclasses.replace(found, source=found.source | {"include": include}, pairing="content", notes=notes)
 
 
 def _roots(
@@ -412,17 +453,16 @@ def _paired(
         )
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
-    if task == "semantic" and same_region(sampled):  # DRIVE's and HRF's mask/ folders: the retina, not the vessels
-        region = (
+    region = task == "semantic" and same_region(sampled)  # DRIVE's, HRF's mask/ folders: the retina, not the vessels
+    if region:
+        region_note = (
             f"every sampled mask in {label_root} is the same region (a field of view or region of interest, "
             "not a label?): if the labels are elsewhere, give --labels FOLDER"
         )
-        log.warning("%s", region)
-        notes["path"] = region + (f"; {notes['path']}" if "path" in notes else "")
+        notes["path"] = region_note + (f"; {notes['path']}" if "path" in notes else "")
     names = per_class.names if per_class is not None and per_class.class_files else {}
-    return Detection(
-        source, task, classes, pairing, mask_kind, len(data) - len(exclude), len(paired), notes, census, names
-    )
+    n_images = len(data) - len(exclude)
+    return Detection(source, task, classes, pairing, mask_kind, n_images, len(paired), notes, census, names, region)
 
 
 def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | None) -> Path:
@@ -444,21 +484,3 @@ def _image_root_for(root: Path, images: list[str], labels: Path, pattern: str | 
         if score > best_score and (root / sub).resolve() != labels:
             best, best_score = root / sub if sub else root, score
     return best
-
-
-# --------------------------------------------------------------------------- DICOM, COCO
-
-
-def _dicom_files(root: Path, files: list[str]) -> list[str]:
-    """Files with a ``.dcm`` suffix or none whose bytes 128..132 read ``DICM``."""
-    found = []
-    for f in files:
-        suffix = PurePosixPath(f).suffix.lower()
-        if suffix == ".dcm":
-            found.append(f)
-        elif suffix == "":
-            with open(root / f, "rb") as fh:
-                fh.seek(128)
-                if fh.read(4) == b"DICM":
-                    found.append(f)
-    return found

@@ -120,3 +120,64 @@ def test_objects_numbered_beside_their_image_are_not_taken_for_readers(tmp_path:
         Image.fromarray(np.asarray(Image.open(tmp_path / f"part{i:03d}_0.png"))).save(tmp_path / f"part{i:03d}_1.png")
     d = detect(tmp_path)
     assert d.source["labels"]["pattern"] == "{rel_stem}_0.png" and d.source["exclude"] == ["**/*_1.png"]
+
+
+def _drive(root: Path) -> None:
+    """DRIVE's layout: ``training/images/21_training.tif`` with its vessels in
+    ``training/1st_manual/21_manual1.gif`` and its field of view (the same disc for every image) in
+    ``training/mask/21_training_mask.gif``; ``test/`` alike, with a second observer's ``2nd_manual``."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:H, :W]
+    fov = (yy - H / 2) ** 2 + (xx - W / 2) ** 2 < (H / 2 - 1) ** 2
+    for split, ids in (("training", range(21, 27)), ("test", range(1, 5))):
+        for sub in ("images", "1st_manual", "2nd_manual", "mask"):
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            vessels = (_crack(i) > 0) & fov
+            photo = rng.integers(0, 120, (H, W, 3), dtype=np.uint8) + 100 * vessels[..., None].astype(np.uint8)
+            Image.fromarray(photo).save(root / split / "images" / f"{i:02d}_{split}.tif")
+            Image.fromarray((vessels * 255).astype(np.uint8)).save(root / split / "1st_manual" / f"{i:02d}_manual1.gif")
+            if split == "test":
+                second = np.roll(vessels, 1, axis=1)
+                Image.fromarray((second * 255).astype(np.uint8)).save(
+                    root / split / "2nd_manual" / f"{i:02d}_manual2.gif"
+                )
+            Image.fromarray((fov * 255).astype(np.uint8)).save(root / split / "mask" / f"{i:02d}_{split}_mask.gif")
+
+
+def test_vessels_that_share_only_an_id_with_their_images_pair_and_the_field_of_view_is_no_label(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from segops.config.schema import ImageSource
+    from segops.data.decode import decode_file, list_source_files
+    from segops.data.mask_names import match_pattern, name_id
+
+    _drive(tmp_path)
+    d = detect(tmp_path)
+    assert d.pairing == "content" and not d.region_only and (d.n_images, d.n_paired) == (10, 10)
+    assert d.source["path"] == str(tmp_path) and d.source["include"] == ["**/images/*"]
+    assert d.source["labels"]["pattern"] == "{parent_dir}/1st_manual/{id}_manual1.gif"
+    assert d.notes["labels"].endswith(
+        f"{tmp_path / 'test' / 'mask'} holds one region for every image (a field of view), no label"
+    )
+    assert "same region" not in caplog.text  # the field of view was set aside, not planned with a warning
+    assert name_id("21_training") == "21" and match_pattern(
+        d.source["labels"]["pattern"], "test/images/03_test.tif"
+    ) == ("test/1st_manual/03_manual1.gif")
+    # the planned source reads only the images, each with its vessels (not its field of view)
+    source = ImageSource.model_validate(d.source)
+    listed = [f["rel_path"] for f in list_source_files(source)]
+    assert len(listed) == 10 and all("/images/" in f for f in listed)
+    [row] = decode_file(str(tmp_path / "test/images/03_test.tif"), "test/images/03_test.tif", source)
+    truth = np.asarray(Image.open(tmp_path / "test/1st_manual/03_manual1.gif")) > 0
+    np.testing.assert_array_equal(np.asarray(row["label"]).reshape(H, W), truth.astype(np.uint8))
+
+
+def test_ids_that_repeat_in_a_folder_pair_nothing_by_id(tmp_path: Path) -> None:
+    from segops.data.mask_content import mask_pattern_by_id
+
+    _drive(tmp_path)
+    for f in (tmp_path / "training" / "images").iterdir():  # Image_21.tif …: every id is "Image"
+        f.rename(f.with_name("Image_" + f.name))
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert mask_pattern_by_id(tmp_path, files) is None
