@@ -89,6 +89,17 @@ def test_plan_finds_the_reading_files_in_tcias_layout(archive) -> None:
     assert DicomSource(**d.source).labels == LidcLabels(kind="lidc-xml", path=Path(d.source["labels"]["path"]))
 
 
+def test_plan_leaves_the_chest_x_rays_beside_the_cts_out_by_modality(archive) -> None:
+    root, a, _ = archive
+    [xray] = write_ct_series(root / "cxr", 1, generate_uid(), generate_uid())
+    xray.Modality = "DX"  # LIDC-IDRI's chest radiographs, in the folder of their IdriReadMessage file
+    xray.save_as(root / "cxr" / "ct0.dcm", enforce_file_format=True)
+    d = detect(root)
+    assert d.pairing == "dicom-lidc" and d.source["modalities"] == ["CT"] and "skip" not in d.source
+    assert (d.n_images, d.n_paired) == (6, 4)  # the six CT slices; the X-ray is not read
+    assert d.notes["modalities"].startswith("1 DX image(s) in no labelled series")
+
+
 def test_a_malformed_or_missing_reading_file_is_a_label_error_naming_it(archive, tmp_path: Path) -> None:
     root, _, _ = archive
     bad = root / "LIDC-IDRI-0001" / "broken.xml"
