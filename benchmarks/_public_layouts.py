@@ -155,3 +155,30 @@ def add_archive_objects(root: Path, rng: np.random.Generator, ct_slice, meta) ->
             pet.BitsAllocated, pet.BitsStored, pet.HighBit, pet.PixelRepresentation = 16, 16, 15, 0
             pet.PixelData = rng.integers(0, 3000, (48, 48)).astype(np.uint16).tobytes()
             pet.save_as(pet_dir / f"1-{k + 1:03d}.dcm", enforce_file_format=True)
+
+
+def make_drive(root: Path, rng: np.random.Generator) -> None:
+    """DRIVE's layout: ``DRIVE/training/images/21_training.tif`` (RGB retina photos) with the vessels in
+    ``training/1st_manual/21_manual1.gif`` and the field of view, the same disc for every image, in
+    ``training/mask/21_training_mask.gif``; ``test/`` alike (``01_test.tif`` …) with a second
+    observer's ``2nd_manual/01_manual2.gif``. 20 + 20 images of 96 px here (565 x 584 in DRIVE)."""
+    yy, xx = np.mgrid[:96, :96]
+    fov = (yy - 48) ** 2 + (xx - 48) ** 2 < 45**2
+    for split, ids in (("training", range(21, 41)), ("test", range(1, 21))):
+        base = root / "DRIVE" / split
+        for sub in ("images", "1st_manual", "mask") + (("2nd_manual",) if split == "test" else ()):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            vessels = np.zeros((96, 96), bool)
+            for _ in range(4):  # straight vessels through the disc, 2-3 px wide
+                a, b = rng.uniform(0, np.pi), rng.uniform(-30, 30)
+                vessels |= np.abs((xx - 48) * np.cos(a) + (yy - 48) * np.sin(a) - b) < 1.2
+            vessels &= fov
+            rgb = [rng.normal(150, 10, fov.shape) - 60 * vessels, rng.normal(80, 8, fov.shape) - 40 * vessels]
+            photo = np.stack([*rgb, rng.normal(40, 5, fov.shape)], -1) * fov[..., None]
+            Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(base / "images" / f"{i:02d}_{split}.tif")
+            Image.fromarray((vessels * 255).astype(np.uint8)).save(base / "1st_manual" / f"{i:02d}_manual1.gif")
+            if split == "test":
+                second = vessels & (rng.random(vessels.shape) > 0.1)  # another observer misses some pixels
+                Image.fromarray((second * 255).astype(np.uint8)).save(base / "2nd_manual" / f"{i:02d}_manual2.gif")
+            Image.fromarray((fov * 255).astype(np.uint8)).save(base / "mask" / f"{i:02d}_{split}_mask.gif")

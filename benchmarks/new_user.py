@@ -21,9 +21,10 @@ Folders (``--cases``, default all):
 - ``lidc``: 10 thorax CTs with LIDC-IDRI's XML nodule outlines by four readers (see :func:`make_lidc`);
 - ``crackforest``: 40 road photos with CrackForest's MATLAB ``groundTruth/*.mat`` masks (1/2 values);
 - ``kolektor``: KolektorSDD's ``kosNN/PartK.jpg`` + ``PartK_label.bmp``, 20 parts of 8 views each.
-- ``montgomery``, ``carvana``, ``concrete``, ``cityscapes-instances`` (planned ``--task instance``):
-  see :mod:`_public_layouts` (lungs in a folder per side; a car's views named ``<car>_NN`` with GIF
-  masks; JPEG crack masks in ``BW/`` beside ``rgb/``; 16-bit class-coded instance ids).
+- ``montgomery``, ``carvana``, ``concrete``, ``cityscapes-instances`` (planned ``--task instance``),
+  ``drive``: see :mod:`_public_layouts` (lungs in a folder per side; a car's views named ``<car>_NN``
+  with GIF masks; JPEG crack masks in ``BW/`` beside ``rgb/``; 16-bit class-coded instance ids; retina
+  vessels named by id only, ``1st_manual/21_manual1.gif``, beside field-of-view masks).
 
     .venv/bin/python benchmarks/new_user.py                       # every folder (~20 min on 2 cores)
     .venv/bin/python benchmarks/new_user.py --cases mixed kaggle --budget-minutes 1.5
@@ -45,7 +46,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from _public_layouts import add_archive_objects, make_carvana, make_cityscapes, make_concrete, make_montgomery
+from _public_layouts import (
+    add_archive_objects,
+    make_carvana,
+    make_cityscapes,
+    make_concrete,
+    make_drive,
+    make_montgomery,
+)
 from _runs import segops
 from PIL import Image
 
@@ -435,6 +443,7 @@ CASES = {
     "carvana": make_carvana,
     "concrete": lambda root, rng: make_concrete(root, rng, _crack),
     "cityscapes-instances": make_cityscapes,
+    "drive": make_drive,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
