@@ -10,6 +10,9 @@ from pydantic import Field, model_validator
 
 from segops.config.spec import Spec
 
+#: Input channels a U-Net, DynUNet or smp network takes (gray, RGB, RGBA, or a volume case's channel files).
+MAX_IN_CHANNELS = 4
+
 
 class _SemanticSpec(Spec):
     """What every semantic (class map) model spec shares."""
@@ -34,7 +37,7 @@ class UNetSpec(_SemanticSpec):
 
     arch: Literal["unet"]
     spatial_dims: Literal[2, 3] = Field(default=2, description="2: slices/images; 3: volumes (C, Z, H, W).")
-    in_channels: int = Field(default=1, ge=1, le=4)
+    in_channels: int = Field(default=1, ge=1, le=MAX_IN_CHANNELS)
     classes: int = Field(default=2, ge=2, le=255)  # 255 marks ignored pixels
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
@@ -91,7 +94,7 @@ class DynUNetSpec(_SemanticSpec):
 
     arch: Literal["dynunet"]
     spatial_dims: Literal[2, 3] = Field(default=2, description="2: slices/images; 3: volumes (C, Z, H, W).")
-    in_channels: int = Field(default=1, ge=1, le=4)
+    in_channels: int = Field(default=1, ge=1, le=MAX_IN_CHANNELS)
     classes: int = Field(default=2, ge=2, le=255)  # 255 marks ignored pixels
     kernels: tuple[tuple[Annotated[int, Field(ge=1)], ...], ...]
     strides: tuple[tuple[Literal[1, 2], ...], ...]
@@ -303,7 +306,7 @@ class SmpSpec(_SemanticSpec):
         description="Initial weights for the whole network (an smp, segops or plain state_dict file), loaded "
         "non-strictly with a report of missing, unexpected and shape-mismatched keys.",
     )
-    in_channels: int = Field(default=1, ge=1, le=4)
+    in_channels: int = Field(default=1, ge=1, le=MAX_IN_CHANNELS)
     classes: int = Field(default=2, ge=2, le=255)  # 255 marks ignored pixels
     spatial_dims: int = Field(default=2, description="2 only: smp networks are 2D.")
 

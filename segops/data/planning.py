@@ -61,6 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from segops.config.models import MAX_IN_CHANNELS
 from segops.data.fingerprint import Fingerprint
 from segops.data.planning_choices import Choice, PlanSettings
 from segops.data.planning_maskrcnn import plan_maskrcnn, plan_maskrcnn_start
@@ -359,6 +360,12 @@ def plan_train(
         max(fp.channels, key=lambda c: (fp.channels[c], -c)) if fp.channels else 1,  # the most common count
         f"channels per image: {dict(sorted(fp.channels.items()))}",
     )
+    if in_channels.value > MAX_IN_CHANNELS:
+        raise PlanError(
+            f"the images have {in_channels.value} channels ({in_channels.why}); the networks take at most "
+            f"{MAX_IN_CHANNELS}: a multi-frame or 4D file (a cine or time series) is no single image; leave such files "
+            "out of the folder (or the source's exclude) and plan again, or plan a folder of images of 1-4 channels"
+        )
     test = plan_split(fp)
     val = plan_val_split(fp, test.value)
     fractions = (val.value, test.value)

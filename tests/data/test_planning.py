@@ -132,6 +132,18 @@ def test_tiny_images_are_a_plan_error(shape) -> None:
         plan_geometry(replace(ISBI, median_shape=shape), PlanSettings())
 
 
+def test_images_of_more_channels_than_a_network_takes_are_a_plan_error_not_a_validation_traceback() -> None:
+    fp = replace(ISBI, channels={10: 24})  # e.g. 4D cine files read as 10-channel volumes
+
+    def probe(plan: dict) -> float:
+        raise AssertionError("no probe: the plan stops first")
+
+    with pytest.raises(
+        PlanError, match=r"the images have 10 channels \(channels per image: \{10: 24\}\); .* at most 4"
+    ):
+        plan_train(fp, 2, PlanSettings(budget_minutes=10), probe)
+
+
 @pytest.mark.parametrize(
     ("fractions", "with_fg", "expected"),
     [
