@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 
 from segops.data.detection import Detection
+from segops.data.globs import path_selected
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, named_channels, volume_classes
 from segops.data.seg_layout import common_dir
@@ -58,6 +59,8 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
     if structures is not None:
         return structures
     channels = named_channels(images)
+    if channels and _labelled_apart(images, labelish, channels):
+        channels = ()  # ACDC: <case>_frame01 and <case>_frame12 each have their _gt: cases of their own
     if channels:  # BraTS: a case is read from its first channel's file, with the others beside it
         images = [i for i in images if case_of(i, VOLUME_EXTS, channels)[1] in (0, None)]
     found = Counter(volumes)
@@ -91,6 +94,21 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
     notes = {
         "labels": f"volume files: {hits} of {n_images} cases have a label ({pattern} under {label_root or '.'}); {why}"
     }
+    unlabelled = [
+        i for i, p in zip((i for i in images if _inside(i, image_root)), paired, strict=True) if p not in found
+    ]
+    odd = [] if channels else _other_depth(root, images, set(unlabelled), sample)
+    if odd:  # ACDC's <case>_4d.nii.gz: a cine of many frames beside the labelled ones, no volume of the model's
+        tails = {PurePosixPath(f).name.rpartition("_")[2] for f in odd}
+        glob = f"**/*_{tails.pop()}" if len(tails) == 1 else None  # one glob where they share a last word
+        others = [_relative(i, image_root) for i in images if _inside(i, image_root) and i not in odd]
+        one = glob is not None and all(path_selected(f, exclude=(glob,)) for f in others)
+        source["exclude"] = [glob] if one else [_relative(f, image_root) for f in odd]
+        n_images -= len(odd)
+        notes["exclude"] = (
+            f"{len(odd)} unlabelled file(s) of another number of channels or frames than every labelled case (a "
+            "cine or time series, e.g. " + PurePosixPath(odd[0]).name + "): no input of this model"
+        )
     if channels:
         source["channels"] = list(channels)
         notes["channels"] = (
@@ -99,6 +117,45 @@ def find_volume_pairs(root: Path, files: list[str], pictures: list[str], sample:
         )
     source["labels"] = {"kind": "volume", "path": str(root / label_root), "pattern": pattern}
     return Detection(source, "semantic", classes, "volume-files", "volume", n_images, hits, notes, class_names=names)
+
+
+def _other_depth(root: Path, images: list[str], unlabelled: set[str], sample: int) -> list[str]:
+    """The unlabelled volume files whose channel count (a 4D file's fourth axis) no labelled one has,
+    read from NIfTI headers (other formats: none); labelled ones sampled, every unlabelled one read."""
+    import nibabel as nib
+
+    def depth(f: str) -> int | None:
+        if not f.lower().endswith((".nii", ".nii.gz")):
+            return None
+        try:
+            shape = nib.load(str(root / f)).shape
+        except Exception:  # noqa: BLE001 - an unreadable file is for ingest to quarantine
+            return None
+        return int(shape[3]) if len(shape) > 3 else 1
+
+    labelled = {depth(f) for f in [i for i in images if i not in unlabelled][:sample]} - {None}
+    return sorted(f for f in unlabelled if labelled and (d := depth(f)) is not None and d not in labelled)
+
+
+def _labelled_apart(images: list[str], labelish: set[str], channels: tuple[str, ...]) -> bool:
+    """Whether files named as channels (``<case>_<word>``) have label files of their own, named after them
+    (``<case>_<word>_gt``) for two or more of the words: cases, not channels of one (ACDC's
+    ``patient001_frame01.nii.gz`` + ``patient001_frame01_gt.nii.gz``, the same for ``frame12``)."""
+    label_stems = {_stem(f) for f in labelish}
+    words = set()
+    for f in images:
+        stem = _stem(f)
+        word = stem.rpartition("_")[2]
+        if word in channels and any(
+            len(s) > len(stem) and s.startswith(stem) and s[len(stem)] in "_-." for s in label_stems
+        ):
+            words.add(word)
+    return len(words) >= 2
+
+
+def _stem(f: str) -> str:
+    """A volume file's path without its volume extension (``.nii.gz`` is one)."""
+    return f[: len(f) - len(volume_extension(f, VOLUME_EXTS) or "")]
 
 
 def _structure_folders(root: Path, images: list[str], labelish: set[str]) -> Detection | None:

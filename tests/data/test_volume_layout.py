@@ -321,3 +321,22 @@ def test_channels_after_a_double_underscore_are_named_channels(tmp_path: Path) -
     rows = decode_file(files[0]["path"], files[0]["rel_path"], source)
     assert len(rows) == 4 and all(r["has_label"] for r in rows) and rows[0]["image"].shape[0] == 2
     assert rows[0]["group_id"].endswith("CHUM-001")
+
+
+def test_frames_with_labels_of_their_own_are_cases_and_a_cine_beside_them_is_left_out(tmp_path: Path) -> None:
+    """ACDC's ``patient001/patient001_frame01.nii.gz`` + ``_frame01_gt``, ``_frame12`` + ``_frame12_gt``
+    and the unlabelled cine ``patient001_4d.nii.gz`` (10 frames on the fourth axis): two cases per
+    patient, not one case of channels 4d/frame01/frame12."""
+    for p in range(1, 4):
+        folder = tmp_path / "training" / f"patient{p:03d}"
+        for frame in ("frame01", "frame12"):
+            _case(folder / f"patient{p:03d}_{frame}.nii.gz", folder / f"patient{p:03d}_{frame}_gt.nii.gz", p)
+        nib.save(nib.Nifti1Image(np.zeros((12, 10, 4, 10), np.int16), AFFINE), folder / f"patient{p:03d}_4d.nii.gz")
+    d = detect(tmp_path)
+    assert d.pairing == "volume-files" and "channels" not in d.source
+    assert d.source["labels"]["pattern"] == "{rel_dir}/{case}_gt.nii.gz"
+    assert d.source["exclude"] == ["**/*_4d.nii.gz"] and (d.n_images, d.n_paired) == (6, 6)
+    assert d.notes["exclude"].startswith("3 unlabelled file(s) of another number of channels or frames")
+    source = VolumeSource.model_validate(d.source)
+    listed = sorted(f["rel_path"] for f in list_source_files(source))
+    assert len(listed) == 6 and not any("_4d" in f or "_gt" in f for f in listed)
