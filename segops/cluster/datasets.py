@@ -222,7 +222,8 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
     """Ray Data UDF (map_groups): all slices of one series → one (C, Z, H, W) volume row.
 
     The row keeps the slice-record layout (``case_id`` is the SeriesInstanceUID, ``rel_path``
-    the series' folder) plus ``source_uris`` (slices in order), ``affine`` and ``spacing_z``.
+    the series' folder and UID; for a volume file's case, its path without suffix) plus
+    ``source_uris`` (slices in order), ``affine`` and ``spacing_z``.
     """
     uid = str(batch["group_id"][0])
     index = {str(cid): i for i, cid in enumerate(batch["case_id"])}
@@ -238,7 +239,8 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
         case_id=uid,
         group_id=uid,
         source_uri=str(batch["source_uri"][first]),
-        rel_path=f"{rel_dir}/{uid}" if rel_dir != "." else uid,
+        # a series: its folder and UID; a volume file's case: its group is its path already (no folder twice)
+        rel_path=uid if rel_dir == "." or uid.startswith(rel_dir + "/") else f"{rel_dir}/{uid}",
         modality=str(batch["modality"][first]),
         spacing=(float(batch["spacing_y"][first]), float(batch["spacing_x"][first])),
         spacing_known=bool(batch["spacing_known"][first]) if "spacing_known" in batch else False,

@@ -103,3 +103,25 @@ def test_small_datasets_load_on_the_driver_with_the_same_rows_as_ray_datas_read(
     assert _rows(datasets.load_dataset(dataset, exclude_cases=excluded, **kwargs).take_all()) == expected
     picked = sorted(expected)[:3]
     assert _rows(datasets.take_records(dataset, picked)) == {c: expected[c] for c in picked}
+
+
+def test_a_volume_file_case_in_a_subfolder_is_named_by_its_path_once(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from segops.config.schema import VolumeSource
+
+    folder = tmp_path / "training" / "patient001"
+    folder.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((8, 6, 3), np.float32), np.eye(4)), folder / "patient001_frame01.nii.gz")
+    source = VolumeSource(kind="volumes", path=tmp_path)
+    rows = decode_file(
+        str(folder / "patient001_frame01.nii.gz"), "training/patient001/patient001_frame01.nii.gz", source
+    )
+    names = [c for c in (*META_COLUMNS, *PIXEL_COLUMNS)]
+    batch = {c: np.array([r[c] for r in rows] + [None], dtype=object)[:-1] for c in names}
+    uid = str(batch["group_id"][0])
+    table = _stack_group(
+        batch, {uid: list(batch["case_id"])}, {uid: {"spacing_z": 1.0, "affine": np.eye(4).ravel().tolist()}}
+    )
+    assert uid == "training/patient001/patient001_frame01"
+    assert table.column("rel_path").to_pylist() == [uid]  # not training/patient001/training/patient001/…
