@@ -416,7 +416,7 @@ class ImageSource(FileSelection):
     kind: Literal["images"]
     path: Path
     labels: LabelsSpec | None = None
-    extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+    extensions: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
     group_by: str = Field(default="file", min_length=1, description=GROUP_HELP)
 
     @field_validator("group_by")

@@ -151,7 +151,7 @@ def mask_pattern_by_example(root: Path, pictures: list[str]) -> tuple[str, list[
     numbered = [o for o in others if re.sub(r"\d+", "#", o) == re.sub(r"\d+", "#", chosen)]
     if any((mean_iou(root, chosen, o, images, None) or 0.0) < SAME_STRUCTURE_IOU for o in numbered):
         return None  # x_0.png, x_1.png: one object each, not readers of one structure; none may be dropped
-    globs = [_as_glob(o) for o in others]
+    globs = [as_glob(o) for o in others]
     why = f"{len(found[chosen])} of {len(images)} images have a mask-like file at {chosen}" + (
         f"; those at {', '.join(others)} are left out (another reader's or region masks)" if others else ""
     )
@@ -186,7 +186,7 @@ def _example_pattern(image: str, other: str) -> str | None:
     return pattern if match_pattern(pattern, image) == other else None
 
 
-def _as_glob(pattern: str) -> str:
+def as_glob(pattern: str) -> str:
     """A mask pattern as an ``exclude`` glob matching the files it names for any image."""
     glob = pattern.replace("{rel_stem}", "**/*").replace("{rel_dir}/", "**/").replace("{parent_dir}/", "**/")
     return glob.replace("{stem}", "*").replace("{id}", "*")

@@ -14,8 +14,8 @@ from segops.data.globs import path_selected
 from segops.data.mask_kinds import LOSSY_MASK_EXTS
 from segops.data.unannotated import TEST_WORDS
 
-IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-MASK_EXTS = (".png", ".tif", ".tiff", ".bmp", ".mat")  # .mat: CrackForest's and BSDS500's groundTruth
+IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")  # .ppm: STARE
+MASK_EXTS = (".png", ".tif", ".tiff", ".bmp", ".mat", ".ppm", ".pgm")  # .mat: CrackForest's and BSDS500's groundTruth
 MASK_DIRS = (
     "masks",
     "mask",

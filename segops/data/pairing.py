@@ -49,6 +49,7 @@ from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instanc
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
 from segops.data.mask_content import (
+    as_glob,
     mask_folder_by_content,
     mask_pattern_by_example,
     mask_pattern_by_id,
@@ -221,14 +222,19 @@ def _paired_by_content(
         return None if by_id is None else _paired_by_id(root, files, pictures, overrides, sample, *by_id)
     pattern, globs, why = by_example
     kept = [p for p in pictures if path_selected(p, exclude=tuple(globs))]
+    if "{rel_stem}" not in pattern and "{rel_dir}" not in pattern:  # listing cannot tell its files from inputs
+        globs = [*globs, as_glob(pattern)]
     try:
-        found = _paired(root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample)
-    except PlanError:  # the pattern was found relative to the root, the images' folder is another
+        found = _paired(
+            root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample, True
+        )
+    except PlanError:
         return None
     source = found.source | ({"exclude": [*found.source.get("exclude", []), *globs]} if globs else {})
     notes = found.notes | {"labels": f"content pairing ({why}): " + found.notes["labels"].split(" pairing: ", 1)[-1]}
     if globs:
-        notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), "the other mask-like files"])
+        said = "the masks and the other mask-like files" if as_glob(pattern) in globs else "the other mask-like files"
+        notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), said])
     return dataclasses.replace(found, source=source, pairing="content", notes=notes)
 
 
@@ -245,10 +251,9 @@ def _paired_by_id(
     """The images ``include`` selects paired by ``pattern`` under ``root`` (DRIVE's
     ``{parent_dir}/1st_manual/{id}_manual1.gif``, :func:`mask_pattern_by_id`), or None."""
     kept = [p for p in pictures if path_selected(p, tuple(include))]
-    masks = sorted({match_pattern(pattern, i) for i in kept} & set(files))  # the other folders are not a tree
     try:
         found = _paired(
-            root, kept + masks, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample
+            root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample, True
         )
     except PlanError:
         return None
@@ -260,9 +265,12 @@ def _paired_by_id(
 
 
 def _roots(
-    root: Path, files: list[str], images: list[str], labels: Path | None, pattern: str | None
+    root: Path, files: list[str], images: list[str], labels: Path | None, pattern: str | None, at_root: bool
 ) -> tuple[Path, Path, str, list[str]]:
-    """(image folder, mask folder, pairing style, other datasets of the same layout beside it)."""
+    """(image folder, mask folder, pairing style, other datasets of the same layout beside it);
+    ``at_root``: both the root (a pattern found by example names masks from the root)."""
+    if at_root:
+        return root, root, "same-folder", []
     if labels is not None:
         return _image_root_for(root, images, labels, pattern), labels, "labels-option", []
     tree = parallel_tree(root, files)
@@ -279,9 +287,11 @@ def _paired(
     labels: Path | None,
     overrides: PlanOverrides,
     sample: int,
+    at_root: bool = False,
 ) -> Detection:
-    """Images and mask files (parallel tree, same folder or ``--labels``) → Detection."""
-    image_root, label_root, pairing, siblings = _roots(root, files, images, labels, overrides.pattern)
+    """Images and mask files (parallel tree, same folder or ``--labels``; ``at_root``: both the root)
+    → Detection."""
+    image_root, label_root, pairing, siblings = _roots(root, files, images, labels, overrides.pattern, at_root)
     prefix = image_root.relative_to(root).as_posix() if image_root != root else ""
     label_prefix = (
         label_root.relative_to(root).as_posix() if label_root.is_relative_to(root) and label_root != root else None

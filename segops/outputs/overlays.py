@@ -21,7 +21,7 @@ from segops.data.volumes import volume_extension
 from segops.errors import DecodeError, SegopsError, ShapeError
 
 #: File suffixes read as 2D images; anything else is read as DICOM (see :func:`guess_source`).
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
 RED = (1.0, 0.1, 0.1)
 #: The longest side, in pixels, of an overlay picture (review page, segment overlays).
 DISPLAY_SIDE = 1024

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segops.config.schema import ImageSource
+from segops.data.decode import decode_file, list_source_files
 from segops.data.mask_content import mask_folder_by_content
 from segops.data.pairing import detect
 from segops.errors import PlanError
@@ -94,12 +96,42 @@ def test_a_mask_in_a_folder_named_after_its_image_pairs_by_example(tmp_path: Pat
     d = detect(tmp_path)
     assert d.pairing == "content" and (d.n_images, d.n_paired) == (6, 6)
     assert d.source["labels"]["pattern"] == "{parent_dir}/{stem}_lesion/{stem}_lesion.bmp"
-    assert d.source["exclude"] == ["**/*_roi/*_R1_Label4.bmp"]
+    assert d.source["exclude"] == ["**/*_roi/*_R1_Label4.bmp", "**/*_lesion/*_lesion.bmp"]
+    assert d.notes["exclude"] == "the masks and the other mask-like files"
+    listed = [f["rel_path"] for f in list_source_files(ImageSource.model_validate(d.source))]
+    assert len(listed) == 6 and all("_Dermoscopic_Image/" in f for f in listed)  # no lesion mask read as an input
     # the region masks removed, the lesions alone still pair; the images are no masks
     for f in tmp_path.rglob("*_R1_Label4.bmp"):
         f.unlink()
     d = detect(tmp_path)
-    assert d.source["labels"]["pattern"] == "{parent_dir}/{stem}_lesion/{stem}_lesion.bmp" and "exclude" not in d.source
+    assert d.source["labels"]["pattern"] == "{parent_dir}/{stem}_lesion/{stem}_lesion.bmp"
+    assert d.source["exclude"] == ["**/*_lesion/*_lesion.bmp"]
+
+
+def test_netpbm_images_with_two_observers_masks_in_folders_of_their_own_pair_by_example(tmp_path: Path) -> None:
+    """STARE: ``stare-images/im0001.ppm`` with ``labels-ah/im0001.ah.ppm`` and ``labels-vk/im0001.vk.ppm``
+    (two observers): the first observer's masks, read from the root; the second's and the masks
+    themselves are no inputs."""
+    rng = np.random.default_rng(5)
+    for sub in ("stare-images", "labels-ah", "labels-vk"):
+        (tmp_path / sub).mkdir()
+    for i in range(1, 7):
+        vessels = _crack(i)
+        Image.fromarray(rng.integers(0, 120, (H, W, 3), dtype=np.uint8)).save(
+            tmp_path / "stare-images" / f"im{i:04d}.ppm"
+        )
+        Image.fromarray(vessels).save(tmp_path / "labels-ah" / f"im{i:04d}.ah.ppm")
+        Image.fromarray(np.roll(vessels, 1, axis=0)).save(tmp_path / "labels-vk" / f"im{i:04d}.vk.ppm")
+    d = detect(tmp_path)
+    assert d.pairing == "content" and (d.n_images, d.n_paired) == (6, 6)
+    assert d.source["path"] == str(tmp_path) and d.source["labels"]["pattern"] == "labels-ah/{stem}.ah.ppm"
+    assert d.source["exclude"] == ["labels-vk/*.vk.ppm", "labels-ah/*.ah.ppm"]
+    source = ImageSource.model_validate(d.source)
+    assert sorted(f["rel_path"] for f in list_source_files(source)) == [
+        f"stare-images/im{i:04d}.ppm" for i in range(1, 7)
+    ]
+    [row] = decode_file(str(tmp_path / "stare-images/im0003.ppm"), "stare-images/im0003.ppm", source)
+    np.testing.assert_array_equal(np.asarray(row["label"]).reshape(H, W), (_crack(3) > 0).astype(np.uint8))
 
 
 def test_objects_numbered_beside_their_image_are_not_taken_for_readers(tmp_path: Path) -> None:
@@ -148,8 +180,6 @@ def _drive(root: Path) -> None:
 def test_vessels_that_share_only_an_id_with_their_images_pair_and_the_field_of_view_is_no_label(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from segops.config.schema import ImageSource
-    from segops.data.decode import decode_file, list_source_files
     from segops.data.mask_names import match_pattern, name_id
 
     _drive(tmp_path)
