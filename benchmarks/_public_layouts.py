@@ -182,3 +182,55 @@ def make_drive(root: Path, rng: np.random.Generator) -> None:
                 second = vessels & (rng.random(vessels.shape) > 0.1)  # another observer misses some pixels
                 Image.fromarray((second * 255).astype(np.uint8)).save(base / "2nd_manual" / f"{i:02d}_manual2.gif")
             Image.fromarray((fov * 255).astype(np.uint8)).save(base / "mask" / f"{i:02d}_{split}_mask.gif")
+
+
+def make_stare(root: Path, rng: np.random.Generator) -> None:
+    """STARE's layout: ``stare-images/im0001.ppm`` (Netpbm RGB retina photos) with two observers'
+    vessel masks, ``labels-ah/im0001.ah.ppm`` and ``labels-vk/im0001.vk.ppm``; 20 images of 96x128."""
+    for sub in ("stare-images", "labels-ah", "labels-vk"):
+        (root / sub).mkdir(parents=True)
+    yy, xx = np.mgrid[:96, :128]
+    fov = ((yy - 48) / 45) ** 2 + ((xx - 64) / 60) ** 2 < 1
+    for i in range(1, 21):
+        vessels = np.zeros(fov.shape, bool)
+        for _ in range(4):
+            a, b = rng.uniform(0, np.pi), rng.uniform(-30, 30)
+            vessels |= np.abs((xx - 64) * np.cos(a) + (yy - 48) * np.sin(a) - b) < 1.2
+        vessels &= fov
+        rgb = [rng.normal(150, 10, fov.shape) - 60 * vessels, rng.normal(80, 8, fov.shape) - 40 * vessels]
+        photo = np.stack([*rgb, rng.normal(40, 5, fov.shape)], -1) * fov[..., None]
+        Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(root / "stare-images" / f"im{i:04d}.ppm")
+        Image.fromarray((vessels * 255).astype(np.uint8)).save(root / "labels-ah" / f"im{i:04d}.ah.ppm")
+        wider = vessels | np.roll(vessels, 1, axis=1)  # the second observer draws them wider
+        Image.fromarray((wider * 255).astype(np.uint8)).save(root / "labels-vk" / f"im{i:04d}.vk.ppm")
+
+
+def make_acdc(root: Path, rng: np.random.Generator) -> None:
+    """ACDC's layout: ``training/patient001/`` with ``Info.cfg``, the end-diastolic and end-systolic
+    frames ``patient001_frame01.nii.gz`` / ``patient001_frame12.nii.gz``, each with its label
+    ``_gt.nii.gz`` (right ventricle 1, myocardium 2, left ventricle 3), and the unlabelled cine
+    ``patient001_4d.nii.gz`` (8 frames on the fourth axis); 8 patients of 64x64x8 at 1.5x1.5x10 mm."""
+    import nibabel as nib
+
+    affine = np.diag([1.5, 1.5, 10.0, 1.0])
+    yy, xx = np.mgrid[:64, :64]
+    for p in range(1, 9):
+        folder = root / "training" / f"patient{p:03d}"
+        folder.mkdir(parents=True)
+        (folder / "Info.cfg").write_text("ED: 1\nES: 12\nGroup: NOR\n")
+        frames = []
+        for frame, squeeze in (("frame01", 0.0), ("frame12", 3.0)):
+            label = np.zeros((64, 64, 8), np.uint8)
+            cy, cx = 32 + rng.normal(0, 2), 32 + rng.normal(0, 2)
+            for k in range(8):
+                r = 14 - abs(k - 4) * 1.5 - squeeze
+                dist = np.hypot(yy - cy, xx - cx)
+                label[..., k][(dist < r + 8) & (xx < cx - r)] = 1
+                label[..., k][dist < r + 4] = 2
+                label[..., k][dist < r] = 3
+            image = (label * 60 + rng.normal(0, 12, label.shape)).astype(np.float32)
+            frames.append(image)
+            nib.save(nib.Nifti1Image(image, affine), folder / f"patient{p:03d}_{frame}.nii.gz")
+            nib.save(nib.Nifti1Image(label, affine), folder / f"patient{p:03d}_{frame}_gt.nii.gz")
+        cine = np.stack([frames[0]] * 4 + [frames[1]] * 4, -1)
+        nib.save(nib.Nifti1Image(cine, affine), folder / f"patient{p:03d}_4d.nii.gz")

@@ -22,9 +22,11 @@ Folders (``--cases``, default all):
 - ``crackforest``: 40 road photos with CrackForest's MATLAB ``groundTruth/*.mat`` masks (1/2 values);
 - ``kolektor``: KolektorSDD's ``kosNN/PartK.jpg`` + ``PartK_label.bmp``, 20 parts of 8 views each.
 - ``montgomery``, ``carvana``, ``concrete``, ``cityscapes-instances`` (planned ``--task instance``),
-  ``drive``: see :mod:`_public_layouts` (lungs in a folder per side; a car's views named ``<car>_NN``
-  with GIF masks; JPEG crack masks in ``BW/`` beside ``rgb/``; 16-bit class-coded instance ids; retina
-  vessels named by id only, ``1st_manual/21_manual1.gif``, beside field-of-view masks).
+  ``drive``, ``stare``, ``acdc``: see :mod:`_public_layouts` (lungs in a folder per side; a car's views
+  named ``<car>_NN`` with GIF masks; JPEG crack masks in ``BW/`` beside ``rgb/``; 16-bit class-coded
+  instance ids; retina vessels named by id only, ``1st_manual/21_manual1.gif``, beside field-of-view
+  masks; Netpbm retina photos with two observers' masks in folders of their own; cardiac MR frames
+  with labels of their own beside an unlabelled 4D cine).
 
     .venv/bin/python benchmarks/new_user.py                       # every folder (~20 min on 2 cores)
     .venv/bin/python benchmarks/new_user.py --cases mixed kaggle --budget-minutes 1.5
@@ -48,11 +50,13 @@ import pandas as pd
 import yaml
 from _public_layouts import (
     add_archive_objects,
+    make_acdc,
     make_carvana,
     make_cityscapes,
     make_concrete,
     make_drive,
     make_montgomery,
+    make_stare,
 )
 from _runs import segops
 from PIL import Image
@@ -444,6 +448,8 @@ CASES = {
     "concrete": lambda root, rng: make_concrete(root, rng, _crack),
     "cityscapes-instances": make_cityscapes,
     "drive": make_drive,
+    "stare": make_stare,
+    "acdc": make_acdc,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
