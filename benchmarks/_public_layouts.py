@@ -157,26 +157,34 @@ def add_archive_objects(root: Path, rng: np.random.Generator, ct_slice, meta) ->
             pet.save_as(pet_dir / f"1-{k + 1:03d}.dcm", enforce_file_format=True)
 
 
+def _retina(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(RGB photo, vessels, field of view) of a drawn retina: four straight vessels 2-3 px wide through
+    an elliptic disc, darker in the red and green channels; black outside the disc."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    fov = ((yy - h / 2) / (h / 2 - 3)) ** 2 + ((xx - w / 2) / (w / 2 - 4)) ** 2 < 1
+    vessels = np.zeros(shape, bool)
+    for _ in range(4):
+        a, b = rng.uniform(0, np.pi), rng.uniform(-30, 30)
+        vessels |= np.abs((xx - w / 2) * np.cos(a) + (yy - h / 2) * np.sin(a) - b) < 1.2
+    vessels &= fov
+    rgb = [rng.normal(150, 10, shape) - 60 * vessels, rng.normal(80, 8, shape) - 40 * vessels, rng.normal(40, 5, shape)]
+    photo = (np.stack(rgb, -1) * fov[..., None]).clip(0, 255).astype(np.uint8)
+    return photo, vessels, fov
+
+
 def make_drive(root: Path, rng: np.random.Generator) -> None:
     """DRIVE's layout: ``DRIVE/training/images/21_training.tif`` (RGB retina photos) with the vessels in
     ``training/1st_manual/21_manual1.gif`` and the field of view, the same disc for every image, in
     ``training/mask/21_training_mask.gif``; ``test/`` alike (``01_test.tif`` …) with a second
     observer's ``2nd_manual/01_manual2.gif``. 20 + 20 images of 96 px here (565 x 584 in DRIVE)."""
-    yy, xx = np.mgrid[:96, :96]
-    fov = (yy - 48) ** 2 + (xx - 48) ** 2 < 45**2
     for split, ids in (("training", range(21, 41)), ("test", range(1, 21))):
         base = root / "DRIVE" / split
         for sub in ("images", "1st_manual", "mask") + (("2nd_manual",) if split == "test" else ()):
             (base / sub).mkdir(parents=True, exist_ok=True)
         for i in ids:
-            vessels = np.zeros((96, 96), bool)
-            for _ in range(4):  # straight vessels through the disc, 2-3 px wide
-                a, b = rng.uniform(0, np.pi), rng.uniform(-30, 30)
-                vessels |= np.abs((xx - 48) * np.cos(a) + (yy - 48) * np.sin(a) - b) < 1.2
-            vessels &= fov
-            rgb = [rng.normal(150, 10, fov.shape) - 60 * vessels, rng.normal(80, 8, fov.shape) - 40 * vessels]
-            photo = np.stack([*rgb, rng.normal(40, 5, fov.shape)], -1) * fov[..., None]
-            Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(base / "images" / f"{i:02d}_{split}.tif")
+            photo, vessels, fov = _retina((96, 96), rng)
+            Image.fromarray(photo).save(base / "images" / f"{i:02d}_{split}.tif")
             Image.fromarray((vessels * 255).astype(np.uint8)).save(base / "1st_manual" / f"{i:02d}_manual1.gif")
             if split == "test":
                 second = vessels & (rng.random(vessels.shape) > 0.1)  # another observer misses some pixels
@@ -189,17 +197,9 @@ def make_stare(root: Path, rng: np.random.Generator) -> None:
     vessel masks, ``labels-ah/im0001.ah.ppm`` and ``labels-vk/im0001.vk.ppm``; 20 images of 96x128."""
     for sub in ("stare-images", "labels-ah", "labels-vk"):
         (root / sub).mkdir(parents=True)
-    yy, xx = np.mgrid[:96, :128]
-    fov = ((yy - 48) / 45) ** 2 + ((xx - 64) / 60) ** 2 < 1
     for i in range(1, 21):
-        vessels = np.zeros(fov.shape, bool)
-        for _ in range(4):
-            a, b = rng.uniform(0, np.pi), rng.uniform(-30, 30)
-            vessels |= np.abs((xx - 64) * np.cos(a) + (yy - 48) * np.sin(a) - b) < 1.2
-        vessels &= fov
-        rgb = [rng.normal(150, 10, fov.shape) - 60 * vessels, rng.normal(80, 8, fov.shape) - 40 * vessels]
-        photo = np.stack([*rgb, rng.normal(40, 5, fov.shape)], -1) * fov[..., None]
-        Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(root / "stare-images" / f"im{i:04d}.ppm")
+        photo, vessels, _ = _retina((96, 128), rng)
+        Image.fromarray(photo).save(root / "stare-images" / f"im{i:04d}.ppm")
         Image.fromarray((vessels * 255).astype(np.uint8)).save(root / "labels-ah" / f"im{i:04d}.ah.ppm")
         wider = vessels | np.roll(vessels, 1, axis=1)  # the second observer draws them wider
         Image.fromarray((wider * 255).astype(np.uint8)).save(root / "labels-vk" / f"im{i:04d}.vk.ppm")
