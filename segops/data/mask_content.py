@@ -200,8 +200,9 @@ def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tup
     mask-like, each id once in its folder and holding a digit; the masks, files of mask-like folders. Of
     the patterns that name a mask for at least half the sampled images, the one naming the most whose masks
     are not one region on every image (DRIVE's field-of-view ``mask/``) wins, then the first in name order
-    (``1st_manual`` before ``2nd_manual``); ``include`` reads the image folders only. None where no pattern
-    qualifies."""
+    (``1st_manual`` before ``2nd_manual``); ``include`` reads the image folders only. Only patterns that
+    use ``{id}`` qualify: a mask named with the image's whole name is the example rule's to judge. None
+    where no pattern qualifies."""
     by_dir: dict[str, list[str]] = {}
     for f in pictures:
         by_dir.setdefault(str(PurePosixPath(f).parent), []).append(f)
@@ -227,7 +228,8 @@ def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tup
         (
             (pattern, files)
             for pattern, files in ranked
-            if len(files) >= MIN_EXAMPLE_SHARE * len(images)
+            if "{id}" in pattern  # names that share more are the example rule's (x_0.png, x_1.png: objects)
+            and len(files) >= MIN_EXAMPLE_SHARE * len(images)
             and not same_region([root / f for f in sorted(files.values())])
         ),
         None,

@@ -147,6 +147,15 @@ def test_objects_numbered_beside_their_image_are_not_taken_for_readers(tmp_path:
         Image.fromarray(second).save(tmp_path / f"part{i:03d}_1.png")
     with pytest.raises(PlanError, match="no mask for any of them"):
         detect(tmp_path)
+    # the same per-object files in a masks/ folder beside images/: not paired by their id either
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for f in tmp_path.glob("part*.*"):
+        f.rename(tmp_path / ("images" if f.suffix == ".jpg" else "masks") / f.name)
+    with pytest.raises(PlanError, match="no mask for any of them"):
+        detect(tmp_path)
+    for f in [*(tmp_path / "images").iterdir(), *(tmp_path / "masks").iterdir()]:
+        f.rename(tmp_path / f.name)
     # the same two files drawn by two readers of one region: the first is the label
     for i in range(5):
         Image.fromarray(np.asarray(Image.open(tmp_path / f"part{i:03d}_0.png"))).save(tmp_path / f"part{i:03d}_1.png")
