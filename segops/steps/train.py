@@ -75,6 +75,8 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
     ingest = ctx.require(IngestResult, "train needs an ingest step before it")
     datasets = [_ingested(step, ingest), *(Path(p) for p in step.extra_datasets)]
     labelled, excluded = _labelled_cases(datasets)
+    if labelled.empty:
+        raise StepError(_nothing_to_train(ingest))
     ignore = ignores_void(ingest.source.labels)
     check_labels_fit(labelled, step.model.classes, step.model.task == "instance", ignore)  # before any worker
     _check_channels(set(labelled["channels"]), step.model.in_channels)
@@ -367,6 +369,24 @@ def model_example(image: np.ndarray, step: TrainStep) -> np.ndarray:
 def registered_name(ctx: RunContext, step: TrainStep) -> str:
     """The registry name a train step registers under: ``tracking.registered_model`` or ``<workflow>-<arch>``."""
     return ctx.spec.tracking.registered_model or f"{ctx.spec.name}-{step.model.arch}"
+
+
+def _nothing_to_train(ingest: IngestResult) -> str:
+    """Why a run has no labelled case to train on, from the ingest's figures and its quarantine table."""
+    m = ingest.metrics
+    said = (
+        f"train: no labelled case to train on: ingest read {int(m.get('ingest_records', 0))} image(s), "
+        f"{int(m.get('ingest_labelled', 0))} with a label"
+    )
+    quarantine = ingest.tables.get("quarantine")
+    table = pd.read_parquet(quarantine) if quarantine is not None and Path(quarantine).exists() else pd.DataFrame()
+    if len(table):
+        first = table.iloc[0]
+        said += (
+            f"; {len(table)} file(s) not read or read without their label are listed in {quarantine} (e.g. "
+            f"{first['rel_path']}: {first['error']})"
+        )
+    return said + "; check the source's labels (path, pattern) and its skip / modalities / include / exclude"
 
 
 def _labelled_cases(datasets: list[Path]) -> tuple[pd.DataFrame, list[list[str]]]:

@@ -68,3 +68,44 @@ def test_the_registered_models_input_example_is_cut_to_the_training_patch() -> N
         {"step": "train", "model": {"arch": "unet", "spatial_dims": 3}, "preprocess": {"patch_size": [16, 64, 64]}}
     )
     assert model_example(volume, step3d).shape == (1, 1, 16, 64, 64)
+
+
+def test_a_run_with_nothing_labelled_stops_before_any_worker_naming_what_ingest_left_out(tmp_path: Path) -> None:
+    """Every image a localizer (skipped by the source's default) but one unlabelled slice: the train
+    step says there is nothing to train on and why, with the quarantine table's first reason."""
+    import pyarrow.parquet as pq
+    import pytest
+    from pydicom.uid import generate_uid
+
+    from segops.cluster.datasets import rows_to_table
+    from segops.config.schema import DicomSource
+    from segops.data.decode import decode_file
+    from segops.data.records import dataset_meta, quarantine_table
+    from segops.errors import StepError
+    from segops.steps.ingest import ingest_metrics
+    from segops.steps.results import IngestResult
+    from segops.steps.train import run
+    from tests.data.rtstruct_archive import write_ct_series
+
+    from .contexts import make_context
+
+    cts = write_ct_series(tmp_path / "ct", 3, generate_uid(), generate_uid())
+    for ct, name in zip(cts[1:], ("scout1.dcm", "scout2.dcm"), strict=True):
+        ct.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        ct.save_as(tmp_path / "ct" / name, enforce_file_format=True)
+    source = DicomSource(kind="dicom", path=tmp_path / "ct")
+    files = ["ct0.dcm", "scout1.dcm", "scout2.dcm"]
+    rows = [r for f in files for r in decode_file(str(tmp_path / "ct" / f), f, source)]
+    (tmp_path / "dataset").mkdir()
+    pq.write_table(rows_to_table(rows), tmp_path / "dataset" / "part-0.parquet")
+    meta = dataset_meta(tmp_path / "dataset")
+    quarantine_table(meta).to_parquet(tmp_path / "quarantine.parquet")
+    ingest = IngestResult(
+        source, tmp_path / "dataset", {"quarantine": tmp_path / "quarantine.parquet"}, None, ingest_metrics(meta, {})
+    )
+    ctx = make_context(tmp_path / "ctx", [ingest])
+    with pytest.raises(StepError) as caught:
+        run(TrainStep.model_validate(STEP), ctx)
+    message = str(caught.value)
+    assert message.startswith("train: no labelled case to train on: ingest read 1 image(s), 0 with a label; 2 file(s)")
+    assert "scout1.dcm: a localizer (ImageType ORIGINAL\\PRIMARY\\LOCALIZER)" in message
