@@ -192,6 +192,10 @@ def as_glob(pattern: str) -> str:
     return glob.replace("{stem}", "*").replace("{id}", "*")
 
 
+#: Folders of pictures beyond which :func:`mask_pattern_by_id` looks no further (DRIVE has eight).
+MAX_ID_FOLDERS = 40
+
+
 def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tuple[str, list[str], str] | None:
     """(mask pattern, ``include`` globs, why) for masks that share no more than an id with their images,
     the names' first word (:func:`segops.data.mask_names.name_id`): DRIVE's
@@ -206,6 +210,8 @@ def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tup
     by_dir: dict[str, list[str]] = {}
     for f in pictures:
         by_dir.setdefault(str(PurePosixPath(f).parent), []).append(f)
+    if len(by_dir) > MAX_ID_FOLDERS:  # a folder per case is no layout of this rule; three files read per folder
+        return None
     masklike = {d: all(_mask_like(root / f) for f in spread(fs, 3)) for d, fs in by_dir.items()}
     image_dirs = sorted(d for d in by_dir if not masklike[d])
     for d in image_dirs:
