@@ -3,8 +3,10 @@ CLI in a subprocess, and a planned workflow given a second segment step over fre
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +16,17 @@ from typing import Any
 import pandas as pd
 
 SEGOPS = [sys.executable, "-m", "segops.cli"]
+
+
+def arm_args(parser: argparse.ArgumentParser, budget_minutes: float) -> argparse.Namespace:
+    """The options every plan-then-run-arms benchmark takes (after its own), parsed: the plan's
+    budget, the data's seed, and the split seeds (a run per arm and split seed)."""
+    parser.add_argument("--budget-minutes", type=float, default=budget_minutes)
+    parser.add_argument("--seed", type=int, default=0, help="the data's")
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1], help="a run per arm and split seed")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    return args
 
 
 def segops(args: list[str], cwd: Path, log: Path) -> tuple[int, float]:

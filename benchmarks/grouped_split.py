@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from _runs import plan, run_in, with_fresh_segment
+from _runs import arm_args, plan, run_in, with_fresh_segment
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
@@ -141,11 +140,7 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=16, help="parts in the archive (and as many fresh ones)")
     parser.add_argument("--views", type=int, default=8)
     parser.add_argument("--contrast", type=float, default=30, help="gray levels a crack or stain darkens")
-    parser.add_argument("--budget-minutes", type=float, default=4.0)
-    parser.add_argument("--seed", type=int, default=0, help="the data's")
-    parser.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1], help="a run per arm and split seed")
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = arm_args(parser, budget_minutes=4.0)
     if OUT.exists():
         import shutil
 

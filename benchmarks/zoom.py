@@ -12,7 +12,7 @@ step over the fresh patients (never trained on), without postprocessing, so each
 held-out (test split) Dice and the fresh patients' Dice, over all cases and per size.
 
     .venv/bin/python benchmarks/zoom.py                      # 2 seeds x 2 arms, ~16 min on 2 cores
-    .venv/bin/python benchmarks/zoom.py --seeds 0 --budget-minutes 2
+    .venv/bin/python benchmarks/zoom.py --split-seeds 0 --budget-minutes 2
 
 Writes ``benchmarks/out/zoom/`` and ``benchmarks/out/zoom.json``.
 """
@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from _runs import plan, run_in, with_fresh_segment
+from _runs import arm_args, plan, run_in, with_fresh_segment
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
@@ -97,11 +96,7 @@ def run_arm(name: str, planned: dict[str, Any], zoom: bool, fresh: Path, small: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=10, help="in the archive; as many fresh ones")
-    parser.add_argument("--budget-minutes", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0, help="the data's")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="split seeds: a run per arm each")
-    args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = arm_args(parser, budget_minutes=3.0)
     shutil.rmtree(OUT, ignore_errors=True)
     rng = np.random.default_rng(args.seed)
     archive, fresh = OUT / "archive", OUT / "fresh"
@@ -112,7 +107,7 @@ def main() -> None:
     small = {f"p{p:03d}" for p in range(args.patients + 1, args.patients + 1 + half)}
     planned = plan(archive, OUT, args.budget_minutes)
     rows = []
-    for seed in args.seeds:
+    for seed in args.split_seeds:
         for zoom in (False, True):
             rows.append(run_arm(f"{'zoom' if zoom else 'planned'}-{seed}", planned, zoom, fresh, small, seed))
             print(json.dumps(rows[-1]), flush=True)
