@@ -188,20 +188,25 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
             if better is not None and not better.region_only:
                 why = f"{found.source['labels']['path']} holds one region for every image (a field of view), no label"
                 return dataclasses.replace(better, notes=better.notes | {"labels": f"{better.notes['labels']}; {why}"})
-        if found.region_only:
-            log.warning("%s", found.notes["path"].split("; ")[0])
-        return found
+        return _region_said(found)
     except PlanError:
         if labels is None and not is_dicom and overrides.pattern is None:
             found = _paired_by_content(root, files, pictures, overrides, sample)
             if found is not None:
-                return found
+                return _region_said(found)
         if boxes is not None:
             raise boxes from None
         raise
 
 
 # --------------------------------------------------------------------------- mask pairing
+
+
+def _region_said(found: Detection) -> Detection:
+    """``found``, its masks' being one region on every image (a field of view) logged as a warning."""
+    if found.region_only:
+        log.warning("%s", found.notes["path"].split("; ")[0])
+    return found
 
 
 def _paired_by_content(
@@ -225,9 +230,8 @@ def _paired_by_content(
     if "{rel_stem}" not in pattern and "{rel_dir}" not in pattern:  # listing cannot tell its files from inputs
         globs = [*globs, as_glob(pattern)]
     try:
-        found = _paired(
-            root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample, True
-        )
+        pinned = dataclasses.replace(overrides, pattern=pattern)
+        found = _paired(root, files, kept, "images", None, pinned, sample, True)
     except PlanError:
         return None
     source = found.source | ({"exclude": [*found.source.get("exclude", []), *globs]} if globs else {})
@@ -252,9 +256,8 @@ def _paired_by_id(
     ``{parent_dir}/1st_manual/{id}_manual1.gif``, :func:`mask_pattern_by_id`), or None."""
     kept = [p for p in pictures if path_selected(p, tuple(include))]
     try:
-        found = _paired(
-            root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample, True
-        )
+        pinned = dataclasses.replace(overrides, pattern=pattern)
+        found = _paired(root, files, kept, "images", None, pinned, sample, True)
     except PlanError:
         return None
     notes = found.notes | {

@@ -225,7 +225,9 @@ def test_the_mask_folder_is_the_one_that_pairs_even_when_a_shallower_level_has_n
     assert d.source["labels"]["path"] == str(tmp_path / "data" / "masks")
 
 
-def test_masks_that_are_one_region_on_every_image_are_said_to_be_no_label(tmp_path: Path) -> None:
+def test_masks_that_are_one_region_on_every_image_are_said_to_be_no_label(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """DRIVE's ``mask/`` folder holds the retina's field of view, the same disc on every image (its
     vessel labels are in ``1st_manual/``): the plan says so instead of training on it in silence."""
     yy, xx = np.mgrid[:40, :48]
@@ -235,6 +237,7 @@ def test_masks_that_are_one_region_on_every_image_are_said_to_be_no_label(tmp_pa
         _mask(tmp_path / "mask" / f"{i:02d}_training_mask.png", disc)
     note = detect(tmp_path).notes["path"]
     assert note.startswith(f"every sampled mask in {tmp_path / 'mask'} is the same region")
+    assert caplog.text.count("is the same region") == 1  # and warns, once
     moved = (yy - 20) ** 2 + (xx - 10) ** 2 < 12**2  # labels that differ between images: no such note
     _mask(tmp_path / "mask" / "03_training_mask.png", moved.astype(np.uint8) * 255)
     assert "same region" not in detect(tmp_path).notes.get("path", "")
