@@ -37,8 +37,24 @@ from segops.errors import LabelError, PlanError
 log = logging.getLogger(__name__)
 
 MAX_GUESSED_CLASSES = 10
-#: The stride of class-coded instance ids (Cityscapes', KITTI-MOTS': id = class x 1000 + object).
-CODED_STRIDE = 1000
+#: Strides of class-coded instance ids (id = class x stride + object), tried in this order, and whose.
+CODED_STRIDES = {1000: "Cityscapes' and KITTI-MOTS' instanceIds", 256: "Mapillary Vistas' instances"}
+
+
+def coded_stride(values: list[int]) -> int | None:
+    """The stride of :data:`CODED_STRIDES` that the stored ``values`` are class-coded ids of: some values
+    at or above it, more of them than the classes they encode (several objects of a class), at most 255
+    classes, and every object number (value mod stride) small, below a quarter of the stride for 1000,
+    half of it for 256 (Mapillary's busy streets); else None. Values coded by one stride have object
+    numbers all over the range of the other (4867 = 19 x 256 + 3 is 4 x 1000 + 867)."""
+    for stride, limit in ((1000, 250), (256, 128)):
+        big = [v for v in values if v >= stride]
+        classes = {v // stride for v in big}
+        if big and len(big) > len(classes) and max(classes) <= 255 and max(v % stride for v in big) < limit:
+            return stride
+    return None
+
+
 #: Mask files whose values carry compression noise: binarised at the midpoint when nearly binary.
 LOSSY_MASK_EXTS = (".jpg", ".jpeg")
 #: Most a gray mask stored as a colour image may differ between its channels (JPEG's rounding).
@@ -267,20 +283,16 @@ def _classify(
     # 16-bit storage says ids only where a mask holds two or more: one value per mask reads the same either way
     wide = census.bits == 16 and census.max_values_per_mask >= 2
     instance_cue = wide or census.max_values_per_mask > MAX_GUESSED_CLASSES or numbered
-    big = [v for v in vals if v >= CODED_STRIDE]  # Cityscapes' instanceIds: 26001 is car (26) number 1
-    coded = sorted({v // CODED_STRIDE for v in big})
-    if census.bits == 16 and len(big) > len(coded) and coded[-1] <= 255 and not numbered and task != "semantic":
+    stride = coded_stride(vals) if census.bits == 16 and not numbered and task != "semantic" else None
+    if stride is not None:  # Cityscapes' instanceIds: 26001 is car (26) number 1; Mapillary's 4867 is 19 x 256 + 3
+        coded = sorted({v // stride for v in vals if v >= stride})
         return (
-            {
-                "kind": "instance-png",
-                "class_stride": CODED_STRIDE,
-                "class_values": {c: k for k, c in enumerate(coded, 1)},
-            },
+            {"kind": "instance-png", "class_stride": stride, "class_values": {c: k for k, c in enumerate(coded, 1)}},
             "instance",
             len(coded) + 1,
             "instance-id",
-            f"class-coded instance ids (class x {CODED_STRIDE} + object, as Cityscapes' instanceIds): classes {coded} "
-            f"→ 1..{len(coded)}, up to {census.max_values_per_mask} values per mask; values below {CODED_STRIDE} "
+            f"class-coded instance ids (class x {stride} + object, as {CODED_STRIDES[stride]}): classes {coded} "
+            f"→ 1..{len(coded)}, up to {census.max_values_per_mask} values per mask; values below {stride} "
             "(stuff, crowds) are no object",
         )
     if task == "instance" or (task is None and not aliased and instance_cue and census.blob_share >= 0.8):

@@ -101,3 +101,26 @@ def test_class_stride_settings_are_checked() -> None:
         InstancePngLabels(kind="instance-png", path="m", class_stride=1000, classes_pattern="c/{rel_stem}.png")
     with pytest.raises(ValidationError, match=r"classes_pattern\) or the classes ids encode \(class_stride\)"):
         InstancePngLabels(kind="instance-png", path="m", class_values={26: 1})
+
+
+def test_mapillary_instances_coded_by_256_are_planned_with_their_stride(tmp_path: Path) -> None:
+    """Mapillary Vistas' ``instances/x.png``: 16-bit class x 256 + object (19 x 256 + 3 = 4867 is
+    object 3 of class 19), which the Cityscapes stride would read as class 4: the plan finds 256."""
+    rng = np.random.default_rng(1)
+    for sub in ("images", "instances"):
+        (tmp_path / "training" / sub).mkdir(parents=True)
+    for j in range(6):
+        ids = np.full((20, 40), 13 * 256, np.uint16)  # road, one region
+        ids[:4] = 27 * 256  # sky
+        for k in range(3):
+            ids[10:14, 2 + 10 * k : 8 + 10 * k] = 19 * 256 + k + j  # cars, numbered per image
+        ids[5:9, 33:37] = 55 * 256 + 1  # a person
+        Image.fromarray(rng.integers(0, 255, (20, 40, 3), dtype=np.uint8)).save(
+            tmp_path / "training/images" / f"{j}.jpg"
+        )
+        Image.fromarray(ids).save(tmp_path / "training/instances" / f"{j}.png")
+    d = detect(tmp_path, PlanOverrides(task="instance"))
+    labels = d.source["labels"]
+    assert labels["kind"] == "instance-png" and labels["class_stride"] == 256
+    assert labels["class_values"] == {13: 1, 19: 2, 27: 3, 55: 4} and d.classes == 5
+    assert "class-coded instance ids (class x 256 + object, as Mapillary Vistas' instances)" in d.notes["labels"]
