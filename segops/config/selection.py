@@ -4,8 +4,8 @@ objects among them are the archive's images: its cross-sections.
 A hospital or TCIA export holds more than the slices a model is for: localizers (scout views
 the scanner takes to plan the scan), secondary captures (dose-report screenshots, scanned
 forms), other modalities of the same study (the PET of a PET/CT, LIDC's chest X-rays beside
-its CTs). ``dcm2niix`` leaves localizers out of its volumes; segops skips them by default, and
-lists every object it skips with the reason, as it does objects without pixels.
+its CTs). segops skips localizers by default (as ``dcm2niix -i y`` ignores them), and lists
+every object it skips with the reason, as it does objects without pixels.
 """
 
 from __future__ import annotations
