@@ -41,10 +41,6 @@ class FileSelection(Spec):
         return self
 
 
-#: Image roles a source can skip: CT/MR scout views (``ImageType`` value ``LOCALIZER``) and
-#: Secondary Capture objects (screenshots, dose reports, scanned documents).
-ROLES = ("localizer", "secondary")
-
 SKIP_HELP = (
     "DICOM images that are not the archive's cross-sections, skipped and listed with the reason (status "
     "skipped): 'localizer' (scout views: ImageType LOCALIZER; they cut a series into two orientations and sizes "

@@ -386,7 +386,7 @@ class DicomSource(FileSelection, DicomSelection):
 
     A file is read when its suffix is in ``extensions``, it matches an ``include`` pattern (when
     any are given) and no ``exclude`` pattern; hidden files and folders are never read. Of its
-    image objects, ``skip`` and ``modalities`` choose the archive's own (:mod:`segops.config.dicom_selection`).
+    image objects, ``skip`` and ``modalities`` choose the archive's own (:mod:`segops.config.selection`).
     """
 
     kind: Literal["dicom"]
