@@ -37,17 +37,21 @@ from segops.errors import LabelError, PlanError
 log = logging.getLogger(__name__)
 
 MAX_GUESSED_CLASSES = 10
-#: Strides of class-coded instance ids (id = class x stride + object), tried in this order, and whose.
-CODED_STRIDES = {1000: "Cityscapes' and KITTI-MOTS' instanceIds", 256: "Mapillary Vistas' instances"}
+#: Strides of class-coded instance ids (id = class x stride + object), tried in this order: the bound
+#: every object number (id mod stride) stays under, and the datasets that code ids so.
+CODED_STRIDES = {
+    1000: (250, "Cityscapes' and KITTI-MOTS' instanceIds"),
+    256: (128, "Mapillary Vistas' instances"),  # half the stride: busy streets
+}
 
 
 def coded_stride(values: list[int]) -> int | None:
     """The stride of :data:`CODED_STRIDES` that the stored ``values`` are class-coded ids of: some values
     at or above it, more of them than the classes they encode (several objects of a class), at most 255
-    classes, and every object number (value mod stride) small, below a quarter of the stride for 1000,
-    half of it for 256 (Mapillary's busy streets); else None. Values coded by one stride have object
-    numbers all over the range of the other (4867 = 19 x 256 + 3 is 4 x 1000 + 867)."""
-    for stride, limit in ((1000, 250), (256, 128)):
+    classes, and every object number (value mod stride) under the stride's bound; else None. Values
+    coded by one stride have object numbers all over the range of the other (4867 = 19 x 256 + 3 is
+    4 x 1000 + 867)."""
+    for stride, (limit, _) in CODED_STRIDES.items():
         big = [v for v in values if v >= stride]
         classes = {v // stride for v in big}
         if big and len(big) > len(classes) and max(classes) <= 255 and max(v % stride for v in big) < limit:
@@ -291,7 +295,7 @@ def _classify(
             "instance",
             len(coded) + 1,
             "instance-id",
-            f"class-coded instance ids (class x {stride} + object, as {CODED_STRIDES[stride]}): classes {coded} "
+            f"class-coded instance ids (class x {stride} + object, as {CODED_STRIDES[stride][1]}): classes {coded} "
             f"→ 1..{len(coded)}, up to {census.max_values_per_mask} values per mask; values below {stride} "
             "(stuff, crowds) are no object",
         )
