@@ -165,22 +165,24 @@ MIN_EXAMPLE_SHARE, MAX_PATTERNS = 0.5, 10
 _SEPARATORS = "_-. "
 
 
-def _example_pattern(image: str, other: str) -> str | None:
+def _example_pattern(image: str, other: str, by_id: bool = False) -> str | None:
     """The mask pattern that names ``other`` for ``image`` (both relative): the image's path without
     suffix, its folder or the folder above it as the head (``{rel_stem}``, ``{rel_dir}``,
-    ``{parent_dir}``), its name where it recurs (``{stem}``); None unless the pattern names exactly
-    ``other`` back (:func:`segops.data.mask_names.match_pattern`) and uses a field."""
+    ``{parent_dir}``), its name where it recurs (``{stem}``) and, ``by_id``, its id (the name's first
+    word, :func:`segops.data.mask_names.name_id`) where it recurs as a word (``{id}``); None unless the
+    pattern names exactly ``other`` back (:func:`segops.data.mask_names.match_pattern`) and uses a field."""
     rel = PurePosixPath(image)
     if other == image:
         return None
     heads = [("{rel_stem}", str(rel.with_suffix(""))), ("{rel_dir}/", str(rel.parent) + "/")]
     heads += [("{parent_dir}/", str(rel.parent.parent) + "/")] if str(rel.parent) != "." else []
-    for field, value in heads:
-        if value not in ("./", "") and other.startswith(value):
-            pattern = field + other[len(value) :].replace(rel.stem, "{stem}")
-            break
-    else:
-        pattern = other.replace(rel.stem, "{stem}")
+    head, rest = next(
+        ((f, other[len(v) :]) for f, v in heads if v not in ("./", "") and other.startswith(v)), ("", other)
+    )
+    rest = rest.replace(rel.stem, "{stem}")
+    if by_id:
+        rest = re.sub(rf"(?<![A-Za-z0-9]){re.escape(name_id(rel.stem))}(?![A-Za-z0-9])", "{id}", rest)
+    pattern = head + rest
     if "{" not in pattern or "{" in other or "}" in other:
         return None
     return pattern if match_pattern(pattern, image) == other else None
@@ -226,7 +228,7 @@ def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tup
     found: dict[str, dict[str, str]] = {}
     for image in images:
         for q in by_id.get(name_id(PurePosixPath(image).stem), []):
-            pattern = _id_pattern(image, q)
+            pattern = _example_pattern(image, q, by_id=True)
             if pattern is not None:
                 found.setdefault(pattern, {})[image] = q
     ranked = sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:MAX_PATTERNS]
@@ -251,20 +253,3 @@ def mask_pattern_by_id(root: Path, pictures: list[str], sample: int = 60) -> tup
         "the id, their first word)"
     )
     return chosen[0], include, why
-
-
-def _id_pattern(image: str, other: str) -> str | None:
-    """:func:`_example_pattern` of ``other`` for ``image``, the image's id (its name's first word)
-    where it recurs as a word taken for ``{id}``; None unless that names ``other`` back."""
-    rel = PurePosixPath(image)
-    ident = name_id(rel.stem)
-    heads = [("{rel_dir}/", str(rel.parent) + "/")]
-    heads += [("{parent_dir}/", str(rel.parent.parent) + "/")] if str(rel.parent) != "." else []
-    head, rest = next(
-        ((f, other[len(v) :]) for f, v in heads if v not in ("./", "") and other.startswith(v)), ("", other)
-    )
-    rest = re.sub(rf"(?<![A-Za-z0-9]){re.escape(ident)}(?![A-Za-z0-9])", "{id}", rest.replace(rel.stem, "{stem}"))
-    pattern = head + rest
-    if "{" not in rest or "{" in other or "}" in other:
-        return None
-    return pattern if match_pattern(pattern, image) == other else None
