@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -222,49 +223,49 @@ def _paired_by_content(
         note = found.notes["labels"].replace("labels-option pairing", f"content pairing ({folder[1]})", 1)
         return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
     by_example = mask_pattern_by_example(root, pictures)
-    if by_example is None:
+    if by_example is None:  # DRIVE's {parent_dir}/1st_manual/{id}_manual1.gif: the images' folders read alone
         by_id = mask_pattern_by_id(root, [f for f in files if PurePosixPath(f).suffix.lower() in (*IMAGE_EXTS, ".gif")])
-        return None if by_id is None else _paired_by_id(root, files, pictures, overrides, sample, *by_id)
+        found = None if by_id is None else _paired_at_root(root, files, pictures, overrides, sample, *by_id)
+        if found is None:
+            return None
+        notes = found.notes | {"include": "the images' folders; the other folders hold masks"}
+        return dataclasses.replace(found, source=found.source | {"include": by_id[1]}, notes=notes)
     pattern, globs, why = by_example
-    kept = [p for p in pictures if path_selected(p, exclude=tuple(globs))]
+    found = _paired_at_root(root, files, pictures, overrides, sample, pattern, (), why, globs)
+    if found is None:
+        return None
     if "{rel_stem}" not in pattern and "{rel_dir}" not in pattern:  # listing cannot tell its files from inputs
         globs = [*globs, as_glob(pattern)]
-    try:
-        pinned = dataclasses.replace(overrides, pattern=pattern)
-        found = _paired(root, files, kept, "images", None, pinned, sample, True)
-    except PlanError:
-        return None
-    source = found.source | ({"exclude": [*found.source.get("exclude", []), *globs]} if globs else {})
-    notes = found.notes | {"labels": f"content pairing ({why}): " + found.notes["labels"].split(" pairing: ", 1)[-1]}
-    if globs:
-        said = "the masks and the other mask-like files" if as_glob(pattern) in globs else "the other mask-like files"
-        notes["exclude"] = "; ".join([*filter(None, [found.notes.get("exclude")]), said])
-    return dataclasses.replace(found, source=source, pairing="content", notes=notes)
+    if not globs:
+        return found
+    said = "the masks and the other mask-like files" if as_glob(pattern) in globs else "the other mask-like files"
+    notes = found.notes | {"exclude": "; ".join([*filter(None, [found.notes.get("exclude")]), said])}
+    source = found.source | {"exclude": [*found.source.get("exclude", []), *globs]}
+    return dataclasses.replace(found, source=source, notes=notes)
 
 
-def _paired_by_id(
+def _paired_at_root(
     root: Path,
     files: list[str],
     pictures: list[str],
     overrides: PlanOverrides,
     sample: int,
     pattern: str,
-    include: list[str],
+    include: Sequence[str],
     why: str,
+    exclude: Sequence[str] = (),
 ) -> Detection | None:
-    """The images ``include`` selects paired by ``pattern`` under ``root`` (DRIVE's
-    ``{parent_dir}/1st_manual/{id}_manual1.gif``, :func:`mask_pattern_by_id`), or None."""
-    kept = [p for p in pictures if path_selected(p, tuple(include))]
+    """The ``pictures`` ``include`` / ``exclude`` select, paired by a ``pattern`` found from the files'
+    contents (naming masks from ``root``): a ``content`` pairing whose note says ``why``, or None."""
+    kept = [p for p in pictures if path_selected(p, tuple(include), tuple(exclude))]
     try:
-        pinned = dataclasses.replace(overrides, pattern=pattern)
-        found = _paired(root, files, kept, "images", None, pinned, sample, True)
+        found = _paired(
+            root, files, kept, "images", None, dataclasses.replace(overrides, pattern=pattern), sample, True
+        )
     except PlanError:
         return None
-    notes = found.notes | {
-        "labels": f"content pairing ({why}): " + found.notes["labels"].split(" pairing: ", 1)[-1],
-        "include": "the images' folders; the other folders hold masks",
-    }
-    return dataclasses.replace(found, source=found.source | {"include": include}, pairing="content", notes=notes)
+    note = f"content pairing ({why}): " + found.notes["labels"].split(" pairing: ", 1)[-1]
+    return dataclasses.replace(found, pairing="content", notes=found.notes | {"labels": note})
 
 
 def _roots(
