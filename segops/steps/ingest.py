@@ -177,7 +177,7 @@ def ingest_metrics(meta: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> dict[
         "ingest_unlabelled": float((~ok["has_label"]).sum()),
         "ingest_quarantined": float((meta["status"] == STATUS_QUARANTINED).sum()),
         "ingest_label_problems": float(label_problems(meta).sum()),
-        "ingest_skipped_no_pixels": float(((meta["status"] == STATUS_SKIPPED) & (meta["stage"] != "select")).sum()),
+        "ingest_skipped_no_pixels": float(((meta["status"] == STATUS_SKIPPED) & ~skipped_by_selection(meta)).sum()),
         # images the source's skip / modalities leaves out: localizers, secondary captures, other modalities
         "ingest_skipped_by_selection": float(skipped_by_selection(meta).sum()),
     }
