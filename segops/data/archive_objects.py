@@ -74,12 +74,16 @@ def read_objects(root: Path, files: list[str], sample: int = HEADER_SAMPLE) -> l
     return found
 
 
+#: What :func:`structure_set_series` reads of a label object: its references, not its contours or segments.
+_REFERENCES = ["ReferencedFrameOfReferenceSequence", "ReferencedSeriesSequence"]
+
+
 def structure_set_series(root: Path, label_files: list[str], sample: int = 50) -> set[str]:
     """The SeriesInstanceUIDs the RTSTRUCT or SEG objects among ``label_files`` name (a spread sample)."""
     series: set[str] = set()
     for f in spread(label_files, sample):
         try:
-            ds = pydicom.dcmread(root / f, stop_before_pixels=True, force=True)
+            ds = pydicom.dcmread(root / f, stop_before_pixels=True, force=True, specific_tags=_REFERENCES)
         except Exception:  # noqa: BLE001 - unreadable label objects are for ingest to report
             continue
         series |= set(referenced_images(ds)[0])
