@@ -251,6 +251,7 @@ def _stack_group(batch: dict[str, np.ndarray], order: dict[str, list[str]], geom
         study_uid=known.get("study_uid", ""),
         series_uid=known.get("series_uid", ""),
         n_frames=len(rows),
+        file_axes=tuple(int(a) for a in batch["file_axes"][first]) if "file_axes" in batch else (),
     )
     table = records_table([volume.to_row()])
     extra = {

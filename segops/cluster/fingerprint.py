@@ -24,6 +24,7 @@ from segops.data.fingerprint import (
     record_stats,
 )
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED
+from segops.data.slice_planes import plane_of
 from segops.outputs.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def _stats_batch(
             name: batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i] for name in _META
         }
         row["meta"] |= {name: str(batch[name][i]) for name in _CENSUS if name in batch}
+        row["meta"]["plane"] = plane_of(batch["orientation"][i]) if "orientation" in batch else ""
         out.append(pickle.dumps(row))
     return {"stats": np.array(out, dtype=object)}
 
@@ -89,7 +91,7 @@ def _fold(
             meta = row.pop("meta")
             census = (str(meta.get("transfer_syntax", "")), str(meta.get("photometric", "")))
             spacing, patient = (meta["spacing_y"], meta["spacing_x"]), str(meta.get("patient_id", ""))
-            acc.add(row, str(meta["group_id"]), str(meta["modality"]), spacing, *census, patient_id=patient)
+            acc.add(row, str(meta["group_id"]), str(meta["modality"]), spacing, *census, patient, str(meta["plane"]))
     fp = acc.result()
     # DEBUG: the train step takes it beside a live progress bar, which a log line would split
     log.debug("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)
@@ -122,7 +124,7 @@ def fingerprint_dataset(
     on (the same stats as :func:`fingerprint_source` with ``labelled_only``): the reference a model
     keeps for the drift check and the risk. A small dataset is read by the driver (:func:`load_dataset`)."""
     names = pads.dataset(str(path), format="parquet").schema.names
-    columns = [*_META, *(c for c in _CENSUS if c in names), "has_label", "image", "label"]
+    columns = [*_META, *(c for c in (*_CENSUS, "orientation") if c in names), "has_label", "image", "label"]
     return _fold(load_dataset(path, labelled_only=True, columns=columns, materialize=False), task, k, seed)
 
 

@@ -437,18 +437,24 @@ class ImageSource(FileSelection):
 VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")
 
 
+#: ``VolumeSource.slice_plane``: each file's third axis, or a plane in patient coordinates.
+SlicePlane = Literal["file", "axial", "coronal", "sagittal"]
+
+
 class VolumeSource(FileSelection):
     """A folder of volume files (NIfTI, NRRD, MHA/MHD), any depth, e.g. nnU-Net's ``imagesTr``.
 
     Each case becomes the same records a DICOM series does: one 2D record per slice (group: the
     case) and, with the ingest step's ``volumes: true``, one volume record. Positions and
-    orientations are in DICOM patient coordinates (LPS); voxels keep the file's order: slice ``k``
-    is ``A[:, :, k]`` with rows along the array's second axis and columns along its first (see
-    :mod:`segops.data.volumes`). Files whose names end in an nnU-Net channel suffix (``_0000``,
-    ``_0001`` …, four digits) are the channels of one case, so a folder of single-channel files
-    named ``case_0000.nii.gz``, ``case_0001.nii.gz`` … reads as one multi-channel case: rename
-    such files (e.g. ``case_0000_0000.nii.gz``). ``channels`` names the channels by word instead
-    (BraTS' ``<case>_flair.nii.gz``, ``<case>_t1.nii.gz`` …).
+    orientations are in DICOM patient coordinates (LPS); by default (``slice_plane: file``) slice
+    ``k`` is ``A[:, :, k]`` with rows along the array's second axis and columns along its first (see
+    :mod:`segops.data.volumes`); a named plane cuts each case along its axis closest to that plane's
+    normal (:mod:`segops.data.slice_planes`), its masks written back in the file's order. Files
+    whose names end in an nnU-Net channel suffix (``_0000``, ``_0001`` …, four digits) are the
+    channels of one case, so a folder of single-channel files named ``case_0000.nii.gz``,
+    ``case_0001.nii.gz`` … reads as one multi-channel case: rename such files (e.g.
+    ``case_0000_0000.nii.gz``). ``channels`` names the channels by word instead (BraTS'
+    ``<case>_flair.nii.gz``, ``<case>_t1.nii.gz`` …).
     """
 
     kind: Literal["volumes"]
@@ -459,6 +465,12 @@ class VolumeSource(FileSelection):
         default=(),
         description="A case's channel files by name, in channel order: <case>_<name><ext> for each, e.g. BraTS' "
         "['flair', 't1', 't1ce', 't2']; empty: nnU-Net's _0000, _0001 … suffixes.",
+    )
+    slice_plane: SlicePlane = Field(
+        default="file",
+        description="The plane 2D slices are cut in: file (each file's third voxel axis) or axial, coronal, "
+        "sagittal (each case's voxel axis closest to that plane's normal, whatever order the file keeps, as "
+        "KiTS' (slices, rows, columns) files need); masks are written back in the file's order.",
     )
 
     @model_validator(mode="after")

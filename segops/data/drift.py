@@ -12,8 +12,9 @@ bin edges) is compared feature by feature with the training fingerprint stored w
   p-value counts them as independent, so a fresh archive from the same scanners (spacing 0.8 mm
   where training had 0.7-0.9 mm) looked significant; a value inside the training range is one
   the model has seen;
-- **census** (channels, modality, transfer syntax, photometric interpretation): the share of the
-  new images with a value the training images never had;
+- **census** (channels, modality, transfer syntax, photometric interpretation, slice plane: a
+  model trained on axial slices given sagittal ones): the share of the new images with a value the
+  training images never had;
 - **encoder embeddings** (:mod:`segops.engine.embeddings`): the new cases' median distance as a
   multiple of the training cases' 95th percentile.
 
@@ -52,6 +53,7 @@ _CENSUS = (
     ("modalities", "modality"),
     ("transfer_syntaxes", "transfer syntax"),
     ("photometrics", "photometric"),
+    ("planes", "slice plane"),
 )
 _NOT_STORED = "not in the training fingerprint (stored by an older segops)"
 

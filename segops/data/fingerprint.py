@@ -106,6 +106,8 @@ class Fingerprint:
             :data:`MAX_IMAGE_SAMPLES` images, for the drift check; empty in older files.
         transfer_syntaxes, photometrics: images per transfer syntax (file format for images) and
             photometric interpretation; empty in older files.
+        planes: images per slice plane (:func:`segops.data.slice_planes.plane_of`: ``axial`` …,
+            ``""`` for photos); empty in older files.
         left_out: files (or frames) that decoded to no record: unreadable, or their label could
             not be read or does not fit (a mask of another size); ``left_out_examples`` names
             :data:`MAX_LEFT_OUT_EXAMPLES` of them with the reason.
@@ -133,6 +135,7 @@ class Fingerprint:
     image_samples: dict[str, list[float]] = field(default_factory=dict)
     transfer_syntaxes: dict[str, int] = field(default_factory=dict)
     photometrics: dict[str, int] = field(default_factory=dict)
+    planes: dict[str, int] = field(default_factory=dict)
     left_out: int = 0
     left_out_examples: dict[str, str] = field(default_factory=dict)
 
@@ -309,6 +312,7 @@ class FingerprintAccumulator:
     histogram_edges: tuple[float, ...] | None = None
     transfer_syntaxes: Counter = field(default_factory=Counter)
     photometrics: Counter = field(default_factory=Counter)
+    planes: Counter = field(default_factory=Counter)
     left_out: int = 0
     left_out_examples: dict[str, str] = field(default_factory=dict)
 
@@ -330,11 +334,13 @@ class FingerprintAccumulator:
         transfer_syntax: str = "",
         photometric: str = "",
         patient_id: str = "",
+        plane: str = "",
     ) -> None:
         """One record's stats (from :func:`record_stats`) and its metadata."""
         self.n_images += 1
         self.transfer_syntaxes[transfer_syntax] += 1
         self.photometrics[photometric] += 1
+        self.planes[plane] += 1
         mean = row.get("mean", float("nan"))
         self._images.add((mean, row["height"], row["width"], float(spacing[0]), float(spacing[-1])))
         self.groups.add(group_id)
@@ -398,6 +404,7 @@ class FingerprintAccumulator:
             image_samples=self._images.columns(IMAGE_SCALARS),
             transfer_syntaxes=dict(self.transfer_syntaxes),
             photometrics=dict(self.photometrics),
+            planes=dict(self.planes),
             left_out=self.left_out,
             left_out_examples=dict(self.left_out_examples),
         )

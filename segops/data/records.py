@@ -58,6 +58,7 @@ RECORD_SCHEMA = pa.schema(
         ("study_uid", pa.string()),
         ("series_uid", pa.string()),
         ("instance_uid", pa.string()),  # ... so outputs named by them need no second read of the file
+        ("file_axes", pa.list_(pa.int64())),  # a volume file's axes its slice's columns, rows, index follow
         ("has_label", pa.bool_()),
         ("label_uri", pa.string()),
         ("label_values", pa.list_(pa.int64())),  # distinct label values as stored (after values/threshold), ascending
@@ -126,6 +127,7 @@ class ImageRecord:
     series_uid: str = ""
     instance_uid: str = ""  # SOPInstanceUID of the file (DICOM only)
     n_frames: int = 1
+    file_axes: tuple[int, ...] = ()  # volume files: see segops.data.slice_planes; () for other sources
 
     def to_row(self) -> dict[str, Any]:
         """An ``ok`` row in the layout of :data:`RECORD_SCHEMA`, plus its :data:`PIXEL_COLUMNS`."""
@@ -153,6 +155,7 @@ class ImageRecord:
             "study_uid": self.study_uid,
             "series_uid": self.series_uid,
             "instance_uid": self.instance_uid,
+            "file_axes": [int(a) for a in self.file_axes],
             "has_label": self.label is not None,
             "label_uri": self.label_uri,
             "label_values": label_values,

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+#: Patient coordinates LPS (DICOM) ↔ RAS (NIfTI): the first two axes negated (its own inverse).
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
 #: Relative deviation from the median slice spacing that counts as inconsistent.
 SPACING_TOLERANCE = 0.05
 
@@ -122,7 +125,7 @@ def volume_affine(
     lps[:3, 1] = col_dir * pixel_spacing[0]
     lps[:3, 2] = slice_normal(orientation) * slice_spacing
     lps[:3, 3] = np.asarray(first_position, float)
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return RAS_TO_LPS @ lps
 
 
 def pixel_to_patient(

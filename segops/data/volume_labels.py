@@ -60,7 +60,7 @@ def volume_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray]
     if not path.is_file():
         return None
     classes = _on_case_grid(spec, case, path, _class_values)
-    return [classes[:, :, k].T.copy(order="C") for k in range(classes.shape[2])], str(path.resolve())
+    return case.slices(classes), str(path.resolve())
 
 
 def _structure_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndarray], str] | None:
@@ -75,7 +75,7 @@ def _structure_label(spec: VolumeLabels, case: VolumeCase) -> tuple[list[np.ndar
     for name, path in reversed(found.items()):  # the first listed is painted last: it wins
         classes[_on_case_grid(spec, case, path, _structure_values) > 0] = spec.structures[name]
     folder = next(iter(found.values())).parent
-    return [classes[:, :, k].T.copy(order="C") for k in range(classes.shape[2])], str(folder.resolve())
+    return case.slices(classes), str(folder.resolve())
 
 
 def _on_case_grid(spec: VolumeLabels, case: VolumeCase, path: Path, values) -> np.ndarray:

@@ -17,23 +17,31 @@ Layouts found by trying, for a sample of images, every pattern that names a labe
 
 The pattern naming the most labels wins, provided it pairs at least half of the images and
 nearly every paired image has a label of its own. Pure: names only, and a few label files read
-for the number of classes.
+for the number of classes; the headers of a sample of images for the plane they are cut in
+(:func:`planned_slice_plane`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from segops.data.detection import Detection
 from segops.data.globs import path_selected
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, named_channels, volume_classes
 from segops.data.seg_layout import common_dir
+from segops.data.series import RAS_TO_LPS
+from segops.data.slice_planes import SlicePlane, plan_slice_plane
 from segops.data.volume_labels import label_path_of, slicer_segment_names
-from segops.data.volumes import case_of, channel_case_of, volume_extension
+from segops.data.volumes import case_of, channel_case_of, read_volume_file, volume_extension
 from segops.errors import PlanError
+
+log = logging.getLogger(__name__)
 
 #: Words that make a volume file a label (case-insensitive, not inside a longer word).
 LABEL_WORDS = re.compile(
@@ -323,3 +331,35 @@ def find_dicom_volume_labels(root: Path, dicom: list[str], files: list[str], sam
     return Detection(
         source, "semantic", classes, "volume-files", "volume", len(cases), hits, {"labels": note}, class_names=names
     )
+
+
+def planned_slice_plane(paths: list[str], sample: int = 40) -> tuple[SlicePlane, str] | None:
+    """The ``slice_plane`` a volume source of the files ``paths`` (one per case) needs, and why
+    (:func:`segops.data.slice_planes.plan_slice_plane`), from the headers of a spread sample of
+    them; files of one slice and unreadable ones are left out (ingest quarantines those)."""
+    step = max(1, len(paths) // sample)
+    grids = []
+    for path in paths[::step][:sample]:
+        try:
+            shape, spacing, affine = header_grid(path)
+        except Exception as exc:  # an unreadable file says nothing about the archive's planes
+            log.debug("slice plane: %s not read: %s", path, exc)
+            continue
+        if min(shape) > 1:
+            grids.append((spacing, affine))
+    return plan_slice_plane(grids)
+
+
+def header_grid(path: str | Path) -> tuple[tuple[int, ...], tuple[float, float, float], np.ndarray]:
+    """(shape, spacing per file axis, LPS affine) of a volume file, from its header where the format
+    allows (NIfTI)."""
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        image = nib.load(str(path))
+        shape, affine = tuple(int(n) for n in (*image.shape, 1, 1)[:3]), RAS_TO_LPS @ np.asarray(image.affine, float)
+    else:
+        _array, grid, _fmt = read_volume_file(path)
+        shape, affine = grid.shape, grid.affine
+    steps = np.linalg.norm(affine[:3, :3], axis=0)
+    return shape, (float(steps[0]), float(steps[1]), float(steps[2])), affine

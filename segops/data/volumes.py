@@ -17,6 +17,11 @@ shape and affine). Its DICOM geometry is then
 - ``position`` = ``M @ (0, 0, k, 1)``: ImagePositionPatient, the centre of pixel (0, 0);
 - ``frame`` = ``k``, ``instance_number`` = ``k + 1``.
 
+That is the source's default ``slice_plane: file``. A named plane first permutes the file's axes
+(:func:`segops.data.slice_planes.plane_axes`: KiTS' (slices, rows, columns) files put their slice
+axis last), and ``A`` and ``M`` above are the permuted array and affine; each record keeps the
+permutation (``file_axes``), so a mask volume is written back in the file's order.
+
 Channels: files ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz`` … (nnU-Net's suffixes, four
 digits, from ``_0000`` without gaps) are the channels of one case, in suffix order; a 4D file
 holds its channels on its last axis. Every channel must share the grid (shape, and affine within
@@ -37,12 +42,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from segops.config.sources import VolumeSource
 from segops.data.globs import path_selected
 from segops.data.records import ImageRecord, path_case_id
-from segops.data.series import SeriesGeometry, slice_normal
+from segops.data.series import RAS_TO_LPS
+from segops.data.slice_planes import FILE_ORDER, permute_affine, plane_axes
 from segops.errors import DecodeError
 
 log = logging.getLogger(__name__)
@@ -61,7 +66,6 @@ FORMATS = {
     ".mhd": "MetaImage",
 }
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>[0-9]{4})$")
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: nnU-Net channel names read as a modality (``channel_names`` / ``modality`` in ``dataset.json``).
 _MR_NAMES = {"MR", "MRI", "T1", "T1W", "T2", "T2W", "FLAIR", "ADC", "DWI", "T1GD", "T1CE", "PD", "NONCT"}
 
@@ -92,12 +96,19 @@ class Grid:
 
 @dataclass
 class VolumeCase:
-    """One case read from its channel files: its slice records (no labels yet) and its grid."""
+    """One case read from its channel files: its slice records (no labels yet), its grid as the
+    file stores it, and the file axes its slices' columns, rows and index follow."""
 
     records: list[ImageRecord]
     grid: Grid
     name: str  # file name without extension and channel suffix (the ``{case}`` of a label pattern)
     rel_dir: str  # the case's folder relative to the source root ("" at the top)
+    axes: tuple[int, int, int] = FILE_ORDER
+
+    def slices(self, volume: np.ndarray) -> list[np.ndarray]:
+        """An (I, J, K) array on the case's grid (its label) → its (H, W) slices, as the records cut the image."""
+        cut = np.transpose(volume, self.axes)
+        return [cut[:, :, k].T.copy(order="C") for k in range(cut.shape[2])]
 
 
 def format_values(values: np.ndarray | tuple[float, ...]) -> str:
@@ -264,7 +275,7 @@ def _read_nifti(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     image = nib.load(str(path))
-    return np.asanyarray(image.dataobj), _RAS_TO_LPS @ np.asarray(image.affine, float)
+    return np.asanyarray(image.dataobj), RAS_TO_LPS @ np.asarray(image.affine, float)
 
 
 def _read_itk_or_nrrd(path: str | Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
@@ -321,6 +332,9 @@ def read_volume_case(path: str | Path, rel_path: str, source: VolumeSource) -> V
         arrays.append(array)
     channels = [np.asarray(a[..., c] if a.ndim == 4 else a, np.float32) for a in arrays for c in range(_n(a))]
     image = np.stack(channels)  # (C, I, J, K)
+    axes = plane_axes(grid.affine, source.slice_plane, grid.shape)
+    image = np.transpose(image, (0, *(a + 1 for a in axes)))
+    cut = Grid((grid.shape[axes[0]], grid.shape[axes[1]], grid.shape[axes[2]]), permute_affine(grid.affine, axes))
     case, _channel, _ext = channel_case_of(
         rel_path, source.extensions, lambda rel: (root / rel).is_file(), source.channels
     )
@@ -328,14 +342,15 @@ def read_volume_case(path: str | Path, rel_path: str, source: VolumeSource) -> V
     rel_dir = "" if rel_dir == "." else rel_dir
     records = slice_records(
         image,
-        grid,
+        cut,
         group_id=f"{rel_dir}/{case}" if rel_dir else case,
         source_uri=str(Path(path).resolve()),
         rel_path=rel_path,
         modality=dataset_modality(str(root)),
         file_format=fmt,
+        file_axes=axes,
     )
-    return VolumeCase(records, grid, case, rel_dir)
+    return VolumeCase(records, grid, case, rel_dir, axes)
 
 
 def _n(array: np.ndarray) -> int:
@@ -344,9 +359,17 @@ def _n(array: np.ndarray) -> int:
 
 
 def slice_records(
-    image: np.ndarray, grid: Grid, group_id: str, source_uri: str, rel_path: str, modality: str, file_format: str
+    image: np.ndarray,
+    grid: Grid,
+    group_id: str,
+    source_uri: str,
+    rel_path: str,
+    modality: str,
+    file_format: str,
+    file_axes: tuple[int, int, int] = FILE_ORDER,
 ) -> list[ImageRecord]:
-    """(C, I, J, K) image on ``grid`` → one :class:`ImageRecord` per slice ``k`` (see the module docstring)."""
+    """(C, I, J, K) image on ``grid`` → one :class:`ImageRecord` per slice ``k`` (see the module
+    docstring); ``file_axes``: the file axes I, J and K are (the image cut along another plane)."""
     m = grid.affine
     col_step, row_step = np.linalg.norm(m[:3, 0]), np.linalg.norm(m[:3, 1])
     row_dir, col_dir = m[:3, 0] / col_step, m[:3, 1] / row_step
@@ -378,6 +401,7 @@ def slice_records(
             orientation=orientation,
             instance_number=k + 1,
             n_frames=n_slices,
+            file_axes=file_axes,
         )
         for k in range(n_slices)
     ]
@@ -405,49 +429,10 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-# --------------------------------------------------------------------------- volume records
-
-
-def file_order_geometry(
-    ok: pd.DataFrame, series: list[SeriesGeometry]
-) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
-    """Slice order and geometry of volume-file cases for :func:`segops.cluster.datasets.write_volumes`.
-
-    Slices stay in the file's order (``frame``), whatever the handedness of its affine (DICOM
-    series are ordered along the slice normal instead), and the volume's affine (RAS, indexed
-    (column, row, slice) like :func:`segops.data.series.volume_affine`) is the file's, its slice
-    axis the step between consecutive slice positions: a mask written as NIfTI then has the
-    input's shape and affine.
-
-    Args:
-        ok: the slice records' metadata (``case_id``, ``frame``, ``position``, ``orientation``,
-            ``spacing_y``, ``spacing_x``).
-        series: the regular cases from :func:`segops.data.series.assemble_series`.
-    """
-    by_case = ok.set_index("case_id")
-    order, geometry = {}, {}
-    for s in series:
-        rows = by_case.loc[s.case_ids].sort_values("frame")
-        first, last = rows.iloc[0], rows.iloc[-1]
-        orientation = np.asarray(first["orientation"], float)
-        lps = np.eye(4)
-        lps[:3, 0] = orientation[:3] * first["spacing_x"]  # next column
-        lps[:3, 1] = orientation[3:6] * first["spacing_y"]  # next row
-        lps[:3, 2] = slice_normal(orientation)  # 1 mm for a single slice
-        if len(rows) > 1:
-            lps[:3, 2] = (np.asarray(last["position"], float) - np.asarray(first["position"], float)) / (len(rows) - 1)
-        lps[:3, 3] = first["position"]
-        order[s.series_uid] = [str(c) for c in rows.index]
-        geometry[s.series_uid] = {
-            "spacing_z": float(abs(lps[:3, 2] @ slice_normal(orientation))),
-            "affine": (_RAS_TO_LPS @ lps).ravel().tolist(),  # the same flip turns LPS into RAS
-        }
-    return order, geometry
-
-
 def volume_header(path: str | Path, rel_path: str, source: VolumeSource) -> dict[str, Any]:
     """The census columns of a case without decoding its voxels where the format allows (NIfTI):
-    modality, format, channels (over its channel files), height (J), width (I), frames (K).
+    modality, format, channels (over its channel files), height, width and frames of its slices
+    (J, I, K in the file's order; permuted as ``source.slice_plane`` cuts it).
 
     Raises:
         DecodeError: a channel gap, or an unreadable first channel file.
@@ -458,21 +443,23 @@ def volume_header(path: str | Path, rel_path: str, source: VolumeSource) -> dict
         import nibabel as nib
 
         try:
-            shape = tuple(int(n) for n in nib.load(str(path)).shape)
+            image = nib.load(str(path))
+            shape, affine = tuple(int(n) for n in image.shape), RAS_TO_LPS @ np.asarray(image.affine, float)
         except Exception as exc:  # an unreadable header is a decode problem of this file
             raise DecodeError(f"cannot read volume {path}: {type(exc).__name__}: {exc}", "NIfTI") from exc
         fmt = "NIfTI"
     else:
-        array, _grid, fmt = read_volume_file(path)
-        shape = array.shape
+        array, grid, fmt = read_volume_file(path)
+        shape, affine = array.shape, grid.affine
     shape = (*shape, 1, 1)[:3] if len(shape) < 3 else shape
     components = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    column, row, index = plane_axes(affine, source.slice_plane, shape[:3])
     return {
         "modality": dataset_modality(str(root)),
         "transfer_syntax": fmt,
         "photometric": "MONOCHROME2",
         "channels": components * len(rel_paths),
-        "height": int(shape[1]),
-        "width": int(shape[0]),
-        "frames": int(shape[2]),
+        "height": int(shape[row]),
+        "width": int(shape[column]),
+        "frames": int(shape[index]),
     }

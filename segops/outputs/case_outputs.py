@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from segops.data.instances import class_map, instance_id_map
 from segops.data.records import DICOM_ID_COLUMNS
+from segops.data.slice_planes import to_file_order
 from segops.engine.cases import CaseResult
 from segops.engine.checkpoint import weight_files
 from segops.errors import SegopsError
@@ -142,8 +143,8 @@ def case_stem(cfg: OutputConfig, meta: dict[str, Any], header: pydicom.Dataset |
 def write_volume_outputs(
     cfg: OutputConfig, meta: dict[str, Any], mask: np.ndarray, probabilities: np.ndarray | None = None
 ) -> dict[str, str]:
-    """Outputs of one segmented series: a NIfTI label volume and/or a multi-frame DICOM SEG, and
-    its softmax.
+    """Outputs of one segmented series: a NIfTI label volume (a volume file's case: in the file's
+    voxel order and affine) and/or a multi-frame DICOM SEG, and its softmax.
 
     Args:
         meta: the volume record's columns (``case_id`` = SeriesInstanceUID, ``affine``,
@@ -156,8 +157,14 @@ def write_volume_outputs(
     stem = f"volumes/{sanitize_component(meta['case_id'])}"
     written = _provenance(cfg, mask) | _probabilities(cfg, meta, stem, probabilities)
     if "png" in cfg.formats:  # a volume's mask is a NIfTI file
-        affine = np.asarray(meta["affine"], float).reshape(4, 4)
-        image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(mask, (2, 1, 0))).astype(np.uint8), affine)
+        # a volume file's case cut along another plane than its third axis goes back to the file's voxel order
+        axes = meta.get("file_axes")  # absent from datasets of an older segops
+        volume, affine = to_file_order(
+            np.transpose(mask, (2, 1, 0)),
+            np.asarray(meta["affine"], float).reshape(4, 4),
+            () if axes is None else tuple(int(a) for a in axes),
+        )
+        image = nib.Nifti1Image(np.ascontiguousarray(volume).astype(np.uint8), affine)
         data = gzip.compress(image.to_bytes(), mtime=0)  # mtime=0: same mask, same bytes
         written["mask_path"] = str(atomic_write_bytes(safe_join(join(cfg.root, "masks"), f"{stem}.nii.gz"), data))
     if "dicom-seg" in cfg.formats and is_dicom_record(meta):

@@ -32,8 +32,8 @@ from segops.data.records import (
 )
 from segops.data.rtstruct_labels import CENSUS_COLUMNS, contour_census
 from segops.data.series import SeriesGeometry, assemble_series, series_table, volume_affine
+from segops.data.slice_planes import file_order_geometry
 from segops.data.volume_labels import DicomSliceLabels, volume_label_files
-from segops.data.volumes import file_order_geometry
 from segops.errors import StepError
 from segops.outputs.reports import write_table
 from segops.steps.context import RunContext

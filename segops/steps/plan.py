@@ -1,7 +1,8 @@
 """``segops plan DIR``: look at the files, fingerprint the archive, apply the plan rules, write a workflow.
 
 1. :func:`segops.data.pairing.detect` guesses the source (images or DICOM, how masks pair,
-   what they hold) from names and a sample of files.
+   what they hold) from names and a sample of files; for images, the split's groups
+   (:func:`folder_groups`), for volume files, the plane they are cut in (:func:`slice_plane`).
 2. :func:`segops.cluster.fingerprint.fingerprint_source` fingerprints every record on Ray.
 3. :func:`segops.data.planning.plan_train` applies the rules; the epoch count comes from the
    time budget and a timing probe of the planned model (a few training steps, in this process).
@@ -24,7 +25,15 @@ from typing import Any
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from segops.config.schema import ClusterSpec, ImageSource, ModelSpec, SegmentStep, SlidingWindowSpec, SourceSpec
+from segops.config.schema import (
+    ClusterSpec,
+    ImageSource,
+    ModelSpec,
+    SegmentStep,
+    SlidingWindowSpec,
+    SourceSpec,
+    VolumeSource,
+)
 from segops.data.decode import list_source_files
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.fingerprint import Fingerprint
@@ -32,6 +41,7 @@ from segops.data.laterality import side_pairs
 from segops.data.pairing import detect
 from segops.data.planning import Choice, PlanSettings, plan_train
 from segops.data.splits import folder_units, name_units
+from segops.data.volume_layout import planned_slice_plane
 from segops.errors import PlanError
 from segops.outputs.atomic import atomic_write_text
 
@@ -75,6 +85,7 @@ def plan_workflow(
     except ValidationError as exc:
         raise PlanError(f"the planned source {detection.source} is not a valid source spec: {exc}") from exc
     detection, source = folder_groups(detection, source)
+    detection, source = slice_plane(detection, source)
     ensure_ray(ClusterSpec(num_cpus=num_cpus))
     fp = fingerprint_source(source, detection.task, labelled_only=True)  # what training will see
     if fp.n_labelled == 0:
@@ -115,6 +126,23 @@ def folder_groups(detection: Detection, source: Any) -> tuple[Detection, Any]:
     planned = detection.source | {"group_by": rule}
     detection = replace(detection, source=planned, notes=detection.notes | {"group_by": why})
     return detection, source.model_copy(update={"group_by": rule})
+
+
+def slice_plane(detection: Detection, source: Any) -> tuple[Detection, Any]:
+    """A volume source whose files are not all cut across the archive's coarsest axis by their third
+    axis (KiTS' (slices, rows, columns) files) with the ``slice_plane`` that is
+    (:func:`segops.data.volume_layout.planned_slice_plane`), before the fingerprint reads its slices;
+    others as they are."""
+    if not isinstance(source, VolumeSource) or "slice_plane" in detection.source:
+        return detection, source
+    found = planned_slice_plane([f["path"] for f in list_source_files(source)])
+    if found is None:
+        return detection, source
+    plane, why = found
+    log.info("slice_plane: %s: %s", plane, why)
+    planned = detection.source | {"slice_plane": plane}
+    detection = replace(detection, source=planned, notes=detection.notes | {"slice_plane": why})
+    return detection, source.model_copy(update={"slice_plane": plane})
 
 
 def classes_in_census(detection: Detection, fp: Fingerprint) -> Detection:

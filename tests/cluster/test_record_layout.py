@@ -125,3 +125,32 @@ def test_a_volume_file_case_in_a_subfolder_is_named_by_its_path_once(tmp_path: P
     )
     assert uid == "training/patient001/patient001_frame01"
     assert table.column("rel_path").to_pylist() == [uid]  # not training/patient001/training/patient001/…
+
+
+def test_a_case_cut_in_another_plane_gets_its_mask_back_in_the_files_order(tmp_path: Path) -> None:
+    """KiTS' (slices, rows, columns) file cut axially: its volume record keeps the cut's axes, and
+    the NIfTI mask written from it has the file's shape, affine and voxel order."""
+    import nibabel as nib
+    import pandas as pd
+
+    from segops.config.schema import VolumeSource
+    from segops.data.series import assemble_series
+    from segops.data.slice_planes import file_order_geometry
+    from segops.outputs.case_outputs import OutputConfig, write_volume_outputs
+
+    affine = np.array([[0.0, 0.0, -0.8, 40.0], [0.0, -0.8, 0.0, 30.0], [-3.0, 0.0, 0.0, 90.0], [0, 0, 0, 1.0]])
+    data = np.random.default_rng(1).normal(100, 20, size=(5, 6, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "imaging.nii.gz")
+    source = VolumeSource(kind="volumes", path=tmp_path, slice_plane="axial")
+    rows = decode_file(str(tmp_path / "imaging.nii.gz"), "imaging.nii.gz", source)
+    meta = pd.DataFrame([{k: v for k, v in r.items() if k not in PIXEL_COLUMNS} for r in rows])
+    order, geometry = file_order_geometry(meta, assemble_series(meta))
+    batch = {c: np.array([r[c] for r in rows] + [None], dtype=object)[:-1] for c in (*META_COLUMNS, *PIXEL_COLUMNS)}
+    volume = _stack_group(batch, order, geometry).to_pylist()[0]
+    assert volume["file_axes"] == [2, 1, 0] and volume["slices"] == 5
+    mask = (np.stack([r["image"][0] for r in rows]) > 100).astype(np.uint8)  # (Z, H, W) in slice order
+    cfg = OutputConfig(str(tmp_path / "out"), ("png",), "mirror", {1: "bright"}, 2, "digest")
+    written = write_volume_outputs(cfg, volume, mask)
+    out = nib.load(written["mask_path"])
+    assert out.shape == data.shape and np.allclose(out.affine, affine, atol=1e-4)
+    assert np.array_equal(np.asarray(out.dataobj), (data > 100).astype(np.uint8))

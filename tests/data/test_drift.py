@@ -124,7 +124,7 @@ def test_a_census_value_training_never_had_moves(archives, trained) -> None:
 
 def test_older_fingerprints_are_read_and_their_missing_features_never_move(trained) -> None:
     body = json.loads(trained.to_json())
-    for key in ("intensity_histogram", "image_samples", "transfer_syntaxes", "photometrics"):
+    for key in ("intensity_histogram", "image_samples", "transfer_syntaxes", "photometrics", "planes"):
         del body[key]
     old = Fingerprint.from_json(json.dumps(body))
     assert old.intensity_histogram is None and old.image_samples == {} and old.transfer_syntaxes == {}

@@ -18,7 +18,7 @@ from segops.data.decode import decode_file, list_source_files
 from segops.data.pairing import detect
 from segops.data.records import STATUS_OK, STATUS_QUARANTINED
 from segops.data.series import assemble_series, pixel_to_patient
-from segops.data.volumes import file_order_geometry
+from segops.data.slice_planes import file_order_geometry
 from segops.outputs.case_outputs import OutputConfig, write_volume_outputs
 from segops.outputs.layout import mirror_stem
 

@@ -165,3 +165,47 @@ def test_a_kolektor_like_archive_is_planned_split_by_folder(tmp_path: Path) -> N
     detection, source = folder_groups(detection, TypeAdapter(SourceSpec).validate_python(detection.source))
     assert source.group_by == detection.source["group_by"] == r"^(.+)_\d+\.[^./]+$"
     assert detection.notes["group_by"].startswith("15 images named <id>_<n> for 5 ids (00000000, 00000001")
+
+
+def test_kits_files_are_planned_with_an_axial_slice_plane(tmp_path: Path) -> None:
+    """KiTS stores each CT (slices, rows, columns): the plan detects the layout from names, reads
+    the headers, and writes ``slice_plane: axial`` with why; files stored slice axis last get none."""
+    import nibabel as nib
+    import numpy as np
+    from pydantic import TypeAdapter
+
+    from segops.config.schema import SourceSpec
+    from segops.data.pairing import detect
+    from segops.steps.plan import slice_plane
+
+    kits = np.array([[0.0, 0.0, -0.78, 0], [0.0, -0.78, 0.0, 0], [-3.0, 0.0, 0.0, 0], [0, 0, 0, 1.0]])
+    for n in range(3):
+        case = tmp_path / "kits" / f"case_{n:05d}"
+        case.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.zeros((6, 16, 16), np.float32), kits), case / "imaging.nii.gz")
+        label = np.zeros((6, 16, 16), np.uint8)
+        label[2:4, 4:8, 4:8] = n % 2 + 1
+        nib.save(nib.Nifti1Image(label, kits), case / "segmentation.nii.gz")
+    found = detect(tmp_path / "kits")
+    found, source = slice_plane(found, TypeAdapter(SourceSpec).validate_python(found.source))
+    assert source.slice_plane == "axial" and found.source["slice_plane"] == "axial"
+    fp = ct_slices(found.classes)
+    choices = plan_train(fp, found.classes, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    text = workflow_yaml("kits", tmp_path, found, fp, choices)
+    line = next(line for line in text.splitlines() if "slice_plane:" in line)
+    assert (
+        line.split("#")[1].strip().startswith("3 of 3 sampled case(s) are not stored with their foot-head axis third")
+    )
+    assert validate_workflow_text(text).steps[0].source.slice_plane == "axial"
+
+    usual = tmp_path / "usual"
+    usual.mkdir()
+    for n in range(2):
+        nib.save(
+            nib.Nifti1Image(np.zeros((16, 16, 6), np.float32), np.diag([0.78, 0.78, 3, 1])), usual / f"c{n}.nii.gz"
+        )
+        nib.save(
+            nib.Nifti1Image(np.ones((16, 16, 6), np.uint8), np.diag([0.78, 0.78, 3, 1])), usual / f"c{n}_seg.nii.gz"
+        )
+    found = detect(usual)
+    assert slice_plane(found, TypeAdapter(SourceSpec).validate_python(found.source))[1].slice_plane == "file"
