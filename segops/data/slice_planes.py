@@ -19,6 +19,7 @@ nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,8 @@ PLANES = {"sagittal": (0, 1), "coronal": (1, 0), "axial": (2, 0)}
 FILE_ORDER = (0, 1, 2)
 #: Largest angle (degrees) between a slice's normal and a patient axis for it to lie in that axis's plane.
 OBLIQUE_DEGREES = 30.0
+#: Least share of a model's training slices in one plane for a volume source that names none to be cut in it.
+MODEL_PLANE_SHARE = 0.95
 #: Smallest ratio of the largest to the next median spacing for which the plan cuts across the
 #: coarse axis; below it (near-isotropic voxels) an archive stored in mixed orders is cut axially.
 ANISOTROPY = 1.2
@@ -64,6 +67,17 @@ def plane_of(orientation: tuple[float, ...] | list[float] | np.ndarray | None) -
     if normal[axis] < np.cos(np.radians(OBLIQUE_DEGREES)):
         return "oblique"
     return next(name for name, (across, _) in PLANES.items() if across == axis)
+
+
+def trained_plane(planes: Mapping[str, int]) -> SlicePlane | None:
+    """The plane a model's training slices lay in (its fingerprint's ``planes``) where at least
+    :data:`MODEL_PLANE_SHARE` of them lay in one named plane; else None (photos, mixed planes)."""
+    total = sum(planes.values())
+    named = [(n, plane) for plane, n in planes.items() if plane in PLANES]
+    if not total or not named:
+        return None
+    n, plane = max(named)
+    return plane if n >= MODEL_PLANE_SHARE * total else None  # type: ignore[return-value]
 
 
 def patient_axis(affine: np.ndarray) -> list[int]:

@@ -36,6 +36,7 @@ from segops.config.schema import (
 from segops.config.steps import DriftSpec
 from segops.data.drift import DriftReport, DriftRow, compare, embedding_row, missing_row
 from segops.data.fingerprint import Fingerprint
+from segops.data.slice_planes import trained_plane
 from segops.engine.checkpoint import META_FILE, LoadedModel, load_checkpoint
 from segops.engine.embeddings import EMBEDDINGS_FILE, EmbeddingReference
 from segops.errors import StepError
@@ -104,6 +105,30 @@ def check_drift(
         report.text(only_moved=True),
     )
     return report
+
+
+def with_model_plane(step: SegmentStep, checkpoint: str | Path) -> SegmentStep:
+    """``step`` whose volume source does not name its ``slice_plane`` cut in the plane the model's
+    training slices lay in (:func:`segops.data.slice_planes.trained_plane`); else as it is."""
+    source = in_model_plane(step.source, read_model_fingerprint(checkpoint))
+    return step if source is step.source else step.model_copy(update={"source": source})
+
+
+def in_model_plane(source: object, train: Fingerprint | None):
+    """A volume source without a ``slice_plane`` of its own, cut in the plane ``train``'s slices lay
+    in: a model trained on KiTS' files cut axially is given axial slices of the next ones too."""
+    if not isinstance(source, VolumeSource) or "slice_plane" in source.model_fields_set or train is None:
+        return source
+    plane = trained_plane(train.planes)
+    if plane is None or plane == source.slice_plane:
+        return source
+    log.info(
+        "source.slice_plane: %s, the plane of the model's training slices (%d of %d); set it to cut another",
+        plane,
+        train.planes[plane],
+        sum(train.planes.values()),
+    )
+    return source.model_copy(update={"slice_plane": plane})
 
 
 def read_model_fingerprint(checkpoint: str | Path) -> Fingerprint | None:
@@ -258,7 +283,7 @@ def drift_check(
         raise StepError(f"{model}: no {FINGERPRINT_FILE} stored with this model (trained by an older segops)")
     loaded = load_checkpoint(checkpoint)
     ensure_ray(ClusterSpec(num_cpus=num_cpus))
-    ds = _folder_input(folder, kind or guess_kind(folder)).limit(spec.sample).materialize()
+    ds = _folder_input(folder, kind or guess_kind(folder), train).limit(spec.sample).materialize()
     edges = train.intensity_histogram.edges if train.intensity_histogram is not None else None
     new = fingerprint_sample(ds, spec.sample, loaded.model_spec.task, seed, edges)
     report = compare(train, new, spec)
@@ -301,10 +326,10 @@ def _has_preamble(path: Path) -> bool:
         return f.read(132)[128:] == b"DICM"
 
 
-def _folder_input(folder: Path, kind: str):
+def _folder_input(folder: Path, kind: str, train: Fingerprint):
     if kind not in KINDS:
         raise StepError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     if kind == "dataset":
         return load_dataset(folder, materialize=False)
     source = {"images": ImageSource, "dicom": DicomSource, "volumes": VolumeSource}[kind](kind=kind, path=folder)
-    return read_source(source, streaming=True)
+    return read_source(in_model_plane(source, train), streaming=True)

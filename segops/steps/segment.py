@@ -54,7 +54,13 @@ from segops.outputs.series_rtstruct import (
 from segops.outputs.storage import is_uri, join, read_bytes, with_options
 from segops.steps.actor_memory import sized_for_run
 from segops.steps.context import RunContext
-from segops.steps.drift import check_drift, model_embeddings, report_embedding_drift, segment_input_path
+from segops.steps.drift import (
+    check_drift,
+    model_embeddings,
+    report_embedding_drift,
+    segment_input_path,
+    with_model_plane,
+)
 from segops.steps.model_refs import step_checkpoint
 from segops.steps.results import IngestResult, SegmentResult, TrainResult
 
@@ -75,6 +81,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     artifact_dir = "segment" if index == 0 else f"segment{index}"
     # the step's model (a folder or a model URI, aliases pinned) or this run's trained one
     checkpoint, _ = step_checkpoint(step.model, ctx, "segment", "model-download")
+    step = with_model_plane(step, checkpoint)  # a volume source naming no slice_plane: the model's
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
     instance = loaded.model_spec.task == "instance"
     _check_model_fits_step(step, loaded)

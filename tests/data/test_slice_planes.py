@@ -149,3 +149,12 @@ def test_the_fingerprint_counts_the_planes_its_slices_lie_in(tmp_path: Path) -> 
     assert prints["axial"].planes == {"axial": 5} and prints["file"].planes == {"sagittal": 4}
     row = compare(prints["axial"], prints["file"], DriftSpec()).row("slice plane")
     assert row.moved and row.distance == 1.0 and (row.train, row.new) == ("axial 100%", "sagittal 100%")
+
+
+def test_trained_plane_needs_nearly_every_training_slice_in_one_plane() -> None:
+    from segops.data.slice_planes import trained_plane
+
+    assert trained_plane({"axial": 95, "oblique": 5}) == "axial"
+    assert trained_plane({"axial": 94, "sagittal": 6}) is None
+    assert trained_plane({"": 40}) is None and trained_plane({}) is None
+    assert trained_plane({"oblique": 10}) is None

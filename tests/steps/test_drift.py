@@ -137,3 +137,27 @@ def test_segment_input_is_the_steps_dataset_or_the_ingests_and_says_what_is_miss
     own = {"kind": "dataset", "path": str(tmp_path / "held-out")}
     assert segment_input_path(SegmentStep(step="segment", source=own), ctx) == tmp_path / "held-out"
     assert segment_input_path(SegmentStep(step="segment", source=folder), ctx) is None  # files, read as files
+
+
+def test_a_volume_source_naming_no_slice_plane_is_cut_in_the_models_plane(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from segops.config.schema import VolumeSource
+    from segops.steps.drift import in_model_plane, with_model_plane
+
+    from ..fingerprints import ct_slices
+
+    axial = replace(ct_slices(2), planes={"axial": 300, "oblique": 2})  # a model trained on axial cuts
+    source = VolumeSource(kind="volumes", path=tmp_path)
+    assert in_model_plane(source, axial).slice_plane == "axial"
+    named = VolumeSource(kind="volumes", path=tmp_path, slice_plane="file")
+    assert in_model_plane(named, axial) is named  # what the workflow says wins
+    assert in_model_plane(source, replace(axial, planes={"axial": 50, "sagittal": 50})) is source  # no one plane
+    assert in_model_plane(source, replace(axial, planes={"": 40})) is source  # photos
+    assert in_model_plane(source, None) is source
+    images = ImageSource(kind="images", path=tmp_path)
+    assert in_model_plane(images, axial) is images
+    write_fingerprint(axial, tmp_path / "model")
+    step = SegmentStep(step="segment", model=str(tmp_path / "model"), source={"kind": "volumes", "path": str(tmp_path)})
+    assert with_model_plane(step, tmp_path / "model").source.slice_plane == "axial"
+    assert with_model_plane(step, tmp_path / "nothing").source.slice_plane == "file"  # no fingerprint stored
