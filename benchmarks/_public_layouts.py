@@ -234,3 +234,35 @@ def make_acdc(root: Path, rng: np.random.Generator) -> None:
             nib.save(nib.Nifti1Image(label, affine), folder / f"patient{p:03d}_{frame}_gt.nii.gz")
         cine = np.stack([frames[0]] * 4 + [frames[1]] * 4, -1)
         nib.save(nib.Nifti1Image(cine, affine), folder / f"patient{p:03d}_4d.nii.gz")
+
+
+def make_kits(root: Path, rng: np.random.Generator) -> None:
+    """KiTS19's layout: ``data/case_00000/imaging.nii.gz`` + ``segmentation.nii.gz`` (kidney 1, tumour
+    2), each CT stored as KiTS stores it, (slices, rows, columns): the first voxel axis runs head to
+    foot (3 or 5 mm), the second back to front, the third right to left (2 mm). 10 abdomens of
+    80x80 px, 100-150 mm long: body, spine, two kidneys (160 HU), a tumour (90 HU) on one of them."""
+    import nibabel as nib
+
+    for n in range(10):
+        thick = 3.0 if n % 3 == 0 else 5.0
+        slices = int(rng.uniform(100, 150) / thick)
+        # KiTS' RAS affine: i → foot-ward, j → posterior (-y RAS), k → patient's left (-x RAS)
+        affine = np.array([[0, 0, -2.0, 0], [0, -2.0, 0, 0], [-thick, 0, 0, 0], [0, 0, 0, 1.0]])
+        z, y, x = np.meshgrid(np.arange(slices) * thick, np.arange(80) * 2.0, np.arange(80) * 2.0, indexing="ij")
+        body = ((x - 80) / 70) ** 2 + ((y - 80) / 50) ** 2 < 1
+        image = np.where(body, 40.0, -1000.0) + 400 * (np.hypot(x - 80, y - 115) < 10)
+        label = np.zeros(z.shape, np.uint8)
+        middle = slices * thick / 2 + rng.uniform(-10, 10)
+        for side in (-1, 1):
+            cx, cz = 80 + side * rng.uniform(36, 44), middle + rng.uniform(-8, 8)
+            kidney = ((x - cx) / 18) ** 2 + ((y - 104) / 14) ** 2 + ((z - cz) / 45) ** 2 < 1
+            label[kidney] = 1
+        side = rng.choice([-1, 1])
+        centre = (80 + side * 40 + rng.uniform(-6, 6), 104 + rng.uniform(-6, 6), middle + rng.uniform(-20, 20))
+        tumour = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) < rng.uniform(8, 14)
+        label[tumour & (label == 1)] = 2
+        image = np.where(label == 1, 160.0, np.where(label == 2, 90.0, image)) + rng.normal(0, 20, z.shape)
+        case = root / "data" / f"case_{n:05d}"
+        case.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(image.astype(np.int16), affine), case / "imaging.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), case / "segmentation.nii.gz")

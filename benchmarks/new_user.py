@@ -55,6 +55,7 @@ from _public_layouts import (
     make_cityscapes,
     make_concrete,
     make_drive,
+    make_kits,
     make_montgomery,
     make_stare,
 )
@@ -450,6 +451,7 @@ CASES = {
     "drive": make_drive,
     "stare": make_stare,
     "acdc": make_acdc,
+    "kits": make_kits,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
