@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 DRIFT_JSON = "drift.json"
 DRIFT_HTML = "drift.html"
+#: A DICOM Modality value a source's ``modalities`` takes (``DicomSelection.modalities``).
+_MODALITY = re.compile(r"[A-Z0-9]{1,16}")
 #: Input kinds ``segops drift`` reads.
 KINDS = ("images", "dicom", "volumes", "dataset")
 
@@ -107,10 +110,11 @@ def check_drift(
     return report
 
 
-def with_model_plane(step: SegmentStep, checkpoint: str | Path) -> SegmentStep:
-    """``step`` whose volume source does not name its ``slice_plane`` cut in the plane the model's
-    training slices lay in (:func:`segops.data.slice_planes.trained_plane`); else as it is."""
-    source = in_model_plane(step.source, read_model_fingerprint(checkpoint))
+def with_model_inputs(step: SegmentStep, checkpoint: str | Path) -> SegmentStep:
+    """``step`` whose source reads what the model was trained on where it does not say
+    (:func:`in_model_plane`, :func:`in_model_modalities`); else as it is."""
+    train = read_model_fingerprint(checkpoint)
+    source = in_model_modalities(in_model_plane(step.source, train), train)
     return step if source is step.source else step.model_copy(update={"source": source})
 
 
@@ -129,6 +133,19 @@ def in_model_plane(source: object, train: Fingerprint | None):
         sum(train.planes.values()),
     )
     return source.model_copy(update={"slice_plane": plane})
+
+
+def in_model_modalities(source: object, train: Fingerprint | None):
+    """A DICOM source without ``modalities`` of its own, reading the modalities ``train``'s images
+    had (a CT model given a PET/CT archive segments its CTs and lists the PET as skipped); as it is
+    where the training images were no DICOM (photos, volume files: no modality that names them)."""
+    if not isinstance(source, DicomSource) or "modalities" in source.model_fields_set or train is None:
+        return source
+    trained = sorted(m.strip().upper() for m in train.modalities)
+    if not trained or not all(_MODALITY.fullmatch(m) for m in trained):
+        return source
+    log.info("source.modalities: %s, the model's training images' (set it to read others)", ", ".join(trained))
+    return source.model_copy(update={"modalities": tuple(trained)})
 
 
 def read_model_fingerprint(checkpoint: str | Path) -> Fingerprint | None:
@@ -332,4 +349,4 @@ def _folder_input(folder: Path, kind: str, train: Fingerprint):
     if kind == "dataset":
         return load_dataset(folder, materialize=False)
     source = {"images": ImageSource, "dicom": DicomSource, "volumes": VolumeSource}[kind](kind=kind, path=folder)
-    return read_source(in_model_plane(source, train), streaming=True)
+    return read_source(in_model_modalities(in_model_plane(source, train), train), streaming=True)

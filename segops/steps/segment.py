@@ -59,7 +59,7 @@ from segops.steps.drift import (
     model_embeddings,
     report_embedding_drift,
     segment_input_path,
-    with_model_plane,
+    with_model_inputs,
 )
 from segops.steps.model_refs import step_checkpoint
 from segops.steps.results import IngestResult, SegmentResult, TrainResult
@@ -81,7 +81,7 @@ def run(step: SegmentStep, ctx: RunContext) -> SegmentResult:
     artifact_dir = "segment" if index == 0 else f"segment{index}"
     # the step's model (a folder or a model URI, aliases pinned) or this run's trained one
     checkpoint, _ = step_checkpoint(step.model, ctx, "segment", "model-download")
-    step = with_model_plane(step, checkpoint)  # a volume source naming no slice_plane: the model's
+    step = with_model_inputs(step, checkpoint)  # a source's slice plane and modalities: the model's if unsaid
     loaded = load_checkpoint(checkpoint)  # fail fast on the driver, before any actor starts
     instance = loaded.model_spec.task == "instance"
     _check_model_fits_step(step, loaded)

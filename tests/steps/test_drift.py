@@ -14,7 +14,7 @@ from PIL import Image
 from segops.cluster.datasets import read_source, write_dataset
 from segops.cluster.embeddings import write_model_embeddings
 from segops.cluster.fingerprint import fingerprint_source, write_fingerprint
-from segops.config.schema import ImageSource, SegmentStep
+from segops.config.schema import ImageSource, SegmentStep, VolumeSource
 from segops.data.drift import DriftReport
 from segops.data.records import dataset_meta
 from segops.engine.checkpoint import load_checkpoint
@@ -142,8 +142,7 @@ def test_segment_input_is_the_steps_dataset_or_the_ingests_and_says_what_is_miss
 def test_a_volume_source_naming_no_slice_plane_is_cut_in_the_models_plane(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from segops.config.schema import VolumeSource
-    from segops.steps.drift import in_model_plane, with_model_plane
+    from segops.steps.drift import in_model_plane, with_model_inputs
 
     from ..fingerprints import ct_slices
 
@@ -159,5 +158,24 @@ def test_a_volume_source_naming_no_slice_plane_is_cut_in_the_models_plane(tmp_pa
     assert in_model_plane(images, axial) is images
     write_fingerprint(axial, tmp_path / "model")
     step = SegmentStep(step="segment", model=str(tmp_path / "model"), source={"kind": "volumes", "path": str(tmp_path)})
-    assert with_model_plane(step, tmp_path / "model").source.slice_plane == "axial"
-    assert with_model_plane(step, tmp_path / "nothing").source.slice_plane == "file"  # no fingerprint stored
+    assert with_model_inputs(step, tmp_path / "model").source.slice_plane == "axial"
+    assert with_model_inputs(step, tmp_path / "nothing").source.slice_plane == "file"  # no fingerprint stored
+
+
+def test_a_dicom_source_naming_no_modalities_reads_the_models(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from segops.config.schema import DicomSource
+    from segops.steps.drift import in_model_modalities
+
+    from ..fingerprints import ct_slices
+
+    ct = replace(ct_slices(2), modalities={"CT": 300})
+    source = DicomSource(kind="dicom", path=tmp_path)
+    assert in_model_modalities(source, ct).modalities == ("CT",)
+    named = DicomSource(kind="dicom", path=tmp_path, modalities=[])
+    assert in_model_modalities(named, ct) is named  # [] says: every modality
+    assert in_model_modalities(source, replace(ct, modalities={"": 20})) is source  # volume files: no modality
+    assert in_model_modalities(source, replace(ct, modalities={"CT": 5, "MR": 5})).modalities == ("CT", "MR")
+    volumes = VolumeSource(kind="volumes", path=tmp_path)
+    assert in_model_modalities(volumes, ct) is volumes
