@@ -56,6 +56,19 @@ def plane_axes(affine: np.ndarray, plane: SlicePlane, shape: tuple[int, ...] = (
     return column, row, slice_axis
 
 
+def cut_suffix(axes: tuple[int, ...]) -> str:
+    """What a slice's case id adds to ``<file hash>.<k>`` for a case cut in another order than
+    the file's: ``.`` and the axes (``.210``), so slice ``k`` of each cut has an id of its own."""
+    return "" if tuple(axes) == FILE_ORDER else "." + "".join(str(a) for a in axes)
+
+
+def case_axes(case_id: str) -> tuple[int, int, int]:
+    """The axes a volume slice's case id says its case was cut with (:func:`cut_suffix`)."""
+    parts = case_id.split(".")
+    tail = parts[-1] if len(parts) >= 3 else ""
+    return tuple(int(c) for c in tail) if sorted(tail) == ["0", "1", "2"] else FILE_ORDER  # type: ignore[return-value]
+
+
 def plane_of(orientation: tuple[float, ...] | list[float] | np.ndarray | None) -> str:
     """The plane a slice lies in, from its ImageOrientationPatient: ``axial``, ``coronal`` or
     ``sagittal`` where its normal is within :data:`OBLIQUE_DEGREES` of that plane's patient axis,

@@ -47,7 +47,7 @@ from segops.config.sources import VolumeSource
 from segops.data.globs import path_selected
 from segops.data.records import ImageRecord, path_case_id
 from segops.data.series import RAS_TO_LPS
-from segops.data.slice_planes import FILE_ORDER, permute_affine, plane_axes
+from segops.data.slice_planes import FILE_ORDER, cut_suffix, permute_affine, plane_axes
 from segops.errors import DecodeError
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,7 @@ def slice_records(
             # a copy per slice: a view of the volume, even one numpy calls contiguous (one channel of a
             # Fortran-ordered NIfTI array), makes Ray's tensor column fail to concatenate the slices
             image=np.transpose(image[..., k], (0, 2, 1)).copy(order="C"),
-            case_id=f"{base_id}.{k}",
+            case_id=f"{base_id}.{k}{cut_suffix(file_axes)}",
             group_id=group_id,
             source_uri=source_uri,
             rel_path=rel_path,

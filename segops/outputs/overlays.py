@@ -14,9 +14,11 @@ import numpy as np
 from scipy import ndimage
 
 from segops.config.schema import DicomSource, ImageSource, VolumeSource
-from segops.config.sources import IGNORE_LABEL, VOLUME_EXTENSIONS
+from segops.config.sources import IGNORE_LABEL, VOLUME_EXTENSIONS, SlicePlane
 from segops.data.decode import decode_file
 from segops.data.records import STATUS_OK
+from segops.data.slice_planes import FILE_ORDER, PLANES, case_axes, plane_axes
+from segops.data.volume_layout import header_grid
 from segops.data.volumes import volume_extension
 from segops.errors import DecodeError, SegopsError, ShapeError
 
@@ -159,14 +161,24 @@ def decode_case(
     return row
 
 
-def guess_source(path: Path, modality: str = "") -> DicomSource | ImageSource | VolumeSource:
+def guess_source(path: Path, modality: str = "", case_id: str = "") -> DicomSource | ImageSource | VolumeSource:
     """The source spec a file is read as when the workflow's spec is not at hand: a 2D image or a
-    volume (NIfTI, NRRD, MHA) by its suffix (or modality ``XC``), else DICOM."""
+    volume (NIfTI, NRRD, MHA) by its suffix (or modality ``XC``), else DICOM. A volume slice's
+    ``case_id`` says the plane its case was cut in (:func:`segops.data.slice_planes.case_axes`)."""
     if modality == "XC" or path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource(kind="images", path=path.parent)
     if volume_extension(path.name, VOLUME_EXTENSIONS) is not None:
-        return VolumeSource(kind="volumes", path=path.parent)
+        return VolumeSource(kind="volumes", path=path.parent, slice_plane=_cut_plane(path, case_id))
     return DicomSource(kind="dicom", path=path.parent, skip=())  # a case that was segmented: read whatever it is
+
+
+def _cut_plane(path: Path, case_id: str) -> SlicePlane:
+    """The plane whose cut of the volume file ``path`` gives the axes ``case_id`` names."""
+    axes = case_axes(case_id)
+    if axes == FILE_ORDER or not path.is_file():
+        return "file"
+    shape, _spacing, affine = header_grid(path)
+    return next((p for p in PLANES if plane_axes(affine, p, shape) == axes), "file")  # type: ignore[return-value]
 
 
 def display_image(source_uri: str, rel_path: str, case_id: str, frame: int = 0, modality: str = "") -> np.ndarray:
@@ -179,7 +191,7 @@ def display_image(source_uri: str, rel_path: str, case_id: str, frame: int = 0, 
     path = Path(source_uri)
     if not path.is_file():
         raise FileNotFoundError(f"image {source_uri} is not on this machine")
-    row = decode_case(str(path), rel_path or path.name, case_id, guess_source(path, modality), frame)
+    row = decode_case(str(path), rel_path or path.name, case_id, guess_source(path, modality, case_id), frame)
     return percentile_scale(np.asarray(row["image"], dtype=np.float32))
 
 

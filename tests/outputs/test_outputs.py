@@ -18,6 +18,7 @@ from segops.outputs.overlays import (
     fit_for_display,
     guess_source,
     overlay_rgb,
+    percentile_scale,
 )
 from segops.outputs.reports import SplitGroups, build_report, report_metrics, write_table
 
@@ -291,3 +292,30 @@ def test_instance_outputs_write_class_png_instance_png_and_coco_json(tmp_path: P
     assert doc["case_id"] == "c1" and [r["score"] for r in doc["results"]] == [0.6, 0.9]
     assert np.array_equal(decode_rle(doc["results"][1]["segmentation"]), b)
     assert len(written["mask_sha256"]) == 64
+
+
+def test_a_slice_of_a_volume_cut_in_another_plane_is_shown_from_that_cut(tmp_path: Path) -> None:
+    """KiTS' (slices, rows, columns) file cut axially: the audit, without the workflow's source,
+    re-decodes the slice its case id names (the cut is in the id), not the file's sagittal slice."""
+    import nibabel as nib
+
+    from segops.config.schema import VolumeSource
+    from segops.data.decode import decode_file
+
+    kits = np.array([[0.0, 0.0, -0.8, 0], [0.0, -0.8, 0.0, 0], [-3.0, 0.0, 0.0, 0], [0, 0, 0, 1.0]])
+    data = np.random.default_rng(2).normal(0, 100, size=(5, 6, 4)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, kits), tmp_path / "imaging.nii.gz")
+    cut = decode_file(str(tmp_path / "imaging.nii.gz"), "imaging.nii.gz", VolumeSource(kind="volumes", path=tmp_path))
+    axial = decode_file(
+        str(tmp_path / "imaging.nii.gz"),
+        "imaging.nii.gz",
+        VolumeSource(kind="volumes", path=tmp_path, slice_plane="axial"),
+    )
+    assert (
+        len({r["case_id"] for r in cut} & {r["case_id"] for r in axial}) == 0
+    )  # each cut's slices have ids of their own
+    row = axial[3]
+    shown = display_image(str(tmp_path / "imaging.nii.gz"), "imaging.nii.gz", row["case_id"], row["frame"])
+    assert shown.shape == (6, 4)
+    np.testing.assert_allclose(shown, percentile_scale(row["image"]))
+    assert display_image(str(tmp_path / "imaging.nii.gz"), "imaging.nii.gz", cut[2]["case_id"]).shape == (6, 5)
