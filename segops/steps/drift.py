@@ -19,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from segops.config.schema import (
     ClusterSpec,
     DatasetSource,
     DicomSource,
+    EvaluateStep,
     ImageSource,
     SegmentStep,
     VolumeSource,
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DRIFT_JSON = "drift.json"
 DRIFT_HTML = "drift.html"
+StepT = TypeVar("StepT", SegmentStep, EvaluateStep)
 #: A DICOM Modality value a source's ``modalities`` takes (``DicomSelection.modalities``).
 _MODALITY = re.compile(r"[A-Z0-9]{1,16}")
 #: Input kinds ``segops drift`` reads.
@@ -110,9 +113,9 @@ def check_drift(
     return report
 
 
-def with_model_inputs(step: SegmentStep, checkpoint: str | Path) -> SegmentStep:
-    """``step`` whose source reads what the model was trained on where it does not say
-    (:func:`in_model_plane`, :func:`in_model_modalities`); else as it is."""
+def with_model_inputs(step: StepT, checkpoint: str | Path) -> StepT:
+    """``step`` (segment, evaluate) whose source reads what the model was trained on where it does
+    not say (:func:`in_model_plane`, :func:`in_model_modalities`); else as it is."""
     train = read_model_fingerprint(checkpoint)
     source = in_model_modalities(in_model_plane(step.source, train), train)
     return step if source is step.source else step.model_copy(update={"source": source})

@@ -33,6 +33,7 @@ from segops.outputs.reports import write_table
 from segops.outputs.storage import join
 from segops.steps.actor_memory import sized_for_run
 from segops.steps.context import RunContext
+from segops.steps.drift import with_model_inputs
 from segops.steps.model_refs import checkpoint_for, step_checkpoint
 from segops.steps.results import EvaluateResult, TrainResult
 
@@ -134,6 +135,7 @@ def _check_no_leakage(cases: pd.DataFrame, ctx: RunContext) -> None:
 def run(step: EvaluateStep, ctx: RunContext) -> EvaluateResult:
     out_dir = ctx.run_dir / "evaluate"
     challenger_path, challenger_id = _challenger(step, ctx)
+    step = with_model_inputs(step, challenger_path)  # both models read the held-out set as the challenger was trained
     champion_ref = _champion_ref(step, ctx)
     paths, champion_id = {"challenger": challenger_path}, None
     if champion_ref is not None:

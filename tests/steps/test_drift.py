@@ -160,6 +160,10 @@ def test_a_volume_source_naming_no_slice_plane_is_cut_in_the_models_plane(tmp_pa
     step = SegmentStep(step="segment", model=str(tmp_path / "model"), source={"kind": "volumes", "path": str(tmp_path)})
     assert with_model_inputs(step, tmp_path / "model").source.slice_plane == "axial"
     assert with_model_inputs(step, tmp_path / "nothing").source.slice_plane == "file"  # no fingerprint stored
+    from segops.config.schema import EvaluateStep
+
+    held_out = EvaluateStep(step="evaluate", source={"kind": "volumes", "path": str(tmp_path)})
+    assert with_model_inputs(held_out, tmp_path / "model").source.slice_plane == "axial"  # as the challenger trained
 
 
 def test_a_dicom_source_naming_no_modalities_reads_the_models(tmp_path: Path) -> None:
