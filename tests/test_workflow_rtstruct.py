@@ -107,6 +107,9 @@ def run(ray_session, archive: Path):
                     "preprocess": {
                         "intensity": {"kind": "window", "lower": -100, "upper": 1000},
                         "patch_size": [64, 64],
+                        # the archive's 0.8 x 1.1 mm pixels resampled to 0.8 mm square ones (nnU-Net's target
+                        # spacing) in training, validation, calibration and segmenting; masks at the input's size
+                        "spacing": [0.8, 0.8],
                     },
                     "split": {"val_fraction": 0.25, "test_fraction": 0.25},
                     "epochs": 35,
@@ -140,6 +143,8 @@ def test_ingest_draws_every_contour_it_can_and_lists_the_rest(run) -> None:
 
 
 def test_the_trained_model_finds_the_structures_on_held_out_slices(run) -> None:
+    meta = json.loads((run.run_dir / "model" / "segops.json").read_text())
+    assert meta["preprocess"]["spacing"] == [0.8, 0.8]  # kept with the model: every later step resamples alike
     report = pd.read_parquet(run.run_dir / "report.parquet")
     held_out = report[report["split"] == "test"]
     per_class = {Path(p).name: json.loads(d) for p, d in zip(held_out["rel_path"], held_out["dice_per_class"])}

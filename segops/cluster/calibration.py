@@ -17,7 +17,7 @@ import numpy as np
 from segops.cluster.datasets import take_records
 from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.folds import driver_device
-from segops.data.records import group_cases, seeded_sample
+from segops.data.records import group_cases, known_spacing, seeded_sample
 from segops.engine.cases import CaseFailure, InferenceSettings, segment_cases
 from segops.engine.checkpoint import load_checkpoint
 from segops.engine.risk_rule import CALIBRATION_FILE, MIN_CALIBRATION_CASES, RiskCalibration, RiskReference
@@ -63,7 +63,8 @@ def write_risk_calibration(
         records = take_records(dataset, picked[start : start + chunk])
         images = [np.asarray(r["image"]) for r in records]
         labels = [np.asarray(r["label"]) for r in records]
-        for result in segment_cases(loaded, images, labels, settings, device):
+        spacings = [known_spacing(r) for r in records]
+        for result in segment_cases(loaded, images, labels, settings, device, spacings):
             if isinstance(result, CaseFailure) or result.risk is None:
                 continue
             signals.append(result.risk.calibration_signals())

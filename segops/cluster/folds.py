@@ -23,6 +23,8 @@ import torch
 
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
+from segops.data.records import SPACING_COLUMNS, known_spacing
+from segops.data.transforms import image_scale
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.predict import predict_masks
 from segops.errors import StepError
@@ -163,7 +165,8 @@ def read_fold(path: Path, checkpoint_dir: Path) -> FoldOutcome:
 
 
 def predict_cases(loaded: LoadedModel, dataset: ray.data.Dataset, out_dir: Path, amp: bool) -> list[CaseScore]:
-    """Predict every case of ``dataset`` (columns case_id, image, label) on the driver and score it.
+    """Predict every case of ``dataset`` (columns case_id, image, label; with ``preprocess.spacing``
+    the spacing columns) on the driver and score it.
 
     Each case's (H, W) or (Z, H, W) uint8 class map and label go to ``out_dir/<case_id>.npz``
     (compressed, keys ``class_map`` and ``label``, written atomically; see :func:`prediction_file`).
@@ -172,8 +175,8 @@ def predict_cases(loaded: LoadedModel, dataset: ray.data.Dataset, out_dir: Path,
     """
     device = next(loaded.model.parameters()).device
     scores = []
-    for case_id, image, label in _cases(dataset):
-        (pred,) = predict_masks(loaded, [image], device, amp)
+    for case_id, image, label, spacing in _cases(dataset):
+        (pred,) = predict_masks(loaded, [image], device, amp, scales=[image_scale(loaded.preprocess, spacing)])
         label = np.asarray(label).astype(np.uint8, copy=False)
         atomic_write(prediction_file(out_dir, case_id), lambda tmp, p=pred, t=label: _save_npz(tmp, p, t))
         dice = case_scores(pred, label, loaded.model_spec.classes)["dice"]
@@ -205,9 +208,12 @@ def _save_npz(path: Path, class_map: np.ndarray, label: np.ndarray) -> None:
         np.savez_compressed(f, class_map=class_map, label=label)
 
 
-def _cases(dataset: ray.data.Dataset) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+def _cases(dataset: ray.data.Dataset) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, float] | None]]:
+    """(case id, image, label, (row, column) spacing or None) of each row."""
     for batch in dataset.iter_batches(batch_size=8, batch_format="numpy"):
-        yield from zip((str(c) for c in batch["case_id"]), batch["image"], batch["label"])
+        for i, case_id in enumerate(batch["case_id"]):
+            spacing = known_spacing({c: batch[c][i] for c in SPACING_COLUMNS if c in batch})
+            yield str(case_id), batch["image"][i], batch["label"][i], spacing
 
 
 def driver_device() -> str:

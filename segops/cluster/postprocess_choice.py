@@ -25,7 +25,7 @@ import numpy as np
 
 from segops.cluster.datasets import take_records
 from segops.cluster.folds import driver_device
-from segops.data.records import dataset_meta, group_cases, seeded_sample
+from segops.data.records import dataset_meta, group_cases, known_spacing, seeded_sample
 from segops.engine.cases import CaseFailure, InferenceSettings, segment_cases
 from segops.engine.checkpoint import load_checkpoint, update_meta
 from segops.engine.postprocess import META_KEY, MIN_CASES, Postprocessing, choose_postprocessing
@@ -115,7 +115,8 @@ def training_predictions(
     for start in range(0, len(ids), 16):
         records = take_records(dataset, ids[start : start + 16])
         truth = [np.asarray(r["label"]) for r in records]
-        results = segment_cases(loaded, [np.asarray(r["image"]) for r in records], truth, settings, device)
+        images, spacings = [np.asarray(r["image"]) for r in records], [known_spacing(r) for r in records]
+        results = segment_cases(loaded, images, truth, settings, device, spacings)
         for result, label in zip(results, truth, strict=True):
             if not isinstance(result, CaseFailure):
                 maps.append(result.class_map)

@@ -36,6 +36,8 @@ from segops.cluster.shards import PIXEL_COLUMNS, Blocks, owns, train_rows
 from segops.cluster.train_hooks import SNAPSHOT_NAME, EpochFeed, repair_snapshot
 from segops.config.schema import TrainStep
 from segops.data.augment import Augmenter
+from segops.data.records import SPACING_COLUMNS, known_spacing
+from segops.data.transforms import Scale, image_scale, rescale_image, rescale_label
 from segops.engine.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from segops.engine.detect import detection_batch, detection_train_steps, predict_instances
 from segops.engine.instance_eval import entries_ap, eval_entry
@@ -350,16 +352,28 @@ class _Worker:
 
     def train_pairs(self, epoch: int) -> Iterator[list[tuple[np.ndarray, np.ndarray]]]:
         """This epoch's training (image, label) lists of ``batch_size``: every row of this rank's
-        share, or ``samples_per_epoch``'s draw of them."""
+        share, or ``samples_per_epoch``'s draw of them; with ``preprocess.spacing``, each pair
+        resampled to it (:func:`~segops.data.transforms.image_scale`)."""
         rows = train_rows(self.train.num_rows, self.world, self.rank, epoch)
         keep = epoch_rows(self.train.num_rows, self.world, self.step.samples_per_epoch, self.seed, epoch, self.rank)
         if keep is not None:
             rows = rows[keep]
-        return _batched(self.train.rows(rows, PIXEL_COLUMNS), self.step.batch_size)
+        if self.step.preprocess.spacing is None:
+            return _batched(self.train.rows(rows, PIXEL_COLUMNS), self.step.batch_size)
+        scaled = self._scaled(self.train.rows(rows, (*PIXEL_COLUMNS, *SPACING_COLUMNS)))
+        return _batched(((rescale_image(i, f), rescale_label(lb, f)) for i, lb, f in scaled), self.step.batch_size)
 
-    def val_pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(image, label) of the validation cases this rank scores."""
-        return self.val.rows(self.val_rows, PIXEL_COLUMNS)
+    def val_pairs(self) -> Iterator[tuple]:
+        """(image, label) of this rank's validation cases; with ``preprocess.spacing``: (image, label, scale)."""
+        if self.step.preprocess.spacing is None:
+            return self.val.rows(self.val_rows, PIXEL_COLUMNS)
+        return self._scaled(self.val.rows(self.val_rows, (*PIXEL_COLUMNS, *SPACING_COLUMNS)))
+
+    def _scaled(self, rows: Iterator[tuple]) -> Iterator[tuple[np.ndarray, np.ndarray, Scale]]:
+        """(image, label, spacing columns…) rows → (image, label, the factor its spacing asks)."""
+        for image, label, *spacing in rows:
+            known = known_spacing(dict(zip(SPACING_COLUMNS, spacing)))
+            yield image, label, image_scale(self.step.preprocess, known)
 
 
 def _semantic_epoch(w: _Worker, epoch: int) -> dict[str, float]:

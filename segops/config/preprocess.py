@@ -61,6 +61,20 @@ class PreprocessSpec(Spec):
         "For large photos whose structures are large: a 4000x3000 photo at 0.17 is 683x512, where a 256 px patch "
         "sees a lesion whole and an image takes 20 tiles instead of 700. Labels are resized by nearest neighbour.",
     )
+    spacing: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = Field(
+        default=None,
+        description="2D U-Net models: the pixel spacing (row, column) in mm every image whose spacing is known is "
+        "resampled to before the network, in training, validation and inference (nnU-Net's target spacing: a "
+        "structure then spans the same pixels whatever scanner took it), and the class scores resized back, so "
+        "masks keep the input's size; images of unknown spacing (photos) are taken as they are. Labels are "
+        "resized by nearest neighbour. null: images at their own spacing.",
+    )
+
+    @model_validator(mode="after")
+    def _one_resize(self) -> PreprocessSpec:
+        if self.spacing is not None and self.scale != 1:
+            raise ValueError("preprocess.spacing and preprocess.scale both resize images: set one of them")
+        return self
 
 
 class RotateAugment(Spec):

@@ -228,10 +228,11 @@ class TrainStep(Spec):
 
     @model_validator(mode="after")
     def _augment_fits_model(self) -> TrainStep:
-        if self.preprocess.scale != 1 and (self.model.task == "instance" or self.model.spatial_dims == 3):
+        resize = "scale" if self.preprocess.scale != 1 else "spacing" if self.preprocess.spacing else None
+        if resize and (self.model.task == "instance" or self.model.spatial_dims == 3):
             raise ValueError(
-                "preprocess.scale resizes 2D images for semantic models; Mask R-CNN resizes by model.min_size / "
-                "max_size, and a 3D model takes volumes at their spacing (remove scale)"
+                f"preprocess.{resize} resizes 2D images for semantic models; Mask R-CNN resizes by model.min_size / "
+                f"max_size, and a 3D model takes volumes at their spacing (remove {resize})"
             )
         aug = self.augment
         if self.model.task == "instance" and (aug.rotate or aug.zoom or aug.elastic or aug.intensity):

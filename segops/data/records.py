@@ -13,6 +13,7 @@ which carries a record's identifying and problem columns over, is an output's la
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ LABEL_COUNT_COLUMNS = ("label_uri", "label_values", "label_pixels")
 QUARANTINE_COLUMNS = ("source_uri", "rel_path", "case_id", "status", "stage", "error_type", "error", "transfer_syntax")
 QUARANTINE_SCHEMA = pa.schema([RECORD_SCHEMA.field(name) for name in QUARANTINE_COLUMNS])
 
+#: The columns that give a record's pixel spacing (:func:`known_spacing`).
+SPACING_COLUMNS = ("spacing_y", "spacing_x", "spacing_known")
 #: Pixel columns of a row without pixels (problem rows; unlabelled records' label).
 EMPTY_IMAGE = np.zeros((0, 0, 0), dtype=np.float32)
 EMPTY_LABEL = np.zeros((0, 0), dtype=np.uint8)
@@ -167,6 +170,14 @@ class ImageRecord:
             "image": self.image.astype(np.float32, copy=False),
             "label": self.label if self.label is not None else EMPTY_LABEL,
         }
+
+
+def known_spacing(row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """A row's (row, column) pixel spacing in mm; None when its source gave none (photos) or the
+    row does not carry :data:`SPACING_COLUMNS`."""
+    if not bool(row.get("spacing_known", False)):
+        return None
+    return float(row["spacing_y"]), float(row["spacing_x"])
 
 
 def series_label_uri(paths: tuple[str, ...] | list[str], series_uid: str) -> str:

@@ -12,10 +12,12 @@ import numpy as np
 import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-from segops.config.schema import IntensitySpec, PercentileIntensity, WindowIntensity
+from segops.config.schema import IntensitySpec, PercentileIntensity, PreprocessSpec, WindowIntensity
 from segops.config.sources import IGNORE_LABEL
 from segops.errors import ShapeError
 
+#: How a 2D image is resized before the network: one factor, or (row, column) factors (:func:`image_scale`).
+Scale = float | tuple[float, float]
 # ITU-R BT.601 luma weights, as PIL's RGB → L conversion uses
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -46,10 +48,10 @@ def match_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
 
 
 def prepare_image(
-    image: np.ndarray, intensity: IntensitySpec, in_channels: int, spatial_dims: int = 2, scale: float = 1.0
+    image: np.ndarray, intensity: IntensitySpec, in_channels: int, spatial_dims: int = 2, scale: Scale = 1.0
 ) -> np.ndarray:
     """Record pixels → normalised (in_channels, H, W) float32 network input ((in_channels, Z, H, W)
-    with ``spatial_dims=3``). A 2D image is first resized by ``scale`` (``PreprocessSpec.scale``):
+    with ``spatial_dims=3``). A 2D image is first resized by ``scale`` (:func:`image_scale`):
     before normalising, since the percentiles of a 4000x3000 photo cost more than its network pass
     at 0.17; volumes are never resized."""
     if image.ndim != spatial_dims + 1:
@@ -66,15 +68,28 @@ def prepare_image(
     return normalize_intensity(match_channels(np.array(image, dtype=np.float32), in_channels), intensity)
 
 
-def scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, ...]:
-    """(H, W) resized by ``scale`` (``PreprocessSpec.scale``): each side rounded, at least 1 px."""
-    return tuple(max(1, round(n * scale)) for n in shape)
+def image_scale(preprocess: PreprocessSpec, spacing: Sequence[float] | None = None) -> Scale:
+    """The factor a 2D image is resized by before the network: ``preprocess.scale``, or with
+    ``preprocess.spacing`` (row, column) its own ``spacing`` (the last two values: (row, column) mm,
+    None when unknown) over the target's, per axis; 1 for an image of unknown spacing."""
+    if preprocess.spacing is None:
+        return preprocess.scale
+    if spacing is None or len(spacing) < 2 or not all(np.isfinite(spacing[-2:])):
+        return 1.0
+    factors = (float(spacing[-2]) / preprocess.spacing[0], float(spacing[-1]) / preprocess.spacing[1])
+    return 1.0 if factors == (1.0, 1.0) else factors
 
 
-def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+def scaled_shape(shape: tuple[int, ...], scale: Scale) -> tuple[int, ...]:
+    """(H, W) resized by ``scale`` (one factor, or (row, column) factors): each side rounded, at least 1 px."""
+    factors = scale if isinstance(scale, tuple) else (scale, scale)
+    return tuple(max(1, round(n * f)) for n, f in zip(shape, factors))
+
+
+def rescale_image(image: np.ndarray, scale: Scale) -> np.ndarray:
     """(C, H, W) float32 resized by ``scale``: area-averaged (antialiased bilinear) when shrinking,
     so thin bright or dark lines fade rather than alias; unchanged at 1."""
-    if scale == 1:
+    if scale == 1 or scale == (1.0, 1.0):
         return image
     size = scaled_shape(image.shape[1:], scale)
     array = np.ascontiguousarray(image, dtype=np.float32)
@@ -83,9 +98,9 @@ def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
     return resized[0].numpy()
 
 
-def rescale_label(label: np.ndarray, scale: float) -> np.ndarray:
+def rescale_label(label: np.ndarray, scale: Scale) -> np.ndarray:
     """(H, W) class map resized by ``scale`` by nearest neighbour (no class mixes); unchanged at 1."""
-    if scale == 1:
+    if scale == 1 or scale == (1.0, 1.0):
         return label
     size = scaled_shape(label.shape, scale)
     rows = np.minimum((np.arange(size[0]) + 0.5) * label.shape[0] / size[0], label.shape[0] - 1).astype(np.intp)

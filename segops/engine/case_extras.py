@@ -38,9 +38,12 @@ def embedding_tap(
 ) -> Iterator[BottleneckTap | None]:
     """An open :class:`~segops.engine.embeddings.BottleneckTap` for predicting ``images`` when their
     embeddings are wanted (the model has a reference) and can come from the prediction (2D images,
-    a model the tap takes: 2D semantic with a known bottleneck); else None."""
+    a model the tap takes: 2D semantic with a known bottleneck); else None. Not for a model with
+    ``preprocess.spacing``: it predicts each image resampled to that spacing, while embeddings (its
+    reference's too) are taken of images as they are."""
     tap = None
-    if reference is not None and len(images) and all(np.ndim(image) == 3 for image in images):
+    taken_as_predicted = loaded.preprocess.spacing is None
+    if reference is not None and taken_as_predicted and len(images) and all(np.ndim(i) == 3 for i in images):
         try:
             tap = BottleneckTap(loaded).__enter__()
         except CheckpointError:  # not a 2D semantic model, or no known bottleneck: embed() says why

@@ -20,6 +20,7 @@ import torch
 from segops.config.schema import SegmentStep, SlidingWindowSpec, TTASpec
 from segops.config.sources import IGNORE_LABEL
 from segops.data.instances import class_map
+from segops.data.transforms import image_scale
 from segops.engine.case_extras import (
     Spacing,
     case_measurements,
@@ -262,18 +263,21 @@ def segment_cases(
     Args:
         labels: each case's truth (see :func:`case_result`), None when it has none.
         spacings: each case's spacing in mm in its class map's axis order, None when unknown
-            (objects are then measured in px only); default: all unknown.
+            (objects are then measured in px only, and a model with ``preprocess.spacing`` takes
+            the image as it is); default: all unknown.
     """
     spacings = list(spacings) if spacings is not None else [None] * len(images)
     outside = [_outside(image, settings) for image in images]
     with embedding_tap(loaded, images, settings.embeddings) as tap:
         try:
-            predictions: list[Prediction | CaseFailure] = list(predict_batch(loaded, images, settings, device, tap))
+            predictions: list[Prediction | CaseFailure] = list(
+                predict_batch(loaded, images, settings, device, tap, spacings)
+            )
         except Exception:  # find the culprit(s): retry one by one
             predictions, tap = [], None  # the batch's rows are incomplete: embed() each image instead
-            for image in images:
+            for image, spacing in zip(images, spacings):
                 try:
-                    predictions.append(predict_batch(loaded, [image], settings, device)[0])
+                    predictions.append(predict_batch(loaded, [image], settings, device, spacings=[spacing])[0])
                 except Exception as exc:
                     predictions.append(CaseFailure("segment", exc))
     distances = embedding_distances(loaded, images, settings.embeddings, _device(loaded, device), settings.amp, tap)
@@ -315,6 +319,7 @@ def predict_batch(
     settings: InferenceSettings,
     device: torch.device | None = None,
     tap: BottleneckTap | None = None,
+    spacings: Sequence[Spacing] | None = None,
 ) -> list[Prediction]:
     """One prediction per image, same order.
 
@@ -324,6 +329,8 @@ def predict_batch(
         device: where the model is; default the device of its parameters.
         tap: an open :class:`~segops.engine.embeddings.BottleneckTap` that keeps the embeddings of
             the images predicted whole (images, not volumes).
+        spacings: each image's spacing in mm (see :func:`segment_cases`), for a model with
+            ``preprocess.spacing``.
 
     Returns:
         :class:`SemanticPrediction` s ((H, W) class maps, (Z, H, W) per volume), or
@@ -333,14 +340,13 @@ def predict_batch(
     if loaded.model_spec.task == "instance":
         return list(predict_instances(loaded, images, device, settings.amp))
     if settings.risk:
-        predictions = _with_risk(loaded, images, settings, device, tap)
+        predictions = _with_risk(loaded, images, settings, device, tap, spacings)
     elif settings.probabilities:
-        probabilities = _per_case(class_probabilities, loaded, images, settings, device, tap=tap)
+        probabilities = _per_case(class_probabilities, loaded, images, settings, device, tap=tap, spacings=spacings)
         predictions = [SemanticPrediction(probability_class_map(p), p) for p in probabilities]
     else:
-        predictions = [
-            SemanticPrediction(m) for m in _per_case(class_indices, loaded, images, settings, device, tap=tap)
-        ]
+        maps = _per_case(class_indices, loaded, images, settings, device, tap=tap, spacings=spacings)
+        predictions = [SemanticPrediction(m) for m in maps]
     post = postprocessing_from_meta(loaded.meta) if settings.postprocess else None
     if post is None:
         return predictions
@@ -353,6 +359,7 @@ def _with_risk(
     settings: InferenceSettings,
     device: torch.device,
     tap: BottleneckTap | None = None,
+    spacings: Sequence[Spacing] | None = None,
 ) -> list[SemanticPrediction]:
     """Class maps with their entropy maps and member agreement (and softmax when asked), one pass."""
     classes = loaded.model_spec.classes
@@ -362,7 +369,7 @@ def _with_risk(
     folds = len(getattr(loaded.model, "members", ())) > 1
     members = ("folds and mirrors" if settings.tta.flip_axes else "folds") if folds else "mirrors"
     predictions = []
-    for output in _per_case(head, loaded, images, settings, device, net, tap):
+    for output in _per_case(head, loaded, images, settings, device, net, tap, spacings):
         class_map, entropy, probabilities, agreement = split_head(output, classes, settings.probabilities, count)
         predictions.append(SemanticPrediction(class_map, probabilities, entropy, agreement, members))
     return predictions
@@ -376,14 +383,20 @@ def _per_case(
     device: torch.device,
     net: torch.nn.Module | None = None,
     tap: BottleneckTap | None = None,
+    spacings: Sequence[Spacing] | None = None,
 ) -> list[np.ndarray]:
     """:func:`predict` with ``head`` (class maps, probabilities, or :func:`~segops.engine.risk.risk_head`)
     per case, through ``net`` when given: a volume with a 2D model slice by slice, the slices'
-    outputs stacked on the Z axis (third from last). ``tap`` sees 2D images only."""
+    outputs stacked on the Z axis (third from last), each slice resized as its (row, column)
+    spacing asks (:func:`~segops.data.transforms.image_scale`). ``tap`` sees 2D images only."""
     args = (device, settings.amp, settings.sliding, settings.tta.flip_axes, head, net)
+    scales = [image_scale(loaded.preprocess, s) for s in (spacings if spacings is not None else [None] * len(images))]
     if not images or images[0].ndim == 3 or loaded.model_spec.spatial_dims == 3:
-        return predict(loaded, images, *args, tap=tap)
-    return [np.stack(predict(loaded, [v[:, z] for z in range(v.shape[1])], *args), axis=-3) for v in images]
+        return predict(loaded, images, *args, tap=tap, scales=scales)
+    return [
+        np.stack(predict(loaded, [v[:, z] for z in range(v.shape[1])], *args, scales=[f] * v.shape[1]), axis=-3)
+        for v, f in zip(images, scales)
+    ]
 
 
 def case_result(

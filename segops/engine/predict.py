@@ -11,7 +11,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from segops.config.schema import SlidingWindowSpec
-from segops.data.transforms import pad_to_multiple, padded_size, prepare_image
+from segops.data.transforms import Scale, image_scale, pad_to_multiple, padded_size, prepare_image
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.embeddings import BottleneckTap
@@ -51,6 +51,7 @@ def predict(
     head: Callable[[torch.Tensor], torch.Tensor] = class_indices,
     net: nn.Module | None = None,
     tap: BottleneckTap | None = None,
+    scales: Sequence[Scale] | None = None,
 ) -> list[np.ndarray]:
     """Segment raw record images (2D models) or volumes (3D models).
 
@@ -78,6 +79,10 @@ def predict(
         tap: an open :class:`~segops.engine.embeddings.BottleneckTap` of ``loaded``: it keeps the
             embedding of each image that goes through the network whole (2D), by position in
             ``images``.
+        scales: per 2D image, the factor it is resized by before the network
+            (:func:`segops.data.transforms.image_scale`: from its spacing with
+            ``preprocess.spacing``); default ``preprocess.scale`` for every image. Resized images'
+            scores are resized back, so every output has its input's size.
 
     Returns:
         One output per image, same order as the inputs and cropped to the input's size: an
@@ -92,9 +97,11 @@ def predict(
         prepared = [prepare_image(v, pre.intensity, spec.in_channels, spatial_dims=3) for v in images]
         with torch.inference_mode(), inference_autocast(device, amp):
             return [_sliding(loaded, net, v, sliding, device, head) for v in prepared]
-    prepared = [prepare_image(img, pre.intensity, spec.in_channels, scale=pre.scale) for img in images]
-    # scaled: the network's scores are resized back to each input's size before ``head``
-    inner = head if pre.scale == 1 else _scores
+    factors = list(scales) if scales is not None else [pre.scale] * len(images)
+    prepared = [prepare_image(img, pre.intensity, spec.in_channels, scale=f) for img, f in zip(images, factors)]
+    # resized: the network's scores are resized back to each input's size before ``head``
+    resized = any(f not in (1, (1.0, 1.0)) for f in factors)
+    inner = _scores if resized else head
     outputs: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
     with torch.inference_mode(), inference_autocast(device, amp):
@@ -114,7 +121,7 @@ def predict(
             for i, result in zip(indices, results):
                 h, w = prepared[i].shape[1:]
                 outputs[i] = result[..., :h, :w]
-        if pre.scale != 1:
+        if resized:
             outputs = [_full_size(head, out, img.shape[1:]) for out, img in zip(outputs, images)]
     return outputs  # type: ignore[return-value]
 
@@ -167,13 +174,17 @@ def predict_label_maps(
     device: str | torch.device = "cpu",
     amp: bool = False,
     sliding: SlidingWindowSpec | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> list[np.ndarray]:
     """Any model's label maps: (H, W) uint8 class maps from semantic models, (H, W) int32
-    instance label maps (:mod:`segops.data.instances`) from instance models."""
+    instance label maps (:mod:`segops.data.instances`) from instance models. ``spacing``: the
+    images' (row, column) pixel spacing in mm, for a model with ``preprocess.spacing``; None:
+    they are taken as they are."""
     if loaded.model_spec.task == "instance":
         preds = predict_instances(loaded, images, device, amp)
         return [instance_label_map(pred, image.shape[-2:]) for pred, image in zip(preds, images)]
-    return predict(loaded, images, device, amp, sliding)
+    scales = [image_scale(loaded.preprocess, spacing)] * len(images)
+    return predict(loaded, images, device, amp, sliding, scales=scales)
 
 
 def _sliding(

@@ -214,16 +214,18 @@ def select_metric(cases: int, fg_cases: int) -> str:
 
 def validation_sums(
     loaded: LoadedModel,
-    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    pairs: Iterable[tuple],
     device: torch.device,
     amp: bool = False,
 ) -> ValidationSums:
     """Whole-image Dice on validation cases (per volume for a 3D model, through the 3D sliding
-    window), exactly as the segment step computes it, over all cases and over foreground cases."""
+    window), exactly as the segment step computes it, over all cases and over foreground cases.
+    ``pairs``: (image, label), or (image, label, scale) where the image is resized by ``scale``
+    for the network (``preprocess.spacing``) and its scores back to the label's size."""
     loaded.model.eval()
     total, count, fg_total, fg_count = 0.0, 0, 0.0, 0
-    for image, label in pairs:
-        (pred,) = predict_masks(loaded, [image], device, amp)
+    for image, label, *scale in pairs:
+        (pred,) = predict_masks(loaded, [image], device, amp, scales=scale or None)
         dice = case_scores(pred, label, loaded.model_spec.classes)["dice"]
         total, count = total + dice, count + 1
         if label.any():

@@ -37,7 +37,7 @@ from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.config.sources import ignores_void
 from segops.data.fingerprint import Fingerprint
-from segops.data.records import STATUS_OK, dataset_meta
+from segops.data.records import SPACING_COLUMNS, STATUS_OK, dataset_meta
 from segops.data.splits import split_labelled
 from segops.engine.checkpoint import (
     INIT_WEIGHTS_KEY,
@@ -86,7 +86,7 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
         initial = _starting_weights(step, ctx)
     if initial is not None:
         init_checkpoints = [initial.checkpoint] * step.folds
-    columns = ["case_id", "image", "label"]
+    columns = ["case_id", "image", "label", *(SPACING_COLUMNS if step.preprocess.spacing else ())]
 
     def datasets_for(train_groups: list[str], val_groups: list[str]) -> tuple[Any, Any]:
         return _union(datasets, excluded, train_groups, columns), _union(datasets, excluded, val_groups, columns)

@@ -29,7 +29,9 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: (N, C, H, W) float32 raw images → (N, H, W) uint8 class maps (semantic
     models) or int32 instance label maps, class * 65536 + instance (instance models); for a 3D
-    model (N, C, Z, H, W) volumes → (N, Z, H, W) class maps."""
+    model (N, C, Z, H, W) volumes → (N, Z, H, W) class maps. ``params={"spacing": [row, column]}``
+    (mm) gives the images' pixel spacing to a model trained with ``preprocess.spacing``, which
+    resamples them to its own; without it, images are taken as they are."""
 
     def load_context(self, context: Any) -> None:
         import torch
@@ -45,7 +47,9 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
         images = np.asarray(model_input, dtype=np.float32)
         if images.ndim == self._loaded.model_spec.spatial_dims + 1:  # (N, H, W) or (N, Z, H, W) gray
             images = images[:, None]
-        return np.stack(predict_label_maps(self._loaded, list(images), self._device))
+        spacing = [float(v) for v in (params or {}).get("spacing") or ()]
+        given = spacing if len(spacing) == 2 and min(spacing) > 0 else None  # the default [0, 0]: not given
+        return np.stack(predict_label_maps(self._loaded, list(images), self._device, spacing=given))
 
 
 def log_pyfunc_model(
@@ -58,7 +62,7 @@ def log_pyfunc_model(
             (N, C, Z, H, W) volumes for a 3D model.
     """
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     from segops.engine.checkpoint import load_checkpoint
     from segops.engine.predict import predict_label_maps
@@ -70,6 +74,7 @@ def log_pyfunc_model(
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, example.shape[1], *spatial))]),
         outputs=Schema([TensorSpec(output.dtype, (-1, *spatial))]),
+        params=ParamSchema([ParamSpec("spacing", "double", [0.0, 0.0], (-1,))]),  # (row, column) mm; 0: not given
     )
     use_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id), _without_registry_prints():
