@@ -108,6 +108,8 @@ class Fingerprint:
             photometric interpretation; empty in older files.
         planes: images per slice plane (:func:`segops.data.slice_planes.plane_of`: ``axial`` …,
             ``""`` for photos); empty in older files.
+        spacing_known: images whose source gave their pixel spacing (DICOM, volume files); -1 in
+            older files.
         left_out: files (or frames) that decoded to no record: unreadable, or their label could
             not be read or does not fit (a mask of another size); ``left_out_examples`` names
             :data:`MAX_LEFT_OUT_EXAMPLES` of them with the reason.
@@ -136,6 +138,7 @@ class Fingerprint:
     transfer_syntaxes: dict[str, int] = field(default_factory=dict)
     photometrics: dict[str, int] = field(default_factory=dict)
     planes: dict[str, int] = field(default_factory=dict)
+    spacing_known: int = -1
     left_out: int = 0
     left_out_examples: dict[str, str] = field(default_factory=dict)
 
@@ -313,6 +316,7 @@ class FingerprintAccumulator:
     transfer_syntaxes: Counter = field(default_factory=Counter)
     photometrics: Counter = field(default_factory=Counter)
     planes: Counter = field(default_factory=Counter)
+    spacing_known: int = 0
     left_out: int = 0
     left_out_examples: dict[str, str] = field(default_factory=dict)
 
@@ -335,9 +339,11 @@ class FingerprintAccumulator:
         photometric: str = "",
         patient_id: str = "",
         plane: str = "",
+        spacing_known: bool = False,
     ) -> None:
         """One record's stats (from :func:`record_stats`) and its metadata."""
         self.n_images += 1
+        self.spacing_known += bool(spacing_known)
         self.transfer_syntaxes[transfer_syntax] += 1
         self.photometrics[photometric] += 1
         self.planes[plane] += 1
@@ -405,6 +411,7 @@ class FingerprintAccumulator:
             transfer_syntaxes=dict(self.transfer_syntaxes),
             photometrics=dict(self.photometrics),
             planes=dict(self.planes),
+            spacing_known=self.spacing_known,
             left_out=self.left_out,
             left_out_examples=dict(self.left_out_examples),
         )

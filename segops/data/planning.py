@@ -18,6 +18,10 @@ The rules (nnU-Net's, adapted to 2D images and a time budget):
   across, and not at all above 0.75 or when object sizes are unknown. nnU-Net keeps 2D images at
   full resolution and lets its patch grow with GPU memory; on a CPU budget that is not possible.
   Patch, network, sampling and epochs are then planned on the scaled median image.
+- **Spacing.** Where every image's pixel spacing is known (DICOM, volume files) and it varies
+  (10th-90th percentile ratio ≥ 1.1 on an axis), every image is resampled to the median spacing
+  (``preprocess.spacing``, nnU-Net's target spacing), so a structure spans the same pixels
+  whatever scanner took it; the median image keeps its size.
 - **Network.** ``arch: dynunet`` (nnU-Net's network, deep supervision on) with kernels and strides
   from nnU-Net's ``get_pool_and_conv_props`` (:func:`plan_network`): an axis is pooled while it
   stays at least 8 px (feature maps down to 4) and its spacing is less than 2x the finest
@@ -60,6 +64,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from segops.config.models import MAX_IN_CHANNELS
 from segops.data.fingerprint import Fingerprint
@@ -144,6 +150,10 @@ SCALE_SIDE_PATCHES = 2
 MIN_OBJECT_PX = 16
 #: A scale above this is not worth resampling for.
 MAX_USEFUL_SCALE = 0.75
+#: Share of images with a known pixel spacing for the plan to resample to a target spacing.
+KNOWN_SPACING_SHARE = 0.95
+#: 90th / 10th percentile pixel spacing (on either axis) from which images are resampled to the median.
+SPACING_SPREAD = 1.1
 
 
 def plan_scale(fp: Fingerprint, settings: PlanSettings) -> Choice:
@@ -165,6 +175,25 @@ def plan_scale(fp: Fingerprint, settings: PlanSettings) -> Choice:
         scale,
         f"{median} → {small} px; the 5th-percentile object ~{across:.0f} px across → {across * scale:.0f} px",
     )
+
+
+def plan_spacing(fp: Fingerprint) -> Choice:
+    """``preprocess.spacing``: the median pixel spacing (nnU-Net's target spacing) where nearly every
+    image has a known spacing and it varies (10th-90th percentile ratio at least
+    :data:`SPACING_SPREAD` on an axis); None (images at their own spacing) otherwise."""
+    if fp.task != "semantic" or fp.spacing_known < KNOWN_SPACING_SHARE * fp.n_images or fp.n_images == 0:
+        return Choice(None, "pixel spacing not known for every image: images at their own spacing")
+    spread = []
+    for key in ("spacing_y", "spacing_x"):
+        values = np.asarray(fp.image_samples.get(key, []), float)
+        values = values[np.isfinite(values) & (values > 0)]
+        spread.append(tuple(np.percentile(values, [10, 90])) if len(values) else (1.0, 1.0))
+    (y10, y90), (x10, x90) = spread
+    row, col = (round(float(v), 4) for v in fp.median_spacing)
+    seen = f"pixel spacing {min(y10, x10):.3g}-{max(y90, x90):.3g} mm (10th-90th percentile)"
+    if max(y90 / y10, x90 / x10) < SPACING_SPREAD:
+        return Choice(None, f"{seen}: images at their own spacing")
+    return Choice((row, col), f"{seen}: every image resampled to the median, {row:g} x {col:g} mm (nnU-Net)")
 
 
 def plan_geometry(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
@@ -206,7 +235,7 @@ def plan_geometry(fp: Fingerprint, settings: PlanSettings) -> dict[str, Choice]:
         ),
         "rotate90": rotate,
         "filters": Choice(filters, f"{settings.base_channels} doubling to at most {settings.max_channels}"),
-        "kernels": Choice(kernels, f"spacing {list(spacing)}: 3 where within 2x of the finest"),
+        "kernels": Choice(kernels, f"spacing {[round(float(s), 4) for s in spacing]}: 3 where within 2x of the finest"),
         "strides": Choice(strides, f"{pools} poolings: {patch} px → {bottleneck} px bottleneck"),
     }
 
@@ -405,6 +434,8 @@ def plan_train(
     if scale.value != 1:  # the network sees the scaled images: plan on them
         fp = replace(fp, median_shape=scaled_shape(fp.median_shape, scale.value))
         out["preprocess.scale"] = scale
+    elif (spacing := plan_spacing(fp)).value is not None:  # at the median spacing, the median image keeps its size
+        out["preprocess.spacing"] = spacing
     geo = plan_geometry(fp, settings)
     sampling = plan_sampling(fp, geo["patch_size"].value)
     s = seconds_per_sample(

@@ -356,8 +356,9 @@ def _train(y: _Lines, detection: Detection, fp: Fingerprint, c: dict[str, Choice
     y.choice(6, "intensity", c["preprocess.intensity"])
     if "preprocess.patch_size" in c:
         y.choice(6, "patch_size", c["preprocess.patch_size"])
-        if "preprocess.scale" in c:
-            y.choice(6, "scale", c["preprocess.scale"])
+        for key in ("scale", "spacing"):
+            if f"preprocess.{key}" in c:
+                y.choice(6, key, c[f"preprocess.{key}"])
         y.add(4, "augment")
         y.choice(6, "flip", c.get("augment.flip", Choice(0.5, "")))
         y.choice(6, "rotate90", c["augment.rotate90"])

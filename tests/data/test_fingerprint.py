@@ -157,7 +157,7 @@ def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None
     assert fp.label_census == {0: (4, total - fg_px), 1: (4, fg_px)}
     assert fp.shapes == [[32, 48, 3], [40, 40, 1]] and fp.median_shape == (32, 48)
     assert (fp.n_images, fp.n_labelled, fp.n_groups) == (4, 4, 4)
-    assert fp.planes == {"": 4}  # photos lie in no patient plane
+    assert fp.planes == {"": 4} and fp.spacing_known == 0  # photos: no patient plane, no pixel spacing
 
     write_dataset(read_source(source), tmp_path / "dataset")
     assert fingerprint_dataset(tmp_path / "dataset") == fp  # small: read by the driver

@@ -283,3 +283,19 @@ def test_small_objects_or_small_images_keep_full_resolution() -> None:
     # 50 px across: 16 / 50 = 0.32 is as far as the images may shrink, above the 0.171 the size asks for
     assert plan_train(cells, 2, PlanSettings(), lambda _: 0.05)["preprocess.scale"].value == 0.32
     assert "preprocess.scale" not in plan_train(ISBI, 2, PlanSettings(), lambda _: 0.05)  # 512 px: 1.0
+
+
+def test_images_of_varied_known_spacing_are_planned_at_the_median_spacing() -> None:
+    from segops.data.planning import plan_spacing
+
+    # CT from several scanners: 0.6-1.0 mm pixels, every spacing known
+    spread = [0.6 + 0.4 * i / 29 for i in range(30)]
+    samples = {"spacing_y": spread, "spacing_x": spread}
+    ct = replace(ISBI, modalities={"CT": 30}, image_samples=samples, spacing_known=30, median_spacing=(0.8, 0.8))
+    choice = plan_spacing(ct)
+    assert choice.value == (0.8, 0.8) and "0.64-0.96 mm (10th-90th percentile)" in choice.why
+    planned = plan_train(ct, 2, PlanSettings(budget_minutes=10), lambda plan: 0.05)
+    assert planned["preprocess.spacing"].value == (0.8, 0.8)
+    assert plan_spacing(replace(ct, image_samples={"spacing_y": [0.8] * 30, "spacing_x": [0.8] * 30})).value is None
+    assert plan_spacing(replace(ct, spacing_known=20)).value is None  # a third of the images: spacing unknown
+    assert "preprocess.spacing" not in plan_train(ISBI, 2, PlanSettings(budget_minutes=10), lambda plan: 0.05)

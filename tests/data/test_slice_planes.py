@@ -144,9 +144,16 @@ def test_the_fingerprint_counts_the_planes_its_slices_lie_in(tmp_path: Path) -> 
         for blob in _stats_batch(batch, "semantic", 8, 0)["stats"]:
             row = pickle.loads(blob)
             meta = row.pop("meta")
-            acc.add(row, meta["group_id"], meta["modality"], plane=meta["plane"])
+            acc.add(
+                row,
+                meta["group_id"],
+                meta["modality"],
+                plane=meta["plane"],
+                spacing_known=meta["spacing_known"] == "True",
+            )
         prints[plane] = acc.result()
     assert prints["axial"].planes == {"axial": 5} and prints["file"].planes == {"sagittal": 4}
+    assert prints["axial"].spacing_known == 5  # a volume file's affine gives every slice's spacing
     row = compare(prints["axial"], prints["file"], DriftSpec()).row("slice plane")
     assert row.moved and row.distance == 1.0 and (row.train, row.new) == ("axial 100%", "sagittal 100%")
 

@@ -209,3 +209,15 @@ def test_kits_files_are_planned_with_an_axial_slice_plane(tmp_path: Path) -> Non
         )
     found = detect(usual)
     assert slice_plane(found, TypeAdapter(SourceSpec).validate_python(found.source))[1].slice_plane == "file"
+
+
+def test_a_planned_target_spacing_is_written_and_valid(tmp_path: Path) -> None:
+    source = {"kind": "dicom", "path": str(tmp_path), "labels": {"kind": "mask-png", "path": str(tmp_path)}}
+    found = Detection(source, "semantic", 2, "dicom", "binary", 9, 9)
+    spread = [0.6 + 0.4 * i / 8 for i in range(9)]
+    fp = replace(ct_slices(2), image_samples={"spacing_y": spread, "spacing_x": spread}, spacing_known=9)
+    fp = replace(fp, median_spacing=(0.8, 0.8))
+    choices = plan_train(fp, 2, PlanSettings(budget_minutes=1), lambda plan: 0.01)
+    text = workflow_yaml("ct", tmp_path, found, fp, choices)
+    assert validate_workflow_text(text).steps[1].preprocess.spacing == (0.8, 0.8)
+    assert "every image resampled to the median, 0.8 x 0.8 mm" in text
