@@ -40,26 +40,34 @@ def _ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
 
 
+def patient_slices(f: float, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One patient drawn at scale ``f`` (pixels per mm of the base size): its 12 slices as (HU,
+    class map) pairs of 160x160 (body 1, lungs 2, cord 3)."""
+    cy, cx = SIZE / 2 + rng.normal(0, 3), SIZE / 2 + rng.normal(0, 3)
+    body = (34 + rng.normal(0, 2)) * f, (40 + rng.normal(0, 2)) * f
+    lung = (20 + rng.normal(0, 1.5)) * f, (11 + rng.normal(0, 1)) * f
+    slices = []
+    for k in range(SLICES):
+        taper = 1 - abs(k - SLICES / 2) / SLICES
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        hu = np.full((SIZE, SIZE), -1000.0)
+        inside = _ellipse(cy, cx, *body)
+        mask[inside], hu[inside] = 1, 40
+        for side in (1, -1):
+            lungs = _ellipse(cy - 4 * f, cx + side * 18 * f, lung[0] * taper, lung[1] * taper)
+            mask[lungs], hu[lungs] = 2, -820
+        hu[_ellipse(cy + 25 * f, cx, 6 * f, 6 * f)] = 700  # the vertebra around the cord
+        cord = _ellipse(cy + 25 * f, cx, 3 * f, 3 * f)
+        mask[cord], hu[cord] = 3, 30
+        slices.append((hu + rng.normal(0, 25, hu.shape), mask))
+    return slices
+
+
 def make_patients(root: Path, scales: list[float], rng: np.random.Generator, first: int = 1) -> None:
     """``root/pNNN_sKK.png`` + ``root/pNNN_sKK_mask.png`` (classes 0-3), one patient per scale."""
     root.mkdir(parents=True, exist_ok=True)
     for p, f in enumerate(scales, start=first):
-        cy, cx = SIZE / 2 + rng.normal(0, 3), SIZE / 2 + rng.normal(0, 3)
-        body = (34 + rng.normal(0, 2)) * f, (40 + rng.normal(0, 2)) * f
-        lung = (20 + rng.normal(0, 1.5)) * f, (11 + rng.normal(0, 1)) * f
-        for k in range(SLICES):
-            taper = 1 - abs(k - SLICES / 2) / SLICES
-            mask = np.zeros((SIZE, SIZE), np.uint8)
-            hu = np.full((SIZE, SIZE), -1000.0)
-            inside = _ellipse(cy, cx, *body)
-            mask[inside], hu[inside] = 1, 40
-            for side in (1, -1):
-                lungs = _ellipse(cy - 4 * f, cx + side * 18 * f, lung[0] * taper, lung[1] * taper)
-                mask[lungs], hu[lungs] = 2, -820
-            hu[_ellipse(cy + 25 * f, cx, 6 * f, 6 * f)] = 700  # the vertebra around the cord
-            cord = _ellipse(cy + 25 * f, cx, 3 * f, 3 * f)
-            mask[cord], hu[cord] = 3, 30
-            hu += rng.normal(0, 25, hu.shape)
+        for k, (hu, mask) in enumerate(patient_slices(f, rng)):
             pixels = ((hu + 1000) / 1400 * 255).clip(0, 255).astype(np.uint8)  # window [-1000, 400] HU
             stem = f"p{p:03d}_s{k:02d}"
             Image.fromarray(pixels).save(root / f"{stem}.png")
