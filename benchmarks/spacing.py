@@ -19,17 +19,14 @@ Writes ``benchmarks/out/spacing/`` and ``benchmarks/out/spacing.json``.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from _runs import arm_args, plan, run_in, with_fresh_segment
-from zoom import patient_slices
+from _runs import run_in, with_fresh_segment
+from zoom import arm_scores, cohorts_planned, patient_slices
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "spacing"
@@ -51,10 +48,6 @@ def make_volumes(root: Path, scales: list[float], rng: np.random.Generator, firs
         nib.save(nib.Nifti1Image(seg, affine), root / f"p{p:03d}_seg.nii.gz")
 
 
-def _dice(report: pd.DataFrame) -> float | None:
-    return round(float(report["dice"].mean()), 4) if len(report) else None
-
-
 def run_arm(name: str, planned: dict[str, Any], resample: bool, fresh: Path, small: set[str], seed: int) -> dict:
     """The planned workflow (without ``preprocess.spacing`` unless ``resample``), split seed
     ``seed``, and a second segment step over ``fresh``; ``small``: the fresh patients drawn small."""
@@ -68,32 +61,12 @@ def run_arm(name: str, planned: dict[str, Any], resample: bool, fresh: Path, sma
         if step["step"] == "segment":
             step["records"] = "slices"  # Dice per slice, as zoom.py's PNG slices are scored
     row, reports = run_in(OUT / name, doc)
-    row = {"arm": name, "resample": resample, "seed": seed, "spacing": train["preprocess"].get("spacing")} | row
-    if not reports:
-        return row
-    heldout, tomorrow = reports
-    is_small = tomorrow["rel_path"].str[:4].isin(small)
-    return row | {
-        "heldout_dice": _dice(heldout[heldout["split"] == "test"]),
-        "fresh_dice": _dice(tomorrow),
-        "fresh_small_dice": _dice(tomorrow[is_small]),
-        "fresh_large_dice": _dice(tomorrow[~is_small]),
-    }
+    arm = {"arm": name, "resample": resample, "seed": seed, "spacing": train["preprocess"].get("spacing")}
+    return arm | row | arm_scores(reports, small)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patients", type=int, default=10, help="in the archive; as many fresh ones")
-    args = arm_args(parser, budget_minutes=3.0)
-    shutil.rmtree(OUT, ignore_errors=True)
-    rng = np.random.default_rng(args.seed)
-    archive, fresh = OUT / "archive", OUT / "fresh"
-    make_volumes(archive, list(rng.uniform(0.85, 1.15, args.patients)), rng)
-    half = args.patients // 2
-    scales = list(rng.uniform(0.62, 0.75, half)) + list(rng.uniform(1.3, 1.45, args.patients - half))
-    make_volumes(fresh, scales, rng, first=args.patients + 1)
-    small = {f"p{p:03d}" for p in range(args.patients + 1, args.patients + 1 + half)}
-    planned = plan(archive, OUT, args.budget_minutes)
+    args, planned, fresh, small = cohorts_planned(OUT, __doc__.split("\n\n")[0], make_volumes)
     train = next(s for s in planned["steps"] if s["step"] == "train")
     if "spacing" not in train["preprocess"]:
         raise SystemExit(f"the plan wrote no preprocess.spacing: {train['preprocess']}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,17 @@ def run_arm(name: str, planned: dict[str, Any], zoom: bool, fresh: Path, small: 
     if zoom:
         train.setdefault("augment", {})["zoom"] = {}
     row, reports = run_in(OUT / name, doc)
-    row = {"arm": name, "zoom": zoom, "seed": seed} | row
+    return {"arm": name, "zoom": zoom, "seed": seed} | row | arm_scores(reports, small)
+
+
+def arm_scores(reports: list[pd.DataFrame], small: set[str]) -> dict[str, float | None]:
+    """Held-out (test split) Dice of a run's first segment step, and the fresh patients' Dice of its
+    second, over all of them and per size group (``small``: the patients drawn small); {} if it failed."""
     if not reports:
-        return row
+        return {}
     heldout, tomorrow = reports
     is_small = tomorrow["rel_path"].str[:4].isin(small)
-    return row | {
+    return {
         "heldout_dice": _dice(heldout[heldout["split"] == "test"]),
         "fresh_dice": _dice(tomorrow),
         "fresh_small_dice": _dice(tomorrow[is_small]),
@@ -101,19 +107,27 @@ def run_arm(name: str, planned: dict[str, Any], zoom: bool, fresh: Path, small: 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def cohorts_planned(
+    out: Path, description: str, write: Callable[..., None]
+) -> tuple[argparse.Namespace, dict[str, Any], Path, set[str]]:
+    """Parse the arguments, write the archive's patients (scales 0.85-1.15) and as many fresh ones
+    (half at 0.62-0.75, half at 1.3-1.45) with ``write(root, scales, rng, first=…)`` under a fresh
+    ``out``, and plan the archive: (arguments, planned workflow, fresh folder, fresh patients drawn small)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--patients", type=int, default=10, help="in the archive; as many fresh ones")
     args = arm_args(parser, budget_minutes=3.0)
-    shutil.rmtree(OUT, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     rng = np.random.default_rng(args.seed)
-    archive, fresh = OUT / "archive", OUT / "fresh"
-    make_patients(archive, list(rng.uniform(0.85, 1.15, args.patients)), rng)
-    half = args.patients // 2
-    scales = list(rng.uniform(0.62, 0.75, half)) + list(rng.uniform(1.3, 1.45, args.patients - half))
-    make_patients(fresh, scales, rng, first=args.patients + 1)
-    small = {f"p{p:03d}" for p in range(args.patients + 1, args.patients + 1 + half)}
-    planned = plan(archive, OUT, args.budget_minutes)
+    archive, fresh, n = out / "archive", out / "fresh", args.patients
+    write(archive, list(rng.uniform(0.85, 1.15, n)), rng)
+    scales = list(rng.uniform(0.62, 0.75, n // 2)) + list(rng.uniform(1.3, 1.45, n - n // 2))
+    write(fresh, scales, rng, first=n + 1)
+    small = {f"p{p:03d}" for p in range(n + 1, n + 1 + n // 2)}
+    return args, plan(archive, out, args.budget_minutes), fresh, small
+
+
+def main() -> None:
+    args, planned, fresh, small = cohorts_planned(OUT, __doc__.split("\n\n")[0], make_patients)
     rows = []
     for seed in args.split_seeds:
         for zoom in (False, True):
