@@ -18,7 +18,9 @@ import pyarrow.dataset as pads
 
 from segops.cluster.fingerprint import FINGERPRINT_FILE
 from segops.cluster.infer import PoolSize
-from segops.data.records import STATUS_OK
+from segops.config.schema import PreprocessSpec
+from segops.data.records import SPACING_COLUMNS, STATUS_OK, known_spacing
+from segops.data.transforms import image_scale, scaled_shape
 from segops.engine.cases import InferenceSettings
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.memory import probe_inference
@@ -40,22 +42,35 @@ def sized_for_run(
     its pipeline keeps room for (:func:`decoded_row_bytes`), both from the run's largest image
     (:func:`run_shape`; ``dataset``, ``checkpoint`` as there, ``available`` as in :func:`actor_memory`)."""
     shape = run_shape(dataset, checkpoint)
+    network = run_shape(dataset, checkpoint, loaded.preprocess) if loaded.preprocess.spacing else shape
     return replace(
         pool,
-        memory_per_actor=actor_memory(loaded, settings, batch_size, shape, available),
+        memory_per_actor=actor_memory(loaded, settings, batch_size, network, available),
         row_bytes=decoded_row_bytes(shape, loaded.model_spec.in_channels),
     )
 
 
-def run_shape(dataset: Path | None, checkpoint: Path) -> tuple[int, ...] | None:
+def run_shape(
+    dataset: Path | None, checkpoint: Path, resampled: PreprocessSpec | None = None
+) -> tuple[int, ...] | None:
     """The run's largest image: (H, W), or (Z, H, W) of volume records; None when not known.
 
     Args:
         dataset: the Parquet dataset the step segments (slice or volume records); None for a
             folder source.
         checkpoint: the model's folder (its ``fingerprint.json`` sizes a folder source).
+        resampled: a model's preprocessing with ``spacing``: the largest image as that model's
+            network takes it, each image resized by its own spacing over the target (a folder
+            source: the largest stored image by the coarsest training spacing's factor).
     """
-    return _dataset_shape(dataset) if dataset is not None else _fingerprint_shape(checkpoint)
+    if dataset is not None:
+        return _dataset_shape(dataset, resampled)
+    shape = _fingerprint_shape(checkpoint)
+    if shape is None or resampled is None or resampled.spacing is None:
+        return shape
+    samples = json.loads((Path(checkpoint) / FINGERPRINT_FILE).read_text(encoding="utf-8")).get("image_samples", {})
+    factors = [max(samples.get(k) or [t], default=t) / t for k, t in zip(("spacing_y", "spacing_x"), resampled.spacing)]
+    return tuple(max(1, round(n * f)) for n, f in zip(shape, factors))
 
 
 def decoded_row_bytes(shape: tuple[int, ...] | None, in_channels: int) -> int:
@@ -107,15 +122,23 @@ def actor_memory(
     return need
 
 
-def _dataset_shape(path: Path) -> tuple[int, ...] | None:
-    """The largest (H, W) — or (Z, H, W) of volume records — among the ``ok`` rows of a dataset."""
+def _dataset_shape(path: Path, resampled: PreprocessSpec | None = None) -> tuple[int, ...] | None:
+    """The largest (H, W) — or (Z, H, W) of volume records — among the ``ok`` rows of a dataset;
+    with ``resampled`` (see :func:`run_shape`) each row's (H, W) as its spacing resizes it."""
     dataset = pads.dataset(str(path), format="parquet")
     volumes = "source_uris" in dataset.schema.names
-    columns = ["status", "height", "width", *(["source_uris"] if volumes else [])]
+    scaled = resampled is not None and resampled.spacing is not None and "spacing_known" in dataset.schema.names
+    columns = ["status", "height", "width", *(["source_uris"] if volumes else []), *(SPACING_COLUMNS if scaled else [])]
     table = dataset.to_table(columns=columns).to_pandas()
-    table = table[table["status"] == STATUS_OK]
+    table = table[table["status"] == STATUS_OK].reset_index(drop=True)
     if table.empty:
         return None
+    if scaled:
+        sizes = [
+            scaled_shape((int(r["height"]), int(r["width"])), image_scale(resampled, known_spacing(r)))
+            for r in table.to_dict("records")
+        ]
+        table["height"], table["width"] = [h for h, _ in sizes], [w for _, w in sizes]
     if volumes:
         depth = table["source_uris"].map(len)
         largest = (depth * table["height"] * table["width"]).idxmax()

@@ -85,3 +85,22 @@ def test_a_pool_is_sized_from_the_runs_largest_image(tmp_path: Path) -> None:
     assert sized.row_bytes == decoded_row_bytes((128, 96), loaded.model_spec.in_channels)
     assert (sized.min_actors, sized.max_actors, sized.cpus_per_actor) == (1, 2, 0.5)
     assert sized_for_run(pool, loaded, SETTINGS, 4, None, tmp_path) == pool  # no size known: as it was
+
+
+def test_a_model_with_a_target_spacing_is_probed_at_the_largest_image_as_resampled(tmp_path: Path) -> None:
+    """``preprocess.spacing``: a 96x70 image of 2 mm pixels is 192x140 at 1 mm, larger than the
+    stored largest image; the decoded rows themselves keep their stored size."""
+    pre = PreprocessSpec(spacing=(1.0, 1.0))
+    rows = [
+        {"status": "ok", "height": 100, "width": 100, "spacing_y": 0.5, "spacing_x": 0.5, "spacing_known": True},
+        {"status": "ok", "height": 96, "width": 70, "spacing_y": 2.0, "spacing_x": 2.0, "spacing_known": True},
+        {"status": "ok", "height": 120, "width": 90, "spacing_y": 1.0, "spacing_x": 1.0, "spacing_known": False},
+    ]
+    dataset = _dataset(tmp_path, rows)
+    assert run_shape(dataset, tmp_path) == (120, 90)  # as stored: what the pipeline holds
+    assert run_shape(dataset, tmp_path, pre) == (192, 140)  # as the network takes them; unknown spacing: as stored
+    folder = tmp_path / "model"
+    folder.mkdir()
+    samples = {"spacing_y": [0.5, 1.5], "spacing_x": [0.8, 1.2]}
+    (folder / "fingerprint.json").write_text(json.dumps({"shapes": [[512, 256, 2]], "image_samples": samples}))
+    assert run_shape(None, folder) == (512, 256) and run_shape(None, folder, pre) == (768, 307)
