@@ -35,10 +35,9 @@ from segops.data.globs import path_selected
 from segops.data.mask_names import is_mask_dir
 from segops.data.nnunet_layout import VOLUME_EXTS, named_channels, volume_classes
 from segops.data.seg_layout import common_dir
-from segops.data.series import RAS_TO_LPS
 from segops.data.slice_planes import SlicePlane, plan_slice_plane
 from segops.data.volume_labels import label_path_of, slicer_segment_names
-from segops.data.volumes import case_of, channel_case_of, read_volume_file, volume_extension
+from segops.data.volumes import case_of, channel_case_of, file_grid, volume_extension
 from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
@@ -341,25 +340,11 @@ def planned_slice_plane(paths: list[str], sample: int = 40) -> tuple[SlicePlane,
     grids = []
     for path in paths[::step][:sample]:
         try:
-            shape, spacing, affine = header_grid(path)
+            shape, _components, affine, _fmt = file_grid(path)
         except Exception as exc:  # an unreadable file says nothing about the archive's planes
             log.debug("slice plane: %s not read: %s", path, exc)
             continue
         if min(shape) > 1:
-            grids.append((spacing, affine))
+            steps = np.linalg.norm(affine[:3, :3], axis=0)
+            grids.append(((float(steps[0]), float(steps[1]), float(steps[2])), affine))
     return plan_slice_plane(grids)
-
-
-def header_grid(path: str | Path) -> tuple[tuple[int, ...], tuple[float, float, float], np.ndarray]:
-    """(shape, spacing per file axis, LPS affine) of a volume file, from its header where the format
-    allows (NIfTI)."""
-    if str(path).lower().endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        image = nib.load(str(path))
-        shape, affine = tuple(int(n) for n in (*image.shape, 1, 1)[:3]), RAS_TO_LPS @ np.asarray(image.affine, float)
-    else:
-        _array, grid, _fmt = read_volume_file(path)
-        shape, affine = grid.shape, grid.affine
-    steps = np.linalg.norm(affine[:3, :3], axis=0)
-    return shape, (float(steps[0]), float(steps[1]), float(steps[2])), affine

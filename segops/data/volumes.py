@@ -429,16 +429,13 @@ def read_dataset_json(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def volume_header(path: str | Path, rel_path: str, source: VolumeSource) -> dict[str, Any]:
-    """The census columns of a case without decoding its voxels where the format allows (NIfTI):
-    modality, format, channels (over its channel files), height, width and frames of its slices
-    (J, I, K in the file's order; permuted as ``source.slice_plane`` cuts it).
+def file_grid(path: str | Path) -> tuple[tuple[int, int, int], int, np.ndarray, str]:
+    """(I, J, K) shape, components per voxel (a 4D file's last axis), LPS affine and format of a
+    volume file, from its header where the format allows (NIfTI), else read whole.
 
     Raises:
-        DecodeError: a channel gap, or an unreadable first channel file.
+        DecodeError: the file (or its NIfTI header) cannot be read.
     """
-    root = Path(path).parents[len(PurePosixPath(rel_path).parts) - 1]
-    rel_paths = channel_files(root, rel_path, source)
     if str(path).lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
@@ -451,9 +448,22 @@ def volume_header(path: str | Path, rel_path: str, source: VolumeSource) -> dict
     else:
         array, grid, fmt = read_volume_file(path)
         shape, affine = array.shape, grid.affine
-    shape = (*shape, 1, 1)[:3] if len(shape) < 3 else shape
-    components = int(np.prod(shape[3:])) if len(shape) > 3 else 1
-    column, row, index = plane_axes(affine, source.slice_plane, shape[:3])
+    spatial = (*shape, 1, 1)[:3]
+    return (spatial[0], spatial[1], spatial[2]), int(np.prod(shape[3:])) if len(shape) > 3 else 1, affine, fmt
+
+
+def volume_header(path: str | Path, rel_path: str, source: VolumeSource) -> dict[str, Any]:
+    """The census columns of a case without decoding its voxels where the format allows (NIfTI):
+    modality, format, channels (over its channel files), height, width and frames of its slices
+    (J, I, K in the file's order; permuted as ``source.slice_plane`` cuts it).
+
+    Raises:
+        DecodeError: a channel gap, or an unreadable first channel file.
+    """
+    root = Path(path).parents[len(PurePosixPath(rel_path).parts) - 1]
+    rel_paths = channel_files(root, rel_path, source)
+    shape, components, affine, fmt = file_grid(path)
+    column, row, index = plane_axes(affine, source.slice_plane, shape)
     return {
         "modality": dataset_modality(str(root)),
         "transfer_syntax": fmt,

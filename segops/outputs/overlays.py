@@ -18,8 +18,7 @@ from segops.config.sources import IGNORE_LABEL, VOLUME_EXTENSIONS, SlicePlane
 from segops.data.decode import decode_file
 from segops.data.records import STATUS_OK
 from segops.data.slice_planes import FILE_ORDER, PLANES, case_axes, plane_axes
-from segops.data.volume_layout import header_grid
-from segops.data.volumes import volume_extension
+from segops.data.volumes import file_grid, volume_extension
 from segops.errors import DecodeError, SegopsError, ShapeError
 
 #: File suffixes read as 2D images; anything else is read as DICOM (see :func:`guess_source`).
@@ -177,7 +176,7 @@ def _cut_plane(path: Path, case_id: str) -> SlicePlane:
     axes = case_axes(case_id)
     if axes == FILE_ORDER or not path.is_file():
         return "file"
-    shape, _spacing, affine = header_grid(path)
+    shape, _components, affine, _fmt = file_grid(path)
     return next((p for p in PLANES if plane_axes(affine, p, shape) == axes), "file")  # type: ignore[return-value]
 
 
