@@ -116,9 +116,14 @@ def check_drift(
 def with_model_inputs(step: StepT, checkpoint: str | Path) -> StepT:
     """``step`` (segment, evaluate) whose source reads what the model was trained on where it does
     not say (:func:`in_model_plane`, :func:`in_model_modalities`); else as it is."""
-    train = read_model_fingerprint(checkpoint)
-    source = in_model_modalities(in_model_plane(step.source, train), train)
+    source = as_trained(step.source, read_model_fingerprint(checkpoint))
     return step if source is step.source else step.model_copy(update={"source": source})
+
+
+def as_trained(source: object, train: Fingerprint | None):
+    """``source`` with the slice plane and DICOM modalities of ``train`` where it does not name its
+    own (:func:`in_model_plane`, :func:`in_model_modalities`)."""
+    return in_model_modalities(in_model_plane(source, train), train)
 
 
 def in_model_plane(source: object, train: Fingerprint | None):
@@ -352,4 +357,4 @@ def _folder_input(folder: Path, kind: str, train: Fingerprint):
     if kind == "dataset":
         return load_dataset(folder, materialize=False)
     source = {"images": ImageSource, "dicom": DicomSource, "volumes": VolumeSource}[kind](kind=kind, path=folder)
-    return read_source(in_model_modalities(in_model_plane(source, train), train), streaming=True)
+    return read_source(as_trained(source, train), streaming=True)
