@@ -21,9 +21,9 @@ import numpy as np
 import ray
 import torch
 
+from segops.cluster.infer import case_spacing
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
-from segops.data.records import SPACING_COLUMNS, known_spacing
 from segops.data.transforms import image_scale
 from segops.engine.checkpoint import LoadedModel, load_checkpoint
 from segops.engine.predict import predict_masks
@@ -208,12 +208,11 @@ def _save_npz(path: Path, class_map: np.ndarray, label: np.ndarray) -> None:
         np.savez_compressed(f, class_map=class_map, label=label)
 
 
-def _cases(dataset: ray.data.Dataset) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, float] | None]]:
-    """(case id, image, label, (row, column) spacing or None) of each row."""
+def _cases(dataset: ray.data.Dataset) -> Iterator[tuple[str, np.ndarray, np.ndarray, tuple[float, ...] | None]]:
+    """(case id, image, label, spacing or None: :func:`~segops.cluster.infer.case_spacing`) of each row."""
     for batch in dataset.iter_batches(batch_size=8, batch_format="numpy"):
         for i, case_id in enumerate(batch["case_id"]):
-            spacing = known_spacing({c: batch[c][i] for c in SPACING_COLUMNS if c in batch})
-            yield str(case_id), batch["image"][i], batch["label"][i], spacing
+            yield str(case_id), batch["image"][i], batch["label"][i], case_spacing(batch, i)
 
 
 def driver_device() -> str:

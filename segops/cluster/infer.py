@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 
 from segops.cluster.runtime import INFER_MIN_RESERVE, cpu_reserve
 from segops.config.schema import ActorPoolSpec
-from segops.data.records import DICOM_ID_COLUMNS, STATUS_FAILED, STATUS_OK, failure_fields
+from segops.data.records import (
+    DICOM_ID_COLUMNS,
+    SPACING_COLUMNS,
+    STATUS_FAILED,
+    STATUS_OK,
+    failure_fields,
+    known_spacing,
+)
 from segops.engine.cases import CaseFailure, CaseResult, InferenceSettings, segment_cases
 from segops.engine.checkpoint import load_checkpoint
 from segops.outputs.atomic import atomic_write
@@ -160,9 +167,9 @@ class _Segmenter:
 def case_spacing(batch: dict[str, np.ndarray], i: int) -> tuple[float, ...] | None:
     """Row ``i``'s spacing in mm in its image's axis order ((Z, H, W) of a volume record, (H, W)
     else); None when the source gave none (photos; datasets of an older segops: unknown)."""
-    if "spacing_known" not in batch or not bool(batch["spacing_known"][i]):
+    rows_cols = known_spacing({name: batch[name][i] for name in SPACING_COLUMNS if name in batch})
+    if rows_cols is None:
         return None
-    rows_cols = (float(batch["spacing_y"][i]), float(batch["spacing_x"][i]))
     if np.ndim(batch["image"][i]) == 4:  # (C, Z, H, W)
         return (float(batch["spacing_z"][i]) if "spacing_z" in batch else float("nan"), *rows_cols)
     return rows_cols
