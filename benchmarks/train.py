@@ -57,7 +57,8 @@ from _measure import stopwatch  # noqa: E402
 
 from segops.cluster.datasets import load_dataset, read_source, write_dataset  # noqa: E402
 from segops.cluster.runtime import ensure_ray  # noqa: E402
-from segops.cluster.train import train_model, worker_cpus  # noqa: E402
+from segops.cluster.scaling import worker_cpus  # noqa: E402
+from segops.cluster.train import train_model  # noqa: E402
 from segops.config.schema import ClusterSpec, TrainStep, WorkflowSpec  # noqa: E402
 from segops.data.augment import Augmenter  # noqa: E402
 from segops.data.records import STATUS_OK, dataset_meta  # noqa: E402

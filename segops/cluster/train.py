@@ -31,7 +31,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from tqdm.auto import tqdm
 
-from segops.cluster.runtime import TRAIN_MIN_RESERVE, cpu_reserve
+from segops.cluster.scaling import resolve_scaling, torch_config, worker_cpus, worker_memory
 from segops.cluster.shards import PIXEL_COLUMNS, Blocks, owns, train_rows
 from segops.cluster.train_hooks import SNAPSHOT_NAME, EpochFeed, repair_snapshot
 from segops.config.schema import TrainStep
@@ -55,7 +55,7 @@ from segops.losses import build_loss
 from segops.models import build_model
 from segops.outputs.storage import open_storage
 
-if TYPE_CHECKING:  # the memory probe is the driver's: workers need not import the inference path
+if TYPE_CHECKING:
     from segops.engine.memory import TrainingImage
 
 log = logging.getLogger(__name__)
@@ -85,53 +85,6 @@ class TrainOutcome:
     used_gpu: bool
 
 
-def resolve_use_gpu(use_gpu: bool | str, resources: dict[str, float]) -> bool:
-    """``auto`` → True iff the cluster has at least one GPU."""
-    if use_gpu == "auto":
-        return resources.get("GPU", 0.0) >= 1.0
-    return bool(use_gpu)
-
-
-def worker_cpus(workers: int, requested: float | None, resources: dict[str, float]) -> float:
-    """CPUs per training worker.
-
-    With ``requested`` unset, the workers share the cluster's CPUs minus
-    :func:`segops.cluster.runtime.cpu_reserve` for Ray Data's read/split tasks (at least
-    :data:`~segops.cluster.runtime.TRAIN_MIN_RESERVE`).
-    """
-    if requested is not None:
-        return requested
-    total = resources.get("CPU", 1.0)
-    reserve = cpu_reserve(total, TRAIN_MIN_RESERVE)
-    share = (total - reserve) / workers
-    if share >= 1.0:
-        return float(math.floor(share))
-    return max(0.25, math.floor(share * 4) / 4)
-
-
-def worker_memory(step: TrainStep, resources: dict[str, float], image: TrainingImage | None = None) -> int:
-    """The ``memory`` a CPU training worker asks Ray for: measured by :func:`segops.engine.memory.probe_training`
-    (a Mask R-CNN's on ``image``, the run's largest training image as it trains).
-
-    Raises:
-        StepError: the workers would need more memory together than the cluster offers, so Ray
-            Train could never start them all.
-    """
-    from segops.engine.memory import probe_training  # the driver's: workers need not import the inference path
-
-    batch = step.samples_per_step
-    need = probe_training(step, image).actor_bytes(batch)
-    available = resources.get("memory")
-    if available and need * step.scaling.workers > available:
-        raise StepError(
-            f"{step.scaling.workers} training worker(s) would need {need / 2**30:.1f} GiB each ({batch} patches "
-            f"per step: batch_size {step.batch_size}, patches_per_image {step.patches_per_image}) but the cluster "
-            f"offers Ray {available / 2**30:.1f} GiB: lower train.batch_size, patches_per_image or scaling.workers"
-        )
-    log.info("each training worker asks for %.2f GiB (measured at %d patches per step)", need / 2**30, batch)
-    return need
-
-
 def train_model(
     step: TrainStep,
     train_ds: ray.data.Dataset,
@@ -159,7 +112,8 @@ def train_model(
     the progress feed stays in ``storage_dir``. ``desc``: the progress bar's label (``fold 1/5``).
     ``image``: a Mask R-CNN's largest training image, that the workers' memory is measured on.
     """
-    use_gpu = resolve_use_gpu(step.scaling.use_gpu, resources)
+    step = step.model_copy(update={"scaling": resolve_scaling(step.scaling, resources)})  # one worker per GPU
+    use_gpu = bool(step.scaling.use_gpu)
     cpus = worker_cpus(step.scaling.workers, step.scaling.cpus_per_worker, resources)
     resources_per_worker = {"CPU": cpus} | (
         {"GPU": 1.0} if use_gpu else {"memory": worker_memory(step, resources, image)}
@@ -187,6 +141,7 @@ def train_model(
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config=config,
+        torch_config=torch_config(use_gpu),
         scaling_config=ScalingConfig(
             num_workers=step.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources_per_worker
         ),

@@ -23,16 +23,10 @@ from segops.cluster.calibration import write_risk_calibration
 from segops.cluster.datasets import dataset_digest, load_dataset
 from segops.cluster.embeddings import write_model_embeddings
 from segops.cluster.fingerprint import fingerprint_dataset, log_fingerprint, write_fingerprint
-from segops.cluster.folds import (
-    cv_metrics,
-    driver_device,
-    fold_name,
-    predict_cases,
-    saved_maps,
-    train_folds,
-)
+from segops.cluster.folds import cv_metrics, driver_device, fold_name, predict_cases, saved_maps, train_folds
 from segops.cluster.label_check import check_labels_fit
 from segops.cluster.postprocess_choice import store_postprocessing
+from segops.cluster.scaling import resolve_scaling
 from segops.cluster.train import TrainOutcome, train_model
 from segops.config.schema import TrainStep
 from segops.config.sources import ignores_void
@@ -70,6 +64,7 @@ def run(step: TrainStep, ctx: RunContext) -> TrainResult:
             f"train.folds: {step.folds} cross-validates semantic models; Mask R-CNN (arch: maskrcnn) trains one "
             "model: set folds: 1"
         )
+    step = step.model_copy(update={"scaling": resolve_scaling(step.scaling, ctx.resources)})  # GPUs: one worker each
     # published or local starting weights: found, read and fitted on the driver before any worker starts
     initial = _starting_weights(step, ctx) if step.init_from is None else None
     ingest = ctx.require(IngestResult, "train needs an ingest step before it")

@@ -3,7 +3,7 @@
 import pytest
 
 from segops.cluster.infer import size_actor_pool
-from segops.cluster.train import resolve_use_gpu, worker_cpus
+from segops.cluster.scaling import resolve_use_gpu, worker_cpus
 from segops.config.schema import ActorPoolSpec
 from segops.errors import StepError
 
@@ -43,6 +43,53 @@ def test_use_gpu_resolution(flag, resources, expected) -> None:
     assert resolve_use_gpu(flag, resources) is expected
 
 
+@pytest.mark.parametrize(
+    ("scaling", "resources", "expected"),
+    [
+        ({}, {"CPU": 2.0}, (False, 2)),  # CPUs: the default two workers
+        ({}, {"CPU": 16.0, "GPU": 1.0}, (True, 1)),  # one GPU: one worker, not two waiting for a second GPU
+        ({}, {"CPU": 64.0, "GPU": 4.0}, (True, 4)),  # one worker per GPU
+        ({"workers": 2}, {"CPU": 64.0, "GPU": 4.0}, (True, 2)),
+        ({"use_gpu": False}, {"CPU": 16.0, "GPU": 1.0}, (False, 2)),  # CPU training on a GPU machine
+    ],
+)
+def test_gpu_training_runs_one_worker_per_gpu(scaling, resources, expected) -> None:
+    from segops.cluster.scaling import resolve_scaling
+    from segops.config.schema import ScalingSpec
+
+    resolved = resolve_scaling(ScalingSpec(**scaling), resources)
+    assert (resolved.use_gpu, resolved.workers) == expected
+    assert resolve_scaling(resolved, resources) == resolved  # the driver and train_model both resolve it
+
+
+@pytest.mark.parametrize(
+    ("scaling", "resources", "message"),
+    [
+        ({"workers": 2}, {"CPU": 16.0, "GPU": 1.0}, r"2 training worker\(s\) with a GPU each.*has 1 GPU.*at most 1"),
+        ({"use_gpu": True}, {"CPU": 16.0}, r"1 training worker\(s\) with a GPU each.*has 0 GPU.*use_gpu: auto"),
+    ],
+)
+def test_workers_the_gpus_cannot_hold_are_refused_before_any_starts(scaling, resources, message) -> None:
+    from segops.cluster.scaling import resolve_scaling
+    from segops.config.schema import ScalingSpec
+
+    with pytest.raises(StepError, match=message):
+        resolve_scaling(ScalingSpec(**scaling), resources)
+
+
+def test_gpu_workers_reduce_cpu_tensors_through_gloo_and_gradients_through_nccl() -> None:
+    """The loop all-reduces CPU tensors (loss and Dice sums) and gathers objects: a group of NCCL
+    alone has no CPU backend. torch parses the backend string as Ray Train passes it on."""
+    import torch.distributed as dist
+
+    from segops.cluster.scaling import GPU_BACKEND, torch_config
+
+    assert torch_config(False).backend is None  # Ray's default on CPUs: gloo
+    assert torch_config(True).backend == GPU_BACKEND
+    parsed = dist.distributed_c10d.BackendConfig(dist.Backend(GPU_BACKEND)).get_device_backend_map()
+    assert parsed == {"cpu": "gloo", "cuda": "nccl"}
+
+
 def test_one_cpu_reserve_rule_with_each_callers_minimum() -> None:
     from segops.cluster.runtime import INFER_MIN_RESERVE, TRAIN_MIN_RESERVE, cpu_reserve
 
@@ -54,7 +101,7 @@ def test_one_cpu_reserve_rule_with_each_callers_minimum() -> None:
 
 
 def test_training_workers_ask_for_measured_memory_and_refuse_what_the_cluster_lacks() -> None:
-    from segops.cluster.train import worker_memory
+    from segops.cluster.scaling import worker_memory
     from segops.config.schema import TrainStep
     from segops.engine.memory import ACTOR_BASE_BYTES
 

@@ -26,7 +26,7 @@ def test_bf16_autocast_inference_on_cuda_matches_fp32_closely() -> None:
 
 
 def test_training_workers_pick_the_gpu_when_auto() -> None:
-    from segops.cluster.train import resolve_use_gpu
+    from segops.cluster.scaling import resolve_use_gpu
 
     assert resolve_use_gpu("auto", {"GPU": float(torch.cuda.device_count())}) is True
 
