@@ -3,7 +3,7 @@ knobs of the planning rules (see :mod:`segops.data.planning`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 
@@ -29,3 +29,11 @@ class PlanSettings:
     maskrcnn_weights: Literal["coco", "imagenet"] | None = None
     #: Where they were looked for, for the comment of a from-scratch plan.
     weights_cache: str = ""
+
+    def on_gpus(self, gpus: int) -> PlanSettings:
+        """The knobs for a machine with ``gpus`` CUDA devices (as is with none): larger patches and a
+        wider network, and one training worker per GPU (``segops.cluster.scaling``), so an epoch's
+        time is spread over as many workers as will train it."""
+        if gpus < 1:
+            return self
+        return replace(self, max_patch_side=512, base_channels=32, max_channels=512, workers=gpus)

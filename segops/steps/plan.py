@@ -96,8 +96,7 @@ def plan_workflow(
     if fp.left_out:
         log.warning("%s", left_out_paragraph(fp))
     detection = classes_in_census(detection, fp)
-    if _has_cuda():
-        settings = replace(settings, max_patch_side=512, base_channels=32, max_channels=512)
+    settings = settings.on_gpus(_gpus())
     if detection.task == "instance":
         weights, cache = cached_maskrcnn_weights()
         settings = replace(settings, maskrcnn_weights=weights, weights_cache=cache)
@@ -204,10 +203,10 @@ def cached_maskrcnn_weights() -> tuple[str | None, str]:
     return None, str(coco.parent)
 
 
-def _has_cuda() -> bool:
+def _gpus() -> int:
     import torch
 
-    return torch.cuda.is_available()
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _name(root: Path) -> str:

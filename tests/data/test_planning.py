@@ -122,8 +122,22 @@ def test_plan_network_follows_nnunet_on_a_3d_patch() -> None:
 
 
 def test_a_gpu_allows_larger_patches() -> None:
-    geo = plan_geometry(ISBI, PlanSettings(max_patch_side=512, base_channels=32, max_channels=512))
+    assert PlanSettings().on_gpus(0) == PlanSettings()
+    geo = plan_geometry(ISBI, PlanSettings().on_gpus(1))
     assert geo["patch_size"].value == [512, 512] and geo["filters"].value == [32, 64, 128, 256, 512, 512, 512]
+
+
+def test_an_epoch_on_gpus_is_spread_over_one_worker_per_gpu() -> None:
+    """The train step runs one worker per GPU (segops.cluster.scaling): on one GPU an epoch is not
+    shared by the two workers a CPU plan counts on, so half as many fit the budget."""
+
+    def epochs(settings: PlanSettings) -> int:
+        return plan_train(ISBI, 2, replace(settings, budget_minutes=60), lambda _: 0.5)["epochs"].value
+
+    one, four = PlanSettings().on_gpus(1), PlanSettings().on_gpus(4)
+    assert (one.workers, four.workers) == (1, 4)
+    # 132, 255, 477 epochs: near proportional (each epoch also pays a fixed overhead)
+    assert 1.8 * epochs(one) < epochs(replace(one, workers=2)) < 2 * epochs(one) < 3 * epochs(one) < epochs(four)
 
 
 @pytest.mark.parametrize("shape", [(6, 40), (12, 12)])
