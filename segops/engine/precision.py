@@ -3,7 +3,9 @@
 ``amp`` (on by default in the train and segment steps; evaluate always) means bfloat16 autocast where the
 hardware computes in bfloat16 natively:
 
-- **CUDA**: training and inference (bf16 keeps fp32's exponent range, so no GradScaler).
+- **CUDA**: training and inference on GPUs with bfloat16 in hardware (compute capability 8 and
+  later: A100, H100, L4, RTX 30xx; bf16 keeps fp32's exponent range, so no GradScaler). Older
+  GPUs (T4, V100) would emulate it, slower than float32, so they stay in float32.
 - **CPU**: semantic inference only, and only on CPUs with bfloat16 arithmetic in hardware
   (x86 ``amx_bf16`` or ``avx512_bf16``, i.e. Intel Sapphire Rapids / AMD Zen 4 and later),
   where oneDNN runs the U-Nets 1.9-2.4x faster than in float32 (``benchmarks/cpu_kernels.py``,
@@ -35,9 +37,16 @@ BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 def autocast(device: torch.device, amp: bool) -> AbstractContextManager:
     """bfloat16 on CUDA when ``amp``; a no-op context elsewhere: training's autocast, and Mask R-CNN
     inference's (float32 on a CPU, see the module docstring)."""
-    if amp and device.type == "cuda":
+    if amp and device.type == "cuda" and cuda_has_bf16(device.index):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+@functools.cache
+def cuda_has_bf16(index: int | None = None) -> bool:
+    """Whether CUDA device ``index`` (None: the current one) computes in bfloat16 natively: compute
+    capability 8 or later. torch's autocast accepts bf16 on older GPUs too, emulated and slower."""
+    return torch.cuda.get_device_capability(index)[0] >= 8
 
 
 def inference_autocast(device: torch.device, amp: bool) -> AbstractContextManager:

@@ -74,3 +74,14 @@ def test_maskrcnn_bf16_training_learns_and_predicts_on_cuda() -> None:
     loaded = LoadedModel(model, spec, PreprocessSpec(intensity=ZScoreIntensity(kind="zscore")), {})
     (pred,) = predict_instances(loaded, [image.numpy()], "cuda", amp=True)
     assert pred.masks.shape[1:] == (64, 64) and pred.masks.dtype == bool
+
+
+def test_bf16_autocast_only_where_the_gpu_computes_in_bf16() -> None:
+    """A T4 or V100 (compute capability < 8) would emulate bf16, slower than float32: it stays in float32."""
+    from segops.engine.precision import autocast, cuda_has_bf16
+
+    native = torch.cuda.get_device_capability()[0] >= 8
+    assert cuda_has_bf16() is native
+    with autocast(torch.device("cuda"), True):
+        product = torch.ones(4, 4, device="cuda") @ torch.ones(4, 4, device="cuda")
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
