@@ -4,7 +4,8 @@ and the process group they talk through.
 On GPUs, one worker per GPU: NCCL allows one rank per device, and a worker asking for a GPU the
 cluster does not have is never started (Ray Train waits for it, then fails inside Ray). So the
 default ``scaling.workers`` (two, the two cores of a small CPU machine) becomes the cluster's GPU
-count there, and a count the GPUs cannot hold is refused before any worker starts.
+count there (with ``use_gpu: auto`` a larger count is lowered to it), and with ``use_gpu: true``
+a count the GPUs cannot hold is refused before any worker starts.
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ def resolve_use_gpu(use_gpu: bool | str, resources: dict[str, float]) -> bool:
 
 def resolve_scaling(scaling: ScalingSpec, resources: dict[str, float]) -> ScalingSpec:
     """``scaling`` with ``use_gpu`` decided (:func:`resolve_use_gpu`) and, on GPUs, one worker per GPU:
-    as many workers as the cluster has GPUs where ``workers`` is not set.
+    as many workers as the cluster has GPUs where ``workers`` is not set; with ``use_gpu: auto``, a
+    ``workers`` above that is lowered to it (logged: the shipped workflows' two workers are for CPUs).
 
     Raises:
-        StepError: the workers would need more GPUs than the cluster has.
+        StepError: ``use_gpu: true`` with more workers than the cluster has GPUs.
     """
     use_gpu = resolve_use_gpu(scaling.use_gpu, resources)
     workers = scaling.workers
@@ -51,6 +53,9 @@ def resolve_scaling(scaling: ScalingSpec, resources: dict[str, float]) -> Scalin
         gpus = int(resources.get("GPU", 0.0))
         if "workers" not in scaling.model_fields_set:
             workers = max(gpus, 1)
+        elif workers > gpus >= 1 and scaling.use_gpu == "auto":
+            log.warning("train.scaling.workers %d lowered to %d: one training worker per GPU", workers, gpus)
+            workers = gpus
         if workers > gpus:
             fix = f"set train.scaling.workers to at most {gpus}" if gpus else "set train.scaling.use_gpu: auto"
             raise StepError(

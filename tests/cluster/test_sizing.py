@@ -50,6 +50,7 @@ def test_use_gpu_resolution(flag, resources, expected) -> None:
         ({}, {"CPU": 16.0, "GPU": 1.0}, (True, 1)),  # one GPU: one worker, not two waiting for a second GPU
         ({}, {"CPU": 64.0, "GPU": 4.0}, (True, 4)),  # one worker per GPU
         ({"workers": 2}, {"CPU": 64.0, "GPU": 4.0}, (True, 2)),
+        ({"workers": 2}, {"CPU": 16.0, "GPU": 1.0}, (True, 1)),  # auto: the quickstarts' two CPU workers, lowered
         ({"use_gpu": False}, {"CPU": 16.0, "GPU": 1.0}, (False, 2)),  # CPU training on a GPU machine
     ],
 )
@@ -65,7 +66,11 @@ def test_gpu_training_runs_one_worker_per_gpu(scaling, resources, expected) -> N
 @pytest.mark.parametrize(
     ("scaling", "resources", "message"),
     [
-        ({"workers": 2}, {"CPU": 16.0, "GPU": 1.0}, r"2 training worker\(s\) with a GPU each.*has 1 GPU.*at most 1"),
+        (
+            {"workers": 2, "use_gpu": True},
+            {"CPU": 16.0, "GPU": 1.0},
+            r"2 training worker\(s\) with a GPU each.*has 1 GPU.*at most 1",
+        ),
         ({"use_gpu": True}, {"CPU": 16.0}, r"1 training worker\(s\) with a GPU each.*has 0 GPU.*use_gpu: auto"),
     ],
 )
@@ -126,3 +131,18 @@ def test_the_in_flight_budget_holds_the_actors_batches_of_large_rows() -> None:
     assert in_flight_budget(photos, batch_size=2, store_bytes=0.8e9) == max(MIN_IN_FLIGHT, 2 * IN_FLIGHT_PER_ACTOR)
     assert in_flight_budget(photos, batch_size=2, store_bytes=3e9) == 1_500_000_000  # half the object store
     assert in_flight_budget(PoolSize(1, 2, 0.5, 0.0, 1), batch_size=8) == max(MIN_IN_FLIGHT, 2 * IN_FLIGHT_PER_ACTOR)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "quickstart-3d", "instances-quickstart", "isbi2012"])
+def test_the_shipped_workflows_train_on_a_one_gpu_machine(name: str) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from segops.cluster.scaling import resolve_scaling
+    from segops.config.schema import TrainStep
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflows" / f"{name}.yaml").read_text())
+    (train,) = [TrainStep.model_validate(s) for s in spec["steps"] if s["step"] == "train"]  # its data need not exist
+    assert train.scaling.workers == 2  # the CPU setting the file names
+    assert resolve_scaling(train.scaling, {"CPU": 16.0, "GPU": 1.0}).workers == 1
