@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 FINGERPRINT_FILE = "fingerprint.json"
 _META = ("case_id", "group_id", "modality", "spacing_y", "spacing_x")
 #: Census columns counted when the rows have them (datasets written by older segops may not).
-_CENSUS = ("transfer_syntax", "photometric", "patient_id", "spacing_known")
+_CENSUS = ("transfer_syntax", "photometric", "patient_id", "spacing_known", "image_role")
 
 
 def _stats_batch(
@@ -91,8 +91,10 @@ def _fold(
             meta = row.pop("meta")
             census = (str(meta.get("transfer_syntax", "")), str(meta.get("photometric", "")))
             spacing, patient = (meta["spacing_y"], meta["spacing_x"]), str(meta.get("patient_id", ""))
-            known = meta.get("spacing_known") == "True"
-            acc.add(row, str(meta["group_id"]), str(meta["modality"]), spacing, *census, patient, meta["plane"], known)
+            known, role = meta.get("spacing_known") == "True", meta.get("image_role")  # None: not in the rows
+            acc.add(
+                row, str(meta["group_id"]), str(meta["modality"]), spacing, *census, patient, meta["plane"], known, role
+            )
     fp = acc.result()
     # DEBUG: the train step takes it beside a live progress bar, which a log line would split
     log.debug("fingerprint of %d images (%d labelled, %d groups)", fp.n_images, fp.n_labelled, fp.n_groups)

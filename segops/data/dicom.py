@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 
 from segops.data.dicom_integrity import pixel_data_problem, stream_problem
-from segops.data.dicom_roles import left_out
+from segops.data.dicom_roles import image_role, left_out
 from segops.data.records import ImageRecord, path_case_id
 from segops.data.sop_classes import is_non_image_class
 from segops.errors import DecodeError, LeftOutError, NoPixelDataError
@@ -74,6 +74,7 @@ def read_dicom(
         source_uri=str(Path(path).resolve()),
         rel_path=rel_path,
         modality=str(getattr(ds, "Modality", "") or "OT"),
+        image_role=image_role(ds),
         spacing=spacing or (1.0, 1.0),
         spacing_known=bool(spacing),
         transfer_syntax=ts,

@@ -108,6 +108,9 @@ class Fingerprint:
             photometric interpretation; empty in older files.
         planes: images per slice plane (:func:`segops.data.slice_planes.plane_of`: ``axial`` …,
             ``""`` for photos); empty in older files.
+        roles: images per DICOM image role (:func:`segops.data.dicom_roles.image_role`: ``localizer``,
+            ``secondary``, ``""`` for cross-sections and every other source); empty in older files and
+            for datasets ingested before records kept the role.
         spacing_known: images whose source gave their pixel spacing (DICOM, volume files); -1 in
             older files.
         left_out: files (or frames) that decoded to no record: unreadable, or their label could
@@ -138,6 +141,7 @@ class Fingerprint:
     transfer_syntaxes: dict[str, int] = field(default_factory=dict)
     photometrics: dict[str, int] = field(default_factory=dict)
     planes: dict[str, int] = field(default_factory=dict)
+    roles: dict[str, int] = field(default_factory=dict)
     spacing_known: int = -1
     left_out: int = 0
     left_out_examples: dict[str, str] = field(default_factory=dict)
@@ -316,6 +320,7 @@ class FingerprintAccumulator:
     transfer_syntaxes: Counter = field(default_factory=Counter)
     photometrics: Counter = field(default_factory=Counter)
     planes: Counter = field(default_factory=Counter)
+    roles: Counter = field(default_factory=Counter)
     spacing_known: int = 0
     left_out: int = 0
     left_out_examples: dict[str, str] = field(default_factory=dict)
@@ -340,9 +345,13 @@ class FingerprintAccumulator:
         patient_id: str = "",
         plane: str = "",
         spacing_known: bool = False,
+        role: str | None = None,
     ) -> None:
-        """One record's stats (from :func:`record_stats`) and its metadata."""
+        """One record's stats (from :func:`record_stats`) and its metadata (``role``: None where the
+        rows do not say)."""
         self.n_images += 1
+        if role is not None:
+            self.roles[role] += 1
         self.spacing_known += bool(spacing_known)
         self.transfer_syntaxes[transfer_syntax] += 1
         self.photometrics[photometric] += 1
@@ -411,6 +420,7 @@ class FingerprintAccumulator:
             transfer_syntaxes=dict(self.transfer_syntaxes),
             photometrics=dict(self.photometrics),
             planes=dict(self.planes),
+            roles=dict(self.roles),
             spacing_known=self.spacing_known,
             left_out=self.left_out,
             left_out_examples=dict(self.left_out_examples),

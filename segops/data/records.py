@@ -44,6 +44,7 @@ RECORD_SCHEMA = pa.schema(
         ("rel_path", pa.string()),
         ("frame", pa.int64()),
         ("modality", pa.string()),
+        ("image_role", pa.string()),  # DICOM: "", "localizer" or "secondary" (segops.data.dicom_roles.image_role)
         ("spacing_y", pa.float64()),
         ("spacing_x", pa.float64()),
         ("spacing_known", pa.bool_()),  # false: the source gave no spacing and spacing_y/x hold (1, 1)
@@ -115,6 +116,7 @@ class ImageRecord:
     source_uri: str
     rel_path: str
     modality: str
+    image_role: str = ""  # DICOM: localizer, secondary, or "" for a cross-section (and every other source)
     frame: int = 0
     spacing: tuple[float, float] = (1.0, 1.0)
     spacing_known: bool = False
@@ -143,6 +145,7 @@ class ImageRecord:
             "rel_path": self.rel_path,
             "frame": self.frame,
             "modality": self.modality,
+            "image_role": self.image_role,
             "spacing_y": float(self.spacing[0]),
             "spacing_x": float(self.spacing[1]),
             "spacing_known": bool(self.spacing_known),

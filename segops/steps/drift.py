@@ -37,6 +37,7 @@ from segops.config.schema import (
     VolumeSource,
 )
 from segops.config.steps import DriftSpec
+from segops.data.dicom_roles import SECONDARY
 from segops.data.drift import DriftReport, DriftRow, compare, embedding_row, missing_row
 from segops.data.fingerprint import Fingerprint
 from segops.data.slice_planes import trained_plane
@@ -115,15 +116,15 @@ def check_drift(
 
 def with_model_inputs(step: StepT, checkpoint: str | Path) -> StepT:
     """``step`` (segment, evaluate) whose source reads what the model was trained on where it does
-    not say (:func:`in_model_plane`, :func:`in_model_modalities`); else as it is."""
+    not say (:func:`as_trained`); else as it is."""
     source = as_trained(step.source, read_model_fingerprint(checkpoint))
     return step if source is step.source else step.model_copy(update={"source": source})
 
 
 def as_trained(source: object, train: Fingerprint | None):
-    """``source`` with the slice plane and DICOM modalities of ``train`` where it does not name its
-    own (:func:`in_model_plane`, :func:`in_model_modalities`)."""
-    return in_model_modalities(in_model_plane(source, train), train)
+    """``source`` with the slice plane, DICOM modalities and image roles of ``train`` where it does
+    not name its own (:func:`in_model_plane`, :func:`in_model_modalities`, :func:`in_model_roles`)."""
+    return in_model_roles(in_model_modalities(in_model_plane(source, train), train), train)
 
 
 def in_model_plane(source: object, train: Fingerprint | None):
@@ -154,6 +155,19 @@ def in_model_modalities(source: object, train: Fingerprint | None):
         return source
     log.info("source.modalities: %s, the model's training images' (set it to read others)", ", ".join(trained))
     return source.model_copy(update={"modalities": tuple(trained)})
+
+
+def in_model_roles(source: object, train: Fingerprint | None):
+    """A DICOM source without ``skip`` of its own, skipping secondary captures too where none of
+    ``train``'s images was one: a CT model given a hospital's export segments its slices and lists
+    the dose-report screenshots as skipped. As it is where the fingerprint does not know the roles
+    (written before records kept them) or the model trained on secondary captures."""
+    if not isinstance(source, DicomSource) or "skip" in source.model_fields_set or train is None:
+        return source
+    if not train.roles or train.roles.get(SECONDARY, 0) or SECONDARY in source.skip:
+        return source
+    log.info("source.skip: secondary captures too, as none of the model's %d training images was one", train.n_images)
+    return source.model_copy(update={"skip": (*source.skip, SECONDARY)})
 
 
 def read_model_fingerprint(checkpoint: str | Path) -> Fingerprint | None:

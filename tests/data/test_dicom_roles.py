@@ -114,13 +114,15 @@ def test_secondary_captures_and_other_modalities_are_left_out_only_when_the_sour
     cts = write_ct_series(tmp_path / "ct", 1, generate_uid(), generate_uid())
     dose = _secondary_capture(tmp_path / "dose", cts[0])
     [pet] = _pet_series(tmp_path / "pt", cts[0], n=1)
-    assert decode_file(str(dose), "dose/dose.dcm", _source(tmp_path))[0]["status"] == STATUS_OK
+    [read] = decode_file(str(dose), "dose/dose.dcm", _source(tmp_path))
+    assert read["status"] == STATUS_OK and read["image_role"] == "secondary"  # the fingerprint counts roles
     [row] = decode_file(str(dose), "dose/dose.dcm", _source(tmp_path, skip=["localizer", "secondary"]))
     assert row["status"] == STATUS_SKIPPED and row["error"].startswith("a secondary capture")
     [row] = decode_file(str(pet), "pt/pt0.dcm", _source(tmp_path, modalities=["ct"]))  # spelt in any case
     assert row["status"] == STATUS_SKIPPED and row["error"] == "modality PT: source.modalities reads CT only"
     ct = str(tmp_path / "ct" / "ct0.dcm")
-    assert decode_file(ct, "ct/ct0.dcm", _source(tmp_path, modalities=["CT"]))[0]["status"] == STATUS_OK
+    [read] = decode_file(ct, "ct/ct0.dcm", _source(tmp_path, modalities=["CT"]))
+    assert read["status"] == STATUS_OK and read["image_role"] == ""
 
 
 def test_the_census_counts_what_ingest_would_leave_out_and_ingest_metrics_tell_it_from_objects_without_pixels(

@@ -1,9 +1,11 @@
 """Fingerprint: per-record stats and their aggregate checked against numpy on the same pixels;
 the Ray pass over an archive and over its ingested dataset."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -158,9 +160,13 @@ def test_ray_pass_matches_numpy_and_the_ingested_dataset(tmp_path: Path) -> None
     assert fp.shapes == [[32, 48, 3], [40, 40, 1]] and fp.median_shape == (32, 48)
     assert (fp.n_images, fp.n_labelled, fp.n_groups) == (4, 4, 4)
     assert fp.planes == {"": 4} and fp.spacing_known == 0  # photos: no patient plane, no pixel spacing
+    assert fp.roles == {"": 4}  # no localizer or secondary capture among them
 
     write_dataset(read_source(source), tmp_path / "dataset")
     assert fingerprint_dataset(tmp_path / "dataset") == fp  # small: read by the driver
+    older = pq.read_table(tmp_path / "dataset").drop_columns(["image_role"])  # ingested before records kept it
+    pq.write_table(older, tmp_path / "older.parquet")
+    assert fingerprint_dataset(tmp_path / "older.parquet") == replace(fp, roles={})  # not known: no default from it
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(datasets, "DRIVER_READ_BYTES", 0)  # large: Ray Data's read tasks, streaming
         assert fingerprint_dataset(tmp_path / "dataset") == fp

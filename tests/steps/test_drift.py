@@ -183,3 +183,23 @@ def test_a_dicom_source_naming_no_modalities_reads_the_models(tmp_path: Path) ->
     assert in_model_modalities(source, replace(ct, modalities={"CT": 5, "MR": 5})).modalities == ("CT", "MR")
     volumes = VolumeSource(kind="volumes", path=tmp_path)
     assert in_model_modalities(volumes, ct) is volumes
+
+
+def test_a_dicom_source_naming_no_skip_leaves_out_secondary_captures_the_model_never_saw(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from segops.config.schema import DicomSource
+    from segops.steps.drift import as_trained, in_model_roles
+
+    from ..fingerprints import ct_slices
+
+    ct = replace(ct_slices(2), modalities={"CT": 300}, roles={"": 300})
+    source = DicomSource(kind="dicom", path=tmp_path)
+    assert in_model_roles(source, ct).skip == ("localizer", "secondary")
+    assert as_trained(source, ct).skip == ("localizer", "secondary") and as_trained(source, ct).modalities == ("CT",)
+    named = DicomSource(kind="dicom", path=tmp_path, skip=["localizer"])
+    assert in_model_roles(named, ct) is named  # the source said what to skip
+    assert in_model_roles(source, replace(ct, roles={"": 280, "secondary": 20})) is source  # trained on some
+    assert in_model_roles(source, replace(ct, roles={})) is source  # a fingerprint that does not know the roles
+    volumes = VolumeSource(kind="volumes", path=tmp_path)
+    assert in_model_roles(volumes, ct) is volumes
