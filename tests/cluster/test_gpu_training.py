@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from segops.config import validate_workflow_text
-from tests.stores import sqlite_store
+from tests.small_workflows import small_quickstart
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray, pytest.mark.slow]
 
@@ -26,36 +26,8 @@ def test_default_scaling_trains_one_worker_per_gpu_and_segments_every_slice(
 ) -> None:
     from segops.workflows import run_workflow
 
-    text = yaml.safe_dump(
-        {
-            "name": "gpu-train",
-            "output_dir": str(tmp_path / "runs"),
-            "tracking": {"uri": sqlite_store(tmp_path), "experiment": "gpu-train"},
-            "steps": [
-                {
-                    "step": "ingest",
-                    "source": {
-                        "kind": "dicom",
-                        "path": str(ct_archive / "images"),
-                        "labels": {"kind": "mask-png", "path": str(ct_archive / "labels")},
-                    },
-                },
-                {
-                    "step": "train",
-                    "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-                    "preprocess": {
-                        "intensity": {"kind": "window", "lower": -160, "upper": 240},
-                        "patch_size": [64, 64],
-                    },
-                    "split": {"val_fraction": 0.34, "test_fraction": 0.0},
-                    "epochs": 3,
-                    "batch_size": 4,
-                    "learning_rate": 0.003,
-                },
-                {"step": "segment"},
-            ],
-        }
-    )
+    # the quickstart's scaling left to its default: one worker per GPU
+    text = yaml.safe_dump(small_quickstart(tmp_path, ct_archive, "gpu-train", {"epochs": 3}, {}))
     run = run_workflow(validate_workflow_text(text), text)
     client = mlflow.tracking.MlflowClient(run.tracking_uri)
     params = client.get_run(run.mlflow_run_id).data.params

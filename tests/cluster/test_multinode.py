@@ -34,7 +34,7 @@ from PIL import Image
 
 from segops.cluster.local_cluster import LocalCluster
 from tests.processes import ActorWatch, subprocess_run
-from tests.stores import sqlite_store
+from tests.small_workflows import small_quickstart
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
@@ -61,36 +61,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _workflow(root: Path, archive: Path, name: str, train: dict, segment: dict | None) -> Path:
-    """A small quickstart (same steps and preprocessing, smaller U-Net, few epochs)."""
-    steps = [
-        {
-            "step": "ingest",
-            "source": {
-                "kind": "dicom",
-                "path": str(archive / "images"),
-                "labels": {"kind": "mask-png", "path": str(archive / "labels")},
-            },
-        },
-        {
-            "step": "train",
-            "model": {"arch": "unet", "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
-            "preprocess": {"intensity": {"kind": "window", "lower": -160, "upper": 240}, "patch_size": [64, 64]},
-            "split": {"val_fraction": 0.34, "test_fraction": 0.0},  # 2 of 3 series train, as the timings assume
-            "batch_size": 4,
-            "learning_rate": 0.003,
-            "patches_per_image": 2,
-            **train,
-        },
-    ]
-    if segment is not None:
-        steps.append({"step": "segment", "overlays": 1, **segment})
-    spec = {
-        "name": name,
-        "output_dir": str(root / "runs"),
-        "cluster": {},
-        "tracking": {"uri": sqlite_store(root), "experiment": "multinode"},
-        "steps": steps,
-    }
+    """A small quickstart (same steps and preprocessing, smaller U-Net, few epochs), in experiment ``multinode``."""
+    spec = small_quickstart(root, archive, name, train, None if segment is None else {"overlays": 1, **segment})
+    spec["tracking"]["experiment"] = "multinode"
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
