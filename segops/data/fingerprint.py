@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -156,7 +156,11 @@ class Fingerprint:
 
     @classmethod
     def from_json(cls, text: str) -> Fingerprint:
+        """A fingerprint from :meth:`to_json`'s text. Fields this version does not know (a newer segops
+        wrote the file: a model registered by it, read here) are left out, not an error."""
         d = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
         d["channels"] = {int(k): v for k, v in d["channels"].items()}
         d["label_census"] = {int(k): tuple(v) for k, v in d["label_census"].items()}
         d["class_fractions"] = {int(k): v for k, v in d["class_fractions"].items()}

@@ -102,8 +102,15 @@ def test_groups_count_patients_where_the_split_keeps_their_series_together() -> 
 
 
 def test_json_round_trip() -> None:
+    import json
+
     fp = _fold(_records())
     assert Fingerprint.from_json(fp.to_json()) == fp
+    # a model registered by a newer segops keeps fields this one does not know: read, not refused
+    newer = json.loads(fp.to_json()) | {"a_later_census": {"x": 1}}
+    assert Fingerprint.from_json(json.dumps(newer)) == fp
+    older = {k: v for k, v in json.loads(fp.to_json()).items() if k not in ("roles", "planes", "spacing_known")}
+    assert Fingerprint.from_json(json.dumps(older)) == replace(fp, roles={}, planes={}, spacing_known=-1)
 
 
 # --------------------------------------------------------------------------- Ray
