@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from segops.config.schema import ModelSpec, PreprocessSpec
@@ -126,6 +126,24 @@ def _spec_meta(model_spec: Any, preprocess: PreprocessSpec) -> dict[str, Any]:
     return {"model": model_spec.model_dump(mode="json"), "preprocess": preprocess.model_dump(mode="json")}
 
 
+def _spec(kind: Any, meta: dict[str, Any], key: str, meta_file: Path) -> Any:
+    """``meta[key]`` validated as ``kind`` (a pydantic model or TypeAdapter).
+
+    Raises:
+        CheckpointError: it does not validate, each problem by dotted path (a model folder written by
+            a newer segops, with settings this one does not know, or an edited file).
+    """
+    validate = kind.validate_python if isinstance(kind, TypeAdapter) else kind.model_validate
+    try:
+        return validate(meta[key])
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, (key, *e['loc'])))}: {e['msg']}" for e in exc.errors()[:5])
+        raise CheckpointError(
+            f"{meta_file} describes a model this segops cannot rebuild ({problems}): a model written by a newer "
+            "segops needs that release (or later) to load it"
+        ) from None
+
+
 def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tmp_meta = directory / f".{META_FILE}.tmp"
@@ -149,13 +167,15 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         if not folds:
             raise CheckpointError(f"ensemble checkpoint {directory} lists no folds in {META_FILE}")
         ensemble = SoftmaxEnsemble([f.model for f in folds]).to(device).eval()
-        return LoadedModel(ensemble, folds[0].model_spec, PreprocessSpec.model_validate(meta["preprocess"]), meta)
+        return LoadedModel(ensemble, folds[0].model_spec, _spec(PreprocessSpec, meta, "preprocess", meta_file), meta)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file() or not meta_file.is_file():
         raise CheckpointError(f"{directory} is not a segops checkpoint: expected {WEIGHTS_FILE} and {META_FILE} in it")
     meta = json.loads(meta_file.read_text())
-    model_spec = _MODEL_ADAPTER.validate_python(meta["model"])
-    preprocess = PreprocessSpec.model_validate(meta["preprocess"])
+    model_spec, preprocess = (
+        _spec(_MODEL_ADAPTER, meta, "model", meta_file),
+        _spec(PreprocessSpec, meta, "preprocess", meta_file),
+    )
     model = build_model(model_spec)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     try:

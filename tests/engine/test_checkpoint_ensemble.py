@@ -99,3 +99,20 @@ def test_a_fold_of_another_architecture_is_refused(tmp_path: Path) -> None:
         save_ensemble(tmp_path / "m", ["fold_0", "fold_1"], SPEC, PRE)
     with pytest.raises(CheckpointError, match="is not a segops checkpoint"):
         save_ensemble(tmp_path / "m", ["fold_0", "fold_9"], SPEC, PRE)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_a_model_folder_with_settings_this_segops_does_not_know_is_a_checkpoint_error(
+    tmp_path: Path, ensemble: bool
+) -> None:
+    """What a newer segops may write (a preprocessing knob added later): refused by dotted path, not a
+    pydantic traceback, and never loaded with the knob silently dropped."""
+    torch.manual_seed(0)
+    root = _folds(tmp_path / "model") if ensemble else save_checkpoint(tmp_path / "model", build_model(SPEC), SPEC, PRE)
+    meta = json.loads((root / "segops.json").read_text())
+    meta["preprocess"]["a_later_knob"] = 2
+    (root / "segops.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        CheckpointError, match=r"preprocess\.a_later_knob: Extra inputs are not permitted.*newer segops"
+    ):
+        load_checkpoint(root)
