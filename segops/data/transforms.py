@@ -80,6 +80,11 @@ def image_scale(preprocess: PreprocessSpec, spacing: Sequence[float] | None = No
     return 1.0 if factors == (1.0, 1.0) else factors
 
 
+def unscaled(scale: Scale) -> bool:
+    """Whether ``scale`` leaves an image as it is (1, or (1, 1))."""
+    return scale == 1 or scale == (1.0, 1.0)
+
+
 def scaled_shape(shape: tuple[int, ...], scale: Scale) -> tuple[int, ...]:
     """(H, W) resized by ``scale`` (one factor, or (row, column) factors): each side rounded, at least 1 px."""
     factors = scale if isinstance(scale, tuple) else (scale, scale)
@@ -89,7 +94,7 @@ def scaled_shape(shape: tuple[int, ...], scale: Scale) -> tuple[int, ...]:
 def rescale_image(image: np.ndarray, scale: Scale) -> np.ndarray:
     """(C, H, W) float32 resized by ``scale``: area-averaged (antialiased bilinear) when shrinking,
     so thin bright or dark lines fade rather than alias; unchanged at 1."""
-    if scale == 1 or scale == (1.0, 1.0):
+    if unscaled(scale):
         return image
     size = scaled_shape(image.shape[1:], scale)
     array = np.ascontiguousarray(image, dtype=np.float32)
@@ -100,7 +105,7 @@ def rescale_image(image: np.ndarray, scale: Scale) -> np.ndarray:
 
 def rescale_label(label: np.ndarray, scale: Scale) -> np.ndarray:
     """(H, W) class map resized by ``scale`` by nearest neighbour (no class mixes); unchanged at 1."""
-    if scale == 1 or scale == (1.0, 1.0):
+    if unscaled(scale):
         return label
     size = scaled_shape(label.shape, scale)
     rows = np.minimum((np.arange(size[0]) + 0.5) * label.shape[0] / size[0], label.shape[0] - 1).astype(np.intp)

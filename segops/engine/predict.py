@@ -11,7 +11,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from segops.config.schema import SlidingWindowSpec
-from segops.data.transforms import Scale, image_scale, pad_to_multiple, padded_size, prepare_image
+from segops.data.transforms import Scale, image_scale, pad_to_multiple, padded_size, prepare_image, unscaled
 from segops.engine.checkpoint import LoadedModel
 from segops.engine.detect import instance_label_map, predict_instances
 from segops.engine.embeddings import BottleneckTap
@@ -100,7 +100,7 @@ def predict(
     factors = list(scales) if scales is not None else [pre.scale] * len(images)
     prepared = [prepare_image(img, pre.intensity, spec.in_channels, scale=f) for img, f in zip(images, factors)]
     # resized: the network's scores are resized back to each input's size before ``head``
-    resized = any(f not in (1, (1.0, 1.0)) for f in factors)
+    resized = not all(unscaled(f) for f in factors)
     inner = _scores if resized else head
     outputs: list[np.ndarray | None] = [None] * len(images)
     whole: dict[tuple[int, ...], list[int]] = defaultdict(list)
