@@ -63,14 +63,7 @@ def run_shape(
             network takes it, each image resized by its own spacing over the target (a folder
             source: the largest stored image by the coarsest training spacing's factor).
     """
-    if dataset is not None:
-        return _dataset_shape(dataset, resampled)
-    shape = _fingerprint_shape(checkpoint)
-    if shape is None or resampled is None or resampled.spacing is None:
-        return shape
-    samples = json.loads((Path(checkpoint) / FINGERPRINT_FILE).read_text(encoding="utf-8")).get("image_samples", {})
-    factors = [max(samples.get(k) or [t], default=t) / t for k, t in zip(("spacing_y", "spacing_x"), resampled.spacing)]
-    return tuple(max(1, round(n * f)) for n, f in zip(shape, factors))
+    return _dataset_shape(dataset, resampled) if dataset is not None else _fingerprint_shape(checkpoint, resampled)
 
 
 def decoded_row_bytes(shape: tuple[int, ...] | None, in_channels: int) -> int:
@@ -147,13 +140,19 @@ def _dataset_shape(path: Path, resampled: PreprocessSpec | None = None) -> tuple
     return int(table["height"][largest]), int(table["width"][largest])
 
 
-def _fingerprint_shape(checkpoint: Path) -> tuple[int, int] | None:
-    """The largest (H, W) in the training fingerprint's shape table, if the model has one."""
+def _fingerprint_shape(checkpoint: Path, resampled: PreprocessSpec | None = None) -> tuple[int, ...] | None:
+    """The largest (H, W) in the training fingerprint's shape table, if the model has one; with
+    ``resampled`` (see :func:`run_shape`), resized by the coarsest training spacing's factor."""
     path = Path(checkpoint) / FINGERPRINT_FILE
     if not path.is_file():
         return None
-    shapes = json.loads(path.read_text(encoding="utf-8")).get("shapes") or []
+    fingerprint = json.loads(path.read_text(encoding="utf-8"))
+    shapes = fingerprint.get("shapes") or []
     if not shapes:
         return None
     height, width, _ = max(shapes, key=lambda s: s[0] * s[1])
-    return int(height), int(width)
+    if resampled is None or resampled.spacing is None:
+        return int(height), int(width)
+    samples = fingerprint.get("image_samples", {})
+    factors = [max(samples.get(k) or [t], default=t) / t for k, t in zip(("spacing_y", "spacing_x"), resampled.spacing)]
+    return tuple(max(1, round(n * f)) for n, f in zip((height, width), factors))
