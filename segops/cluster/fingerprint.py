@@ -93,7 +93,15 @@ def _fold(
             spacing, patient = (meta["spacing_y"], meta["spacing_x"]), str(meta.get("patient_id", ""))
             known, role = meta.get("spacing_known") == "True", meta.get("image_role")  # None: not in the rows
             acc.add(
-                row, str(meta["group_id"]), str(meta["modality"]), spacing, *census, patient, meta["plane"], known, role
+                row,
+                str(meta["group_id"]),
+                str(meta["modality"]),
+                spacing,
+                *census,
+                patient_id=patient,
+                plane=meta["plane"],
+                spacing_known=known,
+                role=role,
             )
     fp = acc.result()
     # DEBUG: the train step takes it beside a live progress bar, which a log line would split
