@@ -266,3 +266,35 @@ def make_kits(root: Path, rng: np.random.Generator) -> None:
         case.mkdir(parents=True)
         nib.save(nib.Nifti1Image(image.astype(np.int16), affine), case / "imaging.nii.gz")
         nib.save(nib.Nifti1Image(label, affine), case / "segmentation.nii.gz")
+
+
+def make_cvppp(root: Path, rng: np.random.Generator) -> None:
+    """CVPPP 2017's leaf segmentation set: ``A1/plant001_rgb.png`` (the photo) beside
+    ``plant001_label.png`` (palette PNG of leaf ids), ``plant001_fg.png`` (the binary plant),
+    ``plant001_centers.png`` (a dot per leaf) and ``A1.csv`` (leaf counts): four files per plant in
+    one folder, 30 plants of 120 x 140 px, 3-8 leaves each."""
+    base = root / "CVPPP2017_LSC_training" / "training" / "A1"
+    base.mkdir(parents=True)
+    yy, xx = np.mgrid[:120, :140]
+    counts = []
+    for i in range(1, 31):
+        ids, centres = np.zeros((120, 140), np.uint8), np.zeros((120, 140), np.uint8)
+        n = int(rng.integers(3, 9))
+        for k in range(1, n + 1):  # leaves as ellipses radiating from the plant's centre
+            angle, length = 2 * np.pi * k / n + rng.normal(0, 0.2), rng.uniform(18, 30)
+            cy, cx = 60 + 0.6 * length * np.sin(angle), 70 + 0.6 * length * np.cos(angle)
+            u = (yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)
+            v = (yy - cy) * np.cos(angle) - (xx - cx) * np.sin(angle)
+            ids[((u / (length / 2)) ** 2 + (v / rng.uniform(5, 8)) ** 2 < 1) & (ids == 0)] = k
+            centres[int(round(cy)), int(round(cx))] = 255
+        counts.append(f"plant{i:03d}_rgb.png,{n}")
+        soil = rng.normal((90, 70, 50), 14, (120, 140, 3))
+        leaf = rng.normal((60, 150, 50), 14, (120, 140, 3)) + 6 * (ids[..., None] % 3)
+        photo = np.where(ids[..., None] > 0, leaf, soil)
+        Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(base / f"plant{i:03d}_rgb.png")
+        label = Image.fromarray(ids, "P")
+        label.putpalette([0, 0, 0] + [int(v) for v in rng.integers(40, 255, 765)])
+        label.save(base / f"plant{i:03d}_label.png")
+        Image.fromarray(((ids > 0) * 255).astype(np.uint8)).save(base / f"plant{i:03d}_fg.png")
+        Image.fromarray(centres).save(base / f"plant{i:03d}_centers.png")
+    (base / "A1.csv").write_text("\n".join(counts) + "\n")

@@ -233,24 +233,54 @@ def normal_folders(images: list[str], paired: set[str]) -> list[str]:
     )
 
 
-def stray_files(images: list[str], paired: set[str], masks_beside: bool = False) -> list[str]:
-    """Unpaired image files that are not data: overview figures (README, dataset, example...),
-    files in a folder where no image has a mask, and, where masks lie beside their images
-    (``masks_beside``), files whose name ends in a mask word (CVPPP's binary ``plant_fg.png`` beside
-    the ``plant_rgb.png`` / ``plant_label.png`` pairs): when at least half of the images are paired.
+def sibling_files(images: list[str], paired: set[str], replace: Mapping[str, str] | None) -> list[str]:
+    """Unpaired files named as a paired image with another word where ``replace`` swaps the image's
+    word for its mask's: other files of a paired sample, not images to segment (CVPPP's binary
+    ``plant001_fg.png`` and object-centre ``plant001_centers.png`` beside ``plant001_rgb.png`` /
+    ``plant001_label.png``; a depth map ``x_depth.png`` beside ``x_rgb.png``). Words are whole words
+    (between ``-``, ``_``, ``.``, space): ``test-volume.tif`` is not a sibling of ``train-volume.tif``."""
+    if not replace:
+        return []
+    keys = set()  # (folder, the name before the swapped word, after it) of every paired image
+    for p in paired:
+        rel = PurePosixPath(p)
+        for old in replace:
+            if (at := rel.stem.find(old)) >= 0:
+                keys.add((str(rel.parent), rel.stem[:at], rel.stem[at + len(old) :]))
+    siblings = []
+    for i in images:
+        rel = PurePosixPath(i)
+        stem, folder = rel.stem, str(rel.parent)
+        starts = [0] + [m.end() for m in re.finditer(r"[-_. ]", stem)]
+        ends = [m.start() for m in re.finditer(r"[-_. ]", stem)] + [len(stem)]
+        if i not in paired and any((folder, stem[:a], stem[b:]) in keys for a in starts for b in ends if b > a):
+            siblings.append(i)
+    return siblings
+
+
+def stray_files(
+    images: list[str], paired: set[str], masks_beside: bool = False, replace: Mapping[str, str] | None = None
+) -> list[str]:
+    """Unpaired image files that are not data: other files of a paired sample (:func:`sibling_files`),
+    and, when at least half of the other images are paired, overview figures (README, dataset,
+    example...), files in a folder where no image has a mask and, where masks lie beside their images
+    (``masks_beside``), files whose name ends in a mask word (a binary ``plant_fg.png`` beside the
+    ``plant_rgb.png`` / ``plant_label.png`` pairs).
 
     A folder without masks whose path names it as test or unlabelled data (:data:`TEST_WORDS`:
     Kaggle's and Roboflow's ``test/images`` beside ``train/images`` + ``train/masks``), holding
     files of the paired images' type, is data: the images a user wants segmented, not figures."""
+    siblings = sibling_files(images, paired, replace)
+    images = [i for i in images if i not in set(siblings)]
     if len(paired) < len(images) / 2:
-        return []
+        return siblings
     paired_dirs = {str(PurePosixPath(p).parent) for p in paired}
     paired_types = {PurePosixPath(p).suffix.lower() for p in paired}
 
     def test_data(i: str) -> bool:
         return TEST_WORDS.search(i.lower()) is not None and PurePosixPath(i).suffix.lower() in paired_types
 
-    return [
+    return siblings + [
         i
         for i in images
         if i not in paired

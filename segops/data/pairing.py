@@ -408,10 +408,9 @@ def _paired(
             "trained on as empty masks"
         )
         paired += normal_images
-    exclude = stray_files(data, set(paired), masks_beside=same)
-    if exclude:
+    if exclude := stray_files(data, set(paired), masks_beside=same, replace=replace):
         source["exclude"] = file_globs(exclude, set(paired))
-        notes["exclude"] = f"{len(exclude)} unpaired overview, non-data or mask-named file(s), e.g. {exclude[0]}"
+        notes["exclude"] = f"{len(exclude)} unpaired non-data, mask-named or sibling file(s), e.g. {exclude[0]}"
     unlabelled = len(data) - len(paired) - len(exclude)
     per_file = labels_spec["kind"] in ("mask-png", "instance-png")  # kinds with empty_when_missing
     excluded = set(exclude)

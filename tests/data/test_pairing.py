@@ -16,6 +16,7 @@ from segops.data.instances import INSTANCE_STRIDE as S
 from segops.data.labels import build_resolver
 from segops.data.mask_files import read_mask_png, spec_mask
 from segops.data.mask_kinds import classify_masks, integral, mask_census
+from segops.data.mask_names import sibling_files
 from segops.data.pairing import detect
 from segops.errors import LabelError, PlanError
 from segops.outputs.dicom_seg import build_seg, write_seg
@@ -945,8 +946,11 @@ def _leaves(seed: int, n: int) -> np.ndarray:
 
 def test_cvppp_rgb_label_and_fg_files_in_one_folder(tmp_path: Path) -> None:
     """CVPPP: plant_rgb.png (the photo), plant_label.png (palette instance ids) and plant_fg.png (the
-    binary plant) side by side. The photo pairs with its label, not the fg mask with the label; the fg
-    masks are left out as files named as masks, and no file is ever read as its own mask."""
+    binary plant) and plant_centers.png (a dot per leaf) side by side, as CVPPP 2017 ships A1-A4. The
+    photo pairs with its label, not the fg mask with the label; the fg and centre files are left out
+    as other files of a paired plant (they made two thirds of the images, so the rule for stray files,
+    which needs half of the images paired, left them in as images to segment), and no file is ever
+    read as its own mask."""
     for i in range(6):
         _image(tmp_path / "A1" / f"plant{i:03d}_rgb.png", i, ext_mode="L")
         leaves = _leaves(i, 2 + i)
@@ -954,6 +958,7 @@ def test_cvppp_rgb_label_and_fg_files_in_one_folder(tmp_path: Path) -> None:
         label.putpalette([0, 0, 0] + [(37 * k) % 256 for k in range(765)])
         label.save(tmp_path / "A1" / f"plant{i:03d}_label.png")
         _mask(tmp_path / "A1" / f"plant{i:03d}_fg.png", ((leaves > 0) * 255).astype(np.uint8))
+        _mask(tmp_path / "A1" / f"plant{i:03d}_centers.png", ((leaves > 0) & (leaves % 2 == 0)).astype(np.uint8) * 255)
     d = detect(tmp_path)
     labels = d.source["labels"]
     assert (labels["kind"], labels["pattern"], labels["replace"]) == (
@@ -961,7 +966,7 @@ def test_cvppp_rgb_label_and_fg_files_in_one_folder(tmp_path: Path) -> None:
         "{rel_stem}.png",
         {"rgb": "label"},
     )
-    assert d.source["exclude"] == ["**/*_fg.png"] and (d.n_images, d.n_paired) == (6, 6)
+    assert d.source["exclude"] == ["**/*_centers.png", "**/*_fg.png"] and (d.n_images, d.n_paired) == (6, 6)
     source = ImageSource.model_validate(d.source)
     assert [f["rel_path"] for f in list_source_files(source)] == [f"A1/plant{i:03d}_rgb.png" for i in range(6)]
     row = decode_file(str(tmp_path / "A1" / "plant003_rgb.png"), "A1/plant003_rgb.png", source)[0]
@@ -972,6 +977,18 @@ def test_cvppp_rgb_label_and_fg_files_in_one_folder(tmp_path: Path) -> None:
     listed = ImageSource.model_validate({**d.source, "exclude": []})
     fg = decode_file(str(tmp_path / "A1" / "plant003_fg.png"), "A1/plant003_fg.png", listed)[0]
     assert not fg["has_label"] and fg["label_uri"] == ""
+
+
+def test_sibling_files_are_a_paired_images_name_with_another_whole_word() -> None:
+    images = ["A1/p1_rgb.png", "A1/p1_fg.png", "A1/p1_centers.png", "A1/p2_rgb.png", "A2/p1_fg.png", "A1/p3_fg.png"]
+    assert sibling_files(images, {"A1/p1_rgb.png", "A1/p2_rgb.png"}, {"rgb": "label"}) == [
+        "A1/p1_fg.png",
+        "A1/p1_centers.png",
+    ]  # not another folder's p1, not a plant without a paired photo
+    # ISBI: train-volume.tif pairs with train-labels.tif; test-volume.tif is data, not a sibling
+    volumes = ["train-volume.tif", "test-volume.tif"]
+    assert sibling_files(volumes, {"train-volume.tif"}, {"volume": "labels"}) == []
+    assert sibling_files(images, {"A1/p1_rgb.png"}, None) == []
 
 
 def test_gif_masks_pair_and_read_as_their_palette_indices(tmp_path: Path) -> None:
