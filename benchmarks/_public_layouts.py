@@ -298,3 +298,31 @@ def make_cvppp(root: Path, rng: np.random.Generator) -> None:
         Image.fromarray(((ids > 0) * 255).astype(np.uint8)).save(base / f"plant{i:03d}_fg.png")
         Image.fromarray(centres).save(base / f"plant{i:03d}_centers.png")
     (base / "A1.csv").write_text("\n".join(counts) + "\n")
+
+
+def make_wgisd(root: Path, rng: np.random.Generator) -> None:
+    """WGISD's grape bunches: ``data/CDY_2015.jpg`` beside ``CDY_2015.npz`` (``arr_0``: one binary
+    mask per bunch, stacked on the last axis) and ``CDY_2015.txt`` (YOLO boxes), 30 photos of 144 x 192
+    px with 1-5 bunches, and ``train.txt`` / ``test.txt`` listing the ids."""
+    (root / "data").mkdir(parents=True)
+    yy, xx = np.mgrid[:144, :192]
+    ids = []
+    for i in range(30):
+        name = f"{['CDY', 'CFR', 'SVB'][i % 3]}_{2015 + i}"
+        masks, photo = [], rng.normal((70, 110, 60), 18, (144, 192, 3))
+        for _ in range(int(rng.integers(1, 6))):  # a bunch: a cluster of berries, wider at the top
+            cy, cx, h = rng.integers(30, 110), rng.integers(20, 172), rng.integers(24, 40)
+            bunch = np.zeros((144, 192), bool)
+            for _ in range(40):
+                dy = rng.uniform(-h / 2, h / 2)
+                by, bx = cy + dy, cx + rng.normal(0, 0.25 * (h / 2 - dy / 2))
+                bunch |= (yy - by) ** 2 + (xx - bx) ** 2 < 16
+            masks.append(bunch)
+            photo[bunch] = rng.normal((60, 30, 70), 10, (int(bunch.sum()), 3))
+        Image.fromarray(photo.clip(0, 255).astype(np.uint8)).save(root / "data" / f"{name}.jpg")
+        np.savez_compressed(root / "data" / f"{name}.npz", arr_0=np.stack(masks, -1).astype(np.uint8))
+        boxes = [f"0 {xs.mean() / 192:.4f} {ys.mean() / 144:.4f} 0.1 0.1" for ys, xs in (np.nonzero(m) for m in masks)]
+        (root / "data" / f"{name}.txt").write_text("\n".join(boxes) + "\n")
+        ids.append(name)
+    (root / "train.txt").write_text("\n".join(ids[:24]) + "\n")
+    (root / "test.txt").write_text("\n".join(ids[24:]) + "\n")

@@ -29,6 +29,8 @@ Folders (``--cases``, default all):
   with labels of their own beside an unlabelled 4D cine).
 - ``cvppp``: CVPPP 2017's leaf photos ``plant001_rgb.png`` with their leaf ids ``_label.png``, the
   binary plant ``_fg.png`` and a dot per leaf ``_centers.png`` in one folder.
+- ``wgisd``: WGISD's grape photos ``data/CDY_2015.jpg`` with a NumPy stack of one binary mask per
+  bunch, ``CDY_2015.npz``, and YOLO boxes ``CDY_2015.txt`` beside them.
 
     .venv/bin/python benchmarks/new_user.py                       # every folder (~20 min on 2 cores)
     .venv/bin/python benchmarks/new_user.py --cases mixed kaggle --budget-minutes 1.5
@@ -61,6 +63,7 @@ from _public_layouts import (
     make_kits,
     make_montgomery,
     make_stare,
+    make_wgisd,
 )
 from _runs import segops
 from PIL import Image
@@ -456,6 +459,7 @@ CASES = {
     "acdc": make_acdc,
     "kits": make_kits,
     "cvppp": make_cvppp,
+    "wgisd": make_wgisd,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}

@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from segops.data.array_masks import is_array_mask, read_array_mask
 from segops.data.class_folders import SAME_STRUCTURE_IOU, mean_iou
 from segops.data.mask_kinds import as_single_channel
 from segops.data.mask_names import match_pattern, name_id
-from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.data.unannotated import spread
 from segops.errors import LabelError
 
@@ -33,8 +33,8 @@ def same_region(masks: list[Path]) -> bool:
     stored = []
     for path in masks[:: max(1, len(masks) // SAME_REGION_SAMPLE)][:SAME_REGION_SAMPLE]:
         try:
-            if is_mat(path):
-                stored.append(read_mat_mask(path))
+            if is_array_mask(path):
+                stored.append(read_array_mask(path))
                 continue
             with Image.open(path) as img:
                 single = as_single_channel(np.asarray(img)) if img.mode not in ("P", "PA") else None

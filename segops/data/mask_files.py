@@ -1,7 +1,7 @@
-"""Reading one mask file (PNG/TIFF/BMP, a page of a multi-page TIFF, a MATLAB ``.mat``) into a class map or an
-instance-id map, or a folder of one binary mask per object into either, checked against its
-image's size: the file readers behind :mod:`segops.data.labels` (which finds each record's
-label) and the label census."""
+"""Reading one mask file (PNG/TIFF/BMP, a page of a multi-page TIFF, a MATLAB ``.mat``, a NumPy
+``.npy``/``.npz``) into a class map or an instance-id map, or a folder of one binary mask per object
+into either, checked against its image's size: the file readers behind :mod:`segops.data.labels`
+(which finds each record's label) and the label census."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from segops.config.schema import MaskFolderLabels, MaskPngLabels
 from segops.config.sources import IGNORE_LABEL
+from segops.data.array_masks import is_array_mask, read_array_mask
 from segops.data.instances import stack_instances
 from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
 from segops.data.mask_names import match_pattern
-from segops.data.mat_masks import is_mat, read_mat_mask
 from segops.errors import LabelError
 
 
@@ -177,8 +177,8 @@ def _read_page(path: str | Path, page: int, what: str, soft: bool = True) -> np.
 
 
 def _read_frame(path: str | Path, page: int, what: str) -> np.ndarray:
-    if is_mat(path) and page == 0:  # CrackForest's groundTruth/001.mat
-        return read_mat_mask(path)
+    if is_array_mask(path) and page == 0:  # CrackForest's groundTruth/001.mat
+        return read_array_mask(path)
     try:
         with Image.open(path) as img:
             frames = [np.asarray(p) for p in ImageSequence.Iterator(img)]

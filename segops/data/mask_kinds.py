@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from segops.data.mat_masks import is_mat, read_mat_mask
+from segops.data.array_masks import is_array_mask, read_array_mask, stores_objects
 from segops.errors import LabelError, PlanError
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ class MaskCensus:
         void: the stored value of void borders (:func:`void_value`), left out of the other cues.
         with_foreground: masks holding any nonzero value (all of them: masks were drawn only
             where there is something to segment, as DAGM's and Severstal's are).
+        stacked: masks stored as a stack of one binary mask per object (NumPy files, as WGISD's):
+            objects by the file's layout.
     """
 
     masks: int
@@ -146,12 +148,13 @@ class MaskCensus:
     lossy: bool = False
     void: int | None = None
     with_foreground: int = 0
+    stacked: int = 0
 
 
 def _read_raw(path: Path) -> np.ndarray | None:
     try:
-        if is_mat(path):
-            return read_mat_mask(path)
+        if is_array_mask(path):
+            return read_array_mask(path)
         with Image.open(path) as img:
             array = as_single_channel(np.asarray(img))
     except (UnidentifiedImageError, OSError, LabelError) as exc:
@@ -205,6 +208,7 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         any(p.suffix.lower() in LOSSY_MASK_EXTS for p, _ in arrays),
         void,
         with_foreground,
+        sum(1 for p, _ in arrays if stores_objects(p)),
     )
 
 
@@ -299,14 +303,16 @@ def _classify(
             f"→ 1..{len(coded)}, up to {census.max_values_per_mask} values per mask; values below {stride} "
             "(stuff, crowds) are no object",
         )
-    if task == "instance" or (task is None and not aliased and instance_cue and census.blob_share >= 0.8):
+    stacks = 2 * census.stacked > census.masks  # one binary mask per object: objects however shaped (occluded)
+    if task == "instance" or (task is None and (stacks or (not aliased and instance_cue and census.blob_share >= 0.8))):
         return (
             {"kind": "instance-png"},
             "instance",
             2,
             "instance-id",
             f"instance ids: up to {census.max_values_per_mask} ids per mask, {census.bits}-bit"
-            + (f", numbered 1..k in {census.id_layout_share:.0%} of masks" if numbered else ""),
+            + (f", numbered 1..k in {census.id_layout_share:.0%} of masks" if numbered else "")
+            + (f", {census.stacked} of {census.masks} stored as one binary mask per object" if stacks else ""),
         )
     if vals == [0, 1, 255] and census.max_values_per_mask == 1:
         # masks merged from two sources: 0/1 in some files, 0/255 in others, never both in one

@@ -15,7 +15,8 @@ from segops.data.mask_kinds import LOSSY_MASK_EXTS
 from segops.data.unannotated import TEST_WORDS
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")  # .ppm: STARE
-MASK_EXTS = (".png", ".tif", ".tiff", ".bmp", ".mat", ".ppm", ".pgm")  # .mat: CrackForest's and BSDS500's groundTruth
+#: .mat: CrackForest's and BSDS500's groundTruth; .npz / .npy: NumPy arrays (WGISD's object masks)
+MASK_EXTS = (".png", ".tif", ".tiff", ".bmp", ".mat", ".ppm", ".pgm", ".npz", ".npy")
 MASK_DIRS = (
     "masks",
     "mask",
@@ -256,6 +257,23 @@ def sibling_files(images: list[str], paired: set[str], replace: Mapping[str, str
         if i not in paired and any((folder, stem[:a], stem[b:]) in keys for a in starts for b in ends if b > a):
             siblings.append(i)
     return siblings
+
+
+def other_annotations(images: list[str], files: list[str]) -> str:
+    """Where no mask pairs with the images: a clause naming the files that share an image's name but
+    are of a kind segops does not read as masks (Pascal VOC's or MoNuSeg's ``.xml``, YOLO detection
+    ``.txt``), by extension with an example, so the error says what the user has; "" where none."""
+    stems = {PurePosixPath(i).stem for i in images}
+    known = {*IMAGE_EXTS, *MASK_EXTS, *LOSSY_MASK_EXTS}
+    other = [f for f in files if PurePosixPath(f).suffix.lower() not in known and PurePosixPath(f).stem in stems]
+    if not other:
+        return ""
+    kinds = Counter(PurePosixPath(f).suffix.lower() or "(no extension)" for f in other)
+    listed = ", ".join(f"{n} {ext}" for ext, n in kinds.most_common())
+    return (
+        f"; files named as the images are of other kinds ({listed}, e.g. {other[0]}): not masks segops reads "
+        "(boxes, or outlines in another tool's format); convert them to mask images or COCO JSON"
+    )
 
 
 def stray_files(

@@ -1,5 +1,4 @@
-"""Which files are images, which are their masks, and what the masks hold: the guesses behind
-``segops plan``.
+"""Which files are images, which are their masks, and what they hold: the guesses behind ``segops plan``.
 
 Pure (no Ray): the driver walks the folder (names only, at most :data:`MAX_LISTED` files) and
 opens at most ``sample`` masks or DICOM headers. Every guess can be overridden
@@ -75,6 +74,7 @@ from segops.data.mask_names import (
     file_globs,
     match_pattern,
     normal_folders,
+    other_annotations,
     parallel_tree,
     stray_files,
 )
@@ -345,6 +345,7 @@ def _paired(
             f"found {len(rel_images)} images under {image_root} but no mask for any of them (looked for "
             f"{{rel_stem}}{{suffix}}.png/.tif/.bmp with suffixes {', '.join(repr(s) for s in MASK_SUFFIXES)} in "
             f"{label_root}); give --labels FOLDER and --pattern, e.g. --pattern '{{rel_stem}}_mask.png'"
+            + other_annotations(rel_images, files)
         )
     if pairing == "same-folder" and "{rel_stem}." not in pattern:
         pairing = "suffix"

@@ -91,8 +91,8 @@ def test_a_mask_read_from_a_file_object_is_not_taken_for_a_mat_file() -> None:
     """Masks come as file objects from an object store (S3): read as images, as before .mat existed."""
     import io
 
+    from segops.data.array_masks import is_array_mask as is_mat
     from segops.data.mask_files import read_mask_png
-    from segops.data.mat_masks import is_mat
 
     buffer = io.BytesIO()
     Image.fromarray(_square_mask()).save(buffer, format="PNG")

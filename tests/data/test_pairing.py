@@ -660,6 +660,18 @@ def test_anti_aliased_masks_are_thresholded_at_the_midpoint(tmp_path: Path) -> N
     assert "binarised at 128" in why
 
 
+def test_no_mask_error_names_files_of_another_kind_that_share_the_images_names(tmp_path: Path) -> None:
+    """NEU-DET's layout: ``IMAGES/crazing_1.jpg`` with Pascal VOC boxes ``ANNOTATIONS/crazing_1.xml``: no
+    masks; the error says what the folder holds instead of masks, not only how to name masks."""
+    for i in range(3):
+        _image(tmp_path / "IMAGES" / f"crazing_{i}.jpg", i)
+        (tmp_path / "ANNOTATIONS").mkdir(exist_ok=True)
+        (tmp_path / "ANNOTATIONS" / f"crazing_{i}.xml").write_text("<annotation><bndbox/></annotation>")
+    (tmp_path / "ANNOTATIONS" / "classes.xml").write_text("<classes/>")  # another name: not listed
+    with pytest.raises(PlanError, match=r"of other kinds \(3 \.xml, e\.g\. ANNOTATIONS/crazing_0\.xml\): not masks"):
+        detect(tmp_path)
+
+
 def test_overrides_win(tmp_path: Path) -> None:
     for i in range(3):
         _image(tmp_path / "em" / "raw" / f"{i}.png", i)

@@ -27,9 +27,7 @@ def test_plan_writes_a_loadable_workflow_and_the_fingerprint(tmp_path: Path) -> 
     spec = load_workflow(out)  # unedited
     ingest, train, segment = spec.steps
     assert ingest.source.exclude == ("README.png", "dataset.jpg")
-    assert (
-        "  exclude: 2 unpaired non-data, mask-named or sibling file(s)" in result.output
-    )  # said, not only written
+    assert "  exclude: 2 unpaired non-data, mask-named or sibling file(s)" in result.output  # said, not only written
     assert ingest.source.labels.threshold == 128 and ingest.source.labels.pattern == "{rel_stem}.png"
     fp = Fingerprint.from_json((tmp_path / "plan" / "fingerprint.json").read_text())
     assert fp.n_images == 12 and train.model.classes == 2
