@@ -26,8 +26,8 @@ Pairing styles, tried in this order:
    ``PNGImages/x.png`` ↔ ``PedMasks/x_mask.png``); of several, the pair that pairs most.
 5. The same folder: ``x.jpg`` + ``x.png``, or a suffix such as ``x_mask.png``.
 
-Mask contents are guessed by :mod:`segops.data.mask_kinds`.
-"""
+Mask contents are guessed by :mod:`segops.data.mask_kinds`; defect-free folders beside a parallel
+tree's image folder are added by :mod:`segops.data.normal_outside`."""
 
 from __future__ import annotations
 
@@ -56,13 +56,7 @@ from segops.data.mask_content import (
     same_region,
 )
 from segops.data.mask_folder_layout import find_mask_folders
-from segops.data.mask_kinds import (
-    classify_colours,
-    classify_masks,
-    colour_census,
-    is_colour_mask,
-    mask_census,
-)
+from segops.data.mask_kinds import classify_colours, classify_masks, colour_census, is_colour_mask, mask_census
 from segops.data.mask_names import (
     IMAGE_EXTS,
     INSTANCE_WORD,
@@ -79,6 +73,7 @@ from segops.data.mask_names import (
     stray_files,
 )
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
+from segops.data.normal_outside import with_normals_beside
 from segops.data.rle_layout import find_rle_csv
 from segops.data.rtstruct_labels import find_structure_sets
 from segops.data.seg_layout import dicom_rtstruct, dicom_seg, seg_files
@@ -189,7 +184,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
             if better is not None and not better.region_only:
                 why = f"{found.source['labels']['path']} holds one region for every image (a field of view), no label"
                 return dataclasses.replace(better, notes=better.notes | {"labels": f"{better.notes['labels']}; {why}"})
-        return _region_said(found)
+        return _region_said(with_normals_beside(root, images, found))
     except PlanError:
         if labels is None and not is_dicom and overrides.pattern is None:
             found = _paired_by_content(root, files, pictures, overrides, sample)

@@ -116,26 +116,71 @@ def test_class_maps_that_skip_a_class_stay_semantic(tmp_path: Path) -> None:
 
 
 def test_mvtec_layout_defect_free_folders_get_empty_masks(tmp_path: Path) -> None:
+    """MVTec AD's category: ``train/good`` beside ``test/{good,crack}`` and ``ground_truth/crack``. The
+    source is the category, so the training split's clean parts are read too (before: ``test/`` only,
+    train/good named as left out); each mask is found with ``test/`` dropped from the image's path."""
     root = tmp_path / "bottle"
     for i in range(3):
         _image(root / "train" / "good" / f"{i:03d}.png", i)
         _image(root / "test" / "good" / f"{i:03d}.png", 10 + i)
         _image(root / "test" / "crack" / f"{i:03d}.png", 20 + i)
         _mask(root / "ground_truth" / "crack" / f"{i:03d}_mask.png", _square())
-    _image(
-        root / "test" / "unsorted" / "000.png", 30
-    )  # no mask, not named defect-free, nothing paired beside it: excluded
+    _image(root / "test" / "unsorted" / "000.png", 30)  # no mask, not named defect-free, nothing paired beside it
     d = detect(root)
-    assert d.pairing == "parallel-tree" and d.source["path"] == str(root / "test")
+    assert d.pairing == "parallel-tree" and d.source["path"] == str(root)
     assert d.source["labels"] == {
         "kind": "mask-png",
         "path": str(root / "ground_truth"),
         "pattern": "{rel_stem}_mask.png",
-        "empty_when_missing": ["good/**"],
+        "replace": {"test/": ""},
+        "empty_when_missing": ["test/good/**", "train/good/**"],
     }
-    assert (d.n_images, d.n_paired) == (6, 6) and d.source["exclude"] == ["unsorted/000.png"]
-    assert "3 images in good have no mask" in d.notes["labels.empty_when_missing"]
-    assert "3 image(s) outside it (train/good)" in d.notes["path"]
+    assert d.source["exclude"] == ["test/unsorted/000.png", "ground_truth/**"]
+    assert (d.n_images, d.n_paired) == (9, 9) and "path" not in d.notes
+    assert d.notes["labels"].startswith("parallel-tree pairing: 3 of 9 images have a mask ({rel_stem}_mask.png)")
+    assert d.notes["labels.empty_when_missing"].startswith("3 defect-free image(s) in train/good beside test/ and ")
+    assert "; 3 images in good have no mask" in d.notes["labels.empty_when_missing"]
+    source = ImageSource.model_validate(d.source)
+    rows = {f["rel_path"]: decode_file(f["path"], f["rel_path"], source)[0] for f in list_source_files(source)}
+    assert sorted(rows) == [f"{s}/{i:03d}.png" for s in ("test/crack", "test/good", "train/good") for i in range(3)]
+    assert rows["test/crack/001.png"]["label_uri"] == str(root / "ground_truth" / "crack" / "001_mask.png")
+    assert int(np.asarray(rows["test/crack/001.png"]["label"]).sum()) == int((_square() > 0).sum())
+    clean = rows["train/good/002.png"]
+    assert clean["has_label"] and not np.asarray(clean["label"]).any()
+
+
+def test_mvtec_ad2_reads_its_train_validation_and_private_test_folders(tmp_path: Path) -> None:
+    """MVTec AD 2: ``test_public/{bad,good,ground_truth/bad}`` beside ``train/good``, ``validation/good``
+    and the unlabelled ``test_private``. Before: ``test_public/bad`` only (14 of 58 images)."""
+    root = tmp_path / "can"
+    for i in range(2):
+        for folder in ("train/good", "validation/good", "test_public/good", "test_private"):
+            _image(root / folder / f"{i:03d}_regular.png", i)
+        _image(root / "test_public" / "bad" / f"{i:03d}_regular.png", 10 + i)
+        _mask(root / "test_public" / "ground_truth" / "bad" / f"{i:03d}_regular_mask.png", _square())
+    d = detect(root)
+    labels = d.source["labels"]
+    assert d.source["path"] == str(root) and labels["path"] == str(root / "test_public" / "ground_truth")
+    assert (labels["pattern"], labels["replace"]) == ("bad/{rel_stem}_mask.png", {"test_public/bad/": ""})
+    assert labels["empty_when_missing"] == ["test_public/good/**", "train/good/**", "validation/good/**"]
+    assert d.source["exclude"] == ["test_public/ground_truth/**"] and (d.n_images, d.n_paired) == (10, 8)
+    assert "2 image(s) in test_private: test data, segmented unlabelled" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    rows = {f["rel_path"]: decode_file(f["path"], f["rel_path"], source)[0] for f in list_source_files(source)}
+    assert len(rows) == 10 and not rows["test_private/000_regular.png"]["has_label"]
+    assert rows["test_public/bad/001_regular.png"]["has_label"] and rows["validation/good/000_regular.png"]["has_label"]
+
+
+def test_a_folder_beside_that_is_neither_defect_free_nor_test_data_keeps_the_image_folder(tmp_path: Path) -> None:
+    root = tmp_path / "part"
+    for i in range(3):
+        _image(root / "train" / "good" / f"{i}.png", i)
+        _image(root / "train" / "scratch" / f"{i}.png", 5 + i)  # defective training images without masks
+        _image(root / "test" / "crack" / f"{i}.png", 10 + i)
+        _mask(root / "ground_truth" / "crack" / f"{i}_mask.png", _square())
+    d = detect(root)
+    assert d.source["path"] == str(root / "test") and "replace" not in d.source["labels"]
+    assert "6 image(s) outside it (train/good, train/scratch) pair with no mask" in d.notes["path"]
 
 
 @pytest.mark.parametrize(
@@ -756,11 +801,13 @@ def test_an_mvtec_root_of_several_categories_plans_one_and_names_the_others(tmp_
             _mask(root / cat / "ground_truth" / "crack" / f"{i:03d}_mask.png", _square())
             _image(root / cat / "train" / "good" / f"{i:03d}.png", 10 + i)
     d = detect(root)
-    assert d.source["path"] == str(root / "bottle" / "test") and d.n_paired == 3  # the most masks
+    assert d.source["path"] == str(root / "bottle") and d.n_paired == 6  # the most masks, and its train/good
     assert d.source["labels"]["path"] == str(root / "bottle" / "ground_truth")
+    assert d.source["labels"]["empty_when_missing"] == ["train/good/**"]  # not the other categories' train/good
     note = d.notes["path"]
     assert "3 folders hold images and masks in this layout (bottle, screw, zipper): separate datasets" in note
-    assert f"segops plan {root / 'screw'}" in note and "3 image(s) outside it (bottle/train/good)" in note
+    assert f"segops plan {root / 'screw'}" in note and "outside it" not in note
+    assert note.endswith("; 9 image(s) outside bottle are left out")  # the other categories' images and masks
 
 
 def _stack(path: Path, pages: list[np.ndarray]) -> None:
