@@ -241,6 +241,7 @@ class MaskFolderLabels(_EmptyWhenMissing):
     pattern: str = "{rel_stem}"
     class_id: int = Field(default=1, ge=1, le=255)
     instances: bool = Field(default=False, description="Each file one instance (for arch: maskrcnn).")
+    replace: dict[Annotated[str, Field(min_length=1)], str] = Field(default_factory=dict, description=REPLACE_HELP)
 
 
 class LabelmeLabels(_EmptyWhenMissing):

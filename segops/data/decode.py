@@ -133,7 +133,7 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
     label_rel = rel[len(prefix) :]
     if isinstance(source.labels, MaskFolderLabels):
         folder = str(PurePosixPath(label_rel).parent)
-        return folder != "." and _is_mask_folder(str(root), prefix, folder, source)
+        return folder != "." and _is_mask_folder(str(root), prefix, folder, type(source), source.model_dump_json())
     names = [label_rel]
     if getattr(source.labels, "parts", False):  # x_mask_1.png: a numbered part of x_mask.png
         names.append(MASK_PART.sub(r"\g<ext>", label_rel))
@@ -152,11 +152,13 @@ def _beside_label(root: Path, rel: str, source: Source) -> bool:
 
 
 @lru_cache(maxsize=4096)
-def _is_mask_folder(root: str, prefix: str, folder: str, source: ImageSource | DicomSource) -> bool:
+def _is_mask_folder(root: str, prefix: str, folder: str, kind: type[ImageSource | DicomSource], spec: str) -> bool:
     """Whether ``folder`` (relative to the label root, at ``prefix`` in the source tree) is the mask
     folder of an input: the pattern names it from an input that exists (``{rel_stem}``: the file
     ``<folder>.<ext>``; ``{parent_dir}``: a file one folder below the parent it names); for a
-    pattern with neither, every folder it can name is taken for a mask folder."""
+    pattern with neither, every folder it can name is taken for a mask folder. The source comes as
+    its type and JSON (``spec``), which a cache can key on (a spec holding a dict has no hash)."""
+    source = kind.model_validate_json(spec)
     labels = source.labels
     match = pattern_regex(labels.pattern).fullmatch(folder)
     if match is None:

@@ -215,7 +215,7 @@ class LabelResolver:
             with _reading(ann):
                 return supervisely_label(ann, shape, self.sly_classes, self.spec.instances), ann
         if isinstance(self.spec, MaskFolderLabels):
-            folder = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame)
+            folder = mask_png_path(self.spec.path, self.spec.pattern, record.rel_path, record.frame, self.spec.replace)
             if not folder.is_dir():
                 return empty_label(self.spec, record.rel_path, shape, label_dtype(self.spec).type)
             with _reading(uri := str(folder.resolve())):

@@ -81,6 +81,8 @@ def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = F
     rel = PurePosixPath(rel_path)
     body = str(rel.with_suffix("")) if rel.suffix else rel_path
     for old, new in replace.items():
+        if reverse and not new:  # a word dropped ({"test/": ""}): nowhere to put it back
+            continue
         body = body.replace(new, old) if reverse else body.replace(old, new)
     return body + rel.suffix
 

@@ -1,6 +1,6 @@
 """Defect-free folders beside the paired ones: MVTec AD's ``train/good`` next to ``test/<defect>`` +
 ``ground_truth/<defect>``, BTAD's ``train/ok``, MVTec AD 2's ``train/good`` and ``validation/good``
-next to ``test_public/{bad,good,ground_truth}``.
+next to ``test_public/{bad,good,ground_truth}``, MVTec LOCO AD's beside ``ground_truth/<defect>/000/``.
 
 Pairing by a parallel tree reads the images from the folder beside the mask folder (``test/``), so
 the defect-free parts of the training split were left out: most of the archive's clean parts (MVTec
@@ -22,6 +22,8 @@ from segops.data.detection import Detection
 from segops.data.mask_names import NORMAL_DIR
 from segops.data.unannotated import TEST_WORDS
 
+#: The label kinds whose masks are found by a pattern on the image's path, one file (or folder) per image.
+_KINDS = ("mask-png", "instance-png", "mask-folder")
 #: The count of :func:`segops.data.pairing._paired`'s note on the labels ("14 of 14 images have a mask").
 _COUNTED = re.compile(r"(\d+) of \d+ images(?= have a mask)")
 #: The sentence of :func:`segops.data.pairing._paired` on the images outside the image folder.
@@ -41,7 +43,7 @@ def with_normals_beside(root: Path, images: list[str], found: Detection) -> Dete
         root: the planned folder; ``images``: every image file under it (relative, POSIX).
     """
     labels = found.source.get("labels", {})
-    if found.pairing != "parallel-tree" or labels.get("kind") not in ("mask-png", "instance-png"):
+    if found.pairing not in ("parallel-tree", "mask-folder") or labels.get("kind") not in _KINDS:
         return found
     image_root, label_root = Path(found.source["path"]), Path(labels["path"])
     base = Path(os.path.commonpath([image_root, label_root]))

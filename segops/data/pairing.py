@@ -132,7 +132,7 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
             root, files, overrides.task, sample
         )
         if folders is not None:
-            return folders
+            return with_normals_beside(root, pictures, folders)
         labelme = find_labelme(root, files, pictures, overrides.task)
         if labelme is not None:
             return labelme

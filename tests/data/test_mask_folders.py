@@ -159,7 +159,8 @@ def test_a_mask_per_image_file_is_not_a_mask_folder_layout(tmp_path: Path) -> No
 
 def test_plan_finds_mvtec_loco_masks_and_its_defect_free_folder(tmp_path: Path) -> None:
     """MVTec LOCO AD: ``test/<defect>/000.png`` with ``ground_truth/<defect>/000/*.png`` (one mask per
-    defect region), ``test/good`` without masks."""
+    defect region), ``test/good`` without masks, ``train/good`` beside ``test/``: the category is read,
+    ``train/good`` too, each mask folder found with ``test/`` dropped from the image's path."""
     root = tmp_path / "breakfast_box"
     for defect in ("logical_anomalies", "structural_anomalies"):
         for i in range(2):
@@ -170,10 +171,12 @@ def test_plan_finds_mvtec_loco_masks_and_its_defect_free_folder(tmp_path: Path) 
         _save(root / "test" / "good" / f"{i:03d}.png", np.zeros((32, 40), np.uint8))
         _save(root / "train" / "good" / f"{i:03d}.png", np.zeros((32, 40), np.uint8))
     d = detect(tmp_path)
-    assert d.source["path"] == str(root / "test")
+    assert d.source["path"] == str(root) and d.source["exclude"] == ["ground_truth/**"]
     labels = d.source["labels"]
     assert (labels["path"], labels["pattern"]) == (str(root / "ground_truth"), "{rel_stem}")
-    assert labels["empty_when_missing"] == ["good/**"] and (d.n_images, d.n_paired) == (7, 7)
+    assert labels["replace"] == {"test/": ""} and (d.n_images, d.n_paired) == (10, 10)
+    assert labels["empty_when_missing"] == ["test/good/**", "train/good/**"]
     rows = _labels(ImageSource.model_validate(d.source))
-    assert all(r["has_label"] for r in rows.values()) and not rows["good/000.png"]["label"].any()
-    assert len(split_instances(rows["logical_anomalies/001.png"]["label"])[0]) == 2
+    assert len(rows) == 10 and all(r["has_label"] for r in rows.values())
+    assert not rows["test/good/000.png"]["label"].any() and not rows["train/good/002.png"]["label"].any()
+    assert len(split_instances(rows["test/logical_anomalies/001.png"]["label"])[0]) == 2
