@@ -85,6 +85,7 @@ def _widened(
     source, labels = dict(found.source), dict(found.source["labels"])
     prefix = Path(source["path"]).relative_to(top).as_posix()
     folders = sorted({str(PurePosixPath(f).parent) for f in normal})
+    tests = sorted({str(PurePosixPath(f).parent) for f in test})
     labels["replace"] = {f"{prefix}/": "", **labels.get("replace", {})}  # test/crack/000 → crack/000, as before
     labels["empty_when_missing"] = [f"{prefix}/{g}" for g in labels.get("empty_when_missing", [])] + [
         f"{d}/**" for d in folders
@@ -93,7 +94,7 @@ def _widened(
     mask_folder = Path(labels["path"]).relative_to(top).as_posix()
     source["exclude"] = [f"{prefix}/{g}" for g in source.get("exclude", [])] + [f"{mask_folder}/**"]
     if "include" in source:
-        source["include"] = [f"{prefix}/{g}" for g in source["include"]] + [f"{d}/**" for d in folders]
+        source["include"] = [f"{prefix}/{g}" for g in source["include"]] + [f"{d}/**" for d in folders + tests]
     notes = dict(found.notes)
     shown = ", ".join(folders[:5]) + (", …" if len(folders) > 5 else "")
     notes["labels.empty_when_missing"] = (
@@ -107,7 +108,6 @@ def _widened(
         f"; read from {top.name}/ with {prefix}/ dropped from each image's path to find its mask (replace)"
     )
     if test:
-        tests = sorted({str(PurePosixPath(f).parent) for f in test})
         notes["labels"] += f"; {len(test)} image(s) in {', '.join(tests[:5])}: test data, segmented unlabelled"
     said = _LEFT_OUT.sub("", notes.pop("path", ""))  # the images outside the old folder: now read, or said below
     left = [f for f in images if not (root / f).is_relative_to(top)]
