@@ -24,8 +24,8 @@ from segops.data.unannotated import TEST_WORDS
 
 #: The label kinds whose masks are found by a pattern on the image's path, one file (or folder) per image.
 _KINDS = ("mask-png", "instance-png", "mask-folder")
-#: The count of :func:`segops.data.pairing._paired`'s note on the labels ("14 of 14 images have a mask").
-_COUNTED = re.compile(r"(\d+) of \d+ images(?= have a mask)")
+#: The count in the pairings' notes on the labels ("14 of 14 images have a mask", "12 of 16 images have one").
+_COUNTED = re.compile(r"(\d+) of \d+ images(?= have (a mask|one))")
 #: The sentence of :func:`segops.data.pairing._paired` on the images outside the image folder.
 _LEFT_OUT = re.compile(r"(^|; )\d+ image\(s\) outside it \(.*?\) pair with no mask and are left out")
 

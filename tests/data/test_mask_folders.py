@@ -175,6 +175,7 @@ def test_plan_finds_mvtec_loco_masks_and_its_defect_free_folder(tmp_path: Path) 
     labels = d.source["labels"]
     assert (labels["path"], labels["pattern"]) == (str(root / "ground_truth"), "{rel_stem}")
     assert labels["replace"] == {"test/": ""} and (d.n_images, d.n_paired) == (10, 10)
+    assert "4 of 10 images have one" in d.notes["labels"]  # counted over the category, not test/ alone
     assert labels["empty_when_missing"] == ["test/good/**", "train/good/**"]
     rows = _labels(ImageSource.model_validate(d.source))
     assert len(rows) == 10 and all(r["has_label"] for r in rows.values())
