@@ -22,6 +22,8 @@ from segops.data.detection import Detection
 from segops.data.mask_names import NORMAL_DIR
 from segops.data.unannotated import TEST_WORDS
 
+#: Names of split folders (lower case), the parents of the defect-free folders taken beside a category's test images.
+SPLIT_DIR = re.compile(r"train(ing)?|val(id|idation)?|dev|test(ing)?([-_ ]\w+)?")
 #: The label kinds whose masks are found by a pattern on the image's path, one file (or folder) per image.
 _KINDS = ("mask-png", "instance-png", "mask-folder")
 #: The count in the pairings' notes on the labels ("14 of 14 images have a mask", "12 of 16 images have one").
@@ -63,14 +65,16 @@ def with_normals_beside(root: Path, images: list[str], found: Detection) -> Dete
 def _outside(
     root: Path, top: Path, image_root: Path, label_root: Path, images: list[str]
 ) -> tuple[list[str], list[str], list[str]]:
-    """Images under ``top`` outside the image and mask folders: (defect-free, test data, other)."""
+    """Images under ``top`` outside the image and mask folders: (defect-free, test data, other). A
+    defect-free folder is one of a split (``train/good``): a ``normal/`` beside ``images/`` and
+    ``masks/`` may hold healthy patients' X-rays, whose lungs are no empty mask."""
     normal, test, other = [], [], []
     for f in images:
         path = root / f
         if not path.is_relative_to(top) or path.is_relative_to(image_root) or path.is_relative_to(label_root):
             continue
         rel = path.relative_to(top)
-        if NORMAL_DIR.fullmatch(rel.parent.name.lower()):
+        if NORMAL_DIR.fullmatch(rel.parent.name.lower()) and SPLIT_DIR.fullmatch(rel.parent.parent.name.lower()):
             normal.append(rel.as_posix())
         elif TEST_WORDS.search(rel.parent.as_posix().lower()):
             test.append(rel.as_posix())

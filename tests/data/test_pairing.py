@@ -181,6 +181,14 @@ def test_a_folder_beside_that_is_neither_defect_free_nor_test_data_keeps_the_ima
     d = detect(root)
     assert d.source["path"] == str(root / "test") and "replace" not in d.source["labels"]
     assert "6 image(s) outside it (train/good, train/scratch) pair with no mask" in d.notes["path"]
+    # healthy patients' X-rays in normal/ beside images/ + masks/: lungs, not empty masks; no split holds them
+    xray = tmp_path / "cxr"
+    for i in range(3):
+        _image(xray / "images" / f"{i}.png", i)
+        _mask(xray / "masks" / f"{i}.png", _square())
+        _image(xray / "normal" / f"n{i}.png", 20 + i)
+    d = detect(xray)
+    assert d.source["path"] == str(xray / "images") and "empty_when_missing" not in d.source["labels"]
 
 
 @pytest.mark.parametrize(
