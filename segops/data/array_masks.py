@@ -37,20 +37,19 @@ def read_array_mask(path: str | Path) -> np.ndarray:
     Raises:
         LabelError: unreadable, or holding no array that is a label map or a stack of binary masks.
     """
+    return read_array_layout(path)[0]
+
+
+def read_array_layout(path: str | Path) -> tuple[np.ndarray, bool]:
+    """(:func:`read_array_mask`'s label map, whether the file stores it as a stack of binary masks, one
+    per object: instances by the file's layout, whatever their shapes). A ``.mat`` file is never a stack.
+
+    Raises:
+        LabelError: as :func:`read_array_mask`.
+    """
     if Path(path).suffix.lower() == MAT_SUFFIX:
-        return read_mat_mask(path)
+        return read_mat_mask(path), False
     return _label_map(path, _load(path))
-
-
-def stores_objects(path: str | Path) -> bool:
-    """Whether an array file holds a stack of binary masks, one per object (instances by the file's
-    layout, whatever their shapes); False for a 2-D map, a ``.mat`` file, or a file that is no mask."""
-    if not is_array_mask(path) or Path(path).suffix.lower() == MAT_SUFFIX:
-        return False
-    try:
-        return _stack(path, _load(path)) is not None
-    except LabelError:
-        return False
 
 
 def _load(path: str | Path) -> np.ndarray:
@@ -75,7 +74,7 @@ def _archive_array(path: str | Path, arrays: dict[str, np.ndarray]) -> np.ndarra
     )
 
 
-def _label_map(path: str | Path, array: np.ndarray) -> np.ndarray:
+def _label_map(path: str | Path, array: np.ndarray) -> tuple[np.ndarray, bool]:
     whole = array.dtype == bool or np.issubdtype(array.dtype, np.integer)
     if not whole and np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)):
         whole = bool(np.all(array == np.round(array)))
@@ -85,11 +84,11 @@ def _label_map(path: str | Path, array: np.ndarray) -> np.ndarray:
         )
     stack = _stack(path, array)
     if stack is None:
-        return _smallest(array)
+        return _smallest(array), False
     ids = np.zeros(stack.shape[1:], np.int64)
     for k, mask in enumerate(stack, start=1):
         ids[mask & (ids == 0)] = k
-    return _smallest(ids)
+    return _smallest(ids), True
 
 
 def _stack(path: str | Path, array: np.ndarray) -> np.ndarray | None:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from segops.data.array_masks import is_array_mask, read_array_mask, stores_objects
+from segops.data.array_masks import is_array_mask, read_array_layout
 from segops.errors import LabelError, PlanError
 
 log = logging.getLogger(__name__)
@@ -151,18 +151,19 @@ class MaskCensus:
     stacked: int = 0
 
 
-def _read_raw(path: Path) -> np.ndarray | None:
+def _read_raw(path: Path) -> tuple[np.ndarray | None, bool]:
+    """(the stored values, None where unreadable or colour; whether stored as one binary mask per object)."""
     try:
         if is_array_mask(path):
-            return read_array_mask(path)
+            return read_array_layout(path)
         with Image.open(path) as img:
             array = as_single_channel(np.asarray(img))
     except (UnidentifiedImageError, OSError, LabelError) as exc:
         log.warning("cannot read mask %s: %s", path, exc)
-        return None
+        return None, False
     if array is None:
         log.warning("mask %s is a colour image; class masks are read from one channel", path)
-    return array
+    return array, False
 
 
 def mask_census(paths: list[Path]) -> MaskCensus:
@@ -171,7 +172,8 @@ def mask_census(paths: list[Path]) -> MaskCensus:
     bits, most, off_total, off_edge, blobs, pairs, n = 8, 0, 0, 0, 0, 0, 0
     numbered: list[int] = []  # k of each mask whose nonzero values are 1..k
     with_foreground = 0
-    arrays = [(p, a) for p in paths if (a := _read_raw(p)) is not None and a.ndim == 2]
+    read = [(p, *_read_raw(p)) for p in paths]
+    arrays = [(p, a) for p, a, _ in read if a is not None and a.ndim == 2]
     void = void_value([a for _, a in arrays])
     top = max((int(a.max(initial=0)) for _, a in arrays), default=0)
     for i, (_, stored) in enumerate(arrays):
@@ -208,7 +210,7 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         any(p.suffix.lower() in LOSSY_MASK_EXTS for p, _ in arrays),
         void,
         with_foreground,
-        sum(1 for p, _ in arrays if stores_objects(p)),
+        sum(stacked for _, a, stacked in read if a is not None and a.ndim == 2),
     )
 
 

@@ -291,7 +291,8 @@ def stray_files(
     Kaggle's and Roboflow's ``test/images`` beside ``train/images`` + ``train/masks``), holding
     files of the paired images' type, is data: the images a user wants segmented, not figures."""
     siblings = sibling_files(images, paired, replace)
-    images = [i for i in images if i not in set(siblings)]
+    left_out = set(siblings)
+    images = [i for i in images if i not in left_out]
     if len(paired) < len(images) / 2:
         return siblings
     paired_dirs = {str(PurePosixPath(p).parent) for p in paired}
