@@ -27,7 +27,8 @@ CLASS_FILES_HELP = (
 REPLACE_HELP = (
     "Words of the input's path (without suffix) replaced before the pattern names its mask, for masks named "
     "with another word: {'volume': 'labels'} for ISBI 2012's train-volume.tif → train-labels.tif, "
-    "{'leftImg8bit': 'gtFine_labelIds'} for Cityscapes."
+    "{'leftImg8bit': 'gtFine_labelIds'} for Cityscapes. A key is not taken from inside a longer word "
+    "({'sat': 'mask'} leaves a 'satellite/' folder alone)."
 )
 
 INCLUDE_HELP = (

@@ -4,6 +4,7 @@ folders, stray figures, and the image/mask folder pair of a tree (the name rules
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from segops.data.globs import path_selected
 from segops.data.mask_kinds import LOSSY_MASK_EXTS
-from segops.data.unannotated import TEST_WORDS
+from segops.data.unannotated import named_test_data
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")  # .ppm: STARE
 #: .mat: CrackForest's and BSDS500's groundTruth; .npz / .npy: NumPy arrays (WGISD's object masks)
@@ -75,7 +76,9 @@ def name_id(stem: str) -> str:
 
 def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = False) -> str:
     """``rel_path`` with each key of ``replace`` in its path without suffix replaced by its value
-    (``reverse``: each value by its key), the suffix kept."""
+    (``reverse``: each value by its key), the suffix kept. A key that starts (ends) with a letter is
+    not taken from inside a longer word: ``{"sat": "mask"}`` turns ``train/1_sat`` into ``train/1_mask``
+    and leaves a ``satellite/`` folder alone; ``{"/t": "_GT/SEG/man_seg"}`` still finds ``01/t001``."""
     if not replace:
         return rel_path
     rel = PurePosixPath(rel_path)
@@ -83,8 +86,17 @@ def replaced(rel_path: str, replace: Mapping[str, str] | None, reverse: bool = F
     for old, new in replace.items():
         if reverse and not new:  # a word dropped ({"test/": ""}): nowhere to put it back
             continue
-        body = body.replace(new, old) if reverse else body.replace(old, new)
+        find, put = (new, old) if reverse else (old, new)
+        body = _word_pattern(find).sub(lambda _, put=put: put, body)
     return body + rel.suffix
+
+
+@functools.lru_cache(maxsize=256)
+def _word_pattern(word: str) -> re.Pattern[str]:
+    """``word`` as a regex that no letter runs into at an edge where ``word`` itself has a letter."""
+    before = r"(?<![^\W\d_])" if word[:1].isalpha() else ""
+    after = r"(?![^\W\d_])" if word[-1:].isalpha() else ""
+    return re.compile(before + re.escape(word) + after)
 
 
 def mask_patterns(masks: set[str]) -> list[str]:
@@ -287,8 +299,9 @@ def stray_files(
     (``masks_beside``), files whose name ends in a mask word (a binary ``plant_fg.png`` beside the
     ``plant_rgb.png`` / ``plant_label.png`` pairs).
 
-    A folder without masks whose path names it as test or unlabelled data (:data:`TEST_WORDS`:
-    Kaggle's and Roboflow's ``test/images`` beside ``train/images`` + ``train/masks``), holding
+    A folder without masks whose path names it as test or unlabelled data (:func:`named_test_data`:
+    Kaggle's and Roboflow's ``test/images`` beside ``train/images`` + ``train/masks``, DeepGlobe's
+    ``valid/``), holding
     files of the paired images' type, is data: the images a user wants segmented, not figures."""
     siblings = sibling_files(images, paired, replace)
     left_out = set(siblings)
@@ -299,7 +312,7 @@ def stray_files(
     paired_types = {PurePosixPath(p).suffix.lower() for p in paired}
 
     def test_data(i: str) -> bool:
-        return TEST_WORDS.search(i.lower()) is not None and PurePosixPath(i).suffix.lower() in paired_types
+        return named_test_data(i, paired_dirs) and PurePosixPath(i).suffix.lower() in paired_types
 
     return siblings + [
         i

@@ -79,7 +79,7 @@ from segops.data.rtstruct_labels import find_structure_sets
 from segops.data.seg_layout import dicom_rtstruct, dicom_seg, seg_files
 from segops.data.split_folders import split_folders, split_pairs
 from segops.data.supervisely import find_supervisely
-from segops.data.unannotated import TEST_WORDS, clean_parts, spread
+from segops.data.unannotated import clean_parts, named_test_data, spread
 from segops.data.via import find_via
 from segops.data.volume_layout import find_dicom_volume_labels, find_volume_pairs
 from segops.data.yolo import find_yolo
@@ -412,7 +412,8 @@ def _paired(
     excluded = set(exclude)
     unmasked = [i for i in data if i not in paired_set and i not in excluded] if unlabelled and per_file else []
     only_defects = kind == "images" and census is not None and 0 < census.with_foreground == census.masks
-    test_data = [i for i in unmasked if TEST_WORDS.search(i.lower())]
+    masked_dirs = {str(PurePosixPath(p).parent) for p in paired_set}
+    test_data = [i for i in unmasked if named_test_data(i, masked_dirs)]
     clean, elsewhere = (
         clean_parts(root, files, image_root, paired, unmasked, sample)
         if unmasked and only_defects and not normal

@@ -37,6 +37,20 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?(e-?\d+)?$", re.IGNORECASE)
 _JSON_OBJECT_KEYS = ("shapes", "objects", "annotations", "regions")
 #: Words in the path of an image without a mask that name it test data, not a defect-free sample.
 TEST_WORDS = re.compile(r"(?<![a-z])(test|testing|unlabell?ed|unannotated|inference)(?![a-z])")
+#: A validation split's folder in a path (DeepGlobe's ``valid/`` beside ``train/``).
+VALIDATION_DIR = re.compile(r"(^|/)(val|valid|validation|dev)(/|$)")
+
+
+def named_test_data(image: str, masked_dirs: set[str]) -> bool:
+    """Whether ``image`` (a relative path) is named as data to segment rather than a defect-free
+    part or a figure: :data:`TEST_WORDS` in its path, or a validation split's folder in which no image
+    has a mask (``masked_dirs``: the folders of the masked images). DeepGlobe ships ``valid/`` and
+    ``test/`` without their masks beside ``train/``; neither holds empty roads."""
+    lower = image.lower()
+    folder = str(PurePosixPath(lower).parent)
+    if TEST_WORDS.search(lower):
+        return True
+    return str(PurePosixPath(image).parent) not in masked_dirs and VALIDATION_DIR.search(folder) is not None
 
 
 def not_annotated(root: Path, files: list[str], masked: list[str], unmasked: list[str]) -> str | None:
@@ -79,10 +93,11 @@ def clean_parts(
 ) -> tuple[bool, str | None]:
     """Whether the ``unmasked`` images (relative to ``image_root``) are the defect-free parts of a
     set whose labels were drawn only where there is a defect (DAGM's masks, LabelMe files for the
-    defective parts): not named as test data (:data:`TEST_WORDS`), not annotated elsewhere
+    defective parts): not named as test data (:func:`named_test_data`), not annotated elsewhere
     (:func:`not_annotated`, whose reason is returned second where it speaks) and alike the
     labelled ``masked`` ones (:func:`alike`)."""
-    if any(TEST_WORDS.search(u.lower()) for u in unmasked):
+    masked_dirs = {str(PurePosixPath(m).parent) for m in masked}
+    if any(named_test_data(u, masked_dirs) for u in unmasked):
         return False, None
     elsewhere = not_annotated(root, files, masked, spread(unmasked, 50))
     if elsewhere:

@@ -1000,6 +1000,31 @@ def test_a_test_split_without_masks_is_segmented_not_excluded(tmp_path: Path) ->
     assert [f for f in files if f.startswith("test/")] == [f"test/images/img_{i}.jpg" for i in range(3)]
 
 
+@pytest.mark.parametrize("top", ["", "satellite_roads/"])
+def test_a_validation_split_without_masks_is_segmented_not_excluded(tmp_path: Path, top: str) -> None:
+    """DeepGlobe's export: ``train/<id>_sat.jpg`` + ``<id>_mask.png`` beside ``valid/`` and ``test/``,
+    which hold photos only (their masks were withheld). Every mask shows a road, so the unmasked photos
+    would pass for defect-free parts; named as splits, they are data to segment, unlabelled. The
+    swapped word ``sat`` is a whole word: a ``satellite_roads/`` folder above keeps its name."""
+    for i in range(6):
+        _image(tmp_path / f"{top}train" / f"{100 + i}_sat.jpg", i)
+        _mask(tmp_path / f"{top}train" / f"{100 + i}_mask.png", _square())
+    for split in ("valid", "test"):
+        for i in range(2):
+            _image(tmp_path / f"{top}{split}" / f"{200 + i}_sat.jpg", 10 + i)
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("same-folder", 10, 6)
+    assert d.source["labels"]["replace"] == {"sat": "mask"}
+    assert "exclude" not in d.source and "empty_when_missing" not in d.source["labels"]
+    assert "4 image(s) have no mask, named as test data" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    files = sorted(f["rel_path"] for f in list_source_files(source))
+    assert [f for f in files if "valid/" in f] == [f"{top}valid/200_sat.jpg", f"{top}valid/201_sat.jpg"]
+    assert not decode_file(str(tmp_path / f"{top}valid/200_sat.jpg"), f"{top}valid/200_sat.jpg", source)[0]["has_label"]
+    [row] = decode_file(str(tmp_path / f"{top}train/100_sat.jpg"), f"{top}train/100_sat.jpg", source)
+    assert np.array_equal(row["label"], _square() // 255)
+
+
 def _leaves(seed: int, n: int) -> np.ndarray:
     """An instance-id mask of ``n`` discs numbered 1..n (later discs on top)."""
     rng = np.random.default_rng(seed)
