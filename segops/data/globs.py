@@ -5,13 +5,19 @@ Pure and small: Python 3.11 has no ``PurePath.full_match``, and ``fnmatch`` lets
 component, ``[...]`` is a character class (``[!...]`` negated), and a ``**`` component stands
 for any number of folders, none included (``**/README*`` matches ``README.md`` and
 ``a/b/README.png``; ``good/**`` matches everything under ``good``). ``*.jpg`` matches JPEGs at
-the top level only; ``**/*.jpg`` matches them at any depth.
+the top level only; ``**/*.jpg`` matches them at any depth. :func:`list_files` lists a folder as
+``segops plan`` reads it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from functools import lru_cache
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -62,3 +68,19 @@ def path_selected(rel_path: str, include: tuple[str, ...] = (), exclude: tuple[s
     if include and not any(r.fullmatch(rel_path) for r in compile_globs(tuple(include))):
         return False
     return not any(r.fullmatch(rel_path) for r in compile_globs(tuple(exclude)))
+
+
+MAX_LISTED = 50_000
+
+
+def list_files(root: Path, limit: int = MAX_LISTED) -> list[str]:
+    """Relative posix paths of the files under ``root`` (hidden ones skipped), sorted, at most ``limit``."""
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        found += [(rel / f).as_posix() for f in sorted(files) if not f.startswith(".")]
+        if len(found) >= limit:
+            log.warning("listed the first %d files of %s for planning", limit, root)
+            break
+    return sorted(found[:limit])

@@ -41,6 +41,8 @@ MASK_WORDS = re.compile(
     r"mask|label|annot|ground[ _-]?truth|segmentation|(?<![a-z])(gts?|gt(fine|coarse)|lab|labs|fg)(?![a-z])"
 )
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label", "_anno")
+#: A name's last word after ``_`` or ``-`` that is no number (``_L``, ``-mask2``), for :func:`shared_suffix`.
+_NAME_END = re.compile(r"[-_][A-Za-z][A-Za-z0-9]{0,11}$")
 #: A numbered part of a mask file (BUSI's ``x_mask_1.png`` beside ``x_mask.png``).
 MASK_PART = re.compile(r"_[0-9]+(?P<ext>\.[^./]+)$")
 #: Unpaired image files with these words in their name are overview figures, not data.
@@ -120,6 +122,8 @@ def mask_patterns(masks: set[str]) -> list[str]:
     for ext in MASK_EXTS:
         if ext.upper() in exts:
             tails += [(v, ext.upper()) for suffix in MASK_SUFFIXES for v in dict.fromkeys((suffix, suffix.upper()))]
+    if shared := shared_suffix(stems):  # CamVid's train_labels/0001TP_006690_L.png
+        tails += [(shared, ext) for ext in sorted(exts) if ext.lower() in MASK_EXTS]
     patterns = [f"{{rel_stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
     subfolders = sorted({PurePosixPath(m).parent.name for m in masks} - {""})
     for sub in [d for d in subfolders if is_mask_dir(d) and "{" not in d and "}" not in d][:3]:
@@ -130,6 +134,16 @@ def mask_patterns(masks: set[str]) -> list[str]:
         if "{" not in top and "}" not in top:
             patterns += [f"{top}/{{rel_stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
     return patterns
+
+
+def shared_suffix(stems: set[str]) -> str | None:
+    """The name ending (from the last ``_`` or ``-``, a word, not a number) that nine in ten of the
+    mask names ``stems`` share where :data:`MASK_SUFFIXES` lacks it: CamVid's ``_L``."""
+    ends = Counter(m.group(0) for s in stems if (m := _NAME_END.search(s)))
+    if not ends:
+        return None
+    end, n = ends.most_common(1)[0]
+    return end if n >= 0.9 * len(stems) and end.lower() not in MASK_SUFFIXES else None
 
 
 def renamed_patterns(images: list[str], masks: set[str], sample: int = 50) -> list[tuple[str, dict[str, str]]]:
@@ -260,8 +274,8 @@ def sibling_files(images: list[str], paired: set[str], replace: Mapping[str, str
     for p in paired:
         rel = PurePosixPath(p)
         for old in replace:
-            if (at := rel.stem.find(old)) >= 0:
-                keys.add((str(rel.parent), rel.stem[:at], rel.stem[at + len(old) :]))
+            if found := _word_pattern(old).search(rel.stem):
+                keys.add((str(rel.parent), rel.stem[: found.start()], rel.stem[found.end() :]))
     siblings = []
     for i in images:
         rel = PurePosixPath(i)

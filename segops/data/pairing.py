@@ -33,18 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from segops.data.archive_objects import dicom_files, select_images, structure_set_series
 from segops.data.class_folders import class_folders
+from segops.data.class_lists import with_listed_names
 from segops.data.coco_layout import coco_layout, find_coco
 from segops.data.ctc_layout import find_ctc
 from segops.data.cvat import find_cvat
 from segops.data.detection import Detection, PlanOverrides
-from segops.data.globs import path_selected
+from segops.data.globs import list_files, path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
@@ -87,21 +87,6 @@ from segops.errors import PlanError
 
 log = logging.getLogger(__name__)
 
-MAX_LISTED = 50_000
-
-
-def list_files(root: Path, limit: int = MAX_LISTED) -> list[str]:
-    """Relative posix paths of the files under ``root`` (hidden ones skipped), sorted, at most ``limit``."""
-    found: list[str] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(folder).relative_to(root)
-        found += [(rel / f).as_posix() for f in sorted(files) if not f.startswith(".")]
-        if len(found) >= limit:
-            log.warning("listed the first %d files of %s for planning", limit, root)
-            break
-    return sorted(found[:limit])
-
 
 def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int = 300) -> Detection:
     """Guess the source spec of the archive under ``root``.
@@ -113,6 +98,10 @@ def detect(root: Path, overrides: PlanOverrides = PlanOverrides(), sample: int =
     if not root.is_dir():
         raise PlanError(f"{root} is not a folder; give the folder that holds the images (and masks)")
     files = list_files(root)
+    return with_listed_names(root, files, _detect(root, files, overrides, sample))
+
+
+def _detect(root: Path, files: list[str], overrides: PlanOverrides, sample: int) -> Detection:
     boxes: PlanError | None = None
     labels = overrides.labels.resolve() if overrides.labels else None
     if labels is not None and labels.suffix.lower() == ".json":
