@@ -114,6 +114,8 @@ def split_pairs(
     names = [split_dir.name] + [PurePosixPath(s).name for s in siblings]
     if not all(SPLIT_NAMES.fullmatch(n.lower()) for n in names):
         return None
+    if split_dir.name.lower() in image_root.name.lower():
+        return _split_named_pairs(root, images, image_root, label_root, pattern, names)
     parent = split_dir.parent
     include = [f"*/{image_root.name}/**"]
     combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
@@ -121,3 +123,31 @@ def split_pairs(
     under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
     hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
     return SplitLayout(parent, combined, hits, include, {})
+
+
+def _split_named_pairs(
+    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, splits: list[str]
+) -> SplitLayout | None:
+    """FloodNet's ``train/train-org-img`` + ``train/train-label-img``, ``val/val-org-img`` + …: each
+    split's image and mask folders named with the split. One dataset, read from the splits' parent,
+    each image folder's masks in its split's mask folder (``replace``); a split's image folder
+    without a mask folder (a withheld test split) is read too, unlabelled."""
+    split = image_root.parent.name
+    parent = image_root.parent.parent
+    others = sorted(d.name for d in parent.iterdir() if d.is_dir() and SPLIT_NAMES.fullmatch(d.name.lower()))
+    replace: dict[str, str] = {}
+    include: list[str] = []
+    for name in dict.fromkeys([*splits, *others]):
+        folders = [
+            re.sub(re.escape(split), name, f.name, count=1, flags=re.IGNORECASE) for f in (image_root, label_root)
+        ]
+        if (parent / name / folders[0]).is_dir():  # a test split without its mask folder: segmented unlabelled
+            include.append(f"{name}/{folders[0]}/**")
+            if (parent / name / folders[1]).is_dir():
+                replace[f"{name}/{folders[0]}/"] = f"{name}/{folders[1]}/"
+    if len(replace) < 2:
+        return None
+    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
+    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
+    hits = sum(1 for i in under if (parent / match_pattern(pattern, i, replace)).is_file())
+    return SplitLayout(parent, pattern, hits, include, replace)

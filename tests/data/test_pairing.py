@@ -982,6 +982,40 @@ def test_split_folders_each_with_images_and_masks_are_one_dataset(tmp_path: Path
     assert np.array_equal(row["label"], _square() // 255)
 
 
+@pytest.mark.parametrize(
+    ("image_folder", "mask_folder", "suffix"),
+    [("{0}-org-img", "{0}-label-img", "_lab"), ("{0}_images", "{0}_masks", "")],  # FloodNet; a Kaggle export
+)
+def test_split_folders_holding_folders_named_with_the_split_are_one_dataset(
+    tmp_path: Path, image_folder: str, mask_folder: str, suffix: str
+) -> None:
+    """FloodNet: ``train/train-org-img/6000.jpg`` + ``train/train-label-img/6000_lab.png``, ``val/val-…``,
+    and ``test/test-org-img`` whose masks were withheld: one dataset (not one per split), each image's
+    mask from its split's folder even where splits reuse names, the test photos segmented unlabelled."""
+    for split, n in (("train", 3), ("val", 2), ("test", 2)):
+        for i in range(n):
+            _image(tmp_path / split / image_folder.format(split) / f"{i:03d}.jpg", i)
+            if split != "test":
+                values = _square() if split == "train" else 255 - _square()
+                _mask(tmp_path / split / mask_folder.format(split) / f"{i:03d}{suffix}.png", values)
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 7, 5) and "path" not in d.notes
+    assert d.source["path"] == str(tmp_path)
+    assert sorted(d.source["include"]) == sorted(f"{s}/{image_folder.format(s)}/**" for s in ("train", "val", "test"))
+    assert "2 image(s) have no mask, named as test data" in d.notes["labels"]
+    source = ImageSource.model_validate(d.source)
+    assert len(list_source_files(source)) == 7
+    rows = {
+        s: decode_file(
+            str(tmp_path / s / image_folder.format(s) / "000.jpg"), f"{s}/{image_folder.format(s)}/000.jpg", source
+        )[0]
+        for s in ("train", "val", "test")
+    }
+    assert np.array_equal(rows["train"]["label"], _square() // 255)
+    assert np.array_equal(rows["val"]["label"], 1 - _square() // 255)  # the val split's own mask, not train's
+    assert not rows["test"]["has_label"]
+
+
 def test_a_test_split_without_masks_is_segmented_not_excluded(tmp_path: Path) -> None:
     """Kaggle's usual export: train/ and valid/ with masks, test/images without any: the images the
     user wants masks for. They stay in the source, unlabelled; a figure beside them is still left out."""
