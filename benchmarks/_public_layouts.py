@@ -326,3 +326,72 @@ def make_wgisd(root: Path, rng: np.random.Generator) -> None:
         ids.append(name)
     (root / "train.txt").write_text("\n".join(ids[:24]) + "\n")
     (root / "test.txt").write_text("\n".join(ids[24:]) + "\n")
+
+
+def _street(rng: np.random.Generator, h: int = 72, w: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A drawn street scene: (RGB photo, class map 0 void / 1 road / 2 sky / 3 car / 4 pedestrian)."""
+    yy, xx = np.mgrid[:h, :w]
+    horizon = int(rng.integers(h // 4, h // 3))
+    classes = np.where(yy < horizon, 2, 1).astype(np.uint8)
+    for _ in range(int(rng.integers(1, 3))):
+        y, x = int(rng.integers(horizon + 6, h - 14)), int(rng.integers(0, w - 24))
+        classes[y : y + 10, x : x + 22] = 3
+    if rng.random() < 0.5:
+        x = int(rng.integers(4, w - 8))
+        classes[horizon : horizon + 18, x : x + 4] = 4
+    classes[(xx < 3) | (xx >= w - 3)] = 0  # the frame's edge, left unlabelled
+    base = np.array([[20, 20, 20], [110, 100, 110], [150, 190, 230], [200, 40, 40], [240, 200, 60]], float)
+    image = base[classes] + rng.normal(0, 14, (h, w, 3))
+    return image.clip(0, 255).astype(np.uint8), classes
+
+
+def make_camvid(root: Path, rng: np.random.Generator) -> None:
+    """CamVid as Kaggle ships it: ``CamVid/{train,val,test}/0001TP_006690.png`` with colour masks
+    ``CamVid/{train,val,test}_labels/0001TP_006690_L.png`` and ``class_dict.csv`` (``name,r,g,b``;
+    ``Void`` black, a thin border here, while road fills the most pixels)."""
+    colours = {"Void": (0, 0, 0), "Road": (128, 64, 128), "Sky": (128, 128, 128), "Car": (64, 0, 128)}
+    colours["Pedestrian"] = (64, 64, 0)
+    palette = np.array(list(colours.values()), np.uint8)
+    base = root / "CamVid"
+    for split, n in (("train", 24), ("val", 8), ("test", 8)):
+        (base / split).mkdir(parents=True)
+        (base / f"{split}_labels").mkdir()
+        for i in range(n):
+            image, classes = _street(rng)
+            stem = f"0001TP_{6690 + 30 * i + {'train': 0, 'val': 1, 'test': 2}[split]:06d}"
+            Image.fromarray(image).save(base / split / f"{stem}.png")
+            Image.fromarray(palette[classes]).save(base / f"{split}_labels" / f"{stem}_L.png")
+    rows = "".join(f"{name},{r},{g},{b}\n" for name, (r, g, b) in colours.items())
+    (base / "class_dict.csv").write_text("name,r,g,b\n" + rows)
+
+
+def make_floodnet(root: Path, rng: np.random.Generator) -> None:
+    """FloodNet's layout: ``train/train-org-img/6467.jpg`` with class ids in
+    ``train/train-label-img/6467_lab.png`` (0 background, 1 building-flooded … 9 grass; here 0-4 of
+    the street scene), ``val/`` the same, ``test/test-org-img`` without masks."""
+    for split, n in (("train", 24), ("val", 8), ("test", 6)):
+        (root / split / f"{split}-org-img").mkdir(parents=True)
+        if split != "test":
+            (root / split / f"{split}-label-img").mkdir()
+        for i in range(n):
+            image, classes = _street(rng)
+            stem = str(6000 + 100 * ("train", "val", "test").index(split) + i)
+            Image.fromarray(image).save(root / split / f"{split}-org-img" / f"{stem}.jpg", quality=92)
+            if split != "test":
+                Image.fromarray(classes).save(root / split / f"{split}-label-img" / f"{stem}_lab.png")
+
+
+def make_roboflow_masks(root: Path, rng: np.random.Generator) -> None:
+    """Roboflow's "Semantic Segmentation Masks" export: ``train/<name>_jpg.rf.<hash>.jpg`` beside
+    ``<name>_jpg.rf.<hash>_mask.png`` (class values), ``_classes.csv`` in each split, README files."""
+    for split, n in (("train", 28), ("valid", 8), ("test", 4)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            image, classes = _street(rng)
+            stem = f"street_{i:03d}_jpg.rf.{int(rng.integers(0, 2**62)):032x}"
+            Image.fromarray(image).save(root / split / f"{stem}.jpg", quality=92)
+            Image.fromarray(classes).save(root / split / f"{stem}_mask.png")
+        (root / split / "_classes.csv").write_text(
+            "Pixel Value, Class\n0, background\n1, road\n2, sky\n3, car\n4, pedestrian\n"
+        )
+    (root / "README.roboflow.txt").write_text("Exported via roboflow.com\n")

@@ -55,13 +55,16 @@ import yaml
 from _public_layouts import (
     add_archive_objects,
     make_acdc,
+    make_camvid,
     make_carvana,
     make_cityscapes,
     make_concrete,
     make_cvppp,
     make_drive,
+    make_floodnet,
     make_kits,
     make_montgomery,
+    make_roboflow_masks,
     make_stare,
     make_wgisd,
 )
@@ -460,6 +463,9 @@ CASES = {
     "kits": make_kits,
     "cvppp": make_cvppp,
     "wgisd": make_wgisd,
+    "camvid": make_camvid,
+    "floodnet": make_floodnet,
+    "roboflow-masks": make_roboflow_masks,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}

@@ -27,7 +27,8 @@ SAME_REGION_SAMPLE, SAME_REGION_IOU = 8, 0.98
 def same_region(masks: list[Path]) -> bool:
     """Whether at least 3 of the masks (:data:`SAME_REGION_SAMPLE` read) hold one and the same
     foreground region (IoU ≥ :data:`SAME_REGION_IOU` with the first) covering a fifth of the image or
-    more: a field-of-view or region-of-interest mask, which no real label set repeats on every image.
+    more, in one value: a field-of-view or region-of-interest mask, which no real label set repeats on
+    every image.
     Foreground: values above 0, or where the masks store no 0 (CrackForest's 1/2, Oxford-IIIT Pet's
     trimaps 1/2/3) every value but the commonest."""
     stored = []
@@ -46,10 +47,19 @@ def same_region(masks: list[Path]) -> bool:
     values, counts = np.unique(np.stack(stored), return_counts=True)
     background = 0 if values[0] <= 0 else values[counts.argmax()]
     arrays = [a != background for a in stored]
-    if arrays[0].mean() < 0.2:
+    if arrays[0].mean() < 0.2 or not all(_one_value(a[m]) for a, m in zip(stored, arrays, strict=True)):
         return False
     first = arrays[0]
     return all((a & first).sum() >= SAME_REGION_IOU * (a | first).sum() for a in arrays[1:])
+
+
+def _one_value(foreground: np.ndarray) -> bool:
+    """Whether one value covers nearly all of a mask's foreground pixels, as a region mask's does;
+    a dense class map (CamVid's colours, whose black void may be small or absent) holds several."""
+    if not foreground.size:
+        return True
+    _, counts = np.unique(foreground, return_counts=True)
+    return counts.max() >= 0.95 * foreground.size
 
 
 #: Files read per folder to judge whether it holds masks; share of shared names two folders need.

@@ -44,7 +44,8 @@ def test_roboflow_semantic_export_names_the_mask_values(tmp_path: Path) -> None:
 def test_camvid_colour_masks_take_the_lists_background_and_names(tmp_path: Path) -> None:
     """CamVid as Kaggle ships it: ``train/0001TP_000010.png`` with ``train_labels/0001TP_000010_L.png``
     (colour masks, a suffix no other set uses) and ``class_dict.csv``. Road fills the most pixels,
-    but the list's ``Void`` (black) is class 0, and the classes carry the list's names."""
+    but the list's ``Void`` (black) is class 0, and the classes carry the list's names. The void
+    lies alike on every mask, and the rest is several classes: no "same region" warning."""
     colours = {"Void": (0, 0, 0), "Road": (128, 64, 128), "Car": (64, 0, 128), "Sky": (128, 128, 128)}
     for i in range(6):
         _photo(tmp_path / "train" / f"0001TP_{i:06d}.png", i)
@@ -62,6 +63,7 @@ def test_camvid_colour_masks_take_the_lists_background_and_names(tmp_path: Path)
     assert labels["colors"] == {"#000000": 0, "#804080": 1, "#808080": 2, "#400080": 3}
     assert d.class_names == {1: "Road", 2: "Sky", 3: "Car"}
     assert "names #000000 (Void) background: class 0" in d.notes["labels"]
+    assert "path" not in d.notes  # a dense class map is no field of view, however alike its void is
     source = ImageSource.model_validate(d.source)
     [row] = decode_file(str(tmp_path / "train/0001TP_000000.png"), "0001TP_000000.png", source)
     assert row["label"][0, 0] == 2 and row["label"][8, 0] == 1 and row["label"][12, 5] == 3 and row["label"][23, 0] == 0
