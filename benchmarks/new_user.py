@@ -31,6 +31,10 @@ Folders (``--cases``, default all):
   binary plant ``_fg.png`` and a dot per leaf ``_centers.png`` in one folder.
 - ``wgisd``: WGISD's grape photos ``data/CDY_2015.jpg`` with a NumPy stack of one binary mask per
   bunch, ``CDY_2015.npz``, and YOLO boxes ``CDY_2015.txt`` beside them.
+- ``camvid``, ``floodnet``, ``roboflow-masks``: street scenes (road, sky, cars, pedestrians) in
+  CamVid's Kaggle layout (colour masks ``train_labels/x_L.png``, ``class_dict.csv``, a black void
+  border), FloodNet's (``train/train-org-img`` + ``train/train-label-img/x_lab.png``, a test split
+  without masks) and Roboflow's semantic-mask export (``x_jpg.rf.<hash>_mask.png``, ``_classes.csv``).
 
     .venv/bin/python benchmarks/new_user.py                       # every folder (~20 min on 2 cores)
     .venv/bin/python benchmarks/new_user.py --cases mixed kaggle --budget-minutes 1.5

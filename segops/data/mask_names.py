@@ -43,6 +43,8 @@ MASK_WORDS = re.compile(
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label", "_anno")
 #: A name's last word after ``_`` or ``-`` that is no number (``_L``, ``-mask2``), for :func:`shared_suffix`.
 _NAME_END = re.compile(r"[-_][A-Za-z][A-Za-z0-9]{0,11}$")
+#: A name's ending made of words of letters only (``_superpixels``, ``-depth map``), for :func:`_suffixed`.
+_WORDS = re.compile(r"([-_. ][A-Za-z]+)+")
 #: A numbered part of a mask file (BUSI's ``x_mask_1.png`` beside ``x_mask.png``).
 MASK_PART = re.compile(r"_[0-9]+(?P<ext>\.[^./]+)$")
 #: Unpaired image files with these words in their name are overview figures, not data.
@@ -267,9 +269,11 @@ def sibling_files(images: list[str], paired: set[str], replace: Mapping[str, str
     word for its mask's: other files of a paired sample, not images to segment (CVPPP's binary
     ``plant001_fg.png`` and object-centre ``plant001_centers.png`` beside ``plant001_rgb.png`` /
     ``plant001_label.png``; a depth map ``x_depth.png`` beside ``x_rgb.png``). Words are whole words
-    (between ``-``, ``_``, ``.``, space): ``test-volume.tif`` is not a sibling of ``train-volume.tif``."""
+    (between ``-``, ``_``, ``.``, space): ``test-volume.tif`` is not a sibling of ``train-volume.tif``.
+    So are files named as a paired image plus words (:func:`_suffixed`)."""
+    suffixed = _suffixed(images, paired)
     if not replace:
-        return []
+        return suffixed
     keys = set()  # (folder, the name before the swapped word, after it) of every paired image
     for p in paired:
         rel = PurePosixPath(p)
@@ -284,7 +288,26 @@ def sibling_files(images: list[str], paired: set[str], replace: Mapping[str, str
         ends = [m.start() for m in re.finditer(r"[-_. ]", stem)] + [len(stem)]
         if i not in paired and any((folder, stem[:a], stem[b:]) in keys for a in starts for b in ends if b > a):
             siblings.append(i)
-    return siblings
+    return siblings + [i for i in suffixed if i not in siblings]
+
+
+def _suffixed(images: list[str], paired: set[str], least: int = 3) -> list[str]:
+    """Unpaired files named as a paired image of their folder plus words of letters, an ending at
+    least ``least`` of them share: ISIC 2017's ``ISIC_0000000_superpixels.png`` beside each
+    ``ISIC_0000000.jpg`` (a superpixel index map, not a photo). A number is no such word:
+    ``scan_2.png`` beside ``scan.png`` is another image."""
+    stems = {(str(PurePosixPath(p).parent), PurePosixPath(p).stem) for p in paired}
+    ending_of = {}
+    for i in images:
+        rel = PurePosixPath(i)
+        if i in paired:
+            continue
+        for cut in re.finditer(r"[-_. ]", rel.stem):
+            if (str(rel.parent), rel.stem[: cut.start()]) in stems and _WORDS.fullmatch(rel.stem[cut.start() :]):
+                ending_of[i] = rel.stem[cut.start() :].lower()
+                break
+    counts = Counter(ending_of.values())
+    return [i for i, ending in ending_of.items() if counts[ending] >= least]
 
 
 def other_annotations(images: list[str], files: list[str]) -> str:

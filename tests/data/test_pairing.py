@@ -1116,6 +1116,28 @@ def test_sibling_files_are_a_paired_images_name_with_another_whole_word() -> Non
     assert sibling_files(volumes, {"train-volume.tif"}, {"volume": "labels"}) == []
     assert sibling_files(images, {"A1/p1_rgb.png"}, None) == []
 
+    # a paired image's name plus words of letters, shared by 3 or more: the sample's other files
+    many = [f"ISIC_{i}.jpg" for i in range(4)] + [f"ISIC_{i}_superpixels.png" for i in range(4)]
+    assert sibling_files(many, {f"ISIC_{i}.jpg" for i in range(4)}, None) == [
+        f"ISIC_{i}_superpixels.png" for i in range(4)
+    ]
+    numbered = ["scan.png", "scan_2.png", "scan_3.png", "scan_4.png", "b.png", "b_extra.png"]
+    assert sibling_files(numbered, {"scan.png", "b.png"}, None) == []  # numbers, and an ending only one file has
+
+
+def test_isic_2017_superpixel_maps_beside_the_photos_are_left_out(tmp_path: Path) -> None:
+    """ISIC 2017: ``ISIC-2017_Training_Data/ISIC_0000000.jpg`` beside ``ISIC_0000000_superpixels.png``,
+    masks in ``ISIC-2017_Training_Part1_GroundTruth/ISIC_0000000_segmentation.png``. Every mask shows a
+    lesion, so the unmasked superpixel maps would pass for 6 lesion-free photos trained as empty masks."""
+    for i in range(6):
+        _image(tmp_path / "ISIC-2017_Training_Data" / f"ISIC_{i:07d}.jpg", i)
+        _image(tmp_path / "ISIC-2017_Training_Data" / f"ISIC_{i:07d}_superpixels.png", 10 + i)
+        _mask(tmp_path / "ISIC-2017_Training_Part1_GroundTruth" / f"ISIC_{i:07d}_segmentation.png", _square())
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("parallel-tree", 6, 6)
+    assert d.source["exclude"] == ["**/*_superpixels.png"]
+    assert "empty_when_missing" not in d.source["labels"]
+
 
 def test_gif_masks_pair_and_read_as_their_palette_indices(tmp_path: Path) -> None:
     """Carvana's and DRIVE's masks are GIFs (palette images, index 0 background): a mask folder of
