@@ -43,6 +43,8 @@ MASK_WORDS = re.compile(
 MASK_SUFFIXES = ("", "_mask", "_masks", "_label", "_labels", "_gt", "_seg", "_segmentation", "-mask", "-label", "_anno")
 #: A name's last word after ``_`` or ``-`` that is no number (``_L``, ``-mask2``), for :func:`shared_suffix`.
 _NAME_END = re.compile(r"[-_][A-Za-z][A-Za-z0-9]{0,11}$")
+#: Letters (and a separator) before a number at a name's start (``p`` of ``p12``), for :func:`shared_prefix`.
+_NAME_START = re.compile(r"([A-Za-z]{1,8}[-_ ]?)[0-9]")
 #: A name's ending made of words of letters only (``_superpixels``, ``-depth map``), for :func:`_suffixed`.
 _WORDS = re.compile(r"([-_. ][A-Za-z]+)+")
 #: A numbered part of a mask file (BUSI's ``x_mask_1.png`` beside ``x_mask.png``).
@@ -127,6 +129,8 @@ def mask_patterns(masks: set[str]) -> list[str]:
     if shared := shared_suffix(stems):  # CamVid's train_labels/0001TP_006690_L.png
         tails += [(shared, ext) for ext in sorted(exts) if ext.lower() in MASK_EXTS]
     patterns = [f"{{rel_stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
+    if lead := shared_prefix(stems):  # ETIS-LaribPolypDB's GroundTruth/p1.tif for 1.tif
+        patterns += [f"{{rel_dir}}/{lead}{{stem}}{ext}" for ext in sorted(exts) if ext.lower() in MASK_EXTS]
     subfolders = sorted({PurePosixPath(m).parent.name for m in masks} - {""})
     for sub in [d for d in subfolders if is_mask_dir(d) and "{" not in d and "}" not in d][:3]:
         patterns += [f"{{rel_dir}}/{sub}/{{stem}}{suffix}{ext}" for suffix, ext in dict.fromkeys(tails)]
@@ -146,6 +150,16 @@ def shared_suffix(stems: set[str]) -> str | None:
         return None
     end, n = ends.most_common(1)[0]
     return end if n >= 0.9 * len(stems) and end.lower() not in MASK_SUFFIXES else None
+
+
+def shared_prefix(stems: set[str]) -> str | None:
+    """The letters (and a separator) before a number that nine in ten of the mask names ``stems``
+    start with: ETIS-LaribPolypDB's ``p`` of ``p12``, ``gt_`` of ``gt_0012``."""
+    leads = Counter(m.group(1) for s in stems if (m := _NAME_START.match(s)))
+    if not leads:
+        return None
+    lead, n = leads.most_common(1)[0]
+    return lead if n >= 0.9 * len(stems) else None
 
 
 def renamed_patterns(images: list[str], masks: set[str], sample: int = 50) -> list[tuple[str, dict[str, str]]]:

@@ -726,22 +726,24 @@ def test_no_mask_error_names_files_of_another_kind_that_share_the_images_names(t
 
 
 def test_overrides_win(tmp_path: Path) -> None:
+    """Masks named so no rule finds them (a prefix and a suffix around the number): an error that
+    says to give --labels and --pattern, and with them a plan."""
     for i in range(3):
         _image(tmp_path / "em" / "raw" / f"{i}.png", i)
-        _mask(tmp_path / "em" / "annot" / f"slice{i}.png", _square())
+        _mask(tmp_path / "em" / "annot" / f"slice{i}_v2.png", _square())
     with pytest.raises(PlanError, match="no mask for any of them.*give --labels FOLDER and --pattern"):
         detect(tmp_path)
-    overrides = PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}.png", foreground_value=0)
+    overrides = PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}_v2.png", foreground_value=0)
     d = detect(tmp_path, overrides)
     assert d.pairing == "labels-option" and d.n_paired == 3
     assert d.source["path"] == str(tmp_path / "em" / "raw")
     assert d.source["labels"] == {
         "kind": "mask-png",
         "path": str(tmp_path / "em" / "annot"),
-        "pattern": "slice{stem}.png",
+        "pattern": "slice{stem}_v2.png",
         "values": {0: 1, 255: 0},
     }
-    d = detect(tmp_path, PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}.png", task="instance"))
+    d = detect(tmp_path, PlanOverrides(labels=tmp_path / "em" / "annot", pattern="slice{stem}_v2.png", task="instance"))
     assert d.task == "instance" and d.source["labels"]["kind"] == "instance-png"
 
 
@@ -1137,6 +1139,18 @@ def test_isic_2017_superpixel_maps_beside_the_photos_are_left_out(tmp_path: Path
     assert (d.pairing, d.n_images, d.n_paired) == ("parallel-tree", 6, 6)
     assert d.source["exclude"] == ["**/*_superpixels.png"]
     assert "empty_when_missing" not in d.source["labels"]
+
+
+def test_masks_named_with_a_letter_before_the_images_number(tmp_path: Path) -> None:
+    """ETIS-LaribPolypDB: ``ETIS-LaribPolypDB/12.tif`` with its mask ``GroundTruth/p12.tif``."""
+    for i in range(1, 5):
+        _image(tmp_path / "ETIS-LaribPolypDB" / f"{i}.tif", i)
+        _mask(tmp_path / "GroundTruth" / f"p{i}.tif", _square() if i % 2 else 255 - _square())
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_paired, d.source["labels"]["pattern"]) == ("parallel-tree", 4, "{rel_dir}/p{stem}.tif")
+    source = ImageSource.model_validate(d.source)
+    [row] = decode_file(str(tmp_path / "ETIS-LaribPolypDB" / "2.tif"), "2.tif", source)
+    assert np.array_equal(row["label"], 1 - _square() // 255)
 
 
 def test_gif_masks_pair_and_read_as_their_palette_indices(tmp_path: Path) -> None:
