@@ -60,6 +60,8 @@ def class_folders(
         if other == folder.name or "{" in other or "}" in other:
             continue
         candidate = "/".join([*segments[:at], other, *segments[at + 1 :]])
+        if any(match_pattern(candidate, i, replace) == i for i in sample[:3]):
+            continue  # the images' own folder (MVTec 3D-AD's rgb/ beside gt/): no class
         hits = sum((label_root / match_pattern(candidate, i, replace)).is_file() for i in sample)
         if hits >= MIN_SHARE * len(sample):
             beside.append((other, candidate))

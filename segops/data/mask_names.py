@@ -260,9 +260,10 @@ def is_mask_dir(name: str) -> bool:
 
 
 def normal_folders(images: list[str], paired: set[str]) -> list[str]:
-    """Folders (relative) whose images all lack a mask and whose name says they hold defect-free
-    samples (:data:`NORMAL_DIR`: MVTec AD's ``good``, ``ok``, ``normal``, ``defect_free`` …),
-    while other images have masks: their missing masks mean "nothing to segment"."""
+    """Folders (relative) whose images all lack a mask and whose name, or their parent's, says they
+    hold defect-free samples (:data:`NORMAL_DIR`: MVTec AD's ``good``, ``ok``, ``normal``,
+    ``defect_free`` …; MVTec 3D-AD's ``train/good/rgb``), while other images have masks: their
+    missing masks mean "nothing to segment"."""
     if not paired:
         return []
     by_dir: dict[str, list[str]] = {}
@@ -272,7 +273,7 @@ def normal_folders(images: list[str], paired: set[str]) -> list[str]:
         d
         for d, members in by_dir.items()
         if d != "."
-        and NORMAL_DIR.fullmatch(PurePosixPath(d).name.lower())
+        and any(NORMAL_DIR.fullmatch(part.lower()) for part in PurePosixPath(d).parts[-2:])
         and not GLOB_CHARS.search(d)
         and not any(i in paired for i in members)
     )
@@ -423,7 +424,7 @@ def parallel_tree(root: Path, files: list[str]) -> tuple[str, str, list[str]] | 
     tops: dict[str, Counter] = {}
     for f in files:
         parts = PurePosixPath(f).parts
-        for depth in range(min(3, len(parts) - 1)):
+        for depth in range(min(4, len(parts) - 1)):
             parent, child = "/".join(parts[:depth]), parts[depth]
             tops.setdefault(parent, Counter())[child] += 1
     fallback: tuple[str, str, list[str]] | None = None

@@ -113,7 +113,7 @@ def split_pairs(
         return None
     names = [split_dir.name] + [PurePosixPath(s).name for s in siblings]
     if not all(SPLIT_NAMES.fullmatch(n.lower()) for n in names):
-        return None
+        return _sample_folders(root, images, image_root, label_root, pattern, siblings)
     if split_dir.name.lower() in image_root.name.lower():
         return _split_named_pairs(root, images, image_root, label_root, pattern, names)
     parent = split_dir.parent
@@ -151,3 +151,25 @@ def _split_named_pairs(
     under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
     hits = sum(1 for i in under if (parent / match_pattern(pattern, i, replace)).is_file())
     return SplitLayout(parent, pattern, hits, include, replace)
+
+
+def _sample_folders(
+    root: Path, images: list[str], image_root: Path, label_root: Path, pattern: str, siblings: list[str]
+) -> SplitLayout | None:
+    """MVTec 3D-AD: ``test/<defect>/rgb/000.png`` with ``test/<defect>/gt/000.png`` (and point clouds
+    in ``xyz/``) for every defect of a split, ``train/good/rgb`` without masks: the folders beside
+    the chosen pair's are other defects of one object, not other datasets, where they all lie in one
+    split folder below the planned one. One dataset, read from the split's parent with
+    ``include: ["**/rgb/**"]`` and ``{parent_dir}/gt/{stem}…``; else None."""
+    split = image_root.parent.parent
+    if split == root or not SPLIT_NAMES.fullmatch(split.name.lower()):
+        return None
+    if not all((root / s).parent == split for s in siblings):
+        return None
+    parent = split.parent
+    include = [f"**/{image_root.name}/**"]
+    combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
+    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
+    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
+    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
+    return SplitLayout(parent, combined, hits, include, {})

@@ -1018,6 +1018,32 @@ def test_split_folders_holding_folders_named_with_the_split_are_one_dataset(
     assert not rows["test"]["has_label"]
 
 
+def test_mvtec_3d_ad_defect_folders_each_with_rgb_and_gt_are_one_dataset(tmp_path: Path) -> None:
+    """MVTec 3D-AD's category: ``test/<defect>/rgb/000.png`` + ``test/<defect>/gt/000.png`` (and point
+    clouds in ``xyz/``, left out) for each defect and for ``test/good`` (empty masks), and
+    ``train/good/rgb`` without masks: one dataset from the category folder (before: one defect folder,
+    the others named as separate datasets), the clean training parts as empty masks."""
+    for defect in ("crack", "hole", "good"):
+        for i in range(3):
+            _image(tmp_path / "test" / defect / "rgb" / f"{i:03d}.png", i, ext_mode="L")
+            _mask(tmp_path / "test" / defect / "gt" / f"{i:03d}.png", _square(value=0 if defect == "good" else 255))
+            _image(tmp_path / "test" / defect / "xyz" / f"{i:03d}.tiff", 20 + i)
+    for i in range(4):
+        _image(tmp_path / "train" / "good" / "rgb" / f"{i:03d}.png", 30 + i)
+        _image(tmp_path / "train" / "good" / "xyz" / f"{i:03d}.tiff", 40 + i)
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 13, 13) and "path" not in d.notes
+    labels = d.source["labels"]
+    assert d.source["include"] == ["**/rgb/**"] and labels["pattern"] == "{parent_dir}/gt/{stem}.png"
+    assert "class_files" not in labels and labels["empty_when_missing"] == ["train/good/rgb/**"]
+    source = ImageSource.model_validate(d.source)
+    assert len(list_source_files(source)) == 13
+    [hole] = decode_file(str(tmp_path / "test/hole/rgb/001.png"), "test/hole/rgb/001.png", source)
+    [clean] = decode_file(str(tmp_path / "train/good/rgb/000.png"), "train/good/rgb/000.png", source)
+    assert np.array_equal(hole["label"], _square() // 255)
+    assert clean["has_label"] and not np.asarray(clean["label"]).any()
+
+
 def test_a_test_split_without_masks_is_segmented_not_excluded(tmp_path: Path) -> None:
     """Kaggle's usual export: train/ and valid/ with masks, test/images without any: the images the
     user wants masks for. They stay in the source, unlabelled; a figure beside them is still left out."""
