@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from segops.config.annotation_files import CvatLabels, LabelStudioLabels, SuperviselyLabels, ViaLabels
 from segops.config.contour_labels import IGNORE_CLASS, LidcLabels, RtstructLabels
 from segops.config.selection import DicomSelection, FileSelection, check_globs
 from segops.config.source_help import (
@@ -137,53 +138,6 @@ class CocoLabels(Spec):
     more_files: tuple[Path, ...] = Field(default=(), description="Further COCO files of the same categories.")
     categories: dict[int, Annotated[int, Field(ge=0, le=255)]] | None = None
     instances: bool = Field(default=False, description="Keep instances apart (for arch: maskrcnn).")
-
-
-class ViaLabels(Spec):
-    """VGG Image Annotator (VIA 1 / 2) JSON: ``path`` and ``more_files`` (other splits, as the Mask
-    R-CNN balloon tutorial ships ``train/via_region_data.json`` and ``val/…``), images found by the
-    ``filename`` beside their file, else by name. Polygons, rectangles, circles and ellipses are
-    regions (points and lines are no area); a region's class is ``classes[name]`` for the name its
-    ``region_attributes[attribute]`` holds (``object`` without one); by default every name in the
-    files, numbered 1..K in sorted order. With ``instances: true`` each region is one instance.
-    """
-
-    kind: Literal["via"]
-    path: Path
-    more_files: tuple[Path, ...] = Field(default=(), description="Further VIA files (other splits).")
-    attribute: str | None = Field(default=None, description="The region attribute that names a region's class.")
-    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
-    instances: bool = Field(default=False, description="Each region one instance (for arch: maskrcnn).")
-
-
-class CvatLabels(Spec):
-    """CVAT's "CVAT for images 1.1" XML export (``annotations.xml``; ``more_files``: other tasks' or
-    splits'), images found by their ``name`` beside the file, else by name. Polygons, boxes (turned
-    by ``rotation``), ellipses and masks are shapes, the higher ``z_order`` on top; polylines, points,
-    skeletons and cuboids are no area. A shape's class is ``classes[label]`` (0 leaves it out); by
-    default every label, numbered 1..K in name order. With ``instances: true`` each shape is one instance.
-    """
-
-    kind: Literal["cvat"]
-    path: Path
-    more_files: tuple[Path, ...] = Field(default=(), description="Further CVAT XML files (other tasks, splits).")
-    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
-    instances: bool = Field(default=False, description="Each shape one instance (for arch: maskrcnn).")
-
-
-class SuperviselyLabels(Spec):
-    """A Supervisely project (as Dataset Ninja publishes public datasets): ``path`` holds
-    ``meta.json`` and dataset folders of ``img/<name>`` with ``ann/<name>.json``. Polygons (with
-    holes), rectangles and bitmaps are objects of class ``classes[classTitle]`` (a title mapped to 0
-    is left out); by default the area classes of ``meta.json`` numbered 1..K in its order. An image
-    whose annotation lists no object has nothing to segment; one without an annotation file is
-    unlabelled. With ``instances: true`` each object is one instance.
-    """
-
-    kind: Literal["supervisely"]
-    path: Path
-    classes: dict[str, Annotated[int, Field(ge=0, le=255)]] | None = None
-    instances: bool = Field(default=False, description="Each object one instance (for arch: maskrcnn).")
 
 
 class InstancePngLabels(_MaskFiles):
@@ -347,6 +301,7 @@ _IMAGE_LABELS = (
     CocoLabels,
     ViaLabels,
     CvatLabels,
+    LabelStudioLabels,
     SuperviselyLabels,
     InstancePngLabels,
     MaskFolderLabels,
@@ -374,7 +329,17 @@ def is_instance_labels(labels: object) -> bool:
     """True for label specs that yield instance label maps (instance-png; coco, rle-csv and mask-folder
     with instances)."""
     kind = getattr(labels, "kind", None)
-    with_flag = kind in ("coco", "via", "cvat", "supervisely", "rle-csv", "mask-folder", "labelme", "yolo")
+    with_flag = kind in (
+        "coco",
+        "via",
+        "cvat",
+        "label-studio",
+        "supervisely",
+        "rle-csv",
+        "mask-folder",
+        "labelme",
+        "yolo",
+    )
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))
 
 

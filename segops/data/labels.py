@@ -33,6 +33,7 @@ from segops.config.schema import (
     InstancePngLabels,
     LabelmeLabels,
     LabelsSpec,
+    LabelStudioLabels,
     LidcLabels,
     MaskFolderLabels,
     MaskPngLabels,
@@ -48,6 +49,7 @@ from segops.data.cvat import index_cvat
 from segops.data.globs import path_selected
 from segops.data.instances import INSTANCE_STRIDE, class_coded_ids, class_map, encode_instances, label_dtype
 from segops.data.label_census import label_counts
+from segops.data.label_studio import index_label_studio
 from segops.data.labelme import label_names, labelme_label
 from segops.data.lidc import LidcIndex, index_lidc, lidc_label
 from segops.data.mask_files import (
@@ -291,7 +293,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         values = sorted(c * INSTANCE_STRIDE + 1 if instance else c for c in classes if c > 0)
         return {"label_uri": uri, "label_values": values, "label_pixels": [1] * len(values)}
 
-    if isinstance(spec, (CocoLabels, ViaLabels, CvatLabels)):
+    if isinstance(spec, (CocoLabels, ViaLabels, CvatLabels, LabelStudioLabels)):
         entries = {e["uri"]: e for e in resolver.coco_images.values()}
         return [
             row(uri, {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
@@ -329,10 +331,10 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
         return LabelResolver(
             spec, sly_index=index, sly_classes=spec.classes or project_classes(spec.path, list(index.values()))
         )
-    if isinstance(spec, (ViaLabels, CvatLabels)):  # drawn as COCO polygons (and RLE for CVAT's masks)
+    if isinstance(spec, (ViaLabels, CvatLabels, LabelStudioLabels)):  # drawn as COCO polygons (and RLE masks)
         files = [Path(spec.path), *spec.more_files]
-        via = isinstance(spec, ViaLabels)
-        images, classes = index_via(files, spec.attribute, spec.classes) if via else index_cvat(files, spec.classes)
+        via, index = isinstance(spec, ViaLabels), index_cvat if isinstance(spec, CvatLabels) else index_label_studio
+        images, classes = index_via(files, spec.attribute, spec.classes) if via else index(files, spec.classes)
         return LabelResolver(spec, coco_images=images, coco_classes=classes)
     if isinstance(spec, RtstructLabels):
         return LabelResolver(spec, rtstruct=index_structure_sets(Path(spec.path)))

@@ -46,6 +46,7 @@ from segops.data.cvat import find_cvat
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import list_files, path_selected
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
+from segops.data.label_studio import find_label_studio
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
 from segops.data.mask_content import (
@@ -130,6 +131,7 @@ def _detect(root: Path, files: list[str], overrides: PlanOverrides, sample: int)
                 find_yolo(root, files, pictures, overrides.task)
                 or find_via(root, files, overrides.task)
                 or find_cvat(root, files, overrides.task)
+                or find_label_studio(root, files, overrides.task)
                 or find_supervisely(root, files, overrides.task)
             )
         except PlanError as exc:  # YOLO boxes: the reason to give if no mask is found either
