@@ -5,6 +5,7 @@ take the list's background.
 - Roboflow's semantic-mask export: ``_classes.csv`` (``Pixel Value, Class``);
 - CamVid's and many Kaggle sets' ``class_dict.csv`` (``name, r, g, b``);
 - CVAT's segmentation-mask export: ``labelmap.txt`` (``name:r,g,b:parts:actions``);
+- ADE20K's scene-parsing ``objectInfo150.csv`` (``Idx, Ratio, Train, Val, Name``: value → name);
 - labelme2voc's ``class_names.txt`` and plain ``classes.txt`` (a name per line, the line its value;
   a list that does not start with a background-like name starts at 1, as YOLO's ``classes.txt``).
 
@@ -25,13 +26,21 @@ from segops.data.detection import Detection
 log = logging.getLogger(__name__)
 
 #: File names (lower case) of class lists, most specific first.
-CLASS_LIST_NAMES = ("_classes.csv", "class_dict.csv", "labelmap.txt", "classes.csv", "class_names.txt", "classes.txt")
+CLASS_LIST_NAMES = (
+    "_classes.csv",
+    "class_dict.csv",
+    "labelmap.txt",
+    "objectinfo150.csv",
+    "classes.csv",
+    "class_names.txt",
+    "classes.txt",
+)
 #: Names that say "background" (labelme2voc's ``_background_``, CamVid's ``Void``).
 BACKGROUND_NAME = re.compile(r"_?(background|bg|void|unlabell?ed|none|nothing|empty)_?", re.IGNORECASE)
 #: Larger files are not class lists.
 MAX_BYTES = 256 * 1024
 _NAME_COLUMNS = ("class", "name", "class_name", "classname", "label", "label_name", "category")
-_VALUE_COLUMNS = ("pixel value", "pixel_value", "value", "id", "index", "class_id", "label_id")
+_VALUE_COLUMNS = ("pixel value", "pixel_value", "value", "id", "idx", "index", "class_id", "label_id")
 
 
 @dataclass(frozen=True)

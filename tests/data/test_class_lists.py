@@ -96,6 +96,9 @@ def test_cvat_labelmap_and_what_is_no_class_list(tmp_path: Path) -> None:
     notes = tmp_path / "classes.txt"
     notes.write_text("These classes were labelled by two annotators, see the paper: a, b and c.\n")
     assert read_class_list(notes, "classes.txt") is None
+    ade = tmp_path / "objectInfo150.csv"
+    ade.write_text("Idx,Ratio,Train,Val,Name\n1,0.1576,11664,1172,wall\n2,0.1072,6046,612,building;edifice\n")
+    assert read_class_list(ade, "objectInfo150.csv").names == {1: "wall", 2: "building;edifice"}
     table = tmp_path / "classes.csv"
     table.write_text("file,width,height\na.png,10,20\n")
     assert read_class_list(table, "classes.csv") is None

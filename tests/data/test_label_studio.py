@@ -95,7 +95,9 @@ def test_a_json_export_plans_and_draws_every_region_kind(tmp_path: Path) -> None
     [row] = decode_file(str(tmp_path / "images" / "part_001.jpg"), "part_001.jpg", semantic)
     label = row["label"]
     assert label.shape == (H, W) and row["has_label"]
-    assert label[10, 10] == 3 and label[2, 2] == 0 and label[10, 27] == 0  # polygon 10-50 % of 50 x 40 px: x 5..25, y 4..20
+    assert (
+        label[10, 10] == 3 and label[2, 2] == 0 and label[10, 27] == 0
+    )  # polygon 10-50 % of 50 x 40 px: x 5..25, y 4..20
     assert label[25, 35] == 1 and label[21, 31] == 1  # rectangle: x 30..40, y 20..30
     assert label[32, 10] == 2 and label[32, 15] == 0  # ellipse centred at (10, 32), radii 4 x 4 px
     assert (label[30:34, 31:41] == 3).all() and label[30, 41] == 0  # the brush stroke of task 1
