@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection, annotation_file_detection
+from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -155,11 +155,7 @@ def find_cvat(root: Path, files: list[str], task: str | None = None) -> Detectio
     per_image = [Counter(s.get("label") for s in i if s.tag in AREA_SHAPES) for i in images]
     crowded = max((n for c in per_image for n in c.values()), default=0)
     chosen = task or ("instance" if crowded >= 2 else "semantic")
-    spec: dict[str, Any] = {"kind": "cvat", "path": str(root / found[0][0])}
-    if len(found) > 1:
-        spec["more_files"] = [str(root / f) for f, _ in found[1:]]
-    if chosen == "instance":
-        spec["instances"] = True
+    spec = annotation_files_spec("cvat", root, [f for f, _ in found], chosen)
     shapes = sum(sum(c.values()) for c in per_image)
     note = (
         f"CVAT XML {', '.join(f for f, _ in found[:3])}: {len(images)} images, {shapes} area shapes; labels → "

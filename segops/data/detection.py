@@ -54,3 +54,16 @@ def annotation_file_detection(
     kind = labels["kind"]
     named = {k + 1: name for k, name in enumerate(names)}
     return Detection(source, task, len(names) + 1, kind, kind, n_images, n_images, {"labels": note}, class_names=named)
+
+
+def annotation_files_spec(kind: str, root: Path, files: list[str], task: str, **fields: Any) -> dict[str, Any]:
+    """The labels spec of annotation files under ``root`` read as one dataset: the first file as
+    ``path``, the others as ``more_files``, ``fields`` (VIA's ``attribute``), and ``instances`` for
+    the instance task."""
+    spec: dict[str, Any] = {"kind": kind, "path": str(root / files[0])}
+    if len(files) > 1:
+        spec["more_files"] = [str(root / f) for f in files[1:]]
+    spec |= fields
+    if task == "instance":
+        spec["instances"] = True
+    return spec

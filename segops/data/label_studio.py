@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection, annotation_file_detection
+from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -251,11 +251,7 @@ def find_label_studio(root: Path, files: list[str], task: str | None = None) -> 
     labels = label_names(tasks)
     crowded = max((n for _, regions in tasks for n in Counter(map(_label, regions)).values()), default=0)
     chosen = task or ("instance" if crowded >= 2 else "semantic")
-    spec: dict[str, Any] = {"kind": "label-studio", "path": str(root / found[0][0])}
-    if len(found) > 1:
-        spec["more_files"] = [str(root / f) for f, _ in found[1:]]
-    if chosen == "instance":
-        spec["instances"] = True
+    spec = annotation_files_spec("label-studio", root, [f for f, _ in found], chosen)
     regions = sum(len(r) for _, r in tasks)
     note = (
         f"Label Studio export {', '.join(f for f, _ in found[:3])}: {len(tasks)} tasks, {regions} area regions; "

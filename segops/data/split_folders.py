@@ -95,10 +95,7 @@ def _worded_splits(
     if len(replace) < 2:
         return None
     include = [f"{folder[:-1]}/**" for folder in replace]
-    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
-    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
-    hits = sum(1 for i in under if (parent / match_pattern(pattern, i, replace)).is_file())
-    return SplitLayout(parent, pattern, hits, include, replace)
+    return _layout(root, images, parent, pattern, include, replace)
 
 
 def split_pairs(
@@ -119,10 +116,7 @@ def split_pairs(
     parent = split_dir.parent
     include = [f"*/{image_root.name}/**"]
     combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
-    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
-    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
-    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return SplitLayout(parent, combined, hits, include, {})
+    return _layout(root, images, parent, combined, include, {})
 
 
 def _split_named_pairs(
@@ -147,10 +141,7 @@ def _split_named_pairs(
                 replace[f"{name}/{folders[0]}/"] = f"{name}/{folders[1]}/"
     if len(replace) < 2:
         return None
-    base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
-    under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
-    hits = sum(1 for i in under if (parent / match_pattern(pattern, i, replace)).is_file())
-    return SplitLayout(parent, pattern, hits, include, replace)
+    return _layout(root, images, parent, pattern, include, replace)
 
 
 def _sample_folders(
@@ -169,7 +160,15 @@ def _sample_folders(
     parent = split.parent
     include = [f"**/{image_root.name}/**"]
     combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
+    return _layout(root, images, parent, combined, include, {})
+
+
+def _layout(
+    root: Path, images: list[str], parent: Path, pattern: str, include: list[str], replace: dict[str, str]
+) -> SplitLayout:
+    """The layout read from ``parent`` with ``pattern``, ``include`` and ``replace``, with how many of
+    ``images`` (relative to ``root``) under it the pattern finds a mask for."""
     base = parent.relative_to(root).as_posix() + "/" if parent != root else ""
     under = [f[len(base) :] for f in images if f.startswith(base) and path_selected(f[len(base) :], include)]
-    hits = sum(1 for i in under if (parent / match_pattern(combined, i)).is_file())
-    return SplitLayout(parent, combined, hits, include, {})
+    hits = sum(1 for i in under if (parent / match_pattern(pattern, i, replace)).is_file())
+    return SplitLayout(parent, pattern, hits, include, replace)

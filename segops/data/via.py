@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection, annotation_file_detection
+from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -176,13 +176,8 @@ def find_via(root: Path, files: list[str], task: str | None = None) -> Detection
     crowded = max((n for c in per_image for n in c.values()), default=0)
     chosen = task or ("instance" if crowded >= 2 else "semantic")
     common = common_dir([f for f, _ in found])  # the folder above every VIA file ("" for the root)
-    labels: dict[str, Any] = {"kind": "via", "path": str(root / found[0][0])}
-    if len(found) > 1:
-        labels["more_files"] = [str(root / f) for f, _ in found[1:]]
-    if attribute:
-        labels["attribute"] = attribute
-    if chosen == "instance":
-        labels["instances"] = True
+    extra = {"attribute": attribute} if attribute else {}
+    labels = annotation_files_spec("via", root, [f for f, _ in found], chosen, **extra)
     n_images = sum(len(d) for _, d in found)
     note = (
         f"VIA file(s) {', '.join(f for f, _ in found[:3])}: {n_images} images, {len(regions)} regions; "
