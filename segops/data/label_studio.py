@@ -32,6 +32,8 @@ from segops.errors import LabelError
 
 #: Region types that cover an area, by the key that holds their labels.
 AREA_TYPES = ("polygonlabels", "rectanglelabels", "ellipselabels", "brushlabels")
+#: A URL or path that names an image file.
+IMAGE_URL = re.compile(r"\.(jpe?g|png|tiff?|bmp|gif|webp|ppm)$", re.IGNORECASE)
 #: The prefix Label Studio gives an uploaded file's name.
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 #: Larger JSON files are not read while planning; points of the polygon an ellipse is drawn as.
@@ -52,11 +54,19 @@ def read_tasks(path: str | Path) -> list[tuple[str, list[dict[str, Any]]]]:
         raise LabelError(f"{path} is not a Label Studio export (a JSON list of tasks)")
     tasks = []
     for task in data:
-        url = task.get("data", {}).get("image") if isinstance(task.get("data"), dict) else task.get("image")
-        if not isinstance(url, str):
-            raise LabelError(f"{path} is not a Label Studio image export: a task without data.image ({task.get('id')})")
+        url = _image_url(task["data"] if isinstance(task.get("data"), dict) else task)
+        if url is None:
+            raise LabelError(f"{path} is not a Label Studio image export: a task without an image ({task.get('id')})")
         tasks.append((url, _regions(task)))
     return tasks
+
+
+def _image_url(data: dict[str, Any]) -> str | None:
+    """A task's image: ``image``, else the first value naming an image file (a labelling config's
+    ``$img`` or ``$photo``)."""
+    if isinstance(data.get("image"), str):
+        return data["image"]
+    return next((v for v in data.values() if isinstance(v, str) and IMAGE_URL.search(v)), None)
 
 
 def _regions(task: dict[str, Any]) -> list[dict[str, Any]]:

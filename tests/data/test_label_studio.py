@@ -107,6 +107,7 @@ def test_a_json_export_plans_and_draws_every_region_kind(tmp_path: Path) -> None
 
 
 def test_a_json_min_export_of_local_files_plans(tmp_path: Path) -> None:
+    """JSON-MIN rows of a labelling config whose image variable is `$photo`, from local storage."""
     rows = []
     for i in range(4):
         (tmp_path / "photos").mkdir(exist_ok=True)
@@ -114,7 +115,7 @@ def test_a_json_min_export_of_local_files_plans(tmp_path: Path) -> None:
         region = {"points": [[0, 0], [40, 0], [40, 40]], "polygonlabels": ["crack"]}
         rows.append(
             {
-                "image": f"/data/local-files/?d=photos/p{i}.png",
+                "photo": f"/data/local-files/?d=photos/p{i}.png",  # a labelling config with $photo
                 "id": i,
                 "label": [region | {"original_width": W, "original_height": H}],
             }
