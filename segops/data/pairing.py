@@ -320,7 +320,8 @@ def _paired(
     if split is not None and split.hits > hits:  # train/ + train_labels/, or train/{images,masks} + val/…: one dataset
         image_root = label_root = split.parent
         prefix, label_prefix = (image_root.relative_to(root).as_posix() if image_root != root else ""), None
-        pattern, hits, pairing, siblings, include = split.pattern, split.hits, "split-folders", [], split.include
+        pattern, hits, pairing, include = split.pattern, split.hits, "split-folders", split.include
+        siblings = list(split.others)
         replace = split.replace
         rel_images = [
             i for i in (f[len(prefix) + 1 :] if prefix else f for f in images if wanted(f)) if path_selected(i, include)

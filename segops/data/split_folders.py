@@ -30,6 +30,7 @@ class SplitLayout(NamedTuple):
     hits: int
     include: list[str]
     replace: dict[str, str]
+    others: tuple[str, ...] = ()  # other datasets beside it (MVTec 3D-AD's other categories), relative to the root
 
 
 def split_folders(
@@ -151,16 +152,19 @@ def _sample_folders(
     in ``xyz/``) for every defect of a split, ``train/good/rgb`` without masks: the folders beside
     the chosen pair's are other defects of one object, not other datasets, where they all lie in one
     split folder below the planned one. One dataset, read from the split's parent with
-    ``include: ["**/rgb/**"]`` and ``{parent_dir}/gt/{stem}…``; else None."""
+    ``include: ["**/rgb/**"]`` and ``{parent_dir}/gt/{stem}…``, other categories beside it (the
+    dataset's root) named as ``others``; else None."""
     split = image_root.parent.parent
     if split == root or not SPLIT_NAMES.fullmatch(split.name.lower()):
         return None
-    if not all((root / s).parent == split for s in siblings):
+    if not any((root / s).parent == split for s in siblings):
         return None
     parent = split.parent
+    depth = len(parent.relative_to(root).parts)  # other categories' folders at the category's depth
+    others = {"/".join(PurePosixPath(s).parts[:depth]) for s in siblings if not (root / s).is_relative_to(parent)}
     include = [f"**/{image_root.name}/**"]
     combined = "{parent_dir}/" + label_root.name + "/" + pattern.replace("{rel_stem}", "{stem}")
-    return _layout(root, images, parent, combined, include, {})
+    return _layout(root, images, parent, combined, include, {})._replace(others=tuple(sorted(others)))
 
 
 def _layout(

@@ -1018,19 +1018,23 @@ def test_split_folders_holding_folders_named_with_the_split_are_one_dataset(
     assert not rows["test"]["has_label"]
 
 
-def test_mvtec_3d_ad_defect_folders_each_with_rgb_and_gt_are_one_dataset(tmp_path: Path) -> None:
+def _mvtec_3d_category(root: Path) -> None:
     """MVTec 3D-AD's category: ``test/<defect>/rgb/000.png`` + ``test/<defect>/gt/000.png`` (and point
-    clouds in ``xyz/``, left out) for each defect and for ``test/good`` (empty masks), and
-    ``train/good/rgb`` without masks: one dataset from the category folder (before: one defect folder,
-    the others named as separate datasets), the clean training parts as empty masks."""
+    clouds in ``xyz/``) for each defect and for ``test/good`` (empty masks), ``train/good/{rgb,xyz}``."""
     for defect in ("crack", "hole", "good"):
         for i in range(3):
-            _image(tmp_path / "test" / defect / "rgb" / f"{i:03d}.png", i, ext_mode="L")
-            _mask(tmp_path / "test" / defect / "gt" / f"{i:03d}.png", _square(value=0 if defect == "good" else 255))
-            _image(tmp_path / "test" / defect / "xyz" / f"{i:03d}.tiff", 20 + i)
+            _image(root / "test" / defect / "rgb" / f"{i:03d}.png", i, ext_mode="L")
+            _mask(root / "test" / defect / "gt" / f"{i:03d}.png", _square(value=0 if defect == "good" else 255))
+            _image(root / "test" / defect / "xyz" / f"{i:03d}.tiff", 20 + i)
     for i in range(4):
-        _image(tmp_path / "train" / "good" / "rgb" / f"{i:03d}.png", 30 + i)
-        _image(tmp_path / "train" / "good" / "xyz" / f"{i:03d}.tiff", 40 + i)
+        _image(root / "train" / "good" / "rgb" / f"{i:03d}.png", 30 + i)
+        _image(root / "train" / "good" / "xyz" / f"{i:03d}.tiff", 40 + i)
+
+
+def test_mvtec_3d_ad_defect_folders_each_with_rgb_and_gt_are_one_dataset(tmp_path: Path) -> None:
+    """MVTec 3D-AD's category: one dataset from the category folder (before: one defect folder, the
+    others named as separate datasets), point clouds left out, the clean training parts as empty masks."""
+    _mvtec_3d_category(tmp_path)
     d = detect(tmp_path)
     assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 13, 13) and "path" not in d.notes
     labels = d.source["labels"]
@@ -1042,6 +1046,16 @@ def test_mvtec_3d_ad_defect_folders_each_with_rgb_and_gt_are_one_dataset(tmp_pat
     [clean] = decode_file(str(tmp_path / "train/good/rgb/000.png"), "train/good/rgb/000.png", source)
     assert np.array_equal(hole["label"], _square() // 255)
     assert clean["has_label"] and not np.asarray(clean["label"]).any()
+
+
+def test_mvtec_3d_ad_root_plans_one_category_and_names_the_others(tmp_path: Path) -> None:
+    for category in ("bagel", "tire"):
+        _mvtec_3d_category(tmp_path / category)
+    d = detect(tmp_path)
+    assert (d.pairing, d.n_images, d.n_paired) == ("split-folders", 13, 13)
+    assert d.source["path"] == str(tmp_path / "bagel") and d.source["include"] == ["**/rgb/**"]
+    assert "2 folders hold images and masks in this layout (bagel, tire)" in d.notes["path"]
+    assert f"plan another with: segops plan {tmp_path / 'tire'}" in d.notes["path"]
 
 
 def test_a_test_split_without_masks_is_segmented_not_excluded(tmp_path: Path) -> None:
