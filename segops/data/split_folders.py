@@ -150,8 +150,8 @@ def _sample_folders(
 ) -> SplitLayout | None:
     """MVTec 3D-AD: ``test/<defect>/rgb/000.png`` with ``test/<defect>/gt/000.png`` (and point clouds
     in ``xyz/``) for every defect of a split, ``train/good/rgb`` without masks: the folders beside
-    the chosen pair's are other defects of one object, not other datasets, where they all lie in one
-    split folder below the planned one. One dataset, read from the split's parent with
+    the chosen pair's that lie in its split folder are other defects of one object, not other
+    datasets. One dataset, read from the split's parent with
     ``include: ["**/rgb/**"]`` and ``{parent_dir}/gt/{stem}…``, other categories beside it (the
     dataset's root) named as ``others``; else None."""
     split = image_root.parent.parent
