@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec
+from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec, read_annotation_files
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -29,8 +29,6 @@ from segops.errors import LabelError
 AREA_SHAPES = ("polygon", "box", "ellipse", "mask")
 #: Points of the polygon an ellipse is drawn as.
 ELLIPSE_POINTS = 32
-#: Larger XML files are not read while planning.
-MAX_PLAN_BYTES = 200 * 2**20
 
 
 def read_cvat(path: str | Path) -> list[ET.Element]:
@@ -138,14 +136,7 @@ def find_cvat(root: Path, files: list[str], task: str | None = None) -> Detectio
     """Every CVAT for images XML file under ``root`` whose image names are image files under the
     folder above them all (or beside the file), read as one dataset, or None. Classes: the shapes'
     labels, 1..K in name order; instance task when an image holds two shapes of one label."""
-    found: list[tuple[str, list[ET.Element]]] = []
-    for f in sorted(files):
-        if not f.lower().endswith(".xml") or (root / f).stat().st_size > MAX_PLAN_BYTES:
-            continue
-        try:
-            found.append((f, read_cvat(root / f)))
-        except LabelError:
-            continue
+    found: list[tuple[str, list[ET.Element]]] = read_annotation_files(root, files, ".xml", read_cvat)
     named = [Path(str(i.get("name"))).name for _, doc in found for i in doc]
     by_base, in_files = {Path(f).name for f in files}, set(named)
     if not found or 2 * sum(n in by_base for n in named) < len(named):

@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from segops.data.mask_kinds import MaskCensus
+from segops.errors import LabelError
+
+#: Larger annotation files are not read while planning.
+MAX_PLAN_BYTES = 200 * 2**20
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,20 @@ def annotation_files_spec(kind: str, root: Path, files: list[str], task: str, **
     if task == "instance":
         spec["instances"] = True
     return spec
+
+
+def read_annotation_files(
+    root: Path, files: list[str], suffix: str, read: Callable[[Path], Any]
+) -> list[tuple[str, Any]]:
+    """(file, ``read(file)``) of the ``files`` under ``root`` that end in ``suffix`` (any case), are at
+    most :data:`MAX_PLAN_BYTES` and that ``read`` takes: a file it refuses with a LabelError is
+    another kind of file, passed over."""
+    found = []
+    for f in sorted(files):
+        if not f.lower().endswith(suffix) or (root / f).stat().st_size > MAX_PLAN_BYTES:
+            continue
+        try:
+            found.append((f, read(root / f)))
+        except LabelError:
+            continue
+    return found

@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec
+from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec, read_annotation_files
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -36,8 +36,8 @@ AREA_TYPES = ("polygonlabels", "rectanglelabels", "ellipselabels", "brushlabels"
 IMAGE_URL = re.compile(r"\.(jpe?g|png|tiff?|bmp|gif|webp|ppm)$", re.IGNORECASE)
 #: The prefix Label Studio gives an uploaded file's name.
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
-#: Larger JSON files are not read while planning; points of the polygon an ellipse is drawn as.
-MAX_PLAN_BYTES, ELLIPSE_POINTS = 200 * 2**20, 32
+#: Points of the polygon an ellipse is drawn as.
+ELLIPSE_POINTS = 32
 
 
 def read_tasks(path: str | Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -238,16 +238,8 @@ def find_label_studio(root: Path, files: list[str], task: str | None = None) -> 
     """Every Label Studio JSON export under ``root`` whose tasks' images are image files there,
     read as one dataset, or None. Classes: the regions' labels, 1..K in name order; instance task
     when an image holds two regions of one label."""
-    found: list[tuple[str, list[tuple[str, list[dict[str, Any]]]]]] = []
-    for f in sorted(files):
-        if not f.lower().endswith(".json") or (root / f).stat().st_size > MAX_PLAN_BYTES:
-            continue
-        try:
-            tasks = read_tasks(root / f)
-        except LabelError:
-            continue
-        if any(regions for _, regions in tasks):
-            found.append((f, tasks))
+    exports = read_annotation_files(root, files, ".json", read_tasks)
+    found = [(f, tasks) for f, tasks in exports if any(regions for _, regions in tasks)]
     if not found:
         return None
     by_name = {PurePosixPath(f).name: f for f in files}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segops.data.coco import index_entries
-from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec
+from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec, read_annotation_files
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
 
@@ -29,8 +29,6 @@ UNNAMED = "object"
 AREA_SHAPES = ("polygon", "rect", "circle", "ellipse")
 #: Points of the polygon a circle or an ellipse is drawn as.
 ELLIPSE_POINTS = 32
-#: Larger JSON files are not read while planning.
-MAX_PLAN_BYTES = 200 * 2**20
 
 
 def read_via(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -151,17 +149,11 @@ def find_via(root: Path, files: list[str], task: str | None = None) -> Detection
     above them all, or None. The class attribute is the region attribute most regions carry;
     its values are the classes 1..K in name order (regions without it: ``object``); instance task
     when an image holds two regions of one class."""
-    found: list[tuple[str, dict[str, dict[str, Any]]]] = []
-    for f in sorted(files):
-        if not f.lower().endswith(".json") or (root / f).stat().st_size > MAX_PLAN_BYTES:
-            continue
-        try:
-            doc = read_via(root / f)
-        except LabelError:
-            continue
-        folder = (root / f).parent
-        if 2 * sum((folder / str(v["filename"])).is_file() for v in doc.values()) >= len(doc):
-            found.append((f, doc))
+    found = [
+        (f, doc)
+        for f, doc in read_annotation_files(root, files, ".json", read_via)
+        if 2 * sum(((root / f).parent / str(v["filename"])).is_file() for v in doc.values()) >= len(doc)
+    ]
     if not found:
         return None
     regions = [r for _, doc in found for v in doc.values() for r in v["regions"] if _has_area(r)]
