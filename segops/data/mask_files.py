@@ -14,7 +14,8 @@ from segops.config.schema import MaskFolderLabels, MaskPngLabels
 from segops.config.sources import IGNORE_LABEL
 from segops.data.array_masks import is_array_mask, read_array_mask
 from segops.data.instances import stack_instances
-from segops.data.mask_kinds import as_single_channel, colour_classes, without_void
+from segops.data.mask_colours import colour_classes
+from segops.data.mask_kinds import as_single_channel, without_void
 from segops.data.mask_names import match_pattern
 from segops.errors import LabelError
 

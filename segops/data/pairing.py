@@ -49,6 +49,7 @@ from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instanc
 from segops.data.label_studio import find_label_studio
 from segops.data.labelme import find_labelme
 from segops.data.lidc import find_lidc, lidc_layout
+from segops.data.mask_colours import classify_colours, colour_census, is_colour_mask
 from segops.data.mask_content import (
     as_glob,
     mask_folder_by_content,
@@ -57,7 +58,7 @@ from segops.data.mask_content import (
     same_region,
 )
 from segops.data.mask_folder_layout import find_mask_folders
-from segops.data.mask_kinds import classify_colours, classify_masks, colour_census, is_colour_mask, mask_census
+from segops.data.mask_kinds import classify_masks, mask_census
 from segops.data.mask_names import (
     IMAGE_EXTS,
     INSTANCE_WORD,
