@@ -135,6 +135,10 @@ class MaskCensus:
             where there is something to segment, as DAGM's and Severstal's are).
         stacked: masks stored as a stack of one binary mask per object (NumPy files, as WGISD's):
             objects by the file's layout.
+        id_single_share: share of the masks numbered 1..k that hold k = 1 (one region).
+        touching_share: share of masks with two or more nonzero values where two of them touch
+            (4-neighbours): classes drawn side by side or nested (a tumour in its organ), where
+            regions numbered per mask lie apart.
     """
 
     masks: int
@@ -149,6 +153,8 @@ class MaskCensus:
     void: int | None = None
     with_foreground: int = 0
     stacked: int = 0
+    id_single_share: float = 0.0
+    touching_share: float = 0.0
 
 
 def _read_raw(path: Path) -> tuple[np.ndarray | None, bool]:
@@ -171,7 +177,7 @@ def mask_census(paths: list[Path]) -> MaskCensus:
     values: dict[int, list[int]] = {}
     bits, most, off_total, off_edge, blobs, pairs, n = 8, 0, 0, 0, 0, 0, 0
     numbered: list[int] = []  # k of each mask whose nonzero values are 1..k
-    with_foreground = 0
+    with_foreground, several, touching = 0, 0, 0
     read = [(p, *_read_raw(p)) for p in paths]
     arrays = [(p, a) for p, a, _ in read if a is not None and a.ndim == 2]
     void = void_value([a for _, a in arrays])
@@ -190,6 +196,9 @@ def mask_census(paths: list[Path]) -> MaskCensus:
             with_foreground += 1
             if nonzero[0] == 1 and nonzero[-1] == nonzero.size:  # sorted and distinct: 1..k exactly
                 numbered.append(int(nonzero.size))
+        if nonzero.size >= 2:
+            several += 1
+            touching += _values_touch(mask)
         off = (mask != 0) & (mask != top)
         if off.any():
             edge = ndimage.maximum_filter(mask, 3) != ndimage.minimum_filter(mask, 3)
@@ -211,7 +220,17 @@ def mask_census(paths: list[Path]) -> MaskCensus:
         void,
         with_foreground,
         sum(stacked for _, a, stacked in read if a is not None and a.ndim == 2),
+        numbered.count(1) / len(numbered) if numbered else 0.0,
+        touching / several if several else 0.0,
     )
+
+
+def _values_touch(mask: np.ndarray) -> bool:
+    """Whether two different nonzero values of ``mask`` are 4-neighbours somewhere."""
+    for a, b in ((mask[1:], mask[:-1]), (mask[:, 1:], mask[:, :-1])):
+        if ((a != b) & (a != 0) & (b != 0)).any():
+            return True
+    return False
 
 
 #: The stored value datasets use for "void" borders (Pascal VOC, Cityscapes' ignore).
@@ -326,6 +345,16 @@ def _classify(
             "binary masks stored two ways, 0/1 in some files and 0/255 in others (never both in one): "
             "1 and 255 are both the foreground",
         )
+    if _numbered_regions(census, numbered and task is None):
+        return (
+            {"kind": "mask-png", "threshold": 1},
+            "semantic",
+            2,
+            "binary",
+            f"values 1..k number each mask's regions (k up to {census.max_values_per_mask}, one region in "
+            f"{census.id_single_share:.0%} of masks, the regions apart from each other): a mask's first, second … "
+            "region, not classes → one foreground class (stored >= 1); --task instance keeps them apart as objects",
+        )
     if 0 not in vals and 2 <= len(vals) <= MAX_GUESSED_CLASSES:  # no 0 stored: background by coverage
         background = max(vals, key=lambda v: (census.values[v][1], -v))
         order = [background] + [v for v in vals if v != background]
@@ -361,4 +390,23 @@ def _classify(
         len(vals),
         "multi-class",
         f"{len(vals)} classes (values {vals[:12]})",
+    )
+
+
+def _numbered_regions(census: MaskCensus, numbered: bool) -> bool:
+    """Whether the masks number their own regions 1..k rather than store classes: VisA's
+    ``Masks/Anomaly`` store a part's first listed defect as 1 and its second as 2, so a 2 names no kind
+    of defect. Cues: (nearly) every mask with foreground holds exactly 1..k, some hold more than one
+    value, regions of different values touch in at most 1 mask in 10 (classes lie side by side or
+    nested, a tumour inside its organ), and most masks hold one region (a second is the exception) or,
+    where the plan decides the task alone, the counts vary as per-image ids do (``numbered``; regions
+    not one blob each, else they are objects). A user's ``--task semantic`` on ids numbered so keeps
+    them as classes (vertebrae or teeth numbered in order are). JPEG masks are left out: their noise
+    around a 0/1 edge reads as 2."""
+    return (
+        census.id_layout_share >= 0.9
+        and census.max_values_per_mask >= 2
+        and census.touching_share <= 0.1
+        and (numbered or census.id_single_share > 0.5)
+        and not census.lossy
     )

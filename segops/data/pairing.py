@@ -448,11 +448,13 @@ def _paired(
         notes["path"] = f"{len(outside)} image(s) outside it ({named}) pair with no mask and are left out"
     if siblings:
         chosen = image_root.relative_to(root).parts[0]
-        others = ", ".join(siblings[:5]) + (", …" if len(siblings) > 5 else "")
+        tops = [PurePosixPath(s).parts[0] for s in siblings]  # VisA's pcb1 for pcb1/Data, as candle for candle/Data
+        shown = tops if len(set(tops)) == len(tops) and chosen not in tops else siblings
+        others = ", ".join(shown[:5]) + (", …" if len(shown) > 5 else "")
         separate = (
             f"{len(siblings) + 1} folders hold images and masks in this layout ({chosen}, {others}): separate "
             f"datasets, one model each as MVTec AD's categories are trained; planned {chosen} (the most masks); "
-            f"plan another with: segops plan {root / siblings[0]}"
+            f"plan another with: segops plan {root / shown[0]}"
         )
         log.warning("%s", separate)
         notes["path"] = separate + (f"; {notes['path']}" if "path" in notes else "")
