@@ -65,16 +65,17 @@ def encode_instances(instance_ids: np.ndarray, classes: dict[int, int]) -> np.nd
     Raises:
         LabelError: an id has no class, a class is < 1, or there are too many instances.
     """
-    ids = [int(i) for i in np.unique(instance_ids) if i != 0]
+    stored, inverse = np.unique(instance_ids, return_inverse=True)
+    ids = [int(i) for i in stored if i != 0]
     if len(ids) >= INSTANCE_STRIDE:
         raise LabelError(f"{len(ids)} instances in one image; at most {INSTANCE_STRIDE - 1} are supported")
-    out = np.zeros(instance_ids.shape, dtype=np.int32)
+    codes = np.zeros(len(stored), dtype=np.int32)  # stored id → its code, looked up once per pixel
     for k, inst in enumerate(ids, start=1):
         cls = classes.get(inst)
         if cls is None or cls < 1:
             raise LabelError(f"instance {inst} has no foreground class (got {cls!r})")
-        out[instance_ids == inst] = cls * INSTANCE_STRIDE + k
-    return out
+        codes[int(np.searchsorted(stored, inst))] = cls * INSTANCE_STRIDE + k
+    return codes[inverse.reshape(instance_ids.shape)]
 
 
 def stack_instances(masks: list[np.ndarray], classes: list[int], shape: tuple[int, int]) -> np.ndarray:
