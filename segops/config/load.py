@@ -371,7 +371,8 @@ def _label_kind_problems(i: int, step: TrainStep, ingest: IngestStep) -> list[st
     if step.model.task == "instance" and not instance_labels:
         return [
             f"steps[{i}].model.arch: {step.model.arch!r} trains on instance labels; the ingest source's labels "
-            "must be kind instance-png, or coco, via, supervisely, rle-csv, mask-folder, labelme or yolo with "
+            "must be kind instance-png, or coco, via, cvat, label-studio, supervisely, rle-csv, mask-folder, labelme, "
+            "imagescope or yolo with "
             "instances: true"
         ]
     if step.model.task == "semantic" and instance_labels:

@@ -215,6 +215,20 @@ class LabelmeLabels(_EmptyWhenMissing):
     instances: bool = Field(default=False, description="Each shape one instance (for arch: maskrcnn).")
 
 
+class ImageScopeLabels(LabelmeLabels):
+    """Aperio ImageScope XML files, one per input, found by ``pattern`` (``{rel_stem}.xml``; MoNuSeg's
+    ``Annotations/TCGA-….xml`` beside ``Tissue Images/``). Each region of a layer (polygon, freehand,
+    rectangle, ellipse) is one region of class ``classes[name]``, the layer's ``Name`` or its first
+    attribute (MoNuSAC's cell types; ``object`` where it names none); arrows and rulers are no area;
+    a ``NegativeROA`` region is a hole in its layer. By default every name in the files, 1..K in
+    sorted order. With ``instances: true`` each region is one instance (for ``arch: maskrcnn``).
+    """
+
+    kind: Literal["imagescope"]  # type: ignore[assignment]
+    pattern: str = "{rel_stem}.xml"
+    instances: bool = Field(default=False, description="Each region one instance (for arch: maskrcnn).")
+
+
 class YoloLabels(_EmptyWhenMissing):
     """YOLO segmentation label files (Ultralytics; Roboflow's YOLOv8 export), one ``.txt`` per input
     found by ``pattern`` (``{rel_stem}.txt`` under ``labels/`` for ``images/train/x.jpg``;
@@ -306,6 +320,7 @@ _IMAGE_LABELS = (
     InstancePngLabels,
     MaskFolderLabels,
     LabelmeLabels,
+    ImageScopeLabels,
     YoloLabels,
     RtstructLabels,
     RleCsvLabels,
@@ -338,6 +353,7 @@ def is_instance_labels(labels: object) -> bool:
         "rle-csv",
         "mask-folder",
         "labelme",
+        "imagescope",
         "yolo",
     )
     return kind == "instance-png" or (with_flag and bool(getattr(labels, "instances", False)))

@@ -143,13 +143,7 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
     the image folder have one. Classes: every label name of an area shape in the files (read all
     up to :data:`PLAN_FILES`, else a spread sample), numbered 1..K in sorted order; instance task
     when an image holds two objects of one name, as for COCO."""
-    jsons = {f for f in files if f.lower().endswith(".json")}
-    best: tuple[list[str], list[str], str, str] | None = None
-    for image_dir, label_dir in _folder_pairs(jsons, pictures):
-        under = [p[len(image_dir) :] for p in pictures if p.startswith(image_dir)]
-        paired = [p for p in under if label_dir + str(PurePosixPath(p).with_suffix(".json")) in jsons]
-        if best is None or len(paired) > len(best[1]):
-            best = (under, paired, image_dir, label_dir)
+    best = sidecar_pairs(files, pictures, ".json")
     if best is None:
         return None
     under, paired, image_dir, label_dir = best
@@ -189,7 +183,9 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
         )
     }
     image_root = root / image_dir if image_dir else root
-    n_paired = len(paired) + _without_file(root, files, image_root, under, paired, few, labels, notes)
+    n_paired = len(paired) + without_file(root, files, image_root, under, paired, few, labels, notes)
+    if note := outside_note(root, files, pictures, image_dir, ".json", "LabelMe"):
+        notes["path"] = note
     source = {"kind": "images", "path": str(image_root), "labels": labels}
     return Detection(
         source,
@@ -204,7 +200,38 @@ def find_labelme(root: Path, files: list[str], pictures: list[str], task: str | 
     )
 
 
-def _without_file(
+def sidecar_pairs(files: list[str], pictures: list[str], ext: str) -> tuple[list[str], list[str], str, str] | None:
+    """(the pictures under the image folder, those with an ``ext`` file of their name, the image folder
+    and the annotation folder as prefixes) for the folder pair where the most pictures have one:
+    beside them ("", "") or in a mask-named sibling folder; None where no pair is possible."""
+    sidecars = {f for f in files if f.lower().endswith(ext)}
+    best: tuple[list[str], list[str], str, str] | None = None
+    for image_dir, label_dir in _folder_pairs(sidecars, pictures):
+        under = [p[len(image_dir) :] for p in pictures if p.startswith(image_dir)]
+        paired = [p for p in under if label_dir + str(PurePosixPath(p).with_suffix(ext)) in sidecars]
+        if best is None or len(paired) > len(best[1]):
+            best = (under, paired, image_dir, label_dir)
+    return best
+
+
+def outside_note(root: Path, files: list[str], pictures: list[str], image_dir: str, ext: str, tool: str) -> str | None:
+    """A note on the pictures outside ``image_dir`` (a prefix) that have an ``ext`` file of their own
+    beside them (MoNuSeg's ``MoNuSegTestData/`` beside the training folder pair): left out, with the
+    command that plans them; None where there are none."""
+    sidecars = {f for f in files if f.lower().endswith(ext)}
+    outside = [
+        p for p in pictures if not p.startswith(image_dir) and str(PurePosixPath(p).with_suffix(ext)) in sidecars
+    ]
+    if not image_dir or not outside:
+        return None
+    folders = sorted({str(PurePosixPath(p).parent) for p in outside})
+    return (
+        f"{len(outside)} image(s) outside it have {tool} files of their own ({', '.join(folders[:3])}): left out "
+        f"(another split?); plan them with: segops plan {root / folders[0]}"
+    )
+
+
+def without_file(
     root: Path,
     files: list[str],
     image_root: Path,
@@ -213,8 +240,9 @@ def _without_file(
     few: bool,
     labels: dict[str, Any],
     notes: dict[str, str],
+    tool: str = "LabelMe",
 ) -> int:
-    """How many images without a LabelMe file are planned as empty (``empty_when_missing``, set in
+    """How many images without a ``tool`` file are planned as empty (``empty_when_missing``, set in
     ``labels``): all of them when ``few`` images have a file (fewer than half; each outlining
     something, as :func:`find_labelme` checked: parts labelled only where there is a defect, as in
     DAGM) and they look like the labelled ones, are not named as test data and are not annotated
@@ -227,20 +255,20 @@ def _without_file(
     if few and clean_parts(root, files, image_root, paired, missing)[0]:
         labels["empty_when_missing"] = ["**"]
         notes["labels.empty_when_missing"] = (
-            f"every sampled LabelMe file outlines something, so the {len(missing)} image(s) without one are "
+            f"every sampled {tool} file outlines something, so the {len(missing)} image(s) without one are "
             "the defect-free parts: trained on and scored as empty masks; delete this line if they are "
             "merely not annotated yet"
         )
         return len(missing)
-    notes["labels"] += f"; {len(missing)} image(s) have no LabelMe file: unlabelled (segmented, never trained on)"
+    notes["labels"] += f"; {len(missing)} image(s) have no {tool} file: unlabelled (segmented, never trained on)"
     return 0
 
 
-def _folder_pairs(jsons: set[str], pictures: list[str]) -> list[tuple[str, str]]:
+def _folder_pairs(sidecars: set[str], pictures: list[str]) -> list[tuple[str, str]]:
     """("", "") and ("<parent>/<image dir>/", "<parent>/<mask-named dir>/") for sibling folders that
-    hold the pictures and the JSON files (prefixes, "" for the root)."""
+    hold the pictures and the annotation files (prefixes, "" for the root)."""
     pairs = {("", "")}
-    json_dirs = {PurePosixPath(f).parts[:d] for f in jsons for d in range(1, len(PurePosixPath(f).parts))}
+    json_dirs = {PurePosixPath(f).parts[:d] for f in sidecars for d in range(1, len(PurePosixPath(f).parts))}
     for picture in pictures:
         parts = PurePosixPath(picture).parts
         for d in range(len(parts) - 1):

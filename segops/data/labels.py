@@ -47,10 +47,10 @@ from segops.config.sources import is_instance_labels
 from segops.data.coco import coco_instances, coco_label, index_coco
 from segops.data.cvat import index_cvat
 from segops.data.globs import path_selected
+from segops.data.imagescope import outline_label, outline_names
 from segops.data.instances import INSTANCE_STRIDE, class_coded_ids, class_map, encode_instances, label_dtype
 from segops.data.label_census import label_counts
 from segops.data.label_studio import index_label_studio
-from segops.data.labelme import label_names, labelme_label
 from segops.data.lidc import LidcIndex, index_lidc, lidc_label
 from segops.data.mask_files import (
     mask_folder_files,
@@ -209,7 +209,7 @@ class LabelResolver:
                 if isinstance(self.spec, YoloLabels):
                     return yolo_label(path, shape, self.spec.instances), uri
                 classes = self.spec.classes or self.labelme_classes
-                return labelme_label(path, shape, classes, self.spec.instances), uri
+                return outline_label(self.spec.kind, path, shape, classes, self.spec.instances), uri
         if isinstance(self.spec, SuperviselyLabels):
             ann = self.sly_index.get(record.source_uri)
             if ann is None:
@@ -348,7 +348,7 @@ def build_resolver(spec: LabelsSpec) -> LabelResolver:
     if not Path(spec.path).is_dir():
         raise LabelError(f"label folder {spec.path} does not exist")
     if isinstance(spec, LabelmeLabels) and spec.classes is None:  # every name in the files, 1..K
-        names = label_names([Path(p) for p in sorted(pattern_files(spec.path, spec.pattern))])
+        names = outline_names(spec.kind, [Path(p) for p in sorted(pattern_files(spec.path, spec.pattern))])
         return LabelResolver(spec, labelme_classes={name: k + 1 for k, name in enumerate(names)})
     return LabelResolver(spec)
 

@@ -45,6 +45,7 @@ from segops.data.ctc_layout import find_ctc
 from segops.data.cvat import find_cvat
 from segops.data.detection import Detection, PlanOverrides
 from segops.data.globs import list_files, path_selected
+from segops.data.imagescope import find_imagescope
 from segops.data.instance_trees import CLASS_MASK_KEYS, instance_labels, instance_tree
 from segops.data.label_studio import find_label_studio
 from segops.data.labelme import find_labelme
@@ -124,9 +125,11 @@ def _detect(root: Path, files: list[str], overrides: PlanOverrides, sample: int)
         )
         if folders is not None:
             return with_normals_beside(root, pictures, folders)
-        labelme = find_labelme(root, files, pictures, overrides.task)
-        if labelme is not None:
-            return labelme
+        sidecars = find_labelme(root, files, pictures, overrides.task) or find_imagescope(
+            root, files, pictures, overrides.task
+        )
+        if sidecars is not None:
+            return sidecars
         try:
             yolo = (
                 find_yolo(root, files, pictures, overrides.task)
