@@ -395,3 +395,94 @@ def make_roboflow_masks(root: Path, rng: np.random.Generator) -> None:
             "Pixel Value, Class\n0, background\n1, road\n2, sky\n3, car\n4, pedestrian\n"
         )
     (root / "README.roboflow.txt").write_text("Exported via roboflow.com\n")
+
+
+def make_visa(root: Path, rng: np.random.Generator) -> None:
+    """VisA: ``<object>/Data/Images/Anomaly/000.JPG`` and ``Normal/0000.JPG`` with masks
+    ``<object>/Data/Masks/Anomaly/000.png`` that number a part's defects in the order its
+    ``image_anno.csv`` lists them (1, then 2 where it has a second: no class), ``split_csv/1cls.csv``
+    at the root; two objects here (candle, pcb1), most parts defect-free."""
+    yy, xx = np.mgrid[:96, :128]
+    rows = []
+    for obj, normals, anomalies in (("candle", 40, 24), ("pcb1", 20, 12)):
+        data = root / obj / "Data"
+        for sub in ("Images/Anomaly", "Images/Normal", "Masks/Anomaly"):
+            (data / sub).mkdir(parents=True)
+        anno = ["image,label,mask"]
+        for i in range(normals + anomalies):
+            part = ((yy - 48) / 38) ** 2 + ((xx - 64) / 54) ** 2 < 1
+            image = rng.normal(70, 8, (96, 128, 3)) + part[..., None] * (rng.integers(90, 130, 3) + rng.normal(0, 6))
+            defect = i >= normals
+            mask = np.zeros((96, 128), np.uint8)
+            kinds = []
+            for k in range(1 + int(defect and rng.random() < 0.3) if defect else 0):
+                cy, cx = rng.integers(28, 68), rng.integers(24 + 40 * k, 64 + 40 * k)
+                r = rng.integers(3, 7)
+                spot = (yy - cy) ** 2 / r**2 + (xx - cx) ** 2 / (2 * r) ** 2 < 1
+                mask[spot] = k + 1
+                image[spot] -= rng.integers(40, 70)
+                kinds.append(("chunk of wax missing", "foreign particles")[k])
+            folder = "Anomaly" if defect else "Normal"
+            stem = f"{i - normals:03d}" if defect else f"{i:04d}"
+            rel = f"{obj}/Data/Images/{folder}/{stem}.JPG"
+            Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / rel, quality=90)
+            mask_rel = f"{obj}/Data/Masks/Anomaly/{stem}.png" if defect else ""
+            if defect:
+                Image.fromarray(mask).save(root / mask_rel)
+            anno.append(f'{rel},"{",".join(kinds) or "normal"}",{mask_rel}')
+            split = "test" if defect or i % 5 == 0 else "train"
+            rows.append(f"{obj},{split},{'anomaly' if defect else 'normal'},{rel},{mask_rel}")
+        (root / obj / "image_anno.csv").write_text("\n".join(anno) + "\n")
+    (root / "split_csv").mkdir()
+    (root / "split_csv" / "1cls.csv").write_text("object,split,label,image,mask\n" + "\n".join(rows) + "\n")
+    (root / "LICENSE-DATASET").write_text("CC BY 4.0\n")
+
+
+def _imagescope_xml(nuclei: list[tuple[float, float, float, float]], layer: str = "") -> str:
+    """An Aperio ImageScope XML file outlining ``nuclei`` (cy, cx, ry, rx) as freehand regions of one
+    layer, with the attribute header ImageScope writes (MoNuSeg's files)."""
+    regions = []
+    for n, (cy, cx, ry, rx) in enumerate(nuclei, 1):
+        angles = np.linspace(0, 2 * np.pi, 14, endpoint=False)
+        vertices = "".join(
+            f'<Vertex X="{cx + rx * np.cos(a):.6f}" Y="{cy + ry * np.sin(a):.6f}" Z="0"/>\n' for a in angles
+        )
+        regions.append(
+            f'<Region Id="{n}" Type="0" Zoom="1" Selected="0" ImageLocation="" ImageFocus="-1" Length="40" '
+            f'Area="120" LengthMicrons="10" AreaMicrons="7.6" Text="" NegativeROA="0" InputRegionId="0" '
+            f'Analyze="0" DisplayId="{n}">\n<Attributes/>\n<Vertices>\n{vertices}</Vertices>\n</Region>\n'
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Annotations MicronsPerPixel="0.252100">\n'
+        f'<Annotation Id="1" Name="{layer}" ReadOnly="0" NameReadOnly="0" LineColorReadOnly="0" Incremental="0" '
+        'Type="4" LineColor="65280" Visible="1" Selected="1" MarkupImagePath="" MacroName="">\n'
+        '<Attributes>\n<Attribute Name="Description" Id="0" Value=""/>\n</Attributes>\n<Regions>\n'
+        '<RegionAttributeHeaders>\n<AttributeHeader Id="9999" Name="Region" ColumnWidth="-1"/>\n'
+        "</RegionAttributeHeaders>\n" + "".join(regions) + "</Regions>\n<Plots/>\n</Annotation>\n</Annotations>\n"
+    )
+
+
+def make_monuseg(root: Path, rng: np.random.Generator) -> None:
+    """MoNuSeg 2018: ``MoNuSeg 2018 Training Data/Tissue Images/TCGA-<site>-<id>-01Z-00-DX1.tif`` (H&E
+    tiles) with ``Annotations/<same>.xml`` (Aperio ImageScope outlines, one region per nucleus), and
+    ``MoNuSegTestData/`` holding each tile's ``.tif`` beside its ``.xml``; 24 + 6 tiles of 128 px."""
+    train = root / "MoNuSeg 2018 Training Data"
+    for sub in (train / "Tissue Images", train / "Annotations", root / "MoNuSegTestData"):
+        sub.mkdir(parents=True)
+    yy, xx = np.mgrid[:128, :128]
+    for i in range(30):
+        nuclei = []
+        image = np.empty((128, 128, 3))
+        image[...] = (225, 160, 200) + rng.normal(0, 10, (128, 128, 3))  # eosin pink
+        for _ in range(int(rng.integers(14, 24))):
+            cy, cx = rng.uniform(8, 120, 2)
+            ry, rx = rng.uniform(3, 6, 2)
+            inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            image[inside] = (95, 60, 150) + rng.normal(0, 12, (int(inside.sum()), 3))  # haematoxylin purple
+            nuclei.append((cy, cx, ry, rx))
+        stem = f"TCGA-{rng.choice(['18', '21', '38', '49', 'A7'])}-{int(rng.integers(1000, 9999))}-01Z-00-DX1"
+        test = i >= 24
+        image_path = root / "MoNuSegTestData" / f"{stem}.tif" if test else train / "Tissue Images" / f"{stem}.tif"
+        xml_path = image_path.with_suffix(".xml") if test else train / "Annotations" / f"{stem}.xml"
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(image_path)
+        xml_path.write_text(_imagescope_xml(nuclei))

@@ -68,8 +68,10 @@ from _public_layouts import (
     make_floodnet,
     make_kits,
     make_montgomery,
+    make_monuseg,
     make_roboflow_masks,
     make_stare,
+    make_visa,
     make_wgisd,
 )
 from _runs import segops
@@ -470,6 +472,8 @@ CASES = {
     "camvid": make_camvid,
     "floodnet": make_floodnet,
     "roboflow-masks": make_roboflow_masks,
+    "visa": make_visa,
+    "monuseg": make_monuseg,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
