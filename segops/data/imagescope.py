@@ -14,10 +14,8 @@ regions drawn before it. Each region is one object. See :class:`~segops.config.s
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -25,8 +23,7 @@ from PIL import Image, ImageDraw
 from segops.data import labelme
 from segops.data.detection import Detection
 from segops.data.instances import encode_instances
-from segops.data.labelme import outside_note, sidecar_pairs, without_file
-from segops.data.mask_names import is_mask_dir
+from segops.data.sidecars import find_outlines
 from segops.errors import LabelError
 
 #: Region types without an area: arrows and rulers.
@@ -35,8 +32,6 @@ NO_AREA = frozenset({3, 4})
 DEFAULT_ATTRIBUTE = "Description"
 #: The class name of a layer that names none.
 UNNAMED = "object"
-#: Files ``segops plan`` reads for the class names (all of them up to this many, else a spread sample).
-PLAN_FILES = 2000
 
 
 @dataclass(frozen=True)
@@ -163,51 +158,12 @@ def _draw(draw: ImageDraw.ImageDraw, outline: Outline, value: int) -> None:
 
 def find_imagescope(root: Path, files: list[str], pictures: list[str], task: str | None = None) -> Detection | None:
     """ImageScope XML files beside their images (MoNuSeg's test folder: ``x.tif`` + ``x.xml``) or in a
-    mask-named sibling folder (``Tissue Images/x.tif`` + ``Annotations/x.xml``), or None where fewer
-    than half of the images have one (unless each outlines something: a defect-only set) or the XML
-    files are of another kind (Pascal VOC's boxes). Classes: the layers' names, 1..K in name order;
-    instance task when an image holds two regions of one name (nuclei, cells)."""
-    best = sidecar_pairs(files, pictures, ".xml")
-    if best is None:
-        return None
-    under, paired, image_dir, label_dir = best
-    few = len(paired) < 0.5 * len(under)
-    if len(paired) < 2 or (few and any(is_mask_dir(part) for f in files for part in PurePosixPath(f).parts[:-1])):
-        return None
-    step = max(1, len(paired) // PLAN_FILES)
-    sample = [root / (label_dir + str(PurePosixPath(p).with_suffix(".xml"))) for p in paired[::step]]
-    try:
-        docs = [read_imagescope(path) for path in sample[:20]]
-    except LabelError:
-        return None  # XML of another kind
-    names = label_names(sample)
-    if not names or (few and not all(docs)):
-        return None
-    crowded = max((n for d in docs for n in Counter(o.name for o in d if not o.negative).values()), default=0)
-    chosen = task or ("instance" if crowded >= 2 else "semantic")
-    classes = {name: k + 1 for k, name in enumerate(names)}
-    labels: dict[str, Any] = {
-        "kind": "imagescope",
-        "path": str(root / label_dir) if label_dir else str(root),
-        "pattern": "{rel_stem}.xml",
-        "classes": classes,
-    }
-    if chosen == "instance":
-        labels["instances"] = True
-    read = f"{len(sample)} read" if step > 1 else "all read"
-    where = f"in {label_dir[:-1]}" if label_dir else "beside their images"
-    notes = {
-        "labels": (
-            f"ImageScope XML files {where}: {len(paired)} of {len(under)} images have one ({read}); layer names → "
-            f"classes 1..{len(names)} in name order; up to {crowded} regions of one name per image → {chosen}"
-        )
-    }
-    image_root = root / image_dir if image_dir else root
-    n_paired = len(paired) + without_file(root, files, image_root, under, paired, few, labels, notes, "ImageScope")
-    if note := outside_note(root, files, pictures, image_dir, ".xml", "ImageScope"):
-        notes["path"] = note
-    source = {"kind": "images", "path": str(image_root), "labels": labels}
-    named = {k: name for name, k in classes.items()}
-    return Detection(
-        source, chosen, len(names) + 1, "imagescope", "imagescope", len(under), n_paired, notes, class_names=named
-    )
+    mask-named sibling folder (``Tissue Images/x.tif`` + ``Annotations/x.xml``), as
+    :func:`segops.data.sidecars.find_outlines` finds them (Pascal VOC's box ``.xml`` files are of
+    another kind): layer names → classes 1..K, instance task when an image holds two regions of one
+    name (nuclei, cells)."""
+    return find_outlines(root, files, pictures, task, "imagescope", ".xml", "ImageScope XML", _area_names)
+
+
+def _area_names(path: Path) -> list[str]:
+    return [o.name for o in read_imagescope(path) if not o.negative]

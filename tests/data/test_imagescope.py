@@ -123,7 +123,7 @@ def test_plan_finds_monuseg_outlines_and_ingest_reads_them(tmp_path: Path) -> No
         "classes": {"object": 1},
         "instances": True,
     }
-    assert d.notes["path"].startswith("2 image(s) outside it have ImageScope files of their own (Test)")
+    assert d.notes["path"].startswith("2 image(s) outside it have ImageScope XML files of their own (Test)")
     source = ImageSource.model_validate(d.source)
     files = list_source_files(source)
     resolver = build_resolver(source.labels)
