@@ -279,6 +279,22 @@ def normal_folders(images: list[str], paired: set[str]) -> list[str]:
     )
 
 
+def collapsed(folders: list[str], paired: set[str]) -> list[str]:
+    """:func:`normal_folders` with the sample folders inside one defect-free folder given as that folder
+    (Real-IAD's ``OK/S0001`` … ``OK/S0500``, a folder per part: ``OK``), where two or more share it and
+    no paired image lies under it; the others as they are."""
+    parents: dict[str, list[str]] = {}
+    for d in folders:
+        path = PurePosixPath(d)
+        named = not NORMAL_DIR.fullmatch(path.name.lower()) and len(path.parts) > 1
+        parents.setdefault(str(path.parent) if named else d, []).append(d)
+    out = []
+    for parent, members in parents.items():
+        whole = len(members) >= 2 and not any(i.startswith(parent + "/") for i in paired)
+        out += [parent] if whole else members
+    return sorted(out)
+
+
 def sibling_files(images: list[str], paired: set[str], replace: Mapping[str, str] | None) -> list[str]:
     """Unpaired files named as a paired image with another word where ``replace`` swaps the image's
     word for its mask's: other files of a paired sample, not images to segment (CVPPP's binary

@@ -68,6 +68,7 @@ from segops.data.mask_names import (
     MASK_SUFFIXES,
     best_pattern,
     best_renamed,
+    collapsed,
     file_globs,
     match_pattern,
     normal_folders,
@@ -393,8 +394,9 @@ def _paired(
     paired_set = set(paired)
     normal = normal_folders(data, paired_set)
     if normal:
-        labels_spec["empty_when_missing"] = [f"{d}/**" for d in normal]
         normal_images = [i for i in data if i not in paired_set and str(PurePosixPath(i).parent) in normal]
+        normal = collapsed(normal, paired_set)
+        labels_spec["empty_when_missing"] = [f"{d}/**" for d in normal]
         notes["labels.empty_when_missing"] = (
             f"{len(normal_images)} images in {', '.join(normal)} have no mask: defect-free by the folder's name, "
             "trained on as empty masks"

@@ -45,7 +45,8 @@ def folder_units(rel_paths: Iterable[str]) -> str | None:
     ``kos01/Part0..7``; a patient's slices, as the LGG MRI set's ``TCGA_…/``; a city, as Cityscapes')
     where the median folder holds two or more images and there are :data:`MANY_FOLDERS` folders, or
     :data:`MIN_NUMBERED_FOLDERS` whose names differ only in their digits, and the names are distinct
-    (DAGM's ``Class1/Train``, ``Class2/Train`` … are textures' splits, not units). A few folders with word
+    (DAGM's ``Class1/Train``, ``Class2/Train`` … are textures' splits, not units) or numbered alike
+    (Real-IAD's ``OK/S0001`` and ``NG/AK/S0001``: each category numbers its parts). A few folders with word
     names are categories (MVTec AD's defect types, ``MT_Blowhole``/``MT_Crack``, a split's
     ``train``/``test``): holding one out would test on a category never trained on, so those stay
     split by image. Splitting the images of one unit between training and the held-out set scores
@@ -55,13 +56,16 @@ def folder_units(rel_paths: Iterable[str]) -> str | None:
     if len(counts) < MIN_NUMBERED_FOLDERS or statistics.median(counts.values()) < 2:
         return None
     names = [PurePosixPath(f).name for f in counts]
-    if len(set(names)) < 0.8 * len(names):  # DAGM's Class1/Train, Class1/Test, Class2/Train …: not units
-        return None
     stems = Counter(re.sub(r"\d+", "#", n) for n in names if re.search(r"\d", n))
     stem, numbered = stems.most_common(1)[0] if stems else ("", 0)
+    # DAGM's Class1/Train, Class1/Test, Class2/Train …: word names repeated, not units; Real-IAD's
+    # OK/S0001, NG/AK/S0001 … number each category's parts from 1: repeated names, numbered alike
+    if len(set(names)) < 0.8 * len(names) and numbered < 0.8 * len(names):
+        return None
     if len(counts) < MANY_FOLDERS and numbered < max(MIN_NUMBERED_FOLDERS, 0.8 * len(counts)):
         return None
-    shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+    listed = names if len(set(names)) == len(names) else list(counts)  # OK/S0001, NG/AK/S0001: by their paths
+    shown = ", ".join(sorted(listed)[:3]) + (", ..." if len(names) > 3 else "")
     named = f"numbered alike ({stem.replace('#', 'N')})" if numbered >= 0.8 * len(counts) else "many"
     return (
         f"{sum(counts.values())} images in {len(counts)} folders ({shown}; {named}), "

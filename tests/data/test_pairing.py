@@ -1219,3 +1219,21 @@ def test_thin_cracks_saved_as_jpeg_are_binarised_not_dozens_of_classes(tmp_path:
     census, (fields, task, classes, kind, why) = _census(tmp_path, masks, ".jpg")
     assert len(census.values) > 10 and census.lossy  # the noise this is about
     assert (fields, task, classes, kind) == ({"kind": "mask-png", "threshold": 128}, "semantic", 2, "anti-aliased")
+
+
+def test_real_iad_sample_folders_inside_ok_are_one_defect_free_glob(tmp_path: Path) -> None:
+    """Real-IAD: ``<object>/OK/S0001/*.jpg`` … (a folder per part, five camera views) and
+    ``NG/<defect>/S0001/`` with each view's mask beside it where the defect shows. The defect-free
+    parts are one glob, ``OK/**``, not one per part folder (hundreds in the real set)."""
+    root = tmp_path / "realiad_1024" / "audiojack"
+    for kind, n in (("OK", 4), ("NG/AK", 3)):
+        for s in range(1, n + 1):
+            for c in range(1, 4):
+                stem = root / kind / f"S{s:04d}" / f"audiojack_{s:04d}_C{c}"
+                _image(stem.with_suffix(".jpg"), s * 10 + c)
+                if kind != "OK" and c == 1:
+                    _mask(stem.with_suffix(".png"), _square())
+    d = detect(tmp_path)
+    assert d.source["labels"]["empty_when_missing"] == ["realiad_1024/audiojack/OK/**"]
+    assert d.notes["labels.empty_when_missing"].startswith("12 images in realiad_1024/audiojack/OK have no mask")
+    assert (d.n_images, d.n_paired) == (21, 15)

@@ -160,6 +160,15 @@ def test_folders_are_split_units_when_numbered_alike_or_many_not_when_few_catego
     for layout in (mvtec, tiles, dagm, [f"0{s}/t{i:03d}.tif" for s in (1, 2) for i in range(40)]):
         assert folder_units(layout) is None
     assert folder_units([f"case{k}/images/case{k}.png" for k in range(40)]) is None  # one image a folder
+    # Real-IAD: each category (OK, NG/<defect>) numbers its parts from S0001, 5 camera views each
+    realiad = [
+        f"{kind}/S{s:04d}/audiojack_{s:04d}_C{c}.jpg"
+        for kind, n in (("OK", 8), ("NG/AK", 5))
+        for s in range(1, n + 1)
+        for c in range(1, 6)
+    ]
+    why = folder_units(realiad)
+    assert why is not None and why.startswith("65 images in 13 folders (NG/AK/S0001, NG/AK/S0002, NG/AK/S0003, ...")
 
 
 def test_ids_in_file_names_are_units_where_each_ids_numbers_restart() -> None:
