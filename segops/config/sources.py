@@ -79,6 +79,11 @@ class MaskPngLabels(_MaskFiles):
         Field(default=None, description=COLOURS_HELP)
     )
     parts: bool = Field(default=False, description="Also read x_mask_1.png, x_mask_2.png … beside x_mask.png.")
+    resize: bool = Field(
+        default=False,
+        description="A mask of another size than its image but the same aspect ratio (SCR's 1024² lung masks for "
+        "JSRT's 2048² radiographs) is resized to the image, nearest neighbour; else a size mismatch is a label error.",
+    )
     class_files: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=2, le=254)]] | None = Field(
         default=None, description=CLASS_FILES_HELP
     )

@@ -28,6 +28,7 @@ def read_mask_png(
     threshold: int | None = None,
     void: int | None = None,
     ignore: bool = False,
+    fit: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
 
@@ -38,12 +39,14 @@ def read_mask_png(
 
     Args:
         shape: (H, W) of the image the mask belongs to (None: not checked).
+        fit: that shape again to resize a rescaled mask to it (:func:`resized`), else None.
 
     Raises:
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
     stored = _read_page(path, page, "mask")
+    stored = resized(stored, fit, str(path)) if fit else stored
     label = class_map(without_void(stored, void), shape or stored.shape[:2], str(path), values, threshold)
     if ignore and void is not None:
         label[stored == void] = IGNORE_LABEL
@@ -59,10 +62,36 @@ def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | No
         LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
     """
     if spec.colors is None:
-        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void, spec.ignore_void)
+        fit = shape if spec.resize else None
+        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void, spec.ignore_void, fit)
     frame = _read_frame(path, page, "mask")
+    frame = resized(frame, shape, str(path)) if spec.resize and shape else frame
     check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")
     return colour_classes(frame, spec.colors, str(path))
+
+
+#: Most the aspect ratios of a mask and its image may differ for :func:`resized` to fit one to the other.
+ASPECT_TOLERANCE = 0.02
+
+
+def resized(mask: np.ndarray, shape: tuple[int, int], where: str) -> np.ndarray:
+    """``mask`` (H', W'[, C]) resized to ``shape`` (H, W) by nearest neighbour (stored values kept) where
+    their aspect ratios agree within :data:`ASPECT_TOLERANCE`; as it is where the sizes already match.
+
+    Raises:
+        LabelError: the aspect ratios differ (a crop or another image's mask, not a rescaled one).
+    """
+    h, w = mask.shape[:2]
+    if (h, w) == tuple(shape):
+        return mask
+    if abs((shape[0] / h) / (shape[1] / w) - 1) > ASPECT_TOLERANCE:
+        raise LabelError(
+            f"mask {where} is {w}x{h} but its image is {shape[1]}x{shape[0]}: another aspect ratio, so not "
+            "resized (resize fits only a rescaled mask)"
+        )
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * h / shape[0], h - 1).astype(np.intp)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * w / shape[1], w - 1).astype(np.intp)
+    return mask[rows][:, cols]
 
 
 def mask_parts(path: str | Path) -> list[Path]:

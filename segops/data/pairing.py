@@ -76,6 +76,7 @@ from segops.data.mask_names import (
     parallel_tree,
     stray_files,
 )
+from segops.data.mask_sizes import SAMPLE, rescaled_masks
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.normal_outside import with_normals_beside
 from segops.data.rle_layout import find_rle_csv
@@ -360,6 +361,9 @@ def _paired(
         labels_spec["replace"] = replace
     if parts and labels_spec["kind"] == "mask-png":
         labels_spec["parts"] = True
+    fits = rescaled_masks([(image_root / i, label_root / mask_of[i]) for i in spread(paired, SAMPLE)])
+    if fits and labels_spec["kind"] == "mask-png":  # SCR's 1024² masks for JSRT's 2048² radiographs
+        labels_spec["resize"], why = True, f"{why}; {fits}"
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     if include:
         source["include"] = include
