@@ -4,6 +4,7 @@ the Concrete Crack Segmentation set and Cityscapes' instance ids."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -486,3 +487,33 @@ def make_monuseg(root: Path, rng: np.random.Generator) -> None:
         xml_path = image_path.with_suffix(".xml") if test else train / "Annotations" / f"{stem}.xml"
         Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(image_path)
         xml_path.write_text(_imagescope_xml(nuclei))
+
+
+def make_realiad(root: Path, rng: np.random.Generator) -> None:
+    """Real-IAD: ``realiad_1024/<object>/OK/S0001/<object>_0001_OK_C1_<time>.jpg`` (a folder per part,
+    five camera views) and ``NG/<defect>/S0001/…_NG_<defect>_C1_<time>.jpg`` with a ``.png`` mask beside
+    each view where the defect shows, each category numbering its parts from S0001; the split lists in
+    ``realiad_jsons/<object>.json``. One object, 10 clean and 8 defective parts here."""
+    base = root / "realiad_1024" / "audiojack"
+    yy, xx = np.mgrid[:80, :96]
+    samples = []
+    for kind, n in (("OK", 10), ("NG/AK", 4), ("NG/QS", 4)):
+        defect = kind.split("/")[-1] if kind != "OK" else ""
+        for s in range(1, n + 1):
+            folder = base / kind / f"S{s:04d}"
+            folder.mkdir(parents=True)
+            spot = (int(rng.integers(16, 64)), int(rng.integers(16, 80)), int(rng.integers(4, 8)))
+            for cam in range(1, 6):
+                name = f"audiojack_{s:04d}_{'NG_' + defect if defect else 'OK'}_C{cam}_20231021{s:02d}{cam:02d}31"
+                image = rng.normal(120, 10, (80, 96, 3)) + 30 * (np.abs(xx - 48) < 30)[..., None]
+                if defect and cam in (1, 2, 4):
+                    cy, cx, r = spot[0] + cam, spot[1] - cam, spot[2]
+                    mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+                    image[mask] -= 70
+                    Image.fromarray((mask * 255).astype(np.uint8)).save(folder / f"{name}.png")
+                Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"{name}.jpg", quality=90)
+                samples.append({"anomaly_class": defect or "OK", "image_path": f"audiojack/{kind}/S{s:04d}/{name}.jpg"})
+    (root / "realiad_jsons").mkdir()
+    (root / "realiad_jsons" / "audiojack.json").write_text(
+        json.dumps({"meta": {"prefix": "", "normal_class": "OK"}, "train": samples[::2], "test": samples[1::2]})
+    )

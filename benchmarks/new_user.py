@@ -69,6 +69,7 @@ from _public_layouts import (
     make_kits,
     make_montgomery,
     make_monuseg,
+    make_realiad,
     make_roboflow_masks,
     make_stare,
     make_visa,
@@ -474,6 +475,7 @@ CASES = {
     "roboflow-masks": make_roboflow_masks,
     "visa": make_visa,
     "monuseg": make_monuseg,
+    "realiad": make_realiad,
 }
 #: What a user types after ``segops plan DIR`` for a folder (the README's options), where anything.
 PLAN_ARGS = {"cityscapes-instances": ["--task", "instance"]}
