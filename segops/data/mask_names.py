@@ -17,7 +17,7 @@ from segops.data.unannotated import named_test_data
 
 IMAGE_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")  # .ppm: STARE
 #: .mat: CrackForest's and BSDS500's groundTruth; .npz / .npy: NumPy arrays (WGISD's object masks)
-MASK_EXTS = (".png", ".tif", ".tiff", ".bmp", ".mat", ".ppm", ".pgm", ".npz", ".npy")
+MASK_EXTS = (".png", ".tif", ".tiff", ".bmp", ".gif", ".mat", ".ppm", ".pgm", ".npz", ".npy")
 MASK_DIRS = (
     "masks",
     "mask",

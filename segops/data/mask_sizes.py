@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segops.data.images import EXIF_ORIENTATION
 from segops.data.mask_files import ASPECT_TOLERANCE
+from segops.data.unannotated import spread
 
 #: Pairs whose sizes are compared.
 SAMPLE = 20
@@ -18,12 +19,14 @@ SAMPLE = 20
 _QUARTER_TURNS = {5, 6, 7, 8}
 
 
-def rescaled_masks(pairs: list[tuple[Path, Path]]) -> str | None:
-    """Why the masks of ``pairs`` ((image, mask) paths) are to be resized to their images, or None:
-    at least 9 in 10 of the readable sampled pairs differ in size, and every one that differs keeps
+def rescaled_masks(image_root: Path, label_root: Path, mask_of: dict[str, str], paired: list[str]) -> str | None:
+    """Why the masks of the ``paired`` images (relative to ``image_root``; ``mask_of``: each one's mask,
+    relative to ``label_root``) are to be resized to their images, or None: of a spread sample, at least 9
+    in 10 of the readable pairs differ in size, and every one that differs keeps
     its image's aspect ratio (within :data:`~segops.data.mask_files.ASPECT_TOLERANCE`). A mask of
     another shape (a crop, another image's mask) is left to fail as a label error."""
-    sizes = [s for s in (_sizes(image, mask) for image, mask in pairs[:SAMPLE]) if s is not None]
+    pairs = [(image_root / i, label_root / mask_of[i]) for i in spread(paired, SAMPLE)]
+    sizes = [s for s in (_sizes(image, mask) for image, mask in pairs) if s is not None]
     other = [(i, m) for i, m in sizes if i != m]
     if not sizes or len(other) < 0.9 * len(sizes):
         return None

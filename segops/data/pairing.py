@@ -76,7 +76,7 @@ from segops.data.mask_names import (
     parallel_tree,
     stray_files,
 )
-from segops.data.mask_sizes import SAMPLE, rescaled_masks
+from segops.data.mask_sizes import rescaled_masks
 from segops.data.nnunet_layout import nnunet_folder, nnunet_layout
 from segops.data.normal_outside import with_normals_beside
 from segops.data.rle_layout import find_rle_csv
@@ -179,7 +179,8 @@ def _detect(root: Path, files: list[str], overrides: PlanOverrides, sample: int)
         if found.region_only and labels is None and not is_dicom and overrides.pattern is None:
             better = _paired_by_content(root, files, pictures, overrides, sample)  # DRIVE: vessels, not mask/
             if better is not None and not better.region_only:
-                why = f"{found.source['labels']['path']} holds one region for every image (a field of view), no label"
+                fov = Path(found.source["labels"]["path"]) / found.source["labels"].get("pattern", "")
+                why = f"{fov} holds one region for every image (a field of view), no label"
                 return dataclasses.replace(better, notes=better.notes | {"labels": f"{better.notes['labels']}; {why}"})
         return _region_said(with_normals_beside(root, images, found))
     except PlanError:
@@ -361,9 +362,8 @@ def _paired(
         labels_spec["replace"] = replace
     if parts and labels_spec["kind"] == "mask-png":
         labels_spec["parts"] = True
-    fits = rescaled_masks([(image_root / i, label_root / mask_of[i]) for i in spread(paired, SAMPLE)])
-    if fits and labels_spec["kind"] == "mask-png":  # SCR's 1024² masks for JSRT's 2048² radiographs
-        labels_spec["resize"], why = True, f"{why}; {fits}"
+    if labels_spec["kind"] == "mask-png" and (fits := rescaled_masks(image_root, label_root, mask_of, paired)):
+        labels_spec["resize"], why = True, f"{why}; {fits}"  # SCR's 1024² masks for JSRT's 2048² radiographs
     source: dict[str, Any] = {"kind": kind, "path": str(image_root), "labels": labels_spec}
     if include:
         source["include"] = include

@@ -197,7 +197,7 @@ def test_vessels_that_share_only_an_id_with_their_images_pair_and_the_field_of_v
     assert d.source["path"] == str(tmp_path) and d.source["include"] == ["**/images/*"]
     assert d.source["labels"]["pattern"] == "{parent_dir}/1st_manual/{id}_manual1.gif"
     assert d.notes["labels"].endswith(
-        f"{tmp_path / 'test' / 'mask'} holds one region for every image (a field of view), no label"
+        f"{tmp_path / '{parent_dir}/mask/{stem}_mask.gif'} holds one region for every image (a field of view), no label"
     )
     assert "same region" not in caplog.text  # the field of view was set aside, not planned with a warning
     assert name_id("21_training") == "21" and match_pattern(

@@ -70,3 +70,35 @@ def test_masks_of_another_aspect_ratio_are_not_resized(tmp_path: Path) -> None:
     row = decode_file(f["path"], f["rel_path"], source)[0]
     assert (row["stage"], row["has_label"]) == ("label", False)
     assert "is 64x64 but its image is 128x96: another aspect ratio" in row["error"]
+
+
+def test_scr_gif_masks_in_a_folder_per_class_at_half_size(tmp_path: Path) -> None:
+    """SCR's layout for JSRT radiographs: ``masks/{heart,left lung,right lung}/JPCLN001.gif`` at half
+    the image's size. With ``--labels`` on the mask folder: one class per folder, resized."""
+    from segops.data.detection import PlanOverrides
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:96, :96]
+    shapes = {
+        "heart": ((yy - 64) / 14) ** 2 + ((xx - 52) / 16) ** 2 < 1,
+        "left lung": ((yy - 44) / 30) ** 2 + ((xx - 68) / 14) ** 2 < 1,
+        "right lung": ((yy - 44) / 30) ** 2 + ((xx - 28) / 14) ** 2 < 1,
+    }
+    (tmp_path / "All247images").mkdir()
+    for i in range(1, 7):
+        name = f"JPCLN{i:03d}"
+        image = rng.normal(160, 10, (96, 96)) - 70 * (shapes["left lung"] | shapes["right lung"])
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(tmp_path / "All247images" / f"{name}.png")
+        for organ, mask in shapes.items():
+            (tmp_path / "masks" / organ).mkdir(parents=True, exist_ok=True)
+            small = Image.fromarray(mask.astype(np.uint8) * 255).resize((48, 48), Image.NEAREST)
+            small.convert("P").save(tmp_path / "masks" / organ / f"{name}.gif")
+    d = detect(tmp_path, PlanOverrides(labels=tmp_path / "masks"))
+    labels = d.source["labels"]
+    assert (labels["pattern"], labels["resize"], d.classes) == ("heart/{rel_stem}.gif", True, 4)
+    assert labels["class_files"] == {"left lung/{rel_stem}.gif": 2, "right lung/{rel_stem}.gif": 3}
+    source = ImageSource.model_validate(d.source)
+    f = next(iter(list_source_files(source)))
+    label = np.asarray(decode_file(f["path"], f["rel_path"], source)[0]["label"]).reshape(96, 96)
+    for k, organ in enumerate(("heart", "left lung", "right lung"), start=1):
+        assert ((label == k) != shapes[organ]).mean() < 0.03  # later classes on top; edges from the 2x round trip
