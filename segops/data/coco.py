@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -128,7 +129,20 @@ def coco_instances(entry: dict[str, Any], shape: tuple[int, int], classes: dict[
         raise LabelError(f"COCO image {entry['id']}: {exc}") from exc
 
 
+def entry_or_problem(image_id: Any, uri: str, make: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``make(*args)``, an image's entry built from an annotation file (VIA, CVAT, Label Studio); where that
+    raises :class:`LabelError` (a task without its image size, a shape without coordinates, a label
+    ``classes`` lacks), an entry holding the problem instead: its image is a label problem when its
+    label is read (kept unlabelled, listed in the quarantine), and every other image of the file is read."""
+    try:
+        return make(*args)
+    except LabelError as exc:
+        return {"id": image_id, "uri": uri, "height": None, "width": None, "annotations": [], "problem": str(exc)}
+
+
 def _coco_shape(entry: dict[str, Any], shape: tuple[int, int]) -> tuple[int, int]:
+    if "problem" in entry:
+        raise LabelError(entry["problem"])
     h, w = shape
     if entry["height"] not in (None, h) or entry["width"] not in (None, w):
         raise LabelError(f"COCO image {entry['id']} is {entry['width']}x{entry['height']} but its image is {w}x{h}")

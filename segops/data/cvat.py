@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segops.data.coco import index_entries
+from segops.data.coco import entry_or_problem, index_entries
 from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec, read_annotation_files
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
@@ -59,8 +59,13 @@ def index_cvat(files: list[Path], classes: dict[str, int] | None) -> tuple[dict[
     docs = [(Path(f), read_cvat(f)) for f in files]
     if classes is None:
         classes = {name: k + 1 for k, name in enumerate(label_names([i for _, d in docs for i in d]))}
-    per_file = [(file, [(str(i.get("name")), _entry(file, i, classes)) for i in doc]) for file, doc in docs]
+    per_file = [(file, [(str(i.get("name")), _image_entry(file, i, classes)) for i in doc]) for file, doc in docs]
     return index_entries(per_file), {c: c for c in classes.values()}
+
+
+def _image_entry(file: Path, image: ET.Element, classes: dict[str, int]) -> dict[str, Any]:
+    name = image.get("name")
+    return entry_or_problem(name, f"{file}#image={name}", _entry, file, image, classes)
 
 
 def _entry(file: Path, image: ET.Element, classes: dict[str, int]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from segops.data.coco import index_entries
+from segops.data.coco import entry_or_problem, index_entries
 from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec, read_annotation_files
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
@@ -134,7 +134,7 @@ def index_label_studio(
     for file, tasks in docs:
         pairs = []
         for n, (url, regions) in enumerate(tasks):
-            entry = _entry(file, n, url, regions, classes)
+            entry = entry_or_problem(n, f"{file}#task={n}", _entry, file, n, url, regions, classes)
             pairs += [(name, entry) for name in image_names(url)]
         per_file.append((file, pairs))
     return index_entries(per_file), {c: c for c in classes.values()}

@@ -298,6 +298,7 @@ def declared_label_rows(resolver: LabelResolver) -> list[dict[str, Any]]:
         return [
             row(uri, {resolver.coco_classes.get(a["category_id"], 0) for a in e["annotations"]})
             for uri, e in entries.items()
+            if "problem" not in e  # a task that cannot be drawn is a label problem of its image, not empty
         ]
     if isinstance(spec, DicomSegLabels):
         return [

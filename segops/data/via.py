@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from segops.data.coco import index_entries
+from segops.data.coco import entry_or_problem, index_entries
 from segops.data.detection import Detection, annotation_file_detection, annotation_files_spec, read_annotation_files
 from segops.data.seg_layout import common_dir
 from segops.errors import LabelError
@@ -67,10 +67,22 @@ def index_via(
         names = {region_class_name(r, attribute) for _, doc in docs for v in doc.values() for r in v["regions"]}
         classes = {name: k + 1 for k, name in enumerate(sorted(names))}
     per_file = [
-        (file, [(str(image["filename"]), _entry(file, key, image, attribute, classes)) for key, image in doc.items()])
+        (
+            file,
+            [
+                (str(image["filename"]), _image_entry(file, key, image, attribute, classes))
+                for key, image in doc.items()
+            ],
+        )
         for file, doc in docs
     ]
     return index_entries(per_file), {c: c for c in classes.values()}
+
+
+def _image_entry(
+    file: Path, key: str, image: dict[str, Any], attribute: str | None, classes: dict[str, int]
+) -> dict[str, Any]:
+    return entry_or_problem(key, f"{file}#image={image['filename']}", _entry, file, key, image, attribute, classes)
 
 
 def _entry(

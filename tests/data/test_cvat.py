@@ -1,6 +1,7 @@
 """CVAT for images 1.1 XML exports: shapes drawn as class maps and instances, pixel for pixel;
 planned by ``segops plan``; bad files named."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,16 +76,30 @@ def test_each_shape_is_an_instance_with_instances_true(tmp_path: Path) -> None:
     np.testing.assert_array_equal(label, expected)
 
 
-def test_bad_exports_are_label_errors_naming_the_shape_or_file(tmp_path: Path) -> None:
+def test_bad_shapes_are_label_problems_of_their_image_and_a_bad_file_an_error(tmp_path: Path) -> None:
+    """A shape that cannot be drawn (or a label ``classes`` lacks) is a label problem of its image
+    alone, naming the shape; the export's other images are read. A file that is no CVAT export fails."""
     xml = _export(tmp_path, EXPORT.replace('rle="1, 2, 2, 1"', 'rle="1, 2, 2"'))
-    with pytest.raises(
-        LabelError, match=r"mask 1 \('dent'\) of a.jpg in CVAT file .*annotations.xml: its runs cover 5"
-    ):
-        build_resolver(CvatLabels(kind="cvat", path=xml))
+    source = ImageSource(kind="images", path=tmp_path / "images" / "default", labels=CvatLabels(kind="cvat", path=xml))
+    resolver = build_resolver(source.labels)
+    rows = {
+        name: decode_file(str(tmp_path / "images" / "default" / name), name, source, resolver)[0]
+        for name in ("a.jpg", "b.jpg")
+    }
+    assert (rows["a.jpg"]["stage"], rows["a.jpg"]["has_label"]) == ("label", False)
+    assert re.search(
+        r"mask 1 \('dent'\) of a.jpg in CVAT file .*annotations.xml: its runs cover 5", rows["a.jpg"]["error"]
+    )
+    assert rows["b.jpg"]["has_label"] and rows["b.jpg"]["status"] == "ok"
     good = tmp_path / "good.xml"
     good.write_text(EXPORT)
-    with pytest.raises(LabelError, match=r"lacks 'scratch'; add it \(0 leaves it out\)"):
-        build_resolver(CvatLabels(kind="cvat", path=good, classes={"dent": 1}))
+    strict = ImageSource(
+        kind="images",
+        path=tmp_path / "images" / "default",
+        labels=CvatLabels(kind="cvat", path=good, classes={"dent": 1}),
+    )
+    row = decode_file(str(tmp_path / "images" / "default" / "a.jpg"), "a.jpg", strict)[0]
+    assert "lacks 'scratch'; add it (0 leaves it out)" in row["error"]
     voc = tmp_path / "voc.xml"
     voc.write_text("<annotation><filename>a.jpg</filename><object><name>dent</name></object></annotation>")
     with pytest.raises(LabelError, match="is not a CVAT for images XML file"):

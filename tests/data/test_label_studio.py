@@ -1,6 +1,7 @@
 """Label Studio's JSON and JSON-MIN exports: planned, decoded to masks (files made here, no Ray)."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 from segops.config.schema import ImageSource
 from segops.data.decode import decode_file, list_source_files
 from segops.data.label_studio import decode_brush, image_names
+from segops.data.labels import build_resolver
 from segops.data.pairing import detect
 from segops.errors import LabelError
 
@@ -128,12 +130,21 @@ def test_a_json_min_export_of_local_files_plans(tmp_path: Path) -> None:
     assert row["label"][1, 10] == 1 and row["label"][15, 2] == 0
 
 
-def test_a_region_without_its_image_size_is_a_label_error(tmp_path: Path) -> None:
+def test_a_region_without_its_image_size_is_a_label_problem_of_its_image_alone(tmp_path: Path) -> None:
+    """One task that cannot be drawn does not fail the export: its image is kept unlabelled with the
+    reason (listed in the quarantine), and every other task's image is read."""
     (tmp_path / "images").mkdir()
     _export(tmp_path, n=3)
     tasks = json.loads((tmp_path / "project-1-at-2026-12-07.json").read_text())
     del tasks[1]["annotations"][1]["result"][0]["original_width"]
     (tmp_path / "project-1-at-2026-12-07.json").write_text(json.dumps(tasks))
     source = ImageSource.model_validate(detect(tmp_path).source)
-    with pytest.raises(LabelError, match="task 1 .*part_001.jpg.* no one original_width/height"):
-        decode_file(str(tmp_path / "images" / "part_000.jpg"), "part_000.jpg", source)
+    resolver = build_resolver(source.labels)
+    rows = {
+        name: decode_file(str(tmp_path / "images" / name), name, source, resolver)[0]
+        for name in ("part_000.jpg", "part_001.jpg")
+    }
+    assert rows["part_000.jpg"]["has_label"] and rows["part_000.jpg"]["status"] == "ok"
+    bad = rows["part_001.jpg"]
+    assert (bad["status"], bad["stage"], bad["has_label"]) == ("ok", "label", False)
+    assert re.search(r"task 1 .*part_001.jpg.* no one original_width/height", bad["error"])
