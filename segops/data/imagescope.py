@@ -7,8 +7,9 @@ its first ``<Attribute Name>`` unless that is ImageScope's default ``Description
 names each cell type so); else that Description's ``Value``; else ``object`` (MoNuSeg: one class,
 the nuclei). Region ``Type`` 1 is a rectangle (its corners), 2 an ellipse (two corners of its box),
 3 an arrow and 4 a ruler (no area: left out); the others are polygons (freehand ones included;
-fewer than 3 vertices: no area). A region with ``NegativeROA="1"`` is a hole cut from its layer's
-regions drawn before it. Each region is one object. See :class:`~segops.config.sources.ImageScopeLabels`.
+fewer than 3 vertices: no area). A region with ``NegativeROA="1"`` is a hole cut from the regions of
+its class drawn before it (its layer's, and those of layers of the same name). Each region is one
+object. See :class:`~segops.config.sources.ImageScopeLabels`.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def label_names(paths: list[Path]) -> list[str]:
 
 def imagescope_label(path: str | Path, shape: tuple[int, int], classes: dict[str, int], instances: bool) -> np.ndarray:
     """One ImageScope file → (H, W) uint8 class map, or with ``instances`` an int32 instance label map
-    (one instance per region); later regions on top, holes cut from their layer; class-0 names left out.
+    (one instance per region); later regions on top, holes cut from their class; class-0 names left out.
 
     Raises:
         LabelError: the file is unreadable or names a class ``classes`` lacks.
@@ -114,7 +115,7 @@ def imagescope_label(path: str | Path, shape: tuple[int, int], classes: dict[str
         cls = classes[outline.name]
         if cls == 0:
             continue
-        if outline.negative:  # a hole: cleared where its layer's earlier regions lie
+        if outline.negative:  # a hole: cleared where earlier regions of its class lie
             label = np.asarray(canvas)
             hole = Image.new("1", (w, h), 0)
             _draw(ImageDraw.Draw(hole), outline, 1)
