@@ -167,7 +167,8 @@ def predict_instances(
     for out in outputs:
         scores = out["scores"].float().cpu()
         keep = scores >= spec.score_threshold
-        masks = out["masks"][keep, 0].float().cpu() >= spec.mask_threshold
+        masks = out["masks"][keep, 0].cpu()  # bool, thresholded as pasted (ChannelsTo3Transform); else probabilities
+        masks = masks if masks.dtype == torch.bool else masks.float() >= spec.mask_threshold
         pred = InstancePrediction(
             masks=masks.numpy(),
             scores=scores[keep].numpy().astype(np.float32),
@@ -187,16 +188,22 @@ def mask_nms(pred: InstancePrediction, threshold: float) -> InstancePrediction:
     if len(pred.scores) < 2:
         return pred
     order = np.argsort(-pred.scores, kind="stable")
-    flat = pred.masks.reshape(len(pred.masks), -1).astype(np.float32)
-    areas = flat.sum(1)
+    masks = pred.masks
+    areas = masks.reshape(len(masks), -1).sum(1)
+    rows, cols = masks.any(axis=2), masks.any(axis=1)  # each mask's box: overlaps are counted inside boxes only
+    y0, y1 = rows.argmax(1), rows.shape[1] - rows[:, ::-1].argmax(1)
+    x0, x1 = cols.argmax(1), cols.shape[1] - cols[:, ::-1].argmax(1)
     kept: list[int] = []
     for i in order:
-        if kept:
-            inter = flat[kept] @ flat[i]
-            iou = inter / np.maximum(areas[kept] + areas[i] - inter, 1.0)
-            if iou.max() > threshold:
-                continue
-        kept.append(int(i))
+        k = np.asarray(kept, dtype=np.intp)
+        boxed = (areas[k] > 0) & (y0[k] < y1[i]) & (y0[i] < y1[k]) & (x0[k] < x1[i]) & (x0[i] < x1[k])
+        for n in k[boxed] if areas[i] else k[:0]:
+            ys, xs = slice(max(y0[i], y0[n]), min(y1[i], y1[n])), slice(max(x0[i], x0[n]), min(x1[i], x1[n]))
+            inter = np.count_nonzero(masks[i, ys, xs] & masks[n, ys, xs])
+            if inter / max(areas[i] + areas[n] - inter, 1) > threshold:
+                break
+        else:
+            kept.append(int(i))
     kept.sort()
     return InstancePrediction(pred.masks[kept], pred.scores[kept], pred.classes[kept])
 

@@ -30,9 +30,9 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn_v2
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection.roi_heads import RoIHeads, project_masks_on_boxes
+from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image, project_masks_on_boxes
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from segops.config.schema import MaskRCNNSpec
@@ -70,7 +70,7 @@ def build_maskrcnn(spec: MaskRCNNSpec) -> nn.Module:
     model = _torchvision_maskrcnn(spec, anchors)
     _freeze_stages(model.backbone.body, _trainable_layers(spec))
     stats = (IMAGENET_MEAN, IMAGENET_STD) if spec.image_stats == "imagenet" else (IMAGE_MEAN, IMAGE_STD)
-    model.transform = ChannelsTo3Transform(spec.in_channels, spec.min_size, spec.max_size, *stats)
+    model.transform = ChannelsTo3Transform(spec.in_channels, spec.min_size, spec.max_size, *stats, spec.mask_threshold)
     model.roi_heads = DiceRoIHeads.from_heads(model.roi_heads, spec.mask_dice_weight)
     float32_heads(model)
     return model
@@ -137,6 +137,10 @@ class ChannelsTo3Transform(GeneralizedRCNNTransform):
     dict is unchanged.
     """
 
+    #: Detections whose masks are pasted onto the whole image at once, as float32: what an image of
+    #: hundreds of objects (MoNuSeg's nuclei, 1000 px tiles) holds at a time beside its bool masks.
+    PASTE_CHUNK = 32
+
     def __init__(
         self,
         in_channels: int,
@@ -144,9 +148,35 @@ class ChannelsTo3Transform(GeneralizedRCNNTransform):
         max_size: int,
         mean: tuple[float, ...] = IMAGE_MEAN,
         std: tuple[float, ...] = IMAGE_STD,
+        mask_threshold: float = 0.5,
     ):
         super().__init__(min_size, max_size, list(mean), list(std))
         self.in_channels = in_channels
+        self.mask_threshold = mask_threshold
+
+    def postprocess(
+        self,
+        result: list[dict[str, torch.Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, torch.Tensor]]:
+        """torchvision's (boxes back to the input image's size, masks pasted into it), each mask
+        thresholded at ``mask_threshold`` into bool as it is pasted, :data:`PASTE_CHUNK` at a time:
+        (N, 1, H, W) bool, 1 byte per pixel and object where torchvision holds 4 for all at once
+        (a 1000 px tile with 800 nuclei: 0.8 GB, not 3.2 GB before any thresholding)."""
+        if self.training:
+            return result
+        for pred, size, original in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = boxes = resize_boxes(pred["boxes"], size, original)
+            if "masks" in pred:
+                masks, step = pred["masks"], self.PASTE_CHUNK
+                pasted = [
+                    paste_masks_in_image(masks[i : i + step], boxes[i : i + step], original) >= self.mask_threshold
+                    for i in range(0, len(masks), step)
+                ]
+                empty = torch.zeros((0, 1, *original), dtype=torch.bool, device=masks.device)
+                pred["masks"] = torch.cat(pasted) if pasted else empty
+        return result
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         if image.shape[0] != self.in_channels:

@@ -179,3 +179,57 @@ def test_mask_nms_drops_fragments_of_a_higher_scoring_instance_and_keeps_touchin
     assert len(mask_nms(pred, 0.5).scores) == 3  # 0.48 is not above 0.5
     empty = InstancePrediction(np.zeros((0, 10, 10), bool), np.zeros(0, np.float32), np.zeros(0, np.int64))
     assert mask_nms(empty, 0.5).masks.shape == (0, 10, 10)
+
+
+def _mask_nms_reference(masks: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """The rule written plainly: highest score first, dropped where its IoU with a kept mask passes."""
+    kept: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        ious = [
+            (masks[i] & masks[k]).sum() / max((masks[i] | masks[k]).sum(), 1) for k in kept
+        ]  # full-image IoU, no boxes
+        if not ious or max(ious) <= threshold:
+            kept.append(int(i))
+    return sorted(kept)
+
+
+def test_mask_nms_within_boxes_equals_the_full_image_rule() -> None:
+    """mask_nms counts overlaps inside the masks' boxes only (an image of hundreds of nuclei held no
+    float copy of every mask): the same detections as the IoU over the whole image, empty masks kept."""
+    from segops.engine.detect import mask_nms
+
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        n, masks = 40, np.zeros((40, 48, 64), bool)
+        for j in range(n - 2):  # overlapping rectangles of many sizes; two empty masks
+            y, x = rng.integers(0, 40), rng.integers(0, 56)
+            masks[j, y : y + rng.integers(2, 16), x : x + rng.integers(2, 16)] = True
+        scores = rng.random(n).astype(np.float32)
+        pred = InstancePrediction(masks, scores, np.ones(n, np.int64))
+        for threshold in (0.1, 0.5):
+            kept = mask_nms(pred, threshold)
+            expected = _mask_nms_reference(masks, scores, threshold)
+            np.testing.assert_array_equal(kept.scores, scores[expected], err_msg=f"trial {trial}, {threshold}")
+
+
+def test_the_model_pastes_masks_as_bool_equal_to_torchvision_thresholded() -> None:
+    """Masks come out of the model pasted and thresholded in chunks (bool, a byte a pixel), equal to
+    torchvision's float paste thresholded at once."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    from segops.models.maskrcnn import ChannelsTo3Transform
+
+    transform = ChannelsTo3Transform(1, 64, 64, mask_threshold=0.4)
+    transform.PASTE_CHUNK = 3  # several chunks for 8 detections
+    transform.eval()
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(8, 1, 28, 28, generator=gen)
+    boxes = torch.tensor([[4.0 * i, 2.0 * i, 4.0 * i + 20, 2.0 * i + 30] for i in range(8)])
+    result = transform.postprocess([{"boxes": boxes.clone(), "masks": probs}], [(64, 64)], [(96, 128)])
+    scaled = boxes * torch.tensor([2.0, 1.5, 2.0, 1.5])  # back to the 128 x 96 input
+    torch.testing.assert_close(result[0]["boxes"], scaled)
+    expected = paste_masks_in_image(probs, scaled, (96, 128)) >= 0.4
+    assert result[0]["masks"].dtype == torch.bool and result[0]["masks"].shape == (8, 1, 96, 128)
+    assert torch.equal(result[0]["masks"], expected)
+    empty = transform.postprocess([{"boxes": boxes[:0], "masks": probs[:0]}], [(64, 64)], [(96, 128)])
+    assert empty[0]["masks"].shape == (0, 1, 96, 128) and empty[0]["masks"].dtype == torch.bool
