@@ -178,7 +178,8 @@ def test_soft_dice_loss_matches_monai_and_its_limits() -> None:
 def test_heads_hand_on_float32_under_bfloat16_autocast() -> None:
     """torchvision's box coder casts proposals to the dtype of the predicted offsets: in bfloat16 a
     box coordinate keeps 8 significant bits (4 px steps on a 1024 px photo). The heads' outputs are
-    float32, so boxes, masks, scores and every loss are too while the convolutions run in bf16."""
+    float32, so boxes, mask probabilities, scores and every loss are too while the convolutions run in
+    bf16; the masks come out thresholded to bool as they are pasted."""
     model = _tiny(build_model(MaskRCNNSpec(arch="maskrcnn", in_channels=1, **TINY)))
     images, targets = _inputs(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -188,7 +189,8 @@ def test_heads_hand_on_float32_under_bfloat16_autocast() -> None:
         with torch.inference_mode():
             detections = model(images)
     assert {k: v.dtype for k, v in losses.items()} == dict.fromkeys(losses, torch.float32)
-    assert all(d["boxes"].dtype == d["scores"].dtype == d["masks"].dtype == torch.float32 for d in detections)
+    assert all(d["boxes"].dtype == d["scores"].dtype == torch.float32 for d in detections)
+    assert all(d["masks"].dtype == torch.bool for d in detections)  # float32 probabilities, thresholded as pasted
     assert sum(len(d["boxes"]) for d in detections) > 0
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # the convolutions: bf16
         assert model.backbone(torch.zeros(1, 3, 64, 64))["0"].dtype == torch.bfloat16
