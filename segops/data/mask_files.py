@@ -28,7 +28,7 @@ def read_mask_png(
     threshold: int | None = None,
     void: int | None = None,
     ignore: bool = False,
-    fit: tuple[int, int] | None = None,
+    resize: bool = False,
 ) -> np.ndarray:
     """Read a class-index mask image (PNG/TIFF; page ``page`` of a multi-page TIFF).
 
@@ -39,14 +39,14 @@ def read_mask_png(
 
     Args:
         shape: (H, W) of the image the mask belongs to (None: not checked).
-        fit: that shape again to resize a rescaled mask to it (:func:`resized`), else None.
+        resize: a rescaled mask is resized to ``shape`` (:func:`resized`) before it is checked.
 
     Raises:
         LabelError: unreadable, not single-channel, missing page, of another size than the
             image, or with a value ``values`` does not list.
     """
     stored = _read_page(path, page, "mask")
-    stored = resized(stored, fit, str(path)) if fit else stored
+    stored = resized(stored, shape, str(path)) if resize and shape else stored
     label = class_map(without_void(stored, void), shape or stored.shape[:2], str(path), values, threshold)
     if ignore and void is not None:
         label[stored == void] = IGNORE_LABEL
@@ -62,8 +62,7 @@ def spec_mask(spec: MaskPngLabels, path: str | Path, shape: tuple[int, int] | No
         LabelError: as :func:`read_mask_png`, or a colour mask with colours ``colors`` lacks.
     """
     if spec.colors is None:
-        fit = shape if spec.resize else None
-        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void, spec.ignore_void, fit)
+        return read_mask_png(path, shape, page, spec.values, spec.threshold, spec.void, spec.ignore_void, spec.resize)
     frame = _read_frame(path, page, "mask")
     frame = resized(frame, shape, str(path)) if spec.resize and shape else frame
     check_size(frame[..., 0] if frame.ndim == 3 else frame, shape or frame.shape[:2], f"mask {path}")

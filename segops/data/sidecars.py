@@ -36,7 +36,8 @@ def find_outlines(
     file of another kind. Classes: every name in the files (read all up to :data:`PLAN_FILES`, else a
     spread sample), numbered 1..K in sorted order; instance task when an image holds two regions of
     one name, as for COCO."""
-    best = sidecar_pairs(files, pictures, ext)
+    sidecars = {f for f in files if f.lower().endswith(ext)}
+    best = sidecar_pairs(sidecars, pictures, ext)
     if best is None:
         return None
     under, paired, image_dir, label_dir = best
@@ -49,7 +50,9 @@ def find_outlines(
         docs = [regions(path) for path in sample[:20]]
     except LabelError:
         return None  # files of another kind
-    names = sorted({name for path in sample for name in _names_or_none(regions, path)})
+    names = sorted(
+        {name for d in docs for name in d} | {n for path in sample[20:] for n in _names_or_none(regions, path)}
+    )
     if not names or (few and not all(docs)):
         return None
     crowded = max((n for d in docs for n in Counter(d).values()), default=0)
@@ -73,7 +76,7 @@ def find_outlines(
     }
     image_root = root / image_dir if image_dir else root
     n_paired = len(paired) + without_file(root, files, image_root, under, paired, few, labels, notes, tool)
-    if note := outside_note(root, files, pictures, image_dir, ext, tool):
+    if note := outside_note(root, sidecars, pictures, image_dir, ext, tool):
         notes["path"] = note
     source = {"kind": "images", "path": str(image_root), "labels": labels}
     named = {k: name for name, k in classes.items()}
@@ -87,11 +90,10 @@ def _names_or_none(regions: Callable[[Path], list[str]], path: Path) -> list[str
         return []
 
 
-def sidecar_pairs(files: list[str], pictures: list[str], ext: str) -> tuple[list[str], list[str], str, str] | None:
-    """(the pictures under the image folder, those with an ``ext`` file of their name, the image folder
-    and the annotation folder as prefixes) for the folder pair where the most pictures have one:
-    beside them ("", "") or in a mask-named sibling folder; None where no pair is possible."""
-    sidecars = {f for f in files if f.lower().endswith(ext)}
+def sidecar_pairs(sidecars: set[str], pictures: list[str], ext: str) -> tuple[list[str], list[str], str, str] | None:
+    """(the pictures under the image folder, those with an ``ext`` file of their name among ``sidecars``,
+    the image folder and the annotation folder as prefixes) for the folder pair where the most pictures
+    have one: beside them ("", "") or in a mask-named sibling folder; None where no pair is possible."""
     best: tuple[list[str], list[str], str, str] | None = None
     for image_dir, label_dir in _folder_pairs(sidecars, pictures):
         under = [p[len(image_dir) :] for p in pictures if p.startswith(image_dir)]
@@ -101,11 +103,12 @@ def sidecar_pairs(files: list[str], pictures: list[str], ext: str) -> tuple[list
     return best
 
 
-def outside_note(root: Path, files: list[str], pictures: list[str], image_dir: str, ext: str, tool: str) -> str | None:
+def outside_note(
+    root: Path, sidecars: set[str], pictures: list[str], image_dir: str, ext: str, tool: str
+) -> str | None:
     """A note on the pictures outside ``image_dir`` (a prefix) that have an ``ext`` file of their own
-    beside them (MoNuSeg's ``MoNuSegTestData/`` beside the training folder pair): left out, with the
-    command that plans them; None where there are none."""
-    sidecars = {f for f in files if f.lower().endswith(ext)}
+    among ``sidecars`` beside them (MoNuSeg's ``MoNuSegTestData/`` beside the training folder pair):
+    left out, with the command that plans them; None where there are none."""
     outside = [
         p for p in pictures if not p.startswith(image_dir) and str(PurePosixPath(p).with_suffix(ext)) in sidecars
     ]
