@@ -85,11 +85,12 @@ def _layer_name(layer: ET.Element) -> str:
 
 
 def label_names(paths: list[Path]) -> list[str]:
-    """The class names of the regions in ``paths`` (holes too), sorted; unreadable files are skipped."""
+    """The class names of the regions in ``paths`` (not holes: a hole names no class of its own, as
+    the plan's :func:`find_imagescope` counts them), sorted; unreadable files are skipped."""
     names: set[str] = set()
     for path in paths:
         try:
-            names |= {o.name for o in read_imagescope(path)}
+            names |= set(_area_names(path))
         except LabelError:
             continue
     return sorted(names)
@@ -107,6 +108,8 @@ def imagescope_label(path: str | Path, shape: tuple[int, int], classes: dict[str
     draw = ImageDraw.Draw(canvas)
     owners: dict[int, int] = {}  # object id (instances) → class
     for k, outline in enumerate(read_imagescope(path), start=1):
+        if outline.negative and not classes.get(outline.name):  # a hole in a class not drawn: nothing to cut
+            continue
         if outline.name not in classes:
             raise LabelError(
                 f"ImageScope file {path} has a layer named {outline.name!r}, which labels.classes "

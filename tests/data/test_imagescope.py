@@ -9,7 +9,7 @@ from PIL import Image
 
 from segops.config.schema import ImageSource
 from segops.data.decode import decode_file, list_source_files
-from segops.data.imagescope import imagescope_label, read_imagescope
+from segops.data.imagescope import imagescope_label, label_names, read_imagescope
 from segops.data.instances import INSTANCE_STRIDE, split_instances
 from segops.data.labels import build_resolver
 from segops.data.pairing import detect
@@ -73,6 +73,7 @@ def test_region_types_holes_and_layer_names_are_drawn(tmp_path: Path) -> None:
     expected[2:21, 2:21] = 1
     expected[6:13, 6:13] = 0  # the hole, its outline included
     expected[4:11, 30:41] = 2
+    expected_full = label.copy()
     ellipse = label[20:37, 44:61] == 2
     label[20:37, 44:61] = 0
     np.testing.assert_array_equal(label, expected)
@@ -83,6 +84,11 @@ def test_region_types_holes_and_layer_names_are_drawn(tmp_path: Path) -> None:
     assert imagescope_label(path, (H, W), {"Epithelial": 0, "Lymphocyte": 2}, instances=False).max() == 2
     with pytest.raises(LabelError, match="'Lymphocyte'.*lacks"):
         imagescope_label(path, (H, W), {"Epithelial": 1}, instances=False)
+    # a layer of holes alone names no class: left out of the names, and it cuts nothing
+    holes = _layer([_region(0, _square(30, 4, 40, 10), negative=True)], attribute=("Ambiguous", ""))
+    with_holes = _xml(tmp_path / "holes.xml", [epithelial, lymphocyte, holes])
+    assert label_names([with_holes]) == ["Epithelial", "Lymphocyte"]
+    assert np.array_equal(imagescope_label(with_holes, (H, W), classes, instances=False), expected_full)
 
 
 def test_layer_names_and_files_of_another_kind(tmp_path: Path) -> None:
